@@ -1,0 +1,144 @@
+//! The `Host` trait: every service a script can call goes through it.
+//!
+//! `lua-sdk` knows nothing about storage or the cluster. The node implements
+//! `Host` (in `actors`/`runtime`) and hands an `Arc<dyn Host>` to each VM. Each
+//! VM belongs to exactly one app; the app name is passed on every call so one
+//! `Host` can serve every app while keeping their keys apart.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+/// A boxed future, so `Host` stays object-safe.
+pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HostError>> + Send + 'a>>;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read started (default).
+    #[default]
+    Linearizable,
+    /// Reads this node's applied state without asking the leader.
+    Stale,
+}
+
+/// Log levels of `log.debug/info/warn/error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// One page of `kv.list`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KvListPage {
+    pub items: Vec<(String, Value)>,
+    /// Pass back as `cursor` to get the next page; `None` when the listing is done.
+    pub cursor: Option<String>,
+}
+
+/// One operation inside `kv.atomic({...})`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtomicOp {
+    Set {
+        key: String,
+        value: Value,
+        ttl_secs: Option<f64>,
+    },
+    Delete {
+        key: String,
+    },
+    Incr {
+        key: String,
+        by: i64,
+    },
+    Cas {
+        key: String,
+        expected: Option<Value>,
+        new: Option<Value>,
+    },
+}
+
+/// The result of one op of `kv.atomic`, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtomicResult {
+    Set,
+    Deleted { existed: bool },
+    Incr { value: i64 },
+    Cas { swapped: bool },
+}
+
+/// An error from a host service, with a stable code (`value_too_large`,
+/// `no_leader`, `not_a_number`, `atomic_cas_failed`, `unavailable`, ...).
+/// It reaches the script as a Lua error whose message is `"<code>: <message>"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct HostError {
+    pub code: String,
+    pub message: String,
+}
+
+impl HostError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        HostError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The services a script can reach. Implemented by the node.
+pub trait Host: Send + Sync + 'static {
+    fn kv_get<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        consistency: Consistency,
+    ) -> HostFuture<'a, Option<Value>>;
+    fn kv_set<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        value: Value,
+        ttl_secs: Option<f64>,
+    ) -> HostFuture<'a, ()>;
+    /// Returns whether the key existed.
+    fn kv_delete<'a>(&'a self, app: &'a str, key: &'a str) -> HostFuture<'a, bool>;
+    /// Returns the new value.
+    fn kv_incr<'a>(&'a self, app: &'a str, key: &'a str, by: i64) -> HostFuture<'a, i64>;
+    /// Returns whether the swap happened.
+    fn kv_cas<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        expected: Option<Value>,
+        new: Option<Value>,
+    ) -> HostFuture<'a, bool>;
+    fn kv_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, KvListPage>;
+    fn kv_atomic<'a>(&'a self, app: &'a str, ops: Vec<AtomicOp>)
+    -> HostFuture<'a, Vec<AtomicResult>>;
+    /// Appends a line to the app's log. Must not block.
+    fn log(&self, app: &str, level: LogLevel, message: String);
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}

@@ -1,0 +1,136 @@
+//! Commands: the only way replicated state changes.
+//!
+//! Every write in PiCloud becomes one `Command`, encoded with bincode into one
+//! openraft log entry and applied by [`crate::state_machine`] on every replica.
+//! A command carries everything `apply` needs that is not already in the state:
+//! the proposer's clock (`now_ms`) and any randomness (key ids, secrets hashes),
+//! so that `apply` is a pure function of (state, command).
+//!
+//! Values that come from Lua or the admin API are stored as JSON text (`Vec<u8>`),
+//! never as a dynamic serde type: bincode cannot decode `serde_json::Value`.
+
+use serde::{Deserialize, Serialize};
+
+/// One replicated write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// One kv operation in one app.
+    Kv { app: String, op: KvOp, now_ms: u64 },
+    /// Several kv operations in one app, applied all-or-nothing in one log entry.
+    /// If any `Cas` fails or any `Incr` hits a non-number, none of the ops apply.
+    KvAtomic {
+        app: String,
+        ops: Vec<KvOp>,
+        now_ms: u64,
+    },
+    /// Creates an empty app (no version yet). Fails with `AppExists` if present.
+    AppCreate { app: String, now_ms: u64 },
+    /// Deletes an app with all its kv data and deploys. Fails with `AppNotFound`.
+    AppDelete { app: String },
+    /// Stores a new deploy bundle as the next version of the app and makes it
+    /// active. Creates the app if it does not exist. Keeps at most
+    /// `versions_keep` versions (oldest inactive ones are dropped).
+    /// `bundle` is opaque to storage (the runtime encodes it).
+    Deploy {
+        app: String,
+        bundle: Vec<u8>,
+        now_ms: u64,
+        versions_keep: u32,
+    },
+    /// Makes an earlier version active again: `to_version = None` means the
+    /// version before the active one.
+    Rollback {
+        app: String,
+        to_version: Option<u64>,
+        now_ms: u64,
+    },
+    /// Stores an API key. `secret_hash` is SHA-256 of the secret; the secret
+    /// itself never enters the log.
+    KeyCreate {
+        id: String,
+        name: String,
+        scope: String,
+        secret_hash: Vec<u8>,
+        now_ms: u64,
+    },
+    /// Revokes (deletes) an API key. Fails with `KeyNotFound`.
+    KeyRevoke { id: String },
+}
+
+/// One kv operation. `value`s are JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KvOp {
+    Set {
+        key: String,
+        value: Vec<u8>,
+        /// Absolute expiry on the proposer's clock; `None` = never.
+        expires_at_ms: Option<u64>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Adds `by` to an integer value (absent or expired counts as 0).
+    /// Fails with `NotANumber` if the current value is not an integer.
+    /// Keeps the existing expiry.
+    Incr {
+        key: String,
+        by: i64,
+    },
+    /// Swaps when the current value equals `expected` (JSON equality, numbers
+    /// compared by value so `1` equals `1.0`). `expected = None` means "absent".
+    /// `new = None` deletes. A failed compare is not an error: the result says
+    /// `swapped: false`.
+    Cas {
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+}
+
+/// What applying a command produced. Deterministic, like `apply` itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub enum CommandResult {
+    /// Membership and blank entries, and commands with nothing to report.
+    #[default]
+    Done,
+    Kv(KvOpResult),
+    KvAtomic(Vec<KvOpResult>),
+    Deployed {
+        version: u64,
+    },
+    RolledBack {
+        version: u64,
+    },
+    /// A command that was rejected by `apply` (state unchanged).
+    Rejected(ApplyError),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KvOpResult {
+    Set,
+    Deleted { existed: bool },
+    Incr { value: i64 },
+    Cas { swapped: bool },
+}
+
+/// Deterministic rejections. Each maps to one stable error code in the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    #[error("app {app} not found")]
+    AppNotFound { app: String },
+    #[error("app {app} already exists")]
+    AppExists { app: String },
+    #[error("app {app} has no version {version}")]
+    VersionNotFound { app: String, version: u64 },
+    #[error("app {app} has no earlier version to roll back to")]
+    NoEarlierVersion { app: String },
+    #[error("key {key} does not hold an integer")]
+    NotANumber { key: String },
+    #[error("api key {id} not found")]
+    KeyNotFound { id: String },
+    #[error("api key {id} already exists")]
+    KeyExists { id: String },
+    /// `KvAtomic` aborted because op `index` (a `Cas`) did not match.
+    #[error("atomic op {index} (cas on {key}) did not match; nothing was written")]
+    AtomicCasFailed { index: usize, key: String },
+}

@@ -1,0 +1,45 @@
+//! What readers get back from the state: plain records, no sled types.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub name: String,
+    pub created_ms: u64,
+    /// The version requests are served from; `None` until the first deploy.
+    pub active_version: Option<u64>,
+    /// The highest version ever deployed (versions are never reused).
+    pub latest_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRecord {
+    pub version: u64,
+    pub created_ms: u64,
+    pub bundle_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub secret_hash: Vec<u8>,
+    pub created_ms: u64,
+}
+
+/// One page of `kv_list`. `cursor` is the last key returned when more may follow.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KvPage {
+    pub items: Vec<(String, Vec<u8>)>,
+    pub cursor: Option<String>,
+}
+
+/// Emitted after a command that changes what an app serves has been applied,
+/// so each node's actors can reload. Sent on a bounded broadcast channel; a
+/// receiver that lags must reload every app.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppliedEvent {
+    /// Deploy, rollback, create or delete of `app`.
+    AppChanged { app: String },
+}
