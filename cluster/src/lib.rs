@@ -1,1 +1,34 @@
-//! placeholder
+//! PiCloud's cluster layer: one openraft group and the way writes and reads go through it.
+//!
+//! `cluster` turns the storage crate's log store and state machine into a running
+//! Raft node and gives the layers above three verbs: [`Node::write`] (propose a
+//! command and wait until it is applied here), [`Node::read_barrier`] (wait until
+//! a linearizable read may be served from local state) and [`Node::reader`]
+//! (the local state). It never touches Lua or HTTP.
+//!
+//! # Layout
+//!
+//! - `config`: `ClusterConfig`, Raft timings and limits with their defaults.
+//! - `node`: `Node`, boot (initialise a one-voter cluster on first start), write,
+//!   read barrier, status, shutdown.
+//! - `network`: the openraft network factory. Single-node clusters never send an
+//!   RPC; the QUIC transport (join, forwarding) plugs in here.
+//! - `identity`: the node's persistent identity in the data dir.
+//! - `error`: `ClusterError`, split into retryable (`NoLeader`, `Timeout`) and fatal.
+//!
+//! ```text
+//!   actors/runtime ──write(cmd)──▶ Node ──client_write──▶ openraft ──append──▶ LogStore (group commit)
+//!                                   │                          └──apply──▶ StateMachine
+//!                 ◀── CommandResult ┘ (after apply on this node: read-your-writes)
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod network;
+pub mod node;
+
+pub use config::ClusterConfig;
+pub use error::ClusterError;
+pub use node::{Node, NodeStatus};
+pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};

@@ -3,10 +3,44 @@
 //! This crate imports no other PiCloud crate. It defines [`Host`], the trait
 //! through which every service call from Lua reaches the node, and builds
 //! sandboxed Lua 5.4 VMs (mlua) that enforce an instruction budget, a memory
-//! cap and a wall-clock timeout per invocation.
+//! cap and a wall-clock timeout per invocation. A script returns a handler
+//! (`return function(req) ... end`); [`Vm::invoke`] calls it with a
+//! [`Request`] and converts what it returns into a [`Response`].
+//!
+//! The threat model is in `shared/design/LUA-SANDBOX.md`: scripts are hostile.
+//! Every escape listed there has a test in `tests/sandbox.rs`.
+//!
+//! # Layout
+//!
+//! * `host.rs` — the [`Host`] trait the node implements, and its types.
+//! * `vm.rs` — [`Vm`] (load scripts, invoke a handler) and [`check_syntax`].
+//! * `sandbox.rs` — building a locked-down Lua state: libraries, memory cap,
+//!   hook, removed globals, the prelude wrapping `pcall` & co.
+//! * `budget.rs` — instruction/deadline accounting and the sticky kill flag.
+//! * `sdk/` — the globals scripts use: `kv`, `log`/`print`, `json`, `time`.
+//! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies).
+//! * `http.rs` — [`Request`]/[`Response`] and their Lua form.
+//! * `error.rs` — [`CompileError`], [`InvokeError`] and error classification.
+//! * `limits.rs` — [`SandboxLimits`] and the crate's fixed maxima.
+//! * `stubs/picloud.lua` (outside `src/`) — LuaLS type stubs for editors.
 
+mod budget;
+mod convert;
+mod error;
 pub mod host;
+mod http;
+mod limits;
+mod sandbox;
+mod sdk;
+mod vm;
 
+pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
 };
+pub use http::{Request, Response};
+pub use limits::{
+    CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, JSON_DEPTH_MAX, KV_LIST_LIMIT_DEFAULT,
+    LOG_MESSAGE_BYTES_MAX, SandboxLimits,
+};
+pub use vm::{ScriptSource, Vm, check_syntax};

@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 /// One replicated write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// One kv operation in one app.
+    /// One kv operation in one app. Fails with `AppNotFound` if the app does
+    /// not exist (so a deleted app's data cannot be recreated by a late write).
     Kv { app: String, op: KvOp, now_ms: u64 },
     /// Several kv operations in one app, applied all-or-nothing in one log entry.
     /// If any `Cas` fails or any `Incr` hits a non-number, none of the ops apply.
+    /// Fails with `AppNotFound` if the app does not exist.
     KvAtomic {
         app: String,
         ops: Vec<KvOp>,
@@ -70,7 +72,8 @@ pub enum KvOp {
         key: String,
     },
     /// Adds `by` to an integer value (absent or expired counts as 0).
-    /// Fails with `NotANumber` if the current value is not an integer.
+    /// Fails with `NotANumber` if the current value is not an integer, and
+    /// with `IncrOverflow` if the sum does not fit an `i64`.
     /// Keeps the existing expiry.
     Incr {
         key: String,
@@ -78,8 +81,8 @@ pub enum KvOp {
     },
     /// Swaps when the current value equals `expected` (JSON equality, numbers
     /// compared by value so `1` equals `1.0`). `expected = None` means "absent".
-    /// `new = None` deletes. A failed compare is not an error: the result says
-    /// `swapped: false`.
+    /// `new = None` deletes; a swapped-in value has no expiry. A failed compare
+    /// is not an error: the result says `swapped: false`.
     Cas {
         key: String,
         expected: Option<Vec<u8>>,
@@ -126,6 +129,9 @@ pub enum ApplyError {
     NoEarlierVersion { app: String },
     #[error("key {key} does not hold an integer")]
     NotANumber { key: String },
+    /// `Incr` would leave the `i64` range.
+    #[error("incrementing key {key} overflows a 64-bit integer")]
+    IncrOverflow { key: String },
     #[error("api key {id} not found")]
     KeyNotFound { id: String },
     #[error("api key {id} already exists")]

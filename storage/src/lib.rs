@@ -12,10 +12,18 @@
 //! - `types`: the openraft type configuration (`TypeConfig`, `NodeId`, `NodeInfo`).
 //! - `codec`: the one bincode configuration, with size limits for decoding.
 //! - `backend`: the `Backend` trait sled sits behind, and `SledBackend`.
+//! - `keys` (private): how records are laid out as backend keys, per app.
 //! - `apply`: the deterministic state transition over a `Backend`.
 //! - `state`: `StateReader`, the read side (kv get/list, apps, deploys, keys).
 //! - `log_store`: `LogStore` (openraft `RaftLogStorage`), one group-commit flusher.
 //! - `state_machine`: `StateMachine` (openraft `RaftStateMachine`), streamed snapshots.
+//! - `snapshot` (private): the snapshot file format, written and read record by record.
+//! - `error`: `StorageError`.
+//!
+//! On disk, [`open`] keeps three things under its directory: `log/` (the Raft
+//! log's sled database), `state/` (the state's sled database) and
+//! `snapshots/` (the current snapshot file). Two databases, so the log's
+//! flusher and the state machine never flush one sled database concurrently.
 //!
 //! ```text
 //!  cluster ──append──▶ LogStore ──(one flusher: fsync, then ack all waiters)
@@ -23,10 +31,85 @@
 //!                            └── AppliedEvent (broadcast) ──▶ actors reload apps
 //! ```
 
+pub mod apply;
+pub mod backend;
+pub mod codec;
 pub mod command;
+mod error;
+mod keys;
+pub mod log_store;
 pub mod records;
+mod snapshot;
+pub mod state;
+pub mod state_machine;
 pub mod types;
 
+use std::path::Path;
+use std::sync::Arc;
+
 pub use command::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+pub use error::StorageError;
+pub use log_store::LogStore;
 pub use records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
+pub use state::StateReader;
+pub use state_machine::StateMachine;
 pub use types::{NodeId, NodeInfo, TypeConfig};
+
+use backend::{SledBackend, SledOptions};
+
+/// Storage limits. Validated by the caller's config; sane defaults for a Pi.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// sled's page cache, split between the two databases: a quarter for the
+    /// log (read back mostly while recent), the rest for the state.
+    pub cache_capacity_bytes: u64,
+    /// How many `AppliedEvent`s a slow subscriber may fall behind before it
+    /// sees `Lagged` (and must reload every app).
+    pub events_capacity: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            cache_capacity_bytes: 32 * 1024 * 1024,
+            events_capacity: 1024,
+        }
+    }
+}
+
+/// Everything [`open`] returns: hand `log_store` and `state_machine` to
+/// `openraft::Raft::new`, keep `reader` for reads.
+pub struct Storage {
+    pub log_store: LogStore,
+    pub state_machine: StateMachine,
+    pub reader: StateReader,
+}
+
+/// Opens (or creates) storage under `dir`. Blocking: it opens two sled
+/// databases and may re-install the current snapshot after a crash.
+/// Starts the log's flusher thread; no tokio runtime is needed.
+pub fn open(dir: &Path, options: &StorageOptions) -> Result<Storage, StorageError> {
+    std::fs::create_dir_all(dir).map_err(StorageError::io("create storage dir", dir))?;
+    let log_cache_bytes = options.cache_capacity_bytes / 4;
+    let state_cache_bytes = options.cache_capacity_bytes - log_cache_bytes;
+    let log_store = LogStore::open(&dir.join("log"), log_cache_bytes)?;
+    let state_backend: Arc<dyn backend::Backend> = Arc::new(SledBackend::open(
+        &dir.join("state"),
+        SledOptions {
+            cache_capacity_bytes: state_cache_bytes,
+        },
+    )?);
+    // A zero capacity would make tokio panic; one is the smallest useful.
+    let (events, _) = tokio::sync::broadcast::channel(options.events_capacity.max(1));
+    let state_machine = StateMachine::open(
+        state_backend.clone(),
+        &dir.join("snapshots"),
+        events.clone(),
+    )?;
+    let reader = StateReader::new(state_backend, events);
+    Ok(Storage {
+        log_store,
+        state_machine,
+        reader,
+    })
+}

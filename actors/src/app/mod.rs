@@ -1,0 +1,9 @@
+//! What an app is made of: its manifest, routes and deploy bundles.
+
+pub mod bundle;
+pub mod manifest;
+pub mod routes;
+
+pub use bundle::{Bundle, CheckedBundle, DeployError};
+pub use manifest::{MANIFEST_FILE, Manifest, RouteSpec, validate_app_name};
+pub use routes::{RouteMatch, RouteMiss, RouteTable};

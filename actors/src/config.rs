@@ -1,0 +1,57 @@
+//! Limits of the actor layer, each with a default. The binary fills these from
+//! its config and validates them at boot.
+
+use std::time::Duration;
+
+use picloud_lua_sdk::SandboxLimits;
+
+use crate::logs::LogLimits;
+
+#[derive(Debug, Clone)]
+pub struct ActorLimits {
+    /// Per-invocation instruction budget, memory cap per VM and wall-clock timeout.
+    pub sandbox: SandboxLimits,
+    /// Most VMs (so concurrent invocations) per app on this node.
+    pub vm_pool_size_max: usize,
+    /// Idle VMs kept per app after a burst; the rest are dropped to save memory.
+    pub vm_idle_max: usize,
+    /// How long a request waits for a free VM before failing with 503 `app_busy`.
+    pub vm_wait_ms: u64,
+    /// Largest kv value (JSON text), in bytes.
+    pub kv_value_bytes_max: usize,
+    /// Largest kv key, in bytes.
+    pub kv_key_bytes_max: usize,
+    /// Most items one `kv.list` page may return.
+    pub kv_list_limit_max: usize,
+    /// Most ops in one `kv.atomic`.
+    pub kv_atomic_ops_max: usize,
+    /// Log ring and follow bounds.
+    pub logs: LogLimits,
+    /// Restart backoff of a crashed app actor: first delay, doubled up to the max.
+    pub restart_backoff_initial_ms: u64,
+    pub restart_backoff_max_ms: u64,
+}
+
+impl Default for ActorLimits {
+    fn default() -> Self {
+        ActorLimits {
+            sandbox: SandboxLimits::default(),
+            vm_pool_size_max: 8,
+            vm_idle_max: 2,
+            vm_wait_ms: 2_000,
+            kv_value_bytes_max: 256 * 1024,
+            kv_key_bytes_max: 512,
+            kv_list_limit_max: 1_000,
+            kv_atomic_ops_max: 64,
+            logs: LogLimits::default(),
+            restart_backoff_initial_ms: 50,
+            restart_backoff_max_ms: 5_000,
+        }
+    }
+}
+
+impl ActorLimits {
+    pub fn vm_wait(&self) -> Duration {
+        Duration::from_millis(self.vm_wait_ms)
+    }
+}

@@ -1,0 +1,365 @@
+//! `NodeHost`: the node's implementation of the Lua SDK's `Host` trait.
+//!
+//! Every service call from a script lands here and becomes either a read of
+//! local state (after a read barrier when linearizable) or a command proposed
+//! through the cluster. Limits on keys, values and pages are enforced here,
+//! before anything reaches the log.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use picloud_cluster::{ClusterError, Node};
+use picloud_lua_sdk::{
+    AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
+};
+use picloud_storage::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+use serde_json::Value;
+
+use crate::config::ActorLimits;
+use crate::logs::LogBook;
+
+/// Milliseconds since the Unix epoch on this node's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The services scripts reach, backed by the cluster node.
+#[derive(Clone)]
+pub struct NodeHost {
+    node: Node,
+    logs: LogBook,
+    limits: Arc<ActorLimits>,
+}
+
+/// Maps a cluster error to the code a script (and the HTTP client) sees.
+pub fn cluster_host_error(error: ClusterError) -> HostError {
+    let code = match &error {
+        ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => "no_leader",
+        ClusterError::Timeout { .. } => "timeout",
+        _ => "unavailable",
+    };
+    HostError::new(code, error.to_string())
+}
+
+/// Maps a deterministic apply rejection to a script-visible error.
+pub fn apply_host_error(error: ApplyError) -> HostError {
+    let code = match &error {
+        ApplyError::NotANumber { .. } => "not_a_number",
+        ApplyError::IncrOverflow { .. } => "incr_overflow",
+        ApplyError::AtomicCasFailed { .. } => "atomic_cas_failed",
+        ApplyError::AppNotFound { .. } => "app_not_found",
+        _ => "rejected",
+    };
+    HostError::new(code, error.to_string())
+}
+
+fn unexpected(result: &CommandResult) -> HostError {
+    HostError::new("internal", format!("unexpected apply result {result:?}"))
+}
+
+impl NodeHost {
+    pub fn new(node: Node, logs: LogBook, limits: Arc<ActorLimits>) -> NodeHost {
+        NodeHost { node, logs, limits }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), HostError> {
+        if key.is_empty() {
+            return Err(HostError::new("invalid_key", "kv keys must not be empty"));
+        }
+        if key.len() > self.limits.kv_key_bytes_max {
+            return Err(HostError::new(
+                "key_too_large",
+                format!(
+                    "kv key is {} bytes; the limit is {} (kv_key_bytes_max)",
+                    key.len(),
+                    self.limits.kv_key_bytes_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn encode_value(&self, value: &Value) -> Result<Vec<u8>, HostError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| HostError::new("invalid_value", e.to_string()))?;
+        if bytes.len() > self.limits.kv_value_bytes_max {
+            return Err(HostError::new(
+                "value_too_large",
+                format!(
+                    "kv value is {} bytes as JSON; the limit is {} (kv_value_bytes_max)",
+                    bytes.len(),
+                    self.limits.kv_value_bytes_max
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn expiry(&self, ttl_secs: Option<f64>, now_ms: u64) -> Result<Option<u64>, HostError> {
+        match ttl_secs {
+            None => Ok(None),
+            Some(ttl) if ttl.is_finite() && ttl > 0.0 && ttl <= 10.0 * 365.0 * 86_400.0 => {
+                Ok(Some(now_ms.saturating_add((ttl * 1000.0) as u64)))
+            }
+            Some(ttl) => Err(HostError::new(
+                "invalid_ttl",
+                format!("ttl must be a positive number of seconds up to ten years, got {ttl}"),
+            )),
+        }
+    }
+
+    fn to_kv_op(&self, op: AtomicOp, now_ms: u64) -> Result<KvOp, HostError> {
+        Ok(match op {
+            AtomicOp::Set {
+                key,
+                value,
+                ttl_secs,
+            } => {
+                self.check_key(&key)?;
+                KvOp::Set {
+                    value: self.encode_value(&value)?,
+                    expires_at_ms: self.expiry(ttl_secs, now_ms)?,
+                    key,
+                }
+            }
+            AtomicOp::Delete { key } => {
+                self.check_key(&key)?;
+                KvOp::Delete { key }
+            }
+            AtomicOp::Incr { key, by } => {
+                self.check_key(&key)?;
+                KvOp::Incr { key, by }
+            }
+            AtomicOp::Cas { key, expected, new } => {
+                self.check_key(&key)?;
+                KvOp::Cas {
+                    expected: expected.map(|v| self.encode_value(&v)).transpose()?,
+                    new: new.map(|v| self.encode_value(&v)).transpose()?,
+                    key,
+                }
+            }
+        })
+    }
+
+    async fn kv_write(&self, app: &str, op: KvOp, now_ms: u64) -> Result<KvOpResult, HostError> {
+        let result = self
+            .node
+            .write(Command::Kv {
+                app: app.to_string(),
+                op,
+                now_ms,
+            })
+            .await
+            .map_err(cluster_host_error)?;
+        match result {
+            CommandResult::Kv(result) => Ok(result),
+            CommandResult::Rejected(error) => Err(apply_host_error(error)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn barrier(&self, consistency: Consistency) -> Result<(), HostError> {
+        match consistency {
+            Consistency::Linearizable => {
+                self.node.read_barrier().await.map_err(cluster_host_error)
+            }
+            Consistency::Stale => Ok(()),
+        }
+    }
+}
+
+fn decode_value(bytes: &[u8]) -> Result<Value, HostError> {
+    serde_json::from_slice(bytes).map_err(|e| HostError::new("corrupt_value", e.to_string()))
+}
+
+fn storage_error(error: picloud_storage::StorageError) -> HostError {
+    HostError::new("storage", error.to_string())
+}
+
+impl Host for NodeHost {
+    fn kv_get<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        consistency: Consistency,
+    ) -> HostFuture<'a, Option<Value>> {
+        Box::pin(async move {
+            self.check_key(key)?;
+            self.barrier(consistency).await?;
+            let bytes = self
+                .node
+                .reader()
+                .kv_get(app, key, now_ms())
+                .map_err(storage_error)?;
+            bytes.map(|b| decode_value(&b)).transpose()
+        })
+    }
+
+    fn kv_set<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        value: Value,
+        ttl_secs: Option<f64>,
+    ) -> HostFuture<'a, ()> {
+        Box::pin(async move {
+            let now = now_ms();
+            let op = self.to_kv_op(
+                AtomicOp::Set {
+                    key: key.to_string(),
+                    value,
+                    ttl_secs,
+                },
+                now,
+            )?;
+            self.kv_write(app, op, now).await.map(|_| ())
+        })
+    }
+
+    fn kv_delete<'a>(&'a self, app: &'a str, key: &'a str) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            self.check_key(key)?;
+            let op = KvOp::Delete {
+                key: key.to_string(),
+            };
+            match self.kv_write(app, op, now_ms()).await? {
+                KvOpResult::Deleted { existed } => Ok(existed),
+                other => Err(HostError::new("internal", format!("{other:?}"))),
+            }
+        })
+    }
+
+    fn kv_incr<'a>(&'a self, app: &'a str, key: &'a str, by: i64) -> HostFuture<'a, i64> {
+        Box::pin(async move {
+            self.check_key(key)?;
+            let op = KvOp::Incr {
+                key: key.to_string(),
+                by,
+            };
+            match self.kv_write(app, op, now_ms()).await? {
+                KvOpResult::Incr { value } => Ok(value),
+                other => Err(HostError::new("internal", format!("{other:?}"))),
+            }
+        })
+    }
+
+    fn kv_cas<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        expected: Option<Value>,
+        new: Option<Value>,
+    ) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            let now = now_ms();
+            let op = self.to_kv_op(
+                AtomicOp::Cas {
+                    key: key.to_string(),
+                    expected,
+                    new,
+                },
+                now,
+            )?;
+            match self.kv_write(app, op, now).await? {
+                KvOpResult::Cas { swapped } => Ok(swapped),
+                other => Err(HostError::new("internal", format!("{other:?}"))),
+            }
+        })
+    }
+
+    fn kv_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, KvListPage> {
+        Box::pin(async move {
+            if limit == 0 || limit > self.limits.kv_list_limit_max {
+                return Err(HostError::new(
+                    "invalid_limit",
+                    format!(
+                        "kv.list limit must be 1 to {} (kv_list_limit_max), got {limit}",
+                        self.limits.kv_list_limit_max
+                    ),
+                ));
+            }
+            self.barrier(Consistency::Linearizable).await?;
+            let page = self
+                .node
+                .reader()
+                .kv_list(app, prefix, cursor.as_deref(), limit, now_ms())
+                .map_err(storage_error)?;
+            let items = page
+                .items
+                .into_iter()
+                .map(|(key, bytes)| Ok((key, decode_value(&bytes)?)))
+                .collect::<Result<Vec<_>, HostError>>()?;
+            Ok(KvListPage {
+                items,
+                cursor: page.cursor,
+            })
+        })
+    }
+
+    fn kv_atomic<'a>(
+        &'a self,
+        app: &'a str,
+        ops: Vec<AtomicOp>,
+    ) -> HostFuture<'a, Vec<AtomicResult>> {
+        Box::pin(async move {
+            if ops.is_empty() || ops.len() > self.limits.kv_atomic_ops_max {
+                return Err(HostError::new(
+                    "invalid_atomic",
+                    format!(
+                        "kv.atomic takes 1 to {} ops (kv_atomic_ops_max), got {}",
+                        self.limits.kv_atomic_ops_max,
+                        ops.len()
+                    ),
+                ));
+            }
+            let now = now_ms();
+            let ops = ops
+                .into_iter()
+                .map(|op| self.to_kv_op(op, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            let result = self
+                .node
+                .write(Command::KvAtomic {
+                    app: app.to_string(),
+                    ops,
+                    now_ms: now,
+                })
+                .await
+                .map_err(cluster_host_error)?;
+            match result {
+                CommandResult::KvAtomic(results) => Ok(results
+                    .into_iter()
+                    .map(|r| match r {
+                        KvOpResult::Set => AtomicResult::Set,
+                        KvOpResult::Deleted { existed } => AtomicResult::Deleted { existed },
+                        KvOpResult::Incr { value } => AtomicResult::Incr { value },
+                        KvOpResult::Cas { swapped } => AtomicResult::Cas { swapped },
+                    })
+                    .collect()),
+                CommandResult::Rejected(error) => Err(apply_host_error(error)),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    fn log(&self, app: &str, level: LogLevel, message: String) {
+        self.logs.push(app, level, message, now_ms());
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+}

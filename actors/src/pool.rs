@@ -1,0 +1,141 @@
+//! `AppRuntime`: one deployed version of one app on this node, with its pool of
+//! sandboxed VMs.
+//!
+//! VMs are made on demand up to `vm_pool_size_max` and kept (up to
+//! `vm_idle_max`) for the next request, so an idle app costs almost nothing and
+//! a hot one runs an invocation per VM in parallel on every core. A VM whose
+//! invocation was killed (timeout, memory) is dropped, never reused.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use picloud_lua_sdk::{Host, Request, Response, ScriptSource, Vm};
+use tokio::sync::Semaphore;
+
+use crate::app::{RouteMiss, RouteTable};
+use crate::config::ActorLimits;
+use crate::error::AppError;
+
+/// An HTTP request for an app, as the gateway hands it over.
+#[derive(Debug, Clone, Default)]
+pub struct AppRequest {
+    pub method: String,
+    /// The path below `/<app>`, starting with `/`.
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+pub struct AppRuntime {
+    pub app: String,
+    pub version: u64,
+    routes: RouteTable,
+    scripts: Vec<ScriptSource>,
+    host: Arc<dyn Host>,
+    limits: Arc<ActorLimits>,
+    idle: Mutex<Vec<Vm>>,
+    permits: Semaphore,
+}
+
+impl AppRuntime {
+    pub fn new(
+        app: String,
+        version: u64,
+        routes: RouteTable,
+        scripts: Vec<ScriptSource>,
+        host: Arc<dyn Host>,
+        limits: Arc<ActorLimits>,
+    ) -> AppRuntime {
+        AppRuntime {
+            app,
+            version,
+            routes,
+            scripts,
+            host,
+            permits: Semaphore::new(limits.vm_pool_size_max.max(1)),
+            limits,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Vm> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .pop()
+    }
+
+    fn give_back(&self, vm: Vm) {
+        if !vm.is_reusable() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        if idle.len() < self.limits.vm_idle_max {
+            idle.push(vm);
+        }
+    }
+
+    /// Routes the request, takes a VM (waiting a bounded time) and runs the handler.
+    pub async fn serve(&self, request: AppRequest) -> Result<Response, AppError> {
+        let route = self
+            .routes
+            .find(&request.method, &request.path)
+            .map_err(|miss| match miss {
+                RouteMiss::NotFound => AppError::RouteNotFound {
+                    app: self.app.clone(),
+                    method: request.method.clone(),
+                    path: request.path.clone(),
+                },
+                RouteMiss::MethodNotAllowed => AppError::MethodNotAllowed {
+                    app: self.app.clone(),
+                    method: request.method.clone(),
+                    path: request.path.clone(),
+                },
+            })?;
+        let script = route.script.to_string();
+        let params = route.params;
+
+        let _permit = match tokio::time::timeout(self.limits.vm_wait(), self.permits.acquire()).await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(AppError::Busy {
+                    app: self.app.clone(),
+                    pool_size: self.limits.vm_pool_size_max,
+                    waited_ms: self.limits.vm_wait_ms,
+                });
+            }
+        };
+        let vm = match self.take_idle() {
+            Some(vm) => vm,
+            None => Vm::new(
+                &self.app,
+                &self.scripts,
+                self.host.clone(),
+                self.limits.sandbox.clone(),
+            )
+            .map_err(|e| AppError::LoadFailed {
+                app: self.app.clone(),
+                version: self.version,
+                message: e.to_string(),
+            })?,
+        };
+        let lua_request = Request {
+            method: request.method,
+            path: request.path,
+            params,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+        };
+        let result = vm.invoke(&script, lua_request).await;
+        self.give_back(vm);
+        result.map_err(AppError::Invoke)
+    }
+
+    /// VMs currently idle in the pool (for metrics and tests).
+    pub fn idle_vms(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+    }
+}

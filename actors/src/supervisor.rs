@@ -1,0 +1,397 @@
+//! `NodeSupervisor`: starts, restarts and stops the `AppActor`s of this node,
+//! and `Apps`, the handle the gateway uses to reach them.
+//!
+//! ```text
+//!   gateway ──Apps::invoke──▶ registry (app → ActorRef) ──Invoke──▶ AppActor ──task──▶ VM
+//!                   │ miss / dead actor
+//!                   └──Ensure──▶ NodeSupervisor ──spawn_linked──▶ AppActor
+//!   state apply ──AppliedEvent──▶ NodeSupervisor ──Reload──▶ AppActor
+//!   AppActor panics ──ActorFailed──▶ NodeSupervisor ──(backoff)──▶ restart
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use picloud_lua_sdk::{Host, Response};
+use picloud_storage::{AppliedEvent, StateReader};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::app_actor::{AppActor, AppActorArgs, AppMsg};
+use crate::config::ActorLimits;
+use crate::error::AppError;
+use crate::pool::AppRequest;
+
+type Registry = Arc<RwLock<HashMap<String, ActorRef<AppMsg>>>>;
+
+pub enum SupervisorMsg {
+    /// Make sure `app` has a running actor; reply with it.
+    Ensure {
+        app: String,
+        reply: RpcReplyPort<Result<ActorRef<AppMsg>, AppError>>,
+    },
+    /// An applied command changed `app`: reload its actor if it runs.
+    Changed { app: String },
+    /// Like `Changed`, and reply once the actor has the new version.
+    Reload {
+        app: String,
+        reply: RpcReplyPort<Option<u64>>,
+    },
+    /// The change feed lagged: reload every running app.
+    ReloadAll,
+    /// Restart a crashed app after its backoff.
+    Restart { app: String },
+}
+
+/// What the supervisor needs.
+#[derive(Clone)]
+pub struct SupervisorArgs {
+    pub reader: StateReader,
+    pub host: Arc<dyn Host>,
+    pub limits: Arc<ActorLimits>,
+    pub scripts: tokio::runtime::Handle,
+    registry: Registry,
+}
+
+pub struct NodeSupervisor;
+
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    /// Consecutive failures per app, for the restart backoff.
+    failures: HashMap<String, u32>,
+}
+
+impl SupervisorState {
+    fn app_args(&self, app: &str) -> AppActorArgs {
+        AppActorArgs {
+            app: app.to_string(),
+            reader: self.args.reader.clone(),
+            host: self.args.host.clone(),
+            limits: self.args.limits.clone(),
+            scripts: self.args.scripts.clone(),
+        }
+    }
+
+    fn registered(&self, app: &str) -> Option<ActorRef<AppMsg>> {
+        self.args
+            .registry
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(app)
+            .cloned()
+    }
+
+    fn unregister_actor(&self, actor_id: ractor::ActorId) -> Option<String> {
+        let mut registry = self
+            .args
+            .registry
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let app = registry
+            .iter()
+            .find(|(_, actor)| actor.get_id() == actor_id)
+            .map(|(app, _)| app.clone())?;
+        registry.remove(&app);
+        Some(app)
+    }
+
+    async fn start_app(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        app: &str,
+    ) -> Result<ActorRef<AppMsg>, AppError> {
+        if let Some(actor) = self.registered(app) {
+            return Ok(actor);
+        }
+        let (actor, _join) =
+            AppActor::spawn_linked(None, AppActor, self.app_args(app), myself.get_cell())
+                .await
+                .map_err(|e| spawn_error(app, e))?;
+        self.args
+            .registry
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(app.to_string(), actor.clone());
+        Ok(actor)
+    }
+}
+
+/// `pre_start` errors carry the load error's text; turn "not found" back into
+/// the typed error the gateway answers 404 to.
+fn spawn_error(app: &str, error: ractor::SpawnErr) -> AppError {
+    let text = error.to_string();
+    if text.contains(&AppError::AppNotFound { app: app.to_string() }.to_string()) {
+        AppError::AppNotFound {
+            app: app.to_string(),
+        }
+    } else {
+        AppError::Unavailable {
+            app: app.to_string(),
+            message: text,
+        }
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        // Feed applied changes into this actor. The task ends when either side goes away.
+        let mut events = args.reader.subscribe();
+        let feed = myself.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = match events.recv().await {
+                    Ok(AppliedEvent::AppChanged { app }) => SupervisorMsg::Changed { app },
+                    Err(RecvError::Lagged(_)) => SupervisorMsg::ReloadAll,
+                    Err(RecvError::Closed) => return,
+                };
+                if feed.cast(message).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(SupervisorState {
+            args,
+            failures: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Ensure { app, reply } => {
+                let result = state.start_app(&myself, &app).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Changed { app } => {
+                if let Some(actor) = state.registered(&app) {
+                    let _ = actor.cast(AppMsg::Reload { reply: None });
+                }
+            }
+            SupervisorMsg::Reload { app, reply } => {
+                let version = match state.registered(&app) {
+                    Some(actor) => actor
+                        .call(|port| AppMsg::Reload { reply: Some(port) }, None)
+                        .await
+                        .ok()
+                        .and_then(|result| result.success_or(()).ok())
+                        .flatten(),
+                    None => state
+                        .args
+                        .reader
+                        .app(&app)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.active_version),
+                };
+                let _ = reply.send(version);
+            }
+            SupervisorMsg::ReloadAll => {
+                let actors: Vec<_> = state
+                    .args
+                    .registry
+                    .read()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                for actor in actors {
+                    let _ = actor.cast(AppMsg::Reload { reply: None });
+                }
+            }
+            SupervisorMsg::Restart { app } => {
+                if let Err(error) = state.start_app(&myself, &app).await {
+                    tracing::warn!(%app, %error, "app actor restart failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // The default supervisor stops itself when a child exits; ours restarts the
+    // child with exponential backoff and keeps going.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some(app) = state.unregister_actor(cell.get_id()) {
+                    let failures = state.failures.entry(app.clone()).or_insert(0);
+                    *failures = failures.saturating_add(1);
+                    let limits = &state.args.limits;
+                    let delay_ms = limits
+                        .restart_backoff_initial_ms
+                        .saturating_mul(1u64 << (*failures - 1).min(16))
+                        .min(limits.restart_backoff_max_ms);
+                    tracing::error!(%app, %error, delay_ms, "app actor crashed; restarting");
+                    myself.send_after(Duration::from_millis(delay_ms), move || {
+                        SupervisorMsg::Restart { app }
+                    });
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(app) = state.unregister_actor(cell.get_id()) {
+                    state.failures.remove(&app);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The gateway's handle on this node's apps.
+#[derive(Clone)]
+pub struct Apps {
+    supervisor: ActorRef<SupervisorMsg>,
+    registry: Registry,
+}
+
+impl Apps {
+    /// Starts the node supervisor.
+    pub async fn start(
+        reader: StateReader,
+        host: Arc<dyn Host>,
+        limits: Arc<ActorLimits>,
+        scripts: tokio::runtime::Handle,
+    ) -> Result<Apps, ractor::SpawnErr> {
+        let registry: Registry = Arc::new(RwLock::new(HashMap::new()));
+        let args = SupervisorArgs {
+            reader,
+            host,
+            limits,
+            scripts,
+            registry: registry.clone(),
+        };
+        let (supervisor, _join) = NodeSupervisor::spawn(None, NodeSupervisor, args).await?;
+        Ok(Apps {
+            supervisor,
+            registry,
+        })
+    }
+
+    fn unavailable(app: &str, message: impl ToString) -> AppError {
+        AppError::Unavailable {
+            app: app.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The running actor of `app`, starting it if needed.
+    pub async fn actor(&self, app: &str) -> Result<ActorRef<AppMsg>, AppError> {
+        let cached = self
+            .registry
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(app)
+            .cloned();
+        if let Some(actor) = cached {
+            return Ok(actor);
+        }
+        self.supervisor
+            .call(
+                |reply| SupervisorMsg::Ensure {
+                    app: app.to_string(),
+                    reply,
+                },
+                None,
+            )
+            .await
+            .map_err(|e| Self::unavailable(app, e))?
+            .success_or(())
+            .map_err(|_| Self::unavailable(app, "supervisor did not answer"))?
+    }
+
+    /// Serves one request through the app's actor. An actor that died between
+    /// lookup and send is replaced once and the request retried.
+    pub async fn invoke(&self, app: &str, request: AppRequest) -> Result<Response, AppError> {
+        let mut retried = false;
+        loop {
+            let actor = self.actor(app).await?;
+            let sent = actor
+                .call(
+                    |reply| AppMsg::Invoke {
+                        request: request.clone(),
+                        reply,
+                    },
+                    None,
+                )
+                .await;
+            match sent {
+                Ok(ractor::rpc::CallResult::Success(result)) => return result,
+                Ok(_) => {
+                    // The invocation task ended without replying: it panicked.
+                    return Err(AppError::Invoke(picloud_lua_sdk::InvokeError::Script {
+                        message: "the invocation ended abnormally".to_string(),
+                    }));
+                }
+                Err(error) if !retried => {
+                    tracing::debug!(%app, %error, "app actor gone; asking the supervisor");
+                    self.forget(app, &actor);
+                    retried = true;
+                }
+                Err(error) => return Err(Self::unavailable(app, error)),
+            }
+        }
+    }
+
+    fn forget(&self, app: &str, actor: &ActorRef<AppMsg>) {
+        let mut registry = self
+            .registry
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if registry.get(app).is_some_and(|a| a.get_id() == actor.get_id()) {
+            registry.remove(app);
+        }
+    }
+
+    /// Reloads `app` now (after a deploy or rollback on this node) and returns
+    /// the version it serves.
+    pub async fn reload(&self, app: &str) -> Result<Option<u64>, AppError> {
+        self.supervisor
+            .call(
+                |reply| SupervisorMsg::Reload {
+                    app: app.to_string(),
+                    reply,
+                },
+                None,
+            )
+            .await
+            .map_err(|e| Self::unavailable(app, e))?
+            .success_or(())
+            .map_err(|_| Self::unavailable(app, "supervisor did not answer"))
+    }
+
+    /// Apps with a running actor on this node.
+    pub fn running(&self) -> Vec<String> {
+        let mut apps: Vec<String> = self
+            .registry
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        apps.sort();
+        apps
+    }
+
+    /// Stops the supervisor and every app actor.
+    pub fn stop(&self) {
+        self.supervisor.stop(Some("node shutting down".to_string()));
+    }
+}

@@ -1,0 +1,45 @@
+//! Cluster settings with their defaults.
+
+use std::time::Duration;
+
+/// Raft timings and the bounds on waiting for a leader.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Election timeout range; a follower that hears nothing for this long campaigns.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little.
+    pub logs_kept_after_snapshot: u64,
+    /// How long a request waits for a leader before failing with `no_leader`.
+    pub leader_wait_ms: u64,
+    /// How long a write may take from proposal to apply before failing with `timeout`.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_logs_since_last: 20_000,
+            logs_kept_after_snapshot: 1_000,
+            leader_wait_ms: 5_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn leader_wait(&self) -> Duration {
+        Duration::from_millis(self.leader_wait_ms)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}

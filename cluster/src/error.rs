@@ -1,0 +1,41 @@
+//! Cluster errors. Retryable ones (`NoLeader`, `Timeout`) are kept apart from
+//! fatal ones so the gateway can answer 503 for the first and 500 for the rest.
+
+use picloud_storage::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No leader was known within the configured wait.
+    #[error("no leader elected within {waited_ms} ms")]
+    NoLeader { waited_ms: u64 },
+    /// Another node leads; writes must go there (forwarding arrives with the QUIC transport).
+    #[error("node {leader} is the leader; this node cannot forward writes yet")]
+    NotLeader { leader: NodeId },
+    /// The write or read did not finish in time; it may still apply.
+    #[error("{operation} did not finish within {waited_ms} ms")]
+    Timeout {
+        operation: &'static str,
+        waited_ms: u64,
+    },
+    /// The node is shutting down or Raft stopped.
+    #[error("raft stopped: {message}")]
+    Stopped { message: String },
+    #[error("storage: {0}")]
+    Storage(#[from] picloud_storage::StorageError),
+    #[error("identity file {path}: {message}")]
+    Identity { path: String, message: String },
+    #[error("raft: {message}")]
+    Raft { message: String },
+}
+
+impl ClusterError {
+    /// Whether the caller may retry the same request later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::NoLeader { .. }
+                | ClusterError::NotLeader { .. }
+                | ClusterError::Timeout { .. }
+        )
+    }
+}

@@ -1,0 +1,284 @@
+//! `Node`: one running Raft member and the verbs the upper layers use.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{Raft, ServerState, SnapshotPolicy};
+use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
+use tokio::time::Instant;
+
+use crate::config::ClusterConfig;
+use crate::error::ClusterError;
+use crate::identity::{self, Identity};
+use crate::network::PeerNetwork;
+
+/// The id the first node of a new cluster takes.
+const FIRST_NODE_ID: NodeId = 1;
+
+/// A snapshot of this node's view of the cluster, for status pages and tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+}
+
+/// A running Raft member with its storage.
+#[derive(Clone)]
+pub struct Node {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    reader: StateReader,
+    config: Arc<ClusterConfig>,
+}
+
+impl Node {
+    /// Opens the data dir and starts Raft. On the very first start of a data dir
+    /// it initialises a one-voter cluster with this node as its only member.
+    pub async fn start(
+        data_dir: &Path,
+        info: NodeInfo,
+        config: ClusterConfig,
+        storage_options: &picloud_storage::StorageOptions,
+    ) -> Result<Node, ClusterError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| ClusterError::Identity {
+            path: data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
+        let existing = identity::load(data_dir)?;
+        let id = match &existing {
+            Some(identity) => identity.node_id,
+            None => FIRST_NODE_ID,
+        };
+
+        let raft_config = openraft::Config {
+            cluster_name: "picloud".to_string(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft {
+            message: e.to_string(),
+        })?;
+
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            PeerNetwork,
+            storage.log_store,
+            storage.state_machine,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft {
+            message: e.to_string(),
+        })?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Stopped {
+                message: e.to_string(),
+            })?;
+        if !initialized {
+            let mut members = BTreeMap::new();
+            members.insert(id, info);
+            raft.initialize(members)
+                .await
+                .map_err(|e| ClusterError::Raft {
+                    message: format!("initialise one-voter cluster: {e}"),
+                })?;
+        }
+        // The identity is written after the membership entry is durable, so a
+        // crash between the two leaves a data dir that initialises again
+        // rather than one that claims an id it never registered.
+        if existing.is_none() {
+            identity::store(data_dir, &Identity { node_id: id })?;
+        }
+
+        Ok(Node {
+            id,
+            raft,
+            reader: storage.reader,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The local replicated state. Reads from it are `stale` unless preceded by
+    /// [`Node::read_barrier`].
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    /// Proposes `command`, waits until it is committed and applied on this node,
+    /// and returns what `apply` produced.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
+        let deadline = Instant::now() + self.config.leader_wait();
+        loop {
+            self.wait_for_leader(deadline).await?;
+            let attempt = tokio::time::timeout(
+                self.config.write_timeout(),
+                self.raft.client_write(command.clone()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(response)) => return Ok(response.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                    match forward.leader_id {
+                        Some(leader) if leader != self.id => {
+                            return Err(ClusterError::NotLeader { leader });
+                        }
+                        // Leadership moved while the write was queued: wait and retry.
+                        _ => continue,
+                    }
+                }
+                Ok(Err(RaftError::Fatal(fatal))) => {
+                    return Err(ClusterError::Stopped {
+                        message: fatal.to_string(),
+                    });
+                }
+                Ok(Err(other)) => {
+                    return Err(ClusterError::Raft {
+                        message: other.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClusterError::Timeout {
+                        operation: "write",
+                        waited_ms: self.config.write_timeout_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Returns once a read of local state reflects every write acknowledged
+    /// before this call (read-index on the leader, then wait for local apply).
+    pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.config.leader_wait();
+        loop {
+            self.wait_for_leader(deadline).await?;
+            let attempt =
+                tokio::time::timeout(self.config.write_timeout(), self.raft.ensure_linearizable())
+                    .await;
+            match attempt {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                    match forward.leader_id {
+                        Some(leader) if leader != self.id => {
+                            return Err(ClusterError::NotLeader { leader });
+                        }
+                        _ => continue,
+                    }
+                }
+                Ok(Err(RaftError::Fatal(fatal))) => {
+                    return Err(ClusterError::Stopped {
+                        message: fatal.to_string(),
+                    });
+                }
+                Ok(Err(other)) => {
+                    // Quorum could not be confirmed; treat like a missing leader.
+                    if Instant::now() >= deadline {
+                        return Err(ClusterError::Raft {
+                            message: other.to_string(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(self.config.heartbeat_interval_ms))
+                        .await;
+                }
+                Err(_) => {
+                    return Err(ClusterError::Timeout {
+                        operation: "linearizable read",
+                        waited_ms: self.config.write_timeout_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded by `deadline`) until some node is known to lead.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let current = metrics.borrow_and_update();
+                if let Err(fatal) = &current.running_state {
+                    return Err(ClusterError::Stopped {
+                        message: fatal.to_string(),
+                    });
+                }
+                if current.current_leader.is_some() {
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(ClusterError::Stopped {
+                        message: "raft metrics closed".to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClusterError::NoLeader {
+                        waited_ms: self.config.leader_wait_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    /// This node's current view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "learner",
+            ServerState::Candidate => "candidate",
+            ServerState::Shutdown => "shutdown",
+        };
+        let membership = metrics.membership_config.membership();
+        NodeStatus {
+            id: self.id,
+            role,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            voters: membership.voter_ids().collect(),
+            nodes: membership
+                .nodes()
+                .map(|(id, info)| (*id, info.clone()))
+                .collect(),
+        }
+    }
+
+    /// Stops Raft and flushes local state so the next start replays nothing it
+    /// does not have to.
+    pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| ClusterError::Stopped {
+                message: e.to_string(),
+            })?;
+        self.reader.flush_state()?;
+        Ok(())
+    }
+}

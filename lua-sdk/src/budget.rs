@@ -1,0 +1,220 @@
+//! The per-invocation budget: instruction count, wall-clock deadline and the
+//! kill flag that makes a spent budget stick.
+//!
+//! A hook that merely returns an error is not enough: `pcall` catches it and
+//! the script loops on (LUA-SANDBOX.md, escape A). So the first time a limit
+//! is hit the budget records a kill reason, and from then on
+//!
+//! * the hook raises the kill error every time it runs, and
+//! * every Lua-visible way to catch an error (`pcall`, `xpcall`,
+//!   `coroutine.resume/wrap/close`, see `sandbox.rs`) passes its result through
+//!   [`Budget::settle`], which re-raises the kill instead of returning it.
+//!
+//! The hook is a *global* hook, so coroutines created by the script inherit it
+//! (escape B). Memory errors do not go through the hook: Lua raises them from
+//! its allocator, so `settle` recognises them and records the kill there.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mlua::{Lua, VmState};
+
+use crate::error::{ErrorKind, KillError, KillReason};
+use crate::limits::{CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, SandboxLimits};
+
+/// Shared by the VM, its hook and the sandbox wrappers.
+///
+/// Every field is atomic only so the struct can sit in an `Arc` captured by
+/// `Send` closures: all accesses happen with the Lua state locked or between
+/// invocations, so `Relaxed` ordering is enough.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    epoch: Instant,
+    limits: SandboxLimits,
+    /// Whether an invocation (or a script load) is running. Lua code that runs
+    /// outside one (a finalizer at close, say) gets no budget at all.
+    armed: AtomicBool,
+    instructions_used: AtomicU64,
+    /// Nanoseconds since `epoch`.
+    deadline_ns: AtomicU64,
+    /// 0 = alive, else `KillReason::as_u8`. Reset when the next invocation starts.
+    kill: AtomicU8,
+    /// Set by the first kill and never cleared: the VM may be in a state a
+    /// script prepared (half-updated globals), so the pool drops it.
+    ever_killed: AtomicBool,
+}
+
+impl Budget {
+    pub(crate) fn new(limits: SandboxLimits) -> Self {
+        Budget {
+            epoch: Instant::now(),
+            limits,
+            armed: AtomicBool::new(false),
+            instructions_used: AtomicU64::new(0),
+            deadline_ns: AtomicU64::new(0),
+            kill: AtomicU8::new(0),
+            ever_killed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// Starts a fresh budget: zero instructions, deadline `timeout` from now,
+    /// kill flag cleared.
+    pub(crate) fn arm(&self) {
+        let deadline = self.elapsed_ns().saturating_add(duration_ns(self.limits.timeout));
+        self.instructions_used.store(0, Ordering::Relaxed);
+        self.deadline_ns.store(deadline, Ordering::Relaxed);
+        self.kill.store(0, Ordering::Relaxed);
+        self.armed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn disarm(&self) {
+        self.armed.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn killed(&self) -> Option<KillReason> {
+        KillReason::from_u8(self.kill.load(Ordering::Relaxed))
+    }
+
+    /// Records a kill; the first reason wins.
+    pub(crate) fn kill(&self, reason: KillReason) -> KillError {
+        let _ = self
+            .kill
+            .compare_exchange(0, reason.as_u8(), Ordering::Relaxed, Ordering::Relaxed);
+        self.ever_killed.store(true, Ordering::Relaxed);
+        KillError {
+            reason: self.killed().unwrap_or(reason),
+        }
+    }
+
+    pub(crate) fn ever_killed(&self) -> bool {
+        self.ever_killed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn instructions_used(&self) -> u64 {
+        self.instructions_used.load(Ordering::Relaxed)
+    }
+
+    /// The global hook, run every [`HOOK_INSTRUCTIONS_INTERVAL`] instructions
+    /// in every Lua thread of the VM.
+    pub(crate) fn on_hook(&self, lua: &Lua, debug: &mlua::debug::Debug) -> mlua::Result<VmState> {
+        if let Some(reason) = self.killed() {
+            return Err(mlua::Error::external(KillError { reason }));
+        }
+        if !self.armed.load(Ordering::Relaxed) {
+            return Err(mlua::Error::external(self.kill(KillReason::Instructions)));
+        }
+        let used = self
+            .instructions_used
+            .fetch_add(u64::from(HOOK_INSTRUCTIONS_INTERVAL), Ordering::Relaxed)
+            .saturating_add(u64::from(HOOK_INSTRUCTIONS_INTERVAL));
+        if used > self.limits.instructions_max {
+            return Err(mlua::Error::external(self.kill(KillReason::Instructions)));
+        }
+        if self.elapsed_ns() > self.deadline_ns.load(Ordering::Relaxed) {
+            return Err(mlua::Error::external(self.kill(KillReason::WallClock)));
+        }
+        // `lua_getstack` walks the call chain only as deep as it really is, so
+        // this costs a few steps for ordinary scripts. A too-deep stack is a
+        // plain (catchable) script error, not a kill: unwinding fixes it.
+        if lua.inspect_stack(CALL_DEPTH_MAX, |_| ()).is_some() {
+            let source = debug.source();
+            let place = match (source.short_src, debug.current_line()) {
+                (Some(file), Some(line)) => format!("{file}:{line}: "),
+                _ => String::new(),
+            };
+            return Err(mlua::Error::runtime(format!(
+                "{place}stack overflow (more than {CALL_DEPTH_MAX} nested calls)"
+            )));
+        }
+        Ok(VmState::Continue)
+    }
+
+    /// Passes through the results of a protected call (`ok, ...`) unless the
+    /// invocation is killed or the call failed with a memory error, in which
+    /// case the kill is raised again. A caught error value is made readable
+    /// for the script: a host error becomes `"<code>: <message>"`, any other
+    /// Rust-side error its message.
+    pub(crate) fn settle(
+        &self,
+        lua: &Lua,
+        mut results: mlua::MultiValue,
+    ) -> mlua::Result<mlua::MultiValue> {
+        if let Some(reason) = self.killed() {
+            return Err(mlua::Error::external(KillError { reason }));
+        }
+        if matches!(results.front(), Some(mlua::Value::Boolean(false)))
+            && let Some(error) = results.get_mut(1)
+        {
+            match convert_caught(lua, error)? {
+                Caught::Memory => {
+                    return Err(mlua::Error::external(self.kill(KillReason::Memory)));
+                }
+                Caught::Kill(reason) => {
+                    return Err(mlua::Error::external(self.kill(reason)));
+                }
+                Caught::Value(converted) => *error = converted,
+            }
+        }
+        Ok(results)
+    }
+
+    /// For `xpcall`'s message handler: converts the error like `settle` and
+    /// says whether the user's handler must be skipped (the invocation is
+    /// being killed, so no more script code should run).
+    pub(crate) fn convert_for_handler(
+        &self,
+        lua: &Lua,
+        error: mlua::Value,
+    ) -> mlua::Result<(mlua::Value, bool)> {
+        if self.killed().is_some() {
+            return Ok((error, true));
+        }
+        Ok(match convert_caught(lua, &error)? {
+            Caught::Memory => {
+                self.kill(KillReason::Memory);
+                (error, true)
+            }
+            Caught::Kill(reason) => {
+                self.kill(reason);
+                (error, true)
+            }
+            Caught::Value(converted) => (converted, false),
+        })
+    }
+
+    fn elapsed_ns(&self) -> u64 {
+        duration_ns(self.epoch.elapsed())
+    }
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+enum Caught {
+    Memory,
+    Kill(KillReason),
+    Value(mlua::Value),
+}
+
+/// The message Lua's allocator failure raises (`LUA_ERRMEM`).
+const LUA_MEMORY_ERROR_MESSAGE: &[u8] = b"not enough memory";
+
+fn convert_caught(lua: &Lua, error: &mlua::Value) -> mlua::Result<Caught> {
+    Ok(match error {
+        mlua::Value::String(message) if message.as_bytes().as_ref() == LUA_MEMORY_ERROR_MESSAGE => {
+            Caught::Memory
+        }
+        mlua::Value::Error(error) => match crate::error::classify(error) {
+            ErrorKind::Kill(reason) => Caught::Kill(reason),
+            ErrorKind::Memory => Caught::Memory,
+            ErrorKind::Host(host) => Caught::Value(mlua::Value::String(lua.create_string(host.to_string())?)),
+            ErrorKind::Script(message) => Caught::Value(mlua::Value::String(lua.create_string(message)?)),
+        },
+        other => Caught::Value(other.clone()),
+    })
+}

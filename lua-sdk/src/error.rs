@@ -1,0 +1,222 @@
+//! The errors of loading and invoking scripts, and the mapping from mlua's
+//! error chain to them.
+
+use crate::host::HostError;
+
+/// A script that does not load: a syntax error, an error raised while its
+/// chunk ran, or a chunk that does not return a handler function.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display_compile_error(.file, .line, .message))]
+pub struct CompileError {
+    pub file: String,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+fn display_compile_error(file: &str, line: &Option<u32>, message: &str) -> String {
+    match line {
+        Some(line) => format!("{file}:{line}: {message}"),
+        None => format!("{file}: {message}"),
+    }
+}
+
+impl CompileError {
+    pub fn new(file: impl Into<String>, line: Option<u32>, message: impl Into<String>) -> Self {
+        CompileError {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// Builds the error from a Lua message such as `greet.lua:3: unexpected
+    /// symbol near 'x'`, taking the line out when the message starts with one.
+    pub(crate) fn from_lua_message(file: &str, lua_message: &str) -> Self {
+        let lua_message = strip_traceback(lua_message);
+        match split_location(lua_message) {
+            Some((_, line, rest)) => CompileError::new(file, Some(line), rest),
+            None => CompileError::new(file, None, lua_message),
+        }
+    }
+}
+
+/// Why an invocation failed. `code()` is the stable code the gateway reports.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvokeError {
+    /// The instruction budget or the wall-clock timeout ran out.
+    #[error("{message}")]
+    Timeout { message: String },
+    /// The VM's memory cap was hit.
+    #[error("{message}")]
+    Memory { message: String },
+    /// An uncaught Lua error, a bad return value or a stack overflow.
+    #[error("{message}")]
+    Script { message: String },
+    /// A service call failed and the script did not catch it.
+    #[error("{0}")]
+    Host(HostError),
+    #[error("no script named {script}")]
+    NoSuchScript { script: String },
+}
+
+impl InvokeError {
+    pub fn code(&self) -> &str {
+        match self {
+            InvokeError::Timeout { .. } => "script_timeout",
+            InvokeError::Memory { .. } => "script_memory",
+            InvokeError::Script { .. } => "script_error",
+            InvokeError::Host(error) => &error.code,
+            InvokeError::NoSuchScript { .. } => "no_such_script",
+        }
+    }
+}
+
+/// Raised (as an external error) once an invocation is killed, so that the
+/// kill unwinds through every Lua frame; see `budget.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .reason.message_prefix())]
+pub(crate) struct KillError {
+    pub reason: KillReason,
+}
+
+/// What ended an invocation by force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KillReason {
+    Instructions,
+    WallClock,
+    Memory,
+}
+
+impl KillReason {
+    pub(crate) fn as_u8(self) -> u8 {
+        match self {
+            KillReason::Instructions => 1,
+            KillReason::WallClock => 2,
+            KillReason::Memory => 3,
+        }
+    }
+
+    pub(crate) fn from_u8(value: u8) -> Option<KillReason> {
+        match value {
+            1 => Some(KillReason::Instructions),
+            2 => Some(KillReason::WallClock),
+            3 => Some(KillReason::Memory),
+            _ => None,
+        }
+    }
+
+    fn message_prefix(self) -> &'static str {
+        match self {
+            KillReason::Instructions => "script_timeout: instruction budget exceeded",
+            KillReason::WallClock => "script_timeout: wall-clock timeout exceeded",
+            KillReason::Memory => "script_memory: memory limit exceeded",
+        }
+    }
+}
+
+/// What a caught-or-uncaught mlua error really is, found by walking its cause chain.
+pub(crate) enum ErrorKind<'a> {
+    Kill(KillReason),
+    Memory,
+    Host(&'a HostError),
+    /// Anything else: the script's own error, with its message.
+    Script(String),
+}
+
+pub(crate) fn classify(error: &mlua::Error) -> ErrorKind<'_> {
+    if let Some(kill) = error.downcast_ref::<KillError>() {
+        return ErrorKind::Kill(kill.reason);
+    }
+    if let Some(host) = error.downcast_ref::<HostError>() {
+        return ErrorKind::Host(host);
+    }
+    let mut current = error;
+    loop {
+        match current {
+            mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+                current = cause;
+            }
+            mlua::Error::MemoryError(_) => return ErrorKind::Memory,
+            mlua::Error::RuntimeError(message) => {
+                return ErrorKind::Script(strip_traceback(message).to_string());
+            }
+            mlua::Error::SyntaxError { message, .. } => {
+                return ErrorKind::Script(strip_traceback(message).to_string());
+            }
+            other => return ErrorKind::Script(strip_traceback(&other.to_string()).to_string()),
+        }
+    }
+}
+
+/// mlua appends `stack traceback:` to errors it hands back to Rust; a script
+/// error's message is the first part only.
+pub(crate) fn strip_traceback(message: &str) -> &str {
+    match message.find("\nstack traceback:") {
+        Some(index) => &message[..index],
+        None => message,
+    }
+}
+
+/// Splits `"<file>:<line>: <rest>"` into its parts. The file part may be
+/// truncated by Lua (`...ng/name.lua`), so it is returned as found.
+pub(crate) fn split_location(message: &str) -> Option<(&str, u32, &str)> {
+    let mut search_from = 0;
+    while let Some(offset) = message[search_from..].find(':') {
+        let colon = search_from + offset;
+        let after = &message[colon + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && after[digits..].starts_with(": ") {
+            let line = after[..digits].parse().ok()?;
+            return Some((&message[..colon], line, &after[digits + 2..]));
+        }
+        search_from = colon + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compile_error_display_with_and_without_line() {
+        assert_eq!(
+            CompileError::new("x.lua", Some(3), "unexpected symbol").to_string(),
+            "x.lua:3: unexpected symbol"
+        );
+        assert_eq!(
+            CompileError::new("hello.lua", None, "script must return a function").to_string(),
+            "hello.lua: script must return a function"
+        );
+    }
+
+    #[test]
+    fn split_location_finds_the_first_line_number() {
+        assert_eq!(
+            split_location("api/list.lua:12: boom: 3: x"),
+            Some(("api/list.lua", 12, "boom: 3: x"))
+        );
+        assert_eq!(split_location("no location here"), None);
+        assert_eq!(split_location("a:b: c"), None);
+    }
+
+    #[test]
+    fn strip_traceback_keeps_the_message() {
+        assert_eq!(strip_traceback("x.lua:1: boom\nstack traceback:\n\t[C]: in ?"), "x.lua:1: boom");
+        assert_eq!(strip_traceback("plain"), "plain");
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        let cases = [
+            (InvokeError::Timeout { message: String::new() }, "script_timeout"),
+            (InvokeError::Memory { message: String::new() }, "script_memory"),
+            (InvokeError::Script { message: String::new() }, "script_error"),
+            (InvokeError::Host(HostError::new("no_leader", "x")), "no_leader"),
+            (InvokeError::NoSuchScript { script: "a.lua".into() }, "no_such_script"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code);
+        }
+    }
+}

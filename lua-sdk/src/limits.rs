@@ -1,0 +1,53 @@
+//! The per-VM and per-invocation limits a script runs under.
+
+use std::time::Duration;
+
+/// Limits of one sandboxed VM. The node fills these from its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Lua VM instructions one invocation (or the loading of one script) may
+    /// execute. Counted in steps of [`HOOK_INSTRUCTIONS_INTERVAL`], so a script
+    /// is stopped at most one interval after the budget runs out.
+    pub instructions_max: u64,
+    /// Bytes the whole VM may hold (code, globals, every live value).
+    pub memory_bytes_max: usize,
+    /// Wall-clock time of one invocation, including time spent awaiting services.
+    pub timeout: Duration,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            instructions_max: 100_000_000,
+            memory_bytes_max: 16 * 1024 * 1024,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How many VM instructions run between two calls of the budget hook.
+///
+/// Lua 5.4 decrements a per-thread counter on every instruction as soon as any
+/// count hook is set, whatever the interval, so a larger interval saves only
+/// the (cheap) hook calls themselves. 10 000 instructions take about 50–100 µs,
+/// which bounds how late a wall-clock deadline or a kill is noticed.
+pub const HOOK_INSTRUCTIONS_INTERVAL: u32 = 10_000;
+
+/// Deepest Lua call stack a script may build before it gets a `stack overflow`
+/// error. Lua's own limit (a million stack slots) is reached only after the
+/// memory cap, which would report a memory error for what is a recursion bug.
+/// Checked by the hook, so the depth can overshoot by one interval's calls.
+pub const CALL_DEPTH_MAX: usize = 20_000;
+
+/// Longest `log.*` / `print` message kept; longer ones are truncated.
+pub const LOG_MESSAGE_BYTES_MAX: usize = 16 * 1024;
+
+/// Deepest nesting of tables `json.encode` and kv values accept (and of JSON
+/// that `json.decode` turns into tables).
+pub const JSON_DEPTH_MAX: usize = 128;
+
+/// Default page size of `kv.list`.
+pub const KV_LIST_LIMIT_DEFAULT: usize = 100;
+
+/// Memory cap of the throwaway state [`crate::check_syntax`] parses in.
+pub const SYNTAX_CHECK_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -1,0 +1,155 @@
+//! Building a sandboxed Lua state: the safe standard libraries, the memory
+//! cap, the budget hook, and the replacement of every global that could
+//! escape the sandbox (LUA-SANDBOX.md, "Globals").
+//!
+//! ```text
+//! Lua::new_with(safe libs) ─▶ memory cap ─▶ global count hook ─▶ SDK globals
+//!        ─▶ remove io/package/debug/load*/require/string.dump/os.* (but time, clock, date)
+//!        ─▶ prelude: pcall/xpcall/coroutine.* routed through Budget::settle,
+//!           setmetatable refuses __gc, collectgarbage only "count"
+//! ```
+
+use std::sync::Arc;
+
+use mlua::chunk::ChunkMode;
+use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
+
+use crate::budget::Budget;
+use crate::host::Host;
+use crate::limits::HOOK_INSTRUCTIONS_INTERVAL;
+
+/// Globals removed outright. `io`, `package` and `debug` are never loaded;
+/// they are listed too so a future change to the library set cannot bring
+/// them back silently.
+const REMOVED_GLOBALS: &[&str] = &[
+    "io", "package", "debug", "load", "loadfile", "dofile", "loadstring", "require", "warn",
+    "module", "newproxy", "setfenv", "getfenv",
+];
+
+/// The `os` functions that stay: they read the clock and nothing else.
+const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
+
+/// Wraps every Lua-visible way to catch an error. Runs once per VM with the
+/// original functions as upvalues, so scripts can never reach them.
+///
+/// * `pcall`, `xpcall`, `coroutine.resume`, `coroutine.close` pass their
+///   results through `settle`, which re-raises a kill (and turns caught
+///   Rust-side errors into strings).
+/// * `coroutine.wrap` is rebuilt on the wrapped `resume`, since the stock one
+///   re-raises from C with the message rewritten.
+/// * `xpcall`'s handler is skipped once the invocation is being killed.
+/// * `setmetatable` refuses `__gc`: finalizers run at arbitrary times,
+///   including when the VM is dropped, outside any invocation's budget.
+/// * `collectgarbage` only answers `"count"`; a script must not be able to
+///   stop the collector or force full collections in a loop.
+const PRELUDE: &str = r#"
+local settle, convert_error = ...
+local raw_pcall, raw_xpcall, raw_error, raw_type = pcall, xpcall, error, type
+local raw_setmetatable, raw_rawget, raw_collectgarbage = setmetatable, rawget, collectgarbage
+local co = coroutine
+local raw_create, raw_resume, raw_close = co.create, co.resume, co.close
+
+pcall = function(f, ...)
+  return settle(raw_pcall(f, ...))
+end
+
+xpcall = function(f, handler, ...)
+  if raw_type(handler) ~= "function" then
+    raw_error("bad argument #2 to 'xpcall' (function expected, got " .. raw_type(handler) .. ")", 2)
+  end
+  return settle(raw_xpcall(f, function(e)
+    local converted, stop = convert_error(e)
+    if stop then return converted end
+    return handler(converted)
+  end, ...))
+end
+
+co.resume = function(c, ...)
+  return settle(raw_resume(c, ...))
+end
+
+co.close = function(c)
+  return settle(raw_close(c))
+end
+
+local function wrap_results(c, ok, ...)
+  if ok then return ... end
+  local err = ...
+  settle(raw_close(c))
+  raw_error(err, 0)
+end
+
+co.wrap = function(f)
+  local c = raw_create(f)
+  return function(...)
+    return wrap_results(c, settle(raw_resume(c, ...)))
+  end
+end
+
+setmetatable = function(t, mt)
+  if raw_type(mt) == "table" and raw_rawget(mt, "__gc") ~= nil then
+    raw_error("setmetatable: __gc metamethods are not allowed", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
+
+collectgarbage = function(option)
+  if option == "count" then
+    return raw_collectgarbage("count")
+  end
+  raw_error("collectgarbage: only \"count\" is allowed", 2)
+end
+"#;
+
+/// A fresh state for one app, limits and SDK installed. The budget must be
+/// armed by the caller before anything here can run Lua code under it; the
+/// prelude itself runs while armed.
+pub(crate) fn new_state(app: &str, host: Arc<dyn Host>, budget: &Arc<Budget>) -> mlua::Result<Lua> {
+    let libs = StdLib::COROUTINE
+        | StdLib::TABLE
+        | StdLib::STRING
+        | StdLib::UTF8
+        | StdLib::MATH
+        | StdLib::OS;
+    let lua = Lua::new_with(libs, LuaOptions::new())?;
+    lua.set_memory_limit(budget.limits().memory_bytes_max)?;
+
+    let mut triggers = HookTriggers::new();
+    triggers.every_nth_instruction = Some(HOOK_INSTRUCTIONS_INTERVAL);
+    let hook_budget = Arc::clone(budget);
+    lua.set_global_hook(triggers, move |lua, debug| hook_budget.on_hook(lua, debug))?;
+
+    // The SDK goes in first: mlua's async functions capture `coroutine.yield`
+    // when they are created.
+    crate::sdk::install(&lua, app, host)?;
+    remove_unsafe_globals(&lua)?;
+    run_prelude(&lua, budget)?;
+    Ok(lua)
+}
+
+fn remove_unsafe_globals(lua: &Lua) -> mlua::Result<()> {
+    let globals = lua.globals();
+    for name in REMOVED_GLOBALS {
+        globals.raw_set(*name, Value::Nil)?;
+    }
+    let string: Table = globals.raw_get("string")?;
+    string.raw_set("dump", Value::Nil)?;
+
+    let os: Table = globals.raw_get("os")?;
+    let safe_os = lua.create_table()?;
+    for name in KEPT_OS_FUNCTIONS {
+        safe_os.raw_set(*name, os.raw_get::<Value>(*name)?)?;
+    }
+    globals.raw_set("os", safe_os)
+}
+
+fn run_prelude(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
+    let settle_budget = Arc::clone(budget);
+    let settle = lua.create_function(move |lua, results: MultiValue| settle_budget.settle(lua, results))?;
+    let convert_budget = Arc::clone(budget);
+    let convert = lua.create_function(move |lua, error: Value| convert_budget.convert_for_handler(lua, error))?;
+    lua.load(PRELUDE)
+        .set_name("=sandbox")
+        .set_mode(ChunkMode::Text)
+        .call::<()>((settle, convert))
+}

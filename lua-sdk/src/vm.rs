@@ -1,0 +1,214 @@
+//! `Vm`: one sandboxed Lua state holding every handler of one app, and
+//! `check_syntax`.
+//!
+//! ```text
+//! invoke(script, request)
+//!   budget.arm()                      fresh instructions, deadline, kill flag
+//!   req = request_to_lua()            (allocations count against the cap)
+//!   timeout(limits.timeout, handler.call_async(req))
+//!      │  Lua runs; hook every N instructions checks budget + deadline
+//!      │  kv.* yield to the host future (no instructions spent)
+//!   budget.disarm()
+//!   kill flag set?  → Timeout / Memory (whatever the Lua result was)
+//!   else Lua error  → Script / Host / Memory
+//!   else            → response_from_lua()
+//! ```
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::Arc;
+
+use mlua::chunk::ChunkMode;
+use mlua::{Function, Lua, LuaOptions, StdLib, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::budget::Budget;
+use crate::error::{CompileError, ErrorKind, InvokeError, KillReason, classify, strip_traceback};
+use crate::host::Host;
+use crate::http::{Request, Response, request_to_lua, response_from_lua};
+use crate::limits::{SYNTAX_CHECK_MEMORY_BYTES_MAX, SandboxLimits};
+
+/// One script of an app bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScriptSource {
+    /// Path inside the bundle, e.g. `greet.lua` or `api/list.lua`.
+    pub name: String,
+    pub source: String,
+}
+
+/// Compiles `source` without running it.
+pub fn check_syntax(name: &str, source: &str) -> Result<(), CompileError> {
+    let lua = Lua::new_with(StdLib::NONE, LuaOptions::new())
+        .map_err(|e| CompileError::new(name, None, format!("cannot create a Lua state: {e}")))?;
+    // Parsing needs memory proportional to the source; cap it anyway.
+    lua.set_memory_limit(SYNTAX_CHECK_MEMORY_BYTES_MAX)
+        .map_err(|e| CompileError::new(name, None, format!("cannot set the memory limit: {e}")))?;
+    compile(&lua, name, source).map(|_| ())
+}
+
+fn compile(lua: &Lua, name: &str, source: &str) -> Result<Function, CompileError> {
+    lua.load(source)
+        .set_name(format!("@{name}"))
+        // Never binary: precompiled bytecode can break the VM's memory safety.
+        .set_mode(ChunkMode::Text)
+        .into_function()
+        .map_err(|error| match error {
+            mlua::Error::SyntaxError { message, .. } => CompileError::from_lua_message(name, &message),
+            other => CompileError::from_lua_message(name, &other.to_string()),
+        })
+}
+
+/// A sandboxed Lua VM for one app. One invocation at a time (the pool
+/// guarantees it); `Send + Sync` so invocations can hop runtime threads.
+pub struct Vm {
+    lua: Lua,
+    handlers: HashMap<String, Function>,
+    budget: Arc<Budget>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("scripts", &self.handlers.keys().collect::<Vec<_>>())
+            .field("memory_used_bytes", &self.memory_used_bytes())
+            .field("reusable", &self.is_reusable())
+            .finish()
+    }
+}
+
+impl Vm {
+    /// A fresh sandboxed VM for `app` with every script loaded. Each chunk runs
+    /// once, under the same limits as an invocation, and must return its
+    /// handler function.
+    pub fn new(
+        app: &str,
+        scripts: &[ScriptSource],
+        host: Arc<dyn Host>,
+        limits: SandboxLimits,
+    ) -> Result<Vm, CompileError> {
+        let budget = Arc::new(Budget::new(limits));
+        budget.arm();
+        let lua = crate::sandbox::new_state(app, host, &budget)
+            .map_err(|e| CompileError::new("<sandbox>", None, format!("cannot build the sandbox: {e}")))?;
+        budget.disarm();
+
+        let mut handlers = HashMap::with_capacity(scripts.len());
+        for script in scripts {
+            let chunk = compile(&lua, &script.name, &script.source)?;
+            budget.arm();
+            let result = chunk.call::<Value>(());
+            budget.disarm();
+            let handler = match (budget.killed(), result) {
+                (Some(reason), _) => {
+                    return Err(CompileError::new(&script.name, None, kill_message(reason, budget.limits())));
+                }
+                (None, Ok(Value::Function(handler))) => handler,
+                (None, Ok(other)) => {
+                    return Err(CompileError::new(
+                        &script.name,
+                        None,
+                        format!("script must return a function, got {}", other.type_name()),
+                    ));
+                }
+                (None, Err(error)) => return Err(load_error(&script.name, &error, budget.limits())),
+            };
+            handlers.insert(script.name.clone(), handler);
+        }
+        Ok(Vm { lua, handlers, budget })
+    }
+
+    /// Runs handler `script` with `request` under the per-invocation limits.
+    pub async fn invoke(&self, script: &str, request: Request) -> Result<Response, InvokeError> {
+        let handler = self.handlers.get(script).ok_or_else(|| InvokeError::NoSuchScript {
+            script: script.to_string(),
+        })?;
+        self.budget.arm();
+        let outcome = self.run(handler, &request).await;
+        self.budget.disarm();
+        // The kill flag decides, not the error value: a kill may have been
+        // caught and replaced (by a `__close` handler, say) before unwinding
+        // reached us, and a killed run must never count as a success.
+        if let Some(reason) = self.budget.killed() {
+            return Err(kill_error(reason, self.budget.limits()));
+        }
+        match outcome {
+            Ok(value) => response_from_lua(&self.lua, value).map_err(|message| InvokeError::Script {
+                message: format!("{script}: {message}"),
+            }),
+            Err(error) => Err(self.invoke_error(&error)),
+        }
+    }
+
+    async fn run(&self, handler: &Function, request: &Request) -> mlua::Result<Value> {
+        let req = request_to_lua(&self.lua, request)?;
+        // The hook preempts CPU loops; this timeout covers time spent awaiting
+        // host calls, where no instruction runs. The call is pinned here so it
+        // is dropped (and its Lua thread reset) only after the kill is recorded.
+        let mut call = pin!(handler.call_async::<Value>(req));
+        match tokio::time::timeout(self.budget.limits().timeout, &mut call).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(mlua::Error::external(self.budget.kill(KillReason::WallClock))),
+        }
+    }
+
+    fn invoke_error(&self, error: &mlua::Error) -> InvokeError {
+        match classify(error) {
+            ErrorKind::Kill(reason) => kill_error(self.budget.kill(reason).reason, self.budget.limits()),
+            ErrorKind::Memory => kill_error(self.budget.kill(KillReason::Memory).reason, self.budget.limits()),
+            ErrorKind::Host(host) => InvokeError::Host(host.clone()),
+            ErrorKind::Script(message) => InvokeError::Script { message },
+        }
+    }
+
+    /// False once an invocation was killed (timeout or memory): the pool must
+    /// then drop this VM, whose globals the killed script may have left half-updated.
+    pub fn is_reusable(&self) -> bool {
+        !self.budget.ever_killed()
+    }
+
+    /// Bytes the Lua state holds now (live and not yet collected).
+    pub fn memory_used_bytes(&self) -> usize {
+        self.lua.used_memory()
+    }
+
+    /// Instructions the last (or current) invocation ran, in steps of the hook
+    /// interval. For metrics and tests.
+    pub fn instructions_used(&self) -> u64 {
+        self.budget.instructions_used()
+    }
+}
+
+fn kill_message(reason: KillReason, limits: &SandboxLimits) -> String {
+    match reason {
+        KillReason::Instructions => format!(
+            "script exceeded its instruction budget of {} instructions",
+            limits.instructions_max
+        ),
+        KillReason::WallClock => format!(
+            "script exceeded its wall-clock timeout of {} ms",
+            limits.timeout.as_millis()
+        ),
+        KillReason::Memory => format!(
+            "script exceeded its memory limit of {} bytes",
+            limits.memory_bytes_max
+        ),
+    }
+}
+
+fn kill_error(reason: KillReason, limits: &SandboxLimits) -> InvokeError {
+    let message = kill_message(reason, limits);
+    match reason {
+        KillReason::Instructions | KillReason::WallClock => InvokeError::Timeout { message },
+        KillReason::Memory => InvokeError::Memory { message },
+    }
+}
+
+/// An error while a chunk ran at load time, as a `CompileError` of that file.
+fn load_error(file: &str, error: &mlua::Error, limits: &SandboxLimits) -> CompileError {
+    match classify(error) {
+        ErrorKind::Kill(reason) => CompileError::new(file, None, kill_message(reason, limits)),
+        ErrorKind::Memory => CompileError::new(file, None, kill_message(KillReason::Memory, limits)),
+        ErrorKind::Host(host) => CompileError::new(file, None, host.to_string()),
+        ErrorKind::Script(message) => CompileError::from_lua_message(file, strip_traceback(&message)),
+    }
+}

@@ -1,0 +1,234 @@
+//! An in-memory `Host` for the integration tests, plus helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use picloud_lua_sdk::{
+    AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, InvokeError, KvListPage,
+    LogLevel, Request, Response, SandboxLimits, ScriptSource, Vm,
+};
+use serde_json::Value;
+
+/// Keys are `app/key`, so tests can check apps stay apart.
+#[derive(Default)]
+pub struct FakeHost {
+    pub kv: Mutex<BTreeMap<String, Value>>,
+    pub ttls: Mutex<BTreeMap<String, f64>>,
+    pub logs: Mutex<Vec<(String, LogLevel, String)>>,
+    pub reads: Mutex<Vec<(String, Consistency)>>,
+    pub now_ms: AtomicU64,
+    /// `kv.get` of this key never completes (a host call that hangs).
+    pub hang_key: Mutex<Option<String>>,
+    /// Every call fails with this error while set.
+    pub fail_with: Mutex<Option<HostError>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl FakeHost {
+    pub fn new() -> Arc<FakeHost> {
+        let host = FakeHost::default();
+        host.now_ms.store(1_700_000_000_123, Ordering::Relaxed);
+        Arc::new(host)
+    }
+
+    pub fn get(&self, app: &str, key: &str) -> Option<Value> {
+        lock(&self.kv).get(&format!("{app}/{key}")).cloned()
+    }
+
+    pub fn put(&self, app: &str, key: &str, value: Value) {
+        lock(&self.kv).insert(format!("{app}/{key}"), value);
+    }
+
+    pub fn logs(&self) -> Vec<(String, LogLevel, String)> {
+        lock(&self.logs).clone()
+    }
+
+    fn failure(&self) -> Result<(), HostError> {
+        match lock(&self.fail_with).clone() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn cas_now(&self, full: &str, expected: Option<Value>, new: Option<Value>) -> bool {
+        let mut kv = lock(&self.kv);
+        if kv.get(full).cloned() != expected {
+            return false;
+        }
+        match new {
+            Some(value) => kv.insert(full.to_string(), value),
+            None => kv.remove(full),
+        };
+        true
+    }
+
+    fn incr_now(&self, full: &str, by: i64) -> Result<i64, HostError> {
+        let mut kv = lock(&self.kv);
+        let current = match kv.get(full) {
+            None => 0,
+            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
+            Some(_) => return Err(HostError::new("not_a_number", format!("{full} is not an integer"))),
+        };
+        let next = current + by;
+        kv.insert(full.to_string(), Value::from(next));
+        Ok(next)
+    }
+}
+
+impl Host for FakeHost {
+    fn kv_get<'a>(&'a self, app: &'a str, key: &'a str, consistency: Consistency) -> HostFuture<'a, Option<Value>> {
+        Box::pin(async move {
+            self.failure()?;
+            lock(&self.reads).push((key.to_string(), consistency));
+            if lock(&self.hang_key).as_deref() == Some(key) {
+                std::future::pending::<()>().await;
+            }
+            Ok(self.get(app, key))
+        })
+    }
+
+    fn kv_set<'a>(&'a self, app: &'a str, key: &'a str, value: Value, ttl_secs: Option<f64>) -> HostFuture<'a, ()> {
+        Box::pin(async move {
+            self.failure()?;
+            self.put(app, key, value);
+            if let Some(ttl) = ttl_secs {
+                lock(&self.ttls).insert(format!("{app}/{key}"), ttl);
+            }
+            Ok(())
+        })
+    }
+
+    fn kv_delete<'a>(&'a self, app: &'a str, key: &'a str) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            self.failure()?;
+            Ok(lock(&self.kv).remove(&format!("{app}/{key}")).is_some())
+        })
+    }
+
+    fn kv_incr<'a>(&'a self, app: &'a str, key: &'a str, by: i64) -> HostFuture<'a, i64> {
+        Box::pin(async move {
+            self.failure()?;
+            self.incr_now(&format!("{app}/{key}"), by)
+        })
+    }
+
+    fn kv_cas<'a>(&'a self, app: &'a str, key: &'a str, expected: Option<Value>, new: Option<Value>) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            self.failure()?;
+            Ok(self.cas_now(&format!("{app}/{key}"), expected, new))
+        })
+    }
+
+    fn kv_list<'a>(&'a self, app: &'a str, prefix: &'a str, limit: usize, cursor: Option<String>) -> HostFuture<'a, KvListPage> {
+        Box::pin(async move {
+            self.failure()?;
+            let kv = lock(&self.kv);
+            let start = format!("{app}/{prefix}");
+            let mut items: Vec<(String, Value)> = kv
+                .iter()
+                .filter(|(k, _)| k.starts_with(&start))
+                .map(|(k, v)| (k[app.len() + 1..].to_string(), v.clone()))
+                .filter(|(k, _)| cursor.as_ref().is_none_or(|c| k > c))
+                .collect();
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let cursor = if more { items.last().map(|(k, _)| k.clone()) } else { None };
+            Ok(KvListPage { items, cursor })
+        })
+    }
+
+    fn kv_atomic<'a>(&'a self, app: &'a str, ops: Vec<AtomicOp>) -> HostFuture<'a, Vec<AtomicResult>> {
+        Box::pin(async move {
+            self.failure()?;
+            // Not really atomic (a test double): checks cas ops first, then applies.
+            for op in &ops {
+                if let AtomicOp::Cas { key, expected, .. } = op
+                    && lock(&self.kv).get(&format!("{app}/{key}")).cloned() != *expected
+                {
+                    return Err(HostError::new("atomic_cas_failed", format!("cas on {key} failed")));
+                }
+            }
+            let mut results = Vec::new();
+            for op in ops {
+                results.push(match op {
+                    AtomicOp::Set { key, value, .. } => {
+                        self.put(app, &key, value);
+                        AtomicResult::Set
+                    }
+                    AtomicOp::Delete { key } => AtomicResult::Deleted {
+                        existed: lock(&self.kv).remove(&format!("{app}/{key}")).is_some(),
+                    },
+                    AtomicOp::Incr { key, by } => AtomicResult::Incr {
+                        value: self.incr_now(&format!("{app}/{key}"), by)?,
+                    },
+                    AtomicOp::Cas { key, expected, new } => AtomicResult::Cas {
+                        swapped: self.cas_now(&format!("{app}/{key}"), expected, new),
+                    },
+                });
+            }
+            Ok(results)
+        })
+    }
+
+    fn log(&self, app: &str, level: LogLevel, message: String) {
+        lock(&self.logs).push((app.to_string(), level, message));
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::Relaxed)
+    }
+}
+
+pub const APP: &str = "testapp";
+
+pub fn scripts(list: &[(&str, &str)]) -> Vec<ScriptSource> {
+    list.iter()
+        .map(|(name, source)| ScriptSource {
+            name: name.to_string(),
+            source: source.to_string(),
+        })
+        .collect()
+}
+
+/// A VM with one script `main.lua`.
+pub fn vm_with(host: &Arc<FakeHost>, source: &str, limits: SandboxLimits) -> Vm {
+    match Vm::new(APP, &scripts(&[("main.lua", source)]), host.clone(), limits) {
+        Ok(vm) => vm,
+        Err(error) => panic!("script failed to load: {error}"),
+    }
+}
+
+pub fn vm(host: &Arc<FakeHost>, source: &str) -> Vm {
+    vm_with(host, source, SandboxLimits::default())
+}
+
+pub fn get(path: &str) -> Request {
+    Request {
+        method: "GET".to_string(),
+        path: path.to_string(),
+        ..Request::default()
+    }
+}
+
+pub async fn call(vm: &Vm) -> Result<Response, InvokeError> {
+    vm.invoke("main.lua", get("/")).await
+}
+
+/// Runs `main.lua` and returns its body as text, failing the test on error.
+pub async fn body(vm: &Vm) -> String {
+    match call(vm).await {
+        Ok(response) => String::from_utf8_lossy(&response.body).into_owned(),
+        Err(error) => panic!("invoke failed: {error:?}"),
+    }
+}
+
+/// A handler that returns the JSON encoding of whatever `expr` evaluates to.
+pub fn returning(body: &str) -> String {
+    format!("return function(req)\n{body}\nend")
+}

@@ -1,0 +1,492 @@
+//! Every row of LUA-SANDBOX.md: each escape is tried and must end in the
+//! right `InvokeError`, after which the same VM (its kill flag reset) and a
+//! fresh VM both serve a normal request.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use picloud_lua_sdk::{InvokeError, SandboxLimits, Vm};
+
+/// Small limits so each hostile test ends fast: 5 M instructions, 4 MiB,
+/// 10 s (the wall clock must not be what stops instruction-bound loops).
+fn tight() -> SandboxLimits {
+    SandboxLimits {
+        instructions_max: 5_000_000,
+        memory_bytes_max: 4 * 1024 * 1024,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// A script with a hostile handler `main.lua` and a normal one `ok.lua`.
+fn hostile_vm(host: &Arc<FakeHost>, hostile_body: &str, limits: SandboxLimits) -> Vm {
+    let hostile = returning(hostile_body);
+    let list = scripts(&[
+        ("main.lua", hostile.as_str()),
+        ("ok.lua", "return function() return 'still alive' end"),
+    ]);
+    match Vm::new(APP, &list, host.clone(), limits) {
+        Ok(vm) => vm,
+        Err(error) => panic!("load failed: {error}"),
+    }
+}
+
+async fn assert_recovers(host: &Arc<FakeHost>, vm: &Vm, limits: SandboxLimits) {
+    // The kill flag is per invocation: the same VM serves the next request.
+    let again = vm.invoke("ok.lua", get("/")).await.expect("same VM serves again");
+    assert_eq!(again.body, b"still alive");
+    let fresh = vm_with(host, "return function() return 'fresh' end", limits);
+    assert_eq!(body(&fresh).await, "fresh");
+}
+
+async fn expect_timeout(hostile_body: &str) -> String {
+    let host = FakeHost::new();
+    let vm = hostile_vm(&host, hostile_body, tight());
+    let message = match call(&vm).await {
+        Err(InvokeError::Timeout { message }) => message,
+        other => panic!("{hostile_body}: expected Timeout, got {other:?}"),
+    };
+    assert!(!vm.is_reusable(), "a killed VM must be retired");
+    assert_recovers(&host, &vm, tight()).await;
+    message
+}
+
+async fn expect_memory(hostile_body: &str) {
+    let host = FakeHost::new();
+    let vm = hostile_vm(&host, hostile_body, tight());
+    match call(&vm).await {
+        Err(InvokeError::Memory { message }) => assert!(message.contains("memory limit"), "{message}"),
+        other => panic!("{hostile_body}: expected Memory, got {other:?}"),
+    }
+    assert!(!vm.is_reusable());
+    assert_recovers(&host, &vm, tight()).await;
+}
+
+async fn expect_script_error(hostile_body: &str, expected: &str) {
+    let host = FakeHost::new();
+    let vm = hostile_vm(&host, hostile_body, tight());
+    match call(&vm).await {
+        Err(InvokeError::Script { message }) => {
+            assert!(message.contains(expected), "{hostile_body}: {message:?} lacks {expected:?}");
+        }
+        other => panic!("{hostile_body}: expected Script error, got {other:?}"),
+    }
+    assert_recovers(&host, &vm, tight()).await;
+}
+
+// ---- instruction budget and its escapes --------------------------------
+
+#[tokio::test]
+async fn busy_loop_hits_the_instruction_budget() {
+    let message = expect_timeout("while true do end").await;
+    assert!(message.contains("instruction budget of 5000000"), "{message}");
+}
+
+#[tokio::test]
+async fn escape_a_pcall_cannot_swallow_the_kill() {
+    expect_timeout("while true do pcall(function() while true do end end) end").await;
+}
+
+#[tokio::test]
+async fn escape_a_pcall_of_error_cannot_swallow_the_kill() {
+    // Many cheap pcalls that each fail: the hook fires inside error handling too.
+    expect_timeout("while true do pcall(error, 'x') end").await;
+}
+
+#[tokio::test]
+async fn escape_a_xpcall_cannot_swallow_the_kill() {
+    expect_timeout("while true do xpcall(function() while true do end end, function(e) return e end) end").await;
+}
+
+#[tokio::test]
+async fn escape_a_xpcall_handler_that_loops() {
+    expect_timeout("while true do xpcall(function() while true do end end, function(e) while true do end end) end")
+        .await;
+}
+
+#[tokio::test]
+async fn escape_b_loop_inside_coroutine_wrap_is_counted() {
+    expect_timeout("coroutine.wrap(function() while true do end end)()").await;
+}
+
+#[tokio::test]
+async fn escape_b_loop_inside_coroutine_resume_is_counted() {
+    expect_timeout("local co = coroutine.create(function() while true do end end) return coroutine.resume(co)").await;
+}
+
+#[tokio::test]
+async fn escape_b_resume_in_a_loop_cannot_swallow_the_kill() {
+    expect_timeout(
+        "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn escape_b_wrap_inside_pcall_in_a_loop() {
+    expect_timeout("while true do pcall(coroutine.wrap(function() while true do end end)) end").await;
+}
+
+#[tokio::test]
+async fn escape_b_nested_coroutines() {
+    expect_timeout(
+        "coroutine.wrap(function() coroutine.wrap(function() while true do pcall(function() while true do end end) end end)() end)()",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn escape_close_handler_cannot_mask_the_kill() {
+    // A `__close` handler that raises replaces the error being unwound: the
+    // kill flag, not the error value, decides.
+    expect_timeout(
+        r#"while true do
+             pcall(function()
+               local guard <close> = setmetatable({}, { __close = function() error("masked") end })
+               while true do end
+             end)
+           end"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn escape_coroutine_close_cannot_swallow_the_kill() {
+    expect_timeout(
+        r#"while true do
+             local co = coroutine.create(function()
+               local guard <close> = setmetatable({}, { __close = function() while true do end end })
+               coroutine.yield()
+             end)
+             coroutine.resume(co)
+             coroutine.close(co)
+           end"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn global_hook_counts_instructions_inside_coroutines() {
+    let host = FakeHost::new();
+    let vm = vm(
+        &host,
+        &returning("coroutine.wrap(function() for i = 1, 1000000 do end end)() return 'done'"),
+    );
+    assert_eq!(body(&vm).await, "done");
+    // A numeric for loop is 1-2 instructions an iteration.
+    assert!(vm.instructions_used() >= 1_000_000, "{}", vm.instructions_used());
+}
+
+#[tokio::test]
+async fn wall_clock_stops_a_cpu_loop_the_budget_would_allow() {
+    let limits = SandboxLimits {
+        instructions_max: u64::MAX,
+        memory_bytes_max: 4 * 1024 * 1024,
+        timeout: Duration::from_millis(200),
+    };
+    let host = FakeHost::new();
+    let vm = hostile_vm(&host, "while true do pcall(function() while true do end end) end", limits);
+    match call(&vm).await {
+        Err(InvokeError::Timeout { message }) => assert!(message.contains("wall-clock timeout of 200 ms"), "{message}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert_recovers(&host, &vm, limits).await;
+}
+
+#[tokio::test]
+async fn awaiting_a_host_call_that_never_returns_times_out() {
+    let limits = SandboxLimits {
+        timeout: Duration::from_millis(100),
+        ..SandboxLimits::default()
+    };
+    let host = FakeHost::new();
+    *host.hang_key.lock().expect("lock") = Some("slow".to_string());
+    let vm = hostile_vm(&host, "return tostring(kv.get('slow'))", limits);
+    match call(&vm).await {
+        Err(InvokeError::Timeout { message }) => assert!(message.contains("wall-clock"), "{message}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(!vm.is_reusable());
+    assert_recovers(&host, &vm, limits).await;
+}
+
+#[tokio::test]
+async fn the_budget_is_reset_for_every_invocation() {
+    // Each call uses ~60% of the budget: it must pass every time, which it
+    // would not if instructions carried over.
+    let host = FakeHost::new();
+    let vm = vm_with(&host, &returning("for i = 1, 1500000 do end return 'ok'"), tight());
+    for _ in 0..4 {
+        assert_eq!(body(&vm).await, "ok");
+    }
+    assert!(vm.is_reusable());
+}
+
+#[test]
+fn loading_a_script_runs_under_the_same_limits() {
+    let host = FakeHost::new();
+    let looping = scripts(&[("spin.lua", "while true do pcall(function() while true do end end) end")]);
+    let error = Vm::new(APP, &looping, host.clone(), tight()).expect_err("must not load");
+    assert_eq!(error.file, "spin.lua");
+    assert!(error.message.contains("instruction budget"), "{error}");
+
+    let hungry = scripts(&[("big.lua", "local t = {} for i = 1, 1e8 do t[i] = i end return function() end")]);
+    let error = Vm::new(APP, &hungry, host, tight()).expect_err("must not load");
+    assert!(error.to_string().starts_with("big.lua: script exceeded its memory limit"), "{error}");
+}
+
+// ---- memory ---------------------------------------------------------------
+
+#[tokio::test]
+async fn string_rep_bomb_hits_the_memory_cap() {
+    expect_memory("return string.rep('x', 1024 * 1024 * 1024)").await;
+}
+
+#[tokio::test]
+async fn doubling_string_hits_the_memory_cap() {
+    expect_memory("local s = 'x' while true do s = s .. s end").await;
+}
+
+#[tokio::test]
+async fn table_growth_hits_the_memory_cap() {
+    expect_memory("local t = {} local i = 0 while true do i = i + 1 t[i] = {i} end").await;
+}
+
+#[tokio::test]
+async fn memory_bomb_inside_pcall_cannot_be_swallowed() {
+    expect_memory("while true do pcall(string.rep, 'x', 1024 * 1024 * 1024) end").await;
+}
+
+#[tokio::test]
+async fn table_growth_inside_pcall_cannot_be_swallowed() {
+    expect_memory(
+        "local keep = {} while true do pcall(function() local t = {} keep[#keep + 1] = t for i = 1, 1e9 do t[i] = i end end) end",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn memory_bomb_inside_coroutine_resume_cannot_be_swallowed() {
+    expect_memory(
+        "while true do coroutine.resume(coroutine.create(function() return string.rep('x', 1e9) end)) end",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn memory_bomb_inside_xpcall_cannot_be_swallowed() {
+    expect_memory("while true do xpcall(string.rep, function(e) return e end, 'x', 1e9) end").await;
+}
+
+#[tokio::test]
+async fn memory_bomb_through_json_decode_hits_the_cap() {
+    expect_memory(r#"local s = "[" .. string.rep("1,", 2000000) .. "1]" return json.encode(json.decode(s))"#).await;
+}
+
+// ---- recursion ------------------------------------------------------------
+
+#[tokio::test]
+async fn deep_lua_recursion_is_a_script_error() {
+    expect_script_error("local function f() return f() + 1 end return f()", "stack overflow").await;
+}
+
+#[tokio::test]
+async fn deep_recursion_caught_by_pcall_leaves_the_vm_working() {
+    let host = FakeHost::new();
+    let vm = vm_with(
+        &host,
+        &returning("local function f() return f() + 1 end local ok, err = pcall(f) return tostring(ok) .. ' ' .. err"),
+        tight(),
+    );
+    let text = body(&vm).await;
+    assert!(text.starts_with("false ") && text.contains("stack overflow"), "{text}");
+    assert!(vm.is_reusable());
+}
+
+#[tokio::test]
+async fn c_stack_overflow_through_gsub_is_a_script_error() {
+    expect_script_error(
+        "local function f(s) return (string.gsub('x', 'x', f)) end return f('x')",
+        "stack overflow",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn c_stack_overflow_through_metamethods_is_a_script_error() {
+    expect_script_error(
+        "local t = setmetatable({}, { __index = function(t, k) return t[k] end }) return t.x",
+        "stack overflow",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn c_stack_overflow_through_rust_callbacks_is_a_script_error() {
+    // log.info → tostring → __tostring → log.info ...: every level crosses
+    // Rust and C frames; Lua's C-call limit must stop it before the native
+    // stack (2 MiB on a tokio worker) runs out.
+    expect_script_error(
+        "local t t = setmetatable({}, { __tostring = function() log.info(t) return 'x' end }) log.info(t) return 'no'",
+        "stack overflow",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_stack_overflow_through_json_and_tostring_on_a_worker_thread() {
+    let host = FakeHost::new();
+    let vm = hostile_vm(
+        &host,
+        "local t t = setmetatable({}, { __tostring = function() return tostring(json.encode({ tostring(t) })) end }) return tostring(t)",
+        tight(),
+    );
+    let vm = Arc::new(vm);
+    let task = tokio::spawn({
+        let vm = vm.clone();
+        async move { vm.invoke("main.lua", get("/")).await }
+    });
+    match task.await.expect("task") {
+        Err(InvokeError::Script { message }) => assert!(message.contains("stack overflow"), "{message}"),
+        other => panic!("expected a script error, got {other:?}"),
+    }
+}
+
+// ---- removed globals --------------------------------------------------------
+
+#[tokio::test]
+async fn dangerous_globals_are_absent() {
+    let probes = [
+        "io", "debug", "package", "require", "load", "loadfile", "dofile", "loadstring", "string.dump",
+        "os.execute", "os.exit", "os.getenv", "os.remove", "os.rename", "os.tmpname", "os.setlocale", "warn",
+    ];
+    let host = FakeHost::new();
+    for probe in probes {
+        let vm = vm(&host, &returning(&format!("return type({probe})")));
+        assert_eq!(body(&vm).await, "nil", "{probe} must be absent");
+    }
+    let kept = ["os.time", "os.clock", "os.date", "string.format", "table.concat", "math.floor", "utf8.char"];
+    for probe in kept {
+        let vm = vm(&host, &returning(&format!("return type({probe})")));
+        assert_eq!(body(&vm).await, "function", "{probe} must be present");
+    }
+}
+
+#[tokio::test]
+async fn string_metatable_does_not_reach_dump() {
+    let host = FakeHost::new();
+    let vm = vm(&host, &returning("return type(('').dump)"));
+    assert_eq!(body(&vm).await, "nil");
+}
+
+#[tokio::test]
+async fn collectgarbage_only_counts() {
+    let host = FakeHost::new();
+    let counting = vm(&host, &returning("return math.type(collectgarbage('count')) or 'x'"));
+    assert_eq!(body(&counting).await, "float");
+    for option in ["'collect'", "", "'stop'", "'step'", "'incremental'"] {
+        let vm = vm(&host, &returning(&format!("collectgarbage({option}) return 'no'")));
+        match call(&vm).await {
+            Err(InvokeError::Script { message }) => assert!(message.contains("only \"count\""), "{message}"),
+            other => panic!("collectgarbage({option}): expected a script error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn gc_metamethods_are_refused() {
+    expect_script_error(
+        "setmetatable({}, { __gc = function() while true do end end }) return 'no'",
+        "__gc metamethods are not allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn json_array_metatable_is_hidden() {
+    let host = FakeHost::new();
+    let vm = vm(&host, &returning("return getmetatable(json.array())"));
+    // `__metatable` makes getmetatable return the marker name, not the table.
+    assert_eq!(body(&vm).await, "json.array");
+}
+
+#[test]
+fn binary_chunks_are_refused() {
+    let host = FakeHost::new();
+    let error = Vm::new(APP, &scripts(&[("bin.lua", "\x1bLua\x54\x00")]), host, SandboxLimits::default())
+        .expect_err("binary chunk must not load");
+    assert!(error.message.contains("binary"), "{error}");
+    assert!(picloud_lua_sdk::check_syntax("bin.lua", "\x1bLua\x54\x00").is_err());
+}
+
+#[tokio::test]
+async fn the_original_pcall_is_unreachable() {
+    // Scripts can replace globals in their own VM, but never get back the
+    // unwrapped functions: a later kill still unwinds.
+    expect_timeout(
+        r#"local p = pcall
+           _G.pcall = nil
+           while true do p(function() while true do end end) end"#,
+    )
+    .await;
+}
+
+// ---- the node keeps serving ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_requests_are_served_while_a_hostile_script_spins() {
+    let host = FakeHost::new();
+    let limits = SandboxLimits {
+        instructions_max: u64::MAX,
+        memory_bytes_max: 4 * 1024 * 1024,
+        timeout: Duration::from_secs(3),
+    };
+    let hostile = Arc::new(hostile_vm(&host, "while true do pcall(function() while true do end end) end", limits));
+    let spinning = tokio::spawn({
+        let hostile = hostile.clone();
+        async move { hostile.invoke("main.lua", get("/")).await }
+    });
+    let normal = vm(&host, &returning("local n = 0 for i = 1, 1000 do n = n + i end return tostring(n)"));
+    for _ in 0..200 {
+        assert_eq!(body(&normal).await, "500500");
+    }
+    // 200 requests were answered while the hostile invocation was still running.
+    assert!(!spinning.is_finished(), "the hostile script should still be spinning");
+    match spinning.await.expect("task") {
+        Err(InvokeError::Timeout { message }) => assert!(message.contains("wall-clock"), "{message}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+}
+
+/// Hook overhead, measured with `cargo test --release -p picloud-lua-sdk
+/// --test sandbox -- --ignored --nocapture hook_overhead`. Not an assertion:
+/// it prints the time of a tight loop in the sandbox (hook every
+/// `HOOK_INSTRUCTIONS_INTERVAL` instructions) against the same loop in a
+/// plain mlua state with no hook.
+#[tokio::test]
+#[ignore]
+async fn hook_overhead() {
+    const LOOP: &str = "local n = 0 for i = 1, 20000000 do n = n + i % 7 end return n";
+    let plain = mlua::Lua::new();
+    let started = std::time::Instant::now();
+    let expected: i64 = plain.load(LOOP).eval().expect("plain");
+    let plain_time = started.elapsed();
+
+    let host = FakeHost::new();
+    let limits = SandboxLimits {
+        instructions_max: u64::MAX,
+        timeout: Duration::from_secs(60),
+        ..SandboxLimits::default()
+    };
+    let vm = vm_with(&host, &format!("return function() return tostring((function() {LOOP} end)()) end"), limits);
+    let started = std::time::Instant::now();
+    assert_eq!(body(&vm).await, expected.to_string());
+    let hooked_time = started.elapsed();
+    println!(
+        "tight loop, 20M iterations: plain {plain_time:?}, sandboxed {hooked_time:?} ({:.2}x), {} instructions counted",
+        hooked_time.as_secs_f64() / plain_time.as_secs_f64(),
+        vm.instructions_used()
+    );
+}

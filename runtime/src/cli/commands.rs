@@ -1,0 +1,491 @@
+//! The CLI's commands and their output.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::client::{Client, CliError, Credentials, encode_path, load_credentials, save_credentials};
+
+/// Options every client command shares.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The node to talk to (default: the one saved by `picloud login`).
+    #[arg(long = "url", id = "api_url", global = true, env = "PICLOUD_URL")]
+    api_url: Option<String>,
+    /// The API key (default: the one saved by `picloud login`).
+    #[arg(long = "key", id = "api_key", global = true, env = "PICLOUD_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print the server's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Check a node URL and key and save them for later commands.
+    Login,
+    /// List, create or delete apps.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Deploy an app folder (picloud.toml + scripts).
+    Deploy { dir: std::path::PathBuf },
+    /// Return an app to an earlier version (default: the one before the active one).
+    Rollback {
+        app: String,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// List an app's deploys.
+    Deploys { app: String },
+    /// Show an app's recent log lines on the node you talk to.
+    Logs {
+        app: String,
+        /// Keep printing new lines as they come.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many recent lines to show first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Read and write an app's kv data.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    List,
+    Create { name: String },
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print a value as JSON.
+    Get {
+        app: String,
+        key: String,
+        /// Read this node's state without asking the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Set a value. VALUE is JSON (`42`, `"text"`, `{"a":1}`); text that is not JSON is stored as a string.
+    Set {
+        app: String,
+        key: String,
+        value: String,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        ttl: Option<f64>,
+    },
+    /// Delete a key.
+    Del { app: String, key: String },
+    /// List keys (and values) by prefix, one page at a time.
+    List {
+        app: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once.
+    Create {
+        /// admin, deploy:<app> or read:<app>
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+    Revoke { id: String },
+}
+
+pub fn run(args: ClientArgs, command: ClientCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(args, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(args: &ClientArgs) -> Result<Client, CliError> {
+    let saved = load_credentials();
+    let url = args
+        .api_url
+        .clone()
+        .or(saved.url)
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+    let key = args.api_key.clone().or(saved.key).ok_or_else(|| {
+        CliError::new("no API key: run `picloud login --url URL --key KEY` or set PICLOUD_KEY")
+    })?;
+    Client::new(&url, &key)
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliError> {
+    if let ClientCommand::Login = command {
+        return login(&args).await;
+    }
+    let client = client(&args)?;
+    let json = args.json;
+    match command {
+        ClientCommand::Login => unreachable!("handled above"),
+        ClientCommand::Apps(AppsCommand::List) => {
+            let body = client.get("/apps").await?;
+            if json {
+                print_json(&body);
+            } else {
+                for app in body["apps"].as_array().into_iter().flatten() {
+                    let version = app["active_version"]
+                        .as_u64()
+                        .map_or("-".to_string(), |v| format!("v{v}"));
+                    println!("{}\t{}", app["name"].as_str().unwrap_or(""), version);
+                }
+            }
+        }
+        ClientCommand::Apps(AppsCommand::Create { name }) => {
+            let body = client.post("/apps", &json!({"name": name})).await?;
+            report(json, &body, || format!("created app {name}"));
+        }
+        ClientCommand::Apps(AppsCommand::Delete { name }) => {
+            let body = client.delete(&format!("/apps/{}", encode_path(&name))).await?;
+            report(json, &body, || format!("deleted app {name}"));
+        }
+        ClientCommand::Deploy { dir } => {
+            let (app, files) = read_app_dir(&dir)?;
+            let body = client
+                .post(&format!("/apps/{}/deploys", encode_path(&app)), &json!({"files": files}))
+                .await?;
+            report(json, &body, || {
+                format!("deployed {app} version {}", body["version"].as_u64().unwrap_or(0))
+            });
+        }
+        ClientCommand::Rollback { app, to } => {
+            let request = match to {
+                Some(version) => json!({"to": version}),
+                None => json!({}),
+            };
+            let body = client
+                .post(&format!("/apps/{}/rollback", encode_path(&app)), &request)
+                .await?;
+            report(json, &body, || {
+                format!("{app} now serves version {}", body["version"].as_u64().unwrap_or(0))
+            });
+        }
+        ClientCommand::Deploys { app } => {
+            let body = client.get(&format!("/apps/{}/deploys", encode_path(&app))).await?;
+            if json {
+                print_json(&body);
+            } else {
+                for deploy in body["deploys"].as_array().into_iter().flatten() {
+                    let marker = if deploy["active"].as_bool() == Some(true) { "*" } else { " " };
+                    println!(
+                        "{marker} v{}\t{}\t{} bytes",
+                        deploy["version"],
+                        format_ms(deploy["created_ms"].as_u64().unwrap_or(0)),
+                        deploy["bundle_bytes"]
+                    );
+                }
+            }
+        }
+        ClientCommand::Logs { app, follow, limit } => {
+            let path = format!("/apps/{}/logs?limit={limit}", encode_path(&app));
+            if follow {
+                follow_logs(&client, &format!("{path}&follow=true"), json).await?;
+            } else {
+                let body = client.get(&path).await?;
+                if json {
+                    print_json(&body);
+                } else {
+                    for line in body["lines"].as_array().into_iter().flatten() {
+                        print_log_line(line);
+                    }
+                }
+            }
+        }
+        ClientCommand::Kv(command) => kv(&client, command, json).await?,
+        ClientCommand::Keys(command) => keys(&client, command, json).await?,
+    }
+    Ok(())
+}
+
+fn report(json: bool, body: &Value, text: impl FnOnce() -> String) {
+    if json {
+        print_json(body);
+    } else {
+        println!("{}", text());
+    }
+}
+
+async fn login(args: &ClientArgs) -> Result<(), CliError> {
+    let url = args
+        .api_url
+        .clone()
+        .ok_or_else(|| CliError::new("login needs --url (or PICLOUD_URL)"))?;
+    let key = args
+        .api_key
+        .clone()
+        .ok_or_else(|| CliError::new("login needs --key (or PICLOUD_KEY)"))?;
+    let client = Client::new(&url, &key)?;
+    let whoami = client.get("/whoami").await?;
+    let path = save_credentials(&Credentials {
+        url: Some(url.clone()),
+        key: Some(key),
+    })?;
+    println!(
+        "logged in to {url} as key {} (scope {}); saved to {}",
+        whoami["key_id"].as_str().unwrap_or("?"),
+        whoami["scope"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The most bytes `picloud deploy` sends from one folder.
+const DEPLOY_DIR_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// Reads an app folder: every regular, non-hidden file, recursively, as UTF-8.
+fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliError> {
+    let manifest_path = dir.join("picloud.toml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| CliError::new(format!("{}: {e}", manifest_path.display())))?;
+    #[derive(serde::Deserialize)]
+    struct NameOnly {
+        name: String,
+    }
+    let name: NameOnly = toml::from_str(&manifest)
+        .map_err(|e| CliError::new(format!("{}: {}", manifest_path.display(), e.message())))?;
+    let mut files = BTreeMap::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current)? {
+            let entry = entry?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with('.') {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata()?.len();
+                if total > DEPLOY_DIR_BYTES_MAX {
+                    return Err(CliError::new(format!(
+                        "{} holds more than {DEPLOY_DIR_BYTES_MAX} bytes",
+                        dir.display()
+                    )));
+                }
+                let relative = entry
+                    .path()
+                    .strip_prefix(dir)
+                    .map_err(|e| CliError::new(e.to_string()))?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let text = std::fs::read_to_string(entry.path()).map_err(|e| {
+                    CliError::new(format!("{}: {e} (app files must be UTF-8 text)", entry.path().display()))
+                })?;
+                files.insert(relative, text);
+            }
+        }
+    }
+    Ok((name.name, files))
+}
+
+fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn print_log_line(line: &Value) {
+    println!(
+        "{} {:5} {}",
+        format_ms(line["ts_ms"].as_u64().unwrap_or(0)),
+        line["level"].as_str().unwrap_or(""),
+        line["message"].as_str().unwrap_or("")
+    );
+}
+
+async fn follow_logs(client: &Client, path: &str, json: bool) -> Result<(), CliError> {
+    use std::io::Write;
+    let response = client.stream(path).await?;
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let mut kind = "message";
+            let mut data = String::new();
+            for line in event.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    kind = value.trim();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push_str(value.trim_start());
+                }
+            }
+            match kind {
+                "log" => {
+                    if json {
+                        println!("{data}");
+                    } else if let Ok(line) = serde_json::from_str::<Value>(&data) {
+                        print_log_line(&line);
+                    }
+                }
+                "lagged" => eprintln!("(skipped {data} lines: this reader fell behind)"),
+                _ => {}
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
+    Ok(())
+}
+
+async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliError> {
+    match command {
+        KvCommand::Get { app, key, stale } => {
+            let mut path = format!("/apps/{}/kv/{}", encode_path(&app), encode_path(&key));
+            if stale {
+                path.push_str("?consistency=stale");
+            }
+            let body = client.get(&path).await?;
+            if json {
+                print_json(&body);
+            } else {
+                println!("{}", serde_json::to_string(&body["value"]).unwrap_or_default());
+            }
+        }
+        KvCommand::Set { app, key, value, ttl } => {
+            let parsed: Value =
+                serde_json::from_str(&value).unwrap_or_else(|_| Value::String(value.clone()));
+            let mut path = format!("/apps/{}/kv/{}", encode_path(&app), encode_path(&key));
+            if let Some(ttl) = ttl {
+                path.push_str(&format!("?ttl={ttl}"));
+            }
+            let body = client.put(&path, &parsed).await?;
+            report(json, &body, || format!("set {key}"));
+        }
+        KvCommand::Del { app, key } => {
+            let body = client
+                .delete(&format!("/apps/{}/kv/{}", encode_path(&app), encode_path(&key)))
+                .await?;
+            report(json, &body, || {
+                if body["deleted"].as_bool() == Some(true) {
+                    format!("deleted {key}")
+                } else {
+                    format!("{key} did not exist")
+                }
+            });
+        }
+        KvCommand::List {
+            app,
+            prefix,
+            limit,
+            cursor,
+        } => {
+            let mut path = format!(
+                "/apps/{}/kv?prefix={}&limit={limit}",
+                encode_path(&app),
+                encode_path(&prefix).replace('/', "%2F")
+            );
+            if let Some(cursor) = cursor {
+                path.push_str(&format!("&cursor={}", encode_path(&cursor).replace('/', "%2F")));
+            }
+            let body = client.get(&path).await?;
+            if json {
+                print_json(&body);
+            } else {
+                for item in body["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}",
+                        item["key"].as_str().unwrap_or(""),
+                        serde_json::to_string(&item["value"]).unwrap_or_default()
+                    );
+                }
+                if let Some(cursor) = body["cursor"].as_str() {
+                    println!("-- more: --cursor {cursor}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), CliError> {
+    match command {
+        KeysCommand::Create { scope, name } => {
+            let body = client
+                .post("/keys", &json!({"scope": scope, "name": name}))
+                .await?;
+            report(json, &body, || {
+                format!(
+                    "created key {} ({})\n{}",
+                    body["id"].as_str().unwrap_or(""),
+                    body["scope"].as_str().unwrap_or(""),
+                    body["key"].as_str().unwrap_or("")
+                )
+            });
+        }
+        KeysCommand::List => {
+            let body = client.get("/keys").await?;
+            if json {
+                print_json(&body);
+            } else {
+                for key in body["keys"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{}",
+                        key["id"].as_str().unwrap_or(""),
+                        key["scope"].as_str().unwrap_or(""),
+                        key["name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let body = client.delete(&format!("/keys/{}", encode_path(&id))).await?;
+            report(json, &body, || format!("revoked key {id}"));
+        }
+    }
+    Ok(())
+}

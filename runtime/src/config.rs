@@ -1,0 +1,230 @@
+//! `picloud serve` configuration: flags, `PICLOUD_<NAME>` environment variables
+//! and an optional `--config picloud.toml`, in that order of precedence, then
+//! the defaults below. Every limit is validated at boot.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use picloud_actors::{ActorLimits, LogLimits};
+use picloud_cluster::ClusterConfig;
+use picloud_lua_sdk::SandboxLimits;
+use serde::Deserialize;
+
+/// Declares every serve setting once: the clap flag (with its env var), the
+/// config-file key, and the default.
+macro_rules! settings {
+    ($( $(#[$doc:meta])* $name:ident : $ty:ty = $default:expr, $env:literal; )*) => {
+        /// Flags of `picloud serve`. Each is also `PICLOUD_<NAME>` and a key of `--config`.
+        #[derive(Debug, Clone, Default, Args)]
+        pub struct ServeArgs {
+            /// A TOML file with any of the settings below (flags and env vars win).
+            #[arg(long, env = "PICLOUD_CONFIG")]
+            pub config: Option<PathBuf>,
+            $( $(#[$doc])* #[arg(long, env = $env)] pub $name: Option<$ty>, )*
+        }
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileSettings {
+            $( $name: Option<$ty>, )*
+        }
+
+        /// The resolved settings.
+        #[derive(Debug, Clone)]
+        pub struct ServeConfig {
+            $( $(#[$doc])* pub $name: $ty, )*
+        }
+
+        impl ServeConfig {
+            fn merge(args: ServeArgs, file: FileSettings) -> ServeConfig {
+                ServeConfig {
+                    $( $name: args.$name.or(file.$name).unwrap_or_else(|| $default), )*
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Where this node keeps its state.
+    data_dir: PathBuf = PathBuf::from("./picloud-data"), "PICLOUD_DATA_DIR";
+    /// HTTP gateway address.
+    http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "PICLOUD_HTTP";
+    /// QUIC address other nodes reach this one on.
+    peer: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7070)), "PICLOUD_PEER";
+    /// Largest request body for app routes and the admin API, in bytes.
+    http_body_bytes_max: usize = 1024 * 1024, "PICLOUD_HTTP_BODY_BYTES_MAX";
+    /// Largest deploy bundle, in bytes.
+    deploy_bytes_max: usize = 8 * 1024 * 1024, "PICLOUD_DEPLOY_BYTES_MAX";
+    /// Requests served at once; more get 503 `overloaded`.
+    http_inflight_max: usize = 1024, "PICLOUD_HTTP_INFLIGHT_MAX";
+    /// Lua instructions one invocation may run.
+    script_instructions_max: u64 = 100_000_000, "PICLOUD_SCRIPT_INSTRUCTIONS_MAX";
+    /// Memory cap of one Lua VM, in bytes.
+    script_memory_bytes_max: usize = 16 * 1024 * 1024, "PICLOUD_SCRIPT_MEMORY_BYTES_MAX";
+    /// Wall-clock limit of one invocation, in milliseconds.
+    script_timeout_ms: u64 = 5_000, "PICLOUD_SCRIPT_TIMEOUT_MS";
+    /// Threads that run scripts (0 = two per core).
+    script_threads: usize = 0, "PICLOUD_SCRIPT_THREADS";
+    /// VMs (concurrent invocations) per app on this node.
+    vm_pool_size_max: usize = 8, "PICLOUD_VM_POOL_SIZE_MAX";
+    /// Idle VMs kept per app.
+    vm_idle_max: usize = 2, "PICLOUD_VM_IDLE_MAX";
+    /// How long a request waits for a free VM, in milliseconds.
+    vm_wait_ms: u64 = 2_000, "PICLOUD_VM_WAIT_MS";
+    /// Largest kv value (JSON text), in bytes.
+    kv_value_bytes_max: usize = 256 * 1024, "PICLOUD_KV_VALUE_BYTES_MAX";
+    /// Largest kv key, in bytes.
+    kv_key_bytes_max: usize = 512, "PICLOUD_KV_KEY_BYTES_MAX";
+    /// Most items of one kv list page.
+    kv_list_limit_max: usize = 1_000, "PICLOUD_KV_LIST_LIMIT_MAX";
+    /// Log lines kept per app on this node.
+    log_lines_per_app_max: usize = 1_000, "PICLOUD_LOG_LINES_PER_APP_MAX";
+    /// Deploy versions kept per app.
+    deploy_versions_kept: u32 = 20, "PICLOUD_DEPLOY_VERSIONS_KEPT";
+    /// sled page cache per database, in bytes.
+    storage_cache_bytes: u64 = 32 * 1024 * 1024, "PICLOUD_STORAGE_CACHE_BYTES";
+    /// How long a request waits for a Raft leader before 503 `no_leader`, in milliseconds.
+    leader_wait_ms: u64 = 5_000, "PICLOUD_LEADER_WAIT_MS";
+    /// Build a snapshot and compact the log after this many entries.
+    snapshot_logs_since_last: u64 = 20_000, "PICLOUD_SNAPSHOT_LOGS_SINCE_LAST";
+}
+
+fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> anyhow::Result<()> {
+    if value < min || value > max {
+        bail!("{name} = {value} is out of range ({min} to {max})");
+    }
+    Ok(())
+}
+
+impl ServeConfig {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => read_file_settings(path)?,
+            None => FileSettings::default(),
+        };
+        let config = ServeConfig::merge(args, file);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        const MIB: usize = 1024 * 1024;
+        check_range("http_body_bytes_max", self.http_body_bytes_max, 1024, 256 * MIB)?;
+        check_range("deploy_bytes_max", self.deploy_bytes_max, 1024, 256 * MIB)?;
+        check_range("http_inflight_max", self.http_inflight_max, 1, 1_000_000)?;
+        check_range("script_instructions_max", self.script_instructions_max, 1_000, 100_000_000_000)?;
+        check_range("script_memory_bytes_max", self.script_memory_bytes_max, MIB, 1024 * MIB)?;
+        check_range("script_timeout_ms", self.script_timeout_ms, 10, 600_000)?;
+        check_range("script_threads", self.script_threads, 0, 256)?;
+        check_range("vm_pool_size_max", self.vm_pool_size_max, 1, 1024)?;
+        check_range("vm_idle_max", self.vm_idle_max, 0, 1024)?;
+        check_range("vm_wait_ms", self.vm_wait_ms, 0, 600_000)?;
+        check_range("kv_value_bytes_max", self.kv_value_bytes_max, 16, 64 * MIB)?;
+        check_range("kv_key_bytes_max", self.kv_key_bytes_max, 1, 64 * 1024)?;
+        check_range("kv_list_limit_max", self.kv_list_limit_max, 1, 100_000)?;
+        check_range("log_lines_per_app_max", self.log_lines_per_app_max, 1, 1_000_000)?;
+        check_range("deploy_versions_kept", self.deploy_versions_kept, 1, 10_000)?;
+        check_range("storage_cache_bytes", self.storage_cache_bytes, 1 << 20, 1 << 40)?;
+        check_range("leader_wait_ms", self.leader_wait_ms, 10, 600_000)?;
+        check_range("snapshot_logs_since_last", self.snapshot_logs_since_last, 100, 100_000_000)?;
+        Ok(())
+    }
+
+    pub fn script_threads(&self) -> usize {
+        if self.script_threads > 0 {
+            return self.script_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        (cores * 2).max(2)
+    }
+
+    pub fn actor_limits(&self) -> ActorLimits {
+        ActorLimits {
+            sandbox: SandboxLimits {
+                instructions_max: self.script_instructions_max,
+                memory_bytes_max: self.script_memory_bytes_max,
+                timeout: std::time::Duration::from_millis(self.script_timeout_ms),
+            },
+            vm_pool_size_max: self.vm_pool_size_max,
+            vm_idle_max: self.vm_idle_max,
+            vm_wait_ms: self.vm_wait_ms,
+            kv_value_bytes_max: self.kv_value_bytes_max,
+            kv_key_bytes_max: self.kv_key_bytes_max,
+            kv_list_limit_max: self.kv_list_limit_max,
+            logs: LogLimits {
+                lines_per_app_max: self.log_lines_per_app_max,
+                ..LogLimits::default()
+            },
+            ..ActorLimits::default()
+        }
+    }
+
+    pub fn cluster_config(&self) -> ClusterConfig {
+        ClusterConfig {
+            leader_wait_ms: self.leader_wait_ms,
+            snapshot_logs_since_last: self.snapshot_logs_since_last,
+            ..ClusterConfig::default()
+        }
+    }
+
+    pub fn storage_options(&self) -> picloud_storage::StorageOptions {
+        picloud_storage::StorageOptions {
+            cache_capacity_bytes: self.storage_cache_bytes,
+            ..picloud_storage::StorageOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("picloud.toml");
+        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nscript_timeout_ms = 900\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            script_timeout_ms: Some(700),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(args).expect("valid");
+        assert_eq!(config.http.port(), 9000);
+        assert_eq!(config.script_timeout_ms, 700);
+        assert_eq!(config.data_dir, PathBuf::from("./picloud-data"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_limits_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("picloud.toml");
+        std::fs::write(&path, "htp = \"127.0.0.1:9000\"\n").expect("write");
+        let error = ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .expect_err("unknown key");
+        assert!(format!("{error:#}").contains("htp"));
+        let error = ServeConfig::resolve(ServeArgs {
+            vm_pool_size_max: Some(0),
+            ..ServeArgs::default()
+        })
+        .expect_err("zero pool");
+        assert!(error.to_string().contains("vm_pool_size_max"));
+    }
+}

@@ -1,0 +1,131 @@
+//! The one place where errors become HTTP statuses and stable codes.
+//!
+//! Every error body is `{"error":{"code":"…","message":"…"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use picloud_actors::AppError;
+use picloud_cluster::ClusterError;
+use picloud_lua_sdk::InvokeError;
+use picloud_storage::ApplyError;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(error: ClusterError) -> Self {
+        let (status, code) = match &error {
+            ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
+            }
+            ClusterError::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ClusterError::Stopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(error: ApplyError) -> Self {
+        let (status, code) = match &error {
+            ApplyError::AppNotFound { .. } => (StatusCode::NOT_FOUND, "app_not_found"),
+            ApplyError::AppExists { .. } => (StatusCode::CONFLICT, "app_exists"),
+            ApplyError::VersionNotFound { .. } => (StatusCode::NOT_FOUND, "version_not_found"),
+            ApplyError::NoEarlierVersion { .. } => (StatusCode::CONFLICT, "no_earlier_version"),
+            ApplyError::NotANumber { .. } => (StatusCode::CONFLICT, "not_a_number"),
+            ApplyError::IncrOverflow { .. } => (StatusCode::CONFLICT, "incr_overflow"),
+            ApplyError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
+            ApplyError::KeyExists { .. } => (StatusCode::CONFLICT, "key_exists"),
+            ApplyError::AtomicCasFailed { .. } => (StatusCode::CONFLICT, "atomic_cas_failed"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<picloud_storage::StorageError> for ApiError {
+    fn from(error: picloud_storage::StorageError) -> Self {
+        ApiError::internal(format!("storage: {error}"))
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        let message = error.to_string();
+        match error {
+            AppError::AppNotFound { .. } => ApiError::not_found("app_not_found", message),
+            AppError::NotDeployed { .. } => ApiError::not_found("app_not_deployed", message),
+            AppError::RouteNotFound { .. } => ApiError::not_found("route_not_found", message),
+            AppError::MethodNotAllowed { .. } => {
+                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+            }
+            AppError::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "app_busy", message)
+            }
+            AppError::Unavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "app_unavailable", message)
+            }
+            AppError::LoadFailed { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "app_load_failed", message)
+            }
+            AppError::Storage { .. } => ApiError::internal(message),
+            AppError::Invoke(invoke) => invoke_error(invoke),
+        }
+    }
+}
+
+fn invoke_error(error: InvokeError) -> ApiError {
+    let code = error.code().to_string();
+    let message = error.to_string();
+    let status = match &error {
+        InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        InvokeError::Host(host) => match host.code.as_str() {
+            "no_leader" | "timeout" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, code, message)
+}

@@ -1,0 +1,168 @@
+//! The HTTP gateway: app routes, the admin API and health.
+//!
+//! ```text
+//!   /_/health            no key
+//!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin.rs
+//!   /<app>/<route path>  the app's scripts                   → apps.rs
+//! ```
+//!
+//! Every request takes a permit from one semaphore (`http_inflight_max`); when
+//! none is free the answer is 503 `overloaded` at once rather than a queue.
+
+pub mod admin;
+pub mod apps;
+pub mod auth;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use picloud_actors::{ActorLimits, Apps, LogBook};
+use picloud_cluster::Node;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use crate::config::ServeConfig;
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Gateway {
+    pub node: Node,
+    pub apps: Apps,
+    pub logs: LogBook,
+    pub config: Arc<ServeConfig>,
+    pub limits: Arc<ActorLimits>,
+    inflight: Arc<Semaphore>,
+}
+
+impl Gateway {
+    pub fn new(
+        node: Node,
+        apps: Apps,
+        logs: LogBook,
+        config: Arc<ServeConfig>,
+        limits: Arc<ActorLimits>,
+    ) -> Gateway {
+        Gateway {
+            inflight: Arc::new(Semaphore::new(config.http_inflight_max)),
+            node,
+            apps,
+            logs,
+            config,
+            limits,
+        }
+    }
+}
+
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/_/health", get(health))
+        .nest("/_/api/v1", admin::router())
+        .fallback(apps::serve_app)
+        .layer(middleware::from_fn_with_state(gateway.clone(), shed_load))
+        .with_state(gateway)
+}
+
+/// Takes an in-flight permit or answers 503 `overloaded`.
+async fn shed_load(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = gateway.inflight.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "{} requests are in flight (http_inflight_max); retry shortly",
+                gateway.config.http_inflight_max
+            ),
+        )
+        .into_response();
+    };
+    next.run(request).await
+}
+
+async fn health(State(gateway): State<Gateway>) -> Response {
+    let status = gateway.node.status();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "node_id": status.id,
+        "role": status.role,
+        "leader": status.leader,
+        "applied_index": status.applied_index,
+    }))
+    .into_response()
+}
+
+/// `Query<T>` whose rejection is a JSON 400 `invalid_query` naming the field.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ApiQuery)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("query parameter {path}: {}", error.into_inner()),
+                )
+            })
+    }
+}
+
+/// Reads a body up to `limit` bytes; more is 413 `body_too_large`.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+            || error.to_string().contains("length limit");
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request("bad_body", format!("reading request body: {error}"))
+        }
+    })
+}
+
+/// Parses a JSON body into `T`; errors name the field (`name: invalid type ...`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
+    match parsed {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Err(ApiError::bad_request(
+                    "invalid_json",
+                    format!("request body is not valid JSON: {inner}"),
+                ))
+            } else if path == "." {
+                Err(ApiError::bad_request("invalid_field", inner.to_string()))
+            } else {
+                Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!("{path}: {inner}"),
+                ))
+            }
+        }
+    }
+}

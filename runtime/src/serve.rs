@@ -1,0 +1,162 @@
+//! `picloud serve`: boot, run, shut down.
+//!
+//! ```text
+//!   config ─▶ Node::start (storage + raft; one-voter cluster on first start)
+//!          ─▶ admin key (first start only) ─▶ Apps (supervisor) ─▶ HTTP gateway
+//!   SIGINT/SIGTERM ─▶ stop accepting ─▶ drain (bounded) ─▶ stop actors ─▶ raft shutdown + flush
+//! ```
+//!
+//! Scripts run on their own tokio runtime so that a script burning its CPU
+//! budget never sits on a thread the gateway or Raft needs.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use picloud_actors::{Apps, LogBook, NodeHost};
+use picloud_actors::host::now_ms;
+use picloud_cluster::{Node, NodeInfo};
+use picloud_storage::{Command, CommandResult};
+
+use crate::config::{ServeArgs, ServeConfig};
+use crate::gateway::{self, Gateway};
+use crate::keys;
+
+/// How long open connections (log followers, slow scripts) may hold shutdown up.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::resolve(args)?;
+    let scripts = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.script_threads())
+        .thread_name("picloud-script")
+        .enable_all()
+        .build()
+        .context("starting the script runtime")?;
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("picloud")
+        .enable_all()
+        .build()
+        .context("starting the main runtime")?;
+    let result = main.block_on(serve(config, scripts.handle().clone()));
+    scripts.shutdown_timeout(Duration::from_secs(1));
+    main.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let info = NodeInfo {
+        http: config.http.to_string(),
+        peer: config.peer.to_string(),
+    };
+    let node = Node::start(
+        &config.data_dir,
+        info,
+        config.cluster_config(),
+        &config.storage_options(),
+    )
+    .await
+    .context("starting the raft node")?;
+    bootstrap_admin_key(&node, &config.data_dir).await?;
+
+    let limits = Arc::new(config.actor_limits());
+    let logs = LogBook::new(limits.logs);
+    let host = Arc::new(NodeHost::new(node.clone(), logs.clone(), limits.clone()));
+    let apps = Apps::start(node.reader().clone(), host, limits.clone(), scripts)
+        .await
+        .context("starting the app supervisor")?;
+
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http))?;
+    let router = gateway::router(Gateway::new(node.clone(), apps.clone(), logs, config.clone(), limits));
+    tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
+    println!("picloud listening on http://{}", config.http);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_DRAIN, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server ended with an error"),
+        Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
+        Err(_) => tracing::warn!("connections still open after {SHUTDOWN_DRAIN:?}; closing them"),
+    }
+    apps.stop();
+    node.shutdown().await.context("stopping raft")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops this node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// On the first start of a cluster: create the admin key, keep it in
+/// `<data-dir>/admin.key` (mode 0600) and print it once. `PICLOUD_ADMIN_KEY`
+/// chooses the value instead. A crash between writing the file and committing
+/// the key is repaired on the next start from the file.
+async fn bootstrap_admin_key(node: &Node, data_dir: &Path) -> anyhow::Result<()> {
+    if !node.reader().keys()?.is_empty() {
+        return Ok(());
+    }
+    let path = data_dir.join("admin.key");
+    let from_env = std::env::var("PICLOUD_ADMIN_KEY").ok().filter(|v| !v.is_empty());
+    let from_file = std::fs::read_to_string(&path).ok().map(|t| t.trim().to_string());
+    let key = match from_file.as_deref().or(from_env.as_deref()) {
+        Some(token) => keys::from_token(token).map_err(anyhow::Error::msg)?,
+        None => keys::generate(),
+    };
+    if from_file.is_none() {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(file, "{}", key.token)?;
+        file.sync_all()?;
+    }
+    let result = node
+        .write(Command::KeyCreate {
+            id: key.id.clone(),
+            name: "admin".to_string(),
+            scope: "admin".to_string(),
+            secret_hash: key.secret_hash.clone(),
+            now_ms: now_ms(),
+        })
+        .await
+        .context("storing the admin key")?;
+    if let CommandResult::Rejected(error) = result {
+        anyhow::bail!("storing the admin key: {error}");
+    }
+    println!("admin key (shown once; also in {}): {}", path.display(), key.token);
+    Ok(())
+}

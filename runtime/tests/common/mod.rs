@@ -1,0 +1,286 @@
+//! Test harness: real `picloud` processes on their own ports, and the CLI.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_picloud");
+
+/// How long a node may take to answer its first health check.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A free TCP port on loopback (the OS picks; released before use).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// A `picloud serve` process with its own data dir and ports.
+pub struct TestNode {
+    pub data_dir: PathBuf,
+    pub http_port: u16,
+    pub peer_port: u16,
+    pub child: Option<Child>,
+    pub extra_env: Vec<(String, String)>,
+    pub extra_args: Vec<String>,
+    log_path: PathBuf,
+}
+
+impl TestNode {
+    /// Prepares (does not start) a node in `dir`.
+    pub fn new(dir: &Path) -> TestNode {
+        TestNode {
+            data_dir: dir.join("data"),
+            http_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+            extra_env: Vec::new(),
+            extra_args: Vec::new(),
+            log_path: dir.join("node.log"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the process and waits until `/_/health` answers.
+    pub async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("node log file");
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--http")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg("--peer")
+            .arg(format!("127.0.0.1:{}", self.peer_port))
+            .args(&self.extra_args)
+            .env_remove("PICLOUD_ADMIN_KEY")
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log));
+        for (name, value) in &self.extra_env {
+            command.env(name, value);
+        }
+        self.child = Some(command.spawn().expect("spawn picloud serve"));
+        self.wait_healthy().await;
+    }
+
+    pub async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("picloud exited early with {status}; log:\n{}", self.log());
+            }
+            let health = client
+                .get(format!("{}/_/health", self.url()))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(response) = health
+                && response.status().is_success()
+            {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if body["role"] == "leader" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not become healthy in {START_DEADLINE:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_string()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, then wait for the exit; returns whether it exited with success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the CLI against this node with its admin key.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_with_key(&self.admin_key(), args)
+    }
+
+    pub fn cli_with_key(&self, key: &str, args: &[&str]) -> CliOutput {
+        let output = Command::new(BIN)
+            .args(args)
+            .env("PICLOUD_URL", self.url())
+            .env("PICLOUD_KEY", key)
+            .env("PICLOUD_CREDENTIALS", self.data_dir.with_extension("credentials.toml"))
+            .output()
+            .expect("run picloud CLI");
+        CliOutput::from(output)
+    }
+
+    pub fn client(&self) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: self.url(),
+            key: Some(self.admin_key()),
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for CliOutput {
+    fn from(output: Output) -> Self {
+        CliOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl CliOutput {
+    pub fn ok(self) -> String {
+        assert!(self.success, "CLI failed: {}\n{}", self.stderr, self.stdout);
+        self.stdout
+    }
+}
+
+/// A tiny HTTP helper returning (status, JSON body).
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub key: Option<String>,
+}
+
+impl Api {
+    pub fn with_key(&self, key: Option<&str>) -> Api {
+        Api {
+            key: key.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call("POST", path, Some(serde_json::to_vec(body).expect("json"))).await
+    }
+
+    /// Deploys a folder of files given inline.
+    pub async fn deploy(&self, app: &str, files: &[(&str, &str)]) -> (u16, Value) {
+        let files: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|(path, text)| (path.to_string(), Value::String(text.to_string())))
+            .collect();
+        self.post_json(
+            &format!("/_/api/v1/apps/{app}/deploys"),
+            &serde_json::json!({ "files": files }),
+        )
+        .await
+    }
+}
+
+/// The repository's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// A one-route manifest for tests.
+pub fn manifest(app: &str, routes: &[(&str, &str, &str)]) -> String {
+    let mut text = format!("name = \"{app}\"\n");
+    for (method, path, script) in routes {
+        text.push_str(&format!(
+            "[[route]]\nmethod = \"{method}\"\npath = \"{path}\"\nscript = \"{script}\"\n"
+        ));
+    }
+    text
+}

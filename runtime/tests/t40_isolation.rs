@@ -1,0 +1,91 @@
+//! Hostile scripts end with their own JSON error and never affect another app:
+//! runaway loops (plain, inside pcall, inside coroutines), memory bombs, deep
+//! recursion and plain errors, while a well-behaved app keeps answering.
+
+mod common;
+
+use common::{TestNode, install_crypto, manifest};
+use serde_json::json;
+
+const HOSTILE: &[(&str, &str, &str)] = &[
+    ("loop", "while true do end", "script_timeout"),
+    ("pcall_loop", "while true do pcall(function() while true do end end) end", "script_timeout"),
+    ("coroutine_loop", "coroutine.wrap(function() while true do end end)()", "script_timeout"),
+    ("bomb", "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end", "script_memory"),
+    ("pcall_bomb", "while true do pcall(function() local s = string.rep('x', 1e9) end) end", "script_memory"),
+    ("recurse", "local function f(n) return f(n + 1) + 1 end return f(1)", "script_error"),
+    ("error", "error('this script is broken')", "script_error"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_scripts_fail_alone() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    // Small budgets keep the test quick; they are the same code paths as the defaults.
+    node.extra_args = vec![
+        "--script-timeout-ms".into(),
+        "1500".into(),
+        "--script-instructions-max".into(),
+        "20000000".into(),
+        "--script-memory-bytes-max".into(),
+        "8388608".into(),
+    ];
+    node.start().await;
+    let admin = node.client();
+
+    let mut routes = Vec::new();
+    let mut files: Vec<(String, String)> = Vec::new();
+    for (name, body, _) in HOSTILE {
+        routes.push(("GET".to_string(), format!("/{name}"), format!("{name}.lua")));
+        files.push((format!("{name}.lua"), format!("return function(req)\n{body}\nreturn 'survived'\nend")));
+    }
+    let route_refs: Vec<(&str, &str, &str)> =
+        routes.iter().map(|(m, p, s)| (m.as_str(), p.as_str(), s.as_str())).collect();
+    let bad_manifest = manifest("bad", &route_refs);
+    let mut bad_files: Vec<(&str, &str)> = vec![("picloud.toml", &bad_manifest)];
+    bad_files.extend(files.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+    let (status, body) = admin.deploy("bad", &bad_files).await;
+    assert_eq!(status, 200, "{body}");
+    let good = "return function(req) return {json={ok=true, n=kv.incr('calls', 1)}} end";
+    let (status, body) = admin
+        .deploy("good", &[("picloud.toml", &manifest("good", &[("GET", "/ok", "ok.lua")])), ("ok.lua", good)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Every hostile route, twice, all at once, while the good app is called in a loop.
+    let mut hostile = Vec::new();
+    for round in 0..2 {
+        for (name, _, code) in HOSTILE {
+            let api = admin.with_key(None);
+            hostile.push(tokio::spawn(async move {
+                let (status, body) = api.get(&format!("/bad/{name}")).await;
+                (round, *name, *code, status, body)
+            }));
+        }
+    }
+    let good_api = admin.with_key(None);
+    let good_calls = tokio::spawn(async move {
+        let mut answered = 0u64;
+        for n in 1..=40u64 {
+            let (status, body) = good_api.get("/good/ok").await;
+            assert_eq!((status, body), (200, json!({"ok": true, "n": n})));
+            answered += 1;
+        }
+        answered
+    });
+    for task in hostile {
+        let (round, name, code, status, body) = task.await.expect("hostile call");
+        assert_eq!(body["error"]["code"], code, "{name} round {round}: {status} {body}");
+        let expected_status = if code == "script_timeout" { 504 } else { 500 };
+        assert_eq!(status, expected_status, "{name}: {body}");
+    }
+    assert_eq!(good_calls.await.expect("good calls"), 40);
+
+    // The hostile app itself still serves a fresh request correctly afterwards.
+    let (status, body) = admin.get("/bad/error").await;
+    assert_eq!(status, 500);
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("this script is broken"), "{body}");
+    let log = node.log();
+    assert!(!log.contains("panicked"), "no panic in the node: {log}");
+}

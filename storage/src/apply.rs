@@ -1,0 +1,1153 @@
+//! The deterministic state transition: `apply(state, log id, command)`.
+//!
+//! `apply` reads the current state through a [`Backend`], computes every
+//! write the command makes in memory ([`Txn`]), and commits those writes
+//! together with the new last-applied log id in ONE atomic batch. After a
+//! crash the state is therefore always "everything up to some log index",
+//! and openraft re-applies the rest from the log.
+//!
+//! Nothing here reads a clock or draws randomness: time is the command's
+//! `now_ms`. A rejected command (see [`ApplyError`]) writes nothing but the
+//! last-applied log id.
+//!
+//! The one exception to "one batch per entry" is `AppDelete`: an app may
+//! hold millions of kv keys, so its kv data is deleted in bounded batches
+//! first and the app record (with the last-applied id) goes last. If a crash
+//! interrupts it, the app record is still there and the re-applied entry
+//! finishes the job with the same result.
+
+use std::collections::BTreeMap;
+
+use openraft::LogId;
+
+use crate::backend::{Backend, Keyspace, WriteBatch, delete_prefix};
+use crate::codec::{self, STORED_BYTES_MAX};
+use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+use crate::error::StorageError;
+use crate::keys::{self, StoredValue};
+use crate::records::{AppRecord, DeployRecord, KeyRecord};
+use crate::types::NodeId;
+
+/// Applies `command` as the entry at `log_id`, committing its writes and the
+/// new last-applied id atomically. `Err` is an engine failure (fatal);
+/// deterministic rejections come back as `Ok(CommandResult::Rejected(..))`.
+pub fn apply<B: Backend + ?Sized>(
+    backend: &B,
+    log_id: &LogId<NodeId>,
+    command: &Command,
+) -> Result<CommandResult, StorageError> {
+    let mut txn = Txn::new(backend);
+    let outcome = match command {
+        Command::Kv { app, op, now_ms } => kv(&mut txn, app, op, *now_ms)?,
+        Command::KvAtomic { app, ops, now_ms } => kv_atomic(&mut txn, app, ops, *now_ms)?,
+        Command::AppCreate { app, now_ms } => app_create(&mut txn, app, *now_ms)?,
+        Command::AppDelete { app } => app_delete(&mut txn, app)?,
+        Command::Deploy {
+            app,
+            bundle,
+            now_ms,
+            versions_keep,
+        } => deploy(&mut txn, app, bundle, *now_ms, *versions_keep)?,
+        Command::Rollback {
+            app,
+            to_version,
+            now_ms: _,
+        } => rollback(&mut txn, app, *to_version)?,
+        Command::KeyCreate {
+            id,
+            name,
+            scope,
+            secret_hash,
+            now_ms,
+        } => key_create(&mut txn, id, name, scope, secret_hash, *now_ms)?,
+        Command::KeyRevoke { id } => key_revoke(&mut txn, id)?,
+    };
+    let result = match outcome {
+        Ok(result) => result,
+        Err(rejection) => {
+            // A rejected command changes nothing but the applied index.
+            txn.writes.clear();
+            CommandResult::Rejected(rejection)
+        }
+    };
+    let mut batch = txn.into_batch();
+    put_last_applied(&mut batch, log_id)?;
+    backend.apply_batch(batch)?;
+    Ok(result)
+}
+
+/// The app whose served code or existence `command` changed, if it did.
+/// The state machine broadcasts an `AppliedEvent::AppChanged` for it.
+pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&'a str> {
+    if matches!(result, CommandResult::Rejected(_)) {
+        return None;
+    }
+    match command {
+        Command::AppCreate { app, .. }
+        | Command::AppDelete { app }
+        | Command::Deploy { app, .. }
+        | Command::Rollback { app, .. } => Some(app),
+        _ => None,
+    }
+}
+
+/// Adds the last-applied log id to `batch`.
+pub(crate) fn put_last_applied(
+    batch: &mut WriteBatch,
+    log_id: &LogId<NodeId>,
+) -> Result<(), StorageError> {
+    let bytes = codec::encode(log_id).map_err(StorageError::codec("last applied log id"))?;
+    batch.insert(Keyspace::Meta, keys::META_LAST_APPLIED.to_vec(), bytes);
+    Ok(())
+}
+
+/// A command's outcome: `Err` is a deterministic rejection.
+type Outcome = Result<CommandResult, ApplyError>;
+
+/// Reads through pending writes, so later ops of one command see earlier ones.
+struct Txn<'a, B: ?Sized> {
+    backend: &'a B,
+    /// `None` = removed. Ordered so the batch is the same on every replica.
+    writes: BTreeMap<(Keyspace, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'a, B: Backend + ?Sized> Txn<'a, B> {
+    fn new(backend: &'a B) -> Self {
+        Txn {
+            backend,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.writes.get(&(keyspace, key.to_vec())) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self.backend.get(keyspace, key)?),
+        }
+    }
+
+    fn get_decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StorageError> {
+        match self.get(keyspace, key)? {
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec(what))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, keyspace: Keyspace, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert((keyspace, key), Some(value));
+    }
+
+    fn put_encoded<T: serde::Serialize>(
+        &mut self,
+        keyspace: Keyspace,
+        key: Vec<u8>,
+        value: &T,
+        what: &'static str,
+    ) -> Result<(), StorageError> {
+        let bytes = codec::encode(value).map_err(StorageError::codec(what))?;
+        self.put(keyspace, key, bytes);
+        Ok(())
+    }
+
+    fn delete(&mut self, keyspace: Keyspace, key: Vec<u8>) {
+        self.writes.insert((keyspace, key), None);
+    }
+
+    fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        for ((keyspace, key), value) in self.writes {
+            match value {
+                Some(value) => batch.insert(keyspace, key, value),
+                None => batch.remove(keyspace, key),
+            }
+        }
+        batch
+    }
+
+    fn app(&self, app: &str) -> Result<Option<AppRecord>, StorageError> {
+        self.get_decoded(Keyspace::Apps, app.as_bytes(), "app record")
+    }
+
+    fn put_app(&mut self, record: &AppRecord) -> Result<(), StorageError> {
+        self.put_encoded(
+            Keyspace::Apps,
+            record.name.as_bytes().to_vec(),
+            record,
+            "app record",
+        )
+    }
+
+    /// The value of `key` in `app`, or `None` when absent or expired at `now_ms`.
+    fn live_value(
+        &self,
+        app: &str,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<StoredValue>, StorageError> {
+        let stored: Option<StoredValue> =
+            self.get_decoded(Keyspace::Kv, &keys::kv_key(app, key), "kv value")?;
+        Ok(stored.filter(|value| value.is_live(now_ms)))
+    }
+
+    /// Versions deployed for `app` that exist in the backend, ascending.
+    fn deployed_versions(&self, app: &str) -> Result<Vec<u64>, StorageError> {
+        let prefix = keys::app_prefix(app);
+        let mut versions = Vec::new();
+        for item in self.backend.scan(Keyspace::Deploys, &prefix, &prefix) {
+            let (key, _) = item?;
+            let version = keys::version_of_deploy_key(&key).ok_or(StorageError::Corrupt {
+                what: "deploy key",
+                detail: format!("{} bytes", key.len()),
+            })?;
+            versions.push(version);
+        }
+        Ok(versions)
+    }
+}
+
+fn kv<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    op: &KvOp,
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    Ok(kv_op(txn, app, op, now_ms)?.map(CommandResult::Kv))
+}
+
+fn kv_atomic<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    ops: &[KvOp],
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    let mut results = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        let result = match kv_op(txn, app, op, now_ms)? {
+            Ok(result) => result,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        if let (KvOp::Cas { key, .. }, KvOpResult::Cas { swapped: false }) = (op, &result) {
+            return Ok(Err(ApplyError::AtomicCasFailed {
+                index,
+                key: key.clone(),
+            }));
+        }
+        results.push(result);
+    }
+    Ok(Ok(CommandResult::KvAtomic(results)))
+}
+
+fn kv_op<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    op: &KvOp,
+    now_ms: u64,
+) -> Result<Result<KvOpResult, ApplyError>, StorageError> {
+    match op {
+        KvOp::Set {
+            key,
+            value,
+            expires_at_ms,
+        } => {
+            let stored = StoredValue {
+                value: value.clone(),
+                expires_at_ms: *expires_at_ms,
+            };
+            txn.put_encoded(Keyspace::Kv, keys::kv_key(app, key), &stored, "kv value")?;
+            Ok(Ok(KvOpResult::Set))
+        }
+        KvOp::Delete { key } => {
+            let existed = txn.live_value(app, key, now_ms)?.is_some();
+            // An expired value is removed too: it is garbage either way.
+            txn.delete(Keyspace::Kv, keys::kv_key(app, key));
+            Ok(Ok(KvOpResult::Deleted { existed }))
+        }
+        KvOp::Incr { key, by } => {
+            let current = txn.live_value(app, key, now_ms)?;
+            let (number, expires_at_ms) = match &current {
+                Some(stored) => match parse_integer(&stored.value) {
+                    Some(number) => (number, stored.expires_at_ms),
+                    None => return Ok(Err(ApplyError::NotANumber { key: key.clone() })),
+                },
+                None => (0, None),
+            };
+            let Some(value) = number.checked_add(*by) else {
+                return Ok(Err(ApplyError::IncrOverflow { key: key.clone() }));
+            };
+            let stored = StoredValue {
+                value: value.to_string().into_bytes(),
+                expires_at_ms,
+            };
+            txn.put_encoded(Keyspace::Kv, keys::kv_key(app, key), &stored, "kv value")?;
+            Ok(Ok(KvOpResult::Incr { value }))
+        }
+        KvOp::Cas { key, expected, new } => {
+            let current = txn.live_value(app, key, now_ms)?;
+            let matches = match (expected, &current) {
+                (None, None) => true,
+                (Some(expected), Some(current)) => json_equal(expected, &current.value),
+                _ => false,
+            };
+            if !matches {
+                return Ok(Ok(KvOpResult::Cas { swapped: false }));
+            }
+            match new {
+                // A swapped-in value never expires: Cas carries no expiry.
+                Some(new) => {
+                    let stored = StoredValue {
+                        value: new.clone(),
+                        expires_at_ms: None,
+                    };
+                    txn.put_encoded(Keyspace::Kv, keys::kv_key(app, key), &stored, "kv value")?;
+                }
+                None => txn.delete(Keyspace::Kv, keys::kv_key(app, key)),
+            }
+            Ok(Ok(KvOpResult::Cas { swapped: true }))
+        }
+    }
+}
+
+/// The value as an `i64` if it is JSON integer text (`3`, not `3.0` or `"3"`).
+fn parse_integer(bytes: &[u8]) -> Option<i64> {
+    match serde_json::from_slice::<serde_json::Value>(bytes).ok()? {
+        serde_json::Value::Number(number) => number.as_i64(),
+        _ => None,
+    }
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`). Bytes
+/// that are not both JSON compare bytewise.
+pub(crate) fn json_equal(a: &[u8], b: &[u8]) -> bool {
+    match (
+        serde_json::from_slice::<serde_json::Value>(a),
+        serde_json::from_slice::<serde_json::Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => json_value_equal(&a, &b),
+        _ => a == b,
+    }
+}
+
+fn json_value_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x == y
+            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                x == y
+            } else {
+                matches!((x.as_f64(), y.as_f64()), (Some(x), Some(y)) if x == y)
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_value_equal(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(key, x)| y.get(key).is_some_and(|y| json_value_equal(x, y)))
+        }
+        _ => a == b,
+    }
+}
+
+fn app_create<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_some() {
+        return Ok(Err(ApplyError::AppExists { app: app.into() }));
+    }
+    txn.put_app(&AppRecord {
+        name: app.into(),
+        created_ms: now_ms,
+        active_version: None,
+        latest_version: 0,
+    })?;
+    Ok(Ok(CommandResult::Done))
+}
+
+fn app_delete<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    let prefix = keys::app_prefix(app);
+    // Kv data can be huge: delete it in bounded batches before the final
+    // batch (see the module comment for why this is crash-safe).
+    delete_prefix(txn.backend, Keyspace::Kv, &prefix)?;
+    // Deploys are bounded by `versions_keep`: they go in the final batch.
+    for version in txn.deployed_versions(app)? {
+        txn.delete(Keyspace::Deploys, keys::deploy_key(app, version));
+        txn.delete(Keyspace::Bundles, keys::deploy_key(app, version));
+    }
+    txn.delete(Keyspace::Apps, app.as_bytes().to_vec());
+    Ok(Ok(CommandResult::Done))
+}
+
+fn deploy<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    bundle: &[u8],
+    now_ms: u64,
+    versions_keep: u32,
+) -> Result<Outcome, StorageError> {
+    let mut record = txn.app(app)?.unwrap_or_else(|| AppRecord {
+        name: app.into(),
+        created_ms: now_ms,
+        active_version: None,
+        latest_version: 0,
+    });
+    let version = record.latest_version + 1;
+    let mut versions = txn.deployed_versions(app)?;
+    versions.push(version);
+
+    txn.put_encoded(
+        Keyspace::Deploys,
+        keys::deploy_key(app, version),
+        &DeployRecord {
+            version,
+            created_ms: now_ms,
+            bundle_bytes: bundle.len() as u64,
+        },
+        "deploy record",
+    )?;
+    txn.put(
+        Keyspace::Bundles,
+        keys::deploy_key(app, version),
+        bundle.to_vec(),
+    );
+    record.latest_version = version;
+    record.active_version = Some(version);
+    txn.put_app(&record)?;
+
+    // Keep the newest `versions_keep` (at least the new, active one).
+    let keep = usize::try_from(versions_keep.max(1)).unwrap_or(usize::MAX);
+    let prune_count = versions.len().saturating_sub(keep);
+    for &old in versions.iter().take(prune_count) {
+        if Some(old) != record.active_version {
+            txn.delete(Keyspace::Deploys, keys::deploy_key(app, old));
+            txn.delete(Keyspace::Bundles, keys::deploy_key(app, old));
+        }
+    }
+    Ok(Ok(CommandResult::Deployed { version }))
+}
+
+fn rollback<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    to_version: Option<u64>,
+) -> Result<Outcome, StorageError> {
+    let Some(mut record) = txn.app(app)? else {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    };
+    let versions = txn.deployed_versions(app)?;
+    let target = match to_version {
+        Some(version) => {
+            if !versions.contains(&version) {
+                return Ok(Err(ApplyError::VersionNotFound {
+                    app: app.into(),
+                    version,
+                }));
+            }
+            version
+        }
+        None => {
+            let below_active = record.active_version.and_then(|active| {
+                versions
+                    .iter()
+                    .copied()
+                    .filter(|version| *version < active)
+                    .max()
+            });
+            match below_active {
+                Some(version) => version,
+                None => return Ok(Err(ApplyError::NoEarlierVersion { app: app.into() })),
+            }
+        }
+    };
+    record.active_version = Some(target);
+    txn.put_app(&record)?;
+    Ok(Ok(CommandResult::RolledBack { version: target }))
+}
+
+fn key_create<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    id: &str,
+    name: &str,
+    scope: &str,
+    secret_hash: &[u8],
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    if txn.get(Keyspace::Keys, id.as_bytes())?.is_some() {
+        return Ok(Err(ApplyError::KeyExists { id: id.into() }));
+    }
+    let record = KeyRecord {
+        id: id.into(),
+        name: name.into(),
+        scope: scope.into(),
+        secret_hash: secret_hash.to_vec(),
+        created_ms: now_ms,
+    };
+    txn.put_encoded(
+        Keyspace::Keys,
+        id.as_bytes().to_vec(),
+        &record,
+        "key record",
+    )?;
+    Ok(Ok(CommandResult::Done))
+}
+
+fn key_revoke<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    id: &str,
+) -> Result<Outcome, StorageError> {
+    if txn.get(Keyspace::Keys, id.as_bytes())?.is_none() {
+        return Ok(Err(ApplyError::KeyNotFound { id: id.into() }));
+    }
+    txn.delete(Keyspace::Keys, id.as_bytes().to_vec());
+    Ok(Ok(CommandResult::Done))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::backend::{BULK_DELETE_BATCH_KEYS, SledBackend, SledOptions};
+    use crate::records::KvPage;
+    use crate::state::StateReader;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        backend: Arc<SledBackend>,
+        reader: StateReader,
+        index: u64,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let backend = Arc::new(
+                SledBackend::open(
+                    &dir.path().join("state"),
+                    SledOptions {
+                        cache_capacity_bytes: 4 << 20,
+                    },
+                )
+                .expect("open"),
+            );
+            let reader = StateReader::new(backend.clone(), tokio::sync::broadcast::channel(4).0);
+            Fixture {
+                _dir: dir,
+                backend,
+                reader,
+                index: 0,
+            }
+        }
+
+        fn run(&mut self, command: Command) -> CommandResult {
+            self.index += 1;
+            let log_id = LogId::new(CommittedLeaderId::new(1, 1), self.index);
+            apply(self.backend.as_ref(), &log_id, &command).expect("apply")
+        }
+
+        fn create(&mut self, app: &str) {
+            let result = self.run(Command::AppCreate {
+                app: app.into(),
+                now_ms: 1,
+            });
+            assert_eq!(result, CommandResult::Done);
+        }
+
+        fn kv(&mut self, app: &str, op: KvOp, now_ms: u64) -> CommandResult {
+            self.run(Command::Kv {
+                app: app.into(),
+                op,
+                now_ms,
+            })
+        }
+
+        fn set(&mut self, app: &str, key: &str, value: &str, expires_at_ms: Option<u64>) {
+            let result = self.kv(app, set(key, value, expires_at_ms), 0);
+            assert_eq!(result, CommandResult::Kv(KvOpResult::Set));
+        }
+
+        fn get(&self, app: &str, key: &str, now_ms: u64) -> Option<String> {
+            self.reader
+                .kv_get(app, key, now_ms)
+                .expect("get")
+                .map(|value| String::from_utf8(value).expect("utf8"))
+        }
+
+        fn deploy(&mut self, app: &str, bundle: &str, versions_keep: u32) -> CommandResult {
+            self.run(Command::Deploy {
+                app: app.into(),
+                bundle: bundle.as_bytes().to_vec(),
+                now_ms: 10,
+                versions_keep,
+            })
+        }
+
+        fn rollback(&mut self, app: &str, to_version: Option<u64>) -> CommandResult {
+            self.run(Command::Rollback {
+                app: app.into(),
+                to_version,
+                now_ms: 10,
+            })
+        }
+
+        fn versions(&self, app: &str) -> Vec<u64> {
+            let deploys = self.reader.deploys(app).expect("deploys");
+            deploys.iter().map(|deploy| deploy.version).collect()
+        }
+    }
+
+    fn set(key: &str, value: &str, expires_at_ms: Option<u64>) -> KvOp {
+        KvOp::Set {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            expires_at_ms,
+        }
+    }
+
+    fn incr(key: &str, by: i64) -> KvOp {
+        KvOp::Incr {
+            key: key.into(),
+            by,
+        }
+    }
+
+    fn cas(key: &str, expected: Option<&str>, new: Option<&str>) -> KvOp {
+        KvOp::Cas {
+            key: key.into(),
+            expected: expected.map(|e| e.as_bytes().to_vec()),
+            new: new.map(|n| n.as_bytes().to_vec()),
+        }
+    }
+
+    fn rejected(error: ApplyError) -> CommandResult {
+        CommandResult::Rejected(error)
+    }
+
+    #[test]
+    fn set_get_delete_and_applied_index() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.set("app", "k", "\"v\"", None);
+        assert_eq!(f.get("app", "k", 0).as_deref(), Some("\"v\""));
+        let deleted = f.kv("app", KvOp::Delete { key: "k".into() }, 0);
+        assert_eq!(
+            deleted,
+            CommandResult::Kv(KvOpResult::Deleted { existed: true })
+        );
+        let again = f.kv("app", KvOp::Delete { key: "k".into() }, 0);
+        assert_eq!(
+            again,
+            CommandResult::Kv(KvOpResult::Deleted { existed: false })
+        );
+        assert_eq!(f.get("app", "k", 0), None);
+        assert_eq!(f.reader.last_applied_index().expect("index"), Some(4));
+    }
+
+    #[test]
+    fn kv_on_missing_app_is_rejected_and_writes_nothing_but_the_index() {
+        let mut f = Fixture::new();
+        let result = f.kv("ghost", set("k", "1", None), 0);
+        assert_eq!(
+            result,
+            rejected(ApplyError::AppNotFound {
+                app: "ghost".into()
+            })
+        );
+        assert_eq!(f.get("ghost", "k", 0), None);
+        assert_eq!(f.reader.last_applied_index().expect("index"), Some(1));
+    }
+
+    #[test]
+    fn expired_values_count_as_absent() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.set("app", "t", "7", Some(100));
+        assert_eq!(f.get("app", "t", 99).as_deref(), Some("7"));
+        assert_eq!(f.get("app", "t", 100), None);
+        // Incr on an expired value starts from 0 and drops the old expiry.
+        assert_eq!(
+            f.kv("app", incr("t", 2), 100),
+            CommandResult::Kv(KvOpResult::Incr { value: 2 })
+        );
+        assert_eq!(f.get("app", "t", 5_000).as_deref(), Some("2"));
+        // Cas "expected absent" succeeds on an expired value.
+        f.set("app", "c", "1", Some(50));
+        assert_eq!(
+            f.kv("app", cas("c", None, Some("9")), 60),
+            CommandResult::Kv(KvOpResult::Cas { swapped: true })
+        );
+        assert_eq!(f.get("app", "c", 1_000).as_deref(), Some("9"));
+        // Deleting an expired value reports it did not exist.
+        f.set("app", "d", "1", Some(50));
+        assert_eq!(
+            f.kv("app", KvOp::Delete { key: "d".into() }, 60),
+            CommandResult::Kv(KvOpResult::Deleted { existed: false })
+        );
+    }
+
+    #[test]
+    fn incr_on_integers_only() {
+        let mut f = Fixture::new();
+        f.create("app");
+        assert_eq!(
+            f.kv("app", incr("n", 5), 0),
+            CommandResult::Kv(KvOpResult::Incr { value: 5 })
+        );
+        assert_eq!(
+            f.kv("app", incr("n", -7), 0),
+            CommandResult::Kv(KvOpResult::Incr { value: -2 })
+        );
+        assert_eq!(f.get("app", "n", 0).as_deref(), Some("-2"));
+        for not_integer in ["\"5\"", "1.5", "3.0", "[1]", "true", "not json"] {
+            f.set("app", "x", not_integer, None);
+            assert_eq!(
+                f.kv("app", incr("x", 1), 0),
+                rejected(ApplyError::NotANumber { key: "x".into() }),
+                "{not_integer}"
+            );
+            assert_eq!(f.get("app", "x", 0).as_deref(), Some(not_integer));
+        }
+        f.set("app", "big", &i64::MAX.to_string(), None);
+        assert_eq!(
+            f.kv("app", incr("big", 1), 0),
+            rejected(ApplyError::IncrOverflow { key: "big".into() })
+        );
+    }
+
+    #[test]
+    fn incr_keeps_the_expiry() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.set("app", "n", "1", Some(1_000));
+        assert_eq!(
+            f.kv("app", incr("n", 1), 10),
+            CommandResult::Kv(KvOpResult::Incr { value: 2 })
+        );
+        assert_eq!(f.get("app", "n", 999).as_deref(), Some("2"));
+        assert_eq!(f.get("app", "n", 1_000), None);
+    }
+
+    #[test]
+    fn cas_compares_json_with_numbers_by_value() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.set("app", "k", "1.0", None);
+        let swapped = CommandResult::Kv(KvOpResult::Cas { swapped: true });
+        let not_swapped = CommandResult::Kv(KvOpResult::Cas { swapped: false });
+        assert_eq!(
+            f.kv("app", cas("k", Some("1"), Some("{ \"a\": [1.0, 2] }")), 0),
+            swapped
+        );
+        assert_eq!(
+            f.kv("app", cas("k", Some("{\"a\":[1,2.0]}"), Some("3")), 0),
+            swapped
+        );
+        assert_eq!(f.kv("app", cas("k", Some("4"), Some("5")), 0), not_swapped);
+        assert_eq!(f.kv("app", cas("k", None, Some("5")), 0), not_swapped);
+        assert_eq!(f.get("app", "k", 0).as_deref(), Some("3"));
+        assert_eq!(f.kv("app", cas("k", Some("3"), None), 0), swapped);
+        assert_eq!(f.get("app", "k", 0), None);
+        assert_eq!(f.kv("app", cas("k", Some("3"), Some("1")), 0), not_swapped);
+        assert_eq!(f.kv("app", cas("k", None, Some("\"s\"")), 0), swapped);
+        assert_eq!(f.kv("app", cas("k", Some("\"t\""), None), 0), not_swapped);
+    }
+
+    #[test]
+    fn json_equality_edge_cases() {
+        assert!(json_equal(b"1", b"1.0"));
+        assert!(json_equal(b"-0", b"0"));
+        assert!(json_equal(b"{\"a\":1,\"b\":2}", b"{\"b\":2.0,\"a\":1}"));
+        assert!(!json_equal(b"{\"a\":1}", b"{\"a\":1,\"b\":2}"));
+        assert!(!json_equal(b"1", b"\"1\""));
+        assert!(!json_equal(b"18446744073709551615", b"-1"));
+        assert!(json_equal(b"not json", b"not json"));
+        assert!(!json_equal(b"not json", b"other"));
+    }
+
+    #[test]
+    fn kv_atomic_is_all_or_nothing() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.set("app", "c", "1", None);
+        f.set("app", "s", "\"text\"", None);
+
+        let failed_cas = f.run(Command::KvAtomic {
+            app: "app".into(),
+            ops: vec![
+                set("a", "1", None),
+                incr("b", 1),
+                cas("c", Some("9"), Some("2")),
+            ],
+            now_ms: 0,
+        });
+        assert_eq!(
+            failed_cas,
+            rejected(ApplyError::AtomicCasFailed {
+                index: 2,
+                key: "c".into()
+            })
+        );
+        assert_eq!(f.get("app", "a", 0), None);
+        assert_eq!(f.get("app", "b", 0), None);
+
+        let not_a_number = f.run(Command::KvAtomic {
+            app: "app".into(),
+            ops: vec![set("a", "1", None), incr("s", 1)],
+            now_ms: 0,
+        });
+        assert_eq!(
+            not_a_number,
+            rejected(ApplyError::NotANumber { key: "s".into() })
+        );
+        assert_eq!(f.get("app", "a", 0), None);
+
+        // Later ops see earlier ones inside one command.
+        let ok = f.run(Command::KvAtomic {
+            app: "app".into(),
+            ops: vec![
+                set("x", "1", None),
+                incr("x", 2),
+                cas("c", Some("1.0"), Some("2")),
+                KvOp::Delete { key: "s".into() },
+            ],
+            now_ms: 0,
+        });
+        assert_eq!(
+            ok,
+            CommandResult::KvAtomic(vec![
+                KvOpResult::Set,
+                KvOpResult::Incr { value: 3 },
+                KvOpResult::Cas { swapped: true },
+                KvOpResult::Deleted { existed: true },
+            ])
+        );
+        assert_eq!(f.get("app", "x", 0).as_deref(), Some("3"));
+        assert_eq!(f.get("app", "c", 0).as_deref(), Some("2"));
+        assert_eq!(f.get("app", "s", 0), None);
+    }
+
+    #[test]
+    fn deploy_allocates_versions_prunes_and_rolls_back() {
+        let mut f = Fixture::new();
+        // Deploy creates the app.
+        assert_eq!(
+            f.deploy("app", "v1", 2),
+            CommandResult::Deployed { version: 1 }
+        );
+        let record = f.reader.app("app").expect("app").expect("created");
+        assert_eq!(
+            (
+                record.active_version,
+                record.latest_version,
+                record.created_ms
+            ),
+            (Some(1), 1, 10)
+        );
+        assert_eq!(
+            f.deploy("app", "v2", 2),
+            CommandResult::Deployed { version: 2 }
+        );
+        assert_eq!(
+            f.deploy("app", "v3", 2),
+            CommandResult::Deployed { version: 3 }
+        );
+        assert_eq!(f.versions("app"), [2, 3]);
+        assert_eq!(f.reader.bundle("app", 1).expect("bundle"), None);
+        assert_eq!(
+            f.reader.bundle("app", 3).expect("bundle"),
+            Some(b"v3".to_vec())
+        );
+        assert_eq!(f.reader.deploys("app").expect("deploys")[1].bundle_bytes, 2);
+
+        assert_eq!(
+            f.rollback("app", None),
+            CommandResult::RolledBack { version: 2 }
+        );
+        assert_eq!(
+            f.rollback("app", None),
+            rejected(ApplyError::NoEarlierVersion { app: "app".into() })
+        );
+        assert_eq!(
+            f.rollback("app", Some(1)),
+            rejected(ApplyError::VersionNotFound {
+                app: "app".into(),
+                version: 1
+            })
+        );
+        assert_eq!(
+            f.rollback("app", Some(3)),
+            CommandResult::RolledBack { version: 3 }
+        );
+        assert_eq!(
+            f.reader
+                .app("app")
+                .expect("app")
+                .expect("app")
+                .active_version,
+            Some(3)
+        );
+
+        // Versions are never reused, even after pruning.
+        assert_eq!(
+            f.deploy("app", "v4", 2),
+            CommandResult::Deployed { version: 4 }
+        );
+        assert_eq!(f.versions("app"), [3, 4]);
+        // versions_keep = 0 still keeps the active version.
+        assert_eq!(
+            f.deploy("app", "v5", 0),
+            CommandResult::Deployed { version: 5 }
+        );
+        assert_eq!(f.versions("app"), [5]);
+        let record = f.reader.app("app").expect("app").expect("app");
+        assert_eq!((record.active_version, record.latest_version), (Some(5), 5));
+        assert_eq!(
+            f.rollback("app", None),
+            rejected(ApplyError::NoEarlierVersion { app: "app".into() })
+        );
+        assert_eq!(
+            f.rollback("ghost", None),
+            rejected(ApplyError::AppNotFound {
+                app: "ghost".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rollback_then_deploy_prunes_oldest_first() {
+        let mut f = Fixture::new();
+        for _ in 0..4 {
+            f.deploy("app", "b", 10);
+        }
+        assert_eq!(
+            f.rollback("app", Some(1)),
+            CommandResult::RolledBack { version: 1 }
+        );
+        assert_eq!(
+            f.deploy("app", "b", 3),
+            CommandResult::Deployed { version: 5 }
+        );
+        assert_eq!(f.versions("app"), [3, 4, 5]);
+    }
+
+    #[test]
+    fn app_create_and_delete() {
+        let mut f = Fixture::new();
+        f.create("app");
+        assert_eq!(
+            f.run(Command::AppCreate {
+                app: "app".into(),
+                now_ms: 2
+            }),
+            rejected(ApplyError::AppExists { app: "app".into() })
+        );
+        let record = f.reader.app("app").expect("app").expect("app");
+        assert_eq!((record.active_version, record.latest_version), (None, 0));
+        assert_eq!(
+            f.run(Command::AppDelete { app: "app".into() }),
+            CommandResult::Done
+        );
+        assert_eq!(f.reader.app("app").expect("app"), None);
+        assert_eq!(
+            f.run(Command::AppDelete { app: "app".into() }),
+            rejected(ApplyError::AppNotFound { app: "app".into() })
+        );
+    }
+
+    #[test]
+    fn app_delete_removes_only_that_app_even_when_large() {
+        let mut f = Fixture::new();
+        f.create("a");
+        f.create("a/b");
+        f.create("ab");
+        // Names chosen so a naive "app + '/' + key" encoding would collide.
+        f.set("a", "b/c", "\"of a\"", None);
+        f.set("a/b", "c", "\"of a/b\"", None);
+        f.set("ab", "", "\"of ab\"", None);
+        assert_eq!(f.get("a", "b/c", 0).as_deref(), Some("\"of a\""));
+        assert_eq!(f.get("a/b", "c", 0).as_deref(), Some("\"of a/b\""));
+        assert_eq!(f.get("a", "b", 0), None);
+        let many = (BULK_DELETE_BATCH_KEYS * 2 + 10) as u64;
+        let mut batch = WriteBatch::new();
+        for i in 0..many {
+            let stored = StoredValue {
+                value: b"1".to_vec(),
+                expires_at_ms: None,
+            };
+            batch.insert(
+                Keyspace::Kv,
+                keys::kv_key("a", &format!("k{i:05}")),
+                codec::encode(&stored).expect("encode"),
+            );
+        }
+        f.backend.apply_batch(batch).expect("batch");
+        f.deploy("a", "bundle", 3);
+        f.deploy("a/b", "bundle", 3);
+
+        assert_eq!(
+            f.run(Command::AppDelete { app: "a".into() }),
+            CommandResult::Done
+        );
+        assert_eq!(
+            f.reader.kv_list("a", "", None, 10, 0).expect("list").items,
+            vec![]
+        );
+        assert_eq!(f.reader.deploys("a").expect("deploys"), vec![]);
+        assert_eq!(f.reader.bundle("a", 1).expect("bundle"), None);
+        assert_eq!(f.get("a/b", "c", 0).as_deref(), Some("\"of a/b\""));
+        assert_eq!(f.get("ab", "", 0).as_deref(), Some("\"of ab\""));
+        assert_eq!(f.versions("a/b"), [1]);
+        let names: Vec<_> = f
+            .reader
+            .apps()
+            .expect("apps")
+            .into_iter()
+            .map(|app| app.name)
+            .collect();
+        assert_eq!(names, ["a/b", "ab"]);
+
+        // A recreated app starts empty, and its versions start over.
+        f.create("a");
+        assert_eq!(f.get("a", "b/c", 0), None);
+        assert_eq!(
+            f.deploy("a", "bundle", 3),
+            CommandResult::Deployed { version: 1 }
+        );
+    }
+
+    #[test]
+    fn kv_list_pages_in_byte_order_and_skips_expired() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.create("other");
+        for key in ["p/a", "p/b", "p/c", "p/d", "q/a", "p"] {
+            f.set("app", key, "1", None);
+        }
+        f.set("app", "p/bb", "1", Some(5));
+        f.set("other", "p/z", "1", None);
+        let keys = |page: &KvPage| {
+            page.items
+                .iter()
+                .map(|(key, _)| key.clone())
+                .collect::<Vec<_>>()
+        };
+
+        let first = f.reader.kv_list("app", "p/", None, 2, 10).expect("list");
+        assert_eq!(keys(&first), ["p/a", "p/b"]);
+        assert_eq!(first.cursor.as_deref(), Some("p/b"));
+        let second = f
+            .reader
+            .kv_list("app", "p/", first.cursor.as_deref(), 2, 10)
+            .expect("list");
+        assert_eq!(keys(&second), ["p/c", "p/d"]);
+        assert_eq!(second.cursor, None, "nothing with the prefix follows p/d");
+        let after_last = f
+            .reader
+            .kv_list("app", "p/", Some("p/d"), 2, 10)
+            .expect("list");
+        assert_eq!(after_last, KvPage::default());
+        // Not expired yet: p/bb shows up.
+        let all = f.reader.kv_list("app", "p/", None, 100, 1).expect("list");
+        assert_eq!(keys(&all), ["p/a", "p/b", "p/bb", "p/c", "p/d"]);
+        assert_eq!(all.cursor, None);
+        let everything = f.reader.kv_list("app", "", None, 100, 10).expect("list");
+        assert_eq!(keys(&everything), ["p", "p/a", "p/b", "p/c", "p/d", "q/a"]);
+        assert_eq!(
+            f.reader.kv_list("app", "p/", None, 0, 10).expect("list"),
+            KvPage::default()
+        );
+        assert_eq!(
+            keys(
+                &f.reader
+                    .kv_list("app", "p/", Some("a"), 1, 10)
+                    .expect("list")
+            ),
+            ["p/a"]
+        );
+    }
+
+    #[test]
+    fn api_keys_create_and_revoke() {
+        let mut f = Fixture::new();
+        let create = |id: &str| Command::KeyCreate {
+            id: id.into(),
+            name: "ci".into(),
+            scope: "deploy".into(),
+            secret_hash: vec![1, 2, 3],
+            now_ms: 42,
+        };
+        assert_eq!(f.run(create("k1")), CommandResult::Done);
+        assert_eq!(
+            f.run(create("k1")),
+            rejected(ApplyError::KeyExists { id: "k1".into() })
+        );
+        assert_eq!(f.run(create("k2")), CommandResult::Done);
+        let record = f.reader.key("k1").expect("key").expect("present");
+        assert_eq!(
+            (
+                record.name.as_str(),
+                record.scope.as_str(),
+                record.created_ms
+            ),
+            ("ci", "deploy", 42)
+        );
+        assert_eq!(record.secret_hash, [1, 2, 3]);
+        assert_eq!(f.reader.keys().expect("keys").len(), 2);
+        assert_eq!(
+            f.run(Command::KeyRevoke { id: "k1".into() }),
+            CommandResult::Done
+        );
+        assert_eq!(f.reader.key("k1").expect("key"), None);
+        assert_eq!(
+            f.run(Command::KeyRevoke { id: "k1".into() }),
+            rejected(ApplyError::KeyNotFound { id: "k1".into() })
+        );
+    }
+
+    #[test]
+    fn changed_app_only_for_accepted_app_commands() {
+        let deploy = Command::Deploy {
+            app: "a".into(),
+            bundle: vec![],
+            now_ms: 0,
+            versions_keep: 1,
+        };
+        assert_eq!(
+            changed_app(&deploy, &CommandResult::Deployed { version: 1 }),
+            Some("a")
+        );
+        let rejection = CommandResult::Rejected(ApplyError::AppNotFound { app: "a".into() });
+        assert_eq!(changed_app(&deploy, &rejection), None);
+        let kv = Command::Kv {
+            app: "a".into(),
+            op: KvOp::Delete { key: "k".into() },
+            now_ms: 0,
+        };
+        assert_eq!(changed_app(&kv, &CommandResult::Done), None);
+    }
+}

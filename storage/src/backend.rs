@@ -1,0 +1,447 @@
+//! The narrow key-value interface storage needs, and its sled implementation.
+//!
+//! Everything above this module (apply, the reader, the log store, snapshots)
+//! talks to a [`Backend`]; only [`SledBackend`] knows sled exists, so the
+//! engine can be swapped (sled's memory and disk growth is a known risk) and
+//! no sled type leaks out of this crate.
+//!
+//! A backend holds several [`Keyspace`]s. Keys are ordered bytewise inside a
+//! keyspace. [`Backend::apply_batch`] is atomic across keyspaces: after a
+//! crash either all of a batch is there or none of it, and batches are
+//! recovered in order (a prefix of the batches written).
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A separate ordered key space inside one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Keyspace {
+    /// State-machine bookkeeping: last applied log id, membership.
+    Meta = 0,
+    /// Kv values, keyed by app (length-prefixed) then key.
+    Kv = 1,
+    /// App records, keyed by app name.
+    Apps = 2,
+    /// Deploy records, keyed by app (length-prefixed) then version (big endian).
+    Deploys = 3,
+    /// Deploy bundles, keyed like `Deploys`.
+    Bundles = 4,
+    /// API key records, keyed by id.
+    Keys = 5,
+    /// Raft log entries, keyed by index (big endian).
+    Log = 16,
+    /// Raft log bookkeeping: vote, committed, last purged.
+    LogMeta = 17,
+}
+
+impl Keyspace {
+    /// The keyspaces that make up replicated state (what a snapshot carries).
+    /// `Meta` is not among them: a snapshot's meta travels separately.
+    pub const STATE_DATA: [Keyspace; 5] = [
+        Keyspace::Kv,
+        Keyspace::Apps,
+        Keyspace::Deploys,
+        Keyspace::Bundles,
+        Keyspace::Keys,
+    ];
+
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_id(id: u8) -> Option<Keyspace> {
+        [
+            Keyspace::Meta,
+            Keyspace::Kv,
+            Keyspace::Apps,
+            Keyspace::Deploys,
+            Keyspace::Bundles,
+            Keyspace::Keys,
+            Keyspace::Log,
+            Keyspace::LogMeta,
+        ]
+        .into_iter()
+        .find(|keyspace| keyspace.id() == id)
+    }
+}
+
+/// An engine failure (I/O, corruption). Carries the engine's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} in {keyspace:?}: {message}")]
+pub struct BackendError {
+    pub operation: &'static str,
+    pub keyspace: Option<Keyspace>,
+    pub message: String,
+}
+
+/// One write of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOp {
+    Insert {
+        keyspace: Keyspace,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Remove {
+        keyspace: Keyspace,
+        key: Vec<u8>,
+    },
+}
+
+/// Writes applied all-or-nothing, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    pub fn insert(&mut self, keyspace: Keyspace, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Insert {
+            keyspace,
+            key,
+            value,
+        });
+    }
+
+    pub fn remove(&mut self, keyspace: Keyspace, key: Vec<u8>) {
+        self.ops.push(BatchOp::Remove { keyspace, key });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn into_ops(self) -> Vec<BatchOp> {
+        self.ops
+    }
+}
+
+/// A `(key, value)` pair; keys are relative to their keyspace.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// One item of a scan.
+pub type ScanItem = Result<KeyValue, BackendError>;
+
+/// How many removals [`Backend::clear_keyspace`] and other bulk deletions put
+/// in one batch, so deleting a large range never builds an unbounded list.
+pub const BULK_DELETE_BATCH_KEYS: usize = 1024;
+
+/// The storage engine interface.
+pub trait Backend: Send + Sync + 'static {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    fn insert(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError>;
+
+    fn remove(&self, keyspace: Keyspace, key: &[u8]) -> Result<(), BackendError>;
+
+    /// Keys that start with `prefix` and are `>= start`, ascending. A `start`
+    /// below `prefix` means "from the first key with the prefix".
+    fn scan<'a>(
+        &'a self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> Box<dyn Iterator<Item = ScanItem> + 'a>;
+
+    /// The greatest key starting with `prefix`, with its value.
+    fn last(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Option<KeyValue>, BackendError>;
+
+    /// Applies every write of `batch` atomically.
+    fn apply_batch(&self, batch: WriteBatch) -> Result<(), BackendError>;
+
+    /// Makes every write so far durable. Implementations serialise concurrent
+    /// callers (sled 0.34 can deadlock under concurrent flushes).
+    fn flush(&self) -> Result<(), BackendError>;
+
+    /// Bytes the backend takes on disk (for metrics: sled's growth is a known risk).
+    fn size_on_disk_bytes(&self) -> Result<u64, BackendError>;
+
+    /// Removes every key of `keyspace`, in batches of
+    /// [`BULK_DELETE_BATCH_KEYS`]. Not atomic as a whole.
+    fn clear_keyspace(&self, keyspace: Keyspace) -> Result<(), BackendError> {
+        delete_prefix(self, keyspace, &[]).map(|_| ())
+    }
+}
+
+/// Deletes every key of `keyspace` starting with `prefix`, in batches of
+/// [`BULK_DELETE_BATCH_KEYS`], so memory stays bounded however many keys
+/// match. Returns how many keys were removed. Not atomic as a whole.
+pub fn delete_prefix<B: Backend + ?Sized>(
+    backend: &B,
+    keyspace: Keyspace,
+    prefix: &[u8],
+) -> Result<u64, BackendError> {
+    let mut removed = 0u64;
+    loop {
+        let mut batch = WriteBatch::new();
+        for item in backend
+            .scan(keyspace, prefix, prefix)
+            .take(BULK_DELETE_BATCH_KEYS)
+        {
+            let (key, _) = item?;
+            batch.remove(keyspace, key);
+        }
+        if batch.is_empty() {
+            return Ok(removed);
+        }
+        removed += batch.len() as u64;
+        backend.apply_batch(batch)?;
+    }
+}
+
+/// The sled backend: one sled database, one tree, keyspaces as a one-byte
+/// key prefix. A single tree makes every batch atomic without sled
+/// transactions.
+pub struct SledBackend {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Serialises flushes: concurrent flushes of one sled database can deadlock.
+    flush_lock: Mutex<()>,
+    flushes: AtomicU64,
+}
+
+/// Options for [`SledBackend::open`].
+#[derive(Debug, Clone, Copy)]
+pub struct SledOptions {
+    pub cache_capacity_bytes: u64,
+}
+
+impl SledBackend {
+    /// Opens (or creates) the database at `path`. sled's own periodic flush
+    /// thread is disabled: every flush goes through [`Backend::flush`], so
+    /// there is only one flusher per database.
+    pub fn open(path: &Path, options: SledOptions) -> Result<SledBackend, BackendError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| engine_error("open", None, e))?;
+        let tree = db
+            .open_tree("picloud")
+            .map_err(|e| engine_error("open tree", None, e))?;
+        Ok(SledBackend {
+            db,
+            tree,
+            flush_lock: Mutex::new(()),
+            flushes: AtomicU64::new(0),
+        })
+    }
+
+    /// How many flushes this backend has done since it was opened.
+    pub fn flush_count(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+}
+
+fn engine_error(
+    operation: &'static str,
+    keyspace: Option<Keyspace>,
+    error: sled::Error,
+) -> BackendError {
+    BackendError {
+        operation,
+        keyspace,
+        message: error.to_string(),
+    }
+}
+
+fn full_key(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(key.len() + 1);
+    full.push(keyspace.id());
+    full.extend_from_slice(key);
+    full
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None`
+/// when there is none (the prefix is all `0xff`).
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut successor = prefix.to_vec();
+    while let Some(last) = successor.pop() {
+        if last < u8::MAX {
+            successor.push(last + 1);
+            return Some(successor);
+        }
+    }
+    None
+}
+
+impl Backend for SledBackend {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.tree
+            .get(full_key(keyspace, key))
+            .map(|value| value.map(|v| v.to_vec()))
+            .map_err(|e| engine_error("get", Some(keyspace), e))
+    }
+
+    fn insert(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        self.tree
+            .insert(full_key(keyspace, key), value)
+            .map(|_| ())
+            .map_err(|e| engine_error("insert", Some(keyspace), e))
+    }
+
+    fn remove(&self, keyspace: Keyspace, key: &[u8]) -> Result<(), BackendError> {
+        self.tree
+            .remove(full_key(keyspace, key))
+            .map(|_| ())
+            .map_err(|e| engine_error("remove", Some(keyspace), e))
+    }
+
+    fn scan<'a>(
+        &'a self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> Box<dyn Iterator<Item = ScanItem> + 'a> {
+        let full_prefix = full_key(keyspace, prefix);
+        let from = if start > prefix {
+            full_key(keyspace, start)
+        } else {
+            full_prefix.clone()
+        };
+        // The keyspace byte is below 0xff, so the prefix always has a successor.
+        let iter = match prefix_successor(&full_prefix) {
+            Some(end) if from < end => self.tree.range(from..end),
+            Some(_) => return Box::new(std::iter::empty()),
+            None => self.tree.range(from..),
+        };
+        Box::new(iter.map(move |item| match item {
+            Ok((key, value)) => Ok((key[1..].to_vec(), value.to_vec())),
+            Err(e) => Err(engine_error("scan", Some(keyspace), e)),
+        }))
+    }
+
+    fn last(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Option<KeyValue>, BackendError> {
+        let full_prefix = full_key(keyspace, prefix);
+        let last = match prefix_successor(&full_prefix) {
+            Some(end) => self.tree.range(full_prefix..end).next_back(),
+            None => self.tree.range(full_prefix..).next_back(),
+        };
+        match last {
+            None => Ok(None),
+            Some(Ok((key, value))) => Ok(Some((key[1..].to_vec(), value.to_vec()))),
+            Some(Err(e)) => Err(engine_error("last", Some(keyspace), e)),
+        }
+    }
+
+    fn apply_batch(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        let mut sled_batch = sled::Batch::default();
+        for op in batch.into_ops() {
+            match op {
+                BatchOp::Insert {
+                    keyspace,
+                    key,
+                    value,
+                } => sled_batch.insert(full_key(keyspace, &key), value),
+                BatchOp::Remove { keyspace, key } => sled_batch.remove(full_key(keyspace, &key)),
+            }
+        }
+        self.tree
+            .apply_batch(sled_batch)
+            .map_err(|e| engine_error("apply batch", None, e))
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        // A poisoned lock only means another flush panicked; flushing again is safe.
+        let _guard = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| engine_error("flush", None, e))
+    }
+
+    fn size_on_disk_bytes(&self) -> Result<u64, BackendError> {
+        self.db
+            .size_on_disk()
+            .map_err(|e| engine_error("size on disk", None, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SledBackend) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = SledBackend::open(
+            &dir.path().join("db"),
+            SledOptions {
+                cache_capacity_bytes: 1 << 20,
+            },
+        )
+        .expect("open");
+        (dir, backend)
+    }
+
+    #[test]
+    fn keyspaces_are_separate_and_scans_respect_prefix_and_start() {
+        let (_dir, backend) = open();
+        let mut batch = WriteBatch::new();
+        for key in ["a1", "a2", "a3", "b1"] {
+            batch.insert(Keyspace::Kv, key.as_bytes().to_vec(), b"v".to_vec());
+        }
+        batch.insert(Keyspace::Apps, b"a1".to_vec(), b"other".to_vec());
+        backend.apply_batch(batch).expect("batch");
+
+        let keys = |prefix: &str, start: &str| -> Vec<String> {
+            backend
+                .scan(Keyspace::Kv, prefix.as_bytes(), start.as_bytes())
+                .map(|item| String::from_utf8(item.expect("scan").0).expect("utf8"))
+                .collect()
+        };
+        assert_eq!(keys("a", ""), ["a1", "a2", "a3"]);
+        assert_eq!(keys("a", "a2"), ["a2", "a3"]);
+        assert_eq!(keys("a", "b"), Vec::<String>::new());
+        assert_eq!(keys("", ""), ["a1", "a2", "a3", "b1"]);
+        assert_eq!(
+            backend.get(Keyspace::Apps, b"a1").expect("get"),
+            Some(b"other".to_vec())
+        );
+        assert_eq!(
+            backend
+                .last(Keyspace::Kv, b"a")
+                .expect("last")
+                .map(|kv| kv.0),
+            Some(b"a3".to_vec())
+        );
+        assert_eq!(backend.last(Keyspace::Keys, b"").expect("last"), None);
+    }
+
+    #[test]
+    fn delete_prefix_removes_more_than_one_batch() {
+        let (_dir, backend) = open();
+        let total = BULK_DELETE_BATCH_KEYS * 2 + 7;
+        for i in 0..total {
+            backend
+                .insert(Keyspace::Kv, format!("x{i:06}").as_bytes(), b"v")
+                .expect("insert");
+        }
+        backend.insert(Keyspace::Kv, b"y", b"v").expect("insert");
+        let removed = delete_prefix(&backend, Keyspace::Kv, b"x").expect("delete");
+        assert_eq!(removed, total as u64);
+        let left: Vec<_> = backend.scan(Keyspace::Kv, b"", b"").collect();
+        assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn prefix_successor_handles_ff() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! The one bincode configuration used for everything storage writes.
+//!
+//! bincode 1.3's `DefaultOptions` (varint integers, little endian, trailing
+//! bytes rejected) has a different wire format from `bincode::serialize`, so
+//! the two must never be mixed: every encode and decode in PiCloud goes
+//! through [`encode`] and [`decode`]. Decoding always takes a size limit.
+//!
+//! bincode ignores `with_limit` when decoding from a slice (it sets an
+//! infinite limit internally and relies on the slice's length, preallocating
+//! cautiously), so [`decode`] enforces the limit on the input length itself:
+//! a value decoded from `n` bytes never needs much more than `n` bytes.
+
+use bincode::Options;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The limit for decoding what storage wrote itself (log entries, records,
+/// snapshot meta). Large enough for a deploy bundle inside a log entry, small
+/// enough that a corrupt length cannot exhaust a Pi's memory.
+pub const STORED_BYTES_MAX: u64 = 128 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encode: {source}")]
+    Encode { source: bincode::Error },
+    #[error("{length_bytes} bytes is over the decode limit of {limit_bytes}")]
+    TooLarge { length_bytes: u64, limit_bytes: u64 },
+    #[error("decode (limit {limit_bytes} bytes): {source}")]
+    Decode {
+        limit_bytes: u64,
+        source: bincode::Error,
+    },
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+}
+
+/// Encodes `value` with the project's bincode configuration.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    options()
+        .serialize(value)
+        .map_err(|source| CodecError::Encode { source })
+}
+
+/// Decodes one whole value from `bytes`, refusing to allocate more than
+/// `limit_bytes` and rejecting trailing bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit_bytes: u64) -> Result<T, CodecError> {
+    let length_bytes = bytes.len() as u64;
+    if length_bytes > limit_bytes {
+        return Err(CodecError::TooLarge {
+            length_bytes,
+            limit_bytes,
+        });
+    }
+    options()
+        .with_limit(limit_bytes)
+        .deserialize(bytes)
+        .map_err(|source| CodecError::Decode {
+            limit_bytes,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, KvOp};
+
+    #[test]
+    fn command_round_trips() {
+        let command = Command::KvAtomic {
+            app: "a".into(),
+            ops: vec![
+                KvOp::Set {
+                    key: "k".into(),
+                    value: b"1".to_vec(),
+                    expires_at_ms: Some(5),
+                },
+                KvOp::Cas {
+                    key: "k".into(),
+                    expected: None,
+                    new: None,
+                },
+            ],
+            now_ms: 7,
+        };
+        let bytes = encode(&command).expect("encode");
+        let back: Command = decode(&bytes, 1024).expect("decode");
+        assert_eq!(back, command);
+    }
+
+    #[test]
+    fn decode_enforces_limit_and_rejects_trailing_bytes() {
+        let bytes = encode(&vec![0u8; 1000]).expect("encode");
+        assert!(decode::<Vec<u8>>(&bytes, 100).is_err());
+        assert!(decode::<Vec<u8>>(&bytes, 1003).is_ok());
+        // A length prefix claiming far more than the input fails cleanly.
+        let lying = encode(&(u32::MAX as u64)).expect("encode");
+        assert!(decode::<Vec<u8>>(&lying, 1 << 20).is_err());
+        let mut trailing = encode(&5u64).expect("encode");
+        trailing.push(0);
+        assert!(decode::<u64>(&trailing, 100).is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! How records are laid out as backend keys.
+//!
+//! Per-app keyspaces start with the app name's length (`u32`, big endian)
+//! followed by the name, so app `a` with key `b/c` and app `a/b` with key `c`
+//! can never share a key: the length byte differs before any name byte does.
+//! Inside one app, keys keep the byte order of the user's key, which is what
+//! `kv_list` pages through.
+
+use serde::{Deserialize, Serialize};
+
+/// `Meta` key of the last applied log id.
+pub(crate) const META_LAST_APPLIED: &[u8] = b"last_applied";
+/// `Meta` key of the last applied membership.
+pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
+
+/// `LogMeta` keys.
+pub(crate) const LOG_META_VOTE: &[u8] = b"vote";
+pub(crate) const LOG_META_COMMITTED: &[u8] = b"committed";
+pub(crate) const LOG_META_LAST_PURGED: &[u8] = b"last_purged";
+
+/// The prefix every key of `app` starts with in a per-app keyspace.
+pub(crate) fn app_prefix(app: &str) -> Vec<u8> {
+    // App names are far below 4 GiB; saturating keeps this total anyway.
+    let length = u32::try_from(app.len()).unwrap_or(u32::MAX);
+    let mut prefix = Vec::with_capacity(4 + app.len());
+    prefix.extend_from_slice(&length.to_be_bytes());
+    prefix.extend_from_slice(app.as_bytes());
+    prefix
+}
+
+/// A kv key of `app`.
+pub(crate) fn kv_key(app: &str, key: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.extend_from_slice(key.as_bytes());
+    full
+}
+
+/// A `Deploys`/`Bundles` key: the app, then the version in big endian so
+/// versions sort numerically.
+pub(crate) fn deploy_key(app: &str, version: u64) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.extend_from_slice(&version.to_be_bytes());
+    full
+}
+
+/// The version from a `Deploys` key (its last eight bytes).
+pub(crate) fn version_of_deploy_key(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    let bytes: [u8; 8] = key.get(start..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// A `Log` key: the index in big endian so entries sort by index.
+pub(crate) fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub(crate) fn index_of_log_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// A kv value as stored: the JSON text and its absolute expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredValue {
+    pub value: Vec<u8>,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl StoredValue {
+    /// A value is expired from its `expires_at_ms` on (inclusive).
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        match self.expires_at_ms {
+            Some(expires_at_ms) => now_ms < expires_at_ms,
+            None => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_namespaces_cannot_collide() {
+        assert_ne!(kv_key("a", "b/c"), kv_key("a/b", "c"));
+        assert_ne!(kv_key("a", "bc"), kv_key("ab", "c"));
+        assert!(!kv_key("ab", "").starts_with(&app_prefix("a")));
+    }
+
+    #[test]
+    fn deploy_keys_sort_by_version() {
+        assert!(deploy_key("a", 2) < deploy_key("a", 10));
+        assert_eq!(version_of_deploy_key(&deploy_key("app", 42)), Some(42));
+    }
+}

@@ -1,0 +1,195 @@
+//! `StateReader`: the read side of the replicated state on this node.
+//!
+//! Reads see whatever this node has applied ("stale" reads); the cluster
+//! layer makes them linearizable by waiting for a read index first. TTL
+//! filtering uses the caller's `now_ms`, so readers agree with `apply` about
+//! what counts as expired only as far as their clocks agree.
+
+use std::sync::Arc;
+
+use openraft::LogId;
+use tokio::sync::broadcast;
+
+use crate::backend::{Backend, Keyspace};
+use crate::codec::{self, STORED_BYTES_MAX};
+use crate::error::StorageError;
+use crate::keys::{self, StoredValue};
+use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
+use crate::types::NodeId;
+
+/// The most items one `kv_list` page returns, whatever the caller asks.
+pub const KV_LIST_LIMIT_MAX: usize = 1000;
+
+/// Cheap to clone; shares the state database with the state machine.
+#[derive(Clone)]
+pub struct StateReader {
+    backend: Arc<dyn Backend>,
+    events: broadcast::Sender<AppliedEvent>,
+}
+
+impl StateReader {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        events: broadcast::Sender<AppliedEvent>,
+    ) -> StateReader {
+        StateReader { backend, events }
+    }
+
+    pub fn kv_get(
+        &self,
+        app: &str,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(bytes) = self.backend.get(Keyspace::Kv, &keys::kv_key(app, key))? else {
+            return Ok(None);
+        };
+        let stored: StoredValue =
+            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("kv value"))?;
+        Ok(stored.is_live(now_ms).then_some(stored.value))
+    }
+
+    /// Keys of `app` starting with `prefix`, in byte order, strictly after
+    /// `after`, skipping expired ones; at most `limit` (capped at
+    /// [`KV_LIST_LIMIT_MAX`]). `cursor` is the last key returned when more
+    /// keys with the prefix may follow: pass it back as `after`.
+    pub fn kv_list(
+        &self,
+        app: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<KvPage, StorageError> {
+        let limit = limit.min(KV_LIST_LIMIT_MAX);
+        if limit == 0 {
+            return Ok(KvPage::default());
+        }
+        let app_prefix = keys::app_prefix(app);
+        let scan_prefix = keys::kv_key(app, prefix);
+        // The smallest key strictly after `after` is `after` followed by 0x00.
+        let start = match after {
+            Some(after) => {
+                let mut start = keys::kv_key(app, after);
+                start.push(0);
+                start
+            }
+            None => scan_prefix.clone(),
+        };
+        let mut page = KvPage::default();
+        let mut more = false;
+        for item in self.backend.scan(Keyspace::Kv, &scan_prefix, &start) {
+            let (full_key, bytes) = item?;
+            if page.items.len() == limit {
+                more = true;
+                break;
+            }
+            let stored: StoredValue =
+                codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("kv value"))?;
+            if !stored.is_live(now_ms) {
+                continue;
+            }
+            let key_bytes = full_key.get(app_prefix.len()..).unwrap_or_default();
+            let key = String::from_utf8(key_bytes.to_vec()).map_err(|e| StorageError::Corrupt {
+                what: "kv key",
+                detail: e.to_string(),
+            })?;
+            page.items.push((key, stored.value));
+        }
+        if more {
+            page.cursor = page.items.last().map(|(key, _)| key.clone());
+        }
+        Ok(page)
+    }
+
+    pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StorageError> {
+        match self.backend.get(Keyspace::Apps, name.as_bytes())? {
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes, STORED_BYTES_MAX)
+                    .map_err(StorageError::codec("app record"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Every app, by name.
+    pub fn apps(&self) -> Result<Vec<AppRecord>, StorageError> {
+        self.decode_all(Keyspace::Apps, &[], "app record")
+    }
+
+    /// The deploys `app` still keeps, ascending by version.
+    pub fn deploys(&self, app: &str) -> Result<Vec<DeployRecord>, StorageError> {
+        self.decode_all(Keyspace::Deploys, &keys::app_prefix(app), "deploy record")
+    }
+
+    pub fn bundle(&self, app: &str, version: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .backend
+            .get(Keyspace::Bundles, &keys::deploy_key(app, version))?)
+    }
+
+    pub fn key(&self, id: &str) -> Result<Option<KeyRecord>, StorageError> {
+        match self.backend.get(Keyspace::Keys, id.as_bytes())? {
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes, STORED_BYTES_MAX)
+                    .map_err(StorageError::codec("key record"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Every API key, by id.
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        self.decode_all(Keyspace::Keys, &[], "key record")
+    }
+
+    /// Events after each applied command that changes an app. A receiver
+    /// that lags (`RecvError::Lagged`) must reload every app.
+    pub fn subscribe(&self) -> broadcast::Receiver<AppliedEvent> {
+        self.events.subscribe()
+    }
+
+    /// The index of the last entry applied to this node's state.
+    pub fn last_applied_index(&self) -> Result<Option<u64>, StorageError> {
+        Ok(read_last_applied(self.backend.as_ref())?.map(|log_id| log_id.index))
+    }
+
+    /// Makes all applied state durable. For a clean shutdown: call it after
+    /// Raft has shut down (any task may call it; flushes are serialised
+    /// inside the backend, and it blocks the calling thread on fsync).
+    pub fn flush_state(&self) -> Result<(), StorageError> {
+        Ok(self.backend.flush()?)
+    }
+
+    /// Bytes the state database takes on disk (sled growth is a known risk).
+    pub fn size_on_disk_bytes(&self) -> Result<u64, StorageError> {
+        Ok(self.backend.size_on_disk_bytes()?)
+    }
+
+    fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        what: &'static str,
+    ) -> Result<Vec<T>, StorageError> {
+        let mut records = Vec::new();
+        for item in self.backend.scan(keyspace, prefix, prefix) {
+            let (_, bytes) = item?;
+            records
+                .push(codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec(what))?);
+        }
+        Ok(records)
+    }
+}
+
+pub(crate) fn read_last_applied(
+    backend: &dyn Backend,
+) -> Result<Option<LogId<NodeId>>, StorageError> {
+    match backend.get(Keyspace::Meta, keys::META_LAST_APPLIED)? {
+        Some(bytes) => Ok(Some(
+            codec::decode(&bytes, STORED_BYTES_MAX)
+                .map_err(StorageError::codec("last applied log id"))?,
+        )),
+        None => Ok(None),
+    }
+}

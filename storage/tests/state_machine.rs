@@ -1,0 +1,430 @@
+//! The state machine through openraft's traits: events, snapshots built on
+//! one store and installed on another, recovery at open.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder};
+use picloud_storage::{
+    AppliedEvent, Command, CommandResult, KvOp, NodeInfo, StateReader, Storage, StorageOptions,
+    TypeConfig,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn open(dir: &std::path::Path) -> Storage {
+    let options = StorageOptions {
+        cache_capacity_bytes: 8 << 20,
+        events_capacity: 16,
+    };
+    picloud_storage::open(dir, &options).expect("open storage")
+}
+
+fn log_id(index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+fn normal(index: u64, command: Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+fn membership(index: u64) -> Entry<TypeConfig> {
+    let mut nodes = BTreeMap::new();
+    nodes.insert(
+        1,
+        NodeInfo {
+            http: "127.0.0.1:8080".into(),
+            peer: "127.0.0.1:9090".into(),
+        },
+    );
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], nodes)),
+    }
+}
+
+/// Entries that build a state worth snapshotting: two apps, thousands of
+/// keys (some expiring), deploys and API keys. Returns the next free index.
+fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
+    let mut entries = vec![membership(1)];
+    let mut index = 2;
+    let mut push = |command: Command, entries: &mut Vec<Entry<TypeConfig>>| {
+        entries.push(normal(index, command));
+        index += 1;
+    };
+    for app in ["shop", "blog"] {
+        push(
+            Command::AppCreate {
+                app: app.into(),
+                now_ms: 1,
+            },
+            &mut entries,
+        );
+        for version in 0..3 {
+            push(
+                Command::Deploy {
+                    app: app.into(),
+                    bundle: format!("{app} bundle {version}").into_bytes(),
+                    now_ms: 2,
+                    versions_keep: 2,
+                },
+                &mut entries,
+            );
+        }
+    }
+    for i in 0..3000u64 {
+        let app = if i % 3 == 0 { "blog" } else { "shop" };
+        push(
+            Command::Kv {
+                app: app.into(),
+                op: KvOp::Set {
+                    key: format!("key/{i:05}"),
+                    value: format!("{{\"n\":{i}}}").into_bytes(),
+                    expires_at_ms: (i % 10 == 0).then_some(1_000),
+                },
+                now_ms: 5,
+            },
+            &mut entries,
+        );
+    }
+    push(
+        Command::KeyCreate {
+            id: "key-1".into(),
+            name: "ci".into(),
+            scope: "admin".into(),
+            secret_hash: vec![7; 32],
+            now_ms: 3,
+        },
+        &mut entries,
+    );
+    (entries, index)
+}
+
+/// Everything a reader can see, for comparing two states.
+fn dump(reader: &StateReader, now_ms: u64) -> String {
+    let mut out = String::new();
+    let apps = reader.apps().expect("apps");
+    out.push_str(&format!("{apps:?}\n{:?}\n", reader.keys().expect("keys")));
+    for app in &apps {
+        let deploys = reader.deploys(&app.name).expect("deploys");
+        for deploy in &deploys {
+            let bundle = reader.bundle(&app.name, deploy.version).expect("bundle");
+            out.push_str(&format!("{deploy:?} {bundle:?}\n"));
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = reader
+                .kv_list(&app.name, "", after.as_deref(), 500, now_ms)
+                .expect("list");
+            for (key, value) in &page.items {
+                out.push_str(&format!(
+                    "{} {key} {}\n",
+                    app.name,
+                    String::from_utf8_lossy(value)
+                ));
+            }
+            match page.cursor {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+    }
+    out.push_str(&format!(
+        "applied {:?}\n",
+        reader.last_applied_index().expect("index")
+    ));
+    out
+}
+
+async fn copy_in_chunks(from: &mut tokio::fs::File, to: &mut tokio::fs::File) {
+    // What openraft's chunked transfer does: write chunks into the handle
+    // `begin_receiving_snapshot` returned, then hand it to install.
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = from.read(&mut chunk).await.expect("read snapshot");
+        if read == 0 {
+            break;
+        }
+        to.write_all(&chunk[..read]).await.expect("write chunk");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_reports_results_and_app_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut storage = open(dir.path());
+    let mut events = storage.reader.subscribe();
+    let results = storage
+        .state_machine
+        .apply(vec![
+            membership(1),
+            normal(
+                2,
+                Command::Deploy {
+                    app: "a".into(),
+                    bundle: b"x".to_vec(),
+                    now_ms: 1,
+                    versions_keep: 3,
+                },
+            ),
+            normal(
+                3,
+                Command::Kv {
+                    app: "a".into(),
+                    op: KvOp::Incr {
+                        key: "n".into(),
+                        by: 2,
+                    },
+                    now_ms: 1,
+                },
+            ),
+            normal(
+                4,
+                Command::AppDelete {
+                    app: "missing".into(),
+                },
+            ),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(results[1], CommandResult::Deployed { version: 1 });
+    assert_eq!(
+        results[2],
+        CommandResult::Kv(picloud_storage::KvOpResult::Incr { value: 2 })
+    );
+    assert!(matches!(results[3], CommandResult::Rejected(_)));
+    assert_eq!(
+        events.try_recv().expect("deploy event"),
+        AppliedEvent::AppChanged { app: "a".into() }
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "a rejected delete sends no event"
+    );
+    let (applied, membership) = storage.state_machine.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(4)));
+    assert_eq!(membership.log_id(), &Some(log_id(1)));
+    assert_eq!(storage.reader.last_applied_index().expect("index"), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_round_trip_between_stores() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let mut leader = open(leader_dir.path());
+    let (entries, next_index) = populate();
+    leader.state_machine.apply(entries).await.expect("apply");
+    let expected = dump(&leader.reader, 10);
+
+    let built: Snapshot<TypeConfig> = leader
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(built.meta.last_log_id, Some(log_id(next_index - 1)));
+    // Applying after the build does not change the built snapshot.
+    leader
+        .state_machine
+        .apply(vec![normal(
+            next_index,
+            Command::AppDelete { app: "shop".into() },
+        )])
+        .await
+        .expect("apply after build");
+
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let mut follower = open(follower_dir.path());
+    // The follower had state of its own; install replaces all of it.
+    follower
+        .state_machine
+        .apply(vec![
+            membership(1),
+            normal(
+                2,
+                Command::AppCreate {
+                    app: "stale".into(),
+                    now_ms: 0,
+                },
+            ),
+        ])
+        .await
+        .expect("apply");
+    let mut events = follower.reader.subscribe();
+
+    let mut current = leader
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot exists");
+    assert_eq!(current.meta, built.meta);
+    let mut receiving = follower
+        .state_machine
+        .begin_receiving_snapshot()
+        .await
+        .expect("begin");
+    copy_in_chunks(&mut current.snapshot, &mut receiving).await;
+    follower
+        .state_machine
+        .install_snapshot(&current.meta, receiving)
+        .await
+        .expect("install");
+
+    assert_eq!(dump(&follower.reader, 10), expected);
+    // Expired keys are in the snapshot too, and expire the same way.
+    assert_eq!(
+        follower
+            .reader
+            .kv_get("blog", "key/00000", 999)
+            .expect("get"),
+        Some(b"{\"n\":0}".to_vec())
+    );
+    let (applied, membership) = follower.state_machine.applied_state().await.expect("state");
+    assert_eq!(applied, built.meta.last_log_id);
+    assert_eq!(&membership, &built.meta.last_membership);
+    let follower_current = follower
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("installed snapshot is current");
+    assert_eq!(follower_current.meta, built.meta);
+
+    let mut changed = BTreeSet::new();
+    while let Ok(AppliedEvent::AppChanged { app }) = events.try_recv() {
+        changed.insert(app);
+    }
+    assert_eq!(
+        changed,
+        BTreeSet::from(["blog".to_string(), "shop".into(), "stale".into()])
+    );
+
+    // Installed state survives a restart and keeps applying.
+    drop(follower);
+    let mut follower = open(follower_dir.path());
+    assert_eq!(dump(&follower.reader, 10), expected);
+    follower
+        .state_machine
+        .apply(vec![normal(
+            next_index,
+            Command::AppDelete { app: "shop".into() },
+        )])
+        .await
+        .expect("apply after install");
+    assert_eq!(follower.reader.app("shop").expect("app"), None);
+    assert_eq!(dump(&follower.reader, 10), dump(&leader.reader, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_snapshot_is_rejected_and_state_kept() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let mut leader = open(leader_dir.path());
+    let (entries, _) = populate();
+    leader.state_machine.apply(entries).await.expect("apply");
+    let snapshot = leader
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let mut bytes = Vec::new();
+    let mut file = snapshot.snapshot;
+    file.read_to_end(&mut bytes).await.expect("read");
+
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let mut follower = open(follower_dir.path());
+    follower
+        .state_machine
+        .apply(vec![
+            membership(1),
+            normal(
+                2,
+                Command::AppCreate {
+                    app: "mine".into(),
+                    now_ms: 0,
+                },
+            ),
+        ])
+        .await
+        .expect("apply");
+    let before = dump(&follower.reader, 10);
+
+    for damage in ["flip", "truncate"] {
+        let mut damaged = bytes.clone();
+        match damage {
+            "flip" => {
+                let middle = damaged.len() / 2;
+                damaged[middle] ^= 0x55;
+            }
+            _ => damaged.truncate(damaged.len() - 5),
+        }
+        let mut receiving = follower
+            .state_machine
+            .begin_receiving_snapshot()
+            .await
+            .expect("begin");
+        receiving.write_all(&damaged).await.expect("write");
+        let result = follower
+            .state_machine
+            .install_snapshot(&snapshot.meta, receiving)
+            .await;
+        assert!(
+            result.is_err(),
+            "{damage}: damaged snapshot must not install"
+        );
+        assert_eq!(
+            dump(&follower.reader, 10),
+            before,
+            "{damage}: state untouched"
+        );
+        assert!(
+            follower
+                .state_machine
+                .get_current_snapshot()
+                .await
+                .expect("current")
+                .is_none()
+        );
+    }
+}
+
+/// A crash after the new snapshot became current but before the install
+/// finished leaves a state behind its snapshot: opening installs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reinstalls_a_snapshot_the_state_is_behind() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let mut leader = open(leader_dir.path());
+    let (entries, _) = populate();
+    leader.state_machine.apply(entries).await.expect("apply");
+    let snapshot = leader
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let expected = dump(&leader.reader, 10);
+
+    let crashed_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(crashed_dir.path().join("snapshots")).expect("mkdir");
+    let mut bytes = Vec::new();
+    let mut file = snapshot.snapshot;
+    file.read_to_end(&mut bytes).await.expect("read");
+    std::fs::write(crashed_dir.path().join("snapshots/current.snap"), bytes).expect("write");
+    std::fs::write(crashed_dir.path().join("snapshots/receive-7.tmp"), b"junk").expect("write");
+
+    let mut reopened = open(crashed_dir.path());
+    assert_eq!(dump(&reopened.reader, 10), expected);
+    let current = reopened
+        .state_machine
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("snapshot");
+    assert_eq!(current.meta, snapshot.meta);
+    assert!(!crashed_dir.path().join("snapshots/receive-7.tmp").exists());
+}
