@@ -64,7 +64,9 @@ impl Budget {
     /// Starts a fresh budget: zero instructions, deadline `timeout` from now,
     /// kill flag cleared.
     pub(crate) fn arm(&self) {
-        let deadline = self.elapsed_ns().saturating_add(duration_ns(self.limits.timeout));
+        let deadline = self
+            .elapsed_ns()
+            .saturating_add(duration_ns(self.limits.timeout));
         self.instructions_used.store(0, Ordering::Relaxed);
         self.deadline_ns.store(deadline, Ordering::Relaxed);
         self.kill.store(0, Ordering::Relaxed);
@@ -212,8 +214,12 @@ fn convert_caught(lua: &Lua, error: &mlua::Value) -> mlua::Result<Caught> {
         mlua::Value::Error(error) => match crate::error::classify(error) {
             ErrorKind::Kill(reason) => Caught::Kill(reason),
             ErrorKind::Memory => Caught::Memory,
-            ErrorKind::Host(host) => Caught::Value(mlua::Value::String(lua.create_string(host.to_string())?)),
-            ErrorKind::Script(message) => Caught::Value(mlua::Value::String(lua.create_string(message)?)),
+            ErrorKind::Host(host) => {
+                Caught::Value(mlua::Value::String(lua.create_string(host.to_string())?))
+            }
+            ErrorKind::Script(message) => {
+                Caught::Value(mlua::Value::String(lua.create_string(message)?))
+            }
         },
         other => Caught::Value(other.clone()),
     })

@@ -89,7 +89,9 @@ impl Encoder {
             return Err("cannot encode a cyclic table".to_string());
         }
         if self.path.len() >= JSON_DEPTH_MAX {
-            return Err(format!("cannot encode tables nested more than {JSON_DEPTH_MAX} levels"));
+            return Err(format!(
+                "cannot encode tables nested more than {JSON_DEPTH_MAX} levels"
+            ));
         }
         // Collect first: encoding children while iterating would nest Lua
         // stack frames of the iteration, and sorting needs them all anyway.
@@ -132,11 +134,16 @@ impl Encoder {
             let key = match key {
                 Value::String(s) => match s.to_str() {
                     Ok(text) => text.to_string(),
-                    Err(_) => return Err("cannot encode a table key that is not valid UTF-8".to_string()),
+                    Err(_) => {
+                        return Err("cannot encode a table key that is not valid UTF-8".to_string());
+                    }
                 },
                 Value::Integer(i) => i.to_string(),
                 other => {
-                    return Err(format!("cannot encode a table key of type {}", other.type_name()));
+                    return Err(format!(
+                        "cannot encode a table key of type {}",
+                        other.type_name()
+                    ));
                 }
             };
             object.insert(key, self.encode(value)?);

@@ -202,18 +202,44 @@ mod tests {
 
     #[test]
     fn strip_traceback_keeps_the_message() {
-        assert_eq!(strip_traceback("x.lua:1: boom\nstack traceback:\n\t[C]: in ?"), "x.lua:1: boom");
+        assert_eq!(
+            strip_traceback("x.lua:1: boom\nstack traceback:\n\t[C]: in ?"),
+            "x.lua:1: boom"
+        );
         assert_eq!(strip_traceback("plain"), "plain");
     }
 
     #[test]
     fn codes_are_stable() {
         let cases = [
-            (InvokeError::Timeout { message: String::new() }, "script_timeout"),
-            (InvokeError::Memory { message: String::new() }, "script_memory"),
-            (InvokeError::Script { message: String::new() }, "script_error"),
-            (InvokeError::Host(HostError::new("no_leader", "x")), "no_leader"),
-            (InvokeError::NoSuchScript { script: "a.lua".into() }, "no_such_script"),
+            (
+                InvokeError::Timeout {
+                    message: String::new(),
+                },
+                "script_timeout",
+            ),
+            (
+                InvokeError::Memory {
+                    message: String::new(),
+                },
+                "script_memory",
+            ),
+            (
+                InvokeError::Script {
+                    message: String::new(),
+                },
+                "script_error",
+            ),
+            (
+                InvokeError::Host(HostError::new("no_leader", "x")),
+                "no_leader",
+            ),
+            (
+                InvokeError::NoSuchScript {
+                    script: "a.lua".into(),
+                },
+                "no_such_script",
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code);

@@ -135,8 +135,11 @@ pub trait Host: Send + Sync + 'static {
         limit: usize,
         cursor: Option<String>,
     ) -> HostFuture<'a, KvListPage>;
-    fn kv_atomic<'a>(&'a self, app: &'a str, ops: Vec<AtomicOp>)
-    -> HostFuture<'a, Vec<AtomicResult>>;
+    fn kv_atomic<'a>(
+        &'a self,
+        app: &'a str,
+        ops: Vec<AtomicOp>,
+    ) -> HostFuture<'a, Vec<AtomicResult>>;
     /// Appends a line to the app's log. Must not block.
     fn log(&self, app: &str, level: LogLevel, message: String);
     /// Wall-clock time in milliseconds since the Unix epoch.

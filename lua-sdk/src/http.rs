@@ -105,7 +105,8 @@ fn response_from_table(lua: &Lua, table: &Table) -> Result<Response, String> {
         (Value::Nil, Value::Nil) => Vec::new(),
         (Value::String(body), Value::Nil) => body.as_bytes().to_vec(),
         (Value::Nil, json) => {
-            let encoded = lua_to_json(lua, &json).map_err(|problem| format!("response json: {problem}"))?;
+            let encoded =
+                lua_to_json(lua, &json).map_err(|problem| format!("response json: {problem}"))?;
             if !headers.iter().any(|(name, _)| name == "content-type") {
                 headers.push(("content-type".to_string(), CONTENT_TYPE_JSON.to_string()));
                 headers.sort();
@@ -120,13 +121,19 @@ fn response_from_table(lua: &Lua, table: &Table) -> Result<Response, String> {
             ));
         }
     };
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn valid_status(status: i64) -> Result<u16, String> {
     match u16::try_from(status) {
         Ok(status) if (100..=599).contains(&status) => Ok(status),
-        _ => Err(format!("response status must be an integer from 100 to 599, got {status}")),
+        _ => Err(format!(
+            "response status must be an integer from 100 to 599, got {status}"
+        )),
     }
 }
 
@@ -137,17 +144,27 @@ fn headers_from_lua(value: Value) -> Result<Vec<(String, String)>, String> {
     let table = match value {
         Value::Nil => return Ok(Vec::new()),
         Value::Table(table) => table,
-        other => return Err(format!("response headers must be a table, got {}", other.type_name())),
+        other => {
+            return Err(format!(
+                "response headers must be a table, got {}",
+                other.type_name()
+            ));
+        }
     };
     let mut headers = Vec::new();
     for pair in table.pairs::<Value, Value>() {
         let (name, value) = pair.map_err(|e| format!("response headers: {e}"))?;
         let Value::String(name) = name else {
-            return Err(format!("response header names must be strings, got {}", name.type_name()));
+            return Err(format!(
+                "response header names must be strings, got {}",
+                name.type_name()
+            ));
         };
         let name = name.to_string_lossy().to_ascii_lowercase();
         if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(format!("response header name {name:?} is not a valid HTTP header name"));
+            return Err(format!(
+                "response header name {name:?} is not a valid HTTP header name"
+            ));
         }
         match value {
             Value::Table(values) => {
@@ -179,7 +196,9 @@ fn header_value(name: &str, value: Value) -> Result<String, String> {
         }
     };
     if text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(format!("response header {name} contains a control character"));
+        return Err(format!(
+            "response header {name} contains a control character"
+        ));
     }
     Ok(text)
 }

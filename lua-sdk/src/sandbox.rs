@@ -22,8 +22,19 @@ use crate::limits::HOOK_INSTRUCTIONS_INTERVAL;
 /// they are listed too so a future change to the library set cannot bring
 /// them back silently.
 const REMOVED_GLOBALS: &[&str] = &[
-    "io", "package", "debug", "load", "loadfile", "dofile", "loadstring", "require", "warn",
-    "module", "newproxy", "setfenv", "getfenv",
+    "io",
+    "package",
+    "debug",
+    "load",
+    "loadfile",
+    "dofile",
+    "loadstring",
+    "require",
+    "warn",
+    "module",
+    "newproxy",
+    "setfenv",
+    "getfenv",
 ];
 
 /// The `os` functions that stay: they read the clock and nothing else.
@@ -145,9 +156,11 @@ fn remove_unsafe_globals(lua: &Lua) -> mlua::Result<()> {
 
 fn run_prelude(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
     let settle_budget = Arc::clone(budget);
-    let settle = lua.create_function(move |lua, results: MultiValue| settle_budget.settle(lua, results))?;
+    let settle =
+        lua.create_function(move |lua, results: MultiValue| settle_budget.settle(lua, results))?;
     let convert_budget = Arc::clone(budget);
-    let convert = lua.create_function(move |lua, error: Value| convert_budget.convert_for_handler(lua, error))?;
+    let convert = lua
+        .create_function(move |lua, error: Value| convert_budget.convert_for_handler(lua, error))?;
     lua.load(PRELUDE)
         .set_name("=sandbox")
         .set_mode(ChunkMode::Text)

@@ -53,7 +53,9 @@ fn compile(lua: &Lua, name: &str, source: &str) -> Result<Function, CompileError
         .set_mode(ChunkMode::Text)
         .into_function()
         .map_err(|error| match error {
-            mlua::Error::SyntaxError { message, .. } => CompileError::from_lua_message(name, &message),
+            mlua::Error::SyntaxError { message, .. } => {
+                CompileError::from_lua_message(name, &message)
+            }
             other => CompileError::from_lua_message(name, &other.to_string()),
         })
 }
@@ -88,8 +90,9 @@ impl Vm {
     ) -> Result<Vm, CompileError> {
         let budget = Arc::new(Budget::new(limits));
         budget.arm();
-        let lua = crate::sandbox::new_state(app, host, &budget)
-            .map_err(|e| CompileError::new("<sandbox>", None, format!("cannot build the sandbox: {e}")))?;
+        let lua = crate::sandbox::new_state(app, host, &budget).map_err(|e| {
+            CompileError::new("<sandbox>", None, format!("cannot build the sandbox: {e}"))
+        })?;
         budget.disarm();
 
         let mut handlers = HashMap::with_capacity(scripts.len());
@@ -100,7 +103,11 @@ impl Vm {
             budget.disarm();
             let handler = match (budget.killed(), result) {
                 (Some(reason), _) => {
-                    return Err(CompileError::new(&script.name, None, kill_message(reason, budget.limits())));
+                    return Err(CompileError::new(
+                        &script.name,
+                        None,
+                        kill_message(reason, budget.limits()),
+                    ));
                 }
                 (None, Ok(Value::Function(handler))) => handler,
                 (None, Ok(other)) => {
@@ -110,18 +117,27 @@ impl Vm {
                         format!("script must return a function, got {}", other.type_name()),
                     ));
                 }
-                (None, Err(error)) => return Err(load_error(&script.name, &error, budget.limits())),
+                (None, Err(error)) => {
+                    return Err(load_error(&script.name, &error, budget.limits()));
+                }
             };
             handlers.insert(script.name.clone(), handler);
         }
-        Ok(Vm { lua, handlers, budget })
+        Ok(Vm {
+            lua,
+            handlers,
+            budget,
+        })
     }
 
     /// Runs handler `script` with `request` under the per-invocation limits.
     pub async fn invoke(&self, script: &str, request: Request) -> Result<Response, InvokeError> {
-        let handler = self.handlers.get(script).ok_or_else(|| InvokeError::NoSuchScript {
-            script: script.to_string(),
-        })?;
+        let handler = self
+            .handlers
+            .get(script)
+            .ok_or_else(|| InvokeError::NoSuchScript {
+                script: script.to_string(),
+            })?;
         self.budget.arm();
         let outcome = self.run(handler, &request).await;
         self.budget.disarm();
@@ -132,9 +148,11 @@ impl Vm {
             return Err(kill_error(reason, self.budget.limits()));
         }
         match outcome {
-            Ok(value) => response_from_lua(&self.lua, value).map_err(|message| InvokeError::Script {
-                message: format!("{script}: {message}"),
-            }),
+            Ok(value) => {
+                response_from_lua(&self.lua, value).map_err(|message| InvokeError::Script {
+                    message: format!("{script}: {message}"),
+                })
+            }
             Err(error) => Err(self.invoke_error(&error)),
         }
     }
@@ -147,14 +165,21 @@ impl Vm {
         let mut call = pin!(handler.call_async::<Value>(req));
         match tokio::time::timeout(self.budget.limits().timeout, &mut call).await {
             Ok(result) => result,
-            Err(_elapsed) => Err(mlua::Error::external(self.budget.kill(KillReason::WallClock))),
+            Err(_elapsed) => Err(mlua::Error::external(
+                self.budget.kill(KillReason::WallClock),
+            )),
         }
     }
 
     fn invoke_error(&self, error: &mlua::Error) -> InvokeError {
         match classify(error) {
-            ErrorKind::Kill(reason) => kill_error(self.budget.kill(reason).reason, self.budget.limits()),
-            ErrorKind::Memory => kill_error(self.budget.kill(KillReason::Memory).reason, self.budget.limits()),
+            ErrorKind::Kill(reason) => {
+                kill_error(self.budget.kill(reason).reason, self.budget.limits())
+            }
+            ErrorKind::Memory => kill_error(
+                self.budget.kill(KillReason::Memory).reason,
+                self.budget.limits(),
+            ),
             ErrorKind::Host(host) => InvokeError::Host(host.clone()),
             ErrorKind::Script(message) => InvokeError::Script { message },
         }
@@ -207,8 +232,12 @@ fn kill_error(reason: KillReason, limits: &SandboxLimits) -> InvokeError {
 fn load_error(file: &str, error: &mlua::Error, limits: &SandboxLimits) -> CompileError {
     match classify(error) {
         ErrorKind::Kill(reason) => CompileError::new(file, None, kill_message(reason, limits)),
-        ErrorKind::Memory => CompileError::new(file, None, kill_message(KillReason::Memory, limits)),
+        ErrorKind::Memory => {
+            CompileError::new(file, None, kill_message(KillReason::Memory, limits))
+        }
         ErrorKind::Host(host) => CompileError::new(file, None, host.to_string()),
-        ErrorKind::Script(message) => CompileError::from_lua_message(file, strip_traceback(&message)),
+        ErrorKind::Script(message) => {
+            CompileError::from_lua_message(file, strip_traceback(&message))
+        }
     }
 }

@@ -35,7 +35,10 @@ fn hostile_vm(host: &Arc<FakeHost>, hostile_body: &str, limits: SandboxLimits) -
 
 async fn assert_recovers(host: &Arc<FakeHost>, vm: &Vm, limits: SandboxLimits) {
     // The kill flag is per invocation: the same VM serves the next request.
-    let again = vm.invoke("ok.lua", get("/")).await.expect("same VM serves again");
+    let again = vm
+        .invoke("ok.lua", get("/"))
+        .await
+        .expect("same VM serves again");
     assert_eq!(again.body, b"still alive");
     let fresh = vm_with(host, "return function() return 'fresh' end", limits);
     assert_eq!(body(&fresh).await, "fresh");
@@ -57,7 +60,9 @@ async fn expect_memory(hostile_body: &str) {
     let host = FakeHost::new();
     let vm = hostile_vm(&host, hostile_body, tight());
     match call(&vm).await {
-        Err(InvokeError::Memory { message }) => assert!(message.contains("memory limit"), "{message}"),
+        Err(InvokeError::Memory { message }) => {
+            assert!(message.contains("memory limit"), "{message}")
+        }
         other => panic!("{hostile_body}: expected Memory, got {other:?}"),
     }
     assert!(!vm.is_reusable());
@@ -69,7 +74,10 @@ async fn expect_script_error(hostile_body: &str, expected: &str) {
     let vm = hostile_vm(&host, hostile_body, tight());
     match call(&vm).await {
         Err(InvokeError::Script { message }) => {
-            assert!(message.contains(expected), "{hostile_body}: {message:?} lacks {expected:?}");
+            assert!(
+                message.contains(expected),
+                "{hostile_body}: {message:?} lacks {expected:?}"
+            );
         }
         other => panic!("{hostile_body}: expected Script error, got {other:?}"),
     }
@@ -81,7 +89,10 @@ async fn expect_script_error(hostile_body: &str, expected: &str) {
 #[tokio::test]
 async fn busy_loop_hits_the_instruction_budget() {
     let message = expect_timeout("while true do end").await;
-    assert!(message.contains("instruction budget of 5000000"), "{message}");
+    assert!(
+        message.contains("instruction budget of 5000000"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -97,7 +108,10 @@ async fn escape_a_pcall_of_error_cannot_swallow_the_kill() {
 
 #[tokio::test]
 async fn escape_a_xpcall_cannot_swallow_the_kill() {
-    expect_timeout("while true do xpcall(function() while true do end end, function(e) return e end) end").await;
+    expect_timeout(
+        "while true do xpcall(function() while true do end end, function(e) return e end) end",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -113,7 +127,10 @@ async fn escape_b_loop_inside_coroutine_wrap_is_counted() {
 
 #[tokio::test]
 async fn escape_b_loop_inside_coroutine_resume_is_counted() {
-    expect_timeout("local co = coroutine.create(function() while true do end end) return coroutine.resume(co)").await;
+    expect_timeout(
+        "local co = coroutine.create(function() while true do end end) return coroutine.resume(co)",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -126,7 +143,8 @@ async fn escape_b_resume_in_a_loop_cannot_swallow_the_kill() {
 
 #[tokio::test]
 async fn escape_b_wrap_inside_pcall_in_a_loop() {
-    expect_timeout("while true do pcall(coroutine.wrap(function() while true do end end)) end").await;
+    expect_timeout("while true do pcall(coroutine.wrap(function() while true do end end)) end")
+        .await;
 }
 
 #[tokio::test]
@@ -176,7 +194,11 @@ async fn global_hook_counts_instructions_inside_coroutines() {
     );
     assert_eq!(body(&vm).await, "done");
     // A numeric for loop is 1-2 instructions an iteration.
-    assert!(vm.instructions_used() >= 1_000_000, "{}", vm.instructions_used());
+    assert!(
+        vm.instructions_used() >= 1_000_000,
+        "{}",
+        vm.instructions_used()
+    );
 }
 
 #[tokio::test]
@@ -187,9 +209,16 @@ async fn wall_clock_stops_a_cpu_loop_the_budget_would_allow() {
         timeout: Duration::from_millis(200),
     };
     let host = FakeHost::new();
-    let vm = hostile_vm(&host, "while true do pcall(function() while true do end end) end", limits);
+    let vm = hostile_vm(
+        &host,
+        "while true do pcall(function() while true do end end) end",
+        limits,
+    );
     match call(&vm).await {
-        Err(InvokeError::Timeout { message }) => assert!(message.contains("wall-clock timeout of 200 ms"), "{message}"),
+        Err(InvokeError::Timeout { message }) => assert!(
+            message.contains("wall-clock timeout of 200 ms"),
+            "{message}"
+        ),
         other => panic!("expected Timeout, got {other:?}"),
     }
     assert_recovers(&host, &vm, limits).await;
@@ -205,7 +234,9 @@ async fn awaiting_a_host_call_that_never_returns_times_out() {
     *host.hang_key.lock().expect("lock") = Some("slow".to_string());
     let vm = hostile_vm(&host, "return tostring(kv.get('slow'))", limits);
     match call(&vm).await {
-        Err(InvokeError::Timeout { message }) => assert!(message.contains("wall-clock"), "{message}"),
+        Err(InvokeError::Timeout { message }) => {
+            assert!(message.contains("wall-clock"), "{message}")
+        }
         other => panic!("expected Timeout, got {other:?}"),
     }
     assert!(!vm.is_reusable());
@@ -217,7 +248,11 @@ async fn the_budget_is_reset_for_every_invocation() {
     // Each call uses ~60% of the budget: it must pass every time, which it
     // would not if instructions carried over.
     let host = FakeHost::new();
-    let vm = vm_with(&host, &returning("for i = 1, 1500000 do end return 'ok'"), tight());
+    let vm = vm_with(
+        &host,
+        &returning("for i = 1, 1500000 do end return 'ok'"),
+        tight(),
+    );
     for _ in 0..4 {
         assert_eq!(body(&vm).await, "ok");
     }
@@ -227,14 +262,25 @@ async fn the_budget_is_reset_for_every_invocation() {
 #[test]
 fn loading_a_script_runs_under_the_same_limits() {
     let host = FakeHost::new();
-    let looping = scripts(&[("spin.lua", "while true do pcall(function() while true do end end) end")]);
+    let looping = scripts(&[(
+        "spin.lua",
+        "while true do pcall(function() while true do end end) end",
+    )]);
     let error = Vm::new(APP, &looping, host.clone(), tight()).expect_err("must not load");
     assert_eq!(error.file, "spin.lua");
     assert!(error.message.contains("instruction budget"), "{error}");
 
-    let hungry = scripts(&[("big.lua", "local t = {} for i = 1, 1e8 do t[i] = i end return function() end")]);
+    let hungry = scripts(&[(
+        "big.lua",
+        "local t = {} for i = 1, 1e8 do t[i] = i end return function() end",
+    )]);
     let error = Vm::new(APP, &hungry, host, tight()).expect_err("must not load");
-    assert!(error.to_string().starts_with("big.lua: script exceeded its memory limit"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("big.lua: script exceeded its memory limit"),
+        "{error}"
+    );
 }
 
 // ---- memory ---------------------------------------------------------------
@@ -282,14 +328,21 @@ async fn memory_bomb_inside_xpcall_cannot_be_swallowed() {
 
 #[tokio::test]
 async fn memory_bomb_through_json_decode_hits_the_cap() {
-    expect_memory(r#"local s = "[" .. string.rep("1,", 2000000) .. "1]" return json.encode(json.decode(s))"#).await;
+    expect_memory(
+        r#"local s = "[" .. string.rep("1,", 2000000) .. "1]" return json.encode(json.decode(s))"#,
+    )
+    .await;
 }
 
 // ---- recursion ------------------------------------------------------------
 
 #[tokio::test]
 async fn deep_lua_recursion_is_a_script_error() {
-    expect_script_error("local function f() return f() + 1 end return f()", "stack overflow").await;
+    expect_script_error(
+        "local function f() return f() + 1 end return f()",
+        "stack overflow",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -297,11 +350,16 @@ async fn deep_recursion_caught_by_pcall_leaves_the_vm_working() {
     let host = FakeHost::new();
     let vm = vm_with(
         &host,
-        &returning("local function f() return f() + 1 end local ok, err = pcall(f) return tostring(ok) .. ' ' .. err"),
+        &returning(
+            "local function f() return f() + 1 end local ok, err = pcall(f) return tostring(ok) .. ' ' .. err",
+        ),
         tight(),
     );
     let text = body(&vm).await;
-    assert!(text.starts_with("false ") && text.contains("stack overflow"), "{text}");
+    assert!(
+        text.starts_with("false ") && text.contains("stack overflow"),
+        "{text}"
+    );
     assert!(vm.is_reusable());
 }
 
@@ -349,7 +407,9 @@ async fn c_stack_overflow_through_json_and_tostring_on_a_worker_thread() {
         async move { vm.invoke("main.lua", get("/")).await }
     });
     match task.await.expect("task") {
-        Err(InvokeError::Script { message }) => assert!(message.contains("stack overflow"), "{message}"),
+        Err(InvokeError::Script { message }) => {
+            assert!(message.contains("stack overflow"), "{message}")
+        }
         other => panic!("expected a script error, got {other:?}"),
     }
 }
@@ -359,15 +419,38 @@ async fn c_stack_overflow_through_json_and_tostring_on_a_worker_thread() {
 #[tokio::test]
 async fn dangerous_globals_are_absent() {
     let probes = [
-        "io", "debug", "package", "require", "load", "loadfile", "dofile", "loadstring", "string.dump",
-        "os.execute", "os.exit", "os.getenv", "os.remove", "os.rename", "os.tmpname", "os.setlocale", "warn",
+        "io",
+        "debug",
+        "package",
+        "require",
+        "load",
+        "loadfile",
+        "dofile",
+        "loadstring",
+        "string.dump",
+        "os.execute",
+        "os.exit",
+        "os.getenv",
+        "os.remove",
+        "os.rename",
+        "os.tmpname",
+        "os.setlocale",
+        "warn",
     ];
     let host = FakeHost::new();
     for probe in probes {
         let vm = vm(&host, &returning(&format!("return type({probe})")));
         assert_eq!(body(&vm).await, "nil", "{probe} must be absent");
     }
-    let kept = ["os.time", "os.clock", "os.date", "string.format", "table.concat", "math.floor", "utf8.char"];
+    let kept = [
+        "os.time",
+        "os.clock",
+        "os.date",
+        "string.format",
+        "table.concat",
+        "math.floor",
+        "utf8.char",
+    ];
     for probe in kept {
         let vm = vm(&host, &returning(&format!("return type({probe})")));
         assert_eq!(body(&vm).await, "function", "{probe} must be present");
@@ -384,12 +467,20 @@ async fn string_metatable_does_not_reach_dump() {
 #[tokio::test]
 async fn collectgarbage_only_counts() {
     let host = FakeHost::new();
-    let counting = vm(&host, &returning("return math.type(collectgarbage('count')) or 'x'"));
+    let counting = vm(
+        &host,
+        &returning("return math.type(collectgarbage('count')) or 'x'"),
+    );
     assert_eq!(body(&counting).await, "float");
     for option in ["'collect'", "", "'stop'", "'step'", "'incremental'"] {
-        let vm = vm(&host, &returning(&format!("collectgarbage({option}) return 'no'")));
+        let vm = vm(
+            &host,
+            &returning(&format!("collectgarbage({option}) return 'no'")),
+        );
         match call(&vm).await {
-            Err(InvokeError::Script { message }) => assert!(message.contains("only \"count\""), "{message}"),
+            Err(InvokeError::Script { message }) => {
+                assert!(message.contains("only \"count\""), "{message}")
+            }
             other => panic!("collectgarbage({option}): expected a script error, got {other:?}"),
         }
     }
@@ -415,8 +506,13 @@ async fn json_array_metatable_is_hidden() {
 #[test]
 fn binary_chunks_are_refused() {
     let host = FakeHost::new();
-    let error = Vm::new(APP, &scripts(&[("bin.lua", "\x1bLua\x54\x00")]), host, SandboxLimits::default())
-        .expect_err("binary chunk must not load");
+    let error = Vm::new(
+        APP,
+        &scripts(&[("bin.lua", "\x1bLua\x54\x00")]),
+        host,
+        SandboxLimits::default(),
+    )
+    .expect_err("binary chunk must not load");
     assert!(error.message.contains("binary"), "{error}");
     assert!(picloud_lua_sdk::check_syntax("bin.lua", "\x1bLua\x54\x00").is_err());
 }
@@ -443,19 +539,31 @@ async fn other_requests_are_served_while_a_hostile_script_spins() {
         memory_bytes_max: 4 * 1024 * 1024,
         timeout: Duration::from_secs(3),
     };
-    let hostile = Arc::new(hostile_vm(&host, "while true do pcall(function() while true do end end) end", limits));
+    let hostile = Arc::new(hostile_vm(
+        &host,
+        "while true do pcall(function() while true do end end) end",
+        limits,
+    ));
     let spinning = tokio::spawn({
         let hostile = hostile.clone();
         async move { hostile.invoke("main.lua", get("/")).await }
     });
-    let normal = vm(&host, &returning("local n = 0 for i = 1, 1000 do n = n + i end return tostring(n)"));
+    let normal = vm(
+        &host,
+        &returning("local n = 0 for i = 1, 1000 do n = n + i end return tostring(n)"),
+    );
     for _ in 0..200 {
         assert_eq!(body(&normal).await, "500500");
     }
     // 200 requests were answered while the hostile invocation was still running.
-    assert!(!spinning.is_finished(), "the hostile script should still be spinning");
+    assert!(
+        !spinning.is_finished(),
+        "the hostile script should still be spinning"
+    );
     match spinning.await.expect("task") {
-        Err(InvokeError::Timeout { message }) => assert!(message.contains("wall-clock"), "{message}"),
+        Err(InvokeError::Timeout { message }) => {
+            assert!(message.contains("wall-clock"), "{message}")
+        }
         other => panic!("expected Timeout, got {other:?}"),
     }
 }
@@ -480,7 +588,11 @@ async fn hook_overhead() {
         timeout: Duration::from_secs(60),
         ..SandboxLimits::default()
     };
-    let vm = vm_with(&host, &format!("return function() return tostring((function() {LOOP} end)()) end"), limits);
+    let vm = vm_with(
+        &host,
+        &format!("return function() return tostring((function() {LOOP} end)()) end"),
+        limits,
+    );
     let started = std::time::Instant::now();
     assert_eq!(body(&vm).await, expected.to_string());
     let hooked_time = started.elapsed();

@@ -29,12 +29,18 @@ async fn vm_and_invoke_future_are_send() {
 #[tokio::test]
 async fn string_return_is_200_text() {
     let host = FakeHost::new();
-    let vm = vm(&host, "return function(req) return 'hello ' .. req.method end");
+    let vm = vm(
+        &host,
+        "return function(req) return 'hello ' .. req.method end",
+    );
     let response = call(&vm).await.expect("invoke");
     assert_eq!(response.status, 200);
     assert_eq!(
         response.headers,
-        vec![("content-type".to_string(), "text/plain; charset=utf-8".to_string())]
+        vec![(
+            "content-type".to_string(),
+            "text/plain; charset=utf-8".to_string()
+        )]
     );
     assert_eq!(response.body, b"hello GET");
 }
@@ -64,7 +70,10 @@ async fn table_return_with_status_headers_body() {
 #[tokio::test]
 async fn json_response_is_encoded_with_content_type() {
     let host = FakeHost::new();
-    let vm = vm(&host, &returning(r#"return { json = { ok = true, items = {1, 2} } }"#));
+    let vm = vm(
+        &host,
+        &returning(r#"return { json = { ok = true, items = {1, 2} } }"#),
+    );
     let response = call(&vm).await.expect("invoke");
     assert_eq!(response.status, 200);
     assert_eq!(
@@ -80,7 +89,10 @@ async fn empty_table_return_is_empty_200() {
     let host = FakeHost::new();
     let vm = vm(&host, &returning("return {}"));
     let response = call(&vm).await.expect("invoke");
-    assert_eq!((response.status, response.body.len(), response.headers.len()), (200, 0, 0));
+    assert_eq!(
+        (response.status, response.body.len(), response.headers.len()),
+        (200, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -92,21 +104,36 @@ async fn bad_return_values_are_script_errors() {
         ("return { status = 'ok' }", "from 100 to 599, got string"),
         ("return { body = {1} }", "use json= to send a table"),
         ("return { body = 'x', json = {} }", "both body and json"),
-        ("return { headers = { ['bad name'] = 'x' } }", "not a valid HTTP header name"),
-        ("return { headers = { x = 'a\\r\\nb: c' } }", "control character"),
-        ("return { json = { f = print } }", "cannot encode a function"),
+        (
+            "return { headers = { ['bad name'] = 'x' } }",
+            "not a valid HTTP header name",
+        ),
+        (
+            "return { headers = { x = 'a\\r\\nb: c' } }",
+            "control character",
+        ),
+        (
+            "return { json = { f = print } }",
+            "cannot encode a function",
+        ),
     ];
     let host = FakeHost::new();
     for (body, expected) in cases {
         let vm = vm(&host, &returning(body));
         match call(&vm).await {
             Err(InvokeError::Script { message }) => {
-                assert!(message.contains(expected), "{body}: message {message:?} lacks {expected:?}");
+                assert!(
+                    message.contains(expected),
+                    "{body}: message {message:?} lacks {expected:?}"
+                );
                 assert!(message.starts_with("main.lua: "), "{message}");
             }
             other => panic!("{body}: expected a script error, got {other:?}"),
         }
-        assert!(vm.is_reusable(), "a bad return value must not retire the VM");
+        assert!(
+            vm.is_reusable(),
+            "a bad return value must not retire the VM"
+        );
     }
 }
 
@@ -128,7 +155,10 @@ async fn request_fields_reach_the_handler() {
         query: BTreeMap::from([("q".to_string(), "x y".to_string())]),
         headers: BTreeMap::from([
             ("user-agent".to_string(), "t".to_string()),
-            ("content-type".to_string(), "application/json; charset=utf-8".to_string()),
+            (
+                "content-type".to_string(),
+                "application/json; charset=utf-8".to_string(),
+            ),
         ]),
         body: br#"{"name":"ann"}"#.to_vec(),
     };
@@ -158,7 +188,9 @@ async fn request_json_is_decoded_only_when_it_should_be() {
         let mut request = get("/");
         request.body = body.to_vec();
         if let Some(content_type) = content_type {
-            request.headers.insert("content-type".to_string(), content_type.to_string());
+            request
+                .headers
+                .insert("content-type".to_string(), content_type.to_string());
         }
         let response = vm.invoke("main.lua", request).await.expect("invoke");
         assert_eq!(
@@ -172,7 +204,10 @@ async fn request_json_is_decoded_only_when_it_should_be() {
 #[tokio::test]
 async fn binary_body_is_passed_through_unchanged() {
     let host = FakeHost::new();
-    let vm = vm(&host, "return function(req) return { body = req.body .. '\\0' } end");
+    let vm = vm(
+        &host,
+        "return function(req) return { body = req.body .. '\\0' } end",
+    );
     let mut request = get("/");
     request.body = vec![0xff, 0x00, 0x80];
     let response = vm.invoke("main.lua", request).await.expect("invoke");
@@ -207,7 +242,10 @@ async fn kv_set_get_delete_round_trip() {
 #[tokio::test]
 async fn kv_values_are_stored_as_json_per_app() {
     let host = FakeHost::new();
-    let vm = vm(&host, &returning(r#"kv.set("k", {1, 2, json.null}) kv.set("s", "text") return "ok""#));
+    let vm = vm(
+        &host,
+        &returning(r#"kv.set("k", {1, 2, json.null}) kv.set("s", "text") return "ok""#),
+    );
     body(&vm).await;
     assert_eq!(host.get(APP, "k"), Some(json!([1, 2, null])));
     assert_eq!(host.get(APP, "s"), Some(json!("text")));
@@ -237,9 +275,16 @@ async fn kv_get_consistency_option() {
 #[tokio::test]
 async fn kv_set_ttl_option() {
     let host = FakeHost::new();
-    let vm = vm(&host, &returning(r#"kv.set("t", 1, {ttl = 2.5}) return "ok""#));
+    let vm = vm(
+        &host,
+        &returning(r#"kv.set("t", 1, {ttl = 2.5}) return "ok""#),
+    );
     body(&vm).await;
-    let ttl = host.ttls.lock().map(|t| t.get(&format!("{APP}/t")).copied()).unwrap_or_default();
+    let ttl = host
+        .ttls
+        .lock()
+        .map(|t| t.get(&format!("{APP}/t")).copied())
+        .unwrap_or_default();
     assert_eq!(ttl, Some(2.5));
 }
 
@@ -248,7 +293,9 @@ async fn kv_incr_defaults_to_one() {
     let host = FakeHost::new();
     let vm = vm(
         &host,
-        &returning(r#"local a = kv.incr("n") local b = kv.incr("n", 5) local c = kv.incr("n", -2.0) return { json = {a, b, c} }"#),
+        &returning(
+            r#"local a = kv.incr("n") local b = kv.incr("n", 5) local c = kv.incr("n", -2.0) return { json = {a, b, c} }"#,
+        ),
     );
     let response = call(&vm).await.expect("invoke");
     assert_eq!(response.body, b"[1,6,4]");
@@ -337,26 +384,53 @@ async fn kv_argument_errors_name_the_line_and_problem() {
     let cases = [
         ("kv.set('k', nil)", "kv.set: value is nil; use kv.delete"),
         ("kv.set('k', print)", "kv.set: cannot encode a function"),
-        ("local t = {} t.self = t kv.set('k', t)", "kv.set: cannot encode a cyclic table"),
-        ("kv.set('k', coroutine.create(print))", "cannot encode a coroutine"),
+        (
+            "local t = {} t.self = t kv.set('k', t)",
+            "kv.set: cannot encode a cyclic table",
+        ),
+        (
+            "kv.set('k', coroutine.create(print))",
+            "cannot encode a coroutine",
+        ),
         ("kv.set('k', 0/0)", "NaN and infinity are not JSON"),
         ("kv.set('k', {[true] = 1})", "table key of type boolean"),
         ("kv.get('')", "kv.get: key must not be empty"),
         ("kv.get(5)", "kv.get: key must be a string, got integer"),
-        ("kv.get('k', {consistency = 'weak'})", "consistency must be \"linearizable\" or \"stale\""),
-        ("kv.set('k', 1, {ttl = -1})", "ttl must be a positive number"),
-        ("kv.incr('k', 1.5)", "kv.incr: by must be an integer, got 1.5"),
+        (
+            "kv.get('k', {consistency = 'weak'})",
+            "consistency must be \"linearizable\" or \"stale\"",
+        ),
+        (
+            "kv.set('k', 1, {ttl = -1})",
+            "ttl must be a positive number",
+        ),
+        (
+            "kv.incr('k', 1.5)",
+            "kv.incr: by must be an integer, got 1.5",
+        ),
         ("kv.list({limit = 0})", "kv.list: limit must be positive"),
-        ("kv.atomic({ {op = 'nope', key = 'k'} })", "kv.atomic: op #1: op must be"),
-        ("kv.atomic({ {op = 'set', key = 'k'} })", "op #1: value is nil"),
+        (
+            "kv.atomic({ {op = 'nope', key = 'k'} })",
+            "kv.atomic: op #1: op must be",
+        ),
+        (
+            "kv.atomic({ {op = 'set', key = 'k'} })",
+            "op #1: value is nil",
+        ),
         ("kv.atomic('x')", "expected a list of ops"),
     ];
     let host = FakeHost::new();
     for (code, expected) in cases {
-        let vm = vm(&host, &format!("return function(req)\n  {code}\n  return 'unreachable'\nend"));
+        let vm = vm(
+            &host,
+            &format!("return function(req)\n  {code}\n  return 'unreachable'\nend"),
+        );
         match call(&vm).await {
             Err(InvokeError::Script { message }) => {
-                assert!(message.contains(expected), "{code}: {message:?} lacks {expected:?}");
+                assert!(
+                    message.contains(expected),
+                    "{code}: {message:?} lacks {expected:?}"
+                );
                 assert!(message.starts_with("main.lua:2: "), "{code}: {message:?}");
             }
             other => panic!("{code}: expected a script error, got {other:?}"),
@@ -419,17 +493,27 @@ async fn host_error_inside_a_coroutine_is_catchable_by_resume() {
 #[tokio::test]
 async fn uncaught_lua_error_is_a_script_error_with_location() {
     let host = FakeHost::new();
-    let vm = vm(&host, "return function(req)\n  local x = nil\n  return x.field\nend");
+    let vm = vm(
+        &host,
+        "return function(req)\n  local x = nil\n  return x.field\nend",
+    );
     match call(&vm).await {
         Err(InvokeError::Script { message }) => {
-            assert!(message.starts_with("main.lua:3: attempt to index"), "{message}");
+            assert!(
+                message.starts_with("main.lua:3: attempt to index"),
+                "{message}"
+            );
             assert!(!message.contains("stack traceback"), "{message}");
         }
         other => panic!("expected a script error, got {other:?}"),
     }
     // The VM stays usable after an ordinary error.
     assert!(vm.is_reusable());
-    let ok = vm_with(&host, "return function() return 'fine' end", SandboxLimits::default());
+    let ok = vm_with(
+        &host,
+        "return function() return 'fine' end",
+        SandboxLimits::default(),
+    );
     assert_eq!(body(&ok).await, "fine");
 }
 
@@ -459,14 +543,20 @@ async fn log_functions_and_print_reach_the_host() {
     ];
     assert_eq!(logs.len(), expected.len(), "{logs:?}");
     for ((app, level, message), (want_level, want_message)) in logs.iter().zip(expected) {
-        assert_eq!((app.as_str(), *level, message.as_str()), (APP, want_level, want_message));
+        assert_eq!(
+            (app.as_str(), *level, message.as_str()),
+            (APP, want_level, want_message)
+        );
     }
 }
 
 #[tokio::test]
 async fn log_messages_are_truncated() {
     let host = FakeHost::new();
-    let vm = vm(&host, &returning(r#"log.info(string.rep("x", 100000)) return "ok""#));
+    let vm = vm(
+        &host,
+        &returning(r#"log.info(string.rep("x", 100000)) return "ok""#),
+    );
     body(&vm).await;
     let logs = host.logs();
     assert_eq!(logs.len(), 1);
@@ -488,7 +578,10 @@ async fn json_encode_rules() {
         ("'é\"\\n'", r#""é\"\n""#),
         ("1.5", "1.5"),
         ("7", "7"),
-        ("{nested = {deeper = {true}}}", r#"{"nested":{"deeper":[true]}}"#),
+        (
+            "{nested = {deeper = {true}}}",
+            r#"{"nested":{"deeper":[true]}}"#,
+        ),
     ];
     let host = FakeHost::new();
     for (lua, expected) in cases {
@@ -525,7 +618,10 @@ async fn json_errors() {
     let cases = [
         ("json.decode('{')", "json.decode: invalid JSON"),
         ("json.decode(5)", "json.decode: expected a string"),
-        ("json.encode(function() end)", "json.encode: cannot encode a function"),
+        (
+            "json.encode(function() end)",
+            "json.encode: cannot encode a function",
+        ),
         (
             "local t = {} for i = 1, 200 do t = {t} end json.encode(t)",
             "nested more than 128 levels",
@@ -548,22 +644,31 @@ async fn time_comes_from_the_host_clock() {
     let host = FakeHost::new();
     let vm = vm(
         &host,
-        &returning(r#"return { json = { now = time.now(), ms = time.now_ms(), int = math.type(time.now_ms()) } }"#),
+        &returning(
+            r#"return { json = { now = time.now(), ms = time.now_ms(), int = math.type(time.now_ms()) } }"#,
+        ),
     );
     let response = call(&vm).await.expect("invoke");
     let parsed: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
-    assert_eq!(parsed, json!({"now": 1_700_000_000.123, "ms": 1_700_000_000_123_u64, "int": "integer"}));
+    assert_eq!(
+        parsed,
+        json!({"now": 1_700_000_000.123, "ms": 1_700_000_000_123_u64, "int": "integer"})
+    );
 }
 
 #[tokio::test]
 async fn check_syntax_reports_file_and_line() {
     assert_eq!(check_syntax("ok.lua", "return function() end"), Ok(()));
-    let error = check_syntax("x.lua", "local a = 1\nlocal b = 2\nlocal = 3\n").expect_err("syntax error");
+    let error =
+        check_syntax("x.lua", "local a = 1\nlocal b = 2\nlocal = 3\n").expect_err("syntax error");
     assert_eq!(error.file, "x.lua");
     assert_eq!(error.line, Some(3));
     assert!(error.to_string().starts_with("x.lua:3: "), "{error}");
     let nested = check_syntax("api/list.lua", "return function(\n").expect_err("syntax error");
-    assert_eq!((nested.file.as_str(), nested.line), ("api/list.lua", Some(2)));
+    assert_eq!(
+        (nested.file.as_str(), nested.line),
+        ("api/list.lua", Some(2))
+    );
 }
 
 #[tokio::test]
@@ -575,14 +680,35 @@ async fn check_syntax_does_not_run_the_code() {
 fn load_errors_name_the_file() {
     let host = FakeHost::new();
     let cases = [
-        ("hello.lua", "return 42", "hello.lua: script must return a function, got integer"),
-        ("hello.lua", "local x = 1", "hello.lua: script must return a function, got nil"),
-        ("a/b.lua", "local x = nil\nreturn x.y", "a/b.lua:2: attempt to index"),
+        (
+            "hello.lua",
+            "return 42",
+            "hello.lua: script must return a function, got integer",
+        ),
+        (
+            "hello.lua",
+            "local x = 1",
+            "hello.lua: script must return a function, got nil",
+        ),
+        (
+            "a/b.lua",
+            "local x = nil\nreturn x.y",
+            "a/b.lua:2: attempt to index",
+        ),
         ("bad.lua", "return function(", "bad.lua:1: "),
-        ("io.lua", "return io.open('/etc/passwd')", "io.lua:1: attempt to index a nil value (global 'io')"),
+        (
+            "io.lua",
+            "return io.open('/etc/passwd')",
+            "io.lua:1: attempt to index a nil value (global 'io')",
+        ),
     ];
     for (name, source, expected) in cases {
-        match Vm::new(APP, &scripts(&[(name, source)]), host.clone(), SandboxLimits::default()) {
+        match Vm::new(
+            APP,
+            &scripts(&[(name, source)]),
+            host.clone(),
+            SandboxLimits::default(),
+        ) {
             Err(error) => assert!(error.to_string().starts_with(expected), "{name}: {error}"),
             Ok(_) => panic!("{name} should not load"),
         }
@@ -592,8 +718,13 @@ fn load_errors_name_the_file() {
 #[test]
 fn load_error_keeps_structured_fields() {
     let host = FakeHost::new();
-    let error = Vm::new(APP, &scripts(&[("hello.lua", "return 1")]), host, SandboxLimits::default())
-        .expect_err("not a function");
+    let error = Vm::new(
+        APP,
+        &scripts(&[("hello.lua", "return 1")]),
+        host,
+        SandboxLimits::default(),
+    )
+    .expect_err("not a function");
     assert_eq!(
         error,
         CompileError {
@@ -610,8 +741,14 @@ async fn several_scripts_share_one_vm() {
     let vm = Vm::new(
         APP,
         &scripts(&[
-            ("greet.lua", "return function(req) return 'hi ' .. (req.query.name or '?') end"),
-            ("api/list.lua", "return function() return { json = json.array() } end"),
+            (
+                "greet.lua",
+                "return function(req) return 'hi ' .. (req.query.name or '?') end",
+            ),
+            (
+                "api/list.lua",
+                "return function() return { json = json.array() } end",
+            ),
         ]),
         host,
         SandboxLimits::default(),

@@ -13,7 +13,7 @@ const HOSTILE: &[(&str, &str, &str)] = &[
     ("coroutine_loop", "coroutine.wrap(function() while true do end end)()", "script_timeout"),
     ("bomb", "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end", "script_memory"),
     ("pcall_bomb", "while true do pcall(function() local s = string.rep('x', 1e9) end) end", "script_memory"),
-    ("recurse", "local function f(n) return f(n + 1) + 1 end return f(1)", "script_error"),
+    ("recurse", "local function f(n) return f(n + 1) + 1 end local x = f(1)", "script_error"),
     ("error", "error('this script is broken')", "script_error"),
 ];
 

@@ -23,10 +23,18 @@ pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Re
             let args = (|| -> mlua::Result<_> {
                 let key = key_arg(&lua, "kv.get", key)?;
                 let options = options_arg(&lua, "kv.get", options)?;
-                let consistency = match options.as_ref().map(|o| o.raw_get::<Value>("consistency")).transpose()? {
+                let consistency = match options
+                    .as_ref()
+                    .map(|o| o.raw_get::<Value>("consistency"))
+                    .transpose()?
+                {
                     None | Some(Value::Nil) => Consistency::Linearizable,
-                    Some(Value::String(s)) if s.as_bytes().as_ref() == b"linearizable" => Consistency::Linearizable,
-                    Some(Value::String(s)) if s.as_bytes().as_ref() == b"stale" => Consistency::Stale,
+                    Some(Value::String(s)) if s.as_bytes().as_ref() == b"linearizable" => {
+                        Consistency::Linearizable
+                    }
+                    Some(Value::String(s)) if s.as_bytes().as_ref() == b"stale" => {
+                        Consistency::Stale
+                    }
                     Some(other) => {
                         return Err(script_error(
                             &lua,
@@ -41,7 +49,10 @@ pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Re
             })();
             async move {
                 let (key, consistency) = args?;
-                let value = host.kv_get(&app, &key, consistency).await.map_err(host_error)?;
+                let value = host
+                    .kv_get(&app, &key, consistency)
+                    .await
+                    .map_err(host_error)?;
                 match value {
                     Some(value) => json_to_lua(&lua, &value),
                     None => Ok(Value::Nil),
@@ -73,7 +84,9 @@ pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Re
             })();
             async move {
                 let (key, value, ttl) = args?;
-                host.kv_set(&app, &key, value, ttl).await.map_err(host_error)
+                host.kv_set(&app, &key, value, ttl)
+                    .await
+                    .map_err(host_error)
             }
         })?,
     )?;
@@ -121,7 +134,9 @@ pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Re
             })();
             async move {
                 let (key, expected, new) = args?;
-                host.kv_cas(&app, &key, expected, new).await.map_err(host_error)
+                host.kv_cas(&app, &key, expected, new)
+                    .await
+                    .map_err(host_error)
             }
         })?,
     )?;
@@ -200,12 +215,21 @@ fn key_arg(lua: &Lua, function: &str, key: Value) -> mlua::Result<String> {
     match key {
         Value::String(s) if !s.as_bytes().is_empty() => match s.to_str() {
             Ok(text) => Ok(text.to_string()),
-            Err(_) => Err(script_error(lua, format!("{function}: key must be valid UTF-8"))),
+            Err(_) => Err(script_error(
+                lua,
+                format!("{function}: key must be valid UTF-8"),
+            )),
         },
-        Value::String(_) => Err(script_error(lua, format!("{function}: key must not be empty"))),
+        Value::String(_) => Err(script_error(
+            lua,
+            format!("{function}: key must not be empty"),
+        )),
         other => Err(script_error(
             lua,
-            format!("{function}: key must be a string, got {}", other.type_name()),
+            format!(
+                "{function}: key must be a string, got {}",
+                other.type_name()
+            ),
         )),
     }
 }
@@ -228,7 +252,10 @@ fn options_arg(lua: &Lua, function: &str, options: Value) -> mlua::Result<Option
         Value::Table(table) => Ok(Some(table)),
         other => Err(script_error(
             lua,
-            format!("{function}: options must be a table, got {}", other.type_name()),
+            format!(
+                "{function}: options must be a table, got {}",
+                other.type_name()
+            ),
         )),
     }
 }
@@ -241,7 +268,10 @@ fn ttl_arg(lua: &Lua, function: &str, ttl: Value) -> mlua::Result<Option<f64>> {
         other => {
             return Err(script_error(
                 lua,
-                format!("{function}: ttl must be a number of seconds, got {}", other.type_name()),
+                format!(
+                    "{function}: ttl must be a number of seconds, got {}",
+                    other.type_name()
+                ),
             ));
         }
     };
@@ -256,14 +286,23 @@ fn ttl_arg(lua: &Lua, function: &str, ttl: Value) -> mlua::Result<Option<f64>> {
 }
 
 /// An integer argument; a float with an integral value is accepted (`2.0`).
-fn integer_arg(lua: &Lua, function: &str, name: &str, value: &Value, default: i64) -> mlua::Result<i64> {
+fn integer_arg(
+    lua: &Lua,
+    function: &str,
+    name: &str,
+    value: &Value,
+    default: i64,
+) -> mlua::Result<i64> {
     match value {
         Value::Nil => Ok(default),
         Value::Integer(i) => Ok(*i),
         Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Ok(*n as i64),
         other => Err(script_error(
             lua,
-            format!("{function}: {name} must be an integer, got {}", describe(other)),
+            format!(
+                "{function}: {name} must be an integer, got {}",
+                describe(other)
+            ),
         )),
     }
 }
@@ -281,7 +320,10 @@ fn list_args(lua: &Lua, options: Value) -> mlua::Result<(String, usize, Option<S
         other => {
             return Err(script_error(
                 lua,
-                format!("kv.list: prefix must be a string, got {}", other.type_name()),
+                format!(
+                    "kv.list: prefix must be a string, got {}",
+                    other.type_name()
+                ),
             ));
         }
     };
@@ -296,7 +338,9 @@ fn list_args(lua: &Lua, options: Value) -> mlua::Result<(String, usize, Option<S
     let limit = usize::try_from(limit)
         .ok()
         .filter(|limit| *limit > 0)
-        .ok_or_else(|| script_error(lua, format!("kv.list: limit must be positive, got {limit}")))?;
+        .ok_or_else(|| {
+            script_error(lua, format!("kv.list: limit must be positive, got {limit}"))
+        })?;
     let cursor = match options.raw_get::<Value>("cursor")? {
         Value::Nil => None,
         Value::String(s) => Some(
@@ -307,7 +351,10 @@ fn list_args(lua: &Lua, options: Value) -> mlua::Result<(String, usize, Option<S
         other => {
             return Err(script_error(
                 lua,
-                format!("kv.list: cursor must be a string, got {}", other.type_name()),
+                format!(
+                    "kv.list: cursor must be a string, got {}",
+                    other.type_name()
+                ),
             ));
         }
     };

@@ -73,7 +73,7 @@ fn truncate(mut message: String) -> String {
             end -= 1;
         }
         message.truncate(end);
-        message.push_str("…");
+        message.push('…');
     }
     message
 }

@@ -73,7 +73,12 @@ impl FakeHost {
         let current = match kv.get(full) {
             None => 0,
             Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
-            Some(_) => return Err(HostError::new("not_a_number", format!("{full} is not an integer"))),
+            Some(_) => {
+                return Err(HostError::new(
+                    "not_a_number",
+                    format!("{full} is not an integer"),
+                ));
+            }
         };
         let next = current + by;
         kv.insert(full.to_string(), Value::from(next));
@@ -82,7 +87,12 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
-    fn kv_get<'a>(&'a self, app: &'a str, key: &'a str, consistency: Consistency) -> HostFuture<'a, Option<Value>> {
+    fn kv_get<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        consistency: Consistency,
+    ) -> HostFuture<'a, Option<Value>> {
         Box::pin(async move {
             self.failure()?;
             lock(&self.reads).push((key.to_string(), consistency));
@@ -93,7 +103,13 @@ impl Host for FakeHost {
         })
     }
 
-    fn kv_set<'a>(&'a self, app: &'a str, key: &'a str, value: Value, ttl_secs: Option<f64>) -> HostFuture<'a, ()> {
+    fn kv_set<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        value: Value,
+        ttl_secs: Option<f64>,
+    ) -> HostFuture<'a, ()> {
         Box::pin(async move {
             self.failure()?;
             self.put(app, key, value);
@@ -118,14 +134,26 @@ impl Host for FakeHost {
         })
     }
 
-    fn kv_cas<'a>(&'a self, app: &'a str, key: &'a str, expected: Option<Value>, new: Option<Value>) -> HostFuture<'a, bool> {
+    fn kv_cas<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        expected: Option<Value>,
+        new: Option<Value>,
+    ) -> HostFuture<'a, bool> {
         Box::pin(async move {
             self.failure()?;
             Ok(self.cas_now(&format!("{app}/{key}"), expected, new))
         })
     }
 
-    fn kv_list<'a>(&'a self, app: &'a str, prefix: &'a str, limit: usize, cursor: Option<String>) -> HostFuture<'a, KvListPage> {
+    fn kv_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, KvListPage> {
         Box::pin(async move {
             self.failure()?;
             let kv = lock(&self.kv);
@@ -138,12 +166,20 @@ impl Host for FakeHost {
                 .collect();
             let more = items.len() > limit;
             items.truncate(limit);
-            let cursor = if more { items.last().map(|(k, _)| k.clone()) } else { None };
+            let cursor = if more {
+                items.last().map(|(k, _)| k.clone())
+            } else {
+                None
+            };
             Ok(KvListPage { items, cursor })
         })
     }
 
-    fn kv_atomic<'a>(&'a self, app: &'a str, ops: Vec<AtomicOp>) -> HostFuture<'a, Vec<AtomicResult>> {
+    fn kv_atomic<'a>(
+        &'a self,
+        app: &'a str,
+        ops: Vec<AtomicOp>,
+    ) -> HostFuture<'a, Vec<AtomicResult>> {
         Box::pin(async move {
             self.failure()?;
             // Not really atomic (a test double): checks cas ops first, then applies.
@@ -151,7 +187,10 @@ impl Host for FakeHost {
                 if let AtomicOp::Cas { key, expected, .. } = op
                     && lock(&self.kv).get(&format!("{app}/{key}")).cloned() != *expected
                 {
-                    return Err(HostError::new("atomic_cas_failed", format!("cas on {key} failed")));
+                    return Err(HostError::new(
+                        "atomic_cas_failed",
+                        format!("cas on {key} failed"),
+                    ));
                 }
             }
             let mut results = Vec::new();

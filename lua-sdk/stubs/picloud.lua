@@ -1,0 +1,234 @@
+---@meta
+-- PiCloud script API: type stubs for the Lua Language Server (LuaLS).
+--
+-- Point your editor at this file (e.g. `"workspace.library": ["stubs"]` in
+-- `.luarc.json`) to get completion and type checks for the globals below.
+-- Nothing here runs: the real functions are provided by the PiCloud node.
+--
+-- A script returns its handler:
+--
+--     return function(req)
+--       local n = kv.incr("visits")
+--       return { json = { visits = n } }
+--     end
+--
+-- Sandbox: each invocation has an instruction budget, a memory cap and a
+-- wall-clock timeout. When one runs out the invocation is ended (HTTP error
+-- `script_timeout` / `script_memory`); `pcall` cannot catch that. Not
+-- available: `io`, `debug`, `package`, `require`, `load`, `loadfile`,
+-- `dofile`, `string.dump`, `warn`, and `os` except `os.time`, `os.clock`,
+-- `os.date`. `collectgarbage` only accepts `"count"`. `setmetatable` refuses
+-- metatables with `__gc`. Service calls (`kv.*`) must be made from the
+-- handler itself, not from inside a coroutine, and not from the script's
+-- top level (which runs once when the app loads).
+--
+-- Errors: a failed service call raises an error whose message is
+-- `"<code>: <message>"` (e.g. `"no_leader: ..."`); catch it with `pcall`.
+-- Uncaught, the request fails with that code.
+
+---------------------------------------------------------------------------
+-- Request and response
+---------------------------------------------------------------------------
+
+---The request a handler receives.
+---@class picloud.Request
+---@field method string HTTP method, upper case (`"GET"`, `"POST"`, ...).
+---@field path string Request path, e.g. `"/users/7"`.
+---@field params table<string, string> Route parameters (`/users/{id}` gives `params.id`).
+---@field query table<string, string> Query string parameters.
+---@field headers table<string, string> Request headers; names are lower case.
+---@field body string The raw body (may be binary).
+---@field json any|nil The decoded body when the content type contains "json", or when there is no content type and the body parses as JSON; nil otherwise (including when it does not parse).
+
+---What a handler returns (or return a plain string: 200, `text/plain; charset=utf-8`).
+---Set `body` or `json`, not both.
+---@class picloud.Response
+---@field status? integer HTTP status, 100 to 599. Default 200.
+---@field headers? table<string, string|number|string[]> Response headers; names are lower-cased; a list gives the header several times (e.g. `set-cookie`). Values must not contain control characters.
+---@field body? string The raw body.
+---@field json? any Encoded with `json.encode`; `content-type` defaults to `application/json`.
+
+---A handler: what every script must return.
+---@alias picloud.Handler fun(req: picloud.Request): picloud.Response|string
+
+---------------------------------------------------------------------------
+-- kv: the app's replicated key-value store
+---------------------------------------------------------------------------
+
+---Values are anything JSON can represent: nil-free tables, strings, numbers,
+---booleans and `json.null` (see `json` for how tables map). Functions,
+---coroutines, cyclic tables and NaN are errors. Keys are non-empty strings.
+---Each app has its own keys.
+kv = {}
+
+---@class picloud.KvGetOptions
+---@field consistency? "linearizable"|"stale" `"linearizable"` (default) sees every write acknowledged before the read; `"stale"` reads this node's copy without asking the leader (faster, may lag).
+
+---@class picloud.KvSetOptions
+---@field ttl? number Seconds until the key expires (positive).
+
+---@class picloud.KvListOptions
+---@field prefix? string Only keys starting with this (default: all keys).
+---@field limit? integer Most items in this page (default 100; the node sets the maximum).
+---@field cursor? string The `cursor` of the previous page, to continue after it.
+
+---@class picloud.KvItem
+---@field key string
+---@field value any
+
+---@class picloud.KvPage
+---@field items picloud.KvItem[] In key order.
+---@field cursor string|nil Pass as `cursor` to get the next page; nil when there are no more.
+
+---Reads a key.
+---@param key string
+---@param options? picloud.KvGetOptions
+---@return any value The stored value, or nil when the key is absent.
+function kv.get(key, options) end
+
+---Writes a key. `kv.set(key, nil)` is an error: use `kv.delete`.
+---@param key string
+---@param value any JSON-representable, not nil.
+---@param options? picloud.KvSetOptions
+function kv.set(key, value, options) end
+
+---Removes a key.
+---@param key string
+---@return boolean existed Whether the key was there.
+function kv.delete(key) end
+
+---Adds `by` to an integer value (an absent key counts as 0).
+---Fails with `not_a_number` when the value is not an integer.
+---@param key string
+---@param by? integer Default 1; may be negative.
+---@return integer value The new value.
+function kv.incr(key, by) end
+
+---Compare-and-swap: writes `new` only if the current value equals `expected`.
+---@param key string
+---@param expected any The value the key must have now; nil means "must be absent".
+---@param new any The value to write; nil deletes the key.
+---@return boolean swapped
+function kv.cas(key, expected, new) end
+
+---Lists keys in order, one page at a time.
+---@param options? picloud.KvListOptions
+---@return picloud.KvPage
+function kv.list(options) end
+
+---@class picloud.KvSetOp
+---@field op "set"
+---@field key string
+---@field value any
+---@field ttl? number
+
+---@class picloud.KvDeleteOp
+---@field op "delete"
+---@field key string
+
+---@class picloud.KvIncrOp
+---@field op "incr"
+---@field key string
+---@field by? integer Default 1.
+
+---@class picloud.KvCasOp
+---@field op "cas"
+---@field key string
+---@field expected any nil means "must be absent".
+---@field new any nil deletes.
+
+---@alias picloud.KvOp picloud.KvSetOp|picloud.KvDeleteOp|picloud.KvIncrOp|picloud.KvCasOp
+
+---Applies several ops all-or-nothing. A `cas` op whose `expected` does not
+---match fails the whole batch with `atomic_cas_failed` (nothing is written).
+---Results, in op order: `set` → true, `delete` → existed (boolean),
+---`incr` → the new integer, `cas` → swapped (boolean).
+---@param ops picloud.KvOp[]
+---@return (boolean|integer)[]
+function kv.atomic(ops) end
+
+---------------------------------------------------------------------------
+-- log
+---------------------------------------------------------------------------
+
+---Writes to the app's log (see `picloud logs`). Arguments are converted with
+---`tostring` (so `__tostring` works) and joined by tabs, like `print`.
+---Messages longer than 16 KiB are truncated.
+log = {}
+
+---@param ... any
+function log.debug(...) end
+
+---@param ... any
+function log.info(...) end
+
+---@param ... any
+function log.warn(...) end
+
+---@param ... any
+function log.error(...) end
+
+---Same as `log.info`.
+---@param ... any
+function print(...) end
+
+---------------------------------------------------------------------------
+-- json
+---------------------------------------------------------------------------
+
+---JSON encoding rules:
+--- * A table with keys exactly 1..n (n >= 1) is an array.
+--- * An empty table is `{}`; use `json.array()` for `[]`. Arrays decoded from
+---   JSON keep their array mark, so `[]` round-trips.
+--- * Other tables are objects: string keys, plus integer keys written as
+---   strings (`{[1]="a",[3]="c"}` → `{"1":"a","3":"c"}`). Other key types are errors.
+--- * `nil` and `json.null` encode as `null`; `null` decodes as `json.null`
+---   (so arrays keep their length and fields stay visible).
+--- * Integers stay integers, floats must be finite, strings must be UTF-8.
+--- * Nesting deeper than 128 levels, cycles, functions, coroutines are errors.
+--- * Object keys are written in sorted order.
+json = {}
+
+---The JSON `null` value (a light userdata); compare with `==`.
+---@type lightuserdata
+json.null = nil
+
+---@param value any
+---@return string
+function json.encode(value) end
+
+---Raises an error on invalid JSON.
+---@param text string
+---@return any
+function json.decode(text) end
+
+---Marks `t` (or a new empty table) as a JSON array, so it encodes as `[]`
+---even when empty.
+---@generic T: table
+---@param t? T
+---@return T
+function json.array(t) end
+
+---------------------------------------------------------------------------
+-- time
+---------------------------------------------------------------------------
+
+time = {}
+
+---Seconds since the Unix epoch, with millisecond precision (like OpenResty's `ngx.now()`).
+---@return number
+function time.now() end
+
+---Milliseconds since the Unix epoch.
+---@return integer
+function time.now_ms() end
+
+---------------------------------------------------------------------------
+-- Restricted standard functions
+---------------------------------------------------------------------------
+
+---Only `collectgarbage("count")` (KiB in use by this app's VM) is allowed;
+---any other option raises an error.
+---@param opt "count"
+---@return number
+function collectgarbage(opt) end
