@@ -5,9 +5,12 @@
 //! script runtime as tasks, so the actor's mailbox only ever does
 //! constant-time work and one slow invocation never holds up another.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use picloud_lua_sdk::{Host, Response};
+use futures::FutureExt;
+
+use picloud_lua_sdk::{Host, InvokeError, Response};
 use picloud_storage::StateReader;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -116,8 +119,20 @@ impl Actor for AppActor {
                     }));
                     return Ok(());
                 };
+                let app = state.args.app.clone();
                 state.args.scripts.spawn(async move {
-                    let result = runtime.serve(request).await;
+                    // A panic inside an invocation (a bug in a binding, say)
+                    // becomes this request's error; it never takes the actor
+                    // down, and a dropped reply port always means "actor gone".
+                    let result = AssertUnwindSafe(runtime.serve(request))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(%app, "an invocation panicked");
+                            Err(AppError::Invoke(InvokeError::Script {
+                                message: "the invocation ended abnormally".to_string(),
+                            }))
+                        });
                     // The caller may have given up (client went away): nothing to do.
                     let _ = reply.send(result);
                 });

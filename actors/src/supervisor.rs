@@ -334,11 +334,15 @@ impl Apps {
                 .await;
             match sent {
                 Ok(ractor::rpc::CallResult::Success(result)) => return result,
+                // The reply port was dropped unanswered: invocation tasks always
+                // answer (panics included), so the actor died with the request in
+                // its mailbox. Nothing ran; retry once on the restarted actor.
+                Ok(_) if !retried => {
+                    self.forget(app, &actor);
+                    retried = true;
+                }
                 Ok(_) => {
-                    // The invocation task ended without replying: it panicked.
-                    return Err(AppError::Invoke(picloud_lua_sdk::InvokeError::Script {
-                        message: "the invocation ended abnormally".to_string(),
-                    }));
+                    return Err(Self::unavailable(app, "the app actor stopped twice in a row"));
                 }
                 Err(error) if !retried => {
                     tracing::debug!(%app, %error, "app actor gone; asking the supervisor");

@@ -55,19 +55,29 @@ const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
 ///   stop the collector or force full collections in a loop.
 const PRELUDE: &str = r#"
 local settle, convert_error = ...
-local raw_pcall, raw_xpcall, raw_error, raw_type = pcall, xpcall, error, type
+local raw_pcall, raw_xpcall, raw_error, raw_type, raw_select = pcall, xpcall, error, type, select
 local raw_setmetatable, raw_rawget, raw_collectgarbage = setmetatable, rawget, collectgarbage
 local co = coroutine
 local raw_create, raw_resume, raw_close = co.create, co.resume, co.close
 
-pcall = function(f, ...)
-  return settle(raw_pcall(f, ...))
+-- Argument errors name the public function and point at the script's line
+-- (level 3: the script calling the wrapper), not at this prelude.
+local function expect(value, wanted, position, name)
+  if raw_type(value) ~= wanted then
+    raw_error("bad argument #" .. position .. " to '" .. name .. "' (" .. wanted ..
+      " expected, got " .. raw_type(value) .. ")", 3)
+  end
+end
+
+pcall = function(...)
+  if raw_select("#", ...) == 0 then
+    raw_error("bad argument #1 to 'pcall' (value expected)", 2)
+  end
+  return settle(raw_pcall(...))
 end
 
 xpcall = function(f, handler, ...)
-  if raw_type(handler) ~= "function" then
-    raw_error("bad argument #2 to 'xpcall' (function expected, got " .. raw_type(handler) .. ")", 2)
-  end
+  expect(handler, "function", 2, "xpcall")
   return settle(raw_xpcall(f, function(e)
     local converted, stop = convert_error(e)
     if stop then return converted end
@@ -76,10 +86,12 @@ xpcall = function(f, handler, ...)
 end
 
 co.resume = function(c, ...)
+  expect(c, "thread", 1, "resume")
   return settle(raw_resume(c, ...))
 end
 
 co.close = function(c)
+  expect(c, "thread", 1, "close")
   return settle(raw_close(c))
 end
 
@@ -91,6 +103,7 @@ local function wrap_results(c, ok, ...)
 end
 
 co.wrap = function(f)
+  expect(f, "function", 1, "wrap")
   local c = raw_create(f)
   return function(...)
     return wrap_results(c, settle(raw_resume(c, ...)))

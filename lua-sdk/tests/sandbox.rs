@@ -602,3 +602,47 @@ async fn hook_overhead() {
         vm.instructions_used()
     );
 }
+
+#[tokio::test]
+async fn wrapped_functions_report_argument_errors_like_the_originals() {
+    let cases = [
+        ("coroutine.resume(nil)", "main.lua:2: bad argument #1 to 'resume' (thread expected, got nil)"),
+        ("coroutine.close(1)", "main.lua:2: bad argument #1 to 'close' (thread expected, got number)"),
+        ("coroutine.wrap('x')", "main.lua:2: bad argument #1 to 'wrap' (function expected, got string)"),
+        ("xpcall(print, 1)", "main.lua:2: bad argument #2 to 'xpcall' (function expected, got number)"),
+        ("pcall()", "main.lua:2: bad argument #1 to 'pcall' (value expected)"),
+    ];
+    let host = FakeHost::new();
+    for (code, expected) in cases {
+        let vm = vm(&host, &format!("return function(req)\n  {code}\n  return 'no'\nend"));
+        match call(&vm).await {
+            Err(InvokeError::Script { message }) => assert_eq!(message, expected, "{code}"),
+            other => panic!("{code}: expected a script error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrapped_functions_keep_their_normal_behaviour() {
+    let host = FakeHost::new();
+    let vm = vm(
+        &host,
+        &returning(
+            r#"
+            local out = {}
+            out[#out + 1] = select("#", pcall(function() return 1, 2, 3 end))          -- 4
+            out[#out + 1] = select(2, pcall(error, "e", 0))                            -- e
+            out[#out + 1] = select(2, xpcall(error, function(m) return "h:" .. m end, "x", 0)) -- h:x
+            local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+            out[#out + 1] = gen() + gen() + gen()                                      -- 6
+            local co = coroutine.create(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+            local _, first = coroutine.resume(co, 1)
+            local _, second = coroutine.resume(co, 10)
+            out[#out + 1] = first .. "," .. second .. "," .. coroutine.status(co)      -- 2,20,dead
+            local ok, err = pcall(coroutine.wrap(function() error("w", 0) end))
+            out[#out + 1] = tostring(ok) .. ":" .. err                                 -- false:w
+            return table.concat(out, " ")"#,
+        ),
+    );
+    assert_eq!(body(&vm).await, "4 e h:x 6 2,20,dead false:w");
+}

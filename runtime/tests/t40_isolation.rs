@@ -89,3 +89,41 @@ async fn hostile_scripts_fail_alone() {
     let log = node.log();
     assert!(!log.contains("panicked"), "no panic in the node: {log}");
 }
+
+/// One slow invocation does not hold up others of the same app: the fast
+/// request is answered while the slow one is still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_invocation_does_not_block_its_app() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let admin = node.client();
+    // The slow handler spins until a key appears (or its budget ends it): it
+    // is still running for as long as the test wants, without timing guesses.
+    let slow = "return function(req)\n  while kv.get('release', {consistency='stale'}) == nil do end\n  return 'slow done'\nend";
+    let fast = "return function(req) return 'fast' end";
+    let release = "return function(req) kv.set('release', true) return 'released' end";
+    let (status, body) = admin
+        .deploy(
+            "mixed",
+            &[
+                ("picloud.toml", &manifest("mixed", &[("GET", "/slow", "slow.lua"), ("GET", "/fast", "fast.lua"), ("POST", "/release", "release.lua")])),
+                ("slow.lua", slow),
+                ("fast.lua", fast),
+                ("release.lua", release),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let api = admin.with_key(None);
+    let slow_api = api.clone();
+    let slow_call = tokio::spawn(async move { slow_api.get("/mixed/slow").await });
+    for _ in 0..20 {
+        assert_eq!(api.get("/mixed/fast").await, (200, serde_json::Value::String("fast".into())));
+    }
+    assert!(!slow_call.is_finished(), "the slow call was still running while fast calls were answered");
+    assert_eq!(api.call("POST", "/mixed/release", None).await.0, 200);
+    let (status, body) = slow_call.await.expect("slow call");
+    assert_eq!((status, body), (200, serde_json::Value::String("slow done".into())));
+}

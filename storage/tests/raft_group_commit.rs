@@ -1,11 +1,17 @@
-//! Group commit through a real (one-voter) openraft `Raft`: openraft appends
-//! once per client write, so concurrent writers must share log flushes.
+//! Log flushes through a real (one-voter) openraft `Raft` with 64
+//! concurrent writers.
 //!
-//! Grouping only happens when a flush takes longer than openraft takes to
-//! hand over the next append. On this kind of VM sled's flush (it uses
-//! `sync_file_range`) takes ~0.4 ms, about what a debug-build openraft needs
-//! per write, so the log is wrapped in a backend whose flush costs what an SD
-//! card's does on a Pi. The delay models the device; nothing waits on it.
+//! What this measures, and why it does not show grouping: openraft 0.9.25's
+//! `RaftCore::append_to_log` (core/raft_core.rs, "a temp wrapper to make
+//! non-blocking `append_to_log` a blocking") awaits each append's
+//! `LogFlushed` callback before it handles the next client write. So the
+//! leader never has two appends outstanding and the log store's group commit
+//! has nothing to group: one flush per client write, whatever the disk. (The
+//! flusher does group when appends overlap: see `log_store`'s unit test.)
+//! Leader throughput on 0.9.25 therefore needs several commands per log
+//! entry, proposed by the cluster layer. This test pins what the store does
+//! itself: every write is applied and durable, and no append costs more than
+//! one flush.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,62 +24,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{Config, Raft};
-use picloud_storage::backend::{
-    Backend, BackendError, KeyValue, Keyspace, ScanItem, SledBackend, SledOptions, WriteBatch,
-};
 use picloud_storage::{
-    Command, CommandResult, KvOp, KvOpResult, LogStore, NodeId, NodeInfo, StorageOptions,
-    TypeConfig,
+    Command, CommandResult, KvOp, KvOpResult, NodeId, NodeInfo, StorageOptions, TypeConfig,
 };
-
-/// A flush on a Raspberry Pi's SD card takes several milliseconds.
-const SD_CARD_FLUSH: Duration = Duration::from_millis(5);
-
-/// sled with the flush latency of a slow device.
-struct SlowDevice {
-    inner: SledBackend,
-    flush_latency: Duration,
-}
-
-impl Backend for SlowDevice {
-    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.inner.get(keyspace, key)
-    }
-
-    fn insert(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
-        self.inner.insert(keyspace, key, value)
-    }
-
-    fn remove(&self, keyspace: Keyspace, key: &[u8]) -> Result<(), BackendError> {
-        self.inner.remove(keyspace, key)
-    }
-
-    fn scan<'a>(
-        &'a self,
-        keyspace: Keyspace,
-        prefix: &[u8],
-        start: &[u8],
-    ) -> Box<dyn Iterator<Item = ScanItem> + 'a> {
-        self.inner.scan(keyspace, prefix, start)
-    }
-
-    fn last(&self, keyspace: Keyspace, prefix: &[u8]) -> Result<Option<KeyValue>, BackendError> {
-        self.inner.last(keyspace, prefix)
-    }
-
-    fn apply_batch(&self, batch: WriteBatch) -> Result<(), BackendError> {
-        self.inner.apply_batch(batch)
-    }
-
-    fn flush(&self) -> Result<(), BackendError> {
-        std::thread::sleep(self.flush_latency);
-        self.inner.flush()
-    }
-
-    fn size_on_disk_bytes(&self) -> Result<u64, BackendError> {
-        self.inner.size_on_disk_bytes()
-    }
-}
 
 /// A one-voter cluster never sends an RPC; every call reports the peer unreachable.
 struct NoPeers;
@@ -125,50 +78,10 @@ const WRITERS: u64 = 64;
 const WRITES_EACH: u64 = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_client_writes_share_log_flushes_on_a_slow_device() {
-    let (writes, flushes) = concurrent_client_writes(Some(SD_CARD_FLUSH)).await;
-    eprintln!(
-        "raft group commit, {SD_CARD_FLUSH:?} flushes: {writes} client writes, {flushes} log flushes"
-    );
-    assert!(
-        flushes * 4 <= writes,
-        "{flushes} log flushes for {writes} writes: appends are not sharing flushes"
-    );
-}
-
-/// On this machine's own disk: every write is durable and applied, and no
-/// append costs more than one flush.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_client_writes_on_the_local_disk() {
-    let (writes, flushes) = concurrent_client_writes(None).await;
-    eprintln!("raft group commit, local disk: {writes} client writes, {flushes} log flushes");
-    assert!(
-        flushes <= writes,
-        "{flushes} log flushes for {writes} writes"
-    );
-}
-
-/// Runs `WRITERS` concurrent writers through one `Raft`; returns (writes, flushes).
-async fn concurrent_client_writes(flush_latency: Option<Duration>) -> (u64, u64) {
+async fn concurrent_client_writes_cost_at_most_one_flush_each() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = picloud_storage::open(dir.path(), &StorageOptions::default()).expect("open");
-    let log_store = match flush_latency {
-        Some(flush_latency) => {
-            let inner = SledBackend::open(
-                &dir.path().join("slow-log"),
-                SledOptions {
-                    cache_capacity_bytes: 8 << 20,
-                },
-            )
-            .expect("open slow log");
-            LogStore::with_backend(Arc::new(SlowDevice {
-                inner,
-                flush_latency,
-            }))
-            .expect("log store")
-        }
-        None => storage.log_store.clone(),
-    };
+    let log_store = storage.log_store.clone();
     let reader = storage.reader.clone();
     let config = Config {
         heartbeat_interval: 50,
@@ -182,7 +95,7 @@ async fn concurrent_client_writes(flush_latency: Option<Duration>) -> (u64, u64)
         1,
         Arc::new(config),
         NoPeers,
-        storage.log_store,
+        log_store.clone(),
         storage.state_machine,
     )
     .await
@@ -232,6 +145,11 @@ async fn concurrent_client_writes(flush_latency: Option<Duration>) -> (u64, u64)
     }
     let flushes = log_store.flush_count() - flushes_before;
     let writes = WRITERS * WRITES_EACH;
+    eprintln!("raft: {writes} concurrent client writes, {flushes} log flushes");
+    assert!(
+        flushes <= writes,
+        "{flushes} log flushes for {writes} writes"
+    );
 
     let mut total = 0;
     for counter in 0..4 {
@@ -249,5 +167,4 @@ async fn concurrent_client_writes(flush_latency: Option<Duration>) -> (u64, u64)
     raft.shutdown().await.expect("shutdown");
     log_store.flush().await.expect("flush log");
     reader.flush_state().expect("flush state");
-    (writes, flushes)
 }

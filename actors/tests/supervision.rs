@@ -1,0 +1,124 @@
+//! A crashed `AppActor` is restarted by the supervisor (with backoff) and the
+//! next request is served; a crash in one app never touches another.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use picloud_actors::app::Bundle;
+use picloud_actors::app_actor::AppMsg;
+use picloud_actors::{ActorLimits, AppRequest, Apps, LogBook, NodeHost};
+use picloud_cluster::{ClusterConfig, Node, NodeInfo};
+use picloud_storage::{Command, CommandResult, StorageOptions};
+
+async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
+    let node = Node::start(
+        dir,
+        NodeInfo::default(),
+        ClusterConfig::default(),
+        &StorageOptions::default(),
+    )
+    .await
+    .expect("node starts");
+    for app in apps {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "picloud.toml".to_string(),
+            format!("name = \"{app}\"\n[[route]]\nmethod = \"GET\"\npath = \"/hi\"\nscript = \"hi.lua\"\n"),
+        );
+        files.insert(
+            "hi.lua".to_string(),
+            format!("return function(req) return 'hi from {app}' end"),
+        );
+        let result = node
+            .write(Command::Deploy {
+                app: app.to_string(),
+                bundle: Bundle { files }.encode(),
+                now_ms: 1,
+                versions_keep: 5,
+            })
+            .await
+            .expect("deploy");
+        assert!(matches!(result, CommandResult::Deployed { version: 1 }), "{result:?}");
+    }
+    let limits = Arc::new(ActorLimits {
+        restart_backoff_initial_ms: 20,
+        ..ActorLimits::default()
+    });
+    let logs = LogBook::new(limits.logs);
+    let host = Arc::new(NodeHost::new(node.clone(), logs, limits.clone()));
+    let apps = Apps::start(
+        node.reader().clone(),
+        host,
+        limits,
+        tokio::runtime::Handle::current(),
+    )
+    .await
+    .expect("supervisor starts");
+    (node, apps)
+}
+
+fn get(path: &str) -> AppRequest {
+    AppRequest {
+        method: "GET".to_string(),
+        path: path.to_string(),
+        ..AppRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, apps) = node_with_apps(dir.path(), &["one", "two"]).await;
+
+    let body = |response: picloud_lua_sdk::Response| String::from_utf8_lossy(&response.body).into_owned();
+    assert_eq!(body(apps.invoke("one", get("/hi")).await.expect("serves")), "hi from one");
+    assert_eq!(body(apps.invoke("two", get("/hi")).await.expect("serves")), "hi from two");
+
+    for round in 0..3 {
+        let before = apps.actor("one").await.expect("running");
+        before.cast(AppMsg::CrashForTest).expect("send crash");
+        // The other app is untouched by the crash.
+        assert_eq!(body(apps.invoke("two", get("/hi")).await.expect("serves")), "hi from two");
+        // The next request to the crashed app is served (by a restarted actor).
+        let response = apps.invoke("one", get("/hi")).await.expect("served after crash");
+        assert_eq!(body(response), "hi from one", "round {round}");
+        let after = apps.actor("one").await.expect("running again");
+        assert_ne!(before.get_id(), after.get_id(), "a new actor serves after the crash");
+    }
+    // The backoff restart also happens with no request asking for it.
+    let before = apps.actor("one").await.expect("running");
+    before.cast(AppMsg::CrashForTest).expect("send crash");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let running = apps.running();
+        let current = apps.actor("one").await.expect("actor");
+        if running.contains(&"one".to_string()) && current.get_id() != before.get_id() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no restart");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    apps.stop();
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_apps_stop_and_answer_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, apps) = node_with_apps(dir.path(), &["gone"]).await;
+    assert!(apps.invoke("gone", get("/hi")).await.is_ok());
+    let result = node
+        .write(Command::AppDelete { app: "gone".to_string() })
+        .await
+        .expect("delete");
+    assert_eq!(result, CommandResult::Done);
+    assert_eq!(apps.reload("gone").await.expect("reload"), None);
+    let error = apps.invoke("gone", get("/hi")).await.expect_err("deleted");
+    assert!(
+        matches!(error, picloud_actors::AppError::AppNotFound { .. }),
+        "{error:?}"
+    );
+    apps.stop();
+    node.shutdown().await.expect("shutdown");
+}
