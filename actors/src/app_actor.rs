@@ -30,8 +30,8 @@ pub enum AppMsg {
     Reload {
         reply: Option<RpcReplyPort<Option<u64>>>,
     },
-    /// Panics inside the actor. Exists so tests can prove supervision works.
-    #[doc(hidden)]
+    /// Panics inside the actor. Exists so tests can prove supervision works;
+    /// nothing outside tests sends it.
     CrashForTest,
 }
 

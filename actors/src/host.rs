@@ -167,9 +167,7 @@ impl NodeHost {
 
     async fn barrier(&self, consistency: Consistency) -> Result<(), HostError> {
         match consistency {
-            Consistency::Linearizable => {
-                self.node.read_barrier().await.map_err(cluster_host_error)
-            }
+            Consistency::Linearizable => self.node.read_barrier().await.map_err(cluster_host_error),
             Consistency::Stale => Ok(()),
         }
     }

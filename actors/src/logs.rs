@@ -67,7 +67,10 @@ impl LogBook {
     fn with_app<T>(&self, app: &str, f: impl FnOnce(&mut AppLog) -> T) -> T {
         // A poisoned lock only means another thread panicked mid-push; the ring
         // is still structurally sound, so keep using it.
-        let mut apps = self.apps.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut apps = self
+            .apps
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let entry = apps.entry(app.to_string()).or_insert_with(|| AppLog {
             next_seq: 1,
             lines: VecDeque::new(),
@@ -125,7 +128,10 @@ impl LogBook {
 
     /// Forgets an app's lines (after the app is deleted).
     pub fn forget(&self, app: &str) {
-        let mut apps = self.apps.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut apps = self
+            .apps
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         apps.remove(app);
     }
 }
@@ -145,7 +151,10 @@ mod tests {
             book.push("a", LogLevel::Info, format!("line {n}"), n);
         }
         let recent = book.recent("a", 10);
-        assert_eq!(recent.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(
+            recent.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         let (backlog, mut rx) = book.follow("a", 1);
         assert_eq!(backlog.len(), 1);
         book.push("a", LogLevel::Warn, "a very long message".into(), 9);

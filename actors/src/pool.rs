@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use picloud_lua_sdk::{Host, Request, Response, ScriptSource, Vm};
+use picloud_lua_sdk::{Host, LogLevel, Request, Response, ScriptSource, Vm};
 use tokio::sync::Semaphore;
 
 use crate::app::{RouteMiss, RouteTable};
@@ -70,7 +70,10 @@ impl AppRuntime {
         if !vm.is_reusable() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if idle.len() < self.limits.vm_idle_max {
             idle.push(vm);
         }
@@ -78,42 +81,42 @@ impl AppRuntime {
 
     /// Routes the request, takes a VM (waiting a bounded time) and runs the handler.
     pub async fn serve(&self, request: AppRequest) -> Result<Response, AppError> {
-        let route = self
-            .routes
-            .find(&request.method, &request.path)
-            .map_err(|miss| match miss {
-                RouteMiss::NotFound => AppError::RouteNotFound {
-                    app: self.app.clone(),
-                    method: request.method.clone(),
-                    path: request.path.clone(),
-                },
-                RouteMiss::MethodNotAllowed => AppError::MethodNotAllowed {
-                    app: self.app.clone(),
-                    method: request.method.clone(),
-                    path: request.path.clone(),
-                },
-            })?;
+        let route =
+            self.routes
+                .find(&request.method, &request.path)
+                .map_err(|miss| match miss {
+                    RouteMiss::NotFound => AppError::RouteNotFound {
+                        app: self.app.clone(),
+                        method: request.method.clone(),
+                        path: request.path.clone(),
+                    },
+                    RouteMiss::MethodNotAllowed => AppError::MethodNotAllowed {
+                        app: self.app.clone(),
+                        method: request.method.clone(),
+                        path: request.path.clone(),
+                    },
+                })?;
         let script = route.script.to_string();
         let params = route.params;
 
-        let _permit = match tokio::time::timeout(self.limits.vm_wait(), self.permits.acquire()).await
-        {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                return Err(AppError::Busy {
-                    app: self.app.clone(),
-                    pool_size: self.limits.vm_pool_size_max,
-                    waited_ms: self.limits.vm_wait_ms,
-                });
-            }
-        };
+        let _permit =
+            match tokio::time::timeout(self.limits.vm_wait(), self.permits.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    return Err(AppError::Busy {
+                        app: self.app.clone(),
+                        pool_size: self.limits.vm_pool_size_max,
+                        waited_ms: self.limits.vm_wait_ms,
+                    });
+                }
+            };
         let vm = match self.take_idle() {
             Some(vm) => vm,
             None => Vm::new(
                 &self.app,
                 &self.scripts,
                 self.host.clone(),
-                self.limits.sandbox.clone(),
+                self.limits.sandbox,
             )
             .map_err(|e| AppError::LoadFailed {
                 app: self.app.clone(),
@@ -129,13 +132,30 @@ impl AppRuntime {
             headers: request.headers,
             body: request.body,
         };
+        let method = lua_request.method.clone();
+        let path = lua_request.path.clone();
         let result = vm.invoke(&script, lua_request).await;
         self.give_back(vm);
+        if let Err(error) = &result {
+            // Script failures belong in the app's own log, where its author looks.
+            self.host.log(
+                &self.app,
+                LogLevel::Error,
+                format!(
+                    "{method} {path} ({script}) failed: {} ({})",
+                    error,
+                    error.code()
+                ),
+            );
+        }
         result.map_err(AppError::Invoke)
     }
 
     /// VMs currently idle in the pool (for metrics and tests).
     pub fn idle_vms(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+        self.idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
     }
 }

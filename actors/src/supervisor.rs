@@ -121,7 +121,12 @@ impl SupervisorState {
 /// the typed error the gateway answers 404 to.
 fn spawn_error(app: &str, error: ractor::SpawnErr) -> AppError {
     let text = error.to_string();
-    if text.contains(&AppError::AppNotFound { app: app.to_string() }.to_string()) {
+    if text.contains(
+        &AppError::AppNotFound {
+            app: app.to_string(),
+        }
+        .to_string(),
+    ) {
         AppError::AppNotFound {
             app: app.to_string(),
         }
@@ -342,7 +347,10 @@ impl Apps {
                     retried = true;
                 }
                 Ok(_) => {
-                    return Err(Self::unavailable(app, "the app actor stopped twice in a row"));
+                    return Err(Self::unavailable(
+                        app,
+                        "the app actor stopped twice in a row",
+                    ));
                 }
                 Err(error) if !retried => {
                     tracing::debug!(%app, %error, "app actor gone; asking the supervisor");
@@ -359,7 +367,10 @@ impl Apps {
             .registry
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        if registry.get(app).is_some_and(|a| a.get_id() == actor.get_id()) {
+        if registry
+            .get(app)
+            .is_some_and(|a| a.get_id() == actor.get_id())
+        {
             registry.remove(app);
         }
     }

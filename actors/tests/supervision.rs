@@ -39,7 +39,10 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
             })
             .await
             .expect("deploy");
-        assert!(matches!(result, CommandResult::Deployed { version: 1 }), "{result:?}");
+        assert!(
+            matches!(result, CommandResult::Deployed { version: 1 }),
+            "{result:?}"
+        );
     }
     let limits = Arc::new(ActorLimits {
         restart_backoff_initial_ms: 20,
@@ -71,20 +74,37 @@ async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (node, apps) = node_with_apps(dir.path(), &["one", "two"]).await;
 
-    let body = |response: picloud_lua_sdk::Response| String::from_utf8_lossy(&response.body).into_owned();
-    assert_eq!(body(apps.invoke("one", get("/hi")).await.expect("serves")), "hi from one");
-    assert_eq!(body(apps.invoke("two", get("/hi")).await.expect("serves")), "hi from two");
+    let body =
+        |response: picloud_lua_sdk::Response| String::from_utf8_lossy(&response.body).into_owned();
+    assert_eq!(
+        body(apps.invoke("one", get("/hi")).await.expect("serves")),
+        "hi from one"
+    );
+    assert_eq!(
+        body(apps.invoke("two", get("/hi")).await.expect("serves")),
+        "hi from two"
+    );
 
     for round in 0..3 {
         let before = apps.actor("one").await.expect("running");
         before.cast(AppMsg::CrashForTest).expect("send crash");
         // The other app is untouched by the crash.
-        assert_eq!(body(apps.invoke("two", get("/hi")).await.expect("serves")), "hi from two");
+        assert_eq!(
+            body(apps.invoke("two", get("/hi")).await.expect("serves")),
+            "hi from two"
+        );
         // The next request to the crashed app is served (by a restarted actor).
-        let response = apps.invoke("one", get("/hi")).await.expect("served after crash");
+        let response = apps
+            .invoke("one", get("/hi"))
+            .await
+            .expect("served after crash");
         assert_eq!(body(response), "hi from one", "round {round}");
         let after = apps.actor("one").await.expect("running again");
-        assert_ne!(before.get_id(), after.get_id(), "a new actor serves after the crash");
+        assert_ne!(
+            before.get_id(),
+            after.get_id(),
+            "a new actor serves after the crash"
+        );
     }
     // The backoff restart also happens with no request asking for it.
     let before = apps.actor("one").await.expect("running");
@@ -109,7 +129,9 @@ async fn deleted_apps_stop_and_answer_not_found() {
     let (node, apps) = node_with_apps(dir.path(), &["gone"]).await;
     assert!(apps.invoke("gone", get("/hi")).await.is_ok());
     let result = node
-        .write(Command::AppDelete { app: "gone".to_string() })
+        .write(Command::AppDelete {
+            app: "gone".to_string(),
+        })
         .await
         .expect("delete");
     assert_eq!(result, CommandResult::Done);

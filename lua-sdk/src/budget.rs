@@ -224,3 +224,74 @@ fn convert_caught(lua: &Lua, error: &mlua::Value) -> mlua::Result<Caught> {
         other => Caught::Value(other.clone()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> Budget {
+        Budget::new(SandboxLimits::default())
+    }
+
+    #[test]
+    fn first_kill_reason_wins_and_arm_resets_it() {
+        let budget = budget();
+        budget.arm();
+        assert_eq!(budget.kill(KillReason::Memory).reason, KillReason::Memory);
+        assert_eq!(
+            budget.kill(KillReason::WallClock).reason,
+            KillReason::Memory
+        );
+        assert_eq!(budget.killed(), Some(KillReason::Memory));
+        budget.arm();
+        assert_eq!(budget.killed(), None);
+        // The VM stays retired even though the next invocation may run.
+        assert!(budget.ever_killed());
+    }
+
+    #[test]
+    fn settle_reraises_once_killed_even_after_success() {
+        let lua = Lua::new();
+        let budget = budget();
+        budget.arm();
+        let ok = mlua::MultiValue::from_iter([mlua::Value::Boolean(true)]);
+        assert!(budget.settle(&lua, ok.clone()).is_ok());
+        budget.kill(KillReason::Instructions);
+        let error = budget.settle(&lua, ok).expect_err("killed");
+        assert!(matches!(
+            crate::error::classify(&error),
+            ErrorKind::Kill(KillReason::Instructions)
+        ));
+    }
+
+    #[test]
+    fn settle_turns_a_caught_memory_error_into_a_kill() {
+        let lua = Lua::new();
+        let budget = budget();
+        budget.arm();
+        let message = lua.create_string("not enough memory").expect("string");
+        let caught = mlua::MultiValue::from_iter([
+            mlua::Value::Boolean(false),
+            mlua::Value::String(message),
+        ]);
+        assert!(budget.settle(&lua, caught).is_err());
+        assert_eq!(budget.killed(), Some(KillReason::Memory));
+    }
+
+    #[test]
+    fn settle_turns_a_caught_host_error_into_its_message() {
+        let lua = Lua::new();
+        let budget = budget();
+        budget.arm();
+        let host = mlua::Error::external(crate::host::HostError::new("no_leader", "later"));
+        let caught = mlua::MultiValue::from_iter([
+            mlua::Value::Boolean(false),
+            mlua::Value::Error(Box::new(host)),
+        ]);
+        let settled = budget.settle(&lua, caught).expect("not a kill");
+        match settled.get(1) {
+            Some(mlua::Value::String(s)) => assert_eq!(s.to_string_lossy(), "no_leader: later"),
+            other => panic!("expected a string, got {other:?}"),
+        }
+    }
+}

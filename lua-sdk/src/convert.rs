@@ -199,3 +199,69 @@ fn to_lua(lua: &Lua, marker: &Table, json: &Json, depth: usize) -> mlua::Result<
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lua() -> Lua {
+        let lua = Lua::new();
+        install_array_marker(&lua).expect("marker");
+        lua
+    }
+
+    fn encode(lua: &Lua, code: &str) -> Result<String, String> {
+        let value: Value = lua.load(code).eval().expect("eval");
+        lua_to_json(lua, &value).map(|json| json.to_string())
+    }
+
+    #[test]
+    fn sequences_are_arrays_and_the_rest_objects() {
+        let lua = lua();
+        assert_eq!(encode(&lua, "{1, 2}"), Ok("[1,2]".to_string()));
+        assert_eq!(encode(&lua, "{}"), Ok("{}".to_string()));
+        assert_eq!(
+            encode(&lua, "{b = 1, a = 2}"),
+            Ok(r#"{"a":2,"b":1}"#.to_string())
+        );
+        assert_eq!(encode(&lua, "{[2] = 'x'}"), Ok(r#"{"2":"x"}"#.to_string()));
+    }
+
+    #[test]
+    fn shared_subtables_are_not_cycles() {
+        let lua = lua();
+        assert_eq!(
+            encode(&lua, "local s = {1} return {a = s, b = s}"),
+            Ok(r#"{"a":[1],"b":[1]}"#.to_string())
+        );
+        assert_eq!(
+            encode(&lua, "local t = {} t[1] = t return t"),
+            Err("cannot encode a cyclic table".to_string())
+        );
+    }
+
+    #[test]
+    fn decoded_arrays_keep_their_mark() {
+        let lua = lua();
+        let value = json_to_lua(&lua, &serde_json::json!({"list": []})).expect("to lua");
+        let back = lua_to_json(&lua, &value).expect("to json");
+        assert_eq!(back, serde_json::json!({"list": []}));
+    }
+
+    #[test]
+    fn big_unsigned_numbers_become_floats() {
+        let lua = lua();
+        let value = json_to_lua(&lua, &serde_json::json!(u64::MAX)).expect("to lua");
+        assert!(matches!(value, Value::Number(n) if n > 1.8e19));
+    }
+
+    #[test]
+    fn overly_deep_host_values_are_refused() {
+        let lua = lua();
+        let mut deep = serde_json::json!(1);
+        for _ in 0..=JSON_DEPTH_MAX + 1 {
+            deep = serde_json::json!([deep]);
+        }
+        assert!(json_to_lua(&lua, &deep).is_err());
+    }
+}

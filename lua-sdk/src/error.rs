@@ -33,9 +33,19 @@ impl CompileError {
     /// symbol near 'x'`, taking the line out when the message starts with one.
     pub(crate) fn from_lua_message(file: &str, lua_message: &str) -> Self {
         let lua_message = strip_traceback(lua_message);
+        // Only a location in this very file becomes `line`: an error raised
+        // in a function another script defined keeps its own location in
+        // the message. Lua shortens long names to "...<tail>".
         match split_location(lua_message) {
-            Some((_, line, rest)) => CompileError::new(file, Some(line), rest),
-            None => CompileError::new(file, None, lua_message),
+            Some((location, line, rest))
+                if location == file
+                    || location
+                        .strip_prefix("...")
+                        .is_some_and(|tail| file.ends_with(tail)) =>
+            {
+                CompileError::new(file, Some(line), rest)
+            }
+            _ => CompileError::new(file, None, lua_message),
         }
     }
 }
@@ -188,6 +198,20 @@ mod tests {
             CompileError::new("hello.lua", None, "script must return a function").to_string(),
             "hello.lua: script must return a function"
         );
+    }
+
+    #[test]
+    fn compile_error_takes_the_line_only_from_its_own_file() {
+        let own = CompileError::from_lua_message("a.lua", "a.lua:3: boom");
+        assert_eq!((own.line, own.message.as_str()), (Some(3), "boom"));
+        let other = CompileError::from_lua_message("a.lua", "lib.lua:9: boom");
+        assert_eq!(
+            (other.line, other.message.as_str()),
+            (None, "lib.lua:9: boom")
+        );
+        let long =
+            CompileError::from_lua_message("some/very/long/path.lua", "...long/path.lua:2: x");
+        assert_eq!(long.line, Some(2));
     }
 
     #[test]

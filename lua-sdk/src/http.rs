@@ -206,3 +206,34 @@ fn header_value(name: &str, value: Value) -> Result<String, String> {
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bounds() {
+        assert_eq!(valid_status(100), Ok(100));
+        assert_eq!(valid_status(599), Ok(599));
+        assert!(valid_status(99).is_err());
+        assert!(valid_status(600).is_err());
+        assert!(valid_status(-1).is_err());
+        assert!(valid_status(65_536 + 200).is_err());
+    }
+
+    #[test]
+    fn header_tokens() {
+        assert!("x-request-id".bytes().all(is_token_byte));
+        assert!(!"bad name".bytes().all(is_token_byte));
+        assert!(!"a:b".bytes().all(is_token_byte));
+    }
+
+    #[test]
+    fn header_values_reject_line_breaks_but_allow_tabs() {
+        let lua = Lua::new();
+        let ok = lua.create_string("a\tb").expect("string");
+        assert_eq!(header_value("x", Value::String(ok)), Ok("a\tb".to_string()));
+        let bad = lua.create_string("a\r\nset-cookie: x").expect("string");
+        assert!(header_value("x", Value::String(bad)).is_err());
+    }
+}

@@ -51,3 +51,7 @@ pub const KV_LIST_LIMIT_DEFAULT: usize = 100;
 
 /// Memory cap of the throwaway state [`crate::check_syntax`] parses in.
 pub const SYNTAX_CHECK_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Most elements one `table.move` call may copy. It loops in C where the
+/// hook cannot stop it; a 16 MiB VM cannot hold more elements than this anyway.
+pub const TABLE_MOVE_ELEMENTS_MAX: i64 = 1 << 22;

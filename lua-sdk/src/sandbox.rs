@@ -6,8 +6,16 @@
 //! Lua::new_with(safe libs) ─▶ memory cap ─▶ global count hook ─▶ SDK globals
 //!        ─▶ remove io/package/debug/load*/require/string.dump/os.* (but time, clock, date)
 //!        ─▶ prelude: pcall/xpcall/coroutine.* routed through Budget::settle,
-//!           setmetatable refuses __gc, collectgarbage only "count"
+//!           setmetatable refuses __gc, collectgarbage only "count",
+//!           table.move bounded
 //! ```
+//!
+//! Known gap: the hook only runs between VM instructions, so one C library
+//! call that loops for long cannot be interrupted, neither by the hook nor by
+//! the wall-clock timeout. `table.move` is bounded here; Lua pattern matching
+//! (`string.find/match/gmatch/gsub` with backtracking patterns such as
+//! `".-.-.-x"`, or plain `find` of a long needle in a long haystack) can still
+//! take time polynomial in the subject length, within the memory cap.
 
 use std::sync::Arc;
 
@@ -16,7 +24,7 @@ use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
 use crate::budget::Budget;
 use crate::host::Host;
-use crate::limits::HOOK_INSTRUCTIONS_INTERVAL;
+use crate::limits::{HOOK_INSTRUCTIONS_INTERVAL, TABLE_MOVE_ELEMENTS_MAX};
 
 /// Globals removed outright. `io`, `package` and `debug` are never loaded;
 /// they are listed too so a future change to the library set cannot bring
@@ -51,10 +59,11 @@ const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
 /// * `xpcall`'s handler is skipped once the invocation is being killed.
 /// * `setmetatable` refuses `__gc`: finalizers run at arbitrary times,
 ///   including when the VM is dropped, outside any invocation's budget.
+/// * `table.move` refuses ranges over [`TABLE_MOVE_ELEMENTS_MAX`].
 /// * `collectgarbage` only answers `"count"`; a script must not be able to
 ///   stop the collector or force full collections in a loop.
-const PRELUDE: &str = r#"
-local settle, convert_error = ...
+const PRELUDE: &str = r##"
+local settle, convert_error, move_elements_max = ...
 local raw_pcall, raw_xpcall, raw_error, raw_type, raw_select = pcall, xpcall, error, type, select
 local raw_setmetatable, raw_rawget, raw_collectgarbage = setmetatable, rawget, collectgarbage
 local co = coroutine
@@ -117,13 +126,23 @@ setmetatable = function(t, mt)
   return raw_setmetatable(t, mt)
 end
 
+-- `table.move` copies element by element in C, where no hook runs: moving
+-- nils across a range of 2^50 would spin a core forever. Bound the count.
+local raw_move = table.move
+table.move = function(a1, f, e, t, a2)
+  if raw_type(f) == "number" and raw_type(e) == "number" and (e + 0.0) - f >= move_elements_max then
+    raw_error("table.move: more than " .. move_elements_max .. " elements", 2)
+  end
+  return raw_move(a1, f, e, t, a2)
+end
+
 collectgarbage = function(option)
   if option == "count" then
     return raw_collectgarbage("count")
   end
   raw_error("collectgarbage: only \"count\" is allowed", 2)
 end
-"#;
+"##;
 
 /// A fresh state for one app, limits and SDK installed. The budget must be
 /// armed by the caller before anything here can run Lua code under it; the
@@ -177,5 +196,5 @@ fn run_prelude(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
     lua.load(PRELUDE)
         .set_name("=sandbox")
         .set_mode(ChunkMode::Text)
-        .call::<()>((settle, convert))
+        .call::<()>((settle, convert, TABLE_MOVE_ELEMENTS_MAX))
 }

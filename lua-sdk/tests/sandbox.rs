@@ -573,6 +573,11 @@ async fn other_requests_are_served_while_a_hostile_script_spins() {
 /// it prints the time of a tight loop in the sandbox (hook every
 /// `HOOK_INSTRUCTIONS_INTERVAL` instructions) against the same loop in a
 /// plain mlua state with no hook.
+///
+/// Measured on the 2-core dev machine (release): 20 M iterations, plain
+/// 132 ms, sandboxed 270 ms (2.05x). The cost is Lua 5.4 checking the hook
+/// counter on every instruction once any count hook is set, whatever the
+/// interval; mlua offers no safe way to install the hook only later.
 #[tokio::test]
 #[ignore]
 async fn hook_overhead() {
@@ -606,15 +611,33 @@ async fn hook_overhead() {
 #[tokio::test]
 async fn wrapped_functions_report_argument_errors_like_the_originals() {
     let cases = [
-        ("coroutine.resume(nil)", "main.lua:2: bad argument #1 to 'resume' (thread expected, got nil)"),
-        ("coroutine.close(1)", "main.lua:2: bad argument #1 to 'close' (thread expected, got number)"),
-        ("coroutine.wrap('x')", "main.lua:2: bad argument #1 to 'wrap' (function expected, got string)"),
-        ("xpcall(print, 1)", "main.lua:2: bad argument #2 to 'xpcall' (function expected, got number)"),
-        ("pcall()", "main.lua:2: bad argument #1 to 'pcall' (value expected)"),
+        (
+            "coroutine.resume(nil)",
+            "main.lua:2: bad argument #1 to 'resume' (thread expected, got nil)",
+        ),
+        (
+            "coroutine.close(1)",
+            "main.lua:2: bad argument #1 to 'close' (thread expected, got number)",
+        ),
+        (
+            "coroutine.wrap('x')",
+            "main.lua:2: bad argument #1 to 'wrap' (function expected, got string)",
+        ),
+        (
+            "xpcall(print, 1)",
+            "main.lua:2: bad argument #2 to 'xpcall' (function expected, got number)",
+        ),
+        (
+            "pcall()",
+            "main.lua:2: bad argument #1 to 'pcall' (value expected)",
+        ),
     ];
     let host = FakeHost::new();
     for (code, expected) in cases {
-        let vm = vm(&host, &format!("return function(req)\n  {code}\n  return 'no'\nend"));
+        let vm = vm(
+            &host,
+            &format!("return function(req)\n  {code}\n  return 'no'\nend"),
+        );
         match call(&vm).await {
             Err(InvokeError::Script { message }) => assert_eq!(message, expected, "{code}"),
             other => panic!("{code}: expected a script error, got {other:?}"),
@@ -630,7 +653,7 @@ async fn wrapped_functions_keep_their_normal_behaviour() {
         &returning(
             r#"
             local out = {}
-            out[#out + 1] = select("#", pcall(function() return 1, 2, 3 end))          -- 4
+            out[#out + 1] = select('#', pcall(function() return 1, 2, 3 end))          -- 4
             out[#out + 1] = select(2, pcall(error, "e", 0))                            -- e
             out[#out + 1] = select(2, xpcall(error, function(m) return "h:" .. m end, "x", 0)) -- h:x
             local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
@@ -645,4 +668,25 @@ async fn wrapped_functions_keep_their_normal_behaviour() {
         ),
     );
     assert_eq!(body(&vm).await, "4 e h:x 6 2,20,dead false:w");
+}
+
+#[tokio::test]
+async fn table_move_over_a_huge_range_is_refused() {
+    // Without the bound this loops 2^50 times in C, out of the hook's reach.
+    expect_script_error(
+        "table.move({}, 1, 2^50, 1, {}) return 'no'",
+        "table.move: more than",
+    )
+    .await;
+    expect_script_error(
+        "table.move({}, math.mininteger, math.maxinteger, 1, {}) return 'no'",
+        "table.move: more than",
+    )
+    .await;
+    let host = FakeHost::new();
+    let vm = vm(
+        &host,
+        &returning("return table.concat(table.move({1, 2, 3}, 1, 3, 2, {0}), ',')"),
+    );
+    assert_eq!(body(&vm).await, "0,1,2,3");
 }

@@ -123,11 +123,26 @@ impl ServeConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         const MIB: usize = 1024 * 1024;
-        check_range("http_body_bytes_max", self.http_body_bytes_max, 1024, 256 * MIB)?;
+        check_range(
+            "http_body_bytes_max",
+            self.http_body_bytes_max,
+            1024,
+            256 * MIB,
+        )?;
         check_range("deploy_bytes_max", self.deploy_bytes_max, 1024, 256 * MIB)?;
         check_range("http_inflight_max", self.http_inflight_max, 1, 1_000_000)?;
-        check_range("script_instructions_max", self.script_instructions_max, 1_000, 100_000_000_000)?;
-        check_range("script_memory_bytes_max", self.script_memory_bytes_max, MIB, 1024 * MIB)?;
+        check_range(
+            "script_instructions_max",
+            self.script_instructions_max,
+            1_000,
+            100_000_000_000,
+        )?;
+        check_range(
+            "script_memory_bytes_max",
+            self.script_memory_bytes_max,
+            MIB,
+            1024 * MIB,
+        )?;
         check_range("script_timeout_ms", self.script_timeout_ms, 10, 600_000)?;
         check_range("script_threads", self.script_threads, 0, 256)?;
         check_range("vm_pool_size_max", self.vm_pool_size_max, 1, 1024)?;
@@ -136,11 +151,26 @@ impl ServeConfig {
         check_range("kv_value_bytes_max", self.kv_value_bytes_max, 16, 64 * MIB)?;
         check_range("kv_key_bytes_max", self.kv_key_bytes_max, 1, 64 * 1024)?;
         check_range("kv_list_limit_max", self.kv_list_limit_max, 1, 100_000)?;
-        check_range("log_lines_per_app_max", self.log_lines_per_app_max, 1, 1_000_000)?;
+        check_range(
+            "log_lines_per_app_max",
+            self.log_lines_per_app_max,
+            1,
+            1_000_000,
+        )?;
         check_range("deploy_versions_kept", self.deploy_versions_kept, 1, 10_000)?;
-        check_range("storage_cache_bytes", self.storage_cache_bytes, 1 << 20, 1 << 40)?;
+        check_range(
+            "storage_cache_bytes",
+            self.storage_cache_bytes,
+            1 << 20,
+            1 << 40,
+        )?;
         check_range("leader_wait_ms", self.leader_wait_ms, 10, 600_000)?;
-        check_range("snapshot_logs_since_last", self.snapshot_logs_since_last, 100, 100_000_000)?;
+        check_range(
+            "snapshot_logs_since_last",
+            self.snapshot_logs_since_last,
+            100,
+            100_000_000,
+        )?;
         Ok(())
     }
 
@@ -197,7 +227,11 @@ mod tests {
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("picloud.toml");
-        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nscript_timeout_ms = 900\n").expect("write");
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\nscript_timeout_ms = 900\n",
+        )
+        .expect("write");
         let args = ServeArgs {
             config: Some(path),
             script_timeout_ms: Some(700),

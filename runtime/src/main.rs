@@ -17,7 +17,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "picloud", version, about = "PiCloud: serverless Lua apps on your Raspberry Pis")]
+#[command(
+    name = "picloud",
+    version,
+    about = "PiCloud: serverless Lua apps on your Raspberry Pis"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -40,7 +44,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Serve(args) => {
             init_tracing();
-            match serve::run(args) {
+            match serve::run(*args) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use picloud_actors::{Apps, LogBook, NodeHost};
 use picloud_actors::host::now_ms;
+use picloud_actors::{Apps, LogBook, NodeHost};
 use picloud_cluster::{Node, NodeInfo};
 use picloud_storage::{Command, CommandResult};
 
@@ -75,7 +75,13 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http))?;
-    let router = gateway::router(Gateway::new(node.clone(), apps.clone(), logs, config.clone(), limits));
+    let router = gateway::router(Gateway::new(
+        node.clone(),
+        apps.clone(),
+        logs,
+        config.clone(),
+        limits,
+    ));
     tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
     println!("picloud listening on http://{}", config.http);
 
@@ -127,8 +133,12 @@ async fn bootstrap_admin_key(node: &Node, data_dir: &Path) -> anyhow::Result<()>
         return Ok(());
     }
     let path = data_dir.join("admin.key");
-    let from_env = std::env::var("PICLOUD_ADMIN_KEY").ok().filter(|v| !v.is_empty());
-    let from_file = std::fs::read_to_string(&path).ok().map(|t| t.trim().to_string());
+    let from_env = std::env::var("PICLOUD_ADMIN_KEY")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let from_file = std::fs::read_to_string(&path)
+        .ok()
+        .map(|t| t.trim().to_string());
     let key = match from_file.as_deref().or(from_env.as_deref()) {
         Some(token) => keys::from_token(token).map_err(anyhow::Error::msg)?,
         None => keys::generate(),
@@ -157,6 +167,10 @@ async fn bootstrap_admin_key(node: &Node, data_dir: &Path) -> anyhow::Result<()>
     if let CommandResult::Rejected(error) = result {
         anyhow::bail!("storing the admin key: {error}");
     }
-    println!("admin key (shown once; also in {}): {}", path.display(), key.token);
+    println!(
+        "admin key (shown once; also in {}): {}",
+        path.display(),
+        key.token
+    );
     Ok(())
 }

@@ -24,7 +24,10 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert!(node.log().contains(&key), "the key is printed on first start");
+    assert!(
+        node.log().contains(&key),
+        "the key is printed on first start"
+    );
 
     // picloud login saves url + key; later commands need neither flag.
     let credentials = dir.path().join("credentials.toml");
@@ -35,7 +38,11 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
         .env_remove("PICLOUD_KEY")
         .output()
         .expect("login");
-    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
     let saved = std::fs::read_to_string(&credentials).expect("credentials saved");
     assert!(saved.contains(&node.url()));
     let cli = |args: &[&str]| {
@@ -74,7 +81,10 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
     let logs = cli(&["logs", "hello"]);
     assert!(logs.contains("greeted pi (#1)"), "{logs}");
     let follow = http
-        .get(format!("{}/_/api/v1/apps/hello/logs?follow=true&limit=0", node.url()))
+        .get(format!(
+            "{}/_/api/v1/apps/hello/logs?follow=true&limit=0",
+            node.url()
+        ))
         .bearer_auth(&key)
         .send()
         .await
@@ -121,14 +131,20 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
         }
         false
     });
-    assert!(tokio::task::spawn_blocking(move || reader.join().expect("reader thread"))
-        .await
-        .expect("join"));
+    assert!(
+        tokio::task::spawn_blocking(move || reader.join().expect("reader thread"))
+            .await
+            .expect("join")
+    );
     let _ = follower.kill();
     let _ = follower.wait();
 
     // SIGTERM shuts down cleanly; a restart keeps apps, kv and keys.
-    assert!(node.terminate(), "clean exit on SIGTERM; log:\n{}", node.log());
+    assert!(
+        node.terminate(),
+        "clean exit on SIGTERM; log:\n{}",
+        node.log()
+    );
     node.start().await;
     assert_eq!(cli(&["kv", "get", "hello", "greetings"]).trim(), "2");
     let body: serde_json::Value = http
@@ -151,7 +167,8 @@ async fn picloud_admin_key_env_sets_the_first_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = TestNode::new(dir.path());
     let chosen = "my-own-admin-key-0123456789";
-    node.extra_env.push(("PICLOUD_ADMIN_KEY".into(), chosen.into()));
+    node.extra_env
+        .push(("PICLOUD_ADMIN_KEY".into(), chosen.into()));
     node.start().await;
     assert_eq!(node.admin_key(), chosen);
     let out = node.cli_with_key(chosen, &["apps", "list"]);

@@ -20,7 +20,16 @@ async fn acknowledged_writes_survive_kill_9() {
     let admin = node.client();
     let put = "return function(req)\n  kv.set('k/' .. req.params.n, tonumber(req.params.n))\n  return {status=201, json={ok=true}}\nend";
     let (status, body) = admin
-        .deploy("dur", &[("picloud.toml", &manifest("dur", &[("POST", "/put/:n", "put.lua")])), ("put.lua", put)])
+        .deploy(
+            "dur",
+            &[
+                (
+                    "picloud.toml",
+                    &manifest("dur", &[("POST", "/put/:n", "put.lua")]),
+                ),
+                ("put.lua", put),
+            ],
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 
@@ -63,7 +72,10 @@ async fn acknowledged_writes_survive_kill_9() {
         let (status, page) = admin.get(&path).await;
         assert_eq!(status, 200, "{page}");
         for item in page["items"].as_array().expect("items") {
-            found.insert(item["key"].as_str().expect("key").to_string(), item["value"].clone());
+            found.insert(
+                item["key"].as_str().expect("key").to_string(),
+                item["value"].clone(),
+            );
         }
         match page["cursor"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
@@ -71,11 +83,18 @@ async fn acknowledged_writes_survive_kill_9() {
         }
     }
     for n in acked {
-        assert_eq!(found.get(&format!("k/{n}")), Some(&json!(n)), "acknowledged write {n} lost");
+        assert_eq!(
+            found.get(&format!("k/{n}")),
+            Some(&json!(n)),
+            "acknowledged write {n} lost"
+        );
     }
     assert_eq!(found.len(), WRITES);
     // And the node keeps taking writes after recovery.
-    let (status, _) = admin.with_key(None).call("POST", "/dur/put/5000", None).await;
+    let (status, _) = admin
+        .with_key(None)
+        .call("POST", "/dur/put/5000", None)
+        .await;
     assert_eq!(status, 201);
     let (status, value) = admin.get("/_/api/v1/apps/dur/kv/k/5000").await;
     assert_eq!((status, value["value"].clone()), (200, Value::from(5000)));

@@ -9,11 +9,31 @@ use serde_json::json;
 
 const HOSTILE: &[(&str, &str, &str)] = &[
     ("loop", "while true do end", "script_timeout"),
-    ("pcall_loop", "while true do pcall(function() while true do end end) end", "script_timeout"),
-    ("coroutine_loop", "coroutine.wrap(function() while true do end end)()", "script_timeout"),
-    ("bomb", "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end", "script_memory"),
-    ("pcall_bomb", "while true do pcall(function() local s = string.rep('x', 1e9) end) end", "script_memory"),
-    ("recurse", "local function f(n) return f(n + 1) + 1 end local x = f(1)", "script_error"),
+    (
+        "pcall_loop",
+        "while true do pcall(function() while true do end end) end",
+        "script_timeout",
+    ),
+    (
+        "coroutine_loop",
+        "coroutine.wrap(function() while true do end end)()",
+        "script_timeout",
+    ),
+    (
+        "bomb",
+        "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end",
+        "script_memory",
+    ),
+    (
+        "pcall_bomb",
+        "while true do pcall(function() local s = string.rep('x', 1e9) end) end",
+        "script_memory",
+    ),
+    (
+        "recurse",
+        "local function f(n) return f(n + 1) + 1 end local x = f(1)",
+        "script_error",
+    ),
     ("error", "error('this script is broken')", "script_error"),
 ];
 
@@ -38,10 +58,15 @@ async fn hostile_scripts_fail_alone() {
     let mut files: Vec<(String, String)> = Vec::new();
     for (name, body, _) in HOSTILE {
         routes.push(("GET".to_string(), format!("/{name}"), format!("{name}.lua")));
-        files.push((format!("{name}.lua"), format!("return function(req)\n{body}\nreturn 'survived'\nend")));
+        files.push((
+            format!("{name}.lua"),
+            format!("return function(req)\n{body}\nreturn 'survived'\nend"),
+        ));
     }
-    let route_refs: Vec<(&str, &str, &str)> =
-        routes.iter().map(|(m, p, s)| (m.as_str(), p.as_str(), s.as_str())).collect();
+    let route_refs: Vec<(&str, &str, &str)> = routes
+        .iter()
+        .map(|(m, p, s)| (m.as_str(), p.as_str(), s.as_str()))
+        .collect();
     let bad_manifest = manifest("bad", &route_refs);
     let mut bad_files: Vec<(&str, &str)> = vec![("picloud.toml", &bad_manifest)];
     bad_files.extend(files.iter().map(|(p, t)| (p.as_str(), t.as_str())));
@@ -49,7 +74,16 @@ async fn hostile_scripts_fail_alone() {
     assert_eq!(status, 200, "{body}");
     let good = "return function(req) return {json={ok=true, n=kv.incr('calls', 1)}} end";
     let (status, body) = admin
-        .deploy("good", &[("picloud.toml", &manifest("good", &[("GET", "/ok", "ok.lua")])), ("ok.lua", good)])
+        .deploy(
+            "good",
+            &[
+                (
+                    "picloud.toml",
+                    &manifest("good", &[("GET", "/ok", "ok.lua")]),
+                ),
+                ("ok.lua", good),
+            ],
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 
@@ -76,7 +110,10 @@ async fn hostile_scripts_fail_alone() {
     });
     for task in hostile {
         let (round, name, code, status, body) = task.await.expect("hostile call");
-        assert_eq!(body["error"]["code"], code, "{name} round {round}: {status} {body}");
+        assert_eq!(
+            body["error"]["code"], code,
+            "{name} round {round}: {status} {body}"
+        );
         let expected_status = if code == "script_timeout" { 504 } else { 500 };
         assert_eq!(status, expected_status, "{name}: {body}");
     }
@@ -85,7 +122,23 @@ async fn hostile_scripts_fail_alone() {
     // The hostile app itself still serves a fresh request correctly afterwards.
     let (status, body) = admin.get("/bad/error").await;
     assert_eq!(status, 500);
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("this script is broken"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("this script is broken"),
+        "{body}"
+    );
+    // Each failure is in the app's own log with its code, for its author to find.
+    let app_log = node.cli(&["logs", "bad", "--limit", "100"]).ok();
+    assert!(
+        app_log.contains("this script is broken (script_error)"),
+        "{app_log}"
+    );
+    assert!(
+        app_log.contains("(script_timeout)") && app_log.contains("(script_memory)"),
+        "{app_log}"
+    );
     let log = node.log();
     assert!(!log.contains("panicked"), "no panic in the node: {log}");
 }
@@ -108,7 +161,17 @@ async fn a_slow_invocation_does_not_block_its_app() {
         .deploy(
             "mixed",
             &[
-                ("picloud.toml", &manifest("mixed", &[("GET", "/slow", "slow.lua"), ("GET", "/fast", "fast.lua"), ("POST", "/release", "release.lua")])),
+                (
+                    "picloud.toml",
+                    &manifest(
+                        "mixed",
+                        &[
+                            ("GET", "/slow", "slow.lua"),
+                            ("GET", "/fast", "fast.lua"),
+                            ("POST", "/release", "release.lua"),
+                        ],
+                    ),
+                ),
                 ("slow.lua", slow),
                 ("fast.lua", fast),
                 ("release.lua", release),
@@ -120,10 +183,19 @@ async fn a_slow_invocation_does_not_block_its_app() {
     let slow_api = api.clone();
     let slow_call = tokio::spawn(async move { slow_api.get("/mixed/slow").await });
     for _ in 0..20 {
-        assert_eq!(api.get("/mixed/fast").await, (200, serde_json::Value::String("fast".into())));
+        assert_eq!(
+            api.get("/mixed/fast").await,
+            (200, serde_json::Value::String("fast".into()))
+        );
     }
-    assert!(!slow_call.is_finished(), "the slow call was still running while fast calls were answered");
+    assert!(
+        !slow_call.is_finished(),
+        "the slow call was still running while fast calls were answered"
+    );
     assert_eq!(api.call("POST", "/mixed/release", None).await.0, 200);
     let (status, body) = slow_call.await.expect("slow call");
-    assert_eq!((status, body), (200, serde_json::Value::String("slow done".into())));
+    assert_eq!(
+        (status, body),
+        (200, serde_json::Value::String("slow done".into()))
+    );
 }

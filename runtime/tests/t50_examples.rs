@@ -17,25 +17,48 @@ async fn every_example_deploys_and_answers() {
         if path.join("picloud.toml").exists() {
             let out = node.cli(&["deploy", path.to_str().expect("utf-8")]).ok();
             assert!(out.contains("version 1"), "{}: {out}", path.display());
-            deployed.push(path.file_name().expect("name").to_string_lossy().into_owned());
+            deployed.push(
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     deployed.sort();
-    assert_eq!(deployed, ["hello", "todo"], "a new example needs a check below");
+    assert_eq!(
+        deployed,
+        ["hello", "todo"],
+        "a new example needs a check below"
+    );
 
     let api = node.client().with_key(None);
-    assert_eq!(api.get("/hello/plain").await, (200, Value::String("hello".into())));
-    assert_eq!(api.get("/hello/greet/pi").await, (200, json!({"hello": "pi", "count": 1})));
-    assert_eq!(api.get("/hello/greet/zero").await, (200, json!({"hello": "zero", "count": 2})));
+    assert_eq!(
+        api.get("/hello/plain").await,
+        (200, Value::String("hello".into()))
+    );
+    assert_eq!(
+        api.get("/hello/greet/pi").await,
+        (200, json!({"hello": "pi", "count": 1}))
+    );
+    assert_eq!(
+        api.get("/hello/greet/zero").await,
+        (200, json!({"hello": "zero", "count": 2}))
+    );
 
     // todo: create 25, page through them 10 at a time with the cursor, update, delete.
     for n in 0..25 {
-        let (status, body) = api.post_json("/todo/todos", &json!({"title": format!("task {n}")})).await;
+        let (status, body) = api
+            .post_json("/todo/todos", &json!({"title": format!("task {n}")}))
+            .await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["done"], false);
     }
     let (status, body) = api.post_json("/todo/todos", &json!({"title": ""})).await;
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_todo")));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_todo"))
+    );
     let mut titles = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -57,15 +80,30 @@ async fn every_example_deploys_and_answers() {
     }
     assert_eq!(pages, 3);
     let expected: Vec<String> = (0..25).map(|n| format!("task {n}")).collect();
-    assert_eq!(titles, expected, "creation order, nothing missing or repeated");
+    assert_eq!(
+        titles, expected,
+        "creation order, nothing missing or repeated"
+    );
 
-    let (status, body) = api.call("PATCH", "/todo/todos/00000003", Some(br#"{"done":true}"#.to_vec())).await;
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/todo/todos/00000003",
+            Some(br#"{"done":true}"#.to_vec()),
+        )
+        .await;
     assert_eq!((status, body["done"].clone()), (200, json!(true)), "{body}");
     assert_eq!(api.get("/todo/todos/00000003").await.1["done"], true);
     let (status, _) = api.call("DELETE", "/todo/todos/00000003", None).await;
     assert_eq!(status, 200);
     let (status, body) = api.get("/todo/todos/00000003").await;
-    assert_eq!((status, body["error"]["code"].clone()), (404, json!("todo_not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("todo_not_found"))
+    );
     let (status, body) = api.get("/todo/todos?limit=1000").await;
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_limit")));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_limit"))
+    );
 }

@@ -23,6 +23,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(TempStoreBuilder)
+fn openraft_storage_suite() {
+    if let Err(error) = Suite::test_all(TempStoreBuilder) {
+        panic!("openraft storage suite failed: {error}");
+    }
 }

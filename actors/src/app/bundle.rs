@@ -114,8 +114,15 @@ impl CheckedBundle {
     /// Runs every script's top level once in a throwaway sandbox, so a script
     /// that fails at load or does not return a handler is rejected at deploy
     /// time rather than on the first request.
-    pub fn check_loads(&self, app: &str, host: Arc<dyn Host>, limits: SandboxLimits) -> Result<(), DeployError> {
-        Vm::new(app, &self.scripts, host, limits).map(|_| ()).map_err(DeployError::from)
+    pub fn check_loads(
+        &self,
+        app: &str,
+        host: Arc<dyn Host>,
+        limits: SandboxLimits,
+    ) -> Result<(), DeployError> {
+        Vm::new(app, &self.scripts, host, limits)
+            .map(|_| ())
+            .map_err(DeployError::from)
     }
 }
 
@@ -132,8 +139,7 @@ mod tests {
         }
     }
 
-    const MANIFEST: &str =
-        "name = \"hello\"\n[[route]]\nmethod = \"GET\"\npath = \"/greet/:name\"\nscript = \"greet.lua\"\n";
+    const MANIFEST: &str = "name = \"hello\"\n[[route]]\nmethod = \"GET\"\npath = \"/greet/:name\"\nscript = \"greet.lua\"\n";
 
     #[test]
     fn a_good_bundle_passes_and_round_trips() {
@@ -149,20 +155,36 @@ mod tests {
     #[test]
     fn bad_bundles_name_file_and_line() {
         let cases: Vec<(Bundle, &str)> = vec![
-            (bundle(&[("greet.lua", "return 1")]), "picloud.toml: missing"),
-            (bundle(&[(MANIFEST_FILE, MANIFEST)]), "greet.lua: script not found"),
             (
-                bundle(&[(MANIFEST_FILE, MANIFEST), ("greet.lua", "return function(req)\n  x = = 1\nend")]),
+                bundle(&[("greet.lua", "return 1")]),
+                "picloud.toml: missing",
+            ),
+            (
+                bundle(&[(MANIFEST_FILE, MANIFEST)]),
+                "greet.lua: script not found",
+            ),
+            (
+                bundle(&[
+                    (MANIFEST_FILE, MANIFEST),
+                    ("greet.lua", "return function(req)\n  x = = 1\nend"),
+                ]),
                 "greet.lua:2:",
             ),
             (
-                bundle(&[(MANIFEST_FILE, MANIFEST), ("greet.lua", "return function() end"), ("../x.lua", "")]),
+                bundle(&[
+                    (MANIFEST_FILE, MANIFEST),
+                    ("greet.lua", "return function() end"),
+                    ("../x.lua", ""),
+                ]),
                 "must be relative",
             ),
         ];
         for (bad, expected) in cases {
             let message = bad.check().expect_err(expected).message;
-            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
         }
     }
 }

@@ -78,7 +78,9 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"];
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*",
+];
 
 impl Manifest {
     /// Parses and validates the manifest text. Route paths are checked by
@@ -146,8 +148,14 @@ mod tests {
         let cases = [
             ("name = \"Hello\"", "may hold only"),
             ("name = \"_\"", "must start with"),
-            ("name = \"x\"\n[[route]]\nmethod=\"FETCH\"\npath=\"/\"\nscript=\"a.lua\"", "FETCH"),
-            ("name = \"x\"\n[[route]]\nmethod=\"GET\"\npath=\"/\"\nscript=\"a.py\"", ".lua"),
+            (
+                "name = \"x\"\n[[route]]\nmethod=\"FETCH\"\npath=\"/\"\nscript=\"a.lua\"",
+                "FETCH",
+            ),
+            (
+                "name = \"x\"\n[[route]]\nmethod=\"GET\"\npath=\"/\"\nscript=\"a.py\"",
+                ".lua",
+            ),
             ("name = \"x\"\nbogus = 1", "unknown field"),
             ("name = ", "picloud.toml:1"),
         ];

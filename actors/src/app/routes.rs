@@ -180,13 +180,25 @@ mod tests {
         let hit = table.find("GET", "/greet/pi").expect("match");
         assert_eq!(hit.script, "greet.lua");
         assert_eq!(hit.params["name"], "pi");
-        assert_eq!(table.find("GET", "/greet/a%20b").expect("match").params["name"], "a b");
+        assert_eq!(
+            table.find("GET", "/greet/a%20b").expect("match").params["name"],
+            "a b"
+        );
         let rest = table.find("DELETE", "/files/a/b/c").expect("match");
         assert_eq!(rest.params["rest"], "a/b/c");
-        assert_eq!(table.find("GET", "/files").expect("match").params["rest"], "");
-        assert_eq!(table.find("GET", "/items").err(), Some(RouteMiss::MethodNotAllowed));
+        assert_eq!(
+            table.find("GET", "/files").expect("match").params["rest"],
+            ""
+        );
+        assert_eq!(
+            table.find("GET", "/items").err(),
+            Some(RouteMiss::MethodNotAllowed)
+        );
         assert_eq!(table.find("GET", "/nope").err(), Some(RouteMiss::NotFound));
-        assert_eq!(table.find("GET", "/greet/pi/extra").err(), Some(RouteMiss::NotFound));
+        assert_eq!(
+            table.find("GET", "/greet/pi/extra").err(),
+            Some(RouteMiss::NotFound)
+        );
     }
 
     #[test]

@@ -106,9 +106,8 @@ impl Client {
             .map_err(|e| CliError::new(format!("cannot reach {}: {e}", self.base)))?;
         let status = response.status();
         let bytes = response.bytes().await?;
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        });
+        let body: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if status.is_success() {
             return Ok(body);
         }
@@ -117,7 +116,10 @@ impl Client {
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| format!("HTTP {status}"));
-        Err(CliError::new(format!("{message} ({code}, HTTP {})", status.as_u16())))
+        Err(CliError::new(format!(
+            "{message} ({code}, HTTP {})",
+            status.as_u16()
+        )))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
@@ -129,11 +131,13 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
-        self.send(self.request(reqwest::Method::POST, path).json(body)).await
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
-        self.send(self.request(reqwest::Method::PUT, path).json(body)).await
+        self.send(self.request(reqwest::Method::PUT, path).json(body))
+            .await
     }
 
     /// Opens a streaming GET (for `--follow`), failing on a non-2xx status.
@@ -149,9 +153,14 @@ impl Client {
         }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"].as_str().unwrap_or("request failed");
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed");
         let code = body["error"]["code"].as_str().unwrap_or("http_error");
-        Err(CliError::new(format!("{message} ({code}, HTTP {})", status.as_u16())))
+        Err(CliError::new(format!(
+            "{message} ({code}, HTTP {})",
+            status.as_u16()
+        )))
     }
 }
 

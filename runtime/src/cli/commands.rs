@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::client::{Client, CliError, Credentials, encode_path, load_credentials, save_credentials};
+use super::client::{
+    CliError, Client, Credentials, encode_path, load_credentials, save_credentials,
+};
 
 /// Options every client command shares.
 #[derive(Debug, Args)]
@@ -17,7 +19,13 @@ pub struct ClientArgs {
     #[arg(long = "url", id = "api_url", global = true, env = "PICLOUD_URL")]
     api_url: Option<String>,
     /// The API key (default: the one saved by `picloud login`).
-    #[arg(long = "key", id = "api_key", global = true, env = "PICLOUD_KEY", hide_env_values = true)]
+    #[arg(
+        long = "key",
+        id = "api_key",
+        global = true,
+        env = "PICLOUD_KEY",
+        hide_env_values = true
+    )]
     api_key: Option<String>,
     /// Print the server's JSON instead of text.
     #[arg(long, global = true)]
@@ -110,11 +118,16 @@ pub enum KeysCommand {
         name: Option<String>,
     },
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 pub fn run(args: ClientArgs, command: ClientCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: {error}");
@@ -144,7 +157,10 @@ fn client(args: &ClientArgs) -> Result<Client, CliError> {
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliError> {
@@ -173,16 +189,24 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
             report(json, &body, || format!("created app {name}"));
         }
         ClientCommand::Apps(AppsCommand::Delete { name }) => {
-            let body = client.delete(&format!("/apps/{}", encode_path(&name))).await?;
+            let body = client
+                .delete(&format!("/apps/{}", encode_path(&name)))
+                .await?;
             report(json, &body, || format!("deleted app {name}"));
         }
         ClientCommand::Deploy { dir } => {
             let (app, files) = read_app_dir(&dir)?;
             let body = client
-                .post(&format!("/apps/{}/deploys", encode_path(&app)), &json!({"files": files}))
+                .post(
+                    &format!("/apps/{}/deploys", encode_path(&app)),
+                    &json!({"files": files}),
+                )
                 .await?;
             report(json, &body, || {
-                format!("deployed {app} version {}", body["version"].as_u64().unwrap_or(0))
+                format!(
+                    "deployed {app} version {}",
+                    body["version"].as_u64().unwrap_or(0)
+                )
             });
         }
         ClientCommand::Rollback { app, to } => {
@@ -194,16 +218,25 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                 .post(&format!("/apps/{}/rollback", encode_path(&app)), &request)
                 .await?;
             report(json, &body, || {
-                format!("{app} now serves version {}", body["version"].as_u64().unwrap_or(0))
+                format!(
+                    "{app} now serves version {}",
+                    body["version"].as_u64().unwrap_or(0)
+                )
             });
         }
         ClientCommand::Deploys { app } => {
-            let body = client.get(&format!("/apps/{}/deploys", encode_path(&app))).await?;
+            let body = client
+                .get(&format!("/apps/{}/deploys", encode_path(&app)))
+                .await?;
             if json {
                 print_json(&body);
             } else {
                 for deploy in body["deploys"].as_array().into_iter().flatten() {
-                    let marker = if deploy["active"].as_bool() == Some(true) { "*" } else { " " };
+                    let marker = if deploy["active"].as_bool() == Some(true) {
+                        "*"
+                    } else {
+                        " "
+                    };
                     println!(
                         "{marker} v{}\t{}\t{} bytes",
                         deploy["version"],
@@ -308,7 +341,10 @@ fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliErr
                     .to_string_lossy()
                     .replace('\\', "/");
                 let text = std::fs::read_to_string(entry.path()).map_err(|e| {
-                    CliError::new(format!("{}: {e} (app files must be UTF-8 text)", entry.path().display()))
+                    CliError::new(format!(
+                        "{}: {e} (app files must be UTF-8 text)",
+                        entry.path().display()
+                    ))
                 })?;
                 files.insert(relative, text);
             }
@@ -393,10 +429,18 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
             if json {
                 print_json(&body);
             } else {
-                println!("{}", serde_json::to_string(&body["value"]).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string(&body["value"]).unwrap_or_default()
+                );
             }
         }
-        KvCommand::Set { app, key, value, ttl } => {
+        KvCommand::Set {
+            app,
+            key,
+            value,
+            ttl,
+        } => {
             let parsed: Value =
                 serde_json::from_str(&value).unwrap_or_else(|_| Value::String(value.clone()));
             let mut path = format!("/apps/{}/kv/{}", encode_path(&app), encode_path(&key));
@@ -408,7 +452,11 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
         }
         KvCommand::Del { app, key } => {
             let body = client
-                .delete(&format!("/apps/{}/kv/{}", encode_path(&app), encode_path(&key)))
+                .delete(&format!(
+                    "/apps/{}/kv/{}",
+                    encode_path(&app),
+                    encode_path(&key)
+                ))
                 .await?;
             report(json, &body, || {
                 if body["deleted"].as_bool() == Some(true) {
@@ -430,7 +478,10 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
                 encode_path(&prefix).replace('/', "%2F")
             );
             if let Some(cursor) = cursor {
-                path.push_str(&format!("&cursor={}", encode_path(&cursor).replace('/', "%2F")));
+                path.push_str(&format!(
+                    "&cursor={}",
+                    encode_path(&cursor).replace('/', "%2F")
+                ));
             }
             let body = client.get(&path).await?;
             if json {
@@ -483,7 +534,9 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
             }
         }
         KeysCommand::Revoke { id } => {
-            let body = client.delete(&format!("/keys/{}", encode_path(&id))).await?;
+            let body = client
+                .delete(&format!("/keys/{}", encode_path(&id)))
+                .await?;
             report(json, &body, || format!("revoked key {id}"));
         }
     }

@@ -36,7 +36,10 @@ pub fn router() -> Router<Gateway> {
         .route("/apps/{app}/deploys", get(list_deploys).post(deploy))
         .route("/apps/{app}/rollback", post(rollback))
         .route("/apps/{app}/kv", get(kv_list))
-        .route("/apps/{app}/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route(
+            "/apps/{app}/kv/{*key}",
+            get(kv_get).put(kv_put).delete(kv_delete),
+        )
         .route("/apps/{app}/logs", get(logs))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
@@ -44,7 +47,10 @@ pub fn router() -> Router<Gateway> {
 }
 
 async fn api_not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found("not_found", format!("no admin API endpoint at {}", uri.path()))
+    ApiError::not_found(
+        "not_found",
+        format!("no admin API endpoint at {}", uri.path()),
+    )
 }
 
 fn check_app_name(app: &str) -> Result<(), ApiError> {
@@ -74,7 +80,10 @@ fn app_json(record: &picloud_storage::AppRecord) -> Value {
     })
 }
 
-async fn list_apps(State(gateway): State<Gateway>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_apps(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let apps: Vec<Value> = gateway
         .node
         .reader()
@@ -112,7 +121,8 @@ async fn create_app(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let request: CreateApp = parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    let request: CreateApp =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
     check_app_name(&request.name)?;
     accepted(
         gateway
@@ -124,7 +134,10 @@ async fn create_app(
             .await?,
     )?;
     let record = gateway.node.reader().app(&request.name)?;
-    let body = record.as_ref().map(app_json).unwrap_or(json!({"name": request.name}));
+    let body = record
+        .as_ref()
+        .map(app_json)
+        .unwrap_or(json!({"name": request.name}));
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -134,7 +147,12 @@ async fn delete_app(
     Path(app): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    accepted(gateway.node.write(Command::AppDelete { app: app.clone() }).await?)?;
+    accepted(
+        gateway
+            .node
+            .write(Command::AppDelete { app: app.clone() })
+            .await?,
+    )?;
     gateway.apps.reload(&app).await?;
     gateway.logs.forget(&app);
     Ok(Json(json!({"deleted": app})))
@@ -164,7 +182,9 @@ async fn list_deploys(
             })
         })
         .collect();
-    Ok(Json(json!({"app": app, "active_version": record.active_version, "deploys": deploys})))
+    Ok(Json(
+        json!({"app": app, "active_version": record.active_version, "deploys": deploys}),
+    ))
 }
 
 /// A host for deploy-time checks: scripts' top level runs with no services.
@@ -180,10 +200,21 @@ fn no_services<'a, T: Send + 'a>() -> HostFuture<'a, T> {
 }
 
 impl Host for LoadCheckHost {
-    fn kv_get<'a>(&'a self, _: &'a str, _: &'a str, _: Consistency) -> HostFuture<'a, Option<Value>> {
+    fn kv_get<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: Consistency,
+    ) -> HostFuture<'a, Option<Value>> {
         no_services()
     }
-    fn kv_set<'a>(&'a self, _: &'a str, _: &'a str, _: Value, _: Option<f64>) -> HostFuture<'a, ()> {
+    fn kv_set<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: Value,
+        _: Option<f64>,
+    ) -> HostFuture<'a, ()> {
         no_services()
     }
     fn kv_delete<'a>(&'a self, _: &'a str, _: &'a str) -> HostFuture<'a, bool> {
@@ -238,12 +269,14 @@ async fn deploy(
         )));
     }
     // Loading runs scripts' top level: keep it off the async workers.
-    let limits = gateway.limits.sandbox.clone();
+    let limits = gateway.limits.sandbox;
     let app_for_check = app.clone();
-    tokio::task::spawn_blocking(move || checked.check_loads(&app_for_check, Arc::new(LoadCheckHost), limits))
-        .await
-        .map_err(|e| ApiError::internal(format!("deploy check panicked: {e}")))?
-        .map_err(|e| invalid(e.message))?;
+    tokio::task::spawn_blocking(move || {
+        checked.check_loads(&app_for_check, Arc::new(LoadCheckHost), limits)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("deploy check panicked: {e}")))?
+    .map_err(|e| invalid(e.message))?;
     let result = accepted(
         gateway
             .node
@@ -256,7 +289,9 @@ async fn deploy(
             .await?,
     )?;
     let CommandResult::Deployed { version } = result else {
-        return Err(ApiError::internal(format!("unexpected deploy result {result:?}")));
+        return Err(ApiError::internal(format!(
+            "unexpected deploy result {result:?}"
+        )));
     };
     gateway.apps.reload(&app).await?;
     Ok(Json(json!({"app": app, "version": version})))
@@ -293,7 +328,9 @@ async fn rollback(
             .await?,
     )?;
     let CommandResult::RolledBack { version } = result else {
-        return Err(ApiError::internal(format!("unexpected rollback result {result:?}")));
+        return Err(ApiError::internal(format!(
+            "unexpected rollback result {result:?}"
+        )));
     };
     gateway.apps.reload(&app).await?;
     Ok(Json(json!({"app": app, "version": version})))
@@ -303,7 +340,10 @@ async fn rollback(
 
 fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
     if gateway.node.reader().app(app)?.is_none() {
-        return Err(ApiError::not_found("app_not_found", format!("app {app} not found")));
+        return Err(ApiError::not_found(
+            "app_not_found",
+            format!("app {app} not found"),
+        ));
     }
     Ok(())
 }
@@ -353,7 +393,9 @@ async fn kv_get(
         .node
         .reader()
         .kv_get(&app, &key, now_ms())?
-        .ok_or_else(|| ApiError::not_found("key_not_found", format!("app {app} has no key {key:?}")))?;
+        .ok_or_else(|| {
+            ApiError::not_found("key_not_found", format!("app {app} has no key {key:?}"))
+        })?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::internal(format!("stored value is not JSON: {e}")))?;
     Ok(Json(json!({"key": key, "value": value})))
@@ -379,7 +421,9 @@ async fn kv_write(gateway: &Gateway, app: &str, op: KvOp) -> Result<KvOpResult, 
     )?;
     match result {
         CommandResult::Kv(result) => Ok(result),
-        other => Err(ApiError::internal(format!("unexpected kv result {other:?}"))),
+        other => Err(ApiError::internal(format!(
+            "unexpected kv result {other:?}"
+        ))),
     }
 }
 
@@ -513,7 +557,10 @@ async fn logs(
 ) -> Result<Response, ApiError> {
     caller.require_read(&app)?;
     require_app(&gateway, &app)?;
-    let limit = options.limit.unwrap_or(100).min(gateway.limits.logs.lines_per_app_max);
+    let limit = options
+        .limit
+        .unwrap_or(100)
+        .min(gateway.limits.logs.lines_per_app_max);
     if options.follow.unwrap_or(false) {
         let (backlog, receiver) = gateway.logs.follow(&app, limit);
         return Ok(Sse::new(follow_stream(backlog, receiver))
@@ -536,15 +583,13 @@ fn follow_stream(
     };
     let backlog = futures::stream::iter(backlog.into_iter().map(move |line| Ok(line_event(&line))));
     let live = futures::stream::unfold(receiver, move |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(line) => return Some((Ok(line_event(&line)), receiver)),
-                Err(RecvError::Lagged(skipped)) => {
-                    let event = Event::default().event("lagged").data(skipped.to_string());
-                    return Some((Ok(event), receiver));
-                }
-                Err(RecvError::Closed) => return None,
+        match receiver.recv().await {
+            Ok(line) => Some((Ok(line_event(&line)), receiver)),
+            Err(RecvError::Lagged(skipped)) => {
+                let event = Event::default().event("lagged").data(skipped.to_string());
+                Some((Ok(event), receiver))
             }
+            Err(RecvError::Closed) => None,
         }
     });
     futures::StreamExt::chain(backlog, live)
@@ -566,12 +611,16 @@ async fn create_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let request: CreateKey = parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    let request: CreateKey =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
     let scope = Scope::parse(&request.scope)
         .map_err(|message| ApiError::bad_request("invalid_field", format!("scope: {message}")))?;
     let name = request.name.unwrap_or_default();
     if name.len() > 128 {
-        return Err(ApiError::bad_request("invalid_field", "name: at most 128 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "name: at most 128 characters",
+        ));
     }
     let key = keys::generate();
     accepted(
@@ -590,7 +639,10 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn list_keys(State(gateway): State<Gateway>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_keys(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let keys: Vec<Value> = gateway
         .node
@@ -610,6 +662,23 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    accepted(gateway.node.write(Command::KeyRevoke { id: id.clone() }).await?)?;
+    // Revoking the last admin key would lock every operator out for good.
+    let keys = gateway.node.reader().keys()?;
+    let is_admin = |key: &picloud_storage::KeyRecord| key.scope == "admin";
+    if keys.iter().any(|key| key.id == id && is_admin(key))
+        && keys.iter().filter(|key| is_admin(key)).count() == 1
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_admin_key",
+            format!("key {id} is the last admin key; create another admin key first"),
+        ));
+    }
+    accepted(
+        gateway
+            .node
+            .write(Command::KeyRevoke { id: id.clone() })
+            .await?,
+    )?;
     Ok(Json(json!({"revoked": id})))
 }

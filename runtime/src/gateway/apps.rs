@@ -59,7 +59,10 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
         .headers
         .iter()
         .filter_map(|(name, value)| {
-            Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_string()))
+            Some((
+                name.as_str().to_ascii_lowercase(),
+                value.to_str().ok()?.to_string(),
+            ))
         })
         .collect();
     let body = read_body(body, gateway.config.http_body_bytes_max).await?;

@@ -98,18 +98,22 @@ impl From<AppError> for ApiError {
             AppError::AppNotFound { .. } => ApiError::not_found("app_not_found", message),
             AppError::NotDeployed { .. } => ApiError::not_found("app_not_deployed", message),
             AppError::RouteNotFound { .. } => ApiError::not_found("route_not_found", message),
-            AppError::MethodNotAllowed { .. } => {
-                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
-            }
+            AppError::MethodNotAllowed { .. } => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            ),
             AppError::Busy { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "app_busy", message)
             }
             AppError::Unavailable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "app_unavailable", message)
             }
-            AppError::LoadFailed { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "app_load_failed", message)
-            }
+            AppError::LoadFailed { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "app_load_failed",
+                message,
+            ),
             AppError::Storage { .. } => ApiError::internal(message),
             AppError::Invoke(invoke) => invoke_error(invoke),
         }

@@ -166,7 +166,10 @@ impl TestNode {
             .args(args)
             .env("PICLOUD_URL", self.url())
             .env("PICLOUD_KEY", key)
-            .env("PICLOUD_CREDENTIALS", self.data_dir.with_extension("credentials.toml"))
+            .env(
+                "PICLOUD_CREDENTIALS",
+                self.data_dir.with_extension("credentials.toml"),
+            )
             .output()
             .expect("run picloud CLI");
         CliOutput::from(output)
@@ -237,7 +240,9 @@ impl Api {
             request = request.bearer_auth(key);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().await.expect("HTTP request");
         let status = response.status().as_u16();
@@ -252,7 +257,8 @@ impl Api {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.call("POST", path, Some(serde_json::to_vec(body).expect("json"))).await
+        self.call("POST", path, Some(serde_json::to_vec(body).expect("json")))
+            .await
     }
 
     /// Deploys a folder of files given inline.
