@@ -39,6 +39,7 @@ pub fn cluster_host_error(error: ClusterError) -> HostError {
     let code = match &error {
         ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => "no_leader",
         ClusterError::Timeout { .. } => "timeout",
+        ClusterError::Overloaded => "overloaded",
         _ => "unavailable",
     };
     HostError::new(code, error.to_string())

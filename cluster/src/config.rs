@@ -18,6 +18,14 @@ pub struct ClusterConfig {
     pub leader_wait_ms: u64,
     /// How long a write may take from proposal to apply before failing with `timeout`.
     pub write_timeout_ms: u64,
+    /// Writes waiting for the batcher; when full for `write_timeout_ms`, 503 `overloaded`.
+    pub write_queue_max: usize,
+    /// Most commands in one log entry.
+    pub batch_commands_max: usize,
+    /// Most payload bytes in one batched log entry; larger commands go alone.
+    pub batch_bytes_max: usize,
+    /// Batches proposed and not yet applied at one time.
+    pub batches_inflight_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -30,6 +38,10 @@ impl Default for ClusterConfig {
             logs_kept_after_snapshot: 1_000,
             leader_wait_ms: 5_000,
             write_timeout_ms: 10_000,
+            write_queue_max: 4_096,
+            batch_commands_max: 512,
+            batch_bytes_max: 1024 * 1024,
+            batches_inflight_max: 2,
         }
     }
 }

@@ -26,9 +26,41 @@ pub enum ClusterError {
     Identity { path: String, message: String },
     #[error("raft: {message}")]
     Raft { message: String },
+    /// The write queue stayed full; shed load rather than queue without bound.
+    #[error("the write queue is full (write_queue_max); retry shortly")]
+    Overloaded,
 }
 
 impl ClusterError {
+    /// A copy for every writer of a failed batch (`StorageError` is not
+    /// `Clone`, so non-retryable errors are carried by their message).
+    pub fn duplicate(&self) -> ClusterError {
+        match self {
+            ClusterError::NoLeader { waited_ms } => ClusterError::NoLeader {
+                waited_ms: *waited_ms,
+            },
+            ClusterError::NotLeader { leader } => ClusterError::NotLeader { leader: *leader },
+            ClusterError::Timeout {
+                operation,
+                waited_ms,
+            } => ClusterError::Timeout {
+                operation,
+                waited_ms: *waited_ms,
+            },
+            ClusterError::Stopped { message } => ClusterError::Stopped {
+                message: message.clone(),
+            },
+            other => ClusterError::Raft {
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// The write queue was full for longer than the write timeout.
+    pub fn overloaded() -> ClusterError {
+        ClusterError::Overloaded
+    }
+
     /// Whether the caller may retry the same request later.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -36,6 +68,7 @@ impl ClusterError {
             ClusterError::NoLeader { .. }
                 | ClusterError::NotLeader { .. }
                 | ClusterError::Timeout { .. }
+                | ClusterError::Overloaded
         )
     }
 }

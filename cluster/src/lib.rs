@@ -9,6 +9,8 @@
 //! # Layout
 //!
 //! - `config`: `ClusterConfig`, Raft timings and limits with their defaults.
+//! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
+//!   flushes once per append on the leader, so batching is where write throughput comes from).
 //! - `node`: `Node`, boot (initialise a one-voter cluster on first start), write,
 //!   read barrier, status, shutdown.
 //! - `network`: the openraft network factory. Single-node clusters never send an
@@ -22,6 +24,7 @@
 //!                 ◀── CommandResult ┘ (after apply on this node: read-your-writes)
 //! ```
 
+pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod identity;

@@ -8,7 +8,10 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+use crate::batcher::{BatchLimits, Proposal};
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
@@ -31,6 +34,61 @@ pub struct NodeStatus {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
 }
 
+/// Proposes log entries: the one path every write takes into Raft.
+pub struct Proposer {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    config: Arc<ClusterConfig>,
+}
+
+impl Proposer {
+    /// Proposes one log entry and waits until it is applied on this node.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, ClusterError> {
+        let deadline = Instant::now() + self.config.leader_wait();
+        loop {
+            self.wait_for_leader(deadline).await?;
+            let attempt = tokio::time::timeout(
+                self.config.write_timeout(),
+                self.raft.client_write(command.clone()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(response)) => return Ok(response.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                    match forward.leader_id {
+                        Some(leader) if leader != self.id => {
+                            return Err(ClusterError::NotLeader { leader });
+                        }
+                        // Leadership moved while the write was queued: wait and retry.
+                        _ => continue,
+                    }
+                }
+                Ok(Err(RaftError::Fatal(fatal))) => {
+                    return Err(ClusterError::Stopped {
+                        message: fatal.to_string(),
+                    });
+                }
+                Ok(Err(other)) => {
+                    return Err(ClusterError::Raft {
+                        message: other.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClusterError::Timeout {
+                        operation: "write",
+                        waited_ms: self.config.write_timeout_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded by `deadline`) until some node is known to lead.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
+        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
+    }
+}
+
 /// A running Raft member with its storage.
 #[derive(Clone)]
 pub struct Node {
@@ -38,6 +96,8 @@ pub struct Node {
     raft: Raft<TypeConfig>,
     reader: StateReader,
     config: Arc<ClusterConfig>,
+    proposer: Arc<Proposer>,
+    proposals: mpsc::Sender<Proposal>,
 }
 
 impl Node {
@@ -108,11 +168,29 @@ impl Node {
             identity::store(data_dir, &Identity { node_id: id })?;
         }
 
+        let config = Arc::new(config);
+        let proposer = Arc::new(Proposer {
+            id,
+            raft: raft.clone(),
+            config: config.clone(),
+        });
+        let (proposals, queue) = mpsc::channel(config.write_queue_max.max(1));
+        tokio::spawn(crate::batcher::run(
+            proposer.clone(),
+            queue,
+            BatchLimits {
+                commands_max: config.batch_commands_max,
+                bytes_max: config.batch_bytes_max,
+                inflight_max: config.batches_inflight_max,
+            },
+        ));
         Ok(Node {
             id,
             raft,
             reader: storage.reader,
-            config: Arc::new(config),
+            config,
+            proposer,
+            proposals,
         })
     }
 
@@ -127,45 +205,32 @@ impl Node {
     }
 
     /// Proposes `command`, waits until it is committed and applied on this node,
-    /// and returns what `apply` produced.
+    /// and returns what `apply` produced. Small commands go through the batcher
+    /// (many writes, one log entry); large ones are proposed on their own.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
-        let deadline = Instant::now() + self.config.leader_wait();
-        loop {
-            self.wait_for_leader(deadline).await?;
-            let attempt = tokio::time::timeout(
-                self.config.write_timeout(),
-                self.raft.client_write(command.clone()),
-            )
-            .await;
-            match attempt {
-                Ok(Ok(response)) => return Ok(response.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                    match forward.leader_id {
-                        Some(leader) if leader != self.id => {
-                            return Err(ClusterError::NotLeader { leader });
-                        }
-                        // Leadership moved while the write was queued: wait and retry.
-                        _ => continue,
-                    }
-                }
-                Ok(Err(RaftError::Fatal(fatal))) => {
-                    return Err(ClusterError::Stopped {
-                        message: fatal.to_string(),
-                    });
-                }
-                Ok(Err(other)) => {
-                    return Err(ClusterError::Raft {
-                        message: other.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(ClusterError::Timeout {
-                        operation: "write",
-                        waited_ms: self.config.write_timeout_ms,
-                    });
-                }
-            }
+        let size = crate::batcher::payload_bytes(&command);
+        if matches!(command, Command::Deploy { .. } | Command::Batch(_))
+            || size > self.config.batch_bytes_max
+        {
+            return self.proposer.propose(command).await;
         }
+        let (reply, result) = oneshot::channel();
+        let proposal = Proposal { command, reply };
+        match tokio::time::timeout(self.config.write_timeout(), self.proposals.send(proposal)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(ClusterError::Stopped {
+                    message: "the write batcher stopped".to_string(),
+                });
+            }
+            Err(_) => return Err(ClusterError::overloaded()),
+        }
+        result.await.unwrap_or_else(|_| {
+            Err(ClusterError::Stopped {
+                message: "the write batcher dropped a write".to_string(),
+            })
+        })
     }
 
     /// Returns once a read of local state reflects every write acknowledged
@@ -214,33 +279,7 @@ impl Node {
 
     /// Waits (bounded by `deadline`) until some node is known to lead.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
-        let mut metrics = self.raft.metrics();
-        loop {
-            {
-                let current = metrics.borrow_and_update();
-                if let Err(fatal) = &current.running_state {
-                    return Err(ClusterError::Stopped {
-                        message: fatal.to_string(),
-                    });
-                }
-                if current.current_leader.is_some() {
-                    return Ok(());
-                }
-            }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(ClusterError::Stopped {
-                        message: "raft metrics closed".to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(ClusterError::NoLeader {
-                        waited_ms: self.config.leader_wait_ms,
-                    });
-                }
-            }
-        }
+        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
     }
 
     /// This node's current view of the cluster.
@@ -280,5 +319,40 @@ impl Node {
             })?;
         self.reader.flush_state()?;
         Ok(())
+    }
+}
+
+/// Waits (bounded by `deadline`) until some node is known to lead.
+async fn wait_for_leader(
+    raft: &Raft<TypeConfig>,
+    deadline: Instant,
+    leader_wait_ms: u64,
+) -> Result<(), ClusterError> {
+    let mut metrics = raft.metrics();
+    loop {
+        {
+            let current = metrics.borrow_and_update();
+            if let Err(fatal) = &current.running_state {
+                return Err(ClusterError::Stopped {
+                    message: fatal.to_string(),
+                });
+            }
+            if current.current_leader.is_some() {
+                return Ok(());
+            }
+        }
+        match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(ClusterError::Stopped {
+                    message: "raft metrics closed".to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(ClusterError::NoLeader {
+                    waited_ms: leader_wait_ms,
+                });
+            }
+        }
     }
 }

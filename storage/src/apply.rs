@@ -15,6 +15,12 @@
 //! first and the app record (with the last-applied id) goes last. If a crash
 //! interrupts it, the app record is still there and the re-applied entry
 //! finishes the job with the same result.
+//!
+//! The other is a `Command::Batch` entry: each inner command commits its own
+//! atomic batch together with a progress marker `(log id, inner commands
+//! done)` and its result, in `Meta`; a last batch sets the last-applied id
+//! and removes the marker. A restart in between re-applies the entry, which
+//! skips the inner commands the marker counts (see `apply_batch_entry`).
 
 use std::collections::BTreeMap;
 
@@ -31,11 +37,27 @@ use crate::types::NodeId;
 /// Applies `command` as the entry at `log_id`, committing its writes and the
 /// new last-applied id atomically. `Err` is an engine failure (fatal);
 /// deterministic rejections come back as `Ok(CommandResult::Rejected(..))`.
+/// A [`Command::Batch`] is applied as described in the module comment.
 pub fn apply<B: Backend + ?Sized>(
     backend: &B,
     log_id: &LogId<NodeId>,
     command: &Command,
 ) -> Result<CommandResult, StorageError> {
+    if let Command::Batch(commands) = command {
+        return apply_batch_entry(backend, log_id, commands);
+    }
+    let (result, mut batch) = run_one(backend, command)?;
+    put_last_applied(&mut batch, log_id)?;
+    backend.apply_batch(batch)?;
+    Ok(result)
+}
+
+/// Runs one (non-batch) command: its result and the writes to commit. A
+/// `Batch` here is an inner batch and is rejected with `NestedBatch`.
+fn run_one<B: Backend + ?Sized>(
+    backend: &B,
+    command: &Command,
+) -> Result<(CommandResult, WriteBatch), StorageError> {
     let mut txn = Txn::new(backend);
     let outcome = match command {
         Command::Kv { app, op, now_ms } => kv(&mut txn, app, op, *now_ms)?,
@@ -61,19 +83,134 @@ pub fn apply<B: Backend + ?Sized>(
             now_ms,
         } => key_create(&mut txn, id, name, scope, secret_hash, *now_ms)?,
         Command::KeyRevoke { id } => key_revoke(&mut txn, id)?,
+        Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
         Ok(result) => result,
         Err(rejection) => {
-            // A rejected command changes nothing but the applied index.
+            // A rejected command changes nothing (but the applied index).
             txn.writes.clear();
             CommandResult::Rejected(rejection)
         }
     };
-    let mut batch = txn.into_batch();
+    Ok((result, txn.into_batch()))
+}
+
+/// How far the batch entry `log_id` got: inner commands `0..done` are
+/// applied and their results stored under [`keys::batch_result_key`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct BatchProgress {
+    log_id: LogId<NodeId>,
+    done: u64,
+}
+
+/// Applies a `Command::Batch` entry: one atomic backend batch per inner
+/// command, each also recording the progress marker and that command's
+/// result, then one last batch that sets last-applied and clears them.
+///
+/// Why not one backend batch for the whole entry (an overlay over all inner
+/// writes)? Because `apply` is not a pure overlay: `AppDelete` deletes an
+/// app's kv data in bounded batches straight to the backend before its
+/// final batch (an app may hold millions of keys), and `Deploy`/`Rollback`
+/// scan deploys in the backend, not in pending writes. Applying inner
+/// commands one by one reuses each command's existing, tested behaviour
+/// (including `AppDelete`'s own crash handling) unchanged; the marker makes
+/// the entry resumable. After a crash the state is a prefix of the batches
+/// written, so the marker says exactly which inner commands are in it; the
+/// re-applied entry skips those (returning their stored results) and
+/// continues. Last-applied moves only when the whole entry is done, so
+/// openraft never considers a half-applied entry applied.
+fn apply_batch_entry<B: Backend + ?Sized>(
+    backend: &B,
+    log_id: &LogId<NodeId>,
+    commands: &[Command],
+) -> Result<CommandResult, StorageError> {
+    let mut results = resume_batch(backend, log_id)?;
+    let done = results.len();
+    if done > commands.len() {
+        return Err(StorageError::Corrupt {
+            what: "batch progress",
+            detail: format!(
+                "entry {log_id} has {} commands but {done} are marked done",
+                commands.len()
+            ),
+        });
+    }
+    for (index, command) in commands.iter().enumerate().skip(done) {
+        let (result, mut batch) = run_one(backend, command)?;
+        let progress = BatchProgress {
+            log_id: *log_id,
+            done: index as u64 + 1,
+        };
+        batch.insert(
+            Keyspace::Meta,
+            keys::META_BATCH_PROGRESS.to_vec(),
+            codec::encode(&progress).map_err(StorageError::codec("batch progress"))?,
+        );
+        batch.insert(
+            Keyspace::Meta,
+            keys::batch_result_key(index as u64),
+            codec::encode(&result).map_err(StorageError::codec("batch result"))?,
+        );
+        backend.apply_batch(batch)?;
+        results.push(result);
+    }
+    let mut batch = WriteBatch::new();
+    for index in 0..commands.len() {
+        batch.remove(Keyspace::Meta, keys::batch_result_key(index as u64));
+    }
+    batch.remove(Keyspace::Meta, keys::META_BATCH_PROGRESS.to_vec());
     put_last_applied(&mut batch, log_id)?;
     backend.apply_batch(batch)?;
-    Ok(result)
+    Ok(CommandResult::Batch(results))
+}
+
+/// The stored results of the inner commands of entry `log_id` already
+/// applied (empty when it was not started). A marker left by another entry
+/// can only be stale (that entry was superseded by a snapshot install,
+/// which clears markers too): it is dropped.
+fn resume_batch<B: Backend + ?Sized>(
+    backend: &B,
+    log_id: &LogId<NodeId>,
+) -> Result<Vec<CommandResult>, StorageError> {
+    let Some(bytes) = backend.get(Keyspace::Meta, keys::META_BATCH_PROGRESS)? else {
+        return Ok(Vec::new());
+    };
+    let progress: BatchProgress =
+        codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("batch progress"))?;
+    if progress.log_id != *log_id {
+        tracing::warn!(
+            stale = %progress.log_id,
+            applying = %log_id,
+            "dropping a stale batch progress marker"
+        );
+        clear_batch_progress(backend)?;
+        return Ok(Vec::new());
+    }
+    tracing::info!(
+        entry = %log_id,
+        done = progress.done,
+        "resuming a batch entry interrupted by a restart"
+    );
+    let mut results = Vec::new();
+    for index in 0..progress.done {
+        let bytes = backend
+            .get(Keyspace::Meta, &keys::batch_result_key(index))?
+            .ok_or_else(|| StorageError::Corrupt {
+                what: "batch progress",
+                detail: format!("entry {log_id}: no stored result for command {index}"),
+            })?;
+        results.push(
+            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("batch result"))?,
+        );
+    }
+    Ok(results)
+}
+
+/// Removes any batch progress marker and stored inner results.
+pub(crate) fn clear_batch_progress<B: Backend + ?Sized>(backend: &B) -> Result<(), StorageError> {
+    delete_prefix(backend, Keyspace::Meta, keys::META_BATCH_PREFIX)?;
+    Ok(())
 }
 
 /// The app whose served code or existence `command` changed, if it did.
@@ -88,6 +225,19 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::Deploy { app, .. }
         | Command::Rollback { app, .. } => Some(app),
         _ => None,
+    }
+}
+
+/// Every app whose served code or existence `command` changed, in order
+/// (with repeats): for a `Batch`, those of its accepted inner commands.
+pub fn changed_apps<'a>(command: &'a Command, result: &CommandResult) -> Vec<&'a str> {
+    match (command, result) {
+        (Command::Batch(commands), CommandResult::Batch(results)) => commands
+            .iter()
+            .zip(results)
+            .filter_map(|(command, result)| changed_app(command, result))
+            .collect(),
+        _ => changed_app(command, result).into_iter().collect(),
     }
 }
 
@@ -532,7 +682,9 @@ mod tests {
     use openraft::CommittedLeaderId;
 
     use super::*;
-    use crate::backend::{BULK_DELETE_BATCH_KEYS, SledBackend, SledOptions};
+    use crate::backend::{
+        BULK_DELETE_BATCH_KEYS, BackendError, KeyValue, ScanItem, SledBackend, SledOptions,
+    };
     use crate::records::KvPage;
     use crate::state::StateReader;
 
@@ -1127,6 +1279,336 @@ mod tests {
             f.run(Command::KeyRevoke { id: "k1".into() }),
             rejected(ApplyError::KeyNotFound { id: "k1".into() })
         );
+    }
+
+    fn kv_cmd(app: &str, op: KvOp) -> Command {
+        Command::Kv {
+            app: app.into(),
+            op,
+            now_ms: 0,
+        }
+    }
+
+    /// Every key of the state and of `Meta`, for comparing two backends.
+    fn dump(backend: &dyn Backend) -> Vec<(Keyspace, KeyValue)> {
+        let mut out = Vec::new();
+        for keyspace in Keyspace::STATE_DATA.into_iter().chain([Keyspace::Meta]) {
+            for item in backend.scan(keyspace, b"", b"") {
+                out.push((keyspace, item.expect("scan")));
+            }
+        }
+        out
+    }
+
+    fn batch_keys(backend: &dyn Backend) -> usize {
+        backend
+            .scan(Keyspace::Meta, keys::META_BATCH_PREFIX, b"")
+            .count()
+    }
+
+    #[test]
+    fn batch_applies_in_order_with_one_result_each() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.set("app", "c", "1", None);
+        let result = f.run(Command::Batch(vec![
+            kv_cmd("app", incr("n", 1)),
+            kv_cmd("app", incr("n", 1)),
+            kv_cmd("app", set("s", "\"x\"", None)),
+            kv_cmd("app", cas("s", Some("\"x\""), Some("\"y\""))),
+            Command::AppCreate {
+                app: "new".into(),
+                now_ms: 3,
+            },
+            kv_cmd("new", set("k", "true", None)),
+            Command::Deploy {
+                app: "new".into(),
+                bundle: b"b1".to_vec(),
+                now_ms: 4,
+                versions_keep: 1,
+            },
+            Command::Deploy {
+                app: "new".into(),
+                bundle: b"b2".to_vec(),
+                now_ms: 4,
+                versions_keep: 1,
+            },
+            kv_cmd("app", KvOp::Delete { key: "c".into() }),
+        ]));
+        assert_eq!(
+            result,
+            CommandResult::Batch(vec![
+                CommandResult::Kv(KvOpResult::Incr { value: 1 }),
+                CommandResult::Kv(KvOpResult::Incr { value: 2 }),
+                CommandResult::Kv(KvOpResult::Set),
+                CommandResult::Kv(KvOpResult::Cas { swapped: true }),
+                CommandResult::Done,
+                CommandResult::Kv(KvOpResult::Set),
+                CommandResult::Deployed { version: 1 },
+                CommandResult::Deployed { version: 2 },
+                CommandResult::Kv(KvOpResult::Deleted { existed: true }),
+            ])
+        );
+        assert_eq!(f.get("app", "n", 0).as_deref(), Some("2"));
+        assert_eq!(f.get("app", "s", 0).as_deref(), Some("\"y\""));
+        assert_eq!(f.get("app", "c", 0), None);
+        assert_eq!(f.get("new", "k", 0).as_deref(), Some("true"));
+        // Later deploys in a batch see earlier ones (versions_keep = 1).
+        assert_eq!(f.versions("new"), [2]);
+        // One entry, one applied index; no progress left behind.
+        assert_eq!(f.reader.last_applied_index().expect("index"), Some(3));
+        assert_eq!(batch_keys(f.backend.as_ref()), 0);
+        // An empty batch is fine and still advances the index.
+        assert_eq!(f.run(Command::Batch(vec![])), CommandResult::Batch(vec![]));
+        assert_eq!(f.reader.last_applied_index().expect("index"), Some(4));
+    }
+
+    #[test]
+    fn rejected_inner_commands_leave_no_trace_and_do_not_stop_others() {
+        let mut f = Fixture::new();
+        f.create("app");
+        f.set("app", "s", "\"text\"", None);
+        let result = f.run(Command::Batch(vec![
+            kv_cmd("app", set("a", "1", None)),
+            // Rejected: a KvAtomic whose first op would have written.
+            Command::KvAtomic {
+                app: "app".into(),
+                ops: vec![set("b", "1", None), incr("s", 1)],
+                now_ms: 0,
+            },
+            kv_cmd("ghost", set("k", "1", None)),
+            Command::Batch(vec![kv_cmd("app", set("nested", "1", None))]),
+            Command::AppCreate {
+                app: "app".into(),
+                now_ms: 9,
+            },
+            kv_cmd("app", incr("a", 1)),
+        ]));
+        assert_eq!(
+            result,
+            CommandResult::Batch(vec![
+                CommandResult::Kv(KvOpResult::Set),
+                rejected(ApplyError::NotANumber { key: "s".into() }),
+                rejected(ApplyError::AppNotFound {
+                    app: "ghost".into()
+                }),
+                rejected(ApplyError::NestedBatch),
+                rejected(ApplyError::AppExists { app: "app".into() }),
+                CommandResult::Kv(KvOpResult::Incr { value: 2 }),
+            ])
+        );
+        assert_eq!(f.get("app", "a", 0).as_deref(), Some("2"));
+        assert_eq!(f.get("app", "b", 0), None);
+        assert_eq!(f.get("app", "nested", 0), None);
+        assert_eq!(f.get("app", "s", 0).as_deref(), Some("\"text\""));
+        assert_eq!(f.reader.app("ghost").expect("app"), None);
+        assert_eq!(
+            f.reader.app("app").expect("app").expect("app").created_ms,
+            1
+        );
+        assert_eq!(
+            ApplyError::NestedBatch.to_string(),
+            "a batch may not contain a batch"
+        );
+    }
+
+    #[test]
+    fn changed_apps_lists_accepted_inner_app_commands() {
+        let batch = Command::Batch(vec![
+            Command::AppCreate {
+                app: "a".into(),
+                now_ms: 0,
+            },
+            kv_cmd("a", incr("n", 1)),
+            Command::AppDelete { app: "b".into() },
+            Command::Rollback {
+                app: "c".into(),
+                to_version: None,
+                now_ms: 0,
+            },
+        ]);
+        let result = CommandResult::Batch(vec![
+            CommandResult::Done,
+            CommandResult::Kv(KvOpResult::Incr { value: 1 }),
+            rejected(ApplyError::AppNotFound { app: "b".into() }),
+            CommandResult::RolledBack { version: 1 },
+        ]);
+        assert_eq!(changed_apps(&batch, &result), ["a", "c"]);
+        let create = Command::AppCreate {
+            app: "x".into(),
+            now_ms: 0,
+        };
+        assert_eq!(changed_apps(&create, &CommandResult::Done), ["x"]);
+        assert!(changed_apps(&batch, &CommandResult::Done).is_empty());
+    }
+
+    /// Fails every `apply_batch` after the first `budget`: what is on disk
+    /// after a crash is a prefix of the batches written, exactly as here.
+    struct CrashAfter {
+        inner: Arc<SledBackend>,
+        budget: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Backend for CrashAfter {
+        fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+            self.inner.get(keyspace, key)
+        }
+        fn insert(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+            self.inner.insert(keyspace, key, value)
+        }
+        fn remove(&self, keyspace: Keyspace, key: &[u8]) -> Result<(), BackendError> {
+            self.inner.remove(keyspace, key)
+        }
+        fn scan<'a>(
+            &'a self,
+            keyspace: Keyspace,
+            prefix: &[u8],
+            start: &[u8],
+        ) -> Box<dyn Iterator<Item = ScanItem> + 'a> {
+            self.inner.scan(keyspace, prefix, start)
+        }
+        fn last(
+            &self,
+            keyspace: Keyspace,
+            prefix: &[u8],
+        ) -> Result<Option<KeyValue>, BackendError> {
+            self.inner.last(keyspace, prefix)
+        }
+        fn apply_batch(&self, batch: WriteBatch) -> Result<(), BackendError> {
+            use std::sync::atomic::Ordering;
+            let left = self.budget.load(Ordering::SeqCst);
+            if left == 0 {
+                return Err(BackendError {
+                    operation: "apply batch",
+                    keyspace: None,
+                    message: "simulated crash".into(),
+                });
+            }
+            self.budget.store(left - 1, Ordering::SeqCst);
+            self.inner.apply_batch(batch)
+        }
+        fn flush(&self) -> Result<(), BackendError> {
+            self.inner.flush()
+        }
+        fn size_on_disk_bytes(&self) -> Result<u64, BackendError> {
+            self.inner.size_on_disk_bytes()
+        }
+    }
+
+    /// A batch entry interrupted at every possible point and re-applied (as
+    /// openraft does after a restart: last-applied did not move) ends in
+    /// exactly the state and results of an uninterrupted apply: no inner
+    /// command runs twice, none is lost.
+    #[test]
+    fn batch_interrupted_anywhere_resumes_to_the_same_state_and_results() {
+        let prepare = || {
+            let mut f = Fixture::new();
+            f.create("app");
+            f.create("big");
+            f.set("big", "k", "1", None);
+            let mut batch = WriteBatch::new();
+            for i in 0..(BULK_DELETE_BATCH_KEYS + 5) {
+                let stored = StoredValue {
+                    value: b"1".to_vec(),
+                    expires_at_ms: None,
+                };
+                batch.insert(
+                    Keyspace::Kv,
+                    keys::kv_key("big", &format!("k{i:05}")),
+                    codec::encode(&stored).expect("encode"),
+                );
+            }
+            f.backend.apply_batch(batch).expect("batch");
+            f
+        };
+        let entry = Command::Batch(vec![
+            kv_cmd("app", incr("n", 1)),
+            kv_cmd("ghost", set("k", "1", None)),
+            kv_cmd("app", incr("n", 1)),
+            // Deletes kv data in several batches of its own.
+            Command::AppDelete { app: "big".into() },
+            Command::Deploy {
+                app: "app".into(),
+                bundle: b"code".to_vec(),
+                now_ms: 5,
+                versions_keep: 2,
+            },
+            kv_cmd("app", incr("n", 10)),
+        ]);
+
+        let mut reference = prepare();
+        let expected = reference.run(entry.clone());
+        let expected_state = dump(reference.backend.as_ref());
+        assert_eq!(
+            expected,
+            CommandResult::Batch(vec![
+                CommandResult::Kv(KvOpResult::Incr { value: 1 }),
+                rejected(ApplyError::AppNotFound {
+                    app: "ghost".into()
+                }),
+                CommandResult::Kv(KvOpResult::Incr { value: 2 }),
+                CommandResult::Done,
+                CommandResult::Deployed { version: 1 },
+                CommandResult::Kv(KvOpResult::Incr { value: 12 }),
+            ])
+        );
+
+        let mut crash_points = 0;
+        for budget in 0.. {
+            let f = prepare();
+            let log_id = LogId::new(CommittedLeaderId::new(1, 1), f.index + 1);
+            let crashing = CrashAfter {
+                inner: f.backend.clone(),
+                budget: budget.into(),
+            };
+            match apply(&crashing, &log_id, &entry) {
+                Ok(result) => {
+                    // Enough budget to finish: the uninterrupted case.
+                    assert_eq!(result, expected);
+                    break;
+                }
+                Err(_) => crash_points += 1,
+            }
+            assert_eq!(
+                f.reader.last_applied_index().expect("index"),
+                Some(f.index),
+                "budget {budget}: a half-applied entry is not applied"
+            );
+            // Restart: the same entry is applied again.
+            let resumed = apply(f.backend.as_ref(), &log_id, &entry).expect("re-apply");
+            assert_eq!(resumed, expected, "budget {budget}");
+            assert_eq!(dump(f.backend.as_ref()), expected_state, "budget {budget}");
+            assert_eq!(batch_keys(f.backend.as_ref()), 0);
+        }
+        // One batch per inner command, AppDelete's bulk deletions and the
+        // final one: every one of them was a crash point.
+        assert!(crash_points >= 8, "{crash_points} crash points");
+    }
+
+    #[test]
+    fn stale_batch_progress_is_ignored_and_cleared() {
+        let mut f = Fixture::new();
+        f.create("app");
+        let stale = BatchProgress {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 99),
+            done: 1,
+        };
+        f.backend
+            .insert(
+                Keyspace::Meta,
+                keys::META_BATCH_PROGRESS,
+                &codec::encode(&stale).expect("encode"),
+            )
+            .expect("insert");
+        f.backend
+            .insert(Keyspace::Meta, &keys::batch_result_key(5), b"junk")
+            .expect("insert");
+        let result = f.run(Command::Batch(vec![kv_cmd("app", incr("n", 1))]));
+        assert_eq!(
+            result,
+            CommandResult::Batch(vec![CommandResult::Kv(KvOpResult::Incr { value: 1 })])
+        );
+        assert_eq!(batch_keys(f.backend.as_ref()), 0);
     }
 
     #[test]

@@ -57,6 +57,20 @@ pub enum Command {
     },
     /// Revokes (deletes) an API key. Fails with `KeyNotFound`.
     KeyRevoke { id: String },
+    /// Several independent commands in ONE log entry, so that many client
+    /// writes cost one Raft append and one log fsync (openraft 0.9 flushes
+    /// the log once per entry on the leader).
+    ///
+    /// Each inner command has exactly the semantics it has alone. They are
+    /// applied in order, each seeing the effects of the ones before it (two
+    /// `Incr` of one key yield 1 then 2). An inner command that is rejected
+    /// changes nothing and does not affect the others: unlike `KvAtomic`, a
+    /// batch is not all-or-nothing as a unit of meaning. It is all-or-nothing
+    /// with respect to a crash: after a restart the entry is either wholly
+    /// applied or resumed where it stopped (see `apply`), never half-visible
+    /// as "applied". An inner `Batch` is rejected with
+    /// [`ApplyError::NestedBatch`]. The result is [`CommandResult::Batch`].
+    Batch(Vec<Command>),
 }
 
 /// One kv operation. `value`s are JSON text.
@@ -106,6 +120,10 @@ pub enum CommandResult {
     },
     /// A command that was rejected by `apply` (state unchanged).
     Rejected(ApplyError),
+    /// The results of a [`Command::Batch`]: one per inner command, in the
+    /// same order. A rejected inner command has `Rejected` here; the batch
+    /// itself is never rejected as a whole.
+    Batch(Vec<CommandResult>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,4 +157,7 @@ pub enum ApplyError {
     /// `KvAtomic` aborted because op `index` (a `Cas`) did not match.
     #[error("atomic op {index} (cas on {key}) did not match; nothing was written")]
     AtomicCasFailed { index: usize, key: String },
+    /// A `Command::Batch` inside a `Command::Batch` (only one level exists).
+    #[error("a batch may not contain a batch")]
+    NestedBatch,
 }

@@ -13,6 +13,20 @@ pub(crate) const META_LAST_APPLIED: &[u8] = b"last_applied";
 /// `Meta` key of the last applied membership.
 pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
 
+/// `Meta` keys of a `Command::Batch` entry being applied (see `apply`):
+/// every such key starts with this prefix.
+pub(crate) const META_BATCH_PREFIX: &[u8] = b"batch/";
+/// `Meta` key of the progress marker of the batch entry being applied.
+pub(crate) const META_BATCH_PROGRESS: &[u8] = b"batch/progress";
+
+/// `Meta` key of the result of inner command `index` of the batch entry
+/// being applied.
+pub(crate) fn batch_result_key(index: u64) -> Vec<u8> {
+    let mut key = b"batch/result/".to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
 /// `LogMeta` keys.
 pub(crate) const LOG_META_VOTE: &[u8] = b"vote";
 pub(crate) const LOG_META_COMMITTED: &[u8] = b"committed";

@@ -258,6 +258,8 @@ pub(crate) fn install_file(
     // Drop the applied id first: a crash part-way leaves a state that says it
     // is behind the snapshot, and opening installs the snapshot again.
     backend.remove(Keyspace::Meta, keys::META_LAST_APPLIED)?;
+    // A batch entry interrupted before this install is superseded by it.
+    crate::apply::clear_batch_progress(backend)?;
     for keyspace in Keyspace::STATE_DATA {
         backend.clear_keyspace(keyspace)?;
     }

@@ -152,8 +152,10 @@ impl StateMachine {
             }
             EntryPayload::Normal(command) => {
                 let result = apply::apply(self.backend.as_ref(), &log_id, &command)?;
-                if let Some(app) = apply::changed_app(&command, &result) {
-                    // No receiver is fine: nobody is serving apps yet.
+                // One event per accepted app-changing command, inner ones of
+                // a batch included. No receiver is fine: nobody is serving
+                // apps yet.
+                for app in apply::changed_apps(&command, &result) {
                     let _ = self.events.send(AppliedEvent::AppChanged {
                         app: app.to_string(),
                     });

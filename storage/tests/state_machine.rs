@@ -209,6 +209,95 @@ async fn apply_reports_results_and_app_events() {
     assert_eq!(storage.reader.last_applied_index().expect("index"), Some(4));
 }
 
+/// A `Command::Batch` entry through openraft's `apply`: one result per
+/// inner command, one applied index, one event per app-changing inner
+/// command, and the state survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_entry_applies_every_inner_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut storage = open(dir.path());
+    let mut events = storage.reader.subscribe();
+    let incr = |key: &str| Command::Kv {
+        app: "a".into(),
+        op: KvOp::Incr {
+            key: key.into(),
+            by: 1,
+        },
+        now_ms: 1,
+    };
+    let results = storage
+        .state_machine
+        .apply(vec![
+            membership(1),
+            normal(
+                2,
+                Command::Batch(vec![
+                    Command::AppCreate {
+                        app: "a".into(),
+                        now_ms: 1,
+                    },
+                    incr("n"),
+                    incr("n"),
+                    Command::AppDelete {
+                        app: "missing".into(),
+                    },
+                    Command::Batch(vec![]),
+                    Command::Deploy {
+                        app: "b".into(),
+                        bundle: b"x".to_vec(),
+                        now_ms: 1,
+                        versions_keep: 3,
+                    },
+                ]),
+            ),
+            normal(3, incr("n")),
+        ])
+        .await
+        .expect("apply");
+    let CommandResult::Batch(inner) = &results[1] else {
+        panic!("a batch entry yields a batch result: {:?}", results[1]);
+    };
+    assert_eq!(inner.len(), 6);
+    assert_eq!(inner[0], CommandResult::Done);
+    assert_eq!(
+        inner[1..3],
+        [
+            CommandResult::Kv(picloud_storage::KvOpResult::Incr { value: 1 }),
+            CommandResult::Kv(picloud_storage::KvOpResult::Incr { value: 2 }),
+        ]
+    );
+    assert!(matches!(inner[3], CommandResult::Rejected(_)));
+    assert_eq!(
+        inner[4],
+        CommandResult::Rejected(picloud_storage::ApplyError::NestedBatch)
+    );
+    assert_eq!(inner[5], CommandResult::Deployed { version: 1 });
+    assert_eq!(
+        results[2],
+        CommandResult::Kv(picloud_storage::KvOpResult::Incr { value: 3 })
+    );
+    for app in ["a", "b"] {
+        assert_eq!(
+            events.try_recv().expect("event"),
+            AppliedEvent::AppChanged { app: app.into() }
+        );
+    }
+    assert!(events.try_recv().is_err(), "no event for rejected commands");
+    let (applied, _) = storage.state_machine.applied_state().await.expect("state");
+    assert_eq!(applied, Some(log_id(3)));
+
+    drop(storage);
+    let storage = open(dir.path());
+    assert_eq!(
+        storage.reader.kv_get("a", "n", 1).expect("get"),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(
+        storage.reader.bundle("b", 1).expect("bundle"),
+        Some(b"x".to_vec())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_round_trip_between_stores() {
     let leader_dir = tempfile::tempdir().expect("tempdir");

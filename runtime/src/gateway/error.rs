@@ -61,6 +61,7 @@ impl From<ClusterError> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
             }
             ClusterError::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ClusterError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ClusterError::Stopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -80,6 +81,7 @@ impl From<ApplyError> for ApiError {
             ApplyError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
             ApplyError::KeyExists { .. } => (StatusCode::CONFLICT, "key_exists"),
             ApplyError::AtomicCasFailed { .. } => (StatusCode::CONFLICT, "atomic_cas_failed"),
+            ApplyError::NestedBatch => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -126,7 +128,9 @@ fn invoke_error(error: InvokeError) -> ApiError {
     let status = match &error {
         InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         InvokeError::Host(host) => match host.code.as_str() {
-            "no_leader" | "timeout" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader" | "timeout" | "unavailable" | "overloaded" => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -136,9 +136,10 @@ impl TestNode {
         let Some(mut child) = self.child.take() else {
             return false;
         };
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
+        // The shell's builtin `kill`, so no procps package is needed.
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", child.id()))
             .status()
             .expect("kill -TERM");
         assert!(status.success());
