@@ -30,6 +30,8 @@ pub enum AppMsg {
     Reload {
         reply: Option<RpcReplyPort<Option<u64>>>,
     },
+    /// Drop VMs that have been idle too long (sent by the actor's own timer).
+    Trim,
     /// Panics inside the actor. Exists so tests can prove supervision works;
     /// nothing outside tests sends it.
     CrashForTest,
@@ -98,10 +100,15 @@ impl Actor for AppActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: AppActorArgs,
     ) -> Result<AppState, ActorProcessingErr> {
         let runtime = load_runtime(&args)?;
+        // The timer stops with the actor.
+        myself.send_interval(
+            std::time::Duration::from_millis(args.limits.vm_trim_interval_ms.max(10)),
+            || AppMsg::Trim,
+        );
         Ok(AppState { args, runtime })
     }
 
@@ -166,6 +173,11 @@ impl Actor for AppActor {
                             let _ = reply.send(state.runtime.as_ref().map(|r| r.version));
                         }
                     }
+                }
+            }
+            AppMsg::Trim => {
+                if let Some(runtime) = &state.runtime {
+                    runtime.trim(tokio::time::Instant::now());
                 }
             }
             AppMsg::CrashForTest => {

@@ -13,8 +13,12 @@ pub struct ActorLimits {
     pub sandbox: SandboxLimits,
     /// Most VMs (so concurrent invocations) per app on this node.
     pub vm_pool_size_max: usize,
-    /// Idle VMs kept per app after a burst; the rest are dropped to save memory.
+    /// Idle VMs kept per app once the app goes quiet; the rest are dropped.
     pub vm_idle_max: usize,
+    /// How long a VM may sit unused before the trim drops it (down to `vm_idle_max`).
+    pub vm_idle_ttl_ms: u64,
+    /// How often each app actor trims its pool.
+    pub vm_trim_interval_ms: u64,
     /// How long a request waits for a free VM before failing with 503 `app_busy`.
     pub vm_wait_ms: u64,
     /// Largest kv value (JSON text), in bytes.
@@ -36,8 +40,10 @@ impl Default for ActorLimits {
     fn default() -> Self {
         ActorLimits {
             sandbox: SandboxLimits::default(),
-            vm_pool_size_max: 8,
+            vm_pool_size_max: 64,
             vm_idle_max: 2,
+            vm_idle_ttl_ms: 30_000,
+            vm_trim_interval_ms: 10_000,
             vm_wait_ms: 2_000,
             kv_value_bytes_max: 256 * 1024,
             kv_key_bytes_max: 512,

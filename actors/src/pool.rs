@@ -1,16 +1,20 @@
 //! `AppRuntime`: one deployed version of one app on this node, with its pool of
 //! sandboxed VMs.
 //!
-//! VMs are made on demand up to `vm_pool_size_max` and kept (up to
-//! `vm_idle_max`) for the next request, so an idle app costs almost nothing and
-//! a hot one runs an invocation per VM in parallel on every core. A VM whose
-//! invocation was killed (timeout, memory) is dropped, never reused.
+//! VMs are made on demand up to `vm_pool_size_max` and all of them are kept
+//! while the app is busy (making a VM per request would cost more than the
+//! request). The actor's periodic trim drops VMs unused for `vm_idle_ttl_ms`
+//! down to `vm_idle_max`, so an app that went quiet gives its memory back. The
+//! pool is a stack: the most recently used VM (warm caches) is taken first, and
+//! the least recently used ones age out at the bottom. A VM whose invocation was
+//! killed (timeout, memory) is dropped, never reused.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{Host, LogLevel, Request, Response, ScriptSource, Vm};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::app::{RouteMiss, RouteTable};
 use crate::config::ActorLimits;
@@ -34,7 +38,8 @@ pub struct AppRuntime {
     scripts: Vec<ScriptSource>,
     host: Arc<dyn Host>,
     limits: Arc<ActorLimits>,
-    idle: Mutex<Vec<Vm>>,
+    /// Idle VMs with the time each was last used, oldest at the bottom.
+    idle: Mutex<Vec<(Vm, Instant)>>,
     permits: Semaphore,
 }
 
@@ -64,19 +69,42 @@ impl AppRuntime {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .pop()
+            .map(|(vm, _)| vm)
     }
 
     fn give_back(&self, vm: Vm) {
         if !vm.is_reusable() {
             return;
         }
+        // Never more than the pool size: permits bound the VMs in use, so this
+        // only guards against a bug turning the pool into a leak.
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if idle.len() < self.limits.vm_idle_max {
-            idle.push(vm);
+        if idle.len() < self.limits.vm_pool_size_max {
+            idle.push((vm, Instant::now()));
         }
+    }
+
+    /// Drops VMs idle for longer than `vm_idle_ttl_ms`, keeping at least
+    /// `vm_idle_max`. Returns how many were dropped.
+    pub fn trim(&self, now: Instant) -> usize {
+        let ttl = std::time::Duration::from_millis(self.limits.vm_idle_ttl_ms);
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let excess = idle.len().saturating_sub(self.limits.vm_idle_max);
+        let stale = idle
+            .iter()
+            .take(excess)
+            .take_while(|(_, used)| now.saturating_duration_since(*used) >= ttl)
+            .count();
+        // Dropping Lua states can take a moment; do it after the lock.
+        let dropped: Vec<_> = idle.drain(..stale).collect();
+        drop(idle);
+        dropped.len()
     }
 
     /// Routes the request, takes a VM (waiting a bounded time) and runs the handler.

@@ -144,3 +144,93 @@ async fn deleted_apps_stop_and_answer_not_found() {
     apps.stop();
     node.shutdown().await.expect("shutdown");
 }
+
+/// A busy app keeps its VMs (no VM per request); once quiet, the trim gives
+/// memory back down to `vm_idle_max`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_keeps_vms_while_busy_and_trims_when_quiet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(
+        dir.path(),
+        NodeInfo::default(),
+        ClusterConfig::default(),
+        &StorageOptions::default(),
+    )
+    .await
+    .expect("node starts");
+    let limits = Arc::new(ActorLimits {
+        vm_idle_max: 1,
+        vm_idle_ttl_ms: 1_000,
+        ..ActorLimits::default()
+    });
+    let host = Arc::new(NodeHost::new(
+        node.clone(),
+        LogBook::new(limits.logs),
+        limits.clone(),
+    ));
+    let mut files = BTreeMap::new();
+    files.insert(
+        "picloud.toml".to_string(),
+        "name = \"p\"\n[[route]]\nmethod = \"GET\"\npath = \"/spin\"\nscript = \"spin.lua\"\n"
+            .to_string(),
+    );
+    // Each invocation holds its VM until `go` is set, so all four run at once.
+    files.insert(
+        "spin.lua".to_string(),
+        "return function(req) while kv.get('go', {consistency='stale'}) == nil do end return 'ok' end".to_string(),
+    );
+    node.write(Command::AppCreate {
+        app: "p".into(),
+        now_ms: 1,
+    })
+    .await
+    .expect("create");
+    let checked = Bundle { files }.check().expect("valid bundle");
+    let runtime = Arc::new(picloud_actors::AppRuntime::new(
+        "p".into(),
+        1,
+        checked.routes,
+        checked.scripts,
+        host,
+        limits,
+    ));
+    // Scripts run on their own runtime, as in the node: a spinning script must
+    // not sit on the threads Raft needs to apply `go`.
+    let scripts = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("script runtime");
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let runtime = runtime.clone();
+        calls.push(scripts.spawn(async move { runtime.serve(get("/spin")).await }));
+    }
+    let result = node
+        .write(Command::Kv {
+            app: "p".into(),
+            op: picloud_storage::KvOp::Set {
+                key: "go".into(),
+                value: b"true".to_vec(),
+                expires_at_ms: None,
+            },
+            now_ms: 2,
+        })
+        .await
+        .expect("set go");
+    assert!(matches!(result, CommandResult::Kv(_)), "{result:?}");
+    for call in calls {
+        assert!(call.await.expect("join").is_ok());
+    }
+    assert_eq!(
+        runtime.idle_vms(),
+        4,
+        "every VM made under load is kept for the next request"
+    );
+    let now = tokio::time::Instant::now();
+    assert_eq!(runtime.trim(now), 0, "fresh VMs are not trimmed");
+    assert_eq!(runtime.trim(now + Duration::from_secs(2)), 3);
+    assert_eq!(runtime.idle_vms(), 1, "vm_idle_max stay");
+    scripts.shutdown_background();
+    node.shutdown().await.expect("shutdown");
+}

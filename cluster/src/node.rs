@@ -55,19 +55,10 @@ impl Proposer {
             match attempt {
                 Ok(Ok(response)) => return Ok(response.data),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                    match forward.leader_id {
-                        Some(leader) if leader != self.id => {
-                            return Err(ClusterError::NotLeader { leader });
-                        }
-                        // Leadership moved while the write was queued: wait and retry.
-                        _ => continue,
-                    }
+                    // Leadership moved while the write was queued: wait and retry.
+                    redirect_unless_leaderless(self.id, forward.leader_id)?;
                 }
-                Ok(Err(RaftError::Fatal(fatal))) => {
-                    return Err(ClusterError::Stopped {
-                        message: fatal.to_string(),
-                    });
-                }
+                Ok(Err(RaftError::Fatal(fatal))) => return Err(stopped(fatal)),
                 Ok(Err(other)) => {
                     return Err(ClusterError::Raft {
                         message: other.to_string(),
@@ -245,18 +236,9 @@ impl Node {
             match attempt {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
-                    match forward.leader_id {
-                        Some(leader) if leader != self.id => {
-                            return Err(ClusterError::NotLeader { leader });
-                        }
-                        _ => continue,
-                    }
+                    redirect_unless_leaderless(self.id, forward.leader_id)?;
                 }
-                Ok(Err(RaftError::Fatal(fatal))) => {
-                    return Err(ClusterError::Stopped {
-                        message: fatal.to_string(),
-                    });
-                }
+                Ok(Err(RaftError::Fatal(fatal))) => return Err(stopped(fatal)),
                 Ok(Err(other)) => {
                     // Quorum could not be confirmed; treat like a missing leader.
                     if Instant::now() >= deadline {
@@ -354,5 +336,23 @@ async fn wait_for_leader(
                 });
             }
         }
+    }
+}
+
+/// After a `ForwardToLeader` answer: another node leads → `NotLeader` (the
+/// caller cannot serve this here); no leader or this node → `Ok`, wait and retry.
+fn redirect_unless_leaderless(
+    this_node: NodeId,
+    leader: Option<NodeId>,
+) -> Result<(), ClusterError> {
+    match leader {
+        Some(leader) if leader != this_node => Err(ClusterError::NotLeader { leader }),
+        _ => Ok(()),
+    }
+}
+
+fn stopped(fatal: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Stopped {
+        message: fatal.to_string(),
     }
 }

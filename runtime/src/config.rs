@@ -69,9 +69,11 @@ settings! {
     /// Threads that run scripts (0 = two per core).
     script_threads: usize = 0, "PICLOUD_SCRIPT_THREADS";
     /// VMs (concurrent invocations) per app on this node.
-    vm_pool_size_max: usize = 8, "PICLOUD_VM_POOL_SIZE_MAX";
-    /// Idle VMs kept per app.
+    vm_pool_size_max: usize = 64, "PICLOUD_VM_POOL_SIZE_MAX";
+    /// Idle VMs kept per app once it goes quiet.
     vm_idle_max: usize = 2, "PICLOUD_VM_IDLE_MAX";
+    /// How long an unused VM is kept above `vm_idle_max`, in milliseconds.
+    vm_idle_ttl_ms: u64 = 30_000, "PICLOUD_VM_IDLE_TTL_MS";
     /// How long a request waits for a free VM, in milliseconds.
     vm_wait_ms: u64 = 2_000, "PICLOUD_VM_WAIT_MS";
     /// Largest kv value (JSON text), in bytes.
@@ -148,6 +150,7 @@ impl ServeConfig {
         check_range("vm_pool_size_max", self.vm_pool_size_max, 1, 1024)?;
         check_range("vm_idle_max", self.vm_idle_max, 0, 1024)?;
         check_range("vm_wait_ms", self.vm_wait_ms, 0, 600_000)?;
+        check_range("vm_idle_ttl_ms", self.vm_idle_ttl_ms, 100, 86_400_000)?;
         check_range("kv_value_bytes_max", self.kv_value_bytes_max, 16, 64 * MIB)?;
         check_range("kv_key_bytes_max", self.kv_key_bytes_max, 1, 64 * 1024)?;
         check_range("kv_list_limit_max", self.kv_list_limit_max, 1, 100_000)?;
@@ -191,6 +194,7 @@ impl ServeConfig {
             },
             vm_pool_size_max: self.vm_pool_size_max,
             vm_idle_max: self.vm_idle_max,
+            vm_idle_ttl_ms: self.vm_idle_ttl_ms,
             vm_wait_ms: self.vm_wait_ms,
             kv_value_bytes_max: self.kv_value_bytes_max,
             kv_key_bytes_max: self.kv_key_bytes_max,

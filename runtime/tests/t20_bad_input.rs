@@ -579,8 +579,14 @@ async fn cli_covers_apps_kv_and_keys() {
 
     node.cli(&["apps", "delete", "notes"]).ok();
     let listed = node.cli(&["apps", "list"]).ok();
-    assert!(!listed.lines().any(|line| line.starts_with("notes\t")), "{listed}");
-    assert!(listed.lines().any(|line| line.starts_with("notes2\t")), "{listed}");
+    assert!(
+        !listed.lines().any(|line| line.starts_with("notes\t")),
+        "{listed}"
+    );
+    assert!(
+        listed.lines().any(|line| line.starts_with("notes2\t")),
+        "{listed}"
+    );
     let missing = node.cli(&["kv", "get", "notes", "b/1"]);
     assert!(!missing.success && missing.stderr.contains("app_not_found"));
 }
