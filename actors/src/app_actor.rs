@@ -1,32 +1,50 @@
 //! `AppActor`: the owner of one app on this node.
 //!
-//! It holds the app's current [`AppRuntime`] (routes, scripts, VM pool) and
-//! swaps it when a deploy or rollback is applied. Requests are handed to the
-//! script runtime as tasks, so the actor's mailbox only ever does
-//! constant-time work and one slow invocation never holds up another.
+//! The actor is the app's control path: it loads the active version's routes
+//! and scripts into an [`AppRuntime`] (with its VM pool), swaps it when a
+//! deploy or rollback is applied, trims idle VMs on a timer, and is restarted
+//! by the supervisor if it crashes. It publishes the current runtime in a
+//! [`RuntimeSlot`]; requests read the slot and run on the gateway's own task
+//! (the data path), so serving a request costs no mailbox round trip and no
+//! thread hop, and one slow invocation never waits behind another.
+//!
+//! ```text
+//!   control: AppliedEvent ─▶ supervisor ─Reload─▶ AppActor ─load─▶ slot.store(runtime)
+//!   data:    gateway ─slot.load()─▶ AppRuntime::serve ─▶ VM from the pool
+//! ```
 
-use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use futures::FutureExt;
-
-use picloud_lua_sdk::{Host, InvokeError, Response};
+use picloud_lua_sdk::Host;
 use picloud_storage::StateReader;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::app::Bundle;
 use crate::config::ActorLimits;
 use crate::error::AppError;
-use crate::pool::{AppRequest, AppRuntime};
+use crate::pool::AppRuntime;
+
+/// Where an app's actor publishes the runtime requests are served from.
+/// `None` while the app has no deployed version.
+#[derive(Clone, Default)]
+pub struct RuntimeSlot(Arc<RwLock<Option<Arc<AppRuntime>>>>);
+
+impl RuntimeSlot {
+    pub fn load(&self) -> Option<Arc<AppRuntime>> {
+        self.0
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    fn store(&self, runtime: Option<Arc<AppRuntime>>) {
+        *self.0.write().unwrap_or_else(|poison| poison.into_inner()) = runtime;
+    }
+}
 
 pub enum AppMsg {
-    /// Serve one request; the reply comes from the invocation task.
-    Invoke {
-        request: AppRequest,
-        reply: RpcReplyPort<Result<Response, AppError>>,
-    },
     /// Re-read the app's active version from local state; replies with it
-    /// (`None` when the app has no version) once the new runtime is in place.
+    /// (`None` when the app has no version) once the new runtime is published.
     Reload {
         reply: Option<RpcReplyPort<Option<u64>>>,
     },
@@ -44,14 +62,13 @@ pub struct AppActorArgs {
     pub reader: StateReader,
     pub host: Arc<dyn Host>,
     pub limits: Arc<ActorLimits>,
-    pub scripts: tokio::runtime::Handle,
+    pub slot: RuntimeSlot,
 }
 
 pub struct AppActor;
 
 pub struct AppState {
     args: AppActorArgs,
-    runtime: Option<Arc<AppRuntime>>,
 }
 
 /// Loads the active version of `app` from local state. `Ok(None)`: the app
@@ -93,6 +110,12 @@ pub fn load_runtime(args: &AppActorArgs) -> Result<Option<Arc<AppRuntime>>, AppE
     ))))
 }
 
+impl AppState {
+    fn version(&self) -> Option<u64> {
+        self.args.slot.load().map(|runtime| runtime.version)
+    }
+}
+
 impl Actor for AppActor {
     type Msg = AppMsg;
     type State = AppState;
@@ -104,12 +127,13 @@ impl Actor for AppActor {
         args: AppActorArgs,
     ) -> Result<AppState, ActorProcessingErr> {
         let runtime = load_runtime(&args)?;
+        args.slot.store(runtime);
         // The timer stops with the actor.
         myself.send_interval(
             std::time::Duration::from_millis(args.limits.vm_trim_interval_ms.max(10)),
             || AppMsg::Trim,
         );
-        Ok(AppState { args, runtime })
+        Ok(AppState { args })
     }
 
     async fn handle(
@@ -119,48 +143,21 @@ impl Actor for AppActor {
         state: &mut AppState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AppMsg::Invoke { request, reply } => {
-                let Some(runtime) = state.runtime.clone() else {
-                    let _ = reply.send(Err(AppError::NotDeployed {
-                        app: state.args.app.clone(),
-                    }));
-                    return Ok(());
-                };
-                let app = state.args.app.clone();
-                state.args.scripts.spawn(async move {
-                    // A panic inside an invocation (a bug in a binding, say)
-                    // becomes this request's error; it never takes the actor
-                    // down, and a dropped reply port always means "actor gone".
-                    let result = AssertUnwindSafe(runtime.serve(request))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            tracing::error!(%app, "an invocation panicked");
-                            Err(AppError::Invoke(InvokeError::Script {
-                                message: "the invocation ended abnormally".to_string(),
-                            }))
-                        });
-                    // The caller may have given up (client went away): nothing to do.
-                    let _ = reply.send(result);
-                });
-            }
             AppMsg::Reload { reply } => {
                 match load_runtime(&state.args) {
                     Ok(runtime) => {
-                        let unchanged = match (&state.runtime, &runtime) {
-                            (Some(old), Some(new)) => old.version == new.version,
-                            (None, None) => true,
-                            _ => false,
-                        };
-                        if !unchanged {
-                            state.runtime = runtime;
+                        let new_version = runtime.as_ref().map(|r| r.version);
+                        // Same version: keep the warm pool.
+                        if new_version != state.version() {
+                            state.args.slot.store(runtime);
                         }
                         if let Some(reply) = reply {
-                            let _ = reply.send(state.runtime.as_ref().map(|r| r.version));
+                            let _ = reply.send(state.version());
                         }
                     }
                     Err(AppError::AppNotFound { .. }) => {
                         // The app was deleted: this actor's work is over.
+                        state.args.slot.store(None);
                         if let Some(reply) = reply {
                             let _ = reply.send(None);
                         }
@@ -170,13 +167,13 @@ impl Actor for AppActor {
                         // Keep serving the version we have; the next reload retries.
                         tracing::error!(app = %state.args.app, %error, "reload failed");
                         if let Some(reply) = reply {
-                            let _ = reply.send(state.runtime.as_ref().map(|r| r.version));
+                            let _ = reply.send(state.version());
                         }
                     }
                 }
             }
             AppMsg::Trim => {
-                if let Some(runtime) = &state.runtime {
+                if let Some(runtime) = state.args.slot.load() {
                     runtime.trim(tokio::time::Instant::now());
                 }
             }

@@ -2,34 +2,44 @@
 //! and `Apps`, the handle the gateway uses to reach them.
 //!
 //! ```text
-//!   gateway ──Apps::invoke──▶ registry (app → ActorRef) ──Invoke──▶ AppActor ──task──▶ VM
-//!                   │ miss / dead actor
-//!                   └──Ensure──▶ NodeSupervisor ──spawn_linked──▶ AppActor
+//!   gateway ──Apps::invoke──▶ registry (app → actor + runtime slot) ──slot──▶ AppRuntime::serve
+//!                   │ miss
+//!                   └──Ensure──▶ NodeSupervisor ──spawn_linked──▶ AppActor (publishes the slot)
 //!   state apply ──AppliedEvent──▶ NodeSupervisor ──Reload──▶ AppActor
 //!   AppActor panics ──ActorFailed──▶ NodeSupervisor ──(backoff)──▶ restart
 //! ```
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use picloud_lua_sdk::{Host, Response};
+use futures::FutureExt;
+
+use picloud_lua_sdk::{Host, InvokeError, Response};
 use picloud_storage::{AppliedEvent, StateReader};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app_actor::{AppActor, AppActorArgs, AppMsg};
+use crate::app_actor::{AppActor, AppActorArgs, AppMsg, RuntimeSlot};
 use crate::config::ActorLimits;
 use crate::error::AppError;
 use crate::pool::AppRequest;
 
-type Registry = Arc<RwLock<HashMap<String, ActorRef<AppMsg>>>>;
+/// A running app on this node: its actor and the slot it publishes its runtime in.
+#[derive(Clone)]
+pub struct AppHandle {
+    pub actor: ActorRef<AppMsg>,
+    pub slot: RuntimeSlot,
+}
+
+type Registry = Arc<RwLock<HashMap<String, AppHandle>>>;
 
 pub enum SupervisorMsg {
     /// Make sure `app` has a running actor; reply with it.
     Ensure {
         app: String,
-        reply: RpcReplyPort<Result<ActorRef<AppMsg>, AppError>>,
+        reply: RpcReplyPort<Result<AppHandle, AppError>>,
     },
     /// An applied command changed `app`: reload its actor if it runs.
     Changed { app: String },
@@ -50,7 +60,6 @@ pub struct SupervisorArgs {
     pub reader: StateReader,
     pub host: Arc<dyn Host>,
     pub limits: Arc<ActorLimits>,
-    pub scripts: tokio::runtime::Handle,
     registry: Registry,
 }
 
@@ -63,17 +72,17 @@ pub struct SupervisorState {
 }
 
 impl SupervisorState {
-    fn app_args(&self, app: &str) -> AppActorArgs {
+    fn app_args(&self, app: &str, slot: RuntimeSlot) -> AppActorArgs {
         AppActorArgs {
             app: app.to_string(),
             reader: self.args.reader.clone(),
             host: self.args.host.clone(),
             limits: self.args.limits.clone(),
-            scripts: self.args.scripts.clone(),
+            slot,
         }
     }
 
-    fn registered(&self, app: &str) -> Option<ActorRef<AppMsg>> {
+    fn registered(&self, app: &str) -> Option<AppHandle> {
         self.args
             .registry
             .read()
@@ -90,7 +99,7 @@ impl SupervisorState {
             .unwrap_or_else(|poison| poison.into_inner());
         let app = registry
             .iter()
-            .find(|(_, actor)| actor.get_id() == actor_id)
+            .find(|(_, handle)| handle.actor.get_id() == actor_id)
             .map(|(app, _)| app.clone())?;
         registry.remove(&app);
         Some(app)
@@ -100,20 +109,26 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         app: &str,
-    ) -> Result<ActorRef<AppMsg>, AppError> {
-        if let Some(actor) = self.registered(app) {
-            return Ok(actor);
+    ) -> Result<AppHandle, AppError> {
+        if let Some(handle) = self.registered(app) {
+            return Ok(handle);
         }
-        let (actor, _join) =
-            AppActor::spawn_linked(None, AppActor, self.app_args(app), myself.get_cell())
-                .await
-                .map_err(|e| spawn_error(app, e))?;
+        let slot = RuntimeSlot::default();
+        let (actor, _join) = AppActor::spawn_linked(
+            None,
+            AppActor,
+            self.app_args(app, slot.clone()),
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| spawn_error(app, e))?;
+        let handle = AppHandle { actor, slot };
         self.args
             .registry
             .write()
             .unwrap_or_else(|poison| poison.into_inner())
-            .insert(app.to_string(), actor.clone());
-        Ok(actor)
+            .insert(app.to_string(), handle.clone());
+        Ok(handle)
     }
 }
 
@@ -181,13 +196,14 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(result);
             }
             SupervisorMsg::Changed { app } => {
-                if let Some(actor) = state.registered(&app) {
-                    let _ = actor.cast(AppMsg::Reload { reply: None });
+                if let Some(handle) = state.registered(&app) {
+                    let _ = handle.actor.cast(AppMsg::Reload { reply: None });
                 }
             }
             SupervisorMsg::Reload { app, reply } => {
                 let version = match state.registered(&app) {
-                    Some(actor) => actor
+                    Some(handle) => handle
+                        .actor
                         .call(|port| AppMsg::Reload { reply: Some(port) }, None)
                         .await
                         .ok()
@@ -210,7 +226,7 @@ impl Actor for NodeSupervisor {
                     .read()
                     .unwrap_or_else(|poison| poison.into_inner())
                     .values()
-                    .cloned()
+                    .map(|handle| handle.actor.clone())
                     .collect();
                 for actor in actors {
                     let _ = actor.cast(AppMsg::Reload { reply: None });
@@ -265,6 +281,7 @@ impl Actor for NodeSupervisor {
 pub struct Apps {
     supervisor: ActorRef<SupervisorMsg>,
     registry: Registry,
+    reader: StateReader,
 }
 
 impl Apps {
@@ -273,20 +290,19 @@ impl Apps {
         reader: StateReader,
         host: Arc<dyn Host>,
         limits: Arc<ActorLimits>,
-        scripts: tokio::runtime::Handle,
     ) -> Result<Apps, ractor::SpawnErr> {
         let registry: Registry = Arc::new(RwLock::new(HashMap::new()));
         let args = SupervisorArgs {
-            reader,
+            reader: reader.clone(),
             host,
             limits,
-            scripts,
             registry: registry.clone(),
         };
         let (supervisor, _join) = NodeSupervisor::spawn(None, NodeSupervisor, args).await?;
         Ok(Apps {
             supervisor,
             registry,
+            reader,
         })
     }
 
@@ -299,14 +315,19 @@ impl Apps {
 
     /// The running actor of `app`, starting it if needed.
     pub async fn actor(&self, app: &str) -> Result<ActorRef<AppMsg>, AppError> {
+        self.handle(app).await.map(|handle| handle.actor)
+    }
+
+    /// The running app's handle, starting its actor if needed.
+    async fn handle(&self, app: &str) -> Result<AppHandle, AppError> {
         let cached = self
             .registry
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
             .get(app)
             .cloned();
-        if let Some(actor) = cached {
-            return Ok(actor);
+        if let Some(handle) = cached {
+            return Ok(handle);
         }
         self.supervisor
             .call(
@@ -322,56 +343,40 @@ impl Apps {
             .map_err(|_| Self::unavailable(app, "supervisor did not answer"))?
     }
 
-    /// Serves one request through the app's actor. An actor that died between
-    /// lookup and send is replaced once and the request retried.
+    /// Serves one request on the caller's task with the app's current runtime.
     pub async fn invoke(&self, app: &str, request: AppRequest) -> Result<Response, AppError> {
-        let mut retried = false;
-        loop {
-            let actor = self.actor(app).await?;
-            let sent = actor
-                .call(
-                    |reply| AppMsg::Invoke {
-                        request: request.clone(),
-                        reply,
-                    },
-                    None,
-                )
-                .await;
-            match sent {
-                Ok(ractor::rpc::CallResult::Success(result)) => return result,
-                // The reply port was dropped unanswered: invocation tasks always
-                // answer (panics included), so the actor died with the request in
-                // its mailbox. Nothing ran; retry once on the restarted actor.
-                Ok(_) if !retried => {
-                    self.forget(app, &actor);
-                    retried = true;
-                }
-                Ok(_) => {
-                    return Err(Self::unavailable(
-                        app,
-                        "the app actor stopped twice in a row",
-                    ));
-                }
-                Err(error) if !retried => {
-                    tracing::debug!(%app, %error, "app actor gone; asking the supervisor");
-                    self.forget(app, &actor);
-                    retried = true;
-                }
-                Err(error) => return Err(Self::unavailable(app, error)),
-            }
-        }
+        let runtime = self
+            .handle(app)
+            .await?
+            .slot
+            .load()
+            .ok_or_else(|| self.missing(app))?;
+        // A panic inside an invocation (a bug in a binding, say) becomes this
+        // request's error; it never takes the gateway task or the app down.
+        AssertUnwindSafe(runtime.serve(request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(%app, "an invocation panicked");
+                Err(AppError::Invoke(InvokeError::Script {
+                    message: "the invocation ended abnormally".to_string(),
+                }))
+            })
     }
 
-    fn forget(&self, app: &str, actor: &ActorRef<AppMsg>) {
-        let mut registry = self
-            .registry
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if registry
-            .get(app)
-            .is_some_and(|a| a.get_id() == actor.get_id())
-        {
-            registry.remove(app);
+    /// Why an app has no runtime: deleted a moment ago (its actor is still
+    /// being removed), or never deployed.
+    fn missing(&self, app: &str) -> AppError {
+        match self.reader.app(app) {
+            Ok(Some(_)) => AppError::NotDeployed {
+                app: app.to_string(),
+            },
+            Ok(None) => AppError::AppNotFound {
+                app: app.to_string(),
+            },
+            Err(error) => AppError::Storage {
+                message: error.to_string(),
+            },
         }
     }
 

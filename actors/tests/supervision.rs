@@ -50,15 +50,26 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
     });
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(NodeHost::new(node.clone(), logs, limits.clone()));
-    let apps = Apps::start(
-        node.reader().clone(),
-        host,
-        limits,
-        tokio::runtime::Handle::current(),
-    )
-    .await
-    .expect("supervisor starts");
+    let apps = Apps::start(node.reader().clone(), host, limits)
+        .await
+        .expect("supervisor starts");
     (node, apps)
+}
+
+/// Polls until the supervisor has replaced the crashed actor `old`.
+async fn wait_for_restart(apps: &Apps, app: &str, old: ractor::ActorId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let current = apps.actor(app).await.expect("actor");
+        if current.get_id() != old && apps.running().contains(&app.to_string()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{app} was not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn get(path: &str) -> AppRequest {
@@ -99,26 +110,12 @@ async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
             .await
             .expect("served after crash");
         assert_eq!(body(response), "hi from one", "round {round}");
-        let after = apps.actor("one").await.expect("running again");
-        assert_ne!(
-            before.get_id(),
-            after.get_id(),
-            "a new actor serves after the crash"
-        );
+        wait_for_restart(&apps, "one", before.get_id()).await;
     }
     // The backoff restart also happens with no request asking for it.
     let before = apps.actor("one").await.expect("running");
     before.cast(AppMsg::CrashForTest).expect("send crash");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let running = apps.running();
-        let current = apps.actor("one").await.expect("actor");
-        if running.contains(&"one".to_string()) && current.get_id() != before.get_id() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no restart");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_restart(&apps, "one", before.get_id()).await;
     apps.stop();
     node.shutdown().await.expect("shutdown");
 }

@@ -14,13 +14,15 @@
 //! (escape B). Memory errors do not go through the hook: Lua raises them from
 //! its allocator, so `settle` recognises them and records the kill there.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mlua::{Lua, VmState};
 
 use crate::error::{ErrorKind, KillError, KillReason};
-use crate::limits::{CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, SandboxLimits};
+use crate::limits::{
+    CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, SandboxLimits, YIELD_INSTRUCTIONS_INTERVAL,
+};
 
 /// Shared by the VM, its hook and the sandbox wrappers.
 ///
@@ -42,6 +44,14 @@ pub(crate) struct Budget {
     /// Set by the first kill and never cleared: the VM may be in a state a
     /// script prepared (half-updated globals), so the pool drops it.
     ever_killed: AtomicBool,
+    /// The Lua thread the current invocation's handler runs in (as a pointer,
+    /// for identity only; 0 = none). Only that thread is ever yielded by the
+    /// hook: yielding a script's own coroutine would hand its resumer a bogus
+    /// early `yield`.
+    invocation_thread: AtomicUsize,
+    /// Instructions run by the invocation when it last gave its thread back to
+    /// the async runtime.
+    instructions_at_last_yield: AtomicU64,
 }
 
 impl Budget {
@@ -54,7 +64,17 @@ impl Budget {
             deadline_ns: AtomicU64::new(0),
             kill: AtomicU8::new(0),
             ever_killed: AtomicBool::new(false),
+            invocation_thread: AtomicUsize::new(0),
+            instructions_at_last_yield: AtomicU64::new(0),
         }
+    }
+
+    /// Names the Lua thread the next invocation runs in, so the hook may yield
+    /// it cooperatively (see [`YIELD_INSTRUCTIONS_INTERVAL`]).
+    pub(crate) fn set_invocation_thread(&self, thread: Option<&mlua::Thread>) {
+        let pointer = thread.map_or(0, |t| t.to_pointer() as usize);
+        self.invocation_thread.store(pointer, Ordering::Relaxed);
+        self.instructions_at_last_yield.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn limits(&self) -> &SandboxLimits {
@@ -131,6 +151,20 @@ impl Budget {
             return Err(mlua::Error::runtime(format!(
                 "{place}stack overflow (more than {CALL_DEPTH_MAX} nested calls)"
             )));
+        }
+        // Cooperative scheduling: a long-running handler hands its worker
+        // thread back to tokio every YIELD_INSTRUCTIONS_INTERVAL instructions,
+        // so requests queued on the same worker are not stuck behind it. Only
+        // the handler's own thread yields, and only where Lua allows it (mlua
+        // checks `lua_isyieldable`); the async call resumes it at once.
+        let last = self.instructions_at_last_yield.load(Ordering::Relaxed);
+        if used.saturating_sub(last) >= YIELD_INSTRUCTIONS_INTERVAL {
+            let thread = self.invocation_thread.load(Ordering::Relaxed);
+            if thread != 0 && lua.current_thread().to_pointer() as usize == thread {
+                self.instructions_at_last_yield
+                    .store(used, Ordering::Relaxed);
+                return Ok(VmState::Yield);
+            }
         }
         Ok(VmState::Continue)
     }

@@ -41,6 +41,6 @@ pub use host::{
 pub use http::{Request, Response};
 pub use limits::{
     CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, JSON_DEPTH_MAX, KV_LIST_LIMIT_DEFAULT,
-    LOG_MESSAGE_BYTES_MAX, SandboxLimits, TABLE_MOVE_ELEMENTS_MAX,
+    LOG_MESSAGE_BYTES_MAX, SandboxLimits, TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
 };
 pub use vm::{ScriptSource, Vm, check_syntax};

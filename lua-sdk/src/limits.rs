@@ -33,6 +33,11 @@ impl Default for SandboxLimits {
 /// which bounds how late a wall-clock deadline or a kill is noticed.
 pub const HOOK_INSTRUCTIONS_INTERVAL: u32 = 10_000;
 
+/// A running handler yields its worker thread back to the async runtime after
+/// this many instructions (about a millisecond of Lua on a Pi-class core), so
+/// CPU-heavy scripts share threads with the requests queued behind them.
+pub const YIELD_INSTRUCTIONS_INTERVAL: u64 = 200_000;
+
 /// Deepest Lua call stack a script may build before it gets a `stack overflow`
 /// error. Lua's own limit (a million stack slots) is reached only after the
 /// memory cap, which would report a memory error for what is a recursion bug.

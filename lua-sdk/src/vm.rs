@@ -162,13 +162,19 @@ impl Vm {
         // The hook preempts CPU loops; this timeout covers time spent awaiting
         // host calls, where no instruction runs. The call is pinned here so it
         // is dropped (and its Lua thread reset) only after the kill is recorded.
-        let mut call = pin!(handler.call_async::<Value>(req));
-        match tokio::time::timeout(self.budget.limits().timeout, &mut call).await {
+        // The handler runs in a thread we create, so the hook can tell it apart
+        // from the script's own coroutines and yield only it.
+        let thread = self.lua.create_thread(handler.clone())?;
+        self.budget.set_invocation_thread(Some(&thread));
+        let mut call = pin!(thread.into_async::<Value>(req)?);
+        let outcome = match tokio::time::timeout(self.budget.limits().timeout, &mut call).await {
             Ok(result) => result,
             Err(_elapsed) => Err(mlua::Error::external(
                 self.budget.kill(KillReason::WallClock),
             )),
-        }
+        };
+        self.budget.set_invocation_thread(None);
+        outcome
     }
 
     fn invoke_error(&self, error: &mlua::Error) -> InvokeError {

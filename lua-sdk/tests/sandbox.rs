@@ -690,3 +690,61 @@ async fn table_move_over_a_huge_range_is_refused() {
     );
     assert_eq!(body(&vm).await, "0,1,2,3");
 }
+
+/// A long-running handler gives its worker thread back to the runtime now and
+/// then, so other tasks on the same thread are not stuck behind it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_handler_yields_to_other_tasks() {
+    let host = FakeHost::new();
+    let limits = SandboxLimits {
+        instructions_max: 50_000_000,
+        ..tight()
+    };
+    let vm = vm_with(
+        &host,
+        "return function() local n = 0 for i = 1, 3000000 do n = n + i end return tostring(n) end",
+        limits,
+    );
+    let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = ticks.clone();
+    // On a current-thread runtime this task only runs when the handler yields.
+    let ticker = tokio::spawn(async move {
+        loop {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+    });
+    let answer = body(&vm).await;
+    ticker.abort();
+    assert_eq!(answer, "4500001500000");
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ticks >= 5,
+        "the ticker ran only {ticks} times while the handler ran"
+    );
+}
+
+/// Cooperative yields never leak into a script's own coroutines: a long loop
+/// inside a coroutine still hands its resumer exactly what it yielded.
+#[tokio::test]
+async fn cooperative_yields_do_not_change_coroutine_results() {
+    let host = FakeHost::new();
+    let limits = SandboxLimits {
+        instructions_max: 50_000_000,
+        ..tight()
+    };
+    let vm = vm_with(
+        &host,
+        "return function()
+           local co = coroutine.wrap(function()
+             local n = 0
+             for i = 1, 2000000 do n = n + 1 end
+             coroutine.yield(n)
+             return 'done'
+           end)
+           return tostring(co()) .. ' ' .. tostring(co())
+         end",
+        limits,
+    );
+    assert_eq!(body(&vm).await, "2000000 done");
+}

@@ -66,7 +66,7 @@ settings! {
     script_memory_bytes_max: usize = 16 * 1024 * 1024, "PICLOUD_SCRIPT_MEMORY_BYTES_MAX";
     /// Wall-clock limit of one invocation, in milliseconds.
     script_timeout_ms: u64 = 5_000, "PICLOUD_SCRIPT_TIMEOUT_MS";
-    /// Threads that run scripts (0 = two per core).
+    /// Threads that serve HTTP requests and run scripts (0 = two per core).
     script_threads: usize = 0, "PICLOUD_SCRIPT_THREADS";
     /// VMs (concurrent invocations) per app on this node.
     vm_pool_size_max: usize = 64, "PICLOUD_VM_POOL_SIZE_MAX";

@@ -6,8 +6,11 @@
 //!   SIGINT/SIGTERM ─▶ stop accepting ─▶ drain (bounded) ─▶ stop actors ─▶ raft shutdown + flush
 //! ```
 //!
-//! Scripts run on their own tokio runtime so that a script burning its CPU
-//! budget never sits on a thread the gateway or Raft needs.
+//! Two tokio runtimes: the request runtime (`script_threads` threads) accepts
+//! HTTP and runs every request, scripts included, on the connection's own task
+//! (no thread hop per request); the main runtime runs Raft, storage and the
+//! actors. A script burning its CPU budget therefore never sits on a thread
+//! Raft's heartbeats, elections or log flushes need.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,10 +35,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::resolve(args)?;
     let scripts = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.script_threads())
-        .thread_name("picloud-script")
+        .thread_name("picloud-http")
         .enable_all()
         .build()
-        .context("starting the script runtime")?;
+        .context("starting the request runtime")?;
     let main = tokio::runtime::Builder::new_multi_thread()
         .thread_name("picloud")
         .enable_all()
@@ -68,13 +71,14 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     let limits = Arc::new(config.actor_limits());
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(NodeHost::new(node.clone(), logs.clone(), limits.clone()));
-    let apps = Apps::start(node.reader().clone(), host, limits.clone(), scripts)
+    let apps = Apps::start(node.reader().clone(), host, limits.clone())
         .await
         .context("starting the app supervisor")?;
 
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
+    // Bound here (so a busy port fails the start), served on the request runtime.
+    let listener = std::net::TcpListener::bind(config.http)
         .with_context(|| format!("binding HTTP on {}", config.http))?;
+    listener.set_nonblocking(true)?;
     let router = gateway::router(Gateway::new(
         node.clone(),
         apps.clone(),
@@ -86,7 +90,8 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     println!("picloud listening on http://{}", config.http);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
+    let server = scripts.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = stop_rx.await;
