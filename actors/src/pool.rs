@@ -127,17 +127,23 @@ impl AppRuntime {
         let script = route.script.to_string();
         let params = route.params;
 
-        let _permit =
-            match tokio::time::timeout(self.limits.vm_wait(), self.permits.acquire()).await {
-                Ok(Ok(permit)) => permit,
-                _ => {
-                    return Err(AppError::Busy {
-                        app: self.app.clone(),
-                        pool_size: self.limits.vm_pool_size_max,
-                        waited_ms: self.limits.vm_wait_ms,
-                    });
+        // The common case takes a free permit at once; only a full pool pays
+        // for a timer.
+        let _permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                match tokio::time::timeout(self.limits.vm_wait(), self.permits.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        return Err(AppError::Busy {
+                            app: self.app.clone(),
+                            pool_size: self.limits.vm_pool_size_max,
+                            waited_ms: self.limits.vm_wait_ms,
+                        });
+                    }
                 }
-            };
+            }
+        };
         let vm = match self.take_idle() {
             Some(vm) => vm,
             None => Vm::new(

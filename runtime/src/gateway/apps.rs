@@ -39,6 +39,7 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
 }
 
 async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError> {
+    let _permit = gateway.admit()?;
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let (app, rest) = split_app(path)
