@@ -185,6 +185,14 @@ impl AppRuntime {
         result.map_err(AppError::Invoke)
     }
 
+    /// Invocations running now (for metrics and tests).
+    pub fn invocations_running(&self) -> usize {
+        self.limits
+            .vm_pool_size_max
+            .max(1)
+            .saturating_sub(self.permits.available_permits())
+    }
+
     /// VMs currently idle in the pool (for metrics and tests).
     pub fn idle_vms(&self) -> usize {
         self.idle

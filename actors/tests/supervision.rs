@@ -203,6 +203,15 @@ async fn the_pool_keeps_vms_while_busy_and_trims_when_quiet() {
         let runtime = runtime.clone();
         calls.push(scripts.spawn(async move { runtime.serve(get("/spin")).await }));
     }
+    // All four must hold a VM at once before they are let go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while runtime.invocations_running() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the four calls never ran together"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let result = node
         .write(Command::Kv {
             app: "p".into(),
