@@ -45,7 +45,7 @@ async fn hostile_scripts_fail_alone() {
     // Small budgets keep the test quick; they are the same code paths as the defaults.
     node.extra_args = vec![
         "--script-timeout-ms".into(),
-        "1500".into(),
+        "4000".into(),
         "--script-instructions-max".into(),
         "20000000".into(),
         "--script-memory-bytes-max".into(),

@@ -3,8 +3,11 @@
 
 mod common;
 
-use common::{TestNode, install_crypto, manifest};
+use std::time::Duration;
+
+use common::{Api, TestNode, install_crypto, manifest};
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 /// Spins until `release` is set, so a test holds a request open as long as it
 /// wants without guessing at timings.
@@ -38,19 +41,34 @@ async fn deploy_hold_app(node: &TestNode) {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Polls `probe` until it holds (bounded), instead of sleeping a guessed time.
-async fn poll_until<F, Fut>(mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !probe().await {
+/// Starts a held request and returns it once quick requests are being shed
+/// with `code`. A probe can win the contested slot first, and then the hold
+/// itself is shed: it is started again until it is the one holding.
+async fn hold_until_shed(api: &Api, code: &str) -> JoinHandle<(u16, Value)> {
+    let spawn_hold = || {
+        let api = api.clone();
+        tokio::spawn(async move { api.get("/shed/hold").await })
+    };
+    let mut held = spawn_hold();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = api.get("/shed/quick").await;
+        if status == 503 && body["error"]["code"] == code && !held.is_finished() {
+            return held;
+        }
+        if held.is_finished() {
+            let (status, body) = held.await.expect("hold call");
+            assert_eq!(
+                (status, body["error"]["code"].clone()),
+                (503, Value::from(code))
+            );
+            held = spawn_hold();
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "condition not reached"
+            "the hold never got the slot"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -68,19 +86,7 @@ async fn a_full_node_sheds_with_overloaded() {
     node.start().await;
     deploy_hold_app(&node).await;
     let api = node.client().with_key(None);
-    let held = {
-        let api = api.clone();
-        tokio::spawn(async move { api.get("/shed/hold").await })
-    };
-    // Once the hold occupies the only slot, other requests are shed at once.
-    poll_until(|| {
-        let api = api.clone();
-        async move {
-            let (status, body) = api.get("/shed/quick").await;
-            status == 503 && body["error"]["code"] == "overloaded"
-        }
-    })
-    .await;
+    let held = hold_until_shed(&api, "overloaded").await;
     let (status, body) = node.client().get("/_/api/v1/apps").await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
@@ -112,18 +118,7 @@ async fn a_full_app_pool_answers_app_busy_and_recovers() {
     node.start().await;
     deploy_hold_app(&node).await;
     let api = node.client().with_key(None);
-    let held = {
-        let api = api.clone();
-        tokio::spawn(async move { api.get("/shed/hold").await })
-    };
-    poll_until(|| {
-        let api = api.clone();
-        async move {
-            let (status, body) = api.get("/shed/quick").await;
-            status == 503 && body["error"]["code"] == "app_busy"
-        }
-    })
-    .await;
+    let held = hold_until_shed(&api, "app_busy").await;
     // Another app is not affected by this app's full pool.
     let (status, body) = node
         .client()
