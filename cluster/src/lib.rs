@@ -17,6 +17,7 @@
 //!   RPC; the QUIC transport (join, forwarding) plugs in here.
 //! - `identity`: the node's persistent identity in the data dir.
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `Timeout`) and fatal.
+//! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake); not wired into `Node` yet.
 //!
 //! ```text
 //!   actors/runtime ──write(cmd)──▶ Node ──client_write──▶ openraft ──append──▶ LogStore (group commit)
@@ -30,6 +31,7 @@ pub mod error;
 pub mod identity;
 pub mod network;
 pub mod node;
+pub mod transport;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
