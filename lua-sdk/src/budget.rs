@@ -123,22 +123,9 @@ impl Budget {
     /// The global hook, run every [`HOOK_INSTRUCTIONS_INTERVAL`] instructions
     /// in every Lua thread of the VM.
     pub(crate) fn on_hook(&self, lua: &Lua, debug: &mlua::debug::Debug) -> mlua::Result<VmState> {
-        if let Some(reason) = self.killed() {
-            return Err(mlua::Error::external(KillError { reason }));
-        }
-        if !self.armed.load(Ordering::Relaxed) {
-            return Err(mlua::Error::external(self.kill(KillReason::Instructions)));
-        }
         let used = self
-            .instructions_used
-            .fetch_add(u64::from(HOOK_INSTRUCTIONS_INTERVAL), Ordering::Relaxed)
-            .saturating_add(u64::from(HOOK_INSTRUCTIONS_INTERVAL));
-        if used > self.limits.instructions_max {
-            return Err(mlua::Error::external(self.kill(KillReason::Instructions)));
-        }
-        if self.elapsed_ns() > self.deadline_ns.load(Ordering::Relaxed) {
-            return Err(mlua::Error::external(self.kill(KillReason::WallClock)));
-        }
+            .charge(u64::from(HOOK_INSTRUCTIONS_INTERVAL))
+            .map_err(mlua::Error::external)?;
         // `lua_getstack` walks the call chain only as deep as it really is, so
         // this costs a few steps for ordinary scripts. A too-deep stack is a
         // plain (catchable) script error, not a kill: unwinding fixes it.
@@ -167,6 +154,32 @@ impl Budget {
             }
         }
         Ok(VmState::Continue)
+    }
+
+    /// Charges `steps` units of work to the invocation, like the hook does
+    /// for instructions, and checks the same limits: the kill flag, the
+    /// instruction budget and the wall-clock deadline. Returns the
+    /// instructions used so far. Library code that loops in Rust (pattern
+    /// matching, see `pattern.rs`) calls this, since the hook cannot run
+    /// inside it.
+    pub(crate) fn charge(&self, steps: u64) -> Result<u64, KillError> {
+        if let Some(reason) = self.killed() {
+            return Err(KillError { reason });
+        }
+        if !self.armed.load(Ordering::Relaxed) {
+            return Err(self.kill(KillReason::Instructions));
+        }
+        let used = self
+            .instructions_used
+            .fetch_add(steps, Ordering::Relaxed)
+            .saturating_add(steps);
+        if used > self.limits.instructions_max {
+            return Err(self.kill(KillReason::Instructions));
+        }
+        if self.elapsed_ns() > self.deadline_ns.load(Ordering::Relaxed) {
+            return Err(self.kill(KillReason::WallClock));
+        }
+        Ok(used)
     }
 
     /// Passes through the results of a protected call (`ok, ...`) unless the

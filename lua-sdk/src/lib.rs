@@ -17,6 +17,10 @@
 //! * `sandbox.rs` — building a locked-down Lua state: libraries, memory cap,
 //!   hook, removed globals, the prelude wrapping `pcall` & co.
 //! * `budget.rs` — instruction/deadline accounting and the sticky kill flag.
+//! * `pattern.rs` — Lua pattern matching ported from `lstrlib.c`, every step
+//!   charged to the budget (the C matcher cannot be interrupted).
+//! * `strlib.rs` — `string.find/match/gmatch/gsub` on that matcher, replacing
+//!   the C functions in the sandbox.
 //! * `sdk/` — the globals scripts use: `kv`, `log`/`print`, `json`, `time`.
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form.
@@ -30,8 +34,10 @@ mod error;
 pub mod host;
 mod http;
 mod limits;
+mod pattern;
 mod sandbox;
 mod sdk;
+mod strlib;
 mod vm;
 
 pub use error::{CompileError, InvokeError};

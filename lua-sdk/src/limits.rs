@@ -33,6 +33,19 @@ impl Default for SandboxLimits {
 /// which bounds how late a wall-clock deadline or a kill is noticed.
 pub const HOOK_INSTRUCTIONS_INTERVAL: u32 = 10_000;
 
+/// Pattern-matching steps (see `pattern.rs`) counted before they are charged
+/// to the instruction budget and the deadline and kill flag are checked. A
+/// step (one character test, one `match` call, 16 bytes scanned in bulk)
+/// counts as one instruction.
+pub(crate) const PATTERN_STEPS_PER_CHARGE: u64 = 1_000;
+
+/// Most `gsub` calls that may be nested through replacement functions (or
+/// `__index` handlers of a replacement table). Each level holds Rust frames
+/// as well as Lua's, and Lua's own C-call limit (about 200 levels) would let
+/// them outgrow a 2 MiB thread stack in a debug build. Past this depth the
+/// call fails with Lua's "C stack overflow" error.
+pub(crate) const GSUB_CALLBACK_DEPTH_MAX: usize = 100;
+
 /// A running handler yields its worker thread back to the async runtime after
 /// this many instructions (about a millisecond of Lua on a Pi-class core), so
 /// CPU-heavy scripts share threads with the requests queued behind them.

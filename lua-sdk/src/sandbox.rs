@@ -5,17 +5,21 @@
 //! ```text
 //! Lua::new_with(safe libs) ─▶ memory cap ─▶ global count hook ─▶ SDK globals
 //!        ─▶ remove io/package/debug/load*/require/string.dump/os.* (but time, clock, date)
+//!        ─▶ string.find/match/gmatch/gsub replaced by metered Rust ports (strlib.rs)
 //!        ─▶ prelude: pcall/xpcall/coroutine.* routed through Budget::settle,
 //!           setmetatable refuses __gc, collectgarbage only "count",
-//!           table.move bounded
+//!           table.move bounded, string.rep("", n) answered without looping
 //! ```
 //!
-//! Known gap: the hook only runs between VM instructions, so one C library
-//! call that loops for long cannot be interrupted, neither by the hook nor by
-//! the wall-clock timeout. `table.move` is bounded here; Lua pattern matching
-//! (`string.find/match/gmatch/gsub` with backtracking patterns such as
-//! `".-.-.-x"`, or plain `find` of a long needle in a long haystack) can still
-//! take time polynomial in the subject length, within the memory cap.
+//! Library calls run in C, where the hook never fires, so none may loop
+//! for long. `table.move` is bounded here. Lua's pattern matching
+//! (`string.find/match/gmatch/gsub`), whose backtracking patterns such as
+//! `".-.-.-x"` or plain finds of a long needle in a long haystack take time
+//! polynomial in the subject length, is replaced by a port that charges
+//! every matching step to the budget (`pattern.rs`, `strlib.rs`). The other
+//! `string` functions stay C; `string.rep("", n)` (empty string and
+//! separator), which would loop `n` times in C producing nothing, is answered
+//! by the prelude.
 
 use std::sync::Arc;
 
@@ -136,6 +140,17 @@ table.move = function(a1, f, e, t, a2)
   return raw_move(a1, f, e, t, a2)
 end
 
+-- `string.rep` builds its result in C. A non-empty result is bounded by the
+-- memory cap (C allocates the whole buffer first), but an empty one ("" with
+-- no separator) loops n times producing nothing, where no hook runs.
+local raw_rep = string.rep
+string.rep = function(s, n, sep)
+  if s == "" and (sep == nil or sep == "") and raw_type(n) == "number" then
+    return ""
+  end
+  return raw_rep(s, n, sep)
+end
+
 collectgarbage = function(option)
   if option == "count" then
     return raw_collectgarbage("count")
@@ -172,6 +187,7 @@ pub(crate) fn new_state(app: &str, host: Arc<dyn Host>, budget: &Arc<Budget>) ->
     // when they are created.
     crate::sdk::install(&lua, app, host)?;
     remove_unsafe_globals(&lua)?;
+    crate::strlib::install(&lua, budget)?;
     run_prelude(&lua, budget)?;
     Ok(lua)
 }

@@ -414,6 +414,151 @@ async fn c_stack_overflow_through_json_and_tostring_on_a_worker_thread() {
     }
 }
 
+// ---- pattern matching (runs in Rust, metered) ---------------------------------
+
+/// A pattern that backtracks O(n^4) over a 30 000-byte subject: minutes of
+/// work inside one library call if nothing can stop it.
+const BACKTRACK: &str = r#"local s = string.rep("a", 30000) local p = ".-.-.-.-b""#;
+
+#[tokio::test]
+async fn backtracking_find_hits_the_instruction_budget() {
+    let message = expect_timeout(&format!("{BACKTRACK} return tostring(string.find(s, p))")).await;
+    assert!(message.contains("instruction budget"), "{message}");
+}
+
+#[tokio::test]
+async fn backtracking_match_gsub_and_gmatch_hit_the_budget() {
+    expect_timeout(&format!("{BACKTRACK} return tostring(string.match(s, p))")).await;
+    expect_timeout(&format!("{BACKTRACK} return (string.gsub(s, p, 'x'))")).await;
+    expect_timeout(&format!(
+        "{BACKTRACK} for m in string.gmatch(s, p) do end return 'no'"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn backtracking_through_method_syntax_hits_the_budget() {
+    expect_timeout(&format!("{BACKTRACK} return tostring(s:find(p))")).await;
+    expect_timeout(&format!("{BACKTRACK} return tostring(s:match(p))")).await;
+    expect_timeout(&format!("{BACKTRACK} return (s:gsub(p, '%0%0'))")).await;
+    expect_timeout(&format!(
+        "{BACKTRACK} for m in s:gmatch(p) do end return 'no'"
+    ))
+    .await;
+    expect_timeout(&format!(
+        "{BACKTRACK} return (s:gsub('a', function(c) return c:find(p) and 'y' or s:find(p) end))"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn plain_find_of_a_long_near_miss_hits_the_budget() {
+    // 1 MB haystack, 100 KB needle that fails only at its last byte: about
+    // 10^11 byte comparisons.
+    let setup =
+        r#"local hay = string.rep("a", 1000000) local needle = string.rep("a", 100000) .. "b""#;
+    expect_timeout(&format!(
+        "{setup} return tostring(hay:find(needle, 1, true))"
+    ))
+    .await;
+    // No special characters: `find` searches plainly without being asked.
+    expect_timeout(&format!(
+        "{setup} return tostring(string.find(hay, needle))"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn pcall_around_a_backtracking_pattern_cannot_swallow_the_kill() {
+    expect_timeout(&format!(
+        "{BACKTRACK} while true do pcall(string.find, s, p) end"
+    ))
+    .await;
+    expect_timeout(&format!(
+        "{BACKTRACK} while true do pcall(function() return s:gsub(p, '') end) end"
+    ))
+    .await;
+    expect_timeout(&format!(
+        "{BACKTRACK} while true do coroutine.resume(coroutine.create(function() return s:match(p) end)) end"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn wall_clock_stops_a_pattern_the_budget_would_allow() {
+    let limits = SandboxLimits {
+        instructions_max: u64::MAX,
+        memory_bytes_max: 4 * 1024 * 1024,
+        timeout: Duration::from_millis(200),
+    };
+    let host = FakeHost::new();
+    let vm = hostile_vm(
+        &host,
+        &format!("{BACKTRACK} return tostring(s:find(p))"),
+        limits,
+    );
+    let started = std::time::Instant::now();
+    match call(&vm).await {
+        Err(InvokeError::Timeout { message }) => {
+            assert!(message.contains("wall-clock"), "{message}")
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_recovers(&host, &vm, limits).await;
+}
+
+#[tokio::test]
+async fn gsub_output_is_bounded_by_the_memory_cap() {
+    // 100 MB of output from a 1 MB subject: the Rust-side buffer counts
+    // against what the VM has left.
+    expect_memory("return (string.rep('x', 1000000):gsub('', string.rep('y', 100)))").await;
+    expect_memory(
+        "while true do pcall(string.gsub, string.rep('x', 1000000), 'x', string.rep('y', 100)) end",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pattern_errors_read_like_lua_errors() {
+    expect_script_error(
+        "return string.find('x', '%')",
+        "main.lua:2: malformed pattern (ends with '%')",
+    )
+    .await;
+    expect_script_error(
+        "return ('x'):gsub('x', {}, 'n')",
+        "main.lua:2: bad argument #3 to 'gsub' (number expected, got string)",
+    )
+    .await;
+    expect_script_error(
+        "return string.rep('a', 300):match(string.rep('a?', 300))",
+        "pattern too complex",
+    )
+    .await;
+    let host = FakeHost::new();
+    let vm = vm(
+        &host,
+        &returning(
+            r#"local ok, err = pcall(string.match, "x", "[a")
+               local words = {}
+               for k, v in string.gmatch("a=1, b=2", "(%w+)=(%w+)") do words[#words + 1] = k .. v end
+               local swapped, n = ("hello world"):gsub("(%w+) (%w+)", "%2 %1")
+               return tostring(ok) .. "|" .. err .. "|" .. table.concat(words, ",") .. "|" .. swapped .. n
+                 .. "|" .. table.concat({ ("key = val"):find("^(%w+)%s*=%s*(%w+)$") }, ",")"#,
+        ),
+    );
+    assert_eq!(
+        body(&vm).await,
+        "false|malformed pattern (missing ']')|a1,b2|world hello1|1,9,key,val"
+    );
+    assert!(vm.is_reusable());
+}
+
 // ---- removed globals --------------------------------------------------------
 
 #[tokio::test]
@@ -747,4 +892,22 @@ async fn cooperative_yields_do_not_change_coroutine_results() {
         limits,
     );
     assert_eq!(body(&vm).await, "2000000 done");
+}
+
+/// `string.rep("", n)` would loop n times in C (where no hook runs) producing
+/// nothing; the sandbox answers it at once, for every way of calling it.
+#[tokio::test]
+async fn empty_string_rep_does_not_spin() {
+    let host = FakeHost::new();
+    let vm = vm_with(
+        &host,
+        "return function()
+           local a = string.rep('', math.maxinteger)
+           local b = (''):rep(math.maxinteger, '')
+           local c = string.rep('ab', 3, '-')
+           return #a .. ' ' .. #b .. ' ' .. c
+         end",
+        tight(),
+    );
+    assert_eq!(body(&vm).await, "0 0 ab-ab-ab");
 }
