@@ -1,6 +1,6 @@
 //! Hostile scripts end with their own JSON error and never affect another app:
-//! runaway loops (plain, inside pcall, inside coroutines), memory bombs, deep
-//! recursion and plain errors, while a well-behaved app keeps answering.
+//! runaway loops (plain, inside pcall, inside coroutines), a backtracking
+//! pattern, memory bombs, deep recursion and plain errors, while a well-behaved app keeps answering.
 
 mod common;
 
@@ -9,6 +9,11 @@ use serde_json::json;
 
 const HOSTILE: &[(&str, &str, &str)] = &[
     ("loop", "while true do end", "script_timeout"),
+    (
+        "pattern",
+        "local s = string.rep('a', 30000) local x = s:find('.-.-.-.-b')",
+        "script_timeout",
+    ),
     (
         "pcall_loop",
         "while true do pcall(function() while true do end end) end",
