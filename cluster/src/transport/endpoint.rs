@@ -48,6 +48,15 @@ pub mod close_code {
     pub const BAD_IDENTITY: u32 = 4;
 }
 
+/// Stream error codes (QUIC `RESET_STREAM` / `STOP_SENDING`): one stream
+/// abandoned, the connection unaffected.
+pub mod stream_code {
+    /// The sender gave up on the request (its timeout fired, or it was cancelled).
+    pub const CANCELLED: u32 = 1;
+    /// The receiver does not serve this stream kind (yet).
+    pub const UNSUPPORTED: u32 = 2;
+}
+
 /// The byte a server sends on its first uni stream to confirm a member connection.
 const ACCEPTED_BYTE: u8 = 0xac;
 
@@ -608,6 +617,12 @@ impl PeerConnection {
         self.connection.close(code.into(), reason.as_bytes());
     }
 
+    /// Whether the connection is closed (by either side, or lost): a cached
+    /// connection is re-dialled rather than reused once this is true.
+    pub fn is_closed(&self) -> bool {
+        self.connection.close_reason().is_some()
+    }
+
     /// Resolves when the connection is closed, with the reason.
     pub async fn closed(&self) -> String {
         describe_close(&self.connection.closed().await)
@@ -633,6 +648,12 @@ impl PeerStream {
 
     pub fn peer_node_id(&self) -> NodeId {
         self.connection.peer
+    }
+
+    /// The connection this stream belongs to (e.g. to disconnect a peer whose
+    /// well-framed request breaks the protocol).
+    pub fn connection(&self) -> &PeerConnection {
+        &self.connection
     }
 
     fn frame_error(&self, source: FrameError) -> TransportError {
@@ -691,6 +712,16 @@ impl PeerStream {
                 peer: self.connection.peer,
                 reason: e.to_string(),
             })
+    }
+
+    /// Abandons the stream in both directions with `code` (see [`stream_code`]).
+    /// The peer's next read fails with a reset, which it treats as a cancelled
+    /// request; merely dropping a half-written stream would finish it, and the
+    /// peer would see a cut-off frame and disconnect us for a protocol violation.
+    pub fn reset(&mut self, code: u32) {
+        // Either half may already be closed (finished, or reset by the peer): fine.
+        let _ = self.send.reset(code.into());
+        let _ = self.recv.stop(code.into());
     }
 
     /// The raw quinn halves, for streaming (e.g. a snapshot file with `tokio::io::copy`).

@@ -2,9 +2,9 @@
 //! under a cluster CA, length-prefixed frames on typed streams, and the join
 //! handshake that hands a new node its certificate.
 //!
-//! This module is self-contained: it knows node ids and addresses but nothing
-//! of Raft. The openraft network, write forwarding and the join flow in `Node`
-//! build on it.
+//! The transport proper (`ca` … `join`) knows node ids and addresses but
+//! nothing of Raft. The `raft_*` modules put openraft's network on top of it;
+//! write forwarding and the join flow in `Node` build on both.
 //!
 //! # Layout
 //!
@@ -20,6 +20,11 @@
 //!   `PeerStream`, `StreamKind`, `TransportError`.
 //! - `join`: the join exchange: `join` (joiner side) and `answer_join` (member
 //!   side, node id allocation as a callback).
+//! - `raft_rpc`: the Raft RPC messages on the wire and `RaftRpcConfig` (limits, timeouts).
+//! - `raft_network`: `QuicNetwork` (openraft `RaftNetworkFactory`) and `QuicClient`
+//!   (`RaftNetwork`): cached connection per target, snapshots streamed from the file.
+//! - `raft_server`: `serve_raft`, the receiving side: append, vote, snapshot into a
+//!   file from the state machine, then `install_full_snapshot`.
 //!
 //! ```text
 //!   PeerEndpoint (UDP :7070) ── picloud-peer/1, mutual TLS ── PeerConnection ── PeerStream per request
@@ -31,6 +36,9 @@ pub mod ca;
 pub mod endpoint;
 pub mod frame;
 pub mod join;
+pub mod raft_network;
+pub mod raft_rpc;
+pub mod raft_server;
 pub mod tls;
 pub mod token;
 
@@ -43,4 +51,7 @@ pub use frame::{FRAME_BYTES_MAX, FrameError};
 pub use join::{
     JoinError, JoinGrant, JoinOutcome, JoinRefusal, JoinRequest, Joined, answer_join, join,
 };
+pub use raft_network::{QuicClient, QuicNetwork, RaftRpcError};
+pub use raft_rpc::{RaftRpcConfig, SnapshotAnswer, SnapshotOffer};
+pub use raft_server::serve_raft;
 pub use token::{JoinToken, TokenError};
