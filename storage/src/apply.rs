@@ -83,6 +83,13 @@ fn run_one<B: Backend + ?Sized>(
             now_ms,
         } => key_create(&mut txn, id, name, scope, secret_hash, *now_ms)?,
         Command::KeyRevoke { id } => key_revoke(&mut txn, id)?,
+        Command::AllocateNodeId { now_ms: _ } => allocate_node_id(&mut txn)?,
+        Command::SetJoinSecret {
+            secret_hash,
+            now_ms,
+        } => set_join_secret(&mut txn, secret_hash, *now_ms)?,
+        Command::RemoveNode { id, now_ms } => remove_node(&mut txn, *id, *now_ms)?,
+        Command::SetClusterCa { cert_pem, key_pem } => set_cluster_ca(&mut txn, cert_pem, key_pem)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -224,7 +231,15 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::AppDelete { app }
         | Command::Deploy { app, .. }
         | Command::Rollback { app, .. } => Some(app),
-        _ => None,
+        Command::Kv { .. }
+        | Command::KvAtomic { .. }
+        | Command::KeyCreate { .. }
+        | Command::KeyRevoke { .. }
+        | Command::AllocateNodeId { .. }
+        | Command::SetJoinSecret { .. }
+        | Command::RemoveNode { .. }
+        | Command::SetClusterCa { .. }
+        | Command::Batch(_) => None,
     }
 }
 
@@ -672,6 +687,95 @@ fn key_revoke<B: Backend + ?Sized>(
         return Ok(Err(ApplyError::KeyNotFound { id: id.into() }));
     }
     txn.delete(Keyspace::Keys, id.as_bytes().to_vec());
+    Ok(Ok(CommandResult::Done))
+}
+
+/// The id the next `AllocateNodeId` hands out, reading `Cluster` keys with
+/// `get`: the stored counter (at least [`keys::FIRST_ALLOCATED_NODE_ID`]),
+/// moved past any id recorded as removed.
+pub(crate) fn next_node_id(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StorageError>,
+) -> Result<NodeId, StorageError> {
+    let stored: NodeId = match get(keys::CLUSTER_NEXT_NODE_ID)? {
+        Some(bytes) => {
+            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("next node id"))?
+        }
+        None => keys::FIRST_ALLOCATED_NODE_ID,
+    };
+    let mut id = stored.max(keys::FIRST_ALLOCATED_NODE_ID);
+    while get(&keys::removed_node_key(id))?.is_some() {
+        id = id.checked_add(1).ok_or_else(node_ids_exhausted)?;
+    }
+    Ok(id)
+}
+
+/// 2^64 ids cannot be allocated one log entry at a time: a counter this
+/// high is damage, not use.
+fn node_ids_exhausted() -> StorageError {
+    StorageError::Corrupt {
+        what: "next node id",
+        detail: "the node id counter is at its maximum".into(),
+    }
+}
+
+fn allocate_node_id<B: Backend + ?Sized>(txn: &mut Txn<'_, B>) -> Result<Outcome, StorageError> {
+    let id = next_node_id(|key| txn.get(Keyspace::Cluster, key))?;
+    let next = id.checked_add(1).ok_or_else(node_ids_exhausted)?;
+    txn.put_encoded(
+        Keyspace::Cluster,
+        keys::CLUSTER_NEXT_NODE_ID.to_vec(),
+        &next,
+        "next node id",
+    )?;
+    Ok(Ok(CommandResult::NodeIdAllocated { id }))
+}
+
+fn set_join_secret<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    secret_hash: &[u8],
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let record = keys::JoinSecretRecord {
+        secret_hash: secret_hash.to_vec(),
+        set_ms: now_ms,
+    };
+    txn.put_encoded(
+        Keyspace::Cluster,
+        keys::CLUSTER_JOIN_SECRET.to_vec(),
+        &record,
+        "join secret",
+    )?;
+    Ok(Ok(CommandResult::Done))
+}
+
+fn remove_node<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    id: NodeId,
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let key = keys::removed_node_key(id);
+    // Removed once is removed for good: the first removal's time stays.
+    if txn.get(Keyspace::Cluster, &key)?.is_none() {
+        txn.put_encoded(Keyspace::Cluster, key, &now_ms, "removed node")?;
+    }
+    Ok(Ok(CommandResult::Done))
+}
+
+fn set_cluster_ca<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Outcome, StorageError> {
+    let record = keys::ClusterCaRecord {
+        cert_pem: cert_pem.into(),
+        key_pem: key_pem.into(),
+    };
+    txn.put_encoded(
+        Keyspace::Cluster,
+        keys::CLUSTER_CA.to_vec(),
+        &record,
+        "cluster ca",
+    )?;
     Ok(Ok(CommandResult::Done))
 }
 
@@ -1279,6 +1383,251 @@ mod tests {
             f.run(Command::KeyRevoke { id: "k1".into() }),
             rejected(ApplyError::KeyNotFound { id: "k1".into() })
         );
+    }
+
+    fn allocate(f: &mut Fixture) -> NodeId {
+        match f.run(Command::AllocateNodeId { now_ms: 5 }) {
+            CommandResult::NodeIdAllocated { id } => id,
+            other => panic!("AllocateNodeId yields an id: {other:?}"),
+        }
+    }
+
+    fn remove(id: NodeId) -> Command {
+        Command::RemoveNode { id, now_ms: 6 }
+    }
+
+    #[test]
+    fn node_ids_start_at_two_and_only_grow() {
+        let mut f = Fixture::new();
+        assert_eq!(f.reader.next_node_id().expect("next"), 2);
+        assert_eq!(allocate(&mut f), 2);
+        assert_eq!(allocate(&mut f), 3);
+        assert_eq!(f.reader.next_node_id().expect("next"), 4);
+        // Removing an allocated id never gives it back.
+        assert_eq!(f.run(remove(3)), CommandResult::Done);
+        assert_eq!(f.run(remove(2)), CommandResult::Done);
+        assert_eq!(allocate(&mut f), 4);
+        // An id removed before it was allocated is skipped, not handed out.
+        assert_eq!(f.run(remove(5)), CommandResult::Done);
+        assert_eq!(f.run(remove(6)), CommandResult::Done);
+        assert_eq!(f.reader.next_node_id().expect("next"), 7);
+        assert_eq!(allocate(&mut f), 7);
+        assert_eq!(allocate(&mut f), 8);
+        assert!(!f.reader.removed_nodes().expect("removed").contains(&8));
+    }
+
+    #[test]
+    fn node_id_counter_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state");
+        let open = || {
+            Arc::new(
+                SledBackend::open(
+                    &path,
+                    SledOptions {
+                        cache_capacity_bytes: 1 << 20,
+                    },
+                )
+                .expect("open"),
+            )
+        };
+        let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+        let allocate_at = |backend: &SledBackend, index| {
+            apply(
+                backend,
+                &log_id(index),
+                &Command::AllocateNodeId { now_ms: 0 },
+            )
+            .expect("apply")
+        };
+        let backend = open();
+        assert_eq!(
+            allocate_at(backend.as_ref(), 1),
+            CommandResult::NodeIdAllocated { id: 2 }
+        );
+        apply(backend.as_ref(), &log_id(2), &remove(2)).expect("apply");
+        backend.flush().expect("flush");
+        drop(backend);
+        let backend = open();
+        assert_eq!(
+            allocate_at(backend.as_ref(), 3),
+            CommandResult::NodeIdAllocated { id: 3 }
+        );
+        let reader = StateReader::new(backend, tokio::sync::broadcast::channel(1).0);
+        assert_eq!(reader.removed_nodes().expect("removed"), [2]);
+    }
+
+    #[test]
+    fn removed_nodes_are_a_set_ordered_by_id() {
+        let mut f = Fixture::new();
+        assert_eq!(
+            f.reader.removed_nodes().expect("removed"),
+            Vec::<NodeId>::new()
+        );
+        assert!(!f.reader.is_removed(1).expect("is removed"));
+        for id in [300, 1, 3, 300] {
+            assert_eq!(f.run(remove(id)), CommandResult::Done);
+        }
+        assert_eq!(f.reader.removed_nodes().expect("removed"), [1, 3, 300]);
+        assert!(f.reader.is_removed(1).expect("is removed"));
+        assert!(f.reader.is_removed(300).expect("is removed"));
+        assert!(!f.reader.is_removed(2).expect("is removed"));
+        // Removing again keeps the first removal's record.
+        let first = f
+            .backend
+            .get(Keyspace::Cluster, &keys::removed_node_key(300))
+            .expect("get");
+        f.run(Command::RemoveNode {
+            id: 300,
+            now_ms: 99,
+        });
+        assert_eq!(
+            f.backend
+                .get(Keyspace::Cluster, &keys::removed_node_key(300))
+                .expect("get"),
+            first
+        );
+    }
+
+    #[test]
+    fn join_secret_is_set_and_replaced() {
+        let mut f = Fixture::new();
+        assert_eq!(f.reader.join_secret_hash().expect("secret"), None);
+        let set = |hash: u8| Command::SetJoinSecret {
+            secret_hash: vec![hash; 32],
+            now_ms: 1,
+        };
+        assert_eq!(f.run(set(1)), CommandResult::Done);
+        assert_eq!(
+            f.reader.join_secret_hash().expect("secret"),
+            Some(vec![1; 32])
+        );
+        // Rotation: the new hash replaces the old one.
+        assert_eq!(f.run(set(2)), CommandResult::Done);
+        assert_eq!(
+            f.reader.join_secret_hash().expect("secret"),
+            Some(vec![2; 32])
+        );
+    }
+
+    #[test]
+    fn cluster_ca_round_trips() {
+        let mut f = Fixture::new();
+        assert_eq!(f.reader.cluster_ca().expect("ca"), None);
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            f.run(Command::SetClusterCa {
+                cert_pem: cert.into(),
+                key_pem: key.into(),
+            }),
+            CommandResult::Done
+        );
+        assert_eq!(
+            f.reader.cluster_ca().expect("ca"),
+            Some((cert.to_string(), key.to_string()))
+        );
+        f.run(Command::SetClusterCa {
+            cert_pem: "cert 2".into(),
+            key_pem: "key 2".into(),
+        });
+        assert_eq!(
+            f.reader.cluster_ca().expect("ca"),
+            Some(("cert 2".to_string(), "key 2".to_string()))
+        );
+    }
+
+    #[test]
+    fn cluster_commands_work_inside_a_batch() {
+        let mut f = Fixture::new();
+        let result = f.run(Command::Batch(vec![
+            Command::AllocateNodeId { now_ms: 1 },
+            remove(3),
+            Command::AllocateNodeId { now_ms: 1 },
+            Command::SetJoinSecret {
+                secret_hash: vec![9; 32],
+                now_ms: 1,
+            },
+            Command::SetClusterCa {
+                cert_pem: "cert".into(),
+                key_pem: "key".into(),
+            },
+        ]));
+        assert_eq!(
+            result,
+            CommandResult::Batch(vec![
+                CommandResult::NodeIdAllocated { id: 2 },
+                CommandResult::Done,
+                // 3 was removed by the command before: skipped.
+                CommandResult::NodeIdAllocated { id: 4 },
+                CommandResult::Done,
+                CommandResult::Done,
+            ])
+        );
+        assert_eq!(
+            f.run(Command::Batch(vec![
+                Command::AllocateNodeId { now_ms: 2 },
+                Command::AllocateNodeId { now_ms: 2 },
+            ])),
+            CommandResult::Batch(vec![
+                CommandResult::NodeIdAllocated { id: 5 },
+                CommandResult::NodeIdAllocated { id: 6 },
+            ])
+        );
+        assert_eq!(f.reader.removed_nodes().expect("removed"), [3]);
+        assert_eq!(
+            f.reader.join_secret_hash().expect("secret"),
+            Some(vec![9; 32])
+        );
+        assert_eq!(
+            f.reader.cluster_ca().expect("ca"),
+            Some(("cert".to_string(), "key".to_string()))
+        );
+        assert_eq!(batch_keys(f.backend.as_ref()), 0);
+        // None of them changes an app.
+        let commands = vec![
+            Command::AllocateNodeId { now_ms: 0 },
+            Command::SetJoinSecret {
+                secret_hash: vec![],
+                now_ms: 0,
+            },
+            remove(9),
+            Command::SetClusterCa {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+        ];
+        let results = vec![CommandResult::Done; commands.len()];
+        assert!(changed_apps(&Command::Batch(commands), &CommandResult::Batch(results)).is_empty());
+    }
+
+    /// Two AllocateNodeId in one batch entry interrupted between them and
+    /// re-applied still yield two different ids (the first is not rerun).
+    #[test]
+    fn interrupted_batch_never_allocates_an_id_twice() {
+        let entry = Command::Batch(vec![
+            Command::AllocateNodeId { now_ms: 1 },
+            Command::AllocateNodeId { now_ms: 1 },
+        ]);
+        let expected = CommandResult::Batch(vec![
+            CommandResult::NodeIdAllocated { id: 2 },
+            CommandResult::NodeIdAllocated { id: 3 },
+        ]);
+        for budget in 0..3 {
+            let mut f = Fixture::new();
+            let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+            let crashing = CrashAfter {
+                inner: f.backend.clone(),
+                budget: budget.into(),
+            };
+            assert!(
+                apply(&crashing, &log_id, &entry).is_err(),
+                "budget {budget}"
+            );
+            f.index = 0;
+            assert_eq!(f.run(entry.clone()), expected, "budget {budget}");
+            assert_eq!(f.reader.next_node_id().expect("next"), 4);
+        }
     }
 
     fn kv_cmd(app: &str, op: KvOp) -> Command {

@@ -31,6 +31,9 @@ pub enum Keyspace {
     Bundles = 4,
     /// API key records, keyed by id.
     Keys = 5,
+    /// Cluster-wide records: the node id counter, removed node ids, the
+    /// join secret's hash and the cluster CA (see `keys`).
+    Cluster = 6,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -40,12 +43,13 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 5] = [
+    pub const STATE_DATA: [Keyspace; 6] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
         Keyspace::Bundles,
         Keyspace::Keys,
+        Keyspace::Cluster,
     ];
 
     pub fn id(self) -> u8 {
@@ -60,6 +64,7 @@ impl Keyspace {
             Keyspace::Deploys,
             Keyspace::Bundles,
             Keyspace::Keys,
+            Keyspace::Cluster,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]

@@ -90,6 +90,40 @@ mod tests {
         assert_eq!(back, command);
     }
 
+    /// The log on disk holds commands encoded by variant position: existing
+    /// variants keep their index (new ones are appended).
+    #[test]
+    fn variant_indices_are_stable() {
+        use crate::command::CommandResult;
+        let first_byte = |bytes: Vec<u8>| bytes[0];
+        assert_eq!(
+            first_byte(encode(&Command::Batch(vec![])).expect("encode")),
+            8
+        );
+        assert_eq!(
+            first_byte(encode(&Command::AllocateNodeId { now_ms: 0 }).expect("encode")),
+            9
+        );
+        assert_eq!(
+            first_byte(
+                encode(&Command::SetClusterCa {
+                    cert_pem: String::new(),
+                    key_pem: String::new(),
+                })
+                .expect("encode")
+            ),
+            12
+        );
+        assert_eq!(
+            first_byte(encode(&CommandResult::Batch(vec![])).expect("encode")),
+            6
+        );
+        assert_eq!(
+            first_byte(encode(&CommandResult::NodeIdAllocated { id: 2 }).expect("encode")),
+            7
+        );
+    }
+
     #[test]
     fn decode_enforces_limit_and_rejects_trailing_bytes() {
         let bytes = encode(&vec![0u8; 1000]).expect("encode");

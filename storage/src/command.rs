@@ -11,7 +11,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::NodeId;
+
 /// One replicated write.
+///
+/// Append-only: bincode encodes a variant by its position, and the log on
+/// disk holds encoded commands, so new variants go at the end and none is
+/// ever reordered or removed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// One kv operation in one app. Fails with `AppNotFound` if the app does
@@ -71,6 +77,34 @@ pub enum Command {
     /// as "applied". An inner `Batch` is rejected with
     /// [`ApplyError::NestedBatch`]. The result is [`CommandResult::Batch`].
     Batch(Vec<Command>),
+    /// Allocates a node id for a joining node. Result:
+    /// [`CommandResult::NodeIdAllocated`]. Ids come from a counter in the
+    /// state that starts at 2 (node 1 is the node that bootstrapped the
+    /// cluster) and only grows: every allocation returns a larger id than
+    /// the one before, and an id is never handed out twice, nor one that
+    /// [`Command::RemoveNode`] recorded as removed. The counter travels in
+    /// snapshots, so an install never moves it back. Never rejected.
+    /// `now_ms` is the proposer's clock (kept for the record, unused).
+    AllocateNodeId { now_ms: u64 },
+    /// Sets the SHA-256 of the cluster's join-token secret (the secret itself
+    /// never enters the log). Replacing it rotates the join token: tokens
+    /// carrying the old secret stop working. Never rejected; result `Done`.
+    SetJoinSecret { secret_hash: Vec<u8>, now_ms: u64 },
+    /// Records node `id` as removed for good, so a node that lost its data
+    /// dir cannot rejoin under its old id and the id is never allocated
+    /// again. It does not change Raft membership (openraft's
+    /// `change_membership` does that); the cluster layer does both.
+    /// Removing an id already removed is a no-op (the first `now_ms` is
+    /// kept). Never rejected; result `Done`.
+    RemoveNode { id: NodeId, now_ms: u64 },
+    /// Stores the cluster CA (certificate and private key, PEM), so any
+    /// member can sign the certificate of a joining node. Setting it again
+    /// replaces it. Never rejected; result `Done`.
+    ///
+    /// Security note: the CA key is then in the log, on every member's disk
+    /// and in every snapshot, in plain text. A later issue encrypts it with
+    /// the secrets master key before it enters the log.
+    SetClusterCa { cert_pem: String, key_pem: String },
 }
 
 /// One kv operation. `value`s are JSON text.
@@ -105,6 +139,7 @@ pub enum KvOp {
 }
 
 /// What applying a command produced. Deterministic, like `apply` itself.
+/// Append-only like [`Command`] (results are stored and sent encoded).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub enum CommandResult {
     /// Membership and blank entries, and commands with nothing to report.
@@ -124,6 +159,10 @@ pub enum CommandResult {
     /// same order. A rejected inner command has `Rejected` here; the batch
     /// itself is never rejected as a whole.
     Batch(Vec<CommandResult>),
+    /// The id [`Command::AllocateNodeId`] allocated.
+    NodeIdAllocated {
+        id: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

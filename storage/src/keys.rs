@@ -27,6 +27,48 @@ pub(crate) fn batch_result_key(index: u64) -> Vec<u8> {
     key
 }
 
+/// `Cluster` key of the next node id to allocate (a `u64`; absent means
+/// [`FIRST_ALLOCATED_NODE_ID`]).
+pub(crate) const CLUSTER_NEXT_NODE_ID: &[u8] = b"next_node_id";
+/// `Cluster` key of the join secret ([`JoinSecretRecord`]).
+pub(crate) const CLUSTER_JOIN_SECRET: &[u8] = b"join_secret";
+/// `Cluster` key of the cluster CA ([`ClusterCaRecord`]).
+pub(crate) const CLUSTER_CA: &[u8] = b"ca";
+/// `Cluster` keys of removed node ids: this prefix, then the id in big
+/// endian (so they sort numerically); the value is the removal's `now_ms`.
+pub(crate) const CLUSTER_REMOVED_PREFIX: &[u8] = b"removed/";
+
+/// The first id `AllocateNodeId` hands out: node 1 bootstrapped the cluster.
+pub(crate) const FIRST_ALLOCATED_NODE_ID: u64 = 2;
+
+/// The `Cluster` key recording node `id` as removed.
+pub(crate) fn removed_node_key(id: u64) -> Vec<u8> {
+    let mut key = CLUSTER_REMOVED_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The node id of a removed-node key.
+pub(crate) fn node_of_removed_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.strip_prefix(CLUSTER_REMOVED_PREFIX)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The join secret as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct JoinSecretRecord {
+    /// SHA-256 of the join-token secret.
+    pub secret_hash: Vec<u8>,
+    pub set_ms: u64,
+}
+
+/// The cluster CA as stored (PEM). The key is plain text for now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ClusterCaRecord {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// `LogMeta` keys.
 pub(crate) const LOG_META_VOTE: &[u8] = b"vote";
 pub(crate) const LOG_META_COMMITTED: &[u8] = b"committed";
@@ -100,6 +142,14 @@ mod tests {
         assert_ne!(kv_key("a", "b/c"), kv_key("a/b", "c"));
         assert_ne!(kv_key("a", "bc"), kv_key("ab", "c"));
         assert!(!kv_key("ab", "").starts_with(&app_prefix("a")));
+    }
+
+    #[test]
+    fn removed_node_keys_sort_by_id_and_round_trip() {
+        assert!(removed_node_key(2) < removed_node_key(256));
+        assert_eq!(node_of_removed_key(&removed_node_key(7)), Some(7));
+        assert_eq!(node_of_removed_key(b"removed/x"), None);
+        assert_eq!(node_of_removed_key(CLUSTER_NEXT_NODE_ID), None);
     }
 
     #[test]

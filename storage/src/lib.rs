@@ -14,7 +14,8 @@
 //! - `backend`: the `Backend` trait sled sits behind, and `SledBackend`.
 //! - `keys` (private): how records are laid out as backend keys, per app.
 //! - `apply`: the deterministic state transition over a `Backend`.
-//! - `state`: `StateReader`, the read side (kv get/list, apps, deploys, keys).
+//! - `state`: `StateReader`, the read side (kv get/list, apps, deploys, keys,
+//!   cluster records: node ids, join secret, cluster CA).
 //! - `log_store`: `LogStore` (openraft `RaftLogStorage`), one group-commit flusher.
 //! - `state_machine`: `StateMachine` (openraft `RaftStateMachine`), streamed snapshots.
 //! - `snapshot` (private): the snapshot file format, written and read record by record.

@@ -143,6 +143,52 @@ impl StateReader {
         self.decode_all(Keyspace::Keys, &[], "key record")
     }
 
+    /// SHA-256 of the cluster's join-token secret, once one was set.
+    pub fn join_secret_hash(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let record: Option<keys::JoinSecretRecord> =
+            self.decode_one(Keyspace::Cluster, keys::CLUSTER_JOIN_SECRET, "join secret")?;
+        Ok(record.map(|record| record.secret_hash))
+    }
+
+    /// Every node id removed for good, ascending.
+    pub fn removed_nodes(&self) -> Result<Vec<NodeId>, StorageError> {
+        let mut ids = Vec::new();
+        for item in self
+            .backend
+            .scan(Keyspace::Cluster, keys::CLUSTER_REMOVED_PREFIX, b"")
+        {
+            let (key, _) = item?;
+            let id = keys::node_of_removed_key(&key).ok_or_else(|| StorageError::Corrupt {
+                what: "removed node key",
+                detail: format!("{} bytes", key.len()),
+            })?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Whether node `id` was removed for good (it may never rejoin).
+    pub fn is_removed(&self, id: NodeId) -> Result<bool, StorageError> {
+        Ok(self
+            .backend
+            .get(Keyspace::Cluster, &keys::removed_node_key(id))?
+            .is_some())
+    }
+
+    /// The cluster CA as `(cert_pem, key_pem)`, once one was set. The key is
+    /// stored in plain text for now (see `Command::SetClusterCa`).
+    pub fn cluster_ca(&self) -> Result<Option<(String, String)>, StorageError> {
+        let record: Option<keys::ClusterCaRecord> =
+            self.decode_one(Keyspace::Cluster, keys::CLUSTER_CA, "cluster ca")?;
+        Ok(record.map(|record| (record.cert_pem, record.key_pem)))
+    }
+
+    /// The id the next applied `Command::AllocateNodeId` will return (on
+    /// this node's applied state): 2 on a new cluster.
+    pub fn next_node_id(&self) -> Result<NodeId, StorageError> {
+        crate::apply::next_node_id(|key| Ok(self.backend.get(Keyspace::Cluster, key)?))
+    }
+
     /// Events after each applied command that changes an app. A receiver
     /// that lags (`RecvError::Lagged`) must reload every app.
     pub fn subscribe(&self) -> broadcast::Receiver<AppliedEvent> {
@@ -164,6 +210,20 @@ impl StateReader {
     /// Bytes the state database takes on disk (sled growth is a known risk).
     pub fn size_on_disk_bytes(&self) -> Result<u64, StorageError> {
         Ok(self.backend.size_on_disk_bytes()?)
+    }
+
+    fn decode_one<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StorageError> {
+        match self.backend.get(keyspace, key)? {
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec(what))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     fn decode_all<T: serde::de::DeserializeOwned>(

@@ -99,6 +99,26 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
         },
         &mut entries,
     );
+    // Cluster records: ids 2, 3 and 4 allocated, 3 removed, a join secret
+    // and the cluster CA.
+    for _ in 0..3 {
+        push(Command::AllocateNodeId { now_ms: 4 }, &mut entries);
+    }
+    push(Command::RemoveNode { id: 3, now_ms: 4 }, &mut entries);
+    push(
+        Command::SetJoinSecret {
+            secret_hash: vec![8; 32],
+            now_ms: 4,
+        },
+        &mut entries,
+    );
+    push(
+        Command::SetClusterCa {
+            cert_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
+            key_pem: "-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n".into(),
+        },
+        &mut entries,
+    );
     (entries, index)
 }
 
@@ -131,6 +151,13 @@ fn dump(reader: &StateReader, now_ms: u64) -> String {
             }
         }
     }
+    out.push_str(&format!(
+        "next node id {}\nremoved {:?}\njoin secret {:?}\nca {:?}\n",
+        reader.next_node_id().expect("next node id"),
+        reader.removed_nodes().expect("removed nodes"),
+        reader.join_secret_hash().expect("join secret"),
+        reader.cluster_ca().expect("cluster ca"),
+    ));
     out.push_str(&format!(
         "applied {:?}\n",
         reader.last_applied_index().expect("index")
@@ -305,6 +332,9 @@ async fn snapshot_round_trip_between_stores() {
     let (entries, next_index) = populate();
     leader.state_machine.apply(entries).await.expect("apply");
     let expected = dump(&leader.reader, 10);
+    assert_eq!(leader.reader.next_node_id().expect("next"), 5);
+    assert_eq!(leader.reader.removed_nodes().expect("removed"), [3]);
+    assert!(leader.reader.cluster_ca().expect("ca").is_some());
 
     let built: Snapshot<TypeConfig> = leader
         .state_machine
@@ -338,6 +368,15 @@ async fn snapshot_round_trip_between_stores() {
                     now_ms: 0,
                 },
             ),
+            normal(3, Command::AllocateNodeId { now_ms: 0 }),
+            normal(4, Command::RemoveNode { id: 42, now_ms: 0 }),
+            normal(
+                5,
+                Command::SetJoinSecret {
+                    secret_hash: vec![1; 32],
+                    now_ms: 0,
+                },
+            ),
         ])
         .await
         .expect("apply");
@@ -363,6 +402,14 @@ async fn snapshot_round_trip_between_stores() {
         .expect("install");
 
     assert_eq!(dump(&follower.reader, 10), expected);
+    // The cluster records are the leader's, the follower's own are gone.
+    assert_eq!(follower.reader.next_node_id().expect("next"), 5);
+    assert_eq!(follower.reader.removed_nodes().expect("removed"), [3]);
+    assert!(!follower.reader.is_removed(42).expect("is removed"));
+    assert_eq!(
+        follower.reader.join_secret_hash().expect("secret"),
+        Some(vec![8; 32])
+    );
     // Expired keys are in the snapshot too, and expire the same way.
     assert_eq!(
         follower
@@ -404,6 +451,20 @@ async fn snapshot_round_trip_between_stores() {
         .await
         .expect("apply after install");
     assert_eq!(follower.reader.app("shop").expect("app"), None);
+    assert_eq!(dump(&follower.reader, 10), dump(&leader.reader, 10));
+    // Ids keep growing after an install, on both, and agree.
+    let allocate = vec![normal(
+        next_index + 1,
+        Command::AllocateNodeId { now_ms: 11 },
+    )];
+    for storage in [&mut leader, &mut follower] {
+        let results = storage
+            .state_machine
+            .apply(allocate.clone())
+            .await
+            .expect("allocate after install");
+        assert_eq!(results, [CommandResult::NodeIdAllocated { id: 5 }]);
+    }
     assert_eq!(dump(&follower.reader, 10), dump(&leader.reader, 10));
 }
 
