@@ -17,8 +17,9 @@
 //!   RPC; the QUIC transport (join, forwarding) plugs in here.
 //! - `identity`: the node's persistent identity in the data dir.
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `Timeout`) and fatal.
-//! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake)
-//!   and openraft's network over it (`QuicNetwork`, `serve_raft`); not wired into `Node` yet.
+//! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
+//!   openraft's network over it (`QuicNetwork`, `serve_raft`) and forwarding of writes and
+//!   read-index requests to the leader (`ForwardClient`, `ForwardHandler`); not wired into `Node` yet.
 //!
 //! ```text
 //!   actors/runtime ──write(cmd)──▶ Node ──client_write──▶ openraft ──append──▶ LogStore (group commit)

@@ -3,8 +3,9 @@
 //! handshake that hands a new node its certificate.
 //!
 //! The transport proper (`ca` … `join`) knows node ids and addresses but
-//! nothing of Raft. The `raft_*` modules put openraft's network on top of it;
-//! write forwarding and the join flow in `Node` build on both.
+//! nothing of Raft. The `raft_*` modules put openraft's network on top of it,
+//! and `forward` carries a follower's writes and read-index requests to the
+//! leader; the join flow and forwarding in `Node` build on these.
 //!
 //! # Layout
 //!
@@ -21,10 +22,16 @@
 //! - `join`: the join exchange: `join` (joiner side) and `answer_join` (member
 //!   side, node id allocation as a callback).
 //! - `raft_rpc`: the Raft RPC messages on the wire and `RaftRpcConfig` (limits, timeouts).
+//! - `peers`: `PeerConnections`, the pool of outgoing member connections (one
+//!   per target, one dial at a time), shared by `QuicNetwork` and `ForwardClient`.
 //! - `raft_network`: `QuicNetwork` (openraft `RaftNetworkFactory`) and `QuicClient`
-//!   (`RaftNetwork`): cached connection per target, snapshots streamed from the file.
-//! - `raft_server`: `serve_raft`, the receiving side: append, vote, snapshot into a
-//!   file from the state machine, then `install_full_snapshot`.
+//!   (`RaftNetwork`): connections from the pool, snapshots streamed from the file.
+//! - `raft_server`: `serve_raft` / `serve_raft_with`, the receiving side: append, vote,
+//!   snapshot into a file from the state machine, then `install_full_snapshot`;
+//!   forwarded requests to a `ForwardHandler`.
+//! - `forward`: forwarding writes and read-index requests from a follower to the
+//!   leader: wire messages, `ForwardHandler` (leader side, `RaftForwardHandler` over
+//!   openraft), `ForwardClient` (follower side), `wait_applied`.
 //!
 //! ```text
 //!   PeerEndpoint (UDP :7070) ── picloud-peer/1, mutual TLS ── PeerConnection ── PeerStream per request
@@ -34,8 +41,10 @@
 
 pub mod ca;
 pub mod endpoint;
+pub mod forward;
 pub mod frame;
 pub mod join;
+pub mod peers;
 pub mod raft_network;
 pub mod raft_rpc;
 pub mod raft_server;
@@ -47,11 +56,16 @@ pub use endpoint::{
     EndpointConfig, Incoming, JoinConnection, PeerConnection, PeerEndpoint, PeerStream, Refusals,
     StreamKind, TransportError,
 };
+pub use forward::{
+    ForwardCallError, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
+    ForwardRequest, RaftForwardHandler, wait_applied,
+};
 pub use frame::{FRAME_BYTES_MAX, FrameError};
 pub use join::{
     JoinError, JoinGrant, JoinOutcome, JoinRefusal, JoinRequest, Joined, answer_join, join,
 };
+pub use peers::PeerConnections;
 pub use raft_network::{QuicClient, QuicNetwork, RaftRpcError};
 pub use raft_rpc::{RaftRpcConfig, SnapshotAnswer, SnapshotOffer};
-pub use raft_server::serve_raft;
+pub use raft_server::{serve_raft, serve_raft_with};
 pub use token::{JoinToken, TokenError};

@@ -8,22 +8,20 @@
 //! ```
 //!
 //! openraft calls `new_client` for every vote round and every leader check,
-//! so a client is only a handle: connections live in the factory, one per
-//! target, shared by every client of that target. A dial runs in its own task
-//! (holding that target's slot, so only one dial per target is in flight): a
-//! handshake slower than the RPC that started it still completes and serves
-//! the next RPC, while the RPC itself returns `Unreachable` in time for
-//! openraft to back off instead of retrying at once.
+//! so a client is only a handle: connections live in the factory's
+//! [`PeerConnections`] pool, one per target, shared by every client of that
+//! target (and by the forwarding client, when it is given the same pool). A
+//! dial slower than the RPC that started it goes on in the background, while
+//! the RPC itself returns `Unreachable` in time for openraft to back off
+//! instead of retrying at once.
 //!
 //! Errors: a failed or pending dial is `Unreachable` (openraft backs off); a
 //! stream that fails on a live connection is a `NetworkError` (openraft
 //! retries; the next RPC re-dials if the connection died); an error openraft
 //! returned on the peer comes back as a `RemoteError`.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -40,16 +38,15 @@ use picloud_storage::{NodeId, NodeInfo, TypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::Mutex;
 
 use super::TransportError;
-use super::endpoint::{
-    PeerConnection, PeerEndpoint, PeerStream, StreamKind, close_code, stream_code,
-};
+use super::endpoint::{PeerConnection, PeerEndpoint, StreamKind};
 use super::frame::FrameError;
+use super::peers::{Exchange, PeerConnections};
 use super::raft_rpc::{RaftRpcConfig, SnapshotAnswer, SnapshotOffer};
 
-/// Why a Raft RPC did not get an answer.
+/// Why a Raft RPC did not get an answer. The dial variants (`BadAddress`,
+/// `Dial`, `DialPending`, `DialTask`) are also what [`PeerConnections`] returns.
 #[derive(Debug, thiserror::Error)]
 pub enum RaftRpcError {
     #[error("node {target}: peer address {peer:?} does not resolve: {reason}")]
@@ -91,33 +88,9 @@ pub enum RaftRpcError {
     ChunkedSnapshotUnused,
 }
 
-/// One target's cached connection, with the address it was dialled at (a
-/// membership change that moves the node makes it stale).
-#[derive(Debug, Clone)]
-struct Cached {
-    peer: String,
-    connection: PeerConnection,
-}
-
-/// A target's slot: held by whoever is checking or dialling it.
-type Slot = Arc<Mutex<Option<Cached>>>;
-
 struct Shared {
-    endpoint: Arc<PeerEndpoint>,
+    connections: PeerConnections,
     config: RaftRpcConfig,
-    slots: StdMutex<HashMap<NodeId, Slot>>,
-}
-
-impl Shared {
-    fn slot(&self, target: NodeId) -> Slot {
-        // A std mutex: held only to look up or insert, never across an await.
-        let mut slots = match self.slots.lock() {
-            Ok(slots) => slots,
-            // A panic elsewhere while holding it cannot leave the map half-updated.
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        slots.entry(target).or_default().clone()
-    }
 }
 
 /// The openraft network factory over QUIC. Cheap to clone; clones share connections.
@@ -129,38 +102,39 @@ pub struct QuicNetwork {
 impl std::fmt::Debug for QuicNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuicNetwork")
-            .field("node_id", &self.shared.endpoint.node_id())
+            .field("node_id", &self.shared.connections.node_id())
             .finish_non_exhaustive()
     }
 }
 
 impl QuicNetwork {
-    /// A network dialling from `endpoint` (whose certificate names this node).
+    /// A network dialling from `endpoint` (whose certificate names this node),
+    /// with a connection pool of its own.
     pub fn new(endpoint: Arc<PeerEndpoint>, config: RaftRpcConfig) -> QuicNetwork {
+        QuicNetwork::with_connections(PeerConnections::new(endpoint), config)
+    }
+
+    /// A network over an existing connection pool (e.g. one the forwarding
+    /// client shares).
+    pub fn with_connections(connections: PeerConnections, config: RaftRpcConfig) -> QuicNetwork {
         QuicNetwork {
             shared: Arc::new(Shared {
-                endpoint,
+                connections,
                 config,
-                slots: StdMutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The connection pool, to share with other clients of the same peers.
+    pub fn connections(&self) -> &PeerConnections {
+        &self.shared.connections
     }
 
     /// Closes every cached connection (e.g. at shutdown); later RPCs re-dial.
     /// A dial still in progress is left to finish on its own (closing the
     /// endpoint ends it), so this never waits for a handshake timeout.
     pub fn close_all(&self) {
-        let slots: Vec<Slot> = match self.shared.slots.lock() {
-            Ok(slots) => slots.values().cloned().collect(),
-            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
-        };
-        for slot in slots {
-            if let Ok(mut cached) = slot.try_lock()
-                && let Some(cached) = cached.take()
-            {
-                cached.connection.close(close_code::DONE, "closing");
-            }
-        }
+        self.shared.connections.close_all();
     }
 }
 
@@ -213,22 +187,6 @@ fn streaming_network(error: RaftRpcError) -> StreamingError<TypeConfig, Fatal<No
     StreamingError::Network(NetworkError::new(&error))
 }
 
-/// A stream that is reset (not finished) if dropped before its exchange
-/// completed: openraft cancels a timed-out RPC by dropping its future, and a
-/// half-written frame must not reach the peer as a cut-off one.
-struct Exchange {
-    stream: PeerStream,
-    complete: bool,
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        if !self.complete {
-            self.stream.reset(stream_code::CANCELLED);
-        }
-    }
-}
-
 impl QuicClient {
     fn transport(&self, source: TransportError) -> RaftRpcError {
         RaftRpcError::Transport {
@@ -240,43 +198,10 @@ impl QuicClient {
     /// The cached connection to the target, or a new one. Waits at most
     /// `budget` (a dial that takes longer goes on in the background).
     async fn connection(&self, budget: Duration) -> Result<PeerConnection, RaftRpcError> {
-        let pending = || RaftRpcError::DialPending {
-            target: self.target,
-            peer: self.node.peer.clone(),
-            waited_ms: budget.as_millis() as u64,
-        };
-        let deadline = tokio::time::Instant::now() + budget;
-        let slot = self.shared.slot(self.target);
-        let mut guard = tokio::time::timeout_at(deadline, slot.lock_owned())
+        self.shared
+            .connections
+            .connection(self.target, &self.node.peer, budget)
             .await
-            .map_err(|_| pending())?;
-        if let Some(cached) = guard.as_ref()
-            && cached.peer == self.node.peer
-            && !cached.connection.is_closed()
-        {
-            return Ok(cached.connection.clone());
-        }
-        let endpoint = self.shared.endpoint.clone();
-        let target = self.target;
-        let peer = self.node.peer.clone();
-        let dial = tokio::spawn(async move {
-            // The guard moves into the task: nobody else dials this target
-            // until this dial has settled, and its result is cached.
-            let result = dial(&endpoint, target, &peer).await;
-            *guard = result.as_ref().ok().map(|connection| Cached {
-                peer: peer.clone(),
-                connection: connection.clone(),
-            });
-            result
-        });
-        match tokio::time::timeout_at(deadline, dial).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(RaftRpcError::DialTask {
-                target,
-                reason: join.to_string(),
-            }),
-            Err(_) => Err(pending()),
-        }
     }
 
     /// One request, one answer, on a fresh stream of `kind`.
@@ -294,10 +219,7 @@ impl QuicClient {
             .open(kind)
             .await
             .map_err(|e| Failure::Network(self.transport(e)))?;
-        let mut exchange = Exchange {
-            stream,
-            complete: false,
-        };
+        let mut exchange = Exchange::new(stream);
         if let Err(error) = exchange.stream.send(request).await {
             if let TransportError::Frame {
                 source: FrameError::TooLarge { .. },
@@ -356,7 +278,7 @@ impl QuicClient {
             Ok(Err(failure)) => Err(failure.into_rpc(entries)),
             Err(_) => Err(RPCError::Timeout(Timeout {
                 action,
-                id: self.shared.endpoint.node_id(),
+                id: self.shared.connections.node_id(),
                 target: self.target,
                 timeout: ttl,
             })),
@@ -405,10 +327,7 @@ impl QuicClient {
             .await
             .map_err(|_| stalled("opening the snapshot stream"))?
             .map_err(|e| streaming_network(self.transport(e)))?;
-        let mut exchange = Exchange {
-            stream,
-            complete: false,
-        };
+        let mut exchange = Exchange::new(stream);
         let network = |e: TransportError| streaming_network(self.transport(e));
         let offer = SnapshotOffer {
             vote,
@@ -505,39 +424,6 @@ impl QuicClient {
     }
 }
 
-/// Resolves `peer` and connects, checking the peer's certificate names `target`.
-async fn dial(
-    endpoint: &PeerEndpoint,
-    target: NodeId,
-    peer: &str,
-) -> Result<PeerConnection, RaftRpcError> {
-    let addr = resolve(target, peer).await?;
-    endpoint
-        .connect_to(addr, target)
-        .await
-        .map_err(|source| RaftRpcError::Dial {
-            target,
-            peer: peer.to_string(),
-            source,
-        })
-}
-
-async fn resolve(target: NodeId, peer: &str) -> Result<SocketAddr, RaftRpcError> {
-    if let Ok(addr) = peer.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let bad = |reason: String| RaftRpcError::BadAddress {
-        target,
-        peer: peer.to_string(),
-        reason,
-    };
-    tokio::net::lookup_host(peer)
-        .await
-        .map_err(|e| bad(e.to_string()))?
-        .next()
-        .ok_or_else(|| bad("no addresses".into()))
-}
-
 impl RaftNetwork<TypeConfig> for QuicClient {
     async fn append_entries(
         &mut self,
@@ -603,7 +489,7 @@ impl RaftNetwork<TypeConfig> for QuicClient {
                 Ok(result) => result,
                 Err(_) => Err(StreamingError::Timeout(Timeout {
                     action: RPCTypes::InstallSnapshot,
-                    id: self.shared.endpoint.node_id(),
+                    id: self.shared.connections.node_id(),
                     target: self.target,
                     timeout,
                 })),

@@ -78,6 +78,10 @@ pub struct RaftRpcConfig {
     pub streams_per_connection_max: usize,
     /// Server side: a peer that opens a stream has this long to send its request.
     pub request_timeout_ms: u64,
+    /// Server side: a forwarded write or read-index request is answered
+    /// `Timeout` if the local handler has not finished within this (a write
+    /// may still apply afterwards). Keep it below the forwarding client's timeout.
+    pub forward_timeout_ms: u64,
 }
 
 impl Default for RaftRpcConfig {
@@ -88,6 +92,7 @@ impl Default for RaftRpcConfig {
             snapshot_stall_timeout_ms: 30_000,
             streams_per_connection_max: 32,
             request_timeout_ms: 10_000,
+            forward_timeout_ms: 10_000,
         }
     }
 }
@@ -103,6 +108,10 @@ impl RaftRpcConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn forward_timeout(&self) -> Duration {
+        Duration::from_millis(self.forward_timeout_ms)
     }
 
     /// The chunk size actually used: at least one byte (a zero would never

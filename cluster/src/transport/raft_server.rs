@@ -8,7 +8,9 @@
 //!                                             RaftVote   ─▶ raft.vote
 //!                                             Snapshot   ─▶ begin_receiving_snapshot file ◀─ chunks
 //!                                                           ─▶ raft.install_full_snapshot
-//!                                             Forward, PubSub ─▶ reset: not supported yet
+//!                                             Forward    ─▶ ForwardHandler (write / read_index), if given;
+//!                                                           else reset: not supported
+//!                                             PubSub     ─▶ reset: not supported yet
 //!                   ─▶ Join connection ─▶ closed: joins are not served yet
 //! ```
 //!
@@ -33,20 +35,40 @@ use super::endpoint::{
     Incoming, PeerConnection, PeerEndpoint, PeerStream, StreamKind, TransportError, close_code,
     stream_code,
 };
+use super::forward::{ForwardError, ForwardHandler, ForwardReply, ForwardRequest};
 use super::raft_rpc::{AppendReply, RaftRpcConfig, SnapshotAnswer, SnapshotOffer, VoteReply};
 
 /// Serves Raft RPCs from every member that connects to `endpoint`, until the
 /// endpoint is closed. Spawn it; it returns when `endpoint.accept()` ends.
+/// `Forward` streams are refused; see [`serve_raft_with`].
 pub async fn serve_raft(
     endpoint: Arc<PeerEndpoint>,
     raft: Raft<TypeConfig>,
     config: RaftRpcConfig,
 ) {
+    serve_raft_with(endpoint, raft, config, None).await;
+}
+
+/// [`serve_raft`], and `Forward` streams (forwarded writes and read-index
+/// requests) handed to `forward` when given; without it they are refused.
+/// Forward streams share each connection's `streams_per_connection_max`
+/// with the Raft RPCs, and each is answered within `forward_timeout_ms`.
+pub async fn serve_raft_with(
+    endpoint: Arc<PeerEndpoint>,
+    raft: Raft<TypeConfig>,
+    config: RaftRpcConfig,
+    forward: Option<Arc<dyn ForwardHandler>>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         match incoming {
             Incoming::Peer(connection) => {
                 tracing::debug!(peer = connection.peer_node_id(), remote = %connection.remote_address(), "member connected");
-                tokio::spawn(serve_connection(connection, raft.clone(), config.clone()));
+                tokio::spawn(serve_connection(
+                    connection,
+                    raft.clone(),
+                    config.clone(),
+                    forward.clone(),
+                ));
             }
             Incoming::Join(join) => {
                 tracing::info!(remote = %join.remote_address(), "closing a join connection: this node does not serve joins yet");
@@ -63,6 +85,7 @@ async fn serve_connection(
     connection: PeerConnection,
     raft: Raft<TypeConfig>,
     config: RaftRpcConfig,
+    forward: Option<Arc<dyn ForwardHandler>>,
 ) {
     let peer = connection.peer_node_id();
     let streams = Arc::new(Semaphore::new(config.streams_per_connection_max.max(1)));
@@ -86,14 +109,20 @@ async fn serve_connection(
         };
         let raft = raft.clone();
         let config = config.clone();
+        let forward = forward.clone();
         tokio::spawn(async move {
-            serve_stream(stream, raft, &config).await;
+            serve_stream(stream, raft, &config, forward).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_stream(stream: PeerStream, raft: Raft<TypeConfig>, config: &RaftRpcConfig) {
+async fn serve_stream(
+    stream: PeerStream,
+    raft: Raft<TypeConfig>,
+    config: &RaftRpcConfig,
+    forward: Option<Arc<dyn ForwardHandler>>,
+) {
     match stream.kind() {
         StreamKind::RaftAppend => {
             serve_request(
@@ -120,16 +149,63 @@ async fn serve_stream(stream: PeerStream, raft: Raft<TypeConfig>, config: &RaftR
             .await;
         }
         StreamKind::Snapshot => receive_snapshot(stream, raft, config).await,
-        kind @ (StreamKind::Forward | StreamKind::PubSub) => {
-            let mut stream = stream;
-            tracing::warn!(
-                peer = stream.peer_node_id(),
-                ?kind,
-                "refusing a stream: not supported yet"
-            );
-            stream.reset(stream_code::UNSUPPORTED);
-        }
+        StreamKind::Forward => match forward {
+            Some(handler) => serve_forward(stream, handler.as_ref(), config).await,
+            None => refuse_stream(stream),
+        },
+        StreamKind::PubSub => refuse_stream(stream),
     }
+}
+
+/// Resets a stream of a kind this server does not serve; the connection stays up.
+fn refuse_stream(mut stream: PeerStream) {
+    tracing::warn!(
+        peer = stream.peer_node_id(),
+        kind = ?stream.kind(),
+        "refusing a stream: not supported here"
+    );
+    stream.reset(stream_code::UNSUPPORTED);
+}
+
+/// Answers one forwarded request with the handler's outcome, or `Timeout`
+/// after `forward_timeout_ms` (a write may still apply then).
+async fn serve_forward(
+    mut stream: PeerStream,
+    handler: &dyn ForwardHandler,
+    config: &RaftRpcConfig,
+) {
+    let peer = stream.peer_node_id();
+    let Some(request) = receive_request::<ForwardRequest>(&mut stream, config).await else {
+        return;
+    };
+    let handle = async {
+        match request {
+            ForwardRequest::Write(command) => match handler.write(command).await {
+                Ok((result, log_index)) => ForwardReply::Written { result, log_index },
+                Err(error) => ForwardReply::Failed(error),
+            },
+            ForwardRequest::ReadIndex => match handler.read_index().await {
+                Ok(index) => ForwardReply::ReadIndex { index },
+                Err(error) => ForwardReply::Failed(error),
+            },
+        }
+    };
+    let reply = match tokio::time::timeout(config.forward_timeout(), handle).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::debug!(
+                peer,
+                waited_ms = config.forward_timeout_ms,
+                "forwarded request not finished in time"
+            );
+            ForwardReply::Failed(ForwardError::Timeout)
+        }
+    };
+    if let Err(error) = stream.send(&reply).await {
+        tracing::debug!(peer, %error, "forward answer not delivered");
+        return;
+    }
+    let _ = stream.finish();
 }
 
 /// Whether `vote` (from a request) names the stream's peer as its sender;
