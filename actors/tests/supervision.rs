@@ -14,7 +14,10 @@ use picloud_storage::{Command, CommandResult, StorageOptions};
 async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
     let node = Node::start(
         dir,
-        NodeInfo::default(),
+        NodeInfo {
+            http: "127.0.0.1:0".into(),
+            peer: "127.0.0.1:0".into(),
+        },
         ClusterConfig::default(),
         &StorageOptions::default(),
     )
@@ -149,7 +152,10 @@ async fn the_pool_keeps_vms_while_busy_and_trims_when_quiet() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(
         dir.path(),
-        NodeInfo::default(),
+        NodeInfo {
+            http: "127.0.0.1:0".into(),
+            peer: "127.0.0.1:0".into(),
+        },
         ClusterConfig::default(),
         &StorageOptions::default(),
     )

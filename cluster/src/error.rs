@@ -26,6 +26,9 @@ pub enum ClusterError {
     Identity { path: String, message: String },
     #[error("raft: {message}")]
     Raft { message: String },
+    /// The QUIC endpoint or the node's TLS identity could not be set up.
+    #[error("peer transport: {message}")]
+    Transport { message: String },
     /// The write queue stayed full; shed load rather than queue without bound.
     #[error("the write queue is full (write_queue_max); retry shortly")]
     Overloaded,

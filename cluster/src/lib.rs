@@ -11,15 +11,16 @@
 //! - `config`: `ClusterConfig`, Raft timings and limits with their defaults.
 //! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
 //!   flushes once per append on the leader, so batching is where write throughput comes from).
-//! - `node`: `Node`, boot (initialise a one-voter cluster on first start), write,
-//!   read barrier, status, shutdown.
-//! - `network`: the openraft network factory. Single-node clusters never send an
-//!   RPC; the QUIC transport (join, forwarding) plugs in here.
+//! - `node`: `Node`, boot (initialise a one-voter cluster on first start, create
+//!   the cluster CA and this node's certificate, bind the QUIC endpoint, serve
+//!   Raft RPCs and forwarded requests on it), write, read barrier, status, shutdown.
 //! - `identity`: the node's persistent identity in the data dir.
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `Timeout`) and fatal.
 //! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
 //!   openraft's network over it (`QuicNetwork`, `serve_raft`) and forwarding of writes and
-//!   read-index requests to the leader (`ForwardClient`, `ForwardHandler`); not wired into `Node` yet.
+//!   read-index requests to the leader (`ForwardClient`, `ForwardHandler`). `Node` runs
+//!   Raft on `QuicNetwork` and serves `serve_raft_with`; joining and follower-side
+//!   forwarding are not wired yet.
 //!
 //! ```text
 //!   actors/runtime ──write(cmd)──▶ Node ──client_write──▶ openraft ──append──▶ LogStore (group commit)
@@ -31,7 +32,6 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod identity;
-pub mod network;
 pub mod node;
 pub mod transport;
 

@@ -16,7 +16,10 @@ use crate::batcher::{BatchLimits, Proposal};
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::identity::{self, Identity};
-use crate::network::PeerNetwork;
+use crate::transport::{
+    ClusterCa, NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig,
+    serve_raft_with,
+};
 
 /// The id the first node of a new cluster takes.
 const FIRST_NODE_ID: NodeId = 1;
@@ -89,6 +92,8 @@ pub struct Node {
     config: Arc<ClusterConfig>,
     proposer: Arc<Proposer>,
     proposals: mpsc::Sender<Proposal>,
+    endpoint: Arc<PeerEndpoint>,
+    network: QuicNetwork,
 }
 
 impl Node {
@@ -125,10 +130,28 @@ impl Node {
             message: e.to_string(),
         })?;
 
+        // The node's QUIC endpoint (mutual TLS under the cluster CA) carries
+        // Raft RPCs and forwarded requests. A one-voter cluster sends none, but
+        // binds it so the path is the one a cluster uses.
+        let (ca, certificate) = tls_identity(&data_dir.join("tls"), id, &info)?;
+        let peer_addr: std::net::SocketAddr =
+            info.peer.parse().map_err(|e| ClusterError::Transport {
+                message: format!("peer address {:?}: {e}", info.peer),
+            })?;
+        let endpoint = Arc::new(
+            PeerEndpoint::bind(peer_addr, &ca, &certificate).map_err(|e| {
+                ClusterError::Transport {
+                    message: e.to_string(),
+                }
+            })?,
+        );
+        let rpc_config = RaftRpcConfig::default();
+        let network = QuicNetwork::new(endpoint.clone(), rpc_config.clone());
+
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
-            PeerNetwork,
+            network.clone(),
             storage.log_store,
             storage.state_machine,
         )
@@ -159,6 +182,14 @@ impl Node {
             identity::store(data_dir, &Identity { node_id: id })?;
         }
 
+        let forward = Arc::new(RaftForwardHandler::new(raft.clone()));
+        tokio::spawn(serve_raft_with(
+            endpoint.clone(),
+            raft.clone(),
+            rpc_config,
+            Some(forward),
+        ));
+
         let config = Arc::new(config);
         let proposer = Arc::new(Proposer {
             id,
@@ -182,6 +213,8 @@ impl Node {
             config,
             proposer,
             proposals,
+            endpoint,
+            network,
         })
     }
 
@@ -299,8 +332,15 @@ impl Node {
             .map_err(|e| ClusterError::Stopped {
                 message: e.to_string(),
             })?;
+        self.network.close_all();
+        self.endpoint.close();
         self.reader.flush_state()?;
         Ok(())
+    }
+
+    /// The address this node's QUIC endpoint is bound to.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.endpoint.local_addr().ok()
     }
 }
 
@@ -355,4 +395,37 @@ fn stopped(fatal: impl std::fmt::Display) -> ClusterError {
     ClusterError::Stopped {
         message: fatal.to_string(),
     }
+}
+
+/// Loads this node's TLS identity from `dir`, or, on the first start of a new
+/// cluster, creates the cluster CA and a certificate for this node.
+fn tls_identity(
+    dir: &Path,
+    id: NodeId,
+    info: &NodeInfo,
+) -> Result<(ClusterCa, NodeCertificate), ClusterError> {
+    let tls_error = |e: crate::transport::CaError| ClusterError::Transport {
+        message: e.to_string(),
+    };
+    if ClusterCa::exists(dir) {
+        let ca = ClusterCa::load(dir).map_err(tls_error)?;
+        let certificate = NodeCertificate::load(dir).map_err(tls_error)?;
+        return Ok((ca, certificate));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| ClusterError::Transport {
+        message: format!("{}: {e}", dir.display()),
+    })?;
+    let ca = ClusterCa::create().map_err(tls_error)?;
+    let host = info
+        .peer
+        .rsplit_once(':')
+        .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
+        .filter(|host| !host.is_empty());
+    let names: Vec<String> = host.into_iter().collect();
+    let certificate = ca.issue_node_cert(id, &names).map_err(tls_error)?;
+    // The node certificate first: a crash in between leaves no CA, so the
+    // next start makes both again instead of a CA without a node certificate.
+    certificate.store(dir).map_err(tls_error)?;
+    ca.store(dir).map_err(tls_error)?;
+    Ok((ca, certificate))
 }

@@ -29,6 +29,19 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
         "the key is printed on first start"
     );
 
+    // The QUIC peer endpoint is up on --peer, under a cluster CA made at first start.
+    let tls = node.data_dir.join("tls");
+    let ca_before = std::fs::read(tls.join("ca.pem")).expect("cluster CA");
+    let key_mode = std::fs::metadata(tls.join("ca.key"))
+        .expect("CA key")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", node.peer_port)).is_err(),
+        "the node holds its UDP peer port"
+    );
+
     // picloud login saves url + key; later commands need neither flag.
     let credentials = dir.path().join("credentials.toml");
     let login = std::process::Command::new(common::BIN)
@@ -158,6 +171,8 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
     assert_eq!(body["count"], 3);
     let printed = node.log().matches(&key).count();
     assert_eq!(printed, 1, "the admin key is printed only on first start");
+    let ca_after = std::fs::read(node.data_dir.join("tls/ca.pem")).expect("cluster CA");
+    assert_eq!(ca_before, ca_after, "a restart keeps the cluster CA");
     assert!(node.terminate());
 }
 
