@@ -37,5 +37,5 @@ pub mod transport;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
-pub use node::{Node, NodeStatus};
+pub use node::{ClusterStatus, MemberStatus, Node, NodeStatus, cluster_status};
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};

@@ -83,6 +83,95 @@ impl Proposer {
     }
 }
 
+/// One member as `picloud cluster status --json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub http: String,
+    pub peer: String,
+    /// `leader`, `follower`, `learner` or `unreachable` (as far as this node knows).
+    pub role: &'static str,
+    /// The last log index known applied (this node) or replicated (others, as
+    /// seen by the leader); `None` when unknown.
+    pub applied_index: Option<u64>,
+    /// Milliseconds since the leader last heard a quorum; `None` off the leader.
+    pub last_contact_ms: Option<u64>,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterStatus {
+    pub leader: Option<NodeId>,
+    pub nodes: Vec<MemberStatus>,
+    /// More voters that may fail before writes stop: (voters - 1) / 2, less
+    /// the voters already unreachable.
+    pub failures_tolerated: usize,
+}
+
+/// Builds the cluster view from openraft metrics. Pure, so tests can drive it.
+pub fn cluster_status(
+    this_node: NodeId,
+    metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+) -> ClusterStatus {
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let is_leader = metrics.current_leader == Some(this_node);
+    let nodes = membership
+        .nodes()
+        .map(|(id, info)| {
+            let voter = voters.contains(id);
+            let (role, applied_index) = if *id == this_node {
+                let role = match metrics.state {
+                    ServerState::Leader => "leader",
+                    ServerState::Learner => "learner",
+                    _ if voter => "follower",
+                    _ => "learner",
+                };
+                (role, metrics.last_applied.map(|log_id| log_id.index))
+            } else {
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(id).cloned())
+                    .flatten()
+                    .map(|log_id| log_id.index);
+                let role = if Some(*id) == metrics.current_leader {
+                    "leader"
+                } else if is_leader && matched.is_none() {
+                    "unreachable"
+                } else if voter {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                (role, matched)
+            };
+            MemberStatus {
+                id: *id,
+                http: info.http.clone(),
+                peer: info.peer.clone(),
+                role,
+                applied_index,
+                last_contact_ms: if *id == this_node && is_leader {
+                    metrics.millis_since_quorum_ack
+                } else {
+                    None
+                },
+            }
+        })
+        .collect::<Vec<MemberStatus>>();
+    // A voter already unreachable is a failure that has happened.
+    let unreachable_voters = nodes
+        .iter()
+        .filter(|node| node.role == "unreachable" && voters.contains(&node.id))
+        .count();
+    ClusterStatus {
+        leader: metrics.current_leader,
+        nodes,
+        failures_tolerated: (voters.len().saturating_sub(1) / 2).saturating_sub(unreachable_voters),
+    }
+}
+
 /// A running Raft member with its storage.
 #[derive(Clone)]
 pub struct Node {
@@ -295,6 +384,11 @@ impl Node {
     /// Waits (bounded by `deadline`) until some node is known to lead.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
         wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
+    }
+
+    /// Every member as this node sees it (`picloud cluster status`).
+    pub fn cluster_status(&self) -> ClusterStatus {
+        cluster_status(self.id, &self.raft.metrics().borrow())
     }
 
     /// This node's current view of the cluster.

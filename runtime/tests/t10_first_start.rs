@@ -90,6 +90,22 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
 
     assert_eq!(cli(&["kv", "get", "hello", "greetings"]).trim(), "1");
 
+    // cluster status: a one-voter cluster led by node 1, with its addresses.
+    let status: serde_json::Value =
+        serde_json::from_str(&cli(&["--json", "cluster", "status"])).expect("status JSON");
+    assert_eq!(status["leader"], 1, "{status}");
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{status}");
+    assert_eq!(nodes[0]["id"], 1);
+    assert_eq!(nodes[0]["role"], "leader");
+    assert_eq!(nodes[0]["http"], format!("127.0.0.1:{}", node.http_port));
+    assert_eq!(nodes[0]["peer"], format!("127.0.0.1:{}", node.peer_port));
+    assert!(
+        nodes[0]["applied_index"].as_u64().is_some_and(|i| i >= 3),
+        "{status}"
+    );
+    assert!(cli(&["cluster", "status"]).contains("single node: no redundancy"));
+
     // Logs: the greeting was logged; --follow streams a new line as it happens.
     let logs = cli(&["logs", "hello"]);
     assert!(logs.contains("greeted pi (#1)"), "{logs}");

@@ -65,6 +65,16 @@ pub enum ClientCommand {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node: id, addresses, role, applied index, last contact; and
+    /// whether one more failure would stop writes. `--json` for scripts.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +273,14 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         }
         ClientCommand::Kv(command) => kv(&client, command, json).await?,
         ClientCommand::Keys(command) => keys(&client, command, json).await?,
+        ClientCommand::Cluster(ClusterCommand::Status) => {
+            let body = client.get("/cluster/status").await?;
+            if json {
+                print_json(&body);
+            } else {
+                print_cluster_status(&body);
+            }
+        }
     }
     Ok(())
 }
@@ -541,4 +559,40 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
         }
     }
     Ok(())
+}
+
+fn print_cluster_status(body: &Value) {
+    let text = |value: &Value| match value {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("leader: {}", text(&body["leader"]));
+    println!(
+        "{:<4} {:<22} {:<22} {:<12} {:>10} {:>10}",
+        "id", "http", "peer", "role", "applied", "contact"
+    );
+    let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
+    for node in &nodes {
+        let contact = match node["last_contact_ms"].as_u64() {
+            Some(ms) => format!("{ms} ms"),
+            None => "-".to_string(),
+        };
+        println!(
+            "{:<4} {:<22} {:<22} {:<12} {:>10} {:>10}",
+            text(&node["id"]),
+            text(&node["http"]),
+            text(&node["peer"]),
+            text(&node["role"]),
+            text(&node["applied_index"]),
+            contact
+        );
+    }
+    let voters = nodes.iter().filter(|n| n["role"] != "learner").count();
+    match (voters, body["failures_tolerated"].as_u64()) {
+        (1, _) => println!("single node: no redundancy (add nodes with `picloud serve --join`)"),
+        (_, Some(0)) => println!("degraded: one more failure stops writes"),
+        (_, Some(n)) => println!("healthy: {n} more failure(s) tolerated"),
+        _ => {}
+    }
 }

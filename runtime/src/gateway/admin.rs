@@ -43,6 +43,7 @@ pub fn router() -> Router<Gateway> {
         .route("/apps/{app}/logs", get(logs))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/cluster/status", get(cluster_status))
         .fallback(api_not_found)
 }
 
@@ -681,4 +682,11 @@ async fn revoke_key(
             .await?,
     )?;
     Ok(Json(json!({"revoked": id})))
+}
+
+// ---- cluster ----
+
+/// Every member as this node sees it. Any valid key may look.
+async fn cluster_status(State(gateway): State<Gateway>, _caller: Caller) -> Json<Value> {
+    Json(json!(gateway.node.cluster_status()))
 }
