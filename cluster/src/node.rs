@@ -17,8 +17,8 @@ use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::identity::{self, Identity};
 use crate::transport::{
-    ClusterCa, NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig,
-    serve_raft_with,
+    ClusterCa, JoinToken, NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler,
+    RaftRpcConfig, serve_raft_with,
 };
 
 /// The id the first node of a new cluster takes.
@@ -183,6 +183,7 @@ pub struct Node {
     proposals: mpsc::Sender<Proposal>,
     endpoint: Arc<PeerEndpoint>,
     network: QuicNetwork,
+    ca: Arc<ClusterCa>,
 }
 
 impl Node {
@@ -304,6 +305,7 @@ impl Node {
             proposals,
             endpoint,
             network,
+            ca: Arc::new(ca),
         })
     }
 
@@ -384,6 +386,50 @@ impl Node {
     /// Waits (bounded by `deadline`) until some node is known to lead.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
         wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
+    }
+
+    /// On the first start of a cluster, puts the cluster CA and a fresh join
+    /// secret into the replicated state, so every member can admit joiners
+    /// and print the token. Returns whether anything was created.
+    pub async fn ensure_cluster_secrets(&self, now_ms: u64) -> Result<bool, ClusterError> {
+        let mut created = false;
+        if self.reader.cluster_ca()?.is_none() {
+            self.write(Command::SetClusterCa {
+                cert_pem: self.ca.cert_pem().to_string(),
+                key_pem: self.ca.key_pem(),
+            })
+            .await?;
+            created = true;
+        }
+        if self.reader.join_secret()?.is_none() {
+            let token = JoinToken::generate(&self.ca.ca_hash());
+            self.write(Command::SetJoinSecret {
+                secret: token.secret.to_vec(),
+                now_ms,
+            })
+            .await?;
+            created = true;
+        }
+        Ok(created)
+    }
+
+    /// The join token (`pct1.<ca hash>.<secret>`) a new node passes to
+    /// `picloud serve --join`, from the replicated secret. `None` until
+    /// [`Node::ensure_cluster_secrets`] ran.
+    pub fn join_token(&self) -> Result<Option<String>, ClusterError> {
+        let Some(secret) = self.reader.join_secret()? else {
+            return Ok(None);
+        };
+        let secret: [u8; 32] = secret.try_into().map_err(|_| ClusterError::Transport {
+            message: "the stored join secret is not 32 bytes".to_string(),
+        })?;
+        Ok(Some(
+            JoinToken {
+                ca_hash: self.ca.ca_hash(),
+                secret,
+            }
+            .encode(),
+        ))
     }
 
     /// Every member as this node sees it (`picloud cluster status`).

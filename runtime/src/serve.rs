@@ -67,6 +67,14 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     .await
     .context("starting the raft node")?;
     bootstrap_admin_key(&node, &config.data_dir).await?;
+    if node
+        .ensure_cluster_secrets(now_ms())
+        .await
+        .context("storing the cluster CA and join secret")?
+        && let Some(token) = node.join_token()?
+    {
+        println!("join token (for `picloud serve --join`; also `picloud cluster token`): {token}");
+    }
 
     let limits = Arc::new(config.actor_limits());
     let logs = LogBook::new(limits.logs);

@@ -106,6 +106,17 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
     );
     assert!(cli(&["cluster", "status"]).contains("single node: no redundancy"));
 
+    // The join token: printed at first start, and alone on stdout from the CLI.
+    let token = cli(&["cluster", "token"]).trim().to_string();
+    assert!(
+        token.starts_with("pct1.") && !token.contains(char::is_whitespace),
+        "{token:?}"
+    );
+    assert!(
+        node.log().contains(&token),
+        "the token is printed at first start"
+    );
+
     // Logs: the greeting was logged; --follow streams a new line as it happens.
     let logs = cli(&["logs", "hello"]);
     assert!(logs.contains("greeted pi (#1)"), "{logs}");
@@ -189,6 +200,11 @@ async fn first_start_deploy_call_kv_logs_and_restart() {
     assert_eq!(printed, 1, "the admin key is printed only on first start");
     let ca_after = std::fs::read(node.data_dir.join("tls/ca.pem")).expect("cluster CA");
     assert_eq!(ca_before, ca_after, "a restart keeps the cluster CA");
+    assert_eq!(
+        cli(&["cluster", "token"]).trim(),
+        token,
+        "a restart keeps the token"
+    );
     assert!(node.terminate());
 }
 

@@ -124,6 +124,16 @@ async fn errors_have_status_and_code() {
             message_contains: "read:hello",
         },
         Case {
+            name: "read key cannot see the join token",
+            method: "GET",
+            path: "/_/api/v1/cluster/token",
+            key: Some(reader_key.clone()),
+            body: None,
+            status: 403,
+            code: "forbidden",
+            message_contains: "admin",
+        },
+        Case {
             name: "unknown app",
             method: "GET",
             path: "/nope/greet/pi",

@@ -84,10 +84,7 @@ fn run_one<B: Backend + ?Sized>(
         } => key_create(&mut txn, id, name, scope, secret_hash, *now_ms)?,
         Command::KeyRevoke { id } => key_revoke(&mut txn, id)?,
         Command::AllocateNodeId { now_ms: _ } => allocate_node_id(&mut txn)?,
-        Command::SetJoinSecret {
-            secret_hash,
-            now_ms,
-        } => set_join_secret(&mut txn, secret_hash, *now_ms)?,
+        Command::SetJoinSecret { secret, now_ms } => set_join_secret(&mut txn, secret, *now_ms)?,
         Command::RemoveNode { id, now_ms } => remove_node(&mut txn, *id, *now_ms)?,
         Command::SetClusterCa { cert_pem, key_pem } => set_cluster_ca(&mut txn, cert_pem, key_pem)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
@@ -732,11 +729,11 @@ fn allocate_node_id<B: Backend + ?Sized>(txn: &mut Txn<'_, B>) -> Result<Outcome
 
 fn set_join_secret<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
-    secret_hash: &[u8],
+    secret: &[u8],
     now_ms: u64,
 ) -> Result<Outcome, StorageError> {
     let record = keys::JoinSecretRecord {
-        secret_hash: secret_hash.to_vec(),
+        secret: secret.to_vec(),
         set_ms: now_ms,
     };
     txn.put_encoded(
@@ -1492,22 +1489,16 @@ mod tests {
     #[test]
     fn join_secret_is_set_and_replaced() {
         let mut f = Fixture::new();
-        assert_eq!(f.reader.join_secret_hash().expect("secret"), None);
+        assert_eq!(f.reader.join_secret().expect("secret"), None);
         let set = |hash: u8| Command::SetJoinSecret {
-            secret_hash: vec![hash; 32],
+            secret: vec![hash; 32],
             now_ms: 1,
         };
         assert_eq!(f.run(set(1)), CommandResult::Done);
-        assert_eq!(
-            f.reader.join_secret_hash().expect("secret"),
-            Some(vec![1; 32])
-        );
+        assert_eq!(f.reader.join_secret().expect("secret"), Some(vec![1; 32]));
         // Rotation: the new hash replaces the old one.
         assert_eq!(f.run(set(2)), CommandResult::Done);
-        assert_eq!(
-            f.reader.join_secret_hash().expect("secret"),
-            Some(vec![2; 32])
-        );
+        assert_eq!(f.reader.join_secret().expect("secret"), Some(vec![2; 32]));
     }
 
     #[test]
@@ -1545,7 +1536,7 @@ mod tests {
             remove(3),
             Command::AllocateNodeId { now_ms: 1 },
             Command::SetJoinSecret {
-                secret_hash: vec![9; 32],
+                secret: vec![9; 32],
                 now_ms: 1,
             },
             Command::SetClusterCa {
@@ -1575,10 +1566,7 @@ mod tests {
             ])
         );
         assert_eq!(f.reader.removed_nodes().expect("removed"), [3]);
-        assert_eq!(
-            f.reader.join_secret_hash().expect("secret"),
-            Some(vec![9; 32])
-        );
+        assert_eq!(f.reader.join_secret().expect("secret"), Some(vec![9; 32]));
         assert_eq!(
             f.reader.cluster_ca().expect("ca"),
             Some(("cert".to_string(), "key".to_string()))
@@ -1588,7 +1576,7 @@ mod tests {
         let commands = vec![
             Command::AllocateNodeId { now_ms: 0 },
             Command::SetJoinSecret {
-                secret_hash: vec![],
+                secret: vec![],
                 now_ms: 0,
             },
             remove(9),

@@ -86,10 +86,13 @@ pub enum Command {
     /// snapshots, so an install never moves it back. Never rejected.
     /// `now_ms` is the proposer's clock (kept for the record, unused).
     AllocateNodeId { now_ms: u64 },
-    /// Sets the SHA-256 of the cluster's join-token secret (the secret itself
-    /// never enters the log). Replacing it rotates the join token: tokens
-    /// carrying the old secret stop working. Never rejected; result `Done`.
-    SetJoinSecret { secret_hash: Vec<u8>, now_ms: u64 },
+    /// Sets the cluster's join-token secret (32 random bytes). It travels in
+    /// the log so that every member can check a joiner's token and print the
+    /// token (`picloud cluster token`); like the CA key, it is stored in plain
+    /// text until a later issue encrypts it under the secrets master key.
+    /// Replacing it rotates the join token: tokens carrying the old secret
+    /// stop working. Never rejected; result `Done`.
+    SetJoinSecret { secret: Vec<u8>, now_ms: u64 },
     /// Records node `id` as removed for good, so a node that lost its data
     /// dir cannot rejoin under its old id and the id is never allocated
     /// again. It does not change Raft membership (openraft's

@@ -57,8 +57,8 @@ pub(crate) fn node_of_removed_key(key: &[u8]) -> Option<u64> {
 /// The join secret as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct JoinSecretRecord {
-    /// SHA-256 of the join-token secret.
-    pub secret_hash: Vec<u8>,
+    /// The join-token secret (32 random bytes).
+    pub secret: Vec<u8>,
     pub set_ms: u64,
 }
 

@@ -143,11 +143,11 @@ impl StateReader {
         self.decode_all(Keyspace::Keys, &[], "key record")
     }
 
-    /// SHA-256 of the cluster's join-token secret, once one was set.
-    pub fn join_secret_hash(&self) -> Result<Option<Vec<u8>>, StorageError> {
+    /// The cluster's join-token secret, once one was set.
+    pub fn join_secret(&self) -> Result<Option<Vec<u8>>, StorageError> {
         let record: Option<keys::JoinSecretRecord> =
             self.decode_one(Keyspace::Cluster, keys::CLUSTER_JOIN_SECRET, "join secret")?;
-        Ok(record.map(|record| record.secret_hash))
+        Ok(record.map(|record| record.secret))
     }
 
     /// Every node id removed for good, ascending.

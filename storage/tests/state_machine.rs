@@ -107,7 +107,7 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
     push(Command::RemoveNode { id: 3, now_ms: 4 }, &mut entries);
     push(
         Command::SetJoinSecret {
-            secret_hash: vec![8; 32],
+            secret: vec![8; 32],
             now_ms: 4,
         },
         &mut entries,
@@ -155,7 +155,7 @@ fn dump(reader: &StateReader, now_ms: u64) -> String {
         "next node id {}\nremoved {:?}\njoin secret {:?}\nca {:?}\n",
         reader.next_node_id().expect("next node id"),
         reader.removed_nodes().expect("removed nodes"),
-        reader.join_secret_hash().expect("join secret"),
+        reader.join_secret().expect("join secret"),
         reader.cluster_ca().expect("cluster ca"),
     ));
     out.push_str(&format!(
@@ -373,7 +373,7 @@ async fn snapshot_round_trip_between_stores() {
             normal(
                 5,
                 Command::SetJoinSecret {
-                    secret_hash: vec![1; 32],
+                    secret: vec![1; 32],
                     now_ms: 0,
                 },
             ),
@@ -407,7 +407,7 @@ async fn snapshot_round_trip_between_stores() {
     assert_eq!(follower.reader.removed_nodes().expect("removed"), [3]);
     assert!(!follower.reader.is_removed(42).expect("is removed"));
     assert_eq!(
-        follower.reader.join_secret_hash().expect("secret"),
+        follower.reader.join_secret().expect("secret"),
         Some(vec![8; 32])
     );
     // Expired keys are in the snapshot too, and expire the same way.

@@ -75,6 +75,8 @@ pub enum ClusterCommand {
     /// Every node: id, addresses, role, applied index, last contact; and
     /// whether one more failure would stop writes. `--json` for scripts.
     Status,
+    /// Print the join token alone on stdout (admin only).
+    Token,
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +275,14 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         }
         ClientCommand::Kv(command) => kv(&client, command, json).await?,
         ClientCommand::Keys(command) => keys(&client, command, json).await?,
+        ClientCommand::Cluster(ClusterCommand::Token) => {
+            let body = client.get("/cluster/token").await?;
+            if json {
+                print_json(&body);
+            } else {
+                println!("{}", body["token"].as_str().unwrap_or_default());
+            }
+        }
         ClientCommand::Cluster(ClusterCommand::Status) => {
             let body = client.get("/cluster/status").await?;
             if json {

@@ -44,6 +44,7 @@ pub fn router() -> Router<Gateway> {
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
         .route("/cluster/status", get(cluster_status))
+        .route("/cluster/token", get(cluster_token))
         .fallback(api_not_found)
 }
 
@@ -689,4 +690,20 @@ async fn revoke_key(
 /// Every member as this node sees it. Any valid key may look.
 async fn cluster_status(State(gateway): State<Gateway>, _caller: Caller) -> Json<Value> {
     Json(json!(gateway.node.cluster_status()))
+}
+
+/// The join token for new nodes. Admin only: it admits a machine to the cluster.
+async fn cluster_token(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let token = gateway.node.join_token()?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the cluster has no join secret yet; retry in a moment",
+        )
+    })?;
+    Ok(Json(json!({ "token": token })))
 }
