@@ -9,7 +9,7 @@ pub enum ClusterError {
     #[error("no leader elected within {waited_ms} ms")]
     NoLeader { waited_ms: u64 },
     /// Another node leads; writes must go there (forwarding arrives with the QUIC transport).
-    #[error("node {leader} is the leader; this node cannot forward writes yet")]
+    #[error("node {leader} is the leader and could not be reached from this node")]
     NotLeader { leader: NodeId },
     /// The write or read did not finish in time; it may still apply.
     #[error("{operation} did not finish within {waited_ms} ms")]

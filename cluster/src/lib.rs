@@ -15,6 +15,7 @@
 //!   the cluster CA and this node's certificate, bind the QUIC endpoint, serve
 //!   Raft RPCs and forwarded requests on it), write, read barrier, status, shutdown.
 //! - `identity`: the node's persistent identity in the data dir.
+//! - `membership`: the leader promotes caught-up learners, keeping voters odd.
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `Timeout`) and fatal.
 //! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
 //!   openraft's network over it (`QuicNetwork`, `serve_raft`) and forwarding of writes and
@@ -32,10 +33,11 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod membership;
 pub mod node;
 pub mod transport;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
-pub use node::{ClusterStatus, MemberStatus, Node, NodeStatus, cluster_status};
+pub use node::{ClusterStatus, JoinTarget, MemberStatus, Node, NodeStatus, cluster_status};
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};

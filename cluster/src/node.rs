@@ -17,8 +17,9 @@ use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::identity::{self, Identity};
 use crate::transport::{
-    ClusterCa, JoinToken, NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler,
-    RaftRpcConfig, serve_raft_with,
+    ClusterCa, ForwardCallError, ForwardClient, JoinConnection, JoinHandler, JoinOutcome,
+    JoinToken, NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig,
+    answer_join, serve_peers, wait_applied,
 };
 
 /// The id the first node of a new cluster takes.
@@ -42,6 +43,7 @@ pub struct Proposer {
     id: NodeId,
     raft: Raft<TypeConfig>,
     config: Arc<ClusterConfig>,
+    forward: ForwardClient,
 }
 
 impl Proposer {
@@ -58,8 +60,44 @@ impl Proposer {
             match attempt {
                 Ok(Ok(response)) => return Ok(response.data),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                    // Leadership moved while the write was queued: wait and retry.
-                    redirect_unless_leaderless(self.id, forward.leader_id)?;
+                    match (forward.leader_id, forward.leader_node) {
+                        // Another node leads: forward the write there, then
+                        // wait until this node has applied it (read-your-writes).
+                        (Some(leader), Some(info)) if leader != self.id => {
+                            match self
+                                .forward
+                                .write_via(leader, &info.peer, command.clone())
+                                .await
+                            {
+                                Ok((result, index)) => {
+                                    wait_applied(&self.raft, index, self.config.write_timeout())
+                                        .await?;
+                                    return Ok(result);
+                                }
+                                // Certainly not applied: safe to try again.
+                                Err(error) if error.not_applied() => {
+                                    tracing::debug!(%error, "forwarded write not applied; retrying");
+                                    if Instant::now() >= deadline {
+                                        return Err(ClusterError::NoLeader {
+                                            waited_ms: self.config.leader_wait_ms,
+                                        });
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(
+                                        self.config.heartbeat_interval_ms,
+                                    ))
+                                    .await;
+                                }
+                                Err(error) => {
+                                    return Err(ClusterError::Timeout {
+                                        operation: forwarded_write_outcome(&error),
+                                        waited_ms: self.config.write_timeout_ms,
+                                    });
+                                }
+                            }
+                        }
+                        // Leadership moved while the write was queued: wait and retry.
+                        (leader, _) => redirect_unless_leaderless(self.id, leader)?,
+                    }
                 }
                 Ok(Err(RaftError::Fatal(fatal))) => return Err(stopped(fatal)),
                 Ok(Err(other)) => {
@@ -195,16 +233,65 @@ impl Node {
         config: ClusterConfig,
         storage_options: &picloud_storage::StorageOptions,
     ) -> Result<Node, ClusterError> {
+        Self::start_with(data_dir, info, config, storage_options, None).await
+    }
+
+    /// [`Node::start`], joining an existing cluster through `join` when this
+    /// data dir has never held a node. A data dir that has (a restart) keeps
+    /// its identity and ignores `join`.
+    pub async fn start_with(
+        data_dir: &Path,
+        info: NodeInfo,
+        config: ClusterConfig,
+        storage_options: &picloud_storage::StorageOptions,
+        join: Option<JoinTarget>,
+    ) -> Result<Node, ClusterError> {
         std::fs::create_dir_all(data_dir).map_err(|e| ClusterError::Identity {
             path: data_dir.display().to_string(),
             message: e.to_string(),
         })?;
-        let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
         let existing = identity::load(data_dir)?;
-        let id = match &existing {
-            Some(identity) => identity.node_id,
-            None => FIRST_NODE_ID,
+        let tls_dir = data_dir.join("tls");
+        let tls_error = |e: crate::transport::CaError| ClusterError::Transport {
+            message: e.to_string(),
         };
+        let (id, ca, certificate) = match (&existing, join) {
+            (Some(identity), _) if identity.node_id == FIRST_NODE_ID => {
+                let (ca, certificate) = tls_identity(&tls_dir, identity.node_id, &info)?;
+                (identity.node_id, ca, certificate)
+            }
+            (Some(identity), _) => (
+                identity.node_id,
+                ClusterCa::load(&tls_dir).map_err(tls_error)?,
+                NodeCertificate::load(&tls_dir).map_err(tls_error)?,
+            ),
+            (None, Some(target)) => {
+                let joined = join_cluster(&target, &info).await?;
+                std::fs::create_dir_all(&tls_dir).map_err(|e| ClusterError::Transport {
+                    message: format!("{}: {e}", tls_dir.display()),
+                })?;
+                joined.node_cert.store(&tls_dir).map_err(tls_error)?;
+                joined.ca.store(&tls_dir).map_err(tls_error)?;
+                // The id came from the cluster's log: remember it before
+                // anything else, so a restart never asks for another.
+                identity::store(
+                    data_dir,
+                    &Identity {
+                        node_id: joined.node_id,
+                    },
+                )?;
+                tracing::info!(
+                    node_id = joined.node_id,
+                    "joined the cluster; waiting to be added as a learner"
+                );
+                (joined.node_id, joined.ca, joined.node_cert)
+            }
+            (None, None) => {
+                let (ca, certificate) = tls_identity(&tls_dir, FIRST_NODE_ID, &info)?;
+                (FIRST_NODE_ID, ca, certificate)
+            }
+        };
+        let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
 
         let raft_config = openraft::Config {
             cluster_name: "picloud".to_string(),
@@ -223,7 +310,6 @@ impl Node {
         // The node's QUIC endpoint (mutual TLS under the cluster CA) carries
         // Raft RPCs and forwarded requests. A one-voter cluster sends none, but
         // binds it so the path is the one a cluster uses.
-        let (ca, certificate) = tls_identity(&data_dir.join("tls"), id, &info)?;
         let peer_addr: std::net::SocketAddr =
             info.peer.parse().map_err(|e| ClusterError::Transport {
                 message: format!("peer address {:?}: {e}", info.peer),
@@ -256,7 +342,9 @@ impl Node {
             .map_err(|e| ClusterError::Stopped {
                 message: e.to_string(),
             })?;
-        if !initialized {
+        // Only the first node of a new cluster initialises; a joined node waits
+        // for the leader to add it.
+        if !initialized && id == FIRST_NODE_ID {
             let mut members = BTreeMap::new();
             members.insert(id, info);
             raft.initialize(members)
@@ -272,19 +360,16 @@ impl Node {
             identity::store(data_dir, &Identity { node_id: id })?;
         }
 
-        let forward = Arc::new(RaftForwardHandler::new(raft.clone()));
-        tokio::spawn(serve_raft_with(
-            endpoint.clone(),
-            raft.clone(),
-            rpc_config,
-            Some(forward),
-        ));
-
         let config = Arc::new(config);
+        let forward_client = ForwardClient::new(
+            network.connections().clone(),
+            Duration::from_millis(config.write_timeout_ms),
+        );
         let proposer = Arc::new(Proposer {
             id,
             raft: raft.clone(),
             config: config.clone(),
+            forward: forward_client,
         });
         let (proposals, queue) = mpsc::channel(config.write_queue_max.max(1));
         tokio::spawn(crate::batcher::run(
@@ -296,7 +381,7 @@ impl Node {
                 inflight_max: config.batches_inflight_max,
             },
         ));
-        Ok(Node {
+        let node = Node {
             id,
             raft,
             reader: storage.reader,
@@ -306,7 +391,21 @@ impl Node {
             endpoint,
             network,
             ca: Arc::new(ca),
-        })
+        };
+        let forward = Arc::new(RaftForwardHandler::new(node.raft.clone()));
+        let joins = Arc::new(NodeJoins {
+            node: node.clone(),
+            permits: tokio::sync::Semaphore::new(JOINS_IN_FLIGHT_MAX),
+        });
+        tokio::spawn(serve_peers(
+            node.endpoint.clone(),
+            node.raft.clone(),
+            rpc_config,
+            Some(forward),
+            Some(joins),
+        ));
+        tokio::spawn(crate::membership::run(node.raft.clone(), node.id));
+        Ok(node)
     }
 
     pub fn id(&self) -> NodeId {
@@ -360,7 +459,38 @@ impl Node {
             match attempt {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
-                    redirect_unless_leaderless(self.id, forward.leader_id)?;
+                    match (forward.leader_id, forward.leader_node) {
+                        (Some(leader), Some(info)) if leader != self.id => {
+                            match self
+                                .proposer
+                                .forward
+                                .read_index_via(leader, &info.peer)
+                                .await
+                            {
+                                Ok(index) => {
+                                    return wait_applied(
+                                        &self.raft,
+                                        index,
+                                        self.config.write_timeout(),
+                                    )
+                                    .await;
+                                }
+                                Err(error) => {
+                                    tracing::debug!(%error, "read index from the leader failed; retrying");
+                                    if Instant::now() >= deadline {
+                                        return Err(ClusterError::NoLeader {
+                                            waited_ms: self.config.leader_wait_ms,
+                                        });
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(
+                                        self.config.heartbeat_interval_ms,
+                                    ))
+                                    .await;
+                                }
+                            }
+                        }
+                        (leader, _) => redirect_unless_leaderless(self.id, leader)?,
+                    }
                 }
                 Ok(Err(RaftError::Fatal(fatal))) => return Err(stopped(fatal)),
                 Ok(Err(other)) => {
@@ -568,4 +698,136 @@ fn tls_identity(
     certificate.store(dir).map_err(tls_error)?;
     ca.store(dir).map_err(tls_error)?;
     Ok((ca, certificate))
+}
+
+/// Joins a new node handles at once; more wait for the next try.
+const JOINS_IN_FLIGHT_MAX: usize = 4;
+
+/// How long a join handshake may take, either side.
+const JOIN_TIMEOUT_MS: u64 = 30_000;
+
+/// Where `picloud serve --join` points: any member's peer address, and the
+/// cluster's join token.
+#[derive(Clone)]
+pub struct JoinTarget {
+    pub addr: std::net::SocketAddr,
+    pub token: String,
+}
+
+impl std::fmt::Debug for JoinTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token: it admits machines to the cluster.
+        f.debug_struct("JoinTarget")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The joiner's side: proves the token to the member at `target.addr`
+/// (checking the cluster CA before the secret is sent) and receives an id,
+/// the CA and this node's certificate.
+async fn join_cluster(
+    target: &JoinTarget,
+    info: &NodeInfo,
+) -> Result<crate::transport::Joined, ClusterError> {
+    let token = JoinToken::parse(&target.token).map_err(|e| ClusterError::Transport {
+        message: format!("join token: {e}"),
+    })?;
+    let names: Vec<String> = info
+        .peer
+        .rsplit_once(':')
+        .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
+        .filter(|host| !host.is_empty())
+        .into_iter()
+        .collect();
+    crate::transport::join(target.addr, &token, info.clone(), names, JOIN_TIMEOUT_MS)
+        .await
+        .map_err(|e| ClusterError::Transport {
+            message: format!("joining through {}: {e}", target.addr),
+        })
+}
+
+/// What a failed forwarded write means for its outcome, as an operation name.
+fn forwarded_write_outcome(error: &ForwardCallError) -> &'static str {
+    if error.not_applied() {
+        "forwarded write (not applied)"
+    } else {
+        "forwarded write (outcome unknown)"
+    }
+}
+
+/// The member's side of a join: only the leader admits (it allocates the id
+/// through the log and adds the node as a learner); other members refuse
+/// with the leader's address so the joiner can go there.
+struct NodeJoins {
+    node: Node,
+    permits: tokio::sync::Semaphore,
+}
+
+impl JoinHandler for NodeJoins {
+    fn handle(
+        &self,
+        join: JoinConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let Ok(_permit) = self.permits.try_acquire() else {
+                join.connection
+                    .close(0u32.into(), b"too many joins at once; retry");
+                return;
+            };
+            let secret: [u8; 32] = match self.node.reader.join_secret() {
+                Ok(Some(secret)) if secret.len() == 32 => {
+                    let mut bytes = [0u8; 32];
+                    bytes.copy_from_slice(&secret);
+                    bytes
+                }
+                _ => {
+                    tracing::warn!("refusing a join: this cluster has no join secret yet");
+                    join.connection
+                        .close(0u32.into(), b"no join secret yet; retry");
+                    return;
+                }
+            };
+            let node = self.node.clone();
+            let outcome = answer_join(join, &self.node.ca, &secret, JOIN_TIMEOUT_MS, |_request| {
+                let node = node.clone();
+                async move {
+                    let status = node.status();
+                    if status.leader != Some(node.id) {
+                        let leader_peer = status
+                            .leader
+                            .and_then(|leader| status.nodes.get(&leader))
+                            .map(|info| info.peer.clone())
+                            .unwrap_or_else(|| "unknown".to_string());
+                        return Err(format!(
+                            "node {} is not the leader; join through the leader's peer address {leader_peer}",
+                            node.id
+                        ));
+                    }
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    match node.write(Command::AllocateNodeId { now_ms }).await {
+                        Ok(CommandResult::NodeIdAllocated { id }) => Ok(id),
+                        Ok(other) => Err(format!("unexpected result {other:?}")),
+                        Err(error) => Err(error.to_string()),
+                    }
+                }
+            })
+            .await;
+            match outcome {
+                Ok(JoinOutcome::Granted {
+                    node_id,
+                    node: info,
+                }) => {
+                    if let Err(error) = self.node.raft.add_learner(node_id, info, false).await {
+                        tracing::error!(node_id, %error, "admitted a node but could not add it as a learner");
+                    }
+                }
+                Ok(JoinOutcome::Refused { .. }) => {}
+                Err(error) => tracing::warn!(%error, "join handshake failed"),
+            }
+        })
+    }
 }

@@ -54,6 +54,10 @@ settings! {
     http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "PICLOUD_HTTP";
     /// QUIC address other nodes reach this one on.
     peer: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7070)), "PICLOUD_PEER";
+    /// Peer address of a cluster member to join through (first start of this data dir only).
+    join: String = String::new(), "PICLOUD_JOIN";
+    /// The cluster's join token (`picloud cluster token` on a member).
+    join_token: String = String::new(), "PICLOUD_JOIN_TOKEN";
     /// Largest request body for app routes and the admin API, in bytes.
     http_body_bytes_max: usize = 1024 * 1024, "PICLOUD_HTTP_BODY_BYTES_MAX";
     /// Largest deploy bundle, in bytes.
@@ -175,6 +179,27 @@ impl ServeConfig {
             100_000_000,
         )?;
         Ok(())
+    }
+
+    /// Where to join, when `--join` is given (with its token).
+    pub fn join_target(&self) -> anyhow::Result<Option<picloud_cluster::JoinTarget>> {
+        if self.join.is_empty() {
+            if !self.join_token.is_empty() {
+                bail!("--join-token needs --join <peer address of a member>");
+            }
+            return Ok(None);
+        }
+        let addr: SocketAddr = self
+            .join
+            .parse()
+            .with_context(|| format!("--join {:?} is not a host:port address", self.join))?;
+        if self.join_token.is_empty() {
+            bail!("--join needs --join-token (run `picloud cluster token` on a member)");
+        }
+        Ok(Some(picloud_cluster::JoinTarget {
+            addr,
+            token: self.join_token.clone(),
+        }))
     }
 
     pub fn script_threads(&self) -> usize {

@@ -28,6 +28,9 @@ use crate::config::{ServeArgs, ServeConfig};
 use crate::gateway::{self, Gateway};
 use crate::keys;
 
+/// The id of the node that created the cluster.
+const FIRST_NODE_ID: u64 = 1;
+
 /// How long open connections (log followers, slow scripts) may hold shutdown up.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -58,22 +61,29 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
         http: config.http.to_string(),
         peer: config.peer.to_string(),
     };
-    let node = Node::start(
+    let node = Node::start_with(
         &config.data_dir,
         info,
         config.cluster_config(),
         &config.storage_options(),
+        config.join_target()?,
     )
     .await
     .context("starting the raft node")?;
-    bootstrap_admin_key(&node, &config.data_dir).await?;
-    if node
-        .ensure_cluster_secrets(now_ms())
-        .await
-        .context("storing the cluster CA and join secret")?
-        && let Some(token) = node.join_token()?
-    {
-        println!("join token (for `picloud serve --join`; also `picloud cluster token`): {token}");
+    // Only the node that created the cluster makes the first admin key and
+    // the cluster secrets; joined nodes receive them through the log.
+    if node.id() == FIRST_NODE_ID {
+        bootstrap_admin_key(&node, &config.data_dir).await?;
+        if node
+            .ensure_cluster_secrets(now_ms())
+            .await
+            .context("storing the cluster CA and join secret")?
+            && let Some(token) = node.join_token()?
+        {
+            println!(
+                "join token (for `picloud serve --join`; also `picloud cluster token`): {token}"
+            );
+        }
     }
 
     let limits = Arc::new(config.actor_limits());

@@ -67,5 +67,5 @@ pub use join::{
 pub use peers::PeerConnections;
 pub use raft_network::{QuicClient, QuicNetwork, RaftRpcError};
 pub use raft_rpc::{RaftRpcConfig, SnapshotAnswer, SnapshotOffer};
-pub use raft_server::{serve_raft, serve_raft_with};
+pub use raft_server::{JoinHandler, serve_peers, serve_raft, serve_raft_with};
 pub use token::{JoinToken, TokenError};

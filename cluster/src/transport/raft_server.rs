@@ -20,6 +20,8 @@
 //! disconnected for a protocol violation. Membership itself (is the sender
 //! still a member?) is openraft's business, as with any other transport.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use openraft::error::RaftError;
@@ -32,8 +34,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use super::endpoint::{
-    Incoming, PeerConnection, PeerEndpoint, PeerStream, StreamKind, TransportError, close_code,
-    stream_code,
+    Incoming, JoinConnection, PeerConnection, PeerEndpoint, PeerStream, StreamKind, TransportError,
+    close_code, stream_code,
 };
 use super::forward::{ForwardError, ForwardHandler, ForwardReply, ForwardRequest};
 use super::raft_rpc::{AppendReply, RaftRpcConfig, SnapshotAnswer, SnapshotOffer, VoteReply};
@@ -59,6 +61,26 @@ pub async fn serve_raft_with(
     config: RaftRpcConfig,
     forward: Option<Arc<dyn ForwardHandler>>,
 ) {
+    serve_peers(endpoint, raft, config, forward, None).await;
+}
+
+/// Admits (or refuses) a node asking to join, on a connection that arrived
+/// without a member certificate. Implemented by the node, which allocates ids
+/// through the log and adds the joiner as a learner.
+pub trait JoinHandler: Send + Sync + 'static {
+    fn handle(&self, join: JoinConnection) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// [`serve_raft_with`], and join connections handed to `joins` when given
+/// (each on its own task; the handler bounds how many run at once); without
+/// it they are closed.
+pub async fn serve_peers(
+    endpoint: Arc<PeerEndpoint>,
+    raft: Raft<TypeConfig>,
+    config: RaftRpcConfig,
+    forward: Option<Arc<dyn ForwardHandler>>,
+    joins: Option<Arc<dyn JoinHandler>>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         match incoming {
             Incoming::Peer(connection) => {
@@ -70,11 +92,17 @@ pub async fn serve_raft_with(
                     forward.clone(),
                 ));
             }
-            Incoming::Join(join) => {
-                tracing::info!(remote = %join.remote_address(), "closing a join connection: this node does not serve joins yet");
-                join.connection
-                    .close(close_code::DONE.into(), b"joins are not served yet");
-            }
+            Incoming::Join(join) => match &joins {
+                Some(handler) => {
+                    let handler = handler.clone();
+                    tokio::spawn(async move { handler.handle(join).await });
+                }
+                None => {
+                    tracing::info!(remote = %join.remote_address(), "closing a join connection: this node does not serve joins");
+                    join.connection
+                        .close(close_code::DONE.into(), b"joins are not served here");
+                }
+            },
         }
     }
     tracing::debug!("raft server stopped: the endpoint is closed");
