@@ -77,15 +77,7 @@ impl Proposer {
                                 // Certainly not applied: safe to try again.
                                 Err(error) if error.not_applied() => {
                                     tracing::debug!(%error, "forwarded write not applied; retrying");
-                                    if Instant::now() >= deadline {
-                                        return Err(ClusterError::NoLeader {
-                                            waited_ms: self.config.leader_wait_ms,
-                                        });
-                                    }
-                                    tokio::time::sleep(Duration::from_millis(
-                                        self.config.heartbeat_interval_ms,
-                                    ))
-                                    .await;
+                                    pause_before_retry(&self.config, deadline).await?;
                                 }
                                 Err(error) => {
                                     return Err(ClusterError::Timeout {
@@ -477,15 +469,7 @@ impl Node {
                                 }
                                 Err(error) => {
                                     tracing::debug!(%error, "read index from the leader failed; retrying");
-                                    if Instant::now() >= deadline {
-                                        return Err(ClusterError::NoLeader {
-                                            waited_ms: self.config.leader_wait_ms,
-                                        });
-                                    }
-                                    tokio::time::sleep(Duration::from_millis(
-                                        self.config.heartbeat_interval_ms,
-                                    ))
-                                    .await;
+                                    pause_before_retry(&self.config, deadline).await?;
                                 }
                             }
                         }
@@ -686,12 +670,7 @@ fn tls_identity(
         message: format!("{}: {e}", dir.display()),
     })?;
     let ca = ClusterCa::create().map_err(tls_error)?;
-    let host = info
-        .peer
-        .rsplit_once(':')
-        .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
-        .filter(|host| !host.is_empty());
-    let names: Vec<String> = host.into_iter().collect();
+    let names = certificate_names(info);
     let certificate = ca.issue_node_cert(id, &names).map_err(tls_error)?;
     // The node certificate first: a crash in between leaves no CA, so the
     // next start makes both again instead of a CA without a node certificate.
@@ -733,13 +712,7 @@ async fn join_cluster(
     let token = JoinToken::parse(&target.token).map_err(|e| ClusterError::Transport {
         message: format!("join token: {e}"),
     })?;
-    let names: Vec<String> = info
-        .peer
-        .rsplit_once(':')
-        .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
-        .filter(|host| !host.is_empty())
-        .into_iter()
-        .collect();
+    let names = certificate_names(info);
     crate::transport::join(target.addr, &token, info.clone(), names, JOIN_TIMEOUT_MS)
         .await
         .map_err(|e| ClusterError::Transport {
@@ -830,4 +803,26 @@ impl JoinHandler for NodeJoins {
             }
         })
     }
+}
+
+/// Waits one heartbeat before a retry, or gives up with `NoLeader` once the
+/// leader wait is spent.
+async fn pause_before_retry(config: &ClusterConfig, deadline: Instant) -> Result<(), ClusterError> {
+    if Instant::now() >= deadline {
+        return Err(ClusterError::NoLeader {
+            waited_ms: config.leader_wait_ms,
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(config.heartbeat_interval_ms)).await;
+    Ok(())
+}
+
+/// The names a node's certificate is issued for: the host of its peer address.
+fn certificate_names(info: &NodeInfo) -> Vec<String> {
+    info.peer
+        .rsplit_once(':')
+        .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
+        .filter(|host| !host.is_empty())
+        .into_iter()
+        .collect()
 }

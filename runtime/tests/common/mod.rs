@@ -99,7 +99,9 @@ impl TestNode {
                 && response.status().is_success()
             {
                 let body: Value = response.json().await.unwrap_or(Value::Null);
-                if body["role"] == "leader" {
+                // Ready once it knows a leader: itself on a first start, the
+                // cluster's leader once a joined node has been added.
+                if body["leader"].is_u64() {
                     return;
                 }
             }

@@ -1,0 +1,219 @@
+//! Three real `picloud` processes join into one cluster; apps are served and
+//! written through any node; the leader is killed with `kill -9` and writes
+//! resume through the survivors with nothing acknowledged lost; the killed
+//! node restarts and catches up.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Api, TestNode, examples_dir, install_crypto, manifest};
+use serde_json::json;
+
+const PUT: &str = "return function(req)\n  kv.set('k/' .. req.params.n, tonumber(req.params.n))\n  return {status=201, json={ok=true}}\nend";
+
+fn api(node: &TestNode, key: &str) -> Api {
+    Api {
+        http: reqwest::Client::new(),
+        base: node.url(),
+        key: Some(key.to_string()),
+    }
+}
+
+/// Polls until `probe` holds, bounded.
+async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every `k/<n>` key of app `dur`, read through `api` (linearizable).
+async fn all_keys(api: &Api) -> BTreeSet<u64> {
+    let mut found = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/_/api/v1/apps/dur/kv?prefix=k/&limit=500".to_string();
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={}", cursor.replace('/', "%2F")));
+        }
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().expect("items") {
+            found.insert(item["value"].as_u64().expect("value"));
+        }
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return found,
+        }
+    }
+}
+
+/// Writes `range` through `api` with 8 clients, retrying a failed write (503
+/// while there is no leader) a bounded number of times; returns the acked ones.
+async fn write_all(api: &Api, range: std::ops::Range<usize>) -> Vec<u64> {
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let end = range.end;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let api = api.with_key(None);
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= end {
+                    return acked;
+                }
+                for attempt in 0..40 {
+                    let (status, body) = api.call("POST", &format!("/dur/put/{n}"), None).await;
+                    if status == 201 {
+                        acked.push(n as u64);
+                        break;
+                    }
+                    assert!(
+                        status == 503 || status == 504 || status == 500,
+                        "write {n}: {status} {body}"
+                    );
+                    assert!(attempt < 39, "write {n} never succeeded: {body}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.expect("writer"));
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    nodes[0].start().await;
+    let key = nodes[0].admin_key();
+    let token = nodes[0].cli(&["cluster", "token"]).ok().trim().to_string();
+    for index in 1..3 {
+        let join = format!("127.0.0.1:{}", nodes[0].peer_port);
+        nodes[index].extra_args = vec!["--join".into(), join, "--join-token".into(), token.clone()];
+        nodes[index].start().await;
+    }
+
+    // All three become voters (the leader promotes caught-up learners in pairs).
+    let first = api(&nodes[0], &key);
+    eventually("three voters", || {
+        let first = first.clone();
+        async move {
+            let (status, body) = first.get("/_/api/v1/cluster/status").await;
+            let roles: Vec<&str> = body["nodes"]
+                .as_array()
+                .map(|nodes| nodes.iter().filter_map(|n| n["role"].as_str()).collect())
+                .unwrap_or_default();
+            status == 200
+                && roles.len() == 3
+                && roles.iter().filter(|r| **r == "leader").count() == 1
+                && roles.iter().filter(|r| **r == "follower").count() == 2
+        }
+    })
+    .await;
+    let status = nodes[1].cli_with_key(&key, &["cluster", "status"]).ok();
+    assert!(
+        status.contains("healthy: 1 more failure(s) tolerated"),
+        "{status}"
+    );
+
+    // A deploy and 1,000 writes through node 2 are readable through node 3.
+    let second = api(&nodes[1], &key);
+    let third = api(&nodes[2], &key);
+    let hello = examples_dir().join("hello");
+    nodes[1]
+        .cli_with_key(&key, &["deploy", hello.to_str().expect("utf-8")])
+        .ok();
+    let (status, body) = second
+        .deploy(
+            "dur",
+            &[
+                (
+                    "picloud.toml",
+                    &manifest("dur", &[("POST", "/put/:n", "put.lua")]),
+                ),
+                ("put.lua", PUT),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        third.with_key(None).get("/hello/greet/pi").await,
+        (200, json!({"hello": "pi", "count": 1}))
+    );
+    let acked = write_all(&second, 0..1_000).await;
+    assert_eq!(acked.len(), 1_000);
+    let seen = all_keys(&third).await;
+    assert_eq!(
+        seen.len(),
+        1_000,
+        "every write through node 2 is readable through node 3"
+    );
+
+    // Kill the leader for real; writes resume through the survivors.
+    let (_, status) = first.get("/_/api/v1/cluster/status").await;
+    let leader = status["leader"].as_u64().expect("a leader");
+    let leader_peer = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["id"] == leader)
+        .and_then(|n| n["peer"].as_str())
+        .expect("the leader's peer address")
+        .to_string();
+    let leader_index = nodes
+        .iter()
+        .position(|node| leader_peer == format!("127.0.0.1:{}", node.peer_port))
+        .expect("leader among the nodes");
+    nodes[leader_index].kill();
+    let survivor = (0..3).find(|i| *i != leader_index).expect("a survivor");
+    let other = (0..3)
+        .find(|i| *i != leader_index && *i != survivor)
+        .expect("another survivor");
+    let through = api(&nodes[survivor], &key);
+    let mut acked_after = write_all(&through, 1_000..1_300).await;
+    acked_after.sort_unstable();
+    let read_back = all_keys(&api(&nodes[other], &key)).await;
+    for n in acked.iter().chain(&acked_after) {
+        assert!(
+            read_back.contains(n),
+            "acknowledged write {n} lost after the leader died"
+        );
+    }
+
+    // The killed node restarts (same data dir, no --join) and catches up.
+    nodes[leader_index].extra_args.clear();
+    nodes[leader_index].start().await;
+    let restarted = api(&nodes[leader_index], &key);
+    eventually("the restarted node catches up", || {
+        let restarted = restarted.clone();
+        async move {
+            let (status, body) = restarted
+                .get("/_/api/v1/apps/dur/kv/k/1299?consistency=stale")
+                .await;
+            status == 200 && body["value"] == 1299
+        }
+    })
+    .await;
+}
