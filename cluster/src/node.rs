@@ -64,11 +64,19 @@ impl Proposer {
                         // Another node leads: forward the write there, then
                         // wait until this node has applied it (read-your-writes).
                         (Some(leader), Some(info)) if leader != self.id => {
-                            match self
-                                .forward
-                                .write_via(leader, &info.peer, command.clone())
-                                .await
-                            {
+                            let forwarded = tokio::select! {
+                                result = self.forward.write_via(leader, &info.peer, command.clone()) => Some(result),
+                                () = leader_changed(&self.raft, leader) => None,
+                            };
+                            let Some(forwarded) = forwarded else {
+                                // The leader we sent to lost office (or died):
+                                // the write may or may not have committed.
+                                return Err(ClusterError::Timeout {
+                                    operation: "forwarded write (the leader changed; outcome unknown)",
+                                    waited_ms: 0,
+                                });
+                            };
+                            match forwarded {
                                 Ok((result, index)) => {
                                     wait_applied(&self.raft, index, self.config.write_timeout())
                                         .await?;
@@ -453,12 +461,11 @@ impl Node {
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
                     match (forward.leader_id, forward.leader_node) {
                         (Some(leader), Some(info)) if leader != self.id => {
-                            match self
-                                .proposer
-                                .forward
-                                .read_index_via(leader, &info.peer)
-                                .await
-                            {
+                            let asked = tokio::select! {
+                                result = self.proposer.forward.read_index_via(leader, &info.peer) => result.map_err(|e| e.to_string()),
+                                () = leader_changed(&self.raft, leader) => Err("the leader changed".to_string()),
+                            };
+                            match asked {
                                 Ok(index) => {
                                     return wait_applied(
                                         &self.raft,
@@ -825,4 +832,18 @@ fn certificate_names(info: &NodeInfo) -> Vec<String> {
         .filter(|host| !host.is_empty())
         .into_iter()
         .collect()
+}
+
+/// Returns once this node no longer sees `leader` as the leader (an election
+/// started or finished elsewhere), or Raft stopped.
+async fn leader_changed(raft: &Raft<TypeConfig>, leader: NodeId) {
+    let mut metrics = raft.metrics();
+    loop {
+        if metrics.borrow_and_update().current_leader != Some(leader) {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -192,6 +192,25 @@ async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
         .find(|i| *i != leader_index && *i != survivor)
         .expect("another survivor");
     let through = api(&nodes[survivor], &key);
+    // Measured, not asserted (speed belongs in bench/): kill → first acked write.
+    let killed_at = tokio::time::Instant::now();
+    let mut first_ack = None;
+    for attempt in 0..200 {
+        let (status, _) = through
+            .with_key(None)
+            .call("POST", "/dur/put/1000", None)
+            .await;
+        if status == 201 {
+            first_ack = Some(killed_at.elapsed());
+            break;
+        }
+        assert!(attempt < 199, "no write succeeded after the leader died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "failover: first acknowledged write {:?} after kill -9 of the leader",
+        first_ack
+    );
     let mut acked_after = write_all(&through, 1_000..1_300).await;
     acked_after.sort_unstable();
     let read_back = all_keys(&api(&nodes[other], &key)).await;
