@@ -1,6 +1,9 @@
-//! Membership upkeep on the leader: learners that have caught up become
-//! voters, keeping the number of voters odd (1, 3, 5, ...). A dead node is
-//! never removed here; `cluster remove` does that.
+//! Membership upkeep on the leader: nodes removed with `cluster remove` (a
+//! `RemoveNode` command in the log) leave the membership, learners that have
+//! caught up become voters, and the number of voters is kept odd (1, 3, 5,
+//! ...): an even count tolerates no more failures than the odd count below it
+//! and needs more nodes for every commit. A dead node is never removed
+//! automatically.
 //!
 //! The decision is a pure function of (voters, learners' progress, the
 //! leader's last index), so tests drive it without a cluster; the loop only
@@ -10,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::{ChangeMembers, Raft};
-use picloud_storage::{NodeId, TypeConfig};
+use picloud_storage::{NodeId, StateReader, TypeConfig};
 
 /// A learner within this many entries of the leader's log counts as caught up.
 pub const PROMOTION_LAG_ENTRIES_MAX: u64 = 64;
@@ -43,8 +46,17 @@ pub fn plan_promotion(
     (promote > 0).then(|| caught_up.into_iter().take(promote).collect())
 }
 
+/// The voter to demote when the voter count is even: the highest id that is
+/// not the leader. `None` when the count is odd (or there is nobody to demote).
+pub fn plan_demotion(voters: &BTreeSet<NodeId>, leader: NodeId) -> Option<NodeId> {
+    if voters.len() % 2 == 1 || voters.len() < 2 {
+        return None;
+    }
+    voters.iter().rev().find(|id| **id != leader).copied()
+}
+
 /// Runs on every node; acts only while this node leads. Ends when Raft stops.
-pub async fn run(raft: Raft<TypeConfig>, this_node: NodeId) {
+pub async fn run(raft: Raft<TypeConfig>, reader: StateReader, this_node: NodeId) {
     let mut interval = tokio::time::interval(CHECK_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -61,6 +73,46 @@ pub async fn run(raft: Raft<TypeConfig>, this_node: NodeId) {
         };
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+
+        // 1. Nodes removed for good leave the membership (never the leader
+        //    itself: the API refuses that).
+        let removed: BTreeSet<NodeId> = match reader.removed_nodes() {
+            Ok(ids) => ids.into_iter().filter(|id| *id != this_node).collect(),
+            Err(error) => {
+                tracing::error!(%error, "cannot read removed nodes");
+                continue;
+            }
+        };
+        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        let to_remove: BTreeSet<NodeId> = removed.intersection(&members).copied().collect();
+        if !to_remove.is_empty() {
+            let voters_to_remove: BTreeSet<NodeId> =
+                to_remove.intersection(&voters).copied().collect();
+            let change = if voters_to_remove.is_empty() {
+                ChangeMembers::RemoveNodes(to_remove.clone())
+            } else {
+                ChangeMembers::RemoveVoters(voters_to_remove)
+            };
+            match raft.change_membership(change, false).await {
+                Ok(_) => tracing::info!(?to_remove, "removed nodes from the cluster"),
+                Err(error) => tracing::debug!(%error, ?to_remove, "removal not done yet"),
+            }
+            continue;
+        }
+
+        // 2. An even number of voters: demote one to learner.
+        if let Some(demote) = plan_demotion(&voters, this_node) {
+            let keep: BTreeSet<NodeId> =
+                voters.iter().copied().filter(|id| *id != demote).collect();
+            match raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(keep), true)
+                .await
+            {
+                Ok(_) => tracing::info!(demote, "demoted a voter to keep the voter count odd"),
+                Err(error) => tracing::debug!(%error, demote, "demotion not done yet"),
+            }
+            continue;
+        }
         let learners: BTreeMap<NodeId, Option<u64>> = membership
             .learner_ids()
             .map(|id| {
@@ -129,6 +181,10 @@ mod tests {
             Some(voters(&[2, 3]))
         );
         // Nothing to do with no learners.
+        assert_eq!(plan_demotion(&voters(&[1, 2]), 1), Some(2));
+        assert_eq!(plan_demotion(&voters(&[1, 2]), 2), Some(1));
+        assert_eq!(plan_demotion(&voters(&[1, 2, 3]), 1), None);
+        assert_eq!(plan_demotion(&voters(&[1]), 1), None);
         assert_eq!(
             plan_promotion(&voters(&[1, 2, 3]), &BTreeMap::new(), 100, 64),
             None

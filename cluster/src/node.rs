@@ -404,7 +404,11 @@ impl Node {
             Some(forward),
             Some(joins),
         ));
-        tokio::spawn(crate::membership::run(node.raft.clone(), node.id));
+        tokio::spawn(crate::membership::run(
+            node.raft.clone(),
+            node.reader.clone(),
+            node.id,
+        ));
         Ok(node)
     }
 

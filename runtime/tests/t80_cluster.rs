@@ -235,4 +235,81 @@ async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
         }
     })
     .await;
+
+    // cluster remove: stop a follower for good and remove it; it no longer
+    // counts toward quorum (writes go on with the two left).
+    let (_, status) = restarted.get("/_/api/v1/cluster/status").await;
+    let leader = status["leader"].as_u64().expect("a leader");
+    let peer_ports: Vec<u16> = nodes.iter().map(|node| node.peer_port).collect();
+    let member_id = |index: usize, status: &serde_json::Value| {
+        status["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["peer"] == format!("127.0.0.1:{}", peer_ports[index]))
+            .and_then(|n| n["id"].as_u64())
+    };
+    let gone = (0..3)
+        .find(|i| member_id(*i, &status) != Some(leader))
+        .expect("a follower");
+    let gone_id = member_id(gone, &status).expect("its id");
+    let keeper = (0..3).find(|i| *i != gone).expect("a node that stays");
+    nodes[gone].kill();
+    let removed = nodes[keeper]
+        .cli_with_key(&key, &["cluster", "remove", &gone_id.to_string()])
+        .ok();
+    assert!(
+        removed.contains(&format!("removed node {gone_id}")),
+        "{removed}"
+    );
+    let keeper_api = api(&nodes[keeper], &key);
+    eventually("the removed node leaves the membership", || {
+        let keeper_api = keeper_api.clone();
+        async move {
+            let (_, body) = keeper_api.get("/_/api/v1/cluster/status").await;
+            let ids: Vec<u64> = body["nodes"]
+                .as_array()
+                .map(|nodes| nodes.iter().filter_map(|n| n["id"].as_u64()).collect())
+                .unwrap_or_default();
+            ids.len() == 2 && !ids.contains(&gone_id)
+        }
+    })
+    .await;
+    assert_eq!(write_all(&keeper_api, 2_000..2_050).await.len(), 50);
+    let again = nodes[keeper].cli_with_key(&key, &["cluster", "remove", &gone_id.to_string()]);
+    assert!(
+        !again.success && again.stderr.contains("node_not_found"),
+        "{}",
+        again.stderr
+    );
+
+    // Its data dir wiped, the node rejoins, but never under its old id.
+    std::fs::remove_dir_all(&nodes[gone].data_dir).expect("wipe the data dir");
+    let join = format!("127.0.0.1:{}", nodes[keeper].peer_port);
+    let (_, status) = keeper_api.get("/_/api/v1/cluster/status").await;
+    let current_leader = status["leader"].as_u64().expect("a leader");
+    let leader_index = (0..3)
+        .find(|i| *i != gone && member_id(*i, &status) == Some(current_leader))
+        .expect("the leader's process");
+    let join = if leader_index == keeper {
+        join
+    } else {
+        format!("127.0.0.1:{}", nodes[leader_index].peer_port)
+    };
+    nodes[gone].extra_args = vec!["--join".into(), join, "--join-token".into(), token.clone()];
+    nodes[gone].start().await;
+    eventually("three voters again, with a new id", || {
+        let keeper_api = keeper_api.clone();
+        async move {
+            let (_, body) = keeper_api.get("/_/api/v1/cluster/status").await;
+            let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
+            let ids: Vec<u64> = nodes.iter().filter_map(|n| n["id"].as_u64()).collect();
+            nodes.len() == 3
+                && !ids.contains(&gone_id)
+                && nodes
+                    .iter()
+                    .all(|n| n["role"] == "leader" || n["role"] == "follower")
+        }
+    })
+    .await;
 }

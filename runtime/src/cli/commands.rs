@@ -77,6 +77,9 @@ pub enum ClusterCommand {
     Status,
     /// Print the join token alone on stdout (admin only).
     Token,
+    /// Remove a (dead) node for good: it stops counting toward quorum and its
+    /// id is never reused. A wiped node rejoins with a new id.
+    Remove { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +278,10 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         }
         ClientCommand::Kv(command) => kv(&client, command, json).await?,
         ClientCommand::Keys(command) => keys(&client, command, json).await?,
+        ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
+            let body = client.delete(&format!("/cluster/nodes/{id}")).await?;
+            report(json, &body, || format!("removed node {id}"));
+        }
         ClientCommand::Cluster(ClusterCommand::Token) => {
             let body = client.get("/cluster/token").await?;
             if json {

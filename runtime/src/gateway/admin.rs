@@ -45,6 +45,7 @@ pub fn router() -> Router<Gateway> {
         .route("/keys/{id}", axum::routing::delete(revoke_key))
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/token", get(cluster_token))
+        .route("/cluster/nodes/{id}", axum::routing::delete(remove_node))
         .fallback(api_not_found)
 }
 
@@ -706,4 +707,44 @@ async fn cluster_token(
         )
     })?;
     Ok(Json(json!({ "token": token })))
+}
+
+/// Removes a node for good (`picloud cluster remove ID`): it leaves the
+/// membership (so it no longer counts toward quorum) and its id is never
+/// given out again. The leader cannot remove itself.
+async fn remove_node(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::bad_request("invalid_field", format!("id: {id:?} is not a node id"))
+    })?;
+    let status = gateway.node.status();
+    if !status.nodes.contains_key(&id) {
+        return Err(ApiError::not_found(
+            "node_not_found",
+            format!("node {id} is not a member of this cluster"),
+        ));
+    }
+    if status.leader == Some(id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "is_leader",
+            format!(
+                "node {id} is the leader; stop it first so another node takes over, then remove it"
+            ),
+        ));
+    }
+    accepted(
+        gateway
+            .node
+            .write(Command::RemoveNode {
+                id,
+                now_ms: now_ms(),
+            })
+            .await?,
+    )?;
+    Ok(Json(json!({ "removed": id })))
 }
