@@ -74,6 +74,28 @@ pub async fn run(raft: Raft<TypeConfig>, reader: StateReader, this_node: NodeId)
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
 
+        // 0. Nodes admitted by any member (registered in the log) and not
+        //    yet in the membership join as learners, one at a time.
+        let members_now: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        match reader.registered_nodes() {
+            Ok(registered) => {
+                if let Some((id, node)) = registered
+                    .into_iter()
+                    .find(|(id, _)| !members_now.contains(id))
+                {
+                    match raft.add_learner(id, node, false).await {
+                        Ok(_) => tracing::info!(id, "added an admitted node as a learner"),
+                        Err(error) => tracing::debug!(%error, id, "adding a learner not done yet"),
+                    }
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read registered nodes");
+                continue;
+            }
+        }
+
         // 1. Nodes removed for good leave the membership (never the leader
         //    itself: the API refuses that).
         let removed: BTreeSet<NodeId> = match reader.removed_nodes() {

@@ -740,9 +740,9 @@ fn forwarded_write_outcome(error: &ForwardCallError) -> &'static str {
     }
 }
 
-/// The member's side of a join: only the leader admits (it allocates the id
-/// through the log and adds the node as a learner); other members refuse
-/// with the leader's address so the joiner can go there.
+/// The member's side of a join: any member admits (the id is allocated and
+/// the node registered through the log, forwarded to the leader when this
+/// node follows); the leader's membership task then adds it as a learner.
 struct NodeJoins {
     node: Node,
     permits: tokio::sync::Semaphore,
@@ -776,18 +776,6 @@ impl JoinHandler for NodeJoins {
             let outcome = answer_join(join, &self.node.ca, &secret, JOIN_TIMEOUT_MS, |_request| {
                 let node = node.clone();
                 async move {
-                    let status = node.status();
-                    if status.leader != Some(node.id) {
-                        let leader_peer = status
-                            .leader
-                            .and_then(|leader| status.nodes.get(&leader))
-                            .map(|info| info.peer.clone())
-                            .unwrap_or_else(|| "unknown".to_string());
-                        return Err(format!(
-                            "node {} is not the leader; join through the leader's peer address {leader_peer}",
-                            node.id
-                        ));
-                    }
                     let now_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
@@ -805,8 +793,14 @@ impl JoinHandler for NodeJoins {
                     node_id,
                     node: info,
                 }) => {
-                    if let Err(error) = self.node.raft.add_learner(node_id, info, false).await {
-                        tracing::error!(node_id, %error, "admitted a node but could not add it as a learner");
+                    // Recorded in the log; the leader's membership task adds
+                    // it as a learner (so any member can admit joiners).
+                    let register = Command::RegisterNode {
+                        id: node_id,
+                        node: info,
+                    };
+                    if let Err(error) = self.node.write(register).await {
+                        tracing::error!(node_id, %error, "admitted a node but could not register it");
                     }
                 }
                 Ok(JoinOutcome::Refused { .. }) => {}

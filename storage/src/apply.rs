@@ -87,6 +87,7 @@ fn run_one<B: Backend + ?Sized>(
         Command::SetJoinSecret { secret, now_ms } => set_join_secret(&mut txn, secret, *now_ms)?,
         Command::RemoveNode { id, now_ms } => remove_node(&mut txn, *id, *now_ms)?,
         Command::SetClusterCa { cert_pem, key_pem } => set_cluster_ca(&mut txn, cert_pem, key_pem)?,
+        Command::RegisterNode { id, node } => register_node(&mut txn, *id, node)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -236,6 +237,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::SetJoinSecret { .. }
         | Command::RemoveNode { .. }
         | Command::SetClusterCa { .. }
+        | Command::RegisterNode { .. }
         | Command::Batch(_) => None,
     }
 }
@@ -754,6 +756,26 @@ fn remove_node<B: Backend + ?Sized>(
     // Removed once is removed for good: the first removal's time stays.
     if txn.get(Keyspace::Cluster, &key)?.is_none() {
         txn.put_encoded(Keyspace::Cluster, key, &now_ms, "removed node")?;
+    }
+    Ok(Ok(CommandResult::Done))
+}
+
+fn register_node<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    id: NodeId,
+    node: &crate::types::NodeInfo,
+) -> Result<Outcome, StorageError> {
+    // A removed id stays out for good, even if a late registration arrives.
+    if txn
+        .get(Keyspace::Cluster, &keys::removed_node_key(id))?
+        .is_none()
+    {
+        txn.put_encoded(
+            Keyspace::Cluster,
+            keys::registered_node_key(id),
+            node,
+            "registered node",
+        )?;
     }
     Ok(Ok(CommandResult::Done))
 }
@@ -1452,6 +1474,43 @@ mod tests {
         );
         let reader = StateReader::new(backend, tokio::sync::broadcast::channel(1).0);
         assert_eq!(reader.removed_nodes().expect("removed"), [2]);
+    }
+
+    #[test]
+    fn registered_nodes_exclude_removed_ones() {
+        let mut f = Fixture::new();
+        let info = |port: u16| crate::types::NodeInfo {
+            http: format!("127.0.0.1:{port}"),
+            peer: format!("127.0.0.1:{}", port + 1),
+        };
+        for id in [3, 2] {
+            let node = info(8000 + id as u16 * 10);
+            assert_eq!(
+                f.run(Command::RegisterNode { id, node }),
+                CommandResult::Done
+            );
+        }
+        let ids = |f: &Fixture| -> Vec<NodeId> {
+            f.reader
+                .registered_nodes()
+                .expect("registered")
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
+        };
+        assert_eq!(ids(&f), [2, 3]);
+        assert_eq!(
+            f.reader.registered_nodes().expect("registered")[0].1,
+            info(8020)
+        );
+        f.run(remove(3));
+        assert_eq!(ids(&f), [2], "a removed node is no longer registered");
+        // A late registration of a removed id is ignored.
+        f.run(Command::RegisterNode {
+            id: 3,
+            node: info(9000),
+        });
+        assert_eq!(ids(&f), [2]);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::NodeInfo;
+
 use crate::types::NodeId;
 
 /// One replicated write.
@@ -108,6 +110,11 @@ pub enum Command {
     /// and in every snapshot, in plain text. A later issue encrypts it with
     /// the secrets master key before it enters the log.
     SetClusterCa { cert_pem: String, key_pem: String },
+    /// Records that node `id` was admitted (by whichever member answered its
+    /// join) with these addresses. The leader's membership task adds
+    /// registered nodes that are not members yet as learners, so any member
+    /// can admit a joiner. Ignored for a removed id. Never rejected; `Done`.
+    RegisterNode { id: NodeId, node: NodeInfo },
 }
 
 /// One kv operation. `value`s are JSON text.

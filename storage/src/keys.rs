@@ -41,6 +41,16 @@ pub(crate) const CLUSTER_REMOVED_PREFIX: &[u8] = b"removed/";
 /// The first id `AllocateNodeId` hands out: node 1 bootstrapped the cluster.
 pub(crate) const FIRST_ALLOCATED_NODE_ID: u64 = 2;
 
+/// Prefix of the `Cluster` keys recording admitted nodes (`RegisterNode`).
+pub(crate) const CLUSTER_REGISTERED_PREFIX: &[u8] = b"registered/";
+
+/// The `Cluster` key recording node `id` as admitted.
+pub(crate) fn registered_node_key(id: u64) -> Vec<u8> {
+    let mut key = CLUSTER_REGISTERED_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
 /// The `Cluster` key recording node `id` as removed.
 pub(crate) fn removed_node_key(id: u64) -> Vec<u8> {
     let mut key = CLUSTER_REMOVED_PREFIX.to_vec();

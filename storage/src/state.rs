@@ -167,6 +167,37 @@ impl StateReader {
         Ok(ids)
     }
 
+    /// Every node admitted through a join (`RegisterNode`) and not removed,
+    /// by id, with the addresses it registered.
+    pub fn registered_nodes(&self) -> Result<Vec<(NodeId, crate::types::NodeInfo)>, StorageError> {
+        let mut nodes = Vec::new();
+        for item in self
+            .backend
+            .scan(Keyspace::Cluster, keys::CLUSTER_REGISTERED_PREFIX, b"")
+        {
+            let (key, value) = item?;
+            let id = key
+                .strip_prefix(keys::CLUSTER_REGISTERED_PREFIX)
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: "registered node key",
+                    detail: format!("{} bytes", key.len()),
+                })?;
+            let node: crate::types::NodeInfo =
+                crate::codec::decode(&value, crate::codec::STORED_BYTES_MAX).map_err(|e| {
+                    StorageError::Corrupt {
+                        what: "registered node",
+                        detail: e.to_string(),
+                    }
+                })?;
+            if !self.is_removed(id)? {
+                nodes.push((id, node));
+            }
+        }
+        Ok(nodes)
+    }
+
     /// Whether node `id` was removed for good (it may never rejoin).
     pub fn is_removed(&self, id: NodeId) -> Result<bool, StorageError> {
         Ok(self
