@@ -5,99 +5,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Api, TestNode, examples_dir, install_crypto, manifest};
+use common::cluster::{all_keys, api, deploy_dur, eventually, start_three, write_all};
+use common::{TestNode, examples_dir, install_crypto};
 use serde_json::json;
-
-const PUT: &str = "return function(req)\n  kv.set('k/' .. req.params.n, tonumber(req.params.n))\n  return {status=201, json={ok=true}}\nend";
-
-fn api(node: &TestNode, key: &str) -> Api {
-    Api {
-        http: reqwest::Client::new(),
-        base: node.url(),
-        key: Some(key.to_string()),
-    }
-}
-
-/// Polls until `probe` holds, bounded.
-async fn eventually<F, Fut>(what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !probe().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every `k/<n>` key of app `dur`, read through `api` (linearizable).
-async fn all_keys(api: &Api) -> BTreeSet<u64> {
-    let mut found = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = "/_/api/v1/apps/dur/kv?prefix=k/&limit=500".to_string();
-        if let Some(cursor) = &cursor {
-            path.push_str(&format!("&cursor={}", cursor.replace('/', "%2F")));
-        }
-        let (status, page) = api.get(&path).await;
-        assert_eq!(status, 200, "{page}");
-        for item in page["items"].as_array().expect("items") {
-            found.insert(item["value"].as_u64().expect("value"));
-        }
-        match page["cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return found,
-        }
-    }
-}
-
-/// Writes `range` through `api` with 8 clients, retrying a failed write (503
-/// while there is no leader) a bounded number of times; returns the acked ones.
-async fn write_all(api: &Api, range: std::ops::Range<usize>) -> Vec<u64> {
-    let next = Arc::new(AtomicUsize::new(range.start));
-    let end = range.end;
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let api = api.with_key(None);
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= end {
-                    return acked;
-                }
-                for attempt in 0..40 {
-                    let (status, body) = api.call("POST", &format!("/dur/put/{n}"), None).await;
-                    if status == 201 {
-                        acked.push(n as u64);
-                        break;
-                    }
-                    assert!(
-                        status == 503 || status == 504 || status == 500,
-                        "write {n}: {status} {body}"
-                    );
-                    assert!(attempt < 39, "write {n} never succeeded: {body}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }));
-    }
-    let mut acked = Vec::new();
-    for task in tasks {
-        acked.extend(task.await.expect("writer"));
-    }
-    acked
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
@@ -106,33 +18,10 @@ async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
     let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
-    nodes[0].start().await;
-    let key = nodes[0].admin_key();
-    let token = nodes[0].cli(&["cluster", "token"]).ok().trim().to_string();
-    // Node 2 joins through node 1, node 3 through node 2 (any member works).
-    for index in 1..3 {
-        let join = format!("127.0.0.1:{}", nodes[index - 1].peer_port);
-        nodes[index].extra_args = vec!["--join".into(), join, "--join-token".into(), token.clone()];
-        nodes[index].start().await;
-    }
-
-    // All three become voters (the leader promotes caught-up learners in pairs).
+    // Node 2 joins through node 1, node 3 through node 2 (any member works);
+    // all three become voters (the leader promotes caught-up learners in pairs).
+    let (key, token) = start_three(&mut nodes).await;
     let first = api(&nodes[0], &key);
-    eventually("three voters", || {
-        let first = first.clone();
-        async move {
-            let (status, body) = first.get("/_/api/v1/cluster/status").await;
-            let roles: Vec<&str> = body["nodes"]
-                .as_array()
-                .map(|nodes| nodes.iter().filter_map(|n| n["role"].as_str()).collect())
-                .unwrap_or_default();
-            status == 200
-                && roles.len() == 3
-                && roles.iter().filter(|r| **r == "leader").count() == 1
-                && roles.iter().filter(|r| **r == "follower").count() == 2
-        }
-    })
-    .await;
     let status = nodes[1].cli_with_key(&key, &["cluster", "status"]).ok();
     assert!(
         status.contains("healthy: 1 more failure(s) tolerated"),
@@ -146,19 +35,7 @@ async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
     nodes[1]
         .cli_with_key(&key, &["deploy", hello.to_str().expect("utf-8")])
         .ok();
-    let (status, body) = second
-        .deploy(
-            "dur",
-            &[
-                (
-                    "picloud.toml",
-                    &manifest("dur", &[("POST", "/put/:n", "put.lua")]),
-                ),
-                ("put.lua", PUT),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    deploy_dur(&second).await;
     assert_eq!(
         third.with_key(None).get("/hello/greet/pi").await,
         (200, json!({"hello": "pi", "count": 1}))

@@ -1,6 +1,8 @@
 //! Test harness: real `picloud` processes on their own ports, and the CLI.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -54,13 +56,8 @@ impl TestNode {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
-    /// Starts the process and waits until `/_/health` answers.
-    pub async fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("node log file");
+    /// `picloud serve` for this node, its output appended to `log`.
+    fn serve_command(&self, log: std::fs::File) -> Command {
         let mut command = Command::new(BIN);
         command
             .arg("serve")
@@ -74,11 +71,40 @@ impl TestNode {
             .env_remove("PICLOUD_ADMIN_KEY")
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log));
+        command
+    }
+
+    /// Starts the process and waits until `/_/health` answers.
+    pub async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("node log file");
+        let mut command = self.serve_command(log);
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }
         self.child = Some(command.spawn().expect("spawn picloud serve"));
         self.wait_healthy().await;
+    }
+
+    /// Starts the process and waits (bounded) for it to exit on its own, for
+    /// starts that must fail. Returns whether it exited successfully.
+    pub fn start_expecting_exit(&mut self) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("node log file");
+        let mut child = self
+            .serve_command(log)
+            .spawn()
+            .expect("spawn picloud serve");
+        match wait_exit(&mut child, Duration::from_secs(60)) {
+            Some(success) => success,
+            None => panic!("picloud did not exit; log:\n{}", self.log()),
+        }
     }
 
     pub async fn wait_healthy(&mut self) {
@@ -145,18 +171,7 @@ impl TestNode {
             .status()
             .expect("kill -TERM");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut child, Duration::from_secs(30)).unwrap_or(false)
     }
 
     /// Runs the CLI against this node with its admin key.
@@ -193,6 +208,23 @@ impl Drop for TestNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Waits (bounded) for `child` to exit: `Some(success)`, or `None` after
+/// killing it when it did not exit in time.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status.success());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
