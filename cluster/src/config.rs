@@ -14,6 +14,10 @@ pub struct ClusterConfig {
     pub snapshot_logs_since_last: u64,
     /// Entries kept in the log behind a snapshot, for followers that lag a little.
     pub logs_kept_after_snapshot: u64,
+    /// Most log entries in one AppendEntries RPC. Entries are batches of
+    /// writes, and openraft gives an append one heartbeat interval: keep it
+    /// small enough for a Pi to encode, send and store in that time.
+    pub append_entries_max: u64,
     /// How long a request waits for a leader before failing with `no_leader`.
     pub leader_wait_ms: u64,
     /// How long a write may take from proposal to apply before failing with `timeout`.
@@ -36,6 +40,7 @@ impl Default for ClusterConfig {
             election_timeout_max_ms: 800,
             snapshot_logs_since_last: 20_000,
             logs_kept_after_snapshot: 1_000,
+            append_entries_max: 32,
             leader_wait_ms: 5_000,
             write_timeout_ms: 10_000,
             write_queue_max: 4_096,

@@ -300,6 +300,7 @@ impl Node {
             election_timeout_max: config.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+            max_payload_entries: config.append_entries_max,
             ..Default::default()
         }
         .validate()

@@ -96,6 +96,8 @@ settings! {
     leader_wait_ms: u64 = 5_000, "PICLOUD_LEADER_WAIT_MS";
     /// Build a snapshot and compact the log after this many entries.
     snapshot_logs_since_last: u64 = 20_000, "PICLOUD_SNAPSHOT_LOGS_SINCE_LAST";
+    /// Log entries kept behind a snapshot for followers that lag a little.
+    logs_kept_after_snapshot: u64 = 1_000, "PICLOUD_LOGS_KEPT_AFTER_SNAPSHOT";
 }
 
 fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
@@ -171,6 +173,12 @@ impl ServeConfig {
             1 << 20,
             1 << 40,
         )?;
+        check_range(
+            "logs_kept_after_snapshot",
+            self.logs_kept_after_snapshot,
+            0,
+            10_000_000,
+        )?;
         check_range("leader_wait_ms", self.leader_wait_ms, 10, 600_000)?;
         check_range(
             "snapshot_logs_since_last",
@@ -236,6 +244,7 @@ impl ServeConfig {
         ClusterConfig {
             leader_wait_ms: self.leader_wait_ms,
             snapshot_logs_since_last: self.snapshot_logs_since_last,
+            logs_kept_after_snapshot: self.logs_kept_after_snapshot,
             ..ClusterConfig::default()
         }
     }
