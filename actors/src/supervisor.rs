@@ -329,18 +329,22 @@ impl Apps {
         if let Some(handle) = cached {
             return Ok(handle);
         }
+        self.ask(app, |app, reply| SupervisorMsg::Ensure { app, reply })
+            .await?
+    }
+
+    /// One request to the supervisor about `app`, answered on a reply port.
+    async fn ask<T: Send + 'static>(
+        &self,
+        app: &str,
+        message: impl FnOnce(String, RpcReplyPort<T>) -> SupervisorMsg,
+    ) -> Result<T, AppError> {
         self.supervisor
-            .call(
-                |reply| SupervisorMsg::Ensure {
-                    app: app.to_string(),
-                    reply,
-                },
-                None,
-            )
+            .call(|reply| message(app.to_string(), reply), None)
             .await
             .map_err(|e| Self::unavailable(app, e))?
             .success_or(())
-            .map_err(|_| Self::unavailable(app, "supervisor did not answer"))?
+            .map_err(|_| Self::unavailable(app, "supervisor did not answer"))
     }
 
     /// Serves one request on the caller's task with the app's current runtime.
@@ -383,18 +387,8 @@ impl Apps {
     /// Reloads `app` now (after a deploy or rollback on this node) and returns
     /// the version it serves.
     pub async fn reload(&self, app: &str) -> Result<Option<u64>, AppError> {
-        self.supervisor
-            .call(
-                |reply| SupervisorMsg::Reload {
-                    app: app.to_string(),
-                    reply,
-                },
-                None,
-            )
+        self.ask(app, |app, reply| SupervisorMsg::Reload { app, reply })
             .await
-            .map_err(|e| Self::unavailable(app, e))?
-            .success_or(())
-            .map_err(|_| Self::unavailable(app, "supervisor did not answer"))
     }
 
     /// Apps with a running actor on this node.

@@ -603,11 +603,6 @@ impl Node {
         self.reader.flush_state()?;
         Ok(())
     }
-
-    /// The address this node's QUIC endpoint is bound to.
-    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.endpoint.local_addr().ok()
-    }
 }
 
 /// Waits (bounded by `deadline`) until some node is known to lead.

@@ -7,13 +7,15 @@
 //! Every wait is on Raft metrics or a future, bounded by a deadline; nothing
 //! sleeps to synchronise.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{Raft, ServerState};
+use common::{WAIT, addr};
+use openraft::Raft;
 use picloud_cluster::transport::{
     ClusterCa, ForwardCallError, ForwardClient, ForwardError, ForwardFuture, ForwardHandler,
     PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, serve_raft_with, wait_applied,
@@ -24,7 +26,6 @@ use tempfile::TempDir;
 use tokio::time::Instant;
 
 const APP: &str = "app";
-const WAIT: Duration = Duration::from_secs(20);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
@@ -64,10 +65,6 @@ impl Member {
         self.endpoint.close();
         self.server.abort();
     }
-}
-
-fn addr(endpoint: &PeerEndpoint) -> SocketAddr {
-    endpoint.local_addr().expect("local addr")
 }
 
 fn raft_config() -> Arc<openraft::Config> {
@@ -149,37 +146,10 @@ async fn start_cluster(ca: &ClusterCa) -> Vec<Member> {
     members
 }
 
-/// Waits until every member in `members` agrees on one leader other than
-/// `not`, and returns its id.
+/// Waits until every member agrees on one leader other than `not`.
 async fn wait_for_leader(members: &[&Member], not: Option<NodeId>) -> NodeId {
-    let first = members[0]
-        .raft
-        .wait(Some(WAIT))
-        .metrics(
-            |m| m.current_leader.is_some() && m.current_leader != not,
-            "a leader is elected",
-        )
-        .await
-        .expect("a leader within the deadline");
-    let leader = first.current_leader.expect("leader");
-    for member in members {
-        member
-            .raft
-            .wait(Some(WAIT))
-            .metrics(
-                |m| m.current_leader == Some(leader),
-                format!("node {} follows {leader}", member.id),
-            )
-            .await
-            .expect("all members know the leader");
-    }
-    member(members, leader)
-        .raft
-        .wait(Some(WAIT))
-        .state(ServerState::Leader, "the leader knows it leads")
-        .await
-        .expect("leader state");
-    leader
+    let rafts: Vec<(NodeId, &Raft<TypeConfig>)> = members.iter().map(|m| (m.id, &m.raft)).collect();
+    common::wait_for_leader(&rafts, not).await
 }
 
 fn member<'a>(members: &[&'a Member], id: NodeId) -> &'a Member {

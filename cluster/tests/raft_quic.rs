@@ -5,12 +5,14 @@
 //! Every wait is on Raft metrics (`raft.wait(..)`) or a future, bounded by a
 //! deadline; nothing sleeps to synchronise.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{WAIT, addr};
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use picloud_cluster::transport::{ClusterCa, PeerEndpoint, QuicNetwork, RaftRpcConfig, serve_raft};
 use picloud_cluster::{NodeId, NodeInfo, TypeConfig};
@@ -18,7 +20,6 @@ use picloud_storage::{Command, CommandResult, KvOp, StateReader, StorageOptions}
 use tempfile::TempDir;
 
 const APP: &str = "app";
-const WAIT: Duration = Duration::from_secs(20);
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(120), future)
@@ -50,10 +51,6 @@ impl Member {
         self.endpoint.close();
         self.server.abort();
     }
-}
-
-fn addr(endpoint: &PeerEndpoint) -> SocketAddr {
-    endpoint.local_addr().expect("local addr")
 }
 
 fn raft_config(snapshot_policy: SnapshotPolicy, logs_kept: u64) -> Arc<openraft::Config> {
@@ -128,41 +125,10 @@ async fn start_cluster(
     members
 }
 
-/// Waits until every member in `members` agrees on one leader other than
-/// `not`, and returns its id.
+/// Waits until every member agrees on one leader other than `not`.
 async fn wait_for_leader(members: &[&Member], not: Option<NodeId>) -> NodeId {
-    let first = members[0]
-        .raft
-        .wait(Some(WAIT))
-        .metrics(
-            |m| m.current_leader.is_some() && m.current_leader != not,
-            "a leader is elected",
-        )
-        .await
-        .expect("a leader within the deadline");
-    let leader = first.current_leader.expect("leader");
-    for member in members {
-        member
-            .raft
-            .wait(Some(WAIT))
-            .metrics(
-                |m| m.current_leader == Some(leader),
-                format!("node {} follows {leader}", member.id),
-            )
-            .await
-            .expect("all members know the leader");
-    }
-    let leading = members
-        .iter()
-        .find(|m| m.id == leader)
-        .expect("the leader is one of the members");
-    leading
-        .raft
-        .wait(Some(WAIT))
-        .state(ServerState::Leader, "the leader knows it leads")
-        .await
-        .expect("leader state");
-    leader
+    let rafts: Vec<(NodeId, &Raft<TypeConfig>)> = members.iter().map(|m| (m.id, &m.raft)).collect();
+    common::wait_for_leader(&rafts, not).await
 }
 
 fn member<'a>(members: &'a [&'a Member], id: NodeId) -> &'a Member {

@@ -5,6 +5,8 @@
 //! event (a channel, a watch, a closed connection), never a sleep, and each
 //! test is bounded by `bounded`.
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use picloud_cluster::transport::{
     PeerEndpoint, StreamKind, TransportError, answer_join, join,
 };
 use tokio::sync::mpsc;
+
+use common::addr;
 
 const LOCALHOST: &str = "127.0.0.1:0";
 
@@ -35,10 +39,6 @@ fn member(ca: &ClusterCa, node_id: u64) -> Arc<PeerEndpoint> {
         .issue_node_cert(node_id, &["127.0.0.1".into()])
         .expect("issue");
     Arc::new(PeerEndpoint::bind(localhost(), ca, &cert).expect("bind"))
-}
-
-fn addr(endpoint: &PeerEndpoint) -> SocketAddr {
-    endpoint.local_addr().expect("local addr")
 }
 
 /// What the echo server saw: a member that connected, or a stream that failed.
