@@ -1,13 +1,16 @@
 //! Cluster operations with real processes: a rolling restart loses nothing and
 //! keeps serving; bad joiners (wrong secret, another cluster's CA) are refused
-//! with clear messages while the cluster keeps serving.
+//! with clear messages while the cluster keeps serving; bad peers (a
+//! certificate of another CA, malformed frames) are refused and logged.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 
 use common::cluster::{all_keys, api, deploy_dur, eventually, start_three, write_all};
 use common::{TestNode, install_crypto};
+use picloud_cluster::transport::{ClusterCa, PeerEndpoint, StreamKind, TransportError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_keeps_serving_and_loses_nothing() {
@@ -133,4 +136,89 @@ async fn bad_joiners_are_refused_and_the_cluster_keeps_serving() {
         "{body}"
     );
     nodes[0].cli(&["apps", "create", "still"]).ok();
+}
+
+/// Polls (bounded) until `node`'s log contains `needle`.
+async fn log_shows(node: &TestNode, needle: &str) {
+    eventually(&format!("the node logs {needle:?}"), || async {
+        node.log().contains(needle)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_are_refused_with_a_log_line_and_the_cluster_keeps_serving() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let key = node.admin_key();
+    let member: SocketAddr = node.peer_addr().parse().expect("peer address");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    // The test plays other processes: it reads the cluster CA the node keeps
+    // in its data dir (as every member does) to trust the node, or to sign a
+    // certificate that is a member's in all but behaviour.
+    let cluster_ca = ClusterCa::load(&node.data_dir.join("tls")).expect("the cluster CA");
+
+    // A certificate from another CA: refused in the handshake, logged.
+    let other_ca = ClusterCa::create().expect("another CA");
+    let foreign = other_ca
+        .issue_node_cert(8, &[])
+        .expect("foreign certificate");
+    let impostor = PeerEndpoint::bind(any_port, &cluster_ca, &foreign).expect("bind");
+    let refused = impostor
+        .connect(member)
+        .await
+        .expect_err("a certificate of another CA must be refused");
+    assert!(
+        matches!(refused, TransportError::Refused { .. }),
+        "{refused}"
+    );
+    log_shows(&node, "refused a cluster connection").await;
+    assert!(node.log().contains("UnknownIssuer"), "{}", node.log());
+
+    // Malformed frames from a peer with a valid certificate: each disconnects
+    // the sender with the reason in the log.
+    let liar_cert = cluster_ca.issue_node_cert(77, &[]).expect("certificate");
+    let liar = PeerEndpoint::bind(any_port, &cluster_ca, &liar_cert).expect("bind");
+
+    // A length prefix over the frame limit (nothing of that size is read).
+    let connection = liar.connect(member).await.expect("connect");
+    let stream = connection.open(StreamKind::RaftAppend).await.expect("open");
+    let (mut send, _recv) = stream.into_parts();
+    send.write_all(&u32::MAX.to_be_bytes())
+        .await
+        .expect("write");
+    let reason = connection.closed().await;
+    assert!(reason.contains("over the limit"), "{reason}");
+    log_shows(&node, "disconnecting peer: protocol violation").await;
+    assert!(node.log().contains("over the limit"), "{}", node.log());
+
+    // A well-sized frame of garbage where a vote request belongs.
+    let connection = liar.connect(member).await.expect("connect");
+    let stream = connection.open(StreamKind::RaftVote).await.expect("open");
+    let (mut send, _recv) = stream.into_parts();
+    let garbage = [0xffu8; 24];
+    send.write_all(&(garbage.len() as u32).to_be_bytes())
+        .await
+        .expect("write");
+    send.write_all(&garbage).await.expect("write");
+    let reason = connection.closed().await;
+    assert!(reason.to_lowercase().contains("decode"), "{reason}");
+
+    // Through all of it the node kept serving: a write and a read.
+    let admin = api(&node, &key);
+    node.cli(&["apps", "create", "still"]).ok();
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/_/api/v1/apps/still/kv/alive",
+            Some(b"true".to_vec()),
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    assert_eq!(
+        admin.get("/_/api/v1/apps/still/kv/alive").await.1["value"],
+        true
+    );
 }

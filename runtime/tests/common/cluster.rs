@@ -35,10 +35,16 @@ where
 
 /// Every `k/<n>` key of app `dur`, read through `api` (linearizable).
 pub async fn all_keys(api: &Api) -> BTreeSet<u64> {
+    all_values(api, "dur", "k/").await
+}
+
+/// The integer values of every key under `prefix` in `app`, read through
+/// `api` (linearizable).
+pub async fn all_values(api: &Api, app: &str, prefix: &str) -> BTreeSet<u64> {
     let mut found = BTreeSet::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = "/_/api/v1/apps/dur/kv?prefix=k/&limit=500".to_string();
+        let mut path = format!("/_/api/v1/apps/{app}/kv?prefix={prefix}&limit=500");
         if let Some(cursor) = &cursor {
             path.push_str(&format!("&cursor={}", cursor.replace('/', "%2F")));
         }
@@ -101,7 +107,7 @@ pub async fn start_three(nodes: &mut [TestNode]) -> (String, String) {
     let key = nodes[0].admin_key();
     let token = nodes[0].cli(&["cluster", "token"]).ok().trim().to_string();
     for index in 1..3 {
-        let join = format!("127.0.0.1:{}", nodes[index - 1].peer_port);
+        let join = nodes[index - 1].peer_addr();
         nodes[index].extra_args = vec!["--join".into(), join, "--join-token".into(), token.clone()];
         nodes[index].start().await;
     }

@@ -35,6 +35,11 @@ pub struct TestNode {
     pub child: Option<Child>,
     pub extra_env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
+    /// The address both listeners bind (loopback unless the node runs in its
+    /// own network namespace).
+    pub host: String,
+    /// A network namespace to run the process in (`ip netns exec`).
+    pub netns: Option<String>,
     log_path: PathBuf,
 }
 
@@ -48,25 +53,40 @@ impl TestNode {
             child: None,
             extra_env: Vec::new(),
             extra_args: Vec::new(),
+            host: "127.0.0.1".to_string(),
+            netns: None,
             log_path: dir.join("node.log"),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://{}:{}", self.host, self.http_port)
+    }
+
+    /// The peer (QUIC) address other nodes reach this one at.
+    pub fn peer_addr(&self) -> String {
+        format!("{}:{}", self.host, self.peer_port)
     }
 
     /// `picloud serve` for this node, its output appended to `log`.
     fn serve_command(&self, log: std::fs::File) -> Command {
-        let mut command = Command::new(BIN);
+        // `ip netns exec` execs the binary, so the child's pid is picloud's.
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--http")
-            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg(format!("{}:{}", self.host, self.http_port))
             .arg("--peer")
-            .arg(format!("127.0.0.1:{}", self.peer_port))
+            .arg(self.peer_addr())
             .args(&self.extra_args)
             .env_remove("PICLOUD_ADMIN_KEY")
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
@@ -161,17 +181,24 @@ impl TestNode {
 
     /// SIGTERM, then wait for the exit; returns whether it exited with success.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
+        if self.child.is_none() {
             return false;
-        };
+        }
+        self.signal("TERM");
+        let mut child = self.child.take().expect("a running child");
+        wait_exit(&mut child, Duration::from_secs(30)).unwrap_or(false)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`, ...) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a running node");
         // The shell's builtin `kill`, so no procps package is needed.
         let status = Command::new("sh")
             .arg("-c")
-            .arg(format!("kill -TERM {}", child.id()))
+            .arg(format!("kill -{signal} {}", child.id()))
             .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        wait_exit(&mut child, Duration::from_secs(30)).unwrap_or(false)
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Runs the CLI against this node with its admin key.
