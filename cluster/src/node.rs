@@ -804,6 +804,18 @@ impl JoinHandler for NodeJoins {
             }
         })
     }
+
+    /// A removed node keeps a certificate of this CA; it is never served
+    /// again (its votes could otherwise disturb the cluster it left).
+    fn refuse_member(&self, peer: NodeId) -> Option<String> {
+        match self.node.reader.is_removed(peer) {
+            Ok(false) => None,
+            Ok(true) => Some(format!(
+                "node {peer} was removed from the cluster; wipe its data dir and join again"
+            )),
+            Err(error) => Some(format!("cannot check node {peer}'s membership: {error}")),
+        }
+    }
 }
 
 /// Waits one heartbeat before a retry, or gives up with `NoLeader` once the

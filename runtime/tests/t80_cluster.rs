@@ -161,6 +161,19 @@ async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
         again.stderr
     );
 
+    // Restarted with its old data dir, the removed node is refused by the
+    // members (its certificate is still of this CA) and disturbs nothing.
+    nodes[gone].extra_args.clear();
+    nodes[gone].spawn();
+    let refused = format!("node {gone_id} was removed from the cluster");
+    eventually("the members refuse the removed node", || {
+        let seen = nodes[keeper].log().contains(&refused);
+        async move { seen }
+    })
+    .await;
+    assert_eq!(write_all(&keeper_api, 2_050..2_100).await.len(), 50);
+    nodes[gone].kill();
+
     // Its data dir wiped, the node rejoins, but never under its old id.
     std::fs::remove_dir_all(&nodes[gone].data_dir).expect("wipe the data dir");
     let join = format!("127.0.0.1:{}", nodes[keeper].peer_port);

@@ -46,6 +46,8 @@ pub mod close_code {
     pub const JOIN_REFUSED: u32 = 3;
     /// The certificate does not name a node (`picloud-node-<id>`).
     pub const BAD_IDENTITY: u32 = 4;
+    /// The certificate names a node that was removed from the cluster.
+    pub const REMOVED: u32 = 5;
 }
 
 /// Stream error codes (QUIC `RESET_STREAM` / `STOP_SENDING`): one stream

@@ -69,6 +69,13 @@ pub async fn serve_raft_with(
 /// through the log and adds the joiner as a learner.
 pub trait JoinHandler: Send + Sync + 'static {
     fn handle(&self, join: JoinConnection) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Why a member connection from `peer` (a certificate of this cluster's
+    /// CA) must not be served, e.g. the node was removed for good; `None`
+    /// serves it.
+    fn refuse_member(&self, _peer: NodeId) -> Option<String> {
+        None
+    }
 }
 
 /// [`serve_raft_with`], and join connections handed to `joins` when given
@@ -84,6 +91,12 @@ pub async fn serve_peers(
     while let Some(incoming) = endpoint.accept().await {
         match incoming {
             Incoming::Peer(connection) => {
+                let peer = connection.peer_node_id();
+                if let Some(reason) = joins.as_ref().and_then(|j| j.refuse_member(peer)) {
+                    tracing::warn!(peer, remote = %connection.remote_address(), %reason, "refused a cluster connection");
+                    connection.close(close_code::REMOVED, &reason);
+                    continue;
+                }
                 tracing::debug!(peer = connection.peer_node_id(), remote = %connection.remote_address(), "member connected");
                 tokio::spawn(serve_connection(
                     connection,

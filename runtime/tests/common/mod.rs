@@ -96,6 +96,12 @@ impl TestNode {
 
     /// Starts the process and waits until `/_/health` answers.
     pub async fn start(&mut self) {
+        self.spawn();
+        self.wait_healthy().await;
+    }
+
+    /// Starts the process without waiting for it to become healthy.
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -106,7 +112,6 @@ impl TestNode {
             command.env(name, value);
         }
         self.child = Some(command.spawn().expect("spawn picloud serve"));
-        self.wait_healthy().await;
     }
 
     /// Starts the process and waits (bounded) for it to exit on its own, for
