@@ -14,12 +14,14 @@
 //!   gateway's handle.
 //! - `host`: `NodeHost`, the `Host` implementation over `cluster::Node`.
 //! - `logs`: `LogBook`, per-app log rings with follow.
+//! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `config`: `ActorLimits`, every bound of this layer with its default.
 //! - `error`: `AppError`.
 
 pub mod app;
 pub mod app_actor;
 pub mod config;
+pub mod cron;
 pub mod error;
 pub mod host;
 pub mod logs;
