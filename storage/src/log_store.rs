@@ -158,16 +158,23 @@ impl LogStore {
     where
         I: IntoIterator<Item = Entry<TypeConfig>>,
     {
-        let mut batch = WriteBatch::new();
+        let mut records = Vec::new();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(StorageError::codec("log entry"))?;
-            batch.insert(
-                Keyspace::Log,
-                keys::log_key(entry.log_id.index).to_vec(),
-                bytes,
-            );
+            records.push((keys::log_key(entry.log_id.index).to_vec(), bytes));
         }
-        self.inner.backend.apply_batch(batch)?;
+        if let [(key, bytes)] = &records[..] {
+            // One entry (the common case: openraft appends each client entry
+            // on its own) needs no atomic batch, which costs sled two extra
+            // waited io-buffer writes.
+            self.inner.backend.insert(Keyspace::Log, key, bytes)?;
+        } else {
+            let mut batch = WriteBatch::new();
+            for (key, bytes) in records {
+                batch.insert(Keyspace::Log, key, bytes);
+            }
+            self.inner.backend.apply_batch(batch)?;
+        }
         self.queue_waiter(waiter).await
     }
 
