@@ -7,7 +7,8 @@ use std::time::Duration;
 pub struct ClusterConfig {
     /// Leader heartbeat period.
     pub heartbeat_interval_ms: u64,
-    /// Election timeout range; a follower that hears nothing for this long campaigns.
+    /// Election timeout range. openraft 0.9 adds a leader lease of the max:
+    /// a follower campaigns after hearing nothing for max + (min..max).
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and compact the log) after this many applied entries.
@@ -36,8 +37,8 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             snapshot_logs_since_last: 20_000,
             logs_kept_after_snapshot: 1_000,
             append_entries_max: 32,

@@ -343,6 +343,9 @@ impl Node {
             .map_err(|e| ClusterError::Stopped {
                 message: e.to_string(),
             })?;
+        if initialized {
+            hold_elections_after_restart(&raft, id, &config);
+        }
         // Only the first node of a new cluster initialises; a joined node waits
         // for the leader to add it.
         if !initialized && id == FIRST_NODE_ID {
@@ -816,6 +819,42 @@ impl JoinHandler for NodeJoins {
             Err(error) => Some(format!("cannot check node {peer}'s membership: {error}")),
         }
     }
+}
+
+/// A restarted member of a multi-voter cluster does not campaign until it has
+/// heard from a leader, or for a grace period (two election timeouts plus a
+/// heartbeat). openraft 0.9 has no pre-vote: a node that restarts while the
+/// leader is still re-dialling it would otherwise time out, campaign with a
+/// higher term and depose a healthy leader; if its log is behind it cannot
+/// even win, and the failed candidacy also delays its later campaigns.
+fn hold_elections_after_restart(raft: &Raft<TypeConfig>, id: NodeId, config: &ClusterConfig) {
+    let voters = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    if voters < 2 {
+        return;
+    }
+    raft.runtime_config().elect(false);
+    let grace =
+        Duration::from_millis(2 * config.election_timeout_max_ms + config.heartbeat_interval_ms);
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let heard = tokio::time::timeout(
+            grace,
+            metrics.wait_for(|m| m.current_leader.is_some_and(|leader| leader != id)),
+        )
+        .await;
+        tracing::info!(
+            heard_from_leader = matches!(heard, Ok(Ok(_))),
+            "restarted member: elections enabled"
+        );
+        raft.runtime_config().elect(true);
+    });
 }
 
 /// Waits one heartbeat before a retry, or gives up with `NoLeader` once the

@@ -98,6 +98,14 @@ settings! {
     snapshot_logs_since_last: u64 = 20_000, "PICLOUD_SNAPSHOT_LOGS_SINCE_LAST";
     /// Log entries kept behind a snapshot for followers that lag a little.
     logs_kept_after_snapshot: u64 = 1_000, "PICLOUD_LOGS_KEPT_AFTER_SNAPSHOT";
+    /// Raft leader heartbeat period, in milliseconds.
+    heartbeat_interval_ms: u64 = 100, "PICLOUD_HEARTBEAT_INTERVAL_MS";
+    /// Raft election timeout range, in milliseconds. A follower campaigns
+    /// after hearing nothing for its leader lease (the max) plus a random
+    /// timeout in this range, so a dead leader is replaced in about
+    /// max + min..max + max.
+    election_timeout_min_ms: u64 = 300, "PICLOUD_ELECTION_TIMEOUT_MIN_MS";
+    election_timeout_max_ms: u64 = 600, "PICLOUD_ELECTION_TIMEOUT_MAX_MS";
 }
 
 fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
@@ -181,6 +189,24 @@ impl ServeConfig {
         )?;
         check_range("leader_wait_ms", self.leader_wait_ms, 10, 600_000)?;
         check_range(
+            "heartbeat_interval_ms",
+            self.heartbeat_interval_ms,
+            10,
+            10_000,
+        )?;
+        check_range(
+            "election_timeout_min_ms",
+            self.election_timeout_min_ms,
+            self.heartbeat_interval_ms * 2,
+            60_000,
+        )?;
+        check_range(
+            "election_timeout_max_ms",
+            self.election_timeout_max_ms,
+            self.election_timeout_min_ms + 1,
+            120_000,
+        )?;
+        check_range(
             "snapshot_logs_since_last",
             self.snapshot_logs_since_last,
             100,
@@ -245,6 +271,9 @@ impl ServeConfig {
             leader_wait_ms: self.leader_wait_ms,
             snapshot_logs_since_last: self.snapshot_logs_since_last,
             logs_kept_after_snapshot: self.logs_kept_after_snapshot,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
             ..ClusterConfig::default()
         }
     }

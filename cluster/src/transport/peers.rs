@@ -186,28 +186,57 @@ async fn resolve(target: NodeId, peer: &str) -> Result<SocketAddr, RaftRpcError>
         .ok_or_else(|| bad("no addresses".into()))
 }
 
+/// A request abandoned after at least this long without a single
+/// acknowledgement from the peer marks its connection dead.
+const SILENT_PEER_MIN: Duration = Duration::from_millis(50);
+
 /// A stream that is reset (not finished) if dropped before its exchange
 /// completed: a request cancelled by a timeout drops its future, and a
 /// half-written frame must not reach the peer as a cut-off one (which would
 /// get this node disconnected for a protocol violation).
+///
+/// If the peer acknowledged nothing at all while the request ran (no QUIC
+/// ACK frame, which any live peer sends within milliseconds), the connection
+/// is closed so that the next request re-dials. A peer killed and restarted
+/// on the same address otherwise keeps receiving heartbeats on a connection
+/// its new process does not know until the idle timeout: seconds in which it
+/// hears no leader, campaigns, and deposes a healthy leader.
 pub(crate) struct Exchange {
     pub(crate) stream: PeerStream,
     pub(crate) complete: bool,
+    started: tokio::time::Instant,
+    acks_at_start: u64,
 }
 
 impl Exchange {
     pub(crate) fn new(stream: PeerStream) -> Exchange {
+        let acks_at_start = stream.connection().acks_received();
         Exchange {
             stream,
             complete: false,
+            started: tokio::time::Instant::now(),
+            acks_at_start,
         }
     }
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if !self.complete {
-            self.stream.reset(stream_code::CANCELLED);
+        if self.complete {
+            return;
+        }
+        self.stream.reset(stream_code::CANCELLED);
+        let connection = self.stream.connection();
+        if self.started.elapsed() >= SILENT_PEER_MIN
+            && connection.acks_received() == self.acks_at_start
+            && !connection.is_closed()
+        {
+            tracing::info!(
+                peer = connection.peer_node_id(),
+                waited_ms = self.started.elapsed().as_millis() as u64,
+                "the peer acknowledged nothing during a request: dropping the connection, the next request re-dials"
+            );
+            connection.close(close_code::DONE, "no acknowledgement; reconnecting");
         }
     }
 }
