@@ -17,13 +17,18 @@ use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::identity::{self, Identity};
 use crate::transport::{
-    ClusterCa, ForwardCallError, ForwardClient, JoinConnection, JoinHandler, JoinOutcome,
-    JoinToken, NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig,
-    answer_join, serve_peers, wait_applied,
+    ClusterCa, ForwardCallError, ForwardClient, ForwardError, ForwardFuture, ForwardHandler,
+    ForwardReply, ForwardRequest, JoinConnection, JoinHandler, JoinOutcome, JoinToken,
+    NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join,
+    serve_peers, wait_applied,
 };
 
 /// The id the first node of a new cluster takes.
 const FIRST_NODE_ID: NodeId = 1;
+
+/// How long `cluster_status` waits for the leader's view before answering
+/// with this node's own.
+const STATUS_FROM_LEADER_WAIT_MS: u64 = 1_000;
 
 /// A snapshot of this node's view of the cluster, for status pages and tests.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -122,22 +127,24 @@ impl Proposer {
 }
 
 /// One member as `picloud cluster status --json` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberStatus {
     pub id: NodeId,
     pub http: String,
     pub peer: String,
     /// `leader`, `follower`, `learner` or `unreachable` (as far as this node knows).
-    pub role: &'static str,
+    pub role: String,
     /// The last log index known applied (this node) or replicated (others, as
     /// seen by the leader); `None` when unknown.
     pub applied_index: Option<u64>,
-    /// Milliseconds since the leader last heard a quorum; `None` off the leader.
+    /// On the leader's own row, milliseconds since it last heard a quorum;
+    /// on the others, since the member last answered the leader. `None` when
+    /// this view is not the leader's.
     pub last_contact_ms: Option<u64>,
 }
 
 /// The cluster as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterStatus {
     pub leader: Option<NodeId>,
     pub nodes: Vec<MemberStatus>,
@@ -146,10 +153,14 @@ pub struct ClusterStatus {
     pub failures_tolerated: usize,
 }
 
-/// Builds the cluster view from openraft metrics. Pure, so tests can drive it.
+/// Builds the cluster view from openraft metrics and, on the leader, when
+/// each member last answered it (`contact_ms`; a member silent for longer
+/// than `unreachable_after_ms` is `unreachable`). Pure, so tests can drive it.
 pub fn cluster_status(
     this_node: NodeId,
     metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+    contact_ms: impl Fn(NodeId) -> Option<u64>,
+    unreachable_after_ms: u64,
 ) -> ClusterStatus {
     let membership = metrics.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -173,9 +184,10 @@ pub fn cluster_status(
                     .and_then(|replication| replication.get(id).cloned())
                     .flatten()
                     .map(|log_id| log_id.index);
+                let silent = contact_ms(*id).is_none_or(|ms| ms > unreachable_after_ms);
                 let role = if Some(*id) == metrics.current_leader {
                     "leader"
-                } else if is_leader && matched.is_none() {
+                } else if is_leader && (matched.is_none() || silent) {
                     "unreachable"
                 } else if voter {
                     "follower"
@@ -188,12 +200,12 @@ pub fn cluster_status(
                 id: *id,
                 http: info.http.clone(),
                 peer: info.peer.clone(),
-                role,
+                role: role.to_string(),
                 applied_index,
-                last_contact_ms: if *id == this_node && is_leader {
-                    metrics.millis_since_quorum_ack
-                } else {
-                    None
+                last_contact_ms: match (is_leader, *id == this_node) {
+                    (true, true) => metrics.millis_since_quorum_ack,
+                    (true, false) => contact_ms(*id),
+                    (false, _) => None,
                 },
             }
         })
@@ -396,7 +408,10 @@ impl Node {
             network,
             ca: Arc::new(ca),
         };
-        let forward = Arc::new(RaftForwardHandler::new(node.raft.clone()));
+        let forward = Arc::new(NodeForwardHandler {
+            raft: RaftForwardHandler::new(node.raft.clone()),
+            node: node.clone(),
+        });
         let joins = Arc::new(NodeJoins {
             node: node.clone(),
             permits: tokio::sync::Semaphore::new(JOINS_IN_FLIGHT_MAX),
@@ -562,8 +577,46 @@ impl Node {
     }
 
     /// Every member as this node sees it (`picloud cluster status`).
-    pub fn cluster_status(&self) -> ClusterStatus {
-        cluster_status(self.id, &self.raft.metrics().borrow())
+    /// The cluster as the leader sees it (asked over QUIC when this node
+    /// follows; bounded), or as this node sees it when there is no leader or
+    /// it does not answer in time.
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let (leader, peer) = {
+            let metrics = self.raft.metrics().borrow().clone();
+            let leader = metrics.current_leader.filter(|leader| *leader != self.id);
+            let peer = leader.and_then(|leader| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&leader)
+                    .map(|info| info.peer.clone())
+            });
+            (leader, peer)
+        };
+        if let (Some(leader), Some(peer)) = (leader, peer) {
+            let asked = tokio::time::timeout(
+                Duration::from_millis(STATUS_FROM_LEADER_WAIT_MS),
+                self.proposer
+                    .forward
+                    .call(leader, &peer, &ForwardRequest::Status),
+            )
+            .await;
+            if let Ok(Ok(ForwardReply::Status(status))) = asked {
+                return status;
+            }
+        }
+        self.local_cluster_status()
+    }
+
+    /// The cluster as this node sees it (full only on the leader).
+    pub fn local_cluster_status(&self) -> ClusterStatus {
+        let contacts = self.network.contacts();
+        cluster_status(
+            self.id,
+            &self.raft.metrics().borrow(),
+            |peer| contacts.since_ms(peer),
+            2 * self.config.election_timeout_max_ms,
+        )
     }
 
     /// This node's current view of the cluster.
@@ -855,6 +908,35 @@ fn hold_elections_after_restart(raft: &Raft<TypeConfig>, id: NodeId, config: &Cl
         );
         raft.runtime_config().elect(true);
     });
+}
+
+/// The leader side of forwarding for a node: writes and read-index straight
+/// over openraft, and the leader's view of the cluster for `cluster status`
+/// asked through a follower.
+struct NodeForwardHandler {
+    raft: RaftForwardHandler,
+    node: Node,
+}
+
+impl ForwardHandler for NodeForwardHandler {
+    fn write(&self, command: Command) -> ForwardFuture<'_, (CommandResult, u64)> {
+        self.raft.write(command)
+    }
+
+    fn read_index(&self) -> ForwardFuture<'_, u64> {
+        self.raft.read_index()
+    }
+
+    fn status(&self) -> ForwardFuture<'_, ClusterStatus> {
+        Box::pin(async move {
+            let leader = self.node.raft.metrics().borrow().current_leader;
+            if leader == Some(self.node.id) {
+                Ok(self.node.local_cluster_status())
+            } else {
+                Err(ForwardError::NotLeader { leader })
+            }
+        })
+    }
 }
 
 /// Waits one heartbeat before a retry, or gives up with `NoLeader` once the

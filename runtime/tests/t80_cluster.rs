@@ -24,8 +24,22 @@ async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
     let first = api(&nodes[0], &key);
     let status = nodes[1].cli_with_key(&key, &["cluster", "status"]).ok();
     assert!(
-        status.contains("healthy: 1 more failure(s) tolerated"),
+        status.contains("healthy: 1 more failure(s) tolerated")
+            && status.contains("lag")
+            && status.matches("  ok").count() == 3,
         "{status}"
+    );
+
+    // Asked through a follower, the status is the leader's view: every
+    // member's applied index and when it last answered the leader.
+    let (_, through_follower) = api(&nodes[2], &key).get("/_/api/v1/cluster/status").await;
+    let members = through_follower["nodes"].as_array().expect("nodes");
+    assert_eq!(members.len(), 3, "{through_follower}");
+    assert!(
+        members
+            .iter()
+            .all(|n| n["applied_index"].is_u64() && n["last_contact_ms"].is_u64()),
+        "{through_follower}"
     );
 
     // A deploy and 1,000 writes through node 2 are readable through node 3.

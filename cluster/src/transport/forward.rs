@@ -37,6 +37,7 @@ use super::frame::FrameError;
 use super::peers::{Exchange, PeerConnections};
 use super::raft_network::RaftRpcError;
 use crate::error::ClusterError;
+use crate::node::ClusterStatus;
 
 /// What a follower asks the leader on a `Forward` stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +46,8 @@ pub enum ForwardRequest {
     Write(Command),
     /// Confirm leadership and answer the log index a linearizable read must wait for.
     ReadIndex,
+    /// The cluster as the leader sees it (`picloud cluster status` through a follower).
+    Status,
 }
 
 /// The leader's one answer on a `Forward` stream.
@@ -61,6 +64,7 @@ pub enum ForwardReply {
         index: u64,
     },
     Failed(ForwardError),
+    Status(ClusterStatus),
 }
 
 /// Why the leader side could not serve a forwarded request.
@@ -94,6 +98,15 @@ pub trait ForwardHandler: Send + Sync {
     /// Confirms leadership with a quorum and returns the log index a
     /// linearizable read must wait for.
     fn read_index(&self) -> ForwardFuture<'_, u64>;
+
+    /// The cluster as this node (the leader) sees it. Not served by default.
+    fn status(&self) -> ForwardFuture<'_, ClusterStatus> {
+        Box::pin(async {
+            Err(ForwardError::Unavailable {
+                message: "cluster status is not served here".into(),
+            })
+        })
+    }
 }
 
 /// [`ForwardHandler`] straight over openraft: one `client_write` per

@@ -91,6 +91,28 @@ pub enum RaftRpcError {
 struct Shared {
     connections: PeerConnections,
     config: RaftRpcConfig,
+    contacts: Contacts,
+}
+
+/// When each peer last answered a Raft RPC from this node (the leader's view
+/// of its followers, for `cluster status`).
+#[derive(Debug, Clone, Default)]
+pub struct Contacts {
+    last: Arc<std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>>,
+}
+
+impl Contacts {
+    fn record(&self, peer: NodeId) {
+        if let Ok(mut last) = self.last.lock() {
+            last.insert(peer, tokio::time::Instant::now());
+        }
+    }
+
+    /// Milliseconds since `peer` last answered; `None` if it never did.
+    pub fn since_ms(&self, peer: NodeId) -> Option<u64> {
+        let last = self.last.lock().ok()?;
+        last.get(&peer).map(|at| at.elapsed().as_millis() as u64)
+    }
 }
 
 /// The openraft network factory over QUIC. Cheap to clone; clones share connections.
@@ -119,6 +141,7 @@ impl QuicNetwork {
     pub fn with_connections(connections: PeerConnections, config: RaftRpcConfig) -> QuicNetwork {
         QuicNetwork {
             shared: Arc::new(Shared {
+                contacts: Contacts::default(),
                 connections,
                 config,
             }),
@@ -128,6 +151,11 @@ impl QuicNetwork {
     /// The connection pool, to share with other clients of the same peers.
     pub fn connections(&self) -> &PeerConnections {
         &self.shared.connections
+    }
+
+    /// When each peer last answered an RPC.
+    pub fn contacts(&self) -> &Contacts {
+        &self.shared.contacts
     }
 
     /// Closes every cached connection (e.g. at shutdown); later RPCs re-dial.
@@ -268,6 +296,9 @@ impl QuicClient {
             self.call::<Req, Result<Resp, RaftError<NodeId, E>>>(kind, request, option.soft_ttl()),
         )
         .await;
+        if matches!(attempt, Ok(Ok(_))) {
+            self.shared.contacts.record(self.target);
+        }
         match attempt {
             Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(remote))) => Err(RPCError::RemoteError(RemoteError::new_with_node(

@@ -229,6 +229,10 @@ async fn serve_forward(
                 Ok(index) => ForwardReply::ReadIndex { index },
                 Err(error) => ForwardReply::Failed(error),
             },
+            ForwardRequest::Status => match handler.status().await {
+                Ok(status) => ForwardReply::Status(status),
+                Err(error) => ForwardReply::Failed(error),
+            },
         }
     };
     let reply = match tokio::time::timeout(config.forward_timeout(), handle).await {

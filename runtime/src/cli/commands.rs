@@ -578,6 +578,9 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
     Ok(())
 }
 
+/// A member more than this many entries behind the leader is "catching up".
+const STATUS_LAG_CATCHING_UP: u64 = 1_000;
+
 fn print_cluster_status(body: &Value) {
     let text = |value: &Value| match value {
         Value::Null => "-".to_string(),
@@ -586,23 +589,39 @@ fn print_cluster_status(body: &Value) {
     };
     println!("leader: {}", text(&body["leader"]));
     println!(
-        "{:<4} {:<22} {:<22} {:<12} {:>10} {:>10}",
-        "id", "http", "peer", "role", "applied", "contact"
+        "{:<4} {:<22} {:<22} {:<12} {:>10} {:>8} {:>10}  health",
+        "id", "http", "peer", "role", "applied", "lag", "contact"
     );
     let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
+    let leader_applied = nodes
+        .iter()
+        .find(|n| n["role"] == "leader")
+        .and_then(|n| n["applied_index"].as_u64());
     for node in &nodes {
         let contact = match node["last_contact_ms"].as_u64() {
             Some(ms) => format!("{ms} ms"),
             None => "-".to_string(),
         };
+        // Entries this node has still to apply, against the leader.
+        let lag = leader_applied
+            .zip(node["applied_index"].as_u64())
+            .map(|(leader, applied)| leader.saturating_sub(applied));
+        let health = match (node["role"].as_str(), lag) {
+            (Some("unreachable"), _) => "down",
+            (_, Some(lag)) if lag > STATUS_LAG_CATCHING_UP => "catching up",
+            (_, None) => "unknown",
+            _ => "ok",
+        };
         println!(
-            "{:<4} {:<22} {:<22} {:<12} {:>10} {:>10}",
+            "{:<4} {:<22} {:<22} {:<12} {:>10} {:>8} {:>10}  {}",
             text(&node["id"]),
             text(&node["http"]),
             text(&node["peer"]),
             text(&node["role"]),
             text(&node["applied_index"]),
-            contact
+            lag.map_or("-".to_string(), |lag| lag.to_string()),
+            contact,
+            health
         );
     }
     let voters = nodes.iter().filter(|n| n["role"] != "learner").count();

@@ -690,7 +690,7 @@ async fn revoke_key(
 
 /// Every member as this node sees it. Any valid key may look.
 async fn cluster_status(State(gateway): State<Gateway>, _caller: Caller) -> Json<Value> {
-    Json(json!(gateway.node.cluster_status()))
+    Json(json!(gateway.node.cluster_status().await))
 }
 
 /// The join token for new nodes. Admin only: it admits a machine to the cluster.
