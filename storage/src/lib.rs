@@ -37,6 +37,7 @@ pub mod backend;
 pub mod codec;
 pub mod command;
 mod error;
+pub mod glob;
 mod keys;
 pub mod log_store;
 pub mod records;

@@ -92,6 +92,23 @@ impl Bundle {
                 )));
             }
         }
+        for trigger in &manifest.triggers {
+            if !self.files.contains_key(&trigger.script) {
+                return Err(deploy_error(format!(
+                    "{}: script not found (named by trigger {:?})",
+                    trigger.script, trigger.name
+                )));
+            }
+        }
+        // Declarations are checked above, but nothing runs them yet: refuse
+        // rather than accept triggers that would silently never fire.
+        if let Some(trigger) = manifest.triggers.first() {
+            return Err(deploy_error(format!(
+                "{MANIFEST_FILE}: trigger {:?}: triggers are checked but do not run in this \
+                 version yet; deploy without [[trigger]] entries",
+                trigger.name
+            )));
+        }
         let mut scripts = Vec::new();
         for (path, source) in &self.files {
             if path.ends_with(".lua") {
@@ -186,5 +203,31 @@ mod tests {
                 "expected {expected:?} in {message:?}"
             );
         }
+    }
+
+    #[test]
+    fn triggers_are_checked_and_refused_until_they_run() {
+        let manifest = "name = \"shop\"\n[[trigger]]\nkind = \"kv\"\nmatch = \"orders/*\"\nscript = \"on_order.lua\"\n";
+        let missing = bundle(&[("picloud.toml", manifest)])
+            .check()
+            .expect_err("missing script");
+        assert!(
+            missing
+                .to_string()
+                .contains("on_order.lua: script not found (named by trigger \"on_order\")"),
+            "{missing}"
+        );
+        let refused = bundle(&[
+            ("picloud.toml", manifest),
+            ("on_order.lua", "return function(event, ctx) end"),
+        ])
+        .check()
+        .expect_err("not yet");
+        assert!(
+            refused
+                .to_string()
+                .contains("do not run in this version yet"),
+            "{refused}"
+        );
     }
 }

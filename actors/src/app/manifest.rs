@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::cron::{Misfire, Schedule};
+
 /// The manifest file's name inside an app folder and a deploy bundle.
 pub const MANIFEST_FILE: &str = "picloud.toml";
 
@@ -11,11 +13,97 @@ pub const APP_NAME_BYTES_MAX: usize = 63;
 /// The most routes one app may declare.
 pub const ROUTES_MAX: usize = 256;
 
+/// The most triggers one app may declare.
+pub const TRIGGERS_MAX: usize = 64;
+/// The longest kv trigger pattern, in bytes.
+pub const TRIGGER_PATTERN_BYTES_MAX: usize = 512;
+/// The longest trigger name, in bytes.
+pub const TRIGGER_NAME_BYTES_MAX: usize = 64;
+
 /// A parsed, validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub name: String,
     pub routes: Vec<RouteSpec>,
+    pub triggers: Vec<TriggerSpec>,
+    pub trigger_limits: TriggerLimits,
+}
+
+/// One `[[trigger]]` entry, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerSpec {
+    /// Unique in the app: `name = ...`, or the script's file name without
+    /// `.lua`. Redeploys carry a trigger's state (last fired slot, pending
+    /// runs) over by name.
+    pub name: String,
+    pub script: String,
+    pub kind: TriggerKind,
+    /// Runs of one event, the first included, before it is dead-lettered.
+    pub attempts_max: u32,
+    /// Wait before the first retry; doubled for each retry after it.
+    pub backoff_ms: u64,
+}
+
+/// What fires a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// A committed kv write in this app whose key matches `pattern`
+    /// (`picloud_storage::glob`).
+    Kv {
+        pattern: String,
+        on_set: bool,
+        on_delete: bool,
+    },
+    /// A schedule (checked with [`crate::cron::Schedule::parse`]).
+    Cron {
+        schedule: String,
+        timezone: String,
+        misfire: Misfire,
+    },
+    /// A run of this app was dead-lettered.
+    DeadLetter,
+}
+
+/// App-wide bounds of the trigger machinery (`[triggers]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriggerLimits {
+    /// A trigger run's writes may fire further triggers; a chain longer than
+    /// this is dead-lettered with `trigger_loop`.
+    pub chain_depth_max: u32,
+    /// Pending runs of this app; a write that would add one more fails.
+    pub outbox_max: u32,
+}
+
+impl Default for TriggerLimits {
+    fn default() -> Self {
+        TriggerLimits {
+            chain_depth_max: 8,
+            outbox_max: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    kind: String,
+    name: Option<String>,
+    script: String,
+    #[serde(rename = "match")]
+    pattern: Option<String>,
+    on: Option<Vec<String>>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    misfire: Option<String>,
+    attempts: Option<u32>,
+    backoff_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriggerLimits {
+    chain_depth_max: Option<u32>,
+    outbox_max: Option<u32>,
 }
 
 /// One `[[route]]` entry.
@@ -36,6 +124,10 @@ struct RawManifest {
     name: String,
     #[serde(default, rename = "route")]
     routes: Vec<RouteSpec>,
+    #[serde(default, rename = "trigger")]
+    triggers: Vec<RawTrigger>,
+    #[serde(default, rename = "triggers")]
+    trigger_limits: RawTriggerLimits,
 }
 
 /// Why a manifest was rejected; the message names the file and, when known, the line.
@@ -122,16 +214,307 @@ impl Manifest {
             }
             routes.push(route);
         }
+        if raw.triggers.len() > TRIGGERS_MAX {
+            return Err(manifest_error(format!(
+                "{} triggers declared; at most {TRIGGERS_MAX} are allowed",
+                raw.triggers.len()
+            )));
+        }
+        let mut triggers: Vec<TriggerSpec> = Vec::with_capacity(raw.triggers.len());
+        for (index, raw) in raw.triggers.into_iter().enumerate() {
+            let trigger = check_trigger(raw)
+                .map_err(|message| manifest_error(format!("trigger {}: {message}", index + 1)))?;
+            if triggers.iter().any(|other| other.name == trigger.name) {
+                return Err(manifest_error(format!(
+                    "trigger {}: name {:?} is used twice (set `name` to tell them apart)",
+                    index + 1,
+                    trigger.name
+                )));
+            }
+            triggers.push(trigger);
+        }
+        let defaults = TriggerLimits::default();
+        let trigger_limits = TriggerLimits {
+            chain_depth_max: raw
+                .trigger_limits
+                .chain_depth_max
+                .unwrap_or(defaults.chain_depth_max),
+            outbox_max: raw.trigger_limits.outbox_max.unwrap_or(defaults.outbox_max),
+        };
+        if !(1..=64).contains(&trigger_limits.chain_depth_max) {
+            return Err(manifest_error("triggers.chain_depth_max must be 1-64"));
+        }
+        if !(1..=1_000_000).contains(&trigger_limits.outbox_max) {
+            return Err(manifest_error("triggers.outbox_max must be 1-1000000"));
+        }
         Ok(Manifest {
             name: raw.name,
             routes,
+            triggers,
+            trigger_limits,
         })
     }
+}
+
+/// Checks one `[[trigger]]`; the error names the field.
+fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
+    if raw.script.is_empty() || !raw.script.ends_with(".lua") {
+        return Err(format!("script {:?} must name a .lua file", raw.script));
+    }
+    let name = match raw.name {
+        Some(name) => name,
+        None => {
+            let file = raw.script.rsplit('/').next().unwrap_or(&raw.script);
+            file.trim_end_matches(".lua").to_string()
+        }
+    };
+    if name.is_empty()
+        || name.len() > TRIGGER_NAME_BYTES_MAX
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "name {name:?} must be 1-{TRIGGER_NAME_BYTES_MAX} letters, digits, '-' or '_'"
+        ));
+    }
+    let attempts_max = raw.attempts.unwrap_or(5);
+    if !(1..=100).contains(&attempts_max) {
+        return Err(format!("attempts = {attempts_max} must be 1-100"));
+    }
+    let backoff_ms = raw.backoff_ms.unwrap_or(1_000);
+    if !(10..=3_600_000).contains(&backoff_ms) {
+        return Err(format!("backoff_ms = {backoff_ms} must be 10-3600000"));
+    }
+    let not_for = |field: &str, present: bool, kind: &str| {
+        if present {
+            Err(format!("`{field}` does not apply to kind = {kind:?}"))
+        } else {
+            Ok(())
+        }
+    };
+    let kind = match raw.kind.as_str() {
+        "kv" => {
+            not_for("schedule", raw.schedule.is_some(), "kv")?;
+            not_for("timezone", raw.timezone.is_some(), "kv")?;
+            not_for("misfire", raw.misfire.is_some(), "kv")?;
+            let pattern = raw
+                .pattern
+                .ok_or("kind = \"kv\" needs `match` (a key pattern such as \"orders/*\")")?;
+            if pattern.is_empty() || pattern.len() > TRIGGER_PATTERN_BYTES_MAX {
+                return Err(format!("match must be 1-{TRIGGER_PATTERN_BYTES_MAX} bytes"));
+            }
+            let on = raw
+                .on
+                .unwrap_or_else(|| vec!["set".into(), "delete".into()]);
+            if on.is_empty() {
+                return Err("on must list \"set\", \"delete\" or both".into());
+            }
+            if let Some(bad) = on.iter().find(|op| *op != "set" && *op != "delete") {
+                return Err(format!(
+                    "on = {bad:?} is not an operation (use \"set\" and/or \"delete\")"
+                ));
+            }
+            TriggerKind::Kv {
+                pattern,
+                on_set: on.iter().any(|op| op == "set"),
+                on_delete: on.iter().any(|op| op == "delete"),
+            }
+        }
+        "cron" => {
+            not_for("match", raw.pattern.is_some(), "cron")?;
+            not_for("on", raw.on.is_some(), "cron")?;
+            let schedule = raw.schedule.ok_or(
+                "kind = \"cron\" needs `schedule` (e.g. \"*/5 * * * *\" or \"@every 30s\")",
+            )?;
+            let timezone = raw.timezone.unwrap_or_else(|| "UTC".to_string());
+            Schedule::parse(&schedule, &timezone).map_err(|e| e.to_string())?;
+            let misfire = match raw.misfire.as_deref() {
+                None => Misfire::Skip,
+                Some(text) => Misfire::parse(text).ok_or_else(|| {
+                    format!("misfire = {text:?} must be \"skip\" or \"fire_once\"")
+                })?,
+            };
+            TriggerKind::Cron {
+                schedule,
+                timezone,
+                misfire,
+            }
+        }
+        "dead_letter" => {
+            for (field, present) in [
+                ("match", raw.pattern.is_some()),
+                ("on", raw.on.is_some()),
+                ("schedule", raw.schedule.is_some()),
+                ("timezone", raw.timezone.is_some()),
+                ("misfire", raw.misfire.is_some()),
+            ] {
+                not_for(field, present, "dead_letter")?;
+            }
+            TriggerKind::DeadLetter
+        }
+        other => {
+            return Err(format!(
+                "kind = {other:?} is not one of \"kv\", \"cron\", \"dead_letter\""
+            ));
+        }
+    };
+    Ok(TriggerSpec {
+        name,
+        script: raw.script,
+        kind,
+        attempts_max,
+        backoff_ms,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CRON_AND_KV: &str = r#"
+name = "shop"
+[[trigger]]
+kind = "kv"
+match = "orders/*"
+on = ["set"]
+script = "on_order.lua"
+
+[[trigger]]
+kind = "cron"
+schedule = "*/5 * * * *"
+timezone = "Europe/Berlin"
+misfire = "fire_once"
+script = "jobs/cleanup.lua"
+attempts = 3
+
+[[trigger]]
+kind = "dead_letter"
+name = "alert"
+script = "alert.lua"
+
+[triggers]
+chain_depth_max = 4
+"#;
+
+    #[test]
+    fn parses_triggers_with_defaults() {
+        let manifest = Manifest::parse(CRON_AND_KV).expect("valid");
+        assert_eq!(
+            manifest.triggers,
+            vec![
+                TriggerSpec {
+                    name: "on_order".into(),
+                    script: "on_order.lua".into(),
+                    kind: TriggerKind::Kv {
+                        pattern: "orders/*".into(),
+                        on_set: true,
+                        on_delete: false
+                    },
+                    attempts_max: 5,
+                    backoff_ms: 1_000,
+                },
+                TriggerSpec {
+                    name: "cleanup".into(),
+                    script: "jobs/cleanup.lua".into(),
+                    kind: TriggerKind::Cron {
+                        schedule: "*/5 * * * *".into(),
+                        timezone: "Europe/Berlin".into(),
+                        misfire: Misfire::FireOnce
+                    },
+                    attempts_max: 3,
+                    backoff_ms: 1_000,
+                },
+                TriggerSpec {
+                    name: "alert".into(),
+                    script: "alert.lua".into(),
+                    kind: TriggerKind::DeadLetter,
+                    attempts_max: 5,
+                    backoff_ms: 1_000,
+                },
+            ]
+        );
+        assert_eq!(
+            manifest.trigger_limits,
+            TriggerLimits {
+                chain_depth_max: 4,
+                outbox_max: 10_000
+            }
+        );
+        let plain = Manifest::parse("name = \"x\"").expect("valid");
+        assert!(plain.triggers.is_empty());
+        assert_eq!(plain.trigger_limits, TriggerLimits::default());
+    }
+
+    #[test]
+    fn trigger_rejections_name_the_field() {
+        let head = "name = \"x\"\n[[trigger]]\n";
+        let cases = [
+            (
+                "kind = \"kv\"\nscript = \"a.lua\"",
+                "trigger 1: kind = \"kv\" needs `match`",
+            ),
+            (
+                "kind = \"kv\"\nmatch = \"a/*\"\non = [\"put\"]\nscript = \"a.lua\"",
+                "on = \"put\" is not an operation",
+            ),
+            (
+                "kind = \"kv\"\nmatch = \"a/*\"\nschedule = \"@hourly\"\nscript = \"a.lua\"",
+                "`schedule` does not apply to kind = \"kv\"",
+            ),
+            ("kind = \"cron\"\nscript = \"a.lua\"", "needs `schedule`"),
+            (
+                "kind = \"cron\"\nschedule = \"61 * * * *\"\nscript = \"a.lua\"",
+                "minute field \"61\"",
+            ),
+            (
+                "kind = \"cron\"\nschedule = \"@daily\"\ntimezone = \"Nowhere/City\"\nscript = \"a.lua\"",
+                "unknown time zone",
+            ),
+            (
+                "kind = \"cron\"\nschedule = \"@daily\"\nmisfire = \"twice\"\nscript = \"a.lua\"",
+                "misfire = \"twice\"",
+            ),
+            (
+                "kind = \"webhook\"\nscript = \"a.lua\"",
+                "kind = \"webhook\" is not one of",
+            ),
+            (
+                "kind = \"dead_letter\"\nscript = \"a.txt\"",
+                "must name a .lua file",
+            ),
+            (
+                "kind = \"dead_letter\"\nscript = \"a.lua\"\nattempts = 0",
+                "attempts = 0 must be 1-100",
+            ),
+            (
+                "kind = \"dead_letter\"\nscript = \"a.lua\"\nname = \"bad name\"",
+                "name \"bad name\" must be",
+            ),
+            (
+                "kind = \"dead_letter\"\nscript = \"a.lua\"\ncolour = \"red\"",
+                "unknown field `colour`",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = Manifest::parse(&format!("{head}{body}"))
+                .expect_err(body)
+                .to_string();
+            assert!(error.contains(expected), "{body}: {error}");
+        }
+        let twice = format!(
+            "{head}kind = \"dead_letter\"\nscript = \"a.lua\"\n[[trigger]]\nkind = \"dead_letter\"\nscript = \"b/a.lua\""
+        );
+        let error = Manifest::parse(&twice).expect_err("duplicate").to_string();
+        assert!(error.contains("name \"a\" is used twice"), "{error}");
+        let deep = "name = \"x\"\n[triggers]\nchain_depth_max = 0";
+        assert!(
+            Manifest::parse(deep)
+                .expect_err("depth")
+                .to_string()
+                .contains("chain_depth_max")
+        );
+    }
 
     #[test]
     fn parses_the_hello_manifest() {
