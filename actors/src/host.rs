@@ -52,6 +52,7 @@ pub fn apply_host_error(error: ApplyError) -> HostError {
         ApplyError::IncrOverflow { .. } => "incr_overflow",
         ApplyError::AtomicCasFailed { .. } => "atomic_cas_failed",
         ApplyError::AppNotFound { .. } => "app_not_found",
+        ApplyError::OutboxFull { .. } => "outbox_full",
         _ => "rejected",
     };
     HostError::new(code, error.to_string())

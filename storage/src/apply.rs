@@ -32,10 +32,14 @@ use openraft::LogId;
 
 use crate::backend::{Backend, Keyspace, WriteBatch, delete_prefix};
 use crate::codec::{self, STORED_BYTES_MAX};
-use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult, RunOutcome};
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
 use crate::records::{AppRecord, DeployRecord, KeyRecord};
+use crate::triggers::{
+    Attempt, Claim, DeadLetter, OutboxEntry, TriggerDef, TriggerDefKind, TriggerEvent, TriggerSet,
+    dead_code, retry_delay_ms,
+};
 use crate::types::NodeId;
 
 /// Applies `command` as the entry at `log_id`, committing its writes and the
@@ -83,12 +87,12 @@ fn run_in<B: Backend + ?Sized>(
             bundle,
             now_ms,
             versions_keep,
-        } => deploy(txn, app, bundle, *now_ms, *versions_keep)?,
+        } => deploy_app(txn, app, bundle, *now_ms, *versions_keep, None)?,
         Command::Rollback {
             app,
             to_version,
-            now_ms: _,
-        } => rollback(txn, app, *to_version)?,
+            now_ms,
+        } => rollback(txn, app, *to_version, *now_ms)?,
         Command::KeyCreate {
             id,
             name,
@@ -102,6 +106,45 @@ fn run_in<B: Backend + ?Sized>(
         Command::RemoveNode { id, now_ms } => remove_node(txn, *id, *now_ms)?,
         Command::SetClusterCa { cert_pem, key_pem } => set_cluster_ca(txn, cert_pem, key_pem)?,
         Command::RegisterNode { id, node } => register_node(txn, *id, node)?,
+        Command::DeployApp {
+            app,
+            bundle,
+            now_ms,
+            versions_keep,
+            triggers,
+        } => deploy_app(txn, app, bundle, *now_ms, *versions_keep, Some(triggers))?,
+        Command::FireCron {
+            app,
+            trigger,
+            slot_ms,
+            now_ms,
+        } => fire_cron(txn, app, trigger, *slot_ms, *now_ms)?,
+        Command::ClaimRuns {
+            app,
+            ids,
+            term,
+            node,
+            now_ms,
+            reclaim_after_ms,
+        } => claim_runs(txn, app, ids, *term, *node, *now_ms, *reclaim_after_ms)?,
+        Command::CompleteRun {
+            app,
+            id,
+            term,
+            claim_ms,
+            ops,
+            now_ms,
+        } => complete_run(txn, app, *id, (*term, *claim_ms), ops, *now_ms)?,
+        Command::FailRun {
+            app,
+            id,
+            term,
+            claim_ms,
+            error,
+            now_ms,
+        } => fail_run(txn, app, *id, (*term, *claim_ms), error, *now_ms)?,
+        Command::RetryDeadLetter { app, id, now_ms } => retry_dead_letter(txn, app, *id, *now_ms)?,
+        Command::DeleteDeadLetter { app, id } => delete_dead_letter(txn, app, *id)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -129,11 +172,19 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::SetJoinSecret { .. }
         | Command::RemoveNode { .. }
         | Command::SetClusterCa { .. }
-        | Command::RegisterNode { .. } => true,
-        // Scans (deploy versions, an app's kv data) and bulk deletes go to
-        // the backend; a nested batch is rejected by `run_in` either way.
+        | Command::RegisterNode { .. }
+        | Command::FireCron { .. }
+        | Command::ClaimRuns { .. }
+        | Command::CompleteRun { .. }
+        | Command::FailRun { .. }
+        | Command::RetryDeadLetter { .. }
+        | Command::DeleteDeadLetter { .. } => true,
+        // Scans (deploy versions, an app's kv data, its outbox) and bulk
+        // deletes go to the backend; a nested batch is rejected by `run_in`
+        // either way.
         Command::AppDelete { .. }
         | Command::Deploy { .. }
+        | Command::DeployApp { .. }
         | Command::Rollback { .. }
         | Command::Batch(_) => false,
     }
@@ -295,8 +346,15 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         Command::AppCreate { app, .. }
         | Command::AppDelete { app }
         | Command::Deploy { app, .. }
+        | Command::DeployApp { app, .. }
         | Command::Rollback { app, .. } => Some(app),
-        Command::Kv { .. }
+        Command::FireCron { .. }
+        | Command::ClaimRuns { .. }
+        | Command::CompleteRun { .. }
+        | Command::FailRun { .. }
+        | Command::RetryDeadLetter { .. }
+        | Command::DeleteDeadLetter { .. }
+        | Command::Kv { .. }
         | Command::KvAtomic { .. }
         | Command::KeyCreate { .. }
         | Command::KeyRevoke { .. }
@@ -452,6 +510,32 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     }
 
     /// Versions deployed for `app` that exist in the backend, ascending.
+    /// The trigger set of `app`'s active version (`None`: no app, no
+    /// version, or a version deployed without triggers).
+    fn active_triggers(&self, app: &str) -> Result<Option<TriggerSet>, StorageError> {
+        let Some(version) = self.app(app)?.and_then(|record| record.active_version) else {
+            return Ok(None);
+        };
+        self.get_decoded(
+            Keyspace::Triggers,
+            &keys::trigger_set_key(app, version),
+            "trigger set",
+        )
+    }
+
+    fn u64_at(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<u64, StorageError> {
+        Ok(self.get_decoded::<u64>(keyspace, key, what)?.unwrap_or(0))
+    }
+
+    fn outbox_entry(&self, app: &str, id: u64) -> Result<Option<OutboxEntry>, StorageError> {
+        self.get_decoded(Keyspace::Outbox, &keys::run_key(app, id), "outbox entry")
+    }
+
     fn deployed_versions(&self, app: &str) -> Result<Vec<u64>, StorageError> {
         let prefix = keys::app_prefix(app);
         let mut versions = Vec::new();
@@ -476,7 +560,8 @@ fn kv<B: Backend + ?Sized>(
     if txn.app(app)?.is_none() {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
     }
-    Ok(kv_op(txn, app, op, now_ms)?.map(CommandResult::Kv))
+    let triggers = txn.active_triggers(app)?;
+    Ok(kv_op_firing(txn, app, op, now_ms, triggers.as_ref(), 1)?.map(CommandResult::Kv))
 }
 
 fn kv_atomic<B: Backend + ?Sized>(
@@ -488,9 +573,23 @@ fn kv_atomic<B: Backend + ?Sized>(
     if txn.app(app)?.is_none() {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
     }
+    let triggers = txn.active_triggers(app)?;
+    Ok(kv_ops_atomic(txn, app, ops, now_ms, triggers.as_ref(), 1)?.map(CommandResult::KvAtomic))
+}
+
+/// `ops` all-or-nothing (the caller clears the writes on a rejection); the
+/// writes fire `triggers` with runs of chain depth `depth`.
+fn kv_ops_atomic<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    ops: &[KvOp],
+    now_ms: u64,
+    triggers: Option<&TriggerSet>,
+    depth: u32,
+) -> Result<Result<Vec<KvOpResult>, ApplyError>, StorageError> {
     let mut results = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
-        let result = match kv_op(txn, app, op, now_ms)? {
+        let result = match kv_op_firing(txn, app, op, now_ms, triggers, depth)? {
             Ok(result) => result,
             Err(rejection) => return Ok(Err(rejection)),
         };
@@ -502,7 +601,59 @@ fn kv_atomic<B: Backend + ?Sized>(
         }
         results.push(result);
     }
-    Ok(Ok(CommandResult::KvAtomic(results)))
+    Ok(Ok(results))
+}
+
+/// One kv op, then an outbox entry for every kv trigger it fires: a write
+/// that changed the key (a set, an existing key deleted, an increment, a
+/// swap) and matches a trigger's pattern and operations.
+fn kv_op_firing<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    op: &KvOp,
+    now_ms: u64,
+    triggers: Option<&TriggerSet>,
+    depth: u32,
+) -> Result<Result<KvOpResult, ApplyError>, StorageError> {
+    let key = match op {
+        KvOp::Set { key, .. }
+        | KvOp::Delete { key }
+        | KvOp::Incr { key, .. }
+        | KvOp::Cas { key, .. } => key,
+    };
+    let Some(set) = triggers.filter(|set| set.kv_triggers_on(key).next().is_some()) else {
+        return kv_op(txn, app, op, now_ms);
+    };
+    let old = txn.live_value(app, key, now_ms)?.map(|stored| stored.value);
+    let result = match kv_op(txn, app, op, now_ms)? {
+        Ok(result) => result,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    let changed = match &result {
+        KvOpResult::Set | KvOpResult::Incr { .. } => true,
+        KvOpResult::Deleted { existed } => *existed,
+        KvOpResult::Cas { swapped } => *swapped,
+    };
+    if !changed {
+        return Ok(Ok(result));
+    }
+    let new = txn.live_value(app, key, now_ms)?.map(|stored| stored.value);
+    let fired: Vec<String> = set
+        .kv_triggers_on(key)
+        .filter(|(_, on_set, on_delete)| if new.is_some() { *on_set } else { *on_delete })
+        .map(|(name, _, _)| name.to_string())
+        .collect();
+    for trigger in fired {
+        let event = TriggerEvent::Kv {
+            key: key.clone(),
+            old: old.clone(),
+            new: new.clone(),
+        };
+        if let Err(rejection) = enqueue_run(txn, app, set, &trigger, event, depth, now_ms)? {
+            return Ok(Err(rejection));
+        }
+    }
+    Ok(Ok(result))
 }
 
 fn kv_op<B: Backend + ?Sized>(
@@ -647,6 +798,11 @@ fn app_delete<B: Backend + ?Sized>(
     // Kv data can be huge: delete it in bounded batches before the final
     // batch (see the module comment for why this is crash-safe).
     delete_prefix(txn.backend, Keyspace::Kv, &prefix)?;
+    // Trigger state, pending runs and dead letters go with it (bounded by
+    // the outbox bound, but dead letters are not: bulk-deleted as well).
+    for keyspace in [Keyspace::Triggers, Keyspace::Outbox, Keyspace::DeadLetters] {
+        delete_prefix(txn.backend, keyspace, &prefix)?;
+    }
     // Deploys are bounded by `versions_keep`: they go in the final batch.
     for version in txn.deployed_versions(app)? {
         txn.delete(Keyspace::Deploys, keys::deploy_key(app, version));
@@ -699,6 +855,7 @@ fn deploy<B: Backend + ?Sized>(
         if Some(old) != record.active_version {
             txn.delete(Keyspace::Deploys, keys::deploy_key(app, old));
             txn.delete(Keyspace::Bundles, keys::deploy_key(app, old));
+            txn.delete(Keyspace::Triggers, keys::trigger_set_key(app, old));
         }
     }
     Ok(Ok(CommandResult::Deployed { version }))
@@ -708,6 +865,7 @@ fn rollback<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
     to_version: Option<u64>,
+    now_ms: u64,
 ) -> Result<Outcome, StorageError> {
     let Some(mut record) = txn.app(app)? else {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
@@ -737,8 +895,15 @@ fn rollback<B: Backend + ?Sized>(
             }
         }
     };
+    let before = txn.active_triggers(app)?;
     record.active_version = Some(target);
     txn.put_app(&record)?;
+    let after: Option<TriggerSet> = txn.get_decoded(
+        Keyspace::Triggers,
+        &keys::trigger_set_key(app, target),
+        "trigger set",
+    )?;
+    swap_triggers(txn, app, before.as_ref(), after.as_ref(), now_ms)?;
     Ok(Ok(CommandResult::RolledBack { version: target }))
 }
 
@@ -889,6 +1054,470 @@ fn set_cluster_ca<B: Backend + ?Sized>(
     Ok(Ok(CommandResult::Done))
 }
 
+/// Adds a run of `trigger` to `app`'s outbox (or, past the chain depth
+/// bound, straight to its dead letters as `trigger_loop`). Rejected with
+/// `OutboxFull` when the app's outbox is at its bound.
+fn enqueue_run<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    set: &TriggerSet,
+    trigger: &str,
+    event: TriggerEvent,
+    depth: u32,
+    now_ms: u64,
+) -> Result<Result<(), ApplyError>, StorageError> {
+    let next_key = keys::outbox_next_id_key(app);
+    let id = txn
+        .u64_at(Keyspace::Triggers, &next_key, "outbox id")?
+        .max(1);
+    txn.put_encoded(Keyspace::Triggers, next_key, &(id + 1), "outbox id")?;
+    let entry = OutboxEntry {
+        id,
+        trigger: trigger.to_string(),
+        event,
+        depth,
+        created_ms: now_ms,
+        attempts: Vec::new(),
+        not_before_ms: now_ms,
+        claim: None,
+    };
+    if depth > set.chain_depth_max {
+        let error = format!(
+            "a chain of {depth} trigger runs exceeds chain_depth_max = {}",
+            set.chain_depth_max
+        );
+        return bury(txn, app, set, entry, dead_code::TRIGGER_LOOP, error, now_ms).map(Ok);
+    }
+    let count_key = keys::outbox_count_key(app);
+    let count = txn.u64_at(Keyspace::Triggers, &count_key, "outbox count")?;
+    if count >= u64::from(set.outbox_max) {
+        return Ok(Err(ApplyError::OutboxFull {
+            app: app.into(),
+            max: set.outbox_max,
+        }));
+    }
+    txn.put_encoded(Keyspace::Triggers, count_key, &(count + 1), "outbox count")?;
+    txn.put_encoded(
+        Keyspace::Outbox,
+        keys::run_key(app, id),
+        &entry,
+        "outbox entry",
+    )?;
+    Ok(Ok(()))
+}
+
+/// Removes run `id` from the outbox (and its count).
+fn unqueue_run<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    id: u64,
+) -> Result<(), StorageError> {
+    txn.delete(Keyspace::Outbox, keys::run_key(app, id));
+    let count_key = keys::outbox_count_key(app);
+    let count = txn.u64_at(Keyspace::Triggers, &count_key, "outbox count")?;
+    txn.put_encoded(
+        Keyspace::Triggers,
+        count_key,
+        &count.saturating_sub(1),
+        "outbox count",
+    )
+}
+
+/// Stores `entry` as a dead letter and, unless it is itself a run of a
+/// `dead_letter` trigger, queues a run of each of the app's `dead_letter`
+/// triggers (skipped when the outbox is full: the dead letter stays).
+fn bury<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    set: &TriggerSet,
+    entry: OutboxEntry,
+    code: &str,
+    error: String,
+    now_ms: u64,
+) -> Result<(), StorageError> {
+    let from_dead_letter_trigger = set
+        .triggers
+        .iter()
+        .any(|def| def.name == entry.trigger && def.kind == TriggerDefKind::DeadLetter);
+    let event = TriggerEvent::DeadLetter {
+        trigger: entry.trigger.clone(),
+        delivery_id: crate::triggers::delivery_id(app, entry.id),
+        code: code.to_string(),
+        error: error.clone(),
+    };
+    let id = entry.id;
+    let letter = DeadLetter {
+        entry,
+        code: code.to_string(),
+        error,
+        dead_ms: now_ms,
+    };
+    txn.put_encoded(
+        Keyspace::DeadLetters,
+        keys::run_key(app, id),
+        &letter,
+        "dead letter",
+    )?;
+    if from_dead_letter_trigger {
+        return Ok(());
+    }
+    let watchers: Vec<String> = set
+        .triggers
+        .iter()
+        .filter(|def| def.kind == TriggerDefKind::DeadLetter)
+        .map(|def| def.name.clone())
+        .collect();
+    for watcher in watchers {
+        // Depth 1: an alert about a failure starts a chain of its own.
+        let _full = enqueue_run(txn, app, set, &watcher, event.clone(), 1, now_ms)?;
+    }
+    Ok(())
+}
+
+fn deploy_app<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    bundle: &[u8],
+    now_ms: u64,
+    versions_keep: u32,
+    triggers: Option<&TriggerSet>,
+) -> Result<Outcome, StorageError> {
+    let before = txn.active_triggers(app)?;
+    let outcome = deploy(txn, app, bundle, now_ms, versions_keep)?;
+    let Ok(CommandResult::Deployed { version }) = &outcome else {
+        return Ok(outcome);
+    };
+    if let Some(triggers) = triggers {
+        txn.put_encoded(
+            Keyspace::Triggers,
+            keys::trigger_set_key(app, *version),
+            triggers,
+            "trigger set",
+        )?;
+    }
+    swap_triggers(txn, app, before.as_ref(), triggers, now_ms)?;
+    Ok(outcome)
+}
+
+/// The active trigger set changed from `before` to `after`: pending runs of
+/// triggers `after` lacks are dead-lettered (`trigger_removed`) and their
+/// cron state is dropped. Scans the backend (not pending writes): runs are
+/// only ever created by other log entries.
+fn swap_triggers<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    before: Option<&TriggerSet>,
+    after: Option<&TriggerSet>,
+    now_ms: u64,
+) -> Result<(), StorageError> {
+    let Some(before) = before else {
+        return Ok(());
+    };
+    let empty = TriggerSet::default();
+    let after = after.unwrap_or(&empty);
+    let kept = |name: &str| after.triggers.iter().any(|def| def.name == name);
+    let removed: Vec<&str> = before
+        .triggers
+        .iter()
+        .map(|def| def.name.as_str())
+        .filter(|name| !kept(name))
+        .collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    for name in &removed {
+        txn.delete(Keyspace::Triggers, keys::fired_key(app, name));
+    }
+    let prefix = keys::app_prefix(app);
+    let mut orphans = Vec::new();
+    for item in txn.backend.scan(Keyspace::Outbox, &prefix, &prefix) {
+        let (_, bytes) = item?;
+        let entry: OutboxEntry =
+            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("outbox entry"))?;
+        if removed.contains(&entry.trigger.as_str()) {
+            orphans.push(entry);
+        }
+    }
+    for entry in orphans {
+        unqueue_run(txn, app, entry.id)?;
+        let error = format!(
+            "trigger {} was removed by a deploy or rollback",
+            entry.trigger
+        );
+        bury(
+            txn,
+            app,
+            after,
+            entry,
+            dead_code::TRIGGER_REMOVED,
+            error,
+            now_ms,
+        )?;
+    }
+    Ok(())
+}
+
+fn fire_cron<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    trigger: &str,
+    slot_ms: u64,
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let not_found = || {
+        Ok(Err(ApplyError::TriggerNotFound {
+            app: app.into(),
+            trigger: trigger.into(),
+        }))
+    };
+    let Some(set) = txn.active_triggers(app)? else {
+        return not_found();
+    };
+    let is_cron =
+        |def: &TriggerDef| def.name == trigger && matches!(def.kind, TriggerDefKind::Cron { .. });
+    if !set.triggers.iter().any(is_cron) {
+        return not_found();
+    }
+    let fired_key = keys::fired_key(app, trigger);
+    let last: Option<u64> = txn.get_decoded(Keyspace::Triggers, &fired_key, "fired slot")?;
+    if last.is_some_and(|last| last >= slot_ms) {
+        return Ok(Ok(CommandResult::TriggerFired { id: None }));
+    }
+    txn.put_encoded(Keyspace::Triggers, fired_key, &slot_ms, "fired slot")?;
+    let id = txn
+        .u64_at(
+            Keyspace::Triggers,
+            &keys::outbox_next_id_key(app),
+            "outbox id",
+        )?
+        .max(1);
+    let event = TriggerEvent::Cron { slot_ms };
+    if let Err(rejection) = enqueue_run(txn, app, &set, trigger, event, 1, now_ms)? {
+        return Ok(Err(rejection));
+    }
+    Ok(Ok(CommandResult::TriggerFired { id: Some(id) }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn claim_runs<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    ids: &[u64],
+    term: u64,
+    node: NodeId,
+    now_ms: u64,
+    reclaim_after_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let mut claimed = Vec::new();
+    for &id in ids {
+        let Some(mut entry) = txn.outbox_entry(app, id)? else {
+            continue;
+        };
+        let free = match &entry.claim {
+            None => true,
+            Some(claim) => {
+                claim.term < term || now_ms.saturating_sub(claim.at_ms) >= reclaim_after_ms
+            }
+        };
+        if !free || entry.not_before_ms > now_ms {
+            continue;
+        }
+        entry.claim = Some(Claim {
+            term,
+            node,
+            at_ms: now_ms,
+        });
+        txn.put_encoded(
+            Keyspace::Outbox,
+            keys::run_key(app, id),
+            &entry,
+            "outbox entry",
+        )?;
+        claimed.push(id);
+    }
+    Ok(Ok(CommandResult::RunsClaimed {
+        ids: claimed,
+        claim_ms: now_ms,
+    }))
+}
+
+/// The entry of run `id` if `claim` (term, claim time) still holds it.
+fn claimed_entry<B: Backend + ?Sized>(
+    txn: &Txn<'_, B>,
+    app: &str,
+    id: u64,
+    (term, claim_ms): (u64, u64),
+) -> Result<Result<OutboxEntry, ApplyError>, StorageError> {
+    match txn.outbox_entry(app, id)? {
+        Some(entry)
+            if entry
+                .claim
+                .as_ref()
+                .is_some_and(|claim| claim.term == term && claim.at_ms == claim_ms) =>
+        {
+            Ok(Ok(entry))
+        }
+        _ => Ok(Err(ApplyError::StaleClaim {
+            app: app.into(),
+            id,
+        })),
+    }
+}
+
+fn complete_run<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    id: u64,
+    claim: (u64, u64),
+    ops: &[KvOp],
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let entry = match claimed_entry(txn, app, id, claim)? {
+        Ok(entry) => entry,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    let set = txn.active_triggers(app)?.unwrap_or_default();
+    // Nothing is written yet in this command's transaction, so a rejected
+    // set of writes is undone by clearing it.
+    debug_assert!(txn.writes.is_empty());
+    match kv_ops_atomic(txn, app, ops, now_ms, Some(&set), entry.depth + 1)? {
+        Ok(_) => {
+            unqueue_run(txn, app, id)?;
+            Ok(Ok(CommandResult::Run(RunOutcome::Completed)))
+        }
+        Err(rejection) => {
+            txn.writes.clear();
+            let error = format!("the run's writes were rejected: {rejection}");
+            record_failure(txn, app, &set, entry, error, now_ms).map(Ok)
+        }
+    }
+}
+
+fn fail_run<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    id: u64,
+    claim: (u64, u64),
+    error: &str,
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let entry = match claimed_entry(txn, app, id, claim)? {
+        Ok(entry) => entry,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    let set = txn.active_triggers(app)?.unwrap_or_default();
+    record_failure(txn, app, &set, entry, error.to_string(), now_ms).map(Ok)
+}
+
+/// One more failed attempt: retry after the trigger's backoff, or bury.
+fn record_failure<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    set: &TriggerSet,
+    mut entry: OutboxEntry,
+    error: String,
+    now_ms: u64,
+) -> Result<CommandResult, StorageError> {
+    entry.attempts.push(Attempt {
+        at_ms: now_ms,
+        error: error.clone(),
+    });
+    entry.claim = None;
+    let Some(def) = set.triggers.iter().find(|def| def.name == entry.trigger) else {
+        unqueue_run(txn, app, entry.id)?;
+        let error = format!("{error} (trigger {} is gone)", entry.trigger);
+        bury(
+            txn,
+            app,
+            set,
+            entry,
+            dead_code::TRIGGER_REMOVED,
+            error,
+            now_ms,
+        )?;
+        return Ok(CommandResult::Run(RunOutcome::DeadLettered {
+            code: dead_code::TRIGGER_REMOVED.into(),
+        }));
+    };
+    let failures = u32::try_from(entry.attempts.len()).unwrap_or(u32::MAX);
+    if failures >= def.attempts_max {
+        unqueue_run(txn, app, entry.id)?;
+        bury(txn, app, set, entry, dead_code::FAILED, error, now_ms)?;
+        return Ok(CommandResult::Run(RunOutcome::DeadLettered {
+            code: dead_code::FAILED.into(),
+        }));
+    }
+    entry.not_before_ms = now_ms.saturating_add(retry_delay_ms(def.backoff_ms, failures));
+    let not_before_ms = entry.not_before_ms;
+    txn.put_encoded(
+        Keyspace::Outbox,
+        keys::run_key(app, entry.id),
+        &entry,
+        "outbox entry",
+    )?;
+    Ok(CommandResult::Run(RunOutcome::WillRetry { not_before_ms }))
+}
+
+fn retry_dead_letter<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    id: u64,
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let key = keys::run_key(app, id);
+    let Some(letter) = txn.get_decoded::<DeadLetter>(Keyspace::DeadLetters, &key, "dead letter")?
+    else {
+        return Ok(Err(ApplyError::DeadLetterNotFound {
+            app: app.into(),
+            id,
+        }));
+    };
+    let set = txn.active_triggers(app)?.unwrap_or_default();
+    if !set
+        .triggers
+        .iter()
+        .any(|def| def.name == letter.entry.trigger)
+    {
+        return Ok(Err(ApplyError::TriggerNotFound {
+            app: app.into(),
+            trigger: letter.entry.trigger,
+        }));
+    }
+    let count_key = keys::outbox_count_key(app);
+    let count = txn.u64_at(Keyspace::Triggers, &count_key, "outbox count")?;
+    if count >= u64::from(set.outbox_max) {
+        return Ok(Err(ApplyError::OutboxFull {
+            app: app.into(),
+            max: set.outbox_max,
+        }));
+    }
+    let mut entry = letter.entry;
+    entry.attempts.clear();
+    entry.claim = None;
+    entry.not_before_ms = now_ms;
+    entry.depth = entry.depth.min(set.chain_depth_max);
+    txn.delete(Keyspace::DeadLetters, key.clone());
+    txn.put_encoded(Keyspace::Triggers, count_key, &(count + 1), "outbox count")?;
+    txn.put_encoded(Keyspace::Outbox, key, &entry, "outbox entry")?;
+    Ok(Ok(CommandResult::Done))
+}
+
+fn delete_dead_letter<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    id: u64,
+) -> Result<Outcome, StorageError> {
+    let key = keys::run_key(app, id);
+    if txn.get(Keyspace::DeadLetters, &key)?.is_none() {
+        return Ok(Err(ApplyError::DeadLetterNotFound {
+            app: app.into(),
+            id,
+        }));
+    }
+    txn.delete(Keyspace::DeadLetters, key);
+    Ok(Ok(CommandResult::Done))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -902,15 +1531,17 @@ mod tests {
     use crate::records::KvPage;
     use crate::state::StateReader;
 
-    struct Fixture {
+    /// A state backend in a temp dir, and `apply` at increasing log indexes
+    /// (shared with `trigger_tests`).
+    pub(super) struct Fixture {
         _dir: tempfile::TempDir,
-        backend: Arc<SledBackend>,
-        reader: StateReader,
-        index: u64,
+        pub(super) backend: Arc<SledBackend>,
+        pub(super) reader: StateReader,
+        pub(super) index: u64,
     }
 
     impl Fixture {
-        fn new() -> Fixture {
+        pub(super) fn new() -> Fixture {
             let dir = tempfile::tempdir().expect("tempdir");
             let backend = Arc::new(
                 SledBackend::open(
@@ -930,7 +1561,7 @@ mod tests {
             }
         }
 
-        fn run(&mut self, command: Command) -> CommandResult {
+        pub(super) fn run(&mut self, command: Command) -> CommandResult {
             self.index += 1;
             let log_id = LogId::new(CommittedLeaderId::new(1, 1), self.index);
             apply(self.backend.as_ref(), &log_id, &command).expect("apply")
@@ -2167,3 +2798,7 @@ mod tests {
         assert_eq!(changed_app(&kv, &CommandResult::Done), None);
     }
 }
+
+#[cfg(test)]
+#[path = "apply_trigger_tests.rs"]
+mod trigger_tests;

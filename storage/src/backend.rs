@@ -34,6 +34,13 @@ pub enum Keyspace {
     /// Cluster-wide records: the node id counter, removed node ids, the
     /// join secret's hash and the cluster CA (see `keys`).
     Cluster = 6,
+    /// Trigger sets per app version, last fired cron slots, outbox counters
+    /// (see `keys`).
+    Triggers = 7,
+    /// Pending trigger runs, keyed by app then id (big endian).
+    Outbox = 8,
+    /// Dead-lettered trigger runs, keyed like `Outbox`.
+    DeadLetters = 9,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -43,13 +50,16 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 6] = [
+    pub const STATE_DATA: [Keyspace; 9] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
         Keyspace::Bundles,
         Keyspace::Keys,
         Keyspace::Cluster,
+        Keyspace::Triggers,
+        Keyspace::Outbox,
+        Keyspace::DeadLetters,
     ];
 
     pub fn id(self) -> u8 {
@@ -65,6 +75,9 @@ impl Keyspace {
             Keyspace::Bundles,
             Keyspace::Keys,
             Keyspace::Cluster,
+            Keyspace::Triggers,
+            Keyspace::Outbox,
+            Keyspace::DeadLetters,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]

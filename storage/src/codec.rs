@@ -122,6 +122,35 @@ mod tests {
             first_byte(encode(&CommandResult::NodeIdAllocated { id: 2 }).expect("encode")),
             7
         );
+        assert_eq!(
+            first_byte(
+                encode(&Command::DeployApp {
+                    app: String::new(),
+                    bundle: vec![],
+                    now_ms: 0,
+                    versions_keep: 1,
+                    triggers: Default::default(),
+                })
+                .expect("encode")
+            ),
+            14
+        );
+        assert_eq!(
+            first_byte(
+                encode(&Command::DeleteDeadLetter {
+                    app: String::new(),
+                    id: 0
+                })
+                .expect("encode")
+            ),
+            20
+        );
+        assert_eq!(
+            first_byte(
+                encode(&CommandResult::Run(crate::command::RunOutcome::Completed)).expect("encode")
+            ),
+            10
+        );
     }
 
     #[test]

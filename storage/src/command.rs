@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::triggers::TriggerSet;
 use crate::types::NodeInfo;
 
 use crate::types::NodeId;
@@ -115,6 +116,67 @@ pub enum Command {
     /// registered nodes that are not members yet as learners, so any member
     /// can admit a joiner. Ignored for a removed id. Never rejected; `Done`.
     RegisterNode { id: NodeId, node: NodeInfo },
+    /// `Deploy` with the new version's triggers. They are stored with the
+    /// version (a rollback brings them back) and become the app's active set
+    /// atomically; pending runs of a trigger the new set no longer has are
+    /// dead-lettered with `trigger_removed`. Result `Deployed`.
+    DeployApp {
+        app: String,
+        bundle: Vec<u8>,
+        now_ms: u64,
+        versions_keep: u32,
+        triggers: TriggerSet,
+    },
+    /// The leader's scheduler fired cron trigger `trigger` for `slot_ms`:
+    /// one outbox entry, unless that slot or a later one already fired.
+    /// Result `TriggerFired`; rejected with `TriggerNotFound`.
+    FireCron {
+        app: String,
+        trigger: String,
+        slot_ms: u64,
+        now_ms: u64,
+    },
+    /// The dispatcher of the leader of `term` claims pending runs: each entry
+    /// that is due and unclaimed, claimed under a lower term, or claimed
+    /// longer ago than `reclaim_after_ms`. Result `RunsClaimed` (the ids
+    /// claimed now, with the claim time `now_ms`).
+    ClaimRuns {
+        app: String,
+        ids: Vec<u64>,
+        term: u64,
+        node: NodeId,
+        now_ms: u64,
+        reclaim_after_ms: u64,
+    },
+    /// A claimed run finished: its kv writes (all-or-nothing; their own
+    /// triggers fire one level deeper) and its removal, in one entry, only
+    /// if the claim `(term, claim_ms)` still stands (else `StaleClaim`).
+    /// Writes that are rejected count as a failed attempt. Result `Run`.
+    CompleteRun {
+        app: String,
+        id: u64,
+        term: u64,
+        claim_ms: u64,
+        ops: Vec<KvOp>,
+        now_ms: u64,
+    },
+    /// A claimed run failed with `error`: retried after the trigger's backoff,
+    /// or dead-lettered once it has failed `attempts_max` times. Guarded like
+    /// `CompleteRun`. Result `Run`.
+    FailRun {
+        app: String,
+        id: u64,
+        term: u64,
+        claim_ms: u64,
+        error: String,
+        now_ms: u64,
+    },
+    /// Puts dead letter `id` back in the outbox with a fresh attempt budget.
+    /// Result `Done`; rejected with `DeadLetterNotFound`, `TriggerNotFound`
+    /// (its trigger is gone) or `OutboxFull`.
+    RetryDeadLetter { app: String, id: u64, now_ms: u64 },
+    /// Deletes dead letter `id`. Result `Done`; rejected with `DeadLetterNotFound`.
+    DeleteDeadLetter { app: String, id: u64 },
 }
 
 /// One kv operation. `value`s are JSON text.
@@ -173,6 +235,30 @@ pub enum CommandResult {
     NodeIdAllocated {
         id: NodeId,
     },
+    /// [`Command::FireCron`]: the outbox entry created, or `None` when the
+    /// slot had already fired.
+    TriggerFired {
+        id: Option<u64>,
+    },
+    /// [`Command::ClaimRuns`]: the entries claimed now.
+    RunsClaimed {
+        ids: Vec<u64>,
+        claim_ms: u64,
+    },
+    /// [`Command::CompleteRun`] / [`Command::FailRun`].
+    Run(RunOutcome),
+}
+
+/// What became of a run reported done or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunOutcome {
+    /// Its writes are applied and it left the outbox.
+    Completed,
+    /// It failed and is due again at `not_before_ms`.
+    WillRetry { not_before_ms: u64 },
+    /// It failed for the last time (or its writes were rejected on the last
+    /// attempt) and is now a dead letter.
+    DeadLettered { code: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,4 +295,15 @@ pub enum ApplyError {
     /// A `Command::Batch` inside a `Command::Batch` (only one level exists).
     #[error("a batch may not contain a batch")]
     NestedBatch,
+    /// The write would add a pending trigger run beyond the app's bound.
+    #[error("app {app} has {max} pending trigger runs, its outbox_max; the write was not applied")]
+    OutboxFull { app: String, max: u32 },
+    #[error("app {app} has no trigger {trigger} (of that kind)")]
+    TriggerNotFound { app: String, trigger: String },
+    /// A run reported by a dispatcher whose claim was superseded (a newer
+    /// leader claimed it, or it is gone): its result is ignored.
+    #[error("run {app}/{id} is not claimed by the reporter any more")]
+    StaleClaim { app: String, id: u64 },
+    #[error("app {app} has no dead letter {id}")]
+    DeadLetterNotFound { app: String, id: u64 },
 }

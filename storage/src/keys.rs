@@ -109,6 +109,41 @@ pub(crate) fn deploy_key(app: &str, version: u64) -> Vec<u8> {
     full
 }
 
+/// `Triggers` key of the trigger set of `app`'s `version`.
+pub(crate) fn trigger_set_key(app: &str, version: u64) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'v');
+    full.extend_from_slice(&version.to_be_bytes());
+    full
+}
+
+/// `Triggers` key of the last slot cron trigger `trigger` of `app` fired.
+pub(crate) fn fired_key(app: &str, trigger: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'f');
+    full.extend_from_slice(trigger.as_bytes());
+    full
+}
+
+/// `Triggers` key of `app`'s next outbox id (a `u64`; absent means 1).
+pub(crate) fn outbox_next_id_key(app: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'n');
+    full
+}
+
+/// `Triggers` key of the number of `app`'s pending runs (a `u64`).
+pub(crate) fn outbox_count_key(app: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'c');
+    full
+}
+
+/// `Outbox` / `DeadLetters` key of run `id` of `app` (ids sort numerically).
+pub(crate) fn run_key(app: &str, id: u64) -> Vec<u8> {
+    deploy_key(app, id)
+}
+
 /// The version from a `Deploys` key (its last eight bytes).
 pub(crate) fn version_of_deploy_key(key: &[u8]) -> Option<u64> {
     let start = key.len().checked_sub(8)?;

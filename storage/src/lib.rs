@@ -44,6 +44,7 @@ pub mod records;
 mod snapshot;
 pub mod state;
 pub mod state_machine;
+pub mod triggers;
 pub mod types;
 
 use std::path::Path;

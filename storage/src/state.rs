@@ -15,6 +15,7 @@ use crate::codec::{self, STORED_BYTES_MAX};
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
 use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
+use crate::triggers::{DeadLetter, OutboxEntry, TriggerSet};
 use crate::types::NodeId;
 
 /// The most items one `kv_list` page returns, whatever the caller asks.
@@ -120,6 +121,84 @@ impl StateReader {
     /// The deploys `app` still keeps, ascending by version.
     pub fn deploys(&self, app: &str) -> Result<Vec<DeployRecord>, StorageError> {
         self.decode_all(Keyspace::Deploys, &keys::app_prefix(app), "deploy record")
+    }
+
+    /// The trigger set of `app`'s active version, if it has one.
+    pub fn trigger_set(&self, app: &str) -> Result<Option<TriggerSet>, StorageError> {
+        let Some(version) = self.app(app)?.and_then(|record| record.active_version) else {
+            return Ok(None);
+        };
+        self.decode_one(
+            Keyspace::Triggers,
+            &keys::trigger_set_key(app, version),
+            "trigger set",
+        )
+    }
+
+    /// The last slot cron trigger `trigger` of `app` fired, if any.
+    pub fn last_fired(&self, app: &str, trigger: &str) -> Result<Option<u64>, StorageError> {
+        self.decode_one(
+            Keyspace::Triggers,
+            &keys::fired_key(app, trigger),
+            "fired slot",
+        )
+    }
+
+    /// Up to `limit` pending runs of `app` with ids above `after`, by id.
+    pub fn outbox(
+        &self,
+        app: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        self.runs(Keyspace::Outbox, app, after, limit, "outbox entry")
+    }
+
+    /// How many runs of `app` are pending.
+    pub fn outbox_len(&self, app: &str) -> Result<u64, StorageError> {
+        Ok(self
+            .decode_one(
+                Keyspace::Triggers,
+                &keys::outbox_count_key(app),
+                "outbox count",
+            )?
+            .unwrap_or(0))
+    }
+
+    /// Up to `limit` dead letters of `app` with ids above `after`, by id.
+    pub fn dead_letters(
+        &self,
+        app: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        self.runs(Keyspace::DeadLetters, app, after, limit, "dead letter")
+    }
+
+    pub fn dead_letter(&self, app: &str, id: u64) -> Result<Option<DeadLetter>, StorageError> {
+        self.decode_one(
+            Keyspace::DeadLetters,
+            &keys::run_key(app, id),
+            "dead letter",
+        )
+    }
+
+    fn runs<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: Keyspace,
+        app: &str,
+        after: u64,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<Vec<T>, StorageError> {
+        let prefix = keys::app_prefix(app);
+        let start = keys::run_key(app, after.saturating_add(1));
+        let mut found = Vec::new();
+        for item in self.backend.scan(keyspace, &prefix, &start).take(limit) {
+            let (_, bytes) = item?;
+            found.push(codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec(what))?);
+        }
+        Ok(found)
     }
 
     pub fn bundle(&self, app: &str, version: u64) -> Result<Option<Vec<u8>>, StorageError> {

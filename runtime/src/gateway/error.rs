@@ -82,6 +82,12 @@ impl From<ApplyError> for ApiError {
             ApplyError::KeyExists { .. } => (StatusCode::CONFLICT, "key_exists"),
             ApplyError::AtomicCasFailed { .. } => (StatusCode::CONFLICT, "atomic_cas_failed"),
             ApplyError::NestedBatch => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApplyError::OutboxFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outbox_full"),
+            ApplyError::TriggerNotFound { .. } => (StatusCode::NOT_FOUND, "trigger_not_found"),
+            ApplyError::StaleClaim { .. } => (StatusCode::CONFLICT, "stale_claim"),
+            ApplyError::DeadLetterNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "dead_letter_not_found")
+            }
         };
         ApiError::new(status, code, error.to_string())
     }

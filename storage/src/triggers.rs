@@ -1,0 +1,183 @@
+//! Triggers in the replicated state: each app version's trigger set, the
+//! outbox of pending runs, and the dead-letter table.
+//!
+//! Everything a trigger does to PiCloud's own state goes through the log:
+//!
+//! ```text
+//!  kv write (apply) ── matches a kv trigger ──▶ outbox entry (depth d+1)
+//!  FireCron{slot} (leader's scheduler) ── slot > last fired ──▶ outbox entry
+//!  ClaimRuns{ids, term} (dispatcher) ──▶ entry.claim = term
+//!  CompleteRun{id, term, ops} ── claim still `term` ──▶ ops applied + entry removed, one entry
+//!  FailRun{id, term, error} ── claim still `term` ──▶ retry after backoff | dead letter
+//! ```
+//!
+//! A run whose leader died before `CompleteRun` is claimed again by the next
+//! leader (a higher term) and re-run; the old claimer's `CompleteRun`, if it
+//! ever arrives, is rejected as stale. So a run's writes apply exactly once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// An app version's triggers and their app-wide bounds, as deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TriggerSet {
+    pub triggers: Vec<TriggerDef>,
+    /// A chain of trigger runs (a run's writes firing further triggers)
+    /// longer than this is dead-lettered with `trigger_loop`.
+    pub chain_depth_max: u32,
+    /// Pending runs of the app; a write that would add one more is rejected
+    /// with `outbox_full`.
+    pub outbox_max: u32,
+}
+
+/// One declared trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerDef {
+    /// Unique in the app; state (last fired slot, pending runs) follows it
+    /// across redeploys.
+    pub name: String,
+    pub script: String,
+    pub kind: TriggerDefKind,
+    /// Runs of one event, the first included, before it is dead-lettered.
+    pub attempts_max: u32,
+    /// Wait before the first retry, doubled for each later one.
+    pub backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriggerDefKind {
+    /// A kv write whose key matches `pattern` (see [`crate::glob`]).
+    Kv {
+        pattern: String,
+        on_set: bool,
+        on_delete: bool,
+    },
+    /// A schedule; slots are computed by the leader's scheduler, not here.
+    Cron {
+        schedule: String,
+        timezone: String,
+        fire_once: bool,
+    },
+    /// A run of the app was dead-lettered.
+    DeadLetter,
+}
+
+/// What happened, as the trigger script receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriggerEvent {
+    /// `new = None` is a delete. Values are JSON text.
+    Kv {
+        key: String,
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+    Cron {
+        slot_ms: u64,
+    },
+    DeadLetter {
+        trigger: String,
+        delivery_id: String,
+        code: String,
+        error: String,
+    },
+}
+
+/// Who runs an entry now: the dispatcher of the leader of `term`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub term: u64,
+    pub node: NodeId,
+    pub at_ms: u64,
+}
+
+/// One failed run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at_ms: u64,
+    pub error: String,
+}
+
+/// A pending run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Unique in the app, never reused; `<app>/<id>` is the run's delivery id.
+    pub id: u64,
+    pub trigger: String,
+    pub event: TriggerEvent,
+    /// Trigger runs in the chain that produced this entry (1 for a client's
+    /// write or a cron slot).
+    pub depth: u32,
+    pub created_ms: u64,
+    /// Failed runs so far.
+    pub attempts: Vec<Attempt>,
+    /// Not to be claimed before this time (retry backoff).
+    pub not_before_ms: u64,
+    pub claim: Option<Claim>,
+}
+
+/// Why a run was dead-lettered.
+pub mod dead_code {
+    /// Failed `attempts_max` times.
+    pub const FAILED: &str = "failed";
+    /// The chain of trigger runs grew past `chain_depth_max`.
+    pub const TRIGGER_LOOP: &str = "trigger_loop";
+    /// The trigger was removed by a redeploy or rollback while the run was pending.
+    pub const TRIGGER_REMOVED: &str = "trigger_removed";
+}
+
+/// A run that will not be retried unless asked (`RetryDeadLetter`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub entry: OutboxEntry,
+    /// One of [`dead_code`].
+    pub code: String,
+    pub error: String,
+    pub dead_ms: u64,
+}
+
+impl TriggerSet {
+    /// The kv triggers whose pattern matches `key`: (name, on_set, on_delete).
+    pub fn kv_triggers_on<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Iterator<Item = (&'a str, bool, bool)> + 'a {
+        self.triggers.iter().filter_map(move |def| match &def.kind {
+            TriggerDefKind::Kv {
+                pattern,
+                on_set,
+                on_delete,
+            } if crate::glob::key_matches(pattern, key) => {
+                Some((def.name.as_str(), *on_set, *on_delete))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The delivery id scripts see as `ctx.delivery_id`: stable across retries.
+pub fn delivery_id(app: &str, id: u64) -> String {
+    format!("{app}/{id}")
+}
+
+/// The wait before retry number `failures` (1 = the first retry):
+/// `backoff_ms` doubled for each failure after the first, capped at an hour.
+pub fn retry_delay_ms(backoff_ms: u64, failures: u32) -> u64 {
+    const CAP_MS: u64 = 3_600_000;
+    let doublings = failures.saturating_sub(1).min(32);
+    backoff_ms.saturating_mul(1u64 << doublings).min(CAP_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(retry_delay_ms(1_000, 1), 1_000);
+        assert_eq!(retry_delay_ms(1_000, 2), 2_000);
+        assert_eq!(retry_delay_ms(1_000, 4), 8_000);
+        assert_eq!(retry_delay_ms(1_000, 40), 3_600_000);
+        assert_eq!(delivery_id("shop", 7), "shop/7");
+    }
+}
