@@ -71,7 +71,7 @@ impl NodeHost {
         &self.node
     }
 
-    fn check_key(&self, key: &str) -> Result<(), HostError> {
+    pub(crate) fn check_key(&self, key: &str) -> Result<(), HostError> {
         if key.is_empty() {
             return Err(HostError::new("invalid_key", "kv keys must not be empty"));
         }
@@ -117,7 +117,7 @@ impl NodeHost {
         }
     }
 
-    fn to_kv_op(&self, op: AtomicOp, now_ms: u64) -> Result<KvOp, HostError> {
+    pub(crate) fn to_kv_op(&self, op: AtomicOp, now_ms: u64) -> Result<KvOp, HostError> {
         Ok(match op {
             AtomicOp::Set {
                 key,
@@ -175,7 +175,7 @@ impl NodeHost {
     }
 }
 
-fn decode_value(bytes: &[u8]) -> Result<Value, HostError> {
+pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, HostError> {
     serde_json::from_slice(bytes).map_err(|e| HostError::new("corrupt_value", e.to_string()))
 }
 

@@ -22,10 +22,13 @@ pub mod app;
 pub mod app_actor;
 pub mod config;
 pub mod cron;
+pub mod dispatcher;
 pub mod error;
 pub mod host;
 pub mod logs;
 pub mod pool;
+pub mod run_host;
+pub mod scheduler;
 pub mod supervisor;
 
 pub use config::ActorLimits;

@@ -446,8 +446,10 @@ impl Node {
     /// (many writes, one log entry); large ones are proposed on their own.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
         let size = crate::batcher::payload_bytes(&command);
-        if matches!(command, Command::Deploy { .. } | Command::Batch(_))
-            || size > self.config.batch_bytes_max
+        if matches!(
+            command,
+            Command::Deploy { .. } | Command::DeployApp { .. } | Command::Batch(_)
+        ) || size > self.config.batch_bytes_max
         {
             return self.proposer.propose(command).await;
         }

@@ -157,8 +157,48 @@ impl Vm {
         }
     }
 
+    /// Runs handler `script` as a trigger: `handler(event, ctx)` with both
+    /// given as JSON, under the per-invocation limits. What it returns is
+    /// ignored; an error, a kill or a host failure is the run's failure.
+    pub async fn invoke_event(
+        &self,
+        script: &str,
+        event: &serde_json::Value,
+        ctx: &serde_json::Value,
+    ) -> Result<(), InvokeError> {
+        let handler = self
+            .handlers
+            .get(script)
+            .ok_or_else(|| InvokeError::NoSuchScript {
+                script: script.to_string(),
+            })?;
+        self.budget.arm();
+        let args = (|| {
+            Ok::<_, mlua::Error>(mlua::MultiValue::from_vec(vec![
+                crate::convert::json_to_lua(&self.lua, event)?,
+                crate::convert::json_to_lua(&self.lua, ctx)?,
+            ]))
+        })();
+        let outcome = match args {
+            Ok(args) => self.call(handler, args).await,
+            Err(error) => Err(error),
+        };
+        self.budget.disarm();
+        if let Some(reason) = self.budget.killed() {
+            return Err(kill_error(reason, self.budget.limits()));
+        }
+        outcome
+            .map(|_| ())
+            .map_err(|error| self.invoke_error(&error))
+    }
+
     async fn run(&self, handler: &Function, request: &Request) -> mlua::Result<Value> {
         let req = request_to_lua(&self.lua, request)?;
+        self.call(handler, req).await
+    }
+
+    /// Calls `handler(args)` on its own Lua thread, bounded by the wall clock.
+    async fn call(&self, handler: &Function, args: impl mlua::IntoLuaMulti) -> mlua::Result<Value> {
         // The hook preempts CPU loops; this timeout covers time spent awaiting
         // host calls, where no instruction runs. The call is pinned here so it
         // is dropped (and its Lua thread reset) only after the kill is recorded.
@@ -166,7 +206,7 @@ impl Vm {
         // from the script's own coroutines and yield only it.
         let thread = self.lua.create_thread(handler.clone())?;
         self.budget.set_invocation_thread(Some(&thread));
-        let mut call = pin!(thread.into_async::<Value>(req)?);
+        let mut call = pin!(thread.into_async::<Value>(args)?);
         let outcome = match tokio::time::timeout(self.budget.limits().timeout, &mut call).await {
             Ok(result) => result,
             Err(_elapsed) => Err(mlua::Error::external(

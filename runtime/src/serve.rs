@@ -89,6 +89,23 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     let limits = Arc::new(config.actor_limits());
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(NodeHost::new(node.clone(), logs.clone(), limits.clone()));
+    // Trigger runs execute scripts: on the request runtime, like requests.
+    let _dispatcher = {
+        let _guard = scripts.enter();
+        picloud_actors::dispatcher::spawn(
+            node.clone(),
+            host.clone(),
+            limits.clone(),
+            picloud_actors::dispatcher::DispatchLimits::default(),
+        )
+    };
+    let _scheduler = {
+        let _guard = scripts.enter();
+        picloud_actors::scheduler::spawn(
+            node.clone(),
+            picloud_actors::scheduler::ScheduleLimits::default(),
+        )
+    };
     let apps = Apps::start(node.reader().clone(), host, limits.clone())
         .await
         .context("starting the app supervisor")?;

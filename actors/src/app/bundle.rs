@@ -100,15 +100,6 @@ impl Bundle {
                 )));
             }
         }
-        // Declarations are checked above, but nothing runs them yet: refuse
-        // rather than accept triggers that would silently never fire.
-        if let Some(trigger) = manifest.triggers.first() {
-            return Err(deploy_error(format!(
-                "{MANIFEST_FILE}: trigger {:?}: triggers are checked but do not run in this \
-                 version yet; deploy without [[trigger]] entries",
-                trigger.name
-            )));
-        }
         let mut scripts = Vec::new();
         for (path, source) in &self.files {
             if path.ends_with(".lua") {
@@ -206,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn triggers_are_checked_and_refused_until_they_run() {
+    fn trigger_scripts_must_exist() {
         let manifest = "name = \"shop\"\n[[trigger]]\nkind = \"kv\"\nmatch = \"orders/*\"\nscript = \"on_order.lua\"\n";
         let missing = bundle(&[("picloud.toml", manifest)])
             .check()
@@ -217,17 +208,12 @@ mod tests {
                 .contains("on_order.lua: script not found (named by trigger \"on_order\")"),
             "{missing}"
         );
-        let refused = bundle(&[
+        let checked = bundle(&[
             ("picloud.toml", manifest),
             ("on_order.lua", "return function(event, ctx) end"),
         ])
         .check()
-        .expect_err("not yet");
-        assert!(
-            refused
-                .to_string()
-                .contains("do not run in this version yet"),
-            "{refused}"
-        );
+        .expect("valid");
+        assert_eq!(checked.manifest.trigger_set().triggers.len(), 1);
     }
 }

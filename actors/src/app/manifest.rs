@@ -256,6 +256,48 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// The triggers as the replicated state keeps them (`Command::DeployApp`).
+    pub fn trigger_set(&self) -> picloud_storage::triggers::TriggerSet {
+        use picloud_storage::triggers::{TriggerDef, TriggerDefKind, TriggerSet};
+        TriggerSet {
+            triggers: self
+                .triggers
+                .iter()
+                .map(|trigger| TriggerDef {
+                    name: trigger.name.clone(),
+                    script: trigger.script.clone(),
+                    kind: match &trigger.kind {
+                        TriggerKind::Kv {
+                            pattern,
+                            on_set,
+                            on_delete,
+                        } => TriggerDefKind::Kv {
+                            pattern: pattern.clone(),
+                            on_set: *on_set,
+                            on_delete: *on_delete,
+                        },
+                        TriggerKind::Cron {
+                            schedule,
+                            timezone,
+                            misfire,
+                        } => TriggerDefKind::Cron {
+                            schedule: schedule.clone(),
+                            timezone: timezone.clone(),
+                            fire_once: *misfire == Misfire::FireOnce,
+                        },
+                        TriggerKind::DeadLetter => TriggerDefKind::DeadLetter,
+                    },
+                    attempts_max: trigger.attempts_max,
+                    backoff_ms: trigger.backoff_ms,
+                })
+                .collect(),
+            chain_depth_max: self.trigger_limits.chain_depth_max,
+            outbox_max: self.trigger_limits.outbox_max,
+        }
+    }
+}
+
 /// Checks one `[[trigger]]`; the error names the field.
 fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
     if raw.script.is_empty() || !raw.script.ends_with(".lua") {

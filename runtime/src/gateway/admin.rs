@@ -109,7 +109,10 @@ async fn get_app(
         .reader()
         .app(&app)?
         .ok_or_else(|| ApiError::not_found("app_not_found", format!("app {app} not found")))?;
-    Ok(Json(app_json(&record)))
+    let mut body = app_json(&record);
+    // Trigger runs pending on this node's copy of the state.
+    body["trigger_backlog"] = json!(gateway.node.reader().outbox_len(&app)?);
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]
@@ -271,6 +274,7 @@ async fn deploy(
             checked.manifest.name
         )));
     }
+    let triggers = checked.manifest.trigger_set();
     // Loading runs scripts' top level: keep it off the async workers.
     let limits = gateway.limits.sandbox;
     let app_for_check = app.clone();
@@ -283,11 +287,12 @@ async fn deploy(
     let result = accepted(
         gateway
             .node
-            .write(Command::Deploy {
+            .write(Command::DeployApp {
                 app: app.clone(),
                 bundle: bundle.encode(),
                 now_ms: now_ms(),
                 versions_keep: gateway.config.deploy_versions_kept,
+                triggers,
             })
             .await?,
     )?;

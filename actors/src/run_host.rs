@@ -1,0 +1,313 @@
+//! `RunHost`: the services a trigger run's script sees. Reads go to the
+//! node; writes are buffered, so the dispatcher can commit them together with
+//! the run's completion in ONE log entry (`Command::CompleteRun`), guarded by
+//! the run's claim: a run re-executed after a leader change never applies
+//! its writes twice.
+//!
+//! Within a run, reads see the run's own earlier writes (replayed over the
+//! committed value). What a write returns is computed the same way; if the
+//! committed state moved on before the run completes, an `incr` still adds
+//! to the current value at commit, and a `cas` that no longer matches fails
+//! the whole run (it is retried).
+
+use std::sync::{Arc, Mutex};
+
+use picloud_lua_sdk::{
+    AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
+};
+use picloud_storage::KvOp;
+use serde_json::Value;
+
+use crate::host::{NodeHost, decode_value};
+
+/// Writes one run may buffer.
+pub const RUN_WRITES_MAX: usize = 1_000;
+
+/// One VM's host for trigger runs (a VM runs one invocation at a time, so
+/// the buffer belongs to the run in progress).
+pub struct RunHost {
+    inner: Arc<NodeHost>,
+    pending: Mutex<Vec<KvOp>>,
+}
+
+impl RunHost {
+    pub fn new(inner: Arc<NodeHost>) -> RunHost {
+        RunHost {
+            inner,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The writes buffered since the last call, in order.
+    pub fn take_writes(&self) -> Vec<KvOp> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The value of `key` as this run sees it: committed (linearizable),
+    /// then the run's own writes to it replayed in order.
+    async fn current(&self, app: &str, key: &str) -> Result<Option<Value>, HostError> {
+        let committed = self
+            .inner
+            .kv_get(app, key, Consistency::Linearizable)
+            .await?;
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut value = committed;
+        for op in pending.iter() {
+            value = replay(op, key, value)?;
+        }
+        Ok(value)
+    }
+
+    fn push(&self, ops: Vec<KvOp>) -> Result<(), HostError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() + ops.len() > RUN_WRITES_MAX {
+            return Err(HostError::new(
+                "too_many_writes",
+                format!("a trigger run may make at most {RUN_WRITES_MAX} writes"),
+            ));
+        }
+        pending.extend(ops);
+        Ok(())
+    }
+
+    /// Buffers `op` and returns its result as seen by this run.
+    async fn write(&self, app: &str, op: AtomicOp) -> Result<AtomicResult, HostError> {
+        let op = self.inner.to_kv_op(op, self.inner.now_ms())?;
+        let key = key_of(&op).to_string();
+        let before = self.current(app, &key).await?;
+        let after = replay(&op, &key, before.clone())?;
+        let result = match &op {
+            KvOp::Set { .. } => AtomicResult::Set,
+            KvOp::Delete { .. } => AtomicResult::Deleted {
+                existed: before.is_some(),
+            },
+            KvOp::Incr { .. } => AtomicResult::Incr {
+                value: after.as_ref().and_then(Value::as_i64).unwrap_or(0),
+            },
+            KvOp::Cas { .. } => AtomicResult::Cas {
+                swapped: cas_matches(&op, &before),
+            },
+        };
+        if matches!(result, AtomicResult::Cas { swapped: false }) {
+            // A cas that does not match now writes nothing; buffering it
+            // would fail the whole run at commit.
+            return Ok(result);
+        }
+        self.push(vec![op])?;
+        Ok(result)
+    }
+}
+
+fn key_of(op: &KvOp) -> &str {
+    match op {
+        KvOp::Set { key, .. }
+        | KvOp::Delete { key }
+        | KvOp::Incr { key, .. }
+        | KvOp::Cas { key, .. } => key,
+    }
+}
+
+fn cas_matches(op: &KvOp, current: &Option<Value>) -> bool {
+    let KvOp::Cas { expected, .. } = op else {
+        return false;
+    };
+    match (expected, current) {
+        (None, None) => true,
+        (Some(expected), Some(current)) => decode_value(expected)
+            .map(|expected| json_equal(&expected, current))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// JSON equality with numbers compared by value (as `apply` does).
+fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// `value` of `key` after `op` (ops on other keys leave it alone).
+fn replay(op: &KvOp, key: &str, value: Option<Value>) -> Result<Option<Value>, HostError> {
+    if key_of(op) != key {
+        return Ok(value);
+    }
+    Ok(match op {
+        KvOp::Set { value: new, .. } => Some(decode_value(new)?),
+        KvOp::Delete { .. } => None,
+        KvOp::Incr { by, .. } => {
+            let current = match &value {
+                None => 0,
+                Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
+                Some(_) => {
+                    return Err(HostError::new(
+                        "not_a_number",
+                        format!("key {key} does not hold an integer"),
+                    ));
+                }
+            };
+            let sum = current.checked_add(*by).ok_or_else(|| {
+                HostError::new(
+                    "incr_overflow",
+                    format!("incrementing key {key} overflows a 64-bit integer"),
+                )
+            })?;
+            Some(Value::from(sum))
+        }
+        KvOp::Cas { new, .. } => {
+            if cas_matches(op, &value) {
+                new.as_deref().map(decode_value).transpose()?
+            } else {
+                value
+            }
+        }
+    })
+}
+
+impl Host for RunHost {
+    fn kv_get<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        _consistency: Consistency,
+    ) -> HostFuture<'a, Option<Value>> {
+        Box::pin(async move {
+            self.inner.check_key(key)?;
+            self.current(app, key).await
+        })
+    }
+
+    fn kv_set<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        value: Value,
+        ttl_secs: Option<f64>,
+    ) -> HostFuture<'a, ()> {
+        Box::pin(async move {
+            let op = AtomicOp::Set {
+                key: key.to_string(),
+                value,
+                ttl_secs,
+            };
+            self.write(app, op).await.map(|_| ())
+        })
+    }
+
+    fn kv_delete<'a>(&'a self, app: &'a str, key: &'a str) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            let op = AtomicOp::Delete {
+                key: key.to_string(),
+            };
+            match self.write(app, op).await? {
+                AtomicResult::Deleted { existed } => Ok(existed),
+                other => Err(HostError::new("internal", format!("{other:?}"))),
+            }
+        })
+    }
+
+    fn kv_incr<'a>(&'a self, app: &'a str, key: &'a str, by: i64) -> HostFuture<'a, i64> {
+        Box::pin(async move {
+            let op = AtomicOp::Incr {
+                key: key.to_string(),
+                by,
+            };
+            match self.write(app, op).await? {
+                AtomicResult::Incr { value } => Ok(value),
+                other => Err(HostError::new("internal", format!("{other:?}"))),
+            }
+        })
+    }
+
+    fn kv_cas<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        expected: Option<Value>,
+        new: Option<Value>,
+    ) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            let op = AtomicOp::Cas {
+                key: key.to_string(),
+                expected,
+                new,
+            };
+            match self.write(app, op).await? {
+                AtomicResult::Cas { swapped } => Ok(swapped),
+                other => Err(HostError::new("internal", format!("{other:?}"))),
+            }
+        })
+    }
+
+    fn kv_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, KvListPage> {
+        // Committed keys only: a run's own writes are not listed.
+        self.inner.kv_list(app, prefix, limit, cursor)
+    }
+
+    fn kv_atomic<'a>(
+        &'a self,
+        app: &'a str,
+        ops: Vec<AtomicOp>,
+    ) -> HostFuture<'a, Vec<AtomicResult>> {
+        Box::pin(async move {
+            // Buffered in order, all or nothing like `kv.atomic` outside a
+            // run: a cas that does not match undoes the ops before it.
+            let mark = self.pending.lock().unwrap_or_else(|e| e.into_inner()).len();
+            let undo = |host: &RunHost| {
+                host.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .truncate(mark);
+            };
+            let mut results = Vec::with_capacity(ops.len());
+            for (index, op) in ops.into_iter().enumerate() {
+                let key = match &op {
+                    AtomicOp::Set { key, .. }
+                    | AtomicOp::Delete { key }
+                    | AtomicOp::Incr { key, .. }
+                    | AtomicOp::Cas { key, .. } => key.clone(),
+                };
+                match self.write(app, op).await {
+                    Ok(AtomicResult::Cas { swapped: false }) => {
+                        undo(self);
+                        return Err(HostError::new(
+                            "atomic_cas_failed",
+                            format!(
+                                "atomic op {index} (cas on {key}) did not match; nothing was written"
+                            ),
+                        ));
+                    }
+                    Ok(result) => results.push(result),
+                    Err(error) => {
+                        undo(self);
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(results)
+        })
+    }
+
+    fn log(&self, app: &str, level: LogLevel, message: String) {
+        self.inner.log(app, level, message);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+}

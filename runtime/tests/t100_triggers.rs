@@ -1,0 +1,341 @@
+//! Triggers on a 3-node cluster of real processes: kv writes matching a
+//! trigger produce exactly one completed run each (the run's own writes
+//! counted with `kv.incr`), even when the leader is killed with `kill -9`
+//! in the middle; a script that always fails is dead-lettered after its
+//! attempts and the app's `dead_letter` trigger runs.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::cluster::{api, eventually, start_three};
+use common::{Api, TestNode, install_crypto};
+use serde_json::Value;
+
+const MANIFEST: &str = r#"
+name = "trig"
+
+[[route]]
+method = "POST"
+path = "/order/:n"
+script = "order.lua"
+
+[[trigger]]
+kind = "kv"
+match = "orders/*"
+on = ["set"]
+script = "on_order.lua"
+
+[[trigger]]
+kind = "kv"
+match = "poison/*"
+script = "poison.lua"
+attempts = 2
+backoff_ms = 20
+
+[[trigger]]
+kind = "dead_letter"
+script = "alert.lua"
+"#;
+
+// Set-if-absent, so a write retried after an unknown outcome cannot fire
+// the trigger twice for one order.
+const ORDER: &str = "return function(req)\n  kv.cas('orders/' .. req.params.n, nil, tonumber(req.params.n))\n  return {status=201, json={ok=true}}\nend";
+const ON_ORDER: &str = "return function(event, ctx)\n  kv.incr('runs')\n  kv.set('done/' .. event.key, ctx.attempt)\nend";
+const POISON: &str = "return function(event, ctx)\n  error('cannot handle ' .. event.key)\nend";
+const ALERT: &str = "return function(event, ctx)\n  kv.set('alert/' .. event.delivery_id, {code = event.code, error = event.error})\nend";
+
+async fn deploy(api: &Api) {
+    let (status, body) = api
+        .deploy(
+            "trig",
+            &[
+                ("picloud.toml", MANIFEST),
+                ("order.lua", ORDER),
+                ("on_order.lua", ON_ORDER),
+                ("poison.lua", POISON),
+                ("alert.lua", ALERT),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Places orders `range` through `apis` (round robin) with 8 clients,
+/// retrying while there is no leader; returns how many were acknowledged.
+async fn place_orders(apis: Vec<Api>, range: std::ops::Range<usize>) -> usize {
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let end = range.end;
+    let apis = Arc::new(apis);
+    let mut tasks = Vec::new();
+    for client in 0..8 {
+        let next = next.clone();
+        let apis = apis.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = 0;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= end {
+                    return acked;
+                }
+                for attempt in 0..100 {
+                    let api = &apis[(client + attempt) % apis.len()];
+                    let sent = api
+                        .http
+                        .post(format!("{}/trig/order/{n}", api.base))
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    if matches!(&sent, Ok(response) if response.status() == 201) {
+                        acked += 1;
+                        break;
+                    }
+                    assert!(attempt < 99, "order {n} never acknowledged");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+    let mut acked = 0;
+    for task in tasks {
+        acked += task.await.expect("client");
+    }
+    acked
+}
+
+/// Keys under `prefix` in app `trig`, read through `api`.
+async fn count_keys(api: &Api, prefix: &str) -> usize {
+    let mut count = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/_/api/v1/apps/trig/kv?prefix={prefix}&limit=500");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={}", cursor.replace('/', "%2F")));
+        }
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        count += page["items"].as_array().map_or(0, Vec::len);
+        match page["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return count,
+        }
+    }
+}
+
+async fn kv_value(api: &Api, key: &str) -> Value {
+    let (status, body) = api.get(&format!("/_/api/v1/apps/trig/kv/{key}")).await;
+    if status == 200 {
+        body["value"].clone()
+    } else {
+        Value::Null
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill() {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    let (key, _token) = start_three(&mut nodes).await;
+    deploy(&api(&nodes[1], &key)).await;
+
+    // 250 orders through the followers and the leader alike.
+    let all: Vec<Api> = nodes.iter().map(|node| api(node, &key)).collect();
+    assert_eq!(place_orders(all.clone(), 0..250).await, 250);
+
+    // Kill the leader while runs are still pending, then 250 more orders
+    // through the survivors.
+    let (_, status) = all[0].get("/_/api/v1/cluster/status").await;
+    let leader = status["leader"].as_u64().expect("a leader");
+    let leader_peer = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["id"] == leader)
+        .and_then(|n| n["peer"].as_str())
+        .expect("leader peer")
+        .to_string();
+    let victim = nodes
+        .iter()
+        .position(|node| node.peer_addr() == leader_peer)
+        .expect("leader among the nodes");
+    let (_, app) = all[victim].get("/_/api/v1/apps/trig").await;
+    let runs_before_kill = kv_value(&all[victim], "runs").await;
+    nodes[victim].kill();
+    eprintln!(
+        "killed the leader with {} runs pending and {runs_before_kill} done",
+        app["trigger_backlog"]
+    );
+    let survivors: Vec<Api> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| api(&nodes[i], &key))
+        .collect();
+    assert_eq!(place_orders(survivors.clone(), 250..500).await, 250);
+
+    // Exactly 500 runs completed: each order's run committed its writes
+    // once, whatever the kill interrupted.
+    let through = survivors[0].clone();
+    eventually("every run completed", || {
+        let through = through.clone();
+        async move {
+            let (_, app) = through.get("/_/api/v1/apps/trig").await;
+            app["trigger_backlog"] == 0 && kv_value(&through, "runs").await == 500
+        }
+    })
+    .await;
+    assert_eq!(count_keys(&through, "done/").await, 500);
+    assert_eq!(count_keys(&through, "orders/").await, 500);
+
+    // The killed node comes back and agrees.
+    nodes[victim].extra_args.clear();
+    nodes[victim].start().await;
+    let back = api(&nodes[victim], &key);
+    eventually("the restarted node caught up", || {
+        let back = back.clone();
+        async move { kv_value(&back, "runs").await == 500 }
+    })
+    .await;
+    assert_eq!(kv_value(&through, "runs").await, 500);
+
+    // A script that always fails: two attempts, then a dead letter, and the
+    // dead_letter trigger records it with the error text.
+    let (status, body) = through
+        .call(
+            "PUT",
+            "/_/api/v1/apps/trig/kv/poison/1",
+            Some(b"1".to_vec()),
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    eventually("the failing run was dead-lettered and alerted", || {
+        let through = through.clone();
+        async move { count_keys(&through, "alert/").await == 1 }
+    })
+    .await;
+    let (_, page) = through
+        .get("/_/api/v1/apps/trig/kv?prefix=alert/&limit=10")
+        .await;
+    let alert = &page["items"][0]["value"];
+    assert_eq!(alert["code"], "failed", "{page}");
+    assert!(
+        alert["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot handle poison/1")),
+        "{page}"
+    );
+}
+
+const CRON_MANIFEST: &str = r#"
+name = "tick"
+
+[[trigger]]
+kind = "cron"
+name = "skip"
+schedule = "@every 1s"
+script = "tick.lua"
+
+[[trigger]]
+kind = "cron"
+name = "once"
+schedule = "@every 1s"
+misfire = "fire_once"
+script = "tick.lua"
+"#;
+
+// One key per (trigger, slot) and a counter per trigger: a slot run twice
+// would make the counter exceed the keys.
+const TICK: &str = "return function(event, ctx)\n  kv.incr('count/' .. ctx.trigger)\n  kv.set('slot/' .. ctx.trigger .. '/' .. event.scheduled_ms, ctx.delivery_id)\nend";
+
+async fn tick_state(api: &Api, trigger: &str) -> (u64, Vec<u64>) {
+    let (_, count) = api
+        .get(&format!("/_/api/v1/apps/tick/kv/count/{trigger}"))
+        .await;
+    let (status, page) = api
+        .get(&format!(
+            "/_/api/v1/apps/tick/kv?prefix=slot/{trigger}/&limit=1000"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let slots = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| {
+            item["key"]
+                .as_str()
+                .and_then(|key| key.rsplit('/').next())
+                .and_then(|slot| slot.parse().ok())
+                .expect("a slot key")
+        })
+        .collect();
+    (count["value"].as_u64().unwrap_or(0), slots)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_slots_fire_once_each_across_a_leader_kill() {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    let (key, _token) = start_three(&mut nodes).await;
+    let first = api(&nodes[0], &key);
+    let (status, body) = first
+        .deploy(
+            "tick",
+            &[("picloud.toml", CRON_MANIFEST), ("tick.lua", TICK)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("a few slots fired", || {
+        let first = first.clone();
+        async move { tick_state(&first, "skip").await.0 >= 3 }
+    })
+    .await;
+
+    // Kill the leader; the next leader rebuilds the schedule from the
+    // replicated last fired slots.
+    let (_, status) = first.get("/_/api/v1/cluster/status").await;
+    let leader = status["leader"].as_u64().expect("a leader");
+    let leader_peer = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["id"] == leader)
+        .and_then(|n| n["peer"].as_str())
+        .expect("leader peer")
+        .to_string();
+    let victim = nodes
+        .iter()
+        .position(|node| node.peer_addr() == leader_peer)
+        .expect("leader among the nodes");
+    let (_, before) = tick_state(&api(&nodes[(victim + 1) % 3], &key), "skip").await;
+    let last_before = before.iter().copied().max().unwrap_or(0);
+    nodes[victim].kill();
+    let survivor = api(&nodes[(victim + 1) % 3], &key);
+    eventually("slots fire again after the failover", || {
+        let survivor = survivor.clone();
+        async move {
+            let (_, slots) = tick_state(&survivor, "skip").await;
+            slots
+                .iter()
+                .filter(|slot| **slot > last_before + 2_000)
+                .count()
+                >= 2
+        }
+    })
+    .await;
+
+    for trigger in ["skip", "once"] {
+        let (count, slots) = tick_state(&survivor, trigger).await;
+        // Each run wrote its slot's key once and counted once: no slot ran
+        // twice, not even across the kill.
+        assert_eq!(count, slots.len() as u64, "{trigger}: {slots:?}");
+        assert!(slots.iter().all(|slot| slot % 1_000 == 0), "{slots:?}");
+        eprintln!("{trigger}: {count} runs, slots {slots:?}");
+    }
+}
