@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::cluster::{api, eventually, start_three};
+use common::cluster::{api, eventually, leader_index, start_three};
 use common::{Api, TestNode, install_crypto};
 use serde_json::Value;
 
@@ -149,20 +149,7 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
 
     // Kill the leader while runs are still pending, then 250 more orders
     // through the survivors.
-    let (_, status) = all[0].get("/_/api/v1/cluster/status").await;
-    let leader = status["leader"].as_u64().expect("a leader");
-    let leader_peer = status["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .find(|n| n["id"] == leader)
-        .and_then(|n| n["peer"].as_str())
-        .expect("leader peer")
-        .to_string();
-    let victim = nodes
-        .iter()
-        .position(|node| node.peer_addr() == leader_peer)
-        .expect("leader among the nodes");
+    let victim = leader_index(&nodes, &all[0]).await;
     let (_, app) = all[victim].get("/_/api/v1/apps/trig").await;
     let runs_before_kill = kv_value(&all[victim], "runs").await;
     nodes[victim].kill();
@@ -299,20 +286,7 @@ async fn cron_slots_fire_once_each_across_a_leader_kill() {
 
     // Kill the leader; the next leader rebuilds the schedule from the
     // replicated last fired slots.
-    let (_, status) = first.get("/_/api/v1/cluster/status").await;
-    let leader = status["leader"].as_u64().expect("a leader");
-    let leader_peer = status["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .find(|n| n["id"] == leader)
-        .and_then(|n| n["peer"].as_str())
-        .expect("leader peer")
-        .to_string();
-    let victim = nodes
-        .iter()
-        .position(|node| node.peer_addr() == leader_peer)
-        .expect("leader among the nodes");
+    let victim = leader_index(&nodes, &first).await;
     let (_, before) = tick_state(&api(&nodes[(victim + 1) % 3], &key), "skip").await;
     let last_before = before.iter().copied().max().unwrap_or(0);
     nodes[victim].kill();

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{all_keys, api, deploy_dur, eventually, start_three, write_all};
+use common::cluster::{
+    all_keys, api, deploy_dur, eventually, leader_index, start_three, write_all,
+};
 use common::{TestNode, examples_dir, install_crypto};
 use serde_json::json;
 
@@ -64,20 +66,7 @@ async fn three_nodes_join_serve_any_app_and_survive_losing_the_leader() {
     );
 
     // Kill the leader for real; writes resume through the survivors.
-    let (_, status) = first.get("/_/api/v1/cluster/status").await;
-    let leader = status["leader"].as_u64().expect("a leader");
-    let leader_peer = status["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .find(|n| n["id"] == leader)
-        .and_then(|n| n["peer"].as_str())
-        .expect("the leader's peer address")
-        .to_string();
-    let leader_index = nodes
-        .iter()
-        .position(|node| leader_peer == format!("127.0.0.1:{}", node.peer_port))
-        .expect("leader among the nodes");
+    let leader_index = leader_index(&nodes, &first).await;
     nodes[leader_index].kill();
     let survivor = (0..3).find(|i| *i != leader_index).expect("a survivor");
     let other = (0..3)

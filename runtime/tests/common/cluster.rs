@@ -151,3 +151,22 @@ pub async fn deploy_dur(api: &Api) {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The index in `nodes` of the node the cluster reports as leader (asked
+/// through `api`).
+pub async fn leader_index(nodes: &[TestNode], api: &Api) -> usize {
+    let (_, status) = api.get("/_/api/v1/cluster/status").await;
+    let leader = status["leader"].as_u64().expect("a leader");
+    let leader_peer = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["id"] == leader)
+        .and_then(|n| n["peer"].as_str())
+        .expect("the leader's peer address")
+        .to_string();
+    nodes
+        .iter()
+        .position(|node| node.peer_addr() == leader_peer)
+        .expect("leader among the nodes")
+}
