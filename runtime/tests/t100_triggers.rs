@@ -214,6 +214,70 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
             .is_some_and(|e| e.contains("cannot handle poison/1")),
         "{page}"
     );
+
+    // `picloud dead-letters`: list and show it (both attempts, the error),
+    // fix the script, retry: the run completes and leaves the table.
+    let node = &nodes[(victim + 1) % 3];
+    let listed = node
+        .cli_with_key(&key, &["--json", "dead-letters", "list", "trig"])
+        .ok();
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    let letters = listed["items"].as_array().expect("items");
+    assert_eq!(letters.len(), 1, "{listed}");
+    assert_eq!(letters[0]["trigger"], "poison");
+    let id = letters[0]["id"].as_u64().expect("id").to_string();
+    let shown = node
+        .cli_with_key(&key, &["dead-letters", "show", "trig", &id])
+        .ok();
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(
+        shown["attempts"].as_array().map(Vec::len),
+        Some(2),
+        "{shown}"
+    );
+    assert_eq!(shown["event"]["key"], "poison/1", "{shown}");
+    assert!(
+        shown["attempts"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot handle poison/1")),
+        "{shown}"
+    );
+    let fixed = "return function(event, ctx)\n  kv.set('fixed/' .. event.key, ctx.attempt)\nend";
+    let (status, body) = through
+        .deploy(
+            "trig",
+            &[
+                ("picloud.toml", MANIFEST),
+                ("order.lua", ORDER),
+                ("on_order.lua", ON_ORDER),
+                ("poison.lua", fixed),
+                ("alert.lua", ALERT),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    node.cli_with_key(&key, &["dead-letters", "retry", "trig", &id])
+        .ok();
+    eventually("the retried run completed", || {
+        let through = through.clone();
+        async move { kv_value(&through, "fixed/poison/1").await == 1 }
+    })
+    .await;
+    let listed = node
+        .cli_with_key(&key, &["--json", "dead-letters", "list", "trig"])
+        .ok();
+    let listed: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+    let missing = node.cli_with_key(&key, &["dead-letters", "delete", "trig", &id]);
+    assert!(
+        !missing.success && missing.stderr.contains("dead_letter_not_found"),
+        "{}",
+        missing.stderr
+    );
 }
 
 const CRON_MANIFEST: &str = r#"

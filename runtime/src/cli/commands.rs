@@ -68,6 +68,28 @@ pub enum ClientCommand {
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Trigger runs that failed for good: list, show, retry, delete.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Dead letters of APP: id, trigger, code, error.
+    List {
+        app: String,
+        /// Only ids above this one (the previous page's cursor).
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One dead letter with its event and every attempt.
+    Show { app: String, id: u64 },
+    /// Put it back in the outbox with a fresh attempt budget.
+    Retry { app: String, id: u64 },
+    /// Delete it.
+    Delete { app: String, id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +300,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         }
         ClientCommand::Kv(command) => kv(&client, command, json).await?,
         ClientCommand::Keys(command) => keys(&client, command, json).await?,
+        ClientCommand::DeadLetters(command) => dead_letters(&client, command, json).await?,
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
             let body = client.delete(&format!("/cluster/nodes/{id}")).await?;
             report(json, &body, || format!("removed node {id}"));
@@ -573,6 +596,62 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
                 .delete(&format!("/keys/{}", encode_path(&id)))
                 .await?;
             report(json, &body, || format!("revoked key {id}"));
+        }
+    }
+    Ok(())
+}
+
+async fn dead_letters(
+    client: &Client,
+    command: DeadLettersCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    match command {
+        DeadLettersCommand::List { app, after, limit } => {
+            let mut path = format!("/apps/{}/dead-letters?limit={limit}", encode_path(&app));
+            if let Some(after) = after {
+                path.push_str(&format!("&after={after}"));
+            }
+            let body = client.get(&path).await?;
+            if json {
+                print_json(&body);
+            } else {
+                for letter in body["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        letter["id"],
+                        letter["trigger"].as_str().unwrap_or(""),
+                        letter["code"].as_str().unwrap_or(""),
+                        letter["error"].as_str().unwrap_or("")
+                    );
+                }
+                if let Some(cursor) = body["cursor"].as_u64() {
+                    println!("(more: --after {cursor})");
+                }
+            }
+        }
+        DeadLettersCommand::Show { app, id } => {
+            let body = client
+                .get(&format!("/apps/{}/dead-letters/{id}", encode_path(&app)))
+                .await?;
+            print_json(&body);
+        }
+        DeadLettersCommand::Retry { app, id } => {
+            let body = client
+                .post(
+                    &format!("/apps/{}/dead-letters/{id}/retry", encode_path(&app)),
+                    &json!({}),
+                )
+                .await?;
+            report(json, &body, || {
+                format!("dead letter {id} of {app} is queued again")
+            });
+        }
+        DeadLettersCommand::Delete { app, id } => {
+            let body = client
+                .delete(&format!("/apps/{}/dead-letters/{id}", encode_path(&app)))
+                .await?;
+            report(json, &body, || format!("deleted dead letter {id} of {app}"));
         }
     }
     Ok(())

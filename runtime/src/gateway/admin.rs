@@ -41,6 +41,15 @@ pub fn router() -> Router<Gateway> {
             get(kv_get).put(kv_put).delete(kv_delete),
         )
         .route("/apps/{app}/logs", get(logs))
+        .route("/apps/{app}/dead-letters", get(dead_letters_list))
+        .route(
+            "/apps/{app}/dead-letters/{id}",
+            get(dead_letter_show).delete(dead_letter_delete),
+        )
+        .route(
+            "/apps/{app}/dead-letters/{id}/retry",
+            post(dead_letter_retry),
+        )
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
         .route("/cluster/status", get(cluster_status))
@@ -752,4 +761,169 @@ async fn remove_node(
             .await?,
     )?;
     Ok(Json(json!({ "removed": id })))
+}
+
+// ---- dead letters ----
+
+/// Most dead letters one list page returns.
+const DEAD_LETTERS_PAGE_MAX: usize = 1_000;
+
+fn dead_letter_json(app: &str, letter: &picloud_storage::triggers::DeadLetter) -> Value {
+    let event = match &letter.entry.event {
+        picloud_storage::triggers::TriggerEvent::Kv { key, old, new } => {
+            let value = |bytes: &Option<Vec<u8>>| {
+                bytes
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                    .unwrap_or(Value::Null)
+            };
+            json!({"kind": "kv", "key": key, "old": value(old), "new": value(new)})
+        }
+        picloud_storage::triggers::TriggerEvent::Cron { slot_ms } => {
+            json!({"kind": "cron", "scheduled_ms": slot_ms})
+        }
+        picloud_storage::triggers::TriggerEvent::DeadLetter {
+            trigger,
+            delivery_id,
+            code,
+            error,
+        } => json!({
+            "kind": "dead_letter",
+            "trigger": trigger,
+            "delivery_id": delivery_id,
+            "code": code,
+            "error": error,
+        }),
+    };
+    json!({
+        "id": letter.entry.id,
+        "delivery_id": picloud_storage::triggers::delivery_id(app, letter.entry.id),
+        "trigger": letter.entry.trigger,
+        "code": letter.code,
+        "error": letter.error,
+        "event": event,
+        "depth": letter.entry.depth,
+        "attempts": letter
+            .entry
+            .attempts
+            .iter()
+            .map(|attempt| json!({"at_ms": attempt.at_ms, "error": attempt.error}))
+            .collect::<Vec<_>>(),
+        "dead_ms": letter.dead_ms,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterPage {
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn dead_letters_list(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+    ApiQuery(page): ApiQuery<DeadLetterPage>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_read(&app)?;
+    require_app(&gateway, &app)?;
+    let limit = page.limit.unwrap_or(100);
+    if limit == 0 || limit > DEAD_LETTERS_PAGE_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("limit: must be 1 to {DEAD_LETTERS_PAGE_MAX}"),
+        ));
+    }
+    gateway.node.read_barrier().await?;
+    let letters = gateway
+        .node
+        .reader()
+        .dead_letters(&app, page.after.unwrap_or(0), limit + 1)?;
+    let more = letters.len() > limit;
+    let items: Vec<Value> = letters
+        .iter()
+        .take(limit)
+        .map(|letter| dead_letter_json(&app, letter))
+        .collect();
+    let cursor = if more {
+        letters.get(limit - 1).map(|letter| letter.entry.id)
+    } else {
+        None
+    };
+    Ok(Json(json!({"items": items, "cursor": cursor})))
+}
+
+async fn dead_letter_show(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = dead_letter_id(&id)?;
+    caller.require_read(&app)?;
+    require_app(&gateway, &app)?;
+    gateway.node.read_barrier().await?;
+    let letter = gateway
+        .node
+        .reader()
+        .dead_letter(&app, id)?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "dead_letter_not_found",
+                format!("app {app} has no dead letter {id}"),
+            )
+        })?;
+    Ok(Json(dead_letter_json(&app, &letter)))
+}
+
+async fn dead_letter_retry(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = dead_letter_id(&id)?;
+    caller.require_write(&app)?;
+    require_app(&gateway, &app)?;
+    accepted(
+        gateway
+            .node
+            .write(Command::RetryDeadLetter {
+                app: app.clone(),
+                id,
+                now_ms: now_ms(),
+            })
+            .await?,
+    )?;
+    Ok(Json(json!({"app": app, "retried": id})))
+}
+
+async fn dead_letter_delete(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = dead_letter_id(&id)?;
+    caller.require_write(&app)?;
+    require_app(&gateway, &app)?;
+    accepted(
+        gateway
+            .node
+            .write(Command::DeleteDeadLetter {
+                app: app.clone(),
+                id,
+            })
+            .await?,
+    )?;
+    Ok(Json(json!({"app": app, "deleted": id})))
+}
+
+fn dead_letter_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_field",
+            format!("id: expected a dead letter id (a number), got {text:?}"),
+        )
+    })
 }
