@@ -13,6 +13,7 @@
 //! old claimer's late report. Runs are bounded per node (`runs_inflight_max`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,17 @@ impl Default for DispatchLimits {
     }
 }
 
+/// Counters of this node's dispatcher, for `/_/metrics`.
+#[derive(Debug, Default)]
+pub struct DispatcherStats {
+    /// Runs executing now.
+    pub runs_inflight: AtomicU64,
+    /// Runs this node completed (their writes committed).
+    pub runs_completed: AtomicU64,
+    /// Runs this node reported failed (retried or dead-lettered).
+    pub runs_failed: AtomicU64,
+}
+
 type VmKey = (String, u64);
 
 /// A VM for trigger runs and the host whose write buffer it fills.
@@ -80,6 +92,7 @@ struct Shared {
     /// them again while they run.
     running: Mutex<HashSet<(String, u64)>>,
     permits: Arc<Semaphore>,
+    stats: Arc<DispatcherStats>,
 }
 
 /// Starts the dispatcher on the current runtime (run it where scripts run,
@@ -89,8 +102,10 @@ pub fn spawn(
     host: Arc<NodeHost>,
     limits: Arc<ActorLimits>,
     dispatch: DispatchLimits,
-) -> tokio::task::JoinHandle<()> {
+) -> Arc<DispatcherStats> {
+    let stats = Arc::new(DispatcherStats::default());
     let shared = Arc::new(Shared {
+        stats: stats.clone(),
         permits: Arc::new(Semaphore::new(dispatch.runs_inflight_max.max(1))),
         node,
         host,
@@ -115,7 +130,8 @@ pub fn spawn(
             };
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
-    })
+    });
+    stats
 }
 
 /// One pass over every app's outbox; whether anything was claimed.
@@ -189,7 +205,9 @@ async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
             let app = app.clone();
             tokio::spawn(async move {
                 let id = entry.id;
+                shared.stats.runs_inflight.fetch_add(1, Ordering::Relaxed);
                 run(&shared, &app, entry, term, claim_ms).await;
+                shared.stats.runs_inflight.fetch_sub(1, Ordering::Relaxed);
                 shared
                     .running
                     .lock()
@@ -205,7 +223,13 @@ async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
 /// Runs one claimed entry and reports the outcome through the log.
 async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, claim_ms: u64) {
     let id = entry.id;
-    let report = match execute(shared, app, &entry).await {
+    let outcome = execute(shared, app, &entry).await;
+    let counter = match &outcome {
+        Ok(_) => &shared.stats.runs_completed,
+        Err(_) => &shared.stats.runs_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let report = match outcome {
         Ok(ops) => Command::CompleteRun {
             app: app.to_string(),
             id,

@@ -90,7 +90,7 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(NodeHost::new(node.clone(), logs.clone(), limits.clone()));
     // Trigger runs execute scripts: on the request runtime, like requests.
-    let _dispatcher = {
+    let triggers = {
         let _guard = scripts.enter();
         picloud_actors::dispatcher::spawn(
             node.clone(),
@@ -120,6 +120,7 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
         logs,
         config.clone(),
         limits,
+        triggers,
     ));
     tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
     println!("picloud listening on http://{}", config.http);

@@ -176,6 +176,24 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
     .await;
     assert_eq!(count_keys(&through, "done/").await, 500);
     assert_eq!(count_keys(&through, "orders/").await, 500);
+    // The backlog shows in `cluster status` and `/_/metrics`.
+    let (_, status) = through.get("/_/api/v1/cluster/status").await;
+    assert_eq!(status["trigger_backlog"], 0, "{status}");
+    let metrics = through
+        .http
+        .get(format!("{}/_/metrics", through.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("picloud_trigger_backlog{app=\"trig\"} 0")
+            && metrics.contains("picloud_trigger_runs_completed_total"),
+        "{metrics}"
+    );
 
     // The killed node comes back and agrees.
     nodes[victim].extra_args.clear();

@@ -703,6 +703,9 @@ fn print_cluster_status(body: &Value) {
             health
         );
     }
+    if let Some(backlog) = body["trigger_backlog"].as_u64() {
+        println!("trigger backlog: {backlog} run(s) pending");
+    }
     let voters = nodes.iter().filter(|n| n["role"] != "learner").count();
     match (voters, body["failures_tolerated"].as_u64()) {
         (1, _) => println!("single node: no redundancy (add nodes with `picloud serve --join`)"),

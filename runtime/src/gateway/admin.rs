@@ -703,8 +703,18 @@ async fn revoke_key(
 // ---- cluster ----
 
 /// Every member as this node sees it. Any valid key may look.
-async fn cluster_status(State(gateway): State<Gateway>, _caller: Caller) -> Json<Value> {
-    Json(json!(gateway.node.cluster_status().await))
+async fn cluster_status(
+    State(gateway): State<Gateway>,
+    _caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let mut status = json!(gateway.node.cluster_status().await);
+    status["trigger_backlog"] = json!(
+        trigger_backlog(&gateway)?
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    );
+    Ok(Json(status))
 }
 
 /// The join token for new nodes. Admin only: it admits a machine to the cluster.
@@ -926,4 +936,84 @@ fn dead_letter_id(text: &str) -> Result<u64, ApiError> {
             format!("id: expected a dead letter id (a number), got {text:?}"),
         )
     })
+}
+
+/// Pending trigger runs per app with any, in this node's state.
+fn trigger_backlog(gateway: &Gateway) -> Result<Vec<(String, u64)>, ApiError> {
+    let reader = gateway.node.reader();
+    let mut backlog = Vec::new();
+    for app in reader.apps()? {
+        let pending = reader.outbox_len(&app.name)?;
+        backlog.push((app.name, pending));
+    }
+    Ok(backlog)
+}
+
+/// `/_/metrics`: Prometheus text exposition (admin key).
+pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<Response, ApiError> {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering;
+    caller.require_admin()?;
+    let status = gateway.node.status();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "# HELP picloud_trigger_backlog Trigger runs pending, per app."
+    );
+    let _ = writeln!(text, "# TYPE picloud_trigger_backlog gauge");
+    for (app, pending) in trigger_backlog(&gateway)? {
+        let _ = writeln!(text, "picloud_trigger_backlog{{app=\"{app}\"}} {pending}");
+    }
+    let stats = &gateway.triggers;
+    for (name, help, kind, value) in [
+        (
+            "picloud_trigger_runs_inflight",
+            "Trigger runs executing on this node.",
+            "gauge",
+            stats.runs_inflight.load(Ordering::Relaxed),
+        ),
+        (
+            "picloud_trigger_runs_completed_total",
+            "Trigger runs this node completed.",
+            "counter",
+            stats.runs_completed.load(Ordering::Relaxed),
+        ),
+        (
+            "picloud_trigger_runs_failed_total",
+            "Trigger runs this node reported failed.",
+            "counter",
+            stats.runs_failed.load(Ordering::Relaxed),
+        ),
+        (
+            "picloud_raft_is_leader",
+            "1 on the Raft leader.",
+            "gauge",
+            u64::from(status.role == "leader"),
+        ),
+        (
+            "picloud_raft_term",
+            "Current Raft term.",
+            "gauge",
+            status.term,
+        ),
+        (
+            "picloud_raft_applied_index",
+            "Last log index applied here.",
+            "gauge",
+            status.applied_index.unwrap_or(0),
+        ),
+    ] {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!   /_/health            no key
+//!   /_/metrics           Prometheus text (admin key)
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin.rs
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
@@ -10,6 +11,8 @@
 //! none is free the answer is 503 `overloaded` at once rather than a queue.
 
 pub mod admin;
+
+use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;
 pub mod auth;
 pub mod error;
@@ -50,6 +53,8 @@ pub struct Shared {
     pub logs: LogBook,
     pub config: Arc<ServeConfig>,
     pub limits: Arc<ActorLimits>,
+    /// This node's trigger dispatcher counters.
+    pub triggers: Arc<DispatcherStats>,
     inflight: Semaphore,
 }
 
@@ -60,8 +65,10 @@ impl Gateway {
         logs: LogBook,
         config: Arc<ServeConfig>,
         limits: Arc<ActorLimits>,
+        triggers: Arc<DispatcherStats>,
     ) -> Gateway {
         Gateway(Arc::new(Shared {
+            triggers,
             inflight: Semaphore::new(config.http_inflight_max),
             node,
             apps,
@@ -75,6 +82,7 @@ impl Gateway {
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/_/health", get(health))
+        .route("/_/metrics", get(admin::metrics))
         .nest(
             "/_/api/v1",
             admin::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
