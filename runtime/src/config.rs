@@ -106,6 +106,11 @@ settings! {
     /// max + min..max + max.
     election_timeout_min_ms: u64 = 300, "PICLOUD_ELECTION_TIMEOUT_MIN_MS";
     election_timeout_max_ms: u64 = 600, "PICLOUD_ELECTION_TIMEOUT_MAX_MS";
+    /// Trigger runs executing at once on this node (the leader runs them).
+    trigger_runs_inflight_max: usize = 64, "PICLOUD_TRIGGER_RUNS_INFLIGHT_MAX";
+    /// A cron slot older than this when the scheduler reaches it is missed
+    /// (then `misfire = "skip"` drops it, `"fire_once"` runs one catch-up).
+    trigger_misfire_grace_ms: u64 = 1_000, "PICLOUD_TRIGGER_MISFIRE_GRACE_MS";
 }
 
 fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
@@ -188,6 +193,18 @@ impl ServeConfig {
             10_000_000,
         )?;
         check_range("leader_wait_ms", self.leader_wait_ms, 10, 600_000)?;
+        check_range(
+            "trigger_runs_inflight_max",
+            self.trigger_runs_inflight_max,
+            1,
+            10_000,
+        )?;
+        check_range(
+            "trigger_misfire_grace_ms",
+            self.trigger_misfire_grace_ms,
+            0,
+            86_400_000,
+        )?;
         check_range(
             "heartbeat_interval_ms",
             self.heartbeat_interval_ms,
@@ -275,6 +292,20 @@ impl ServeConfig {
             election_timeout_min_ms: self.election_timeout_min_ms,
             election_timeout_max_ms: self.election_timeout_max_ms,
             ..ClusterConfig::default()
+        }
+    }
+
+    pub fn dispatch_limits(&self) -> picloud_actors::dispatcher::DispatchLimits {
+        picloud_actors::dispatcher::DispatchLimits {
+            runs_inflight_max: self.trigger_runs_inflight_max,
+            ..Default::default()
+        }
+    }
+
+    pub fn schedule_limits(&self) -> picloud_actors::scheduler::ScheduleLimits {
+        picloud_actors::scheduler::ScheduleLimits {
+            misfire_grace_ms: self.trigger_misfire_grace_ms,
+            ..Default::default()
         }
     }
 

@@ -96,15 +96,12 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
             node.clone(),
             host.clone(),
             limits.clone(),
-            picloud_actors::dispatcher::DispatchLimits::default(),
+            config.dispatch_limits(),
         )
     };
     let _scheduler = {
         let _guard = scripts.enter();
-        picloud_actors::scheduler::spawn(
-            node.clone(),
-            picloud_actors::scheduler::ScheduleLimits::default(),
-        )
+        picloud_actors::scheduler::spawn(node.clone(), config.schedule_limits())
     };
     let apps = Apps::start(node.reader().clone(), host, limits.clone())
         .await

@@ -351,6 +351,12 @@ async fn cron_slots_fire_once_each_across_a_leader_kill() {
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
     let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    // A slot older than 100 ms is missed, so the ~1 s failover misses some:
+    // `skip` drops them, `fire_once` runs the latest one late.
+    for node in &mut nodes {
+        node.extra_env
+            .push(("PICLOUD_TRIGGER_MISFIRE_GRACE_MS".into(), "100".into()));
+    }
     let (key, _token) = start_three(&mut nodes).await;
     let first = api(&nodes[0], &key);
     let (status, body) = first
@@ -386,12 +392,27 @@ async fn cron_slots_fire_once_each_across_a_leader_kill() {
     })
     .await;
 
+    let mut missing = Vec::new();
     for trigger in ["skip", "once"] {
         let (count, slots) = tick_state(&survivor, trigger).await;
         // Each run wrote its slot's key once and counted once: no slot ran
         // twice, not even across the kill.
         assert_eq!(count, slots.len() as u64, "{trigger}: {slots:?}");
         assert!(slots.iter().all(|slot| slot % 1_000 == 0), "{slots:?}");
-        eprintln!("{trigger}: {count} runs, slots {slots:?}");
+        let (first, last) = (slots[0], slots[slots.len() - 1]);
+        let gaps: Vec<u64> = (first / 1_000..=last / 1_000)
+            .map(|second| second * 1_000)
+            .filter(|slot| !slots.contains(slot))
+            .collect();
+        eprintln!("{trigger}: {count} runs, missed slots {gaps:?}");
+        missing.push(gaps);
     }
+    // The failover missed slots; `fire_once` ran one of them late, `skip` none.
+    assert!(!missing[0].is_empty(), "the kill should have missed a slot");
+    assert!(
+        missing[1].len() < missing[0].len(),
+        "fire_once caught up: skip missed {:?}, fire_once missed {:?}",
+        missing[0],
+        missing[1]
+    );
 }
