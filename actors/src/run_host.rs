@@ -73,6 +73,12 @@ impl RunHost {
     /// Buffers `op` and returns its result as seen by this run.
     async fn write(&self, app: &str, op: AtomicOp) -> Result<AtomicResult, HostError> {
         let op = self.inner.to_kv_op(op, self.inner.now_ms())?;
+        if matches!(op, KvOp::Set { .. }) {
+            // Nothing to compute: no read (a linearizable read costs the
+            // leader a quorum round trip).
+            self.push(vec![op])?;
+            return Ok(AtomicResult::Set);
+        }
         let key = key_of(&op).to_string();
         let before = self.current(app, &key).await?;
         let after = replay(&op, &key, before.clone())?;
