@@ -232,3 +232,30 @@ function time.now_ms() end
 ---@param opt "count"
 ---@return number
 function collectgarbage(opt) end
+
+---------------------------------------------------------------------------
+-- Triggers: a `[[trigger]]` script returns `function(event, ctx)`
+---------------------------------------------------------------------------
+
+---@class picloud.TriggerEvent
+---@field kind "kv"|"cron"|"dead_letter"
+---@field key? string kv: the key written.
+---@field op? "set"|"delete" kv: what happened (incr and a swapping cas are "set").
+---@field old? any kv: the value before (nil if absent).
+---@field new? any kv: the value after (nil after a delete).
+---@field scheduled_ms? integer cron: the slot this run is for (ms since the epoch).
+---@field trigger? string dead_letter: the trigger whose run was dead-lettered.
+---@field delivery_id? string dead_letter: that run's delivery id.
+---@field code? "failed"|"trigger_loop"|"trigger_removed" dead_letter: why.
+---@field error? string dead_letter: the last error.
+
+---@class picloud.TriggerContext
+---@field app string
+---@field trigger string This trigger's name.
+---@field delivery_id string Stable across retries of this run: use it to make outside effects idempotent.
+---@field attempt integer 1 on the first run, 2 on the first retry, ...
+
+---The shape of a trigger script's handler. Its kv writes commit together with
+---the run's completion, once; an error fails the run (retried with backoff,
+---then dead-lettered).
+---@alias picloud.TriggerHandler fun(event: picloud.TriggerEvent, ctx: picloud.TriggerContext)
