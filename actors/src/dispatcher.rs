@@ -350,20 +350,27 @@ fn give_back_vm(shared: &Arc<Shared>, app: &str, version: u64, vm: Vm, host: Arc
 
 /// The `event` table a trigger script receives.
 fn event_json(event: &TriggerEvent) -> Value {
+    // An absent value is left out (nil in Lua), not JSON null.
     let value = |bytes: &Option<Vec<u8>>| {
         bytes
             .as_deref()
             .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-            .unwrap_or(Value::Null)
     };
     match event {
-        TriggerEvent::Kv { key, old, new } => json!({
-            "kind": "kv",
-            "key": key,
-            "op": if new.is_some() { "set" } else { "delete" },
-            "old": value(old),
-            "new": value(new),
-        }),
+        TriggerEvent::Kv { key, old, new } => {
+            let mut event = json!({
+                "kind": "kv",
+                "key": key,
+                "op": if new.is_some() { "set" } else { "delete" },
+            });
+            if let Some(old) = value(old) {
+                event["old"] = old;
+            }
+            if let Some(new) = value(new) {
+                event["new"] = new;
+            }
+            event
+        }
         TriggerEvent::Cron { slot_ms } => json!({
             "kind": "cron",
             "scheduled_ms": slot_ms,
