@@ -296,6 +296,77 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
         "{}",
         missing.stderr
     );
+
+    // A redeploy that drops a trigger dead-letters its pending runs with
+    // `trigger_removed`: a failing run waiting out a long backoff, here.
+    let slow_retry = MANIFEST.replace("backoff_ms = 20", "backoff_ms = 600000");
+    let (status, body) = through
+        .deploy(
+            "trig",
+            &[
+                ("picloud.toml", &slow_retry),
+                ("order.lua", ORDER),
+                ("on_order.lua", ON_ORDER),
+                ("poison.lua", POISON),
+                ("alert.lua", ALERT),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = through
+        .call(
+            "PUT",
+            "/_/api/v1/apps/trig/kv/poison/2",
+            Some(b"2".to_vec()),
+        )
+        .await;
+    assert!(status == 200 || status == 204);
+    let without_poison = slow_retry
+        .split("[[trigger]]")
+        .filter(|part| !part.contains("poison.lua"))
+        .collect::<Vec<_>>()
+        .join("[[trigger]]");
+    let (status, body) = through
+        .deploy(
+            "trig",
+            &[
+                ("picloud.toml", &without_poison),
+                ("order.lua", ORDER),
+                ("on_order.lua", ON_ORDER),
+                ("alert.lua", ALERT),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the dropped trigger's run was dead-lettered", || {
+        let through = through.clone();
+        async move {
+            let (_, page) = through.get("/_/api/v1/apps/trig/dead-letters").await;
+            page["items"].as_array().is_some_and(|items| {
+                items.iter().any(|letter| {
+                    letter["code"] == "trigger_removed" && letter["event"]["key"] == "poison/2"
+                })
+            })
+        }
+    })
+    .await;
+    // The dead_letter trigger hears of it too, and nothing stays pending.
+    eventually("the alert about the removed trigger ran", || {
+        let through = through.clone();
+        async move {
+            let (_, app) = through.get("/_/api/v1/apps/trig").await;
+            let (_, page) = through
+                .get("/_/api/v1/apps/trig/kv?prefix=alert/&limit=10")
+                .await;
+            app["trigger_backlog"] == 0
+                && page["items"].as_array().is_some_and(|items| {
+                    items
+                        .iter()
+                        .any(|item| item["value"]["code"] == "trigger_removed")
+                })
+        }
+    })
+    .await;
 }
 
 const CRON_MANIFEST: &str = r#"
@@ -408,6 +479,19 @@ async fn cron_slots_fire_once_each_across_a_leader_kill() {
         eprintln!("{trigger}: {count} runs, missed slots {gaps:?}");
         missing.push(gaps);
     }
+    // A redeploy without the cron triggers stops their schedules.
+    let (status, body) = survivor
+        .deploy(
+            "tick",
+            &[("picloud.toml", "name = \"tick\"\n"), ("tick.lua", TICK)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let stopped = tick_state(&survivor, "skip").await.0;
+    // Absence cannot be polled for: watch two and a half periods pass.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(tick_state(&survivor, "skip").await.0, stopped);
+
     // The failover missed slots; `fire_once` ran one of them late, `skip` none.
     assert!(!missing[0].is_empty(), "the kill should have missed a slot");
     assert!(
