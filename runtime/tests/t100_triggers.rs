@@ -47,15 +47,16 @@ const ON_ORDER: &str = "return function(event, ctx)\n  assert(event.kind == 'kv'
 const POISON: &str = "return function(event, ctx)\n  error('cannot handle ' .. event.key)\nend";
 const ALERT: &str = "return function(event, ctx)\n  kv.set('alert/' .. event.delivery_id, {code = event.code, error = event.error})\nend";
 
-async fn deploy(api: &Api) {
+/// Deploys app `trig` with `manifest` and its scripts (`poison.lua` as given).
+async fn deploy_trig(api: &Api, manifest: &str, poison: &str) {
     let (status, body) = api
         .deploy(
             "trig",
             &[
-                ("picloud.toml", MANIFEST),
+                ("picloud.toml", manifest),
                 ("order.lua", ORDER),
                 ("on_order.lua", ON_ORDER),
-                ("poison.lua", POISON),
+                ("poison.lua", poison),
                 ("alert.lua", ALERT),
             ],
         )
@@ -141,7 +142,7 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
         .collect();
     let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
     let (key, _token) = start_three(&mut nodes).await;
-    deploy(&api(&nodes[1], &key)).await;
+    deploy_trig(&api(&nodes[1], &key), MANIFEST, POISON).await;
 
     // 250 orders through the followers and the leader alike.
     let all: Vec<Api> = nodes.iter().map(|node| api(node, &key)).collect();
@@ -261,19 +262,7 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
         "{shown}"
     );
     let fixed = "return function(event, ctx)\n  kv.set('fixed/' .. event.key, ctx.attempt)\nend";
-    let (status, body) = through
-        .deploy(
-            "trig",
-            &[
-                ("picloud.toml", MANIFEST),
-                ("order.lua", ORDER),
-                ("on_order.lua", ON_ORDER),
-                ("poison.lua", fixed),
-                ("alert.lua", ALERT),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    deploy_trig(&through, MANIFEST, fixed).await;
     node.cli_with_key(&key, &["dead-letters", "retry", "trig", &id])
         .ok();
     eventually("the retried run completed", || {
@@ -300,19 +289,7 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
     // A redeploy that drops a trigger dead-letters its pending runs with
     // `trigger_removed`: a failing run waiting out a long backoff, here.
     let slow_retry = MANIFEST.replace("backoff_ms = 20", "backoff_ms = 600000");
-    let (status, body) = through
-        .deploy(
-            "trig",
-            &[
-                ("picloud.toml", &slow_retry),
-                ("order.lua", ORDER),
-                ("on_order.lua", ON_ORDER),
-                ("poison.lua", POISON),
-                ("alert.lua", ALERT),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    deploy_trig(&through, &slow_retry, POISON).await;
     let (status, _) = through
         .call(
             "PUT",
@@ -326,18 +303,8 @@ async fn every_matching_write_runs_its_trigger_exactly_once_across_a_leader_kill
         .filter(|part| !part.contains("poison.lua"))
         .collect::<Vec<_>>()
         .join("[[trigger]]");
-    let (status, body) = through
-        .deploy(
-            "trig",
-            &[
-                ("picloud.toml", &without_poison),
-                ("order.lua", ORDER),
-                ("on_order.lua", ON_ORDER),
-                ("alert.lua", ALERT),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    // poison.lua stays in the bundle, unused.
+    deploy_trig(&through, &without_poison, POISON).await;
     eventually("the dropped trigger's run was dead-lettered", || {
         let through = through.clone();
         async move {
