@@ -40,6 +40,7 @@ mod error;
 pub mod glob;
 mod keys;
 pub mod log_store;
+pub mod query;
 pub mod records;
 mod snapshot;
 pub mod state;
