@@ -42,6 +42,7 @@ mod keys;
 pub mod log_store;
 pub mod query;
 pub mod records;
+pub mod secret_box;
 mod snapshot;
 pub mod state;
 pub mod state_machine;
