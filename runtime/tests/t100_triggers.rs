@@ -468,3 +468,60 @@ async fn cron_slots_fire_once_each_across_a_leader_kill() {
         missing[1]
     );
 }
+
+/// A full outbox refuses the write that would overflow it, with 503
+/// `outbox_full`, through a script and through the admin API, and loses
+/// nothing already queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_refuses_writes_with_503_outbox_full() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let key = node.admin_key();
+    let admin = api(&node, &key);
+    // Runs fail and wait a long backoff, so they stay queued.
+    let manifest = "name = \"full\"\n[[route]]\nmethod = \"POST\"\npath = \"/put/:n\"\nscript = \"put.lua\"\n[[trigger]]\nkind = \"kv\"\nmatch = \"q/*\"\nscript = \"stuck.lua\"\nbackoff_ms = 600000\n[triggers]\noutbox_max = 2\n";
+    let put = "return function(req)\n  kv.set('q/' .. req.params.n, 1)\n  return {status=201, json={ok=true}}\nend";
+    let stuck = "return function(event, ctx)\n  error('not today')\nend";
+    let (status, body) = admin
+        .deploy(
+            "full",
+            &[
+                ("picloud.toml", manifest),
+                ("put.lua", put),
+                ("stuck.lua", stuck),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let anonymous = admin.with_key(None);
+    for n in 0..2 {
+        assert_eq!(
+            anonymous
+                .call("POST", &format!("/full/put/{n}"), None)
+                .await
+                .0,
+            201
+        );
+    }
+    let (status, body) = anonymous.call("POST", "/full/put/2", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "outbox_full", "{body}");
+    let (status, body) = admin
+        .call("PUT", "/_/api/v1/apps/full/kv/q/3", Some(b"1".to_vec()))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "outbox_full", "{body}");
+    // The refused writes did not apply; the queued runs are still there.
+    assert_eq!(admin.get("/_/api/v1/apps/full/kv/q/2").await.0, 404);
+    assert_eq!(
+        admin.get("/_/api/v1/apps/full").await.1["trigger_backlog"],
+        2
+    );
+    // Keys no trigger matches are not affected.
+    let (status, _) = admin
+        .call("PUT", "/_/api/v1/apps/full/kv/other", Some(b"1".to_vec()))
+        .await;
+    assert!(status == 200 || status == 204);
+}

@@ -134,7 +134,8 @@ fn invoke_error(error: InvokeError) -> ApiError {
     let status = match &error {
         InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         InvokeError::Host(host) => match host.code.as_str() {
-            "no_leader" | "timeout" | "unavailable" | "overloaded" => {
+            // Back-pressure: the app's trigger outbox is full; retry later.
+            "no_leader" | "timeout" | "unavailable" | "overloaded" | "outbox_full" => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
