@@ -21,8 +21,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 cargo build --release -q -p picloud
 BIN=target/release/picloud
-now_ms() { date +%s%3N; }
-wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
+source bench/lib.sh
+HTTP_PORTS=1808 PEER_PORTS=1707
 
 # ---------- etcd: 3 members ----------
 ETCD_CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
@@ -43,20 +43,7 @@ done
 # ---------- PiCloud: 3 nodes ----------
 export PICLOUD_ADMIN_KEY="cluster-bench-admin-key-0123456789" PICLOUD_CREDENTIALS="$WORK/creds.toml"
 export PICLOUD_KEY="$PICLOUD_ADMIN_KEY"
-start_picloud() { # index [join args...]
-  local i=$1; shift
-  "$BIN" serve --data-dir "$WORK/pc$i" --http "127.0.0.1:1808$i" --peer "127.0.0.1:1707$i" "$@" >>"$WORK/pc$i.log" 2>&1 &
-  PIDS["pc$i"]=$!
-}
-start_picloud 1
-wait_http http://127.0.0.1:18081/_/health
-TOKEN="$(PICLOUD_URL=http://127.0.0.1:18081 "$BIN" cluster token)"
-start_picloud 2 --join 127.0.0.1:17071 --join-token "$TOKEN"
-start_picloud 3 --join 127.0.0.1:17071 --join-token "$TOKEN"
-for _ in $(seq 1 300); do
-  n=$(PICLOUD_URL=http://127.0.0.1:18081 "$BIN" --json cluster status | grep -c '"role": "follower"' || true)
-  [ "$n" = 2 ] && break; sleep 0.1
-done
+start_three_picloud
 PICLOUD_URL=http://127.0.0.1:18081 "$BIN" deploy bench/apps/kvbench >/dev/null
 
 cat >"$WORK/picloud-put.lua" <<'LUA'

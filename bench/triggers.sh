@@ -19,25 +19,12 @@ trap cleanup EXIT
 command -v wrk >/dev/null || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p picloud
 BIN=target/release/picloud
-now_ms() { date +%s%3N; }
-wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
+source bench/lib.sh
+HTTP_PORTS=1908 PEER_PORTS=1907
 
 export PICLOUD_ADMIN_KEY="trigger-bench-admin-key-0123456789" PICLOUD_CREDENTIALS="$WORK/creds.toml"
 export PICLOUD_KEY="$PICLOUD_ADMIN_KEY"
-start_picloud() { # index [join args...]
-  local i=$1; shift
-  "$BIN" serve --data-dir "$WORK/pc$i" --http "127.0.0.1:1908$i" --peer "127.0.0.1:1907$i" "$@" >>"$WORK/pc$i.log" 2>&1 &
-  PIDS["pc$i"]=$!
-}
-start_picloud 1
-wait_http http://127.0.0.1:19081/_/health
-TOKEN="$(PICLOUD_URL=http://127.0.0.1:19081 "$BIN" cluster token)"
-start_picloud 2 --join 127.0.0.1:19071 --join-token "$TOKEN"
-start_picloud 3 --join 127.0.0.1:19071 --join-token "$TOKEN"
-for _ in $(seq 1 300); do
-  n=$(PICLOUD_URL=http://127.0.0.1:19081 "$BIN" --json cluster status | grep -c '"role": "follower"' || true)
-  [ "$n" = 2 ] && break; sleep 0.1
-done
+start_three_picloud
 export PICLOUD_URL=http://127.0.0.1:19081
 "$BIN" deploy bench/apps/trigbench >/dev/null
 

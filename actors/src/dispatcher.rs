@@ -348,8 +348,9 @@ fn give_back_vm(shared: &Arc<Shared>, app: &str, version: u64, vm: Vm, host: Arc
     }
 }
 
-/// The `event` table a trigger script receives.
-fn event_json(event: &TriggerEvent) -> Value {
+/// The `event` table a trigger script receives (also how the admin API
+/// shows a dead letter's event).
+pub fn event_json(event: &TriggerEvent) -> Value {
     // An absent value is left out (nil in Lua), not JSON null.
     let value = |bytes: &Option<Vec<u8>>| {
         bytes

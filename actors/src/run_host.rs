@@ -120,25 +120,9 @@ fn cas_matches(op: &KvOp, current: &Option<Value>) -> bool {
     match (expected, current) {
         (None, None) => true,
         (Some(expected), Some(current)) => decode_value(expected)
-            .map(|expected| json_equal(&expected, current))
+            .map(|expected| picloud_storage::query::equal(&expected, current))
             .unwrap_or(false),
         _ => false,
-    }
-}
-
-/// JSON equality with numbers compared by value (as `apply` does).
-fn json_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
-        }
-        _ => a == b,
     }
 }
 

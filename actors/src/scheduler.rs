@@ -77,12 +77,8 @@ async fn pass(
         let Some(set) = reader.trigger_set(&app.name).map_err(|e| e.to_string())? else {
             continue;
         };
-        let deployed_ms = reader
-            .deploys(&app.name)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|deploy| deploy.version == version)
-            .map_or(0, |deploy| deploy.created_ms);
+        // Read only for apps that have a cron trigger.
+        let mut deployed_ms: Option<u64> = None;
         for trigger in &set.triggers {
             let TriggerDefKind::Cron {
                 schedule,
@@ -105,10 +101,24 @@ async fn pass(
             let Some(schedule) = parsed.get(&key) else {
                 continue;
             };
-            let last = reader
+            let last = match reader
                 .last_fired(&app.name, &trigger.name)
                 .map_err(|e| e.to_string())?
-                .unwrap_or(deployed_ms);
+            {
+                Some(last) => last,
+                None => match deployed_ms {
+                    Some(ms) => ms,
+                    None => {
+                        let ms = reader
+                            .deploys(&app.name)
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .find(|deploy| deploy.version == version)
+                            .map_or(0, |deploy| deploy.created_ms);
+                        *deployed_ms.insert(ms)
+                    }
+                },
+            };
             let misfire = if *fire_once {
                 Misfire::FireOnce
             } else {

@@ -513,12 +513,21 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     /// The trigger set of `app`'s active version (`None`: no app, no
     /// version, or a version deployed without triggers).
     fn active_triggers(&self, app: &str) -> Result<Option<TriggerSet>, StorageError> {
-        let Some(version) = self.app(app)?.and_then(|record| record.active_version) else {
+        match self.app(app)? {
+            Some(record) => self.triggers_of(&record),
+            None => Ok(None),
+        }
+    }
+
+    /// The trigger set of the app's active version, from its record (the
+    /// kv hot path has the record already).
+    fn triggers_of(&self, record: &AppRecord) -> Result<Option<TriggerSet>, StorageError> {
+        let Some(version) = record.active_version else {
             return Ok(None);
         };
         self.get_decoded(
             Keyspace::Triggers,
-            &keys::trigger_set_key(app, version),
+            &keys::trigger_set_key(&record.name, version),
             "trigger set",
         )
     }
@@ -557,10 +566,10 @@ fn kv<B: Backend + ?Sized>(
     op: &KvOp,
     now_ms: u64,
 ) -> Result<Outcome, StorageError> {
-    if txn.app(app)?.is_none() {
+    let Some(record) = txn.app(app)? else {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
-    }
-    let triggers = txn.active_triggers(app)?;
+    };
+    let triggers = txn.triggers_of(&record)?;
     Ok(kv_op_firing(txn, app, op, now_ms, triggers.as_ref(), 1)?.map(CommandResult::Kv))
 }
 
@@ -570,10 +579,10 @@ fn kv_atomic<B: Backend + ?Sized>(
     ops: &[KvOp],
     now_ms: u64,
 ) -> Result<Outcome, StorageError> {
-    if txn.app(app)?.is_none() {
+    let Some(record) = txn.app(app)? else {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
-    }
-    let triggers = txn.active_triggers(app)?;
+    };
+    let triggers = txn.triggers_of(&record)?;
     Ok(kv_ops_atomic(txn, app, ops, now_ms, triggers.as_ref(), 1)?.map(CommandResult::KvAtomic))
 }
 
@@ -741,31 +750,7 @@ pub(crate) fn json_equal(a: &[u8], b: &[u8]) -> bool {
         serde_json::from_slice::<serde_json::Value>(a),
         serde_json::from_slice::<serde_json::Value>(b),
     ) {
-        (Ok(a), Ok(b)) => json_value_equal(&a, &b),
-        _ => a == b,
-    }
-}
-
-fn json_value_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
-                x == y
-            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
-                x == y
-            } else {
-                matches!((x.as_f64(), y.as_f64()), (Some(x), Some(y)) if x == y)
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_value_equal(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(key, x)| y.get(key).is_some_and(|y| json_value_equal(x, y)))
-        }
+        (Ok(a), Ok(b)) => crate::query::equal(&a, &b),
         _ => a == b,
     }
 }
@@ -1055,8 +1040,8 @@ fn set_cluster_ca<B: Backend + ?Sized>(
 }
 
 /// Adds a run of `trigger` to `app`'s outbox (or, past the chain depth
-/// bound, straight to its dead letters as `trigger_loop`). Rejected with
-/// `OutboxFull` when the app's outbox is at its bound.
+/// bound, straight to its dead letters as `trigger_loop`) and returns its
+/// id. Rejected with `OutboxFull` when the app's outbox is at its bound.
 fn enqueue_run<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
@@ -1065,7 +1050,7 @@ fn enqueue_run<B: Backend + ?Sized>(
     event: TriggerEvent,
     depth: u32,
     now_ms: u64,
-) -> Result<Result<(), ApplyError>, StorageError> {
+) -> Result<Result<u64, ApplyError>, StorageError> {
     let next_key = keys::outbox_next_id_key(app);
     let id = txn
         .u64_at(Keyspace::Triggers, &next_key, "outbox id")?
@@ -1086,8 +1071,27 @@ fn enqueue_run<B: Backend + ?Sized>(
             "a chain of {depth} trigger runs exceeds chain_depth_max = {}",
             set.chain_depth_max
         );
-        return bury(txn, app, set, entry, dead_code::TRIGGER_LOOP, error, now_ms).map(Ok);
+        bury(txn, app, set, entry, dead_code::TRIGGER_LOOP, error, now_ms)?;
+        return Ok(Ok(id));
     }
+    if let Err(full) = reserve_outbox_slot(txn, app, set)? {
+        return Ok(Err(full));
+    }
+    txn.put_encoded(
+        Keyspace::Outbox,
+        keys::run_key(app, id),
+        &entry,
+        "outbox entry",
+    )?;
+    Ok(Ok(id))
+}
+
+/// Counts one more pending run of `app`, or refuses with `OutboxFull`.
+fn reserve_outbox_slot<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    set: &TriggerSet,
+) -> Result<Result<(), ApplyError>, StorageError> {
     let count_key = keys::outbox_count_key(app);
     let count = txn.u64_at(Keyspace::Triggers, &count_key, "outbox count")?;
     if count >= u64::from(set.outbox_max) {
@@ -1097,12 +1101,6 @@ fn enqueue_run<B: Backend + ?Sized>(
         }));
     }
     txn.put_encoded(Keyspace::Triggers, count_key, &(count + 1), "outbox count")?;
-    txn.put_encoded(
-        Keyspace::Outbox,
-        keys::run_key(app, id),
-        &entry,
-        "outbox entry",
-    )?;
     Ok(Ok(()))
 }
 
@@ -1284,18 +1282,9 @@ fn fire_cron<B: Backend + ?Sized>(
         return Ok(Ok(CommandResult::TriggerFired { id: None }));
     }
     txn.put_encoded(Keyspace::Triggers, fired_key, &slot_ms, "fired slot")?;
-    let id = txn
-        .u64_at(
-            Keyspace::Triggers,
-            &keys::outbox_next_id_key(app),
-            "outbox id",
-        )?
-        .max(1);
     let event = TriggerEvent::Cron { slot_ms };
-    if let Err(rejection) = enqueue_run(txn, app, &set, trigger, event, 1, now_ms)? {
-        return Ok(Err(rejection));
-    }
-    Ok(Ok(CommandResult::TriggerFired { id: Some(id) }))
+    Ok(enqueue_run(txn, app, &set, trigger, event, 1, now_ms)?
+        .map(|id| CommandResult::TriggerFired { id: Some(id) }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1483,13 +1472,8 @@ fn retry_dead_letter<B: Backend + ?Sized>(
             trigger: letter.entry.trigger,
         }));
     }
-    let count_key = keys::outbox_count_key(app);
-    let count = txn.u64_at(Keyspace::Triggers, &count_key, "outbox count")?;
-    if count >= u64::from(set.outbox_max) {
-        return Ok(Err(ApplyError::OutboxFull {
-            app: app.into(),
-            max: set.outbox_max,
-        }));
+    if let Err(full) = reserve_outbox_slot(txn, app, &set)? {
+        return Ok(Err(full));
     }
     let mut entry = letter.entry;
     entry.attempts.clear();
@@ -1497,7 +1481,6 @@ fn retry_dead_letter<B: Backend + ?Sized>(
     entry.not_before_ms = now_ms;
     entry.depth = entry.depth.min(set.chain_depth_max);
     txn.delete(Keyspace::DeadLetters, key.clone());
-    txn.put_encoded(Keyspace::Triggers, count_key, &(count + 1), "outbox count")?;
     txn.put_encoded(Keyspace::Outbox, key, &entry, "outbox entry")?;
     Ok(Ok(CommandResult::Done))
 }

@@ -19,7 +19,7 @@
 //! Issue 5 groundwork: documents themselves (storage, indexes, `docs.*`) are
 //! not built yet.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Deepest nesting of `$and`/`$or`/`$not` accepted.
 pub const QUERY_DEPTH_MAX: usize = 16;
@@ -327,20 +327,28 @@ pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(doc, |value, name| value.as_object()?.get(name))
 }
 
-/// JSON equality with numbers compared by value (`1` equals `1.0`).
+/// JSON equality with numbers compared by value (`1` equals `1.0`; integers
+/// exactly, so large ones do not collide through `f64`). The one definition
+/// `apply` (kv `cas`), queries and trigger runs share.
 pub fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x == y
+            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                x == y
+            } else {
+                matches!((x.as_f64(), y.as_f64()), (Some(x), Some(y)) if x == y)
+            }
+        }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b))
         }
-        (Value::Object(x), Value::Object(y)) => objects_equal(x, y),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
+        }
         _ => a == b,
     }
-}
-
-fn objects_equal(x: &Map<String, Value>, y: &Map<String, Value>) -> bool {
-    x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
 }
 
 /// Orders two values of one kind; `None` across kinds (no match).

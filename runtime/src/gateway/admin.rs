@@ -385,6 +385,18 @@ struct ReadOptions {
     consistency: Option<String>,
 }
 
+/// A page size from the query (default 100), checked against `max`.
+fn page_limit(limit: Option<usize>, max: usize, setting: &str) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("limit: must be 1 to {max}{setting}"),
+        ));
+    }
+    Ok(limit)
+}
+
 async fn barrier(gateway: &Gateway, consistency: Option<&str>) -> Result<(), ApiError> {
     match consistency {
         None | Some("linearizable") => Ok(gateway.node.read_barrier().await?),
@@ -525,16 +537,11 @@ async fn kv_list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_read(&app)?;
     require_app(&gateway, &app)?;
-    let limit = options.limit.unwrap_or(100);
-    if limit == 0 || limit > gateway.limits.kv_list_limit_max {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!(
-                "limit: must be 1 to {} (kv_list_limit_max)",
-                gateway.limits.kv_list_limit_max
-            ),
-        ));
-    }
+    let limit = page_limit(
+        options.limit,
+        gateway.limits.kv_list_limit_max,
+        " (kv_list_limit_max)",
+    )?;
     barrier(&gateway, options.consistency.as_deref()).await?;
     let page = gateway.node.reader().kv_list(
         &app,
@@ -779,32 +786,7 @@ async fn remove_node(
 const DEAD_LETTERS_PAGE_MAX: usize = 1_000;
 
 fn dead_letter_json(app: &str, letter: &picloud_storage::triggers::DeadLetter) -> Value {
-    let event = match &letter.entry.event {
-        picloud_storage::triggers::TriggerEvent::Kv { key, old, new } => {
-            let value = |bytes: &Option<Vec<u8>>| {
-                bytes
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                    .unwrap_or(Value::Null)
-            };
-            json!({"kind": "kv", "key": key, "old": value(old), "new": value(new)})
-        }
-        picloud_storage::triggers::TriggerEvent::Cron { slot_ms } => {
-            json!({"kind": "cron", "scheduled_ms": slot_ms})
-        }
-        picloud_storage::triggers::TriggerEvent::DeadLetter {
-            trigger,
-            delivery_id,
-            code,
-            error,
-        } => json!({
-            "kind": "dead_letter",
-            "trigger": trigger,
-            "delivery_id": delivery_id,
-            "code": code,
-            "error": error,
-        }),
-    };
+    let event = picloud_actors::dispatcher::event_json(&letter.entry.event);
     json!({
         "id": letter.entry.id,
         "delivery_id": picloud_storage::triggers::delivery_id(app, letter.entry.id),
@@ -840,13 +822,7 @@ async fn dead_letters_list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_read(&app)?;
     require_app(&gateway, &app)?;
-    let limit = page.limit.unwrap_or(100);
-    if limit == 0 || limit > DEAD_LETTERS_PAGE_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!("limit: must be 1 to {DEAD_LETTERS_PAGE_MAX}"),
-        ));
-    }
+    let limit = page_limit(page.limit, DEAD_LETTERS_PAGE_MAX, "")?;
     gateway.node.read_barrier().await?;
     let letters = gateway
         .node

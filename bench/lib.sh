@@ -1,0 +1,28 @@
+# Shared by the bench scripts (sourced, not run). Needs BIN, WORK and an
+# associative array PIDS; HTTP_PORTS / PEER_PORTS are port prefixes, node i
+# listening on ${HTTP_PORTS}i and ${PEER_PORTS}i.
+
+now_ms() { date +%s%3N; }
+wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
+
+start_picloud() { # index [join args...]
+  local i=$1; shift
+  "$BIN" serve --data-dir "$WORK/pc$i" --http "127.0.0.1:${HTTP_PORTS}$i" --peer "127.0.0.1:${PEER_PORTS}$i" "$@" >>"$WORK/pc$i.log" 2>&1 &
+  PIDS["pc$i"]=$!
+}
+
+# Node 1 creates the cluster, nodes 2 and 3 join through it; returns once
+# both are followers.
+start_three_picloud() {
+  start_picloud 1
+  wait_http "http://127.0.0.1:${HTTP_PORTS}1/_/health"
+  local token n
+  token="$(PICLOUD_URL="http://127.0.0.1:${HTTP_PORTS}1" "$BIN" cluster token)"
+  start_picloud 2 --join "127.0.0.1:${PEER_PORTS}1" --join-token "$token"
+  start_picloud 3 --join "127.0.0.1:${PEER_PORTS}1" --join-token "$token"
+  for _ in $(seq 1 300); do
+    n=$(PICLOUD_URL="http://127.0.0.1:${HTTP_PORTS}1" "$BIN" --json cluster status | grep -c '"role": "follower"' || true)
+    [ "$n" = 2 ] && return 0; sleep 0.1
+  done
+  echo "the three nodes did not form a cluster" >&2; return 1
+}
