@@ -541,6 +541,16 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
         Ok(self.get_decoded::<u64>(keyspace, key, what)?.unwrap_or(0))
     }
 
+    /// Writes `entry` as run `entry.id` of `app` in the outbox.
+    fn put_run(&mut self, app: &str, entry: &OutboxEntry) -> Result<(), StorageError> {
+        self.put_encoded(
+            Keyspace::Outbox,
+            keys::run_key(app, entry.id),
+            entry,
+            "outbox entry",
+        )
+    }
+
     fn outbox_entry(&self, app: &str, id: u64) -> Result<Option<OutboxEntry>, StorageError> {
         self.get_decoded(Keyspace::Outbox, &keys::run_key(app, id), "outbox entry")
     }
@@ -1077,12 +1087,7 @@ fn enqueue_run<B: Backend + ?Sized>(
     if let Err(full) = reserve_outbox_slot(txn, app, set)? {
         return Ok(Err(full));
     }
-    txn.put_encoded(
-        Keyspace::Outbox,
-        keys::run_key(app, id),
-        &entry,
-        "outbox entry",
-    )?;
+    txn.put_run(app, &entry)?;
     Ok(Ok(id))
 }
 
@@ -1316,12 +1321,7 @@ fn claim_runs<B: Backend + ?Sized>(
             node,
             at_ms: now_ms,
         });
-        txn.put_encoded(
-            Keyspace::Outbox,
-            keys::run_key(app, id),
-            &entry,
-            "outbox entry",
-        )?;
+        txn.put_run(app, &entry)?;
         claimed.push(id);
     }
     Ok(Ok(CommandResult::RunsClaimed {
@@ -1438,12 +1438,7 @@ fn record_failure<B: Backend + ?Sized>(
     }
     entry.not_before_ms = now_ms.saturating_add(retry_delay_ms(def.backoff_ms, failures));
     let not_before_ms = entry.not_before_ms;
-    txn.put_encoded(
-        Keyspace::Outbox,
-        keys::run_key(app, entry.id),
-        &entry,
-        "outbox entry",
-    )?;
+    txn.put_run(app, &entry)?;
     Ok(CommandResult::Run(RunOutcome::WillRetry { not_before_ms }))
 }
 
@@ -1480,8 +1475,8 @@ fn retry_dead_letter<B: Backend + ?Sized>(
     entry.claim = None;
     entry.not_before_ms = now_ms;
     entry.depth = entry.depth.min(set.chain_depth_max);
-    txn.delete(Keyspace::DeadLetters, key.clone());
-    txn.put_encoded(Keyspace::Outbox, key, &entry, "outbox entry")?;
+    txn.delete(Keyspace::DeadLetters, key);
+    txn.put_run(app, &entry)?;
     Ok(Ok(CommandResult::Done))
 }
 
