@@ -42,6 +42,9 @@ use crate::triggers::{
 };
 use crate::types::NodeId;
 
+#[path = "apply_docs.rs"]
+mod docs_apply;
+
 /// Applies `command` as the entry at `log_id`, committing its writes and the
 /// new last-applied id atomically. `Err` is an engine failure (fatal);
 /// deterministic rejections come back as `Ok(CommandResult::Rejected(..))`.
@@ -145,6 +148,15 @@ fn run_in<B: Backend + ?Sized>(
         } => fail_run(txn, app, *id, (*term, *claim_ms), error, *now_ms)?,
         Command::RetryDeadLetter { app, id, now_ms } => retry_dead_letter(txn, app, *id, *now_ms)?,
         Command::DeleteDeadLetter { app, id } => delete_dead_letter(txn, app, *id)?,
+        Command::Docs { app, ops, now_ms } => docs_apply::docs_write(txn, app, ops, *now_ms)?,
+        Command::DeployVersion {
+            app,
+            bundle,
+            now_ms,
+            versions_keep,
+            triggers,
+            indexes,
+        } => deploy_version(txn, app, bundle, *now_ms, *versions_keep, triggers, indexes)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -178,13 +190,15 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::CompleteRun { .. }
         | Command::FailRun { .. }
         | Command::RetryDeadLetter { .. }
-        | Command::DeleteDeadLetter { .. } => true,
+        | Command::DeleteDeadLetter { .. }
+        | Command::Docs { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
         Command::AppDelete { .. }
         | Command::Deploy { .. }
         | Command::DeployApp { .. }
+        | Command::DeployVersion { .. }
         | Command::Rollback { .. }
         | Command::Batch(_) => false,
     }
@@ -347,6 +361,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::AppDelete { app }
         | Command::Deploy { app, .. }
         | Command::DeployApp { app, .. }
+        | Command::DeployVersion { app, .. }
         | Command::Rollback { app, .. } => Some(app),
         Command::FireCron { .. }
         | Command::ClaimRuns { .. }
@@ -354,6 +369,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::FailRun { .. }
         | Command::RetryDeadLetter { .. }
         | Command::DeleteDeadLetter { .. }
+        | Command::Docs { .. }
         | Command::Kv { .. }
         | Command::KvAtomic { .. }
         | Command::KeyCreate { .. }
@@ -795,7 +811,14 @@ fn app_delete<B: Backend + ?Sized>(
     delete_prefix(txn.backend, Keyspace::Kv, &prefix)?;
     // Trigger state, pending runs and dead letters go with it (bounded by
     // the outbox bound, but dead letters are not: bulk-deleted as well).
-    for keyspace in [Keyspace::Triggers, Keyspace::Outbox, Keyspace::DeadLetters] {
+    // Documents and their index entries are unbounded too.
+    for keyspace in [
+        Keyspace::Triggers,
+        Keyspace::Outbox,
+        Keyspace::DeadLetters,
+        Keyspace::Docs,
+        Keyspace::DocIndex,
+    ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }
     // Deploys are bounded by `versions_keep`: they go in the final batch.
@@ -851,6 +874,7 @@ fn deploy<B: Backend + ?Sized>(
             txn.delete(Keyspace::Deploys, keys::deploy_key(app, old));
             txn.delete(Keyspace::Bundles, keys::deploy_key(app, old));
             txn.delete(Keyspace::Triggers, keys::trigger_set_key(app, old));
+            txn.delete(Keyspace::Triggers, crate::docs::index_set_key(app, old));
         }
     }
     Ok(Ok(CommandResult::Deployed { version }))
@@ -899,6 +923,10 @@ fn rollback<B: Backend + ?Sized>(
         "trigger set",
     )?;
     swap_triggers(txn, app, before.as_ref(), after.as_ref(), now_ms)?;
+    let indexes = docs_apply::version_indexes(txn, app, target)?;
+    if let Err(rejection) = docs_apply::switch_indexes(txn, app, &indexes)? {
+        return Ok(Err(rejection));
+    }
     Ok(Ok(CommandResult::RolledBack { version: target }))
 }
 
@@ -1199,6 +1227,33 @@ fn deploy_app<B: Backend + ?Sized>(
         )?;
     }
     swap_triggers(txn, app, before.as_ref(), triggers, now_ms)?;
+    Ok(outcome)
+}
+
+/// `DeployApp`, then the version's index set becomes the built one.
+#[allow(clippy::too_many_arguments)]
+fn deploy_version<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    bundle: &[u8],
+    now_ms: u64,
+    versions_keep: u32,
+    triggers: &TriggerSet,
+    indexes: &[crate::docs::IndexDef],
+) -> Result<Outcome, StorageError> {
+    let outcome = deploy_app(txn, app, bundle, now_ms, versions_keep, Some(triggers))?;
+    let Ok(CommandResult::Deployed { version }) = &outcome else {
+        return Ok(outcome);
+    };
+    txn.put_encoded(
+        Keyspace::Triggers,
+        crate::docs::index_set_key(app, *version),
+        &indexes.to_vec(),
+        "index set",
+    )?;
+    if let Err(rejection) = docs_apply::switch_indexes(txn, app, indexes)? {
+        return Ok(Err(rejection));
+    }
     Ok(outcome)
 }
 
@@ -2776,6 +2831,10 @@ mod tests {
         assert_eq!(changed_app(&kv, &CommandResult::Done), None);
     }
 }
+
+#[cfg(test)]
+#[path = "apply_docs_tests.rs"]
+mod docs_tests;
 
 #[cfg(test)]
 #[path = "apply_trigger_tests.rs"]

@@ -41,6 +41,10 @@ pub enum Keyspace {
     Outbox = 8,
     /// Dead-lettered trigger runs, keyed like `Outbox`.
     DeadLetters = 9,
+    /// Documents, keyed by app, collection, id (see `docs`).
+    Docs = 10,
+    /// Document index entries (see `docs`).
+    DocIndex = 11,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -50,7 +54,7 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 9] = [
+    pub const STATE_DATA: [Keyspace; 11] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -60,6 +64,8 @@ impl Keyspace {
         Keyspace::Triggers,
         Keyspace::Outbox,
         Keyspace::DeadLetters,
+        Keyspace::Docs,
+        Keyspace::DocIndex,
     ];
 
     pub fn id(self) -> u8 {
@@ -78,6 +84,8 @@ impl Keyspace {
             Keyspace::Triggers,
             Keyspace::Outbox,
             Keyspace::DeadLetters,
+            Keyspace::Docs,
+            Keyspace::DocIndex,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]

@@ -151,6 +151,35 @@ mod tests {
             ),
             10
         );
+        assert_eq!(
+            first_byte(
+                encode(&Command::Docs {
+                    app: String::new(),
+                    ops: vec![],
+                    now_ms: 0
+                })
+                .expect("encode")
+            ),
+            21
+        );
+        assert_eq!(
+            first_byte(
+                encode(&Command::DeployVersion {
+                    app: String::new(),
+                    bundle: vec![],
+                    now_ms: 0,
+                    versions_keep: 1,
+                    triggers: Default::default(),
+                    indexes: vec![],
+                })
+                .expect("encode")
+            ),
+            22
+        );
+        assert_eq!(
+            first_byte(encode(&CommandResult::Docs(vec![])).expect("encode")),
+            11
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::docs::IndexDef;
 use crate::triggers::TriggerSet;
 use crate::types::NodeInfo;
 
@@ -177,6 +178,83 @@ pub enum Command {
     RetryDeadLetter { app: String, id: u64, now_ms: u64 },
     /// Deletes dead letter `id`. Result `Done`; rejected with `DeadLetterNotFound`.
     DeleteDeadLetter { app: String, id: u64 },
+    /// Document writes in one app, all-or-nothing: indexes are kept in step
+    /// and docs triggers fire. Result `Docs`; rejected with `AppNotFound`,
+    /// `DocExists`, `UniqueViolation`, `DocTooLarge`, `InvalidDocument`,
+    /// `IndexValueTooLarge` or `OutboxFull`.
+    Docs {
+        app: String,
+        ops: Vec<DocOp>,
+        now_ms: u64,
+    },
+    /// `DeployApp` with the version's document indexes: indexes the active
+    /// set lacks are built from the existing documents, indexes it no longer
+    /// has are dropped, all in this entry. A unique index the existing
+    /// documents violate rejects the whole deploy (`UniqueViolation`).
+    DeployVersion {
+        app: String,
+        bundle: Vec<u8>,
+        now_ms: u64,
+        versions_keep: u32,
+        triggers: TriggerSet,
+        indexes: Vec<IndexDef>,
+    },
+}
+
+/// One document write. Documents are JSON object text; apply sets `_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DocOp {
+    /// Fails with `DocExists` if the id is taken.
+    Insert {
+        collection: String,
+        id: String,
+        doc: Vec<u8>,
+    },
+    /// Merges `patch` (a JSON merge patch: `null` removes a field).
+    Update {
+        collection: String,
+        id: String,
+        patch: Vec<u8>,
+    },
+    Replace {
+        collection: String,
+        id: String,
+        doc: Vec<u8>,
+    },
+    Delete {
+        collection: String,
+        id: String,
+    },
+}
+
+impl DocOp {
+    pub fn collection(&self) -> &str {
+        match self {
+            DocOp::Insert { collection, .. }
+            | DocOp::Update { collection, .. }
+            | DocOp::Replace { collection, .. }
+            | DocOp::Delete { collection, .. } => collection,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            DocOp::Insert { id, .. }
+            | DocOp::Update { id, .. }
+            | DocOp::Replace { id, .. }
+            | DocOp::Delete { id, .. } => id,
+        }
+    }
+}
+
+/// What one [`DocOp`] did. `found`/`existed` is false when the document was
+/// absent (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocOpResult {
+    Inserted,
+    Updated { found: bool },
+    Replaced { found: bool },
+    Deleted { existed: bool },
 }
 
 /// One kv operation. `value`s are JSON text.
@@ -247,6 +325,8 @@ pub enum CommandResult {
     },
     /// [`Command::CompleteRun`] / [`Command::FailRun`].
     Run(RunOutcome),
+    /// [`Command::Docs`]: one result per op.
+    Docs(Vec<DocOpResult>),
 }
 
 /// What became of a run reported done or failed.
@@ -306,4 +386,32 @@ pub enum ApplyError {
     StaleClaim { app: String, id: u64 },
     #[error("app {app} has no dead letter {id}")]
     DeadLetterNotFound { app: String, id: u64 },
+    #[error("collection {collection} already holds a document with id {id}")]
+    DocExists { collection: String, id: String },
+    /// The write would give a unique index's values to a second document.
+    #[error("unique index {index} on {collection}: document {existing} already has these values")]
+    UniqueViolation {
+        index: String,
+        collection: String,
+        existing: String,
+    },
+    #[error("document {collection}/{id} would be {bytes} bytes; the limit is {max}")]
+    DocTooLarge {
+        collection: String,
+        id: String,
+        bytes: u64,
+        max: u64,
+    },
+    #[error("document {collection}/{id}: {message}")]
+    InvalidDocument {
+        collection: String,
+        id: String,
+        message: String,
+    },
+    #[error("index {index}: field {field} holds a string longer than {max} bytes")]
+    IndexValueTooLarge {
+        index: String,
+        field: String,
+        max: u64,
+    },
 }

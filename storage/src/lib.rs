@@ -36,6 +36,7 @@ pub mod apply;
 pub mod backend;
 pub mod codec;
 pub mod command;
+pub mod docs;
 mod error;
 pub mod glob;
 mod keys;
@@ -52,7 +53,7 @@ pub mod types;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use command::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+pub use command::{ApplyError, Command, CommandResult, DocOp, DocOpResult, KvOp, KvOpResult};
 pub use error::StorageError;
 pub use log_store::LogStore;
 pub use records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};

@@ -374,4 +374,4 @@ fn kind_of(value: &Value) -> &'static str {
 
 #[cfg(test)]
 #[path = "query_tests.rs"]
-mod tests;
+pub(crate) mod tests;

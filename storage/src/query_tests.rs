@@ -178,7 +178,7 @@ fn naive_cmp(a: &Value, b: &Value) -> Option<i32> {
     }
 }
 
-fn naive(query: &Value, doc: &Value) -> bool {
+pub(crate) fn naive(query: &Value, doc: &Value) -> bool {
     let map = query.as_object().expect("object");
     map.iter().all(|(key, value)| match key.as_str() {
         "$and" => value
@@ -241,7 +241,7 @@ fn naive(query: &Value, doc: &Value) -> bool {
 
 const FIELDS: [&str; 6] = ["a", "b", "n", "s", "tags", "o.x"];
 
-fn random_scalar(rng: &mut StdRng) -> Value {
+pub(crate) fn random_scalar(rng: &mut StdRng) -> Value {
     match rng.random_range(0..6) {
         0 => json!(rng.random_range(-3..4)),
         1 => json!(rng.random_range(-3..4) as f64 + 0.5),
@@ -255,7 +255,7 @@ fn random_scalar(rng: &mut StdRng) -> Value {
     }
 }
 
-fn random_doc(rng: &mut StdRng) -> Value {
+pub(crate) fn random_doc(rng: &mut StdRng) -> Value {
     let mut doc = serde_json::Map::new();
     for field in ["a", "b", "n", "s"] {
         if rng.random_bool(0.8) {
@@ -306,7 +306,7 @@ fn random_condition(rng: &mut StdRng) -> Value {
     json!({ field: condition })
 }
 
-fn random_query(rng: &mut StdRng, depth: usize) -> Value {
+pub(crate) fn random_query(rng: &mut StdRng, depth: usize) -> Value {
     if depth == 0 {
         return random_condition(rng);
     }

@@ -12,8 +12,10 @@ use tokio::sync::broadcast;
 
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
+use crate::docs::{self, Explain, FindError, FindOptions, FindPage, IndexDef};
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
+use crate::query::Query;
 use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
 use crate::triggers::{DeadLetter, OutboxEntry, TriggerSet};
 use crate::types::NodeId;
@@ -101,6 +103,45 @@ impl StateReader {
             page.cursor = page.items.last().map(|(key, _)| key.clone());
         }
         Ok(page)
+    }
+
+    /// Document `id` of collection `coll` (JSON text holding `_id`).
+    pub fn doc_get(
+        &self,
+        app: &str,
+        coll: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .backend
+            .get(Keyspace::Docs, &docs::doc_key(app, coll, id))?)
+    }
+
+    /// One page of `coll`'s documents matching `query` (see [`docs`]).
+    pub fn docs_find(
+        &self,
+        app: &str,
+        coll: &str,
+        query: &Query,
+        options: &FindOptions,
+    ) -> Result<FindPage, FindError> {
+        docs::find(self.backend.as_ref(), app, coll, query, options)
+    }
+
+    /// How many of `coll`'s documents match `query`, and how it was counted.
+    pub fn docs_count(
+        &self,
+        app: &str,
+        coll: &str,
+        query: &Query,
+        scan_max: u64,
+    ) -> Result<(u64, Explain), FindError> {
+        docs::count(self.backend.as_ref(), app, coll, query, scan_max)
+    }
+
+    /// The document indexes built for `app` (its active version's).
+    pub fn indexes(&self, app: &str) -> Result<Vec<IndexDef>, StorageError> {
+        docs::built_indexes(self.backend.as_ref(), app)
     }
 
     pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StorageError> {

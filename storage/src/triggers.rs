@@ -61,6 +61,13 @@ pub enum TriggerDefKind {
     },
     /// A run of the app was dead-lettered.
     DeadLetter,
+    /// A committed write to a document of `collection`.
+    Docs {
+        collection: String,
+        on_insert: bool,
+        on_update: bool,
+        on_delete: bool,
+    },
 }
 
 /// What happened, as the trigger script receives it.
@@ -80,6 +87,15 @@ pub enum TriggerEvent {
         delivery_id: String,
         code: String,
         error: String,
+    },
+    /// `op` is `insert`, `update` (an update or a replace) or `delete`;
+    /// documents are JSON text.
+    Docs {
+        collection: String,
+        id: String,
+        op: String,
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
     },
 }
 
@@ -149,6 +165,34 @@ impl TriggerSet {
                 on_delete,
             } if crate::glob::key_matches(pattern, key) => {
                 Some((def.name.as_str(), *on_set, *on_delete))
+            }
+            _ => None,
+        })
+    }
+}
+
+impl TriggerSet {
+    /// The docs triggers of `collection` that fire on `op` (`insert`,
+    /// `update`, `delete`).
+    pub fn docs_triggers_on<'a>(
+        &'a self,
+        collection: &'a str,
+        op: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.triggers.iter().filter_map(move |def| match &def.kind {
+            TriggerDefKind::Docs {
+                collection: watched,
+                on_insert,
+                on_update,
+                on_delete,
+            } if watched == collection
+                && match op {
+                    "insert" => *on_insert,
+                    "update" => *on_update,
+                    _ => *on_delete,
+                } =>
+            {
+                Some(def.name.as_str())
             }
             _ => None,
         })
