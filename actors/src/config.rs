@@ -29,6 +29,9 @@ pub struct ActorLimits {
     pub kv_list_limit_max: usize,
     /// Most ops in one `kv.atomic`.
     pub kv_atomic_ops_max: usize,
+    /// Documents one `docs.find`/`docs.count` may examine before it fails
+    /// with `query_too_broad` (an index keeps a query far below it).
+    pub docs_scan_max: u64,
     /// Log ring and follow bounds.
     pub logs: LogLimits,
     /// Restart backoff of a crashed app actor: first delay, doubled up to the max.
@@ -49,6 +52,7 @@ impl Default for ActorLimits {
             kv_key_bytes_max: 512,
             kv_list_limit_max: 1_000,
             kv_atomic_ops_max: 64,
+            docs_scan_max: 200_000,
             logs: LogLimits::default(),
             restart_backoff_initial_ms: 50,
             restart_backoff_max_ms: 5_000,

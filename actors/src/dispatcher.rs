@@ -357,21 +357,36 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             .as_deref()
             .and_then(|b| serde_json::from_slice::<Value>(b).ok())
     };
+    let with_values = |mut event: Value, old: &Option<Vec<u8>>, new: &Option<Vec<u8>>| {
+        if let Some(old) = value(old) {
+            event["old"] = old;
+        }
+        if let Some(new) = value(new) {
+            event["new"] = new;
+        }
+        event
+    };
     match event {
-        TriggerEvent::Kv { key, old, new } => {
-            let mut event = json!({
+        TriggerEvent::Kv { key, old, new } => with_values(
+            json!({
                 "kind": "kv",
                 "key": key,
                 "op": if new.is_some() { "set" } else { "delete" },
-            });
-            if let Some(old) = value(old) {
-                event["old"] = old;
-            }
-            if let Some(new) = value(new) {
-                event["new"] = new;
-            }
-            event
-        }
+            }),
+            old,
+            new,
+        ),
+        TriggerEvent::Docs {
+            collection,
+            id,
+            op,
+            old,
+            new,
+        } => with_values(
+            json!({"kind": "docs", "collection": collection, "id": id, "op": op}),
+            old,
+            new,
+        ),
         TriggerEvent::Cron { slot_ms } => json!({
             "kind": "cron",
             "scheduled_ms": slot_ms,

@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_cluster::{ClusterError, Node};
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
+    AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
+    LogLevel,
 };
 use picloud_storage::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
 use serde_json::Value;
@@ -47,15 +48,7 @@ pub fn cluster_host_error(error: ClusterError) -> HostError {
 
 /// Maps a deterministic apply rejection to a script-visible error.
 pub fn apply_host_error(error: ApplyError) -> HostError {
-    let code = match &error {
-        ApplyError::NotANumber { .. } => "not_a_number",
-        ApplyError::IncrOverflow { .. } => "incr_overflow",
-        ApplyError::AtomicCasFailed { .. } => "atomic_cas_failed",
-        ApplyError::AppNotFound { .. } => "app_not_found",
-        ApplyError::OutboxFull { .. } => "outbox_full",
-        _ => "rejected",
-    };
-    HostError::new(code, error.to_string())
+    HostError::new(error.code(), error.to_string())
 }
 
 fn unexpected(result: &CommandResult) -> HostError {
@@ -352,6 +345,37 @@ impl Host for NodeHost {
                 CommandResult::Rejected(error) => Err(apply_host_error(error)),
                 other => Err(unexpected(&other)),
             }
+        })
+    }
+
+    fn docs<'a>(&'a self, app: &'a str, call: DocsCall) -> HostFuture<'a, Value> {
+        Box::pin(async move {
+            let now = now_ms();
+            if let Some(op) = crate::docs::write_op(&call, now)? {
+                let result = self
+                    .node
+                    .write(Command::Docs {
+                        app: app.to_string(),
+                        ops: vec![op.clone()],
+                        now_ms: now,
+                    })
+                    .await
+                    .map_err(cluster_host_error)?;
+                return match result {
+                    CommandResult::Docs(results) if results.len() == 1 => {
+                        Ok(crate::docs::write_result(&op, &results[0]))
+                    }
+                    CommandResult::Rejected(error) => Err(apply_host_error(error)),
+                    other => Err(unexpected(&other)),
+                };
+            }
+            self.barrier(Consistency::Linearizable).await?;
+            let reader = self.node.reader().clone();
+            let (app, scan_max) = (app.to_string(), self.limits.docs_scan_max);
+            // A query may examine many documents: keep it off the async workers.
+            tokio::task::spawn_blocking(move || crate::docs::read(&reader, &app, &call, scan_max))
+                .await
+                .map_err(|e| HostError::new("internal", format!("docs read panicked: {e}")))?
         })
     }
 

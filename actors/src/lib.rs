@@ -23,6 +23,7 @@ pub mod app_actor;
 pub mod config;
 pub mod cron;
 pub mod dispatcher;
+pub mod docs;
 pub mod error;
 pub mod host;
 pub mod logs;

@@ -13,7 +13,8 @@
 use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
+    AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
+    LogLevel,
 };
 use picloud_storage::KvOp;
 use serde_json::Value;
@@ -290,6 +291,21 @@ impl Host for RunHost {
                 }
             }
             Ok(results)
+        })
+    }
+
+    /// Reads see committed documents. Writes are refused: a run's writes
+    /// must commit with its completion (exactly once), and `CompleteRun`
+    /// carries kv ops only so far.
+    fn docs<'a>(&'a self, app: &'a str, call: DocsCall) -> HostFuture<'a, Value> {
+        Box::pin(async move {
+            if crate::docs::write_op(&call, 0)?.is_some() {
+                return Err(HostError::new(
+                    "unsupported",
+                    "docs writes inside trigger runs are not supported yet (kv writes are)",
+                ));
+            }
+            self.inner.docs(app, call).await
         })
     }
 

@@ -51,7 +51,9 @@ pub fn payload_bytes(command: &Command) -> usize {
     64 + match command {
         Command::Kv { app, op, .. } => app.len() + op_bytes(op),
         Command::KvAtomic { app, ops, .. } => app.len() + ops.iter().map(op_bytes).sum::<usize>(),
-        Command::Deploy { bundle, .. } | Command::DeployApp { bundle, .. } => bundle.len(),
+        Command::Deploy { bundle, .. }
+        | Command::DeployApp { bundle, .. }
+        | Command::DeployVersion { bundle, .. } => bundle.len(),
         Command::Batch(commands) => commands.iter().map(payload_bytes).sum(),
         Command::SetClusterCa { cert_pem, key_pem } => cert_pem.len() + key_pem.len(),
         _ => 256,

@@ -448,7 +448,10 @@ impl Node {
         let size = crate::batcher::payload_bytes(&command);
         if matches!(
             command,
-            Command::Deploy { .. } | Command::DeployApp { .. } | Command::Batch(_)
+            Command::Deploy { .. }
+                | Command::DeployApp { .. }
+                | Command::DeployVersion { .. }
+                | Command::Batch(_)
         ) || size > self.config.batch_bytes_max
         {
             return self.proposer.propose(command).await;

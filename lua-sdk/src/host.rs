@@ -82,6 +82,60 @@ pub enum AtomicResult {
     Cas { swapped: bool },
 }
 
+/// One `docs.*` call, its arguments checked by the SDK. Documents, patches
+/// and queries are JSON objects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocsCall {
+    /// Result: the new document's id (a string).
+    Insert {
+        collection: String,
+        doc: Value,
+    },
+    /// Result: the document, or `null` when absent.
+    Get {
+        collection: String,
+        id: String,
+    },
+    /// Result: whether the document existed (`true`/`false`).
+    Update {
+        collection: String,
+        id: String,
+        patch: Value,
+    },
+    Replace {
+        collection: String,
+        id: String,
+        doc: Value,
+    },
+    Delete {
+        collection: String,
+        id: String,
+    },
+    /// Result: `{"items": [...], "cursor": "..." (absent on the last page),
+    /// "explain": {...} (only when asked)}`.
+    Find {
+        collection: String,
+        query: Value,
+        options: FindArgs,
+    },
+    /// Result: the number of matching documents.
+    Count {
+        collection: String,
+        query: Value,
+    },
+}
+
+/// The options of `docs.find`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FindArgs {
+    /// (field path, descending); empty = by `_id`.
+    pub sort: Vec<(String, bool)>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+    pub fields: Option<Vec<String>>,
+    pub explain: bool,
+}
+
 /// An error from a host service, with a stable code (`value_too_large`,
 /// `no_leader`, `not_a_number`, `atomic_cas_failed`, `unavailable`, ...).
 /// It reaches the script as a Lua error whose message is `"<code>: <message>"`.
@@ -140,6 +194,16 @@ pub trait Host: Send + Sync + 'static {
         app: &'a str,
         ops: Vec<AtomicOp>,
     ) -> HostFuture<'a, Vec<AtomicResult>>;
+    /// A `docs.*` call (see [`DocsCall`] for each result's shape).
+    fn docs<'a>(&'a self, app: &'a str, call: DocsCall) -> HostFuture<'a, Value> {
+        let _ = (app, call);
+        Box::pin(async {
+            Err(HostError::new(
+                "unsupported",
+                "documents are not available here",
+            ))
+        })
+    }
     /// Appends a line to the app's log. Must not block.
     fn log(&self, app: &str, level: LogLevel, message: String);
     /// Wall-clock time in milliseconds since the Unix epoch.

@@ -42,7 +42,8 @@ mod vm;
 
 pub use error::{CompileError, InvokeError};
 pub use host::{
-    AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
+    AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
+    KvListPage, LogLevel,
 };
 pub use http::{Request, Response};
 pub use limits::{

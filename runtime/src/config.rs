@@ -86,6 +86,8 @@ settings! {
     kv_key_bytes_max: usize = 512, "PICLOUD_KV_KEY_BYTES_MAX";
     /// Most items of one kv list page.
     kv_list_limit_max: usize = 1_000, "PICLOUD_KV_LIST_LIMIT_MAX";
+    /// Documents one docs query may examine before it fails with `query_too_broad`.
+    docs_scan_max: u64 = 200_000, "PICLOUD_DOCS_SCAN_MAX";
     /// Log lines kept per app on this node.
     log_lines_per_app_max: usize = 1_000, "PICLOUD_LOG_LINES_PER_APP_MAX";
     /// Deploy versions kept per app.
@@ -173,6 +175,7 @@ impl ServeConfig {
         check_range("kv_value_bytes_max", self.kv_value_bytes_max, 16, 64 * MIB)?;
         check_range("kv_key_bytes_max", self.kv_key_bytes_max, 1, 64 * 1024)?;
         check_range("kv_list_limit_max", self.kv_list_limit_max, 1, 100_000)?;
+        check_range("docs_scan_max", self.docs_scan_max, 100, 100_000_000)?;
         check_range(
             "log_lines_per_app_max",
             self.log_lines_per_app_max,
@@ -275,6 +278,7 @@ impl ServeConfig {
             kv_value_bytes_max: self.kv_value_bytes_max,
             kv_key_bytes_max: self.kv_key_bytes_max,
             kv_list_limit_max: self.kv_list_limit_max,
+            docs_scan_max: self.docs_scan_max,
             logs: LogLimits {
                 lines_per_app_max: self.log_lines_per_app_max,
                 ..LogLimits::default()

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use picloud_storage::docs::{INDEX_FIELDS_MAX, INDEXES_MAX, IndexDef, check_collection};
+
 use crate::cron::{Misfire, Schedule};
 
 /// The manifest file's name inside an app folder and a deploy bundle.
@@ -27,6 +29,8 @@ pub struct Manifest {
     pub routes: Vec<RouteSpec>,
     pub triggers: Vec<TriggerSpec>,
     pub trigger_limits: TriggerLimits,
+    /// `[[index]]`: document indexes, checked.
+    pub indexes: Vec<IndexDef>,
 }
 
 /// One `[[trigger]]` entry, checked.
@@ -62,6 +66,13 @@ pub enum TriggerKind {
     },
     /// A run of this app was dead-lettered.
     DeadLetter,
+    /// A committed write to a document of `collection`.
+    Docs {
+        collection: String,
+        on_insert: bool,
+        on_update: bool,
+        on_delete: bool,
+    },
 }
 
 /// App-wide bounds of the trigger machinery (`[triggers]`).
@@ -97,6 +108,17 @@ struct RawTrigger {
     misfire: Option<String>,
     attempts: Option<u32>,
     backoff_ms: Option<u64>,
+    collection: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndex {
+    collection: String,
+    fields: Vec<String>,
+    #[serde(default)]
+    unique: bool,
+    name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +150,8 @@ struct RawManifest {
     triggers: Vec<RawTrigger>,
     #[serde(default, rename = "triggers")]
     trigger_limits: RawTriggerLimits,
+    #[serde(default, rename = "index")]
+    indexes: Vec<RawIndex>,
 }
 
 /// Why a manifest was rejected; the message names the file and, when known, the line.
@@ -247,11 +271,13 @@ impl Manifest {
         if !(1..=1_000_000).contains(&trigger_limits.outbox_max) {
             return Err(manifest_error("triggers.outbox_max must be 1-1000000"));
         }
+        let indexes = check_indexes(raw.indexes)?;
         Ok(Manifest {
             name: raw.name,
             routes,
             triggers,
             trigger_limits,
+            indexes,
         })
     }
 }
@@ -287,6 +313,17 @@ impl Manifest {
                             fire_once: *misfire == Misfire::FireOnce,
                         },
                         TriggerKind::DeadLetter => TriggerDefKind::DeadLetter,
+                        TriggerKind::Docs {
+                            collection,
+                            on_insert,
+                            on_update,
+                            on_delete,
+                        } => TriggerDefKind::Docs {
+                            collection: collection.clone(),
+                            on_insert: *on_insert,
+                            on_update: *on_update,
+                            on_delete: *on_delete,
+                        },
                     },
                     attempts_max: trigger.attempts_max,
                     backoff_ms: trigger.backoff_ms,
@@ -296,6 +333,65 @@ impl Manifest {
             outbox_max: self.trigger_limits.outbox_max,
         }
     }
+}
+
+/// Checks the `[[index]]` entries; errors name the entry and the field.
+fn check_indexes(raw: Vec<RawIndex>) -> Result<Vec<IndexDef>, ManifestError> {
+    if raw.len() > INDEXES_MAX {
+        return Err(manifest_error(format!(
+            "{} indexes declared; at most {INDEXES_MAX} are allowed",
+            raw.len()
+        )));
+    }
+    let mut indexes: Vec<IndexDef> = Vec::with_capacity(raw.len());
+    for (number, raw) in raw.into_iter().enumerate() {
+        let fail = |message: String| manifest_error(format!("index {}: {message}", number + 1));
+        check_collection(&raw.collection).map_err(|e| fail(format!("collection: {e}")))?;
+        if raw.fields.is_empty() || raw.fields.len() > INDEX_FIELDS_MAX {
+            return Err(fail(format!(
+                "fields must list 1 to {INDEX_FIELDS_MAX} field paths"
+            )));
+        }
+        for field in &raw.fields {
+            let bad_segment = field
+                .split('.')
+                .any(|part| part.is_empty() || part.starts_with('$'));
+            if field.len() > 256 || bad_segment {
+                return Err(fail(format!(
+                    "field {field:?} is not a field path (such as \"email\" or \"address.city\")"
+                )));
+            }
+        }
+        let name = raw.name.unwrap_or_else(|| {
+            format!("{}_{}", raw.collection, raw.fields.join("_")).replace('.', "_")
+        });
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(fail(format!(
+                "name {name:?} must be 1-64 letters, digits, '-' or '_'"
+            )));
+        }
+        if indexes
+            .iter()
+            .any(|other| other.collection == raw.collection && other.name == name)
+        {
+            return Err(fail(format!(
+                "name {name:?} is used twice on collection {:?}",
+                raw.collection
+            )));
+        }
+        indexes.push(IndexDef {
+            name,
+            collection: raw.collection,
+            fields: raw.fields,
+            unique: raw.unique,
+        });
+    }
+    Ok(indexes)
 }
 
 /// Checks one `[[trigger]]`; the error names the field.
@@ -340,6 +436,7 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
             not_for("schedule", raw.schedule.is_some(), "kv")?;
             not_for("timezone", raw.timezone.is_some(), "kv")?;
             not_for("misfire", raw.misfire.is_some(), "kv")?;
+            not_for("collection", raw.collection.is_some(), "kv")?;
             let pattern = raw
                 .pattern
                 .ok_or("kind = \"kv\" needs `match` (a key pattern such as \"orders/*\")")?;
@@ -366,6 +463,7 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
         "cron" => {
             not_for("match", raw.pattern.is_some(), "cron")?;
             not_for("on", raw.on.is_some(), "cron")?;
+            not_for("collection", raw.collection.is_some(), "cron")?;
             let schedule = raw.schedule.ok_or(
                 "kind = \"cron\" needs `schedule` (e.g. \"*/5 * * * *\" or \"@every 30s\")",
             )?;
@@ -390,14 +488,47 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
                 ("schedule", raw.schedule.is_some()),
                 ("timezone", raw.timezone.is_some()),
                 ("misfire", raw.misfire.is_some()),
+                ("collection", raw.collection.is_some()),
             ] {
                 not_for(field, present, "dead_letter")?;
             }
             TriggerKind::DeadLetter
         }
+        "docs" => {
+            for (field, present) in [
+                ("match", raw.pattern.is_some()),
+                ("schedule", raw.schedule.is_some()),
+                ("timezone", raw.timezone.is_some()),
+                ("misfire", raw.misfire.is_some()),
+            ] {
+                not_for(field, present, "docs")?;
+            }
+            let collection = raw.collection.ok_or("kind = \"docs\" needs `collection`")?;
+            check_collection(&collection).map_err(|e| format!("collection: {e}"))?;
+            let on = raw
+                .on
+                .unwrap_or_else(|| vec!["insert".into(), "update".into(), "delete".into()]);
+            if on.is_empty() {
+                return Err("on must list \"insert\", \"update\" and/or \"delete\"".into());
+            }
+            if let Some(bad) = on
+                .iter()
+                .find(|op| !["insert", "update", "delete"].contains(&op.as_str()))
+            {
+                return Err(format!(
+                    "on = {bad:?} is not an operation (use \"insert\", \"update\" and/or \"delete\")"
+                ));
+            }
+            TriggerKind::Docs {
+                collection,
+                on_insert: on.iter().any(|op| op == "insert"),
+                on_update: on.iter().any(|op| op == "update"),
+                on_delete: on.iter().any(|op| op == "delete"),
+            }
+        }
         other => {
             return Err(format!(
-                "kind = {other:?} is not one of \"kv\", \"cron\", \"dead_letter\""
+                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\""
             ));
         }
     };

@@ -197,11 +197,11 @@ pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Re
 
 /// Host errors travel through Lua as external errors so that, uncaught, the
 /// VM can hand the original `HostError` back (see `error::classify`).
-fn host_error(error: HostError) -> mlua::Error {
+pub(super) fn host_error(error: HostError) -> mlua::Error {
     mlua::Error::external(error)
 }
 
-fn describe(value: &Value) -> String {
+pub(super) fn describe(value: &Value) -> String {
     match value {
         Value::String(s) => format!("\"{}\"", s.to_string_lossy()),
         Value::Integer(i) => i.to_string(),
@@ -234,7 +234,7 @@ fn key_arg(lua: &Lua, function: &str, key: Value) -> mlua::Result<String> {
     }
 }
 
-fn value_arg(lua: &Lua, function: &str, value: &Value) -> mlua::Result<Json> {
+pub(super) fn value_arg(lua: &Lua, function: &str, value: &Value) -> mlua::Result<Json> {
     lua_to_json(lua, value).map_err(|problem| script_error(lua, format!("{function}: {problem}")))
 }
 
@@ -246,7 +246,11 @@ fn optional_value_arg(lua: &Lua, function: &str, value: &Value) -> mlua::Result<
     }
 }
 
-fn options_arg(lua: &Lua, function: &str, options: Value) -> mlua::Result<Option<Table>> {
+pub(super) fn options_arg(
+    lua: &Lua,
+    function: &str,
+    options: Value,
+) -> mlua::Result<Option<Table>> {
     match options {
         Value::Nil => Ok(None),
         Value::Table(table) => Ok(Some(table)),
@@ -286,7 +290,7 @@ fn ttl_arg(lua: &Lua, function: &str, ttl: Value) -> mlua::Result<Option<f64>> {
 }
 
 /// An integer argument; a float with an integral value is accepted (`2.0`).
-fn integer_arg(
+pub(super) fn integer_arg(
     lua: &Lua,
     function: &str,
     name: &str,

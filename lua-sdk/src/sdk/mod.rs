@@ -1,10 +1,11 @@
-//! The globals scripts call: `kv`, `log` (and `print`), `json`, `time`.
+//! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`.
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
 //! Arguments are checked before the future is built, so a bad call fails
 //! with `<file>:<line>: kv.set: ...` pointing at the script's line.
 
+mod docs;
 mod json;
 mod kv;
 mod log;
@@ -22,6 +23,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     let app: Arc<str> = Arc::from(app);
     json::install(lua)?;
     kv::install(lua, app.clone(), host.clone())?;
+    docs::install(lua, app.clone(), host.clone())?;
     log::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())

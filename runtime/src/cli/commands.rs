@@ -71,6 +71,60 @@ pub enum ClientCommand {
     /// Trigger runs that failed for good: list, show, retry, delete.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Query and edit an app's documents.
+    #[command(subcommand)]
+    Docs(DocsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocsCommand {
+    /// Documents of COLL matching QUERY (JSON, e.g. '{"age":{"$gt":30}}'; default all),
+    /// one page at a time. Prints {"items", "cursor", "explain"} as JSON.
+    Find {
+        app: String,
+        coll: String,
+        query: Option<String>,
+        /// Sort field; `-field` sorts descending. Repeat for more fields.
+        #[arg(long, allow_hyphen_values = true)]
+        sort: Vec<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The previous page's cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Return only these fields (comma-separated), plus _id.
+        #[arg(long, value_delimiter = ',')]
+        fields: Option<Vec<String>>,
+        /// Say which index (or a collection scan) served the query.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// How many documents of COLL match QUERY.
+    Count {
+        app: String,
+        coll: String,
+        query: Option<String>,
+    },
+    /// Print one document.
+    Get {
+        app: String,
+        coll: String,
+        id: String,
+    },
+    /// Insert a document (JSON); prints its id.
+    Insert {
+        app: String,
+        coll: String,
+        doc: String,
+    },
+    /// Delete a document.
+    Delete {
+        app: String,
+        coll: String,
+        id: String,
+    },
+    /// The indexes built for APP (declared in picloud.toml).
+    Indexes { app: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,6 +355,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::Kv(command) => kv(&client, command, json).await?,
         ClientCommand::Keys(command) => keys(&client, command, json).await?,
         ClientCommand::DeadLetters(command) => dead_letters(&client, command, json).await?,
+        ClientCommand::Docs(command) => docs(&client, command, json).await?,
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
             let body = client.delete(&format!("/cluster/nodes/{id}")).await?;
             report(json, &body, || format!("removed node {id}"));
@@ -652,6 +707,91 @@ async fn dead_letters(
                 .delete(&format!("/apps/{}/dead-letters/{id}", encode_path(&app)))
                 .await?;
             report(json, &body, || format!("deleted dead letter {id} of {app}"));
+        }
+    }
+    Ok(())
+}
+
+fn json_arg(what: &str, text: Option<&str>) -> Result<Value, CliError> {
+    match text {
+        None => Ok(json!({})),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| CliError::new(format!("{what} is not JSON: {e}"))),
+    }
+}
+
+async fn docs(client: &Client, command: DocsCommand, json: bool) -> Result<(), CliError> {
+    let base =
+        |app: &str, coll: &str| format!("/apps/{}/docs/{}", encode_path(app), encode_path(coll));
+    match command {
+        DocsCommand::Find {
+            app,
+            coll,
+            query,
+            sort,
+            limit,
+            cursor,
+            fields,
+            explain,
+        } => {
+            let mut request = json!({
+                "query": json_arg("the query", query.as_deref())?,
+                "sort": sort,
+                "explain": explain,
+            });
+            if let Some(limit) = limit {
+                request["limit"] = json!(limit);
+            }
+            if let Some(cursor) = cursor {
+                request["cursor"] = json!(cursor);
+            }
+            if let Some(fields) = fields {
+                request["fields"] = json!(fields);
+            }
+            let body = client
+                .post(&format!("{}/find", base(&app, &coll)), &request)
+                .await?;
+            print_json(&body);
+        }
+        DocsCommand::Count { app, coll, query } => {
+            let request = json!({ "query": json_arg("the query", query.as_deref())? });
+            let body = client
+                .post(&format!("{}/count", base(&app, &coll)), &request)
+                .await?;
+            report(json, &body, || body["count"].to_string());
+        }
+        DocsCommand::Get { app, coll, id } => {
+            let body = client
+                .get(&format!("{}/{}", base(&app, &coll), encode_path(&id)))
+                .await?;
+            print_json(&body);
+        }
+        DocsCommand::Insert { app, coll, doc } => {
+            let doc = json_arg("the document", Some(&doc))?;
+            let body = client
+                .post(&base(&app, &coll), &json!({ "docs": [doc] }))
+                .await?;
+            report(json, &body, || {
+                body["ids"][0].as_str().unwrap_or_default().to_string()
+            });
+        }
+        DocsCommand::Delete { app, coll, id } => {
+            let body = client
+                .delete(&format!("{}/{}", base(&app, &coll), encode_path(&id)))
+                .await?;
+            report(json, &body, || {
+                if body["deleted"] == json!(true) {
+                    format!("deleted {coll}/{id}")
+                } else {
+                    format!("{coll}/{id} did not exist")
+                }
+            });
+        }
+        DocsCommand::Indexes { app } => {
+            let body = client
+                .get(&format!("/apps/{}/indexes", encode_path(&app)))
+                .await?;
+            print_json(&body);
         }
     }
     Ok(())

@@ -55,6 +55,7 @@ pub fn router() -> Router<Gateway> {
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/token", get(cluster_token))
         .route("/cluster/nodes/{id}", axum::routing::delete(remove_node))
+        .merge(super::docs::routes())
         .fallback(api_not_found)
 }
 
@@ -284,6 +285,7 @@ async fn deploy(
         )));
     }
     let triggers = checked.manifest.trigger_set();
+    let indexes = checked.manifest.indexes.clone();
     // Loading runs scripts' top level: keep it off the async workers.
     let limits = gateway.limits.sandbox;
     let app_for_check = app.clone();
@@ -296,12 +298,13 @@ async fn deploy(
     let result = accepted(
         gateway
             .node
-            .write(Command::DeployApp {
+            .write(Command::DeployVersion {
                 app: app.clone(),
                 bundle: bundle.encode(),
                 now_ms: now_ms(),
                 versions_keep: gateway.config.deploy_versions_kept,
                 triggers,
+                indexes,
             })
             .await?,
     )?;

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use picloud_actors::AppRequest;
+use picloud_actors::error::AppError;
 
 use super::{ApiError, Gateway, read_body};
 use crate::gateway::error::ApiError as Error;
@@ -74,7 +75,16 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
         headers,
         body: body.to_vec(),
     };
-    let response = gateway.apps.invoke(app, app_request).await?;
+    let response = match gateway.apps.invoke(app, app_request.clone()).await {
+        // This node may not have applied a deploy committed through another
+        // node yet: catch up with the leader once, then ask again.
+        Err(AppError::AppNotFound { .. } | AppError::NotDeployed { .. }) => {
+            gateway.node.read_barrier().await?;
+            let _ = gateway.apps.reload(app).await;
+            gateway.apps.invoke(app, app_request).await?
+        }
+        other => other?,
+    };
     let status = StatusCode::from_u16(response.status)
         .map_err(|_| Error::internal(format!("script returned bad status {}", response.status)))?;
     let mut builder = Response::builder().status(status);

@@ -71,24 +71,29 @@ impl From<ClusterError> for ApiError {
 
 impl From<ApplyError> for ApiError {
     fn from(error: ApplyError) -> Self {
-        let (status, code) = match &error {
-            ApplyError::AppNotFound { .. } => (StatusCode::NOT_FOUND, "app_not_found"),
-            ApplyError::AppExists { .. } => (StatusCode::CONFLICT, "app_exists"),
-            ApplyError::VersionNotFound { .. } => (StatusCode::NOT_FOUND, "version_not_found"),
-            ApplyError::NoEarlierVersion { .. } => (StatusCode::CONFLICT, "no_earlier_version"),
-            ApplyError::NotANumber { .. } => (StatusCode::CONFLICT, "not_a_number"),
-            ApplyError::IncrOverflow { .. } => (StatusCode::CONFLICT, "incr_overflow"),
-            ApplyError::KeyNotFound { .. } => (StatusCode::NOT_FOUND, "key_not_found"),
-            ApplyError::KeyExists { .. } => (StatusCode::CONFLICT, "key_exists"),
-            ApplyError::AtomicCasFailed { .. } => (StatusCode::CONFLICT, "atomic_cas_failed"),
-            ApplyError::NestedBatch => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApplyError::OutboxFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outbox_full"),
-            ApplyError::TriggerNotFound { .. } => (StatusCode::NOT_FOUND, "trigger_not_found"),
-            ApplyError::StaleClaim { .. } => (StatusCode::CONFLICT, "stale_claim"),
-            ApplyError::DeadLetterNotFound { .. } => {
-                (StatusCode::NOT_FOUND, "dead_letter_not_found")
+        let status = match &error {
+            ApplyError::AppNotFound { .. }
+            | ApplyError::VersionNotFound { .. }
+            | ApplyError::KeyNotFound { .. }
+            | ApplyError::TriggerNotFound { .. }
+            | ApplyError::DeadLetterNotFound { .. } => StatusCode::NOT_FOUND,
+            ApplyError::AppExists { .. }
+            | ApplyError::NoEarlierVersion { .. }
+            | ApplyError::NotANumber { .. }
+            | ApplyError::IncrOverflow { .. }
+            | ApplyError::KeyExists { .. }
+            | ApplyError::AtomicCasFailed { .. }
+            | ApplyError::StaleClaim { .. }
+            | ApplyError::DocExists { .. }
+            | ApplyError::UniqueViolation { .. } => StatusCode::CONFLICT,
+            ApplyError::DocTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApplyError::InvalidDocument { .. } | ApplyError::IndexValueTooLarge { .. } => {
+                StatusCode::BAD_REQUEST
             }
+            ApplyError::NestedBatch => StatusCode::INTERNAL_SERVER_ERROR,
+            ApplyError::OutboxFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
+        let code = error.code();
         ApiError::new(status, code, error.to_string())
     }
 }

@@ -15,6 +15,7 @@ pub mod admin;
 use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;
 pub mod auth;
+pub mod docs;
 pub mod error;
 
 use std::sync::Arc;

@@ -1,0 +1,291 @@
+//! The admin API's documents: `/_/api/v1/apps/{app}/docs/{collection}[...]`.
+//!
+//! ```text
+//! POST   .../docs/{coll}/find    {"query":{..},"sort":["-age"],"limit":n,"cursor":c,"fields":[..],"explain":true}
+//! POST   .../docs/{coll}/count   {"query":{..}}
+//! POST   .../docs/{coll}         {"docs":[{..}, ..]}   (1 to DOCS_INSERT_MAX, all or none)
+//! GET    .../docs/{coll}/{id}
+//! DELETE .../docs/{coll}/{id}
+//! GET    .../indexes
+//! ```
+//!
+//! The same query language as `docs.find`; reads are linearizable unless
+//! `consistency = "stale"`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use picloud_actors::docs as service;
+use picloud_actors::host::now_ms;
+use picloud_lua_sdk::{DocsCall, FindArgs, HostError};
+use picloud_storage::{Command, CommandResult};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, Gateway, parse_json, read_body};
+
+/// The most documents one admin insert may carry.
+pub const DOCS_INSERT_MAX: usize = 1_000;
+
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/apps/{app}/docs/{coll}", post(insert))
+        .route("/apps/{app}/docs/{coll}/find", post(find))
+        .route("/apps/{app}/docs/{coll}/count", post(count))
+        .route("/apps/{app}/docs/{coll}/{id}", get(get_doc).delete(delete))
+        .route("/apps/{app}/indexes", get(indexes))
+}
+
+/// A docs service error as an HTTP error: bad arguments are 400, a query
+/// that examines too much is 422.
+fn host_error(error: HostError) -> ApiError {
+    let status = match error.code.as_str() {
+        "query_too_broad" => StatusCode::UNPROCESSABLE_ENTITY,
+        "value_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "storage" | "internal" | "corrupt_value" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, error.code, error.message)
+}
+
+fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
+    if gateway.node.reader().app(app)?.is_none() {
+        return Err(ApiError::not_found(
+            "app_not_found",
+            format!("app {app} not found"),
+        ));
+    }
+    Ok(())
+}
+
+async fn barrier(gateway: &Gateway, consistency: Option<&str>) -> Result<(), ApiError> {
+    match consistency {
+        None | Some("linearizable") => Ok(gateway.node.read_barrier().await?),
+        Some("stale") => Ok(()),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_field",
+            format!("consistency: expected linearizable or stale, got {other:?}"),
+        )),
+    }
+}
+
+/// Runs a read off the async workers (a query may examine many documents).
+async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, ApiError> {
+    let reader = gateway.node.reader().clone();
+    let (app, scan_max) = (app.to_string(), gateway.limits.docs_scan_max);
+    tokio::task::spawn_blocking(move || service::read(&reader, &app, &call, scan_max))
+        .await
+        .map_err(|e| ApiError::internal(format!("docs read panicked: {e}")))?
+        .map_err(host_error)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FindRequest {
+    #[serde(default)]
+    query: Option<Value>,
+    #[serde(default)]
+    sort: Vec<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    fields: Option<Vec<String>>,
+    #[serde(default)]
+    explain: bool,
+    #[serde(default)]
+    consistency: Option<String>,
+}
+
+async fn find_request(
+    gateway: &Gateway,
+    caller: &Caller,
+    app: &str,
+    body: Body,
+) -> Result<FindRequest, ApiError> {
+    caller.require_read(app)?;
+    require_app(gateway, app)?;
+    let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
+    let request: FindRequest = if bytes.is_empty() {
+        FindRequest::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    barrier(gateway, request.consistency.as_deref()).await?;
+    Ok(request)
+}
+
+async fn find(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, coll)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let request = find_request(&gateway, &caller, &app, body).await?;
+    let sort = request
+        .sort
+        .into_iter()
+        .map(|field| match field.strip_prefix('-') {
+            Some(name) => (name.to_string(), true),
+            None => (field, false),
+        })
+        .collect();
+    let call = DocsCall::Find {
+        collection: coll,
+        query: request.query.unwrap_or_else(|| json!({})),
+        options: FindArgs {
+            sort,
+            limit: request.limit,
+            cursor: request.cursor,
+            fields: request.fields,
+            explain: request.explain,
+        },
+    };
+    Ok(Json(read(&gateway, &app, call).await?))
+}
+
+async fn count(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, coll)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let request = find_request(&gateway, &caller, &app, body).await?;
+    let call = DocsCall::Count {
+        collection: coll,
+        query: request.query.unwrap_or_else(|| json!({})),
+    };
+    let count = read(&gateway, &app, call).await?;
+    Ok(Json(json!({ "count": count })))
+}
+
+async fn get_doc(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, coll, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_read(&app)?;
+    require_app(&gateway, &app)?;
+    barrier(&gateway, None).await?;
+    let call = DocsCall::Get {
+        collection: coll.clone(),
+        id: id.clone(),
+    };
+    match read(&gateway, &app, call).await? {
+        Value::Null => Err(ApiError::not_found(
+            "doc_not_found",
+            format!("collection {coll} has no document {id}"),
+        )),
+        doc => Ok(Json(doc)),
+    }
+}
+
+/// Proposes `calls` as one all-or-nothing `Command::Docs`.
+async fn write(gateway: &Gateway, app: &str, calls: Vec<DocsCall>) -> Result<Vec<Value>, ApiError> {
+    let now = now_ms();
+    let ops = calls
+        .iter()
+        .filter_map(|call| service::write_op(call, now).transpose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(host_error)?;
+    let result = gateway
+        .node
+        .write(Command::Docs {
+            app: app.to_string(),
+            ops: ops.clone(),
+            now_ms: now,
+        })
+        .await?;
+    match result {
+        CommandResult::Docs(results) => Ok(ops
+            .iter()
+            .zip(&results)
+            .map(|(op, result)| service::write_result(op, result))
+            .collect()),
+        CommandResult::Rejected(error) => Err(error.into()),
+        other => Err(ApiError::internal(format!(
+            "unexpected docs result {other:?}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InsertRequest {
+    docs: Vec<Value>,
+}
+
+async fn insert(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, coll)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_write(&app)?;
+    let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
+    let request: InsertRequest = parse_json(&bytes)?;
+    if request.docs.is_empty() || request.docs.len() > DOCS_INSERT_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("docs: give 1 to {DOCS_INSERT_MAX} documents"),
+        ));
+    }
+    let mut calls = Vec::with_capacity(request.docs.len());
+    for (index, doc) in request.docs.into_iter().enumerate() {
+        if !doc.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid_document",
+                format!("docs[{index}]: a document must be a JSON object"),
+            ));
+        }
+        calls.push(DocsCall::Insert {
+            collection: coll.clone(),
+            doc,
+        });
+    }
+    let ids = write(&gateway, &app, calls).await?;
+    Ok(Json(json!({ "ids": ids })))
+}
+
+async fn delete(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, coll, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_write(&app)?;
+    let call = DocsCall::Delete {
+        collection: coll,
+        id,
+    };
+    let existed = write(&gateway, &app, vec![call]).await?;
+    let existed = existed.first().and_then(Value::as_bool).unwrap_or(false);
+    Ok(Json(json!({ "deleted": existed })))
+}
+
+async fn indexes(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_read(&app)?;
+    require_app(&gateway, &app)?;
+    let indexes: Vec<Value> = gateway
+        .node
+        .reader()
+        .indexes(&app)?
+        .into_iter()
+        .map(|def| {
+            json!({
+                "name": def.name,
+                "collection": def.collection,
+                "fields": def.fields,
+                "unique": def.unique,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "indexes": indexes })))
+}
