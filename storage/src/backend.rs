@@ -41,6 +41,9 @@ pub enum Keyspace {
     Outbox = 8,
     /// Dead-lettered trigger runs, keyed like `Outbox`.
     DeadLetters = 9,
+    /// App secrets (sealed values and update times) and per-app secret
+    /// counts, keyed by app (see `keys::secret_key`).
+    Secrets = 10,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -50,7 +53,7 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 9] = [
+    pub const STATE_DATA: [Keyspace; 10] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -60,6 +63,7 @@ impl Keyspace {
         Keyspace::Triggers,
         Keyspace::Outbox,
         Keyspace::DeadLetters,
+        Keyspace::Secrets,
     ];
 
     pub fn id(self) -> u8 {
@@ -78,6 +82,7 @@ impl Keyspace {
             Keyspace::Triggers,
             Keyspace::Outbox,
             Keyspace::DeadLetters,
+            Keyspace::Secrets,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]
