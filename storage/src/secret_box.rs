@@ -50,6 +50,16 @@ pub enum SecretBoxError {
     Version(u8),
 }
 
+impl SecretBoxError {
+    /// The stable code scripts and API clients see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SecretBoxError::WrongKey { .. } => "secret_key_mismatch",
+            SecretBoxError::Corrupt | SecretBoxError::Version(_) => "secret_corrupt",
+        }
+    }
+}
+
 impl MasterKey {
     pub fn from_bytes(key: [u8; 32]) -> MasterKey {
         let digest = Sha256::digest(key);

@@ -88,6 +88,8 @@ impl From<ApplyError> for ApiError {
             ApplyError::DeadLetterNotFound { .. } => {
                 (StatusCode::NOT_FOUND, "dead_letter_not_found")
             }
+            ApplyError::SecretNotFound { .. } => (StatusCode::NOT_FOUND, "secret_not_found"),
+            ApplyError::SecretsFull { .. } => (StatusCode::CONFLICT, "secrets_full"),
         };
         ApiError::new(status, code, error.to_string())
     }
