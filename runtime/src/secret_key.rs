@@ -83,13 +83,8 @@ impl SecretKeys {
                 "generated a new secrets master key: back this file up; every node of a cluster needs the same key (copy the file or set {ENV_CURRENT} on each node), or it cannot read the cluster's secrets"
             ),
         }
-        if !self.keyring.previous().is_empty() {
-            let previous: Vec<String> = self
-                .keyring
-                .previous()
-                .iter()
-                .map(MasterKey::id_hex)
-                .collect();
+        let previous = self.keyring.previous_ids();
+        if !previous.is_empty() {
             tracing::info!(previous = %previous.join(","), "previous secrets keys held for rotation");
         }
     }
@@ -121,11 +116,7 @@ impl SecretKeys {
 
     /// The id of the key `sealed` names when this node does not hold it.
     pub fn foreign_key_id(&self, sealed: &[u8]) -> Option<String> {
-        let id = sealed_key_id(sealed)?;
-        let held = std::iter::once(self.keyring.current())
-            .chain(self.keyring.previous())
-            .any(|key| key.id_hex() == id);
-        (!held).then_some(id)
+        sealed_key_id(sealed).filter(|id| !self.keyring.holds(id))
     }
 
     /// What `GET /_/api/v1/cluster/status` shows about this node's key.
@@ -136,15 +127,9 @@ impl SecretKeys {
             KeySource::File(_) => "file",
             KeySource::Generated(_) => "generated",
         };
-        let previous: Vec<String> = self
-            .keyring
-            .previous()
-            .iter()
-            .map(MasterKey::id_hex)
-            .collect();
         let mut status = json!({
             "key_id": self.keyring.current().id_hex(),
-            "previous_key_ids": previous,
+            "previous_key_ids": self.keyring.previous_ids(),
             "source": source,
         });
         if self.source == KeySource::Dev {

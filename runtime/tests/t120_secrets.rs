@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::cluster::eventually;
-use common::{BIN, CliOutput, TestNode, install_crypto, manifest};
+use common::{Api, BIN, CliOutput, TestNode, install_crypto, manifest};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -96,6 +96,23 @@ async fn get_secret(node: &TestNode, name: &str) -> (u16, Value) {
     api.get(&format!("/vault/get/{name}")).await
 }
 
+/// Deploys app `vault`: `GET /vault/get/:name` returns `secrets.get(name)`.
+async fn deploy_vault(admin: &Api) {
+    let (status, body) = admin
+        .deploy(
+            "vault",
+            &[
+                (
+                    "picloud.toml",
+                    &manifest("vault", &[("GET", "/get/:name", "get.lua")]),
+                ),
+                ("get.lua", GET),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Restarts `node` with these secrets environment variables.
 async fn restart_with(node: &mut TestNode, env: &[(&str, String)]) {
     assert!(node.terminate(), "clean stop; log:\n{}", node.log());
@@ -120,19 +137,7 @@ async fn secrets_stay_sealed_refuse_a_wrong_key_and_survive_rotation() {
     ];
     node.start().await;
     let admin = node.client();
-    let (status, body) = admin
-        .deploy(
-            "vault",
-            &[
-                (
-                    "picloud.toml",
-                    &manifest("vault", &[("GET", "/get/:name", "get.lua")]),
-                ),
-                ("get.lua", GET),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    deploy_vault(&admin).await;
 
     // Set through the CLI, the value on stdin (the trailing newline dropped).
     let out = cli_stdin(
@@ -287,19 +292,7 @@ async fn bad_secret_input_gets_stable_codes() {
     assert!(body["secrets"]["warning"].is_string());
 
     let admin = node.client();
-    let (status, body) = admin
-        .deploy(
-            "vault",
-            &[
-                (
-                    "picloud.toml",
-                    &manifest("vault", &[("GET", "/get/:name", "get.lua")]),
-                ),
-                ("get.lua", GET),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    deploy_vault(&admin).await;
 
     let too_large = vec![b'x'; 64 * 1024 + 1];
     let cases: &[(&[&str], &[u8], &str)] = &[

@@ -30,6 +30,16 @@ impl Fixture {
     fn rekey(&mut self, secrets: Vec<SecretRekey>) -> CommandResult {
         self.run(Command::SecretsRekey { secrets })
     }
+
+    /// A fixture with app `shop` created.
+    fn with_shop() -> Fixture {
+        let mut fixture = Fixture::new();
+        fixture.run(Command::AppCreate {
+            app: "shop".into(),
+            now_ms: 1,
+        });
+        fixture
+    }
 }
 
 fn rekey(app: &str, name: &str, old: &[u8], new: &[u8]) -> SecretRekey {
@@ -86,11 +96,7 @@ fn set_replaces_and_delete_removes() {
 
 #[test]
 fn an_app_holds_at_most_the_bound_and_deletes_free_slots() {
-    let mut fixture = Fixture::new();
-    fixture.run(Command::AppCreate {
-        app: "shop".into(),
-        now_ms: 1,
-    });
+    let mut fixture = Fixture::with_shop();
     let names: Vec<String> = (0..SECRETS_PER_APP_MAX).map(|i| format!("S{i}")).collect();
     // One log entry: the bound is counted through the batch's own writes.
     let sets = names
@@ -126,11 +132,7 @@ fn an_app_holds_at_most_the_bound_and_deletes_free_slots() {
 
 #[test]
 fn rekey_swaps_only_values_unchanged_since_they_were_read() {
-    let mut fixture = Fixture::new();
-    fixture.run(Command::AppCreate {
-        app: "shop".into(),
-        now_ms: 1,
-    });
+    let mut fixture = Fixture::with_shop();
     for name in ["A", "B", "C"] {
         fixture.secret_set("shop", name, b"old", 2);
     }

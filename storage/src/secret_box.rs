@@ -154,15 +154,28 @@ impl Keyring {
         &self.previous
     }
 
+    /// Every key held, the current one first.
+    fn keys(&self) -> impl Iterator<Item = &MasterKey> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+
+    /// Whether this ring holds the key with id `key_id` (hex).
+    pub fn holds(&self, key_id: &str) -> bool {
+        self.keys().any(|key| key.id_hex() == key_id)
+    }
+
+    /// The ids of the previous keys, in order.
+    pub fn previous_ids(&self) -> Vec<String> {
+        self.previous.iter().map(MasterKey::id_hex).collect()
+    }
+
     /// Opens `sealed` with whichever held key sealed it; `WrongKey` (naming
     /// every key this node holds) when it holds none of them.
     pub fn open(&self, app: &str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretBoxError> {
         let Some(sealed_with) = sealed_key_id(sealed) else {
             return self.current.open(app, name, sealed);
         };
-        let key = std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|key| key.id_hex() == sealed_with);
+        let key = self.keys().find(|key| key.id_hex() == sealed_with);
         match key {
             Some(key) => key.open(app, name, sealed),
             None => Err(SecretBoxError::WrongKey {
@@ -177,11 +190,10 @@ impl Keyring {
         if self.previous.is_empty() {
             return self.current.id_hex();
         }
-        let previous: Vec<String> = self.previous.iter().map(MasterKey::id_hex).collect();
         format!(
             "{} (previous: {})",
             self.current.id_hex(),
-            previous.join(", ")
+            self.previous_ids().join(", ")
         )
     }
 }
