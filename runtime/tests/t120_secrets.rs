@@ -412,3 +412,45 @@ async fn a_malformed_master_key_stops_the_start_with_a_clear_message() {
     );
     assert!(!log.contains(&short), "the key text is never echoed");
 }
+
+/// A secret set through one node of a 3-node cluster (all with the same
+/// key) reads through another; its plaintext is in no node's data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_set_through_one_node_reads_through_another() {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    for node in &mut nodes {
+        node.extra_env = vec![("PICLOUD_SECRET_KEY".into(), key_text(0xC3))];
+    }
+    common::cluster::start_three(&mut nodes).await;
+    deploy_vault(&nodes[0].client()).await;
+    let out = cli_stdin(
+        &nodes[0],
+        &["secrets", "set", "vault", "SHARED"],
+        PLAINTEXT.as_bytes(),
+    );
+    assert!(out.success, "{out:?}");
+    let reader = Api {
+        http: reqwest::Client::new(),
+        base: nodes[2].url(),
+        key: None,
+    };
+    eventually("the secret read through node 3", || {
+        let reader = reader.clone();
+        async move {
+            let (status, body) = reader.get("/vault/get/SHARED").await;
+            status == 200 && body["value"].as_str() == Some(PLAINTEXT)
+        }
+    })
+    .await;
+    for node in &nodes {
+        assert_eq!(
+            files_containing(&node.data_dir, PLAINTEXT.as_bytes()),
+            Vec::<String>::new()
+        );
+        assert!(!node.log().contains(PLAINTEXT));
+    }
+}
