@@ -13,6 +13,8 @@ use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
     LogLevel,
 };
+use picloud_storage::secret_box::{Keyring, SecretBoxError};
+use picloud_storage::secrets::validate_secret_name;
 use picloud_storage::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
 use serde_json::Value;
 
@@ -33,6 +35,9 @@ pub struct NodeHost {
     node: Node,
     logs: LogBook,
     limits: Arc<ActorLimits>,
+    /// The master keys that open this cluster's secrets (`None`: scripts
+    /// get `unavailable` from `secrets.get`).
+    secret_keys: Option<Arc<Keyring>>,
 }
 
 /// Maps a cluster error to the code a script (and the HTTP client) sees.
@@ -57,7 +62,18 @@ fn unexpected(result: &CommandResult) -> HostError {
 
 impl NodeHost {
     pub fn new(node: Node, logs: LogBook, limits: Arc<ActorLimits>) -> NodeHost {
-        NodeHost { node, logs, limits }
+        NodeHost {
+            node,
+            logs,
+            limits,
+            secret_keys: None,
+        }
+    }
+
+    /// This host with the master keys that open the cluster's secrets.
+    pub fn with_secret_keys(mut self, keys: Arc<Keyring>) -> NodeHost {
+        self.secret_keys = Some(keys);
+        self
     }
 
     pub fn node(&self) -> &Node {
@@ -170,6 +186,12 @@ impl NodeHost {
 
 pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, HostError> {
     serde_json::from_slice(bytes).map_err(|e| HostError::new("corrupt_value", e.to_string()))
+}
+
+/// A secret that did not open, as a script sees it: `secret_key_mismatch`
+/// naming the key it needs and the keys this node has, or `secret_corrupt`.
+pub fn secret_open_error(app: &str, name: &str, error: &SecretBoxError) -> HostError {
+    HostError::new(error.code(), format!("secret {name} of app {app}: {error}"))
 }
 
 fn storage_error(error: picloud_storage::StorageError) -> HostError {
@@ -385,5 +407,26 @@ impl Host for NodeHost {
 
     fn now_ms(&self) -> u64 {
         now_ms()
+    }
+
+    fn secret_get<'a>(&'a self, app: &'a str, name: &'a str) -> HostFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            validate_secret_name(name).map_err(|m| HostError::new("invalid_secret_name", m))?;
+            let keys = self.secret_keys.as_ref().ok_or_else(|| {
+                HostError::new("unavailable", "this node was started without secrets")
+            })?;
+            self.barrier(Consistency::Linearizable).await?;
+            let Some(record) = self
+                .node
+                .reader()
+                .secret(app, name)
+                .map_err(storage_error)?
+            else {
+                return Ok(None);
+            };
+            keys.open(app, name, &record.sealed)
+                .map(Some)
+                .map_err(|error| secret_open_error(app, name, &error))
+        })
     }
 }

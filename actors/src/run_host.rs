@@ -316,4 +316,8 @@ impl Host for RunHost {
     fn now_ms(&self) -> u64 {
         self.inner.now_ms()
     }
+
+    fn secret_get<'a>(&'a self, app: &'a str, name: &'a str) -> HostFuture<'a, Option<Vec<u8>>> {
+        self.inner.secret_get(app, name)
+    }
 }

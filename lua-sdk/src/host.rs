@@ -208,4 +208,16 @@ pub trait Host: Send + Sync + 'static {
     fn log(&self, app: &str, level: LogLevel, message: String);
     /// Wall-clock time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+    /// The plaintext of secret `name` of `app`, or `None` when it is not
+    /// set. A node that cannot open it fails with `secret_key_mismatch`,
+    /// never with garbage. Hosts without secrets keep this default.
+    fn secret_get<'a>(&'a self, app: &'a str, name: &'a str) -> HostFuture<'a, Option<Vec<u8>>> {
+        let _ = (app, name);
+        Box::pin(async {
+            Err(HostError::new(
+                "unavailable",
+                "secrets are not available here",
+            ))
+        })
+    }
 }

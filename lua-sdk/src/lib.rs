@@ -21,7 +21,8 @@
 //!   charged to the budget (the C matcher cannot be interrupted).
 //! * `strlib.rs` — `string.find/match/gmatch/gsub` on that matcher, replacing
 //!   the C functions in the sandbox.
-//! * `sdk/` — the globals scripts use: `kv`, `log`/`print`, `json`, `time`.
+//! * `sdk/` — the globals scripts use: `kv`, `log`/`print`, `json`, `time`,
+//!   `secrets`.
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form.
 //! * `error.rs` — [`CompileError`], [`InvokeError`] and error classification.

@@ -173,6 +173,22 @@ function log.error(...) end
 function print(...) end
 
 ---------------------------------------------------------------------------
+-- secrets
+---------------------------------------------------------------------------
+
+---The app's secrets, set by an operator with `picloud secrets set APP NAME`
+---(the value is read from stdin). They are encrypted in the cluster's log and
+---on disk; a script only ever reads them.
+secrets = {}
+
+---Returns the secret's value (a string holding exactly its bytes), or `nil`
+---when the app has no secret of that name. Raises `secret_key_mismatch` when
+---this node's master key cannot open it (never garbage).
+---@param name string
+---@return string|nil
+function secrets.get(name) end
+
+---------------------------------------------------------------------------
 -- json
 ---------------------------------------------------------------------------
 

@@ -453,6 +453,41 @@ async fn uncaught_host_error_comes_back_as_the_original() {
 }
 
 #[tokio::test]
+async fn secrets_get_returns_the_bytes_or_nil_and_checks_its_argument() {
+    let host = FakeHost::new();
+    host.secrets
+        .lock()
+        .expect("lock")
+        .insert(format!("{APP}/TOKEN"), b"s3cr\0t".to_vec());
+    let script = vm(
+        &host,
+        &returning(
+            r#"local ok, err = pcall(secrets.get, 42)
+               return { json = { token = secrets.get("TOKEN"), len = #secrets.get("TOKEN"),
+                                 missing = secrets.get("NOPE") == nil, err = err } }"#,
+        ),
+    );
+    let response = call(&script).await.expect("invoke");
+    let parsed: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+    assert_eq!(parsed["token"], "s3cr\u{0}t");
+    assert_eq!(parsed["len"], 6);
+    assert_eq!(parsed["missing"], true);
+    let err = parsed["err"].as_str().expect("error message");
+    assert!(
+        err.contains("secrets.get: name must be a string, got integer"),
+        "{err}"
+    );
+
+    let mismatch = HostError::new("secret_key_mismatch", "sealed with key a, this node has b");
+    *host.fail_with.lock().expect("lock") = Some(mismatch.clone());
+    let script = vm(&host, &returning("return secrets.get('TOKEN')"));
+    match call(&script).await {
+        Err(InvokeError::Host(got)) => assert_eq!(got, mismatch),
+        other => panic!("expected the key mismatch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn host_error_is_catchable_with_code_and_message() {
     let host = FakeHost::new();
     *host.fail_with.lock().expect("lock") = Some(HostError::new("not_a_number", "n is text"));

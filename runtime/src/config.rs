@@ -22,6 +22,10 @@ macro_rules! settings {
             /// A TOML file with any of the settings below (flags and env vars win).
             #[arg(long, env = "PICLOUD_CONFIG")]
             pub config: Option<PathBuf>,
+            /// Development mode: secrets are sealed with a fixed, publicly
+            /// known key (a loud warning at start and in cluster status).
+            #[arg(long)]
+            pub dev: bool,
             $( $(#[$doc])* #[arg(long, env = $env)] pub $name: Option<$ty>, )*
         }
 
@@ -34,12 +38,15 @@ macro_rules! settings {
         /// The resolved settings.
         #[derive(Debug, Clone)]
         pub struct ServeConfig {
+            /// `--dev` (see `ServeArgs::dev`).
+            pub dev: bool,
             $( $(#[$doc])* pub $name: $ty, )*
         }
 
         impl ServeConfig {
             fn merge(args: ServeArgs, file: FileSettings) -> ServeConfig {
                 ServeConfig {
+                    dev: args.dev,
                     $( $name: args.$name.or(file.$name).unwrap_or_else(|| $default), )*
                 }
             }

@@ -6,12 +6,14 @@
 //! - `serve`: boot and shutdown of a node.
 //! - `gateway`: HTTP: app routes, admin API, health; the one error→status map.
 //! - `keys`: API key format, hashing, scopes.
+//! - `secret_key`: the secrets master key(s) (`--dev`, env, key file).
 //! - `cli`: the operator commands, talking to the admin API.
 
 mod cli;
 mod config;
 mod gateway;
 mod keys;
+mod secret_key;
 mod serve;
 
 use clap::{Parser, Subcommand};

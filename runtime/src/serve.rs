@@ -1,7 +1,7 @@
 //! `picloud serve`: boot, run, shut down.
 //!
 //! ```text
-//!   config ─▶ Node::start (storage + raft; one-voter cluster on first start)
+//!   config ─▶ secrets master key ─▶ Node::start (storage + raft; one-voter cluster on first start)
 //!          ─▶ admin key (first start only) ─▶ Apps (supervisor) ─▶ HTTP gateway
 //!   SIGINT/SIGTERM ─▶ stop accepting ─▶ drain (bounded) ─▶ stop actors ─▶ raft shutdown + flush
 //! ```
@@ -27,6 +27,7 @@ use picloud_storage::{Command, CommandResult};
 use crate::config::{ServeArgs, ServeConfig};
 use crate::gateway::{self, Gateway};
 use crate::keys;
+use crate::secret_key::SecretKeys;
 
 /// The id of the node that created the cluster.
 const FIRST_NODE_ID: u64 = 1;
@@ -57,6 +58,10 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let secret_keys = Arc::new(
+        SecretKeys::load(&config.data_dir, config.dev).context("loading the secrets master key")?,
+    );
+    secret_keys.log_at_boot();
     let info = NodeInfo {
         http: config.http.to_string(),
         peer: config.peer.to_string(),
@@ -86,9 +91,16 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
         }
     }
 
+    secret_keys
+        .check_stored(node.reader())
+        .context("checking stored secrets against the master key")?;
+
     let limits = Arc::new(config.actor_limits());
     let logs = LogBook::new(limits.logs);
-    let host = Arc::new(NodeHost::new(node.clone(), logs.clone(), limits.clone()));
+    let host = Arc::new(
+        NodeHost::new(node.clone(), logs.clone(), limits.clone())
+            .with_secret_keys(secret_keys.keyring.clone()),
+    );
     // Trigger runs execute scripts: on the request runtime, like requests.
     let triggers = {
         let _guard = scripts.enter();
@@ -118,6 +130,7 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
         config.clone(),
         limits,
         triggers,
+        secret_keys,
     ));
     tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
     println!("picloud listening on http://{}", config.http);

@@ -32,10 +32,13 @@ use openraft::LogId;
 
 use crate::backend::{Backend, Keyspace, WriteBatch, delete_prefix};
 use crate::codec::{self, STORED_BYTES_MAX};
-use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult, RunOutcome};
+use crate::command::{
+    ApplyError, Command, CommandResult, KvOp, KvOpResult, RunOutcome, SecretRekey,
+};
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
 use crate::records::{AppRecord, DeployRecord, KeyRecord};
+use crate::secrets::{SECRETS_PER_APP_MAX, SecretRecord};
 use crate::triggers::{
     Attempt, Claim, DeadLetter, OutboxEntry, TriggerDef, TriggerDefKind, TriggerEvent, TriggerSet,
     dead_code, retry_delay_ms,
@@ -157,6 +160,14 @@ fn run_in<B: Backend + ?Sized>(
             triggers,
             indexes,
         } => deploy_version(txn, app, bundle, *now_ms, *versions_keep, triggers, indexes)?,
+        Command::SecretSet {
+            app,
+            name,
+            sealed,
+            now_ms,
+        } => secret_set(txn, app, name, sealed, *now_ms)?,
+        Command::SecretDelete { app, name } => secret_delete(txn, app, name)?,
+        Command::SecretsRekey { secrets } => secrets_rekey(txn, secrets)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -191,7 +202,10 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::FailRun { .. }
         | Command::RetryDeadLetter { .. }
         | Command::DeleteDeadLetter { .. }
-        | Command::Docs { .. } => true,
+        | Command::Docs { .. }
+        | Command::SecretSet { .. }
+        | Command::SecretDelete { .. }
+        | Command::SecretsRekey { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -379,6 +393,9 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::RemoveNode { .. }
         | Command::SetClusterCa { .. }
         | Command::RegisterNode { .. }
+        | Command::SecretSet { .. }
+        | Command::SecretDelete { .. }
+        | Command::SecretsRekey { .. }
         | Command::Batch(_) => None,
     }
 }
@@ -810,14 +827,16 @@ fn app_delete<B: Backend + ?Sized>(
     // batch (see the module comment for why this is crash-safe).
     delete_prefix(txn.backend, Keyspace::Kv, &prefix)?;
     // Trigger state, pending runs and dead letters go with it (bounded by
-    // the outbox bound, but dead letters are not: bulk-deleted as well).
-    // Documents and their index entries are unbounded too.
+    // the outbox bound, but dead letters are not: bulk-deleted as well),
+    // and so do its secrets. Documents and their index entries are
+    // unbounded too.
     for keyspace in [
         Keyspace::Triggers,
         Keyspace::Outbox,
         Keyspace::DeadLetters,
         Keyspace::Docs,
         Keyspace::DocIndex,
+        Keyspace::Secrets,
     ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }
@@ -1549,6 +1568,88 @@ fn delete_dead_letter<B: Backend + ?Sized>(
     }
     txn.delete(Keyspace::DeadLetters, key);
     Ok(Ok(CommandResult::Done))
+}
+
+fn secret_set<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    name: &str,
+    sealed: &[u8],
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    let key = keys::secret_key(app, name);
+    if txn.get(Keyspace::Secrets, &key)?.is_none() {
+        let count_key = keys::secret_count_key(app);
+        let count: u32 = txn
+            .get_decoded(Keyspace::Secrets, &count_key, "secret count")?
+            .unwrap_or(0);
+        if count >= SECRETS_PER_APP_MAX {
+            return Ok(Err(ApplyError::SecretsFull {
+                app: app.into(),
+                max: SECRETS_PER_APP_MAX,
+            }));
+        }
+        txn.put_encoded(Keyspace::Secrets, count_key, &(count + 1), "secret count")?;
+    }
+    let record = SecretRecord {
+        sealed: sealed.to_vec(),
+        updated_ms: now_ms,
+    };
+    txn.put_encoded(Keyspace::Secrets, key, &record, "secret")?;
+    Ok(Ok(CommandResult::Done))
+}
+
+fn secret_delete<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    name: &str,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    let key = keys::secret_key(app, name);
+    if txn.get(Keyspace::Secrets, &key)?.is_none() {
+        return Ok(Err(ApplyError::SecretNotFound {
+            app: app.into(),
+            name: name.into(),
+        }));
+    }
+    txn.delete(Keyspace::Secrets, key);
+    let count_key = keys::secret_count_key(app);
+    let count: u32 = txn
+        .get_decoded(Keyspace::Secrets, &count_key, "secret count")?
+        .unwrap_or(0);
+    txn.put_encoded(
+        Keyspace::Secrets,
+        count_key,
+        &count.saturating_sub(1),
+        "secret count",
+    )?;
+    Ok(Ok(CommandResult::Done))
+}
+
+/// Swaps each re-sealed value in only where the stored one is still the
+/// value that was re-sealed (a compare-and-swap per secret).
+fn secrets_rekey<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    secrets: &[SecretRekey],
+) -> Result<Outcome, StorageError> {
+    let (mut rekeyed, mut changed) = (0u64, 0u64);
+    for secret in secrets {
+        let key = keys::secret_key(&secret.app, &secret.name);
+        match txn.get_decoded::<SecretRecord>(Keyspace::Secrets, &key, "secret")? {
+            Some(mut record) if record.sealed == secret.old => {
+                record.sealed = secret.new.clone();
+                txn.put_encoded(Keyspace::Secrets, key, &record, "secret")?;
+                rekeyed += 1;
+            }
+            _ => changed += 1,
+        }
+    }
+    Ok(Ok(CommandResult::SecretsRekeyed { rekeyed, changed }))
 }
 
 #[cfg(test)]
@@ -2839,3 +2940,7 @@ mod docs_tests;
 #[cfg(test)]
 #[path = "apply_trigger_tests.rs"]
 mod trigger_tests;
+
+#[cfg(test)]
+#[path = "apply_secret_tests.rs"]
+mod secret_tests;

@@ -45,6 +45,9 @@ pub enum Keyspace {
     Docs = 10,
     /// Document index entries (see `docs`).
     DocIndex = 11,
+    /// App secrets (sealed values and update times) and per-app secret
+    /// counts, keyed by app (see `keys::secret_key`).
+    Secrets = 12,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -54,7 +57,7 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 11] = [
+    pub const STATE_DATA: [Keyspace; 12] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -66,6 +69,7 @@ impl Keyspace {
         Keyspace::DeadLetters,
         Keyspace::Docs,
         Keyspace::DocIndex,
+        Keyspace::Secrets,
     ];
 
     pub fn id(self) -> u8 {
@@ -86,6 +90,7 @@ impl Keyspace {
             Keyspace::DeadLetters,
             Keyspace::Docs,
             Keyspace::DocIndex,
+            Keyspace::Secrets,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]

@@ -180,6 +180,36 @@ mod tests {
             first_byte(encode(&CommandResult::Docs(vec![])).expect("encode")),
             11
         );
+        // Secrets (issue 5).
+        let secret_set = Command::SecretSet {
+            app: String::new(),
+            name: String::new(),
+            sealed: vec![],
+            now_ms: 0,
+        };
+        assert_eq!(first_byte(encode(&secret_set).expect("encode")), 23);
+        let secret_delete = Command::SecretDelete {
+            app: String::new(),
+            name: String::new(),
+        };
+        assert_eq!(first_byte(encode(&secret_delete).expect("encode")), 24);
+        let rekey = Command::SecretsRekey { secrets: vec![] };
+        assert_eq!(first_byte(encode(&rekey).expect("encode")), 25);
+        let rekeyed = CommandResult::SecretsRekeyed {
+            rekeyed: 0,
+            changed: 0,
+        };
+        assert_eq!(first_byte(encode(&rekeyed).expect("encode")), 12);
+        let not_found = crate::command::ApplyError::SecretNotFound {
+            app: String::new(),
+            name: String::new(),
+        };
+        assert_eq!(first_byte(encode(&not_found).expect("encode")), 19);
+        let full = crate::command::ApplyError::SecretsFull {
+            app: String::new(),
+            max: 0,
+        };
+        assert_eq!(first_byte(encode(&full).expect("encode")), 20);
     }
 
     #[test]

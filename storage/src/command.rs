@@ -199,6 +199,25 @@ pub enum Command {
         triggers: TriggerSet,
         indexes: Vec<IndexDef>,
     },
+    /// Stores secret `name` of `app`: `sealed` is the value already sealed
+    /// by the proposer under its master key (`secret_box`), so no plaintext
+    /// ever enters the log. Replaces an existing value. Result `Done`;
+    /// rejected with `AppNotFound`, or `SecretsFull` for a new name past
+    /// [`crate::secrets::SECRETS_PER_APP_MAX`].
+    SecretSet {
+        app: String,
+        name: String,
+        sealed: Vec<u8>,
+        now_ms: u64,
+    },
+    /// Deletes secret `name` of `app`. Result `Done`; rejected with
+    /// `AppNotFound` or `SecretNotFound`.
+    SecretDelete { app: String, name: String },
+    /// Secrets re-sealed under a new master key (`picloud secrets
+    /// rotate-key`). Each replaces the stored value only while that is still
+    /// exactly `old`: a `SecretSet` or `SecretDelete` applied since the
+    /// proposer read it wins. Never rejected; result `SecretsRekeyed`.
+    SecretsRekey { secrets: Vec<SecretRekey> },
 }
 
 /// One document write. Documents are JSON object text; apply sets `_id`.
@@ -255,6 +274,17 @@ pub enum DocOpResult {
     Updated { found: bool },
     Replaced { found: bool },
     Deleted { existed: bool },
+}
+
+/// One re-sealed secret of [`Command::SecretsRekey`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretRekey {
+    pub app: String,
+    pub name: String,
+    /// The sealed value the proposer read (and re-sealed).
+    pub old: Vec<u8>,
+    /// The same plaintext sealed under the proposer's current key.
+    pub new: Vec<u8>,
 }
 
 /// One kv operation. `value`s are JSON text.
@@ -327,6 +357,13 @@ pub enum CommandResult {
     Run(RunOutcome),
     /// [`Command::Docs`]: one result per op.
     Docs(Vec<DocOpResult>),
+    /// [`Command::SecretsRekey`]: how many values were replaced, and how
+    /// many were skipped because they changed (or went) since the proposer
+    /// read them.
+    SecretsRekeyed {
+        rekeyed: u64,
+        changed: u64,
+    },
 }
 
 /// What became of a run reported done or failed.
@@ -372,6 +409,8 @@ impl ApplyError {
             ApplyError::DocTooLarge { .. } => "value_too_large",
             ApplyError::InvalidDocument { .. } => "invalid_document",
             ApplyError::IndexValueTooLarge { .. } => "index_value_too_large",
+            ApplyError::SecretNotFound { .. } => "secret_not_found",
+            ApplyError::SecretsFull { .. } => "secrets_full",
         }
     }
 }
@@ -441,4 +480,8 @@ pub enum ApplyError {
         field: String,
         max: u64,
     },
+    #[error("app {app} has no secret {name}")]
+    SecretNotFound { app: String, name: String },
+    #[error("app {app} already has {max} secrets, the most an app may have")]
+    SecretsFull { app: String, max: u32 },
 }

@@ -144,6 +144,27 @@ pub(crate) fn run_key(app: &str, id: u64) -> Vec<u8> {
     deploy_key(app, id)
 }
 
+/// `Secrets` key of secret `name` of `app`.
+pub(crate) fn secret_key(app: &str, name: &str) -> Vec<u8> {
+    let mut full = secrets_prefix(app);
+    full.extend_from_slice(name.as_bytes());
+    full
+}
+
+/// The prefix of every secret of `app` in `Secrets`.
+pub(crate) fn secrets_prefix(app: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'n');
+    full
+}
+
+/// `Secrets` key of the number of `app`'s secrets (a `u32`).
+pub(crate) fn secret_count_key(app: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'c');
+    full
+}
+
 /// The version from a `Deploys` key (its last eight bytes).
 pub(crate) fn version_of_deploy_key(key: &[u8]) -> Option<u64> {
     let start = key.len().checked_sub(8)?;

@@ -18,6 +18,9 @@
 //!   cluster records: node ids, join secret, cluster CA).
 //! - `log_store`: `LogStore` (openraft `RaftLogStorage`), one group-commit flusher.
 //! - `state_machine`: `StateMachine` (openraft `RaftStateMachine`), streamed snapshots.
+//! - `secret_box`: sealing secret values under the master key (`Keyring`).
+//! - `secrets`: secret limits, name rules and the stored record (values
+//!   arrive sealed by `secret_box`; storage never sees a plaintext).
 //! - `snapshot` (private): the snapshot file format, written and read record by record.
 //! - `error`: `StorageError`.
 //!
@@ -44,6 +47,7 @@ pub mod log_store;
 pub mod query;
 pub mod records;
 pub mod secret_box;
+pub mod secrets;
 mod snapshot;
 pub mod state;
 pub mod state_machine;

@@ -1,5 +1,4 @@
-//! Sealing app secrets before they enter the Raft log (issue 5 groundwork:
-//! the `secrets` service and its commands are not built yet).
+//! Sealing app secrets before they enter the Raft log.
 //!
 //! XChaCha20-Poly1305 under the cluster's master key, a fresh 24-byte nonce
 //! per value (the caller draws it: this crate takes no randomness), and the
@@ -49,6 +48,16 @@ pub enum SecretBoxError {
     Corrupt,
     #[error("unknown sealed secret format {0}")]
     Version(u8),
+}
+
+impl SecretBoxError {
+    /// The stable code scripts and API clients see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SecretBoxError::WrongKey { .. } => "secret_key_mismatch",
+            SecretBoxError::Corrupt | SecretBoxError::Version(_) => "secret_corrupt",
+        }
+    }
 }
 
 impl MasterKey {
@@ -121,6 +130,77 @@ impl MasterKey {
             )
             .map_err(|_| SecretBoxError::Corrupt)
     }
+}
+
+/// The master keys a node holds: the current one seals, and each key opens
+/// what it sealed, so values sealed under a previous key stay readable until
+/// `picloud secrets rotate-key` re-seals them.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    current: MasterKey,
+    previous: Vec<MasterKey>,
+}
+
+impl Keyring {
+    pub fn new(current: MasterKey, previous: Vec<MasterKey>) -> Keyring {
+        Keyring { current, previous }
+    }
+
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    pub fn previous(&self) -> &[MasterKey] {
+        &self.previous
+    }
+
+    /// Every key held, the current one first.
+    fn keys(&self) -> impl Iterator<Item = &MasterKey> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+
+    /// Whether this ring holds the key with id `key_id` (hex).
+    pub fn holds(&self, key_id: &str) -> bool {
+        self.keys().any(|key| key.id_hex() == key_id)
+    }
+
+    /// The ids of the previous keys, in order.
+    pub fn previous_ids(&self) -> Vec<String> {
+        self.previous.iter().map(MasterKey::id_hex).collect()
+    }
+
+    /// Opens `sealed` with whichever held key sealed it; `WrongKey` (naming
+    /// every key this node holds) when it holds none of them.
+    pub fn open(&self, app: &str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretBoxError> {
+        let Some(sealed_with) = sealed_key_id(sealed) else {
+            return self.current.open(app, name, sealed);
+        };
+        let key = self.keys().find(|key| key.id_hex() == sealed_with);
+        match key {
+            Some(key) => key.open(app, name, sealed),
+            None => Err(SecretBoxError::WrongKey {
+                sealed_with,
+                have: self.describe(),
+            }),
+        }
+    }
+
+    /// `"<current id>"`, or `"<current id> (previous: <id>, ...)"`.
+    pub fn describe(&self) -> String {
+        if self.previous.is_empty() {
+            return self.current.id_hex();
+        }
+        format!(
+            "{} (previous: {})",
+            self.current.id_hex(),
+            self.previous_ids().join(", ")
+        )
+    }
+}
+
+/// The id of the key `sealed` names (hex), if it is long enough to name one.
+pub fn sealed_key_id(sealed: &[u8]) -> Option<String> {
+    sealed.get(1..1 + KEY_ID_BYTES).map(hex)
 }
 
 fn associated_data(app: &str, name: &str) -> Vec<u8> {
@@ -209,6 +289,25 @@ mod tests {
             master.open("shop", "stripe", &version),
             Err(SecretBoxError::Version(9))
         );
+    }
+
+    #[test]
+    fn a_keyring_opens_with_the_key_that_sealed() {
+        let old = key(7).seal("shop", "stripe", PLAINTEXT, [1; NONCE_BYTES]);
+        let new = key(8).seal("shop", "stripe", PLAINTEXT, [2; NONCE_BYTES]);
+        let ring = Keyring::new(key(8), vec![key(7)]);
+        assert_eq!(ring.open("shop", "stripe", &old).as_deref(), Ok(PLAINTEXT));
+        assert_eq!(ring.open("shop", "stripe", &new).as_deref(), Ok(PLAINTEXT));
+        assert_eq!(sealed_key_id(&old), Some(key(7).id_hex()));
+        let only_new = Keyring::new(key(8), vec![]);
+        match only_new.open("shop", "stripe", &old) {
+            Err(SecretBoxError::WrongKey { sealed_with, have }) => {
+                assert_eq!(sealed_with, key(7).id_hex());
+                assert_eq!(have, key(8).id_hex());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ring.describe().contains(&key(7).id_hex()));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
 use crate::query::Query;
 use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
+use crate::secrets::SecretRecord;
 use crate::triggers::{DeadLetter, OutboxEntry, TriggerSet};
 use crate::types::NodeId;
 
@@ -238,6 +239,32 @@ impl StateReader {
         for item in self.backend.scan(keyspace, &prefix, &start).take(limit) {
             let (_, bytes) = item?;
             found.push(codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec(what))?);
+        }
+        Ok(found)
+    }
+
+    /// Secret `name` of `app` (sealed), if set.
+    pub fn secret(&self, app: &str, name: &str) -> Result<Option<SecretRecord>, StorageError> {
+        self.decode_one(Keyspace::Secrets, &keys::secret_key(app, name), "secret")
+    }
+
+    /// Every secret of `app` with its name, by name (at most
+    /// [`crate::secrets::SECRETS_PER_APP_MAX`]).
+    pub fn secrets(&self, app: &str) -> Result<Vec<(String, SecretRecord)>, StorageError> {
+        let prefix = keys::secrets_prefix(app);
+        let mut found = Vec::new();
+        for item in self.backend.scan(Keyspace::Secrets, &prefix, &prefix) {
+            let (key, bytes) = item?;
+            let name = key
+                .get(prefix.len()..)
+                .and_then(|name| String::from_utf8(name.to_vec()).ok())
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: "secret key",
+                    detail: format!("{} bytes", key.len()),
+                })?;
+            let record =
+                codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("secret"))?;
+            found.push((name, record));
         }
         Ok(found)
     }

@@ -1,4 +1,5 @@
-//! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`.
+//! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`,
+//! `secrets`.
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -9,6 +10,7 @@ mod docs;
 mod json;
 mod kv;
 mod log;
+mod secrets;
 mod time;
 
 use std::fmt::Display;
@@ -25,6 +27,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     kv::install(lua, app.clone(), host.clone())?;
     docs::install(lua, app.clone(), host.clone())?;
     log::install(lua, app.clone(), host.clone())?;
+    secrets::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }

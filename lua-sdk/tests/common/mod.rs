@@ -24,6 +24,8 @@ pub struct FakeHost {
     pub hang_key: Mutex<Option<String>>,
     /// Every call fails with this error while set.
     pub fail_with: Mutex<Option<HostError>>,
+    /// Secrets as `app/name` → bytes.
+    pub secrets: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -221,6 +223,13 @@ impl Host for FakeHost {
 
     fn now_ms(&self) -> u64 {
         self.now_ms.load(Ordering::Relaxed)
+    }
+
+    fn secret_get<'a>(&'a self, app: &'a str, name: &'a str) -> HostFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            self.failure()?;
+            Ok(lock(&self.secrets).get(&format!("{app}/{name}")).cloned())
+        })
     }
 }
 

@@ -74,6 +74,9 @@ pub enum ClientCommand {
     /// Query and edit an app's documents.
     #[command(subcommand)]
     Docs(DocsCommand),
+    /// App secrets: set (value from stdin), list, delete; rotate the master key.
+    #[command(subcommand)]
+    Secrets(super::secrets::SecretsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,7 +250,7 @@ fn client(args: &ClientArgs) -> Result<Client, CliError> {
     Client::new(&url, &key)
 }
 
-fn print_json(value: &Value) {
+pub(super) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
@@ -356,6 +359,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::Keys(command) => keys(&client, command, json).await?,
         ClientCommand::DeadLetters(command) => dead_letters(&client, command, json).await?,
         ClientCommand::Docs(command) => docs(&client, command, json).await?,
+        ClientCommand::Secrets(command) => super::secrets::run(&client, command, json).await?,
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
             let body = client.delete(&format!("/cluster/nodes/{id}")).await?;
             report(json, &body, || format!("removed node {id}"));
@@ -380,7 +384,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
     Ok(())
 }
 
-fn report(json: bool, body: &Value, text: impl FnOnce() -> String) {
+pub(super) fn report(json: bool, body: &Value, text: impl FnOnce() -> String) {
     if json {
         print_json(body);
     } else {
@@ -466,7 +470,7 @@ fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliErr
     Ok((name.name, files))
 }
 
-fn format_ms(ms: u64) -> String {
+pub(super) fn format_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -3,5 +3,6 @@
 
 mod client;
 mod commands;
+mod secrets;
 
 pub use commands::{ClientArgs, ClientCommand, run};

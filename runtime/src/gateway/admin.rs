@@ -71,7 +71,7 @@ fn check_app_name(app: &str) -> Result<(), ApiError> {
 }
 
 /// Turns a deterministic rejection into its API error; passes other results on.
-fn accepted(result: CommandResult) -> Result<CommandResult, ApiError> {
+pub(super) fn accepted(result: CommandResult) -> Result<CommandResult, ApiError> {
     match result {
         CommandResult::Rejected(error) => Err(error.into()),
         other => Ok(other),
@@ -358,7 +358,7 @@ async fn rollback(
 
 // ---- kv ----
 
-fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
+pub(super) fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
     if gateway.node.reader().app(app)?.is_none() {
         return Err(ApiError::not_found(
             "app_not_found",
@@ -724,6 +724,7 @@ async fn cluster_status(
             .map(|(_, n)| n)
             .sum::<u64>()
     );
+    status["secrets"] = gateway.secret_keys.status_json();
     Ok(Json(status))
 }
 

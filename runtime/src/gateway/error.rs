@@ -90,6 +90,8 @@ impl From<ApplyError> for ApiError {
             ApplyError::InvalidDocument { .. } | ApplyError::IndexValueTooLarge { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            ApplyError::SecretNotFound { .. } => StatusCode::NOT_FOUND,
+            ApplyError::SecretsFull { .. } => StatusCode::CONFLICT,
             ApplyError::NestedBatch => StatusCode::INTERNAL_SERVER_ERROR,
             ApplyError::OutboxFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };

@@ -4,6 +4,7 @@
 //!   /_/health            no key
 //!   /_/metrics           Prometheus text (admin key)
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin.rs
+//!   /_/api/v1/.../secrets  app secrets, key rotation          → secrets.rs
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
 //!
@@ -17,6 +18,7 @@ pub mod apps;
 pub mod auth;
 pub mod docs;
 pub mod error;
+pub mod secrets;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use crate::config::ServeConfig;
+use crate::secret_key::SecretKeys;
 pub use error::ApiError;
 
 /// What every handler shares. One `Arc`, so the per-request clones axum makes
@@ -56,6 +59,8 @@ pub struct Shared {
     pub limits: Arc<ActorLimits>,
     /// This node's trigger dispatcher counters.
     pub triggers: Arc<DispatcherStats>,
+    /// This node's secrets master keys.
+    pub secret_keys: Arc<SecretKeys>,
     inflight: Semaphore,
 }
 
@@ -67,9 +72,11 @@ impl Gateway {
         config: Arc<ServeConfig>,
         limits: Arc<ActorLimits>,
         triggers: Arc<DispatcherStats>,
+        secret_keys: Arc<SecretKeys>,
     ) -> Gateway {
         Gateway(Arc::new(Shared {
             triggers,
+            secret_keys,
             inflight: Semaphore::new(config.http_inflight_max),
             node,
             apps,
@@ -86,7 +93,9 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/_/metrics", get(admin::metrics))
         .nest(
             "/_/api/v1",
-            admin::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
+            admin::router()
+                .merge(secrets::router())
+                .layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
         )
         // App requests take their in-flight permit inside the handler: a
         // middleware layer costs ~6% of the plain route's throughput.

@@ -1,0 +1,227 @@
+//! App secrets in the admin API (admin key only). Values go in request
+//! bodies, never in URLs, and never come back out: a list shows names and
+//! update times, and only scripts (`secrets.get`) read values.
+//!
+//! ```text
+//!  PUT    /apps/{app}/secrets/{name}   body = the value's bytes ─▶ seal here ─▶ SecretSet
+//!  DELETE /apps/{app}/secrets/{name}                             ─▶ SecretDelete
+//!  GET    /apps/{app}/secrets          names + updated_ms
+//!  POST   /secrets/rotate-key          re-seal every secret under this node's current key
+//! ```
+//!
+//! The receiving node seals with its current master key and a fresh random
+//! nonce, so only ciphertext reaches the log, the snapshots and other nodes.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use picloud_actors::host::now_ms;
+use picloud_storage::command::SecretRekey;
+use picloud_storage::secret_box::{NONCE_BYTES, sealed_key_id};
+use picloud_storage::secrets::{SECRET_VALUE_BYTES_MAX, validate_secret_name};
+use picloud_storage::{Command, CommandResult};
+use serde_json::{Value, json};
+
+use super::admin::{accepted, require_app};
+use super::auth::Caller;
+use super::{ApiError, Gateway, read_body};
+
+/// Re-sealed secrets proposed in one log entry by `rotate-key` (at most
+/// ~6.4 MiB of sealed values with the largest secrets).
+const REKEY_SECRETS_PER_ENTRY_MAX: usize = 100;
+
+pub fn router() -> Router<Gateway> {
+    Router::new()
+        .route("/apps/{app}/secrets", get(list))
+        .route("/apps/{app}/secrets/{name}", put(set).delete(delete))
+        .route("/secrets/rotate-key", post(rotate_key))
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    validate_secret_name(name)
+        .map_err(|message| ApiError::bad_request("invalid_secret_name", message))
+}
+
+fn fresh_nonce() -> [u8; NONCE_BYTES] {
+    rand::random()
+}
+
+/// Refuses to seal on a node whose keys cannot open the app's existing
+/// secrets: what it sealed, the rest of the cluster could not open either.
+fn check_key_matches(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
+    for (name, record) in gateway.node.reader().secrets(app)? {
+        if let Some(sealed_with) = gateway.secret_keys.foreign_key_id(&record.sealed) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "secret_key_mismatch",
+                format!(
+                    "secret {name} of app {app} is sealed with master key {sealed_with}, this node has {}: start it with the cluster's PICLOUD_SECRET_KEY",
+                    gateway.secret_keys.keyring.describe()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn set(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    check_name(&name)?;
+    require_app(&gateway, &app)?;
+    let value = read_body(body, SECRET_VALUE_BYTES_MAX)
+        .await
+        .map_err(|error| match error.code.as_str() {
+            "body_too_large" => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "secret_too_large",
+                format!("secret values are at most {SECRET_VALUE_BYTES_MAX} bytes"),
+            ),
+            _ => error,
+        })?;
+    if value.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_secret",
+            "the secret value is empty (nothing on stdin?)",
+        ));
+    }
+    gateway.node.read_barrier().await?;
+    check_key_matches(&gateway, &app)?;
+    let sealed = gateway
+        .secret_keys
+        .keyring
+        .current()
+        .seal(&app, &name, &value, fresh_nonce());
+    let now = now_ms();
+    accepted(
+        gateway
+            .node
+            .write(Command::SecretSet {
+                app: app.clone(),
+                name: name.clone(),
+                sealed,
+                now_ms: now,
+            })
+            .await?,
+    )?;
+    Ok(Json(json!({"app": app, "name": name, "updated_ms": now})))
+}
+
+async fn delete(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    check_name(&name)?;
+    accepted(
+        gateway
+            .node
+            .write(Command::SecretDelete {
+                app: app.clone(),
+                name: name.clone(),
+            })
+            .await?,
+    )?;
+    Ok(Json(json!({"app": app, "deleted": name})))
+}
+
+async fn list(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    require_app(&gateway, &app)?;
+    gateway.node.read_barrier().await?;
+    let secrets: Vec<Value> = gateway
+        .node
+        .reader()
+        .secrets(&app)?
+        .iter()
+        .map(|(name, record)| json!({"name": name, "updated_ms": record.updated_ms}))
+        .collect();
+    Ok(Json(json!({"app": app, "secrets": secrets})))
+}
+
+/// Re-seals every secret of every app that is not under this node's current
+/// key (opening it with a previous key), and proposes the results guarded
+/// per value (`Command::SecretsRekey`). Secrets no held key opens are
+/// reported, not touched.
+async fn rotate_key(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    gateway.node.read_barrier().await?;
+    let keyring = &gateway.secret_keys.keyring;
+    let current_id = keyring.current().id_hex();
+    let reader = gateway.node.reader();
+    let mut rekeys = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut already_current = 0u64;
+    for app in reader.apps()? {
+        for (name, record) in reader.secrets(&app.name)? {
+            if sealed_key_id(&record.sealed).as_deref() == Some(current_id.as_str()) {
+                already_current += 1;
+                continue;
+            }
+            match keyring.open(&app.name, &name, &record.sealed) {
+                Ok(plaintext) => {
+                    let new = keyring
+                        .current()
+                        .seal(&app.name, &name, &plaintext, fresh_nonce());
+                    rekeys.push(SecretRekey {
+                        app: app.name.clone(),
+                        name,
+                        old: record.sealed,
+                        new,
+                    });
+                }
+                Err(error) => unreadable.push(json!({
+                    "app": app.name,
+                    "name": name,
+                    "code": error.code(),
+                    "message": error.to_string(),
+                })),
+            }
+        }
+    }
+    let (mut rekeyed, mut changed) = (0u64, 0u64);
+    while !rekeys.is_empty() {
+        let rest = rekeys.split_off(rekeys.len().min(REKEY_SECRETS_PER_ENTRY_MAX));
+        let chunk = std::mem::replace(&mut rekeys, rest);
+        match accepted(
+            gateway
+                .node
+                .write(Command::SecretsRekey { secrets: chunk })
+                .await?,
+        )? {
+            CommandResult::SecretsRekeyed {
+                rekeyed: swapped,
+                changed: skipped,
+            } => {
+                rekeyed += swapped;
+                changed += skipped;
+            }
+            other => {
+                return Err(ApiError::internal(format!(
+                    "unexpected rekey result {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(Json(json!({
+        "key_id": current_id,
+        "rekeyed": rekeyed,
+        "already_current": already_current,
+        "changed_meanwhile": changed,
+        "unreadable": unreadable,
+    })))
+}
