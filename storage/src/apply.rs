@@ -35,7 +35,7 @@ use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult, RunOutcome};
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
-use crate::records::{AppRecord, DeployRecord, KeyRecord};
+use crate::records::{AppRecord, DeployRecord, KeyRecord, LibRecord, LibVersion};
 use crate::triggers::{
     Attempt, Claim, DeadLetter, OutboxEntry, TriggerDef, TriggerDefKind, TriggerEvent, TriggerSet,
     dead_code, retry_delay_ms,
@@ -145,6 +145,12 @@ fn run_in<B: Backend + ?Sized>(
         } => fail_run(txn, app, *id, (*term, *claim_ms), error, *now_ms)?,
         Command::RetryDeadLetter { app, id, now_ms } => retry_dead_letter(txn, app, *id, *now_ms)?,
         Command::DeleteDeadLetter { app, id } => delete_dead_letter(txn, app, *id)?,
+        Command::PublishLib {
+            name,
+            files,
+            now_ms,
+            versions_keep,
+        } => publish_lib(txn, name, files, *now_ms, *versions_keep)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -178,7 +184,8 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::CompleteRun { .. }
         | Command::FailRun { .. }
         | Command::RetryDeadLetter { .. }
-        | Command::DeleteDeadLetter { .. } => true,
+        | Command::DeleteDeadLetter { .. }
+        | Command::PublishLib { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -354,6 +361,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::FailRun { .. }
         | Command::RetryDeadLetter { .. }
         | Command::DeleteDeadLetter { .. }
+        | Command::PublishLib { .. }
         | Command::Kv { .. }
         | Command::KvAtomic { .. }
         | Command::KeyCreate { .. }
@@ -900,6 +908,48 @@ fn rollback<B: Backend + ?Sized>(
     )?;
     swap_triggers(txn, app, before.as_ref(), after.as_ref(), now_ms)?;
     Ok(Ok(CommandResult::RolledBack { version: target }))
+}
+
+/// Shared libraries keep their versions in their record, so publishing
+/// reads nothing but that record (no scan).
+fn publish_lib<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    name: &str,
+    files: &[u8],
+    now_ms: u64,
+    versions_keep: u32,
+) -> Result<Outcome, StorageError> {
+    let mut record = txn
+        .get_decoded(Keyspace::Libs, name.as_bytes(), "lib record")?
+        .unwrap_or_else(|| LibRecord {
+            name: name.into(),
+            latest_version: 0,
+            versions: Vec::new(),
+        });
+    let version = record.latest_version + 1;
+    record.latest_version = version;
+    record.versions.push(LibVersion {
+        version,
+        created_ms: now_ms,
+        files_bytes: files.len() as u64,
+    });
+    txn.put(
+        Keyspace::LibFiles,
+        keys::deploy_key(name, version),
+        files.to_vec(),
+    );
+    let keep = usize::try_from(versions_keep.max(1)).unwrap_or(usize::MAX);
+    let prune_count = record.versions.len().saturating_sub(keep);
+    for old in record.versions.drain(..prune_count) {
+        txn.delete(Keyspace::LibFiles, keys::deploy_key(name, old.version));
+    }
+    txn.put_encoded(
+        Keyspace::Libs,
+        name.as_bytes().to_vec(),
+        &record,
+        "lib record",
+    )?;
+    Ok(Ok(CommandResult::LibPublished { version }))
 }
 
 fn key_create<B: Backend + ?Sized>(
@@ -2780,3 +2830,7 @@ mod tests {
 #[cfg(test)]
 #[path = "apply_trigger_tests.rs"]
 mod trigger_tests;
+
+#[cfg(test)]
+#[path = "apply_lib_tests.rs"]
+mod lib_tests;

@@ -41,6 +41,10 @@ pub enum Keyspace {
     Outbox = 8,
     /// Dead-lettered trigger runs, keyed like `Outbox`.
     DeadLetters = 9,
+    /// Shared-library records ([`crate::records::LibRecord`]), keyed by name.
+    Libs = 10,
+    /// Shared-library files of one version, keyed like `Deploys` (name, version).
+    LibFiles = 11,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -50,7 +54,7 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 9] = [
+    pub const STATE_DATA: [Keyspace; 11] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -60,6 +64,8 @@ impl Keyspace {
         Keyspace::Triggers,
         Keyspace::Outbox,
         Keyspace::DeadLetters,
+        Keyspace::Libs,
+        Keyspace::LibFiles,
     ];
 
     pub fn id(self) -> u8 {
@@ -78,6 +84,8 @@ impl Keyspace {
             Keyspace::Triggers,
             Keyspace::Outbox,
             Keyspace::DeadLetters,
+            Keyspace::Libs,
+            Keyspace::LibFiles,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]

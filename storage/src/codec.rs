@@ -151,6 +151,22 @@ mod tests {
             ),
             10
         );
+        assert_eq!(
+            first_byte(
+                encode(&Command::PublishLib {
+                    name: String::new(),
+                    files: vec![],
+                    now_ms: 0,
+                    versions_keep: 1,
+                })
+                .expect("encode")
+            ),
+            21
+        );
+        assert_eq!(
+            first_byte(encode(&CommandResult::LibPublished { version: 1 }).expect("encode")),
+            11
+        );
     }
 
     #[test]

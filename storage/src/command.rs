@@ -177,6 +177,15 @@ pub enum Command {
     RetryDeadLetter { app: String, id: u64, now_ms: u64 },
     /// Deletes dead letter `id`. Result `Done`; rejected with `DeadLetterNotFound`.
     DeleteDeadLetter { app: String, id: u64 },
+    /// Stores `files` (opaque to storage; the runtime encodes them) as the
+    /// next version of shared library `name` (1, 2, ...; never reused) and
+    /// keeps the newest `versions_keep`. Never rejected; result `LibPublished`.
+    PublishLib {
+        name: String,
+        files: Vec<u8>,
+        now_ms: u64,
+        versions_keep: u32,
+    },
 }
 
 /// One kv operation. `value`s are JSON text.
@@ -247,6 +256,10 @@ pub enum CommandResult {
     },
     /// [`Command::CompleteRun`] / [`Command::FailRun`].
     Run(RunOutcome),
+    /// [`Command::PublishLib`]: the version it stored.
+    LibPublished {
+        version: u64,
+    },
 }
 
 /// What became of a run reported done or failed.

@@ -55,7 +55,9 @@ use std::sync::Arc;
 pub use command::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
 pub use error::StorageError;
 pub use log_store::LogStore;
-pub use records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
+pub use records::{
+    AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage, LibRecord, LibVersion,
+};
 pub use state::StateReader;
 pub use state_machine::StateMachine;
 pub use types::{NodeId, NodeInfo, TypeConfig};
