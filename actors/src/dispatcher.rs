@@ -328,9 +328,10 @@ fn take_vm(shared: &Arc<Shared>, app: &str, version: u64) -> Result<RunVm, Strin
         .and_then(|bundle| bundle.check())
         .map_err(|e| e.message)?;
     let run_host = Arc::new(RunHost::new(shared.host.clone()));
-    let vm = Vm::new(
+    let vm = Vm::with_modules(
         app,
         &checked.scripts,
+        checked.modules.clone(),
         run_host.clone(),
         shared.limits.sandbox,
     )

@@ -234,7 +234,7 @@ end
 
 /// Installs `require` over `modules`. Call before the prelude replaces `pcall`.
 pub(crate) fn install_require(lua: &Lua, modules: Arc<ModuleSet>) -> mlua::Result<()> {
-    let fetch = lua.create_function(move |lua, name: mlua::String| {
+    let fetch = lua.create_function(move |lua, name: mlua::LuaString| {
         let name = name.to_string_lossy();
         Ok(match modules.load(lua, &name) {
             Ok(function) => (Value::Function(function), None),
