@@ -4,6 +4,7 @@
 //!   /_/health            no key
 //!   /_/metrics           Prometheus text (admin key)
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin.rs
+//!   /_/api/v1/libs...    shared libraries                    → libs.rs
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
 //!
@@ -16,6 +17,7 @@ use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;
 pub mod auth;
 pub mod error;
+pub mod libs;
 
 use std::sync::Arc;
 
