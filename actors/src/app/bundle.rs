@@ -174,7 +174,11 @@ impl Bundle {
                 )));
             }
         }
-        if let Some(extra) = self.libs.keys().find(|name| !manifest.libs.contains_key(*name)) {
+        if let Some(extra) = self
+            .libs
+            .keys()
+            .find(|name| !manifest.libs.contains_key(*name))
+        {
             return Err(deploy_error(format!(
                 "bundle: library {extra} is not pinned in {MANIFEST_FILE}"
             )));
@@ -191,7 +195,8 @@ impl Bundle {
                     .map(|(path, text)| (path.as_str(), text.as_str())),
             )?);
         }
-        let modules = ModuleSet::compile(&manifest.modules_folder, manifest.libs.clone(), &sources)?;
+        let modules =
+            ModuleSet::compile(&manifest.modules_folder, manifest.libs.clone(), &sources)?;
         let importers: Vec<super::modules::Importer<'_>> = scripts
             .iter()
             .map(|script| super::modules::Importer {
@@ -350,7 +355,11 @@ mod module_tests {
         .check()
         .expect("valid");
         assert_eq!(
-            checked.scripts.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            checked
+                .scripts
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
             ["main.lua"]
         );
         assert!(checked.modules.contains("util.strings") && checked.modules.contains("@mathx"));
@@ -365,25 +374,56 @@ mod module_tests {
         let route_to_module = MANIFEST.replace("main.lua", "modules/main.lua");
         let cases: Vec<(Bundle, &str)> = vec![
             (
-                with_lib(&[(MANIFEST_FILE, MANIFEST), ("main.lua", "return function() end"), ("modules/x.lua", "return {\n\n = }")], 2),
+                with_lib(
+                    &[
+                        (MANIFEST_FILE, MANIFEST),
+                        ("main.lua", "return function() end"),
+                        ("modules/x.lua", "return {\n\n = }"),
+                    ],
+                    2,
+                ),
                 "modules/x.lua:3:",
             ),
             (
-                with_lib(&[(MANIFEST_FILE, MANIFEST), ("main.lua", "return function() end")], 1),
+                with_lib(
+                    &[
+                        (MANIFEST_FILE, MANIFEST),
+                        ("main.lua", "return function() end"),
+                    ],
+                    1,
+                ),
                 "library mathx v2 is not in the bundle",
             ),
             (
-                with_lib(&[(MANIFEST_FILE, &route_to_module), ("modules/main.lua", "return function() end")], 2),
+                with_lib(
+                    &[
+                        (MANIFEST_FILE, &route_to_module),
+                        ("modules/main.lua", "return function() end"),
+                    ],
+                    2,
+                ),
                 "modules/main.lua: is a module (under modules/), not a handler script",
             ),
             (
-                with_lib(&[(MANIFEST_FILE, MANIFEST), ("main.lua", "local x = require('@other')\nreturn function() end")], 2),
+                with_lib(
+                    &[
+                        (MANIFEST_FILE, MANIFEST),
+                        (
+                            "main.lua",
+                            "local x = require('@other')\nreturn function() end",
+                        ),
+                    ],
+                    2,
+                ),
                 "main.lua:1: require: module \"@other\" not found: library other is not pinned",
             ),
         ];
         for (bad, expected) in cases {
             let message = bad.check().expect_err(expected).message;
-            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
         }
     }
 }

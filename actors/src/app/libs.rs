@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn a_good_library_passes() {
         lib(&[
-            ("init.lua", "local sub = require('@mathx.sub')\nreturn {double = sub.double}"),
+            (
+                "init.lua",
+                "local sub = require('@mathx.sub')\nreturn {double = sub.double}",
+            ),
             ("sub.lua", "return {double = function(x) return 2 * x end}"),
         ])
         .check("mathx")
@@ -159,14 +162,25 @@ mod tests {
             ("Math", lib(&[("init.lua", "")]), "library name \"Math\""),
             ("m", lib(&[]), "1 to 256 .lua files"),
             ("m", lib(&[("init.lua", &big)]), "at most 1048576"),
-            ("m", lib(&[("README.md", "# m")]), "@m/README.md: a module must be a .lua file"),
+            (
+                "m",
+                lib(&[("README.md", "# m")]),
+                "@m/README.md: a module must be a .lua file",
+            ),
             ("m", lib(&[("../x.lua", "")]), "must be relative"),
             ("m", lib(&[("init.lua", "return {\n= }")]), "@m/init.lua:2:"),
-            ("m", lib(&[("init.lua", "\nreturn require('@m.nope')")]), "@m/init.lua:2: require: module \"@m.nope\" not found"),
+            (
+                "m",
+                lib(&[("init.lua", "\nreturn require('@m.nope')")]),
+                "@m/init.lua:2: require: module \"@m.nope\" not found",
+            ),
         ];
         for (name, files, expected) in cases {
             let message = files.check(name).expect_err(expected).message;
-            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
         }
     }
 
@@ -175,7 +189,9 @@ mod tests {
         assert!(validate_pins(&BTreeMap::from([("mathx".into(), 2)])).is_ok());
         assert!(validate_pins(&BTreeMap::from([("mathx".into(), 0)])).is_err());
         assert!(validate_pins(&BTreeMap::from([("Bad".into(), 1)])).is_err());
-        let many: BTreeMap<String, u64> = (0..=LIBS_PINNED_MAX).map(|i| (format!("l{i}"), 1)).collect();
+        let many: BTreeMap<String, u64> = (0..=LIBS_PINNED_MAX)
+            .map(|i| (format!("l{i}"), 1))
+            .collect();
         assert!(validate_pins(&many).is_err());
     }
 }

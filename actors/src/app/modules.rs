@@ -228,7 +228,11 @@ mod tests {
     fn one_name_two_files_is_rejected() {
         let error = module_sources("", "modules", [("a.lua", "return 1"), ("a/init.lua", "")])
             .expect_err("ambiguous");
-        assert!(error.message.contains("modules/a.lua and modules/a/init.lua are both module \"a\""));
+        assert!(
+            error
+                .message
+                .contains("modules/a.lua and modules/a/init.lua are both module \"a\"")
+        );
     }
 
     fn graph(files: &[(&str, &str)]) -> Result<BTreeMap<String, Vec<String>>, DeployError> {
@@ -239,8 +243,8 @@ mod tests {
                 .iter()
                 .filter_map(|(path, text)| Some((path.strip_prefix("modules/")?, *text))),
         )?;
-        let modules = ModuleSet::compile("modules", BTreeMap::new(), &sources)
-            .map_err(DeployError::from)?;
+        let modules =
+            ModuleSet::compile("modules", BTreeMap::new(), &sources).map_err(DeployError::from)?;
         let importers: Vec<Importer<'_>> = files
             .iter()
             .map(|(path, source)| Importer {
@@ -258,7 +262,10 @@ mod tests {
     #[test]
     fn the_graph_lists_literal_imports_per_file() {
         let found = graph(&[
-            ("main.lua", "local s = require('util.strings')\nlocal again = require 'util.strings'"),
+            (
+                "main.lua",
+                "local s = require('util.strings')\nlocal again = require 'util.strings'",
+            ),
             ("modules/util/strings.lua", "return require('util')"),
             ("modules/util/init.lua", "return {}"),
         ])
@@ -267,7 +274,10 @@ mod tests {
             found,
             BTreeMap::from([
                 ("main.lua".to_string(), vec!["util.strings".to_string()]),
-                ("modules/util/strings.lua".to_string(), vec!["util".to_string()]),
+                (
+                    "modules/util/strings.lua".to_string(),
+                    vec!["util".to_string()]
+                ),
             ])
         );
     }
@@ -276,7 +286,9 @@ mod tests {
     fn missing_names_and_load_cycles_are_rejected() {
         let missing = graph(&[("main.lua", "\nlocal x = require('nope')")]).expect_err("missing");
         assert!(
-            missing.message.starts_with("main.lua:2: require: module \"nope\" not found"),
+            missing
+                .message
+                .starts_with("main.lua:2: require: module \"nope\" not found"),
             "{}",
             missing.message
         );
@@ -296,7 +308,10 @@ mod tests {
         // Requires inside function bodies run later: a mutual pair is fine.
         graph(&[
             ("modules/a.lua", "local b = require('b')\nreturn {}"),
-            ("modules/b.lua", "return {f = function() return require('a') end}"),
+            (
+                "modules/b.lua",
+                "return {f = function() return require('a') end}",
+            ),
         ])
         .expect("lazy mutual requires are allowed");
     }

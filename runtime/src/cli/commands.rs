@@ -79,7 +79,10 @@ pub enum ClientCommand {
 #[derive(Debug, Subcommand)]
 pub enum LibsCommand {
     /// Publish the `.lua` files of DIR as the next version of library NAME (admin).
-    Publish { name: String, dir: std::path::PathBuf },
+    Publish {
+        name: String,
+        dir: std::path::PathBuf,
+    },
     /// Every library with its kept versions and their times.
     List,
 }

@@ -52,7 +52,10 @@ pub async fn publish(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn list(State(gateway): State<Gateway>, _caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(gateway): State<Gateway>,
+    _caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let libs: Vec<Value> = gateway
         .node
         .reader()
@@ -99,7 +102,9 @@ pub async fn resolve(
             };
             return Err(ApiError::bad_request(
                 "lib_not_found",
-                format!("picloud.toml: [libs] {name} = {version}: library {name} has no version {version} ({known})"),
+                format!(
+                    "picloud.toml: [libs] {name} = {version}: library {name} has no version {version} ({known})"
+                ),
             ));
         };
         let files = LibFiles::decode(&bytes)
