@@ -15,9 +15,10 @@
 -- Sandbox: each invocation has an instruction budget, a memory cap and a
 -- wall-clock timeout. When one runs out the invocation is ended (HTTP error
 -- `script_timeout` / `script_memory`); `pcall` cannot catch that. Not
--- available: `io`, `debug`, `package`, `require`, `load`, `loadfile`,
+-- available: `io`, `debug`, `package`, `load`, `loadfile`,
 -- `dofile`, `string.dump`, `warn`, and `os` except `os.time`, `os.clock`,
--- `os.date`. `collectgarbage` only accepts `"count"`. `setmetatable` refuses
+-- `os.date`. `require` loads only the app's modules (`require("util.strings")`
+-- is `modules/util/strings.lua`) and pinned shared libraries (`require("@mathx")`). `collectgarbage` only accepts `"count"`. `setmetatable` refuses
 -- metatables with `__gc`. Service calls (`kv.*`) must be made from the
 -- handler itself, not from inside a coroutine, and not from the script's
 -- top level (which runs once when the app loads).
@@ -259,3 +260,10 @@ function collectgarbage(opt) end
 ---the run's completion, once; an error fails the run (retried with backoff,
 ---then dead-lettered).
 ---@alias picloud.TriggerHandler fun(event: picloud.TriggerEvent, ctx: picloud.TriggerContext)
+
+---Loads module `name` once per VM and returns its result: `"util.strings"` is
+---`modules/util/strings.lua` (or `modules/util/strings/init.lua`), `"@lib.sub"`
+---the `sub.lua` of a shared library pinned in picloud.toml `[libs]`.
+---@param name string
+---@return any
+function require(name) end
