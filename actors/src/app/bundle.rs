@@ -71,8 +71,11 @@ pub struct CheckedBundle {
     /// Every module the app can `require`, compiled.
     pub modules: Arc<ModuleSet>,
     /// File → modules it requires by a literal name.
-    pub imports: BTreeMap<String, Vec<String>>,
+    pub imports: ImportGraph,
 }
+
+/// File → the modules it requires by a literal name, in first-use order.
+pub type ImportGraph = BTreeMap<String, Vec<String>>;
 
 impl Bundle {
     pub fn encode(&self) -> Vec<u8> {
@@ -166,7 +169,7 @@ impl Bundle {
         manifest: &Manifest,
         module_files: Vec<(&str, &str)>,
         scripts: &[ScriptSource],
-    ) -> Result<(Arc<ModuleSet>, BTreeMap<String, Vec<String>>), DeployError> {
+    ) -> Result<(Arc<ModuleSet>, ImportGraph), DeployError> {
         for (name, version) in &manifest.libs {
             if self.libs.get(name).map(|lib| lib.version) != Some(*version) {
                 return Err(deploy_error(format!(
