@@ -149,45 +149,31 @@ async fn modules_load_fail_clearly_and_follow_redeploys() {
 
     // Deploys that break a module are rejected as a whole, with file:line.
     let broken = "local base = require('util')\nreturn {\n  VERSION = = 3,\n}";
-    rejected(
-        &api,
-        "mods",
-        &files(broken, &[]),
-        "invalid_deploy",
-        "modules/util/strings.lua:3:",
-    )
-    .await;
-    rejected(
-        &api,
-        "mods",
-        &files(
-            STRINGS_V1,
-            &[(
-                "extra.lua",
-                "\nlocal m = require('missing.mod')\nreturn function() end",
-            )],
+    let missing = [(
+        "extra.lua",
+        "\nlocal m = require('missing.mod')\nreturn function() end",
+    )];
+    let cycle = [
+        ("modules/loop/a.lua", "return require('loop.b')"),
+        (
+            "modules/loop/b.lua",
+            "local a = require('loop.a')\nreturn a",
         ),
-        "invalid_deploy",
-        "extra.lua:2: require: module \"missing.mod\" not found",
-    )
-    .await;
-    rejected(
-        &api,
-        "mods",
-        &files(
-            STRINGS_V1,
-            &[
-                ("modules/loop/a.lua", "return require('loop.b')"),
-                (
-                    "modules/loop/b.lua",
-                    "local a = require('loop.a')\nreturn a",
-                ),
-            ],
+    ];
+    let cases: [(Vec<(&str, &str)>, &str); 3] = [
+        (files(broken, &[]), "modules/util/strings.lua:3:"),
+        (
+            files(STRINGS_V1, &missing),
+            "extra.lua:2: require: module \"missing.mod\" not found",
         ),
-        "invalid_deploy",
-        "require cycle: loop.a -> loop.b -> loop.a",
-    )
-    .await;
+        (
+            files(STRINGS_V1, &cycle),
+            "require cycle: loop.a -> loop.b -> loop.a",
+        ),
+    ];
+    for (bad, expected) in cases {
+        rejected(&api, "mods", &bad, "invalid_deploy", expected).await;
+    }
     // The old version still serves, and no version was added.
     let (status, body) = app_get(&node, "/mods/hello").await;
     assert_eq!(
@@ -228,33 +214,42 @@ async fn modules_load_fail_clearly_and_follow_redeploys() {
     assert_eq!(body, json!({"text": "HI!", "version": 1}));
 }
 
+/// Writes `files` (relative path, text) under `dir`, making folders.
+fn write_files(dir: &std::path::Path, files: &[(&str, String)]) {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("folder");
+        std::fs::write(&path, text).expect("write file");
+    }
+}
+
 fn write_lib(dir: &std::path::Path, version: u32) {
-    std::fs::create_dir_all(dir.join("geometry")).expect("lib dir");
-    std::fs::write(
-        dir.join("init.lua"),
-        format!("local area = require('@mathx.geometry.area')\nreturn {{version = {version}, square = area.square}}"),
-    )
-    .expect("init.lua");
-    std::fs::write(
-        dir.join("geometry/area.lua"),
-        format!("return {{square = function(x) return x * x * {version} end}}"),
-    )
-    .expect("area.lua");
-    std::fs::write(dir.join("README.md"), "not Lua: not published").expect("readme");
+    write_files(
+        dir,
+        &[
+            (
+                "init.lua",
+                format!(
+                    "local area = require('@mathx.geometry.area')\nreturn {{version = {version}, square = area.square}}"
+                ),
+            ),
+            (
+                "geometry/area.lua",
+                format!("return {{square = function(x) return x * x * {version} end}}"),
+            ),
+            ("README.md", "not Lua: not published".to_string()),
+        ],
+    );
 }
 
 fn write_app(dir: &std::path::Path, pin: &str) {
-    std::fs::create_dir_all(dir).expect("app dir");
-    std::fs::write(
-        dir.join("picloud.toml"),
-        format!("name = \"libuser\"\n{pin}\n[[route]]\nmethod = \"GET\"\npath = \"/\"\nscript = \"main.lua\"\n"),
-    )
-    .expect("manifest");
-    std::fs::write(
-        dir.join("main.lua"),
-        "local mathx = require('@mathx')\nreturn function(req) return {json={version=mathx.version, nine=mathx.square(3)}} end",
-    )
-    .expect("main.lua");
+    write_files(
+        dir,
+        &[
+            ("picloud.toml", format!("name = \"libuser\"\n{pin}\n[[route]]\nmethod = \"GET\"\npath = \"/\"\nscript = \"main.lua\"\n")),
+            ("main.lua", "local mathx = require('@mathx')\nreturn function(req) return {json={version=mathx.version, nine=mathx.square(3)}} end".to_string()),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

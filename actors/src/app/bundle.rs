@@ -238,7 +238,7 @@ impl CheckedBundle {
 mod tests {
     use super::*;
 
-    fn bundle(files: &[(&str, &str)]) -> Bundle {
+    pub(super) fn bundle(files: &[(&str, &str)]) -> Bundle {
         Bundle {
             files: files
                 .iter()
@@ -326,23 +326,16 @@ mod module_tests {
     const MANIFEST: &str = "name = \"m\"\n[libs]\nmathx = 2\n[[route]]\nmethod = \"GET\"\npath = \"/\"\nscript = \"main.lua\"\n";
 
     fn with_lib(files: &[(&str, &str)], lib_version: u64) -> Bundle {
-        Bundle {
-            files: files
-                .iter()
-                .map(|(path, text)| (path.to_string(), text.to_string()))
-                .collect(),
-            libs: BTreeMap::from([(
-                "mathx".to_string(),
-                PinnedLib {
-                    version: lib_version,
-                    files: BTreeMap::from([(
-                        "init.lua".to_string(),
-                        "return {two = 2}".to_string(),
-                    )]),
-                },
-            )]),
-            imports: BTreeMap::new(),
-        }
+        let mut bundle = super::tests::bundle(files);
+        let init = BTreeMap::from([("init.lua".to_string(), "return {two = 2}".to_string())]);
+        bundle.libs = BTreeMap::from([(
+            "mathx".to_string(),
+            PinnedLib {
+                version: lib_version,
+                files: init,
+            },
+        )]);
+        bundle
     }
 
     #[test]

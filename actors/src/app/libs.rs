@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::bundle::DeployError;
 use super::modules::module_sources;
 
-/// The longest library name, in bytes.
-pub const LIB_NAME_BYTES_MAX: usize = 63;
+/// The longest library name, in bytes (the app name rules apply).
+pub const LIB_NAME_BYTES_MAX: usize = super::manifest::APP_NAME_BYTES_MAX;
 /// The most files one library version may hold.
 pub const LIB_FILES_MAX: usize = 256;
 /// The most bytes (of file text) one library version may hold.
@@ -30,19 +30,7 @@ pub const LIBS_PINNED_MAX: usize = 16;
 /// Checks a library name: like an app name, lower-case letters, digits,
 /// `-` and `_`, starting with a letter or digit.
 pub fn validate_lib_name(name: &str) -> Result<(), String> {
-    let first_ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let rest_ok = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if name.len() > LIB_NAME_BYTES_MAX || !first_ok || !rest_ok {
-        return Err(format!(
-            "library name {name:?} must be 1-{LIB_NAME_BYTES_MAX} characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
-        ));
-    }
-    Ok(())
+    super::manifest::validate_app_name(name).map_err(|e| e.replacen("app name", "library name", 1))
 }
 
 /// Checks the manifest's `[libs]` pins.
