@@ -13,13 +13,8 @@ DURATION="${1:-10}"
 CONNECTIONS="${2:-64}"
 WORK="$(mktemp -d /tmp/picloud-trigger-bench.XXXXXX)"
 declare -A PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-command -v wrk >/dev/null || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q -p picloud
-BIN=target/release/picloud
 source bench/lib.sh
+bench_setup
 HTTP_PORTS=1908 PEER_PORTS=1907
 
 export PICLOUD_ADMIN_KEY="trigger-bench-admin-key-0123456789" PICLOUD_CREDENTIALS="$WORK/creds.toml"

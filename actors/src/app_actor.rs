@@ -105,6 +105,7 @@ pub fn load_runtime(args: &AppActorArgs) -> Result<Option<Arc<AppRuntime>>, AppE
         version,
         checked.routes,
         checked.scripts,
+        checked.modules,
         args.host.clone(),
         args.limits.clone(),
     ))))

@@ -230,12 +230,21 @@ async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, cla
     };
     counter.fetch_add(1, Ordering::Relaxed);
     let report = match outcome {
-        Ok(ops) => Command::CompleteRun {
+        Ok(writes) if writes.docs.is_empty() => Command::CompleteRun {
             app: app.to_string(),
             id,
             term,
             claim_ms,
-            ops,
+            ops: writes.kv,
+            now_ms: now_ms(),
+        },
+        Ok(writes) => Command::CompleteRunWithDocs {
+            app: app.to_string(),
+            id,
+            term,
+            claim_ms,
+            ops: writes.kv,
+            docs: writes.docs,
             now_ms: now_ms(),
         },
         Err(error) => Command::FailRun {
@@ -271,7 +280,7 @@ async fn execute(
     shared: &Arc<Shared>,
     app: &str,
     entry: &OutboxEntry,
-) -> Result<Vec<picloud_storage::KvOp>, String> {
+) -> Result<crate::run_host::RunWrites, String> {
     let reader = shared.node.reader();
     let record = reader
         .app(app)
@@ -328,9 +337,10 @@ fn take_vm(shared: &Arc<Shared>, app: &str, version: u64) -> Result<RunVm, Strin
         .and_then(|bundle| bundle.check())
         .map_err(|e| e.message)?;
     let run_host = Arc::new(RunHost::new(shared.host.clone()));
-    let vm = Vm::new(
+    let vm = Vm::with_modules(
         app,
         &checked.scripts,
+        checked.modules.clone(),
         run_host.clone(),
         shared.limits.sandbox,
     )

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use picloud_lua_sdk::{Host, LogLevel, Request, Response, ScriptSource, Vm};
+use picloud_lua_sdk::{Host, LogLevel, ModuleSet, Request, Response, ScriptSource, Vm};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -36,6 +36,7 @@ pub struct AppRuntime {
     pub version: u64,
     routes: RouteTable,
     scripts: Vec<ScriptSource>,
+    modules: Arc<ModuleSet>,
     host: Arc<dyn Host>,
     limits: Arc<ActorLimits>,
     /// Idle VMs with the time each was last used, oldest at the bottom.
@@ -49,6 +50,7 @@ impl AppRuntime {
         version: u64,
         routes: RouteTable,
         scripts: Vec<ScriptSource>,
+        modules: Arc<ModuleSet>,
         host: Arc<dyn Host>,
         limits: Arc<ActorLimits>,
     ) -> AppRuntime {
@@ -57,6 +59,7 @@ impl AppRuntime {
             version,
             routes,
             scripts,
+            modules,
             host,
             permits: Semaphore::new(limits.vm_pool_size_max.max(1)),
             limits,
@@ -146,9 +149,10 @@ impl AppRuntime {
         };
         let vm = match self.take_idle() {
             Some(vm) => vm,
-            None => Vm::new(
+            None => Vm::with_modules(
                 &self.app,
                 &self.scripts,
+                self.modules.clone(),
                 self.host.clone(),
                 self.limits.sandbox,
             )

@@ -16,7 +16,7 @@ use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
     LogLevel,
 };
-use picloud_storage::KvOp;
+use picloud_storage::{DocOp, DocOpResult, KvOp};
 use serde_json::Value;
 
 use crate::host::{NodeHost, decode_value};
@@ -29,6 +29,14 @@ pub const RUN_WRITES_MAX: usize = 1_000;
 pub struct RunHost {
     inner: Arc<NodeHost>,
     pending: Mutex<Vec<KvOp>>,
+    pending_docs: Mutex<Vec<DocOp>>,
+}
+
+/// What a run wrote, to commit with its completion.
+#[derive(Debug, Default)]
+pub struct RunWrites {
+    pub kv: Vec<KvOp>,
+    pub docs: Vec<DocOp>,
 }
 
 impl RunHost {
@@ -36,12 +44,86 @@ impl RunHost {
         RunHost {
             inner,
             pending: Mutex::new(Vec::new()),
+            pending_docs: Mutex::new(Vec::new()),
         }
     }
 
     /// The writes buffered since the last call, in order.
-    pub fn take_writes(&self) -> Vec<KvOp> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn take_writes(&self) -> RunWrites {
+        RunWrites {
+            kv: std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner())),
+            docs: std::mem::take(&mut *self.pending_docs.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+
+    fn pending_count(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+            + self
+                .pending_docs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+    }
+
+    /// Document `id` of `coll` as this run sees it: committed, then the
+    /// run's own document writes replayed.
+    async fn current_doc(
+        &self,
+        app: &str,
+        coll: &str,
+        id: &str,
+    ) -> Result<Option<Value>, HostError> {
+        let get = DocsCall::Get {
+            collection: coll.to_string(),
+            id: id.to_string(),
+        };
+        let mut doc = match self.inner.docs(app, get).await? {
+            Value::Null => None,
+            doc => Some(doc),
+        };
+        let pending = self.pending_docs.lock().unwrap_or_else(|e| e.into_inner());
+        for op in pending
+            .iter()
+            .filter(|op| op.collection() == coll && op.id() == id)
+        {
+            doc = replay_doc(op, doc)?;
+        }
+        Ok(doc)
+    }
+
+    /// Buffers a document write and returns what it returns in this run.
+    async fn write_doc(&self, app: &str, op: DocOp) -> Result<Value, HostError> {
+        let current = self.current_doc(app, op.collection(), op.id()).await?;
+        let result = match (&op, &current) {
+            (DocOp::Insert { collection, id, .. }, Some(_)) => {
+                return Err(HostError::new(
+                    "doc_exists",
+                    format!("collection {collection} already holds a document with id {id}"),
+                ));
+            }
+            (DocOp::Insert { .. }, None) => DocOpResult::Inserted,
+            (DocOp::Update { .. }, found) => DocOpResult::Updated {
+                found: found.is_some(),
+            },
+            (DocOp::Replace { .. }, found) => DocOpResult::Replaced {
+                found: found.is_some(),
+            },
+            (DocOp::Delete { .. }, found) => DocOpResult::Deleted {
+                existed: found.is_some(),
+            },
+        };
+        if current.is_some() || matches!(op, DocOp::Insert { .. }) {
+            if self.pending_count() >= RUN_WRITES_MAX {
+                return Err(too_many_writes());
+            }
+            let value = crate::docs::write_result(&op, &result);
+            self.pending_docs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(op);
+            return Ok(value);
+        }
+        Ok(crate::docs::write_result(&op, &result))
     }
 
     /// The value of `key` as this run sees it: committed (linearizable),
@@ -60,14 +142,13 @@ impl RunHost {
     }
 
     fn push(&self, ops: Vec<KvOp>) -> Result<(), HostError> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.len() + ops.len() > RUN_WRITES_MAX {
-            return Err(HostError::new(
-                "too_many_writes",
-                format!("a trigger run may make at most {RUN_WRITES_MAX} writes"),
-            ));
+        if self.pending_count() + ops.len() > RUN_WRITES_MAX {
+            return Err(too_many_writes());
         }
-        pending.extend(ops);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(ops);
         Ok(())
     }
 
@@ -103,6 +184,41 @@ impl RunHost {
         self.push(vec![op])?;
         Ok(result)
     }
+}
+
+fn too_many_writes() -> HostError {
+    HostError::new(
+        "too_many_writes",
+        format!("a trigger run may make at most {RUN_WRITES_MAX} writes"),
+    )
+}
+
+/// Document `doc` after `op` (an op on it).
+fn replay_doc(op: &DocOp, doc: Option<Value>) -> Result<Option<Value>, HostError> {
+    let parse = |bytes: &[u8]| -> Result<Value, HostError> {
+        let mut value = decode_value(bytes)?;
+        if let Value::Object(fields) = &mut value {
+            fields.insert("_id".into(), Value::String(op.id().to_string()));
+        }
+        Ok(value)
+    };
+    Ok(match op {
+        DocOp::Insert { doc: new, .. } | DocOp::Replace { doc: new, .. } => {
+            if matches!(op, DocOp::Replace { .. }) && doc.is_none() {
+                None
+            } else {
+                Some(parse(new)?)
+            }
+        }
+        DocOp::Update { patch, .. } => match doc {
+            Some(mut doc) => {
+                picloud_storage::docs::merge_patch(&mut doc, &decode_value(patch)?);
+                Some(doc)
+            }
+            None => None,
+        },
+        DocOp::Delete { .. } => None,
+    })
 }
 
 fn key_of(op: &KvOp) -> &str {
@@ -294,18 +410,21 @@ impl Host for RunHost {
         })
     }
 
-    /// Reads see committed documents. Writes are refused: a run's writes
-    /// must commit with its completion (exactly once), and `CompleteRun`
-    /// carries kv ops only so far.
+    /// Document writes are buffered like kv writes and commit with the
+    /// run (`CompleteRunWithDocs`). `docs.get` sees the run's own writes;
+    /// `docs.find` and `docs.count` see committed documents only.
     fn docs<'a>(&'a self, app: &'a str, call: DocsCall) -> HostFuture<'a, Value> {
         Box::pin(async move {
-            if crate::docs::write_op(&call, 0)?.is_some() {
-                return Err(HostError::new(
-                    "unsupported",
-                    "docs writes inside trigger runs are not supported yet (kv writes are)",
-                ));
+            match crate::docs::write_op(&call, self.inner.now_ms())? {
+                Some(op) => self.write_doc(app, op).await,
+                None => match &call {
+                    DocsCall::Get { collection, id } => Ok(self
+                        .current_doc(app, collection, id)
+                        .await?
+                        .unwrap_or(Value::Null)),
+                    _ => self.inner.docs(app, call).await,
+                },
             }
-            self.inner.docs(app, call).await
         })
     }
 

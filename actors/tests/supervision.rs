@@ -36,7 +36,11 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
         let result = node
             .write(Command::Deploy {
                 app: app.to_string(),
-                bundle: Bundle { files }.encode(),
+                bundle: Bundle {
+                    files,
+                    ..Bundle::default()
+                }
+                .encode(),
                 now_ms: 1,
                 versions_keep: 5,
             })
@@ -188,12 +192,18 @@ async fn the_pool_keeps_vms_while_busy_and_trims_when_quiet() {
     })
     .await
     .expect("create");
-    let checked = Bundle { files }.check().expect("valid bundle");
+    let checked = Bundle {
+        files,
+        ..Bundle::default()
+    }
+    .check()
+    .expect("valid bundle");
     let runtime = Arc::new(picloud_actors::AppRuntime::new(
         "p".into(),
         1,
         checked.routes,
         checked.scripts,
+        checked.modules,
         host,
         limits,
     ));

@@ -16,6 +16,10 @@
 //! * `vm.rs` — [`Vm`] (load scripts, invoke a handler) and [`check_syntax`].
 //! * `sandbox.rs` — building a locked-down Lua state: libraries, memory cap,
 //!   hook, removed globals, the prelude wrapping `pcall` & co.
+//! * `modules.rs` — [`ModuleSet`] (an app's modules, compiled once) and the
+//!   sandbox's `require`.
+//! * `imports.rs` — [`find_requires`]: literal `require` calls, found without
+//!   running the source (the deploy's import graph).
 //! * `budget.rs` — instruction/deadline accounting and the sticky kill flag.
 //! * `pattern.rs` — Lua pattern matching ported from `lstrlib.c`, every step
 //!   charged to the budget (the C matcher cannot be interrupted).
@@ -34,7 +38,9 @@ mod convert;
 mod error;
 pub mod host;
 mod http;
+mod imports;
 mod limits;
+mod modules;
 mod pattern;
 mod sandbox;
 mod sdk;
@@ -47,8 +53,10 @@ pub use host::{
     KvListPage, LogLevel,
 };
 pub use http::{Request, Response};
+pub use imports::{RequireCall, find_requires};
 pub use limits::{
     CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, JSON_DEPTH_MAX, KV_LIST_LIMIT_DEFAULT,
     LOG_MESSAGE_BYTES_MAX, SandboxLimits, TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
 };
+pub use modules::{MODULE_NAME_BYTES_MAX, ModuleSet, ModuleSource, validate_module_name};
 pub use vm::{ScriptSource, Vm, check_syntax};

@@ -6,6 +6,7 @@
 //! Lua::new_with(safe libs) ─▶ memory cap ─▶ global count hook ─▶ SDK globals
 //!        ─▶ remove io/package/debug/load*/require/string.dump/os.* (but time, clock, date)
 //!        ─▶ string.find/match/gmatch/gsub replaced by metered Rust ports (strlib.rs)
+//!        ─▶ require: the app's modules only (modules.rs)
 //!        ─▶ prelude: pcall/xpcall/coroutine.* routed through Budget::settle,
 //!           setmetatable refuses __gc, collectgarbage only "count",
 //!           table.move bounded, string.rep("", n) answered without looping
@@ -162,7 +163,12 @@ end
 /// A fresh state for one app, limits and SDK installed. The budget must be
 /// armed by the caller before anything here can run Lua code under it; the
 /// prelude itself runs while armed.
-pub(crate) fn new_state(app: &str, host: Arc<dyn Host>, budget: &Arc<Budget>) -> mlua::Result<Lua> {
+pub(crate) fn new_state(
+    app: &str,
+    host: Arc<dyn Host>,
+    modules: Arc<crate::modules::ModuleSet>,
+    budget: &Arc<Budget>,
+) -> mlua::Result<Lua> {
     let libs = StdLib::COROUTINE
         | StdLib::TABLE
         | StdLib::STRING
@@ -188,6 +194,9 @@ pub(crate) fn new_state(app: &str, host: Arc<dyn Host>, budget: &Arc<Budget>) ->
     crate::sdk::install(&lua, app, host)?;
     remove_unsafe_globals(&lua)?;
     crate::strlib::install(&lua, budget)?;
+    // The app's own `require` (modules.rs) replaces the removed one; it
+    // must see the raw `pcall`, so it goes in before the prelude.
+    crate::modules::install_require(&lua, modules)?;
     run_prelude(&lua, budget)?;
     Ok(lua)
 }

@@ -27,6 +27,7 @@ use crate::error::{CompileError, ErrorKind, InvokeError, KillReason, classify, s
 use crate::host::Host;
 use crate::http::{Request, Response, request_to_lua, response_from_lua};
 use crate::limits::{SYNTAX_CHECK_MEMORY_BYTES_MAX, SandboxLimits};
+use crate::modules::ModuleSet;
 
 /// One script of an app bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -46,7 +47,7 @@ pub fn check_syntax(name: &str, source: &str) -> Result<(), CompileError> {
     compile(&lua, name, source).map(|_| ())
 }
 
-fn compile(lua: &Lua, name: &str, source: &str) -> Result<Function, CompileError> {
+pub(crate) fn compile(lua: &Lua, name: &str, source: &str) -> Result<Function, CompileError> {
     lua.load(source)
         .set_name(format!("@{name}"))
         // Never binary: precompiled bytecode can break the VM's memory safety.
@@ -88,9 +89,20 @@ impl Vm {
         host: Arc<dyn Host>,
         limits: SandboxLimits,
     ) -> Result<Vm, CompileError> {
+        Vm::with_modules(app, scripts, Arc::default(), host, limits)
+    }
+
+    /// [`Vm::new`] with `modules` loadable through `require`.
+    pub fn with_modules(
+        app: &str,
+        scripts: &[ScriptSource],
+        modules: Arc<ModuleSet>,
+        host: Arc<dyn Host>,
+        limits: SandboxLimits,
+    ) -> Result<Vm, CompileError> {
         let budget = Arc::new(Budget::new(limits));
         budget.arm();
-        let lua = crate::sandbox::new_state(app, host, &budget).map_err(|e| {
+        let lua = crate::sandbox::new_state(app, host, modules, &budget).map_err(|e| {
             CompileError::new("<sandbox>", None, format!("cannot build the sandbox: {e}"))
         })?;
         budget.disarm();

@@ -15,9 +15,10 @@
 -- Sandbox: each invocation has an instruction budget, a memory cap and a
 -- wall-clock timeout. When one runs out the invocation is ended (HTTP error
 -- `script_timeout` / `script_memory`); `pcall` cannot catch that. Not
--- available: `io`, `debug`, `package`, `require`, `load`, `loadfile`,
+-- available: `io`, `debug`, `package`, `load`, `loadfile`,
 -- `dofile`, `string.dump`, `warn`, and `os` except `os.time`, `os.clock`,
--- `os.date`. `collectgarbage` only accepts `"count"`. `setmetatable` refuses
+-- `os.date`. `require` loads only the app's modules (`require("util.strings")`
+-- is `modules/util/strings.lua`) and pinned shared libraries (`require("@mathx")`). `collectgarbage` only accepts `"count"`. `setmetatable` refuses
 -- metatables with `__gc`. Service calls (`kv.*`) must be made from the
 -- handler itself, not from inside a coroutine, and not from the script's
 -- top level (which runs once when the app loads).
@@ -148,6 +149,68 @@ function kv.list(options) end
 function kv.atomic(ops) end
 
 ---------------------------------------------------------------------------
+-- docs
+---------------------------------------------------------------------------
+
+---JSON documents in named collections (see README "Documents"). Errors are
+---raised as "<code>: <message>" (`invalid_query`, `unique_violation`,
+---`doc_exists`, `value_too_large`, `query_too_broad`, ...).
+docs = {}
+
+---@class picloud.FindOptions
+---@field sort? string|string[] field paths; "-age" sorts descending
+---@field limit? integer 1..1000, default 100
+---@field cursor? string the previous page's cursor
+---@field fields? string[] return only these fields (plus _id)
+---@field explain? boolean add `explain` (plan, index, docs_examined, ...)
+
+---@class picloud.FindPage
+---@field items table[] the documents (each with `_id`)
+---@field cursor? string nil on the last page
+---@field explain? table only when asked
+
+---Inserts a document; returns its id (time-ordered), or `doc._id` if given.
+---@param collection string
+---@param doc table
+---@return string
+function docs.insert(collection, doc) end
+
+---@param collection string
+---@param id string
+---@return table|nil
+function docs.get(collection, id) end
+
+---Merges `patch` into the document (objects merge; `json.null` removes a
+---field). Returns false when there is no such document.
+---@param collection string
+---@param id string
+---@param patch table
+---@return boolean
+function docs.update(collection, id, patch) end
+
+---@param collection string
+---@param id string
+---@param doc table
+---@return boolean
+function docs.replace(collection, id, doc) end
+
+---@param collection string
+---@param id string
+---@return boolean existed
+function docs.delete(collection, id) end
+
+---@param collection string
+---@param query? table field paths and $eq $ne $gt $gte $lt $lte $in $nin $exists $prefix $contains $and $or $not
+---@param options? picloud.FindOptions
+---@return picloud.FindPage
+function docs.find(collection, query, options) end
+
+---@param collection string
+---@param query? table
+---@return integer
+function docs.count(collection, query) end
+
+---------------------------------------------------------------------------
 -- log
 ---------------------------------------------------------------------------
 
@@ -254,11 +317,13 @@ function collectgarbage(opt) end
 ---------------------------------------------------------------------------
 
 ---@class picloud.TriggerEvent
----@field kind "kv"|"cron"|"dead_letter"
+---@field kind "kv"|"docs"|"cron"|"dead_letter"
+---@field collection? string docs: the collection written.
+---@field id? string docs: the document's id.
 ---@field key? string kv: the key written.
----@field op? "set"|"delete" kv: what happened (incr and a swapping cas are "set").
----@field old? any kv: the value before (nil if absent).
----@field new? any kv: the value after (nil after a delete).
+---@field op? "set"|"delete"|"insert"|"update" kv: "set"/"delete" (incr and a swapping cas are "set"); docs: "insert"/"update"/"delete".
+---@field old? any kv/docs: the value or document before (nil if absent).
+---@field new? any kv/docs: the value or document after (nil after a delete).
 ---@field scheduled_ms? integer cron: the slot this run is for (ms since the epoch).
 ---@field trigger? string dead_letter: the trigger whose run was dead-lettered.
 ---@field delivery_id? string dead_letter: that run's delivery id.
@@ -275,3 +340,10 @@ function collectgarbage(opt) end
 ---the run's completion, once; an error fails the run (retried with backoff,
 ---then dead-lettered).
 ---@alias picloud.TriggerHandler fun(event: picloud.TriggerEvent, ctx: picloud.TriggerContext)
+
+---Loads module `name` once per VM and returns its result: `"util.strings"` is
+---`modules/util/strings.lua` (or `modules/util/strings/init.lua`), `"@lib.sub"`
+---the `sub.lua` of a shared library pinned in picloud.toml `[libs]`.
+---@param name string
+---@return any
+function require(name) end

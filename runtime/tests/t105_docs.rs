@@ -82,9 +82,14 @@ const ORDERS: &str = r#"return function(req)
   return {json = {ok = true}}
 end"#;
 
+/// Records each new user in kv and in an `audit` document; the run reads
+/// its own document write back before it commits.
 const ON_USER: &str = r#"return function(event, ctx)
   assert(event.kind == "docs" and event.op == "insert" and event.old == nil)
   kv.set("seen/" .. event.id, event.new.email or "none")
+  local id = docs.insert("audit", {_id = "a-" .. event.id, user = event.id})
+  assert(docs.get("audit", id).user == event.id, "a run reads its own document write")
+  assert(docs.update("audit", id, {checked = true}), "and can update it")
 end"#;
 
 async fn deploy(api: &Api, extra_manifest: &str) -> (u16, Value) {
@@ -218,6 +223,16 @@ async fn documents_across_a_cluster() {
         }
     })
     .await;
+
+    // Document writes inside those runs committed with them, once each.
+    let audit = find(
+        &apis[1],
+        "audit",
+        json!({"checked": true}),
+        json!({"limit": 100}),
+    )
+    .await;
+    assert_eq!(audit["count"], json!(inserted), "{audit}");
 
     // ---- an index added to a live collection is built from its documents ----
     let cities = ["Berlin", "Paris", "Rome", "Oslo"];

@@ -37,7 +37,7 @@ use crate::command::{
 };
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
-use crate::records::{AppRecord, DeployRecord, KeyRecord};
+use crate::records::{AppRecord, DeployRecord, KeyRecord, LibRecord, LibVersion};
 use crate::secrets::{SECRETS_PER_APP_MAX, SecretRecord};
 use crate::triggers::{
     Attempt, Claim, DeadLetter, OutboxEntry, TriggerDef, TriggerDefKind, TriggerEvent, TriggerSet,
@@ -140,7 +140,16 @@ fn run_in<B: Backend + ?Sized>(
             claim_ms,
             ops,
             now_ms,
-        } => complete_run(txn, app, *id, (*term, *claim_ms), ops, *now_ms)?,
+        } => complete_run(txn, app, *id, (*term, *claim_ms), ops, &[], *now_ms)?,
+        Command::CompleteRunWithDocs {
+            app,
+            id,
+            term,
+            claim_ms,
+            ops,
+            docs,
+            now_ms,
+        } => complete_run(txn, app, *id, (*term, *claim_ms), ops, docs, *now_ms)?,
         Command::FailRun {
             app,
             id,
@@ -168,6 +177,12 @@ fn run_in<B: Backend + ?Sized>(
         } => secret_set(txn, app, name, sealed, *now_ms)?,
         Command::SecretDelete { app, name } => secret_delete(txn, app, name)?,
         Command::SecretsRekey { secrets } => secrets_rekey(txn, secrets)?,
+        Command::PublishLib {
+            name,
+            files,
+            now_ms,
+            versions_keep,
+        } => publish_lib(txn, name, files, *now_ms, *versions_keep)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -203,9 +218,11 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::RetryDeadLetter { .. }
         | Command::DeleteDeadLetter { .. }
         | Command::Docs { .. }
+        | Command::CompleteRunWithDocs { .. }
         | Command::SecretSet { .. }
         | Command::SecretDelete { .. }
-        | Command::SecretsRekey { .. } => true,
+        | Command::SecretsRekey { .. }
+        | Command::PublishLib { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -384,6 +401,8 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::RetryDeadLetter { .. }
         | Command::DeleteDeadLetter { .. }
         | Command::Docs { .. }
+        | Command::CompleteRunWithDocs { .. }
+        | Command::PublishLib { .. }
         | Command::Kv { .. }
         | Command::KvAtomic { .. }
         | Command::KeyCreate { .. }
@@ -949,6 +968,48 @@ fn rollback<B: Backend + ?Sized>(
     Ok(Ok(CommandResult::RolledBack { version: target }))
 }
 
+/// Shared libraries keep their versions in their record, so publishing
+/// reads nothing but that record (no scan).
+fn publish_lib<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    name: &str,
+    files: &[u8],
+    now_ms: u64,
+    versions_keep: u32,
+) -> Result<Outcome, StorageError> {
+    let mut record = txn
+        .get_decoded(Keyspace::Libs, name.as_bytes(), "lib record")?
+        .unwrap_or_else(|| LibRecord {
+            name: name.into(),
+            latest_version: 0,
+            versions: Vec::new(),
+        });
+    let version = record.latest_version + 1;
+    record.latest_version = version;
+    record.versions.push(LibVersion {
+        version,
+        created_ms: now_ms,
+        files_bytes: files.len() as u64,
+    });
+    txn.put(
+        Keyspace::LibFiles,
+        keys::deploy_key(name, version),
+        files.to_vec(),
+    );
+    let keep = usize::try_from(versions_keep.max(1)).unwrap_or(usize::MAX);
+    let prune_count = record.versions.len().saturating_sub(keep);
+    for old in record.versions.drain(..prune_count) {
+        txn.delete(Keyspace::LibFiles, keys::deploy_key(name, old.version));
+    }
+    txn.put_encoded(
+        Keyspace::Libs,
+        name.as_bytes().to_vec(),
+        &record,
+        "lib record",
+    )?;
+    Ok(Ok(CommandResult::LibPublished { version }))
+}
+
 fn key_create<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     id: &str,
@@ -1427,12 +1488,14 @@ fn claimed_entry<B: Backend + ?Sized>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn complete_run<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
     id: u64,
     claim: (u64, u64),
     ops: &[KvOp],
+    docs: &[crate::command::DocOp],
     now_ms: u64,
 ) -> Result<Outcome, StorageError> {
     let entry = match claimed_entry(txn, app, id, claim)? {
@@ -1443,8 +1506,13 @@ fn complete_run<B: Backend + ?Sized>(
     // Nothing is written yet in this command's transaction, so a rejected
     // set of writes is undone by clearing it.
     debug_assert!(txn.writes.is_empty());
-    match kv_ops_atomic(txn, app, ops, now_ms, Some(&set), entry.depth + 1)? {
-        Ok(_) => {
+    let depth = entry.depth + 1;
+    let mut applied = kv_ops_atomic(txn, app, ops, now_ms, Some(&set), depth)?.map(|_| ());
+    if applied.is_ok() && !docs.is_empty() {
+        applied = docs_apply::doc_ops(txn, app, docs, Some(&set), depth, now_ms)?.map(|_| ());
+    }
+    match applied {
+        Ok(()) => {
             unqueue_run(txn, app, id)?;
             Ok(Ok(CommandResult::Run(RunOutcome::Completed)))
         }
@@ -2944,3 +3012,7 @@ mod trigger_tests;
 #[cfg(test)]
 #[path = "apply_secret_tests.rs"]
 mod secret_tests;
+
+#[cfg(test)]
+#[path = "apply_lib_tests.rs"]
+mod lib_tests;

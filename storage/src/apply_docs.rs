@@ -37,15 +37,28 @@ pub(super) fn docs_write<B: Backend + ?Sized>(
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
     };
     let triggers = txn.triggers_of(&record)?;
+    Ok(doc_ops(txn, app, ops, triggers.as_ref(), 1, now_ms)?.map(CommandResult::Docs))
+}
+
+/// `ops` in order, all or nothing (the caller clears the writes on a
+/// rejection); docs triggers they fire get runs of chain depth `depth`.
+pub(super) fn doc_ops<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    ops: &[DocOp],
+    triggers: Option<&TriggerSet>,
+    depth: u32,
+    now_ms: u64,
+) -> Result<Result<Vec<DocOpResult>, ApplyError>, StorageError> {
     let indexes = txn.built_indexes(app)?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
-        match doc_op(txn, app, op, &indexes, triggers.as_ref(), now_ms)? {
+        match doc_op(txn, app, op, &indexes, triggers, depth, now_ms)? {
             Ok(result) => results.push(result),
             Err(rejection) => return Ok(Err(rejection)),
         }
     }
-    Ok(Ok(CommandResult::Docs(results)))
+    Ok(Ok(results))
 }
 
 fn invalid(op: &DocOp, message: impl Into<String>) -> ApplyError {
@@ -77,12 +90,14 @@ fn as_document(op: &DocOp, bytes: &[u8]) -> Result<Value, ApplyError> {
     Ok(doc)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn doc_op<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
     op: &DocOp,
     indexes: &[IndexDef],
     triggers: Option<&TriggerSet>,
+    depth: u32,
     now_ms: u64,
 ) -> Result<Result<DocOpResult, ApplyError>, StorageError> {
     let (coll, id) = (op.collection(), op.id());
@@ -166,7 +181,7 @@ fn doc_op<B: Backend + ?Sized>(
                 old: old_bytes.clone(),
                 new: new_bytes.clone(),
             };
-            if let Err(rejection) = enqueue_run(txn, app, set, &trigger, event, 1, now_ms)? {
+            if let Err(rejection) = enqueue_run(txn, app, set, &trigger, event, depth, now_ms)? {
                 return Ok(Err(rejection));
             }
         }
@@ -202,11 +217,8 @@ fn move_index_entry<B: Backend + ?Sized>(
     old: Option<&Value>,
     new: Option<&Value>,
 ) -> Result<Result<(), ApplyError>, StorageError> {
-    let before = match entry_of(app, def, old, id) {
-        Ok(entry) => entry,
-        // A stored document always fit its indexes when it was written.
-        Err(_) => None,
-    };
+    // A stored document always fit its indexes when it was written.
+    let before = entry_of(app, def, old, id).unwrap_or_default();
     let after = match entry_of(app, def, new, id) {
         Ok(entry) => entry,
         Err(rejection) => return Ok(Err(rejection)),

@@ -311,17 +311,16 @@ fn deploying_an_index_builds_it_and_a_violated_unique_index_rejects_the_deploy()
     assert_eq!(leftovers, 0, "dropped index entries are gone");
 }
 
-#[test]
-fn docs_triggers_queue_runs_with_old_and_new_documents() {
-    let mut f = Fixture::new();
-    let triggers = TriggerSet {
+/// A docs trigger on `users` inserts (and updates when `on_update`).
+fn users_trigger(on_update: bool) -> TriggerSet {
+    TriggerSet {
         triggers: vec![TriggerDef {
             name: "on_user".into(),
             script: "on_user.lua".into(),
             kind: TriggerDefKind::Docs {
                 collection: "users".into(),
                 on_insert: true,
-                on_update: true,
+                on_update,
                 on_delete: false,
             },
             attempts_max: 3,
@@ -329,7 +328,13 @@ fn docs_triggers_queue_runs_with_old_and_new_documents() {
         }],
         chain_depth_max: 8,
         outbox_max: 100,
-    };
+    }
+}
+
+#[test]
+fn docs_triggers_queue_runs_with_old_and_new_documents() {
+    let mut f = Fixture::new();
+    let triggers = users_trigger(true);
     f.deploy_indexes(vec![], triggers);
     f.docs(vec![insert("users", "u1", json!({"n": 1}))]);
     f.docs(vec![insert("other", "o1", json!({"n": 1}))]);
@@ -511,4 +516,67 @@ fn cursors_are_stable_under_concurrent_inserts() {
             "every document present before paging started is seen"
         );
     }
+}
+
+/// A run's document writes commit with its completion; if they are
+/// rejected (a unique index taken meanwhile) nothing of the run applies and
+/// the attempt counts as failed.
+#[test]
+fn a_run_commits_its_document_writes_all_or_nothing() {
+    use crate::command::{KvOp, RunOutcome};
+    let mut f = Fixture::new();
+    let triggers = users_trigger(false);
+    f.deploy_indexes(vec![index("by_email", "audit", &["email"], true)], triggers);
+    f.docs(vec![insert("users", "u1", json!({"email": "a@x"}))]);
+    let claim = |f: &mut Fixture, now_ms: u64| match f.run(Command::ClaimRuns {
+        app: APP.into(),
+        ids: vec![1],
+        term: 1,
+        node: 1,
+        now_ms,
+        reclaim_after_ms: 60_000,
+    }) {
+        CommandResult::RunsClaimed { ids, claim_ms } if ids == [1] => claim_ms,
+        other => panic!("claim: {other:?}"),
+    };
+    let complete = |f: &mut Fixture, claim_ms: u64, id: &str| {
+        f.run(Command::CompleteRunWithDocs {
+            app: APP.into(),
+            id: 1,
+            term: 1,
+            claim_ms,
+            ops: vec![KvOp::Set {
+                key: "runs".into(),
+                value: b"1".to_vec(),
+                expires_at_ms: None,
+            }],
+            docs: vec![insert("audit", id, json!({"email": "a@x"}))],
+            now_ms: claim_ms + 1,
+        })
+    };
+    // Someone else takes the email first: the run's writes are rejected.
+    f.docs(vec![insert("audit", "other", json!({"email": "a@x"}))]);
+    let claim_ms = claim(&mut f, 20);
+    assert!(matches!(
+        complete(&mut f, claim_ms, "x1"),
+        CommandResult::Run(RunOutcome::WillRetry { .. })
+    ));
+    assert_eq!(f.doc("audit", "x1"), None);
+    assert_eq!(f.reader.kv_get(APP, "runs", 0).expect("get"), None);
+    // Freed, the retry commits both writes and the run leaves the outbox.
+    f.docs(vec![DocOp::Delete {
+        collection: "audit".into(),
+        id: "other".into(),
+    }]);
+    let claim_ms = claim(&mut f, 1_000);
+    assert_eq!(
+        complete(&mut f, claim_ms, "x1"),
+        CommandResult::Run(RunOutcome::Completed)
+    );
+    assert_eq!(
+        f.doc("audit", "x1"),
+        Some(json!({"_id": "x1", "email": "a@x"}))
+    );
+    assert!(f.reader.kv_get(APP, "runs", 0).expect("get").is_some());
+    assert!(f.reader.outbox(APP, 0, 10).expect("outbox").is_empty());
 }

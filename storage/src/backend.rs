@@ -48,6 +48,10 @@ pub enum Keyspace {
     /// App secrets (sealed values and update times) and per-app secret
     /// counts, keyed by app (see `keys::secret_key`).
     Secrets = 12,
+    /// Shared-library records ([`crate::records::LibRecord`]), keyed by name.
+    Libs = 13,
+    /// Shared-library files of one version, keyed like `Deploys` (name, version).
+    LibFiles = 14,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -57,7 +61,7 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 12] = [
+    pub const STATE_DATA: [Keyspace; 14] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -70,6 +74,8 @@ impl Keyspace {
         Keyspace::Docs,
         Keyspace::DocIndex,
         Keyspace::Secrets,
+        Keyspace::Libs,
+        Keyspace::LibFiles,
     ];
 
     pub fn id(self) -> u8 {
@@ -91,6 +97,8 @@ impl Keyspace {
             Keyspace::Docs,
             Keyspace::DocIndex,
             Keyspace::Secrets,
+            Keyspace::Libs,
+            Keyspace::LibFiles,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]

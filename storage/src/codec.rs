@@ -210,6 +210,25 @@ mod tests {
             max: 0,
         };
         assert_eq!(first_byte(encode(&full).expect("encode")), 20);
+        let publish = Command::PublishLib {
+            name: String::new(),
+            files: vec![],
+            now_ms: 0,
+            versions_keep: 1,
+        };
+        assert_eq!(first_byte(encode(&publish).expect("encode")), 26);
+        let complete = Command::CompleteRunWithDocs {
+            app: String::new(),
+            id: 0,
+            term: 0,
+            claim_ms: 0,
+            ops: vec![],
+            docs: vec![],
+            now_ms: 0,
+        };
+        assert_eq!(first_byte(encode(&complete).expect("encode")), 27);
+        let published = CommandResult::LibPublished { version: 1 };
+        assert_eq!(first_byte(encode(&published).expect("encode")), 13);
     }
 
     #[test]

@@ -218,6 +218,27 @@ pub enum Command {
     /// exactly `old`: a `SecretSet` or `SecretDelete` applied since the
     /// proposer read it wins. Never rejected; result `SecretsRekeyed`.
     SecretsRekey { secrets: Vec<SecretRekey> },
+    /// Stores `files` (opaque to storage; the runtime encodes them) as the
+    /// next version of shared library `name` (1, 2, ...; never reused) and
+    /// keeps the newest `versions_keep`. Never rejected; result `LibPublished`.
+    PublishLib {
+        name: String,
+        files: Vec<u8>,
+        now_ms: u64,
+        versions_keep: u32,
+    },
+    /// `CompleteRun` whose run also wrote documents: the kv ops, then the
+    /// document ops, all-or-nothing with the run's removal (their triggers
+    /// fire one level deeper). Result `Run`.
+    CompleteRunWithDocs {
+        app: String,
+        id: u64,
+        term: u64,
+        claim_ms: u64,
+        ops: Vec<KvOp>,
+        docs: Vec<DocOp>,
+        now_ms: u64,
+    },
 }
 
 /// One document write. Documents are JSON object text; apply sets `_id`.
@@ -363,6 +384,10 @@ pub enum CommandResult {
     SecretsRekeyed {
         rekeyed: u64,
         changed: u64,
+    },
+    /// [`Command::PublishLib`]: the version it stored.
+    LibPublished {
+        version: u64,
     },
 }
 

@@ -60,7 +60,9 @@ use std::sync::Arc;
 pub use command::{ApplyError, Command, CommandResult, DocOp, DocOpResult, KvOp, KvOpResult};
 pub use error::StorageError;
 pub use log_store::LogStore;
-pub use records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
+pub use records::{
+    AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage, LibRecord, LibVersion,
+};
 pub use state::StateReader;
 pub use state_machine::StateMachine;
 pub use types::{NodeId, NodeInfo, TypeConfig};

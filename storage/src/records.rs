@@ -28,6 +28,22 @@ pub struct KeyRecord {
     pub created_ms: u64,
 }
 
+/// A shared library: its versions still kept, ascending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LibRecord {
+    pub name: String,
+    /// The highest version ever published (versions are never reused).
+    pub latest_version: u64,
+    pub versions: Vec<LibVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LibVersion {
+    pub version: u64,
+    pub created_ms: u64,
+    pub files_bytes: u64,
+}
+
 /// One page of `kv_list`. `cursor` is the last key returned when more may follow.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct KvPage {

@@ -16,7 +16,7 @@ use crate::docs::{self, Explain, FindError, FindOptions, FindPage, IndexDef};
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
 use crate::query::Query;
-use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage};
+use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage, LibRecord};
 use crate::secrets::SecretRecord;
 use crate::triggers::{DeadLetter, OutboxEntry, TriggerSet};
 use crate::types::NodeId;
@@ -273,6 +273,19 @@ impl StateReader {
         Ok(self
             .backend
             .get(Keyspace::Bundles, &keys::deploy_key(app, version))?)
+    }
+
+    /// Every shared library, by name.
+    pub fn libs(&self) -> Result<Vec<LibRecord>, StorageError> {
+        self.decode_all(Keyspace::Libs, &[], "lib record")
+    }
+
+    /// The files of version `version` of library `name`, as published
+    /// (`None` if it never existed or was pruned).
+    pub fn lib_files(&self, name: &str, version: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .backend
+            .get(Keyspace::LibFiles, &keys::deploy_key(name, version))?)
     }
 
     pub fn key(&self, id: &str) -> Result<Option<KeyRecord>, StorageError> {

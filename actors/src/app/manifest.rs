@@ -31,7 +31,15 @@ pub struct Manifest {
     pub trigger_limits: TriggerLimits,
     /// `[[index]]`: document indexes, checked.
     pub indexes: Vec<IndexDef>,
+    /// The folder whose `.lua` files are modules (`modules = "..."`,
+    /// default [`MODULES_FOLDER_DEFAULT`]); see `app/modules.rs`.
+    pub modules_folder: String,
+    /// Shared libraries pinned in `[libs]`: name → version.
+    pub libs: std::collections::BTreeMap<String, u64>,
 }
+
+/// The folder of an app's modules unless the manifest names another.
+pub const MODULES_FOLDER_DEFAULT: &str = "modules";
 
 /// One `[[trigger]]` entry, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +160,10 @@ struct RawManifest {
     trigger_limits: RawTriggerLimits,
     #[serde(default, rename = "index")]
     indexes: Vec<RawIndex>,
+    #[serde(default)]
+    modules: Option<String>,
+    #[serde(default)]
+    libs: std::collections::BTreeMap<String, u64>,
 }
 
 /// Why a manifest was rejected; the message names the file and, when known, the line.
@@ -271,6 +283,11 @@ impl Manifest {
         if !(1..=1_000_000).contains(&trigger_limits.outbox_max) {
             return Err(manifest_error("triggers.outbox_max must be 1-1000000"));
         }
+        let modules_folder = raw
+            .modules
+            .unwrap_or_else(|| MODULES_FOLDER_DEFAULT.to_string());
+        super::modules::validate_folder(&modules_folder).map_err(manifest_error)?;
+        super::libs::validate_pins(&raw.libs).map_err(manifest_error)?;
         let indexes = check_indexes(raw.indexes)?;
         Ok(Manifest {
             name: raw.name,
@@ -278,6 +295,8 @@ impl Manifest {
             triggers,
             trigger_limits,
             indexes,
+            modules_folder,
+            libs: raw.libs,
         })
     }
 }

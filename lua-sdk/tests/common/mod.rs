@@ -101,6 +101,10 @@ impl Host for FakeHost {
             if lock(&self.hang_key).as_deref() == Some(key) {
                 std::future::pending::<()>().await;
             }
+            // Keys under `yield/` suspend once, as a real (replicated) read does.
+            if key.starts_with("yield/") {
+                tokio::task::yield_now().await;
+            }
             Ok(self.get(app, key))
         })
     }

@@ -77,6 +77,9 @@ pub enum ClientCommand {
     /// App secrets: set (value from stdin), list, delete; rotate the master key.
     #[command(subcommand)]
     Secrets(super::secrets::SecretsCommand),
+    /// Shared Lua libraries apps load with `require("@NAME")`.
+    #[command(subcommand)]
+    Libs(LibsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +131,17 @@ pub enum DocsCommand {
     },
     /// The indexes built for APP (declared in picloud.toml).
     Indexes { app: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LibsCommand {
+    /// Publish the `.lua` files of DIR as the next version of library NAME (admin).
+    Publish {
+        name: String,
+        dir: std::path::PathBuf,
+    },
+    /// Every library with its kept versions and their times.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,6 +351,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                         format_ms(deploy["created_ms"].as_u64().unwrap_or(0)),
                         deploy["bundle_bytes"]
                     );
+                    print_imports(deploy);
                 }
             }
         }
@@ -360,6 +375,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::DeadLetters(command) => dead_letters(&client, command, json).await?,
         ClientCommand::Docs(command) => docs(&client, command, json).await?,
         ClientCommand::Secrets(command) => super::secrets::run(&client, command, json).await?,
+        ClientCommand::Libs(command) => libs(&client, command, json).await?,
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
             let body = client.delete(&format!("/cluster/nodes/{id}")).await?;
             report(json, &body, || format!("removed node {id}"));
@@ -430,6 +446,12 @@ fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliErr
     }
     let name: NameOnly = toml::from_str(&manifest)
         .map_err(|e| CliError::new(format!("{}: {}", manifest_path.display(), e.message())))?;
+    Ok((name.name, read_dir_files(dir)?))
+}
+
+/// Every regular, non-hidden file under `dir`, recursively, as UTF-8, by
+/// relative path (`/`-separated).
+fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, String>, CliError> {
     let mut files = BTreeMap::new();
     let mut total = 0u64;
     let mut stack = vec![dir.to_path_buf()];
@@ -467,7 +489,71 @@ fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliErr
             }
         }
     }
-    Ok((name.name, files))
+    Ok(files)
+}
+
+/// A deploy's import graph under its line in `picloud deploys`.
+fn print_imports(deploy: &Value) {
+    for (name, version) in deploy["libs"].as_object().into_iter().flatten() {
+        println!("    lib @{name} v{version}");
+    }
+    for (file, names) in deploy["imports"].as_object().into_iter().flatten() {
+        let names: Vec<&str> = names
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!("    {file} -> {}", names.join(", "));
+    }
+}
+
+async fn libs(client: &Client, command: LibsCommand, json: bool) -> Result<(), CliError> {
+    match command {
+        LibsCommand::Publish { name, dir } => {
+            if !dir.is_dir() {
+                return Err(CliError::new(format!("{}: not a folder", dir.display())));
+            }
+            // Only Lua files are library content (a README may sit beside them).
+            let files: BTreeMap<String, String> = read_dir_files(&dir)?
+                .into_iter()
+                .filter(|(path, _)| path.ends_with(".lua"))
+                .collect();
+            let body = client
+                .post(
+                    &format!("/libs/{}", encode_path(&name)),
+                    &json!({ "files": files }),
+                )
+                .await?;
+            report(json, &body, || {
+                format!(
+                    "published library {name} version {} ({} files); pin it with `[libs] {name} = {}`",
+                    body["version"].as_u64().unwrap_or(0),
+                    body["files"].as_u64().unwrap_or(0),
+                    body["version"].as_u64().unwrap_or(0)
+                )
+            });
+        }
+        LibsCommand::List => {
+            let body = client.get("/libs").await?;
+            if json {
+                print_json(&body);
+                return Ok(());
+            }
+            for lib in body["libs"].as_array().into_iter().flatten() {
+                for version in lib["versions"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\tv{}\t{}\t{} bytes",
+                        lib["name"].as_str().unwrap_or(""),
+                        version["version"],
+                        format_ms(version["created_ms"].as_u64().unwrap_or(0)),
+                        version["bytes"]
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn format_ms(ms: u64) -> String {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
-use picloud_actors::app::{Bundle, validate_app_name};
+use picloud_actors::app::{Bundle, MANIFEST_FILE, Manifest, validate_app_name};
 use picloud_actors::host::now_ms;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
@@ -50,6 +50,8 @@ pub fn router() -> Router<Gateway> {
             "/apps/{app}/dead-letters/{id}/retry",
             post(dead_letter_retry),
         )
+        .route("/libs", get(super::libs::list))
+        .route("/libs/{name}", post(super::libs::publish))
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
         .route("/cluster/status", get(cluster_status))
@@ -190,11 +192,25 @@ async fn list_deploys(
         .deploys(&app)?
         .iter()
         .map(|deploy| {
+            // What each version imports and which library versions it embeds.
+            let bundle = reader
+                .bundle(&app, deploy.version)
+                .ok()
+                .flatten()
+                .and_then(|bytes| Bundle::decode(&bytes).ok())
+                .unwrap_or_default();
+            let libs: serde_json::Map<String, Value> = bundle
+                .libs
+                .iter()
+                .map(|(name, lib)| (name.clone(), json!(lib.version)))
+                .collect();
             json!({
                 "version": deploy.version,
                 "created_ms": deploy.created_ms,
                 "bundle_bytes": deploy.bundle_bytes,
                 "active": record.active_version == Some(deploy.version),
+                "imports": bundle.imports,
+                "libs": libs,
             })
         })
         .collect();
@@ -275,9 +291,20 @@ async fn deploy(
     check_app_name(&app)?;
     caller.require_write(&app)?;
     let bytes = read_body(body, gateway.config.deploy_bytes_max).await?;
-    let bundle: Bundle = parse_json(&bytes)?;
+    let mut bundle: Bundle = parse_json(&bytes)?;
+    // Pinned libraries are embedded from the replicated state, and the
+    // import graph is recomputed: neither is taken from the client.
+    let pins = bundle
+        .files
+        .get(MANIFEST_FILE)
+        .and_then(|text| Manifest::parse(text).ok())
+        .map(|manifest| manifest.libs)
+        .unwrap_or_default();
+    bundle.libs = super::libs::resolve(&gateway, &pins).await?;
     let invalid = |message: String| ApiError::bad_request("invalid_deploy", message);
     let checked = bundle.check().map_err(|e| invalid(e.message))?;
+    bundle.imports = checked.imports.clone();
+    let imports = json!(checked.imports);
     if checked.manifest.name != app {
         return Err(invalid(format!(
             "picloud.toml: name is {:?} but the deploy is for app {app:?}",
@@ -314,7 +341,9 @@ async fn deploy(
         )));
     };
     gateway.apps.reload(&app).await?;
-    Ok(Json(json!({"app": app, "version": version})))
+    Ok(Json(
+        json!({"app": app, "version": version, "imports": imports}),
+    ))
 }
 
 #[derive(Deserialize, Default)]

@@ -5,6 +5,7 @@
 //!   /_/metrics           Prometheus text (admin key)
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin.rs
 //!   /_/api/v1/.../secrets  app secrets, key rotation          → secrets.rs
+//!   /_/api/v1/libs...    shared libraries                    → libs.rs
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
 //!
@@ -18,6 +19,7 @@ pub mod apps;
 pub mod auth;
 pub mod docs;
 pub mod error;
+pub mod libs;
 pub mod secrets;
 
 use std::sync::Arc;
