@@ -55,6 +55,7 @@ kill -9 "${PIDS[pc1]}"; unset 'PIDS[pc1]'
 
 # ---- 2. inserts with two indexes vs kv.set, three nodes ----
 HTTP_PORTS=1928 PEER_PORTS=1927
+WORK="$WORK/cluster" && mkdir -p "$WORK"
 start_three_picloud
 export PICLOUD_URL="http://127.0.0.1:${HTTP_PORTS}1"
 "$BIN" deploy bench/apps/docbench >/dev/null

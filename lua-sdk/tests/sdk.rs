@@ -810,3 +810,71 @@ async fn apps_do_not_see_each_others_keys() {
     assert_eq!(body(&vm).await, "nil");
     let _ = Arc::strong_count(&host);
 }
+
+#[tokio::test]
+async fn docs_calls_are_checked_before_they_reach_the_host() {
+    use picloud_lua_sdk::{DocsCall, FindArgs};
+    let host = FakeHost::new();
+    *host.docs_result.lock().expect("lock") = serde_json::json!({"items": [], "cursor": "c2"});
+    let script = vm(
+        &host,
+        &returning(
+            r#"local page = docs.find("users", {age = {["$gt"] = 30}},
+                 {sort = {"-age", "name"}, limit = 5, cursor = "c1", fields = {"name"}, explain = true})
+               local errors = {}
+               for _, bad in ipairs({
+                 function() return docs.insert("users", {1, 2}) end,
+                 function() return docs.insert(42, {}) end,
+                 function() return docs.find("users", nil, {limt = 3}) end,
+                 function() return docs.find("users", nil, {limit = 0}) end,
+                 function() return docs.find("users", nil, {sort = 5}) end,
+                 function() return docs.update("users", "id", "patch") end,
+               }) do
+                 local ok, err = pcall(bad)
+                 errors[#errors + 1] = ok and "no error" or tostring(err)
+               end
+               return { json = { cursor = page.cursor, errors = errors } }"#,
+        ),
+    );
+    let response = call(&script).await.expect("invoke");
+    let parsed: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+    assert_eq!(parsed["cursor"], "c2");
+    let errors: Vec<&str> = parsed["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    let expected = [
+        "docs.insert: document must be a table with field names, not an array",
+        "docs.insert: collection must be a string, got 42",
+        "docs.find: unknown option \"limt\"",
+        "docs.find: limit must be at least 1, got 0",
+        "docs.find: sort must be a field name or a list of them, got 5",
+        "docs.update: patch must be a table, got \"patch\"",
+    ];
+    for (got, want) in errors.iter().zip(expected) {
+        assert!(got.contains(want), "{got:?} should contain {want:?}");
+        assert!(
+            got.contains("main.lua:"),
+            "points at the script line: {got}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len());
+    // Only the good call reached the host, parsed.
+    let calls = host.docs_calls.lock().expect("lock").clone();
+    assert_eq!(
+        calls,
+        vec![DocsCall::Find {
+            collection: "users".into(),
+            query: serde_json::json!({"age": {"$gt": 30}}),
+            options: FindArgs {
+                sort: vec![("age".into(), true), ("name".into(), false)],
+                limit: Some(5),
+                cursor: Some("c1".into()),
+                fields: Some(vec!["name".into()]),
+                explain: true,
+            },
+        }]
+    );
+}

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, InvokeError, KvListPage,
-    LogLevel, Request, Response, SandboxLimits, ScriptSource, Vm,
+    AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, InvokeError,
+    KvListPage, LogLevel, Request, Response, SandboxLimits, ScriptSource, Vm,
 };
 use serde_json::Value;
 
@@ -26,6 +26,9 @@ pub struct FakeHost {
     pub fail_with: Mutex<Option<HostError>>,
     /// Secrets as `app/name` → bytes.
     pub secrets: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Every `docs.*` call, in order; each returns `docs_result`.
+    pub docs_calls: Mutex<Vec<DocsCall>>,
+    pub docs_result: Mutex<Value>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -227,6 +230,14 @@ impl Host for FakeHost {
 
     fn now_ms(&self) -> u64 {
         self.now_ms.load(Ordering::Relaxed)
+    }
+
+    fn docs<'a>(&'a self, _app: &'a str, call: DocsCall) -> HostFuture<'a, Value> {
+        Box::pin(async move {
+            self.failure()?;
+            lock(&self.docs_calls).push(call);
+            Ok(lock(&self.docs_result).clone())
+        })
     }
 
     fn secret_get<'a>(&'a self, app: &'a str, name: &'a str) -> HostFuture<'a, Option<Vec<u8>>> {
