@@ -413,6 +413,41 @@ async fn documents_across_a_cluster() {
         "{body}"
     );
 
+    // ---- a shared library published through one node, pinned through a
+    // second, served through the third (modules travel in the log too) ----
+    let lib_dir = dirs[0].path().join("greetlib");
+    std::fs::create_dir_all(&lib_dir).expect("lib dir");
+    std::fs::write(
+        lib_dir.join("init.lua"),
+        "return {hello = function(name) return 'hello ' .. name end}",
+    )
+    .expect("lib file");
+    let published = nodes[1]
+        .cli_with_key(
+            &key,
+            &["libs", "publish", "greet", lib_dir.to_str().expect("path")],
+        )
+        .ok();
+    assert!(published.contains('1'), "{published}");
+    let (status, body) = apis[2]
+        .deploy(
+            "greeter",
+            &[
+                (
+                    "picloud.toml",
+                    "name = \"greeter\"\n[libs]\ngreet = 1\n[[route]]\nmethod = \"GET\"\npath = \"/hi/:name\"\nscript = \"hi.lua\"\n",
+                ),
+                (
+                    "hi.lua",
+                    "local greet = require('@greet')\nreturn function(req) return {json = {text = greet.hello(req.params.name)}} end",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = apis[0].get("/greeter/hi/pi").await;
+    assert_eq!((status, body), (200, json!({"text": "hello pi"})));
+
     // Delete through one node, gone through another.
     let (_, body) = apis[2]
         .call("DELETE", &format!("/people/users/{ada}"), None)
