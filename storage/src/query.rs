@@ -16,8 +16,8 @@
 //! `{"f": null}` matches a field that is present and null; absence is
 //! `{"f": {"$exists": false}}`. `$ne` and `$nin` match absent fields.
 //!
-//! Issue 5 groundwork: documents themselves (storage, indexes, `docs.*`) are
-//! not built yet.
+//! Planning and executing queries over stored documents (and indexes) is
+//! `crate::docs`.
 
 use serde_json::Value;
 
