@@ -183,6 +183,19 @@ pub fn read(
     }
 }
 
+/// [`read`] on a blocking thread, so a long query never holds an async worker.
+pub async fn read_off_workers(
+    reader: StateReader,
+    app: &str,
+    call: DocsCall,
+    scan_max: u64,
+) -> Result<Value, HostError> {
+    let app = app.to_string();
+    tokio::task::spawn_blocking(move || read(&reader, &app, &call, scan_max))
+        .await
+        .map_err(|e| HostError::new("internal", format!("docs read panicked: {e}")))?
+}
+
 /// `docs.find`: `{"items": [...], "cursor": ..., "explain": ...}`.
 pub fn find(
     reader: &StateReader,

@@ -393,11 +393,7 @@ impl Host for NodeHost {
             }
             self.barrier(Consistency::Linearizable).await?;
             let reader = self.node.reader().clone();
-            let (app, scan_max) = (app.to_string(), self.limits.docs_scan_max);
-            // A query may examine many documents: keep it off the async workers.
-            tokio::task::spawn_blocking(move || crate::docs::read(&reader, &app, &call, scan_max))
-                .await
-                .map_err(|e| HostError::new("internal", format!("docs read panicked: {e}")))?
+            crate::docs::read_off_workers(reader, app, call, self.limits.docs_scan_max).await
         })
     }
 

@@ -136,6 +136,15 @@ pub struct FindArgs {
     pub explain: bool,
 }
 
+/// A sort field as scripts, the admin API and the CLI write it: `"age"`
+/// ascending, `"-age"` descending.
+pub fn sort_field(field: String) -> (String, bool) {
+    match field.strip_prefix('-') {
+        Some(name) => (name.to_string(), true),
+        None => (field, false),
+    }
+}
+
 /// An error from a host service, with a stable code (`value_too_large`,
 /// `no_leader`, `not_a_number`, `atomic_cas_failed`, `unavailable`, ...).
 /// It reaches the script as a Lua error whose message is `"<code>: <message>"`.

@@ -50,7 +50,7 @@ mod vm;
 pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
-    KvListPage, LogLevel,
+    KvListPage, LogLevel, sort_field,
 };
 pub use http::{Request, Response};
 pub use imports::{RequireCall, find_requires};

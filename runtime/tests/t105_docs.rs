@@ -119,6 +119,16 @@ async fn find(api: &Api, coll: &str, query: Value, options: Value) -> Value {
     body
 }
 
+/// The `name` of each document of a find page, in order.
+fn names(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|doc| doc["name"].as_str())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn documents_across_a_cluster() {
     install_crypto();
@@ -305,13 +315,7 @@ async fn documents_across_a_cluster() {
         .ok(),
     )
     .expect("json");
-    let names: Vec<&str> = page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|doc| doc["name"].as_str())
-        .collect();
-    assert_eq!(names, ["u14", "u13", "u12"]);
+    assert_eq!(names(&page), ["u14", "u13", "u12"]);
     let cursor = page["cursor"].as_str().expect("cursor").to_string();
     let next: Value = serde_json::from_str(
         &cli(&[
@@ -330,13 +334,7 @@ async fn documents_across_a_cluster() {
         .ok(),
     )
     .expect("json");
-    let names: Vec<&str> = next["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|doc| doc["name"].as_str())
-        .collect();
-    assert_eq!(names, ["u11"], "ages 31..34 over two pages");
+    assert_eq!(names(&next), ["u11"], "ages 31..34 over two pages");
     assert!(next.get("cursor").is_none(), "{next}");
     let explained = cli(&[
         "docs",

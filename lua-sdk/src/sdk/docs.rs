@@ -9,7 +9,7 @@ use mlua::{Lua, Table, Value};
 use super::kv::{describe, host_error, integer_arg, options_arg, value_arg};
 use super::script_error;
 use crate::convert::json_to_lua;
-use crate::host::{DocsCall, FindArgs, Host};
+use crate::host::{DocsCall, FindArgs, Host, sort_field};
 
 type Json = serde_json::Value;
 
@@ -209,13 +209,6 @@ fn find_options(lua: &Lua, options: Value) -> mlua::Result<FindArgs> {
         }
     };
     Ok(args)
-}
-
-fn sort_field(field: String) -> (String, bool) {
-    match field.strip_prefix('-') {
-        Some(name) => (name.to_string(), true),
-        None => (field, false),
-    }
 }
 
 fn strings(lua: &Lua, what: &str, list: &Table) -> mlua::Result<Vec<String>> {

@@ -429,7 +429,7 @@ fn page_limit(limit: Option<usize>, max: usize, setting: &str) -> Result<usize, 
     Ok(limit)
 }
 
-async fn barrier(gateway: &Gateway, consistency: Option<&str>) -> Result<(), ApiError> {
+pub(super) async fn barrier(gateway: &Gateway, consistency: Option<&str>) -> Result<(), ApiError> {
     match consistency {
         None | Some("linearizable") => Ok(gateway.node.read_barrier().await?),
         Some("stale") => Ok(()),

@@ -24,6 +24,7 @@ use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::admin::{barrier, require_app};
 use super::auth::Caller;
 use super::{ApiError, Gateway, parse_json, read_body};
 
@@ -51,34 +52,10 @@ fn host_error(error: HostError) -> ApiError {
     ApiError::new(status, error.code, error.message)
 }
 
-fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
-    if gateway.node.reader().app(app)?.is_none() {
-        return Err(ApiError::not_found(
-            "app_not_found",
-            format!("app {app} not found"),
-        ));
-    }
-    Ok(())
-}
-
-async fn barrier(gateway: &Gateway, consistency: Option<&str>) -> Result<(), ApiError> {
-    match consistency {
-        None | Some("linearizable") => Ok(gateway.node.read_barrier().await?),
-        Some("stale") => Ok(()),
-        Some(other) => Err(ApiError::bad_request(
-            "invalid_field",
-            format!("consistency: expected linearizable or stale, got {other:?}"),
-        )),
-    }
-}
-
-/// Runs a read off the async workers (a query may examine many documents).
 async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, ApiError> {
     let reader = gateway.node.reader().clone();
-    let (app, scan_max) = (app.to_string(), gateway.limits.docs_scan_max);
-    tokio::task::spawn_blocking(move || service::read(&reader, &app, &call, scan_max))
+    service::read_off_workers(reader, app, call, gateway.limits.docs_scan_max)
         .await
-        .map_err(|e| ApiError::internal(format!("docs read panicked: {e}")))?
         .map_err(host_error)
 }
 
@@ -129,10 +106,7 @@ async fn find(
     let sort = request
         .sort
         .into_iter()
-        .map(|field| match field.strip_prefix('-') {
-            Some(name) => (name.to_string(), true),
-            None => (field, false),
-        })
+        .map(picloud_lua_sdk::sort_field)
         .collect();
     let call = DocsCall::Find {
         collection: coll,
