@@ -32,6 +32,9 @@ pub struct ActorLimits {
     /// Documents one `docs.find`/`docs.count` may examine before it fails
     /// with `query_too_broad` (an index keeps a query far below it).
     pub docs_scan_max: u64,
+    /// Stored bytes one `kv.list` or `docs.find` page may hold; a page ends
+    /// early (with a cursor) rather than exceed it, but always holds one item.
+    pub read_page_bytes_max: usize,
     /// Log ring and follow bounds.
     pub logs: LogLimits,
     /// Restart backoff of a crashed app actor: first delay, doubled up to the max.
@@ -53,6 +56,7 @@ impl Default for ActorLimits {
             kv_list_limit_max: 1_000,
             kv_atomic_ops_max: 64,
             docs_scan_max: 200_000,
+            read_page_bytes_max: 1024 * 1024,
             logs: LogLimits::default(),
             restart_backoff_initial_ms: 50,
             restart_backoff_max_ms: 5_000,

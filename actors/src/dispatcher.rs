@@ -102,10 +102,10 @@ pub fn spawn(
     host: Arc<NodeHost>,
     limits: Arc<ActorLimits>,
     dispatch: DispatchLimits,
-) -> Arc<DispatcherStats> {
-    let stats = Arc::new(DispatcherStats::default());
+    stats: Arc<DispatcherStats>,
+) {
     let shared = Arc::new(Shared {
-        stats: stats.clone(),
+        stats,
         permits: Arc::new(Semaphore::new(dispatch.runs_inflight_max.max(1))),
         node,
         host,
@@ -131,7 +131,6 @@ pub fn spawn(
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     });
-    stats
 }
 
 /// One pass over every app's outbox; whether anything was claimed.
@@ -337,13 +336,15 @@ fn take_vm(shared: &Arc<Shared>, app: &str, version: u64) -> Result<RunVm, Strin
         .and_then(|bundle| bundle.check())
         .map_err(|e| e.message)?;
     let run_host = Arc::new(RunHost::new(shared.host.clone()));
-    let vm = Vm::with_modules(
-        app,
-        &checked.scripts,
-        checked.modules.clone(),
-        run_host.clone(),
-        shared.limits.sandbox,
-    )
+    let vm = crate::pool::off_workers(|| {
+        Vm::with_modules(
+            app,
+            &checked.scripts,
+            checked.modules.clone(),
+            run_host.clone(),
+            shared.limits.sandbox,
+        )
+    })
     .map_err(|e| e.to_string())?;
     Ok((vm, run_host))
 }

@@ -14,6 +14,8 @@ use picloud_storage::query::Query;
 use picloud_storage::{DocOp, DocOpResult, StateReader};
 use serde_json::{Value, json};
 
+use crate::config::ActorLimits;
+
 /// The last id handed out, so ids from one node strictly increase.
 static LAST_ID: Mutex<(u64, u128)> = Mutex::new((0, 0));
 
@@ -147,6 +149,24 @@ fn parse_query(query: &Value) -> Result<Query, HostError> {
     Query::parse(query).map_err(|e| invalid("invalid_query", e.to_string()))
 }
 
+/// The bounds of one documents read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Documents a query may examine (`docs_scan_max`).
+    pub scan_max: u64,
+    /// Stored bytes one page may hold (`read_page_bytes_max`).
+    pub page_bytes_max: usize,
+}
+
+impl From<&ActorLimits> for ReadLimits {
+    fn from(limits: &ActorLimits) -> ReadLimits {
+        ReadLimits {
+            scan_max: limits.docs_scan_max,
+            page_bytes_max: limits.read_page_bytes_max,
+        }
+    }
+}
+
 /// A read call against this node's applied state (the caller decides how
 /// fresh it must be). Blocking: a query may examine up to `scan_max`
 /// documents.
@@ -154,7 +174,7 @@ pub fn read(
     reader: &StateReader,
     app: &str,
     call: &DocsCall,
-    scan_max: u64,
+    limits: ReadLimits,
 ) -> Result<Value, HostError> {
     match call {
         DocsCall::Get { collection, id } => {
@@ -170,12 +190,12 @@ pub fn read(
             collection,
             query,
             options,
-        } => find(reader, app, collection, query, options, scan_max),
+        } => find(reader, app, collection, query, options, limits),
         DocsCall::Count { collection, query } => {
             check_collection(collection)?;
             let query = parse_query(query)?;
             let (count, _) = reader
-                .docs_count(app, collection, &query, scan_max)
+                .docs_count(app, collection, &query, limits.scan_max)
                 .map_err(find_error)?;
             Ok(json!(count))
         }
@@ -188,22 +208,24 @@ pub async fn read_off_workers(
     reader: StateReader,
     app: &str,
     call: DocsCall,
-    scan_max: u64,
+    limits: ReadLimits,
 ) -> Result<Value, HostError> {
     let app = app.to_string();
-    tokio::task::spawn_blocking(move || read(&reader, &app, &call, scan_max))
+    tokio::task::spawn_blocking(move || read(&reader, &app, &call, limits))
         .await
         .map_err(|e| HostError::new("internal", format!("docs read panicked: {e}")))?
 }
 
-/// `docs.find`: `{"items": [...], "cursor": ..., "explain": ...}`.
+/// `docs.find`: `{"items": [...], "cursor": ..., "explain": ...}`. A page
+/// may hold fewer than `limit` documents (but then has a cursor) when they
+/// would exceed `page_bytes_max`.
 pub fn find(
     reader: &StateReader,
     app: &str,
     collection: &str,
     query: &Value,
     args: &FindArgs,
-    scan_max: u64,
+    limits: ReadLimits,
 ) -> Result<Value, HostError> {
     check_collection(collection)?;
     let query = parse_query(query)?;
@@ -237,7 +259,8 @@ pub fn find(
         limit,
         cursor: args.cursor.clone(),
         fields: args.fields.clone(),
-        scan_max,
+        scan_max: limits.scan_max,
+        bytes_max: limits.page_bytes_max,
     };
     let page = reader
         .docs_find(app, collection, &query, &options)

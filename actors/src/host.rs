@@ -310,7 +310,14 @@ impl Host for NodeHost {
             let page = self
                 .node
                 .reader()
-                .kv_list(app, prefix, cursor.as_deref(), limit, now_ms())
+                .kv_list(
+                    app,
+                    prefix,
+                    cursor.as_deref(),
+                    limit,
+                    self.limits.read_page_bytes_max,
+                    now_ms(),
+                )
                 .map_err(storage_error)?;
             let items = page
                 .items
@@ -393,7 +400,7 @@ impl Host for NodeHost {
             }
             self.barrier(Consistency::Linearizable).await?;
             let reader = self.node.reader().clone();
-            crate::docs::read_off_workers(reader, app, call, self.limits.docs_scan_max).await
+            crate::docs::read_off_workers(reader, app, call, self.limits.as_ref().into()).await
         })
     }
 

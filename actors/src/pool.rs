@@ -20,6 +20,18 @@ use crate::app::{RouteMiss, RouteTable};
 use crate::config::ActorLimits;
 use crate::error::AppError;
 
+/// Runs `build` (a VM's construction: every script's top level, bounded by
+/// the sandbox's budget and timeout but synchronous) without holding up the
+/// other tasks of this worker thread: on a multi-thread runtime the worker
+/// hands its queue to another thread for the duration. On a current-thread
+/// runtime (tests) it simply runs.
+pub(crate) fn off_workers<T>(build: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(build),
+        _ => build(),
+    }
+}
+
 /// An HTTP request for an app, as the gateway hands it over.
 #[derive(Debug, Clone, Default)]
 pub struct AppRequest {
@@ -149,13 +161,15 @@ impl AppRuntime {
         };
         let vm = match self.take_idle() {
             Some(vm) => vm,
-            None => Vm::with_modules(
-                &self.app,
-                &self.scripts,
-                self.modules.clone(),
-                self.host.clone(),
-                self.limits.sandbox,
-            )
+            None => off_workers(|| {
+                Vm::with_modules(
+                    &self.app,
+                    &self.scripts,
+                    self.modules.clone(),
+                    self.host.clone(),
+                    self.limits.sandbox,
+                )
+            })
             .map_err(|e| AppError::LoadFailed {
                 app: self.app.clone(),
                 version: self.version,

@@ -10,11 +10,8 @@
 //! ```
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-use futures::FutureExt;
 
 use picloud_lua_sdk::{Host, InvokeError, Response};
 use picloud_storage::{AppliedEvent, StateReader};
@@ -282,14 +279,28 @@ pub struct Apps {
     supervisor: ActorRef<SupervisorMsg>,
     registry: Registry,
     reader: StateReader,
+    /// Where invocations run: the node's script runtime, never the threads
+    /// that accept HTTP (see `runtime/src/serve.rs`).
+    scripts: tokio::runtime::Handle,
+}
+
+/// Aborts a spawned invocation when the request that waits for it goes away
+/// (the client hung up), as dropping the request's own future used to.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Apps {
-    /// Starts the node supervisor.
+    /// Starts the node supervisor. Invocations run on `scripts`.
     pub async fn start(
         reader: StateReader,
         host: Arc<dyn Host>,
         limits: Arc<ActorLimits>,
+        scripts: tokio::runtime::Handle,
     ) -> Result<Apps, ractor::SpawnErr> {
         let registry: Registry = Arc::new(RwLock::new(HashMap::new()));
         let args = SupervisorArgs {
@@ -303,6 +314,7 @@ impl Apps {
             supervisor,
             registry,
             reader,
+            scripts,
         })
     }
 
@@ -347,7 +359,8 @@ impl Apps {
             .map_err(|_| Self::unavailable(app, "supervisor did not answer"))
     }
 
-    /// Serves one request on the caller's task with the app's current runtime.
+    /// Serves one request with the app's current runtime, on the script
+    /// runtime: the caller's thread (an HTTP worker) only waits.
     pub async fn invoke(&self, app: &str, request: AppRequest) -> Result<Response, AppError> {
         let runtime = self
             .handle(app)
@@ -355,17 +368,18 @@ impl Apps {
             .slot
             .load()
             .ok_or_else(|| self.missing(app))?;
+        let mut task = AbortOnDrop(
+            self.scripts
+                .spawn(async move { runtime.serve(request).await }),
+        );
         // A panic inside an invocation (a bug in a binding, say) becomes this
         // request's error; it never takes the gateway task or the app down.
-        AssertUnwindSafe(runtime.serve(request))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                tracing::error!(%app, "an invocation panicked");
-                Err(AppError::Invoke(InvokeError::Script {
-                    message: "the invocation ended abnormally".to_string(),
-                }))
-            })
+        (&mut task.0).await.unwrap_or_else(|error| {
+            tracing::error!(%app, %error, "an invocation panicked");
+            Err(AppError::Invoke(InvokeError::Script {
+                message: "the invocation ended abnormally".to_string(),
+            }))
+        })
     }
 
     /// Why an app has no runtime: deleted a moment ago (its actor is still

@@ -57,9 +57,14 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
     });
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(NodeHost::new(node.clone(), logs, limits.clone()));
-    let apps = Apps::start(node.reader().clone(), host, limits)
-        .await
-        .expect("supervisor starts");
+    let apps = Apps::start(
+        node.reader().clone(),
+        host,
+        limits,
+        tokio::runtime::Handle::current(),
+    )
+    .await
+    .expect("supervisor starts");
     (node, apps)
 }
 

@@ -81,8 +81,9 @@ impl std::fmt::Debug for Vm {
 
 impl Vm {
     /// A fresh sandboxed VM for `app` with every script loaded. Each chunk runs
-    /// once, under the same limits as an invocation, and must return its
-    /// handler function.
+    /// once and must return its handler function; building the sandbox and
+    /// running every chunk share one invocation's limits (instructions,
+    /// memory, wall clock).
     pub fn new(
         app: &str,
         scripts: &[ScriptSource],
@@ -101,18 +102,35 @@ impl Vm {
         limits: SandboxLimits,
     ) -> Result<Vm, CompileError> {
         let budget = Arc::new(Budget::new(limits));
+        // One budget and one deadline for the whole construction: the sandbox
+        // and every script's top level together get what one invocation gets,
+        // so a bundle of many slow scripts cannot hold a thread for N timeouts.
         budget.arm();
-        let lua = crate::sandbox::new_state(app, host, modules, &budget).map_err(|e| {
+        let built = Self::build(app, scripts, modules, host, &budget);
+        budget.disarm();
+        let (lua, handlers) = built?;
+        Ok(Vm {
+            lua,
+            handlers,
+            budget,
+        })
+    }
+
+    /// The body of [`Vm::with_modules`], run with the budget armed.
+    fn build(
+        app: &str,
+        scripts: &[ScriptSource],
+        modules: Arc<ModuleSet>,
+        host: Arc<dyn Host>,
+        budget: &Arc<Budget>,
+    ) -> Result<(Lua, HashMap<String, Function>), CompileError> {
+        let lua = crate::sandbox::new_state(app, host, modules, budget).map_err(|e| {
             CompileError::new("<sandbox>", None, format!("cannot build the sandbox: {e}"))
         })?;
-        budget.disarm();
-
         let mut handlers = HashMap::with_capacity(scripts.len());
         for script in scripts {
             let chunk = compile(&lua, &script.name, &script.source)?;
-            budget.arm();
             let result = chunk.call::<Value>(());
-            budget.disarm();
             let handler = match (budget.killed(), result) {
                 (Some(reason), _) => {
                     return Err(CompileError::new(
@@ -135,11 +153,7 @@ impl Vm {
             };
             handlers.insert(script.name.clone(), handler);
         }
-        Ok(Vm {
-            lua,
-            handlers,
-            budget,
-        })
+        Ok((lua, handlers))
     }
 
     /// Runs handler `script` with `request` under the per-invocation limits.

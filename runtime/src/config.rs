@@ -77,8 +77,13 @@ settings! {
     script_memory_bytes_max: usize = 16 * 1024 * 1024, "PICLOUD_SCRIPT_MEMORY_BYTES_MAX";
     /// Wall-clock limit of one invocation, in milliseconds.
     script_timeout_ms: u64 = 5_000, "PICLOUD_SCRIPT_TIMEOUT_MS";
-    /// Threads that serve HTTP requests and run scripts (0 = two per core).
+    /// Threads that run scripts (requests' handlers, trigger runs, VM
+    /// construction) (0 = two per core).
     script_threads: usize = 0, "PICLOUD_SCRIPT_THREADS";
+    /// Threads that accept connections and parse HTTP; they never run Lua,
+    /// so health and the admin API answer while scripts burn CPU (0 = one
+    /// per core, at most 4).
+    http_threads: usize = 0, "PICLOUD_HTTP_THREADS";
     /// VMs (concurrent invocations) per app on this node.
     vm_pool_size_max: usize = 64, "PICLOUD_VM_POOL_SIZE_MAX";
     /// Idle VMs kept per app once it goes quiet.
@@ -95,6 +100,9 @@ settings! {
     kv_list_limit_max: usize = 1_000, "PICLOUD_KV_LIST_LIMIT_MAX";
     /// Documents one docs query may examine before it fails with `query_too_broad`.
     docs_scan_max: u64 = 200_000, "PICLOUD_DOCS_SCAN_MAX";
+    /// Stored bytes one kv list or docs find page may hold (it ends early, with
+    /// a cursor, but always holds one item).
+    read_page_bytes_max: usize = 1024 * 1024, "PICLOUD_READ_PAGE_BYTES_MAX";
     /// Log lines kept per app on this node.
     log_lines_per_app_max: usize = 1_000, "PICLOUD_LOG_LINES_PER_APP_MAX";
     /// Deploy versions kept per app.
@@ -175,6 +183,7 @@ impl ServeConfig {
         )?;
         check_range("script_timeout_ms", self.script_timeout_ms, 10, 600_000)?;
         check_range("script_threads", self.script_threads, 0, 256)?;
+        check_range("http_threads", self.http_threads, 0, 64)?;
         check_range("vm_pool_size_max", self.vm_pool_size_max, 1, 1024)?;
         check_range("vm_idle_max", self.vm_idle_max, 0, 1024)?;
         check_range("vm_wait_ms", self.vm_wait_ms, 0, 600_000)?;
@@ -183,6 +192,12 @@ impl ServeConfig {
         check_range("kv_key_bytes_max", self.kv_key_bytes_max, 1, 64 * 1024)?;
         check_range("kv_list_limit_max", self.kv_list_limit_max, 1, 100_000)?;
         check_range("docs_scan_max", self.docs_scan_max, 100, 100_000_000)?;
+        check_range(
+            "read_page_bytes_max",
+            self.read_page_bytes_max,
+            1024,
+            256 * 1024 * 1024,
+        )?;
         check_range(
             "log_lines_per_app_max",
             self.log_lines_per_app_max,
@@ -271,6 +286,14 @@ impl ServeConfig {
         (cores * 2).max(2)
     }
 
+    pub fn http_threads(&self) -> usize {
+        if self.http_threads > 0 {
+            return self.http_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.clamp(1, 4)
+    }
+
     pub fn actor_limits(&self) -> ActorLimits {
         ActorLimits {
             sandbox: SandboxLimits {
@@ -286,6 +309,7 @@ impl ServeConfig {
             kv_key_bytes_max: self.kv_key_bytes_max,
             kv_list_limit_max: self.kv_list_limit_max,
             docs_scan_max: self.docs_scan_max,
+            read_page_bytes_max: self.read_page_bytes_max,
             logs: LogLimits {
                 lines_per_app_max: self.log_lines_per_app_max,
                 ..LogLimits::default()

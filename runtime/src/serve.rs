@@ -6,11 +6,23 @@
 //!   SIGINT/SIGTERM ─▶ stop accepting ─▶ drain (bounded) ─▶ stop actors ─▶ raft shutdown + flush
 //! ```
 //!
-//! Two tokio runtimes: the request runtime (`script_threads` threads) accepts
-//! HTTP and runs every request, scripts included, on the connection's own task
-//! (no thread hop per request); the main runtime runs Raft, storage and the
-//! actors. A script burning its CPU budget therefore never sits on a thread
-//! Raft's heartbeats, elections or log flushes need.
+//! Three tokio runtimes, so that no Lua ever runs on a thread something
+//! else must answer from:
+//!
+//! * the HTTP runtime (`http_threads`) accepts connections, parses requests
+//!   and answers health and the admin API;
+//! * the script runtime (`script_threads`) runs every script: request
+//!   handlers (one hop per request, see `Apps::invoke`), trigger runs and the
+//!   construction of VMs (a script's top level);
+//! * the main runtime runs Raft, storage and the actors.
+//!
+//! A script burning its CPU budget therefore never sits on a thread that
+//! Raft's heartbeats or `/_/health` need; the kernel shares the cores between
+//! the runtimes' threads.
+//!
+//! The trigger dispatcher and the cron scheduler start only once the HTTP
+//! listener serves, so an operator can always reach the admin API, even when
+//! a trigger keeps failing right after every restart.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,24 +49,39 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::resolve(args)?;
-    let scripts = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.script_threads())
+    let http = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http_threads())
         .thread_name("picloud-http")
         .enable_all()
         .build()
-        .context("starting the request runtime")?;
+        .context("starting the HTTP runtime")?;
+    let scripts = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.script_threads())
+        .thread_name("picloud-lua")
+        .enable_all()
+        .build()
+        .context("starting the script runtime")?;
     let main = tokio::runtime::Builder::new_multi_thread()
         .thread_name("picloud")
         .enable_all()
         .build()
         .context("starting the main runtime")?;
-    let result = main.block_on(serve(config, scripts.handle().clone()));
+    let result = main.block_on(serve(
+        config,
+        http.handle().clone(),
+        scripts.handle().clone(),
+    ));
+    http.shutdown_timeout(Duration::from_secs(1));
     scripts.shutdown_timeout(Duration::from_secs(1));
     main.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::Result<()> {
+async fn serve(
+    config: ServeConfig,
+    http: tokio::runtime::Handle,
+    scripts: tokio::runtime::Handle,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -101,42 +128,34 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone()),
     );
-    // Trigger runs execute scripts: on the request runtime, like requests.
-    let triggers = {
-        let _guard = scripts.enter();
-        picloud_actors::dispatcher::spawn(
-            node.clone(),
-            host.clone(),
-            limits.clone(),
-            config.dispatch_limits(),
-        )
-    };
-    let _scheduler = {
-        let _guard = scripts.enter();
-        picloud_actors::scheduler::spawn(node.clone(), config.schedule_limits())
-    };
-    let apps = Apps::start(node.reader().clone(), host, limits.clone())
-        .await
-        .context("starting the app supervisor")?;
+    let apps = Apps::start(
+        node.reader().clone(),
+        host.clone(),
+        limits.clone(),
+        scripts.clone(),
+    )
+    .await
+    .context("starting the app supervisor")?;
 
-    // Bound here (so a busy port fails the start), served on the request runtime.
+    // Bound here (so a busy port fails the start), served on the HTTP runtime.
     let listener = std::net::TcpListener::bind(config.http)
         .with_context(|| format!("binding HTTP on {}", config.http))?;
     listener.set_nonblocking(true)?;
+    let triggers = Arc::new(picloud_actors::dispatcher::DispatcherStats::default());
     let router = gateway::router(Gateway::new(
         node.clone(),
         apps.clone(),
         logs,
         config.clone(),
-        limits,
-        triggers,
+        limits.clone(),
+        triggers.clone(),
         secret_keys,
     ));
     tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
     println!("picloud listening on http://{}", config.http);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = scripts.spawn(async move {
+    let server = http.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
@@ -144,6 +163,20 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
             })
             .await
     });
+    // Trigger runs execute scripts, on the script runtime like requests. They
+    // resume only now that the admin API serves (see the module comment).
+    {
+        let _guard = scripts.enter();
+        picloud_actors::dispatcher::spawn(
+            node.clone(),
+            host,
+            limits,
+            config.dispatch_limits(),
+            triggers,
+        );
+    }
+    // The scheduler only proposes fires; it runs with Raft, on this runtime.
+    picloud_actors::scheduler::spawn(node.clone(), config.schedule_limits());
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(());

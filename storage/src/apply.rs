@@ -2213,7 +2213,10 @@ mod tests {
             CommandResult::Done
         );
         assert_eq!(
-            f.reader.kv_list("a", "", None, 10, 0).expect("list").items,
+            f.reader
+                .kv_list("a", "", None, 10, usize::MAX, 0)
+                .expect("list")
+                .items,
             vec![]
         );
         assert_eq!(f.reader.deploys("a").expect("deploys"), vec![]);
@@ -2256,38 +2259,88 @@ mod tests {
                 .collect::<Vec<_>>()
         };
 
-        let first = f.reader.kv_list("app", "p/", None, 2, 10).expect("list");
+        let first = f
+            .reader
+            .kv_list("app", "p/", None, 2, usize::MAX, 10)
+            .expect("list");
         assert_eq!(keys(&first), ["p/a", "p/b"]);
         assert_eq!(first.cursor.as_deref(), Some("p/b"));
         let second = f
             .reader
-            .kv_list("app", "p/", first.cursor.as_deref(), 2, 10)
+            .kv_list("app", "p/", first.cursor.as_deref(), 2, usize::MAX, 10)
             .expect("list");
         assert_eq!(keys(&second), ["p/c", "p/d"]);
         assert_eq!(second.cursor, None, "nothing with the prefix follows p/d");
         let after_last = f
             .reader
-            .kv_list("app", "p/", Some("p/d"), 2, 10)
+            .kv_list("app", "p/", Some("p/d"), 2, usize::MAX, 10)
             .expect("list");
         assert_eq!(after_last, KvPage::default());
         // Not expired yet: p/bb shows up.
-        let all = f.reader.kv_list("app", "p/", None, 100, 1).expect("list");
+        let all = f
+            .reader
+            .kv_list("app", "p/", None, 100, usize::MAX, 1)
+            .expect("list");
         assert_eq!(keys(&all), ["p/a", "p/b", "p/bb", "p/c", "p/d"]);
         assert_eq!(all.cursor, None);
-        let everything = f.reader.kv_list("app", "", None, 100, 10).expect("list");
+        let everything = f
+            .reader
+            .kv_list("app", "", None, 100, usize::MAX, 10)
+            .expect("list");
         assert_eq!(keys(&everything), ["p", "p/a", "p/b", "p/c", "p/d", "q/a"]);
         assert_eq!(
-            f.reader.kv_list("app", "p/", None, 0, 10).expect("list"),
+            f.reader
+                .kv_list("app", "p/", None, 0, usize::MAX, 10)
+                .expect("list"),
             KvPage::default()
         );
         assert_eq!(
             keys(
                 &f.reader
-                    .kv_list("app", "p/", Some("a"), 1, 10)
+                    .kv_list("app", "p/", Some("a"), 1, usize::MAX, 10)
                     .expect("list")
             ),
             ["p/a"]
         );
+    }
+
+    #[test]
+    fn kv_list_pages_are_bounded_by_bytes_and_always_progress() {
+        let mut f = Fixture::new();
+        f.create("app");
+        for key in ["a", "b", "c"] {
+            f.set("app", key, "\"123456789\"", None); // 11 bytes of JSON
+        }
+        f.set("app", "d", &format!("\"{}\"", "x".repeat(100)), None);
+        f.set("app", "e", "1", None);
+        let keys = |page: &KvPage| {
+            page.items
+                .iter()
+                .map(|(key, _)| key.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut after: Option<String> = None;
+        let mut pages = Vec::new();
+        loop {
+            let page = f
+                .reader
+                .kv_list("app", "", after.as_deref(), 100, 25, 10)
+                .expect("list");
+            let total: usize = page.items.iter().map(|(_, value)| value.len()).sum();
+            assert!(
+                page.items.len() == 1 || total <= 25,
+                "page {:?} holds {total} bytes",
+                keys(&page)
+            );
+            pages.push(keys(&page));
+            match page.cursor {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        // Two small values fit in 25 bytes, the third does not; the 102-byte
+        // value exceeds the bound alone and still comes back, on its own.
+        assert_eq!(pages, vec![vec!["a", "b"], vec!["c"], vec!["d"], vec!["e"]]);
     }
 
     #[test]

@@ -68,6 +68,13 @@ impl Fixture {
                 .reader
                 .docs_find(APP, coll, &query, &options)
                 .expect("find");
+            let bytes: usize = page.docs.iter().map(|doc| doc.to_string().len()).sum();
+            assert!(
+                page.docs.len() <= 1 || bytes <= options.bytes_max,
+                "a page of {} documents holds {bytes} bytes (bytes_max {})",
+                page.docs.len(),
+                options.bytes_max
+            );
             docs.extend(page.docs);
             match page.cursor {
                 Some(cursor) => options.cursor = Some(cursor),
@@ -84,6 +91,7 @@ fn options(limit: usize) -> FindOptions {
         cursor: None,
         fields: None,
         scan_max: 1_000_000,
+        bytes_max: usize::MAX,
     }
 }
 
@@ -451,6 +459,10 @@ fn find_agrees_with_a_naive_filter_whatever_the_plan() {
         used_index += usize::from(explain.index.is_some());
 
         let mut opts = options(rng.random_range(1..40));
+        if rng.random_bool(0.3) {
+            // Pages cut by bytes must still add up to the whole result.
+            opts.bytes_max = rng.random_range(1..600);
+        }
         if case % 2 == 1 {
             let field = ["a", "n", "s"][rng.random_range(0..3)];
             let descending = rng.random_bool(0.5);

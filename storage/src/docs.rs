@@ -497,6 +497,11 @@ pub struct FindOptions {
     /// Documents one query may examine before it fails with
     /// [`FindError::TooBroad`].
     pub scan_max: u64,
+    /// Bytes (as stored JSON) one page may hold: a page ends early, with a
+    /// cursor, once its documents add up to more (but always holds at least
+    /// one). Without it a page of 1,000 documents of 256 KiB would be 256 MiB
+    /// before it even reached a script.
+    pub bytes_max: usize,
 }
 
 /// How a query ran (`docs.find(..., {explain = true})`).
@@ -618,14 +623,14 @@ impl Executor<'_> {
         })
     }
 
-    /// Calls `visit(id, doc)` for each matching document, in the plan's
+    /// Calls `visit(id, doc, stored_bytes)` for each matching document, in the plan's
     /// order, starting after id `after` when the plan is in id order;
     /// `visit` returns false to stop.
     fn each_match(
         &mut self,
         plan: &Plan,
         after: Option<&str>,
-        mut visit: impl FnMut(String, Value) -> bool,
+        mut visit: impl FnMut(String, Value, usize) -> bool,
     ) -> Result<(), FindError> {
         if plan.index.is_none() {
             let prefix = collection_prefix(self.app, self.coll);
@@ -638,7 +643,7 @@ impl Executor<'_> {
                 let doc = self.parse(&bytes)?;
                 if self.query.matches(&doc) {
                     let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                    if !visit(id, doc) {
+                    if !visit(id, doc, bytes.len()) {
                         return Ok(());
                     }
                 }
@@ -667,7 +672,7 @@ impl Executor<'_> {
                     continue;
                 };
                 let doc = self.parse(&bytes)?;
-                if self.query.matches(&doc) && !visit(id, doc) {
+                if self.query.matches(&doc) && !visit(id, doc, bytes.len()) {
                     return Ok(());
                 }
             }
@@ -711,32 +716,30 @@ pub(crate) fn find(
             ..Explain::default()
         },
     };
-    // The `limit + 1` smallest sort keys after the cursor.
-    let mut best: BTreeMap<SortKey, Value> = BTreeMap::new();
+    // The `limit + 1` smallest sort keys after the cursor, cut further to
+    // `bytes_max` (see `Best`).
+    let mut best = Best::new(limit, options.bytes_max);
     if options.sort.is_empty() && plan.id_ordered {
         // Candidates arrive in sort order: stop after one more than a page.
         let after_id = after.as_ref().map(|key| key.1.as_str());
-        executor.each_match(&plan, after_id, |id, doc| {
+        executor.each_match(&plan, after_id, |id, doc, bytes| {
             if after_id.is_some_and(|after| id.as_str() <= after) {
                 return true;
             }
-            best.insert((Vec::new(), id), doc);
-            best.len() <= limit
+            best.offer((Vec::new(), id), doc, bytes);
+            !best.is_full()
         })?;
     } else {
-        executor.each_match(&plan, None, |id, doc| {
+        executor.each_match(&plan, None, |id, doc, bytes| {
             let key = sort_key(&doc, &id, &options.sort);
             if after.as_ref().is_some_and(|after| key <= *after) {
                 return true;
             }
-            best.insert(key, doc);
-            if best.len() > limit + 1 {
-                best.pop_last();
-            }
+            best.offer(key, doc, bytes);
             true
         })?;
     }
-    let more = best.len() > limit;
+    let (best, more) = best.finish();
     let mut page = FindPage::default();
     let mut last = None;
     for (key, doc) in best.into_iter().take(limit) {
@@ -752,6 +755,91 @@ pub(crate) fn find(
     executor.explain.returned = page.docs.len() as u64;
     page.explain = executor.explain;
     Ok(page)
+}
+
+/// The smallest sort keys seen so far, for one page: at most `limit` of
+/// them, plus one to know that more follow, and no more stored bytes than
+/// `bytes_max` (but at least one document). Candidates may arrive in any
+/// order; dropping the largest keys keeps what is held a prefix of the
+/// result, so the page's last key is a correct cursor.
+struct Best {
+    docs: BTreeMap<SortKey, (Value, usize)>,
+    limit: usize,
+    bytes: usize,
+    bytes_max: usize,
+    /// Documents were dropped for bytes: a page follows whatever `limit` says.
+    cut: bool,
+}
+
+impl Best {
+    fn new(limit: usize, bytes_max: usize) -> Best {
+        Best {
+            docs: BTreeMap::new(),
+            limit,
+            bytes: 0,
+            bytes_max,
+            cut: false,
+        }
+    }
+
+    fn offer(&mut self, key: SortKey, doc: Value, bytes: usize) {
+        // Past a cut, only keys before it can still make the page.
+        if self.cut
+            && self
+                .docs
+                .last_key_value()
+                .is_some_and(|(last, _)| key > *last)
+        {
+            return;
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.docs.insert(key, (doc, bytes));
+        if self.docs.len() > self.limit + 1 {
+            self.pop_last();
+        }
+        // The (limit + 1)th document only says that more follow: it never
+        // reaches the page, so it does not count against the bytes.
+        while self.docs.len() > 1 && self.page_bytes() > self.bytes_max {
+            self.pop_last();
+            self.cut = true;
+        }
+    }
+
+    fn pop_last(&mut self) {
+        if let Some((_, (_, bytes))) = self.docs.pop_last() {
+            self.bytes = self.bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// Bytes of the documents that would be returned.
+    fn page_bytes(&self) -> usize {
+        if self.docs.len() > self.limit {
+            let extra = self
+                .docs
+                .last_key_value()
+                .map_or(0, |(_, (_, bytes))| *bytes);
+            self.bytes.saturating_sub(extra)
+        } else {
+            self.bytes
+        }
+    }
+
+    /// Enough is known for a full page: scanning in sort order may stop.
+    fn is_full(&self) -> bool {
+        self.cut || self.docs.len() > self.limit
+    }
+
+    /// The page's documents in order, and whether more follow.
+    fn finish(self) -> (Vec<(SortKey, Value)>, bool) {
+        let more = self.cut || self.docs.len() > self.limit;
+        let docs = self
+            .docs
+            .into_iter()
+            .take(self.limit)
+            .map(|(key, (doc, _))| (key, doc))
+            .collect();
+        (docs, more)
+    }
 }
 
 /// How many documents of `coll` match `query`.
@@ -776,7 +864,7 @@ pub(crate) fn count(
         },
     };
     let mut matches = 0u64;
-    executor.each_match(&plan, None, |_, _| {
+    executor.each_match(&plan, None, |_, _, _| {
         matches += 1;
         true
     })?;

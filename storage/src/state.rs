@@ -55,14 +55,21 @@ impl StateReader {
 
     /// Keys of `app` starting with `prefix`, in byte order, strictly after
     /// `after`, skipping expired ones; at most `limit` (capped at
-    /// [`KV_LIST_LIMIT_MAX`]). `cursor` is the last key returned when more
-    /// keys with the prefix may follow: pass it back as `after`.
+    /// [`KV_LIST_LIMIT_MAX`]) items whose values add up to at most
+    /// `bytes_max` (but always at least one item, so a listing makes
+    /// progress). `cursor` is the last key returned when more keys with the
+    /// prefix may follow: pass it back as `after`.
+    ///
+    /// The byte bound is what keeps a page's memory in check: a thousand
+    /// 256 KiB values would be 256 MiB as stored and several times that once
+    /// decoded for a script.
     pub fn kv_list(
         &self,
         app: &str,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        bytes_max: usize,
         now_ms: u64,
     ) -> Result<KvPage, StorageError> {
         let limit = limit.min(KV_LIST_LIMIT_MAX);
@@ -82,6 +89,7 @@ impl StateReader {
         };
         let mut page = KvPage::default();
         let mut more = false;
+        let mut page_bytes = 0usize;
         for item in self.backend.scan(Keyspace::Kv, &scan_prefix, &start) {
             let (full_key, bytes) = item?;
             if page.items.len() == limit {
@@ -92,6 +100,11 @@ impl StateReader {
                 codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("kv value"))?;
             if !stored.is_live(now_ms) {
                 continue;
+            }
+            page_bytes = page_bytes.saturating_add(stored.value.len());
+            if !page.items.is_empty() && page_bytes > bytes_max {
+                more = true;
+                break;
             }
             let key_bytes = full_key.get(app_prefix.len()..).unwrap_or_default();
             let key = String::from_utf8(key_bytes.to_vec()).map_err(|e| StorageError::Corrupt {

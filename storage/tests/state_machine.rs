@@ -136,7 +136,7 @@ fn dump(reader: &StateReader, now_ms: u64) -> String {
         let mut after: Option<String> = None;
         loop {
             let page = reader
-                .kv_list(&app.name, "", after.as_deref(), 500, now_ms)
+                .kv_list(&app.name, "", after.as_deref(), 500, usize::MAX, now_ms)
                 .expect("list");
             for (key, value) in &page.items {
                 out.push_str(&format!(

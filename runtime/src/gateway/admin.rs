@@ -580,6 +580,7 @@ async fn kv_list(
         options.prefix.as_deref().unwrap_or(""),
         options.cursor.as_deref(),
         limit,
+        gateway.limits.read_page_bytes_max,
         now_ms(),
     )?;
     let items = page

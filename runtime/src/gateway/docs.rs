@@ -54,7 +54,7 @@ fn host_error(error: HostError) -> ApiError {
 
 async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, ApiError> {
     let reader = gateway.node.reader().clone();
-    service::read_off_workers(reader, app, call, gateway.limits.docs_scan_max)
+    service::read_off_workers(reader, app, call, gateway.limits.as_ref().into())
         .await
         .map_err(host_error)
 }
