@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use crate::app::Bundle;
 use crate::config::ActorLimits;
+use crate::cpu::CpuShares;
 use crate::host::{NodeHost, now_ms};
 use crate::run_host::RunHost;
 
@@ -93,6 +94,7 @@ struct Shared {
     running: Mutex<HashSet<(String, u64)>>,
     permits: Arc<Semaphore>,
     stats: Arc<DispatcherStats>,
+    shares: Arc<CpuShares>,
 }
 
 /// Starts the dispatcher on the current runtime (run it where scripts run,
@@ -103,9 +105,11 @@ pub fn spawn(
     limits: Arc<ActorLimits>,
     dispatch: DispatchLimits,
     stats: Arc<DispatcherStats>,
+    shares: Arc<CpuShares>,
 ) {
     let shared = Arc::new(Shared {
         stats,
+        shares,
         permits: Arc::new(Semaphore::new(dispatch.runs_inflight_max.max(1))),
         node,
         host,
@@ -222,7 +226,8 @@ async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
 /// Runs one claimed entry and reports the outcome through the log.
 async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, claim_ms: u64) {
     let id = entry.id;
-    let outcome = execute(shared, app, &entry).await;
+    // The run shares its app's CPU share with the app's requests.
+    let outcome = shared.shares.run(app, execute(shared, app, &entry)).await;
     let counter = match &outcome {
         Ok(_) => &shared.stats.runs_completed,
         Err(_) => &shared.stats.runs_failed,

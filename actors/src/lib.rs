@@ -9,6 +9,7 @@
 //!
 //! - `app`: manifests, route tables and deploy bundles (parse + validate).
 //! - `pool`: `AppRuntime`, one app version with its VM pool.
+//! - `cpu`: `CpuShares`, the script threads one app may occupy at once.
 //! - `app_actor`: `AppActor`, owner of an app's current runtime.
 //! - `supervisor`: `NodeSupervisor` (restart with backoff) and `Apps`, the
 //!   gateway's handle.
@@ -21,6 +22,7 @@
 pub mod app;
 pub mod app_actor;
 pub mod config;
+pub mod cpu;
 pub mod cron;
 pub mod dispatcher;
 pub mod docs;
@@ -33,6 +35,7 @@ pub mod scheduler;
 pub mod supervisor;
 
 pub use config::ActorLimits;
+pub use cpu::CpuShares;
 pub use error::AppError;
 pub use host::NodeHost;
 pub use logs::{LogBook, LogLimits, LogLine};

@@ -20,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::app_actor::{AppActor, AppActorArgs, AppMsg, RuntimeSlot};
 use crate::config::ActorLimits;
+use crate::cpu::CpuShares;
 use crate::error::AppError;
 use crate::pool::AppRequest;
 
@@ -282,6 +283,8 @@ pub struct Apps {
     /// Where invocations run: the node's script runtime, never the threads
     /// that accept HTTP (see `runtime/src/serve.rs`).
     scripts: tokio::runtime::Handle,
+    /// How many script threads one app may occupy (see `cpu.rs`).
+    shares: Arc<CpuShares>,
 }
 
 /// Aborts a spawned invocation when the request that waits for it goes away
@@ -295,12 +298,14 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl Apps {
-    /// Starts the node supervisor. Invocations run on `scripts`.
+    /// Starts the node supervisor. Invocations run on `scripts`, each app on
+    /// at most its share of them.
     pub async fn start(
         reader: StateReader,
         host: Arc<dyn Host>,
         limits: Arc<ActorLimits>,
         scripts: tokio::runtime::Handle,
+        shares: Arc<CpuShares>,
     ) -> Result<Apps, ractor::SpawnErr> {
         let registry: Registry = Arc::new(RwLock::new(HashMap::new()));
         let args = SupervisorArgs {
@@ -315,6 +320,7 @@ impl Apps {
             registry,
             reader,
             scripts,
+            shares,
         })
     }
 
@@ -368,10 +374,10 @@ impl Apps {
             .slot
             .load()
             .ok_or_else(|| self.missing(app))?;
-        let mut task = AbortOnDrop(
-            self.scripts
-                .spawn(async move { runtime.serve(request).await }),
-        );
+        let invocation = self
+            .shares
+            .run(app, async move { runtime.serve(request).await });
+        let mut task = AbortOnDrop(self.scripts.spawn(invocation));
         // A panic inside an invocation (a bug in a binding, say) becomes this
         // request's error; it never takes the gateway task or the app down.
         (&mut task.0).await.unwrap_or_else(|error| {

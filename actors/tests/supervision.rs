@@ -62,6 +62,7 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
         host,
         limits,
         tokio::runtime::Handle::current(),
+        Arc::new(picloud_actors::CpuShares::new(4)),
     )
     .await
     .expect("supervisor starts");

@@ -84,6 +84,9 @@ settings! {
     /// so health and the admin API answer while scripts burn CPU (0 = one
     /// per core, at most 4).
     http_threads: usize = 0, "PICLOUD_HTTP_THREADS";
+    /// Script threads one app's invocations may occupy at once, so a heavy
+    /// app leaves the others room (0 = one less than the cores, at least 1).
+    app_script_threads: usize = 0, "PICLOUD_APP_SCRIPT_THREADS";
     /// VMs (concurrent invocations) per app on this node.
     vm_pool_size_max: usize = 64, "PICLOUD_VM_POOL_SIZE_MAX";
     /// Idle VMs kept per app once it goes quiet.
@@ -184,6 +187,7 @@ impl ServeConfig {
         check_range("script_timeout_ms", self.script_timeout_ms, 10, 600_000)?;
         check_range("script_threads", self.script_threads, 0, 256)?;
         check_range("http_threads", self.http_threads, 0, 64)?;
+        check_range("app_script_threads", self.app_script_threads, 0, 256)?;
         check_range("vm_pool_size_max", self.vm_pool_size_max, 1, 1024)?;
         check_range("vm_idle_max", self.vm_idle_max, 0, 1024)?;
         check_range("vm_wait_ms", self.vm_wait_ms, 0, 600_000)?;
@@ -292,6 +296,14 @@ impl ServeConfig {
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         cores.clamp(1, 4)
+    }
+
+    pub fn app_script_threads(&self) -> usize {
+        if self.app_script_threads > 0 {
+            return self.app_script_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.saturating_sub(1).max(1)
     }
 
     pub fn actor_limits(&self) -> ActorLimits {

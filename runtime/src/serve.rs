@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use picloud_actors::host::now_ms;
-use picloud_actors::{Apps, LogBook, NodeHost};
+use picloud_actors::{Apps, CpuShares, LogBook, NodeHost};
 use picloud_cluster::{Node, NodeInfo};
 use picloud_storage::{Command, CommandResult};
 
@@ -128,11 +128,13 @@ async fn serve(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone()),
     );
+    let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(
         node.reader().clone(),
         host.clone(),
         limits.clone(),
         scripts.clone(),
+        shares.clone(),
     )
     .await
     .context("starting the app supervisor")?;
@@ -173,6 +175,7 @@ async fn serve(
             limits,
             config.dispatch_limits(),
             triggers,
+            shares,
         );
     }
     // The scheduler only proposes fires; it runs with Raft, on this runtime.
