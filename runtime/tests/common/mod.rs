@@ -54,6 +54,9 @@ pub struct TestNode {
     pub host: String,
     /// A network namespace to run the process in (`ip netns exec`).
     pub netns: Option<String>,
+    /// The process's address-space limit (`ulimit -v`, through `prlimit`), so
+    /// a test sees an allocation failure where a small machine would.
+    pub address_space_bytes_max: Option<u64>,
     log_path: PathBuf,
 }
 
@@ -69,6 +72,7 @@ impl TestNode {
             extra_args: Vec::new(),
             host: "127.0.0.1".to_string(),
             netns: None,
+            address_space_bytes_max: None,
             log_path: dir.join("node.log"),
         }
     }
@@ -84,14 +88,19 @@ impl TestNode {
 
     /// `picloud serve` for this node, its output appended to `log`.
     fn serve_command(&self, log: std::fs::File) -> Command {
-        // `ip netns exec` execs the binary, so the child's pid is picloud's.
-        let mut command = match &self.netns {
-            Some(netns) => {
+        // `ip netns exec` and `prlimit` exec the binary, so the child's pid is picloud's.
+        let mut command = match (&self.netns, self.address_space_bytes_max) {
+            (Some(netns), _) => {
                 let mut command = Command::new("ip");
                 command.args(["netns", "exec", netns, BIN]);
                 command
             }
-            None => Command::new(BIN),
+            (None, Some(bytes)) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--as={bytes}")).arg("--").arg(BIN);
+                command
+            }
+            (None, None) => Command::new(BIN),
         };
         command
             .arg("serve")

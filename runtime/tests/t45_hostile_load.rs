@@ -1,0 +1,338 @@
+//! Every case of the hostile catalogue (`lua-sdk/tests/hostile.toml`), run
+//! against the real binary under a 3 GiB address-space limit (`ulimit -v`),
+//! each while another app is measured:
+//!
+//! * every hostile request ends with the catalogue's code, within the
+//!   script timeout plus a small margin (the wall clock holds);
+//! * the other app's p99 latency during the attack stays within 5x its idle
+//!   p99 (idle p99 below [`IDLE_P99_FLOOR`] counts as the floor: a few
+//!   hundred microseconds of loopback HTTP are mostly scheduler noise);
+//! * `/_/health` answers every probe within 100 ms;
+//! * the node never dies, and serves normally afterwards.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestNode, install_crypto, manifest};
+use serde::Deserialize;
+
+/// The catalogue, shared with the sandbox's own tests.
+const CATALOGUE: &str = include_str!("../../lua-sdk/tests/hostile.toml");
+
+/// The script timeout the node runs with here.
+const TIMEOUT_MS: u64 = 1_000;
+/// How late a hostile request may end after its timeout, measured at the
+/// client (HTTP, queueing for the app's share of script threads, the debug
+/// build) — the issue's "timeout + 100 ms" measured end to end.
+const LATE_MS_MAX: u64 = 250;
+/// Concurrent clients hammering each hostile route.
+const ATTACKERS: usize = 4;
+/// Hostile requests each attacker sends at most, and the longest an attack
+/// may go on: every loop here is bounded.
+const ATTACK_REQUESTS_MAX: usize = 3;
+const ATTACK_DURATION_MAX: Duration = Duration::from_secs(20);
+const IDLE_P99_FLOOR: Duration = Duration::from_millis(3);
+const HEALTH_LATENCY_MAX: Duration = Duration::from_millis(100);
+/// 3 GiB, as in the issue: a Pi-sized budget a node must survive every case in.
+const ADDRESS_SPACE_BYTES_MAX: u64 = 3 << 30;
+
+#[derive(Deserialize)]
+struct Catalogue {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize, Clone)]
+struct Case {
+    name: String,
+    script: String,
+    expect: String,
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    assert!(!samples.is_empty(), "no samples");
+    samples.sort();
+    let rank = ((samples.len() as f64) * p).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// Sequential requests to the benign route until `stop`, with their latencies.
+async fn benign_latencies(url: String, stop: Arc<AtomicBool>, at_least: usize) -> Vec<Duration> {
+    let http = reqwest::Client::new();
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + ATTACK_DURATION_MAX;
+    while (samples.len() < at_least || !stop.load(Ordering::Relaxed)) && Instant::now() < deadline
+    {
+        let started = Instant::now();
+        let response = http.get(&url).send().await.expect("benign request");
+        assert_eq!(response.status(), 200, "the benign app failed");
+        let _ = response.bytes().await;
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+/// `/_/health` every 20 ms until `stop`; the slowest answer.
+async fn health_worst(url: String, stop: Arc<AtomicBool>) -> Duration {
+    let http = reqwest::Client::new();
+    let mut worst = Duration::ZERO;
+    let deadline = Instant::now() + ATTACK_DURATION_MAX;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let started = Instant::now();
+        let response = http
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("health answers");
+        assert_eq!(response.status(), 200);
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_hostile_case_slows_another_app_or_kills_the_node() {
+    install_crypto();
+    let catalogue: Catalogue = toml::from_str(CATALOGUE).expect("hostile.toml parses");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.address_space_bytes_max = Some(ADDRESS_SPACE_BYTES_MAX);
+    node.extra_args = vec!["--script-timeout-ms".into(), TIMEOUT_MS.to_string()];
+    node.start().await;
+    let admin = node.client();
+
+    let routes: Vec<(String, String, String)> = catalogue
+        .case
+        .iter()
+        .map(|case| {
+            (
+                "GET".to_string(),
+                format!("/{}", case.name),
+                format!("{}.lua", case.name),
+            )
+        })
+        .collect();
+    let route_refs: Vec<(&str, &str, &str)> = routes
+        .iter()
+        .map(|(m, p, s)| (m.as_str(), p.as_str(), s.as_str()))
+        .collect();
+    let bad_manifest = manifest("bad", &route_refs);
+    let scripts: Vec<(String, String)> = catalogue
+        .case
+        .iter()
+        .map(|case| {
+            (
+                format!("{}.lua", case.name),
+                format!(
+                    "return function(req)\n{}\nreturn 'survived'\nend",
+                    case.script
+                ),
+            )
+        })
+        .collect();
+    let mut files: Vec<(&str, &str)> = vec![("picloud.toml", &bad_manifest)];
+    files.extend(scripts.iter().map(|(p, t)| (p.as_str(), t.as_str())));
+    let (status, body) = admin.deploy("bad", &files).await;
+    assert_eq!(status, 200, "{body}");
+    let good = "return function(req) return {json={ok=true, seen=kv.get('seen')}} end";
+    let (status, body) = admin
+        .deploy(
+            "good",
+            &[
+                (
+                    "picloud.toml",
+                    &manifest("good", &[("GET", "/ok", "ok.lua")]),
+                ),
+                ("ok.lua", good),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let good_url = format!("{}/good/ok", node.url());
+    let health_url = format!("{}/_/health", node.url());
+    // Warm up, then the idle baseline.
+    let _ = benign_latencies(good_url.clone(), Arc::new(AtomicBool::new(true)), 50).await;
+    let mut idle = benign_latencies(good_url.clone(), Arc::new(AtomicBool::new(true)), 300).await;
+    let idle_p99 = percentile(&mut idle, 0.99);
+    let allowed_p99 = idle_p99.max(IDLE_P99_FLOOR) * 5;
+    println!("idle p99 {idle_p99:?}; allowed under attack {allowed_p99:?}");
+
+    let mut failures = Vec::new();
+    for case in &catalogue.case {
+        let stop = Arc::new(AtomicBool::new(false));
+        let benign = tokio::spawn(benign_latencies(good_url.clone(), stop.clone(), 50));
+        let health = tokio::spawn(health_worst(health_url.clone(), stop.clone()));
+        let mut attackers = Vec::new();
+        for _ in 0..ATTACKERS {
+            let url = format!("{}/bad/{}", node.url(), case.name);
+            attackers.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut outcomes = Vec::new();
+                for _ in 0..ATTACK_REQUESTS_MAX {
+                    let started = Instant::now();
+                    let response = http
+                        .get(&url)
+                        .timeout(ATTACK_DURATION_MAX)
+                        .send()
+                        .await
+                        .expect("the node answers the hostile request");
+                    let status = response.status().as_u16();
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+                    outcomes.push((status, code, started.elapsed(), body));
+                }
+                outcomes
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for attacker in attackers {
+            outcomes.extend(attacker.await.expect("attacker"));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut during = benign.await.expect("benign");
+        let health_worst = health.await.expect("health");
+        let during_p99 = percentile(&mut during, 0.99);
+        let slowest = outcomes
+            .iter()
+            .map(|(_, _, elapsed, _)| *elapsed)
+            .max()
+            .unwrap_or_default();
+        println!(
+            "{:<24} benign p99 {:>10?} ({} requests), health worst {:>10?}, hostile slowest {:>10?}",
+            case.name,
+            during_p99,
+            during.len(),
+            health_worst,
+            slowest
+        );
+        for (status, code, elapsed, body) in &outcomes {
+            if *code != case.expect {
+                failures.push(format!(
+                    "{}: expected {}, got {status} {body}",
+                    case.name, case.expect
+                ));
+            }
+            if *elapsed > Duration::from_millis(TIMEOUT_MS + LATE_MS_MAX) {
+                failures.push(format!(
+                    "{}: a hostile request took {elapsed:?} (timeout {TIMEOUT_MS} ms)",
+                    case.name
+                ));
+            }
+        }
+        if during_p99 > allowed_p99 {
+            failures.push(format!(
+                "{}: the other app's p99 was {during_p99:?} (idle {idle_p99:?})",
+                case.name
+            ));
+        }
+        if health_worst > HEALTH_LATENCY_MAX {
+            failures.push(format!(
+                "{}: /_/health took {health_worst:?}",
+                case.name
+            ));
+        }
+        if let Some(child) = node.child.as_mut() {
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "the node died during {}; log:\n{}",
+                case.name,
+                node.log()
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The node still serves normally, and never logged a panic or an abort.
+    let (status, body) = admin.get("/good/ok").await;
+    assert_eq!(status, 200, "{body}");
+    let log = node.log();
+    assert!(
+        !log.contains("panicked") && !log.contains("memory allocation"),
+        "{log}"
+    );
+}
+
+const CRON_APP: &str = r#"name = "spin"
+[[route]]
+method = "GET"
+path = "/ok"
+script = "ok.lua"
+
+[[trigger]]
+kind = "cron"
+schedule = "@every 1s"
+script = "spin.lua"
+attempts = 2
+backoff_ms = 20
+"#;
+
+/// A trigger that never finishes (a C loop the budget must see) is ended by
+/// its timeout each time, retried and dead-lettered like any failure; the
+/// node keeps answering meanwhile, and after a kill -9 it serves the admin
+/// API again (so an operator can act) while the same trigger keeps firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_that_always_times_out_is_dead_lettered_and_never_stops_the_node() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.address_space_bytes_max = Some(ADDRESS_SPACE_BYTES_MAX);
+    node.extra_args = vec!["--script-timeout-ms".into(), "500".into()];
+    node.start().await;
+    let admin = node.client();
+    let spin = "return function(event, ctx)\n  table.remove(setmetatable({}, {__len = function() return 2^62 end}), 1)\nend";
+    let (status, body) = admin
+        .deploy(
+            "spin",
+            &[
+                ("picloud.toml", CRON_APP),
+                ("spin.lua", spin),
+                ("ok.lua", "return function(req) return 'ok' end"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let dead_letters = |api: common::Api| async move {
+        let (status, page) = api.get("/_/api/v1/apps/spin/dead-letters").await;
+        assert_eq!(status, 200, "{page}");
+        page["items"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let letters = loop {
+        let letters = dead_letters(admin.clone()).await;
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(Instant::now() < deadline, "no dead letter; log:\n{}", node.log());
+        let started = Instant::now();
+        let (status, _) = admin.get("/_/health").await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < HEALTH_LATENCY_MAX * 5, "health slow");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let letter = letters[0].to_string();
+    assert!(
+        letter.contains("script_timeout") || letter.contains("timeout"),
+        "{letter}"
+    );
+
+    // Restart while the trigger keeps firing: the admin API answers, and the
+    // operator can delete the app.
+    node.kill();
+    node.start().await;
+    let admin = node.client();
+    let (status, body) = admin.get("/_/api/v1/apps").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin.get("/spin/ok").await;
+    assert_eq!((status, body.as_str()), (200, Some("ok")), "{body}");
+    let (status, body) = admin.call("DELETE", "/_/api/v1/apps/spin", None).await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    if let Some(child) = node.child.as_mut() {
+        assert!(child.try_wait().expect("try_wait").is_none(), "node died");
+    }
+}
