@@ -53,7 +53,10 @@ pub fn payload_bytes(command: &Command) -> usize {
         Command::KvAtomic { app, ops, .. } => app.len() + ops.iter().map(op_bytes).sum::<usize>(),
         Command::Deploy { bundle, .. }
         | Command::DeployApp { bundle, .. }
-        | Command::DeployVersion { bundle, .. } => bundle.len(),
+        | Command::DeployVersion { bundle, .. }
+        | Command::DeployExistingVersion(picloud_storage::command::VersionDeploy {
+            bundle, ..
+        }) => bundle.len(),
         Command::Batch(commands) => commands.iter().map(payload_bytes).sum(),
         Command::SetClusterCa { cert_pem, key_pem } => cert_pem.len() + key_pem.len(),
         _ => 256,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{Raft, ServerState, SnapshotPolicy};
+use picloud_storage::disk::{DiskFull, DiskGuard};
 use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -86,6 +87,19 @@ impl Proposer {
                                     wait_applied(&self.raft, index, self.config.write_timeout())
                                         .await?;
                                     return Ok(result);
+                                }
+                                Err(ForwardCallError::Refused {
+                                    error:
+                                        ForwardError::DiskFull {
+                                            available_bytes,
+                                            reserve_bytes,
+                                        },
+                                    ..
+                                }) => {
+                                    return Err(ClusterError::DiskFull(DiskFull {
+                                        available_bytes,
+                                        reserve_bytes,
+                                    }));
                                 }
                                 // Certainly not applied: safe to try again.
                                 Err(error) if error.not_applied() => {
@@ -234,6 +248,9 @@ pub struct Node {
     endpoint: Arc<PeerEndpoint>,
     network: QuicNetwork,
     ca: Arc<ClusterCa>,
+    /// The data disk's free-space reserve, checked before every write is
+    /// proposed (here and, on the leader, for forwarded writes).
+    disk: Arc<DiskGuard>,
 }
 
 impl Node {
@@ -304,6 +321,7 @@ impl Node {
             }
         };
         let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
+        let disk = Arc::new(DiskGuard::new(data_dir, config.disk_reserve_bytes));
 
         let raft_config = openraft::Config {
             cluster_name: "picloud".to_string(),
@@ -407,6 +425,7 @@ impl Node {
             endpoint,
             network,
             ca: Arc::new(ca),
+            disk,
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -445,12 +464,16 @@ impl Node {
     /// and returns what `apply` produced. Small commands go through the batcher
     /// (many writes, one log entry); large ones are proposed on their own.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
+        // Refused before it enters the log: past this point the entry must
+        // fit in the reserve (see `picloud_storage::disk`).
+        self.disk.admit(&command)?;
         let size = crate::batcher::payload_bytes(&command);
         if matches!(
             command,
             Command::Deploy { .. }
                 | Command::DeployApp { .. }
                 | Command::DeployVersion { .. }
+                | Command::DeployExistingVersion(_)
                 | Command::Batch(_)
         ) || size > self.config.batch_bytes_max
         {
@@ -925,6 +948,16 @@ struct NodeForwardHandler {
 
 impl ForwardHandler for NodeForwardHandler {
     fn write(&self, command: Command) -> ForwardFuture<'_, (CommandResult, u64)> {
+        // The follower checked its own disk; the leader's is checked here,
+        // before the entry reaches any log.
+        if let Err(full) = self.node.disk.admit(&command) {
+            return Box::pin(async move {
+                Err(ForwardError::DiskFull {
+                    available_bytes: full.available_bytes,
+                    reserve_bytes: full.reserve_bytes,
+                })
+            });
+        }
         self.raft.write(command)
     }
 

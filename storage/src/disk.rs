@@ -1,0 +1,196 @@
+//! The data disk's free-space reserve.
+//!
+//! sled and the Raft log must never meet a full disk: openraft 0.9 treats a
+//! failed log write as fatal (its core stops; every later write answers
+//! `shutting_down` until a restart), and sled 0.34 does not promise a clean
+//! state after a failed flush. So, like etcd's space quota and its NOSPACE
+//! alarm, new writes are refused with [`DiskFull`] (`disk_full`, HTTP 507)
+//! while the data dir's filesystem has less than a reserve free. Entries
+//! already accepted still commit and apply inside the reserve, so nothing
+//! acknowledged is lost; reads never write; and as soon as space is freed
+//! the next write is admitted again, with no restart.
+//!
+//! Commands that only remove data (app, kv, document, secret, dead-letter
+//! and key deletions) are admitted down to half the reserve, so an operator
+//! can make room through the API on a full node.
+//!
+//! Free space is read with `statvfs` (`rustix::fs::statvfs`, a safe API),
+//! once per admitted write: a system call of about a microsecond, small
+//! next to the write itself, and exact when a burst of writes or another
+//! program fills the disk.
+
+use std::path::{Path, PathBuf};
+
+use crate::command::Command;
+
+/// The default reserve: room for the writes already in flight, sled's
+/// segment rewrites and the log's growth until it is compacted.
+pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// A write refused because the data disk is below its reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the data disk has {available_bytes} bytes free, below this node's reserve of {reserve_bytes} bytes (disk_reserve_bytes); free space on it or delete data"
+)]
+pub struct DiskFull {
+    pub available_bytes: u64,
+    pub reserve_bytes: u64,
+}
+
+/// Whether a write may go ahead with `available_bytes` free: at least the
+/// reserve, or half of it for a command that only removes data. A zero
+/// reserve turns the check off.
+pub fn admits(available_bytes: u64, reserve_bytes: u64, only_removes: bool) -> bool {
+    let floor = if only_removes {
+        reserve_bytes / 2
+    } else {
+        reserve_bytes
+    };
+    available_bytes >= floor
+}
+
+/// Checks writes against the free space of the filesystem holding `dir`.
+#[derive(Debug, Clone)]
+pub struct DiskGuard {
+    dir: PathBuf,
+    reserve_bytes: u64,
+}
+
+impl DiskGuard {
+    pub fn new(dir: &Path, reserve_bytes: u64) -> DiskGuard {
+        DiskGuard {
+            dir: dir.to_path_buf(),
+            reserve_bytes,
+        }
+    }
+
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve_bytes
+    }
+
+    /// Bytes an unprivileged writer may still use on `dir`'s filesystem.
+    pub fn available_bytes(&self) -> std::io::Result<u64> {
+        let stat = rustix::fs::statvfs(&self.dir)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// `Err(DiskFull)` when `command` must wait for free space. A failing
+    /// `statvfs` admits the write (and is logged): the reserve guards
+    /// against a full disk, not against a broken one.
+    pub fn admit(&self, command: &Command) -> Result<(), DiskFull> {
+        if self.reserve_bytes == 0 {
+            return Ok(());
+        }
+        let available_bytes = match self.available_bytes() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, dir = %self.dir.display(), "cannot read free disk space");
+                return Ok(());
+            }
+        };
+        if admits(available_bytes, self.reserve_bytes, command.only_removes()) {
+            Ok(())
+        } else {
+            Err(DiskFull {
+                available_bytes,
+                reserve_bytes: self.reserve_bytes,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{DocOp, KvOp};
+
+    #[test]
+    fn the_reserve_decides_and_deletions_may_dig_into_half_of_it() {
+        // (available, reserve, only removes, admitted)
+        let cases = [
+            (100, 100, false, true),
+            (99, 100, false, false),
+            (99, 100, true, true),
+            (50, 100, true, true),
+            (49, 100, true, false),
+            (0, 0, false, true),
+            (u64::MAX, u64::MAX, false, true),
+        ];
+        for (available, reserve, only_removes, admitted) in cases {
+            assert_eq!(
+                admits(available, reserve, only_removes),
+                admitted,
+                "{available} free, reserve {reserve}, only removes {only_removes}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_real_filesystem_is_measured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set = Command::Kv {
+            app: "a".into(),
+            op: KvOp::Set {
+                key: "k".into(),
+                value: b"1".to_vec(),
+                expires_at_ms: None,
+            },
+            now_ms: 0,
+        };
+        assert!(DiskGuard::new(dir.path(), 0).admit(&set).is_ok());
+        assert!(DiskGuard::new(dir.path(), 1).admit(&set).is_ok());
+        let full = DiskGuard::new(dir.path(), u64::MAX)
+            .admit(&set)
+            .expect_err("no disk has that much free");
+        assert_eq!(full.reserve_bytes, u64::MAX);
+        assert!(full.available_bytes > 0);
+    }
+
+    #[test]
+    fn only_deletions_count_as_removing() {
+        let delete = |key: &str| KvOp::Delete { key: key.into() };
+        let removing = [
+            Command::AppDeleteWithKeys { app: "a".into() },
+            Command::KeyRevoke { id: "k".into() },
+            Command::KvAtomic {
+                app: "a".into(),
+                ops: vec![delete("x"), delete("y")],
+                now_ms: 0,
+            },
+            Command::Docs {
+                app: "a".into(),
+                ops: vec![DocOp::Delete {
+                    collection: "c".into(),
+                    id: "1".into(),
+                }],
+                now_ms: 0,
+            },
+        ];
+        assert!(removing.iter().all(Command::only_removes));
+        let growing = [
+            Command::KvAtomic {
+                app: "a".into(),
+                ops: vec![
+                    delete("x"),
+                    KvOp::Incr {
+                        key: "n".into(),
+                        by: 1,
+                    },
+                ],
+                now_ms: 0,
+            },
+            Command::AppCreate {
+                app: "a".into(),
+                now_ms: 0,
+            },
+            Command::Batch(vec![
+                Command::KeyRevoke { id: "k".into() },
+                Command::AppCreate {
+                    app: "b".into(),
+                    now_ms: 0,
+                },
+            ]),
+        ];
+        assert!(!growing.iter().any(Command::only_removes));
+    }
+}
