@@ -1,0 +1,190 @@
+//! Issue 10: the data disk fills up. A node whose data dir sits on a small
+//! tmpfs refuses writes with 507 `disk_full` (the admin API and scripts'
+//! `kv.set` alike) once free space falls below `--disk-reserve-bytes`,
+//! keeps serving reads and every write it acknowledged, lets deletions
+//! through, and takes writes again as soon as space is freed, without a
+//! restart. Needs root (`mount -t tmpfs`); skips with a reason otherwise.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TestNode, install_crypto, manifest};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1024 * 1024;
+/// The tmpfs the data dir lives on.
+const DISK_BYTES: u64 = 64 * MIB;
+/// The node's reserve; deletions may go down to half of it.
+const RESERVE_BYTES: u64 = 16 * MIB;
+/// Free space left by the filler: below the reserve, above half of it.
+const FILLED_FREE_BYTES: u64 = 12 * MIB;
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size_bytes: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        }
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn available_bytes(&self) -> u64 {
+        let stat = rustix::fs::statvfs(&self.dir).expect("statvfs");
+        stat.f_bavail * stat.f_frsize
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Writes a filler file until at most `free_bytes` remain.
+fn fill_until(disk: &Tmpfs, path: &Path, free_bytes: u64) {
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0xa5u8; 256 * 1024];
+    while disk.available_bytes() > free_bytes {
+        file.write_all(&chunk).expect("filler write");
+    }
+    file.sync_all().expect("filler sync");
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Declared before the node so it is dropped (unmounted) after it.
+    let disk = match Tmpfs::mount(&dir.path().join("disk"), DISK_BYTES) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("SKIPPED t150: cannot mount a tmpfs ({reason}); run as root");
+            return;
+        }
+    };
+    let mut node = TestNode::new(&disk.dir);
+    node.extra_args = vec!["--disk-reserve-bytes".into(), RESERVE_BYTES.to_string()];
+    node.start().await;
+    let admin = node.client();
+    let public = admin.with_key(None);
+    let (status, body) = admin
+        .deploy(
+            "full",
+            &[
+                (
+                    "picloud.toml",
+                    &manifest(
+                        "full",
+                        &[("POST", "/set/:k", "set.lua"), ("GET", "/get/:k", "get.lua")],
+                    ),
+                ),
+                (
+                    "set.lua",
+                    "return function(req) kv.set(req.params.k, string.rep('s', 1000)) return {json={ok=true}} end",
+                ),
+                (
+                    "get.lua",
+                    "return function(req) return {json={value=kv.get(req.params.k)}} end",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let value = json!("v".repeat(1000));
+    let put = |key: String| {
+        let admin = admin.clone();
+        let body = serde_json::to_vec(&value).expect("json");
+        async move {
+            admin
+                .call("PUT", &format!("/_/api/v1/apps/full/kv/{key}"), Some(body))
+                .await
+        }
+    };
+    let mut acknowledged = Vec::new();
+    for n in 0..200 {
+        let key = format!("k{n}");
+        let (status, body) = put(key.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        acknowledged.push(key);
+    }
+
+    let filler = disk.dir.join("filler");
+    fill_until(&disk, &filler, FILLED_FREE_BYTES);
+
+    // Writes are refused with a clear code, through the API and scripts.
+    let (status, body) = put("refused".into()).await;
+    assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("disk_reserve_bytes")),
+        "{body}"
+    );
+    let (status, body) = public.post_json("/full/set/script", &json!({})).await;
+    assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
+    let (status, body) = admin
+        .post_json("/_/api/v1/apps", &json!({"name": "another"}))
+        .await;
+    assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
+
+    // Reads keep working, linearizable ones included, and nothing
+    // acknowledged is lost.
+    let (status, _) = public.get("/_/health").await;
+    assert_eq!(status, 200);
+    for key in &acknowledged {
+        let (status, body) = admin.get(&format!("/_/api/v1/apps/full/kv/{key}")).await;
+        assert_eq!((status, &body["value"]), (200, &value), "{key}: {body}");
+    }
+    let (status, body) = public.get("/full/get/k7").await;
+    assert_eq!((status, &body["value"]), (200, &value), "{body}");
+    let (status, body) = admin.get("/_/api/v1/apps/full/kv/refused").await;
+    assert_eq!((status, code(&body)), (404, "key_not_found"), "{body}");
+
+    // Deleting is how an operator makes room: admitted within the reserve.
+    let (status, body) = admin
+        .call("DELETE", "/_/api/v1/apps/full/kv/k0", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    acknowledged.remove(0);
+
+    // Space freed: writes succeed again, on the same process.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let (status, body) = put("after".into()).await;
+    assert_eq!(status, 200, "{body}");
+    acknowledged.push("after".into());
+    let (status, body) = public.post_json("/full/set/script", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    for key in &acknowledged {
+        let (status, body) = admin.get(&format!("/_/api/v1/apps/full/kv/{key}")).await;
+        assert_eq!((status, &body["value"]), (200, &value), "{key}: {body}");
+    }
+    assert!(
+        node.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None))),
+        "the node kept running"
+    );
+    let log = node.log();
+    assert!(!log.contains("LogFlush error"), "{log}");
+    node.kill();
+}
