@@ -454,6 +454,11 @@ impl Node {
         self.id
     }
 
+    /// The data disk's free-space reserve this node checks writes against.
+    pub fn disk(&self) -> &DiskGuard {
+        &self.disk
+    }
+
     /// The local replicated state. Reads from it are `stale` unless preceded by
     /// [`Node::read_barrier`].
     pub fn reader(&self) -> &StateReader {

@@ -147,6 +147,16 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
         .await;
     assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
 
+    // The operator can see why: the metrics show the free space and reserve.
+    let (status, metrics) = admin.get("/_/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains(&format!("picloud_disk_reserve_bytes {RESERVE_BYTES}"))
+            && metrics.contains("picloud_disk_available_bytes "),
+        "{metrics}"
+    );
+
     // Reads keep working, linearizable ones included, and nothing
     // acknowledged is lost.
     let (status, _) = public.get("/_/health").await;

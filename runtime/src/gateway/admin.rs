@@ -987,6 +987,7 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
     use std::sync::atomic::Ordering;
     caller.require_admin()?;
     let status = gateway.node.status();
+    let disk = gateway.node.disk();
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -1033,6 +1034,18 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             "Last log index applied here.",
             "gauge",
             status.applied_index.unwrap_or(0),
+        ),
+        (
+            "picloud_disk_available_bytes",
+            "Free bytes on the data dir's disk (writes fail with disk_full below the reserve).",
+            "gauge",
+            disk.available_bytes().unwrap_or(0),
+        ),
+        (
+            "picloud_disk_reserve_bytes",
+            "The data disk's free-space reserve (disk_reserve_bytes).",
+            "gauge",
+            disk.reserve_bytes(),
         ),
     ] {
         let _ = writeln!(
