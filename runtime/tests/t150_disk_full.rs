@@ -198,3 +198,101 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     assert!(!log.contains("LogFlush error"), "{log}");
     node.kill();
 }
+
+/// Three nodes, each on its own tmpfs. A full leader refuses writes that
+/// followers forward to it; a full follower refuses the writes it receives
+/// while the others keep taking theirs; reads go on; freeing space is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_leader_or_follower_refuses_writes_in_a_cluster() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut disks = Vec::new();
+    for index in 0..3 {
+        match Tmpfs::mount(&dir.path().join(format!("disk{index}")), DISK_BYTES) {
+            Ok(disk) => disks.push(disk),
+            Err(reason) => {
+                eprintln!("SKIPPED t150 cluster: cannot mount a tmpfs ({reason}); run as root");
+                return;
+            }
+        }
+    }
+    // Declared after the disks so the nodes are dropped (killed) first.
+    let mut nodes: Vec<TestNode> = disks
+        .iter()
+        .map(|disk| {
+            let mut node = TestNode::new(&disk.dir);
+            // By env: `start_three` sets the join flags itself.
+            node.extra_env = vec![(
+                "PICLOUD_DISK_RESERVE_BYTES".into(),
+                RESERVE_BYTES.to_string(),
+            )];
+            node
+        })
+        .collect();
+    let (key, _) = common::cluster::start_three(&mut nodes).await;
+    let apis: Vec<_> = nodes
+        .iter()
+        .map(|node| common::cluster::api(node, &key))
+        .collect();
+    let leader = common::cluster::leader_index(&nodes, &apis[0]).await;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let (status, body) = apis[leader]
+        .post_json("/_/api/v1/apps", &json!({"name": "full"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let put = |api: &common::Api, key: &str| {
+        let api = api.clone();
+        let path = format!("/_/api/v1/apps/full/kv/{key}");
+        async move { api.call("PUT", &path, Some(b"1".to_vec())).await }
+    };
+    for (index, api) in apis.iter().enumerate() {
+        let (status, body) = put(api, &format!("before{index}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // The leader's disk fills: every write is refused, also those a
+    // follower forwards; reads through a follower still work.
+    let filler = disks[leader].dir.join("filler");
+    fill_until(&disks[leader], &filler, FILLED_FREE_BYTES);
+    for api in &apis {
+        let (status, body) = put(api, "refused").await;
+        assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
+    }
+    let (status, body) = apis[follower].get("/_/api/v1/apps/full/kv/before0").await;
+    assert_eq!((status, &body["value"]), (200, &json!(1)), "{body}");
+    std::fs::remove_file(&filler).expect("remove filler");
+    let (status, body) = put(&apis[follower], "leader_freed").await;
+    assert_eq!(status, 200, "{body}");
+
+    // A follower's disk fills: it refuses the writes it receives; the
+    // leader and the other follower keep taking theirs.
+    let filler = disks[follower].dir.join("filler");
+    fill_until(&disks[follower], &filler, FILLED_FREE_BYTES);
+    let (status, body) = put(&apis[follower], "refused").await;
+    assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
+    for api in [&apis[leader], &apis[other]] {
+        let (status, body) = put(api, "others_write").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    std::fs::remove_file(&filler).expect("remove filler");
+    let (status, body) = put(&apis[follower], "follower_freed").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Nothing acknowledged is lost, on any node.
+    for api in &apis {
+        for key in [
+            "before0",
+            "before1",
+            "before2",
+            "leader_freed",
+            "others_write",
+            "follower_freed",
+        ] {
+            let (status, body) = api.get(&format!("/_/api/v1/apps/full/kv/{key}")).await;
+            assert_eq!((status, &body["value"]), (200, &json!(1)), "{key}: {body}");
+        }
+        let (status, _) = api.get("/_/api/v1/apps/full/kv/refused").await;
+        assert_eq!(status, 404);
+    }
+}
