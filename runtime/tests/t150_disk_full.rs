@@ -177,6 +177,16 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     assert_eq!(status, 200, "{body}");
     acknowledged.remove(0);
 
+    // A node restarted on the full disk comes up (a restart writes nothing
+    // new), serves reads and still refuses writes.
+    node.kill();
+    node.start().await;
+    let (status, body) = admin.get("/_/api/v1/apps/full/kv/k7").await;
+    assert_eq!((status, &body["value"]), (200, &value), "{body}");
+    let (status, body) = put("refused".into()).await;
+    assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
+    let child_id = node.child.as_ref().map(std::process::Child::id);
+
     // Space freed: writes succeed again, on the same process.
     std::fs::remove_file(&filler).expect("remove filler");
     let (status, body) = put("after".into()).await;
@@ -194,6 +204,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None))),
         "the node kept running"
     );
+    assert_eq!(node.child.as_ref().map(std::process::Child::id), child_id);
     let log = node.log();
     assert!(!log.contains("LogFlush error"), "{log}");
     node.kill();
