@@ -51,7 +51,7 @@ impl Default for ClusterConfig {
             batch_commands_max: 512,
             batch_bytes_max: 1024 * 1024,
             batches_inflight_max: 2,
-            disk_reserve_bytes: picloud_storage::disk::DISK_RESERVE_BYTES_DEFAULT,
+            disk_reserve_bytes: crate::disk::DISK_RESERVE_BYTES_DEFAULT,
         }
     }
 }

@@ -35,7 +35,7 @@ pub enum ClusterError {
     /// This node's (or the leader's) data disk is below its free-space
     /// reserve; the write was not proposed. Not retryable until space is freed.
     #[error(transparent)]
-    DiskFull(#[from] picloud_storage::disk::DiskFull),
+    DiskFull(#[from] crate::disk::DiskFull),
 }
 
 impl ClusterError {

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::disk::{DiskFull, DiskGuard};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{Raft, ServerState, SnapshotPolicy};
-use picloud_storage::disk::{DiskFull, DiskGuard};
 use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -470,7 +470,7 @@ impl Node {
     /// (many writes, one log entry); large ones are proposed on their own.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
         // Refused before it enters the log: past this point the entry must
-        // fit in the reserve (see `picloud_storage::disk`).
+        // fit in the reserve (see `crate::disk`).
         self.disk.admit(&command)?;
         let size = crate::batcher::payload_bytes(&command);
         if matches!(

@@ -104,7 +104,7 @@ settings! {
     /// Free bytes kept on the data dir's disk: below it, writes fail with
     /// 507 `disk_full` (deletions are allowed down to half of it) so sled
     /// and the Raft log never meet a full disk; 0 turns the check off.
-    disk_reserve_bytes: u64 = picloud_storage::disk::DISK_RESERVE_BYTES_DEFAULT, "PICLOUD_DISK_RESERVE_BYTES";
+    disk_reserve_bytes: u64 = picloud_cluster::disk::DISK_RESERVE_BYTES_DEFAULT, "PICLOUD_DISK_RESERVE_BYTES";
     /// How long a request waits for a Raft leader before 503 `no_leader`, in milliseconds.
     leader_wait_ms: u64 = 5_000, "PICLOUD_LEADER_WAIT_MS";
     /// Build a snapshot and compact the log after this many entries.

@@ -297,7 +297,7 @@ impl VersionDeploy {
 
 impl Command {
     /// Whether the command only removes data, so it may run on a node whose
-    /// disk is below its reserve (see [`crate::disk`]): deleting is how an
+    /// disk is below its reserve (see `picloud_cluster::disk`): deleting is how an
     /// operator makes room. A batch qualifies when every command in it does.
     pub fn only_removes(&self) -> bool {
         match self {

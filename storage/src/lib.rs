@@ -11,7 +11,6 @@
 //! - `records`: plain records readers get back.
 //! - `types`: the openraft type configuration (`TypeConfig`, `NodeId`, `NodeInfo`).
 //! - `codec`: the one bincode configuration, with size limits for decoding.
-//! - `disk`: the data disk's free-space reserve (`DiskGuard`, `DiskFull`).
 //! - `backend`: the `Backend` trait sled sits behind, and `SledBackend`.
 //! - `keys` (private): how records are laid out as backend keys, per app.
 //! - `apply`: the deterministic state transition over a `Backend`.
@@ -40,7 +39,6 @@ pub mod apply;
 pub mod backend;
 pub mod codec;
 pub mod command;
-pub mod disk;
 pub mod docs;
 mod error;
 pub mod glob;

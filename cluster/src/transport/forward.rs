@@ -85,7 +85,7 @@ pub enum ForwardError {
     #[error("the leader cannot serve the request: {message}")]
     Unavailable { message: String },
     /// The leader's data disk is below its reserve: the write was not
-    /// proposed (see `picloud_storage::disk`).
+    /// proposed (see `crate::disk`).
     #[error(
         "the leader's data disk has {available_bytes} bytes free, below its reserve of {reserve_bytes} bytes"
     )]
