@@ -259,6 +259,12 @@ async fn keys_die_with_their_app_and_only_admins_create_apps() {
     assert_eq!(status, 200);
     assert_eq!(deploys["deploys"], json!([]), "{deploys}");
 
+    // The CLI says what a delete revoked.
+    let (status, _) = create_key("read:shop").await;
+    assert_eq!(status, 201);
+    let deleted = node.cli(&["apps", "delete", "shop"]).ok();
+    assert!(deleted.contains("revoked its 1 key(s)"), "{deleted}");
+
     // An admin key still creates an app by deploying to a new name.
     let (status, body) = deploy_as(node.admin_key(), "fresh").await;
     assert_eq!(status, 200, "{body}");

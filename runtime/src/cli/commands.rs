@@ -302,7 +302,13 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
             let body = client
                 .delete(&format!("/apps/{}", encode_path(&name)))
                 .await?;
-            report(json, &body, || format!("deleted app {}", escape(&name)));
+            report(json, &body, || {
+                format!(
+                    "deleted app {} and revoked its {} key(s)",
+                    escape(&name),
+                    body["keys_revoked"].as_u64().unwrap_or(0)
+                )
+            });
         }
         ClientCommand::Deploy { dir } => {
             let (app, files) = read_app_dir(&dir)?;
