@@ -469,10 +469,11 @@ impl Node {
     /// and returns what `apply` produced. Small commands go through the batcher
     /// (many writes, one log entry); large ones are proposed on their own.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
-        // Refused before it enters the log: past this point the entry must
-        // fit in the reserve (see `crate::disk`).
-        self.disk.admit(&command)?;
         let size = crate::batcher::payload_bytes(&command);
+        // Refused before it enters the log: past this point the entry must
+        // fit in the reserve (see `crate::disk`). The claim on free space
+        // lasts until this write is applied here.
+        let _admission = self.disk.admit(&command, size as u64)?;
         if matches!(
             command,
             Command::Deploy { .. }
@@ -955,15 +956,20 @@ impl ForwardHandler for NodeForwardHandler {
     fn write(&self, command: Command) -> ForwardFuture<'_, (CommandResult, u64)> {
         // The follower checked its own disk; the leader's is checked here,
         // before the entry reaches any log.
-        if let Err(full) = self.node.disk.admit(&command) {
-            return Box::pin(async move {
+        let size = crate::batcher::payload_bytes(&command) as u64;
+        match self.node.disk.admit(&command, size) {
+            Ok(admission) => Box::pin(async move {
+                let written = self.raft.write(command).await;
+                drop(admission);
+                written
+            }),
+            Err(full) => Box::pin(async move {
                 Err(ForwardError::DiskFull {
                     available_bytes: full.available_bytes,
                     reserve_bytes: full.reserve_bytes,
                 })
-            });
+            }),
         }
-        self.raft.write(command)
     }
 
     fn read_index(&self) -> ForwardFuture<'_, u64> {
