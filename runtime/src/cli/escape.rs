@@ -64,11 +64,13 @@ pub fn field(value: &Value) -> String {
 /// Serialised JSON with DEL and C1 controls written as `\u00XX` escapes.
 /// JSON's structure is ASCII, so these characters can only sit inside
 /// strings, where the escape means the same character: the result is
-/// valid JSON with the same value. (serde_json escapes C0 controls itself.)
+/// valid JSON with the same value. serde_json escapes C0 controls itself,
+/// so the only raw one it leaves is the pretty printer's newline; any other
+/// (from a server that is not serde_json) is escaped too.
 pub fn json_text(json: &str) -> String {
     let mut shown = String::with_capacity(json.len());
     for c in json.chars() {
-        if is_control(c) && !c.is_ascii_whitespace() {
+        if is_control(c) && c != '\n' {
             // Writing to a String cannot fail.
             let _ = write!(shown, "\\u{:04x}", u32::from(c));
         } else {
@@ -129,12 +131,10 @@ mod tests {
         });
         let pretty = serde_json::to_string_pretty(&value).expect("serialises");
         let shown = json_text(&pretty);
-        // Only the pretty printer's own newlines and indentation remain.
-        assert!(
-            !shown
-                .chars()
-                .any(|c| is_control(c) && !c.is_ascii_whitespace())
-        );
+        // Only the pretty printer's own newlines remain.
+        assert!(!shown.chars().any(|c| is_control(c) && c != '\n'));
+        // Whatever else arrives raw is escaped as well.
+        assert_eq!(json_text("\"a\rb\u{1b}\""), "\"a\\u000db\\u001b\"");
         assert!(shown.contains("\\u009b") && shown.contains("\\u007f"));
         let back: Value = serde_json::from_str(&shown).expect("still JSON");
         assert_eq!(back, value);
