@@ -3,7 +3,9 @@
 //! `kv.set` alike) once free space falls below `--disk-reserve-bytes`,
 //! keeps serving reads and every write it acknowledged, lets deletions
 //! through, and takes writes again as soon as space is freed, without a
-//! restart. Needs root (`mount -t tmpfs`); skips with a reason otherwise.
+//! restart; the same on a 3-node cluster with a full leader or follower;
+//! and, with the reserve off, what ENOSPC does (Raft stops until a restart).
+//! Needs root (`mount -t tmpfs`); skips with a reason otherwise.
 
 mod common;
 
@@ -60,7 +62,9 @@ fn fill_until(disk: &Tmpfs, path: &Path, free_bytes: u64) {
     let mut file = std::fs::File::create(path).expect("filler");
     let chunk = vec![0xa5u8; 256 * 1024];
     while disk.available_bytes() > free_bytes {
-        file.write_all(&chunk).expect("filler write");
+        let room = disk.available_bytes() - free_bytes;
+        let size = usize::try_from(room).map_or(chunk.len(), |room| room.min(chunk.len()));
+        file.write_all(&chunk[..size]).expect("filler write");
     }
     file.sync_all().expect("filler sync");
 }
@@ -306,4 +310,78 @@ async fn a_full_leader_or_follower_refuses_writes_in_a_cluster() {
         let (status, _) = api.get("/_/api/v1/apps/full/kv/refused").await;
         assert_eq!(status, 404);
     }
+}
+
+/// Why the reserve exists: with it turned off, a write that meets ENOSPC
+/// stops Raft on the node for good (openraft 0.9 treats a storage error as
+/// fatal). Writes then answer 503 `shutting_down`, stale reads keep working,
+/// freeing space does not help, and a restart brings the node back with
+/// everything it acknowledged. If this test starts failing because writes
+/// recover on their own, the reserve may have become less necessary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_reserve_enospc_stops_raft_until_a_restart() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = match Tmpfs::mount(&dir.path().join("disk"), DISK_BYTES) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("SKIPPED t150 enospc: cannot mount a tmpfs ({reason}); run as root");
+            return;
+        }
+    };
+    // The node's own log stays off the full disk.
+    let mut node = TestNode::new(dir.path());
+    node.data_dir = disk.dir.join("data");
+    node.extra_args = vec!["--disk-reserve-bytes".into(), "0".into()];
+    node.start().await;
+    let admin = node.client();
+    let (status, _) = admin
+        .post_json("/_/api/v1/apps", &json!({"name": "full"}))
+        .await;
+    assert_eq!(status, 201);
+    let big = serde_json::to_vec(&json!("b".repeat(64 * 1024))).expect("json");
+    let put = |key: &str, body: &[u8]| {
+        let admin = admin.clone();
+        let path = format!("/_/api/v1/apps/full/kv/{key}");
+        let body = body.to_vec();
+        async move { admin.call("PUT", &path, Some(body)).await }
+    };
+    let (status, _) = put("acknowledged", b"1").await;
+    assert_eq!(status, 200);
+
+    // Fill the disk to the last byte; sled may still have room in the files
+    // it already holds, so write until a write fails.
+    let filler = disk.dir.join("filler");
+    fill_until(&disk, &filler, 0);
+    let mut acknowledged = vec!["acknowledged".to_string()];
+    let mut failure = None;
+    for n in 0..1_000 {
+        let key = format!("enospc{n}");
+        let (status, body) = put(&key, &big).await;
+        if status == 200 {
+            acknowledged.push(key);
+        } else {
+            failure = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = failure.expect("a write met the full disk");
+    assert_eq!((status, code(&body)), (503, "shutting_down"), "{body}");
+    let (status, body) = admin
+        .get("/_/api/v1/apps/full/kv/acknowledged?consistency=stale")
+        .await;
+    assert_eq!((status, &body["value"]), (200, &json!(1)), "{body}");
+    std::fs::remove_file(&filler).expect("remove filler");
+    let (status, body) = put("after_free", b"1").await;
+    assert_eq!((status, code(&body)), (503, "shutting_down"), "{body}");
+
+    // A restart brings it back, with every write it acknowledged.
+    node.kill();
+    node.start().await;
+    for key in &acknowledged {
+        let (status, body) = admin.get(&format!("/_/api/v1/apps/full/kv/{key}")).await;
+        assert_eq!(status, 200, "{key}: {body}");
+    }
+    let (status, body) = put("after_restart", b"1").await;
+    assert_eq!(status, 200, "{body}");
 }
