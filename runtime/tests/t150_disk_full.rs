@@ -57,6 +57,18 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A `DISK_BYTES` tmpfs at `dir`, or `None` (with the reason printed) where
+/// mounting is not permitted.
+fn mount_or_skip(dir: &Path, test: &str) -> Option<Tmpfs> {
+    match Tmpfs::mount(dir, DISK_BYTES) {
+        Ok(disk) => Some(disk),
+        Err(reason) => {
+            eprintln!("SKIPPED t150 {test}: cannot mount a tmpfs ({reason}); run as root");
+            None
+        }
+    }
+}
+
 /// Writes a filler file until at most `free_bytes` remain.
 fn fill_until(disk: &Tmpfs, path: &Path, free_bytes: u64) {
     let mut file = std::fs::File::create(path).expect("filler");
@@ -78,12 +90,8 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     // Declared before the node so it is dropped (unmounted) after it.
-    let disk = match Tmpfs::mount(&dir.path().join("disk"), DISK_BYTES) {
-        Ok(disk) => disk,
-        Err(reason) => {
-            eprintln!("SKIPPED t150: cannot mount a tmpfs ({reason}); run as root");
-            return;
-        }
+    let Some(disk) = mount_or_skip(&dir.path().join("disk"), "single node") else {
+        return;
     };
     let mut node = TestNode::new(&disk.dir);
     node.extra_args = vec!["--disk-reserve-bytes".into(), RESERVE_BYTES.to_string()];
@@ -223,13 +231,10 @@ async fn a_full_leader_or_follower_refuses_writes_in_a_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut disks = Vec::new();
     for index in 0..3 {
-        match Tmpfs::mount(&dir.path().join(format!("disk{index}")), DISK_BYTES) {
-            Ok(disk) => disks.push(disk),
-            Err(reason) => {
-                eprintln!("SKIPPED t150 cluster: cannot mount a tmpfs ({reason}); run as root");
-                return;
-            }
-        }
+        let Some(disk) = mount_or_skip(&dir.path().join(format!("disk{index}")), "cluster") else {
+            return;
+        };
+        disks.push(disk);
     }
     // Declared after the disks so the nodes are dropped (killed) first.
     let mut nodes: Vec<TestNode> = disks
@@ -322,12 +327,8 @@ async fn a_full_leader_or_follower_refuses_writes_in_a_cluster() {
 async fn without_a_reserve_enospc_stops_raft_until_a_restart() {
     install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk = match Tmpfs::mount(&dir.path().join("disk"), DISK_BYTES) {
-        Ok(disk) => disk,
-        Err(reason) => {
-            eprintln!("SKIPPED t150 enospc: cannot mount a tmpfs ({reason}); run as root");
-            return;
-        }
+    let Some(disk) = mount_or_skip(&dir.path().join("disk"), "enospc") else {
+        return;
     };
     // The node's own log stays off the full disk.
     let mut node = TestNode::new(dir.path());
