@@ -46,6 +46,7 @@ pub fn cluster_host_error(error: ClusterError) -> HostError {
         ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => "no_leader",
         ClusterError::Timeout { .. } => "timeout",
         ClusterError::Overloaded => "overloaded",
+        ClusterError::DiskFull(_) => "disk_full",
         _ => "unavailable",
     };
     HostError::new(code, error.to_string())

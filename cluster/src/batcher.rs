@@ -38,9 +38,9 @@ pub struct BatchLimits {
 }
 
 /// A rough size of a command's payload, to bound a batch's bytes without
-/// encoding it twice.
+/// encoding it twice, and to claim disk space for it (`crate::disk`).
 pub fn payload_bytes(command: &Command) -> usize {
-    use picloud_storage::KvOp;
+    use picloud_storage::{DocOp, KvOp};
     let op_bytes = |op: &KvOp| match op {
         KvOp::Set { key, value, .. } => key.len() + value.len(),
         KvOp::Delete { key } | KvOp::Incr { key, .. } => key.len(),
@@ -48,19 +48,45 @@ pub fn payload_bytes(command: &Command) -> usize {
             key.len() + expected.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len)
         }
     };
+    let doc_bytes = |op: &DocOp| {
+        op.collection().len()
+            + op.id().len()
+            + match op {
+                DocOp::Insert { doc, .. } | DocOp::Replace { doc, .. } => doc.len(),
+                DocOp::Update { patch, .. } => patch.len(),
+                DocOp::Delete { .. } => 0,
+            }
+    };
     64 + match command {
         Command::Kv { app, op, .. } => app.len() + op_bytes(op),
-        Command::KvAtomic { app, ops, .. } => app.len() + ops.iter().map(op_bytes).sum::<usize>(),
+        Command::KvAtomic { app, ops, .. } | Command::CompleteRun { app, ops, .. } => {
+            app.len() + ops.iter().map(op_bytes).sum::<usize>()
+        }
+        Command::Docs { app, ops, .. } => app.len() + ops.iter().map(doc_bytes).sum::<usize>(),
+        Command::CompleteRunWithDocs { app, ops, docs, .. } => {
+            app.len()
+                + ops.iter().map(op_bytes).sum::<usize>()
+                + docs.iter().map(doc_bytes).sum::<usize>()
+        }
+        Command::FailRun { app, error, .. } => app.len() + error.len(),
         Command::Deploy { bundle, .. }
         | Command::DeployApp { bundle, .. }
-        | Command::DeployVersion { bundle, .. } => bundle.len(),
+        | Command::DeployVersion { bundle, .. }
+        | Command::DeployExistingVersion(picloud_storage::command::VersionDeploy {
+            bundle, ..
+        }) => bundle.len(),
+        Command::PublishLib { files, .. } => files.len(),
+        Command::SecretSet { sealed, .. } => sealed.len(),
+        Command::SecretsRekey { secrets } => secrets
+            .iter()
+            .map(|secret| secret.old.len() + secret.new.len())
+            .sum(),
         Command::Batch(commands) => commands.iter().map(payload_bytes).sum(),
         Command::SetClusterCa { cert_pem, key_pem } => cert_pem.len() + key_pem.len(),
         _ => 256,
     }
 }
 
-/// Runs until every sender is dropped.
 pub async fn run(
     proposer: Arc<Proposer>,
     mut queue: mpsc::Receiver<Proposal>,
@@ -134,5 +160,49 @@ async fn propose(proposer: &Proposer, mut batch: Vec<Proposal>) {
                 let _ = reply.send(Err(error.duplicate()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use picloud_storage::{DocOp, KvOp};
+
+    use super::*;
+
+    #[test]
+    fn payloads_count_the_bytes_that_will_be_written() {
+        let doc = vec![b'd'; 10_000];
+        let docs = Command::Docs {
+            app: "a".into(),
+            ops: vec![DocOp::Insert {
+                collection: "c".into(),
+                id: "1".into(),
+                doc: doc.clone(),
+            }],
+            now_ms: 0,
+        };
+        assert!(payload_bytes(&docs) >= doc.len());
+        let run = Command::CompleteRunWithDocs {
+            app: "a".into(),
+            id: 1,
+            term: 1,
+            claim_ms: 0,
+            ops: vec![KvOp::Set {
+                key: "k".into(),
+                value: doc.clone(),
+                expires_at_ms: None,
+            }],
+            docs: vec![DocOp::Replace {
+                collection: "c".into(),
+                id: "1".into(),
+                doc: doc.clone(),
+            }],
+            now_ms: 0,
+        };
+        assert!(payload_bytes(&run) >= 2 * doc.len());
+        let batch = Command::Batch(vec![docs.clone(), docs]);
+        assert!(payload_bytes(&batch) >= 2 * doc.len());
+        let revoke = Command::KeyRevoke { id: "k".into() };
+        assert!(payload_bytes(&revoke) < 1024);
     }
 }

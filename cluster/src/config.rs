@@ -31,6 +31,9 @@ pub struct ClusterConfig {
     pub batch_bytes_max: usize,
     /// Batches proposed and not yet applied at one time.
     pub batches_inflight_max: usize,
+    /// Free bytes kept on the data dir's disk: below it, writes are refused
+    /// with `disk_full` (deletions down to half of it); 0 turns the check off.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for ClusterConfig {
@@ -48,6 +51,7 @@ impl Default for ClusterConfig {
             batch_commands_max: 512,
             batch_bytes_max: 1024 * 1024,
             batches_inflight_max: 2,
+            disk_reserve_bytes: crate::disk::DISK_RESERVE_BYTES_DEFAULT,
         }
     }
 }

@@ -32,6 +32,10 @@ pub enum ClusterError {
     /// The write queue stayed full; shed load rather than queue without bound.
     #[error("the write queue is full (write_queue_max); retry shortly")]
     Overloaded,
+    /// This node's (or the leader's) data disk is below its free-space
+    /// reserve; the write was not proposed. Not retryable until space is freed.
+    #[error(transparent)]
+    DiskFull(#[from] crate::disk::DiskFull),
 }
 
 impl ClusterError {
@@ -53,6 +57,7 @@ impl ClusterError {
             ClusterError::Stopped { message } => ClusterError::Stopped {
                 message: message.clone(),
             },
+            ClusterError::DiskFull(full) => ClusterError::DiskFull(*full),
             other => ClusterError::Raft {
                 message: other.to_string(),
             },

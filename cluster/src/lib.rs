@@ -9,6 +9,8 @@
 //! # Layout
 //!
 //! - `config`: `ClusterConfig`, Raft timings and limits with their defaults.
+//! - `disk`: the data disk's free-space reserve every write is checked
+//!   against (`DiskGuard`; below it, `ClusterError::DiskFull`).
 //! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
 //!   flushes once per append on the leader, so batching is where write throughput comes from).
 //! - `node`: `Node`, boot (initialise a one-voter cluster on first start, create
@@ -31,6 +33,7 @@
 
 pub mod batcher;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod identity;
 pub mod membership;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::disk::{DiskFull, DiskGuard};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
@@ -86,6 +87,19 @@ impl Proposer {
                                     wait_applied(&self.raft, index, self.config.write_timeout())
                                         .await?;
                                     return Ok(result);
+                                }
+                                Err(ForwardCallError::Refused {
+                                    error:
+                                        ForwardError::DiskFull {
+                                            available_bytes,
+                                            reserve_bytes,
+                                        },
+                                    ..
+                                }) => {
+                                    return Err(ClusterError::DiskFull(DiskFull {
+                                        available_bytes,
+                                        reserve_bytes,
+                                    }));
                                 }
                                 // Certainly not applied: safe to try again.
                                 Err(error) if error.not_applied() => {
@@ -234,6 +248,9 @@ pub struct Node {
     endpoint: Arc<PeerEndpoint>,
     network: QuicNetwork,
     ca: Arc<ClusterCa>,
+    /// The data disk's free-space reserve, checked before every write is
+    /// proposed (here and, on the leader, for forwarded writes).
+    disk: Arc<DiskGuard>,
 }
 
 impl Node {
@@ -304,6 +321,7 @@ impl Node {
             }
         };
         let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
+        let disk = Arc::new(DiskGuard::new(data_dir, config.disk_reserve_bytes));
 
         let raft_config = openraft::Config {
             cluster_name: "picloud".to_string(),
@@ -407,6 +425,7 @@ impl Node {
             endpoint,
             network,
             ca: Arc::new(ca),
+            disk,
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -435,6 +454,11 @@ impl Node {
         self.id
     }
 
+    /// The data disk's free-space reserve this node checks writes against.
+    pub fn disk(&self) -> &DiskGuard {
+        &self.disk
+    }
+
     /// The local replicated state. Reads from it are `stale` unless preceded by
     /// [`Node::read_barrier`].
     pub fn reader(&self) -> &StateReader {
@@ -446,11 +470,16 @@ impl Node {
     /// (many writes, one log entry); large ones are proposed on their own.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ClusterError> {
         let size = crate::batcher::payload_bytes(&command);
+        // Refused before it enters the log: past this point the entry must
+        // fit in the reserve (see `crate::disk`). The claim on free space
+        // lasts until this write is applied here.
+        let _admission = self.disk.admit(&command, size as u64)?;
         if matches!(
             command,
             Command::Deploy { .. }
                 | Command::DeployApp { .. }
                 | Command::DeployVersion { .. }
+                | Command::DeployExistingVersion(_)
                 | Command::Batch(_)
         ) || size > self.config.batch_bytes_max
         {
@@ -925,7 +954,22 @@ struct NodeForwardHandler {
 
 impl ForwardHandler for NodeForwardHandler {
     fn write(&self, command: Command) -> ForwardFuture<'_, (CommandResult, u64)> {
-        self.raft.write(command)
+        // The follower checked its own disk; the leader's is checked here,
+        // before the entry reaches any log.
+        let size = crate::batcher::payload_bytes(&command) as u64;
+        match self.node.disk.admit(&command, size) {
+            Ok(admission) => Box::pin(async move {
+                let written = self.raft.write(command).await;
+                drop(admission);
+                written
+            }),
+            Err(full) => Box::pin(async move {
+                Err(ForwardError::DiskFull {
+                    available_bytes: full.available_bytes,
+                    reserve_bytes: full.reserve_bytes,
+                })
+            }),
+        }
     }
 
     fn read_index(&self) -> ForwardFuture<'_, u64> {

@@ -112,6 +112,10 @@ settings! {
     deploy_versions_kept: u32 = 20, "PICLOUD_DEPLOY_VERSIONS_KEPT";
     /// sled page cache per database, in bytes.
     storage_cache_bytes: u64 = 32 * 1024 * 1024, "PICLOUD_STORAGE_CACHE_BYTES";
+    /// Free bytes kept on the data dir's disk: below it, writes fail with
+    /// 507 `disk_full` (deletions are allowed down to half of it) so sled
+    /// and the Raft log never meet a full disk; 0 turns the check off.
+    disk_reserve_bytes: u64 = picloud_cluster::disk::DISK_RESERVE_BYTES_DEFAULT, "PICLOUD_DISK_RESERVE_BYTES";
     /// How long a request waits for a Raft leader before 503 `no_leader`, in milliseconds.
     leader_wait_ms: u64 = 5_000, "PICLOUD_LEADER_WAIT_MS";
     /// Build a snapshot and compact the log after this many entries.
@@ -215,6 +219,7 @@ impl ServeConfig {
             1 << 20,
             1 << 40,
         )?;
+        check_range("disk_reserve_bytes", self.disk_reserve_bytes, 0, 1 << 50)?;
         check_range(
             "logs_kept_after_snapshot",
             self.logs_kept_after_snapshot,
@@ -338,6 +343,7 @@ impl ServeConfig {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             election_timeout_min_ms: self.election_timeout_min_ms,
             election_timeout_max_ms: self.election_timeout_max_ms,
+            disk_reserve_bytes: self.disk_reserve_bytes,
             ..ClusterConfig::default()
         }
     }

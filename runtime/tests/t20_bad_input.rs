@@ -45,6 +45,11 @@ async fn errors_have_status_and_code() {
         )
         .await;
     let reader_key = created["key"].as_str().expect("reader key").to_string();
+    // A scoped key needs its app to exist (issue 10).
+    let (status, _) = admin
+        .post_json("/_/api/v1/apps", &json!({"name": "other"}))
+        .await;
+    assert_eq!(status, 201);
     let (_, created) = admin
         .post_json("/_/api/v1/keys", &json!({"scope": "deploy:other"}))
         .await;

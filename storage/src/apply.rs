@@ -33,7 +33,7 @@ use openraft::LogId;
 use crate::backend::{Backend, Keyspace, WriteBatch, delete_prefix};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::{
-    ApplyError, Command, CommandResult, KvOp, KvOpResult, RunOutcome, SecretRekey,
+    ApplyError, Command, CommandResult, KvOp, KvOpResult, RunOutcome, SecretRekey, VersionDeploy,
 };
 use crate::error::StorageError;
 use crate::keys::{self, StoredValue};
@@ -47,6 +47,8 @@ use crate::types::NodeId;
 
 #[path = "apply_docs.rs"]
 mod docs_apply;
+#[path = "apply_keys.rs"]
+mod keys_apply;
 
 /// Applies `command` as the entry at `log_id`, committing its writes and the
 /// new last-applied id atomically. `Err` is an engine failure (fatal);
@@ -183,6 +185,36 @@ fn run_in<B: Backend + ?Sized>(
             now_ms,
             versions_keep,
         } => publish_lib(txn, name, files, *now_ms, *versions_keep)?,
+        Command::AppDeleteWithKeys { app } => keys_apply::app_delete_with_keys(txn, app)?,
+        Command::KeyCreateForApp {
+            id,
+            name,
+            scope,
+            secret_hash,
+            now_ms,
+        } => match keys_apply::missing_scoped_app(txn, scope)? {
+            Some(rejection) => Err(rejection),
+            None => key_create(txn, id, name, scope, secret_hash, *now_ms)?,
+        },
+        Command::DeployExistingVersion(deploy) => {
+            if txn.app(&deploy.app)?.is_none() {
+                Err(ApplyError::AppNotFound {
+                    app: deploy.app.clone(),
+                })
+            } else {
+                let d = deploy;
+                let (app, bundle) = (&d.app, &d.bundle);
+                deploy_version(
+                    txn,
+                    app,
+                    bundle,
+                    d.now_ms,
+                    d.versions_keep,
+                    &d.triggers,
+                    &d.indexes,
+                )?
+            }
+        }
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -222,11 +254,14 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::SecretSet { .. }
         | Command::SecretDelete { .. }
         | Command::SecretsRekey { .. }
-        | Command::PublishLib { .. } => true,
+        | Command::PublishLib { .. }
+        | Command::KeyCreateForApp { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
         Command::AppDelete { .. }
+        | Command::AppDeleteWithKeys { .. }
+        | Command::DeployExistingVersion { .. }
         | Command::Deploy { .. }
         | Command::DeployApp { .. }
         | Command::DeployVersion { .. }
@@ -390,6 +425,8 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
     match command {
         Command::AppCreate { app, .. }
         | Command::AppDelete { app }
+        | Command::AppDeleteWithKeys { app }
+        | Command::DeployExistingVersion(VersionDeploy { app, .. })
         | Command::Deploy { app, .. }
         | Command::DeployApp { app, .. }
         | Command::DeployVersion { app, .. }
@@ -406,6 +443,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::Kv { .. }
         | Command::KvAtomic { .. }
         | Command::KeyCreate { .. }
+        | Command::KeyCreateForApp { .. }
         | Command::KeyRevoke { .. }
         | Command::AllocateNodeId { .. }
         | Command::SetJoinSecret { .. }
@@ -3069,3 +3107,7 @@ mod secret_tests;
 #[cfg(test)]
 #[path = "apply_lib_tests.rs"]
 mod lib_tests;
+
+#[cfg(test)]
+#[path = "apply_key_tests.rs"]
+mod key_tests;

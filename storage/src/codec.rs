@@ -229,6 +229,31 @@ mod tests {
         assert_eq!(first_byte(encode(&complete).expect("encode")), 27);
         let published = CommandResult::LibPublished { version: 1 };
         assert_eq!(first_byte(encode(&published).expect("encode")), 13);
+        // Keys bound to their app (issue 10).
+        let delete = Command::AppDeleteWithKeys { app: String::new() };
+        assert_eq!(first_byte(encode(&delete).expect("encode")), 28);
+        let key = Command::KeyCreateForApp {
+            id: String::new(),
+            name: String::new(),
+            scope: String::new(),
+            secret_hash: vec![],
+            now_ms: 0,
+        };
+        assert_eq!(first_byte(encode(&key).expect("encode")), 29);
+        let deploy = crate::command::VersionDeploy {
+            app: String::new(),
+            bundle: vec![],
+            now_ms: 0,
+            versions_keep: 1,
+            triggers: Default::default(),
+            indexes: vec![],
+        };
+        let may_create = deploy.clone().into_command(true);
+        assert_eq!(first_byte(encode(&may_create).expect("encode")), 22);
+        let existing = deploy.into_command(false);
+        assert_eq!(first_byte(encode(&existing).expect("encode")), 30);
+        let deleted = CommandResult::AppDeleted { keys_revoked: 0 };
+        assert_eq!(first_byte(encode(&deleted).expect("encode")), 14);
     }
 
     #[test]

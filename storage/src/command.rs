@@ -239,6 +239,81 @@ pub enum Command {
         docs: Vec<DocOp>,
         now_ms: u64,
     },
+    /// `AppDelete` that also revokes every API key scoped to the app
+    /// (`deploy:<app>`, `read:<app>`, see [`crate::records::scoped_app`]) in
+    /// the same entry, so a key never outlives the app it was made for: an
+    /// app re-created under the same name starts with no keys. Result
+    /// `AppDeleted`; rejected with `AppNotFound`. (`AppDelete` keeps its
+    /// old meaning for entries already in logs.)
+    AppDeleteWithKeys { app: String },
+    /// `KeyCreate` that is rejected with `AppNotFound` when the scope names
+    /// an app (`deploy:<app>`, `read:<app>`) that does not exist, so a scoped
+    /// key always belongs to one existing app and (with `AppDeleteWithKeys`)
+    /// dies with it. Result `Done`; also rejected with `KeyExists`.
+    KeyCreateForApp {
+        id: String,
+        name: String,
+        scope: String,
+        secret_hash: Vec<u8>,
+        now_ms: u64,
+    },
+    /// `DeployVersion` that never creates the app: rejected with
+    /// `AppNotFound` when it does not exist (any more). Proposed for callers
+    /// that may deploy to an app but not create one (a `deploy:<app>` key);
+    /// deciding it in `apply` closes the race with a concurrent delete.
+    DeployExistingVersion(VersionDeploy),
+}
+
+/// A deploy of an app version with its triggers and indexes: the fields of
+/// [`Command::DeployVersion`] (which creates a missing app) and of
+/// [`Command::DeployExistingVersion`] (which does not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionDeploy {
+    pub app: String,
+    pub bundle: Vec<u8>,
+    pub now_ms: u64,
+    pub versions_keep: u32,
+    pub triggers: TriggerSet,
+    pub indexes: Vec<IndexDef>,
+}
+
+impl VersionDeploy {
+    /// The command for this deploy: one that may create the app, or one
+    /// that is rejected with `AppNotFound` when the app does not exist.
+    pub fn into_command(self, may_create_app: bool) -> Command {
+        if !may_create_app {
+            return Command::DeployExistingVersion(self);
+        }
+        Command::DeployVersion {
+            app: self.app,
+            bundle: self.bundle,
+            now_ms: self.now_ms,
+            versions_keep: self.versions_keep,
+            triggers: self.triggers,
+            indexes: self.indexes,
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command only removes data, so it may run on a node whose
+    /// disk is below its reserve (see `picloud_cluster::disk`): deleting is how an
+    /// operator makes room. A batch qualifies when every command in it does.
+    pub fn only_removes(&self) -> bool {
+        match self {
+            Command::AppDelete { .. }
+            | Command::AppDeleteWithKeys { .. }
+            | Command::KeyRevoke { .. }
+            | Command::DeleteDeadLetter { .. }
+            | Command::SecretDelete { .. }
+            | Command::RemoveNode { .. } => true,
+            Command::Kv { op, .. } => matches!(op, KvOp::Delete { .. }),
+            Command::KvAtomic { ops, .. } => ops.iter().all(|op| matches!(op, KvOp::Delete { .. })),
+            Command::Docs { ops, .. } => ops.iter().all(|op| matches!(op, DocOp::Delete { .. })),
+            Command::Batch(commands) => commands.iter().all(Command::only_removes),
+            _ => false,
+        }
+    }
 }
 
 /// One document write. Documents are JSON object text; apply sets `_id`.
@@ -388,6 +463,10 @@ pub enum CommandResult {
     /// [`Command::PublishLib`]: the version it stored.
     LibPublished {
         version: u64,
+    },
+    /// [`Command::AppDeleteWithKeys`]: how many API keys it revoked.
+    AppDeleted {
+        keys_revoked: u64,
     },
 }
 

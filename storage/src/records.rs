@@ -28,6 +28,16 @@ pub struct KeyRecord {
     pub created_ms: u64,
 }
 
+/// The app an API key's scope names: `deploy:<app>` and `read:<app>` name
+/// one, `admin` none. The scope format belongs to the runtime (`keys::Scope`);
+/// storage reads this much of it because `apply` revokes an app's keys with
+/// the app and refuses scoped keys for missing apps.
+pub fn scoped_app(scope: &str) -> Option<&str> {
+    scope
+        .strip_prefix("deploy:")
+        .or_else(|| scope.strip_prefix("read:"))
+}
+
 /// A shared library: its versions still kept, ascending.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LibRecord {

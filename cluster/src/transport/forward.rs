@@ -84,6 +84,15 @@ pub enum ForwardError {
     /// Raft stopped on the leader, or failed otherwise.
     #[error("the leader cannot serve the request: {message}")]
     Unavailable { message: String },
+    /// The leader's data disk is below its reserve: the write was not
+    /// proposed (see `crate::disk`).
+    #[error(
+        "the leader's data disk has {available_bytes} bytes free, below its reserve of {reserve_bytes} bytes"
+    )]
+    DiskFull {
+        available_bytes: u64,
+        reserve_bytes: u64,
+    },
 }
 
 /// A boxed future, so [`ForwardHandler`] stays object-safe.
@@ -227,7 +236,9 @@ impl ForwardCallError {
             ForwardCallError::Refused { error, .. } => {
                 matches!(
                     error,
-                    ForwardError::NotLeader { .. } | ForwardError::NoLeader
+                    ForwardError::NotLeader { .. }
+                        | ForwardError::NoLeader
+                        | ForwardError::DiskFull { .. }
                 )
             }
             _ => false,
@@ -432,6 +443,10 @@ mod tests {
             ForwardError::Unavailable {
                 message: "stopped".into(),
             },
+            ForwardError::DiskFull {
+                available_bytes: 1,
+                reserve_bytes: 2,
+            },
         ] {
             round_trip(&ForwardReply::Failed(error));
         }
@@ -446,6 +461,11 @@ mod tests {
             Some(2)
         );
         assert!(refused(ForwardError::NoLeader).not_applied());
+        let disk_full = ForwardError::DiskFull {
+            available_bytes: 1,
+            reserve_bytes: 2,
+        };
+        assert!(refused(disk_full).not_applied());
         assert!(!refused(ForwardError::Timeout).not_applied());
         assert!(
             !ForwardCallError::Timeout {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::client::{
     CliError, Client, Credentials, encode_path, load_credentials, save_credentials,
 };
+use super::escape::{escape, field, json_text};
 
 /// Options every client command shares.
 #[derive(Debug, Args)]
@@ -245,7 +246,8 @@ pub fn run(args: ClientArgs, command: ClientCommand) -> ExitCode {
     match runtime.block_on(execute(args, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", error.message);
+            // Server messages can carry a script's text (deploy errors).
+            eprintln!("error: {}", escape(&error.message));
             ExitCode::FAILURE
         }
     }
@@ -267,7 +269,7 @@ fn client(args: &ClientArgs) -> Result<Client, CliError> {
 pub(super) fn print_json(value: &Value) {
     println!(
         "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
+        json_text(&serde_json::to_string_pretty(value).unwrap_or_default())
     );
 }
 
@@ -288,19 +290,25 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                     let version = app["active_version"]
                         .as_u64()
                         .map_or("-".to_string(), |v| format!("v{v}"));
-                    println!("{}\t{}", app["name"].as_str().unwrap_or(""), version);
+                    println!("{}\t{}", field(&app["name"]), version);
                 }
             }
         }
         ClientCommand::Apps(AppsCommand::Create { name }) => {
             let body = client.post("/apps", &json!({"name": name})).await?;
-            report(json, &body, || format!("created app {name}"));
+            report(json, &body, || format!("created app {}", escape(&name)));
         }
         ClientCommand::Apps(AppsCommand::Delete { name }) => {
             let body = client
                 .delete(&format!("/apps/{}", encode_path(&name)))
                 .await?;
-            report(json, &body, || format!("deleted app {name}"));
+            report(json, &body, || {
+                format!(
+                    "deleted app {} and revoked its {} key(s)",
+                    escape(&name),
+                    body["keys_revoked"].as_u64().unwrap_or(0)
+                )
+            });
         }
         ClientCommand::Deploy { dir } => {
             let (app, files) = read_app_dir(&dir)?;
@@ -312,7 +320,8 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                 .await?;
             report(json, &body, || {
                 format!(
-                    "deployed {app} version {}",
+                    "deployed {} version {}",
+                    escape(&app),
                     body["version"].as_u64().unwrap_or(0)
                 )
             });
@@ -327,7 +336,8 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                 .await?;
             report(json, &body, || {
                 format!(
-                    "{app} now serves version {}",
+                    "{} now serves version {}",
+                    escape(&app),
                     body["version"].as_u64().unwrap_or(0)
                 )
             });
@@ -347,9 +357,9 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                     };
                     println!(
                         "{marker} v{}\t{}\t{} bytes",
-                        deploy["version"],
+                        field(&deploy["version"]),
                         format_ms(deploy["created_ms"].as_u64().unwrap_or(0)),
-                        deploy["bundle_bytes"]
+                        field(&deploy["bundle_bytes"])
                     );
                     print_imports(deploy);
                 }
@@ -385,7 +395,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
             if json {
                 print_json(&body);
             } else {
-                println!("{}", body["token"].as_str().unwrap_or_default());
+                println!("{}", field(&body["token"]));
             }
         }
         ClientCommand::Cluster(ClusterCommand::Status) => {
@@ -424,10 +434,11 @@ async fn login(args: &ClientArgs) -> Result<(), CliError> {
         key: Some(key),
     })?;
     println!(
-        "logged in to {url} as key {} (scope {}); saved to {}",
-        whoami["key_id"].as_str().unwrap_or("?"),
-        whoami["scope"].as_str().unwrap_or("?"),
-        path.display()
+        "logged in to {} as key {} (scope {}); saved to {}",
+        escape(&url),
+        field(&whoami["key_id"]),
+        field(&whoami["scope"]),
+        escape(&path.display().to_string())
     );
     Ok(())
 }
@@ -495,16 +506,17 @@ fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, String>, CliError> {
 /// A deploy's import graph under its line in `picloud deploys`.
 fn print_imports(deploy: &Value) {
     for (name, version) in deploy["libs"].as_object().into_iter().flatten() {
-        println!("    lib @{name} v{version}");
+        println!("    lib @{} v{}", escape(name), field(version));
     }
     for (file, names) in deploy["imports"].as_object().into_iter().flatten() {
-        let names: Vec<&str> = names
+        let names: Vec<String> = names
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
+            .map(|name| escape(name).into_owned())
             .collect();
-        println!("    {file} -> {}", names.join(", "));
+        println!("    {} -> {}", escape(file), names.join(", "));
     }
 }
 
@@ -526,6 +538,7 @@ async fn libs(client: &Client, command: LibsCommand, json: bool) -> Result<(), C
                 )
                 .await?;
             report(json, &body, || {
+                let name = escape(&name);
                 format!(
                     "published library {name} version {} ({} files); pin it with `[libs] {name} = {}`",
                     body["version"].as_u64().unwrap_or(0),
@@ -544,10 +557,10 @@ async fn libs(client: &Client, command: LibsCommand, json: bool) -> Result<(), C
                 for version in lib["versions"].as_array().into_iter().flatten() {
                     println!(
                         "{}\tv{}\t{}\t{} bytes",
-                        lib["name"].as_str().unwrap_or(""),
-                        version["version"],
+                        field(&lib["name"]),
+                        field(&version["version"]),
                         format_ms(version["created_ms"].as_u64().unwrap_or(0)),
-                        version["bytes"]
+                        field(&version["bytes"])
                     );
                 }
             }
@@ -577,12 +590,14 @@ pub(super) fn format_ms(ms: u64) -> String {
     )
 }
 
+/// One log line as text. The message is a script's: escaped, so that it
+/// stays on its one line and cannot drive the terminal.
 fn print_log_line(line: &Value) {
     println!(
         "{} {:5} {}",
         format_ms(line["ts_ms"].as_u64().unwrap_or(0)),
-        line["level"].as_str().unwrap_or(""),
-        line["message"].as_str().unwrap_or("")
+        field(&line["level"]),
+        field(&line["message"])
     );
 }
 
@@ -607,12 +622,12 @@ async fn follow_logs(client: &Client, path: &str, json: bool) -> Result<(), CliE
             match kind {
                 "log" => {
                     if json {
-                        println!("{data}");
+                        println!("{}", json_text(&data));
                     } else if let Ok(line) = serde_json::from_str::<Value>(&data) {
                         print_log_line(&line);
                     }
                 }
-                "lagged" => eprintln!("(skipped {data} lines: this reader fell behind)"),
+                "lagged" => eprintln!("(skipped {} lines: this reader fell behind)", escape(&data)),
                 _ => {}
             }
             let _ = std::io::stdout().flush();
@@ -634,7 +649,7 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
             } else {
                 println!(
                     "{}",
-                    serde_json::to_string(&body["value"]).unwrap_or_default()
+                    json_text(&serde_json::to_string(&body["value"]).unwrap_or_default())
                 );
             }
         }
@@ -651,7 +666,7 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
                 path.push_str(&format!("?ttl={ttl}"));
             }
             let body = client.put(&path, &parsed).await?;
-            report(json, &body, || format!("set {key}"));
+            report(json, &body, || format!("set {}", escape(&key)));
         }
         KvCommand::Del { app, key } => {
             let body = client
@@ -662,6 +677,7 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
                 ))
                 .await?;
             report(json, &body, || {
+                let key = escape(&key);
                 if body["deleted"].as_bool() == Some(true) {
                     format!("deleted {key}")
                 } else {
@@ -693,12 +709,12 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
                 for item in body["items"].as_array().into_iter().flatten() {
                     println!(
                         "{}\t{}",
-                        item["key"].as_str().unwrap_or(""),
-                        serde_json::to_string(&item["value"]).unwrap_or_default()
+                        field(&item["key"]),
+                        json_text(&serde_json::to_string(&item["value"]).unwrap_or_default())
                     );
                 }
                 if let Some(cursor) = body["cursor"].as_str() {
-                    println!("-- more: --cursor {cursor}");
+                    println!("-- more: --cursor {}", escape(cursor));
                 }
             }
         }
@@ -715,9 +731,9 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
             report(json, &body, || {
                 format!(
                     "created key {} ({})\n{}",
-                    body["id"].as_str().unwrap_or(""),
-                    body["scope"].as_str().unwrap_or(""),
-                    body["key"].as_str().unwrap_or("")
+                    field(&body["id"]),
+                    field(&body["scope"]),
+                    field(&body["key"])
                 )
             });
         }
@@ -729,9 +745,9 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
                 for key in body["keys"].as_array().into_iter().flatten() {
                     println!(
                         "{}\t{}\t{}",
-                        key["id"].as_str().unwrap_or(""),
-                        key["scope"].as_str().unwrap_or(""),
-                        key["name"].as_str().unwrap_or("")
+                        field(&key["id"]),
+                        field(&key["scope"]),
+                        field(&key["name"])
                     );
                 }
             }
@@ -740,7 +756,7 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
             let body = client
                 .delete(&format!("/keys/{}", encode_path(&id)))
                 .await?;
-            report(json, &body, || format!("revoked key {id}"));
+            report(json, &body, || format!("revoked key {}", escape(&id)));
         }
     }
     Ok(())
@@ -764,10 +780,10 @@ async fn dead_letters(
                 for letter in body["items"].as_array().into_iter().flatten() {
                     println!(
                         "{}\t{}\t{}\t{}",
-                        letter["id"],
-                        letter["trigger"].as_str().unwrap_or(""),
-                        letter["code"].as_str().unwrap_or(""),
-                        letter["error"].as_str().unwrap_or("")
+                        field(&letter["id"]),
+                        field(&letter["trigger"]),
+                        field(&letter["code"]),
+                        field(&letter["error"])
                     );
                 }
                 if let Some(cursor) = body["cursor"].as_u64() {
@@ -789,14 +805,16 @@ async fn dead_letters(
                 )
                 .await?;
             report(json, &body, || {
-                format!("dead letter {id} of {app} is queued again")
+                format!("dead letter {id} of {} is queued again", escape(&app))
             });
         }
         DeadLettersCommand::Delete { app, id } => {
             let body = client
                 .delete(&format!("/apps/{}/dead-letters/{id}", encode_path(&app)))
                 .await?;
-            report(json, &body, || format!("deleted dead letter {id} of {app}"));
+            report(json, &body, || {
+                format!("deleted dead letter {id} of {}", escape(&app))
+            });
         }
     }
     Ok(())
@@ -861,15 +879,14 @@ async fn docs(client: &Client, command: DocsCommand, json: bool) -> Result<(), C
             let body = client
                 .post(&base(&app, &coll), &json!({ "docs": [doc] }))
                 .await?;
-            report(json, &body, || {
-                body["ids"][0].as_str().unwrap_or_default().to_string()
-            });
+            report(json, &body, || field(&body["ids"][0]));
         }
         DocsCommand::Delete { app, coll, id } => {
             let body = client
                 .delete(&format!("{}/{}", base(&app, &coll), encode_path(&id)))
                 .await?;
             report(json, &body, || {
+                let (coll, id) = (escape(&coll), escape(&id));
                 if body["deleted"] == json!(true) {
                     format!("deleted {coll}/{id}")
                 } else {
@@ -893,8 +910,7 @@ const STATUS_LAG_CATCHING_UP: u64 = 1_000;
 fn print_cluster_status(body: &Value) {
     let text = |value: &Value| match value {
         Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => field(other),
     };
     println!("leader: {}", text(&body["leader"]));
     println!(

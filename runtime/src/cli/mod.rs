@@ -1,8 +1,17 @@
 //! The operator CLI. Every command is one or two admin API calls; errors print
 //! the server's message and code and exit non-zero.
+//!
+//! # Layout
+//!
+//! - `client`: the HTTP client, saved credentials, path encoding.
+//! - `commands`: the commands and how their output is printed.
+//! - `escape`: terminal-safe text; every string from the server that is
+//!   printed goes through it (scripts write log lines, kv values, errors).
+//! - `secrets`: `picloud secrets ...`.
 
 mod client;
 mod commands;
+mod escape;
 mod secrets;
 
 pub use commands::{ClientArgs, ClientCommand, run};

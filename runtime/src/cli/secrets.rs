@@ -9,6 +9,7 @@ use picloud_storage::secrets::SECRET_VALUE_BYTES_MAX;
 
 use super::client::{CliError, Client};
 use super::commands::{format_ms, print_json, report};
+use super::escape::{escape, field};
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
@@ -40,7 +41,10 @@ fn segment(text: &str) -> String {
 fn read_value(name: &str, raw: bool) -> Result<Vec<u8>, CliError> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprintln!("Type the value of {name}, then Enter and Ctrl-D:");
+        eprintln!(
+            "Type the value of {}, then Enter and Ctrl-D:",
+            super::escape::escape(name)
+        );
     }
     let mut value = Vec::new();
     // One byte over the limit is enough to know it is too large.
@@ -72,7 +76,9 @@ pub async fn run(client: &Client, command: SecretsCommand, json: bool) -> Result
                 .header("content-type", "application/octet-stream")
                 .body(value);
             let body = client.send(request).await?;
-            report(json, &body, || format!("set secret {name} of {app}"));
+            report(json, &body, || {
+                format!("set secret {} of {}", escape(&name), escape(&app))
+            });
         }
         SecretsCommand::List { app } => {
             let body = client
@@ -84,7 +90,7 @@ pub async fn run(client: &Client, command: SecretsCommand, json: bool) -> Result
                 for secret in body["secrets"].as_array().into_iter().flatten() {
                     println!(
                         "{}\t{}",
-                        secret["name"].as_str().unwrap_or(""),
+                        field(&secret["name"]),
                         format_ms(secret["updated_ms"].as_u64().unwrap_or(0))
                     );
                 }
@@ -98,7 +104,9 @@ pub async fn run(client: &Client, command: SecretsCommand, json: bool) -> Result
                     segment(&name)
                 ))
                 .await?;
-            report(json, &body, || format!("deleted secret {name} of {app}"));
+            report(json, &body, || {
+                format!("deleted secret {} of {}", escape(&name), escape(&app))
+            });
         }
         SecretsCommand::RotateKey => {
             let body = client
@@ -109,7 +117,7 @@ pub async fn run(client: &Client, command: SecretsCommand, json: bool) -> Result
                 format!(
                     "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (left as set)",
                     count("rekeyed"),
-                    body["key_id"].as_str().unwrap_or("?"),
+                    field(&body["key_id"]),
                     count("already_current"),
                     count("changed_meanwhile")
                 )
@@ -119,9 +127,9 @@ pub async fn run(client: &Client, command: SecretsCommand, json: bool) -> Result
                 for secret in &unreadable {
                     eprintln!(
                         "cannot re-encrypt {}/{}: {}",
-                        secret["app"].as_str().unwrap_or("?"),
-                        secret["name"].as_str().unwrap_or("?"),
-                        secret["message"].as_str().unwrap_or("?")
+                        field(&secret["app"]),
+                        field(&secret["name"]),
+                        field(&secret["message"])
                     );
                 }
                 return Err(CliError::new(format!(

@@ -19,6 +19,7 @@ use picloud_actors::host::now_ms;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
 };
+use picloud_storage::command::VersionDeploy;
 use picloud_storage::{Command, CommandResult, KvOp, KvOpResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -165,15 +166,21 @@ async fn delete_app(
     Path(app): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    accepted(
+    // The app's scoped keys go in the same log entry: a key is for one app,
+    // not for whoever re-creates its name.
+    let result = accepted(
         gateway
             .node
-            .write(Command::AppDelete { app: app.clone() })
+            .write(Command::AppDeleteWithKeys { app: app.clone() })
             .await?,
     )?;
+    let keys_revoked = match result {
+        CommandResult::AppDeleted { keys_revoked } => keys_revoked,
+        _ => 0,
+    };
     gateway.apps.reload(&app).await?;
     gateway.logs.forget(&app);
-    Ok(Json(json!({"deleted": app})))
+    Ok(Json(json!({"deleted": app, "keys_revoked": keys_revoked})))
 }
 
 // ---- deploys ----
@@ -290,6 +297,16 @@ async fn deploy(
 ) -> Result<Json<Value>, ApiError> {
     check_app_name(&app)?;
     caller.require_write(&app)?;
+    // Only an admin creates apps, here by deploying to a new name. A scoped
+    // key is told before its bundle is checked; `DeployExistingVersion`
+    // decides again in `apply`, where a concurrent delete is ordered.
+    let may_create = caller.scope.is_admin();
+    if !may_create && gateway.node.reader().app(&app)?.is_none() {
+        return Err(ApiError::not_found(
+            "app_not_found",
+            format!("app {app} does not exist; only an admin key creates apps"),
+        ));
+    }
     let bytes = read_body(body, gateway.config.deploy_bytes_max).await?;
     let mut bundle: Bundle = parse_json(&bytes)?;
     // Pinned libraries are embedded from the replicated state, and the
@@ -322,19 +339,15 @@ async fn deploy(
     .await
     .map_err(|e| ApiError::internal(format!("deploy check panicked: {e}")))?
     .map_err(|e| invalid(e.message))?;
-    let result = accepted(
-        gateway
-            .node
-            .write(Command::DeployVersion {
-                app: app.clone(),
-                bundle: bundle.encode(),
-                now_ms: now_ms(),
-                versions_keep: gateway.config.deploy_versions_kept,
-                triggers,
-                indexes,
-            })
-            .await?,
-    )?;
+    let deploy = VersionDeploy {
+        app: app.clone(),
+        bundle: bundle.encode(),
+        now_ms: now_ms(),
+        versions_keep: gateway.config.deploy_versions_kept,
+        triggers,
+        indexes,
+    };
+    let result = accepted(gateway.node.write(deploy.into_command(may_create)).await?)?;
     let CommandResult::Deployed { version } = result else {
         return Err(ApiError::internal(format!(
             "unexpected deploy result {result:?}"
@@ -679,11 +692,21 @@ async fn create_key(
             "name: at most 128 characters",
         ));
     }
+    // A name is a label for people: control characters only hide or forge.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "name: control characters are not allowed",
+        ));
+    }
     let key = keys::generate();
+    // `KeyCreateForApp`: a scoped key for an app that does not exist is
+    // refused (404 app_not_found), so it cannot wait for someone to create
+    // that name; deleting the app revokes it.
     accepted(
         gateway
             .node
-            .write(Command::KeyCreate {
+            .write(Command::KeyCreateForApp {
                 id: key.id.clone(),
                 name: name.clone(),
                 scope: scope.to_string(),
@@ -965,6 +988,7 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
     use std::sync::atomic::Ordering;
     caller.require_admin()?;
     let status = gateway.node.status();
+    let disk = gateway.node.disk();
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -1011,6 +1035,18 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             "Last log index applied here.",
             "gauge",
             status.applied_index.unwrap_or(0),
+        ),
+        (
+            "picloud_disk_available_bytes",
+            "Free bytes on the data dir's disk (writes fail with disk_full below the reserve).",
+            "gauge",
+            disk.available_bytes().unwrap_or(0),
+        ),
+        (
+            "picloud_disk_reserve_bytes",
+            "The data disk's free-space reserve (disk_reserve_bytes).",
+            "gauge",
+            disk.reserve_bytes(),
         ),
     ] {
         let _ = writeln!(

@@ -63,6 +63,7 @@ impl From<ClusterError> for ApiError {
             ClusterError::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ClusterError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ClusterError::Stopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ClusterError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, error.to_string())
@@ -145,6 +146,8 @@ fn invoke_error(error: InvokeError) -> ApiError {
             "no_leader" | "timeout" | "unavailable" | "overloaded" | "outbox_full" => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // The data disk is below its reserve: writes wait for free space.
+            "disk_full" => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,0 +1,57 @@
+//! `apply` of the commands that bind API keys to the app they were made for:
+//! deleting an app revokes its scoped keys in the same entry, and a scoped
+//! key can only be created for an app that exists. Together they make a
+//! `deploy:<app>` or `read:<app>` key belong to one app instance: when the
+//! app is deleted and someone re-creates the name, the old key is gone.
+//!
+//! Why revoke rather than store an app instance id in the key: a key record
+//! and its scope string keep their format (no migration of stored records,
+//! no change to what `picloud keys list` shows), the revocation is visible
+//! (`keys list` no longer lists the key), and the decision is one
+//! deterministic step of `apply`, so every replica makes it.
+
+use super::{Outcome, Txn, app_delete};
+use crate::backend::{Backend, Keyspace};
+use crate::codec::{self, STORED_BYTES_MAX};
+use crate::command::{ApplyError, CommandResult};
+use crate::error::StorageError;
+use crate::records::{KeyRecord, scoped_app};
+
+/// `AppDelete`, then every key whose scope names `app` is deleted. Keys are
+/// few (an operator makes them by hand), so one scan of them is cheap.
+pub(super) fn app_delete_with_keys<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+) -> Result<Outcome, StorageError> {
+    if let Err(rejection) = app_delete(txn, app)? {
+        return Ok(Err(rejection));
+    }
+    let mut revoked = Vec::new();
+    for item in txn.backend.scan(Keyspace::Keys, &[], &[]) {
+        let (id, bytes) = item?;
+        let record: KeyRecord =
+            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("key record"))?;
+        if scoped_app(&record.scope) == Some(app) {
+            revoked.push(id);
+        }
+    }
+    let keys_revoked = revoked.len() as u64;
+    for id in revoked {
+        txn.delete(Keyspace::Keys, id);
+    }
+    Ok(Ok(CommandResult::AppDeleted { keys_revoked }))
+}
+
+/// `KeyCreateForApp`'s check: `AppNotFound` when `scope` names an app
+/// (`deploy:<app>`, `read:<app>`) that does not exist.
+pub(super) fn missing_scoped_app<B: Backend + ?Sized>(
+    txn: &Txn<'_, B>,
+    scope: &str,
+) -> Result<Option<ApplyError>, StorageError> {
+    match scoped_app(scope) {
+        Some(app) if txn.app(app)?.is_none() => {
+            Ok(Some(ApplyError::AppNotFound { app: app.into() }))
+        }
+        _ => Ok(None),
+    }
+}
