@@ -136,14 +136,16 @@ async fn serve(config: ServeConfig, scripts: tokio::runtime::Handle) -> anyhow::
     println!("picloud listening on http://{}", config.http);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = scripts.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    // Our own accept loop (gateway/server.rs) rather than `axum::serve`: it
+    // caps connections below the file-descriptor limit, raised here first.
+    let server_limits =
+        gateway::server::ServerLimits::new(&config, gateway::server::raise_fd_limit());
+    let server = scripts.spawn(gateway::server::run(
+        listener,
+        router,
+        server_limits,
+        stop_rx,
+    ));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(());

@@ -1,0 +1,524 @@
+//! The HTTP server: our own accept loop over hyper's HTTP/1 + HTTP/2
+//! connection driver, so the node bounds what clients can hold.
+//!
+//! ```text
+//!   accept ─▶ connection caps (total below the fd limit, per client address)
+//!          │    over a cap: closed at once, a warning at most once a second
+//!          ▼
+//!   hyper auto (HTTP/1.1 or h2c by preface)
+//!     HTTP/1: head within http_header_timeout_ms (hyper's timer)
+//!     HTTP/2: http2_max_concurrent_streams, keep-alive pings
+//!     both:   watchdog closes a connection with no request in flight for
+//!             http_header_timeout_ms before its first request and
+//!             http_idle_timeout_ms after it
+//!          ▼
+//!   each request: TimedBody (body.rs) ─▶ axum router
+//! ```
+//!
+//! hyper starts the HTTP/1 head timer as soon as a connection waits for its
+//! next request, so an idle HTTP/1.1 keep-alive connection is closed after
+//! the shorter of the header and idle timeouts.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::body::{BodyTiming, TimedBody};
+use crate::config::ServeConfig;
+
+/// File descriptors kept for everything but HTTP connections: storage files,
+/// QUIC sockets, log files, outgoing connections.
+pub const FD_RESERVE: u64 = 256;
+
+/// How long a closing connection may take to finish its answer (a GOAWAY
+/// exchange, a response in flight) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the loop pauses after an accept error that is not one
+/// connection's fault (EMFILE, ENFILE, ENOBUFS), so it does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Largest HTTP/1 read buffer, which bounds a request head, in bytes (hyper's
+/// default is ~400 KiB per connection).
+const H1_BUFFER_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest HTTP/2 header list of one request, in bytes (h2's default is 16 MiB).
+const H2_HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
+
+/// At most one warning per kind of refusal in this period.
+const WARN_PERIOD_MS: u64 = 1_000;
+
+/// The server's limits, resolved from the config and the fd limit.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body: BodyTiming,
+    pub connections_max: usize,
+    pub connections_per_client_max: usize,
+    pub h2_streams_max: u32,
+}
+
+impl ServerLimits {
+    /// `connections_max` is the configured cap kept below `fd_soft_limit`
+    /// minus [`FD_RESERVE`] (half the limit when it is tiny).
+    pub fn new(config: &ServeConfig, fd_soft_limit: Option<u64>) -> ServerLimits {
+        let header_timeout = Duration::from_millis(config.http_header_timeout_ms);
+        let fd_room = fd_soft_limit.map_or(u64::MAX, |soft| {
+            if soft > FD_RESERVE * 2 {
+                soft - FD_RESERVE
+            } else {
+                soft / 2
+            }
+        });
+        let connections_max = (config.http_connections_max as u64).min(fd_room.max(1)) as usize;
+        ServerLimits {
+            header_timeout,
+            idle_timeout: Duration::from_millis(config.http_idle_timeout_ms),
+            body: BodyTiming {
+                timeout: Duration::from_millis(config.http_body_timeout_ms),
+                rate_bytes_min: config.http_body_rate_bytes_min,
+                grace: header_timeout,
+            },
+            connections_max,
+            connections_per_client_max: config.http_connections_per_client_max,
+            h2_streams_max: config.http2_max_concurrent_streams,
+        }
+    }
+}
+
+/// Raises the file-descriptor soft limit to the hard limit (through rustix's
+/// safe `setrlimit`) and returns the soft limit now in force, if known.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!(from = ?limit.current, to = ?limit.maximum, "raised the file-descriptor limit");
+                return limit.maximum;
+            }
+            Err(error) => tracing::warn!(%error, "cannot raise the file-descriptor limit"),
+        }
+    }
+    limit.current
+}
+
+/// Serves `router` on `listener` until `stop` fires, then lets open
+/// connections finish (the caller bounds how long).
+pub async fn run(
+    listener: std::net::TcpListener,
+    router: Router,
+    limits: ServerLimits,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!(
+        connections_max = limits.connections_max,
+        per_client = limits.connections_per_client_max,
+        "HTTP connection caps"
+    );
+    let limits = Arc::new(limits);
+    let caps = Arc::new(ConnectionCaps::new(
+        limits.connections_max,
+        limits.connections_per_client_max,
+    ));
+    let builder = Arc::new(connection_builder(&limits));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let shed_warning = RateLimited::default();
+    let accept_warning = RateLimited::default();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                if let Some(suppressed) = accept_warning.allow() {
+                    tracing::warn!(%error, suppressed, "accepting HTTP connections failed; pausing");
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let client = peer.ip().to_canonical();
+        let Some(slot) = caps.admit(client) else {
+            if let Some(suppressed) = shed_warning.allow() {
+                tracing::warn!(
+                    %client,
+                    suppressed,
+                    open = caps.open.load(Ordering::Relaxed),
+                    "HTTP connection refused: over http_connections_max or http_connections_per_client_max"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            slot,
+            router.clone(),
+            builder.clone(),
+            limits.clone(),
+            closing_rx.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn connection_builder(
+    limits: &ServerLimits,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(H1_BUFFER_BYTES_MAX)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_streams_max)
+        .max_header_list_size(H2_HEADER_LIST_BYTES_MAX)
+        .keep_alive_interval(limits.idle_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    builder
+}
+
+/// Errors of one connection attempt: the listener itself is fine.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+    router: Router,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    limits: Arc<ServerLimits>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let timing = limits.body;
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let guard = activity.enter();
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let request = request.map(|body| TimedBody::new(body, timing));
+            let mut router = router.clone();
+            async move {
+                let response = match router.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                Ok::<_, Infallible>(response.map(|body| GuardedBody {
+                    inner: body,
+                    _guard: guard,
+                }))
+            }
+        })
+    };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = activity.idle_out(limits.header_timeout, limits.idle_timeout) => {
+            tracing::debug!(%peer, "closing an idle HTTP connection");
+        }
+        _ = closing.wait_for(|closing| *closing) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+}
+
+/// What a connection is doing, for its watchdog.
+struct Activity {
+    /// Requests whose response body has not been dropped yet.
+    inflight: AtomicUsize,
+    /// When the connection last became idle ([`connection_clock_ms`]).
+    idle_since_ms: AtomicU64,
+    served_any: AtomicBool,
+    changed: Notify,
+}
+
+struct RequestGuard {
+    activity: Arc<Activity>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            inflight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(connection_clock_ms()),
+            served_any: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> RequestGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.served_any.store(true, Ordering::Release);
+        self.changed.notify_one();
+        RequestGuard {
+            activity: self.clone(),
+        }
+    }
+
+    /// Returns once the connection has had no request in flight for its
+    /// timeout: the header timeout before its first request, the idle
+    /// timeout after.
+    async fn idle_out(&self, header_timeout: Duration, idle_timeout: Duration) {
+        loop {
+            if self.inflight.load(Ordering::Acquire) > 0 {
+                self.changed.notified().await;
+                continue;
+            }
+            let since_ms = self.idle_since_ms.load(Ordering::Acquire);
+            let timeout = if self.served_any.load(Ordering::Acquire) {
+                idle_timeout
+            } else {
+                header_timeout
+            };
+            let idle_for = Duration::from_millis(connection_clock_ms().saturating_sub(since_ms));
+            let deadline = Instant::now() + timeout.saturating_sub(idle_for);
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.inflight.load(Ordering::Acquire) == 0
+                        && self.idle_since_ms.load(Ordering::Acquire) == since_ms
+                    {
+                        return;
+                    }
+                }
+                _ = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let activity = &self.activity;
+        if activity.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            activity
+                .idle_since_ms
+                .store(connection_clock_ms(), Ordering::Release);
+        }
+        activity.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has
+/// been sent (or dropped): a streaming answer (log follow) is not idle.
+struct GuardedBody {
+    inner: Body,
+    _guard: RequestGuard,
+}
+
+impl HttpBody for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Open connections, in total and per client address.
+struct ConnectionCaps {
+    open: AtomicUsize,
+    max: usize,
+    per_client_max: usize,
+    per_client: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct ConnectionSlot {
+    caps: Arc<ConnectionCaps>,
+    client: IpAddr,
+}
+
+impl ConnectionCaps {
+    fn new(max: usize, per_client_max: usize) -> Self {
+        ConnectionCaps {
+            open: AtomicUsize::new(0),
+            max,
+            per_client_max,
+            per_client: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, client: IpAddr) -> Option<ConnectionSlot> {
+        let mut per_client = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_client.entry(client).or_insert(0);
+        if *count >= self.per_client_max || self.open.load(Ordering::Acquire) >= self.max {
+            if *count == 0 {
+                per_client.remove(&client);
+            }
+            return None;
+        }
+        *count += 1;
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Some(ConnectionSlot {
+            caps: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut per_client = self
+            .caps
+            .per_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_client.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+        self.caps.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Allows one event per [`WARN_PERIOD_MS`], counting the ones it swallows.
+#[derive(Default)]
+struct RateLimited {
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimited {
+    /// `Some(swallowed since the last allowed one)` when this one may be logged.
+    fn allow(&self) -> Option<u64> {
+        // Shifted by one period so that the very first event (at clock 0,
+        // with `last_ms` 0) is allowed.
+        let now = connection_clock_ms() + WARN_PERIOD_MS;
+        let last = self.last_ms.load(Ordering::Acquire);
+        if now >= last + WARN_PERIOD_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// Milliseconds on a monotonic clock shared by the server's bookkeeping.
+fn connection_clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_in_total_and_per_client() {
+        let caps = Arc::new(ConnectionCaps::new(3, 2));
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = caps.admit(a).expect("1");
+        let _second = caps.admit(a).expect("2");
+        assert!(caps.admit(a).is_none(), "per-client cap");
+        let _third = caps.admit(b).expect("3");
+        assert!(caps.admit(b).is_none(), "total cap");
+        drop(first);
+        assert!(
+            caps.admit(a).is_some(),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[test]
+    fn warnings_are_rate_limited() {
+        let limited = RateLimited::default();
+        assert_eq!(limited.allow(), Some(0));
+        assert_eq!(limited.allow(), None);
+        assert_eq!(limited.allow(), None);
+        assert_eq!(limited.suppressed.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_times_out_and_a_busy_one_does_not() {
+        let activity = Arc::new(Activity::new());
+        let started = Instant::now();
+        let header = Duration::from_secs(1);
+        let idle = Duration::from_secs(5);
+        // No request at all: the header timeout.
+        activity.idle_out(header, idle).await;
+        assert_eq!(started.elapsed(), header);
+        // A request in flight keeps it open however long it runs.
+        let guard = activity.enter();
+        let watchdog = activity.idle_out(header, idle);
+        tokio::pin!(watchdog);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), watchdog.as_mut())
+                .await
+                .is_err()
+        );
+        drop(guard);
+        let before = Instant::now();
+        watchdog.await;
+        assert!(before.elapsed() <= idle, "{:?}", before.elapsed());
+    }
+}
