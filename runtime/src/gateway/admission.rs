@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn one_app_or_client_cannot_take_every_permit() {
-        let admission = Admission::new(4, 2, 3);
+        let admission = Admission::new(5, 2, 3);
         let first = admission.admit("shop", A).expect("1");
         let _second = admission.admit("shop", B).expect("2");
         assert!(matches!(
@@ -147,14 +147,15 @@ mod tests {
             Err(Refusal::App { limit: 2, .. })
         ));
         let _third = admission.admit(ADMIN_SHARE, A).expect("admin");
+        let _fourth = admission.admit("blog", A).expect("4");
         assert!(matches!(
-            admission.admit("blog", A),
+            admission.admit("wiki", A),
             Err(Refusal::Client { limit: 3, .. })
         ));
-        let _fourth = admission.admit("blog", B).expect("other client");
+        let _fifth = admission.admit("blog", B).expect("other client");
         assert!(matches!(
             admission.admit("wiki", B),
-            Err(Refusal::Node { limit: 4 })
+            Err(Refusal::Node { limit: 5 })
         ));
         drop(first);
         admission

@@ -498,27 +498,30 @@ mod tests {
         assert_eq!(limited.suppressed.load(Ordering::Relaxed), 2);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn an_idle_connection_times_out_and_a_busy_one_does_not() {
         let activity = Arc::new(Activity::new());
         let started = Instant::now();
-        let header = Duration::from_secs(1);
-        let idle = Duration::from_secs(5);
+        let header = Duration::from_millis(100);
+        let idle = Duration::from_millis(300);
         // No request at all: the header timeout.
         activity.idle_out(header, idle).await;
-        assert_eq!(started.elapsed(), header);
+        let elapsed = started.elapsed();
+        assert!((header..idle).contains(&elapsed), "{elapsed:?}");
         // A request in flight keeps it open however long it runs.
         let guard = activity.enter();
         let watchdog = activity.idle_out(header, idle);
         tokio::pin!(watchdog);
         assert!(
-            tokio::time::timeout(Duration::from_secs(60), watchdog.as_mut())
+            tokio::time::timeout(idle * 2, watchdog.as_mut())
                 .await
                 .is_err()
         );
+        // Once it is done, the idle timeout applies.
         drop(guard);
         let before = Instant::now();
         watchdog.await;
-        assert!(before.elapsed() <= idle, "{:?}", before.elapsed());
+        let elapsed = before.elapsed();
+        assert!((idle..idle * 3).contains(&elapsed), "{elapsed:?}");
     }
 }
