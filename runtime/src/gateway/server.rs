@@ -256,20 +256,26 @@ async fn serve_connection(
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    tokio::select! {
+    let idle = tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "HTTP connection ended with an error");
             }
             return;
         }
-        _ = activity.idle_out(limits.header_timeout, limits.idle_timeout) => {
-            tracing::debug!(%peer, "closing an idle HTTP connection");
-        }
-        _ = closing.wait_for(|closing| *closing) => {}
-    }
+        _ = activity.idle_out(limits.header_timeout, limits.idle_timeout) => true,
+        _ = closing.wait_for(|closing| *closing) => false,
+    };
     connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+    if idle {
+        // Nothing is in flight: a client that does not take part in the
+        // close (no GOAWAY answer, a half-sent head) is dropped soon.
+        tracing::debug!(%peer, "closing an idle HTTP connection");
+        let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+    } else {
+        // Shutting down: requests in flight finish; `serve.rs` bounds the wait.
+        let _ = connection.await;
+    }
 }
 
 /// What a connection is doing, for its watchdog.
