@@ -149,7 +149,7 @@ pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| {
-            info.0.ip().to_canonical()
+            server::client_address(info.0.ip())
         })
 }
 

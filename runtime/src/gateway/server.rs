@@ -165,7 +165,7 @@ pub async fn run(
                 continue;
             }
         };
-        let client = peer.ip().to_canonical();
+        let client = client_address(peer.ip());
         let Some(slot) = caps.admit(client) else {
             if let Some(suppressed) = shed_warning.allow() {
                 tracing::warn!(
@@ -213,6 +213,19 @@ fn connection_builder(
         .keep_alive_interval(limits.idle_timeout)
         .keep_alive_timeout(limits.header_timeout);
     builder
+}
+
+/// The address a client is counted under: IPv4 (also IPv4-mapped IPv6) as
+/// is, IPv6 by its /64, since one host commonly holds a whole /64 and could
+/// otherwise open a fresh address per connection.
+pub fn client_address(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
 }
 
 /// Errors of one connection attempt: the listener itself is fine.
@@ -492,6 +505,21 @@ mod tests {
         assert!(
             caps.admit(a).is_some(),
             "a closed connection frees its place"
+        );
+    }
+
+    #[test]
+    fn clients_are_counted_by_ipv4_address_or_ipv6_prefix() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        assert_eq!(client_address(ip("10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(client_address(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(
+            client_address(ip("2001:db8:1:2:aaaa::1")),
+            client_address(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            client_address(ip("2001:db8:1:2::1")),
+            client_address(ip("2001:db8:1:3::1"))
         );
     }
 
