@@ -247,7 +247,7 @@ async fn hostile_clients_and_headers_do_not_take_the_node_down() {
 
     slow_heads(&probe, addr, idle_p99).await;
     slow_bodies(&probe, addr, idle_p99).await;
-    connection_flood(&probe, addr, idle_p99).await;
+    connection_flood(&probe, &node, addr, idle_p99).await;
     h2c_streams(&probe, &node, idle_p99).await;
     smuggling_and_framing_headers(&node, addr).await;
     assert!(
@@ -323,7 +323,7 @@ async fn slow_bodies(probe: &Probe, addr: SocketAddr, idle_p99: Duration) {
 /// 300 connections from one address: at most the per-client cap stay open,
 /// the rest are closed at once; others are unaffected; the address can
 /// connect again once its connections are gone.
-async fn connection_flood(probe: &Probe, addr: SocketAddr, idle_p99: Duration) {
+async fn connection_flood(probe: &Probe, node: &TestNode, addr: SocketAddr, idle_p99: Duration) {
     let flooder = loopback(4, 1);
     let mut open = Vec::new();
     let started = Instant::now();
@@ -352,6 +352,12 @@ async fn connection_flood(probe: &Probe, addr: SocketAddr, idle_p99: Duration) {
         started.elapsed()
     );
     probe.assert_unharmed("connection flood", idle_p99).await;
+    // Refusals are logged, at most once a second rather than once each.
+    let logged = node.log().matches("HTTP connection refused").count();
+    assert!(
+        (1..=10).contains(&logged),
+        "{logged} refusal lines for 236 refusals"
+    );
     drop(open);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -33,7 +33,7 @@ use axum::extract::ConnectInfo;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -291,14 +291,15 @@ async fn serve_connection(
     }
 }
 
-/// What a connection is doing, for its watchdog.
+/// What a connection is doing, for its watchdog. Requests only touch
+/// atomics: the watchdog polls (once per timeout while requests run) rather
+/// than being woken per request, which would cost a task wake-up each.
 struct Activity {
     /// Requests whose response body has not been dropped yet.
     inflight: AtomicUsize,
     /// When the connection last became idle ([`connection_clock_ms`]).
     idle_since_ms: AtomicU64,
     served_any: AtomicBool,
-    changed: Notify,
 }
 
 struct RequestGuard {
@@ -311,14 +312,14 @@ impl Activity {
             inflight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(connection_clock_ms()),
             served_any: AtomicBool::new(false),
-            changed: Notify::new(),
         }
     }
 
     fn enter(self: &Arc<Self>) -> RequestGuard {
         self.inflight.fetch_add(1, Ordering::AcqRel);
-        self.served_any.store(true, Ordering::Release);
-        self.changed.notify_one();
+        if !self.served_any.load(Ordering::Relaxed) {
+            self.served_any.store(true, Ordering::Release);
+        }
         RequestGuard {
             activity: self.clone(),
         }
@@ -329,28 +330,26 @@ impl Activity {
     /// timeout after.
     async fn idle_out(&self, header_timeout: Duration, idle_timeout: Duration) {
         loop {
-            if self.inflight.load(Ordering::Acquire) > 0 {
-                self.changed.notified().await;
-                continue;
-            }
-            let since_ms = self.idle_since_ms.load(Ordering::Acquire);
             let timeout = if self.served_any.load(Ordering::Acquire) {
                 idle_timeout
             } else {
                 header_timeout
             };
-            let idle_for = Duration::from_millis(connection_clock_ms().saturating_sub(since_ms));
-            let deadline = Instant::now() + timeout.saturating_sub(idle_for);
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    if self.inflight.load(Ordering::Acquire) == 0
-                        && self.idle_since_ms.load(Ordering::Acquire) == since_ms
-                    {
-                        return;
-                    }
-                }
-                _ = self.changed.notified() => {}
+            if self.inflight.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(timeout).await;
+                continue;
             }
+            let since_ms = self.idle_since_ms.load(Ordering::Acquire);
+            let idle_for = Duration::from_millis(connection_clock_ms().saturating_sub(since_ms));
+            if idle_for >= timeout {
+                if self.inflight.load(Ordering::Acquire) == 0
+                    && self.idle_since_ms.load(Ordering::Acquire) == since_ms
+                {
+                    return;
+                }
+                continue;
+            }
+            tokio::time::sleep(timeout - idle_for).await;
         }
     }
 }
@@ -363,7 +362,6 @@ impl Drop for RequestGuard {
                 .idle_since_ms
                 .store(connection_clock_ms(), Ordering::Release);
         }
-        activity.changed.notify_one();
     }
 }
 
