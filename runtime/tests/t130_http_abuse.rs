@@ -37,6 +37,9 @@ const BODY_TIMEOUT_MS: u64 = 4_000;
 const CONNECTIONS_PER_CLIENT: usize = 64;
 const H2_STREAMS: u32 = 20;
 
+/// The tests run one at a time: a flood in one would skew the other's latencies.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const BENIGN: &str = "return function(req) return 'benign' end";
 /// Sets the header named by `?h=` to `?v=` (default "0"), with a body that is
 /// itself an HTTP response, as a smuggler would.
@@ -193,6 +196,7 @@ impl Probe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_and_headers_do_not_take_the_node_down() {
+    let _serial = SERIAL.lock().await;
     install_crypto();
     raise_own_fd_limit();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -482,4 +486,101 @@ async fn smuggling_and_framing_headers(node: &TestNode, addr: SocketAddr) {
         );
     }
     assert!(logs.contains("more than 100 headers"), "{logs}");
+}
+
+/// A node started under the common 1,024 file-descriptor limit keeps its
+/// connections below it: 2,000 half-sent heads from one address are mostly
+/// refused at accept, the node never runs out of descriptors ("Too many open
+/// files"), and health keeps answering on fresh connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_fd_limit_caps_connections_below_it() {
+    let _serial = SERIAL.lock().await;
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http_port = common::free_port();
+    let log_path = dir.path().join("node.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    // The shell lowers the limit (soft and hard) for the node alone.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(common::BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--http", &format!("127.0.0.1:{http_port}")])
+        .args(["--peer", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--http-header-timeout-ms", "2000"])
+        .env_remove("PICLOUD_ADMIN_KEY")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn picloud");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
+    let health = || async move {
+        let started = Instant::now();
+        let mut stream = connect_from(loopback(0, 1), addr).await.ok()?;
+        stream
+            .write_all(b"GET /_/health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let (status, _) = read_response(&mut stream).await?;
+        (status == 200).then(|| started.elapsed())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health().await.is_none() {
+        assert!(Instant::now() < deadline, "node did not start");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let node_log = || without_ansi(&std::fs::read_to_string(&log_path).unwrap_or_default());
+    assert!(
+        node_log().contains("connections_max=768"),
+        "1,024 descriptors minus the reserve of 256: {}",
+        node_log()
+    );
+
+    let mut open = Vec::new();
+    for _ in 0..2_000 {
+        // The node closes the refused ones; the connect itself still succeeds.
+        if let Ok(mut stream) = connect_from(loopback(6, 1), addr).await {
+            let _ = stream
+                .write_all(b"GET /_/health HTTP/1.1\r\nx-slow: ")
+                .await;
+            open.push(stream);
+        }
+    }
+    for _ in 0..10 {
+        let took = health().await.expect("health during the flood");
+        assert!(took <= HEALTH_WITHIN, "health took {took:?}");
+    }
+    drop(open);
+    let log = node_log();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("HTTP connection refused"), "{log}");
+}
+
+/// The node's log with its colour escapes removed.
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the escape (`ESC [ ... m`).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
