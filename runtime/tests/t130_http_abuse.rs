@@ -34,6 +34,7 @@ const HEALTH_WITHIN: Duration = Duration::from_millis(100);
 /// The node's flags: low timeouts so the test is quick.
 const HEADER_TIMEOUT_MS: u64 = 1_000;
 const BODY_TIMEOUT_MS: u64 = 4_000;
+const IDLE_TIMEOUT_MS: u64 = 2_000;
 const CONNECTIONS_PER_CLIENT: usize = 64;
 const H2_STREAMS: u32 = 20;
 
@@ -47,6 +48,9 @@ const HOSTILE: &str = r#"return function(req)
   return { headers = { [req.query.h] = req.query.v or "0" },
            body = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nhacked" }
 end"#;
+/// A response far larger than the socket buffers between node and client.
+const BIG_BYTES: usize = 8 * 1024 * 1024;
+const BIG: &str = "return function(req) return string.rep('x', 8 * 1024 * 1024) end";
 const MANY_HEADERS: &str = r#"return function(req)
   local h = {}
   for i = 1, 100000 do h["x-" .. i] = "v" end
@@ -207,7 +211,7 @@ async fn hostile_clients_and_headers_do_not_take_the_node_down() {
         // Slow enough that the body timeout, not the rate, cuts these bodies
         // (the rate is covered by body.rs's unit tests with a paused clock).
         ("--http-body-rate-bytes-min", "1".to_string()),
-        ("--http-idle-timeout-ms", "2000".to_string()),
+        ("--http-idle-timeout-ms", IDLE_TIMEOUT_MS.to_string()),
         (
             "--http-connections-per-client-max",
             CONNECTIONS_PER_CLIENT.to_string(),
@@ -232,7 +236,11 @@ async fn hostile_clients_and_headers_do_not_take_the_node_down() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let hostile_routes = [("GET", "/h", "h.lua"), ("GET", "/many", "many.lua")];
+    let hostile_routes = [
+        ("GET", "/h", "h.lua"),
+        ("GET", "/many", "many.lua"),
+        ("GET", "/big", "big.lua"),
+    ];
     let (status, body) = admin
         .deploy(
             "hostile",
@@ -240,6 +248,7 @@ async fn hostile_clients_and_headers_do_not_take_the_node_down() {
                 ("picloud.toml", &manifest("hostile", &hostile_routes)),
                 ("h.lua", HOSTILE),
                 ("many.lua", MANY_HEADERS),
+                ("big.lua", BIG),
             ],
         )
         .await;
@@ -250,7 +259,9 @@ async fn hostile_clients_and_headers_do_not_take_the_node_down() {
     let addr = probe.addr;
 
     slow_heads(&probe, addr, idle_p99).await;
+    let reader = slow_reader_start(addr).await;
     slow_bodies(&probe, addr, idle_p99).await;
+    slow_reader_check(reader).await;
     connection_flood(&probe, &node, addr, idle_p99).await;
     h2c_streams(&probe, &node, idle_p99).await;
     smuggling_and_framing_headers(&node, addr).await;
@@ -322,6 +333,48 @@ async fn slow_bodies(probe: &Probe, addr: SocketAddr, idle_p99: Duration) {
         assert_eq!(status, 408, "{body}");
         assert!(body.contains("body_timeout"), "{body}");
     }
+}
+
+/// Asks for a large response and does not read it.
+async fn slow_reader_start(addr: SocketAddr) -> (TcpStream, Instant) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    socket
+        .bind(SocketAddr::new(loopback(7, 1), 0))
+        .expect("bind");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /hostile/big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("request");
+    (stream, Instant::now())
+}
+
+/// The node dropped the connection of a client that stopped reading once
+/// its writes made no progress for the idle timeout (noticed within twice
+/// that): reading now ends early instead of receiving the whole response.
+async fn slow_reader_check((mut stream, started): (TcpStream, Instant)) {
+    let dropped_by = started + Duration::from_millis(IDLE_TIMEOUT_MS * 2 + 1_000);
+    tokio::time::sleep_until(dropped_by.into()).await;
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => received += read,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .expect("the stalled connection was closed");
+    assert!(
+        received < BIG_BYTES,
+        "a client that stopped reading still got all {received} bytes"
+    );
 }
 
 /// 300 connections from one address: at most the per-client cap stay open,

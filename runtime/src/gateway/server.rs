@@ -10,7 +10,8 @@
 //!     HTTP/2: http2_max_concurrent_streams, keep-alive pings
 //!     both:   watchdog closes a connection with no request in flight for
 //!             http_header_timeout_ms before its first request and
-//!             http_idle_timeout_ms after it
+//!             http_idle_timeout_ms after it, and drops one whose writes
+//!             have made no progress that long (a client not reading)
 //!          ▼
 //!   each request: TimedBody (body.rs) ─▶ axum router
 //! ```
@@ -267,39 +268,124 @@ async fn serve_connection(
             }
         })
     };
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let io = WatchedIo {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let idle = tokio::select! {
+    let close = tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "HTTP connection ended with an error");
             }
             return;
         }
-        _ = activity.idle_out(limits.header_timeout, limits.idle_timeout) => true,
-        _ = closing.wait_for(|closing| *closing) => false,
+        close = activity.watch(limits.header_timeout, limits.idle_timeout) => Some(close),
+        _ = closing.wait_for(|closing| *closing) => None,
     };
-    connection.as_mut().graceful_shutdown();
-    if idle {
-        // Nothing is in flight: a client that does not take part in the
-        // close (no GOAWAY answer, a half-sent head) is dropped soon.
-        tracing::debug!(%peer, "closing an idle HTTP connection");
-        let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
-    } else {
-        // Shutting down: requests in flight finish; `serve.rs` bounds the wait.
-        let _ = connection.await;
+    match close {
+        Some(Close::Idle) => {
+            // Nothing is in flight: a client that does not take part in the
+            // close (no GOAWAY answer, a half-sent head) is dropped soon.
+            tracing::debug!(%peer, "closing an idle HTTP connection");
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+        }
+        Some(Close::Stalled) => {
+            // The client stopped reading: a graceful close would wait on
+            // the same full socket, so the connection is dropped now.
+            tracing::debug!(%peer, "dropping an HTTP connection whose client stopped reading");
+        }
+        None => {
+            // Shutting down: requests in flight finish; `serve.rs` bounds the wait.
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 
-/// What a connection is doing, for its watchdog. Requests only touch
-/// atomics: the watchdog polls (once per timeout while requests run) rather
-/// than being woken per request, which would cost a task wake-up each.
+/// Why the watchdog ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// No request in flight for the timeout.
+    Idle,
+    /// A write has made no progress for the timeout (the client stopped
+    /// reading a response).
+    Stalled,
+}
+
+/// The connection's socket, recording when a write last could not proceed.
+struct WatchedIo {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl WatchedIo {
+    fn record<T>(&self, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match &poll {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(_) => self.activity.write_progressed(),
+        }
+        poll
+    }
+}
+
+impl tokio::io::AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.record(poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.record(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What a connection is doing, for its watchdog. Requests and writes only
+/// touch atomics: the watchdog polls (at least once per timeout while
+/// requests run) rather than being woken per request, which would cost a task
+/// wake-up each.
 struct Activity {
     /// Requests whose response body has not been dropped yet.
     inflight: AtomicUsize,
     /// When the connection last became idle ([`connection_clock_ms`]).
     idle_since_ms: AtomicU64,
     served_any: AtomicBool,
+    /// 1 + when a write last found the socket full, or 0 once a write
+    /// has gone through since.
+    write_blocked_since_ms: AtomicU64,
 }
 
 struct RequestGuard {
@@ -312,6 +398,30 @@ impl Activity {
             inflight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(connection_clock_ms()),
             served_any: AtomicBool::new(false),
+            write_blocked_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn write_blocked(&self) {
+        if self.write_blocked_since_ms.load(Ordering::Relaxed) == 0 {
+            self.write_blocked_since_ms
+                .store(connection_clock_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn write_progressed(&self) {
+        if self.write_blocked_since_ms.load(Ordering::Relaxed) != 0 {
+            self.write_blocked_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// How long writes have been blocked, if they are.
+    fn write_blocked_for(&self) -> Option<Duration> {
+        match self.write_blocked_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                (connection_clock_ms() + 1).saturating_sub(since),
+            )),
         }
     }
 
@@ -326,17 +436,23 @@ impl Activity {
     }
 
     /// Returns once the connection has had no request in flight for its
-    /// timeout: the header timeout before its first request, the idle
-    /// timeout after.
-    async fn idle_out(&self, header_timeout: Duration, idle_timeout: Duration) {
+    /// timeout (the header timeout before its first request, the idle
+    /// timeout after), or its writes have been blocked that long (noticed
+    /// within twice the timeout).
+    async fn watch(&self, header_timeout: Duration, idle_timeout: Duration) -> Close {
         loop {
             let timeout = if self.served_any.load(Ordering::Acquire) {
                 idle_timeout
             } else {
                 header_timeout
             };
+            let blocked_for = self.write_blocked_for();
+            if blocked_for.is_some_and(|blocked| blocked >= timeout) {
+                return Close::Stalled;
+            }
+            let stall_check = timeout - blocked_for.unwrap_or_default();
             if self.inflight.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(timeout).await;
+                tokio::time::sleep(stall_check).await;
                 continue;
             }
             let since_ms = self.idle_since_ms.load(Ordering::Acquire);
@@ -345,11 +461,11 @@ impl Activity {
                 if self.inflight.load(Ordering::Acquire) == 0
                     && self.idle_since_ms.load(Ordering::Acquire) == since_ms
                 {
-                    return;
+                    return Close::Idle;
                 }
                 continue;
             }
-            tokio::time::sleep(timeout - idle_for).await;
+            tokio::time::sleep((timeout - idle_for).min(stall_check)).await;
         }
     }
 }
@@ -537,12 +653,12 @@ mod tests {
         let header = Duration::from_millis(100);
         let idle = Duration::from_millis(300);
         // No request at all: the header timeout.
-        activity.idle_out(header, idle).await;
+        assert_eq!(activity.watch(header, idle).await, Close::Idle);
         let elapsed = started.elapsed();
         assert!((header..idle).contains(&elapsed), "{elapsed:?}");
         // A request in flight keeps it open however long it runs.
         let guard = activity.enter();
-        let watchdog = activity.idle_out(header, idle);
+        let watchdog = activity.watch(header, idle);
         tokio::pin!(watchdog);
         assert!(
             tokio::time::timeout(idle * 2, watchdog.as_mut())
@@ -552,8 +668,41 @@ mod tests {
         // Once it is done, the idle timeout applies.
         drop(guard);
         let before = Instant::now();
-        watchdog.await;
+        assert_eq!(watchdog.await, Close::Idle);
         let elapsed = before.elapsed();
         assert!((idle..idle * 3).contains(&elapsed), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_writes_stall_is_closed_and_one_that_writes_is_not() {
+        let activity = Arc::new(Activity::new());
+        let _guard = activity.enter();
+        let idle = Duration::from_millis(200);
+        // Writes keep going through: a long response is not a stall.
+        let writer = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                loop {
+                    activity.write_blocked();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    activity.write_progressed();
+                }
+            })
+        };
+        assert!(
+            tokio::time::timeout(idle * 3, activity.watch(idle, idle))
+                .await
+                .is_err()
+        );
+        writer.abort();
+        let _ = writer.await;
+        activity.write_progressed();
+        let before = Instant::now();
+        activity.write_blocked();
+        assert_eq!(activity.watch(idle, idle).await, Close::Stalled);
+        let elapsed = before.elapsed();
+        // The clock counts whole milliseconds.
+        let earliest = idle - Duration::from_millis(2);
+        assert!((earliest..idle * 3).contains(&elapsed), "{elapsed:?}");
     }
 }
