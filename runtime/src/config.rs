@@ -88,8 +88,9 @@ settings! {
     /// Average bytes per second a request body must keep up once it has taken
     /// longer than `http_header_timeout_ms`, or 408 `body_timeout` (0 = off).
     http_body_rate_bytes_min: u64 = 1024, "PICLOUD_HTTP_BODY_RATE_BYTES_MIN";
-    /// A connection with no request in flight for this long is closed, in
-    /// milliseconds (HTTP/1 keep-alive connections also close after the header timeout).
+    /// A connection with no request in flight and no traffic for this long is
+    /// closed, and one whose writes make no progress this long (a client that
+    /// stopped reading) is dropped, in milliseconds.
     http_idle_timeout_ms: u64 = 30_000, "PICLOUD_HTTP_IDLE_TIMEOUT_MS";
     /// Open HTTP connections; kept below the file-descriptor limit (raised to
     /// its hard limit at start) minus a reserve. More are closed at accept.

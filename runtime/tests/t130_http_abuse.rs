@@ -48,9 +48,10 @@ const HOSTILE: &str = r#"return function(req)
   return { headers = { [req.query.h] = req.query.v or "0" },
            body = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nhacked" }
 end"#;
-/// A response far larger than the socket buffers between node and client.
-const BIG_BYTES: usize = 8 * 1024 * 1024;
-const BIG: &str = "return function(req) return string.rep('x', 8 * 1024 * 1024) end";
+/// A response far larger than the socket buffers between node and client
+/// (one request: pipelined ones would also meet hyper's header timer).
+const BIG_BYTES: usize = 6 * 1024 * 1024;
+const BIG: &str = "return function(req) return string.rep(string.rep('x', 1024 * 1024), 6) end";
 const MANY_HEADERS: &str = r#"return function(req)
   local h = {}
   for i = 1, 100000 do h["x-" .. i] = "v" end
@@ -262,6 +263,7 @@ async fn hostile_clients_and_headers_do_not_take_the_node_down() {
     let reader = slow_reader_start(addr).await;
     slow_bodies(&probe, addr, idle_p99).await;
     slow_reader_check(reader).await;
+    slow_download(addr).await;
     connection_flood(&probe, &node, addr, idle_p99).await;
     h2c_streams(&probe, &node, idle_p99).await;
     smuggling_and_framing_headers(&node, addr).await;
@@ -348,7 +350,7 @@ async fn slow_reader_start(addr: SocketAddr) -> (TcpStream, Instant) {
     stream
         .write_all(b"GET /hostile/big HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
-        .expect("request");
+        .expect("requests");
     (stream, Instant::now())
 }
 
@@ -361,6 +363,13 @@ async fn slow_reader_check((mut stream, started): (TcpStream, Instant)) {
     let mut received = 0usize;
     let mut chunk = vec![0u8; 64 * 1024];
     let read_all = async {
+        let mut head = vec![0u8; 16];
+        stream.read_exact(&mut head).await.expect("a response");
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
         loop {
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
@@ -374,6 +383,37 @@ async fn slow_reader_check((mut stream, started): (TcpStream, Instant)) {
     assert!(
         received < BIG_BYTES,
         "a client that stopped reading still got all {received} bytes"
+    );
+}
+
+/// A client that reads a large response slowly, but steadily, for longer
+/// than the header timeout gets all of it.
+async fn slow_download(addr: SocketAddr) {
+    let mut stream = connect_from(loopback(7, 2), addr).await.expect("connect");
+    stream
+        .write_all(b"GET /hostile/big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let started = Instant::now();
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    // Head and body: the body is the last BIG_BYTES bytes.
+    while received < BIG_BYTES {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => received += read,
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    assert!(
+        received >= BIG_BYTES,
+        "a steady reader got only {received} bytes in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() > Duration::from_millis(HEADER_TIMEOUT_MS),
+        "the download was too quick to show anything: {:?}",
+        started.elapsed()
     );
 }
 

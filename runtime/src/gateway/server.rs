@@ -6,19 +6,15 @@
 //!          │    over a cap: closed at once, a warning at most once a second
 //!          ▼
 //!   hyper auto (HTTP/1.1 or h2c by preface)
-//!     HTTP/1: head within http_header_timeout_ms (hyper's timer)
 //!     HTTP/2: http2_max_concurrent_streams, keep-alive pings
-//!     both:   watchdog closes a connection with no request in flight for
-//!             http_header_timeout_ms before its first request and
-//!             http_idle_timeout_ms after it, and drops one whose writes
-//!             have made no progress that long (a client not reading)
+//!     both:   a watchdog closes a connection whose head (or first request)
+//!             takes longer than http_header_timeout_ms, or that has had no
+//!             request in flight and no traffic for http_idle_timeout_ms,
+//!             and drops one whose writes have made no progress that long
+//!             (a client that stopped reading)
 //!          ▼
 //!   each request: TimedBody (body.rs) ─▶ axum router
 //! ```
-//!
-//! hyper starts the HTTP/1 head timer as soon as a connection waits for its
-//! next request, so an idle HTTP/1.1 keep-alive connection is closed after
-//! the shorter of the header and idle timeouts.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -202,8 +198,8 @@ fn connection_builder(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // The head timeout is the watchdog's (see `Activity`).
+        .header_read_timeout(None)
         .max_buf_size(H1_BUFFER_BYTES_MAX)
         .keep_alive(true);
     builder
@@ -322,10 +318,11 @@ struct WatchedIo {
 }
 
 impl WatchedIo {
-    fn record<T>(&self, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+    fn record(&self, poll: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
         match &poll {
             Poll::Pending => self.activity.write_blocked(),
-            Poll::Ready(_) => self.activity.write_progressed(),
+            Poll::Ready(Ok(written)) if *written > 0 => self.activity.write_progressed(),
+            Poll::Ready(_) => {}
         }
         poll
     }
@@ -337,7 +334,12 @@ impl tokio::io::AsyncRead for WatchedIo {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let filled = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > filled {
+            self.activity.read_progressed();
+        }
+        poll
     }
 }
 
@@ -373,16 +375,24 @@ impl tokio::io::AsyncWrite for WatchedIo {
     }
 }
 
-/// What a connection is doing, for its watchdog. Requests and writes only
-/// touch atomics: the watchdog polls (at least once per timeout while
-/// requests run) rather than being woken per request, which would cost a task
-/// wake-up each.
+/// What a connection is doing, for its watchdog. Requests, reads and writes
+/// only touch atomics: the watchdog polls (at least once per timeout) rather
+/// than being woken per request, which would cost a task wake-up each.
+///
+/// The head timeout is ours, not hyper's: hyper arms its head timer as soon
+/// as a response is queued, so a large response still draining to a slow but
+/// reading client would be cut after the header timeout.
 struct Activity {
     /// Requests whose response body has not been dropped yet.
     inflight: AtomicUsize,
     /// When the connection last became idle ([`connection_clock_ms`]).
     idle_since_ms: AtomicU64,
     served_any: AtomicBool,
+    /// 1 + when the first byte arrived while no request was in flight (a
+    /// head in progress), or 0.
+    head_since_ms: AtomicU64,
+    /// When a write last went through.
+    write_progress_ms: AtomicU64,
     /// 1 + when a write last found the socket full, or 0 once a write
     /// has gone through since.
     write_blocked_since_ms: AtomicU64,
@@ -394,11 +404,36 @@ struct RequestGuard {
 
 impl Activity {
     fn new() -> Self {
+        let now = connection_clock_ms();
         Activity {
             inflight: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(connection_clock_ms()),
+            idle_since_ms: AtomicU64::new(now),
             served_any: AtomicBool::new(false),
+            head_since_ms: AtomicU64::new(0),
+            write_progress_ms: AtomicU64::new(now),
             write_blocked_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> RequestGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        if !self.served_any.load(Ordering::Relaxed) {
+            self.served_any.store(true, Ordering::Release);
+        }
+        self.head_since_ms.store(0, Ordering::Release);
+        RequestGuard {
+            activity: self.clone(),
+        }
+    }
+
+    /// Bytes arrived. Only those read while no request is in flight start a
+    /// head; a body's bytes are timed by `TimedBody`.
+    fn read_progressed(&self) {
+        if self.inflight.load(Ordering::Relaxed) == 0
+            && self.head_since_ms.load(Ordering::Relaxed) == 0
+        {
+            self.head_since_ms
+                .store(connection_clock_ms() + 1, Ordering::Release);
         }
     }
 
@@ -410,62 +445,58 @@ impl Activity {
     }
 
     fn write_progressed(&self) {
+        self.write_progress_ms
+            .store(connection_clock_ms(), Ordering::Relaxed);
         if self.write_blocked_since_ms.load(Ordering::Relaxed) != 0 {
             self.write_blocked_since_ms.store(0, Ordering::Relaxed);
         }
     }
 
-    /// How long writes have been blocked, if they are.
-    fn write_blocked_for(&self) -> Option<Duration> {
-        match self.write_blocked_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(Duration::from_millis(
-                (connection_clock_ms() + 1).saturating_sub(since),
-            )),
-        }
-    }
-
-    fn enter(self: &Arc<Self>) -> RequestGuard {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        if !self.served_any.load(Ordering::Relaxed) {
-            self.served_any.store(true, Ordering::Release);
-        }
-        RequestGuard {
-            activity: self.clone(),
-        }
-    }
-
-    /// Returns once the connection has had no request in flight for its
-    /// timeout (the header timeout before its first request, the idle
-    /// timeout after), or its writes have been blocked that long (noticed
-    /// within twice the timeout).
+    /// Returns once the connection should close:
+    /// - [`Close::Stalled`]: its writes have been blocked for the idle
+    ///   timeout (noticed within twice that while a request runs);
+    /// - [`Close::Idle`]: no request in flight and a head begun longer than
+    ///   the header timeout ago, or nothing read or written for the header
+    ///   timeout (before the first request) or the idle timeout (after).
     async fn watch(&self, header_timeout: Duration, idle_timeout: Duration) -> Close {
         loop {
-            let timeout = if self.served_any.load(Ordering::Acquire) {
-                idle_timeout
-            } else {
-                header_timeout
+            let now_ms = connection_clock_ms();
+            let since = |ms: u64| Duration::from_millis(now_ms.saturating_sub(ms));
+            let blocked_for = match self.write_blocked_since_ms.load(Ordering::Relaxed) {
+                0 => Duration::ZERO,
+                plus_one => since(plus_one - 1),
             };
-            let blocked_for = self.write_blocked_for();
-            if blocked_for.is_some_and(|blocked| blocked >= timeout) {
+            if blocked_for >= idle_timeout {
                 return Close::Stalled;
             }
-            let stall_check = timeout - blocked_for.unwrap_or_default();
+            let stall_check = idle_timeout - blocked_for;
             if self.inflight.load(Ordering::Acquire) > 0 {
                 tokio::time::sleep(stall_check).await;
                 continue;
             }
-            let since_ms = self.idle_since_ms.load(Ordering::Acquire);
-            let idle_for = Duration::from_millis(connection_clock_ms().saturating_sub(since_ms));
-            if idle_for >= timeout {
+            let idle_since_ms = self.idle_since_ms.load(Ordering::Acquire);
+            let (elapsed, limit) = match self.head_since_ms.load(Ordering::Acquire) {
+                0 => {
+                    let last_ms = idle_since_ms.max(self.write_progress_ms.load(Ordering::Relaxed));
+                    let limit = if self.served_any.load(Ordering::Acquire) {
+                        idle_timeout
+                    } else {
+                        header_timeout
+                    };
+                    (since(last_ms), limit)
+                }
+                plus_one => (since(plus_one - 1), header_timeout),
+            };
+            if elapsed >= limit {
                 if self.inflight.load(Ordering::Acquire) == 0
-                    && self.idle_since_ms.load(Ordering::Acquire) == since_ms
+                    && self.idle_since_ms.load(Ordering::Acquire) == idle_since_ms
                 {
                     return Close::Idle;
                 }
                 continue;
             }
-            tokio::time::sleep((timeout - idle_for).min(stall_check)).await;
+            let next_check = (limit - elapsed).min(stall_check);
+            tokio::time::sleep(next_check.max(Duration::from_millis(1))).await;
         }
     }
 }
@@ -474,6 +505,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let activity = &self.activity;
         if activity.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            activity.head_since_ms.store(0, Ordering::Release);
             activity
                 .idle_since_ms
                 .store(connection_clock_ms(), Ordering::Release);
@@ -671,6 +703,38 @@ mod tests {
         assert_eq!(watchdog.await, Close::Idle);
         let elapsed = before.elapsed();
         assert!((idle..idle * 3).contains(&elapsed), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_head_gets_the_header_timeout_and_a_draining_response_is_not_idle() {
+        let header = Duration::from_millis(100);
+        let idle = Duration::from_millis(400);
+        let activity = Arc::new(Activity::new());
+        drop(activity.enter());
+        // A head begun after a request: the header timeout, not the idle one.
+        activity.read_progressed();
+        let before = Instant::now();
+        assert_eq!(activity.watch(header, idle).await, Close::Idle);
+        let elapsed = before.elapsed();
+        assert!((header..idle).contains(&elapsed), "{elapsed:?}");
+        // A response still draining to a client that reads keeps it open.
+        let activity = Arc::new(Activity::new());
+        drop(activity.enter());
+        let writer = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                loop {
+                    activity.write_progressed();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        assert!(
+            tokio::time::timeout(idle * 2, activity.watch(header, idle))
+                .await
+                .is_err()
+        );
+        writer.abort();
     }
 
     #[tokio::test]
