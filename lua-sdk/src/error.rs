@@ -62,6 +62,11 @@ pub enum InvokeError {
     /// An uncaught Lua error, a bad return value or a stack overflow.
     #[error("{message}")]
     Script { message: String },
+    /// The handler returned something that is not a valid response: a bad
+    /// shape or status, a header the server owns (`content-length`, ...), an
+    /// invalid header name or value, or too many header bytes.
+    #[error("{message}")]
+    InvalidResponse { message: String },
     /// A service call failed and the script did not catch it.
     #[error("{0}")]
     Host(HostError),
@@ -75,6 +80,7 @@ impl InvokeError {
             InvokeError::Timeout { .. } => "script_timeout",
             InvokeError::Memory { .. } => "script_memory",
             InvokeError::Script { .. } => "script_error",
+            InvokeError::InvalidResponse { .. } => "invalid_response",
             InvokeError::Host(error) => &error.code,
             InvokeError::NoSuchScript { .. } => "no_such_script",
         }

@@ -1,5 +1,12 @@
 //! The request a handler receives and the response it returns, and their
 //! conversion to and from Lua.
+//!
+//! A script chooses its status, headers and body, never the response's
+//! framing: the server alone writes `content-length`, `transfer-encoding` and
+//! the connection-level headers, so a script cannot smuggle a second response
+//! onto a keep-alive connection (see [`FRAMING_HEADERS`]). Headers are also
+//! bounded in count and bytes so that a table of 100k entries is a clear
+//! `invalid_response`, not an allocation the gateway later refuses.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +34,32 @@ pub struct Response {
     /// In a stable order (sorted by name); a name may repeat (`set-cookie`).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+/// Most headers (values of a repeated name counted one by one) a response may carry.
+pub const RESPONSE_HEADERS_MAX: usize = 100;
+
+/// Most bytes of all response header names and values together.
+pub const RESPONSE_HEADER_BYTES_MAX: usize = 64 * 1024;
+
+/// Headers that frame the message or manage the connection. The server owns
+/// them: a script-set `content-length` that disagrees with the body would
+/// make the rest of the body the next response on a keep-alive connection,
+/// and `transfer-encoding` or `connection` would corrupt the framing the same
+/// way. Every `proxy-*` name is refused as well (see [`is_framing_header`]).
+pub const FRAMING_HEADERS: [&str; 7] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// Whether `name` (lower-case) is one only the server may set.
+pub fn is_framing_header(name: &str) -> bool {
+    FRAMING_HEADERS.contains(&name) || name.starts_with("proxy-")
 }
 
 pub(crate) const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
@@ -138,8 +171,9 @@ fn valid_status(status: i64) -> Result<u16, String> {
 }
 
 /// `headers = { ["x-a"] = "1", ["set-cookie"] = {"a=1", "b=2"} }`; names are
-/// lower-cased. Names must be HTTP tokens and values must not contain control
-/// characters, so a script cannot split the response.
+/// lower-cased. Names must be HTTP tokens other than the framing headers, and
+/// values must not contain control characters, so a script cannot split or
+/// reframe the response; count and bytes are bounded (see the constants).
 fn headers_from_lua(value: Value) -> Result<Vec<(String, String)>, String> {
     let table = match value {
         Value::Nil => return Ok(Vec::new()),
@@ -151,7 +185,7 @@ fn headers_from_lua(value: Value) -> Result<Vec<(String, String)>, String> {
             ));
         }
     };
-    let mut headers = Vec::new();
+    let mut headers = HeaderList::default();
     for pair in table.pairs::<Value, Value>() {
         let (name, value) = pair.map_err(|e| format!("response headers: {e}"))?;
         let Value::String(name) = name else {
@@ -160,28 +194,80 @@ fn headers_from_lua(value: Value) -> Result<Vec<(String, String)>, String> {
                 name.type_name()
             ));
         };
-        let name = name.to_string_lossy().to_ascii_lowercase();
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(format!(
-                "response header name {name:?} is not a valid HTTP header name"
-            ));
-        }
+        let name = header_name(&name.as_bytes())?;
         match value {
             Value::Table(values) => {
                 for item in values.sequence_values::<Value>() {
                     let item = item.map_err(|e| format!("response header {name}: {e}"))?;
-                    headers.push((name.clone(), header_value(&name, item)?));
+                    headers.push(&name, header_value(&name, item)?)?;
                 }
             }
-            other => headers.push((name.clone(), header_value(&name, other)?)),
+            other => headers.push(&name, header_value(&name, other)?)?,
         }
     }
+    let mut headers = headers.items;
     headers.sort();
     Ok(headers)
 }
 
+/// Response headers collected so far, refusing to grow past the limits.
+#[derive(Default)]
+struct HeaderList {
+    items: Vec<(String, String)>,
+    bytes: usize,
+}
+
+impl HeaderList {
+    fn push(&mut self, name: &str, value: String) -> Result<(), String> {
+        if self.items.len() >= RESPONSE_HEADERS_MAX {
+            return Err(format!(
+                "response has more than {RESPONSE_HEADERS_MAX} headers (at {name})"
+            ));
+        }
+        self.bytes += name.len() + value.len();
+        if self.bytes > RESPONSE_HEADER_BYTES_MAX {
+            return Err(format!(
+                "response headers exceed {RESPONSE_HEADER_BYTES_MAX} bytes (at {name})"
+            ));
+        }
+        self.items.push((name.to_string(), value));
+        Ok(())
+    }
+}
+
+/// A valid, lower-cased header name a script may set.
+fn header_name(raw: &[u8]) -> Result<String, String> {
+    // A name longer than every header's byte budget cannot be valid; the
+    // check keeps a huge name out of the error message as well.
+    if raw.len() > RESPONSE_HEADER_BYTES_MAX {
+        return Err(format!(
+            "response header name of {} bytes exceeds {RESPONSE_HEADER_BYTES_MAX} bytes",
+            raw.len()
+        ));
+    }
+    let name = String::from_utf8_lossy(raw).to_ascii_lowercase();
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(format!(
+            "response header name {name:?} is not a valid HTTP header name"
+        ));
+    }
+    if is_framing_header(&name) {
+        return Err(format!(
+            "response header {name} is set by the server; scripts cannot set it"
+        ));
+    }
+    Ok(name)
+}
+
 fn header_value(name: &str, value: Value) -> Result<String, String> {
     let text = match value {
+        // Measured before it is copied: a multi-megabyte value is refused
+        // without a second copy of it.
+        Value::String(s) if s.as_bytes().len() > RESPONSE_HEADER_BYTES_MAX => {
+            return Err(format!(
+                "response header {name} exceeds {RESPONSE_HEADER_BYTES_MAX} bytes"
+            ));
+        }
         Value::String(s) => s
             .to_str()
             .map_err(|_| format!("response header {name} is not valid UTF-8"))?
@@ -235,5 +321,106 @@ mod tests {
         assert_eq!(header_value("x", Value::String(ok)), Ok("a\tb".to_string()));
         let bad = lua.create_string("a\r\nset-cookie: x").expect("string");
         assert!(header_value("x", Value::String(bad)).is_err());
+    }
+
+    /// Runs `return <expr>` and converts the result as a handler's response.
+    fn convert(expr: &str) -> Result<Response, String> {
+        let lua = Lua::new();
+        let value: Value = lua
+            .load(format!("return {expr}"))
+            .eval()
+            .expect("test chunk runs");
+        response_from_lua(&lua, value)
+    }
+
+    #[test]
+    fn framing_headers_are_refused_and_named() {
+        let names = [
+            "content-length",
+            "Content-Length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "trailer",
+            "proxy-authenticate",
+            "Proxy-Connection",
+        ];
+        for name in names {
+            let error =
+                convert(&format!("{{ headers = {{ [\"{name}\"] = \"0\" }} }}")).expect_err(name);
+            assert!(
+                error.contains(&name.to_ascii_lowercase()) && error.contains("set by the server"),
+                "{name}: {error}"
+            );
+            // A list of values is refused the same way.
+            let error = convert(&format!("{{ headers = {{ [\"{name}\"] = {{\"1\"}} }} }}"))
+                .expect_err(name);
+            assert!(error.contains("set by the server"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn ordinary_headers_pass_and_are_sorted() {
+        let response = convert(
+            "{ headers = { ['X-B'] = 2, ['set-cookie'] = {'a=1', 'b=2'}, ['content-type'] = 'text/html' } }",
+        )
+        .expect("valid");
+        let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "set-cookie", "set-cookie", "x-b"]);
+    }
+
+    #[test]
+    fn header_count_and_bytes_are_bounded() {
+        let at_limit = format!(
+            "(function() local h = {{}} for i = 1, {RESPONSE_HEADERS_MAX} do h['x-' .. i] = 'v' end return {{ headers = h }} end)()"
+        );
+        assert_eq!(
+            convert(&at_limit).expect("at the limit").headers.len(),
+            RESPONSE_HEADERS_MAX
+        );
+        let error = convert(
+            "(function() local h = {} for i = 1, 100000 do h['x-' .. i] = 'v' end return { headers = h } end)()",
+        )
+        .expect_err("too many");
+        assert!(error.contains("more than 100 headers"), "{error}");
+        let error = convert("{ headers = { ['set-cookie'] = (function() local t = {} for i = 1, 1000 do t[i] = 'a' end return t end)() } }")
+            .expect_err("too many values");
+        assert!(error.contains("set-cookie"), "{error}");
+        let error = convert("{ headers = { ['x-big'] = string.rep('v', 70000) } }")
+            .expect_err("one huge value");
+        assert!(
+            error.contains("x-big") && error.contains("bytes"),
+            "{error}"
+        );
+        let error = convert(
+            "(function() local h = {} for i = 1, 20 do h['x-' .. i] = string.rep('v', 4000) end return { headers = h } end)()",
+        )
+        .expect_err("too many bytes");
+        assert!(error.contains("exceed 65536 bytes"), "{error}");
+        let error =
+            convert("{ headers = { [string.rep('n', 70000)] = 'v' } }").expect_err("huge name");
+        assert!(error.len() < 200, "the message stays short: {error}");
+    }
+
+    #[test]
+    fn invalid_names_and_values_are_refused() {
+        for (expr, expected) in [
+            (
+                "{ headers = { [':status'] = '200' } }",
+                "not a valid HTTP header name",
+            ),
+            (
+                "{ headers = { [''] = 'x' } }",
+                "not a valid HTTP header name",
+            ),
+            ("{ headers = { ['x-a'] = 'a\\0b' } }", "control character"),
+            ("{ headers = { ['x-a'] = 'a\\127' } }", "control character"),
+            ("{ headers = { ['x-a'] = true } }", "must be a string"),
+        ] {
+            let error = convert(expr).expect_err(expr);
+            assert!(error.contains(expected), "{expr}: {error}");
+        }
     }
 }

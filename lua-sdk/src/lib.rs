@@ -28,7 +28,8 @@
 //! * `sdk/` — the globals scripts use: `kv`, `log`/`print`, `json`, `time`,
 //!   `secrets`.
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies).
-//! * `http.rs` — [`Request`]/[`Response`] and their Lua form.
+//! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
+//!   cannot set framing headers (`invalid_response`).
 //! * `error.rs` — [`CompileError`], [`InvokeError`] and error classification.
 //! * `limits.rs` — [`SandboxLimits`] and the crate's fixed maxima.
 //! * `stubs/picloud.lua` (outside `src/`) — LuaLS type stubs for editors.

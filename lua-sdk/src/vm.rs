@@ -174,11 +174,11 @@ impl Vm {
             return Err(kill_error(reason, self.budget.limits()));
         }
         match outcome {
-            Ok(value) => {
-                response_from_lua(&self.lua, value).map_err(|message| InvokeError::Script {
+            Ok(value) => response_from_lua(&self.lua, value).map_err(|message| {
+                InvokeError::InvalidResponse {
                     message: format!("{script}: {message}"),
-                })
-            }
+                }
+            }),
             Err(error) => Err(self.invoke_error(&error)),
         }
     }

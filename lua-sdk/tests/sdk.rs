@@ -96,7 +96,7 @@ async fn empty_table_return_is_empty_200() {
 }
 
 #[tokio::test]
-async fn bad_return_values_are_script_errors() {
+async fn bad_return_values_are_invalid_responses() {
     let cases = [
         ("return nil", "got nil"),
         ("return 42", "got integer"),
@@ -116,19 +116,23 @@ async fn bad_return_values_are_script_errors() {
             "return { json = { f = print } }",
             "cannot encode a function",
         ),
+        (
+            "return { headers = { ['content-length'] = '0' }, body = 'x' }",
+            "content-length is set by the server",
+        ),
     ];
     let host = FakeHost::new();
     for (body, expected) in cases {
         let vm = vm(&host, &returning(body));
         match call(&vm).await {
-            Err(InvokeError::Script { message }) => {
+            Err(InvokeError::InvalidResponse { message }) => {
                 assert!(
                     message.contains(expected),
                     "{body}: message {message:?} lacks {expected:?}"
                 );
                 assert!(message.starts_with("main.lua: "), "{message}");
             }
-            other => panic!("{body}: expected a script error, got {other:?}"),
+            other => panic!("{body}: expected an invalid response, got {other:?}"),
         }
         assert!(
             vm.is_reusable(),

@@ -69,8 +69,36 @@ settings! {
     http_body_bytes_max: usize = 1024 * 1024, "PICLOUD_HTTP_BODY_BYTES_MAX";
     /// Largest deploy bundle, in bytes.
     deploy_bytes_max: usize = 8 * 1024 * 1024, "PICLOUD_DEPLOY_BYTES_MAX";
-    /// Requests served at once; more get 503 `overloaded`.
+    /// Requests served at once; more get 503 `overloaded`. A request takes
+    /// its place only once its head and body have arrived.
     http_inflight_max: usize = 1024, "PICLOUD_HTTP_INFLIGHT_MAX";
+    /// Requests to one app (the admin API counts as one) served at once; more
+    /// get 503 `overloaded`, so one app cannot take every place.
+    http_inflight_per_app_max: usize = 512, "PICLOUD_HTTP_INFLIGHT_PER_APP_MAX";
+    /// Requests from one client address served at once; more get 503 `overloaded`.
+    http_inflight_per_client_max: usize = 256, "PICLOUD_HTTP_INFLIGHT_PER_CLIENT_MAX";
+    /// Request body bytes buffered at once across all requests; a body that
+    /// does not fit gets 503 `overloaded`. At least the largest body allowed.
+    http_body_buffered_bytes_max: usize = 64 * 1024 * 1024, "PICLOUD_HTTP_BODY_BUFFERED_BYTES_MAX";
+    /// Time a client has to send a request head (HTTP/1) or its first request
+    /// (HTTP/1 and HTTP/2) before the connection is closed, in milliseconds.
+    http_header_timeout_ms: u64 = 10_000, "PICLOUD_HTTP_HEADER_TIMEOUT_MS";
+    /// Time a request body may take in total before 408 `body_timeout`, in milliseconds.
+    http_body_timeout_ms: u64 = 60_000, "PICLOUD_HTTP_BODY_TIMEOUT_MS";
+    /// Average bytes per second a request body must keep up once it has taken
+    /// longer than `http_header_timeout_ms`, or 408 `body_timeout` (0 = off).
+    http_body_rate_bytes_min: u64 = 1024, "PICLOUD_HTTP_BODY_RATE_BYTES_MIN";
+    /// A connection with no request in flight and no traffic for this long is
+    /// closed, and one whose writes make no progress this long (a client that
+    /// stopped reading) is dropped, in milliseconds.
+    http_idle_timeout_ms: u64 = 30_000, "PICLOUD_HTTP_IDLE_TIMEOUT_MS";
+    /// Open HTTP connections; kept below the file-descriptor limit (raised to
+    /// its hard limit at start) minus a reserve. More are closed at accept.
+    http_connections_max: usize = 4096, "PICLOUD_HTTP_CONNECTIONS_MAX";
+    /// Open HTTP connections from one client address; more are closed at accept.
+    http_connections_per_client_max: usize = 256, "PICLOUD_HTTP_CONNECTIONS_PER_CLIENT_MAX";
+    /// Concurrent streams (requests) one HTTP/2 connection may open.
+    http2_max_concurrent_streams: u32 = 100, "PICLOUD_HTTP2_MAX_CONCURRENT_STREAMS";
     /// Lua instructions one invocation may run.
     script_instructions_max: u64 = 100_000_000, "PICLOUD_SCRIPT_INSTRUCTIONS_MAX";
     /// Memory cap of one Lua VM, in bytes.
@@ -176,6 +204,66 @@ impl ServeConfig {
         )?;
         check_range("deploy_bytes_max", self.deploy_bytes_max, 1024, 256 * MIB)?;
         check_range("http_inflight_max", self.http_inflight_max, 1, 1_000_000)?;
+        check_range(
+            "http_inflight_per_app_max",
+            self.http_inflight_per_app_max,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "http_inflight_per_client_max",
+            self.http_inflight_per_client_max,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "http_body_buffered_bytes_max",
+            self.http_body_buffered_bytes_max,
+            self.http_body_bytes_max.max(self.deploy_bytes_max),
+            16 * 1024 * MIB,
+        )?;
+        check_range(
+            "http_header_timeout_ms",
+            self.http_header_timeout_ms,
+            100,
+            600_000,
+        )?;
+        check_range(
+            "http_body_timeout_ms",
+            self.http_body_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range(
+            "http_body_rate_bytes_min",
+            self.http_body_rate_bytes_min,
+            0,
+            1 << 30,
+        )?;
+        check_range(
+            "http_idle_timeout_ms",
+            self.http_idle_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range(
+            "http_connections_max",
+            self.http_connections_max,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "http_connections_per_client_max",
+            self.http_connections_per_client_max,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "http2_max_concurrent_streams",
+            self.http2_max_concurrent_streams,
+            1,
+            10_000,
+        )?;
         check_range(
             "script_instructions_max",
             self.script_instructions_max,
@@ -392,6 +480,26 @@ mod tests {
         assert_eq!(config.http.port(), 9000);
         assert_eq!(config.script_timeout_ms, 700);
         assert_eq!(config.data_dir, PathBuf::from("./picloud-data"));
+    }
+
+    #[test]
+    fn http_defaults_bound_slow_clients() {
+        let config = ServeConfig::resolve(ServeArgs::default()).expect("defaults are valid");
+        // A head gets seconds, not minutes; a 1 MiB body at the minimum rate
+        // fits in the body timeout; shares leave room for other apps and clients.
+        assert!((1_000..=30_000).contains(&config.http_header_timeout_ms));
+        assert!((1..=4096).contains(&config.http_body_rate_bytes_min));
+        assert!(config.http_body_timeout_ms >= 30_000);
+        assert!(config.http_inflight_per_app_max < config.http_inflight_max);
+        assert!(config.http_inflight_per_client_max < config.http_inflight_per_app_max);
+        assert!(config.http_connections_per_client_max < config.http_connections_max);
+        assert!(config.http_body_buffered_bytes_max >= config.deploy_bytes_max);
+        let error = ServeConfig::resolve(ServeArgs {
+            http_body_buffered_bytes_max: Some(1024),
+            ..ServeArgs::default()
+        })
+        .expect_err("a budget below the largest body");
+        assert!(error.to_string().contains("http_body_buffered_bytes_max"));
     }
 
     #[test]

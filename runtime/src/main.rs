@@ -4,7 +4,8 @@
 //!
 //! - `config`: serve settings (flags, `PICLOUD_*` env, `--config` file, defaults).
 //! - `serve`: boot and shutdown of a node.
-//! - `gateway`: HTTP: app routes, admin API, health; the one error→status map.
+//! - `gateway`: HTTP: the server (accept loop, connection caps, timeouts), app
+//!   routes, admin API, health; the one error→status map.
 //! - `keys`: API key format, hashing, scopes.
 //! - `secret_key`: the secrets master key(s) (`--dev`, env, key file).
 //! - `cli`: the operator commands, talking to the admin API.

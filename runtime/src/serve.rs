@@ -157,14 +157,16 @@ async fn serve(
     println!("picloud listening on http://{}", config.http);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = http.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    // Our own accept loop (gateway/server.rs) rather than `axum::serve`: it
+    // caps connections below the file-descriptor limit, raised here first.
+    let server_limits =
+        gateway::server::ServerLimits::new(&config, gateway::server::raise_fd_limit());
+    let server = http.spawn(gateway::server::run(
+        listener,
+        router,
+        server_limits,
+        stop_rx,
+    ));
     // Trigger runs execute scripts, on the script runtime like requests. They
     // resume only now that the admin API serves (see the module comment).
     {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use picloud_actors::AppRequest;
 use picloud_actors::error::AppError;
 
-use super::{ApiError, Gateway, read_body};
+use super::{ApiError, Gateway, client_ip};
 use crate::gateway::error::ApiError as Error;
 
 /// Splits `/hello/greet/pi` into (`hello`, `/greet/pi`).
@@ -40,7 +40,6 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
 }
 
 async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError> {
-    let _permit = gateway.admit()?;
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let (app, rest) = split_app(path)
@@ -67,7 +66,12 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
             ))
         })
         .collect();
-    let body = read_body(body, gateway.config.http_body_bytes_max).await?;
+    // The body first, the in-flight permit after: a client trickling its
+    // body holds only its connection and the bytes it has sent.
+    let (body, _body_permit) = gateway
+        .receive_body(body, gateway.config.http_body_bytes_max)
+        .await?;
+    let _permit = gateway.admit(app, client_ip(&parts.extensions))?;
     let app_request = AppRequest {
         method: parts.method.as_str().to_string(),
         path: rest.to_string(),
@@ -95,7 +99,7 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
         ) else {
             return Err(Error::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "script_error",
+                "invalid_response",
                 format!("script returned an invalid header {name:?}"),
             ));
         };

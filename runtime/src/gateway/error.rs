@@ -54,6 +54,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<super::body::BodyError> for ApiError {
+    fn from(error: super::body::BodyError) -> Self {
+        use super::body::BodyError;
+        let (status, code) = match &error {
+            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BodyError::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            BodyError::BufferFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            BodyError::Read { .. } => (StatusCode::BAD_REQUEST, "bad_body"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<super::admission::Refusal> for ApiError {
+    fn from(refusal: super::admission::Refusal) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            refusal.to_string(),
+        )
+    }
+}
+
 impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> Self {
         let (status, code) = match &error {

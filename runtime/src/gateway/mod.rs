@@ -9,10 +9,25 @@
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
 //!
-//! Every request takes a permit from one semaphore (`http_inflight_max`); when
-//! none is free the answer is 503 `overloaded` at once rather than a queue.
+//! `server.rs` accepts connections and bounds what a client can hold open
+//! (connection caps, header, idle and body timeouts). A request's body is
+//! received first (`body.rs`: timed, and charged to a node-wide byte budget),
+//! and only then does it take an in-flight permit (`admission.rs`: the node's
+//! pool with a share per app and per client address); when none is free the
+//! answer is 503 `overloaded` at once rather than a queue. `/_/health` takes
+//! no permit.
+//!
+//! # Layout
+//! - `server.rs`: accept loop, connection caps, hyper HTTP/1 + HTTP/2 setup
+//! - `body.rs`: body timeouts and the buffered-bytes budget
+//! - `admission.rs`: in-flight permits and their shares
+//! - `apps.rs`, `admin.rs`, `secrets.rs`, `libs.rs`, `docs.rs`: the routes
+//! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
 
 pub mod admin;
+pub mod admission;
+pub mod body;
+pub mod server;
 
 use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;
@@ -22,19 +37,18 @@ pub mod error;
 pub mod libs;
 pub mod secrets;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use picloud_actors::{ActorLimits, Apps, LogBook};
 use picloud_cluster::Node;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
 
 use crate::config::ServeConfig;
 use crate::secret_key::SecretKeys;
@@ -63,7 +77,8 @@ pub struct Shared {
     pub triggers: Arc<DispatcherStats>,
     /// This node's secrets master keys.
     pub secret_keys: Arc<SecretKeys>,
-    inflight: Semaphore,
+    admission: admission::Admission,
+    bodies: body::BodyBudget,
 }
 
 impl Gateway {
@@ -79,7 +94,12 @@ impl Gateway {
         Gateway(Arc::new(Shared {
             triggers,
             secret_keys,
-            inflight: Semaphore::new(config.http_inflight_max),
+            admission: admission::Admission::new(
+                config.http_inflight_max,
+                config.http_inflight_per_app_max,
+                config.http_inflight_per_client_max,
+            ),
+            bodies: body::BodyBudget::new(config.http_body_buffered_bytes_max),
             node,
             apps,
             logs,
@@ -106,28 +126,52 @@ pub fn router(gateway: Gateway) -> Router {
 }
 
 impl Gateway {
-    /// Takes an in-flight permit, or fails with 503 `overloaded`.
-    pub fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-        self.inflight.try_acquire().map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                format!(
-                    "{} requests are in flight (http_inflight_max); retry shortly",
-                    self.config.http_inflight_max
-                ),
-            )
-        })
+    /// Takes an in-flight permit for `app` (or [`admission::ADMIN_SHARE`])
+    /// and `client`, or fails with 503 `overloaded`.
+    pub fn admit(&self, app: &str, client: IpAddr) -> Result<admission::Admitted<'_>, ApiError> {
+        Ok(self.admission.admit(app, client)?)
+    }
+
+    /// Receives a request body of at most `limit` bytes under the body
+    /// budget; the permit holds its bytes until the request is answered.
+    pub async fn receive_body(
+        &self,
+        body: Body,
+        limit: usize,
+    ) -> Result<(Bytes, body::BodyPermit<'_>), ApiError> {
+        Ok(self.bodies.receive(body, limit).await?)
     }
 }
 
-/// Admits an admin API request (see [`Gateway::admit`]).
+/// The client's address, as the server recorded it on the request (the
+/// unspecified address when a request did not come through `server.rs`).
+pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| {
+            server::client_address(info.0.ip())
+        })
+}
+
+/// Admits an admin API request: its body is received first (up to the
+/// largest any admin route takes; each handler then applies its own limit),
+/// then it takes a permit of the admin share.
 async fn shed_load(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
-    let _permit = match gateway.admit() {
+    let (parts, body) = request.into_parts();
+    let limit = gateway
+        .config
+        .http_body_bytes_max
+        .max(gateway.config.deploy_bytes_max);
+    let (bytes, _body_permit) = match gateway.receive_body(body, limit).await {
+        Ok(received) => received,
+        Err(error) => return error.into_response(),
+    };
+    let _permit = match gateway.admit(admission::ADMIN_SHARE, client_ip(&parts.extensions)) {
         Ok(permit) => permit,
         Err(error) => return error.into_response(),
     };
-    next.run(request).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn health(State(gateway): State<Gateway>) -> Response {
@@ -167,20 +211,17 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
     }
 }
 
-/// Reads a body up to `limit` bytes; more is 413 `body_too_large`.
+/// Reads a body up to `limit` bytes; more is 413 `body_too_large`, a client
+/// too slow is 408 `body_timeout`.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|error| {
         let too_large = std::error::Error::source(&error)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
             || error.to_string().contains("length limit");
         if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body exceeds {limit} bytes"),
-            )
+            body::BodyError::TooLarge { limit }.into()
         } else {
-            ApiError::bad_request("bad_body", format!("reading request body: {error}"))
+            body::classify(&error).into()
         }
     })
 }
