@@ -33,6 +33,19 @@ impl Default for SandboxLimits {
 /// which bounds how late a wall-clock deadline or a kill is noticed.
 pub const HOOK_INSTRUCTIONS_INTERVAL: u32 = 10_000;
 
+/// The shortest hook interval, used once a VM holds most of its memory cap.
+/// Each hook call costs about as much as a few dozen instructions, so going
+/// lower would slow big-VM scripts down for little gain.
+pub const HOOK_INSTRUCTIONS_INTERVAL_MIN: u32 = 16;
+
+/// Hook interval × VM bytes in use that the hook aims for (see
+/// `budget::hook_interval_for`). One instruction can take time proportional to
+/// the VM's memory (about 0.1 ns a byte for a copy, more for a collection); at
+/// 2^30 a VM of up to 100 KiB keeps the full interval, one of 1 MiB is checked
+/// every 1 024 instructions and one of 16 MiB every 64, so no stretch between
+/// two checks of the deadline lasts more than tens of milliseconds.
+pub const HOOK_INTERVAL_MEMORY_PRODUCT: u64 = 1 << 30;
+
 /// Pattern-matching steps (see `pattern.rs`) counted before they are charged
 /// to the instruction budget and the deadline and kill flag are checked. A
 /// step (one character test, one `match` call, 16 bytes scanned in bulk)
@@ -73,3 +86,13 @@ pub const SYNTAX_CHECK_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Most elements one `table.move` call may copy. It loops in C where the
 /// hook cannot stop it; a 16 MiB VM cannot hold more elements than this anyway.
 pub const TABLE_MOVE_ELEMENTS_MAX: i64 = 1 << 22;
+
+/// Library calls whose input is at most this many bytes (or elements) are
+/// not charged: their C work is a few instructions' worth, and the check is
+/// one comparison.
+pub const CHARGE_FREE_BYTES: usize = 256;
+
+/// Bytes of C library work (copying, scanning, case mapping) charged as one
+/// instruction: a VM instruction takes a few nanoseconds, about as long as
+/// copying or scanning 16 bytes.
+pub const CHARGE_BYTES_PER_UNIT: usize = 16;

@@ -29,7 +29,9 @@ use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
 use crate::budget::Budget;
 use crate::host::Host;
-use crate::limits::{HOOK_INSTRUCTIONS_INTERVAL, TABLE_MOVE_ELEMENTS_MAX};
+use crate::limits::{
+    CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HOOK_INSTRUCTIONS_INTERVAL, TABLE_MOVE_ELEMENTS_MAX,
+};
 
 /// Globals removed outright. `io`, `package` and `debug` are never loaded;
 /// they are listed too so a future change to the library set cannot bring
@@ -53,41 +55,81 @@ const REMOVED_GLOBALS: &[&str] = &[
 /// The `os` functions that stay: they read the clock and nothing else.
 const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
 
-/// Wraps every Lua-visible way to catch an error. Runs once per VM with the
-/// original functions as upvalues, so scripts can never reach them.
+/// Wraps every Lua-visible way to catch an error and every C library
+/// function whose work is not bounded by what the VM holds. Runs once per VM
+/// with the original functions as upvalues, so scripts can never reach them.
 ///
 /// * `pcall`, `xpcall`, `coroutine.resume`, `coroutine.close` pass their
 ///   results through `settle`, which re-raises a kill (and turns caught
-///   Rust-side errors into strings).
+///   Rust-side errors into strings). `pcall` runs as `xpcall` with `relocate`
+///   as message handler, which (only when an error happens) replaces a
+///   `sandbox:<line>:` position with the script's own line.
 /// * `coroutine.wrap` is rebuilt on the wrapped `resume`, since the stock one
 ///   re-raises from C with the message rewritten.
 /// * `xpcall`'s handler is skipped once the invocation is being killed.
 /// * `setmetatable` refuses `__gc`: finalizers run at arbitrary times,
 ///   including when the VM is dropped, outside any invocation's budget.
-/// * `table.move` refuses ranges over [`TABLE_MOVE_ELEMENTS_MAX`].
+/// * `table.insert`, `table.remove` and `table.sort` are Lua ports of
+///   `ltablib.c` (same checks, messages and element order), so every element
+///   they shift or compare runs VM instructions the hook counts: the C ones
+///   trust `__len` and shifted up to 2^62 elements where no hook runs.
+/// * `table.move`, `table.concat`, `table.unpack`, `table.pack`, `string.rep`,
+///   `string.byte`, `string.char`, `string.reverse`, `string.lower`,
+///   `string.upper`, `string.pack`, `string.packsize`, `string.unpack`,
+///   `utf8.len/offset/codepoint/char` and `os.date` charge their work up
+///   front from their input sizes (one unit per element, or per
+///   [`CHARGE_BYTES_PER_UNIT`] bytes, above [`CHARGE_FREE_BYTES`]), then call
+///   the C function.
 /// * `collectgarbage` only answers `"count"`; a script must not be able to
 ///   stop the collector or force full collections in a loop.
+///
+/// Errors raised here use level 2 (the script calling the wrapper) or carry
+/// a `sandbox:` position that `relocate` (or, for an uncaught error, the
+/// traceback, see `error::relocate_from_traceback`) replaces.
 const PRELUDE: &str = r##"
-local settle, convert_error, move_elements_max = ...
+local settle, convert_error, relocate, charge, move_elements_max, free_bytes, bytes_per_unit,
+  string_bytes_max = ...
 local raw_pcall, raw_xpcall, raw_error, raw_type, raw_select = pcall, xpcall, error, type, select
-local raw_setmetatable, raw_rawget, raw_collectgarbage = setmetatable, rawget, collectgarbage
+local raw_setmetatable, raw_rawget, raw_rawlen, raw_collectgarbage =
+  setmetatable, rawget, rawlen, collectgarbage
+local raw_tonumber, math_tointeger, math_type, math_ult = tonumber, math.tointeger, math.type, math.ult
 local co = coroutine
 local raw_create, raw_resume, raw_close = co.create, co.resume, co.close
 
 -- Argument errors name the public function and point at the script's line
 -- (level 3: the script calling the wrapper), not at this prelude.
+local function argerror(position, name, message)
+  raw_error("bad argument #" .. position .. " to '" .. name .. "' (" .. message .. ")", 3)
+end
+
+local function typename(value)
+  local t = raw_type(value)
+  if t == "userdata" then return "light userdata" end
+  return t
+end
+
 local function expect(value, wanted, position, name)
   if raw_type(value) ~= wanted then
     raw_error("bad argument #" .. position .. " to '" .. name .. "' (" .. wanted ..
-      " expected, got " .. raw_type(value) .. ")", 3)
+      " expected, got " .. typename(value) .. ")", 3)
   end
+end
+
+-- Charges `bytes` of C work to the budget, free below `free_bytes` so that
+-- ordinary calls pay one comparison.
+local function charge_bytes(bytes)
+  if bytes > free_bytes then charge(bytes // bytes_per_unit) end
+end
+
+local function pcall_relocated(f, ...)
+  return settle(raw_xpcall(f, relocate, ...))
 end
 
 pcall = function(...)
   if raw_select("#", ...) == 0 then
     raw_error("bad argument #1 to 'pcall' (value expected)", 2)
   end
-  return settle(raw_pcall(...))
+  return pcall_relocated(...)
 end
 
 xpcall = function(f, handler, ...)
@@ -131,32 +173,302 @@ setmetatable = function(t, mt)
   return raw_setmetatable(t, mt)
 end
 
--- `table.move` copies element by element in C, where no hook runs: moving
--- nils across a range of 2^50 would spin a core forever. Bound the count.
-local raw_move = table.move
-table.move = function(a1, f, e, t, a2)
-  if raw_type(f) == "number" and raw_type(e) == "number" and (e + 0.0) - f >= move_elements_max then
-    raw_error("table.move: more than " .. move_elements_max .. " elements", 2)
-  end
-  return raw_move(a1, f, e, t, a2)
-end
-
--- `string.rep` builds its result in C. A non-empty result is bounded by the
--- memory cap (C allocates the whole buffer first), but an empty one ("" with
--- no separator) loops n times producing nothing, where no hook runs.
-local raw_rep = string.rep
-string.rep = function(s, n, sep)
-  if s == "" and (sep == nil or sep == "") and raw_type(n) == "number" then
-    return ""
-  end
-  return raw_rep(s, n, sep)
-end
-
 collectgarbage = function(option)
   if option == "count" then
     return raw_collectgarbage("count")
   end
   raw_error("collectgarbage: only \"count\" is allowed", 2)
+end
+
+-- table: ports of ltablib.c (Lua 5.4). `#t` may run `__len` and return
+-- anything; every element moved below is a VM instruction the hook counts.
+
+local function checktable(t, name)
+  if raw_type(t) ~= "table" then
+    argerror(1, name, "table expected, got " .. typename(t))
+  end
+end
+
+-- luaL_checkinteger: integers, floats with an exact integer value, and
+-- strings convertible to one.
+local function checkinteger(value, position, name)
+  local i = math_tointeger(value)
+  if i then return i end
+  local t = raw_type(value)
+  if t == "string" then
+    local n = raw_tonumber(value)
+    if n then
+      i = math_tointeger(n)
+      if i then return i end
+      argerror(position, name, "number has no integer representation")
+    end
+  elseif t == "number" then
+    argerror(position, name, "number has no integer representation")
+  end
+  argerror(position, name, "number expected, got " .. typename(value))
+end
+
+-- aux_getn: the length `#t` reports (through `__len`), as an integer.
+local function getn(t, name)
+  checktable(t, name)
+  local n = #t
+  local i = math_tointeger(n)
+  if i then return i end
+  if raw_type(n) == "string" then
+    i = math_tointeger(raw_tonumber(n))
+    if i then return i end
+  end
+  raw_error("object length is not an integer", 3)
+end
+
+table.insert = function(t, ...)
+  local e = getn(t, "insert") + 1
+  local nargs = raw_select("#", ...)
+  if nargs == 1 then
+    t[e] = ...
+    return
+  end
+  if nargs ~= 2 then
+    raw_error("wrong number of arguments to 'insert'", 2)
+  end
+  local pos, value = ...
+  pos = checkinteger(pos, 2, "insert")
+  if not math_ult(pos - 1, e) then
+    argerror(2, "insert", "position out of bounds")
+  end
+  for i = e, pos + 1, -1 do
+    t[i] = t[i - 1]
+  end
+  t[pos] = value
+end
+
+table.remove = function(t, pos)
+  local size = getn(t, "remove")
+  if pos == nil then
+    pos = size
+  else
+    pos = checkinteger(pos, 2, "remove")
+    if pos ~= size and math_ult(size, pos - 1) then
+      argerror(2, "remove", "position out of bounds")
+    end
+  end
+  local result = t[pos]
+  if pos < size then
+    for i = pos, size - 1 do
+      t[i] = t[i + 1]
+    end
+    pos = size
+  end
+  t[pos] = nil
+  return result
+end
+
+local function default_less(a, b) return a < b end
+local pivot_seed = 0
+
+-- The C sort randomizes pivots from clock() and time() once a partition
+-- comes out badly unbalanced; a counter serves the same purpose and keeps
+-- the script's `math.random` sequence untouched.
+local function randomize_pivot()
+  pivot_seed = (pivot_seed * 1103515245 + 12345) % 2147483648
+  return pivot_seed + 1
+end
+
+local function partition(t, less, lo, up, pivot)
+  local i, j = lo, up - 1
+  while true do
+    i = i + 1
+    local ai = t[i]
+    while less(ai, pivot) do
+      if i == up - 1 then raw_error("invalid order function for sorting") end
+      i = i + 1
+      ai = t[i]
+    end
+    j = j - 1
+    local aj = t[j]
+    while less(pivot, aj) do
+      if j < i then raw_error("invalid order function for sorting") end
+      j = j - 1
+      aj = t[j]
+    end
+    if j < i then
+      t[up - 1] = ai
+      t[i] = pivot
+      return i
+    end
+    t[i] = aj
+    t[j] = ai
+  end
+end
+
+local function auxsort(t, less, lo, up, rnd)
+  while lo < up do
+    local a, b = t[lo], t[up]
+    if less(b, a) then
+      t[lo] = b
+      t[up] = a
+    end
+    if up - lo == 1 then break end
+    local p
+    if up - lo < 100 or rnd == 0 then
+      p = (lo + up) // 2
+    else
+      local r4 = (up - lo) // 4
+      p = rnd % (r4 * 2) + (lo + r4)
+    end
+    a, b = t[p], t[lo]
+    if less(a, b) then
+      t[p] = b
+      t[lo] = a
+    else
+      b = t[up]
+      if less(b, a) then
+        t[p] = b
+        t[up] = a
+      end
+    end
+    if up - lo == 2 then break end
+    local pivot = t[p]
+    t[p] = t[up - 1]
+    t[up - 1] = pivot
+    p = partition(t, less, lo, up, pivot)
+    local n
+    if p - lo < up - p then
+      auxsort(t, less, lo, p - 1, rnd)
+      n = p - lo
+      lo = p + 1
+    else
+      auxsort(t, less, p + 1, up, rnd)
+      n = up - p
+      up = p - 1
+    end
+    if (up - lo) // 128 > n then rnd = randomize_pivot() end
+  end
+end
+
+table.sort = function(t, less)
+  local n = getn(t, "sort")
+  if n > 1 then
+    if n >= 2147483647 then argerror(1, "sort", "array too big") end
+    if less ~= nil and raw_type(less) ~= "function" then
+      argerror(2, "sort", "function expected, got " .. typename(less))
+    end
+    auxsort(t, less or default_less, 1, n, 0)
+  end
+end
+
+-- `table.move` copies element by element in C, where no hook runs: moving
+-- nils across a range of 2^50 would spin a core forever. Bound the count,
+-- and charge it.
+local raw_move = table.move
+table.move = function(a1, f, e, t, a2)
+  if raw_type(f) == "number" and raw_type(e) == "number" then
+    local count = (e + 0.0) - f
+    if count >= move_elements_max then
+      raw_error("table.move: more than " .. move_elements_max .. " elements", 2)
+    end
+    if count > 0 then charge(count // 1) end
+  end
+  return raw_move(a1, f, e, t, a2)
+end
+
+-- These loop over the elements of a range whose end `__len` may choose;
+-- every element is either a real slot (bounded by the memory cap) or comes
+-- from an `__index` function (Lua the hook counts), but each still costs C
+-- work, charged here.
+local raw_concat, raw_unpack = table.concat, table.unpack
+table.concat = function(t, sep, i, j)
+  if raw_type(t) == "table" then
+    local n = raw_rawlen(t)
+    if n > free_bytes then charge(n) end
+  end
+  return raw_concat(t, sep, i, j)
+end
+
+table.unpack = function(t, i, j)
+  if raw_type(i) == "number" and raw_type(j) == "number" then
+    local count = (j + 0.0) - i
+    if count > free_bytes then charge(count // 1) end
+  elseif raw_type(t) == "table" then
+    local n = raw_rawlen(t)
+    if n > free_bytes then charge(n) end
+  end
+  return raw_unpack(t, i, j)
+end
+
+-- Functions whose C work is one step per argument or per byte of their
+-- first argument.
+local function wrap_by_count(library, name)
+  local raw = library[name]
+  library[name] = function(...)
+    local n = raw_select("#", ...)
+    if n > free_bytes then charge(n) end
+    return raw(...)
+  end
+end
+
+local function wrap_by_length(library, name)
+  local raw = library[name]
+  library[name] = function(s, ...)
+    if raw_type(s) == "string" then charge_bytes(#s) end
+    return raw(s, ...)
+  end
+end
+
+wrap_by_count(table, "pack")
+
+-- string: the C functions build results in one buffer the memory cap
+-- bounds; the cost is charged from the sizes.
+local string = string
+local raw_rep = string.rep
+string.rep = function(s, n, sep)
+  if raw_type(n) == "number" and (raw_type(s) == "string" or raw_type(s) == "number") then
+    local sep_len = 0
+    if raw_type(sep) == "string" or raw_type(sep) == "number" then sep_len = #(sep .. "") end
+    local s_len = #(s .. "")
+    -- An empty result ("" with no separator) loops n times in C producing
+    -- nothing; answer it here.
+    if s_len + sep_len == 0 then return "" end
+    -- A result over the memory cap fails in C's first allocation (a
+    -- memory kill), before any copying; only what can be built is charged.
+    local total = (n + 0.0) * (s_len + sep_len)
+    if total < string_bytes_max then charge_bytes(total // 1) end
+  end
+  return raw_rep(s, n, sep)
+end
+
+wrap_by_length(string, "reverse")
+wrap_by_length(string, "lower")
+wrap_by_length(string, "upper")
+wrap_by_count(string, "char")
+
+local raw_byte = string.byte
+string.byte = function(s, i, j)
+  if j ~= nil and raw_type(s) == "string" and #s > free_bytes then charge(#s // bytes_per_unit) end
+  return raw_byte(s, i, j)
+end
+
+-- Each option of a pack format may expand (padding, alignment, fixed-size
+-- strings); the result is bounded by the memory cap, the options are charged.
+for _, name in ipairs({ "pack", "packsize", "unpack" }) do
+  local raw = string[name]
+  string[name] = function(fmt, ...)
+    if raw_type(fmt) == "string" and #fmt > 64 then charge(#fmt) end
+    return raw(fmt, ...)
+  end
+end
+
+-- utf8: each function walks its string (or arguments) in C.
+wrap_by_length(utf8, "len")
+wrap_by_length(utf8, "offset")
+wrap_by_length(utf8, "codepoint")
+wrap_by_count(utf8, "char")
+
+-- os.date expands each conversion of its format in C.
+local raw_date = os.date
+os.date = function(fmt, t)
+  if raw_type(fmt) == "string" and #fmt > 64 then charge(#fmt * bytes_per_unit) end
+  return raw_date(fmt, t)
 end
 "##;
 
@@ -184,10 +496,9 @@ pub(crate) fn new_state(
         mlua::state::GcGenParams::default(),
     ));
 
-    let mut triggers = HookTriggers::new();
-    triggers.every_nth_instruction = Some(HOOK_INSTRUCTIONS_INTERVAL);
-    let hook_budget = Arc::clone(budget);
-    lua.set_global_hook(triggers, move |lua, debug| hook_budget.on_hook(lua, debug))?;
+    install_hook(&lua, budget, HOOK_INSTRUCTIONS_INTERVAL)?;
+    // Rust-side conversions (`convert.rs`) charge their work through it.
+    lua.set_app_data(Arc::clone(budget));
 
     // The SDK goes in first: mlua's async functions capture `coroutine.yield`
     // when they are created.
@@ -199,6 +510,23 @@ pub(crate) fn new_state(
     crate::modules::install_require(&lua, modules)?;
     run_prelude(&lua, budget)?;
     Ok(lua)
+}
+
+/// Installs the budget's count hook on the running Lua thread (and, through
+/// inheritance, on the threads it creates from now on), every `interval`
+/// instructions. The hook reinstalls itself when the budget wants another
+/// interval (see `budget::hook_interval_for`).
+fn install_hook(lua: &Lua, budget: &Arc<Budget>, interval: u32) -> mlua::Result<()> {
+    let mut triggers = HookTriggers::new();
+    triggers.every_nth_instruction = Some(interval);
+    let hook_budget = Arc::clone(budget);
+    lua.set_global_hook(triggers, move |lua, debug| {
+        let (state, reinstall) = hook_budget.on_hook(lua, debug)?;
+        if let Some(interval) = reinstall {
+            install_hook(lua, &hook_budget, interval)?;
+        }
+        Ok(state)
+    })
 }
 
 fn remove_unsafe_globals(lua: &Lua) -> mlua::Result<()> {
@@ -224,8 +552,48 @@ fn run_prelude(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
     let convert_budget = Arc::clone(budget);
     let convert = lua
         .create_function(move |lua, error: Value| convert_budget.convert_for_handler(lua, error))?;
+    let relocate = lua.create_function(|lua, error: Value| Ok(relocate_error(lua, error)))?;
+    let charge_budget = Arc::clone(budget);
+    let charge = lua.create_function(move |_, units: Value| {
+        let units = match units {
+            Value::Integer(units) => u64::try_from(units).unwrap_or(0),
+            // Saturating: a charge of 2^70 units is a kill, not a wrap.
+            Value::Number(units) if units > 0.0 => units as u64,
+            _ => 0,
+        };
+        charge_budget
+            .charge(units)
+            .map(|_| ())
+            .map_err(mlua::Error::external)
+    })?;
+    let string_bytes_max = budget.limits().memory_bytes_max;
     lua.load(PRELUDE)
         .set_name("=sandbox")
         .set_mode(ChunkMode::Text)
-        .call::<()>((settle, convert, TABLE_MOVE_ELEMENTS_MAX))
+        .call::<()>((
+            settle,
+            convert,
+            relocate,
+            charge,
+            TABLE_MOVE_ELEMENTS_MAX,
+            CHARGE_FREE_BYTES,
+            CHARGE_BYTES_PER_UNIT,
+            string_bytes_max,
+        ))
+}
+
+/// `pcall`'s message handler: a string error raised in the prelude (or by a
+/// C function it called) names the prelude's line; while the stack is still
+/// there, point it at the script's line instead.
+pub(crate) fn relocate_error(lua: &Lua, error: Value) -> Value {
+    if let Value::String(message) = &error
+        && let Some(relocated) = crate::error::relocate_prelude_message(
+            &message.to_string_lossy(),
+            &crate::error::script_location(lua),
+        )
+        && let Ok(relocated) = lua.create_string(relocated)
+    {
+        return Value::String(relocated);
+    }
+    error
 }
