@@ -77,6 +77,23 @@ pub const LOG_MESSAGE_BYTES_MAX: usize = 16 * 1024;
 /// that `json.decode` turns into tables).
 pub const JSON_DEPTH_MAX: usize = 128;
 
+/// Most nodes (values, table entries) one Lua→JSON conversion may visit:
+/// `json.encode`, a kv value, a document, a `{json = ...}` response. The
+/// JSON value is built in Rust, outside the VM's memory cap, and a table
+/// reachable along many paths is visited once per path, so without this a
+/// 30-line DAG expands to gigabytes. About 50 MB of Rust memory at most.
+pub const JSON_VALUE_NODES_MAX: usize = 1 << 19;
+
+/// Most bytes of JSON text (strings counted unescaped, plus two bytes a
+/// node) one Lua→JSON conversion may produce. Past this or
+/// [`JSON_VALUE_NODES_MAX`], the conversion fails with `value_too_large`.
+pub const JSON_VALUE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Instructions charged for each node a JSON conversion visits (either
+/// way), on top of one per [`CHARGE_BYTES_PER_UNIT`] bytes of its text: a
+/// node costs about as much Rust work as a few dozen VM instructions.
+pub const JSON_NODE_COST_UNITS: u64 = 16;
+
 /// Default page size of `kv.list`.
 pub const KV_LIST_LIMIT_DEFAULT: usize = 100;
 
