@@ -56,6 +56,9 @@ pub(crate) struct Budget {
     /// The count-hook interval last installed (on whichever Lua thread was
     /// running then); see [`hook_interval_for`].
     hook_interval: AtomicU32,
+    /// Set when the VM is being dropped: finalizers still run then, but must
+    /// not touch the closing state through mlua.
+    closing: AtomicBool,
 }
 
 impl Budget {
@@ -71,7 +74,17 @@ impl Budget {
             invocation_thread: AtomicUsize::new(0),
             instructions_at_last_yield: AtomicU64::new(0),
             hook_interval: AtomicU32::new(HOOK_INSTRUCTIONS_INTERVAL),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the VM as being dropped.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// The count-hook interval last installed.
@@ -139,21 +152,14 @@ impl Budget {
         lua: &Lua,
         debug: &mlua::debug::Debug,
     ) -> mlua::Result<(VmState, Option<u32>)> {
-        let current = self.hook_interval();
         let used = self
-            .charge(u64::from(current))
+            .charge(u64::from(self.hook_interval()))
             .map_err(mlua::Error::external)?;
         // A thread may still run with an older interval (a coroutine created
         // before the VM grew): reinstalling on every hook while the wanted
         // interval is below the maximum brings each thread in line at its own
         // next hook, and costs little next to the hooks a short interval runs.
-        let wanted = hook_interval_for(lua.used_memory());
-        let reinstall = (wanted != HOOK_INSTRUCTIONS_INTERVAL
-            || current != HOOK_INSTRUCTIONS_INTERVAL)
-            .then(|| {
-                self.hook_interval.store(wanted, Ordering::Relaxed);
-                wanted
-            });
+        let reinstall = self.interval_change(lua.used_memory());
         // `lua_getstack` walks the call chain only as deep as it really is, so
         // this costs a few steps for ordinary scripts. A too-deep stack is a
         // plain (catchable) script error, not a kill: unwinding fixes it.
@@ -182,6 +188,35 @@ impl Budget {
             }
         }
         Ok((VmState::Continue, reinstall))
+    }
+
+    /// The interval to reinstall the hook with on the running thread, if it
+    /// must change for a VM holding `used_memory_bytes`.
+    fn interval_change(&self, used_memory_bytes: usize) -> Option<u32> {
+        let current = self.hook_interval();
+        let wanted = hook_interval_for(used_memory_bytes);
+        (wanted != HOOK_INSTRUCTIONS_INTERVAL || current != HOOK_INSTRUCTIONS_INTERVAL).then(|| {
+            self.hook_interval.store(wanted, Ordering::Relaxed);
+            wanted
+        })
+    }
+
+    /// Run by the GC canary (see `sandbox.rs`) after each collection, from
+    /// inside whatever instruction allocated. Memory can grow by megabytes
+    /// within one hook interval chosen for a small VM (`s = s .. s`), and
+    /// every such instruction is slow; the collections that growth causes
+    /// bring the interval down at once. Past the deadline, the next
+    /// instruction must run the hook (interval 1) to raise the kill: a
+    /// finalizer cannot raise errors itself.
+    pub(crate) fn on_collection(&self, used_memory_bytes: usize) -> Option<u32> {
+        if !self.armed.load(Ordering::Relaxed) {
+            return None;
+        }
+        if self.killed().is_some() || self.elapsed_ns() > self.deadline_ns.load(Ordering::Relaxed) {
+            self.hook_interval.store(1, Ordering::Relaxed);
+            return Some(1);
+        }
+        self.interval_change(used_memory_bytes)
     }
 
     /// Charges `steps` units of work done by Rust code that may also run
@@ -343,7 +378,7 @@ mod tests {
     #[test]
     fn hook_interval_shrinks_as_memory_grows() {
         assert_eq!(hook_interval_for(0), HOOK_INSTRUCTIONS_INTERVAL);
-        assert_eq!(hook_interval_for(64 * 1024), HOOK_INSTRUCTIONS_INTERVAL);
+        assert_eq!(hook_interval_for(4 * 1024), HOOK_INSTRUCTIONS_INTERVAL);
         let at_4_mib = hook_interval_for(4 << 20);
         let at_16_mib = hook_interval_for(16 << 20);
         assert!(at_4_mib < HOOK_INSTRUCTIONS_INTERVAL);

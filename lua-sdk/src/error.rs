@@ -206,12 +206,10 @@ pub(crate) fn script_location(lua: &mlua::Lua) -> String {
 }
 
 /// `message` with its `sandbox:<line>: ` position replaced by `location`
-/// (a script's `"<file>:<line>: "`), or `None` when it has no such position
-/// or there is no location to put instead.
+/// (a script's `"<file>:<line>: "`, or `""` when no script frame is left: a
+/// script's tail call replaces its own frame), or `None` when it has no such
+/// position.
 pub(crate) fn relocate_prelude_message(message: &str, location: &str) -> Option<String> {
-    if location.is_empty() {
-        return None;
-    }
     let (file, _, rest) = split_location(message)?;
     (file == PRELUDE_SOURCE).then(|| format!("{location}{rest}"))
 }
@@ -226,16 +224,15 @@ pub(crate) fn relocate_from_traceback(full_message: &str) -> Option<String> {
         return None;
     }
     let traceback = &full_message[message.len()..];
-    traceback.lines().find_map(|line| {
+    let location = traceback.lines().find_map(|line| {
         let frame = line.strip_prefix('\t')?;
         let (file, line, _) = split_location(frame.strip_suffix(':').unwrap_or(frame))
             .or_else(|| split_frame(frame))?;
         let is_script =
             file != PRELUDE_SOURCE && !file.starts_with('[') && !file.starts_with("__mlua");
-        is_script
-            .then(|| relocate_prelude_message(message, &format!("{file}:{line}: ")))
-            .flatten()
-    })
+        is_script.then(|| format!("{file}:{line}: "))
+    });
+    relocate_prelude_message(message, location.as_deref().unwrap_or(""))
 }
 
 /// Splits a traceback frame `"<file>:<line>: in ..."` into file and line.
@@ -312,7 +309,10 @@ mod tests {
             relocate_prelude_message("main.lua:1: x", "main.lua:3: "),
             None
         );
-        assert_eq!(relocate_prelude_message("sandbox:83: x", ""), None);
+        assert_eq!(
+            relocate_prelude_message("sandbox:83: x", ""),
+            Some("x".to_string())
+        );
         let uncaught = "sandbox:120: invalid order function for sorting\nstack traceback:\n\
                         \t[C]: in function 'error'\n\tsandbox:120: in function <sandbox:100>\n\
                         \tapi/list.lua:7: in function <api/list.lua:1>";

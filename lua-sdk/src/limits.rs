@@ -36,15 +36,16 @@ pub const HOOK_INSTRUCTIONS_INTERVAL: u32 = 10_000;
 /// The shortest hook interval, used once a VM holds most of its memory cap.
 /// Each hook call costs about as much as a few dozen instructions, so going
 /// lower would slow big-VM scripts down for little gain.
-pub const HOOK_INSTRUCTIONS_INTERVAL_MIN: u32 = 16;
+pub const HOOK_INSTRUCTIONS_INTERVAL_MIN: u32 = 4;
 
 /// Hook interval × VM bytes in use that the hook aims for (see
 /// `budget::hook_interval_for`). One instruction can take time proportional to
-/// the VM's memory (about 0.1 ns a byte for a copy, more for a collection); at
-/// 2^30 a VM of up to 100 KiB keeps the full interval, one of 1 MiB is checked
-/// every 1 024 instructions and one of 16 MiB every 64, so no stretch between
-/// two checks of the deadline lasts more than tens of milliseconds.
-pub const HOOK_INTERVAL_MEMORY_PRODUCT: u64 = 1 << 30;
+/// the VM's memory: measured up to about 1 ns a byte in use for a
+/// concatenation of megabyte strings (allocation, page faults, collection).
+/// At 2^26 a fresh VM (~80 KiB) is checked every ~800 instructions, one of
+/// 1 MiB every 64 and one of 16 MiB every 4, so no stretch between two checks
+/// of the deadline lasts much more than 60 ms.
+pub const HOOK_INTERVAL_MEMORY_PRODUCT: u64 = 1 << 26;
 
 /// Pattern-matching steps (see `pattern.rs`) counted before they are charged
 /// to the instruction budget and the deadline and kill flag are checked. A
@@ -113,3 +114,14 @@ pub const CHARGE_FREE_BYTES: usize = 256;
 /// instruction: a VM instruction takes a few nanoseconds, about as long as
 /// copying or scanning 16 bytes.
 pub const CHARGE_BYTES_PER_UNIT: usize = 16;
+
+/// Longest format string, and longest string formatted with `%q`, that
+/// `string.format` accepts: a conversion costs about a microsecond and `%q`
+/// tens of nanoseconds a byte, all inside one C call the hook cannot stop.
+pub const STRING_FORMAT_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest numeral (white space trimmed) that `tonumber` and string
+/// arithmetic convert; longer strings are no number. Lua's own limit for
+/// numerals it rewrites (`L_MAXLENNUM`); C's strtod takes about 20 ns a byte
+/// of white space, so untrimmed megabyte strings took 100 ms a call.
+pub const NUMERAL_BYTES_MAX: usize = 200;

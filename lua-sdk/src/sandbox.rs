@@ -30,7 +30,8 @@ use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 use crate::budget::Budget;
 use crate::host::Host;
 use crate::limits::{
-    CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HOOK_INSTRUCTIONS_INTERVAL, TABLE_MOVE_ELEMENTS_MAX,
+    CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HOOK_INSTRUCTIONS_INTERVAL, NUMERAL_BYTES_MAX,
+    STRING_FORMAT_BYTES_MAX, TABLE_MOVE_ELEMENTS_MAX,
 };
 
 /// Globals removed outright. `io`, `package` and `debug` are never loaded;
@@ -88,7 +89,7 @@ const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
 /// traceback, see `error::relocate_from_traceback`) replaces.
 const PRELUDE: &str = r##"
 local settle, convert_error, relocate, charge, move_elements_max, free_bytes, bytes_per_unit,
-  string_bytes_max = ...
+  string_bytes_max, format_bytes_max, numeral_bytes_max = ...
 local raw_pcall, raw_xpcall, raw_error, raw_type, raw_select = pcall, xpcall, error, type, select
 local raw_setmetatable, raw_rawget, raw_rawlen, raw_collectgarbage =
   setmetatable, rawget, rawlen, collectgarbage
@@ -357,32 +358,40 @@ table.sort = function(t, less)
   end
 end
 
+-- The C functions wrapped below, called as fields of `C` so that their own
+-- argument errors name them ("bad argument #1 to 'rep'"), as unwrapped.
+local C = {
+  move = table.move, concat = table.concat, unpack = table.unpack, pack = table.pack,
+  rep = string.rep, reverse = string.reverse, lower = string.lower, upper = string.upper,
+  byte = string.byte, char = string.char, format = string.format, pack_string = string.pack,
+  packsize = string.packsize, unpack_string = string.unpack, find = string.find,
+  sub = string.sub, len = utf8.len, offset = utf8.offset, codepoint = utf8.codepoint,
+  utf8_char = utf8.char, date = os.date, tonumber = tonumber,
+}
+
 -- `table.move` copies element by element in C, where no hook runs: moving
 -- nils across a range of 2^50 would spin a core forever. Bound the count,
 -- and charge it.
-local raw_move = table.move
 table.move = function(a1, f, e, t, a2)
   if raw_type(f) == "number" and raw_type(e) == "number" then
     local count = (e + 0.0) - f
     if count >= move_elements_max then
       raw_error("table.move: more than " .. move_elements_max .. " elements", 2)
     end
-    if count > 0 then charge(count // 1) end
+    if count > free_bytes then charge(count // 1) end
   end
-  return raw_move(a1, f, e, t, a2)
+  return C.move(a1, f, e, t, a2)
 end
 
--- These loop over the elements of a range whose end `__len` may choose;
--- every element is either a real slot (bounded by the memory cap) or comes
--- from an `__index` function (Lua the hook counts), but each still costs C
--- work, charged here.
-local raw_concat, raw_unpack = table.concat, table.unpack
+-- These loop over a range whose end `__len` may choose; every element is
+-- a real slot (bounded by the memory cap) or comes from an `__index`
+-- function (Lua the hook counts), but each still costs C work, charged here.
 table.concat = function(t, sep, i, j)
   if raw_type(t) == "table" then
     local n = raw_rawlen(t)
     if n > free_bytes then charge(n) end
   end
-  return raw_concat(t, sep, i, j)
+  return C.concat(t, sep, i, j)
 end
 
 table.unpack = function(t, i, j)
@@ -393,34 +402,17 @@ table.unpack = function(t, i, j)
     local n = raw_rawlen(t)
     if n > free_bytes then charge(n) end
   end
-  return raw_unpack(t, i, j)
+  return C.unpack(t, i, j)
 end
 
--- Functions whose C work is one step per argument or per byte of their
--- first argument.
-local function wrap_by_count(library, name)
-  local raw = library[name]
-  library[name] = function(...)
-    local n = raw_select("#", ...)
-    if n > free_bytes then charge(n) end
-    return raw(...)
-  end
+table.pack = function(...)
+  local n = raw_select("#", ...)
+  if n > free_bytes then charge(n) end
+  return C.pack(...)
 end
-
-local function wrap_by_length(library, name)
-  local raw = library[name]
-  library[name] = function(s, ...)
-    if raw_type(s) == "string" then charge_bytes(#s) end
-    return raw(s, ...)
-  end
-end
-
-wrap_by_count(table, "pack")
 
 -- string: the C functions build results in one buffer the memory cap
 -- bounds; the cost is charged from the sizes.
-local string = string
-local raw_rep = string.rep
 string.rep = function(s, n, sep)
   if raw_type(n) == "number" and (raw_type(s) == "string" or raw_type(s) == "number") then
     local sep_len = 0
@@ -434,41 +426,172 @@ string.rep = function(s, n, sep)
     local total = (n + 0.0) * (s_len + sep_len)
     if total < string_bytes_max then charge_bytes(total // 1) end
   end
-  return raw_rep(s, n, sep)
+  return C.rep(s, n, sep)
 end
 
-wrap_by_length(string, "reverse")
-wrap_by_length(string, "lower")
-wrap_by_length(string, "upper")
-wrap_by_count(string, "char")
+string.reverse = function(s)
+  if raw_type(s) == "string" then charge_bytes(#s) end
+  return C.reverse(s)
+end
 
-local raw_byte = string.byte
+string.lower = function(s)
+  if raw_type(s) == "string" then charge_bytes(#s) end
+  return C.lower(s)
+end
+
+string.upper = function(s)
+  if raw_type(s) == "string" then charge_bytes(#s) end
+  return C.upper(s)
+end
+
 string.byte = function(s, i, j)
-  if j ~= nil and raw_type(s) == "string" and #s > free_bytes then charge(#s // bytes_per_unit) end
-  return raw_byte(s, i, j)
+  if j ~= nil and raw_type(s) == "string" then charge_bytes(#s) end
+  return C.byte(s, i, j)
 end
 
--- Each option of a pack format may expand (padding, alignment, fixed-size
--- strings); the result is bounded by the memory cap, the options are charged.
-for _, name in ipairs({ "pack", "packsize", "unpack" }) do
-  local raw = string[name]
-  string[name] = function(fmt, ...)
-    if raw_type(fmt) == "string" and #fmt > 64 then charge(#fmt) end
-    return raw(fmt, ...)
+string.char = function(...)
+  local n = raw_select("#", ...)
+  if n > free_bytes then charge(n) end
+  return C.char(...)
+end
+
+-- `string.format` costs about a microsecond a conversion and, for `%q`,
+-- tens of nanoseconds a byte (one sprintf per control character): a long
+-- format or a `%q` of megabytes runs for a second in one call. Both are
+-- refused past `format_bytes_max`; `%s` copies are charged.
+string.format = function(fmt, ...)
+  if raw_type(fmt) == "string" and #fmt > free_bytes then
+    if #fmt > format_bytes_max then
+      raw_error("bad argument #1 to 'format' (format longer than " .. format_bytes_max ..
+        " bytes)", 2)
+    end
+    charge(#fmt)
+  end
+  local n = raw_select("#", ...)
+  if n > 0 and n <= 8 then
+    for k = 1, n do
+      local v = raw_select(k, ...)
+      if raw_type(v) == "string" and #v > free_bytes then
+        if #v > format_bytes_max and C.find(fmt, "%q", 1, true) then
+          raw_error("bad argument #" .. (k + 1) .. " to 'format' (%q of a string longer than " ..
+            format_bytes_max .. " bytes)", 2)
+        end
+        charge(#v // bytes_per_unit)
+      end
+    end
+  elseif n > 8 then
+    charge(n)
+    if C.find(fmt, "%q", 1, true) then
+      local args = { ... }
+      for k = 1, n do
+        local v = args[k]
+        if raw_type(v) == "string" and #v > format_bytes_max then
+          raw_error("bad argument #" .. (k + 1) .. " to 'format' (%q of a string longer than " ..
+            format_bytes_max .. " bytes)", 2)
+        end
+      end
+    end
+  end
+  return C.format(fmt, ...)
+end
+
+-- Each option of a pack format (and each conversion of an os.date format)
+-- is C work of its own; long formats are refused like string.format's.
+local function check_format(fmt, name)
+  if raw_type(fmt) == "string" and #fmt > 64 then
+    if #fmt > format_bytes_max then
+      raw_error("bad argument #1 to '" .. name .. "' (format longer than " .. format_bytes_max ..
+        " bytes)", 3)
+    end
+    charge(#fmt)
   end
 end
 
+string.pack = function(fmt, ...)
+  check_format(fmt, "pack")
+  return C.pack_string(fmt, ...)
+end
+
+string.packsize = function(fmt)
+  check_format(fmt, "packsize")
+  return C.packsize(fmt)
+end
+
+string.unpack = function(fmt, s, pos)
+  check_format(fmt, "unpack")
+  return C.unpack_string(fmt, s, pos)
+end
+
 -- utf8: each function walks its string (or arguments) in C.
-wrap_by_length(utf8, "len")
-wrap_by_length(utf8, "offset")
-wrap_by_length(utf8, "codepoint")
-wrap_by_count(utf8, "char")
+utf8.len = function(s, i, j, lax)
+  if raw_type(s) == "string" then charge_bytes(#s) end
+  return C.len(s, i, j, lax)
+end
+
+utf8.offset = function(s, n, i)
+  if raw_type(s) == "string" then charge_bytes(#s) end
+  return C.offset(s, n, i)
+end
+
+utf8.codepoint = function(s, i, j, lax)
+  if raw_type(s) == "string" then charge_bytes(#s) end
+  return C.codepoint(s, i, j, lax)
+end
+
+utf8.char = function(...)
+  local n = raw_select("#", ...)
+  if n > free_bytes then charge(n) end
+  return C.utf8_char(...)
+end
 
 -- os.date expands each conversion of its format in C.
-local raw_date = os.date
 os.date = function(fmt, t)
-  if raw_type(fmt) == "string" and #fmt > 64 then charge(#fmt * bytes_per_unit) end
-  return raw_date(fmt, t)
+  check_format(fmt, "date")
+  return C.date(fmt, t)
+end
+
+-- Converting a string to a number skips its white space in C's strtod at
+-- about 20 ns a byte: a long string of spaces takes 100 ms a call. For long
+-- strings, the white space is trimmed here by the metered matcher first;
+-- a numeral longer than `numeral_bytes_max` once trimmed is no number.
+local function trimmed_numeral(s)
+  local first = C.find(s, "%S")
+  if first == nil then return nil end
+  local last = first
+  local from = first
+  while true do
+    local a, b = C.find(s, "%S+", from)
+    if a == nil then break end
+    if b - first >= numeral_bytes_max then return nil end
+    last = b
+    from = b + 1
+  end
+  return C.sub(s, first, last)
+end
+
+tonumber = function(value, base)
+  if raw_type(value) == "string" and #value > numeral_bytes_max then
+    local numeral = trimmed_numeral(value)
+    if numeral == nil then
+      if base ~= nil then C.tonumber("0", base) end
+      return nil
+    end
+    return C.tonumber(numeral, base)
+  end
+  return C.tonumber(value, base)
+end
+
+-- Arithmetic on strings goes through the string metatable's metamethods,
+-- which convert with the same strtod: long operands are trimmed the same way.
+local string_mt = getmetatable("")
+for _, event in ipairs({ "__add", "__sub", "__mul", "__div", "__mod", "__pow", "__unm", "__idiv" }) do
+  local raw_arith = string_mt[event]
+  string_mt[event] = function(a, b)
+    -- A string that is no numeral fails the same way as "x" does.
+    if raw_type(a) == "string" and #a > numeral_bytes_max then a = trimmed_numeral(a) or "x" end
+    if raw_type(b) == "string" and #b > numeral_bytes_max then b = trimmed_numeral(b) or "x" end
+    return raw_arith(a, b)
+  end
 end
 "##;
 
@@ -509,6 +632,8 @@ pub(crate) fn new_state(
     // must see the raw `pcall`, so it goes in before the prelude.
     crate::modules::install_require(&lua, modules)?;
     run_prelude(&lua, budget)?;
+    // Last: a state dropped after this must be closed through `Vm`'s Drop.
+    plant_gc_canary(&lua, budget)?;
     Ok(lua)
 }
 
@@ -528,6 +653,34 @@ fn install_hook(lua: &Lua, budget: &Arc<Budget>, interval: u32) -> mlua::Result<
         Ok(state)
     })
 }
+
+/// Plants an unreachable table whose `__gc` (set from Rust; scripts cannot
+/// set `__gc`) runs after the collection that frees it, plants the next one,
+/// and lets the budget shorten the hook interval (`Budget::on_collection`).
+/// Collections follow allocation, so a script that grows its memory by
+/// megabytes gets a short interval within the same instruction, not one
+/// stale interval later.
+fn plant_gc_canary(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
+    let canary_budget = Arc::clone(budget);
+    let finalizer = lua.create_function(move |lua, ()| {
+        if canary_budget.is_closing() {
+            return Ok(());
+        }
+        if let Some(interval) = canary_budget.on_collection(lua.used_memory()) {
+            install_hook(lua, &canary_budget, interval)?;
+        }
+        let metatable: Table = lua.named_registry_value(GC_CANARY_METATABLE)?;
+        lua.create_table()?.set_metatable(Some(metatable))
+    })?;
+    let metatable = lua.create_table()?;
+    metatable.raw_set("__gc", finalizer)?;
+    metatable.raw_set("__metatable", false)?;
+    lua.set_named_registry_value(GC_CANARY_METATABLE, &metatable)?;
+    lua.create_table()?.set_metatable(Some(metatable))
+}
+
+/// Registry key of the GC canary's metatable.
+const GC_CANARY_METATABLE: &str = "picloud.gc_canary";
 
 fn remove_unsafe_globals(lua: &Lua) -> mlua::Result<()> {
     let globals = lua.globals();
@@ -579,6 +732,8 @@ fn run_prelude(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
             CHARGE_FREE_BYTES,
             CHARGE_BYTES_PER_UNIT,
             string_bytes_max,
+            STRING_FORMAT_BYTES_MAX,
+            NUMERAL_BYTES_MAX,
         ))
 }
 

@@ -106,19 +106,23 @@ impl Vm {
             CompileError::new("<sandbox>", None, format!("cannot build the sandbox: {e}"))
         })?;
         budget.disarm();
-
-        let mut handlers = HashMap::with_capacity(scripts.len());
+        // Built now so that an early return drops it through `Drop for Vm`.
+        let mut vm = Vm {
+            lua,
+            handlers: HashMap::with_capacity(scripts.len()),
+            budget,
+        };
         for script in scripts {
-            let chunk = compile(&lua, &script.name, &script.source)?;
-            budget.arm();
+            let chunk = compile(&vm.lua, &script.name, &script.source)?;
+            vm.budget.arm();
             let result = chunk.call::<Value>(());
-            budget.disarm();
-            let handler = match (budget.killed(), result) {
+            vm.budget.disarm();
+            let handler = match (vm.budget.killed(), result) {
                 (Some(reason), _) => {
                     return Err(CompileError::new(
                         &script.name,
                         None,
-                        kill_message(reason, budget.limits()),
+                        kill_message(reason, vm.budget.limits()),
                     ));
                 }
                 (None, Ok(Value::Function(handler))) => handler,
@@ -130,16 +134,12 @@ impl Vm {
                     ));
                 }
                 (None, Err(error)) => {
-                    return Err(load_error(&script.name, &error, budget.limits()));
+                    return Err(load_error(&script.name, &error, vm.budget.limits()));
                 }
             };
-            handlers.insert(script.name.clone(), handler);
+            vm.handlers.insert(script.name.clone(), handler);
         }
-        Ok(Vm {
-            lua,
-            handlers,
-            budget,
-        })
+        Ok(vm)
     }
 
     /// Runs handler `script` with `request` under the per-invocation limits.
@@ -258,6 +258,14 @@ impl Vm {
     /// interval. For metrics and tests.
     pub fn instructions_used(&self) -> u64 {
         self.budget.instructions_used()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Closing the state runs pending finalizers, the sandbox's GC canary
+        // among them, while mlua's handles are no longer usable.
+        self.budget.close();
     }
 }
 
