@@ -9,18 +9,23 @@
 //!        ─▶ require: the app's modules only (modules.rs)
 //!        ─▶ prelude: pcall/xpcall/coroutine.* routed through Budget::settle,
 //!           setmetatable refuses __gc, collectgarbage only "count",
-//!           table.move bounded, string.rep("", n) answered without looping
+//!           table.insert/remove/sort ported to Lua (the hook counts them),
+//!           the other C functions charged up front from their input sizes,
+//!           long formats refused, long numerals trimmed by the metered matcher
+//!        ─▶ GC canary: each collection may shorten the hook interval
 //! ```
 //!
-//! Library calls run in C, where the hook never fires, so none may loop
-//! for long. `table.move` is bounded here. Lua's pattern matching
-//! (`string.find/match/gmatch/gsub`), whose backtracking patterns such as
-//! `".-.-.-x"` or plain finds of a long needle in a long haystack take time
-//! polynomial in the subject length, is replaced by a port that charges
-//! every matching step to the budget (`pattern.rs`, `strlib.rs`). The other
-//! `string` functions stay C; `string.rep("", n)` (empty string and
-//! separator), which would loop `n` times in C producing nothing, is answered
-//! by the prelude.
+//! Library calls run in C, where the hook never fires. Each reachable one is
+//! bounded (the table of them all is `docs/sandbox.md`): Lua's pattern
+//! matching, whose backtracking takes time polynomial in the subject, is a
+//! port that charges every step (`pattern.rs`, `strlib.rs`); the `table`
+//! functions that trusted `__len` and shifted or compared elements in C are
+//! Lua ports; the rest are wrapped to charge their work from their input
+//! sizes before calling C, and refuse sizes whose single call would run too
+//! long. What remains is work linear in bytes the VM already holds (a
+//! `string.sub` of a long string, a concatenation): the hook interval
+//! shrinks as the VM's memory grows (`budget::hook_interval_for`), so the
+//! deadline is checked every few such calls.
 
 use std::sync::Arc;
 
