@@ -9,7 +9,8 @@
 //!        ─▶ require: the app's modules only (modules.rs)
 //!        ─▶ prelude: pcall/xpcall/coroutine.* routed through Budget::settle,
 //!           setmetatable refuses __gc, collectgarbage only "count",
-//!           table.insert/remove/sort ported to Lua (the hook counts them),
+//!           table.insert/remove ported to Lua for tables with a metatable,
+//!           table.sort comparing through Lua (the hook counts them),
 //!           the other C functions charged up front from their input sizes,
 //!           long formats refused, long numerals trimmed by the metered matcher
 //!        ─▶ GC canary: each collection may shorten the hook interval
@@ -75,10 +76,13 @@ const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
 /// * `xpcall`'s handler is skipped once the invocation is being killed.
 /// * `setmetatable` refuses `__gc`: finalizers run at arbitrary times,
 ///   including when the VM is dropped, outside any invocation's budget.
-/// * `table.insert`, `table.remove` and `table.sort` are Lua ports of
-///   `ltablib.c` (same checks, messages and element order), so every element
-///   they shift or compare runs VM instructions the hook counts: the C ones
-///   trust `__len` and shifted up to 2^62 elements where no hook runs.
+/// * `table.insert` and `table.remove` on a table with a metatable are Lua
+///   ports of `ltablib.c` (same checks and messages), so every element they
+///   shift runs VM instructions the hook counts: the C ones trust `__len` and
+///   shifted up to 2^62 elements where no hook runs. On plain tables `#t` is
+///   the real border and the C functions run (charged).
+/// * `table.sort` stays C but always compares through a Lua function, so
+///   every comparison is counted.
 /// * `table.move`, `table.concat`, `table.unpack`, `table.pack`, `string.rep`,
 ///   `string.byte`, `string.char`, `string.reverse`, `string.lower`,
 ///   `string.upper`, `string.pack`, `string.packsize`, `string.unpack`,
@@ -93,11 +97,11 @@ const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
 /// a `sandbox:` position that `relocate` (or, for an uncaught error, the
 /// traceback, see `error::relocate_from_traceback`) replaces.
 const PRELUDE: &str = r##"
-local settle, convert_error, relocate, charge, move_elements_max, free_bytes, bytes_per_unit,
-  string_bytes_max, format_bytes_max, numeral_bytes_max = ...
+local settle, convert_error, relocate, charge, c_find, move_elements_max, free_bytes,
+  bytes_per_unit, string_bytes_max, format_bytes_max, numeral_bytes_max = ...
 local raw_pcall, raw_xpcall, raw_error, raw_type, raw_select = pcall, xpcall, error, type, select
-local raw_setmetatable, raw_rawget, raw_rawlen, raw_collectgarbage =
-  setmetatable, rawget, rawlen, collectgarbage
+local raw_setmetatable, raw_getmetatable, raw_rawget, raw_rawlen, raw_collectgarbage =
+  setmetatable, getmetatable, rawget, rawlen, collectgarbage
 local raw_tonumber, math_tointeger, math_type, math_ult = tonumber, math.tointeger, math.type, math.ult
 local co = coroutine
 local raw_create, raw_resume, raw_close = co.create, co.resume, co.close
@@ -186,6 +190,17 @@ collectgarbage = function(option)
   raw_error("collectgarbage: only \"count\" is allowed", 2)
 end
 
+-- The C functions wrapped below, called as fields of `C` so that their own
+-- argument errors name them ("bad argument #1 to 'rep'"), as unwrapped.
+local C = {
+  insert = table.insert, remove = table.remove, sort = table.sort, move = table.move, concat = table.concat, unpack = table.unpack, pack = table.pack,
+  rep = string.rep, reverse = string.reverse, lower = string.lower, upper = string.upper,
+  byte = string.byte, char = string.char, format = string.format, pack_string = string.pack,
+  packsize = string.packsize, unpack_string = string.unpack, find = string.find,
+  sub = string.sub, len = utf8.len, offset = utf8.offset, codepoint = utf8.codepoint,
+  utf8_char = utf8.char, date = os.date, tonumber = tonumber,
+}
+
 -- table: ports of ltablib.c (Lua 5.4). `#t` may run `__len` and return
 -- anything; every element moved below is a VM instruction the hook counts.
 
@@ -227,7 +242,7 @@ local function getn(t, name)
   raw_error("object length is not an integer", 3)
 end
 
-table.insert = function(t, ...)
+local function insert_port(t, ...)
   local e = getn(t, "insert") + 1
   local nargs = raw_select("#", ...)
   if nargs == 1 then
@@ -248,7 +263,7 @@ table.insert = function(t, ...)
   t[pos] = value
 end
 
-table.remove = function(t, pos)
+local function remove_port(t, pos)
   local size = getn(t, "remove")
   if pos == nil then
     pos = size
@@ -269,110 +284,41 @@ table.remove = function(t, pos)
   return result
 end
 
+-- Tables without a metatable have a `#t` that is their real border, so the
+-- C functions shift at most the elements the table holds (charged when
+-- many); only tables with a metatable, whose `__len` may say anything, go
+-- through the ports above.
+table.insert = function(t, ...)
+  if raw_type(t) == "table" and raw_getmetatable(t) == nil then
+    if raw_select("#", ...) ~= 1 then
+      local n = raw_rawlen(t)
+      if n > free_bytes then charge(n) end
+    end
+    return C.insert(t, ...)
+  end
+  return insert_port(t, ...)
+end
+
+table.remove = function(t, pos)
+  if raw_type(t) == "table" and raw_getmetatable(t) == nil then
+    if pos ~= nil then
+      local n = raw_rawlen(t)
+      if n > free_bytes then charge(n) end
+    end
+    return C.remove(t, pos)
+  end
+  return remove_port(t, pos)
+end
+
+-- `table.sort` stays C, but always compares through a Lua function: every
+-- comparison then runs instructions the hook counts, so neither a `__len`
+-- near 2^31 nor long strings compared in C can outrun it. (C checks a
+-- `less` that is not a function itself, in its own order.)
 local function default_less(a, b) return a < b end
-local pivot_seed = 0
-
--- The C sort randomizes pivots from clock() and time() once a partition
--- comes out badly unbalanced; a counter serves the same purpose and keeps
--- the script's `math.random` sequence untouched.
-local function randomize_pivot()
-  pivot_seed = (pivot_seed * 1103515245 + 12345) % 2147483648
-  return pivot_seed + 1
-end
-
-local function partition(t, less, lo, up, pivot)
-  local i, j = lo, up - 1
-  while true do
-    i = i + 1
-    local ai = t[i]
-    while less(ai, pivot) do
-      if i == up - 1 then raw_error("invalid order function for sorting") end
-      i = i + 1
-      ai = t[i]
-    end
-    j = j - 1
-    local aj = t[j]
-    while less(pivot, aj) do
-      if j < i then raw_error("invalid order function for sorting") end
-      j = j - 1
-      aj = t[j]
-    end
-    if j < i then
-      t[up - 1] = ai
-      t[i] = pivot
-      return i
-    end
-    t[i] = aj
-    t[j] = ai
-  end
-end
-
-local function auxsort(t, less, lo, up, rnd)
-  while lo < up do
-    local a, b = t[lo], t[up]
-    if less(b, a) then
-      t[lo] = b
-      t[up] = a
-    end
-    if up - lo == 1 then break end
-    local p
-    if up - lo < 100 or rnd == 0 then
-      p = (lo + up) // 2
-    else
-      local r4 = (up - lo) // 4
-      p = rnd % (r4 * 2) + (lo + r4)
-    end
-    a, b = t[p], t[lo]
-    if less(a, b) then
-      t[p] = b
-      t[lo] = a
-    else
-      b = t[up]
-      if less(b, a) then
-        t[p] = b
-        t[up] = a
-      end
-    end
-    if up - lo == 2 then break end
-    local pivot = t[p]
-    t[p] = t[up - 1]
-    t[up - 1] = pivot
-    p = partition(t, less, lo, up, pivot)
-    local n
-    if p - lo < up - p then
-      auxsort(t, less, lo, p - 1, rnd)
-      n = p - lo
-      lo = p + 1
-    else
-      auxsort(t, less, p + 1, up, rnd)
-      n = up - p
-      up = p - 1
-    end
-    if (up - lo) // 128 > n then rnd = randomize_pivot() end
-  end
-end
-
 table.sort = function(t, less)
-  local n = getn(t, "sort")
-  if n > 1 then
-    if n >= 2147483647 then argerror(1, "sort", "array too big") end
-    if less ~= nil and raw_type(less) ~= "function" then
-      argerror(2, "sort", "function expected, got " .. typename(less))
-    end
-    auxsort(t, less or default_less, 1, n, 0)
-  end
+  if less == nil then less = default_less end
+  return C.sort(t, less)
 end
-
--- The C functions wrapped below, called as fields of `C` so that their own
--- argument errors name them ("bad argument #1 to 'rep'"), as unwrapped.
-local C = {
-  move = table.move, concat = table.concat, unpack = table.unpack, pack = table.pack,
-  rep = string.rep, reverse = string.reverse, lower = string.lower, upper = string.upper,
-  byte = string.byte, char = string.char, format = string.format, pack_string = string.pack,
-  packsize = string.packsize, unpack_string = string.unpack, find = string.find,
-  sub = string.sub, len = utf8.len, offset = utf8.offset, codepoint = utf8.codepoint,
-  utf8_char = utf8.char, date = os.date, tonumber = tonumber,
-}
 
 -- `table.move` copies element by element in C, where no hook runs: moving
 -- nils across a range of 2^50 would spin a core forever. Bound the count,
@@ -464,40 +410,33 @@ end
 -- tens of nanoseconds a byte (one sprintf per control character): a long
 -- format or a `%q` of megabytes runs for a second in one call. Both are
 -- refused past `format_bytes_max`; `%s` copies are charged.
+local function format_checked(fmt, ...)
+  if #fmt > format_bytes_max then
+    raw_error("bad argument #1 to 'format' (format longer than " .. format_bytes_max ..
+      " bytes)", 3)
+  end
+  charge(#fmt)
+  if not c_find(fmt, "%q", 1, true) then return end
+  local args = { ... }
+  for k = 1, raw_select("#", ...) do
+    local v = args[k]
+    if raw_type(v) == "string" and #v > free_bytes then
+      if #v > format_bytes_max then
+        raw_error("bad argument #" .. (k + 1) .. " to 'format' (%q of a string longer than " ..
+          format_bytes_max .. " bytes)", 3)
+      end
+      charge(#v)
+    end
+  end
+end
+
 string.format = function(fmt, ...)
-  if raw_type(fmt) == "string" and #fmt > free_bytes then
-    if #fmt > format_bytes_max then
-      raw_error("bad argument #1 to 'format' (format longer than " .. format_bytes_max ..
-        " bytes)", 2)
-    end
-    charge(#fmt)
+  -- The C find: `fmt` is short here, or refused by format_checked first.
+  if raw_type(fmt) == "string" and (#fmt > free_bytes or c_find(fmt, "%q", 1, true)) then
+    format_checked(fmt, ...)
   end
-  local n = raw_select("#", ...)
-  if n > 0 and n <= 8 then
-    for k = 1, n do
-      local v = raw_select(k, ...)
-      if raw_type(v) == "string" and #v > free_bytes then
-        if #v > format_bytes_max and C.find(fmt, "%q", 1, true) then
-          raw_error("bad argument #" .. (k + 1) .. " to 'format' (%q of a string longer than " ..
-            format_bytes_max .. " bytes)", 2)
-        end
-        charge(#v // bytes_per_unit)
-      end
-    end
-  elseif n > 8 then
-    charge(n)
-    if C.find(fmt, "%q", 1, true) then
-      local args = { ... }
-      for k = 1, n do
-        local v = args[k]
-        if raw_type(v) == "string" and #v > format_bytes_max then
-          raw_error("bad argument #" .. (k + 1) .. " to 'format' (%q of a string longer than " ..
-            format_bytes_max .. " bytes)", 2)
-        end
-      end
-    end
-  end
-  return C.format(fmt, ...)
+  local result = C.format(fmt, ...)
+  return result
 end
 
 -- Each option of a pack format (and each conversion of an os.date format)
@@ -632,11 +571,14 @@ pub(crate) fn new_state(
     // when they are created.
     crate::sdk::install(&lua, app, host)?;
     remove_unsafe_globals(&lua)?;
+    // The prelude keeps the C `string.find` for plain searches in short
+    // strings (string.format's `%q` check), where it cannot backtrack.
+    let c_find: mlua::Function = lua.globals().raw_get::<Table>("string")?.raw_get("find")?;
     crate::strlib::install(&lua, budget)?;
     // The app's own `require` (modules.rs) replaces the removed one; it
     // must see the raw `pcall`, so it goes in before the prelude.
     crate::modules::install_require(&lua, modules)?;
-    run_prelude(&lua, budget)?;
+    run_prelude(&lua, budget, c_find)?;
     // Last: a state dropped after this must be closed through `Vm`'s Drop.
     plant_gc_canary(&lua, budget)?;
     Ok(lua)
@@ -703,7 +645,7 @@ fn remove_unsafe_globals(lua: &Lua) -> mlua::Result<()> {
     globals.raw_set("os", safe_os)
 }
 
-fn run_prelude(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
+fn run_prelude(lua: &Lua, budget: &Arc<Budget>, c_find: mlua::Function) -> mlua::Result<()> {
     let settle_budget = Arc::clone(budget);
     let settle =
         lua.create_function(move |lua, results: MultiValue| settle_budget.settle(lua, results))?;
@@ -733,6 +675,7 @@ fn run_prelude(lua: &Lua, budget: &Arc<Budget>) -> mlua::Result<()> {
             convert,
             relocate,
             charge,
+            c_find,
             TABLE_MOVE_ELEMENTS_MAX,
             CHARGE_FREE_BYTES,
             CHARGE_BYTES_PER_UNIT,
