@@ -353,6 +353,15 @@ fn convert_caught(lua: &Lua, error: &mlua::Value) -> mlua::Result<Caught> {
         mlua::Value::String(message) if message.as_bytes().as_ref() == LUA_MEMORY_ERROR_MESSAGE => {
             Caught::Memory
         }
+        // Still naming the prelude's line: an error inside a coroutine, seen
+        // through `coroutine.resume` after its stack is gone (`pcall`'s
+        // handler relocates its own). No position beats a wrong one.
+        mlua::Value::String(message) if message.as_bytes().starts_with(b"sandbox:") => {
+            match crate::error::relocate_prelude_message(&message.to_string_lossy(), "") {
+                Some(stripped) => Caught::Value(mlua::Value::String(lua.create_string(stripped)?)),
+                None => Caught::Value(error.clone()),
+            }
+        }
         mlua::Value::Error(error) => match crate::error::classify(error) {
             ErrorKind::Kill(reason) => Caught::Kill(reason),
             ErrorKind::Memory => Caught::Memory,
