@@ -155,10 +155,6 @@ impl Budget {
         let used = self
             .charge(u64::from(self.hook_interval()))
             .map_err(mlua::Error::external)?;
-        // A thread may still run with an older interval (a coroutine created
-        // before the VM grew): reinstalling on every hook while the wanted
-        // interval is below the maximum brings each thread in line at its own
-        // next hook, and costs little next to the hooks a short interval runs.
         let reinstall = self.interval_change(lua.used_memory());
         // `lua_getstack` walks the call chain only as deep as it really is, so
         // this costs a few steps for ordinary scripts. A too-deep stack is a
@@ -192,10 +188,16 @@ impl Budget {
 
     /// The interval to reinstall the hook with on the running thread, if it
     /// must change for a VM holding `used_memory_bytes`.
+    ///
+    /// Reinstalling costs about a microsecond, so a small VM (where every
+    /// instruction is cheap) reinstalls only when the interval changes. A big
+    /// one reinstalls at every hook: a thread created earlier (a coroutine)
+    /// may still run with a long interval its creator had, and there
+    /// instructions can be slow.
     fn interval_change(&self, used_memory_bytes: usize) -> Option<u32> {
         let current = self.hook_interval();
         let wanted = hook_interval_for(used_memory_bytes);
-        (wanted != HOOK_INSTRUCTIONS_INTERVAL || current != HOOK_INSTRUCTIONS_INTERVAL).then(|| {
+        (wanted != current || wanted < HOOK_INSTRUCTIONS_INTERVAL / 8).then(|| {
             self.hook_interval.store(wanted, Ordering::Relaxed);
             wanted
         })

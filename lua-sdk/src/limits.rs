@@ -42,11 +42,12 @@ pub const HOOK_INSTRUCTIONS_INTERVAL_MIN: u32 = 4;
 /// `budget::hook_interval_for`). One instruction can take time proportional to
 /// the VM's memory: measured up to about 1 ns a byte in use for a
 /// concatenation of megabyte strings (allocation, page faults, collection).
-/// At 2^27 a fresh VM (~80 KiB) is checked every ~1 600 instructions, one of
-/// 1 MiB every 128 and one of 16 MiB every 8, so no stretch between two
+/// At 2^28 a fresh VM (~80 KiB) is checked every ~3 200 instructions, one of
+/// 1 MiB every 256 and one of 16 MiB every 16, so no stretch between two
 /// checks of the deadline lasts much more than 50 ms; the GC canary
-/// (`sandbox.rs`) shortens the interval as soon as memory grows.
-pub const HOOK_INTERVAL_MEMORY_PRODUCT: u64 = 1 << 27;
+/// (`sandbox.rs`) shortens the interval as soon as memory grows. A hook call
+/// costs about a microsecond, so a fresh VM pays about 0.3 ns an instruction.
+pub const HOOK_INTERVAL_MEMORY_PRODUCT: u64 = 1 << 28;
 
 /// Pattern-matching steps (see `pattern.rs`) counted before they are charged
 /// to the instruction budget and the deadline and kill flag are checked. A

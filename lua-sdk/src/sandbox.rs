@@ -80,12 +80,12 @@ const KEPT_OS_FUNCTIONS: &[&str] = &["time", "clock", "date"];
 ///   ports of `ltablib.c` (same checks and messages), so every element they
 ///   shift runs VM instructions the hook counts: the C ones trust `__len` and
 ///   shifted up to 2^62 elements where no hook runs. On plain tables `#t` is
-///   the real border and the C functions run (charged).
+///   the real border and the C functions run.
 /// * `table.sort` stays C but always compares through a Lua function, so
 ///   every comparison is counted.
 /// * `table.move`, `table.concat`, `table.unpack`, `table.pack`, `string.rep`,
-///   `string.byte`, `string.char`, `string.reverse`, `string.lower`,
-///   `string.upper`, `string.pack`, `string.packsize`, `string.unpack`,
+///   `string.byte`, `string.char`, `string.format` (long formats, `%q`),
+///   `string.pack`, `string.packsize`, `string.unpack`,
 ///   `utf8.len/offset/codepoint/char` and `os.date` charge their work up
 ///   front from their input sizes (one unit per element, or per
 ///   [`CHARGE_BYTES_PER_UNIT`] bytes, above [`CHARGE_FREE_BYTES`]), then call
@@ -194,7 +194,7 @@ end
 -- argument errors name them ("bad argument #1 to 'rep'"), as unwrapped.
 local C = {
   insert = table.insert, remove = table.remove, sort = table.sort, move = table.move, concat = table.concat, unpack = table.unpack, pack = table.pack,
-  rep = string.rep, reverse = string.reverse, lower = string.lower, upper = string.upper,
+  rep = string.rep,
   byte = string.byte, char = string.char, format = string.format, pack_string = string.pack,
   packsize = string.packsize, unpack_string = string.unpack, find = string.find,
   sub = string.sub, len = utf8.len, offset = utf8.offset, codepoint = utf8.codepoint,
@@ -285,28 +285,17 @@ local function remove_port(t, pos)
 end
 
 -- Tables without a metatable have a `#t` that is their real border, so the
--- C functions shift at most the elements the table holds (charged when
--- many); only tables with a metatable, whose `__len` may say anything, go
--- through the ports above.
+-- C functions shift at most the elements the table holds: work linear in
+-- held memory, like a concatenation. Only tables with a metatable, whose
+-- `__len` may say anything, go through the ports above. (Non-tables without
+-- a metatable reach C, which reports them as it always has.)
 table.insert = function(t, ...)
-  if raw_type(t) == "table" and raw_getmetatable(t) == nil then
-    if raw_select("#", ...) ~= 1 then
-      local n = raw_rawlen(t)
-      if n > free_bytes then charge(n) end
-    end
-    return C.insert(t, ...)
-  end
+  if raw_getmetatable(t) == nil then return C.insert(t, ...) end
   return insert_port(t, ...)
 end
 
 table.remove = function(t, pos)
-  if raw_type(t) == "table" and raw_getmetatable(t) == nil then
-    if pos ~= nil then
-      local n = raw_rawlen(t)
-      if n > free_bytes then charge(n) end
-    end
-    return C.remove(t, pos)
-  end
+  if raw_getmetatable(t) == nil then return C.remove(t, pos) end
   return remove_port(t, pos)
 end
 
@@ -380,21 +369,6 @@ string.rep = function(s, n, sep)
   return C.rep(s, n, sep)
 end
 
-string.reverse = function(s)
-  if raw_type(s) == "string" then charge_bytes(#s) end
-  return C.reverse(s)
-end
-
-string.lower = function(s)
-  if raw_type(s) == "string" then charge_bytes(#s) end
-  return C.lower(s)
-end
-
-string.upper = function(s)
-  if raw_type(s) == "string" then charge_bytes(#s) end
-  return C.upper(s)
-end
-
 string.byte = function(s, i, j)
   if j ~= nil and raw_type(s) == "string" then charge_bytes(#s) end
   return C.byte(s, i, j)
@@ -410,13 +384,9 @@ end
 -- tens of nanoseconds a byte (one sprintf per control character): a long
 -- format or a `%q` of megabytes runs for a second in one call. Both are
 -- refused past `format_bytes_max`; `%s` copies are charged.
-local function format_checked(fmt, ...)
-  if #fmt > format_bytes_max then
-    raw_error("bad argument #1 to 'format' (format longer than " .. format_bytes_max ..
-      " bytes)", 3)
-  end
-  charge(#fmt)
-  if not c_find(fmt, "%q", 1, true) then return end
+-- With `%q`: refuses string arguments over `format_bytes_max`, charges
+-- the long ones.
+local function check_quoted(...)
   local args = { ... }
   for k = 1, raw_select("#", ...) do
     local v = args[k]
@@ -430,11 +400,30 @@ local function format_checked(fmt, ...)
   end
 end
 
+-- Whether each short format seen contains `%q`, so the common call pays a
+-- table lookup, not a search. Reset when full: formats built at run time
+-- must not grow it without bound.
+local quoting, quoting_count, quoting_max = {}, 0, 256
+
 string.format = function(fmt, ...)
-  -- The C find: `fmt` is short here, or refused by format_checked first.
-  if raw_type(fmt) == "string" and (#fmt > free_bytes or c_find(fmt, "%q", 1, true)) then
-    format_checked(fmt, ...)
+  local quoted = quoting[fmt]
+  if quoted == nil and raw_type(fmt) == "string" then
+    if #fmt > free_bytes then
+      if #fmt > format_bytes_max then
+        raw_error("bad argument #1 to 'format' (format longer than " .. format_bytes_max ..
+          " bytes)", 2)
+      end
+      charge(#fmt)
+      quoted = c_find(fmt, "%q", 1, true) ~= nil
+    else
+      -- The C find: `fmt` is short here.
+      quoted = c_find(fmt, "%q", 1, true) ~= nil
+      if quoting_count >= quoting_max then quoting, quoting_count = {}, 0 end
+      quoting[fmt] = quoted
+      quoting_count = quoting_count + 1
+    end
   end
+  if quoted then check_quoted(...) end
   local result = C.format(fmt, ...)
   return result
 end
