@@ -19,9 +19,10 @@
 //! Library calls run in C, where the hook never fires. Each reachable one is
 //! bounded (the table of them all is `docs/sandbox.md`): Lua's pattern
 //! matching, whose backtracking takes time polynomial in the subject, is a
-//! port that charges every step (`pattern.rs`, `strlib.rs`); the `table`
-//! functions that trusted `__len` and shifted or compared elements in C are
-//! Lua ports; the rest are wrapped to charge their work from their input
+//! port that charges every step (`pattern.rs`, `strlib.rs`); `table.insert`
+//! and `table.remove`, which trusted `__len` and shifted in C, are Lua ports
+//! for tables with a metatable; `table.sort` compares through a Lua
+//! function; the rest are wrapped to charge their work from their input
 //! sizes before calling C, and refuse sizes whose single call would run too
 //! long. What remains is work linear in bytes the VM already holds (a
 //! `string.sub` of a long string, a concatenation): the hook interval

@@ -1,13 +1,14 @@
 //! `table.insert`, `table.remove` and `table.sort` of the sandbox (Lua ports
+//! for tables with a metatable, and a sort comparing through a Lua function,
 //! in the prelude, `sandbox.rs`) against the C functions of the same Lua
 //! build: generated tables, metatables (`__len`, `__index`, `__newindex`),
 //! positions and comparators, compared result for result, element for
 //! element and error message for error message. Sizes stay below 100, where
 //! the C sort never randomizes its pivot.
 //!
-//! One known difference: the default comparison of the ported sort runs in
-//! Lua, so "attempt to compare" errors carry the script's position where
-//! the C sort's carry none; [`without_compare_position`] removes it.
+//! One known difference: the sandbox's default comparison runs in Lua, so
+//! "attempt to compare" errors carry the script's position where the C
+//! sort's carry none; [`without_compare_position`] removes it.
 
 mod common;
 
