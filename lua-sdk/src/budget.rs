@@ -14,14 +14,15 @@
 //! (escape B). Memory errors do not go through the hook: Lua raises them from
 //! its allocator, so `settle` recognises them and records the kill there.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mlua::{Lua, VmState};
 
 use crate::error::{ErrorKind, KillError, KillReason};
 use crate::limits::{
-    CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, SandboxLimits, YIELD_INSTRUCTIONS_INTERVAL,
+    CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, HOOK_INSTRUCTIONS_INTERVAL_MIN,
+    HOOK_INTERVAL_MEMORY_PRODUCT, SandboxLimits, YIELD_INSTRUCTIONS_INTERVAL,
 };
 
 /// Shared by the VM, its hook and the sandbox wrappers.
@@ -52,6 +53,12 @@ pub(crate) struct Budget {
     /// Instructions run by the invocation when it last gave its thread back to
     /// the async runtime.
     instructions_at_last_yield: AtomicU64,
+    /// The count-hook interval last installed (on whichever Lua thread was
+    /// running then); see [`hook_interval_for`].
+    hook_interval: AtomicU32,
+    /// Set when the VM is being dropped: finalizers still run then, but must
+    /// not touch the closing state through mlua.
+    closing: AtomicBool,
 }
 
 impl Budget {
@@ -66,7 +73,23 @@ impl Budget {
             ever_killed: AtomicBool::new(false),
             invocation_thread: AtomicUsize::new(0),
             instructions_at_last_yield: AtomicU64::new(0),
+            hook_interval: AtomicU32::new(HOOK_INSTRUCTIONS_INTERVAL),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the VM as being dropped.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// The count-hook interval last installed.
+    pub(crate) fn hook_interval(&self) -> u32 {
+        self.hook_interval.load(Ordering::Relaxed)
     }
 
     /// Names the Lua thread the next invocation runs in, so the hook may yield
@@ -120,12 +143,19 @@ impl Budget {
         self.instructions_used.load(Ordering::Relaxed)
     }
 
-    /// The global hook, run every [`HOOK_INSTRUCTIONS_INTERVAL`] instructions
-    /// in every Lua thread of the VM.
-    pub(crate) fn on_hook(&self, lua: &Lua, debug: &mlua::debug::Debug) -> mlua::Result<VmState> {
+    /// The global hook, run every [`Budget::hook_interval`] instructions in
+    /// every Lua thread of the VM. Besides the state for Lua, returns the
+    /// interval the hook must be reinstalled with on the running thread, when
+    /// it must change (see [`hook_interval_for`]).
+    pub(crate) fn on_hook(
+        &self,
+        lua: &Lua,
+        debug: &mlua::debug::Debug,
+    ) -> mlua::Result<(VmState, Option<u32>)> {
         let used = self
-            .charge(u64::from(HOOK_INSTRUCTIONS_INTERVAL))
+            .charge(u64::from(self.hook_interval()))
             .map_err(mlua::Error::external)?;
+        let reinstall = self.interval_change(lua.used_memory());
         // `lua_getstack` walks the call chain only as deep as it really is, so
         // this costs a few steps for ordinary scripts. A too-deep stack is a
         // plain (catchable) script error, not a kill: unwinding fixes it.
@@ -150,10 +180,57 @@ impl Budget {
             if thread != 0 && lua.current_thread().to_pointer() as usize == thread {
                 self.instructions_at_last_yield
                     .store(used, Ordering::Relaxed);
-                return Ok(VmState::Yield);
+                return Ok((VmState::Yield, reinstall));
             }
         }
-        Ok(VmState::Continue)
+        Ok((VmState::Continue, reinstall))
+    }
+
+    /// The interval to reinstall the hook with on the running thread, if it
+    /// must change for a VM holding `used_memory_bytes`.
+    ///
+    /// Reinstalling costs about a microsecond, so a small VM (where every
+    /// instruction is cheap) reinstalls only when the interval changes. A big
+    /// one reinstalls at every hook: a thread created earlier (a coroutine)
+    /// may still run with a long interval its creator had, and there
+    /// instructions can be slow.
+    fn interval_change(&self, used_memory_bytes: usize) -> Option<u32> {
+        let current = self.hook_interval();
+        let wanted = hook_interval_for(used_memory_bytes);
+        (wanted != current || wanted < HOOK_INSTRUCTIONS_INTERVAL / 8).then(|| {
+            self.hook_interval.store(wanted, Ordering::Relaxed);
+            wanted
+        })
+    }
+
+    /// Run by the GC canary (see `sandbox.rs`) after each collection, from
+    /// inside whatever instruction allocated. Memory can grow by megabytes
+    /// within one hook interval chosen for a small VM (`s = s .. s`), and
+    /// every such instruction is slow; the collections that growth causes
+    /// bring the interval down at once. Past the deadline, the next
+    /// instruction must run the hook (interval 1) to raise the kill: a
+    /// finalizer cannot raise errors itself.
+    pub(crate) fn on_collection(&self, used_memory_bytes: usize) -> Option<u32> {
+        if !self.armed.load(Ordering::Relaxed) {
+            return None;
+        }
+        if self.killed().is_some() || self.elapsed_ns() > self.deadline_ns.load(Ordering::Relaxed) {
+            self.hook_interval.store(1, Ordering::Relaxed);
+            return Some(1);
+        }
+        self.interval_change(used_memory_bytes)
+    }
+
+    /// Charges `steps` units of work done by Rust code that may also run
+    /// outside an invocation (converting a handler's response after the
+    /// budget is disarmed, say): charged and checked like [`Budget::charge`]
+    /// while armed, free otherwise. Such callers bound their work by their
+    /// own limits as well.
+    pub(crate) fn charge_if_armed(&self, steps: u64) -> Result<(), KillError> {
+        if !self.armed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.charge(steps).map(|_| ())
     }
 
     /// Charges `steps` units of work to the invocation, like the hook does
@@ -231,7 +308,7 @@ impl Budget {
                 self.kill(reason);
                 (error, true)
             }
-            Caught::Value(converted) => (converted, false),
+            Caught::Value(converted) => (crate::sandbox::relocate_error(lua, converted), false),
         })
     }
 
@@ -242,6 +319,26 @@ impl Budget {
 
 fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The count-hook interval for a VM holding `used_memory_bytes`.
+///
+/// The hook only runs between instructions, and a single instruction or
+/// library call can take time proportional to the bytes the VM holds: a
+/// concatenation copying a 5 MB string, a call passing 500 000 arguments,
+/// `utf8.len` over a long string, a major collection. Ten thousand such
+/// instructions between two hooks would let a script overrun its deadline by
+/// seconds. The interval therefore shrinks as memory grows, keeping
+/// interval × memory near [`HOOK_INTERVAL_MEMORY_PRODUCT`]: small VMs (every
+/// ordinary handler) keep the full interval and its low overhead, a VM near
+/// its cap is checked every few dozen instructions.
+pub(crate) fn hook_interval_for(used_memory_bytes: usize) -> u32 {
+    let bytes = u64::try_from(used_memory_bytes.max(1)).unwrap_or(u64::MAX);
+    let interval = (HOOK_INTERVAL_MEMORY_PRODUCT / bytes).clamp(
+        u64::from(HOOK_INSTRUCTIONS_INTERVAL_MIN),
+        u64::from(HOOK_INSTRUCTIONS_INTERVAL),
+    );
+    u32::try_from(interval).unwrap_or(HOOK_INSTRUCTIONS_INTERVAL)
 }
 
 enum Caught {
@@ -257,6 +354,15 @@ fn convert_caught(lua: &Lua, error: &mlua::Value) -> mlua::Result<Caught> {
     Ok(match error {
         mlua::Value::String(message) if message.as_bytes().as_ref() == LUA_MEMORY_ERROR_MESSAGE => {
             Caught::Memory
+        }
+        // Still naming the prelude's line: an error inside a coroutine, seen
+        // through `coroutine.resume` after its stack is gone (`pcall`'s
+        // handler relocates its own). No position beats a wrong one.
+        mlua::Value::String(message) if message.as_bytes().starts_with(b"sandbox:") => {
+            match crate::error::relocate_prelude_message(&message.to_string_lossy(), "") {
+                Some(stripped) => Caught::Value(mlua::Value::String(lua.create_string(stripped)?)),
+                None => Caught::Value(error.clone()),
+            }
         }
         mlua::Value::Error(error) => match crate::error::classify(error) {
             ErrorKind::Kill(reason) => Caught::Kill(reason),
@@ -278,6 +384,30 @@ mod tests {
 
     fn budget() -> Budget {
         Budget::new(SandboxLimits::default())
+    }
+
+    #[test]
+    fn hook_interval_shrinks_as_memory_grows() {
+        assert_eq!(hook_interval_for(0), HOOK_INSTRUCTIONS_INTERVAL);
+        assert_eq!(hook_interval_for(4 * 1024), HOOK_INSTRUCTIONS_INTERVAL);
+        let at_4_mib = hook_interval_for(4 << 20);
+        let at_16_mib = hook_interval_for(16 << 20);
+        assert!(at_4_mib < HOOK_INSTRUCTIONS_INTERVAL);
+        assert!(at_16_mib < at_4_mib);
+        assert!(at_16_mib >= HOOK_INSTRUCTIONS_INTERVAL_MIN);
+        assert_eq!(
+            hook_interval_for(usize::MAX),
+            HOOK_INSTRUCTIONS_INTERVAL_MIN
+        );
+    }
+
+    #[test]
+    fn charge_if_armed_is_free_outside_an_invocation() {
+        let budget = budget();
+        assert!(budget.charge_if_armed(u64::MAX).is_ok());
+        assert_eq!(budget.killed(), None);
+        budget.arm();
+        assert!(budget.charge_if_armed(u64::MAX).is_err());
     }
 
     #[test]

@@ -154,7 +154,10 @@ pub(crate) fn classify(error: &mlua::Error) -> ErrorKind<'_> {
             }
             mlua::Error::MemoryError(_) => return ErrorKind::Memory,
             mlua::Error::RuntimeError(message) => {
-                return ErrorKind::Script(strip_traceback(message).to_string());
+                return ErrorKind::Script(
+                    relocate_from_traceback(message)
+                        .unwrap_or_else(|| strip_traceback(message).to_string()),
+                );
             }
             mlua::Error::SyntaxError { message, .. } => {
                 return ErrorKind::Script(strip_traceback(message).to_string());
@@ -171,6 +174,78 @@ pub(crate) fn strip_traceback(message: &str) -> &str {
         Some(index) => &message[..index],
         None => message,
     }
+}
+
+/// The chunk name the sandbox prelude runs under (`=sandbox`), as Lua
+/// writes it in error positions.
+const PRELUDE_SOURCE: &str = "sandbox";
+
+/// How many stack levels [`script_location`] looks through: the prelude's
+/// sort recurses about log2(n) levels deep between the script and an error.
+const SCRIPT_FRAME_SEARCH_LEVELS: usize = 64;
+
+/// `"<file>:<line>: "` of the nearest script frame on the running stack, or
+/// `""` when there is none. Script chunks are named `@<file>`; frames of
+/// mlua's async wrapper (`=__mlua_async_poll`), of the sandbox prelude
+/// (`=sandbox`) and of C or Rust functions are skipped.
+pub(crate) fn script_location(lua: &mlua::Lua) -> String {
+    for level in 1..=SCRIPT_FRAME_SEARCH_LEVELS {
+        let found = lua.inspect_stack(level, |debug| {
+            let source = debug.source();
+            let is_script = source.source.as_deref().is_some_and(|s| s.starts_with('@'));
+            if !is_script {
+                return None;
+            }
+            let file = source.short_src.as_deref().unwrap_or("?").to_string();
+            Some(match debug.current_line() {
+                Some(line) => format!("{file}:{line}: "),
+                None => format!("{file}: "),
+            })
+        });
+        match found {
+            None => break,
+            Some(Some(location)) => return location,
+            Some(None) => continue,
+        }
+    }
+    String::new()
+}
+
+/// `message` with its `sandbox:<line>: ` position replaced by `location`
+/// (a script's `"<file>:<line>: "`, or `""` when no script frame is left: a
+/// script's tail call replaces its own frame), or `None` when it has no such
+/// position.
+pub(crate) fn relocate_prelude_message(message: &str, location: &str) -> Option<String> {
+    let (file, _, rest) = split_location(message)?;
+    (file == PRELUDE_SOURCE).then(|| format!("{location}{rest}"))
+}
+
+/// For an uncaught error whose message names the prelude's line: the same
+/// message (without the traceback) at the first script frame its traceback
+/// lists, the line that called into the prelude.
+pub(crate) fn relocate_from_traceback(full_message: &str) -> Option<String> {
+    let message = strip_traceback(full_message);
+    let (file, _, _) = split_location(message)?;
+    if file != PRELUDE_SOURCE {
+        return None;
+    }
+    let traceback = &full_message[message.len()..];
+    let location = traceback.lines().find_map(|line| {
+        let frame = line.strip_prefix('\t')?;
+        let (file, line, _) = split_location(frame.strip_suffix(':').unwrap_or(frame))
+            .or_else(|| split_frame(frame))?;
+        let is_script =
+            file != PRELUDE_SOURCE && !file.starts_with('[') && !file.starts_with("__mlua");
+        is_script.then(|| format!("{file}:{line}: "))
+    });
+    relocate_prelude_message(message, location.as_deref().unwrap_or(""))
+}
+
+/// Splits a traceback frame `"<file>:<line>: in ..."` into file and line.
+fn split_frame(frame: &str) -> Option<(&str, u32, &str)> {
+    let (head, rest) = frame.split_once(": in ")?;
+    let (file, line) = head.rsplit_once(':')?;
+    Some((file, line.parse().ok()?, rest))
 }
 
 /// Splits `"<file>:<line>: <rest>"` into its parts. The file part may be
@@ -228,6 +303,33 @@ mod tests {
         );
         assert_eq!(split_location("no location here"), None);
         assert_eq!(split_location("a:b: c"), None);
+    }
+
+    #[test]
+    fn prelude_positions_are_replaced_by_the_script_line() {
+        assert_eq!(
+            relocate_prelude_message("sandbox:83: resulting string too large", "main.lua:3: "),
+            Some("main.lua:3: resulting string too large".to_string())
+        );
+        assert_eq!(
+            relocate_prelude_message("main.lua:1: x", "main.lua:3: "),
+            None
+        );
+        assert_eq!(
+            relocate_prelude_message("sandbox:83: x", ""),
+            Some("x".to_string())
+        );
+        let uncaught = "sandbox:120: invalid order function for sorting\nstack traceback:\n\
+                        \t[C]: in function 'error'\n\tsandbox:120: in function <sandbox:100>\n\
+                        \tapi/list.lua:7: in function <api/list.lua:1>";
+        assert_eq!(
+            relocate_from_traceback(uncaught).as_deref(),
+            Some("api/list.lua:7: invalid order function for sorting")
+        );
+        assert_eq!(
+            relocate_from_traceback("main.lua:1: boom\nstack traceback:"),
+            None
+        );
     }
 
     #[test]

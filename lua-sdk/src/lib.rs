@@ -8,14 +8,17 @@
 //! [`Request`] and converts what it returns into a [`Response`].
 //!
 //! The threat model is in `shared/design/LUA-SANDBOX.md`: scripts are hostile.
-//! Every escape listed there has a test in `tests/sandbox.rs`.
+//! Every escape listed there has a test in `tests/sandbox.rs`; the hostile
+//! catalogue `tests/hostile.toml` (run by `tests/hostile.rs`), the generated
+//! `tests/stdlib_fuzz.rs` and `tests/table_differential.rs` cover issue 10.
 //!
 //! # Layout
 //!
 //! * `host.rs` — the [`Host`] trait the node implements, and its types.
 //! * `vm.rs` — [`Vm`] (load scripts, invoke a handler) and [`check_syntax`].
 //! * `sandbox.rs` — building a locked-down Lua state: libraries, memory cap,
-//!   hook, removed globals, the prelude wrapping `pcall` & co.
+//!   hook, removed globals, the prelude wrapping `pcall` & co. and bounding
+//!   every C library function (the table is `docs/sandbox.md`).
 //! * `modules.rs` — [`ModuleSet`] (an app's modules, compiled once) and the
 //!   sandbox's `require`.
 //! * `imports.rs` — [`find_requires`]: literal `require` calls, found without
@@ -27,7 +30,8 @@
 //!   the C functions in the sandbox.
 //! * `sdk/` — the globals scripts use: `kv`, `log`/`print`, `json`, `time`,
 //!   `secrets`.
-//! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies).
+//! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
+//!   every node charged, Lua→JSON bounded (`value_too_large`).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
 //!   cannot set framing headers (`invalid_response`).
 //! * `error.rs` — [`CompileError`], [`InvokeError`] and error classification.
@@ -56,8 +60,11 @@ pub use host::{
 pub use http::{Request, Response};
 pub use imports::{RequireCall, find_requires};
 pub use limits::{
-    CALL_DEPTH_MAX, HOOK_INSTRUCTIONS_INTERVAL, JSON_DEPTH_MAX, KV_LIST_LIMIT_DEFAULT,
-    LOG_MESSAGE_BYTES_MAX, SandboxLimits, TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
+    CALL_DEPTH_MAX, CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HOOK_INSTRUCTIONS_INTERVAL,
+    HOOK_INSTRUCTIONS_INTERVAL_MIN, HOOK_INTERVAL_MEMORY_PRODUCT, JSON_DEPTH_MAX,
+    JSON_NODE_COST_UNITS, JSON_VALUE_BYTES_MAX, JSON_VALUE_NODES_MAX, KV_LIST_LIMIT_DEFAULT,
+    LOG_MESSAGE_BYTES_MAX, NUMERAL_BYTES_MAX, STRING_FORMAT_BYTES_MAX, SandboxLimits,
+    TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
 };
 pub use modules::{MODULE_NAME_BYTES_MAX, ModuleSet, ModuleSource, validate_module_name};
 pub use vm::{ScriptSource, Vm, check_syntax};

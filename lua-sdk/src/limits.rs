@@ -33,6 +33,22 @@ impl Default for SandboxLimits {
 /// which bounds how late a wall-clock deadline or a kill is noticed.
 pub const HOOK_INSTRUCTIONS_INTERVAL: u32 = 10_000;
 
+/// The shortest hook interval, used once a VM holds most of its memory cap.
+/// Each hook call costs about as much as a few dozen instructions, so going
+/// lower would slow big-VM scripts down for little gain.
+pub const HOOK_INSTRUCTIONS_INTERVAL_MIN: u32 = 4;
+
+/// Hook interval × VM bytes in use that the hook aims for (see
+/// `budget::hook_interval_for`). One instruction can take time proportional to
+/// the VM's memory: measured up to about 1 ns a byte in use for a
+/// concatenation of megabyte strings (allocation, page faults, collection).
+/// At 2^28 a fresh VM (~80 KiB) is checked every ~3 200 instructions, one of
+/// 1 MiB every 256 and one of 16 MiB every 16, so no stretch between two
+/// checks of the deadline lasts much more than 50 ms; the GC canary
+/// (`sandbox.rs`) shortens the interval as soon as memory grows. A hook call
+/// costs about a microsecond, so a fresh VM pays about 0.3 ns an instruction.
+pub const HOOK_INTERVAL_MEMORY_PRODUCT: u64 = 1 << 28;
+
 /// Pattern-matching steps (see `pattern.rs`) counted before they are charged
 /// to the instruction budget and the deadline and kill flag are checked. A
 /// step (one character test, one `match` call, 16 bytes scanned in bulk)
@@ -64,6 +80,23 @@ pub const LOG_MESSAGE_BYTES_MAX: usize = 16 * 1024;
 /// that `json.decode` turns into tables).
 pub const JSON_DEPTH_MAX: usize = 128;
 
+/// Most nodes (values, table entries) one Lua→JSON conversion may visit:
+/// `json.encode`, a kv value, a document, a `{json = ...}` response. The
+/// JSON value is built in Rust, outside the VM's memory cap, and a table
+/// reachable along many paths is visited once per path, so without this a
+/// 30-line DAG expands to gigabytes. About 50 MB of Rust memory at most.
+pub const JSON_VALUE_NODES_MAX: usize = 1 << 19;
+
+/// Most bytes of JSON text (strings counted unescaped, plus two bytes a
+/// node) one Lua→JSON conversion may produce. Past this or
+/// [`JSON_VALUE_NODES_MAX`], the conversion fails with `value_too_large`.
+pub const JSON_VALUE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Instructions charged for each node a JSON conversion visits (either
+/// way), on top of one per [`CHARGE_BYTES_PER_UNIT`] bytes of its text: a
+/// node costs about as much Rust work as a few dozen VM instructions.
+pub const JSON_NODE_COST_UNITS: u64 = 16;
+
 /// Default page size of `kv.list`.
 pub const KV_LIST_LIMIT_DEFAULT: usize = 100;
 
@@ -73,3 +106,26 @@ pub const SYNTAX_CHECK_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Most elements one `table.move` call may copy. It loops in C where the
 /// hook cannot stop it; a 16 MiB VM cannot hold more elements than this anyway.
 pub const TABLE_MOVE_ELEMENTS_MAX: i64 = 1 << 22;
+
+/// Library calls whose input is at most this many bytes (or elements) are
+/// not charged: their C work is a few instructions' worth, and the check is
+/// one comparison.
+pub const CHARGE_FREE_BYTES: usize = 256;
+
+/// Bytes of C library work (copying, scanning, case mapping) charged as one
+/// instruction: a VM instruction takes a few nanoseconds, about as long as
+/// copying or scanning 16 bytes.
+pub const CHARGE_BYTES_PER_UNIT: usize = 16;
+
+/// Longest format string, and longest string formatted with `%q`, that
+/// `string.format` accepts: a conversion costs about a microsecond and `%q`
+/// tens of nanoseconds a byte, all inside one C call the hook cannot stop.
+pub const STRING_FORMAT_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest numeral (white space trimmed) that `tonumber` and string
+/// arithmetic convert; longer strings are no number. Lua's own limit for
+/// numerals it rewrites (`L_MAXLENNUM`). C converts at 0.4–2 ns a byte of
+/// padding (more for megabytes of digits, which strtod rounds exactly), and
+/// a loop can convert a long string cheaply, so long ones are trimmed by the
+/// metered matcher first.
+pub const NUMERAL_BYTES_MAX: usize = 200;

@@ -108,12 +108,7 @@ impl Vm {
         budget.arm();
         let built = Self::build(app, scripts, modules, host, &budget);
         budget.disarm();
-        let (lua, handlers) = built?;
-        Ok(Vm {
-            lua,
-            handlers,
-            budget,
-        })
+        built
     }
 
     /// The body of [`Vm::with_modules`], run with the budget armed.
@@ -123,20 +118,25 @@ impl Vm {
         modules: Arc<ModuleSet>,
         host: Arc<dyn Host>,
         budget: &Arc<Budget>,
-    ) -> Result<(Lua, HashMap<String, Function>), CompileError> {
+    ) -> Result<Vm, CompileError> {
         let lua = crate::sandbox::new_state(app, host, modules, budget).map_err(|e| {
             CompileError::new("<sandbox>", None, format!("cannot build the sandbox: {e}"))
         })?;
-        let mut handlers = HashMap::with_capacity(scripts.len());
+        // Built now so that an early return drops it through `Drop for Vm`.
+        let mut vm = Vm {
+            lua,
+            handlers: HashMap::with_capacity(scripts.len()),
+            budget: Arc::clone(budget),
+        };
         for script in scripts {
-            let chunk = compile(&lua, &script.name, &script.source)?;
+            let chunk = compile(&vm.lua, &script.name, &script.source)?;
             let result = chunk.call::<Value>(());
-            let handler = match (budget.killed(), result) {
+            let handler = match (vm.budget.killed(), result) {
                 (Some(reason), _) => {
                     return Err(CompileError::new(
                         &script.name,
                         None,
-                        kill_message(reason, budget.limits()),
+                        kill_message(reason, vm.budget.limits()),
                     ));
                 }
                 (None, Ok(Value::Function(handler))) => handler,
@@ -148,12 +148,12 @@ impl Vm {
                     ));
                 }
                 (None, Err(error)) => {
-                    return Err(load_error(&script.name, &error, budget.limits()));
+                    return Err(load_error(&script.name, &error, vm.budget.limits()));
                 }
             };
-            handlers.insert(script.name.clone(), handler);
+            vm.handlers.insert(script.name.clone(), handler);
         }
-        Ok((lua, handlers))
+        Ok(vm)
     }
 
     /// Runs handler `script` with `request` under the per-invocation limits.
@@ -272,6 +272,14 @@ impl Vm {
     /// interval. For metrics and tests.
     pub fn instructions_used(&self) -> u64 {
         self.budget.instructions_used()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Closing the state runs pending finalizers, the sandbox's GC canary
+        // among them, while mlua's handles are no longer usable.
+        self.budget.close();
     }
 }
 

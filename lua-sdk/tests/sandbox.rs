@@ -193,9 +193,12 @@ async fn global_hook_counts_instructions_inside_coroutines() {
         &returning("coroutine.wrap(function() for i = 1, 1000000 do end end)() return 'done'"),
     );
     assert_eq!(body(&vm).await, "done");
-    // A numeric for loop is 1-2 instructions an iteration.
+    // A numeric for loop is 1-2 instructions an iteration; the count is
+    // exact to within one hook interval (the interval changes with memory,
+    // and a thread's first interval is its creator's).
     assert!(
-        vm.instructions_used() >= 1_000_000,
+        vm.instructions_used()
+            >= 1_000_000 - u64::from(picloud_lua_sdk::HOOK_INSTRUCTIONS_INTERVAL),
         "{}",
         vm.instructions_used()
     );

@@ -3,7 +3,8 @@
 use mlua::{Lua, Table, Value};
 
 use super::script_error;
-use crate::convert::{install_array_marker, json_to_lua, lua_to_json, mark_array};
+use crate::convert::{decode_json, install_array_marker, lua_to_json, mark_array};
+use crate::error::script_location;
 
 pub(super) fn install(lua: &Lua) -> mlua::Result<()> {
     install_array_marker(lua)?;
@@ -12,7 +13,7 @@ pub(super) fn install(lua: &Lua) -> mlua::Result<()> {
         "encode",
         lua.create_function(|lua, value: Value| {
             let encoded = lua_to_json(lua, &value)
-                .map_err(|problem| script_error(lua, format!("json.encode: {problem}")))?;
+                .map_err(|error| error.into_lua_error(&script_location(lua), "json.encode"))?;
             lua.create_string(encoded.to_string())
         })?,
     )?;
@@ -25,9 +26,10 @@ pub(super) fn install(lua: &Lua) -> mlua::Result<()> {
                     format!("json.decode: expected a string, got {}", text.type_name()),
                 ));
             };
-            let parsed: serde_json::Value = serde_json::from_slice(&text.as_bytes())
-                .map_err(|e| script_error(lua, format!("json.decode: invalid JSON: {e}")))?;
-            json_to_lua(lua, &parsed)
+            decode_json(lua, &text.as_bytes()).map_err(|failure| match failure {
+                Ok(syntax) => script_error(lua, format!("json.decode: invalid JSON: {syntax}")),
+                Err(error) => error,
+            })
         })?,
     )?;
     json.raw_set(

@@ -235,7 +235,8 @@ fn key_arg(lua: &Lua, function: &str, key: Value) -> mlua::Result<String> {
 }
 
 pub(super) fn value_arg(lua: &Lua, function: &str, value: &Value) -> mlua::Result<Json> {
-    lua_to_json(lua, value).map_err(|problem| script_error(lua, format!("{function}: {problem}")))
+    lua_to_json(lua, value)
+        .map_err(|error| error.into_lua_error(&crate::error::script_location(lua), function))
 }
 
 /// `nil` means "absent" (for `kv.cas`), anything else must be JSON-representable.

@@ -34,31 +34,5 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
 
 /// A script error pointing at the script line that made the call.
 pub(crate) fn script_error(lua: &Lua, message: impl Display) -> mlua::Error {
-    mlua::Error::runtime(format!("{}{message}", caller_location(lua)))
-}
-
-/// `"<file>:<line>: "` of the nearest script frame, or `""` when there is
-/// none. Script chunks are named `@<file>`; frames of mlua's async wrapper
-/// (`=__mlua_async_poll`) and of the sandbox prelude (`=sandbox`) are skipped.
-fn caller_location(lua: &Lua) -> String {
-    for level in 1..=6 {
-        let found = lua.inspect_stack(level, |debug| {
-            let source = debug.source();
-            let is_script = source.source.as_deref().is_some_and(|s| s.starts_with('@'));
-            if !is_script {
-                return None;
-            }
-            let file = source.short_src.as_deref().unwrap_or("?").to_string();
-            Some(match debug.current_line() {
-                Some(line) => format!("{file}:{line}: "),
-                None => format!("{file}: "),
-            })
-        });
-        match found {
-            None => break,
-            Some(Some(location)) => return location,
-            Some(None) => continue,
-        }
-    }
-    String::new()
+    mlua::Error::runtime(format!("{}{message}", crate::error::script_location(lua)))
 }
