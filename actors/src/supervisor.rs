@@ -285,7 +285,18 @@ pub struct Apps {
     scripts: tokio::runtime::Handle,
     /// How many script threads one app may occupy (see `cpu.rs`).
     shares: Arc<CpuShares>,
+    /// A request's whole deadline: the script timeout plus
+    /// [`REQUEST_DEADLINE_SLACK`].
+    request_deadline: Duration,
 }
+
+/// How long past the script timeout a request may take in all, waiting for
+/// its app's CPU share included, before it is answered `script_timeout`. An
+/// invocation's own budget starts only when it first runs; when an app's
+/// share is taken by its own slow invocations, the ones queued behind them
+/// would otherwise answer after several timeouts. The slack lets an
+/// invocation that started at once end with its own, more precise error.
+pub const REQUEST_DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 /// Aborts a spawned invocation when the request that waits for it goes away
 /// (the client hung up), as dropping the request's own future used to.
@@ -308,6 +319,7 @@ impl Apps {
         shares: Arc<CpuShares>,
     ) -> Result<Apps, ractor::SpawnErr> {
         let registry: Registry = Arc::new(RwLock::new(HashMap::new()));
+        let request_deadline = limits.sandbox.timeout + REQUEST_DEADLINE_SLACK;
         let args = SupervisorArgs {
             reader: reader.clone(),
             host,
@@ -321,6 +333,7 @@ impl Apps {
             reader,
             scripts,
             shares,
+            request_deadline,
         })
     }
 
@@ -378,14 +391,25 @@ impl Apps {
             .shares
             .run(app, async move { runtime.serve(request).await });
         let mut task = AbortOnDrop(self.scripts.spawn(invocation));
-        // A panic inside an invocation (a bug in a binding, say) becomes this
-        // request's error; it never takes the gateway task or the app down.
-        (&mut task.0).await.unwrap_or_else(|error| {
-            tracing::error!(%app, %error, "an invocation panicked");
-            Err(AppError::Invoke(InvokeError::Script {
-                message: "the invocation ended abnormally".to_string(),
-            }))
-        })
+        match tokio::time::timeout(self.request_deadline, &mut task.0).await {
+            Ok(Ok(result)) => result,
+            // A panic inside an invocation (a bug in a binding, say) becomes
+            // this request's error; it never takes the gateway task or the app down.
+            Ok(Err(error)) => {
+                tracing::error!(%app, %error, "an invocation panicked");
+                Err(AppError::Invoke(InvokeError::Script {
+                    message: "the invocation ended abnormally".to_string(),
+                }))
+            }
+            // Dropping `task` aborts the invocation at its next yield.
+            Err(_elapsed) => Err(AppError::Invoke(InvokeError::Timeout {
+                message: format!(
+                    "request exceeded its {} ms: the app's share of script threads \
+                     (app_script_threads) was taken by its other invocations",
+                    self.request_deadline.as_millis()
+                ),
+            })),
+        }
     }
 
     /// Why an app has no runtime: deleted a moment ago (its actor is still
