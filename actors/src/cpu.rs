@@ -8,6 +8,13 @@
 //! its VM construction) is on a CPU: an invocation waiting for a kv write, a
 //! free VM or its next turn holds none.
 //!
+//! Every poll takes a permit, even an ordinary request's single poll of tens
+//! of microseconds: one poll can run long without yielding (a C call, a
+//! value conversion in Rust), so letting first polls through ungated let
+//! four concurrent hostile requests occupy every script thread for 1.5 s
+//! (tried: `t45_hostile_load` failed). The price on the plain route is in
+//! `docs/performance.md`.
+//!
 //! ```text
 //!   invocation future ──poll──▶ acquire app permit (FIFO) ──▶ poll inner ──▶ release
 //!                                 │ none free: Pending, woken when one is
@@ -27,7 +34,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The per-app CPU gates of one node.
 #[derive(Debug)]
@@ -64,57 +71,85 @@ impl CpuShares {
         gate
     }
 
-    /// `invocation`, polled only while it holds one of `app`'s permits.
-    pub fn run<F: Future>(&self, app: &str, invocation: F) -> CpuGated<F> {
+    /// `invocation`, polled only while it holds one of `app`'s permits. It fails with [`CpuShareTimeout`] if it is
+    /// still waiting for a permit at `deadline`: queueing behind its own
+    /// app's heavy invocations counts against a request's time.
+    pub fn run<F: Future>(
+        &self,
+        app: &str,
+        deadline: tokio::time::Instant,
+        invocation: F,
+    ) -> CpuGated<F> {
         CpuGated {
             invocation: Box::pin(invocation),
             gate: self.gate(app),
+            deadline,
             waiting: None,
         }
     }
 }
 
-type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+/// An invocation was still waiting for its app's CPU share at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("waited for the app's share of script threads (app_script_threads) until the deadline")]
+pub struct CpuShareTimeout;
+
+/// A permit, none (the gate closed, which it never does), or the deadline.
+type Acquire =
+    Pin<Box<dyn Future<Output = Result<Option<OwnedSemaphorePermit>, CpuShareTimeout>> + Send>>;
+
+fn acquire(gate: Arc<Semaphore>, deadline: tokio::time::Instant) -> Acquire {
+    Box::pin(async move {
+        match tokio::time::timeout_at(deadline, gate.acquire_owned()).await {
+            Ok(permit) => Ok(permit.ok()),
+            Err(_elapsed) => Err(CpuShareTimeout),
+        }
+    })
+}
 
 /// See [`CpuShares::run`].
 pub struct CpuGated<F> {
     invocation: Pin<Box<F>>,
     gate: Arc<Semaphore>,
+    deadline: tokio::time::Instant,
     /// A queued request for a permit, kept across polls so the invocation
     /// keeps its place in the gate's FIFO queue.
     waiting: Option<Acquire>,
 }
 
 impl<F: Future> Future for CpuGated<F> {
-    type Output = F::Output;
+    type Output = Result<F::Output, CpuShareTimeout>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let permit = match this.waiting.as_mut() {
-            Some(waiting) => match waiting.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(permit) => {
-                    this.waiting = None;
-                    permit.ok()
-                }
-            },
-            None => match this.gate.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    let mut waiting: Acquire = Box::pin(this.gate.clone().acquire_owned());
-                    match waiting.as_mut().poll(cx) {
-                        Poll::Pending => {
-                            this.waiting = Some(waiting);
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(permit) => permit.ok(),
+        let free = match this.waiting {
+            None => this.gate.clone().try_acquire_owned().ok(),
+            Some(_) => None,
+        };
+        let permit = match free {
+            Some(permit) => Some(permit),
+            None => {
+                // The timer exists only on this path: an invocation that
+                // finds a permit free costs none.
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| acquire(this.gate.clone(), this.deadline));
+                match waiting.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(timeout)) => {
+                        this.waiting = None;
+                        return Poll::Ready(Err(timeout));
+                    }
+                    Poll::Ready(Ok(permit)) => {
+                        this.waiting = None;
+                        permit
                     }
                 }
-            },
+            }
         };
         let outcome = this.invocation.as_mut().poll(cx);
         drop(permit);
-        outcome
+        outcome.map(Ok)
     }
 }
 
@@ -122,11 +157,13 @@ impl<F: Future> Future for CpuGated<F> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
-    /// A future that is "on the CPU" for `polls` polls, yielding in between,
+    /// A future that is "on the CPU" for 1 ms a poll, yielding in between,
     /// and records how many such futures of its app are polled at once.
     struct Spin {
         polls: usize,
+        done: usize,
         running: Arc<AtomicUsize>,
         most: Arc<AtomicUsize>,
     }
@@ -137,40 +174,44 @@ mod tests {
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
             self.running.fetch_sub(1, Ordering::SeqCst);
-            if self.polls == 0 {
+            self.done += 1;
+            if self.done > self.polls {
                 return Poll::Ready(());
             }
-            self.polls -= 1;
             cx.waker().wake_by_ref();
             Poll::Pending
         }
     }
 
+    fn spin(polls: usize, running: &Arc<AtomicUsize>, most: &Arc<AtomicUsize>) -> Spin {
+        Spin {
+            polls,
+            done: 0,
+            running: running.clone(),
+            most: most.clone(),
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn an_app_never_runs_on_more_threads_than_its_share() {
+    async fn a_heavy_app_never_runs_on_more_threads_than_its_share() {
         let shares = Arc::new(CpuShares::new(2));
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
-        let other_most = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..8 {
-            let spin = Spin {
-                polls: 5,
-                running: running.clone(),
-                most: most.clone(),
-            };
-            let shares = shares.clone();
-            tasks.push(tokio::spawn(async move { shares.run("heavy", spin).await }));
+            let (shares, spin) = (shares.clone(), spin(5, &running, &most));
+            tasks.push(tokio::spawn(async move {
+                shares.run("heavy", far(), spin).await.expect("no deadline")
+            }));
         }
         // Another app is not held back by the heavy one's share.
-        let other = Spin {
-            polls: 0,
-            running: Arc::new(AtomicUsize::new(0)),
-            most: other_most.clone(),
-        };
-        shares.run("other", other).await;
+        let (other_running, other_most) = (Arc::default(), Arc::default());
+        shares
+            .run("other", far(), spin(2, &other_running, &other_most))
+            .await
+            .expect("no deadline");
         for task in tasks {
             task.await.expect("task");
         }
@@ -180,6 +221,28 @@ mod tests {
             "heavy ran at most 2 at once"
         );
         assert_eq!(other_most.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heavy_invocation_waiting_past_its_deadline_times_out() {
+        let shares = CpuShares::new(1);
+        let gate = shares.gate("app");
+        let _held = gate.clone().try_acquire_owned().expect("permit");
+        let (running, most) = (Arc::default(), Arc::default());
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_millis(100);
+        let outcome = shares.run("app", deadline, spin(3, &running, &most)).await;
+        assert_eq!(outcome, Err(CpuShareTimeout));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            0,
+            "never ran past its free time"
+        );
+    }
+
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(3600)
     }
 
     #[test]

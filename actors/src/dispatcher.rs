@@ -227,7 +227,14 @@ async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
 async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, claim_ms: u64) {
     let id = entry.id;
     // The run shares its app's CPU share with the app's requests.
-    let outcome = shared.shares.run(app, execute(shared, app, &entry)).await;
+    let deadline = tokio::time::Instant::now()
+        + shared.limits.sandbox.timeout
+        + crate::supervisor::REQUEST_DEADLINE_SLACK;
+    let outcome = shared
+        .shares
+        .run(app, deadline, execute(shared, app, &entry))
+        .await
+        .unwrap_or_else(|timeout| Err(format!("{timeout} (script_timeout)")));
     let counter = match &outcome {
         Ok(_) => &shared.stats.runs_completed,
         Err(_) => &shared.stats.runs_failed,

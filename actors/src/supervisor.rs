@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::app_actor::{AppActor, AppActorArgs, AppMsg, RuntimeSlot};
 use crate::config::ActorLimits;
-use crate::cpu::CpuShares;
+use crate::cpu::{CpuShareTimeout, CpuShares};
 use crate::error::AppError;
 use crate::pool::AppRequest;
 
@@ -290,12 +290,12 @@ pub struct Apps {
     request_deadline: Duration,
 }
 
-/// How long past the script timeout a request may take in all, waiting for
-/// its app's CPU share included, before it is answered `script_timeout`. An
-/// invocation's own budget starts only when it first runs; when an app's
-/// share is taken by its own slow invocations, the ones queued behind them
-/// would otherwise answer after several timeouts. The slack lets an
-/// invocation that started at once end with its own, more precise error.
+/// How long past the script timeout a heavy request may wait for its app's
+/// CPU share (`cpu.rs`) before it is answered `script_timeout`. An
+/// invocation's own budget starts when it first runs; when an app's share is
+/// taken by its own slow invocations, the ones queued behind them would
+/// otherwise answer after several timeouts. The slack lets an invocation
+/// that started at once end with its own, more precise error.
 pub const REQUEST_DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 /// Aborts a spawned invocation when the request that waits for it goes away
@@ -387,12 +387,26 @@ impl Apps {
             .slot
             .load()
             .ok_or_else(|| self.missing(app))?;
-        let invocation = self
-            .shares
-            .run(app, async move { runtime.serve(request).await });
+        let deadline = tokio::time::Instant::now() + self.request_deadline;
+        let invocation =
+            self.shares
+                .run(app, deadline, async move { runtime.serve(request).await });
         let mut task = AbortOnDrop(self.scripts.spawn(invocation));
-        match tokio::time::timeout(self.request_deadline, &mut task.0).await {
-            Ok(Ok(result)) => result,
+        let late = || {
+            Err(AppError::Invoke(InvokeError::Timeout {
+                message: format!(
+                    "request exceeded its {} ms, most of it waiting for its app's share of \
+                     script threads (app_script_threads), taken by the app's other invocations",
+                    self.request_deadline.as_millis()
+                ),
+            }))
+        };
+        // The deadline also covers an invocation that got its permit late and
+        // started its own budget then; dropping `task` aborts it at its next
+        // yield.
+        match tokio::time::timeout_at(deadline, &mut task.0).await {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Ok(Err(CpuShareTimeout))) | Err(_) => late(),
             // A panic inside an invocation (a bug in a binding, say) becomes
             // this request's error; it never takes the gateway task or the app down.
             Ok(Err(error)) => {
@@ -401,14 +415,6 @@ impl Apps {
                     message: "the invocation ended abnormally".to_string(),
                 }))
             }
-            // Dropping `task` aborts the invocation at its next yield.
-            Err(_elapsed) => Err(AppError::Invoke(InvokeError::Timeout {
-                message: format!(
-                    "request exceeded its {} ms: the app's share of script threads \
-                     (app_script_threads) was taken by its other invocations",
-                    self.request_deadline.as_millis()
-                ),
-            })),
         }
     }
 
