@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestNode, install_crypto, manifest};
+use common::{TestNode, deploy_routes, install_crypto, manifest};
 use serde_json::json;
 
 const HOSTILE: &[(&str, &str, &str)] = &[
@@ -59,38 +59,21 @@ async fn hostile_scripts_fail_alone() {
     node.start().await;
     let admin = node.client();
 
-    let mut routes = Vec::new();
-    let mut files: Vec<(String, String)> = Vec::new();
-    for (name, body, _) in HOSTILE {
-        routes.push(("GET".to_string(), format!("/{name}"), format!("{name}.lua")));
-        files.push((
-            format!("{name}.lua"),
-            format!("return function(req)\n{body}\nreturn 'survived'\nend"),
-        ));
-    }
-    let route_refs: Vec<(&str, &str, &str)> = routes
+    let bad: Vec<(String, String)> = HOSTILE
         .iter()
-        .map(|(m, p, s)| (m.as_str(), p.as_str(), s.as_str()))
+        .map(|(name, body, _)| {
+            (
+                name.to_string(),
+                format!("return function(req)\n{body}\nreturn 'survived'\nend"),
+            )
+        })
         .collect();
-    let bad_manifest = manifest("bad", &route_refs);
-    let mut bad_files: Vec<(&str, &str)> = vec![("picloud.toml", &bad_manifest)];
-    bad_files.extend(files.iter().map(|(p, t)| (p.as_str(), t.as_str())));
-    let (status, body) = admin.deploy("bad", &bad_files).await;
-    assert_eq!(status, 200, "{body}");
-    let good = "return function(req) return {json={ok=true, n=kv.incr('calls', 1)}} end";
-    let (status, body) = admin
-        .deploy(
-            "good",
-            &[
-                (
-                    "picloud.toml",
-                    &manifest("good", &[("GET", "/ok", "ok.lua")]),
-                ),
-                ("ok.lua", good),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    deploy_routes(&admin, "bad", &bad).await;
+    let good = vec![(
+        "ok".to_string(),
+        "return function(req) return {json={ok=true, n=kv.incr('calls', 1)}} end".to_string(),
+    )];
+    deploy_routes(&admin, "good", &good).await;
 
     // Every hostile route, twice, all at once, while the good app is called in a loop.
     let mut hostile = Vec::new();

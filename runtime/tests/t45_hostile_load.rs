@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestNode, install_crypto, manifest};
+use common::{TestNode, deploy_routes, install_crypto};
 use serde::Deserialize;
 
 /// The catalogue, shared with the sandbox's own tests.
@@ -134,49 +134,22 @@ async fn attack_one_node(cases: &[Case], timeout_ms: u64) -> Vec<String> {
     node.extra_args = vec!["--script-timeout-ms".into(), timeout_ms.to_string()];
     node.start().await;
     let admin = node.client();
-    let routes: Vec<(String, String, String)> = cases
+    let bad: Vec<(String, String)> = cases
         .iter()
         .map(|case| {
             (
-                "GET".to_string(),
-                format!("/{}", case.name),
-                format!("{}.lua", case.name),
-            )
-        })
-        .collect();
-    let route_refs: Vec<(&str, &str, &str)> = routes
-        .iter()
-        .map(|(m, p, s)| (m.as_str(), p.as_str(), s.as_str()))
-        .collect();
-    let bad_manifest = manifest("bad", &route_refs);
-    let scripts: Vec<(String, String)> = cases
-        .iter()
-        .map(|case| {
-            (
-                format!("{}.lua", case.name),
+                case.name.clone(),
                 // As lua-sdk/tests/hostile.rs wraps it: the body is line 2.
                 format!("return function(req)\n{}\nend", case.script),
             )
         })
         .collect();
-    let mut files: Vec<(&str, &str)> = vec![("picloud.toml", &bad_manifest)];
-    files.extend(scripts.iter().map(|(p, t)| (p.as_str(), t.as_str())));
-    let (status, body) = admin.deploy("bad", &files).await;
-    assert_eq!(status, 200, "{body}");
-    let good = "return function(req) return {json={ok=true, seen=kv.get('seen')}} end";
-    let (status, body) = admin
-        .deploy(
-            "good",
-            &[
-                (
-                    "picloud.toml",
-                    &manifest("good", &[("GET", "/ok", "ok.lua")]),
-                ),
-                ("ok.lua", good),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    deploy_routes(&admin, "bad", &bad).await;
+    let good = vec![(
+        "ok".to_string(),
+        "return function(req) return {json={ok=true, seen=kv.get('seen')}} end".to_string(),
+    )];
+    deploy_routes(&admin, "good", &good).await;
 
     let good_url = format!("{}/good/ok", node.url());
     let health_url = format!("{}/_/health", node.url());

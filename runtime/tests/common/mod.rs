@@ -366,6 +366,29 @@ impl Api {
 }
 
 /// The repository's `examples/` folder.
+/// Deploys `app` with one `GET /<name>` route per `(name, script)`, the
+/// script stored as `<name>.lua`; panics unless the deploy succeeds.
+pub async fn deploy_routes(api: &Api, app: &str, routes: &[(String, String)]) {
+    let paths: Vec<(String, String)> = routes
+        .iter()
+        .map(|(name, _)| (format!("/{name}"), format!("{name}.lua")))
+        .collect();
+    let route_refs: Vec<(&str, &str, &str)> = paths
+        .iter()
+        .map(|(path, script)| ("GET", path.as_str(), script.as_str()))
+        .collect();
+    let manifest_text = manifest(app, &route_refs);
+    let mut files: Vec<(&str, &str)> = vec![("picloud.toml", &manifest_text)];
+    files.extend(
+        paths
+            .iter()
+            .zip(routes)
+            .map(|((_, script), (_, source))| (script.as_str(), source.as_str())),
+    );
+    let (status, body) = api.deploy(app, &files).await;
+    assert_eq!(status, 200, "deploying {app}: {body}");
+}
+
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
