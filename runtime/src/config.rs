@@ -115,6 +115,9 @@ settings! {
     /// Script threads one app's invocations may occupy at once, so a heavy
     /// app leaves the others room (0 = one less than the cores, at least 1).
     app_script_threads: usize = 0, "PICLOUD_APP_SCRIPT_THREADS";
+    /// Nice value of the script threads (0 to 19): above the HTTP, Raft and
+    /// storage threads' 0, so those run first when scripts fill the cores.
+    script_threads_nice: i32 = 5, "PICLOUD_SCRIPT_THREADS_NICE";
     /// VMs (concurrent invocations) per app on this node.
     vm_pool_size_max: usize = 64, "PICLOUD_VM_POOL_SIZE_MAX";
     /// Idle VMs kept per app once it goes quiet.
@@ -280,6 +283,7 @@ impl ServeConfig {
         check_range("script_threads", self.script_threads, 0, 256)?;
         check_range("http_threads", self.http_threads, 0, 64)?;
         check_range("app_script_threads", self.app_script_threads, 0, 256)?;
+        check_range("script_threads_nice", self.script_threads_nice, 0, 19)?;
         check_range("vm_pool_size_max", self.vm_pool_size_max, 1, 1024)?;
         check_range("vm_idle_max", self.vm_idle_max, 0, 1024)?;
         check_range("vm_wait_ms", self.vm_wait_ms, 0, 600_000)?;

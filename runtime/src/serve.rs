@@ -55,9 +55,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
+    let nice = config.script_threads_nice;
     let scripts = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.script_threads())
         .thread_name("picloud-lua")
+        .on_thread_start(move || lower_this_thread_priority(nice))
         .enable_all()
         .build()
         .context("starting the script runtime")?;
@@ -195,6 +197,21 @@ async fn serve(
     node.shutdown().await.context("stopping raft")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Gives the calling thread (a script thread) a nice value of `nice`, so that
+/// when scripts saturate the cores the kernel still runs the HTTP, Raft and
+/// storage threads first: health, the admin API, heartbeats and other apps'
+/// request parsing keep their latency while a heavy app burns its share.
+/// Raising one's own nice value needs no privilege; failing is only logged.
+fn lower_this_thread_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let thread = rustix::thread::gettid();
+    if let Err(error) = rustix::process::setpriority_process(Some(thread), nice) {
+        tracing::warn!(%error, nice, "cannot lower a script thread's priority");
+    }
 }
 
 async fn shutdown_signal() {
