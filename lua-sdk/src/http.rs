@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use mlua::{Lua, Table, Value};
 
-use crate::convert::{json_to_lua, lua_to_json};
+use crate::convert::{ConvertError, json_to_lua, lua_to_json};
 
 /// An HTTP request routed to a script.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -97,9 +97,25 @@ fn string_map(lua: &Lua, map: &BTreeMap<String, String>) -> mlua::Result<Table> 
     Ok(table)
 }
 
-/// Turns a handler's return value into a response, or a message for the
-/// script author saying what is wrong with it.
-pub(crate) fn response_from_lua(lua: &Lua, value: Value) -> Result<Response, String> {
+/// Why a handler's return value is not a response.
+#[derive(Debug)]
+pub(crate) enum ResponseError {
+    /// Malformed: a message for the script author (`invalid_response`).
+    Invalid(String),
+    /// `json =` could not be converted: too large (`value_too_large`), not
+    /// representable, or the budget ran out while converting.
+    Json(ConvertError),
+}
+
+impl From<String> for ResponseError {
+    fn from(message: String) -> Self {
+        ResponseError::Invalid(message)
+    }
+}
+
+/// Turns a handler's return value into a response, or says what is wrong
+/// with it.
+pub(crate) fn response_from_lua(lua: &Lua, value: Value) -> Result<Response, ResponseError> {
     match value {
         Value::String(body) => Ok(Response {
             status: 200,
@@ -107,14 +123,14 @@ pub(crate) fn response_from_lua(lua: &Lua, value: Value) -> Result<Response, Str
             body: body.as_bytes().to_vec(),
         }),
         Value::Table(table) => response_from_table(lua, &table),
-        other => Err(format!(
+        other => Err(ResponseError::Invalid(format!(
             "handler must return a table {{status=, headers=, body=}} or a string, got {}",
             other.type_name()
-        )),
+        ))),
     }
 }
 
-fn response_from_table(lua: &Lua, table: &Table) -> Result<Response, String> {
+fn response_from_table(lua: &Lua, table: &Table) -> Result<Response, ResponseError> {
     let get = |field: &str| -> Result<Value, String> {
         table
             .raw_get::<Value>(field)
@@ -125,10 +141,10 @@ fn response_from_table(lua: &Lua, table: &Table) -> Result<Response, String> {
         Value::Integer(i) => valid_status(i)?,
         Value::Number(n) if n.fract() == 0.0 && n.abs() < 1.0e6 => valid_status(n as i64)?,
         other => {
-            return Err(format!(
+            return Err(ResponseError::Invalid(format!(
                 "response status must be an integer from 100 to 599, got {}",
                 other.type_name()
-            ));
+            )));
         }
     };
     let mut headers = headers_from_lua(get("headers")?)?;
@@ -138,20 +154,23 @@ fn response_from_table(lua: &Lua, table: &Table) -> Result<Response, String> {
         (Value::Nil, Value::Nil) => Vec::new(),
         (Value::String(body), Value::Nil) => body.as_bytes().to_vec(),
         (Value::Nil, json) => {
-            let encoded =
-                lua_to_json(lua, &json).map_err(|problem| format!("response json: {problem}"))?;
+            let encoded = lua_to_json(lua, &json).map_err(ResponseError::Json)?;
             if !headers.iter().any(|(name, _)| name == "content-type") {
                 headers.push(("content-type".to_string(), CONTENT_TYPE_JSON.to_string()));
                 headers.sort();
             }
             encoded.to_string().into_bytes()
         }
-        (Value::String(_), _) => return Err("response has both body and json; set one".to_string()),
+        (Value::String(_), _) => {
+            return Err(ResponseError::Invalid(
+                "response has both body and json; set one".to_string(),
+            ));
+        }
         (other, _) => {
-            return Err(format!(
+            return Err(ResponseError::Invalid(format!(
                 "response body must be a string, got {} (use json= to send a table)",
                 other.type_name()
-            ));
+            )));
         }
     };
     Ok(Response {
@@ -330,7 +349,10 @@ mod tests {
             .load(format!("return {expr}"))
             .eval()
             .expect("test chunk runs");
-        response_from_lua(&lua, value)
+        response_from_lua(&lua, value).map_err(|error| match error {
+            ResponseError::Invalid(message) => message,
+            ResponseError::Json(problem) => format!("response json: {problem}"),
+        })
     }
 
     #[test]

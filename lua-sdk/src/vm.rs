@@ -23,9 +23,11 @@ use mlua::{Function, Lua, LuaOptions, StdLib, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Budget;
+use crate::convert::{ConvertError, VALUE_TOO_LARGE};
 use crate::error::{CompileError, ErrorKind, InvokeError, KillReason, classify, strip_traceback};
 use crate::host::Host;
-use crate::http::{Request, Response, request_to_lua, response_from_lua};
+use crate::host::HostError;
+use crate::http::{Request, Response, ResponseError, request_to_lua, response_from_lua};
 use crate::limits::{SYNTAX_CHECK_MEMORY_BYTES_MAX, SandboxLimits};
 use crate::modules::ModuleSet;
 
@@ -166,6 +168,14 @@ impl Vm {
             })?;
         self.budget.arm();
         let outcome = self.run(handler, &request).await;
+        // The response is converted while the budget is still armed: a large
+        // `json =` costs work that must count against the invocation.
+        let response = match outcome {
+            Ok(value) if self.budget.killed().is_none() => Ok(response_from_lua(&self.lua, value)),
+            // Killed: the check below answers before this is looked at.
+            Ok(_) => Ok(Err(ResponseError::Invalid(String::new()))),
+            Err(error) => Err(error),
+        };
         self.budget.disarm();
         // The kill flag decides, not the error value: a kill may have been
         // caught and replaced (by a `__close` handler, say) before unwinding
@@ -173,10 +183,26 @@ impl Vm {
         if let Some(reason) = self.budget.killed() {
             return Err(kill_error(reason, self.budget.limits()));
         }
-        match outcome {
-            Ok(value) => response_from_lua(&self.lua, value).map_err(|message| {
-                InvokeError::InvalidResponse {
+        match response {
+            Ok(converted) => converted.map_err(|error| match error {
+                ResponseError::Invalid(message) => InvokeError::InvalidResponse {
                     message: format!("{script}: {message}"),
+                },
+                // Too large a `json =` is the same coded error as too large a
+                // kv value: `value_too_large`, not a malformed response.
+                ResponseError::Json(ConvertError::TooLarge(problem)) => {
+                    InvokeError::Host(HostError::new(
+                        VALUE_TOO_LARGE,
+                        format!("{script}: response json: {problem}"),
+                    ))
+                }
+                ResponseError::Json(ConvertError::Kill(kill)) => {
+                    kill_error(kill.reason, self.budget.limits())
+                }
+                ResponseError::Json(ConvertError::Invalid(problem)) => {
+                    InvokeError::InvalidResponse {
+                        message: format!("{script}: response json: {problem}"),
+                    }
                 }
             }),
             Err(error) => Err(self.invoke_error(&error)),
