@@ -64,7 +64,21 @@ impl Default for ActorLimits {
     }
 }
 
+/// How long past the script timeout an invocation may take in all, waiting
+/// for its app's CPU share (`cpu.rs`) included, before it is answered
+/// `script_timeout`. An invocation's own budget starts when it first runs;
+/// when an app's share is taken by its own slow invocations, the ones queued
+/// behind them would otherwise answer after several timeouts. The slack lets
+/// an invocation that started at once end with its own, more precise error.
+pub const INVOCATION_DEADLINE_SLACK: Duration = Duration::from_millis(50);
+
 impl ActorLimits {
+    /// An invocation's whole deadline from when it is asked for: the script
+    /// timeout plus [`INVOCATION_DEADLINE_SLACK`].
+    pub fn invocation_deadline(&self) -> Duration {
+        self.sandbox.timeout + INVOCATION_DEADLINE_SLACK
+    }
+
     pub fn vm_wait(&self) -> Duration {
         Duration::from_millis(self.vm_wait_ms)
     }

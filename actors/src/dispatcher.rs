@@ -227,9 +227,7 @@ async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
 async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, claim_ms: u64) {
     let id = entry.id;
     // The run shares its app's CPU share with the app's requests.
-    let deadline = tokio::time::Instant::now()
-        + shared.limits.sandbox.timeout
-        + crate::supervisor::REQUEST_DEADLINE_SLACK;
+    let deadline = tokio::time::Instant::now() + shared.limits.invocation_deadline();
     let outcome = shared
         .shares
         .run(app, deadline, execute(shared, app, &entry))

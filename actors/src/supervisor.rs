@@ -285,18 +285,9 @@ pub struct Apps {
     scripts: tokio::runtime::Handle,
     /// How many script threads one app may occupy (see `cpu.rs`).
     shares: Arc<CpuShares>,
-    /// A request's whole deadline: the script timeout plus
-    /// [`REQUEST_DEADLINE_SLACK`].
+    /// A request's whole deadline (`ActorLimits::invocation_deadline`).
     request_deadline: Duration,
 }
-
-/// How long past the script timeout a heavy request may wait for its app's
-/// CPU share (`cpu.rs`) before it is answered `script_timeout`. An
-/// invocation's own budget starts when it first runs; when an app's share is
-/// taken by its own slow invocations, the ones queued behind them would
-/// otherwise answer after several timeouts. The slack lets an invocation
-/// that started at once end with its own, more precise error.
-pub const REQUEST_DEADLINE_SLACK: Duration = Duration::from_millis(50);
 
 /// Aborts a spawned invocation when the request that waits for it goes away
 /// (the client hung up), as dropping the request's own future used to.
@@ -319,7 +310,7 @@ impl Apps {
         shares: Arc<CpuShares>,
     ) -> Result<Apps, ractor::SpawnErr> {
         let registry: Registry = Arc::new(RwLock::new(HashMap::new()));
-        let request_deadline = limits.sandbox.timeout + REQUEST_DEADLINE_SLACK;
+        let request_deadline = limits.invocation_deadline();
         let args = SupervisorArgs {
             reader: reader.clone(),
             host,

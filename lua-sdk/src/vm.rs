@@ -167,15 +167,13 @@ impl Vm {
                 script: script.to_string(),
             })?;
         self.budget.arm();
-        let outcome = self.run(handler, &request).await;
         // The response is converted while the budget is still armed: a large
-        // `json =` costs work that must count against the invocation.
-        let response = match outcome {
-            Ok(value) if self.budget.killed().is_none() => Ok(response_from_lua(&self.lua, value)),
-            // Killed: the check below answers before this is looked at.
-            Ok(_) => Ok(Err(ResponseError::Invalid(String::new()))),
-            Err(error) => Err(error),
-        };
+        // `json =` costs work that must count against the invocation. After a
+        // kill the conversion stops at its first charge; the check below wins.
+        let outcome = self
+            .run(handler, &request)
+            .await
+            .map(|value| response_from_lua(&self.lua, value));
         self.budget.disarm();
         // The kill flag decides, not the error value: a kill may have been
         // caught and replaced (by a `__close` handler, say) before unwinding
@@ -183,7 +181,7 @@ impl Vm {
         if let Some(reason) = self.budget.killed() {
             return Err(kill_error(reason, self.budget.limits()));
         }
-        match response {
+        match outcome {
             Ok(converted) => converted.map_err(|error| match error {
                 ResponseError::Invalid(message) => InvokeError::InvalidResponse {
                     message: format!("{script}: {message}"),

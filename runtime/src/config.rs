@@ -174,6 +174,11 @@ fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
+/// The cores this process may run on (2 when the OS cannot tell).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     name: &str,
     value: T,
@@ -383,24 +388,21 @@ impl ServeConfig {
         if self.script_threads > 0 {
             return self.script_threads;
         }
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        (cores * 2).max(2)
+        (cores() * 2).max(2)
     }
 
     pub fn http_threads(&self) -> usize {
         if self.http_threads > 0 {
             return self.http_threads;
         }
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        cores.clamp(1, 4)
+        cores().clamp(1, 4)
     }
 
     pub fn app_script_threads(&self) -> usize {
         if self.app_script_threads > 0 {
             return self.app_script_threads;
         }
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        cores.saturating_sub(1).max(1)
+        cores().saturating_sub(1).max(1)
     }
 
     pub fn actor_limits(&self) -> ActorLimits {

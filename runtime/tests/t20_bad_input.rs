@@ -569,7 +569,10 @@ async fn cli_covers_apps_kv_and_keys() {
     );
 
     // The stored key is a hash: the secret does not appear in the data dir.
-    let secret = token.rsplit('_').next().expect("secret part");
+    // `pck_<id>_<secret>`; the secret is URL-safe base64 and may itself hold
+    // `_`, so split off the prefix and id rather than take the last piece
+    // (a short last piece matched random bytes of the data dir once).
+    let secret = token.splitn(3, '_').nth(2).expect("secret part");
     assert!(
         !grep_dir(&node.data_dir, secret.as_bytes()),
         "secret found in data dir"
