@@ -12,7 +12,7 @@ use picloud_cluster::{ClusterConfig, Node, NodeInfo};
 use picloud_storage::{Command, CommandResult, StorageOptions};
 
 async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
-    let node = Node::start(
+    let (node, duties) = Node::start(
         dir,
         NodeInfo {
             http: "127.0.0.1:0".into(),
@@ -23,6 +23,9 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
     )
     .await
     .expect("node starts");
+    for duty in duties {
+        duty.detach();
+    }
     for app in apps {
         let mut files = BTreeMap::new();
         files.insert(
@@ -160,7 +163,7 @@ async fn deleted_apps_stop_and_answer_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_keeps_vms_while_busy_and_trims_when_quiet() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(
+    let (node, duties) = Node::start(
         dir.path(),
         NodeInfo {
             http: "127.0.0.1:0".into(),
@@ -171,6 +174,9 @@ async fn the_pool_keeps_vms_while_busy_and_trims_when_quiet() {
     )
     .await
     .expect("node starts");
+    for duty in duties {
+        duty.detach();
+    }
     let limits = Arc::new(ActorLimits {
         vm_idle_max: 1,
         vm_idle_ttl_ms: 1_000,

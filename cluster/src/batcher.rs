@@ -87,45 +87,85 @@ pub fn payload_bytes(command: &Command) -> usize {
     }
 }
 
-pub async fn run(
+/// The batcher's state, kept outside any one run of its loop so that a run
+/// restarted after a panic (it is a supervised [`crate::duty::Duty`]) picks up
+/// the queued writes and the one it had taken but not yet proposed.
+pub struct Batcher {
     proposer: Arc<Proposer>,
-    mut queue: mpsc::Receiver<Proposal>,
+    queue: tokio::sync::Mutex<mpsc::Receiver<Proposal>>,
+    /// A proposal taken off the queue and not yet in a batch.
+    carry: std::sync::Mutex<Option<Proposal>>,
+    inflight: Arc<Semaphore>,
     limits: BatchLimits,
-) {
-    let inflight = Arc::new(Semaphore::new(limits.inflight_max.max(1)));
-    let mut carry: Option<Proposal> = None;
-    loop {
-        let first = match carry.take() {
-            Some(proposal) => proposal,
-            None => match queue.recv().await {
-                Some(proposal) => proposal,
-                None => return,
-            },
-        };
-        // Wait for a proposal slot before draining, so everything that queued
-        // while the previous batch was committing joins this one.
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut bytes = payload_bytes(&first.command);
-        let mut batch = vec![first];
-        while batch.len() < limits.commands_max {
-            let Ok(next) = queue.try_recv() else {
-                break;
-            };
-            let size = payload_bytes(&next.command);
-            if bytes + size > limits.bytes_max {
-                carry = Some(next);
-                break;
-            }
-            bytes += size;
-            batch.push(next);
+}
+
+impl Batcher {
+    pub fn new(
+        proposer: Arc<Proposer>,
+        queue: mpsc::Receiver<Proposal>,
+        limits: BatchLimits,
+    ) -> Batcher {
+        Batcher {
+            proposer,
+            queue: tokio::sync::Mutex::new(queue),
+            carry: std::sync::Mutex::new(None),
+            inflight: Arc::new(Semaphore::new(limits.inflight_max.max(1))),
+            limits,
         }
-        let proposer = proposer.clone();
-        tokio::spawn(async move {
-            propose(&proposer, batch).await;
-            drop(permit);
-        });
+    }
+
+    fn take_carry(&self) -> Option<Proposal> {
+        self.carry.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn set_carry(&self, proposal: Proposal) {
+        *self.carry.lock().unwrap_or_else(|e| e.into_inner()) = Some(proposal);
+    }
+
+    /// Runs until every sender is gone (the node stopped).
+    pub async fn run(self: Arc<Self>) {
+        // One run at a time holds the receiver; a restarted run waits for the
+        // panicked one's guard to drop (it drops while unwinding).
+        let mut queue = self.queue.lock().await;
+        loop {
+            let first = match self.take_carry() {
+                Some(proposal) => proposal,
+                None => match queue.recv().await {
+                    Some(proposal) => proposal,
+                    None => return,
+                },
+            };
+            // Kept where a restarted run finds it while this run may panic.
+            self.set_carry(first);
+            crate::duty::fault_point("batcher");
+            // Wait for a proposal slot before draining, so everything that
+            // queued while the previous batch was committing joins this one.
+            let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = self.take_carry() else {
+                continue;
+            };
+            let mut bytes = payload_bytes(&first.command);
+            let mut batch = vec![first];
+            while batch.len() < self.limits.commands_max {
+                let Ok(next) = queue.try_recv() else {
+                    break;
+                };
+                let size = payload_bytes(&next.command);
+                if bytes + size > self.limits.bytes_max {
+                    self.set_carry(next);
+                    break;
+                }
+                bytes += size;
+                batch.push(next);
+            }
+            let proposer = self.proposer.clone();
+            tokio::spawn(async move {
+                propose(&proposer, batch).await;
+                drop(permit);
+            });
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //! # Layout
 //!
 //! - `config`: `ClusterConfig`, Raft timings and limits with their defaults.
+//! - `duty`: `Duty`, a named restartable loop (batcher, peers, membership)
+//!   that `Node::start` returns for the caller's supervisor, and the
+//!   test-only fault switch (`fault-injection` feature).
 //! - `disk`: the data disk's free-space reserve every write is checked
 //!   against (`DiskGuard`; below it, `ClusterError::DiskFull`).
 //! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
@@ -34,6 +37,7 @@
 pub mod batcher;
 pub mod config;
 pub mod disk;
+pub mod duty;
 pub mod error;
 pub mod identity;
 pub mod membership;
@@ -41,6 +45,7 @@ pub mod node;
 pub mod transport;
 
 pub use config::ClusterConfig;
+pub use duty::{Duty, arm_fault, fault_point};
 pub use error::ClusterError;
 pub use node::{ClusterStatus, JoinTarget, MemberStatus, Node, NodeStatus, cluster_status};
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};

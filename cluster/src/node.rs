@@ -12,7 +12,8 @@ use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, Typ
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::batcher::{BatchLimits, Proposal};
+use crate::batcher::{BatchLimits, Batcher, Proposal};
+use crate::duty::Duty;
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
@@ -256,12 +257,16 @@ pub struct Node {
 impl Node {
     /// Opens the data dir and starts Raft. On the very first start of a data dir
     /// it initialises a one-voter cluster with this node as its only member.
+    ///
+    /// The node's long-running loops (write batcher, peer accept loop,
+    /// membership upkeep) come back as [`Duty`]s: the caller must start them
+    /// at once under its supervisor (writes wait for the batcher).
     pub async fn start(
         data_dir: &Path,
         info: NodeInfo,
         config: ClusterConfig,
         storage_options: &picloud_storage::StorageOptions,
-    ) -> Result<Node, ClusterError> {
+    ) -> Result<(Node, Vec<Duty>), ClusterError> {
         Self::start_with(data_dir, info, config, storage_options, None).await
     }
 
@@ -274,7 +279,7 @@ impl Node {
         config: ClusterConfig,
         storage_options: &picloud_storage::StorageOptions,
         join: Option<JoinTarget>,
-    ) -> Result<Node, ClusterError> {
+    ) -> Result<(Node, Vec<Duty>), ClusterError> {
         std::fs::create_dir_all(data_dir).map_err(|e| ClusterError::Identity {
             path: data_dir.display().to_string(),
             message: e.to_string(),
@@ -406,7 +411,7 @@ impl Node {
             forward: forward_client,
         });
         let (proposals, queue) = mpsc::channel(config.write_queue_max.max(1));
-        tokio::spawn(crate::batcher::run(
+        let batcher = Arc::new(Batcher::new(
             proposer.clone(),
             queue,
             BatchLimits {
@@ -435,19 +440,26 @@ impl Node {
             node: node.clone(),
             permits: tokio::sync::Semaphore::new(JOINS_IN_FLIGHT_MAX),
         });
-        tokio::spawn(serve_peers(
-            node.endpoint.clone(),
-            node.raft.clone(),
-            rpc_config,
-            Some(forward),
-            Some(joins),
-        ));
-        tokio::spawn(crate::membership::run(
-            node.raft.clone(),
-            node.reader.clone(),
-            node.id,
-        ));
-        Ok(node)
+        let duties = vec![
+            Duty::new("batcher", move || batcher.clone().run()),
+            Duty::new("peers", {
+                let (endpoint, raft) = (node.endpoint.clone(), node.raft.clone());
+                move || {
+                    serve_peers(
+                        endpoint.clone(),
+                        raft.clone(),
+                        rpc_config.clone(),
+                        Some(forward.clone() as Arc<dyn ForwardHandler>),
+                        Some(joins.clone() as Arc<dyn JoinHandler>),
+                    )
+                }
+            }),
+            Duty::new("membership", {
+                let (raft, reader, id) = (node.raft.clone(), node.reader.clone(), node.id);
+                move || crate::membership::run(raft.clone(), reader.clone(), id)
+            }),
+        ];
+        Ok((node, duties))
     }
 
     pub fn id(&self) -> NodeId {

@@ -95,7 +95,7 @@ async fn serve(
         http: config.http.to_string(),
         peer: config.peer.to_string(),
     };
-    let node = Node::start_with(
+    let (node, duties) = Node::start_with(
         &config.data_dir,
         info,
         config.cluster_config(),
@@ -104,6 +104,10 @@ async fn serve(
     )
     .await
     .context("starting the raft node")?;
+    // Not supervised yet (the next commit gives them a supervisor).
+    for duty in duties {
+        duty.detach();
+    }
     // Only the node that created the cluster makes the first admin key and
     // the cluster secrets; joined nodes receive them through the log.
     if node.id() == FIRST_NODE_ID {
