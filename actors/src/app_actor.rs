@@ -15,13 +15,13 @@
 
 use std::sync::{Arc, RwLock};
 
-use picloud_lua_sdk::Host;
 use picloud_storage::StateReader;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::app::Bundle;
 use crate::config::ActorLimits;
 use crate::error::AppError;
+use crate::host::NodeHost;
 use crate::pool::AppRuntime;
 
 /// Where an app's actor publishes the runtime requests are served from.
@@ -50,9 +50,6 @@ pub enum AppMsg {
     },
     /// Drop VMs that have been idle too long (sent by the actor's own timer).
     Trim,
-    /// Panics inside the actor. Exists so tests can prove supervision works;
-    /// nothing outside tests sends it.
-    CrashForTest,
 }
 
 /// What an `AppActor` needs to start.
@@ -60,7 +57,7 @@ pub enum AppMsg {
 pub struct AppActorArgs {
     pub app: String,
     pub reader: StateReader,
-    pub host: Arc<dyn Host>,
+    pub host: Arc<NodeHost>,
     pub limits: Arc<ActorLimits>,
     pub slot: RuntimeSlot,
 }
@@ -143,6 +140,10 @@ impl Actor for AppActor {
         message: AppMsg,
         state: &mut AppState,
     ) -> Result<(), ActorProcessingErr> {
+        // The test-only fault switch (`fault-injection` builds): tests arm
+        // `app/NAME` to prove a crashed app actor is restarted.
+        #[cfg(feature = "fault-injection")]
+        picloud_cluster::fault_point(&format!("app/{}", state.args.app));
         match message {
             AppMsg::Reload { reply } => {
                 match load_runtime(&state.args) {
@@ -177,9 +178,6 @@ impl Actor for AppActor {
                 if let Some(runtime) = state.args.slot.load() {
                     runtime.trim(tokio::time::Instant::now());
                 }
-            }
-            AppMsg::CrashForTest => {
-                panic!("app actor {} crashed on request", state.args.app);
             }
         }
         Ok(())

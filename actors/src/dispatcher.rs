@@ -1,34 +1,43 @@
 //! The trigger dispatcher: on the leader, claims due runs from the outbox
-//! under the current term, runs each run's script with a [`RunHost`], and
-//! commits `CompleteRun` (with the run's buffered writes) or `FailRun`.
+//! under the current term, runs each run's script in its app's runtime (a VM
+//! of the app's pool, its writes buffered by the VM's [`RunHost`] layer),
+//! and commits `CompleteRun` (with the run's buffered writes) or `FailRun`.
 //!
 //! ```text
-//!  outbox (replicated) ──scan──▶ ClaimRuns{ids, term} ──▶ run script (RunHost buffers writes)
-//!        ▲                                                   │
-//!        └──── CompleteRun{ops} | FailRun{error} ◀───────────┘   (guarded by the claim in apply)
+//!  outbox (replicated) ──scan──▶ plan_claims ──▶ ClaimRuns{ids, term} ──▶ AppRuntime::run_event
+//!        ▲                                                                  │
+//!        └──── CompleteRun{ops, docs} | FailRun{error} ◀────────────────────┘ (guarded by the claim in apply)
 //! ```
 //!
+//! Which runs to claim is [`plan_claims`], a pure function of (the app's
+//! outbox, what runs here, term, now, free slots, limits); the duty
+//! ([`duty`], supervised as `triggers`) reads state, calls it and proposes.
 //! A leader that dies mid-run leaves its claims behind; the next leader (a
 //! higher term) claims them again and re-runs them, and `apply` rejects the
 //! old claimer's late report. Runs are bounded per node (`runs_inflight_max`).
+//! A run that panics is reported failed (retried, then dead-lettered) and
+//! frees its slot.
+//!
+//! [`RunHost`]: crate::run_host::RunHost
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use picloud_cluster::Node;
-use picloud_lua_sdk::Vm;
+use futures::FutureExt;
+use picloud_cluster::{Duty, Node};
 use picloud_storage::triggers::{OutboxEntry, TriggerEvent, delivery_id};
 use picloud_storage::{ApplyError, Command, CommandResult};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::app::Bundle;
 use crate::config::ActorLimits;
 use crate::cpu::CpuShares;
-use crate::host::{NodeHost, now_ms};
-use crate::run_host::RunHost;
+use crate::host::now_ms;
+use crate::run_host::RunWrites;
+use crate::supervisor::Apps;
 
 /// Bounds and timings of the dispatcher, each with its default.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +53,6 @@ pub struct DispatchLimits {
     /// A claim older than this may be taken again by the same term (a run
     /// whose dispatcher lost track of it).
     pub reclaim_after_ms: u64,
-    /// Idle VMs kept per app version for trigger runs.
-    pub vms_per_app_max: usize,
 }
 
 impl Default for DispatchLimits {
@@ -56,7 +63,6 @@ impl Default for DispatchLimits {
             idle_scan_ms: 50,
             busy_scan_ms: 2,
             reclaim_after_ms: 60_000,
-            vms_per_app_max: 8,
         }
     }
 }
@@ -72,23 +78,39 @@ pub struct DispatcherStats {
     pub runs_failed: AtomicU64,
 }
 
-type VmKey = (String, u64);
-
-/// A VM for trigger runs and the host whose write buffer it fills.
-type RunVm = (Vm, Arc<RunHost>);
-
-/// Idle trigger VMs per (app, version), each with its own run host.
-#[derive(Default)]
-struct VmCache {
-    idle: Mutex<HashMap<VmKey, Vec<RunVm>>>,
+/// The pure decision of a scan for one app: the outbox entries to claim
+/// now, in outbox order. An entry is claimable when it is due
+/// (`not_before_ms`, the retry backoff), not running on this node, and
+/// unclaimed, claimed under an older term (its leader is gone), or claimed
+/// longer than `reclaim_after_ms` ago (its run was lost). At most `free`.
+pub fn plan_claims(
+    entries: &[OutboxEntry],
+    running: &dyn Fn(u64) -> bool,
+    term: u64,
+    now_ms: u64,
+    free: usize,
+    reclaim_after_ms: u64,
+) -> Vec<u64> {
+    entries
+        .iter()
+        .filter(|entry| entry.not_before_ms <= now_ms)
+        .filter(|entry| !running(entry.id))
+        .filter(|entry| match &entry.claim {
+            None => true,
+            Some(claim) => {
+                claim.term < term || now_ms.saturating_sub(claim.at_ms) >= reclaim_after_ms
+            }
+        })
+        .map(|entry| entry.id)
+        .take(free)
+        .collect()
 }
 
 struct Shared {
     node: Node,
-    host: Arc<NodeHost>,
+    apps: Apps,
     limits: Arc<ActorLimits>,
     dispatch: DispatchLimits,
-    vms: VmCache,
     /// Runs executing on this node (by app and id), so a scan does not claim
     /// them again while they run.
     running: Mutex<HashSet<(String, u64)>>,
@@ -97,44 +119,48 @@ struct Shared {
     shares: Arc<CpuShares>,
 }
 
-/// Starts the dispatcher on the current runtime (run it where scripts run,
-/// not where Raft runs). It runs until the process ends.
-pub fn spawn(
+/// The dispatcher as a supervised duty (`triggers`). Give it the script
+/// runtime ([`Duty::on`]): runs execute scripts there, like requests. What
+/// runs survives a restart of the duty (the running set and the slots are
+/// shared), so a restarted scan never claims a run twice.
+pub fn duty(
     node: Node,
-    host: Arc<NodeHost>,
+    apps: Apps,
     limits: Arc<ActorLimits>,
     dispatch: DispatchLimits,
     stats: Arc<DispatcherStats>,
     shares: Arc<CpuShares>,
-) {
+) -> Duty {
     let shared = Arc::new(Shared {
         stats,
         shares,
         permits: Arc::new(Semaphore::new(dispatch.runs_inflight_max.max(1))),
         node,
-        host,
+        apps,
         limits,
         dispatch,
-        vms: VmCache::default(),
         running: Mutex::new(HashSet::new()),
     });
-    tokio::spawn(async move {
-        loop {
-            let busy = match scan(&shared).await {
-                Ok(busy) => busy,
-                Err(error) => {
-                    tracing::warn!(%error, "trigger dispatcher scan failed");
-                    false
-                }
-            };
-            let pause = if busy {
-                shared.dispatch.busy_scan_ms
-            } else {
-                shared.dispatch.idle_scan_ms
-            };
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-        }
-    });
+    Duty::new("triggers", move || scan_forever(shared.clone()))
+}
+
+async fn scan_forever(shared: Arc<Shared>) {
+    loop {
+        picloud_cluster::fault_point("triggers");
+        let busy = match scan(&shared).await {
+            Ok(busy) => busy,
+            Err(error) => {
+                tracing::warn!(%error, "trigger dispatcher scan failed");
+                false
+            }
+        };
+        let pause = if busy {
+            shared.dispatch.busy_scan_ms
+        } else {
+            shared.dispatch.idle_scan_ms
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
 }
 
 /// One pass over every app's outbox; whether anything was claimed.
@@ -159,22 +185,27 @@ async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
         let entries = reader
             .outbox(&app, 0, shared.dispatch.scan_batch_max)
             .map_err(|e| e.to_string())?;
-        let ids: Vec<u64> = {
+        let ids = {
             let running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
-            entries
-                .iter()
-                .filter(|entry| entry.not_before_ms <= now)
-                .filter(|entry| !running.contains(&(app.clone(), entry.id)))
-                .filter(|entry| match &entry.claim {
-                    None => true,
-                    Some(claim) => {
-                        claim.term < term
-                            || now.saturating_sub(claim.at_ms) >= shared.dispatch.reclaim_after_ms
-                    }
-                })
-                .map(|entry| entry.id)
-                .take(free)
-                .collect()
+            // One app's runs at once: at most its VM pool, so a claimed run
+            // waits for a VM only behind the app's requests.
+            let app_running = running.iter().filter(|(other, _)| *other == app).count();
+            let free = free.min(
+                shared
+                    .limits
+                    .vm_pool_size_max
+                    .max(1)
+                    .saturating_sub(app_running),
+            );
+            let is_running = |id: u64| running.contains(&(app.clone(), id));
+            plan_claims(
+                &entries,
+                &is_running,
+                term,
+                now,
+                free,
+                shared.dispatch.reclaim_after_ms,
+            )
         };
         if ids.is_empty() {
             continue;
@@ -199,28 +230,56 @@ async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
                 break;
             };
             claimed_any = true;
-            shared
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((app.clone(), entry.id));
+            let slot = RunSlot::take(shared, &app, entry.id, permit);
             let shared = shared.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let id = entry.id;
-                shared.stats.runs_inflight.fetch_add(1, Ordering::Relaxed);
                 run(&shared, &app, entry, term, claim_ms).await;
-                shared.stats.runs_inflight.fetch_sub(1, Ordering::Relaxed);
-                shared
-                    .running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&(app, id));
-                drop(permit);
+                drop(slot);
             });
         }
     }
     Ok(claimed_any)
+}
+
+/// A run's place on this node: its permit, its entry in the running set and
+/// the in-flight count, all given back when the slot drops — also when the
+/// run's task unwinds from a panic.
+struct RunSlot {
+    shared: Arc<Shared>,
+    key: (String, u64),
+    _permit: OwnedSemaphorePermit,
+}
+
+impl RunSlot {
+    fn take(shared: &Arc<Shared>, app: &str, id: u64, permit: OwnedSemaphorePermit) -> RunSlot {
+        let key = (app.to_string(), id);
+        shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        shared.stats.runs_inflight.fetch_add(1, Ordering::Relaxed);
+        RunSlot {
+            shared: shared.clone(),
+            key,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        self.shared
+            .stats
+            .runs_inflight
+            .fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// Runs one claimed entry and reports the outcome through the log.
@@ -228,11 +287,15 @@ async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, cla
     let id = entry.id;
     // The run shares its app's CPU share with the app's requests.
     let deadline = tokio::time::Instant::now() + shared.limits.invocation_deadline();
-    let outcome = shared
-        .shares
-        .run(app, deadline, execute(shared, app, &entry))
-        .await
-        .unwrap_or_else(|timeout| Err(format!("{timeout} (script_timeout)")));
+    let execution = AssertUnwindSafe(execute(shared, app, &entry)).catch_unwind();
+    let outcome = match shared.shares.run(app, deadline, execution).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_panic)) => {
+            tracing::error!(app, id, "a trigger run panicked; it is reported failed");
+            Err("the run ended abnormally (internal error); it will be retried".to_string())
+        }
+        Err(timeout) => Err(format!("{timeout} (script_timeout)")),
+    };
     let counter = match &outcome {
         Ok(_) => &shared.stats.runs_completed,
         Err(_) => &shared.stats.runs_failed,
@@ -283,22 +346,16 @@ async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, cla
     }
 }
 
-/// Runs the entry's script; its buffered writes on success, the error text
-/// (as the script author should read it) on failure.
+/// Runs the entry's script in its app's runtime; its buffered writes on
+/// success, the error text (as the script author should read it) on failure.
 async fn execute(
     shared: &Arc<Shared>,
     app: &str,
     entry: &OutboxEntry,
-) -> Result<crate::run_host::RunWrites, String> {
-    let reader = shared.node.reader();
-    let record = reader
-        .app(app)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("app {app} is gone"))?;
-    let version = record
-        .active_version
-        .ok_or_else(|| format!("app {app} has no deployed version"))?;
-    let set = reader
+) -> Result<RunWrites, String> {
+    let set = shared
+        .node
+        .reader()
         .trigger_set(app)
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
@@ -307,8 +364,7 @@ async fn execute(
         .iter()
         .find(|def| def.name == entry.trigger)
         .ok_or_else(|| format!("trigger {} is not in the deployed version", entry.trigger))?;
-    let (vm, run_host) = take_vm(shared, app, version)?;
-    run_host.take_writes();
+    let runtime = shared.apps.runtime(app).await.map_err(|e| e.to_string())?;
     let event = event_json(&entry.event);
     let ctx = json!({
         "app": app,
@@ -316,57 +372,13 @@ async fn execute(
         "delivery_id": delivery_id(app, entry.id),
         "attempt": entry.attempts.len() + 1,
     });
-    let outcome = vm.invoke_event(&trigger.script, &event, &ctx).await;
-    let writes = run_host.take_writes();
-    if vm.is_reusable() {
-        give_back_vm(shared, app, version, vm, run_host);
-    }
-    outcome.map(|()| writes).map_err(|error| error.to_string())
-}
-
-fn take_vm(shared: &Arc<Shared>, app: &str, version: u64) -> Result<RunVm, String> {
-    let key = (app.to_string(), version);
-    if let Some(found) = shared
-        .vms
-        .idle
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_mut(&key)
-        .and_then(Vec::pop)
-    {
-        return Ok(found);
-    }
-    let bytes = shared
-        .node
-        .reader()
-        .bundle(app, version)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("app {app} version {version} has no bundle"))?;
-    let checked = Bundle::decode(&bytes)
-        .and_then(|bundle| bundle.check())
-        .map_err(|e| e.message)?;
-    let run_host = Arc::new(RunHost::new(shared.host.clone()));
-    let vm = crate::pool::off_workers(|| {
-        Vm::with_modules(
-            app,
-            &checked.scripts,
-            checked.modules.clone(),
-            run_host.clone(),
-            shared.limits.sandbox,
-        )
-    })
-    .map_err(|e| e.to_string())?;
-    Ok((vm, run_host))
-}
-
-fn give_back_vm(shared: &Arc<Shared>, app: &str, version: u64, vm: Vm, host: Arc<RunHost>) {
-    let mut idle = shared.vms.idle.lock().unwrap_or_else(|e| e.into_inner());
-    // Older versions' VMs are of no more use.
-    idle.retain(|(other, other_version), _| other != app || *other_version == version);
-    let slot = idle.entry((app.to_string(), version)).or_default();
-    if slot.len() < shared.dispatch.vms_per_app_max {
-        slot.push((vm, host));
-    }
+    runtime
+        .run_event(&trigger.script, &event, &ctx)
+        .await
+        .map_err(|error| match error {
+            crate::error::AppError::Invoke(error) => error.to_string(),
+            other => other.to_string(),
+        })
 }
 
 /// The `event` table a trigger script receives (also how the admin API
@@ -424,5 +436,147 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "code": code,
             "error": error,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use picloud_storage::triggers::Claim;
+
+    use super::*;
+
+    const RECLAIM_MS: u64 = 60_000;
+
+    /// (case, outbox, running, term, now, free slots, expected ids)
+    type Case<'a> = (
+        &'a str,
+        Vec<OutboxEntry>,
+        &'a dyn Fn(u64) -> bool,
+        u64,
+        u64,
+        usize,
+        Vec<u64>,
+    );
+
+    fn entry(id: u64, not_before_ms: u64, claim: Option<(u64, u64)>) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            trigger: "t".to_string(),
+            event: TriggerEvent::Cron { slot_ms: 0 },
+            depth: 1,
+            created_ms: 0,
+            attempts: Vec::new(),
+            not_before_ms,
+            claim: claim.map(|(term, at_ms)| Claim {
+                term,
+                node: 1,
+                at_ms,
+            }),
+        }
+    }
+
+    #[test]
+    fn claims_follow_term_backoff_running_and_the_slot_cap() {
+        let nothing_runs = |_: u64| false;
+        let two_runs = |id: u64| id == 2;
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "unclaimed and due",
+                vec![entry(1, 0, None), entry(2, 0, None)],
+                &nothing_runs,
+                3,
+                1_000,
+                8,
+                vec![1, 2],
+            ),
+            (
+                "retry backoff not over",
+                vec![entry(1, 5_000, None), entry(2, 0, None)],
+                &nothing_runs,
+                3,
+                1_000,
+                8,
+                vec![2],
+            ),
+            (
+                "backoff over at exactly not_before",
+                vec![entry(1, 1_000, None)],
+                &nothing_runs,
+                3,
+                1_000,
+                8,
+                vec![1],
+            ),
+            (
+                "running here is never claimed twice",
+                vec![entry(1, 0, None), entry(2, 0, None)],
+                &two_runs,
+                3,
+                1_000,
+                8,
+                vec![1],
+            ),
+            (
+                "claimed this term, recently: someone runs it",
+                vec![entry(1, 0, Some((3, 900)))],
+                &nothing_runs,
+                3,
+                1_000,
+                8,
+                vec![],
+            ),
+            (
+                "leader change mid-run: an older term's claim is taken over",
+                vec![entry(1, 0, Some((2, 900)))],
+                &nothing_runs,
+                3,
+                1_000,
+                8,
+                vec![1],
+            ),
+            (
+                "reclaim after reclaim_after_ms in the same term",
+                vec![entry(1, 0, Some((3, 1_000)))],
+                &nothing_runs,
+                3,
+                1_000 + RECLAIM_MS,
+                8,
+                vec![1],
+            ),
+            (
+                "one ms before the reclaim time: still held",
+                vec![entry(1, 0, Some((3, 1_000)))],
+                &nothing_runs,
+                3,
+                RECLAIM_MS + 999,
+                8,
+                vec![],
+            ),
+            (
+                "the in-flight cap takes the oldest first",
+                vec![entry(1, 0, None), entry(2, 0, None), entry(3, 0, None)],
+                &nothing_runs,
+                3,
+                1_000,
+                2,
+                vec![1, 2],
+            ),
+            (
+                "no free slot, no claim",
+                vec![entry(1, 0, None)],
+                &nothing_runs,
+                3,
+                1_000,
+                0,
+                vec![],
+            ),
+        ];
+        for (case, outbox, running, term, now, free, expected) in cases {
+            assert_eq!(
+                plan_claims(&outbox, running, term, now, free, RECLAIM_MS),
+                expected,
+                "{case}"
+            );
+        }
     }
 }

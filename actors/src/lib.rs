@@ -26,6 +26,7 @@ pub mod cpu;
 pub mod cron;
 pub mod dispatcher;
 pub mod docs;
+pub mod duties;
 pub mod error;
 pub mod host;
 pub mod logs;
@@ -36,6 +37,7 @@ pub mod supervisor;
 
 pub use config::ActorLimits;
 pub use cpu::CpuShares;
+pub use duties::{ActorRestarts, Duties};
 pub use error::AppError;
 pub use host::NodeHost;
 pub use logs::{LogBook, LogLimits, LogLine};

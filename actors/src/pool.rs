@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{Host, LogLevel, ModuleSet, Request, Response, ScriptSource, Vm};
-use tokio::sync::Semaphore;
+use serde_json::Value;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::app::{RouteMiss, RouteTable};
 use crate::config::ActorLimits;
 use crate::error::AppError;
+use crate::host::NodeHost;
+use crate::run_host::{RunHost, RunWrites};
 
 /// Runs `build` (a VM's construction: every script's top level, bounded by
 /// the sandbox's budget and timeout but synchronous) without holding up the
@@ -43,16 +46,24 @@ pub struct AppRequest {
     pub body: Vec<u8>,
 }
 
+/// A pooled VM and its host: a [`RunHost`] layer over the node host that
+/// passes calls straight through for requests and buffers writes while the
+/// VM executes a trigger run.
+struct PooledVm {
+    vm: Vm,
+    host: Arc<RunHost>,
+}
+
 pub struct AppRuntime {
     pub app: String,
     pub version: u64,
     routes: RouteTable,
     scripts: Vec<ScriptSource>,
     modules: Arc<ModuleSet>,
-    host: Arc<dyn Host>,
+    host: Arc<NodeHost>,
     limits: Arc<ActorLimits>,
     /// Idle VMs with the time each was last used, oldest at the bottom.
-    idle: Mutex<Vec<(Vm, Instant)>>,
+    idle: Mutex<Vec<(PooledVm, Instant)>>,
     permits: Semaphore,
 }
 
@@ -63,7 +74,7 @@ impl AppRuntime {
         routes: RouteTable,
         scripts: Vec<ScriptSource>,
         modules: Arc<ModuleSet>,
-        host: Arc<dyn Host>,
+        host: Arc<NodeHost>,
         limits: Arc<ActorLimits>,
     ) -> AppRuntime {
         AppRuntime {
@@ -79,7 +90,7 @@ impl AppRuntime {
         }
     }
 
-    fn take_idle(&self) -> Option<Vm> {
+    fn take_idle(&self) -> Option<PooledVm> {
         self.idle
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -87,8 +98,8 @@ impl AppRuntime {
             .map(|(vm, _)| vm)
     }
 
-    fn give_back(&self, vm: Vm) {
-        if !vm.is_reusable() {
+    fn give_back(&self, vm: PooledVm) {
+        if !vm.vm.is_reusable() {
             return;
         }
         // Never more than the pool size: permits bound the VMs in use, so this
@@ -141,41 +152,8 @@ impl AppRuntime {
                 })?;
         let script = route.script.to_string();
         let params = route.params;
-
-        // The common case takes a free permit at once; only a full pool pays
-        // for a timer.
-        let _permit = match self.permits.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => {
-                match tokio::time::timeout(self.limits.vm_wait(), self.permits.acquire()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => {
-                        return Err(AppError::Busy {
-                            app: self.app.clone(),
-                            pool_size: self.limits.vm_pool_size_max,
-                            waited_ms: self.limits.vm_wait_ms,
-                        });
-                    }
-                }
-            }
-        };
-        let vm = match self.take_idle() {
-            Some(vm) => vm,
-            None => off_workers(|| {
-                Vm::with_modules(
-                    &self.app,
-                    &self.scripts,
-                    self.modules.clone(),
-                    self.host.clone(),
-                    self.limits.sandbox,
-                )
-            })
-            .map_err(|e| AppError::LoadFailed {
-                app: self.app.clone(),
-                version: self.version,
-                message: e.to_string(),
-            })?,
-        };
+        let _permit = self.permit().await?;
+        let pooled = self.vm()?;
         let lua_request = Request {
             method: request.method,
             path: request.path,
@@ -186,8 +164,8 @@ impl AppRuntime {
         };
         let method = lua_request.method.clone();
         let path = lua_request.path.clone();
-        let result = vm.invoke(&script, lua_request).await;
-        self.give_back(vm);
+        let result = pooled.vm.invoke(&script, lua_request).await;
+        self.give_back(pooled);
         if let Err(error) = &result {
             // Script failures belong in the app's own log, where its author looks.
             self.host.log(
@@ -201,6 +179,73 @@ impl AppRuntime {
             );
         }
         result.map_err(AppError::Invoke)
+    }
+
+    /// Runs trigger handler `script` with `event` and `ctx` on a VM of this
+    /// app's pool (the same VMs and permits as requests), its writes
+    /// buffered; returns them for the dispatcher to commit with the run.
+    pub async fn run_event(
+        &self,
+        script: &str,
+        event: &Value,
+        ctx: &Value,
+    ) -> Result<RunWrites, AppError> {
+        // A run waits for a VM as long as its deadline allows (the
+        // dispatcher claims at most a pool's worth of one app's runs), rather
+        // than fail after `vm_wait_ms` like a request.
+        let _permit = self.permits.acquire().await.map_err(|_| AppError::Busy {
+            app: self.app.clone(),
+            pool_size: self.limits.vm_pool_size_max,
+            waited_ms: 0,
+        })?;
+        let pooled = self.vm()?;
+        pooled.host.begin_run();
+        // The test-only fault switch: a panic here is a run whose binding
+        // panicked (the dispatcher must fail the run and free its slot).
+        picloud_cluster::fault_point("trigger_run");
+        let outcome = pooled.vm.invoke_event(script, event, ctx).await;
+        let writes = pooled.host.end_run();
+        self.give_back(pooled);
+        outcome.map(|()| writes).map_err(AppError::Invoke)
+    }
+
+    /// A slot in the pool for a request. The common case takes a free permit at once; only
+    /// a full pool pays for a timer.
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, AppError> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(self.limits.vm_wait(), self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(AppError::Busy {
+                app: self.app.clone(),
+                pool_size: self.limits.vm_pool_size_max,
+                waited_ms: self.limits.vm_wait_ms,
+            }),
+        }
+    }
+
+    /// An idle VM, or a new one (with its own host layer).
+    fn vm(&self) -> Result<PooledVm, AppError> {
+        if let Some(pooled) = self.take_idle() {
+            return Ok(pooled);
+        }
+        let host = Arc::new(RunHost::new(self.host.clone()));
+        let vm = off_workers(|| {
+            Vm::with_modules(
+                &self.app,
+                &self.scripts,
+                self.modules.clone(),
+                host.clone(),
+                self.limits.sandbox,
+            )
+        })
+        .map_err(|e| AppError::LoadFailed {
+            app: self.app.clone(),
+            version: self.version,
+            message: e.to_string(),
+        })?;
+        Ok(PooledVm { vm, host })
     }
 
     /// Invocations running now (for metrics and tests).

@@ -1,6 +1,9 @@
-//! `RunHost`: the services a trigger run's script sees. Reads go to the
-//! node; writes are buffered, so the dispatcher can commit them together with
-//! the run's completion in ONE log entry (`Command::CompleteRun`), guarded by
+//! `RunHost`: the host of every pooled VM, a layer over the node's
+//! [`NodeHost`]. Outside a trigger run it passes every call straight through
+//! (a request's writes commit as they are made). During a run
+//! ([`RunHost::begin_run`] .. [`RunHost::end_run`]) reads go to the node and
+//! writes are buffered, so the dispatcher can commit them together with the
+//! run's completion in ONE log entry (`Command::CompleteRun`), guarded by
 //! the run's claim: a run re-executed after a leader change never applies
 //! its writes twice.
 //!
@@ -10,6 +13,7 @@
 //! to the current value at commit, and a `cas` that no longer matches fails
 //! the whole run (it is retried).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
@@ -24,10 +28,12 @@ use crate::host::{NodeHost, decode_value};
 /// Writes one run may buffer.
 pub const RUN_WRITES_MAX: usize = 1_000;
 
-/// One VM's host for trigger runs (a VM runs one invocation at a time, so
-/// the buffer belongs to the run in progress).
+/// One VM's host (a VM runs one invocation at a time, so the buffer
+/// belongs to the run in progress).
 pub struct RunHost {
     inner: Arc<NodeHost>,
+    /// Whether a trigger run is in progress (writes are buffered).
+    buffering: AtomicBool,
     pending: Mutex<Vec<KvOp>>,
     pending_docs: Mutex<Vec<DocOp>>,
 }
@@ -43,13 +49,32 @@ impl RunHost {
     pub fn new(inner: Arc<NodeHost>) -> RunHost {
         RunHost {
             inner,
+            buffering: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             pending_docs: Mutex::new(Vec::new()),
         }
     }
 
+    /// From now on writes are buffered for a trigger run.
+    pub fn begin_run(&self) {
+        self.take_writes();
+        self.buffering.store(true, Ordering::Release);
+    }
+
+    /// Ends the run: calls pass straight through again; returns what the
+    /// run wrote, in order.
+    pub fn end_run(&self) -> RunWrites {
+        self.buffering.store(false, Ordering::Release);
+        self.take_writes()
+    }
+
+    /// The node host when no run is in progress (the call passes through).
+    fn direct(&self) -> Option<&NodeHost> {
+        (!self.buffering.load(Ordering::Acquire)).then_some(&*self.inner)
+    }
+
     /// The writes buffered since the last call, in order.
-    pub fn take_writes(&self) -> RunWrites {
+    fn take_writes(&self) -> RunWrites {
         RunWrites {
             kv: std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner())),
             docs: std::mem::take(&mut *self.pending_docs.lock().unwrap_or_else(|e| e.into_inner())),
@@ -285,8 +310,11 @@ impl Host for RunHost {
         &'a self,
         app: &'a str,
         key: &'a str,
-        _consistency: Consistency,
+        consistency: Consistency,
     ) -> HostFuture<'a, Option<Value>> {
+        if let Some(node) = self.direct() {
+            return node.kv_get(app, key, consistency);
+        }
         Box::pin(async move {
             self.inner.check_key(key)?;
             self.current(app, key).await
@@ -300,6 +328,9 @@ impl Host for RunHost {
         value: Value,
         ttl_secs: Option<f64>,
     ) -> HostFuture<'a, ()> {
+        if let Some(node) = self.direct() {
+            return node.kv_set(app, key, value, ttl_secs);
+        }
         Box::pin(async move {
             let op = AtomicOp::Set {
                 key: key.to_string(),
@@ -311,6 +342,9 @@ impl Host for RunHost {
     }
 
     fn kv_delete<'a>(&'a self, app: &'a str, key: &'a str) -> HostFuture<'a, bool> {
+        if let Some(node) = self.direct() {
+            return node.kv_delete(app, key);
+        }
         Box::pin(async move {
             let op = AtomicOp::Delete {
                 key: key.to_string(),
@@ -323,6 +357,9 @@ impl Host for RunHost {
     }
 
     fn kv_incr<'a>(&'a self, app: &'a str, key: &'a str, by: i64) -> HostFuture<'a, i64> {
+        if let Some(node) = self.direct() {
+            return node.kv_incr(app, key, by);
+        }
         Box::pin(async move {
             let op = AtomicOp::Incr {
                 key: key.to_string(),
@@ -342,6 +379,9 @@ impl Host for RunHost {
         expected: Option<Value>,
         new: Option<Value>,
     ) -> HostFuture<'a, bool> {
+        if let Some(node) = self.direct() {
+            return node.kv_cas(app, key, expected, new);
+        }
         Box::pin(async move {
             let op = AtomicOp::Cas {
                 key: key.to_string(),
@@ -371,6 +411,9 @@ impl Host for RunHost {
         app: &'a str,
         ops: Vec<AtomicOp>,
     ) -> HostFuture<'a, Vec<AtomicResult>> {
+        if let Some(node) = self.direct() {
+            return node.kv_atomic(app, ops);
+        }
         Box::pin(async move {
             // Buffered in order, all or nothing like `kv.atomic` outside a
             // run: a cas that does not match undoes the ops before it.
@@ -414,6 +457,9 @@ impl Host for RunHost {
     /// run (`CompleteRunWithDocs`). `docs.get` sees the run's own writes;
     /// `docs.find` and `docs.count` see committed documents only.
     fn docs<'a>(&'a self, app: &'a str, call: DocsCall) -> HostFuture<'a, Value> {
+        if let Some(node) = self.direct() {
+            return node.docs(app, call);
+        }
         Box::pin(async move {
             match crate::docs::write_op(&call, self.inner.now_ms())? {
                 Some(op) => self.write_doc(app, op).await,

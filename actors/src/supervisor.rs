@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use picloud_lua_sdk::{Host, InvokeError, Response};
+use picloud_cluster::Duty;
+use picloud_lua_sdk::{InvokeError, Response};
 use picloud_storage::{AppliedEvent, StateReader};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::broadcast::error::RecvError;
@@ -21,8 +22,10 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::app_actor::{AppActor, AppActorArgs, AppMsg, RuntimeSlot};
 use crate::config::ActorLimits;
 use crate::cpu::{CpuShareTimeout, CpuShares};
+use crate::duties::{ActorRestarts, restart_delay};
 use crate::error::AppError;
-use crate::pool::AppRequest;
+use crate::host::NodeHost;
+use crate::pool::{AppRequest, AppRuntime};
 
 /// A running app on this node: its actor and the slot it publishes its runtime in.
 #[derive(Clone)]
@@ -56,8 +59,9 @@ pub enum SupervisorMsg {
 #[derive(Clone)]
 pub struct SupervisorArgs {
     pub reader: StateReader,
-    pub host: Arc<dyn Host>,
+    pub host: Arc<NodeHost>,
     pub limits: Arc<ActorLimits>,
+    restarts: Arc<ActorRestarts>,
     registry: Registry,
 }
 
@@ -158,24 +162,9 @@ impl Actor for NodeSupervisor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        // Feed applied changes into this actor. The task ends when either side goes away.
-        let mut events = args.reader.subscribe();
-        let feed = myself.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = match events.recv().await {
-                    Ok(AppliedEvent::AppChanged { app }) => SupervisorMsg::Changed { app },
-                    Err(RecvError::Lagged(_)) => SupervisorMsg::ReloadAll,
-                    Err(RecvError::Closed) => return,
-                };
-                if feed.cast(message).is_err() {
-                    return;
-                }
-            }
-        });
         Ok(SupervisorState {
             args,
             failures: HashMap::new(),
@@ -252,15 +241,16 @@ impl Actor for NodeSupervisor {
                 if let Some(app) = state.unregister_actor(cell.get_id()) {
                     let failures = state.failures.entry(app.clone()).or_insert(0);
                     *failures = failures.saturating_add(1);
-                    let limits = &state.args.limits;
-                    let delay_ms = limits
-                        .restart_backoff_initial_ms
-                        .saturating_mul(1u64 << (*failures - 1).min(16))
-                        .min(limits.restart_backoff_max_ms);
-                    tracing::error!(%app, %error, delay_ms, "app actor crashed; restarting");
-                    myself.send_after(Duration::from_millis(delay_ms), move || {
-                        SupervisorMsg::Restart { app }
-                    });
+                    let delay = restart_delay(&state.args.limits, *failures);
+                    state.args.restarts.record("app");
+                    tracing::error!(
+                        actor = "app",
+                        %app,
+                        %error,
+                        delay_ms = delay.as_millis() as u64,
+                        "app actor crashed; restarting"
+                    );
+                    myself.send_after(delay, move || SupervisorMsg::Restart { app });
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
@@ -304,10 +294,11 @@ impl Apps {
     /// at most its share of them.
     pub async fn start(
         reader: StateReader,
-        host: Arc<dyn Host>,
+        host: Arc<NodeHost>,
         limits: Arc<ActorLimits>,
         scripts: tokio::runtime::Handle,
         shares: Arc<CpuShares>,
+        restarts: Arc<ActorRestarts>,
     ) -> Result<Apps, ractor::SpawnErr> {
         let registry: Registry = Arc::new(RwLock::new(HashMap::new()));
         let request_deadline = limits.invocation_deadline();
@@ -315,6 +306,7 @@ impl Apps {
             reader: reader.clone(),
             host,
             limits,
+            restarts,
             registry: registry.clone(),
         };
         let (supervisor, _join) = NodeSupervisor::spawn(None, NodeSupervisor, args).await?;
@@ -369,15 +361,46 @@ impl Apps {
             .map_err(|_| Self::unavailable(app, "supervisor did not answer"))
     }
 
-    /// Serves one request with the app's current runtime, on the script
-    /// runtime: the caller's thread (an HTTP worker) only waits.
-    pub async fn invoke(&self, app: &str, request: AppRequest) -> Result<Response, AppError> {
-        let runtime = self
-            .handle(app)
+    /// The feed of applied changes into the supervisor (a deploy reloads the
+    /// app's actor), as a duty (`app_events`) for the node's duty supervisor.
+    /// A restarted run first reloads every running app: changes applied
+    /// while no run listened are not lost.
+    pub fn change_feed(&self) -> Duty {
+        let (reader, supervisor) = (self.reader.clone(), self.supervisor.clone());
+        Duty::new("app_events", move || {
+            let mut events = reader.subscribe();
+            let supervisor = supervisor.clone();
+            async move {
+                let mut message = SupervisorMsg::ReloadAll;
+                loop {
+                    if supervisor.cast(message).is_err() {
+                        return;
+                    }
+                    picloud_cluster::fault_point("app_events");
+                    message = match events.recv().await {
+                        Ok(AppliedEvent::AppChanged { app }) => SupervisorMsg::Changed { app },
+                        Err(RecvError::Lagged(_)) => SupervisorMsg::ReloadAll,
+                        Err(RecvError::Closed) => return,
+                    };
+                }
+            }
+        })
+    }
+
+    /// The current runtime of `app` (its actor started if needed): where
+    /// the app's trigger runs execute, on the same VM pool as its requests.
+    pub async fn runtime(&self, app: &str) -> Result<Arc<AppRuntime>, AppError> {
+        self.handle(app)
             .await?
             .slot
             .load()
-            .ok_or_else(|| self.missing(app))?;
+            .ok_or_else(|| self.missing(app))
+    }
+
+    /// Serves one request with the app's current runtime, on the script
+    /// runtime: the caller's thread (an HTTP worker) only waits.
+    pub async fn invoke(&self, app: &str, request: AppRequest) -> Result<Response, AppError> {
+        let runtime = self.runtime(app).await?;
         let deadline = tokio::time::Instant::now() + self.request_deadline;
         let invocation =
             self.shares

@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use picloud_actors::app::Bundle;
 use picloud_actors::app_actor::AppMsg;
-use picloud_actors::{ActorLimits, AppRequest, Apps, LogBook, NodeHost};
+use picloud_actors::{ActorLimits, ActorRestarts, AppRequest, Apps, LogBook, NodeHost};
 use picloud_cluster::{ClusterConfig, Node, NodeInfo};
 use picloud_storage::{Command, CommandResult, StorageOptions};
 
-async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
+async fn node_with_apps(
+    dir: &std::path::Path,
+    apps: &[&str],
+    restarts: &Arc<ActorRestarts>,
+) -> (Node, Apps) {
     let (node, duties) = Node::start(
         dir,
         NodeInfo {
@@ -66,10 +70,18 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
         limits,
         tokio::runtime::Handle::current(),
         Arc::new(picloud_actors::CpuShares::new(4)),
+        restarts.clone(),
     )
     .await
     .expect("supervisor starts");
     (node, apps)
+}
+
+/// Crashes `app`'s actor through the test-only fault switch: the next
+/// message it handles panics.
+fn crash(actor: &ractor::ActorRef<AppMsg>, app: &str) {
+    assert!(picloud_cluster::arm_fault(&format!("app/{app}")));
+    actor.cast(AppMsg::Trim).expect("send");
 }
 
 /// Polls until the supervisor has replaced the crashed actor `old`.
@@ -99,7 +111,8 @@ fn get(path: &str) -> AppRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (node, apps) = node_with_apps(dir.path(), &["one", "two"]).await;
+    let restarts = Arc::new(ActorRestarts::default());
+    let (node, apps) = node_with_apps(dir.path(), &["one", "two"], &restarts).await;
 
     let body =
         |response: picloud_lua_sdk::Response| String::from_utf8_lossy(&response.body).into_owned();
@@ -114,7 +127,7 @@ async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
 
     for round in 0..3 {
         let before = apps.actor("one").await.expect("running");
-        before.cast(AppMsg::CrashForTest).expect("send crash");
+        crash(&before, "one");
         // The other app is untouched by the crash.
         assert_eq!(
             body(apps.invoke("two", get("/hi")).await.expect("serves")),
@@ -130,8 +143,10 @@ async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
     }
     // The backoff restart also happens with no request asking for it.
     let before = apps.actor("one").await.expect("running");
-    before.cast(AppMsg::CrashForTest).expect("send crash");
+    crash(&before, "one");
     wait_for_restart(&apps, "one", before.get_id()).await;
+    // Every crash was counted for /_/metrics.
+    assert_eq!(restarts.count("app"), 4);
     apps.stop();
     node.shutdown().await.expect("shutdown");
 }
@@ -139,7 +154,8 @@ async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_apps_stop_and_answer_not_found() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (node, apps) = node_with_apps(dir.path(), &["gone"]).await;
+    let restarts = Arc::new(ActorRestarts::default());
+    let (node, apps) = node_with_apps(dir.path(), &["gone"], &restarts).await;
     assert!(apps.invoke("gone", get("/hi")).await.is_ok());
     let result = node
         .write(Command::AppDelete {

@@ -1,10 +1,18 @@
 //! `picloud serve`: boot, run, shut down.
 //!
 //! ```text
-//!   config ─▶ secrets master key ─▶ Node::start (storage + raft; one-voter cluster on first start)
-//!          ─▶ admin key (first start only) ─▶ Apps (supervisor) ─▶ HTTP gateway
-//!   SIGINT/SIGTERM ─▶ stop accepting ─▶ drain (bounded) ─▶ stop actors ─▶ raft shutdown + flush
+//!   config ─▶ secrets master key ─▶ Duties (the duty supervisor)
+//!          ─▶ Node::start (storage + raft; one-voter cluster on first start)
+//!               └─ its duties (batcher, peers, membership) supervised at once
+//!          ─▶ admin key (first start only) ─▶ Apps (app supervisor) + app_events
+//!          ─▶ HTTP gateway (http_accept) ─▶ leader duties (triggers, cron)
+//!   SIGINT/SIGTERM ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
 //! ```
+//!
+//! Every long-running loop is a supervised duty (`actors::duties`): a panic
+//! is logged with the duty's name, counted in
+//! `picloud_actor_restarts_total{actor="..."}`, and the duty restarts with
+//! backoff and resumes its pending work.
 //!
 //! Three tokio runtimes, so that no Lua ever runs on a thread something
 //! else must answer from:
@@ -32,8 +40,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use picloud_actors::host::now_ms;
-use picloud_actors::{Apps, CpuShares, LogBook, NodeHost};
-use picloud_cluster::{Node, NodeInfo};
+use picloud_actors::{ActorRestarts, Apps, CpuShares, Duties, LogBook, NodeHost};
+use picloud_cluster::{Duty, Node, NodeInfo};
 use picloud_storage::{Command, CommandResult};
 
 use crate::config::{ServeArgs, ServeConfig};
@@ -95,7 +103,12 @@ async fn serve(
         http: config.http.to_string(),
         peer: config.peer.to_string(),
     };
-    let (node, duties) = Node::start_with(
+    let limits = Arc::new(config.actor_limits());
+    let restarts = Arc::new(ActorRestarts::default());
+    let duties = Duties::start(limits.clone(), restarts.clone())
+        .await
+        .context("starting the duty supervisor")?;
+    let (node, node_duties) = Node::start_with(
         &config.data_dir,
         info,
         config.cluster_config(),
@@ -104,9 +117,9 @@ async fn serve(
     )
     .await
     .context("starting the raft node")?;
-    // Not supervised yet (the next commit gives them a supervisor).
-    for duty in duties {
-        duty.detach();
+    // At once: every write waits for the batcher.
+    for duty in node_duties {
+        duties.supervise(duty);
     }
     // Only the node that created the cluster makes the first admin key and
     // the cluster secrets; joined nodes receive them through the log.
@@ -128,7 +141,6 @@ async fn serve(
         .check_stored(node.reader())
         .context("checking stored secrets against the master key")?;
 
-    let limits = Arc::new(config.actor_limits());
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
@@ -137,13 +149,15 @@ async fn serve(
     let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(
         node.reader().clone(),
-        host.clone(),
+        host,
         limits.clone(),
         scripts.clone(),
         shares.clone(),
+        restarts.clone(),
     )
     .await
     .context("starting the app supervisor")?;
+    duties.supervise(apps.change_feed());
 
     // Bound here (so a busy port fails the start), served on the HTTP runtime.
     let listener = std::net::TcpListener::bind(config.http)
@@ -156,47 +170,61 @@ async fn serve(
         logs,
         config.clone(),
         limits.clone(),
-        triggers.clone(),
+        gateway::Counters {
+            triggers: triggers.clone(),
+            restarts,
+        },
         secret_keys,
     ));
     tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
     println!("picloud listening on http://{}", config.http);
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Our own accept loop (gateway/server.rs) rather than `axum::serve`: it
     // caps connections below the file-descriptor limit, raised here first.
     let server_limits =
         gateway::server::ServerLimits::new(&config, gateway::server::raise_fd_limit());
-    let server = http.spawn(gateway::server::run(
-        listener,
-        router,
-        server_limits,
-        stop_rx,
-    ));
+    let server = {
+        // The listener registers with the runtime that serves it.
+        let _guard = http.enter();
+        gateway::server::HttpServer::new(listener, router, server_limits, stop_rx)
+            .context("serving HTTP")?
+    };
+    duties.supervise(
+        Duty::new("http_accept", {
+            let server = server.clone();
+            move || server.clone().accept_loop()
+        })
+        .on(http.clone()),
+    );
     // Trigger runs execute scripts, on the script runtime like requests. They
     // resume only now that the admin API serves (see the module comment).
-    {
-        let _guard = scripts.enter();
-        picloud_actors::dispatcher::spawn(
+    duties.supervise(
+        picloud_actors::dispatcher::duty(
             node.clone(),
-            host,
+            apps.clone(),
             limits,
             config.dispatch_limits(),
             triggers,
             shares,
-        );
-    }
+        )
+        .on(scripts.clone()),
+    );
     // The scheduler only proposes fires; it runs with Raft, on this runtime.
-    picloud_actors::scheduler::spawn(node.clone(), config.schedule_limits());
+    duties.supervise(picloud_actors::scheduler::duty(
+        node.clone(),
+        config.schedule_limits(),
+    ));
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(SHUTDOWN_DRAIN, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server ended with an error"),
-        Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
-        Err(_) => tracing::warn!("connections still open after {SHUTDOWN_DRAIN:?}; closing them"),
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(SHUTDOWN_DRAIN, server.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {SHUTDOWN_DRAIN:?}; closing them");
     }
+    duties.stop();
     apps.stop();
     node.shutdown().await.context("stopping raft")?;
     tracing::info!("stopped cleanly");

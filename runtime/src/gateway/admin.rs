@@ -1054,6 +1054,17 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let _ = writeln!(
+        text,
+        "# HELP picloud_actor_restarts_total Restarts of a supervised actor after a panic.\n\
+         # TYPE picloud_actor_restarts_total counter"
+    );
+    for (actor, restarts) in gateway.restarts.snapshot() {
+        let _ = writeln!(
+            text,
+            "picloud_actor_restarts_total{{actor=\"{actor}\"}} {restarts}"
+        );
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

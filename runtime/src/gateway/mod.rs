@@ -22,6 +22,7 @@
 //! - `body.rs`: body timeouts and the buffered-bytes budget
 //! - `admission.rs`: in-flight permits and their shares
 //! - `apps.rs`, `admin.rs`, `secrets.rs`, `libs.rs`, `docs.rs`: the routes
+//! - `faults.rs`: the test-only fault switch route (absent from release builds)
 //! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
 
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod apps;
 pub mod auth;
 pub mod docs;
 pub mod error;
+pub mod faults;
 pub mod libs;
 pub mod secrets;
 
@@ -46,7 +48,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use picloud_actors::{ActorLimits, Apps, LogBook};
+use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
 use picloud_cluster::Node;
 use serde::de::DeserializeOwned;
 
@@ -77,6 +79,8 @@ pub struct Shared {
     pub triggers: Arc<DispatcherStats>,
     /// This node's secrets master keys.
     pub secret_keys: Arc<SecretKeys>,
+    /// Restarts after a panic, per actor, for `/_/metrics`.
+    pub restarts: Arc<ActorRestarts>,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -88,11 +92,12 @@ impl Gateway {
         logs: LogBook,
         config: Arc<ServeConfig>,
         limits: Arc<ActorLimits>,
-        triggers: Arc<DispatcherStats>,
+        counters: Counters,
         secret_keys: Arc<SecretKeys>,
     ) -> Gateway {
         Gateway(Arc::new(Shared {
-            triggers,
+            triggers: counters.triggers,
+            restarts: counters.restarts,
             secret_keys,
             admission: admission::Admission::new(
                 config.http_inflight_max,
@@ -109,8 +114,21 @@ impl Gateway {
     }
 }
 
+/// The node's counters `/_/metrics` reports, kept by the layers below.
+pub struct Counters {
+    pub triggers: Arc<DispatcherStats>,
+    pub restarts: Arc<ActorRestarts>,
+}
+
 pub fn router(gateway: Gateway) -> Router {
-    Router::new()
+    let router = Router::new();
+    // Test builds only (the `fault-injection` feature): arm a duty's fault.
+    let router = if picloud_cluster::duty::FAULTS_ENABLED {
+        router.route("/_/api/v1/faults/{*name}", axum::routing::post(faults::arm))
+    } else {
+        router
+    };
+    router
         .route("/_/health", get(health))
         .route("/_/metrics", get(admin::metrics))
         .nest(

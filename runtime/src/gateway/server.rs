@@ -120,76 +120,114 @@ pub fn raise_fd_limit() -> Option<u64> {
     limit.current
 }
 
-/// Serves `router` on `listener` until `stop` fires, then lets open
-/// connections finish (the caller bounds how long).
-pub async fn run(
-    listener: std::net::TcpListener,
+/// The HTTP server's state, shared by every run of its accept loop: the
+/// loop is a supervised duty (`http_accept`), and a run restarted after a
+/// panic keeps the listener (connections wait in its backlog meanwhile) and
+/// the open connections, which never belong to one run.
+pub struct HttpServer {
+    listener: tokio::net::TcpListener,
     router: Router,
-    limits: ServerLimits,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    tracing::info!(
-        connections_max = limits.connections_max,
-        per_client = limits.connections_per_client_max,
-        "HTTP connection caps"
-    );
-    let limits = Arc::new(limits);
-    let caps = Arc::new(ConnectionCaps::new(
-        limits.connections_max,
-        limits.connections_per_client_max,
-    ));
-    let builder = Arc::new(connection_builder(&limits));
-    let (closing_tx, closing_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let shed_warning = RateLimited::default();
-    let accept_warning = RateLimited::default();
-    tokio::pin!(stop);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => accepted,
-        };
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) if is_connection_error(&error) => continue,
-            Err(error) => {
-                if let Some(suppressed) = accept_warning.allow() {
-                    tracing::warn!(%error, suppressed, "accepting HTTP connections failed; pausing");
-                }
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        let client = client_address(peer.ip());
-        let Some(slot) = caps.admit(client) else {
-            if let Some(suppressed) = shed_warning.allow() {
-                tracing::warn!(
-                    %client,
-                    suppressed,
-                    open = caps.open.load(Ordering::Relaxed),
-                    "HTTP connection refused: over http_connections_max or http_connections_per_client_max"
-                );
-            }
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(
-            stream,
-            peer,
-            slot,
-            router.clone(),
-            builder.clone(),
-            limits.clone(),
-            closing_rx.clone(),
-        ));
+    limits: Arc<ServerLimits>,
+    caps: Arc<ConnectionCaps>,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    closing: watch::Sender<bool>,
+    connections: std::sync::Mutex<JoinSet<()>>,
+    stop: watch::Receiver<bool>,
+    shed_warning: RateLimited,
+    accept_warning: RateLimited,
+}
+
+impl HttpServer {
+    /// Takes over `listener`; call inside the runtime that will serve it.
+    /// The accept loop ends when `stop` turns true.
+    pub fn new(
+        listener: std::net::TcpListener,
+        router: Router,
+        limits: ServerLimits,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<Arc<HttpServer>> {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(
+            connections_max = limits.connections_max,
+            per_client = limits.connections_per_client_max,
+            "HTTP connection caps"
+        );
+        Ok(Arc::new(HttpServer {
+            listener,
+            router,
+            caps: Arc::new(ConnectionCaps::new(
+                limits.connections_max,
+                limits.connections_per_client_max,
+            )),
+            builder: Arc::new(connection_builder(&limits)),
+            limits: Arc::new(limits),
+            closing: watch::channel(false).0,
+            connections: std::sync::Mutex::new(JoinSet::new()),
+            stop,
+            shed_warning: RateLimited::default(),
+            accept_warning: RateLimited::default(),
+        }))
     }
-    drop(listener);
-    let _ = closing_tx.send(true);
-    while connections.join_next().await.is_some() {}
-    Ok(())
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accepts connections until told to stop.
+    pub async fn accept_loop(self: Arc<Self>) {
+        let mut stop = self.stop.clone();
+        loop {
+            picloud_cluster::fault_point("http_accept");
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            while self.connections().try_join_next().is_some() {}
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_connection_error(&error) => continue,
+                Err(error) => {
+                    if let Some(suppressed) = self.accept_warning.allow() {
+                        tracing::warn!(%error, suppressed, "accepting HTTP connections failed; pausing");
+                    }
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let client = client_address(peer.ip());
+            let Some(slot) = self.caps.admit(client) else {
+                if let Some(suppressed) = self.shed_warning.allow() {
+                    tracing::warn!(
+                        %client,
+                        suppressed,
+                        open = self.caps.open.load(Ordering::Relaxed),
+                        "HTTP connection refused: over http_connections_max or http_connections_per_client_max"
+                    );
+                }
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = serve_connection(
+                stream,
+                peer,
+                slot,
+                self.router.clone(),
+                self.builder.clone(),
+                self.limits.clone(),
+                self.closing.subscribe(),
+            );
+            self.connections().spawn(connection);
+        }
+    }
+
+    /// After the accept loop stopped: asks every connection to close and
+    /// waits until they have.
+    pub async fn drain(&self) {
+        let _ = self.closing.send(true);
+        let mut connections = std::mem::take(&mut *self.connections());
+        while connections.join_next().await.is_some() {}
+    }
 }
 
 fn connection_builder(
