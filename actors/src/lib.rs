@@ -1,5 +1,7 @@
 //! PiCloud's actors: one supervised `AppActor` per app, each owning that app's
-//! scripts and a pool of sandboxed Lua VMs.
+//! scripts and a pool of sandboxed Lua VMs; the duty supervisor that keeps
+//! every long-running loop of the node running; and the leader's trigger
+//! duties with their pure planners.
 //!
 //! This crate sits between the gateway (`runtime`) and the cluster: it turns an
 //! HTTP request for an app into a script invocation, and every service call of
@@ -12,8 +14,17 @@
 //! - `cpu`: `CpuShares`, the script threads one app may occupy at once.
 //! - `app_actor`: `AppActor`, owner of an app's current runtime.
 //! - `supervisor`: `NodeSupervisor` (restart with backoff) and `Apps`, the
-//!   gateway's handle.
+//!   gateway's handle (also the applied-change feed, as a duty).
+//! - `duties`: `DutySupervisor`/`Duties`, which run every `cluster::Duty`
+//!   (batcher, peers, membership, app_events, http_accept, triggers, cron) as
+//!   a ractor actor and restart it with backoff; `ActorRestarts` for metrics.
 //! - `host`: `NodeHost`, the `Host` implementation over `cluster::Node`.
+//! - `run_host`: `RunHost`, each pooled VM's host: a layer over `NodeHost`
+//!   that buffers writes during a trigger run.
+//! - `docs`: `docs.*` calls to storage operations and read limits.
+//! - `dispatcher`: `plan_claims` and the `triggers` duty (claims, runs in the
+//!   app's runtime, reports).
+//! - `scheduler`: `plan_cron` and the `cron` duty.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `config`: `ActorLimits`, every bound of this layer with its default.
