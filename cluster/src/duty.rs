@@ -54,15 +54,17 @@ impl Duty {
 
     /// The same duty, each run executed on `runtime` (e.g. the script
     /// runtime) while the supervisor waits on its own. A panic there is
-    /// re-raised here, so the supervisor sees it.
+    /// re-raised here, so the supervisor sees it; when the waiting side is
+    /// dropped (the duty's actor killed at shutdown) the run is aborted, so
+    /// no loop outlives its actor.
     pub fn on(self, runtime: tokio::runtime::Handle) -> Duty {
         let inner = self.start;
         Duty {
             name: self.name,
             start: Arc::new(move || {
-                let run = runtime.spawn(inner());
+                let mut run = AbortOnDrop(runtime.spawn(inner()));
                 Box::pin(async move {
-                    if let Err(error) = run.await
+                    if let Err(error) = (&mut run.0).await
                         && error.is_panic()
                     {
                         std::panic::resume_unwind(error.into_panic());
@@ -76,6 +78,15 @@ impl Duty {
     /// tests of a lower layer that have no supervisor.
     pub fn detach(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.start())
+    }
+}
+
+/// Aborts a run on another runtime when its waiter goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -167,6 +178,35 @@ mod tests {
         duty.clone().start().await;
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(duty.name(), "counter");
+    }
+
+    #[tokio::test]
+    async fn a_run_on_another_runtime_ends_with_its_waiter() {
+        let other = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        let ended_tx = Arc::new(std::sync::Mutex::new(Some(ended_tx)));
+        let duty = Duty::new("forever", move || {
+            // Dropped (and so sent) when the run is aborted.
+            let guard = ended_tx.lock().expect("lock").take();
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            }
+        })
+        .on(other.handle().clone());
+        let waiter = tokio::spawn(duty.start());
+        tokio::task::yield_now().await;
+        waiter.abort();
+        // The run on the other runtime was aborted with its waiter.
+        tokio::time::timeout(std::time::Duration::from_secs(10), ended_rx)
+            .await
+            .expect("the run ended")
+            .expect_err("the sender was dropped, not used");
+        other.shutdown_background();
     }
 
     #[tokio::test]
