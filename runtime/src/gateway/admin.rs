@@ -63,14 +63,14 @@ pub fn router() -> Router<Gateway> {
 }
 
 async fn api_not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(
-        "not_found",
+    ApiError::new(
+        Code::NotFound,
         format!("no admin API endpoint at {}", uri.path()),
     )
 }
 
 fn check_app_name(app: &str) -> Result<(), ApiError> {
-    validate_app_name(app).map_err(|message| ApiError::bad_request("invalid_app_name", message))
+    validate_app_name(app).map_err(|message| ApiError::new(Code::InvalidAppName, message))
 }
 
 /// Turns a deterministic rejection into its API error; passes other results on.
@@ -121,7 +121,7 @@ async fn get_app(
         .node
         .reader()
         .app(&app)?
-        .ok_or_else(|| ApiError::not_found("app_not_found", format!("app {app} not found")))?;
+        .ok_or_else(|| ApiError::new(Code::AppNotFound, format!("app {app} not found")))?;
     let mut body = app_json(&record);
     // Trigger runs pending on this node's copy of the state.
     body["trigger_backlog"] = json!(gateway.node.reader().outbox_len(&app)?);
@@ -194,7 +194,7 @@ async fn list_deploys(
     let reader = gateway.node.reader();
     let record = reader
         .app(&app)?
-        .ok_or_else(|| ApiError::not_found("app_not_found", format!("app {app} not found")))?;
+        .ok_or_else(|| ApiError::new(Code::AppNotFound, format!("app {app} not found")))?;
     let deploys: Vec<Value> = reader
         .deploys(&app)?
         .iter()
@@ -232,7 +232,7 @@ struct LoadCheckHost;
 fn no_services<'a, T: Send + 'a>() -> HostFuture<'a, T> {
     Box::pin(async {
         Err(HostError::new(
-            "unavailable_at_load",
+            Code::UnavailableAtLoad,
             "services cannot be called while a script loads; call them inside the handler",
         ))
     })
@@ -302,8 +302,8 @@ async fn deploy(
     // decides again in `apply`, where a concurrent delete is ordered.
     let may_create = caller.scope.is_admin();
     if !may_create && gateway.node.reader().app(&app)?.is_none() {
-        return Err(ApiError::not_found(
-            "app_not_found",
+        return Err(ApiError::new(
+            Code::AppNotFound,
             format!("app {app} does not exist; only an admin key creates apps"),
         ));
     }
@@ -318,7 +318,7 @@ async fn deploy(
         .map(|manifest| manifest.libs)
         .unwrap_or_default();
     bundle.libs = super::libs::resolve(&gateway, &pins).await?;
-    let invalid = |message: String| ApiError::bad_request("invalid_deploy", message);
+    let invalid = |message: String| ApiError::new(Code::InvalidDeploy, message);
     let checked = bundle.check().map_err(|e| invalid(e.message))?;
     bundle.imports = checked.imports.clone();
     let imports = json!(checked.imports);
@@ -402,8 +402,8 @@ async fn rollback(
 
 pub(super) fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
     if gateway.node.reader().app(app)?.is_none() {
-        return Err(ApiError::not_found(
-            "app_not_found",
+        return Err(ApiError::new(
+            Code::AppNotFound,
             format!("app {app} not found"),
         ));
     }
@@ -412,8 +412,8 @@ pub(super) fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> 
 
 fn check_key(gateway: &Gateway, key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > gateway.limits.kv_key_bytes_max {
-        return Err(ApiError::bad_request(
-            "invalid_key",
+        return Err(ApiError::new(
+            Code::InvalidKey,
             format!(
                 "kv keys must be 1 to {} bytes (kv_key_bytes_max)",
                 gateway.limits.kv_key_bytes_max
@@ -434,8 +434,8 @@ struct ReadOptions {
 fn page_limit(limit: Option<usize>, max: usize, setting: &str) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > max {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::new(
+            Code::InvalidField,
             format!("limit: must be 1 to {max}{setting}"),
         ));
     }
@@ -446,8 +446,8 @@ pub(super) async fn barrier(gateway: &Gateway, consistency: Option<&str>) -> Res
     match consistency {
         None | Some("linearizable") => Ok(gateway.node.read_barrier().await?),
         Some("stale") => Ok(()),
-        Some(other) => Err(ApiError::bad_request(
-            "invalid_field",
+        Some(other) => Err(ApiError::new(
+            Code::InvalidField,
             format!("consistency: expected linearizable or stale, got {other:?}"),
         )),
     }
@@ -468,7 +468,7 @@ async fn kv_get(
         .reader()
         .kv_get(&app, &key, now_ms())?
         .ok_or_else(|| {
-            ApiError::not_found("key_not_found", format!("app {app} has no key {key:?}"))
+            ApiError::new(Code::KeyNotFound, format!("app {app} has no key {key:?}"))
         })?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::internal(format!("stored value is not JSON: {e}")))?;
@@ -516,8 +516,7 @@ async fn kv_put(
     let encoded = serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
     if encoded.len() > gateway.limits.kv_value_bytes_max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
+            Code::ValueTooLarge,
             format!(
                 "value is {} bytes; the limit is {} (kv_value_bytes_max)",
                 encoded.len(),
@@ -529,8 +528,8 @@ async fn kv_put(
         None => None,
         Some(ttl) if ttl.is_finite() && ttl > 0.0 => Some(now_ms() + (ttl * 1000.0) as u64),
         Some(ttl) => {
-            return Err(ApiError::bad_request(
-                "invalid_field",
+            return Err(ApiError::new(
+                Code::InvalidField,
                 format!("ttl: must be a positive number of seconds, got {ttl}"),
             ));
         }
@@ -684,18 +683,18 @@ async fn create_key(
     let request: CreateKey =
         parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
     let scope = Scope::parse(&request.scope)
-        .map_err(|message| ApiError::bad_request("invalid_field", format!("scope: {message}")))?;
+        .map_err(|message| ApiError::new(Code::InvalidField, format!("scope: {message}")))?;
     let name = request.name.unwrap_or_default();
     if name.len() > 128 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::new(
+            Code::InvalidField,
             "name: at most 128 characters",
         ));
     }
     // A name is a label for people: control characters only hide or forge.
     if name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::new(
+            Code::InvalidField,
             "name: control characters are not allowed",
         ));
     }
@@ -749,8 +748,7 @@ async fn revoke_key(
         && keys.iter().filter(|key| is_admin(key)).count() == 1
     {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last_admin_key",
+            Code::LastAdminKey,
             format!("key {id} is the last admin key; create another admin key first"),
         ));
     }
@@ -789,8 +787,7 @@ async fn cluster_token(
     caller.require_admin()?;
     let token = gateway.node.join_token()?.ok_or_else(|| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            Code::NotReady,
             "the cluster has no join secret yet; retry in a moment",
         )
     })?;
@@ -807,19 +804,18 @@ async fn remove_node(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let id: u64 = id.parse().map_err(|_| {
-        ApiError::bad_request("invalid_field", format!("id: {id:?} is not a node id"))
+        ApiError::new(Code::InvalidField, format!("id: {id:?} is not a node id"))
     })?;
     let status = gateway.node.status();
     if !status.nodes.contains_key(&id) {
-        return Err(ApiError::not_found(
-            "node_not_found",
+        return Err(ApiError::new(
+            Code::NodeNotFound,
             format!("node {id} is not a member of this cluster"),
         ));
     }
     if status.leader == Some(id) {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "is_leader",
+            Code::IsLeader,
             format!(
                 "node {id} is the leader; stop it first so another node takes over, then remove it"
             ),
@@ -913,8 +909,8 @@ async fn dead_letter_show(
         .reader()
         .dead_letter(&app, id)?
         .ok_or_else(|| {
-            ApiError::not_found(
-                "dead_letter_not_found",
+            ApiError::new(
+                Code::DeadLetterNotFound,
                 format!("app {app} has no dead letter {id}"),
             )
         })?;
@@ -964,8 +960,8 @@ async fn dead_letter_delete(
 
 fn dead_letter_id(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_field",
+        ApiError::new(
+            Code::InvalidField,
             format!("id: expected a dead letter id (a number), got {text:?}"),
         )
     })

@@ -43,16 +43,16 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let (app, rest) = split_app(path)
-        .ok_or_else(|| Error::not_found("not_found", "no app named in the path; use /<app>/..."))?;
+        .ok_or_else(|| Error::new(Code::NotFound, "no app named in the path; use /<app>/..."))?;
     if app == "_" {
-        return Err(Error::not_found(
-            "not_found",
+        return Err(Error::new(
+            Code::NotFound,
             format!("no system endpoint at {path}"),
         ));
     }
     if picloud_actors::app::validate_app_name(app).is_err() {
-        return Err(Error::not_found(
-            "app_not_found",
+        return Err(Error::new(
+            Code::AppNotFound,
             format!("app {app} not found"),
         ));
     }
@@ -98,8 +98,7 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
             HeaderValue::try_from(value.as_str()),
         ) else {
             return Err(Error::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "invalid_response",
+                Code::InvalidResponse,
                 format!("script returned an invalid header {name:?}"),
             ));
         };

@@ -40,16 +40,10 @@ pub fn routes() -> Router<Gateway> {
         .route("/apps/{app}/indexes", get(indexes))
 }
 
-/// A docs service error as an HTTP error: bad arguments are 400, a query
-/// that examines too much is 422.
+/// A docs service error as an HTTP error, with its code's status (bad
+/// arguments are 400, a query that examines too much is 422).
 fn host_error(error: HostError) -> ApiError {
-    let status = match error.code.as_str() {
-        "query_too_broad" => StatusCode::UNPROCESSABLE_ENTITY,
-        "value_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "storage" | "internal" | "corrupt_value" => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, error.code, error.message)
+    ApiError::new(error.code, error.message)
 }
 
 async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, ApiError> {
@@ -150,8 +144,8 @@ async fn get_doc(
         id: id.clone(),
     };
     match read(&gateway, &app, call).await? {
-        Value::Null => Err(ApiError::not_found(
-            "doc_not_found",
+        Value::Null => Err(ApiError::new(
+            Code::DocNotFound,
             format!("collection {coll} has no document {id}"),
         )),
         doc => Ok(Json(doc)),
@@ -203,16 +197,16 @@ async fn insert(
     let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
     let request: InsertRequest = parse_json(&bytes)?;
     if request.docs.is_empty() || request.docs.len() > DOCS_INSERT_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::new(
+            Code::InvalidField,
             format!("docs: give 1 to {DOCS_INSERT_MAX} documents"),
         ));
     }
     let mut calls = Vec::with_capacity(request.docs.len());
     for (index, doc) in request.docs.into_iter().enumerate() {
         if !doc.is_object() {
-            return Err(ApiError::bad_request(
-                "invalid_document",
+            return Err(ApiError::new(
+                Code::InvalidDocument,
                 format!("docs[{index}]: a document must be a JSON object"),
             ));
         }

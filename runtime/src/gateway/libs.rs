@@ -30,10 +30,10 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    validate_lib_name(&name).map_err(|e| ApiError::bad_request("invalid_lib_name", e))?;
+    validate_lib_name(&name).map_err(|e| ApiError::new(Code::InvalidLibName, e))?;
     let lib: LibFiles = parse_json(&read_body(body, gateway.config.deploy_bytes_max).await?)?;
     lib.check(&name)
-        .map_err(|e| ApiError::bad_request("invalid_lib", e.message))?;
+        .map_err(|e| ApiError::new(Code::InvalidLib, e.message))?;
     let result = gateway
         .node
         .write(Command::PublishLib {
@@ -100,8 +100,8 @@ pub async fn resolve(
             } else {
                 format!("versions kept: {}", kept.join(", "))
             };
-            return Err(ApiError::bad_request(
-                "lib_not_found",
+            return Err(ApiError::new(
+                Code::LibNotFound,
                 format!(
                     "picloud.toml: [libs] {name} = {version}: library {name} has no version {version} ({known})"
                 ),

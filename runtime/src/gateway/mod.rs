@@ -203,8 +203,8 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
             .map(ApiQuery)
             .map_err(|error| {
                 let path = error.path().to_string();
-                ApiError::bad_request(
-                    "invalid_query",
+                ApiError::new(
+                    Code::InvalidQuery,
                     format!("query parameter {path}: {}", error.into_inner()),
                 )
             })
@@ -236,15 +236,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let path = error.path().to_string();
             let inner = error.into_inner();
             if inner.is_syntax() || inner.is_eof() {
-                Err(ApiError::bad_request(
-                    "invalid_json",
+                Err(ApiError::new(
+                    Code::InvalidJson,
                     format!("request body is not valid JSON: {inner}"),
                 ))
             } else if path == "." {
-                Err(ApiError::bad_request("invalid_field", inner.to_string()))
+                Err(ApiError::new(Code::InvalidField, inner.to_string()))
             } else {
-                Err(ApiError::bad_request(
-                    "invalid_field",
+                Err(ApiError::new(
+                    Code::InvalidField,
                     format!("{path}: {inner}"),
                 ))
             }

@@ -41,7 +41,7 @@ pub fn router() -> Router<Gateway> {
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     validate_secret_name(name)
-        .map_err(|message| ApiError::bad_request("invalid_secret_name", message))
+        .map_err(|message| ApiError::new(Code::InvalidSecretName, message))
 }
 
 fn fresh_nonce() -> [u8; NONCE_BYTES] {
@@ -54,8 +54,7 @@ fn check_key_matches(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
     for (name, record) in gateway.node.reader().secrets(app)? {
         if let Some(sealed_with) = gateway.secret_keys.foreign_key_id(&record.sealed) {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "secret_key_mismatch",
+                Code::SecretKeyMismatch,
                 format!(
                     "secret {name} of app {app} is sealed with master key {sealed_with}, this node has {}: start it with the cluster's PICLOUD_SECRET_KEY",
                     gateway.secret_keys.keyring.describe()
@@ -77,17 +76,16 @@ async fn set(
     require_app(&gateway, &app)?;
     let value = read_body(body, SECRET_VALUE_BYTES_MAX)
         .await
-        .map_err(|error| match error.code.as_str() {
-            "body_too_large" => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "secret_too_large",
+        .map_err(|error| match error.code {
+            Code::BodyTooLarge => ApiError::new(
+                Code::SecretTooLarge,
                 format!("secret values are at most {SECRET_VALUE_BYTES_MAX} bytes"),
             ),
             _ => error,
         })?;
     if value.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_secret",
+        return Err(ApiError::new(
+            Code::EmptySecret,
             "the secret value is empty (nothing on stdin?)",
         ));
     }
@@ -187,7 +185,7 @@ async fn rotate_key(
                 Err(error) => unreadable.push(json!({
                     "app": app.name,
                     "name": name,
-                    "code": error.code(),
+                    "code": secret_code(&error).as_str(),
                     "message": error.to_string(),
                 })),
             }
