@@ -47,7 +47,8 @@ fn check_id(id: &str) -> Result<(), HostError> {
 }
 
 fn document_bytes(doc: &Value) -> Result<Vec<u8>, HostError> {
-    let bytes = serde_json::to_vec(doc).map_err(|e| invalid(Code::InvalidDocument, e.to_string()))?;
+    let bytes =
+        serde_json::to_vec(doc).map_err(|e| invalid(Code::InvalidDocument, e.to_string()))?;
     if bytes.len() > DOC_BYTES_MAX {
         return Err(invalid(
             Code::ValueTooLarge,
@@ -140,7 +141,9 @@ fn storage_error(error: picloud_storage::StorageError) -> HostError {
 fn find_error(error: FindError) -> HostError {
     match error {
         FindError::Storage(error) => storage_error(error),
-        too_broad @ FindError::TooBroad { .. } => invalid(Code::QueryTooBroad, too_broad.to_string()),
+        too_broad @ FindError::TooBroad { .. } => {
+            invalid(Code::QueryTooBroad, too_broad.to_string())
+        }
         bad @ FindError::BadCursor => invalid(Code::InvalidCursor, bad.to_string()),
     }
 }
@@ -199,7 +202,10 @@ pub fn read(
                 .map_err(find_error)?;
             Ok(json!(count))
         }
-        write => Err(HostError::new(Code::Internal, format!("not a read: {write:?}"))),
+        write => Err(HostError::new(
+            Code::Internal,
+            format!("not a read: {write:?}"),
+        )),
     }
 }
 
@@ -316,7 +322,8 @@ mod tests {
                 1,
             )
         };
-        let code = |result: Result<Option<DocOp>, HostError>| result.expect_err("bad").code.as_str();
+        let code =
+            |result: Result<Option<DocOp>, HostError>| result.expect_err("bad").code.as_str();
         assert_eq!(code(insert("bad name", json!({}))), "invalid_collection");
         assert_eq!(code(insert("users", json!({"_id": 5}))), "invalid_document");
         assert_eq!(code(insert("users", json!({"_id": "a/b"}))), "invalid_id");

@@ -132,11 +132,20 @@ mod tests {
                 },
                 "value_too_large",
             ),
-            (ApplyError::SecretsFull { app: "a".into(), max: 1 }, "secrets_full"),
+            (
+                ApplyError::SecretsFull {
+                    app: "a".into(),
+                    max: 1,
+                },
+                "secrets_full",
+            ),
         ];
         for (error, text) in cases {
             assert_eq!(apply_code(&error).as_str(), text);
         }
-        assert_eq!(secret_code(&SecretBoxError::Corrupt).as_str(), "secret_corrupt");
+        assert_eq!(
+            secret_code(&SecretBoxError::Corrupt).as_str(),
+            "secret_corrupt"
+        );
     }
 }

@@ -60,7 +60,10 @@ pub fn apply_host_error(error: ApplyError) -> HostError {
 }
 
 fn unexpected(result: &CommandResult) -> HostError {
-    HostError::new(Code::Internal, format!("unexpected apply result {result:?}"))
+    HostError::new(
+        Code::Internal,
+        format!("unexpected apply result {result:?}"),
+    )
 }
 
 impl NodeHost {
@@ -85,7 +88,10 @@ impl NodeHost {
 
     pub(crate) fn check_key(&self, key: &str) -> Result<(), HostError> {
         if key.is_empty() {
-            return Err(HostError::new(Code::InvalidKey, "kv keys must not be empty"));
+            return Err(HostError::new(
+                Code::InvalidKey,
+                "kv keys must not be empty",
+            ));
         }
         if key.len() > self.limits.kv_key_bytes_max {
             return Err(HostError::new(

@@ -227,7 +227,10 @@ mod tests {
             );
             assert_eq!(text.parse::<Code>(), Ok(code));
             assert!((400..600).contains(&code.status()), "{text}");
-            assert!(code.meaning().ends_with('.'), "{text}: say it in a sentence");
+            assert!(
+                code.meaning().ends_with('.'),
+                "{text}: say it in a sentence"
+            );
         }
         assert_eq!(
             "no_such_code".parse::<Code>(),

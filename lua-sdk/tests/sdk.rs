@@ -482,7 +482,10 @@ async fn secrets_get_returns_the_bytes_or_nil_and_checks_its_argument() {
         "{err}"
     );
 
-    let mismatch = HostError::new(Code::SecretKeyMismatch, "sealed with key a, this node has b");
+    let mismatch = HostError::new(
+        Code::SecretKeyMismatch,
+        "sealed with key a, this node has b",
+    );
     *host.fail_with.lock().expect("lock") = Some(mismatch.clone());
     let script = vm(&host, &returning("return secrets.get('TOKEN')"));
     match call(&script).await {

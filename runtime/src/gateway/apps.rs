@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use picloud_actors::AppRequest;
 use picloud_actors::error::AppError;
+use picloud_lua_sdk::Code;
 
 use super::{ApiError, Gateway, client_ip};
 use crate::gateway::error::ApiError as Error;

@@ -12,33 +12,22 @@
 //! The same query language as `docs.find`; reads are linearizable unless
 //! `consistency = "stale"`.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use picloud_actors::docs as service;
 use picloud_actors::host::now_ms;
-use picloud_lua_sdk::{DocsCall, FindArgs, HostError};
+use picloud_lua_sdk::{Code, DocsCall, FindArgs, HostError};
 use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{barrier, require_app};
-use super::auth::Caller;
-use super::{ApiError, Gateway, parse_json, read_body};
+use super::checks::{barrier, require_app};
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
 /// The most documents one admin insert may carry.
 pub const DOCS_INSERT_MAX: usize = 1_000;
-
-pub fn routes() -> Router<Gateway> {
-    Router::new()
-        .route("/apps/{app}/docs/{coll}", post(insert))
-        .route("/apps/{app}/docs/{coll}/find", post(find))
-        .route("/apps/{app}/docs/{coll}/count", post(count))
-        .route("/apps/{app}/docs/{coll}/{id}", get(get_doc).delete(delete))
-        .route("/apps/{app}/indexes", get(indexes))
-}
 
 /// A docs service error as an HTTP error, with its code's status (bad
 /// arguments are 400, a query that examines too much is 422).
@@ -90,7 +79,7 @@ async fn find_request(
     Ok(request)
 }
 
-async fn find(
+pub(super) async fn find(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll)): Path<(String, String)>,
@@ -116,7 +105,7 @@ async fn find(
     Ok(Json(read(&gateway, &app, call).await?))
 }
 
-async fn count(
+pub(super) async fn count(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll)): Path<(String, String)>,
@@ -131,7 +120,7 @@ async fn count(
     Ok(Json(json!({ "count": count })))
 }
 
-async fn get_doc(
+pub(super) async fn get_doc(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll, id)): Path<(String, String, String)>,
@@ -187,7 +176,7 @@ struct InsertRequest {
     docs: Vec<Value>,
 }
 
-async fn insert(
+pub(super) async fn insert(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll)): Path<(String, String)>,
@@ -219,7 +208,7 @@ async fn insert(
     Ok(Json(json!({ "ids": ids })))
 }
 
-async fn delete(
+pub(super) async fn delete(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll, id)): Path<(String, String, String)>,
@@ -234,7 +223,7 @@ async fn delete(
     Ok(Json(json!({ "deleted": existed })))
 }
 
-async fn indexes(
+pub(super) async fn indexes(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path(app): Path<String>,

@@ -17,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use picloud_actors::app::PinnedLib;
 use picloud_actors::app::libs::{LIB_VERSIONS_KEPT, LibFiles, validate_lib_name};
 use picloud_actors::host::now_ms;
+use picloud_lua_sdk::Code;
 use picloud_storage::{Command, CommandResult};
 use serde_json::{Value, json};
 
-use super::auth::Caller;
-use super::{ApiError, Gateway, parse_json, read_body};
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
-pub async fn publish(
+pub(super) async fn publish(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path(name): Path<String>,
@@ -52,7 +53,7 @@ pub async fn publish(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn list(
+pub(super) async fn list(
     State(gateway): State<Gateway>,
     _caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
@@ -76,7 +77,7 @@ pub async fn list(
 /// The files of every pinned library version, read after a read barrier so
 /// a version just published through another node is found. A missing
 /// version is 400 `lib_not_found`.
-pub async fn resolve(
+pub(super) async fn resolve(
     gateway: &Gateway,
     pins: &BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, PinnedLib>, ApiError> {

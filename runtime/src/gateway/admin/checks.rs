@@ -1,0 +1,58 @@
+//! Checks every admin resource shares: app names, the app's existence,
+//! page sizes, read consistency, and turning a rejected command into its
+//! API error.
+
+use picloud_actors::app::validate_app_name;
+use picloud_lua_sdk::Code;
+use picloud_storage::CommandResult;
+
+use crate::gateway::{ApiError, Gateway};
+
+pub(super) fn check_app_name(app: &str) -> Result<(), ApiError> {
+    validate_app_name(app).map_err(|message| ApiError::new(Code::InvalidAppName, message))
+}
+
+/// Turns a deterministic rejection into its API error; passes other results on.
+pub(super) fn accepted(result: CommandResult) -> Result<CommandResult, ApiError> {
+    match result {
+        CommandResult::Rejected(error) => Err(error.into()),
+        other => Ok(other),
+    }
+}
+
+pub(super) fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
+    if gateway.node.reader().app(app)?.is_none() {
+        return Err(ApiError::new(
+            Code::AppNotFound,
+            format!("app {app} not found"),
+        ));
+    }
+    Ok(())
+}
+
+/// A page size from the query (default 100), checked against `max`.
+pub(super) fn page_limit(
+    limit: Option<usize>,
+    max: usize,
+    setting: &str,
+) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > max {
+        return Err(ApiError::new(
+            Code::InvalidField,
+            format!("limit: must be 1 to {max}{setting}"),
+        ));
+    }
+    Ok(limit)
+}
+
+pub(super) async fn barrier(gateway: &Gateway, consistency: Option<&str>) -> Result<(), ApiError> {
+    match consistency {
+        None | Some("linearizable") => Ok(gateway.node.read_barrier().await?),
+        Some("stale") => Ok(()),
+        Some(other) => Err(ApiError::new(
+            Code::InvalidField,
+            format!("consistency: expected linearizable or stale, got {other:?}"),
+        )),
+    }
+}
