@@ -18,6 +18,7 @@ use picloud_storage::{AppliedEvent, StateReader};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::app::AppName;
 use crate::app_actor::{AppActor, AppActorArgs, AppMsg, RuntimeSlot};
 use crate::config::ActorLimits;
 use crate::cpu::{CpuShareTimeout, CpuShares};
@@ -336,7 +337,7 @@ impl Apps {
     }
 
     /// The running actor of `app`, starting it if needed.
-    pub async fn actor(&self, app: &str) -> Result<ActorRef<AppMsg>, AppError> {
+    pub async fn actor(&self, app: &AppName) -> Result<ActorRef<AppMsg>, AppError> {
         self.handle(app).await.map(|handle| handle.actor)
     }
 
@@ -371,7 +372,8 @@ impl Apps {
 
     /// Serves one request with the app's current runtime, on the script
     /// runtime: the caller's thread (an HTTP worker) only waits.
-    pub async fn invoke(&self, app: &str, request: AppRequest) -> Result<Response, AppError> {
+    pub async fn invoke(&self, app: &AppName, request: AppRequest) -> Result<Response, AppError> {
+        let app = app.as_str();
         let runtime = self
             .handle(app)
             .await?
@@ -427,7 +429,7 @@ impl Apps {
 
     /// Reloads `app` now (after a deploy or rollback on this node) and returns
     /// the version it serves.
-    pub async fn reload(&self, app: &str) -> Result<Option<u64>, AppError> {
+    pub async fn reload(&self, app: &AppName) -> Result<Option<u64>, AppError> {
         self.ask(app, |app, reply| SupervisorMsg::Reload { app, reply })
             .await
     }
