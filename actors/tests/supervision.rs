@@ -153,7 +153,10 @@ async fn deleted_apps_stop_and_answer_not_found() {
         .expect("delete");
     assert_eq!(result, CommandResult::Done);
     assert_eq!(apps.reload(&name("gone")).await.expect("reload"), None);
-    let error = apps.invoke(&name("gone"), get("/hi")).await.expect_err("deleted");
+    let error = apps
+        .invoke(&name("gone"), get("/hi"))
+        .await
+        .expect_err("deleted");
     assert!(
         matches!(error, picloud_actors::AppError::AppNotFound { .. }),
         "{error:?}"

@@ -73,7 +73,7 @@ codes! {
     BodyTimeout = ("body_timeout", 408, "The client sent its body too slowly (`http_body_timeout_ms`, `http_body_rate_bytes_min`)."),
     Overloaded = ("overloaded", 503, "The node sheds load: no in-flight permit, body budget or write-queue slot is free; retry shortly."),
     // ---- apps, deploys and libraries ----
-    InvalidAppName = ("invalid_app_name", 400, "App names are 1 to 64 bytes of a-z, 0-9, '-' and '_', starting with a letter or digit."),
+    InvalidAppName = ("invalid_app_name", 400, "App names are 1 to 63 bytes of a-z, 0-9, '-' and '_', starting with a letter or digit."),
     AppNotFound = ("app_not_found", 404, "No app has this name."),
     AppExists = ("app_exists", 409, "An app with this name already exists."),
     AppNotDeployed = ("app_not_deployed", 404, "The app exists but has no deployed version."),

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use picloud_actors::AppRequest;
+use picloud_actors::app::AppName;
 use picloud_actors::error::AppError;
 use picloud_lua_sdk::Code;
 
@@ -51,12 +52,13 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
             format!("no system endpoint at {path}"),
         ));
     }
-    if picloud_actors::app::validate_app_name(app).is_err() {
+    // The name is checked once, here; a malformed one names no app.
+    let Ok(name) = AppName::parse(app) else {
         return Err(Error::new(
             Code::AppNotFound,
             format!("app {app} not found"),
         ));
-    }
+    };
     let headers = parts
         .headers
         .iter()
@@ -80,13 +82,13 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
         headers,
         body: body.to_vec(),
     };
-    let response = match gateway.apps.invoke(app, app_request.clone()).await {
+    let response = match gateway.apps.invoke(&name, app_request.clone()).await {
         // This node may not have applied a deploy committed through another
         // node yet: catch up with the leader once, then ask again.
         Err(AppError::AppNotFound { .. } | AppError::NotDeployed { .. }) => {
             gateway.node.read_barrier().await?;
-            let _ = gateway.apps.reload(app).await;
-            gateway.apps.invoke(app, app_request).await?
+            let _ = gateway.apps.reload(&name).await;
+            gateway.apps.invoke(&name, app_request).await?
         }
         other => other?,
     };

@@ -11,7 +11,7 @@ use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::checks::{accepted, check_app_name};
+use super::checks::{accepted, check_app_name, existing_app_name};
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
@@ -106,7 +106,7 @@ pub(super) async fn delete_app(
         CommandResult::AppDeleted { keys_revoked } => keys_revoked,
         _ => 0,
     };
-    gateway.apps.reload(&app).await?;
+    gateway.apps.reload(&existing_app_name(&app)?).await?;
     gateway.logs.forget(&app);
     Ok(Json(json!({"deleted": app, "keys_revoked": keys_revoked})))
 }

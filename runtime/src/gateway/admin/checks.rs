@@ -2,14 +2,27 @@
 //! page sizes, read consistency, and turning a rejected command into its
 //! API error.
 
-use picloud_actors::app::validate_app_name;
+use picloud_actors::app::AppName;
 use picloud_lua_sdk::Code;
 use picloud_storage::CommandResult;
 
 use crate::gateway::{ApiError, Gateway};
 
-pub(super) fn check_app_name(app: &str) -> Result<(), ApiError> {
-    validate_app_name(app).map_err(|message| ApiError::new(Code::InvalidAppName, message))
+/// Checks a name a client gives a new app (create, deploy).
+pub(super) fn check_app_name(app: &str) -> Result<AppName, ApiError> {
+    AppName::parse(app).map_err(|error| ApiError::new(Code::InvalidAppName, error.to_string()))
+}
+
+/// The name of an app a command was just accepted for: it exists, so its
+/// name passed [`check_app_name`] when it was created. Other routes do not
+/// check names up front: an unknown or malformed name is 404 `app_not_found`
+/// from the state, after the scope check, as it always was.
+pub(super) fn existing_app_name(app: &str) -> Result<AppName, ApiError> {
+    AppName::parse(app).map_err(|error| {
+        ApiError::internal(format!(
+            "app {app:?} exists but its name is invalid: {error}"
+        ))
+    })
 }
 
 /// Turns a deterministic rejection into its API error; passes other results on.

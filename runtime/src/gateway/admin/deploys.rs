@@ -16,7 +16,7 @@ use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::checks::{accepted, check_app_name};
+use super::checks::{accepted, check_app_name, existing_app_name};
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
@@ -130,7 +130,7 @@ pub(super) async fn deploy(
     Path(app): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    check_app_name(&app)?;
+    let name = check_app_name(&app)?;
     caller.require_write(&app)?;
     // Only an admin creates apps, here by deploying to a new name. A scoped
     // key is told before its bundle is checked; `DeployExistingVersion`
@@ -188,7 +188,7 @@ pub(super) async fn deploy(
             "unexpected deploy result {result:?}"
         )));
     };
-    gateway.apps.reload(&app).await?;
+    gateway.apps.reload(&name).await?;
     Ok(Json(
         json!({"app": app, "version": version, "imports": imports}),
     ))
@@ -229,6 +229,6 @@ pub(super) async fn rollback(
             "unexpected rollback result {result:?}"
         )));
     };
-    gateway.apps.reload(&app).await?;
+    gateway.apps.reload(&existing_app_name(&app)?).await?;
     Ok(Json(json!({"app": app, "version": version})))
 }
