@@ -148,4 +148,24 @@ mod tests {
             "secret_corrupt"
         );
     }
+
+    /// A script sees a forwarded write whose answer never came as a
+    /// catchable `outcome_unknown`, apart from `timeout`.
+    #[test]
+    fn scripts_tell_an_unknown_outcome_from_a_timeout() {
+        use picloud_cluster::ClusterError;
+
+        use crate::host::cluster_host_error;
+        let unknown = cluster_host_error(ClusterError::OutcomeUnknown {
+            leader: 2,
+            reason: "the leader changed before it answered".into(),
+        });
+        assert_eq!(unknown.code, Code::OutcomeUnknown);
+        assert!(unknown.to_string().starts_with("outcome_unknown: "));
+        let slow = cluster_host_error(ClusterError::Timeout {
+            operation: "write",
+            waited_ms: 5,
+        });
+        assert_eq!(slow.code, Code::Timeout);
+    }
 }
