@@ -145,7 +145,7 @@ codes! {
     IsLeader = ("is_leader", 409, "The leader cannot remove itself; stop it first."),
     NotReady = ("not_ready", 503, "The cluster is still starting (no join secret yet); retry in a moment."),
     NoLeader = ("no_leader", 503, "No leader is elected or reachable; retry shortly."),
-    Timeout = ("timeout", 503, "The write or read did not finish in time, before it reached the leader; it may still apply."),
+    Timeout = ("timeout", 503, "The write or read did not finish within its time limit (`write_timeout_ms`); a write may still apply."),
     OutcomeUnknown = ("outcome_unknown", 503, "A forwarded write was sent but its answer never came: it may or may not have applied."),
     ShuttingDown = ("shutting_down", 503, "The node is shutting down."),
     DiskFull = ("disk_full", 507, "The data disk is below its free-space reserve; writes wait for space."),

@@ -342,6 +342,24 @@ mod tests {
         assert_eq!(strip_traceback("plain"), "plain");
     }
 
+    /// A kill's message starts with the code the invocation fails with, so
+    /// a script that sees it (it cannot catch it) and the client agree.
+    #[test]
+    fn kill_messages_start_with_their_code() {
+        for (reason, code) in [
+            (KillReason::Instructions, Code::ScriptTimeout),
+            (KillReason::WallClock, Code::ScriptTimeout),
+            (KillReason::Memory, Code::ScriptMemory),
+        ] {
+            assert!(
+                reason
+                    .message_prefix()
+                    .starts_with(&format!("{}: ", code.as_str())),
+                "{reason:?}"
+            );
+        }
+    }
+
     #[test]
     fn codes_are_stable() {
         let cases = [
