@@ -33,14 +33,15 @@ pub(super) fn accepted(result: CommandResult) -> Result<CommandResult, ApiError>
     }
 }
 
-pub(super) fn require_app(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
-    if gateway.node.reader().app(app)?.is_none() {
-        return Err(ApiError::new(
-            Code::AppNotFound,
-            format!("app {app} not found"),
-        ));
+/// The checked name of an app that exists in this node's state. A
+/// malformed name names no app: 404 `app_not_found`, as for a missing one.
+pub(super) fn require_app(gateway: &Gateway, app: &str) -> Result<AppName, ApiError> {
+    let not_found = || ApiError::new(Code::AppNotFound, format!("app {app} not found"));
+    let name = AppName::parse(app).map_err(|_| not_found())?;
+    if gateway.node.reader().app(&name)?.is_none() {
+        return Err(not_found());
     }
-    Ok(())
+    Ok(name)
 }
 
 /// A page size from the query (default 100), checked against `max`.
