@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use picloud_lua_sdk::{DocsCall, FindArgs, HostError};
+use picloud_lua_sdk::{Code, DocsCall, FindArgs, HostError};
 use picloud_storage::docs::{
     self, DOC_BYTES_MAX, FIND_LIMIT_DEFAULT, FIND_LIMIT_MAX, FindError, FindOptions,
     SORT_FIELDS_MAX,
@@ -34,23 +34,24 @@ pub fn next_doc_id(now_ms: u64) -> String {
     docs::new_doc_id(ms, random)
 }
 
-fn invalid(code: &str, message: impl Into<String>) -> HostError {
+fn invalid(code: Code, message: impl Into<String>) -> HostError {
     HostError::new(code, message)
 }
 
 fn check_collection(collection: &str) -> Result<(), HostError> {
-    docs::check_collection(collection).map_err(|e| invalid("invalid_collection", e))
+    docs::check_collection(collection).map_err(|e| invalid(Code::InvalidCollection, e))
 }
 
 fn check_id(id: &str) -> Result<(), HostError> {
-    docs::check_doc_id(id).map_err(|e| invalid("invalid_id", e))
+    docs::check_doc_id(id).map_err(|e| invalid(Code::InvalidId, e))
 }
 
 fn document_bytes(doc: &Value) -> Result<Vec<u8>, HostError> {
-    let bytes = serde_json::to_vec(doc).map_err(|e| invalid("invalid_document", e.to_string()))?;
+    let bytes =
+        serde_json::to_vec(doc).map_err(|e| invalid(Code::InvalidDocument, e.to_string()))?;
     if bytes.len() > DOC_BYTES_MAX {
         return Err(invalid(
-            "value_too_large",
+            Code::ValueTooLarge,
             format!(
                 "the document is {} bytes as JSON; the limit is {DOC_BYTES_MAX}",
                 bytes.len()
@@ -74,7 +75,7 @@ pub fn write_op(call: &DocsCall, now_ms: u64) -> Result<Option<DocOp>, HostError
                 }
                 Some(other) => {
                     return Err(invalid(
-                        "invalid_document",
+                        Code::InvalidDocument,
                         format!("_id must be a string, got {other}"),
                     ));
                 }
@@ -134,19 +135,21 @@ pub fn write_result(op: &DocOp, result: &DocOpResult) -> Value {
 }
 
 fn storage_error(error: picloud_storage::StorageError) -> HostError {
-    HostError::new("storage", error.to_string())
+    HostError::new(Code::Storage, error.to_string())
 }
 
 fn find_error(error: FindError) -> HostError {
     match error {
         FindError::Storage(error) => storage_error(error),
-        too_broad @ FindError::TooBroad { .. } => invalid("query_too_broad", too_broad.to_string()),
-        bad @ FindError::BadCursor => invalid("invalid_cursor", bad.to_string()),
+        too_broad @ FindError::TooBroad { .. } => {
+            invalid(Code::QueryTooBroad, too_broad.to_string())
+        }
+        bad @ FindError::BadCursor => invalid(Code::InvalidCursor, bad.to_string()),
     }
 }
 
 fn parse_query(query: &Value) -> Result<Query, HostError> {
-    Query::parse(query).map_err(|e| invalid("invalid_query", e.to_string()))
+    Query::parse(query).map_err(|e| invalid(Code::InvalidQuery, e.to_string()))
 }
 
 /// The bounds of one documents read.
@@ -182,7 +185,7 @@ pub fn read(
             check_id(id)?;
             match reader.doc_get(app, collection, id).map_err(storage_error)? {
                 Some(bytes) => serde_json::from_slice(&bytes)
-                    .map_err(|e| HostError::new("corrupt_value", e.to_string())),
+                    .map_err(|e| HostError::new(Code::CorruptValue, e.to_string())),
                 None => Ok(Value::Null),
             }
         }
@@ -199,7 +202,10 @@ pub fn read(
                 .map_err(find_error)?;
             Ok(json!(count))
         }
-        write => Err(HostError::new("internal", format!("not a read: {write:?}"))),
+        write => Err(HostError::new(
+            Code::Internal,
+            format!("not a read: {write:?}"),
+        )),
     }
 }
 
@@ -213,7 +219,7 @@ pub async fn read_off_workers(
     let app = app.to_string();
     tokio::task::spawn_blocking(move || read(&reader, &app, &call, limits))
         .await
-        .map_err(|e| HostError::new("internal", format!("docs read panicked: {e}")))?
+        .map_err(|e| HostError::new(Code::Internal, format!("docs read panicked: {e}")))?
 }
 
 /// `docs.find`: `{"items": [...], "cursor": ..., "explain": ...}`. A page
@@ -232,13 +238,13 @@ pub fn find(
     let limit = args.limit.unwrap_or(FIND_LIMIT_DEFAULT);
     if !(1..=FIND_LIMIT_MAX).contains(&limit) {
         return Err(invalid(
-            "invalid_limit",
+            Code::InvalidLimit,
             format!("limit must be 1 to {FIND_LIMIT_MAX}, got {limit}"),
         ));
     }
     if args.sort.len() > SORT_FIELDS_MAX {
         return Err(invalid(
-            "invalid_sort",
+            Code::InvalidSort,
             format!("sort by at most {SORT_FIELDS_MAX} fields"),
         ));
     }
@@ -250,7 +256,7 @@ pub fn find(
         .find(|field| field.is_empty() || field.split('.').any(str::is_empty))
     {
         return Err(invalid(
-            "invalid_field",
+            Code::InvalidField,
             format!("{bad:?} is not a field path (such as \"age\" or \"address.city\")"),
         ));
     }
@@ -316,7 +322,8 @@ mod tests {
                 1,
             )
         };
-        let code = |result: Result<Option<DocOp>, HostError>| result.expect_err("bad").code;
+        let code =
+            |result: Result<Option<DocOp>, HostError>| result.expect_err("bad").code.as_str();
         assert_eq!(code(insert("bad name", json!({}))), "invalid_collection");
         assert_eq!(code(insert("users", json!({"_id": 5}))), "invalid_document");
         assert_eq!(code(insert("users", json!({"_id": "a/b"}))), "invalid_id");

@@ -1,7 +1,11 @@
-//! Errors of serving a request through an app. The gateway maps each to an HTTP
-//! status and a stable code in one place.
+//! Errors of serving a request through an app, and the stable [`Code`] of
+//! each error this layer and the ones below it produce. Storage's errors are
+//! typed (storage sees no registry); their codes are assigned here, once, for
+//! scripts and the gateway alike. The gateway turns a code into a status.
 
-use picloud_lua_sdk::InvokeError;
+use picloud_lua_sdk::{Code, InvokeError};
+use picloud_storage::ApplyError;
+use picloud_storage::secret_box::SecretBoxError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppError {
@@ -41,4 +45,127 @@ pub enum AppError {
     },
     #[error("storage: {message}")]
     Storage { message: String },
+}
+
+impl AppError {
+    /// The stable code clients see.
+    pub fn code(&self) -> Code {
+        match self {
+            AppError::AppNotFound { .. } => Code::AppNotFound,
+            AppError::NotDeployed { .. } => Code::AppNotDeployed,
+            AppError::RouteNotFound { .. } => Code::RouteNotFound,
+            AppError::MethodNotAllowed { .. } => Code::MethodNotAllowed,
+            AppError::Busy { .. } => Code::AppBusy,
+            AppError::Unavailable { .. } => Code::AppUnavailable,
+            AppError::LoadFailed { .. } => Code::AppLoadFailed,
+            AppError::Storage { .. } => Code::Internal,
+            AppError::Invoke(invoke) => invoke.code(),
+        }
+    }
+}
+
+/// The stable code of a deterministic rejection, as clients and scripts see it.
+pub fn apply_code(error: &ApplyError) -> Code {
+    match error {
+        ApplyError::AppNotFound { .. } => Code::AppNotFound,
+        ApplyError::AppExists { .. } => Code::AppExists,
+        ApplyError::VersionNotFound { .. } => Code::VersionNotFound,
+        ApplyError::NoEarlierVersion { .. } => Code::NoEarlierVersion,
+        ApplyError::NotANumber { .. } => Code::NotANumber,
+        ApplyError::IncrOverflow { .. } => Code::IncrOverflow,
+        ApplyError::KeyNotFound { .. } => Code::KeyNotFound,
+        ApplyError::KeyExists { .. } => Code::KeyExists,
+        ApplyError::AtomicCasFailed { .. } => Code::AtomicCasFailed,
+        ApplyError::NestedBatch => Code::Internal,
+        ApplyError::OutboxFull { .. } => Code::OutboxFull,
+        ApplyError::TriggerNotFound { .. } => Code::TriggerNotFound,
+        ApplyError::StaleClaim { .. } => Code::StaleClaim,
+        ApplyError::DeadLetterNotFound { .. } => Code::DeadLetterNotFound,
+        ApplyError::DocExists { .. } => Code::DocExists,
+        ApplyError::UniqueViolation { .. } => Code::UniqueViolation,
+        ApplyError::DocTooLarge { .. } => Code::ValueTooLarge,
+        ApplyError::InvalidDocument { .. } => Code::InvalidDocument,
+        ApplyError::IndexValueTooLarge { .. } => Code::IndexValueTooLarge,
+        ApplyError::SecretNotFound { .. } => Code::SecretNotFound,
+        ApplyError::SecretsFull { .. } => Code::SecretsFull,
+    }
+}
+
+/// The stable code of a sealed secret that did not open.
+pub fn secret_code(error: &SecretBoxError) -> Code {
+    match error {
+        SecretBoxError::WrongKey { .. } => Code::SecretKeyMismatch,
+        SecretBoxError::Corrupt | SecretBoxError::Version(_) => Code::SecretCorrupt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use picloud_storage::triggers::dead_code;
+
+    use super::*;
+
+    /// Dead letters store their code as text (storage sees no registry): the
+    /// texts storage writes must be the registry's.
+    #[test]
+    fn dead_letter_codes_are_registered() {
+        for (text, code) in [
+            (dead_code::FAILED, Code::Failed),
+            (dead_code::TRIGGER_LOOP, Code::TriggerLoop),
+            (dead_code::TRIGGER_REMOVED, Code::TriggerRemoved),
+        ] {
+            assert_eq!(text.parse::<Code>(), Ok(code));
+        }
+    }
+
+    #[test]
+    fn apply_codes_keep_their_text() {
+        let cases = [
+            (ApplyError::AppNotFound { app: "a".into() }, "app_not_found"),
+            (ApplyError::NestedBatch, "internal"),
+            (
+                ApplyError::DocTooLarge {
+                    collection: "c".into(),
+                    id: "1".into(),
+                    bytes: 1,
+                    max: 0,
+                },
+                "value_too_large",
+            ),
+            (
+                ApplyError::SecretsFull {
+                    app: "a".into(),
+                    max: 1,
+                },
+                "secrets_full",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(apply_code(&error).as_str(), text);
+        }
+        assert_eq!(
+            secret_code(&SecretBoxError::Corrupt).as_str(),
+            "secret_corrupt"
+        );
+    }
+
+    /// A script sees a forwarded write whose answer never came as a
+    /// catchable `outcome_unknown`, apart from `timeout`.
+    #[test]
+    fn scripts_tell_an_unknown_outcome_from_a_timeout() {
+        use picloud_cluster::ClusterError;
+
+        use crate::host::cluster_host_error;
+        let unknown = cluster_host_error(ClusterError::OutcomeUnknown {
+            leader: 2,
+            reason: "the leader changed before it answered".into(),
+        });
+        assert_eq!(unknown.code, Code::OutcomeUnknown);
+        assert!(unknown.to_string().starts_with("outcome_unknown: "));
+        let slow = cluster_host_error(ClusterError::Timeout {
+            operation: "write",
+            waited_ms: 5,
+        });
+        assert_eq!(slow.code, Code::Timeout);
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_cluster::{ClusterError, Node};
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
+    AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
     LogLevel,
 };
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
@@ -19,6 +19,7 @@ use picloud_storage::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
 use serde_json::Value;
 
 use crate::config::ActorLimits;
+use crate::error::{apply_code, secret_code};
 use crate::logs::LogBook;
 
 /// Milliseconds since the Unix epoch on this node's clock.
@@ -43,22 +44,26 @@ pub struct NodeHost {
 /// Maps a cluster error to the code a script (and the HTTP client) sees.
 pub fn cluster_host_error(error: ClusterError) -> HostError {
     let code = match &error {
-        ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => "no_leader",
-        ClusterError::Timeout { .. } => "timeout",
-        ClusterError::Overloaded => "overloaded",
-        ClusterError::DiskFull(_) => "disk_full",
-        _ => "unavailable",
+        ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => Code::NoLeader,
+        ClusterError::Timeout { .. } => Code::Timeout,
+        ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
+        ClusterError::Overloaded => Code::Overloaded,
+        ClusterError::DiskFull(_) => Code::DiskFull,
+        _ => Code::Unavailable,
     };
     HostError::new(code, error.to_string())
 }
 
 /// Maps a deterministic apply rejection to a script-visible error.
 pub fn apply_host_error(error: ApplyError) -> HostError {
-    HostError::new(error.code(), error.to_string())
+    HostError::new(apply_code(&error), error.to_string())
 }
 
 fn unexpected(result: &CommandResult) -> HostError {
-    HostError::new("internal", format!("unexpected apply result {result:?}"))
+    HostError::new(
+        Code::Internal,
+        format!("unexpected apply result {result:?}"),
+    )
 }
 
 impl NodeHost {
@@ -83,11 +88,14 @@ impl NodeHost {
 
     pub(crate) fn check_key(&self, key: &str) -> Result<(), HostError> {
         if key.is_empty() {
-            return Err(HostError::new("invalid_key", "kv keys must not be empty"));
+            return Err(HostError::new(
+                Code::InvalidKey,
+                "kv keys must not be empty",
+            ));
         }
         if key.len() > self.limits.kv_key_bytes_max {
             return Err(HostError::new(
-                "key_too_large",
+                Code::KeyTooLarge,
                 format!(
                     "kv key is {} bytes; the limit is {} (kv_key_bytes_max)",
                     key.len(),
@@ -100,10 +108,10 @@ impl NodeHost {
 
     fn encode_value(&self, value: &Value) -> Result<Vec<u8>, HostError> {
         let bytes = serde_json::to_vec(value)
-            .map_err(|e| HostError::new("invalid_value", e.to_string()))?;
+            .map_err(|e| HostError::new(Code::InvalidValue, e.to_string()))?;
         if bytes.len() > self.limits.kv_value_bytes_max {
             return Err(HostError::new(
-                "value_too_large",
+                Code::ValueTooLarge,
                 format!(
                     "kv value is {} bytes as JSON; the limit is {} (kv_value_bytes_max)",
                     bytes.len(),
@@ -121,7 +129,7 @@ impl NodeHost {
                 Ok(Some(now_ms.saturating_add((ttl * 1000.0) as u64)))
             }
             Some(ttl) => Err(HostError::new(
-                "invalid_ttl",
+                Code::InvalidTtl,
                 format!("ttl must be a positive number of seconds up to ten years, got {ttl}"),
             )),
         }
@@ -186,17 +194,20 @@ impl NodeHost {
 }
 
 pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, HostError> {
-    serde_json::from_slice(bytes).map_err(|e| HostError::new("corrupt_value", e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| HostError::new(Code::CorruptValue, e.to_string()))
 }
 
 /// A secret that did not open, as a script sees it: `secret_key_mismatch`
 /// naming the key it needs and the keys this node has, or `secret_corrupt`.
 pub fn secret_open_error(app: &str, name: &str, error: &SecretBoxError) -> HostError {
-    HostError::new(error.code(), format!("secret {name} of app {app}: {error}"))
+    HostError::new(
+        secret_code(error),
+        format!("secret {name} of app {app}: {error}"),
+    )
 }
 
 fn storage_error(error: picloud_storage::StorageError) -> HostError {
-    HostError::new("storage", error.to_string())
+    HostError::new(Code::Storage, error.to_string())
 }
 
 impl Host for NodeHost {
@@ -247,7 +258,7 @@ impl Host for NodeHost {
             };
             match self.kv_write(app, op, now_ms()).await? {
                 KvOpResult::Deleted { existed } => Ok(existed),
-                other => Err(HostError::new("internal", format!("{other:?}"))),
+                other => Err(HostError::new(Code::Internal, format!("{other:?}"))),
             }
         })
     }
@@ -261,7 +272,7 @@ impl Host for NodeHost {
             };
             match self.kv_write(app, op, now_ms()).await? {
                 KvOpResult::Incr { value } => Ok(value),
-                other => Err(HostError::new("internal", format!("{other:?}"))),
+                other => Err(HostError::new(Code::Internal, format!("{other:?}"))),
             }
         })
     }
@@ -285,7 +296,7 @@ impl Host for NodeHost {
             )?;
             match self.kv_write(app, op, now).await? {
                 KvOpResult::Cas { swapped } => Ok(swapped),
-                other => Err(HostError::new("internal", format!("{other:?}"))),
+                other => Err(HostError::new(Code::Internal, format!("{other:?}"))),
             }
         })
     }
@@ -300,7 +311,7 @@ impl Host for NodeHost {
         Box::pin(async move {
             if limit == 0 || limit > self.limits.kv_list_limit_max {
                 return Err(HostError::new(
-                    "invalid_limit",
+                    Code::InvalidLimit,
                     format!(
                         "kv.list limit must be 1 to {} (kv_list_limit_max), got {limit}",
                         self.limits.kv_list_limit_max
@@ -340,7 +351,7 @@ impl Host for NodeHost {
         Box::pin(async move {
             if ops.is_empty() || ops.len() > self.limits.kv_atomic_ops_max {
                 return Err(HostError::new(
-                    "invalid_atomic",
+                    Code::InvalidAtomic,
                     format!(
                         "kv.atomic takes 1 to {} ops (kv_atomic_ops_max), got {}",
                         self.limits.kv_atomic_ops_max,
@@ -415,9 +426,9 @@ impl Host for NodeHost {
 
     fn secret_get<'a>(&'a self, app: &'a str, name: &'a str) -> HostFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            validate_secret_name(name).map_err(|m| HostError::new("invalid_secret_name", m))?;
+            validate_secret_name(name).map_err(|m| HostError::new(Code::InvalidSecretName, m))?;
             let keys = self.secret_keys.as_ref().ok_or_else(|| {
-                HostError::new("unavailable", "this node was started without secrets")
+                HostError::new(Code::Unavailable, "this node was started without secrets")
             })?;
             self.barrier(Consistency::Linearizable).await?;
             let Some(record) = self

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //!
-//! - `app`: manifests, route tables and deploy bundles (parse + validate).
+//! - `app`: app names (`AppName`), manifests, route tables and deploy bundles
+//!   (parse + validate).
 //! - `pool`: `AppRuntime`, one app version with its VM pool.
 //! - `cpu`: `CpuShares`, the script threads one app may occupy at once.
 //! - `app_actor`: `AppActor`, owner of an app's current runtime.
@@ -28,7 +29,8 @@
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `config`: `ActorLimits`, every bound of this layer with its default.
-//! - `error`: `AppError`.
+//! - `error`: `AppError`, and the registry codes of storage's typed errors
+//!   (`apply_code`, `secret_code`).
 
 pub mod app;
 pub mod app_actor;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
+    AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
     LogLevel,
 };
 use picloud_storage::{DocOp, DocOpResult, KvOp};
@@ -122,7 +122,7 @@ impl RunHost {
         let result = match (&op, &current) {
             (DocOp::Insert { collection, id, .. }, Some(_)) => {
                 return Err(HostError::new(
-                    "doc_exists",
+                    Code::DocExists,
                     format!("collection {collection} already holds a document with id {id}"),
                 ));
             }
@@ -213,7 +213,7 @@ impl RunHost {
 
 fn too_many_writes() -> HostError {
     HostError::new(
-        "too_many_writes",
+        Code::TooManyWrites,
         format!("a trigger run may make at most {RUN_WRITES_MAX} writes"),
     )
 }
@@ -282,14 +282,14 @@ fn replay(op: &KvOp, key: &str, value: Option<Value>) -> Result<Option<Value>, H
                 Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
                 Some(_) => {
                     return Err(HostError::new(
-                        "not_a_number",
+                        Code::NotANumber,
                         format!("key {key} does not hold an integer"),
                     ));
                 }
             };
             let sum = current.checked_add(*by).ok_or_else(|| {
                 HostError::new(
-                    "incr_overflow",
+                    Code::IncrOverflow,
                     format!("incrementing key {key} overflows a 64-bit integer"),
                 )
             })?;
@@ -351,7 +351,7 @@ impl Host for RunHost {
             };
             match self.write(app, op).await? {
                 AtomicResult::Deleted { existed } => Ok(existed),
-                other => Err(HostError::new("internal", format!("{other:?}"))),
+                other => Err(HostError::new(Code::Internal, format!("{other:?}"))),
             }
         })
     }
@@ -367,7 +367,7 @@ impl Host for RunHost {
             };
             match self.write(app, op).await? {
                 AtomicResult::Incr { value } => Ok(value),
-                other => Err(HostError::new("internal", format!("{other:?}"))),
+                other => Err(HostError::new(Code::Internal, format!("{other:?}"))),
             }
         })
     }
@@ -390,7 +390,7 @@ impl Host for RunHost {
             };
             match self.write(app, op).await? {
                 AtomicResult::Cas { swapped } => Ok(swapped),
-                other => Err(HostError::new("internal", format!("{other:?}"))),
+                other => Err(HostError::new(Code::Internal, format!("{other:?}"))),
             }
         })
     }
@@ -436,7 +436,7 @@ impl Host for RunHost {
                     Ok(AtomicResult::Cas { swapped: false }) => {
                         undo(self);
                         return Err(HostError::new(
-                            "atomic_cas_failed",
+                            Code::AtomicCasFailed,
                             format!(
                                 "atomic op {index} (cas on {key}) did not match; nothing was written"
                             ),

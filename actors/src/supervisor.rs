@@ -19,6 +19,7 @@ use picloud_storage::{AppliedEvent, StateReader};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::app::AppName;
 use crate::app_actor::{AppActor, AppActorArgs, AppMsg, RuntimeSlot};
 use crate::config::ActorLimits;
 use crate::cpu::{CpuShareTimeout, CpuShares};
@@ -328,7 +329,7 @@ impl Apps {
     }
 
     /// The running actor of `app`, starting it if needed.
-    pub async fn actor(&self, app: &str) -> Result<ActorRef<AppMsg>, AppError> {
+    pub async fn actor(&self, app: &AppName) -> Result<ActorRef<AppMsg>, AppError> {
         self.handle(app).await.map(|handle| handle.actor)
     }
 
@@ -389,7 +390,7 @@ impl Apps {
 
     /// The current runtime of `app` (its actor started if needed): where
     /// the app's trigger runs execute, on the same VM pool as its requests.
-    pub async fn runtime(&self, app: &str) -> Result<Arc<AppRuntime>, AppError> {
+    pub(crate) async fn runtime(&self, app: &str) -> Result<Arc<AppRuntime>, AppError> {
         self.handle(app)
             .await?
             .slot
@@ -399,7 +400,8 @@ impl Apps {
 
     /// Serves one request with the app's current runtime, on the script
     /// runtime: the caller's thread (an HTTP worker) only waits.
-    pub async fn invoke(&self, app: &str, request: AppRequest) -> Result<Response, AppError> {
+    pub async fn invoke(&self, app: &AppName, request: AppRequest) -> Result<Response, AppError> {
+        let app = app.as_str();
         let runtime = self.runtime(app).await?;
         let deadline = tokio::time::Instant::now() + self.request_deadline;
         let invocation =
@@ -450,7 +452,7 @@ impl Apps {
 
     /// Reloads `app` now (after a deploy or rollback on this node) and returns
     /// the version it serves.
-    pub async fn reload(&self, app: &str) -> Result<Option<u64>, AppError> {
+    pub async fn reload(&self, app: &AppName) -> Result<Option<u64>, AppError> {
         self.ask(app, |app, reply| SupervisorMsg::Reload { app, reply })
             .await
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use picloud_actors::app::Bundle;
+use picloud_actors::app::{AppName, Bundle};
 use picloud_actors::app_actor::AppMsg;
 use picloud_actors::{ActorLimits, ActorRestarts, AppRequest, Apps, LogBook, NodeHost};
 use picloud_cluster::{ClusterConfig, Node, NodeInfo};
@@ -88,7 +88,7 @@ fn crash(actor: &ractor::ActorRef<AppMsg>, app: &str) {
 async fn wait_for_restart(apps: &Apps, app: &str, old: ractor::ActorId) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let current = apps.actor(app).await.expect("actor");
+        let current = apps.actor(&name(app)).await.expect("actor");
         if current.get_id() != old && apps.running().contains(&app.to_string()) {
             return;
         }
@@ -98,6 +98,10 @@ async fn wait_for_restart(apps: &Apps, app: &str, old: ractor::ActorId) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+fn name(text: &str) -> AppName {
+    AppName::parse(text).expect("a valid app name")
 }
 
 fn get(path: &str) -> AppRequest {
@@ -117,32 +121,32 @@ async fn a_crashed_app_actor_is_restarted_and_serves_the_next_request() {
     let body =
         |response: picloud_lua_sdk::Response| String::from_utf8_lossy(&response.body).into_owned();
     assert_eq!(
-        body(apps.invoke("one", get("/hi")).await.expect("serves")),
+        body(apps.invoke(&name("one"), get("/hi")).await.expect("serves")),
         "hi from one"
     );
     assert_eq!(
-        body(apps.invoke("two", get("/hi")).await.expect("serves")),
+        body(apps.invoke(&name("two"), get("/hi")).await.expect("serves")),
         "hi from two"
     );
 
     for round in 0..3 {
-        let before = apps.actor("one").await.expect("running");
+        let before = apps.actor(&name("one")).await.expect("running");
         crash(&before, "one");
         // The other app is untouched by the crash.
         assert_eq!(
-            body(apps.invoke("two", get("/hi")).await.expect("serves")),
+            body(apps.invoke(&name("two"), get("/hi")).await.expect("serves")),
             "hi from two"
         );
         // The next request to the crashed app is served (by a restarted actor).
         let response = apps
-            .invoke("one", get("/hi"))
+            .invoke(&name("one"), get("/hi"))
             .await
             .expect("served after crash");
         assert_eq!(body(response), "hi from one", "round {round}");
         wait_for_restart(&apps, "one", before.get_id()).await;
     }
     // The backoff restart also happens with no request asking for it.
-    let before = apps.actor("one").await.expect("running");
+    let before = apps.actor(&name("one")).await.expect("running");
     crash(&before, "one");
     wait_for_restart(&apps, "one", before.get_id()).await;
     // Every crash was counted for /_/metrics.
@@ -156,7 +160,7 @@ async fn deleted_apps_stop_and_answer_not_found() {
     let dir = tempfile::tempdir().expect("tempdir");
     let restarts = Arc::new(ActorRestarts::default());
     let (node, apps) = node_with_apps(dir.path(), &["gone"], &restarts).await;
-    assert!(apps.invoke("gone", get("/hi")).await.is_ok());
+    assert!(apps.invoke(&name("gone"), get("/hi")).await.is_ok());
     let result = node
         .write(Command::AppDelete {
             app: "gone".to_string(),
@@ -164,8 +168,11 @@ async fn deleted_apps_stop_and_answer_not_found() {
         .await
         .expect("delete");
     assert_eq!(result, CommandResult::Done);
-    assert_eq!(apps.reload("gone").await.expect("reload"), None);
-    let error = apps.invoke("gone", get("/hi")).await.expect_err("deleted");
+    assert_eq!(apps.reload(&name("gone")).await.expect("reload"), None);
+    let error = apps
+        .invoke(&name("gone"), get("/hi"))
+        .await
+        .expect_err("deleted");
     assert!(
         matches!(error, picloud_actors::AppError::AppNotFound { .. }),
         "{error:?}"

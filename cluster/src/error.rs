@@ -17,6 +17,12 @@ pub enum ClusterError {
         operation: &'static str,
         waited_ms: u64,
     },
+    /// A forwarded write reached the leader's connection but its answer never
+    /// came (the connection was lost, or the leader changed, after the request
+    /// was sent): unlike [`ClusterError::Timeout`] this says the write may or
+    /// may not have applied, and sending it again may apply it twice.
+    #[error("forwarded write to node {leader}: {reason}; the write may or may not have applied")]
+    OutcomeUnknown { leader: NodeId, reason: String },
     /// The node is shutting down or Raft stopped.
     #[error("raft stopped: {message}")]
     Stopped { message: String },
@@ -53,6 +59,10 @@ impl ClusterError {
             } => ClusterError::Timeout {
                 operation,
                 waited_ms: *waited_ms,
+            },
+            ClusterError::OutcomeUnknown { leader, reason } => ClusterError::OutcomeUnknown {
+                leader: *leader,
+                reason: reason.clone(),
             },
             ClusterError::Stopped { message } => ClusterError::Stopped {
                 message: message.clone(),

@@ -78,9 +78,9 @@ impl Proposer {
                             let Some(forwarded) = forwarded else {
                                 // The leader we sent to lost office (or died):
                                 // the write may or may not have committed.
-                                return Err(ClusterError::Timeout {
-                                    operation: "forwarded write (the leader changed; outcome unknown)",
-                                    waited_ms: 0,
+                                return Err(ClusterError::OutcomeUnknown {
+                                    leader,
+                                    reason: "the leader changed before it answered".into(),
                                 });
                             };
                             match forwarded {
@@ -108,10 +108,7 @@ impl Proposer {
                                     pause_before_retry(&self.config, deadline).await?;
                                 }
                                 Err(error) => {
-                                    return Err(ClusterError::Timeout {
-                                        operation: forwarded_write_outcome(&error),
-                                        waited_ms: self.config.write_timeout_ms,
-                                    });
+                                    return Err(error.write_error(self.config.write_timeout_ms));
                                 }
                             }
                         }
@@ -830,14 +827,6 @@ async fn join_cluster(
 }
 
 /// What a failed forwarded write means for its outcome, as an operation name.
-fn forwarded_write_outcome(error: &ForwardCallError) -> &'static str {
-    if error.not_applied() {
-        "forwarded write (not applied)"
-    } else {
-        "forwarded write (outcome unknown)"
-    }
-}
-
 /// The member's side of a join: any member admits (the id is allocated and
 /// the node registered through the log, forwarded to the leader when this
 /// node follows); the leader's membership task then adds it as a learner.

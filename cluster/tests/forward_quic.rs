@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{WAIT, addr};
@@ -20,7 +20,7 @@ use picloud_cluster::transport::{
     ClusterCa, ForwardCallError, ForwardClient, ForwardError, ForwardFuture, ForwardHandler,
     PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, serve_raft_with, wait_applied,
 };
-use picloud_cluster::{NodeId, NodeInfo, TypeConfig};
+use picloud_cluster::{ClusterError, NodeId, NodeInfo, TypeConfig};
 use picloud_storage::{Command, CommandResult, KvOp, StateReader, StorageOptions};
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -518,6 +518,56 @@ async fn a_leader_that_does_not_answer_is_a_timeout_on_either_side() {
         for member in [&first, &caller, &server] {
             member.stop().await;
         }
+    })
+    .await;
+}
+
+/// A leader that drops every connection once it holds the write: the
+/// request was sent, and no answer will ever come.
+struct HangsUp(Arc<OnceLock<Arc<PeerEndpoint>>>);
+
+impl ForwardHandler for HangsUp {
+    fn write(&self, _command: Command) -> ForwardFuture<'_, (CommandResult, u64)> {
+        if let Some(endpoint) = self.0.get() {
+            endpoint.close();
+        }
+        Box::pin(std::future::pending())
+    }
+
+    fn read_index(&self) -> ForwardFuture<'_, u64> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_never_comes_has_an_unknown_outcome() {
+    bounded(async {
+        let ca = ClusterCa::create().expect("ca");
+        let endpoint = Arc::new(OnceLock::new());
+        let handler = HangsUp(endpoint.clone());
+        let first =
+            start_member_with(&ca, 1, RaftRpcConfig::default(), |_| Arc::new(handler)).await;
+        assert!(endpoint.set(first.endpoint.clone()).is_ok());
+        let caller = start_member(&ca, 2, RaftRpcConfig::default()).await;
+        let started = Instant::now();
+        let error = caller
+            .forward
+            .write_via(first.id, &first.peer(), create_app())
+            .await
+            .expect_err("no answer");
+        assert!(
+            started.elapsed() < FORWARD_TIMEOUT,
+            "the lost connection is seen when it happens, not at the timeout: {error:?}"
+        );
+        assert!(!error.not_applied(), "{error:?}");
+        // What `Node::write` reports: outcome_unknown, not a timeout.
+        let reported = error.write_error(FORWARD_TIMEOUT.as_millis() as u64);
+        assert!(
+            matches!(reported, ClusterError::OutcomeUnknown { leader: 1, .. }),
+            "{reported:?}"
+        );
+        caller.stop().await;
+        first.server.abort();
     })
     .await;
 }

@@ -460,7 +460,8 @@ mod tests {
         let lua = Lua::new();
         let budget = budget();
         budget.arm();
-        let host = mlua::Error::external(crate::host::HostError::new("no_leader", "later"));
+        let host =
+            mlua::Error::external(crate::host::HostError::new(crate::Code::NoLeader, "later"));
         let caught = mlua::MultiValue::from_iter([
             mlua::Value::Boolean(false),
             mlua::Value::Error(Box::new(host)),

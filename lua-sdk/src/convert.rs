@@ -33,6 +33,7 @@ use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
 use crate::budget::Budget;
+use crate::codes::Code;
 use crate::error::KillError;
 use crate::host::HostError;
 use crate::limits::{
@@ -41,7 +42,7 @@ use crate::limits::{
 };
 
 /// The stable code of a value over the conversion limits.
-pub(crate) const VALUE_TOO_LARGE: &str = "value_too_large";
+pub(crate) const VALUE_TOO_LARGE: Code = Code::ValueTooLarge;
 
 /// Why a Lua value could not become JSON.
 #[derive(Debug)]

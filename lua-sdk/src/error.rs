@@ -1,6 +1,7 @@
 //! The errors of loading and invoking scripts, and the mapping from mlua's
 //! error chain to them.
 
+use crate::codes::Code;
 use crate::host::HostError;
 
 /// A script that does not load: a syntax error, an error raised while its
@@ -75,14 +76,14 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> Code {
         match self {
-            InvokeError::Timeout { .. } => "script_timeout",
-            InvokeError::Memory { .. } => "script_memory",
-            InvokeError::Script { .. } => "script_error",
-            InvokeError::InvalidResponse { .. } => "invalid_response",
-            InvokeError::Host(error) => &error.code,
-            InvokeError::NoSuchScript { .. } => "no_such_script",
+            InvokeError::Timeout { .. } => Code::ScriptTimeout,
+            InvokeError::Memory { .. } => Code::ScriptMemory,
+            InvokeError::Script { .. } => Code::ScriptError,
+            InvokeError::InvalidResponse { .. } => Code::InvalidResponse,
+            InvokeError::Host(error) => error.code,
+            InvokeError::NoSuchScript { .. } => Code::NoSuchScript,
         }
     }
 }
@@ -341,6 +342,24 @@ mod tests {
         assert_eq!(strip_traceback("plain"), "plain");
     }
 
+    /// A kill's message starts with the code the invocation fails with, so
+    /// a script that sees it (it cannot catch it) and the client agree.
+    #[test]
+    fn kill_messages_start_with_their_code() {
+        for (reason, code) in [
+            (KillReason::Instructions, Code::ScriptTimeout),
+            (KillReason::WallClock, Code::ScriptTimeout),
+            (KillReason::Memory, Code::ScriptMemory),
+        ] {
+            assert!(
+                reason
+                    .message_prefix()
+                    .starts_with(&format!("{}: ", code.as_str())),
+                "{reason:?}"
+            );
+        }
+    }
+
     #[test]
     fn codes_are_stable() {
         let cases = [
@@ -363,7 +382,7 @@ mod tests {
                 "script_error",
             ),
             (
-                InvokeError::Host(HostError::new("no_leader", "x")),
+                InvokeError::Host(HostError::new(Code::NoLeader, "x")),
                 "no_leader",
             ),
             (
@@ -374,7 +393,7 @@ mod tests {
             ),
         ];
         for (error, code) in cases {
-            assert_eq!(error.code(), code);
+            assert_eq!(error.code().as_str(), code);
         }
     }
 }

@@ -10,6 +10,8 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
+use crate::codes::Code;
+
 /// A boxed future, so `Host` stays object-safe.
 pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HostError>> + Send + 'a>>;
 
@@ -145,20 +147,20 @@ pub fn sort_field(field: String) -> (String, bool) {
     }
 }
 
-/// An error from a host service, with a stable code (`value_too_large`,
+/// An error from a host service, with a stable [`Code`] (`value_too_large`,
 /// `no_leader`, `not_a_number`, `atomic_cas_failed`, `unavailable`, ...).
 /// It reaches the script as a Lua error whose message is `"<code>: <message>"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct HostError {
-    pub code: String,
+    pub code: Code,
     pub message: String,
 }
 
 impl HostError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         HostError {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
@@ -208,7 +210,7 @@ pub trait Host: Send + Sync + 'static {
         let _ = (app, call);
         Box::pin(async {
             Err(HostError::new(
-                "unsupported",
+                Code::Unsupported,
                 "documents are not available here",
             ))
         })
@@ -224,7 +226,7 @@ pub trait Host: Send + Sync + 'static {
         let _ = (app, name);
         Box::pin(async {
             Err(HostError::new(
-                "unavailable",
+                Code::Unavailable,
                 "secrets are not available here",
             ))
         })

@@ -35,10 +35,13 @@
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
 //!   cannot set framing headers (`invalid_response`).
 //! * `error.rs` — [`CompileError`], [`InvokeError`] and error classification.
+//! * `codes.rs` — [`Code`], the one registry of stable error codes with
+//!   their HTTP statuses and meanings (`docs/errors.md` is generated from it).
 //! * `limits.rs` — [`SandboxLimits`] and the crate's fixed maxima.
 //! * `stubs/picloud.lua` (outside `src/`) — LuaLS type stubs for editors.
 
 mod budget;
+pub mod codes;
 mod convert;
 mod error;
 pub mod host;
@@ -52,6 +55,7 @@ mod sdk;
 mod strlib;
 mod vm;
 
+pub use codes::Code;
 pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,

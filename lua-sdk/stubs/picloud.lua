@@ -25,7 +25,9 @@
 --
 -- Errors: a failed service call raises an error whose message is
 -- `"<code>: <message>"` (e.g. `"no_leader: ..."`); catch it with `pcall`.
--- Uncaught, the request fails with that code.
+-- Uncaught, the request fails with that code. Every code is in
+-- `docs/errors.md`. `"outcome_unknown: ..."` means a write's answer was
+-- lost after it was sent: it may or may not have applied.
 
 ---------------------------------------------------------------------------
 -- Request and response

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use picloud_lua_sdk::{
-    CompileError, Consistency, HostError, InvokeError, LogLevel, Request, SandboxLimits, Vm,
+    Code, CompileError, Consistency, HostError, InvokeError, LogLevel, Request, SandboxLimits, Vm,
     check_syntax,
 };
 use serde_json::json;
@@ -445,14 +445,14 @@ async fn kv_argument_errors_name_the_line_and_problem() {
 #[tokio::test]
 async fn uncaught_host_error_comes_back_as_the_original() {
     let host = FakeHost::new();
-    let error = HostError::new("no_leader", "no leader elected yet");
+    let error = HostError::new(Code::NoLeader, "no leader elected yet");
     *host.fail_with.lock().expect("lock") = Some(error.clone());
     let vm = vm(&host, &returning("kv.get('k') return 'unreachable'"));
     match call(&vm).await {
         Err(InvokeError::Host(got)) => assert_eq!(got, error),
         other => panic!("expected a host error, got {other:?}"),
     }
-    assert_eq!(InvokeError::Host(error).code(), "no_leader");
+    assert_eq!(InvokeError::Host(error).code().as_str(), "no_leader");
     assert!(vm.is_reusable());
 }
 
@@ -482,7 +482,10 @@ async fn secrets_get_returns_the_bytes_or_nil_and_checks_its_argument() {
         "{err}"
     );
 
-    let mismatch = HostError::new("secret_key_mismatch", "sealed with key a, this node has b");
+    let mismatch = HostError::new(
+        Code::SecretKeyMismatch,
+        "sealed with key a, this node has b",
+    );
     *host.fail_with.lock().expect("lock") = Some(mismatch.clone());
     let script = vm(&host, &returning("return secrets.get('TOKEN')"));
     match call(&script).await {
@@ -494,7 +497,7 @@ async fn secrets_get_returns_the_bytes_or_nil_and_checks_its_argument() {
 #[tokio::test]
 async fn host_error_is_catchable_with_code_and_message() {
     let host = FakeHost::new();
-    *host.fail_with.lock().expect("lock") = Some(HostError::new("not_a_number", "n is text"));
+    *host.fail_with.lock().expect("lock") = Some(HostError::new(Code::NotANumber, "n is text"));
     let vm = vm(
         &host,
         &returning(
@@ -515,7 +518,7 @@ async fn host_error_is_catchable_with_code_and_message() {
 #[tokio::test]
 async fn host_error_inside_a_coroutine_is_catchable_by_resume() {
     let host = FakeHost::new();
-    *host.fail_with.lock().expect("lock") = Some(HostError::new("unavailable", "down"));
+    *host.fail_with.lock().expect("lock") = Some(HostError::new(Code::Unavailable, "down"));
     // The fake host fails before the call would yield, so the error surfaces
     // through the coroutine like any other.
     let vm = vm(

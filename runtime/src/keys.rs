@@ -7,6 +7,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use picloud_actors::app::{AppNameError, validate_app_name};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -14,6 +15,28 @@ use subtle::ConstantTimeEq;
 const PREFIX: &str = "pck_";
 const ID_BYTES: usize = 6;
 const SECRET_BYTES: usize = 32;
+/// The shortest `PICLOUD_ADMIN_KEY` accepted, in characters.
+const ADMIN_KEY_CHARS_MIN: usize = 16;
+/// The longest `PICLOUD_ADMIN_KEY` accepted, in characters.
+const ADMIN_KEY_CHARS_MAX: usize = 256;
+
+/// Why a scope text is not a scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error(transparent)]
+    AppName(#[from] AppNameError),
+    #[error("scope {text:?} is not one of admin, deploy:<app>, read:<app>")]
+    Unknown { text: String },
+}
+
+/// Why a `PICLOUD_ADMIN_KEY` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminKeyError {
+    #[error("PICLOUD_ADMIN_KEY must be at least {ADMIN_KEY_CHARS_MIN} characters")]
+    TooShort,
+    #[error("PICLOUD_ADMIN_KEY must be one word of at most {ADMIN_KEY_CHARS_MAX} characters")]
+    NotOneWord,
+}
 
 /// What a key may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +50,9 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn parse(text: &str) -> Result<Scope, String> {
-        let app_scope = |app: &str| -> Result<String, String> {
-            picloud_actors::app::validate_app_name(app)?;
+    pub fn parse(text: &str) -> Result<Scope, ScopeError> {
+        let app_scope = |app: &str| -> Result<String, ScopeError> {
+            validate_app_name(app)?;
             Ok(app.to_string())
         };
         if text == "admin" {
@@ -39,9 +62,9 @@ impl Scope {
         } else if let Some(app) = text.strip_prefix("read:") {
             Ok(Scope::Read(app_scope(app)?))
         } else {
-            Err(format!(
-                "scope {text:?} is not one of admin, deploy:<app>, read:<app>"
-            ))
+            Err(ScopeError::Unknown {
+                text: text.to_string(),
+            })
         }
     }
 
@@ -117,13 +140,13 @@ pub fn parse_token(token: &str) -> Option<(&str, &str)> {
 /// Builds a key from an operator-chosen token (`PICLOUD_ADMIN_KEY`). A value in
 /// our own format keeps its id; any other non-empty value is accepted as the
 /// secret under a fixed id, so a key from a password manager works as-is.
-pub fn from_token(token: &str) -> Result<NewKey, String> {
+pub fn from_token(token: &str) -> Result<NewKey, AdminKeyError> {
     let token = token.trim();
-    if token.len() < 16 {
-        return Err("PICLOUD_ADMIN_KEY must be at least 16 characters".to_string());
+    if token.len() < ADMIN_KEY_CHARS_MIN {
+        return Err(AdminKeyError::TooShort);
     }
-    if token.contains(char::is_whitespace) || token.len() > 256 {
-        return Err("PICLOUD_ADMIN_KEY must be one word of at most 256 characters".to_string());
+    if token.contains(char::is_whitespace) || token.len() > ADMIN_KEY_CHARS_MAX {
+        return Err(AdminKeyError::NotOneWord);
     }
     let (id, secret) = match parse_token(token) {
         Some((id, secret)) => (id.to_string(), secret),
@@ -173,7 +196,14 @@ mod tests {
         let (id, secret) = lookup_parts("correct-horse-battery-staple");
         assert_eq!(id, ADMIN_ENV_KEY_ID);
         assert!(secret_matches(&secret, &key.secret_hash));
-        assert!(from_token("short").is_err());
+        assert_eq!(
+            from_token("short").map(|key| key.id),
+            Err(AdminKeyError::TooShort)
+        );
+        assert_eq!(
+            AdminKeyError::TooShort.to_string(),
+            "PICLOUD_ADMIN_KEY must be at least 16 characters"
+        );
     }
 
     #[test]
@@ -184,7 +214,13 @@ mod tests {
         assert!(!deploy.can_read("other"));
         let read = Scope::parse("read:hello").expect("valid");
         assert!(read.can_read("hello") && !read.can_write("hello"));
-        assert!(Scope::parse("root").is_err());
-        assert!(Scope::parse("deploy:Bad App").is_err());
+        assert!(matches!(
+            Scope::parse("root"),
+            Err(ScopeError::Unknown { .. })
+        ));
+        assert!(matches!(
+            Scope::parse("deploy:Bad App"),
+            Err(ScopeError::AppName(_))
+        ));
     }
 }

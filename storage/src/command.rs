@@ -490,36 +490,8 @@ pub enum KvOpResult {
     Cas { swapped: bool },
 }
 
-impl ApplyError {
-    /// The stable error code clients and scripts see.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApplyError::AppNotFound { .. } => "app_not_found",
-            ApplyError::AppExists { .. } => "app_exists",
-            ApplyError::VersionNotFound { .. } => "version_not_found",
-            ApplyError::NoEarlierVersion { .. } => "no_earlier_version",
-            ApplyError::NotANumber { .. } => "not_a_number",
-            ApplyError::IncrOverflow { .. } => "incr_overflow",
-            ApplyError::KeyNotFound { .. } => "key_not_found",
-            ApplyError::KeyExists { .. } => "key_exists",
-            ApplyError::AtomicCasFailed { .. } => "atomic_cas_failed",
-            ApplyError::NestedBatch => "internal",
-            ApplyError::OutboxFull { .. } => "outbox_full",
-            ApplyError::TriggerNotFound { .. } => "trigger_not_found",
-            ApplyError::StaleClaim { .. } => "stale_claim",
-            ApplyError::DeadLetterNotFound { .. } => "dead_letter_not_found",
-            ApplyError::DocExists { .. } => "doc_exists",
-            ApplyError::UniqueViolation { .. } => "unique_violation",
-            ApplyError::DocTooLarge { .. } => "value_too_large",
-            ApplyError::InvalidDocument { .. } => "invalid_document",
-            ApplyError::IndexValueTooLarge { .. } => "index_value_too_large",
-            ApplyError::SecretNotFound { .. } => "secret_not_found",
-            ApplyError::SecretsFull { .. } => "secrets_full",
-        }
-    }
-}
-
-/// Deterministic rejections. Each maps to one stable error code in the gateway.
+/// Deterministic rejections. Each maps to one stable error code above this
+/// crate (`picloud_actors::error::apply_code`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApplyError {
     #[error("app {app} not found")]

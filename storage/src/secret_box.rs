@@ -37,7 +37,8 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
-/// Why a sealed value did not open.
+/// Why a sealed value did not open (its code is
+/// `picloud_actors::error::secret_code`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretBoxError {
     #[error(
@@ -48,16 +49,6 @@ pub enum SecretBoxError {
     Corrupt,
     #[error("unknown sealed secret format {0}")]
     Version(u8),
-}
-
-impl SecretBoxError {
-    /// The stable code scripts and API clients see.
-    pub fn code(&self) -> &'static str {
-        match self {
-            SecretBoxError::WrongKey { .. } => "secret_key_mismatch",
-            SecretBoxError::Corrupt | SecretBoxError::Version(_) => "secret_corrupt",
-        }
-    }
 }
 
 impl MasterKey {

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use picloud_lua_sdk::{CompileError, Host, ModuleSet, SandboxLimits, ScriptSource, Vm};
+use picloud_lua_sdk::{Host, ModuleSet, SandboxLimits, ScriptSource, Vm};
 use serde::{Deserialize, Serialize};
 
+use super::error::DeployError;
 use super::manifest::{MANIFEST_FILE, Manifest};
 use super::routes::RouteTable;
 
@@ -37,22 +38,6 @@ pub struct Bundle {
 pub struct PinnedLib {
     pub version: u64,
     pub files: BTreeMap<String, String>,
-}
-
-/// A deploy that cannot be accepted. The message is what the user sees
-/// (`greet.lua:3: unexpected symbol near '='`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DeployError {
-    pub message: String,
-}
-
-impl From<CompileError> for DeployError {
-    fn from(error: CompileError) -> Self {
-        DeployError {
-            message: error.to_string(),
-        }
-    }
 }
 
 fn deploy_error(message: impl Into<String>) -> DeployError {

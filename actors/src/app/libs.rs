@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use picloud_lua_sdk::{ModuleSet, find_requires};
 use serde::{Deserialize, Serialize};
 
-use super::bundle::DeployError;
+use super::error::DeployError;
 use super::modules::module_sources;
 
 /// The longest library name, in bytes (the app name rules apply).
-pub const LIB_NAME_BYTES_MAX: usize = super::manifest::APP_NAME_BYTES_MAX;
+pub const LIB_NAME_BYTES_MAX: usize = super::name::APP_NAME_BYTES_MAX;
 /// The most files one library version may hold.
 pub const LIB_FILES_MAX: usize = 256;
 /// The most bytes (of file text) one library version may hold.
@@ -30,7 +30,8 @@ pub const LIBS_PINNED_MAX: usize = 16;
 /// Checks a library name: like an app name, lower-case letters, digits,
 /// `-` and `_`, starting with a letter or digit.
 pub fn validate_lib_name(name: &str) -> Result<(), String> {
-    super::manifest::validate_app_name(name).map_err(|e| e.replacen("app name", "library name", 1))
+    super::name::validate_app_name(name)
+        .map_err(|e| e.to_string().replacen("app name", "library name", 1))
 }
 
 /// Checks the manifest's `[libs]` pins.

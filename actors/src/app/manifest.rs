@@ -4,13 +4,11 @@ use serde::Deserialize;
 
 use picloud_storage::docs::{INDEX_FIELDS_MAX, INDEXES_MAX, IndexDef, check_collection};
 
+use super::name::validate_app_name;
 use crate::cron::{Misfire, Schedule};
 
 /// The manifest file's name inside an app folder and a deploy bundle.
 pub const MANIFEST_FILE: &str = "picloud.toml";
-
-/// The longest app name; names are URL path segments and storage prefixes.
-pub const APP_NAME_BYTES_MAX: usize = 63;
 
 /// The most routes one app may declare.
 pub const ROUTES_MAX: usize = 256;
@@ -181,31 +179,6 @@ fn manifest_error(message: impl Into<String>) -> ManifestError {
     }
 }
 
-/// Checks an app name: lower-case letters, digits, `-` and `_`, starting with a
-/// letter or digit, at most [`APP_NAME_BYTES_MAX`] bytes. `_` alone is reserved
-/// (the `/_/` system prefix).
-pub fn validate_app_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > APP_NAME_BYTES_MAX {
-        return Err(format!(
-            "app name must be 1 to {APP_NAME_BYTES_MAX} characters, got {}",
-            name.len()
-        ));
-    }
-    let first_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !first_ok || !rest_ok {
-        return Err(format!(
-            "app name {name:?} may hold only a-z, 0-9, '-' and '_', and must start with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*",
 ];
@@ -223,7 +196,7 @@ impl Manifest {
                 message: e.message().to_string(),
             }
         })?;
-        validate_app_name(&raw.name).map_err(manifest_error)?;
+        validate_app_name(&raw.name).map_err(|e| manifest_error(e.to_string()))?;
         if raw.routes.len() > ROUTES_MAX {
             return Err(manifest_error(format!(
                 "{} routes declared; at most {ROUTES_MAX} are allowed",

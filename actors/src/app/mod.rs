@@ -1,11 +1,25 @@
 //! What an app is made of: its manifest, routes and deploy bundles.
 
+//!
+//! # Layout
+//! - `name.rs`: [`AppName`], checked once where a name enters
+//! - `manifest.rs`: `picloud.toml`
+//! - `routes.rs`: the route table a manifest compiles to
+//! - `bundle.rs`: deploy bundles and their checks
+//! - `modules.rs`: the modules folder and the import graph
+//! - `libs.rs`: shared libraries and `[libs]` pins
+//! - `error.rs`: [`DeployError`], shared by the deploy checks
+
 pub mod bundle;
+pub mod error;
 pub mod libs;
 pub mod manifest;
 pub mod modules;
+pub mod name;
 pub mod routes;
 
-pub use bundle::{Bundle, CheckedBundle, DeployError, PinnedLib};
-pub use manifest::{MANIFEST_FILE, Manifest, RouteSpec, validate_app_name};
+pub use bundle::{Bundle, CheckedBundle, PinnedLib};
+pub use error::DeployError;
+pub use manifest::{MANIFEST_FILE, Manifest, RouteSpec};
+pub use name::{APP_NAME_BYTES_MAX, AppName, AppNameError, validate_app_name};
 pub use routes::{RouteMatch, RouteMiss, RouteTable};

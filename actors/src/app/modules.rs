@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use picloud_lua_sdk::{ModuleSet, ModuleSource, find_requires, validate_module_name};
 
-use super::bundle::DeployError;
+use super::error::DeployError;
 
 /// The longest modules folder name, in bytes.
 pub const MODULES_FOLDER_BYTES_MAX: usize = 64;

@@ -245,6 +245,32 @@ impl ForwardCallError {
         }
     }
 
+    /// What a forwarded write's failure tells its caller, once the failures
+    /// that certainly did not apply were retried: a lost connection or a
+    /// stream finished without an answer leave the outcome unknown
+    /// ([`ClusterError::OutcomeUnknown`]); a request that ran out of time
+    /// stays a [`ClusterError::Timeout`] of `waited_ms`.
+    pub fn write_error(&self, waited_ms: u64) -> ClusterError {
+        match self {
+            ForwardCallError::Transport { leader, source } => ClusterError::OutcomeUnknown {
+                leader: *leader,
+                reason: format!("the connection failed after the request was sent: {source}"),
+            },
+            ForwardCallError::NoAnswer { leader } => ClusterError::OutcomeUnknown {
+                leader: *leader,
+                reason: "the leader finished the stream without an answer".into(),
+            },
+            _ => ClusterError::Timeout {
+                operation: if self.not_applied() {
+                    "forwarded write (not applied)"
+                } else {
+                    "forwarded write (outcome unknown)"
+                },
+                waited_ms,
+            },
+        }
+    }
+
     /// The leader the called node named, when it answered `NotLeader`.
     pub fn leader_hint(&self) -> Option<NodeId> {
         match self {
@@ -475,5 +501,37 @@ mod tests {
             .not_applied()
         );
         assert!(!ForwardCallError::NoAnswer { leader: 1 }.not_applied());
+    }
+
+    /// A write whose answer never came is `outcome_unknown`, never a
+    /// timeout of 0 ms; one that ran out of time stays a timeout.
+    #[test]
+    fn a_lost_answer_leaves_the_outcome_unknown() {
+        let lost = ForwardCallError::Transport {
+            leader: 2,
+            source: TransportError::ConnectionLost {
+                peer: 2,
+                reason: "closed by peer".into(),
+            },
+        };
+        for error in [lost, ForwardCallError::NoAnswer { leader: 2 }] {
+            let cluster = error.write_error(5_000);
+            assert!(
+                matches!(cluster, ClusterError::OutcomeUnknown { leader: 2, .. }),
+                "{cluster:?}"
+            );
+            assert!(cluster.to_string().contains("may or may not have applied"));
+        }
+        let slow = ForwardCallError::Timeout {
+            leader: 2,
+            waited_ms: 5_000,
+        };
+        assert!(matches!(
+            slow.write_error(5_000),
+            ClusterError::Timeout {
+                waited_ms: 5_000,
+                ..
+            }
+        ));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Consistency, DocsCall, Host, HostError, HostFuture, InvokeError,
+    AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, InvokeError,
     KvListPage, LogLevel, Request, Response, SandboxLimits, ScriptSource, Vm,
 };
 use serde_json::Value;
@@ -80,7 +80,7 @@ impl FakeHost {
             Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
             Some(_) => {
                 return Err(HostError::new(
-                    "not_a_number",
+                    Code::NotANumber,
                     format!("{full} is not an integer"),
                 ));
             }
@@ -197,7 +197,7 @@ impl Host for FakeHost {
                     && lock(&self.kv).get(&format!("{app}/{key}")).cloned() != *expected
                 {
                     return Err(HostError::new(
-                        "atomic_cas_failed",
+                        Code::AtomicCasFailed,
                         format!("cas on {key} failed"),
                     ));
                 }

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+use picloud_lua_sdk::Code;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -11,12 +12,32 @@ use serde_json::Value;
 #[derive(Debug)]
 pub struct CliError {
     pub message: String,
+    /// The server's error code, when it answered with one this CLI knows
+    /// (parsed with the registry: a command reacts to a [`Code`], never to
+    /// code text).
+    pub code: Option<Code>,
 }
 
 impl CliError {
     pub fn new(message: impl Into<String>) -> CliError {
         CliError {
             message: message.into(),
+            code: None,
+        }
+    }
+
+    /// The server's error answer: `{"error":{"code","message"}}` with its
+    /// status. A code this CLI does not know (a newer server) is printed as
+    /// sent; a body without one is `http_error`.
+    fn from_response(status: reqwest::StatusCode, body: &Value, fallback: &str) -> CliError {
+        let text = body["error"]["code"].as_str().unwrap_or("http_error");
+        let message = body["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| fallback.to_string());
+        CliError {
+            message: format!("{message} ({text}, HTTP {})", status.as_u16()),
+            code: text.parse::<Code>().ok(),
         }
     }
 }
@@ -111,15 +132,11 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        let code = body["error"]["code"].as_str().unwrap_or("http_error");
-        let message = body["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        Err(CliError::new(format!(
-            "{message} ({code}, HTTP {})",
-            status.as_u16()
-        )))
+        Err(CliError::from_response(
+            status,
+            &body,
+            &format!("HTTP {status}"),
+        ))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
@@ -153,14 +170,7 @@ impl Client {
         }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("request failed");
-        let code = body["error"]["code"].as_str().unwrap_or("http_error");
-        Err(CliError::new(format!(
-            "{message} ({code}, HTTP {})",
-            status.as_u16()
-        )))
+        Err(CliError::from_response(status, &body, "request failed"))
     }
 }
 
@@ -176,4 +186,28 @@ pub fn encode_path(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn server_codes_are_parsed_with_the_registry() {
+        let busy = json!({"error": {"code": "no_leader", "message": "no leader yet"}});
+        let error =
+            CliError::from_response(reqwest::StatusCode::SERVICE_UNAVAILABLE, &busy, "unused");
+        assert_eq!(error.code, Some(Code::NoLeader));
+        assert_eq!(error.message, "no leader yet (no_leader, HTTP 503)");
+        // A code from a newer server is shown as sent, and not acted on.
+        let newer = json!({"error": {"code": "from_a_newer_server", "message": "m"}});
+        let error = CliError::from_response(reqwest::StatusCode::CONFLICT, &newer, "unused");
+        assert_eq!(error.code, None);
+        assert_eq!(error.message, "m (from_a_newer_server, HTTP 409)");
+        let bare =
+            CliError::from_response(reqwest::StatusCode::BAD_GATEWAY, &Value::Null, "HTTP 502");
+        assert_eq!(bare.message, "HTTP 502 (http_error, HTTP 502)");
+    }
 }

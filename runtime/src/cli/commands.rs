@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use futures::StreamExt;
+use picloud_lua_sdk::Code;
 use serde_json::{Value, json};
 
 use super::client::{
     CliError, Client, Credentials, encode_path, load_credentials, save_credentials,
 };
 use super::escape::{escape, field, json_text};
+use super::print::{format_ms, print_json, report};
 
 /// Options every client command shares.
 #[derive(Debug, Args)]
@@ -248,8 +250,25 @@ pub fn run(args: ClientArgs, command: ClientCommand) -> ExitCode {
         Err(error) => {
             // Server messages can carry a script's text (deploy errors).
             eprintln!("error: {}", escape(&error.message));
+            if let Some(hint) = error.code.and_then(hint) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What an operator can do about a failure, by its code.
+fn hint(code: Code) -> Option<&'static str> {
+    match code {
+        Code::Unauthorized => Some(
+            "the key is missing, wrong or revoked: pass --key, or run `picloud login --url URL --key KEY`",
+        ),
+        Code::OutcomeUnknown => Some("the write may have applied: check before you send it again"),
+        code if code.status() == 503 => {
+            Some("the cluster is busy or electing a leader; retry shortly")
+        }
+        _ => None,
     }
 }
 
@@ -264,13 +283,6 @@ fn client(args: &ClientArgs) -> Result<Client, CliError> {
         CliError::new("no API key: run `picloud login --url URL --key KEY` or set PICLOUD_KEY")
     })?;
     Client::new(&url, &key)
-}
-
-pub(super) fn print_json(value: &Value) {
-    println!(
-        "{}",
-        json_text(&serde_json::to_string_pretty(value).unwrap_or_default())
-    );
 }
 
 async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliError> {
@@ -408,14 +420,6 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         }
     }
     Ok(())
-}
-
-pub(super) fn report(json: bool, body: &Value, text: impl FnOnce() -> String) {
-    if json {
-        print_json(body);
-    } else {
-        println!("{}", text());
-    }
 }
 
 async fn login(args: &ClientArgs) -> Result<(), CliError> {
@@ -567,27 +571,6 @@ async fn libs(client: &Client, command: LibsCommand, json: bool) -> Result<(), C
         }
     }
     Ok(())
-}
-
-pub(super) fn format_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// One log line as text. The message is a script's: escaped, so that it

@@ -7,11 +7,13 @@
 //! - `commands`: the commands and how their output is printed.
 //! - `escape`: terminal-safe text; every string from the server that is
 //!   printed goes through it (scripts write log lines, kv values, errors).
+//! - `print`: JSON or text output, dates.
 //! - `secrets`: `picloud secrets ...`.
 
 mod client;
 mod commands;
 mod escape;
+mod print;
 mod secrets;
 
 pub use commands::{ClientArgs, ClientCommand, run};

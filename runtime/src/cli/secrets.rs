@@ -8,8 +8,8 @@ use clap::Subcommand;
 use picloud_storage::secrets::SECRET_VALUE_BYTES_MAX;
 
 use super::client::{CliError, Client};
-use super::commands::{format_ms, print_json, report};
 use super::escape::{escape, field};
+use super::print::{format_ms, print_json, report};
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {

@@ -7,7 +7,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use picloud_actors::AppRequest;
+use picloud_actors::app::AppName;
 use picloud_actors::error::AppError;
+use picloud_lua_sdk::Code;
 
 use super::{ApiError, Gateway, client_ip};
 use crate::gateway::error::ApiError as Error;
@@ -43,19 +45,20 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let (app, rest) = split_app(path)
-        .ok_or_else(|| Error::not_found("not_found", "no app named in the path; use /<app>/..."))?;
+        .ok_or_else(|| Error::new(Code::NotFound, "no app named in the path; use /<app>/..."))?;
     if app == "_" {
-        return Err(Error::not_found(
-            "not_found",
+        return Err(Error::new(
+            Code::NotFound,
             format!("no system endpoint at {path}"),
         ));
     }
-    if picloud_actors::app::validate_app_name(app).is_err() {
-        return Err(Error::not_found(
-            "app_not_found",
+    // The name is checked once, here; a malformed one names no app.
+    let Ok(name) = AppName::parse(app) else {
+        return Err(Error::new(
+            Code::AppNotFound,
             format!("app {app} not found"),
         ));
-    }
+    };
     let headers = parts
         .headers
         .iter()
@@ -79,13 +82,13 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
         headers,
         body: body.to_vec(),
     };
-    let response = match gateway.apps.invoke(app, app_request.clone()).await {
+    let response = match gateway.apps.invoke(&name, app_request.clone()).await {
         // This node may not have applied a deploy committed through another
         // node yet: catch up with the leader once, then ask again.
         Err(AppError::AppNotFound { .. } | AppError::NotDeployed { .. }) => {
             gateway.node.read_barrier().await?;
-            let _ = gateway.apps.reload(app).await;
-            gateway.apps.invoke(app, app_request).await?
+            let _ = gateway.apps.reload(&name).await;
+            gateway.apps.invoke(&name, app_request).await?
         }
         other => other?,
     };
@@ -98,8 +101,7 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
             HeaderValue::try_from(value.as_str()),
         ) else {
             return Err(Error::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "invalid_response",
+                Code::InvalidResponse,
                 format!("script returned an invalid header {name:?}"),
             ));
         };

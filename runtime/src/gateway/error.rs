@@ -1,55 +1,56 @@
 //! The one place where errors become HTTP statuses and stable codes.
 //!
-//! Every error body is `{"error":{"code":"…","message":"…"}}`.
+//! Every error body is `{"error":{"code":"…","message":"…"}}`. The code is a
+//! [`Code`] of the registry (`lua-sdk/src/codes.rs`) and the status is the
+//! registry's for that code: nothing here matches on code text.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use picloud_actors::AppError;
+use picloud_actors::error::apply_code;
 use picloud_cluster::ClusterError;
-use picloud_lua_sdk::InvokeError;
+use picloud_lua_sdk::{Code, InvokeError};
 use picloud_storage::ApplyError;
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: String,
+    pub code: Code,
     pub message: String,
 }
 
+/// The registry's status of `code` as an HTTP status.
+fn status_of(code: Code) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An error answered with the registry's status for `code`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
-            status,
-            code: code.into(),
+            status: status_of(code),
+            code,
             message: message.into(),
         }
     }
 
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(Code::Unauthorized, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(Code::Forbidden, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(Code::Internal, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -57,70 +58,40 @@ impl IntoResponse for ApiError {
 impl From<super::body::BodyError> for ApiError {
     fn from(error: super::body::BodyError) -> Self {
         use super::body::BodyError;
-        let (status, code) = match &error {
-            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            BodyError::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-            BodyError::BufferFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            BodyError::Read { .. } => (StatusCode::BAD_REQUEST, "bad_body"),
+        let code = match &error {
+            BodyError::TooLarge { .. } => Code::BodyTooLarge,
+            BodyError::Timeout { .. } => Code::BodyTimeout,
+            BodyError::BufferFull { .. } => Code::Overloaded,
+            BodyError::Read { .. } => Code::BadBody,
         };
-        ApiError::new(status, code, error.to_string())
+        ApiError::new(code, error.to_string())
     }
 }
 
 impl From<super::admission::Refusal> for ApiError {
     fn from(refusal: super::admission::Refusal) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            refusal.to_string(),
-        )
+        ApiError::new(Code::Overloaded, refusal.to_string())
     }
 }
 
 impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> Self {
-        let (status, code) = match &error {
-            ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
-            }
-            ClusterError::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-            ClusterError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ClusterError::Stopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ClusterError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let code = match &error {
+            ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => Code::NoLeader,
+            ClusterError::Timeout { .. } => Code::Timeout,
+            ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
+            ClusterError::Overloaded => Code::Overloaded,
+            ClusterError::Stopped { .. } => Code::ShuttingDown,
+            ClusterError::DiskFull(_) => Code::DiskFull,
+            _ => Code::Internal,
         };
-        ApiError::new(status, code, error.to_string())
+        ApiError::new(code, error.to_string())
     }
 }
 
 impl From<ApplyError> for ApiError {
     fn from(error: ApplyError) -> Self {
-        let status = match &error {
-            ApplyError::AppNotFound { .. }
-            | ApplyError::VersionNotFound { .. }
-            | ApplyError::KeyNotFound { .. }
-            | ApplyError::TriggerNotFound { .. }
-            | ApplyError::DeadLetterNotFound { .. } => StatusCode::NOT_FOUND,
-            ApplyError::AppExists { .. }
-            | ApplyError::NoEarlierVersion { .. }
-            | ApplyError::NotANumber { .. }
-            | ApplyError::IncrOverflow { .. }
-            | ApplyError::KeyExists { .. }
-            | ApplyError::AtomicCasFailed { .. }
-            | ApplyError::StaleClaim { .. }
-            | ApplyError::DocExists { .. }
-            | ApplyError::UniqueViolation { .. } => StatusCode::CONFLICT,
-            ApplyError::DocTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApplyError::InvalidDocument { .. } | ApplyError::IndexValueTooLarge { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            ApplyError::SecretNotFound { .. } => StatusCode::NOT_FOUND,
-            ApplyError::SecretsFull { .. } => StatusCode::CONFLICT,
-            ApplyError::NestedBatch => StatusCode::INTERNAL_SERVER_ERROR,
-            ApplyError::OutboxFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        let code = error.code();
-        ApiError::new(status, code, error.to_string())
+        ApiError::new(apply_code(&error), error.to_string())
     }
 }
 
@@ -134,46 +105,72 @@ impl From<AppError> for ApiError {
     fn from(error: AppError) -> Self {
         let message = error.to_string();
         match error {
-            AppError::AppNotFound { .. } => ApiError::not_found("app_not_found", message),
-            AppError::NotDeployed { .. } => ApiError::not_found("app_not_deployed", message),
-            AppError::RouteNotFound { .. } => ApiError::not_found("route_not_found", message),
-            AppError::MethodNotAllowed { .. } => ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                message,
-            ),
-            AppError::Busy { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "app_busy", message)
-            }
-            AppError::Unavailable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "app_unavailable", message)
-            }
-            AppError::LoadFailed { .. } => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "app_load_failed",
-                message,
-            ),
-            AppError::Storage { .. } => ApiError::internal(message),
             AppError::Invoke(invoke) => invoke_error(invoke),
+            other => ApiError::new(other.code(), message),
         }
     }
 }
 
+/// A script's failure. A service error the script did not catch keeps its
+/// status when that is a 5xx (back-pressure such as `no_leader` or
+/// `disk_full`: the client may retry); any other is the script's failure,
+/// not the client's, and is answered 500 with the service's code.
 fn invoke_error(error: InvokeError) -> ApiError {
-    let code = error.code().to_string();
+    let code = error.code();
     let message = error.to_string();
-    let status = match &error {
-        InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        InvokeError::Host(host) => match host.code.as_str() {
-            // Back-pressure: the app's trigger outbox is full; retry later.
-            "no_leader" | "timeout" | "unavailable" | "overloaded" | "outbox_full" => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            // The data disk is below its reserve: writes wait for free space.
-            "disk_full" => StatusCode::INSUFFICIENT_STORAGE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+    match &error {
+        InvokeError::Host(_) if !code.is_server_error() => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            message,
         },
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, code, message)
+        _ => ApiError::new(code, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use picloud_lua_sdk::HostError;
+
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_valid_http_status() {
+        for &code in Code::ALL {
+            assert_eq!(status_of(code).as_u16(), code.status(), "{code}");
+        }
+    }
+
+    /// The statuses clients relied on before the registry existed.
+    #[test]
+    fn script_failures_keep_their_statuses() {
+        let host = |code| AppError::Invoke(InvokeError::Host(HostError::new(code, "x")));
+        for (error, status, code) in [
+            (host(Code::NoLeader), 503, "no_leader"),
+            (host(Code::OutboxFull), 503, "outbox_full"),
+            (host(Code::DiskFull), 507, "disk_full"),
+            (host(Code::OutcomeUnknown), 503, "outcome_unknown"),
+            (host(Code::NotANumber), 500, "not_a_number"),
+            (host(Code::ValueTooLarge), 500, "value_too_large"),
+            (
+                AppError::Invoke(InvokeError::Timeout {
+                    message: "x".into(),
+                }),
+                504,
+                "script_timeout",
+            ),
+            (
+                AppError::Busy {
+                    app: "a".into(),
+                    pool_size: 1,
+                    waited_ms: 1,
+                },
+                503,
+                "app_busy",
+            ),
+        ] {
+            let api = ApiError::from(error);
+            assert_eq!((api.status.as_u16(), api.code.as_str()), (status, code));
+        }
+    }
 }

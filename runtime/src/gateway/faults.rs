@@ -6,6 +6,7 @@
 
 use axum::extract::Path;
 use axum::http::StatusCode;
+use picloud_lua_sdk::Code;
 
 use super::ApiError;
 use super::auth::Caller;
@@ -13,8 +14,8 @@ use super::auth::Caller;
 pub async fn arm(caller: Caller, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     if !picloud_cluster::arm_fault(&name) {
-        return Err(ApiError::not_found(
-            "not_found",
+        return Err(ApiError::new(
+            Code::NotFound,
             "this build has no fault switch",
         ));
     }

@@ -3,9 +3,7 @@
 //! ```text
 //!   /_/health            no key
 //!   /_/metrics           Prometheus text (admin key)
-//!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin.rs
-//!   /_/api/v1/.../secrets  app secrets, key rotation          → secrets.rs
-//!   /_/api/v1/libs...    shared libraries                    → libs.rs
+//!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin/ (one file per resource)
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
 //!
@@ -21,7 +19,8 @@
 //! - `server.rs`: accept loop, connection caps, hyper HTTP/1 + HTTP/2 setup
 //! - `body.rs`: body timeouts and the buffered-bytes budget
 //! - `admission.rs`: in-flight permits and their shares
-//! - `apps.rs`, `admin.rs`, `secrets.rs`, `libs.rs`, `docs.rs`: the routes
+//! - `apps.rs`: app requests; `admin/`: the admin API, one route table in
+//!   `admin/mod.rs` and one file per resource
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
 //! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
 
@@ -33,11 +32,8 @@ pub mod server;
 use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;
 pub mod auth;
-pub mod docs;
 pub mod error;
 pub mod faults;
-pub mod libs;
-pub mod secrets;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -50,6 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
 use picloud_cluster::Node;
+use picloud_lua_sdk::Code;
 use serde::de::DeserializeOwned;
 
 use crate::config::ServeConfig;
@@ -130,12 +127,10 @@ pub fn router(gateway: Gateway) -> Router {
     };
     router
         .route("/_/health", get(health))
-        .route("/_/metrics", get(admin::metrics))
+        .route("/_/metrics", get(admin::metrics::metrics))
         .nest(
             "/_/api/v1",
-            admin::router()
-                .merge(secrets::router())
-                .layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
+            admin::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
         )
         // App requests take their in-flight permit inside the handler: a
         // middleware layer costs ~6% of the plain route's throughput.
@@ -221,8 +216,8 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
             .map(ApiQuery)
             .map_err(|error| {
                 let path = error.path().to_string();
-                ApiError::bad_request(
-                    "invalid_query",
+                ApiError::new(
+                    Code::InvalidQuery,
                     format!("query parameter {path}: {}", error.into_inner()),
                 )
             })
@@ -254,15 +249,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let path = error.path().to_string();
             let inner = error.into_inner();
             if inner.is_syntax() || inner.is_eof() {
-                Err(ApiError::bad_request(
-                    "invalid_json",
+                Err(ApiError::new(
+                    Code::InvalidJson,
                     format!("request body is not valid JSON: {inner}"),
                 ))
             } else if path == "." {
-                Err(ApiError::bad_request("invalid_field", inner.to_string()))
+                Err(ApiError::new(Code::InvalidField, inner.to_string()))
             } else {
-                Err(ApiError::bad_request(
-                    "invalid_field",
+                Err(ApiError::new(
+                    Code::InvalidField,
                     format!("{path}: {inner}"),
                 ))
             }

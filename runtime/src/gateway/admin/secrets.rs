@@ -12,36 +12,28 @@
 //! The receiving node seals with its current master key and a fresh random
 //! nonce, so only ciphertext reaches the log, the snapshots and other nodes.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use picloud_actors::error::secret_code;
 use picloud_actors::host::now_ms;
+use picloud_lua_sdk::Code;
 use picloud_storage::command::SecretRekey;
 use picloud_storage::secret_box::{NONCE_BYTES, sealed_key_id};
 use picloud_storage::secrets::{SECRET_VALUE_BYTES_MAX, validate_secret_name};
 use picloud_storage::{Command, CommandResult};
 use serde_json::{Value, json};
 
-use super::admin::{accepted, require_app};
-use super::auth::Caller;
-use super::{ApiError, Gateway, read_body};
+use super::checks::{accepted, require_app};
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, read_body};
 
 /// Re-sealed secrets proposed in one log entry by `rotate-key` (at most
 /// ~6.4 MiB of sealed values with the largest secrets).
 const REKEY_SECRETS_PER_ENTRY_MAX: usize = 100;
 
-pub fn router() -> Router<Gateway> {
-    Router::new()
-        .route("/apps/{app}/secrets", get(list))
-        .route("/apps/{app}/secrets/{name}", put(set).delete(delete))
-        .route("/secrets/rotate-key", post(rotate_key))
-}
-
 fn check_name(name: &str) -> Result<(), ApiError> {
-    validate_secret_name(name)
-        .map_err(|message| ApiError::bad_request("invalid_secret_name", message))
+    validate_secret_name(name).map_err(|message| ApiError::new(Code::InvalidSecretName, message))
 }
 
 fn fresh_nonce() -> [u8; NONCE_BYTES] {
@@ -54,8 +46,7 @@ fn check_key_matches(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
     for (name, record) in gateway.node.reader().secrets(app)? {
         if let Some(sealed_with) = gateway.secret_keys.foreign_key_id(&record.sealed) {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "secret_key_mismatch",
+                Code::SecretKeyMismatch,
                 format!(
                     "secret {name} of app {app} is sealed with master key {sealed_with}, this node has {}: start it with the cluster's PICLOUD_SECRET_KEY",
                     gateway.secret_keys.keyring.describe()
@@ -66,7 +57,7 @@ fn check_key_matches(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn set(
+pub(super) async fn set(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, name)): Path<(String, String)>,
@@ -77,17 +68,16 @@ async fn set(
     require_app(&gateway, &app)?;
     let value = read_body(body, SECRET_VALUE_BYTES_MAX)
         .await
-        .map_err(|error| match error.code.as_str() {
-            "body_too_large" => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "secret_too_large",
+        .map_err(|error| match error.code {
+            Code::BodyTooLarge => ApiError::new(
+                Code::SecretTooLarge,
                 format!("secret values are at most {SECRET_VALUE_BYTES_MAX} bytes"),
             ),
             _ => error,
         })?;
     if value.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_secret",
+        return Err(ApiError::new(
+            Code::EmptySecret,
             "the secret value is empty (nothing on stdin?)",
         ));
     }
@@ -113,7 +103,7 @@ async fn set(
     Ok(Json(json!({"app": app, "name": name, "updated_ms": now})))
 }
 
-async fn delete(
+pub(super) async fn delete(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, name)): Path<(String, String)>,
@@ -132,7 +122,7 @@ async fn delete(
     Ok(Json(json!({"app": app, "deleted": name})))
 }
 
-async fn list(
+pub(super) async fn list(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path(app): Path<String>,
@@ -154,7 +144,7 @@ async fn list(
 /// key (opening it with a previous key), and proposes the results guarded
 /// per value (`Command::SecretsRekey`). Secrets no held key opens are
 /// reported, not touched.
-async fn rotate_key(
+pub(super) async fn rotate_key(
     State(gateway): State<Gateway>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
@@ -187,7 +177,7 @@ async fn rotate_key(
                 Err(error) => unreadable.push(json!({
                     "app": app.name,
                     "name": name,
-                    "code": error.code(),
+                    "code": secret_code(&error).as_str(),
                     "message": error.to_string(),
                 })),
             }

@@ -17,23 +17,24 @@ use axum::response::{IntoResponse, Response};
 use picloud_actors::app::PinnedLib;
 use picloud_actors::app::libs::{LIB_VERSIONS_KEPT, LibFiles, validate_lib_name};
 use picloud_actors::host::now_ms;
+use picloud_lua_sdk::Code;
 use picloud_storage::{Command, CommandResult};
 use serde_json::{Value, json};
 
-use super::auth::Caller;
-use super::{ApiError, Gateway, parse_json, read_body};
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
-pub async fn publish(
+pub(super) async fn publish(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    validate_lib_name(&name).map_err(|e| ApiError::bad_request("invalid_lib_name", e))?;
+    validate_lib_name(&name).map_err(|e| ApiError::new(Code::InvalidLibName, e))?;
     let lib: LibFiles = parse_json(&read_body(body, gateway.config.deploy_bytes_max).await?)?;
     lib.check(&name)
-        .map_err(|e| ApiError::bad_request("invalid_lib", e.message))?;
+        .map_err(|e| ApiError::new(Code::InvalidLib, e.message))?;
     let result = gateway
         .node
         .write(Command::PublishLib {
@@ -52,7 +53,7 @@ pub async fn publish(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn list(
+pub(super) async fn list(
     State(gateway): State<Gateway>,
     _caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
@@ -76,7 +77,7 @@ pub async fn list(
 /// The files of every pinned library version, read after a read barrier so
 /// a version just published through another node is found. A missing
 /// version is 400 `lib_not_found`.
-pub async fn resolve(
+pub(super) async fn resolve(
     gateway: &Gateway,
     pins: &BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, PinnedLib>, ApiError> {
@@ -100,8 +101,8 @@ pub async fn resolve(
             } else {
                 format!("versions kept: {}", kept.join(", "))
             };
-            return Err(ApiError::bad_request(
-                "lib_not_found",
+            return Err(ApiError::new(
+                Code::LibNotFound,
                 format!(
                     "picloud.toml: [libs] {name} = {version}: library {name} has no version {version} ({known})"
                 ),

@@ -12,44 +12,27 @@
 //! The same query language as `docs.find`; reads are linearizable unless
 //! `consistency = "stale"`.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use picloud_actors::docs as service;
 use picloud_actors::host::now_ms;
-use picloud_lua_sdk::{DocsCall, FindArgs, HostError};
+use picloud_lua_sdk::{Code, DocsCall, FindArgs, HostError};
 use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{barrier, require_app};
-use super::auth::Caller;
-use super::{ApiError, Gateway, parse_json, read_body};
+use super::checks::{barrier, require_app};
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
 /// The most documents one admin insert may carry.
 pub const DOCS_INSERT_MAX: usize = 1_000;
 
-pub fn routes() -> Router<Gateway> {
-    Router::new()
-        .route("/apps/{app}/docs/{coll}", post(insert))
-        .route("/apps/{app}/docs/{coll}/find", post(find))
-        .route("/apps/{app}/docs/{coll}/count", post(count))
-        .route("/apps/{app}/docs/{coll}/{id}", get(get_doc).delete(delete))
-        .route("/apps/{app}/indexes", get(indexes))
-}
-
-/// A docs service error as an HTTP error: bad arguments are 400, a query
-/// that examines too much is 422.
+/// A docs service error as an HTTP error, with its code's status (bad
+/// arguments are 400, a query that examines too much is 422).
 fn host_error(error: HostError) -> ApiError {
-    let status = match error.code.as_str() {
-        "query_too_broad" => StatusCode::UNPROCESSABLE_ENTITY,
-        "value_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "storage" | "internal" | "corrupt_value" => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, error.code, error.message)
+    ApiError::new(error.code, error.message)
 }
 
 async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, ApiError> {
@@ -96,7 +79,7 @@ async fn find_request(
     Ok(request)
 }
 
-async fn find(
+pub(super) async fn find(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll)): Path<(String, String)>,
@@ -122,7 +105,7 @@ async fn find(
     Ok(Json(read(&gateway, &app, call).await?))
 }
 
-async fn count(
+pub(super) async fn count(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll)): Path<(String, String)>,
@@ -137,7 +120,7 @@ async fn count(
     Ok(Json(json!({ "count": count })))
 }
 
-async fn get_doc(
+pub(super) async fn get_doc(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll, id)): Path<(String, String, String)>,
@@ -150,8 +133,8 @@ async fn get_doc(
         id: id.clone(),
     };
     match read(&gateway, &app, call).await? {
-        Value::Null => Err(ApiError::not_found(
-            "doc_not_found",
+        Value::Null => Err(ApiError::new(
+            Code::DocNotFound,
             format!("collection {coll} has no document {id}"),
         )),
         doc => Ok(Json(doc)),
@@ -193,7 +176,7 @@ struct InsertRequest {
     docs: Vec<Value>,
 }
 
-async fn insert(
+pub(super) async fn insert(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll)): Path<(String, String)>,
@@ -203,16 +186,16 @@ async fn insert(
     let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
     let request: InsertRequest = parse_json(&bytes)?;
     if request.docs.is_empty() || request.docs.len() > DOCS_INSERT_MAX {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::new(
+            Code::InvalidField,
             format!("docs: give 1 to {DOCS_INSERT_MAX} documents"),
         ));
     }
     let mut calls = Vec::with_capacity(request.docs.len());
     for (index, doc) in request.docs.into_iter().enumerate() {
         if !doc.is_object() {
-            return Err(ApiError::bad_request(
-                "invalid_document",
+            return Err(ApiError::new(
+                Code::InvalidDocument,
                 format!("docs[{index}]: a document must be a JSON object"),
             ));
         }
@@ -225,7 +208,7 @@ async fn insert(
     Ok(Json(json!({ "ids": ids })))
 }
 
-async fn delete(
+pub(super) async fn delete(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path((app, coll, id)): Path<(String, String, String)>,
@@ -240,7 +223,7 @@ async fn delete(
     Ok(Json(json!({ "deleted": existed })))
 }
 
-async fn indexes(
+pub(super) async fn indexes(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path(app): Path<String>,

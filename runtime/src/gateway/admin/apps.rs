@@ -1,0 +1,112 @@
+//! Apps: list, show, create and delete (`/apps`, `/apps/{app}`).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use picloud_actors::host::now_ms;
+use picloud_lua_sdk::Code;
+use picloud_storage::{Command, CommandResult};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::checks::{accepted, check_app_name, existing_app_name};
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
+
+fn app_json(record: &picloud_storage::AppRecord) -> Value {
+    json!({
+        "name": record.name,
+        "created_ms": record.created_ms,
+        "active_version": record.active_version,
+        "latest_version": record.latest_version,
+    })
+}
+
+pub(super) async fn list_apps(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let apps: Vec<Value> = gateway
+        .node
+        .reader()
+        .apps()?
+        .iter()
+        .filter(|record| caller.scope.can_read(&record.name))
+        .map(app_json)
+        .collect();
+    Ok(Json(json!({ "apps": apps })))
+}
+
+pub(super) async fn get_app(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_read(&app)?;
+    let record = gateway
+        .node
+        .reader()
+        .app(&app)?
+        .ok_or_else(|| ApiError::new(Code::AppNotFound, format!("app {app} not found")))?;
+    let mut body = app_json(&record);
+    // Trigger runs pending on this node's copy of the state.
+    body["trigger_backlog"] = json!(gateway.node.reader().outbox_len(&app)?);
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    name: String,
+}
+
+pub(super) async fn create_app(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let request: CreateApp =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    check_app_name(&request.name)?;
+    accepted(
+        gateway
+            .node
+            .write(Command::AppCreate {
+                app: request.name.clone(),
+                now_ms: now_ms(),
+            })
+            .await?,
+    )?;
+    let record = gateway.node.reader().app(&request.name)?;
+    let body = record
+        .as_ref()
+        .map(app_json)
+        .unwrap_or(json!({"name": request.name}));
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub(super) async fn delete_app(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    // The app's scoped keys go in the same log entry: a key is for one app,
+    // not for whoever re-creates its name.
+    let result = accepted(
+        gateway
+            .node
+            .write(Command::AppDeleteWithKeys { app: app.clone() })
+            .await?,
+    )?;
+    let keys_revoked = match result {
+        CommandResult::AppDeleted { keys_revoked } => keys_revoked,
+        _ => 0,
+    };
+    gateway.apps.reload(&existing_app_name(&app)?).await?;
+    gateway.logs.forget(&app);
+    Ok(Json(json!({"deleted": app, "keys_revoked": keys_revoked})))
+}

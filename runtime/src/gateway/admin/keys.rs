@@ -1,0 +1,116 @@
+//! API keys: who am I, create, list and revoke (`/whoami`, `/keys`).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use picloud_actors::host::now_ms;
+use picloud_lua_sdk::Code;
+use picloud_storage::Command;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::checks::accepted;
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
+use crate::keys::{self, Scope};
+
+pub(super) async fn whoami(caller: Caller) -> Json<Value> {
+    Json(json!({"key_id": caller.key_id, "scope": caller.scope.to_string()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    scope: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub(super) async fn create_key(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let request: CreateKey =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    let scope = Scope::parse(&request.scope)
+        .map_err(|message| ApiError::new(Code::InvalidField, format!("scope: {message}")))?;
+    let name = request.name.unwrap_or_default();
+    if name.len() > 128 {
+        return Err(ApiError::new(
+            Code::InvalidField,
+            "name: at most 128 characters",
+        ));
+    }
+    // A name is a label for people: control characters only hide or forge.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            Code::InvalidField,
+            "name: control characters are not allowed",
+        ));
+    }
+    let key = keys::generate();
+    // `KeyCreateForApp`: a scoped key for an app that does not exist is
+    // refused (404 app_not_found), so it cannot wait for someone to create
+    // that name; deleting the app revokes it.
+    accepted(
+        gateway
+            .node
+            .write(Command::KeyCreateForApp {
+                id: key.id.clone(),
+                name: name.clone(),
+                scope: scope.to_string(),
+                secret_hash: key.secret_hash.clone(),
+                now_ms: now_ms(),
+            })
+            .await?,
+    )?;
+    let body = json!({"id": key.id, "key": key.token, "scope": scope.to_string(), "name": name});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub(super) async fn list_keys(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let keys: Vec<Value> = gateway
+        .node
+        .reader()
+        .keys()?
+        .iter()
+        .map(|key| {
+            json!({"id": key.id, "name": key.name, "scope": key.scope, "created_ms": key.created_ms})
+        })
+        .collect();
+    Ok(Json(json!({"keys": keys})))
+}
+
+pub(super) async fn revoke_key(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    // Revoking the last admin key would lock every operator out for good.
+    let keys = gateway.node.reader().keys()?;
+    let is_admin = |key: &picloud_storage::KeyRecord| key.scope == "admin";
+    if keys.iter().any(|key| key.id == id && is_admin(key))
+        && keys.iter().filter(|key| is_admin(key)).count() == 1
+    {
+        return Err(ApiError::new(
+            Code::LastAdminKey,
+            format!("key {id} is the last admin key; create another admin key first"),
+        ));
+    }
+    accepted(
+        gateway
+            .node
+            .write(Command::KeyRevoke { id: id.clone() })
+            .await?,
+    )?;
+    Ok(Json(json!({"revoked": id})))
+}

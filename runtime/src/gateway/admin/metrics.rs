@@ -1,0 +1,102 @@
+//! `/_/metrics`: Prometheus text exposition (admin key). Each gauge or
+//! counter is one row of the table in [`metrics`], so adding one is one row.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::triggers::trigger_backlog;
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway};
+
+/// `/_/metrics`: Prometheus text exposition (admin key).
+pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<Response, ApiError> {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering;
+    caller.require_admin()?;
+    let status = gateway.node.status();
+    let disk = gateway.node.disk();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "# HELP picloud_trigger_backlog Trigger runs pending, per app."
+    );
+    let _ = writeln!(text, "# TYPE picloud_trigger_backlog gauge");
+    for (app, pending) in trigger_backlog(&gateway)? {
+        let _ = writeln!(text, "picloud_trigger_backlog{{app=\"{app}\"}} {pending}");
+    }
+    let stats = &gateway.triggers;
+    for (name, help, kind, value) in [
+        (
+            "picloud_trigger_runs_inflight",
+            "Trigger runs executing on this node.",
+            "gauge",
+            stats.runs_inflight.load(Ordering::Relaxed),
+        ),
+        (
+            "picloud_trigger_runs_completed_total",
+            "Trigger runs this node completed.",
+            "counter",
+            stats.runs_completed.load(Ordering::Relaxed),
+        ),
+        (
+            "picloud_trigger_runs_failed_total",
+            "Trigger runs this node reported failed.",
+            "counter",
+            stats.runs_failed.load(Ordering::Relaxed),
+        ),
+        (
+            "picloud_raft_is_leader",
+            "1 on the Raft leader.",
+            "gauge",
+            u64::from(status.role == "leader"),
+        ),
+        (
+            "picloud_raft_term",
+            "Current Raft term.",
+            "gauge",
+            status.term,
+        ),
+        (
+            "picloud_raft_applied_index",
+            "Last log index applied here.",
+            "gauge",
+            status.applied_index.unwrap_or(0),
+        ),
+        (
+            "picloud_disk_available_bytes",
+            "Free bytes on the data dir's disk (writes fail with disk_full below the reserve).",
+            "gauge",
+            disk.available_bytes().unwrap_or(0),
+        ),
+        (
+            "picloud_disk_reserve_bytes",
+            "The data disk's free-space reserve (disk_reserve_bytes).",
+            "gauge",
+            disk.reserve_bytes(),
+        ),
+    ] {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP picloud_actor_restarts_total Restarts of a supervised actor after a panic.\n\
+         # TYPE picloud_actor_restarts_total counter"
+    );
+    for (actor, restarts) in gateway.restarts.snapshot() {
+        let _ = writeln!(
+            text,
+            "picloud_actor_restarts_total{{actor=\"{actor}\"}} {restarts}"
+        );
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,103 @@
+//! The admin API under `/_/api/v1/`: one file per resource, one route table
+//! (below). Every handler authenticates with [`Caller`](super::auth::Caller)
+//! and checks the scope before it reads or proposes anything.
+//!
+//! # Layout
+//! - `apps.rs`: apps (list, show, create, delete)
+//! - `deploys.rs`: deploys and rollback (the deploy-time bundle checks)
+//! - `kv.rs`: an app's kv store
+//! - `docs.rs`: an app's documents and indexes
+//! - `logs.rs`: an app's log lines, recent or followed
+//! - `triggers.rs`: dead letters and the trigger backlog
+//! - `secrets.rs`: app secrets and master-key rotation
+//! - `libs.rs`: shared libraries (publish, list, resolve pins at deploy)
+//! - `keys.rs`: API keys and `whoami`
+//! - `cluster.rs`: cluster status, join token, node removal
+//! - `metrics.rs`: `/_/metrics` (mounted outside `/_/api/v1` by `gateway`)
+//! - `checks.rs`: the checks the resources share
+
+mod apps;
+mod checks;
+mod cluster;
+mod deploys;
+mod docs;
+mod keys;
+mod kv;
+mod libs;
+mod logs;
+pub mod metrics;
+mod secrets;
+mod triggers;
+
+use axum::Router;
+use axum::routing::{delete, get, post, put};
+use picloud_lua_sdk::Code;
+
+use super::{ApiError, Gateway};
+
+/// Every admin API route, by resource.
+pub fn router() -> Router<Gateway> {
+    Router::new()
+        // keys
+        .route("/whoami", get(keys::whoami))
+        .route("/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/keys/{id}", delete(keys::revoke_key))
+        // apps
+        .route("/apps", get(apps::list_apps).post(apps::create_app))
+        .route("/apps/{app}", get(apps::get_app).delete(apps::delete_app))
+        // deploys
+        .route(
+            "/apps/{app}/deploys",
+            get(deploys::list_deploys).post(deploys::deploy),
+        )
+        .route("/apps/{app}/rollback", post(deploys::rollback))
+        // kv
+        .route("/apps/{app}/kv", get(kv::kv_list))
+        .route(
+            "/apps/{app}/kv/{*key}",
+            get(kv::kv_get).put(kv::kv_put).delete(kv::kv_delete),
+        )
+        // docs
+        .route("/apps/{app}/docs/{coll}", post(docs::insert))
+        .route("/apps/{app}/docs/{coll}/find", post(docs::find))
+        .route("/apps/{app}/docs/{coll}/count", post(docs::count))
+        .route(
+            "/apps/{app}/docs/{coll}/{id}",
+            get(docs::get_doc).delete(docs::delete),
+        )
+        .route("/apps/{app}/indexes", get(docs::indexes))
+        // logs
+        .route("/apps/{app}/logs", get(logs::logs))
+        // triggers
+        .route("/apps/{app}/dead-letters", get(triggers::dead_letters_list))
+        .route(
+            "/apps/{app}/dead-letters/{id}",
+            get(triggers::dead_letter_show).delete(triggers::dead_letter_delete),
+        )
+        .route(
+            "/apps/{app}/dead-letters/{id}/retry",
+            post(triggers::dead_letter_retry),
+        )
+        // secrets
+        .route("/apps/{app}/secrets", get(secrets::list))
+        .route(
+            "/apps/{app}/secrets/{name}",
+            put(secrets::set).delete(secrets::delete),
+        )
+        .route("/secrets/rotate-key", post(secrets::rotate_key))
+        // libs
+        .route("/libs", get(libs::list))
+        .route("/libs/{name}", post(libs::publish))
+        // cluster
+        .route("/cluster/status", get(cluster::cluster_status))
+        .route("/cluster/token", get(cluster::cluster_token))
+        .route("/cluster/nodes/{id}", delete(cluster::remove_node))
+        .fallback(api_not_found)
+}
+
+async fn api_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        Code::NotFound,
+        format!("no admin API endpoint at {}", uri.path()),
+    )
+}
