@@ -65,7 +65,7 @@ async fn pass(
     limits: &ScheduleLimits,
     parsed: &mut HashMap<(String, String, String, String), Schedule>,
 ) -> Result<Option<u64>, String> {
-    if node.status().role != "leader" {
+    if !node.status().role.is_leader() {
         return Ok(None);
     }
     let reader = node.reader();

@@ -42,10 +42,13 @@ pub mod error;
 pub mod identity;
 pub mod membership;
 pub mod node;
+pub mod proposer;
+pub mod status;
 pub mod transport;
 
 pub use config::ClusterConfig;
 pub use duty::{Duty, arm_fault, fault_point};
 pub use error::ClusterError;
-pub use node::{ClusterStatus, JoinTarget, MemberStatus, Node, NodeStatus, cluster_status};
+pub use node::{JoinTarget, Node};
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};
+pub use status::{ClusterStatus, MemberRole, MemberStatus, NodeStatus, Role, cluster_status};

@@ -5,24 +5,28 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::disk::{DiskFull, DiskGuard};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{Raft, ServerState, SnapshotPolicy};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{Raft, SnapshotPolicy};
 use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::batcher::{BatchLimits, Batcher, Proposal};
-use crate::duty::Duty;
-
 use crate::config::ClusterConfig;
+use crate::disk::DiskGuard;
+use crate::duty::Duty;
 use crate::error::ClusterError;
 use crate::identity::{self, Identity};
+use crate::proposer::{
+    Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
+    wait_for_leader,
+};
+use crate::status::{ClusterStatus, NodeStatus, Role, cluster_status};
 use crate::transport::{
-    ClusterCa, ForwardCallError, ForwardClient, ForwardError, ForwardFuture, ForwardHandler,
-    ForwardReply, ForwardRequest, JoinConnection, JoinHandler, JoinOutcome, JoinToken,
-    NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join,
-    serve_peers, wait_applied,
+    ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
+    ForwardRequest, JoinConnection, JoinHandler, JoinOutcome, JoinToken, NodeCertificate,
+    PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join, serve_peers,
+    wait_applied,
 };
 
 /// The id the first node of a new cluster takes.
@@ -31,211 +35,6 @@ const FIRST_NODE_ID: NodeId = 1;
 /// How long `cluster_status` waits for the leader's view before answering
 /// with this node's own.
 const STATUS_FROM_LEADER_WAIT_MS: u64 = 1_000;
-
-/// A snapshot of this node's view of the cluster, for status pages and tests.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeStatus {
-    pub id: NodeId,
-    pub role: &'static str,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub voters: Vec<NodeId>,
-    pub nodes: BTreeMap<NodeId, NodeInfo>,
-}
-
-/// Proposes log entries: the one path every write takes into Raft.
-pub struct Proposer {
-    id: NodeId,
-    raft: Raft<TypeConfig>,
-    config: Arc<ClusterConfig>,
-    forward: ForwardClient,
-}
-
-impl Proposer {
-    /// Proposes one log entry and waits until it is applied on this node.
-    pub async fn propose(&self, command: Command) -> Result<CommandResult, ClusterError> {
-        let deadline = Instant::now() + self.config.leader_wait();
-        loop {
-            self.wait_for_leader(deadline).await?;
-            let attempt = tokio::time::timeout(
-                self.config.write_timeout(),
-                self.raft.client_write(command.clone()),
-            )
-            .await;
-            match attempt {
-                Ok(Ok(response)) => return Ok(response.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                    match (forward.leader_id, forward.leader_node) {
-                        // Another node leads: forward the write there, then
-                        // wait until this node has applied it (read-your-writes).
-                        (Some(leader), Some(info)) if leader != self.id => {
-                            let forwarded = tokio::select! {
-                                result = self.forward.write_via(leader, &info.peer, command.clone()) => Some(result),
-                                () = leader_changed(&self.raft, leader) => None,
-                            };
-                            let Some(forwarded) = forwarded else {
-                                // The leader we sent to lost office (or died):
-                                // the write may or may not have committed.
-                                return Err(ClusterError::Timeout {
-                                    operation: "forwarded write (the leader changed; outcome unknown)",
-                                    waited_ms: 0,
-                                });
-                            };
-                            match forwarded {
-                                Ok((result, index)) => {
-                                    wait_applied(&self.raft, index, self.config.write_timeout())
-                                        .await?;
-                                    return Ok(result);
-                                }
-                                Err(ForwardCallError::Refused {
-                                    error:
-                                        ForwardError::DiskFull {
-                                            available_bytes,
-                                            reserve_bytes,
-                                        },
-                                    ..
-                                }) => {
-                                    return Err(ClusterError::DiskFull(DiskFull {
-                                        available_bytes,
-                                        reserve_bytes,
-                                    }));
-                                }
-                                // Certainly not applied: safe to try again.
-                                Err(error) if error.not_applied() => {
-                                    tracing::debug!(%error, "forwarded write not applied; retrying");
-                                    pause_before_retry(&self.config, deadline).await?;
-                                }
-                                Err(error) => {
-                                    return Err(ClusterError::Timeout {
-                                        operation: forwarded_write_outcome(&error),
-                                        waited_ms: self.config.write_timeout_ms,
-                                    });
-                                }
-                            }
-                        }
-                        // Leadership moved while the write was queued: wait and retry.
-                        (leader, _) => redirect_unless_leaderless(self.id, leader)?,
-                    }
-                }
-                Ok(Err(RaftError::Fatal(fatal))) => return Err(stopped(fatal)),
-                Ok(Err(other)) => {
-                    return Err(ClusterError::Raft {
-                        message: other.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(ClusterError::Timeout {
-                        operation: "write",
-                        waited_ms: self.config.write_timeout_ms,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Waits (bounded by `deadline`) until some node is known to lead.
-    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
-        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
-    }
-}
-
-/// One member as `picloud cluster status --json` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemberStatus {
-    pub id: NodeId,
-    pub http: String,
-    pub peer: String,
-    /// `leader`, `follower`, `learner` or `unreachable` (as far as this node knows).
-    pub role: String,
-    /// The last log index known applied (this node) or replicated (others, as
-    /// seen by the leader); `None` when unknown.
-    pub applied_index: Option<u64>,
-    /// On the leader's own row, milliseconds since it last heard a quorum;
-    /// on the others, since the member last answered the leader. `None` when
-    /// this view is not the leader's.
-    pub last_contact_ms: Option<u64>,
-}
-
-/// The cluster as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ClusterStatus {
-    pub leader: Option<NodeId>,
-    pub nodes: Vec<MemberStatus>,
-    /// More voters that may fail before writes stop: (voters - 1) / 2, less
-    /// the voters already unreachable.
-    pub failures_tolerated: usize,
-}
-
-/// Builds the cluster view from openraft metrics and, on the leader, when
-/// each member last answered it (`contact_ms`; a member silent for longer
-/// than `unreachable_after_ms` is `unreachable`). Pure, so tests can drive it.
-pub fn cluster_status(
-    this_node: NodeId,
-    metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
-    contact_ms: impl Fn(NodeId) -> Option<u64>,
-    unreachable_after_ms: u64,
-) -> ClusterStatus {
-    let membership = metrics.membership_config.membership();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
-    let is_leader = metrics.current_leader == Some(this_node);
-    let nodes = membership
-        .nodes()
-        .map(|(id, info)| {
-            let voter = voters.contains(id);
-            let (role, applied_index) = if *id == this_node {
-                let role = match metrics.state {
-                    ServerState::Leader => "leader",
-                    ServerState::Learner => "learner",
-                    _ if voter => "follower",
-                    _ => "learner",
-                };
-                (role, metrics.last_applied.map(|log_id| log_id.index))
-            } else {
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|replication| replication.get(id).cloned())
-                    .flatten()
-                    .map(|log_id| log_id.index);
-                let silent = contact_ms(*id).is_none_or(|ms| ms > unreachable_after_ms);
-                let role = if Some(*id) == metrics.current_leader {
-                    "leader"
-                } else if is_leader && (matched.is_none() || silent) {
-                    "unreachable"
-                } else if voter {
-                    "follower"
-                } else {
-                    "learner"
-                };
-                (role, matched)
-            };
-            MemberStatus {
-                id: *id,
-                http: info.http.clone(),
-                peer: info.peer.clone(),
-                role: role.to_string(),
-                applied_index,
-                last_contact_ms: match (is_leader, *id == this_node) {
-                    (true, true) => metrics.millis_since_quorum_ack,
-                    (true, false) => contact_ms(*id),
-                    (false, _) => None,
-                },
-            }
-        })
-        .collect::<Vec<MemberStatus>>();
-    // A voter already unreachable is a failure that has happened.
-    let unreachable_voters = nodes
-        .iter()
-        .filter(|node| node.role == "unreachable" && voters.contains(&node.id))
-        .count();
-    ClusterStatus {
-        leader: metrics.current_leader,
-        nodes,
-        failures_tolerated: (voters.len().saturating_sub(1) / 2).saturating_sub(unreachable_voters),
-    }
-}
 
 /// A running Raft member with its storage.
 #[derive(Clone)]
@@ -668,13 +467,7 @@ impl Node {
     /// This node's current view of the cluster.
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow().clone();
-        let role = match metrics.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Learner => "learner",
-            ServerState::Candidate => "candidate",
-            ServerState::Shutdown => "shutdown",
-        };
+        let role = Role::from(metrics.state);
         let membership = metrics.membership_config.membership();
         NodeStatus {
             id: self.id,
@@ -704,59 +497,6 @@ impl Node {
         self.endpoint.close();
         self.reader.flush_state()?;
         Ok(())
-    }
-}
-
-/// Waits (bounded by `deadline`) until some node is known to lead.
-async fn wait_for_leader(
-    raft: &Raft<TypeConfig>,
-    deadline: Instant,
-    leader_wait_ms: u64,
-) -> Result<(), ClusterError> {
-    let mut metrics = raft.metrics();
-    loop {
-        {
-            let current = metrics.borrow_and_update();
-            if let Err(fatal) = &current.running_state {
-                return Err(ClusterError::Stopped {
-                    message: fatal.to_string(),
-                });
-            }
-            if current.current_leader.is_some() {
-                return Ok(());
-            }
-        }
-        match tokio::time::timeout_at(deadline, metrics.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                return Err(ClusterError::Stopped {
-                    message: "raft metrics closed".to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(ClusterError::NoLeader {
-                    waited_ms: leader_wait_ms,
-                });
-            }
-        }
-    }
-}
-
-/// After a `ForwardToLeader` answer: another node leads → `NotLeader` (the
-/// caller cannot serve this here); no leader or this node → `Ok`, wait and retry.
-fn redirect_unless_leaderless(
-    this_node: NodeId,
-    leader: Option<NodeId>,
-) -> Result<(), ClusterError> {
-    match leader {
-        Some(leader) if leader != this_node => Err(ClusterError::NotLeader { leader }),
-        _ => Ok(()),
-    }
-}
-
-fn stopped(fatal: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Stopped {
-        message: fatal.to_string(),
     }
 }
 
@@ -827,15 +567,6 @@ async fn join_cluster(
         .map_err(|e| ClusterError::Transport {
             message: format!("joining through {}: {e}", target.addr),
         })
-}
-
-/// What a failed forwarded write means for its outcome, as an operation name.
-fn forwarded_write_outcome(error: &ForwardCallError) -> &'static str {
-    if error.not_applied() {
-        "forwarded write (not applied)"
-    } else {
-        "forwarded write (outcome unknown)"
-    }
 }
 
 /// The member's side of a join: any member admits (the id is allocated and
@@ -1000,18 +731,6 @@ impl ForwardHandler for NodeForwardHandler {
     }
 }
 
-/// Waits one heartbeat before a retry, or gives up with `NoLeader` once the
-/// leader wait is spent.
-async fn pause_before_retry(config: &ClusterConfig, deadline: Instant) -> Result<(), ClusterError> {
-    if Instant::now() >= deadline {
-        return Err(ClusterError::NoLeader {
-            waited_ms: config.leader_wait_ms,
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(config.heartbeat_interval_ms)).await;
-    Ok(())
-}
-
 /// The names a node's certificate is issued for: the host of its peer address.
 fn certificate_names(info: &NodeInfo) -> Vec<String> {
     info.peer
@@ -1020,18 +739,4 @@ fn certificate_names(info: &NodeInfo) -> Vec<String> {
         .filter(|host| !host.is_empty())
         .into_iter()
         .collect()
-}
-
-/// Returns once this node no longer sees `leader` as the leader (an election
-/// started or finished elsewhere), or Raft stopped.
-async fn leader_changed(raft: &Raft<TypeConfig>, leader: NodeId) {
-    let mut metrics = raft.metrics();
-    loop {
-        if metrics.borrow_and_update().current_leader != Some(leader) {
-            return;
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
-    }
 }

@@ -40,6 +40,7 @@
 //! ```
 
 pub mod ca;
+pub mod cert_name;
 pub mod endpoint;
 pub mod forward;
 pub mod frame;
@@ -65,7 +66,7 @@ pub use join::{
     JoinError, JoinGrant, JoinOutcome, JoinRefusal, JoinRequest, Joined, answer_join, join,
 };
 pub use peers::PeerConnections;
-pub use raft_network::{QuicClient, QuicNetwork, RaftRpcError};
-pub use raft_rpc::{RaftRpcConfig, SnapshotAnswer, SnapshotOffer};
+pub use raft_network::{QuicClient, QuicNetwork};
+pub use raft_rpc::{RaftRpcConfig, RaftRpcError, SnapshotAnswer, SnapshotOffer};
 pub use raft_server::{JoinHandler, serve_peers, serve_raft, serve_raft_with};
 pub use token::{JoinToken, TokenError};
