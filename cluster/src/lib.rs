@@ -35,6 +35,7 @@
 //! ```
 
 pub mod batcher;
+pub mod boot;
 pub mod config;
 pub mod disk;
 pub mod duty;
@@ -46,9 +47,10 @@ pub mod proposer;
 pub mod status;
 pub mod transport;
 
+pub use boot::JoinTarget;
 pub use config::ClusterConfig;
 pub use duty::{Duty, arm_fault, fault_point};
 pub use error::ClusterError;
-pub use node::{JoinTarget, Node};
+pub use node::Node;
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};
 pub use status::{ClusterStatus, MemberRole, MemberStatus, NodeStatus, Role, cluster_status};

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::batcher::{BatchLimits, Batcher, Proposal};
+use crate::boot::{BootPlan, JoinTarget, TlsFiles, plan_boot};
 use crate::config::ClusterConfig;
 use crate::disk::DiskGuard;
 use crate::duty::Duty;
@@ -88,42 +89,54 @@ impl Node {
         let tls_error = |e: crate::transport::CaError| ClusterError::Transport {
             message: e.to_string(),
         };
-        let (id, ca, certificate) = match (&existing, join) {
-            (Some(identity), _) if identity.node_id == FIRST_NODE_ID => {
-                let (ca, certificate) = tls_identity(&tls_dir, identity.node_id, &info)?;
-                (identity.node_id, ca, certificate)
-            }
-            (Some(identity), _) => (
-                identity.node_id,
+        let load_tls = || -> Result<(ClusterCa, NodeCertificate), ClusterError> {
+            Ok((
                 ClusterCa::load(&tls_dir).map_err(tls_error)?,
                 NodeCertificate::load(&tls_dir).map_err(tls_error)?,
-            ),
-            (None, Some(target)) => {
-                let joined = join_cluster(&target, &info).await?;
-                std::fs::create_dir_all(&tls_dir).map_err(|e| ClusterError::Transport {
-                    message: format!("{}: {e}", tls_dir.display()),
-                })?;
-                joined.node_cert.store(&tls_dir).map_err(tls_error)?;
-                joined.ca.store(&tls_dir).map_err(tls_error)?;
-                // The id came from the cluster's log: remember it before
-                // anything else, so a restart never asks for another.
-                identity::store(
-                    data_dir,
-                    &Identity {
-                        node_id: joined.node_id,
-                    },
-                )?;
-                tracing::info!(
-                    node_id = joined.node_id,
-                    "joined the cluster; waiting to be added as a learner"
-                );
-                (joined.node_id, joined.ca, joined.node_cert)
-            }
-            (None, None) => {
-                let (ca, certificate) = tls_identity(&tls_dir, FIRST_NODE_ID, &info)?;
-                (FIRST_NODE_ID, ca, certificate)
-            }
+            ))
         };
+        let (id, ca, certificate) =
+            match plan_boot(existing.as_ref(), join, TlsFiles::in_dir(&tls_dir)) {
+                BootPlan::Restart { node_id } => {
+                    let (ca, certificate) = load_tls()?;
+                    (node_id, ca, certificate)
+                }
+                BootPlan::FirstStart { create_tls: false } => {
+                    let (ca, certificate) = load_tls()?;
+                    (FIRST_NODE_ID, ca, certificate)
+                }
+                BootPlan::FirstStart { create_tls: true } => {
+                    let (ca, certificate) = create_tls_identity(&tls_dir, FIRST_NODE_ID, &info)?;
+                    (FIRST_NODE_ID, ca, certificate)
+                }
+                BootPlan::Join(target) => {
+                    let joined = join_cluster(&target, &info).await?;
+                    std::fs::create_dir_all(&tls_dir).map_err(|e| ClusterError::Transport {
+                        message: format!("{}: {e}", tls_dir.display()),
+                    })?;
+                    joined.node_cert.store(&tls_dir).map_err(tls_error)?;
+                    joined.ca.store(&tls_dir).map_err(tls_error)?;
+                    // The id came from the cluster's log: remember it before
+                    // anything else, so a restart never asks for another.
+                    identity::store(
+                        data_dir,
+                        &Identity {
+                            node_id: joined.node_id,
+                        },
+                    )?;
+                    tracing::info!(
+                        node_id = joined.node_id,
+                        "joined the cluster; waiting to be added as a learner"
+                    );
+                    (joined.node_id, joined.ca, joined.node_cert)
+                }
+                BootPlan::Refuse(refusal) => {
+                    return Err(ClusterError::Identity {
+                        path: data_dir.display().to_string(),
+                        message: refusal.to_string(),
+                    });
+                }
+            };
         let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
         let disk = Arc::new(DiskGuard::new(data_dir, config.disk_reserve_bytes));
 
@@ -500,9 +513,9 @@ impl Node {
     }
 }
 
-/// Loads this node's TLS identity from `dir`, or, on the first start of a new
-/// cluster, creates the cluster CA and a certificate for this node.
-fn tls_identity(
+/// On the first start of a new cluster: creates the cluster CA and a
+/// certificate for this node in `dir`.
+fn create_tls_identity(
     dir: &Path,
     id: NodeId,
     info: &NodeInfo,
@@ -510,11 +523,6 @@ fn tls_identity(
     let tls_error = |e: crate::transport::CaError| ClusterError::Transport {
         message: e.to_string(),
     };
-    if ClusterCa::exists(dir) {
-        let ca = ClusterCa::load(dir).map_err(tls_error)?;
-        let certificate = NodeCertificate::load(dir).map_err(tls_error)?;
-        return Ok((ca, certificate));
-    }
     std::fs::create_dir_all(dir).map_err(|e| ClusterError::Transport {
         message: format!("{}: {e}", dir.display()),
     })?;
@@ -533,23 +541,6 @@ const JOINS_IN_FLIGHT_MAX: usize = 4;
 
 /// How long a join handshake may take, either side.
 const JOIN_TIMEOUT_MS: u64 = 30_000;
-
-/// Where `picloud serve --join` points: any member's peer address, and the
-/// cluster's join token.
-#[derive(Clone)]
-pub struct JoinTarget {
-    pub addr: std::net::SocketAddr,
-    pub token: String,
-}
-
-impl std::fmt::Debug for JoinTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the token: it admits machines to the cluster.
-        f.debug_struct("JoinTarget")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The joiner's side: proves the token to the member at `target.addr`
 /// (checking the cluster CA before the secret is sent) and receives an id,
