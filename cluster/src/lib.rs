@@ -44,6 +44,7 @@ pub mod identity;
 pub mod membership;
 pub mod node;
 pub mod proposer;
+pub mod sealed;
 pub mod status;
 pub mod transport;
 

@@ -22,7 +22,9 @@ use crate::proposer::{
     Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
     wait_for_leader,
 };
+use crate::sealed;
 use crate::status::{ClusterStatus, NodeStatus, Role, cluster_status};
+use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
     ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
     ForwardRequest, JoinConnection, JoinHandler, JoinOutcome, JoinToken, NodeCertificate,
@@ -392,13 +394,15 @@ impl Node {
 
     /// On the first start of a cluster, puts the cluster CA and a fresh join
     /// secret into the replicated state, so every member can admit joiners
-    /// and print the token. Returns whether anything was created.
+    /// and print the token. Both are sealed under the secrets master key
+    /// first (see `sealed`): the log holds ciphertext only. Returns whether
+    /// anything was created.
     pub async fn ensure_cluster_secrets(&self, now_ms: u64) -> Result<bool, ClusterError> {
         let mut created = false;
         if self.reader.cluster_ca()?.is_none() {
             self.write(Command::SetClusterCa {
                 cert_pem: self.ca.cert_pem().to_string(),
-                key_pem: self.ca.key_pem(),
+                key_pem: sealed::seal_ca_key(self.secret_keys(), &self.ca.key_pem())?,
             })
             .await?;
             created = true;
@@ -406,7 +410,7 @@ impl Node {
         if self.reader.join_secret()?.is_none() {
             let token = JoinToken::generate(&self.ca.ca_hash());
             self.write(Command::SetJoinSecret {
-                secret: token.secret.to_vec(),
+                secret: sealed::seal_join_secret(self.secret_keys(), &token.secret)?,
                 now_ms,
             })
             .await?;
@@ -415,23 +419,62 @@ impl Node {
         Ok(created)
     }
 
+    /// Opens the cluster secrets this node's state holds (the CA key and the
+    /// join secret), so a node started with the wrong master key hears so at
+    /// start, naming the key ids, rather than at its first join. Returns
+    /// whether both were there to check (a new joiner has them only once the
+    /// log reached it: see [`Node::cluster_secrets_replicated`]).
+    pub fn check_cluster_secrets(&self) -> Result<bool, ClusterError> {
+        let ca = self.reader.cluster_ca()?;
+        if let Some((_, key_pem)) = &ca {
+            sealed::open_ca_key(self.secret_keys(), key_pem)?;
+        }
+        let secret = self.reader.join_secret()?;
+        if let Some(secret) = &secret {
+            sealed::open_join_secret(self.secret_keys(), secret)?;
+        }
+        Ok(ca.is_some() && secret.is_some())
+    }
+
+    /// Returns once this node's state holds the cluster's join secret (at
+    /// once, but for a node that just joined), or Raft stopped.
+    pub async fn cluster_secrets_replicated(&self) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if matches!(self.reader.join_secret(), Ok(Some(_))) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The master keys the cluster secrets are sealed under, if this node has them.
+    fn secret_keys(&self) -> Option<&picloud_storage::secret_box::Keyring> {
+        self.config.secret_keys.as_deref()
+    }
+
+    /// The join secret from the replicated state, opened; `None` until
+    /// [`Node::ensure_cluster_secrets`] ran.
+    fn join_secret(&self) -> Result<Option<[u8; SECRET_BYTES]>, ClusterError> {
+        match self.reader.join_secret()? {
+            Some(stored) => Ok(Some(sealed::open_join_secret(self.secret_keys(), &stored)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The join token (`pct1.<ca hash>.<secret>`) a new node passes to
     /// `picloud serve --join`, from the replicated secret. `None` until
     /// [`Node::ensure_cluster_secrets`] ran.
     pub fn join_token(&self) -> Result<Option<String>, ClusterError> {
-        let Some(secret) = self.reader.join_secret()? else {
-            return Ok(None);
-        };
-        let secret: [u8; 32] = secret.try_into().map_err(|_| ClusterError::Transport {
-            message: "the stored join secret is not 32 bytes".to_string(),
-        })?;
-        Ok(Some(
+        Ok(self.join_secret()?.map(|secret| {
             JoinToken {
                 ca_hash: self.ca.ca_hash(),
                 secret,
             }
-            .encode(),
-        ))
+            .encode()
+        }))
     }
 
     /// Every member as this node sees it (`picloud cluster status`).
@@ -579,16 +622,24 @@ impl JoinHandler for NodeJoins {
                     .close(0u32.into(), b"too many joins at once; retry");
                 return;
             };
-            let secret: [u8; 32] = match self.node.reader.join_secret() {
-                Ok(Some(secret)) if secret.len() == 32 => {
-                    let mut bytes = [0u8; 32];
-                    bytes.copy_from_slice(&secret);
-                    bytes
-                }
-                _ => {
+            let secret = match self.node.join_secret() {
+                Ok(Some(secret)) => secret,
+                Ok(None) => {
                     tracing::warn!("refusing a join: this cluster has no join secret yet");
                     join.connection
                         .close(0u32.into(), b"no join secret yet; retry");
+                    return;
+                }
+                Err(error) => {
+                    // A member started with the wrong master key cannot
+                    // check tokens; the joiner hears why and may try another.
+                    let code = match &error {
+                        ClusterError::ClusterSecret(sealed) => sealed.code(),
+                        _ => "internal",
+                    };
+                    tracing::error!(code, %error, "refusing a join: the join secret does not open here");
+                    let reason = format!("{code}: this member cannot check join tokens: {error}");
+                    join.connection.close(0u32.into(), reason.as_bytes());
                     return;
                 }
             };
