@@ -8,62 +8,14 @@
 
 mod common;
 
-use std::path::Path;
-
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::cluster::{api, eventually};
+use common::data_dir::{files_containing, key_id, key_text, snapshot_files};
 use common::{TestNode, install_crypto, manifest};
 use picloud_cluster::transport::JoinToken;
-use sha2::{Digest, Sha256};
 
 const PUT: &str = "return function(req)\n  kv.set(req.params.key, 1)\n  return {status = 201, json = {ok = true}}\nend";
-
-fn key_text(byte: u8) -> String {
-    STANDARD.encode([byte; 32])
-}
-
-/// A key's public id, as the node reports it.
-fn key_id(byte: u8) -> String {
-    Sha256::digest([byte; 32])[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Every file under `dir` (recursively, skipping the directories named in
-/// `skip`) whose raw bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8], skip: &[&str]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if !skip.contains(&name) {
-                    stack.push(path);
-                }
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes.windows(needle.len()).any(|window| window == needle)
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
-
-fn snapshot_files(node: &TestNode) -> usize {
-    std::fs::read_dir(node.data_dir.join("raft/snapshots"))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|entry| entry.path().is_file())
-                .count()
-        })
-        .unwrap_or(0)
-}
 
 /// The lines of base64 inside a PEM file (its body, without the armour).
 fn pem_body_lines(pem: &str) -> Vec<String> {
@@ -94,12 +46,13 @@ async fn cluster_secrets_are_sealed_in_the_log_and_a_wrong_key_is_named() {
 
     // A 2-node join with the same master key works, and the joiner opens
     // the sealed join secret it received through the log.
-    nodes[1].extra_args = vec![
+    let join_args = vec![
         "--join".into(),
         nodes[0].peer_addr(),
         "--join-token".into(),
         token.clone(),
     ];
+    nodes[1].extra_args = join_args.clone();
     nodes[1].start().await;
     let joiner = api(&nodes[1], &admin_key);
     eventually("the joiner prints the cluster's token", || {
@@ -163,12 +116,7 @@ async fn cluster_secrets_are_sealed_in_the_log_and_a_wrong_key_is_named() {
     // A joiner with another master key joins (the token is its own
     // credential) and, once the sealed secrets reach it, names both keys.
     nodes[2].extra_env = vec![("PICLOUD_SECRET_KEY".into(), key_text(0xE2))];
-    nodes[2].extra_args = vec![
-        "--join".into(),
-        nodes[0].peer_addr(),
-        "--join-token".into(),
-        token.clone(),
-    ];
+    nodes[2].extra_args = join_args;
     nodes[2].start().await;
     let mismatch_named = |log: &str| {
         log.contains("secret_key_mismatch")
