@@ -13,6 +13,9 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_picloud");
 
+/// The secrets master key test nodes share (base64 of 32 bytes of 0x7e).
+pub const TEST_SECRET_KEY: &str = "fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn4=";
+
 /// How long a node may take to answer its first health check.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -132,6 +135,10 @@ impl TestNode {
             .open(&self.log_path)
             .expect("node log file");
         let mut command = self.serve_command(log);
+        // One master key for every test node unless a test sets its own: the
+        // members of a cluster need the same key (the cluster CA key and the
+        // join secret are sealed under it), as in production.
+        command.env("PICLOUD_SECRET_KEY", TEST_SECRET_KEY);
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }
