@@ -135,10 +135,13 @@ impl TestNode {
             .open(&self.log_path)
             .expect("node log file");
         let mut command = self.serve_command(log);
-        // One master key for every test node unless a test sets its own: the
-        // members of a cluster need the same key (the cluster CA key and the
-        // join secret are sealed under it), as in production.
-        command.env("PICLOUD_SECRET_KEY", TEST_SECRET_KEY);
+        // One master key for every test node unless a test sets its own (or
+        // runs `--dev`, which has a fixed one): the members of a cluster need
+        // the same key (the cluster CA key and the join secret are sealed
+        // under it), as in production.
+        if !self.extra_args.iter().any(|arg| arg == "--dev") {
+            command.env("PICLOUD_SECRET_KEY", TEST_SECRET_KEY);
+        }
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }
