@@ -136,8 +136,9 @@ pub fn plan_membership(
     .map(MembershipChange::Promote)
 }
 
-/// The learners to promote now, or `None` (part of [`plan_membership`]). Promotes only as many caught-up
-/// learners as keep the voter count odd; ties go to the lowest ids.
+/// The learners to promote now, or `None` (part of [`plan_membership`]).
+/// Promotes only as many caught-up learners as keep the voter count odd;
+/// ties go to the lowest ids.
 pub fn plan_promotion(
     voters: &BTreeSet<NodeId>,
     learners: &BTreeMap<NodeId, Option<u64>>,
@@ -161,8 +162,9 @@ pub fn plan_promotion(
     (promote > 0).then(|| caught_up.into_iter().take(promote).collect())
 }
 
-/// The voter to demote when the voter count is even (part of [`plan_membership`]): the highest id that is
-/// not the leader. `None` when the count is odd (or there is nobody to demote).
+/// The voter to demote when the voter count is even (part of
+/// [`plan_membership`]): the highest id that is not the leader. `None` when
+/// the count is odd (or there is nobody to demote).
 pub fn plan_demotion(voters: &BTreeSet<NodeId>, leader: NodeId) -> Option<NodeId> {
     if voters.len() % 2 == 1 || voters.len() < 2 {
         return None;
