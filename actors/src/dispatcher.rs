@@ -166,7 +166,7 @@ async fn scan_forever(shared: Arc<Shared>) {
 /// One pass over every app's outbox; whether anything was claimed.
 async fn scan(shared: &Arc<Shared>) -> Result<bool, String> {
     let status = shared.node.status();
-    if status.role != "leader" {
+    if !status.role.is_leader() {
         return Ok(false);
     }
     let term = status.term;

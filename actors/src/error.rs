@@ -99,6 +99,16 @@ pub fn secret_code(error: &SecretBoxError) -> Code {
     }
 }
 
+/// The code of a cluster secret (CA key, join secret) that does not open:
+/// a wrong master key as for app secrets, anything else `secret_corrupt`.
+pub fn seal_code(error: &picloud_cluster::sealed::SealError) -> Code {
+    if error.is_wrong_key() {
+        Code::SecretKeyMismatch
+    } else {
+        Code::SecretCorrupt
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use picloud_storage::triggers::dead_code;

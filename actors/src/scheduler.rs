@@ -147,7 +147,7 @@ async fn pass(
     limits: &ScheduleLimits,
     parsed: &Mutex<ParsedSchedules>,
 ) -> Result<Option<u64>, String> {
-    if node.status().role != "leader" {
+    if !node.status().role.is_leader() {
         return Ok(None);
     }
     let triggers = cron_triggers(node)?;

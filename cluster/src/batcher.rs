@@ -18,7 +18,7 @@ use picloud_storage::{Command, CommandResult};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::ClusterError;
-use crate::node::Proposer;
+use crate::proposer::Proposer;
 
 /// One queued write and where its result goes.
 pub struct Proposal {

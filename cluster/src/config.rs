@@ -1,6 +1,9 @@
 //! Cluster settings with their defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use picloud_storage::secret_box::Keyring;
 
 /// Raft timings and the bounds on waiting for a leader.
 #[derive(Debug, Clone)]
@@ -34,6 +37,12 @@ pub struct ClusterConfig {
     /// Free bytes kept on the data dir's disk: below it, writes are refused
     /// with `disk_full` (deletions down to half of it); 0 turns the check off.
     pub disk_reserve_bytes: u64,
+    /// The secrets master keys that seal the cluster CA key and the join
+    /// secret before they enter the log, and open them (see `sealed`).
+    /// `picloud serve` always sets them; without them (`None`, the default,
+    /// for tests of lower layers) the node cannot create the cluster
+    /// secrets, print the token or admit joiners.
+    pub secret_keys: Option<Arc<Keyring>>,
 }
 
 impl Default for ClusterConfig {
@@ -52,6 +61,7 @@ impl Default for ClusterConfig {
             batch_bytes_max: 1024 * 1024,
             batches_inflight_max: 2,
             disk_reserve_bytes: crate::disk::DISK_RESERVE_BYTES_DEFAULT,
+            secret_keys: None,
         }
     }
 }

@@ -42,6 +42,11 @@ pub enum ClusterError {
     /// reserve; the write was not proposed. Not retryable until space is freed.
     #[error(transparent)]
     DiskFull(#[from] crate::disk::DiskFull),
+    /// A cluster secret in the log (CA key, join secret) does not open with
+    /// this node's secrets master key; `SealError::code` names it
+    /// (`secret_key_mismatch` for a wrong key).
+    #[error(transparent)]
+    ClusterSecret(#[from] crate::sealed::SealError),
 }
 
 impl ClusterError {

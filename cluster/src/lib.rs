@@ -8,25 +8,42 @@
 //!
 //! # Layout
 //!
-//! - `config`: `ClusterConfig`, Raft timings and limits with their defaults.
+//! - `config`: `ClusterConfig`, Raft timings, limits and the secrets master
+//!   keys, with their defaults.
+//! - `boot`: `plan_boot`, the pure boot decision (restart, first start, join,
+//!   refuse) from the data dir's identity, TLS files and `--join`; `JoinTarget`.
+//! - `node`: `Node`: start (carries out the boot plan, opens storage, binds
+//!   the QUIC endpoint, starts Raft, initialises a one-voter cluster on a
+//!   first start), write, read barrier, cluster secrets and the join token,
+//!   status, shutdown; the member's side of joins (`NodeJoins`) and of
+//!   forwarding (`NodeForwardHandler`).
+//! - `proposer`: `Proposer`, the one path a write takes into Raft: proposed
+//!   here when this node leads, forwarded to the leader when another does.
+//! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
+//!   flushes once per append on the leader, so batching is where write throughput comes from).
 //! - `duty`: `Duty`, a named restartable loop (batcher, peers, membership)
 //!   that `Node::start` returns for the caller's supervisor, and the
 //!   test-only fault switch (`fault-injection` feature).
+//! - `membership`: `plan_membership`, the pure membership planner (admitted
+//!   nodes join as learners, removed nodes leave, voters kept odd, caught-up
+//!   learners promoted), and the leader's loop that executes it.
+//! - `status`: `NodeStatus`, `ClusterStatus`, `MemberStatus`, the `Role` and
+//!   `MemberRole` enums, and `cluster_status` (pure, from Raft metrics).
+//! - `sealed`: the cluster CA key and the join secret sealed under the
+//!   secrets master key before they enter the log (plain records from older
+//!   nodes still read).
 //! - `disk`: the data disk's free-space reserve every write is checked
 //!   against (`DiskGuard`; below it, `ClusterError::DiskFull`).
-//! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
-//!   flushes once per append on the leader, so batching is where write throughput comes from).
-//! - `node`: `Node`, boot (initialise a one-voter cluster on first start, create
-//!   the cluster CA and this node's certificate, bind the QUIC endpoint, serve
-//!   Raft RPCs and forwarded requests on it), write, read barrier, status, shutdown.
 //! - `identity`: the node's persistent identity in the data dir.
-//! - `membership`: the leader promotes caught-up learners, keeping voters odd.
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `Timeout`) and fatal.
 //! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
-//!   openraft's network over it (`QuicNetwork`, `serve_raft`) and forwarding of writes and
-//!   read-index requests to the leader (`ForwardClient`, `ForwardHandler`). `Node` runs
-//!   Raft on `QuicNetwork` and serves `serve_raft_with`; joining and follower-side
-//!   forwarding are not wired yet.
+//!   openraft's network over it (`QuicNetwork`, `serve_peers`) and forwarding of writes and
+//!   read-index requests to the leader (`ForwardClient`, `ForwardHandler`). A new
+//!   node joins through any member (`--join`); a follower forwards writes and
+//!   read-index requests to the leader.
+//!
+//! Modules depend downwards only (`.ci/import-cycles` lists any circle):
+//! `node` → `boot`, `batcher` → `proposer` → `transport` → `status`.
 //!
 //! ```text
 //!   actors/runtime ──write(cmd)──▶ Node ──client_write──▶ openraft ──append──▶ LogStore (group commit)
@@ -35,6 +52,7 @@
 //! ```
 
 pub mod batcher;
+pub mod boot;
 pub mod config;
 pub mod disk;
 pub mod duty;
@@ -42,10 +60,15 @@ pub mod error;
 pub mod identity;
 pub mod membership;
 pub mod node;
+pub mod proposer;
+pub mod sealed;
+pub mod status;
 pub mod transport;
 
+pub use boot::JoinTarget;
 pub use config::ClusterConfig;
 pub use duty::{Duty, arm_fault, fault_point};
 pub use error::ClusterError;
-pub use node::{ClusterStatus, JoinTarget, MemberStatus, Node, NodeStatus, cluster_status};
+pub use node::Node;
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};
+pub use status::{ClusterStatus, MemberRole, MemberStatus, NodeStatus, Role, cluster_status};

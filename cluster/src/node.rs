@@ -5,24 +5,31 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::disk::{DiskFull, DiskGuard};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{Raft, ServerState, SnapshotPolicy};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{Raft, SnapshotPolicy};
 use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::batcher::{BatchLimits, Batcher, Proposal};
-use crate::duty::Duty;
-
+use crate::boot::{BootPlan, JoinTarget, TlsFiles, plan_boot};
 use crate::config::ClusterConfig;
+use crate::disk::DiskGuard;
+use crate::duty::Duty;
 use crate::error::ClusterError;
 use crate::identity::{self, Identity};
+use crate::proposer::{
+    Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
+    wait_for_leader,
+};
+use crate::sealed;
+use crate::status::{ClusterStatus, NodeStatus, Role, cluster_status};
+use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
-    ClusterCa, ForwardCallError, ForwardClient, ForwardError, ForwardFuture, ForwardHandler,
-    ForwardReply, ForwardRequest, JoinConnection, JoinHandler, JoinOutcome, JoinToken,
-    NodeCertificate, PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join,
-    serve_peers, wait_applied,
+    ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
+    ForwardRequest, JoinConnection, JoinHandler, JoinOutcome, JoinToken, NodeCertificate,
+    PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join, serve_peers,
+    wait_applied,
 };
 
 /// The id the first node of a new cluster takes.
@@ -31,208 +38,6 @@ const FIRST_NODE_ID: NodeId = 1;
 /// How long `cluster_status` waits for the leader's view before answering
 /// with this node's own.
 const STATUS_FROM_LEADER_WAIT_MS: u64 = 1_000;
-
-/// A snapshot of this node's view of the cluster, for status pages and tests.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeStatus {
-    pub id: NodeId,
-    pub role: &'static str,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub voters: Vec<NodeId>,
-    pub nodes: BTreeMap<NodeId, NodeInfo>,
-}
-
-/// Proposes log entries: the one path every write takes into Raft.
-pub struct Proposer {
-    id: NodeId,
-    raft: Raft<TypeConfig>,
-    config: Arc<ClusterConfig>,
-    forward: ForwardClient,
-}
-
-impl Proposer {
-    /// Proposes one log entry and waits until it is applied on this node.
-    pub async fn propose(&self, command: Command) -> Result<CommandResult, ClusterError> {
-        let deadline = Instant::now() + self.config.leader_wait();
-        loop {
-            self.wait_for_leader(deadline).await?;
-            let attempt = tokio::time::timeout(
-                self.config.write_timeout(),
-                self.raft.client_write(command.clone()),
-            )
-            .await;
-            match attempt {
-                Ok(Ok(response)) => return Ok(response.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                    match (forward.leader_id, forward.leader_node) {
-                        // Another node leads: forward the write there, then
-                        // wait until this node has applied it (read-your-writes).
-                        (Some(leader), Some(info)) if leader != self.id => {
-                            let forwarded = tokio::select! {
-                                result = self.forward.write_via(leader, &info.peer, command.clone()) => Some(result),
-                                () = leader_changed(&self.raft, leader) => None,
-                            };
-                            let Some(forwarded) = forwarded else {
-                                // The leader we sent to lost office (or died):
-                                // the write may or may not have committed.
-                                return Err(ClusterError::OutcomeUnknown {
-                                    leader,
-                                    reason: "the leader changed before it answered".into(),
-                                });
-                            };
-                            match forwarded {
-                                Ok((result, index)) => {
-                                    wait_applied(&self.raft, index, self.config.write_timeout())
-                                        .await?;
-                                    return Ok(result);
-                                }
-                                Err(ForwardCallError::Refused {
-                                    error:
-                                        ForwardError::DiskFull {
-                                            available_bytes,
-                                            reserve_bytes,
-                                        },
-                                    ..
-                                }) => {
-                                    return Err(ClusterError::DiskFull(DiskFull {
-                                        available_bytes,
-                                        reserve_bytes,
-                                    }));
-                                }
-                                // Certainly not applied: safe to try again.
-                                Err(error) if error.not_applied() => {
-                                    tracing::debug!(%error, "forwarded write not applied; retrying");
-                                    pause_before_retry(&self.config, deadline).await?;
-                                }
-                                Err(error) => {
-                                    return Err(error.write_error(self.config.write_timeout_ms));
-                                }
-                            }
-                        }
-                        // Leadership moved while the write was queued: wait and retry.
-                        (leader, _) => redirect_unless_leaderless(self.id, leader)?,
-                    }
-                }
-                Ok(Err(RaftError::Fatal(fatal))) => return Err(stopped(fatal)),
-                Ok(Err(other)) => {
-                    return Err(ClusterError::Raft {
-                        message: other.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(ClusterError::Timeout {
-                        operation: "write",
-                        waited_ms: self.config.write_timeout_ms,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Waits (bounded by `deadline`) until some node is known to lead.
-    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
-        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
-    }
-}
-
-/// One member as `picloud cluster status --json` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemberStatus {
-    pub id: NodeId,
-    pub http: String,
-    pub peer: String,
-    /// `leader`, `follower`, `learner` or `unreachable` (as far as this node knows).
-    pub role: String,
-    /// The last log index known applied (this node) or replicated (others, as
-    /// seen by the leader); `None` when unknown.
-    pub applied_index: Option<u64>,
-    /// On the leader's own row, milliseconds since it last heard a quorum;
-    /// on the others, since the member last answered the leader. `None` when
-    /// this view is not the leader's.
-    pub last_contact_ms: Option<u64>,
-}
-
-/// The cluster as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ClusterStatus {
-    pub leader: Option<NodeId>,
-    pub nodes: Vec<MemberStatus>,
-    /// More voters that may fail before writes stop: (voters - 1) / 2, less
-    /// the voters already unreachable.
-    pub failures_tolerated: usize,
-}
-
-/// Builds the cluster view from openraft metrics and, on the leader, when
-/// each member last answered it (`contact_ms`; a member silent for longer
-/// than `unreachable_after_ms` is `unreachable`). Pure, so tests can drive it.
-pub fn cluster_status(
-    this_node: NodeId,
-    metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
-    contact_ms: impl Fn(NodeId) -> Option<u64>,
-    unreachable_after_ms: u64,
-) -> ClusterStatus {
-    let membership = metrics.membership_config.membership();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
-    let is_leader = metrics.current_leader == Some(this_node);
-    let nodes = membership
-        .nodes()
-        .map(|(id, info)| {
-            let voter = voters.contains(id);
-            let (role, applied_index) = if *id == this_node {
-                let role = match metrics.state {
-                    ServerState::Leader => "leader",
-                    ServerState::Learner => "learner",
-                    _ if voter => "follower",
-                    _ => "learner",
-                };
-                (role, metrics.last_applied.map(|log_id| log_id.index))
-            } else {
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|replication| replication.get(id).cloned())
-                    .flatten()
-                    .map(|log_id| log_id.index);
-                let silent = contact_ms(*id).is_none_or(|ms| ms > unreachable_after_ms);
-                let role = if Some(*id) == metrics.current_leader {
-                    "leader"
-                } else if is_leader && (matched.is_none() || silent) {
-                    "unreachable"
-                } else if voter {
-                    "follower"
-                } else {
-                    "learner"
-                };
-                (role, matched)
-            };
-            MemberStatus {
-                id: *id,
-                http: info.http.clone(),
-                peer: info.peer.clone(),
-                role: role.to_string(),
-                applied_index,
-                last_contact_ms: match (is_leader, *id == this_node) {
-                    (true, true) => metrics.millis_since_quorum_ack,
-                    (true, false) => contact_ms(*id),
-                    (false, _) => None,
-                },
-            }
-        })
-        .collect::<Vec<MemberStatus>>();
-    // A voter already unreachable is a failure that has happened.
-    let unreachable_voters = nodes
-        .iter()
-        .filter(|node| node.role == "unreachable" && voters.contains(&node.id))
-        .count();
-    ClusterStatus {
-        leader: metrics.current_leader,
-        nodes,
-        failures_tolerated: (voters.len().saturating_sub(1) / 2).saturating_sub(unreachable_voters),
-    }
-}
 
 /// A running Raft member with its storage.
 #[derive(Clone)]
@@ -286,42 +91,54 @@ impl Node {
         let tls_error = |e: crate::transport::CaError| ClusterError::Transport {
             message: e.to_string(),
         };
-        let (id, ca, certificate) = match (&existing, join) {
-            (Some(identity), _) if identity.node_id == FIRST_NODE_ID => {
-                let (ca, certificate) = tls_identity(&tls_dir, identity.node_id, &info)?;
-                (identity.node_id, ca, certificate)
-            }
-            (Some(identity), _) => (
-                identity.node_id,
+        let load_tls = || -> Result<(ClusterCa, NodeCertificate), ClusterError> {
+            Ok((
                 ClusterCa::load(&tls_dir).map_err(tls_error)?,
                 NodeCertificate::load(&tls_dir).map_err(tls_error)?,
-            ),
-            (None, Some(target)) => {
-                let joined = join_cluster(&target, &info).await?;
-                std::fs::create_dir_all(&tls_dir).map_err(|e| ClusterError::Transport {
-                    message: format!("{}: {e}", tls_dir.display()),
-                })?;
-                joined.node_cert.store(&tls_dir).map_err(tls_error)?;
-                joined.ca.store(&tls_dir).map_err(tls_error)?;
-                // The id came from the cluster's log: remember it before
-                // anything else, so a restart never asks for another.
-                identity::store(
-                    data_dir,
-                    &Identity {
-                        node_id: joined.node_id,
-                    },
-                )?;
-                tracing::info!(
-                    node_id = joined.node_id,
-                    "joined the cluster; waiting to be added as a learner"
-                );
-                (joined.node_id, joined.ca, joined.node_cert)
-            }
-            (None, None) => {
-                let (ca, certificate) = tls_identity(&tls_dir, FIRST_NODE_ID, &info)?;
-                (FIRST_NODE_ID, ca, certificate)
-            }
+            ))
         };
+        let (id, ca, certificate) =
+            match plan_boot(existing.as_ref(), join, TlsFiles::in_dir(&tls_dir)) {
+                BootPlan::Restart { node_id } => {
+                    let (ca, certificate) = load_tls()?;
+                    (node_id, ca, certificate)
+                }
+                BootPlan::FirstStart { create_tls: false } => {
+                    let (ca, certificate) = load_tls()?;
+                    (FIRST_NODE_ID, ca, certificate)
+                }
+                BootPlan::FirstStart { create_tls: true } => {
+                    let (ca, certificate) = create_tls_identity(&tls_dir, FIRST_NODE_ID, &info)?;
+                    (FIRST_NODE_ID, ca, certificate)
+                }
+                BootPlan::Join(target) => {
+                    let joined = join_cluster(&target, &info).await?;
+                    std::fs::create_dir_all(&tls_dir).map_err(|e| ClusterError::Transport {
+                        message: format!("{}: {e}", tls_dir.display()),
+                    })?;
+                    joined.node_cert.store(&tls_dir).map_err(tls_error)?;
+                    joined.ca.store(&tls_dir).map_err(tls_error)?;
+                    // The id came from the cluster's log: remember it before
+                    // anything else, so a restart never asks for another.
+                    identity::store(
+                        data_dir,
+                        &Identity {
+                            node_id: joined.node_id,
+                        },
+                    )?;
+                    tracing::info!(
+                        node_id = joined.node_id,
+                        "joined the cluster; waiting to be added as a learner"
+                    );
+                    (joined.node_id, joined.ca, joined.node_cert)
+                }
+                BootPlan::Refuse(refusal) => {
+                    return Err(ClusterError::Identity {
+                        path: data_dir.display().to_string(),
+                        message: refusal.to_string(),
+                    });
+                }
+            };
         let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
         let disk = Arc::new(DiskGuard::new(data_dir, config.disk_reserve_bytes));
 
@@ -577,13 +394,15 @@ impl Node {
 
     /// On the first start of a cluster, puts the cluster CA and a fresh join
     /// secret into the replicated state, so every member can admit joiners
-    /// and print the token. Returns whether anything was created.
+    /// and print the token. Both are sealed under the secrets master key
+    /// first (see `sealed`): the log holds ciphertext only. Returns whether
+    /// anything was created.
     pub async fn ensure_cluster_secrets(&self, now_ms: u64) -> Result<bool, ClusterError> {
         let mut created = false;
         if self.reader.cluster_ca()?.is_none() {
             self.write(Command::SetClusterCa {
                 cert_pem: self.ca.cert_pem().to_string(),
-                key_pem: self.ca.key_pem(),
+                key_pem: sealed::seal_ca_key(self.secret_keys(), &self.ca.key_pem())?,
             })
             .await?;
             created = true;
@@ -591,7 +410,7 @@ impl Node {
         if self.reader.join_secret()?.is_none() {
             let token = JoinToken::generate(&self.ca.ca_hash());
             self.write(Command::SetJoinSecret {
-                secret: token.secret.to_vec(),
+                secret: sealed::seal_join_secret(self.secret_keys(), &token.secret)?,
                 now_ms,
             })
             .await?;
@@ -600,23 +419,62 @@ impl Node {
         Ok(created)
     }
 
+    /// Opens the cluster secrets this node's state holds (the CA key and the
+    /// join secret), so a node started with the wrong master key hears so at
+    /// start, naming the key ids, rather than at its first join. Returns
+    /// whether both were there to check (a new joiner has them only once the
+    /// log reached it: see [`Node::cluster_secrets_replicated`]).
+    pub fn check_cluster_secrets(&self) -> Result<bool, ClusterError> {
+        let ca = self.reader.cluster_ca()?;
+        if let Some((_, key_pem)) = &ca {
+            sealed::open_ca_key(self.secret_keys(), key_pem)?;
+        }
+        let secret = self.reader.join_secret()?;
+        if let Some(secret) = &secret {
+            sealed::open_join_secret(self.secret_keys(), secret)?;
+        }
+        Ok(ca.is_some() && secret.is_some())
+    }
+
+    /// Returns once this node's state holds the cluster's join secret (at
+    /// once, but for a node that just joined), or Raft stopped.
+    pub async fn cluster_secrets_replicated(&self) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if matches!(self.reader.join_secret(), Ok(Some(_))) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The master keys the cluster secrets are sealed under, if this node has them.
+    fn secret_keys(&self) -> Option<&picloud_storage::secret_box::Keyring> {
+        self.config.secret_keys.as_deref()
+    }
+
+    /// The join secret from the replicated state, opened; `None` until
+    /// [`Node::ensure_cluster_secrets`] ran.
+    fn join_secret(&self) -> Result<Option<[u8; SECRET_BYTES]>, ClusterError> {
+        match self.reader.join_secret()? {
+            Some(stored) => Ok(Some(sealed::open_join_secret(self.secret_keys(), &stored)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The join token (`pct1.<ca hash>.<secret>`) a new node passes to
     /// `picloud serve --join`, from the replicated secret. `None` until
     /// [`Node::ensure_cluster_secrets`] ran.
     pub fn join_token(&self) -> Result<Option<String>, ClusterError> {
-        let Some(secret) = self.reader.join_secret()? else {
-            return Ok(None);
-        };
-        let secret: [u8; 32] = secret.try_into().map_err(|_| ClusterError::Transport {
-            message: "the stored join secret is not 32 bytes".to_string(),
-        })?;
-        Ok(Some(
+        Ok(self.join_secret()?.map(|secret| {
             JoinToken {
                 ca_hash: self.ca.ca_hash(),
                 secret,
             }
-            .encode(),
-        ))
+            .encode()
+        }))
     }
 
     /// Every member as this node sees it (`picloud cluster status`).
@@ -665,13 +523,7 @@ impl Node {
     /// This node's current view of the cluster.
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow().clone();
-        let role = match metrics.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Learner => "learner",
-            ServerState::Candidate => "candidate",
-            ServerState::Shutdown => "shutdown",
-        };
+        let role = Role::from(metrics.state);
         let membership = metrics.membership_config.membership();
         NodeStatus {
             id: self.id,
@@ -704,62 +556,9 @@ impl Node {
     }
 }
 
-/// Waits (bounded by `deadline`) until some node is known to lead.
-async fn wait_for_leader(
-    raft: &Raft<TypeConfig>,
-    deadline: Instant,
-    leader_wait_ms: u64,
-) -> Result<(), ClusterError> {
-    let mut metrics = raft.metrics();
-    loop {
-        {
-            let current = metrics.borrow_and_update();
-            if let Err(fatal) = &current.running_state {
-                return Err(ClusterError::Stopped {
-                    message: fatal.to_string(),
-                });
-            }
-            if current.current_leader.is_some() {
-                return Ok(());
-            }
-        }
-        match tokio::time::timeout_at(deadline, metrics.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                return Err(ClusterError::Stopped {
-                    message: "raft metrics closed".to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(ClusterError::NoLeader {
-                    waited_ms: leader_wait_ms,
-                });
-            }
-        }
-    }
-}
-
-/// After a `ForwardToLeader` answer: another node leads → `NotLeader` (the
-/// caller cannot serve this here); no leader or this node → `Ok`, wait and retry.
-fn redirect_unless_leaderless(
-    this_node: NodeId,
-    leader: Option<NodeId>,
-) -> Result<(), ClusterError> {
-    match leader {
-        Some(leader) if leader != this_node => Err(ClusterError::NotLeader { leader }),
-        _ => Ok(()),
-    }
-}
-
-fn stopped(fatal: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Stopped {
-        message: fatal.to_string(),
-    }
-}
-
-/// Loads this node's TLS identity from `dir`, or, on the first start of a new
-/// cluster, creates the cluster CA and a certificate for this node.
-fn tls_identity(
+/// On the first start of a new cluster: creates the cluster CA and a
+/// certificate for this node in `dir`.
+fn create_tls_identity(
     dir: &Path,
     id: NodeId,
     info: &NodeInfo,
@@ -767,11 +566,6 @@ fn tls_identity(
     let tls_error = |e: crate::transport::CaError| ClusterError::Transport {
         message: e.to_string(),
     };
-    if ClusterCa::exists(dir) {
-        let ca = ClusterCa::load(dir).map_err(tls_error)?;
-        let certificate = NodeCertificate::load(dir).map_err(tls_error)?;
-        return Ok((ca, certificate));
-    }
     std::fs::create_dir_all(dir).map_err(|e| ClusterError::Transport {
         message: format!("{}: {e}", dir.display()),
     })?;
@@ -791,23 +585,6 @@ const JOINS_IN_FLIGHT_MAX: usize = 4;
 /// How long a join handshake may take, either side.
 const JOIN_TIMEOUT_MS: u64 = 30_000;
 
-/// Where `picloud serve --join` points: any member's peer address, and the
-/// cluster's join token.
-#[derive(Clone)]
-pub struct JoinTarget {
-    pub addr: std::net::SocketAddr,
-    pub token: String,
-}
-
-impl std::fmt::Debug for JoinTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the token: it admits machines to the cluster.
-        f.debug_struct("JoinTarget")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The joiner's side: proves the token to the member at `target.addr`
 /// (checking the cluster CA before the secret is sent) and receives an id,
 /// the CA and this node's certificate.
@@ -826,7 +603,6 @@ async fn join_cluster(
         })
 }
 
-/// What a failed forwarded write means for its outcome, as an operation name.
 /// The member's side of a join: any member admits (the id is allocated and
 /// the node registered through the log, forwarded to the leader when this
 /// node follows); the leader's membership task then adds it as a learner.
@@ -846,16 +622,20 @@ impl JoinHandler for NodeJoins {
                     .close(0u32.into(), b"too many joins at once; retry");
                 return;
             };
-            let secret: [u8; 32] = match self.node.reader.join_secret() {
-                Ok(Some(secret)) if secret.len() == 32 => {
-                    let mut bytes = [0u8; 32];
-                    bytes.copy_from_slice(&secret);
-                    bytes
-                }
-                _ => {
+            let secret = match self.node.join_secret() {
+                Ok(Some(secret)) => secret,
+                Ok(None) => {
                     tracing::warn!("refusing a join: this cluster has no join secret yet");
                     join.connection
                         .close(0u32.into(), b"no join secret yet; retry");
+                    return;
+                }
+                Err(error) => {
+                    // A member started with the wrong master key cannot
+                    // check tokens; the joiner hears why and may try another.
+                    tracing::error!(%error, "refusing a join: the join secret does not open here");
+                    let reason = format!("this member cannot check join tokens: {error}");
+                    join.connection.close(0u32.into(), reason.as_bytes());
                     return;
                 }
             };
@@ -989,18 +769,6 @@ impl ForwardHandler for NodeForwardHandler {
     }
 }
 
-/// Waits one heartbeat before a retry, or gives up with `NoLeader` once the
-/// leader wait is spent.
-async fn pause_before_retry(config: &ClusterConfig, deadline: Instant) -> Result<(), ClusterError> {
-    if Instant::now() >= deadline {
-        return Err(ClusterError::NoLeader {
-            waited_ms: config.leader_wait_ms,
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(config.heartbeat_interval_ms)).await;
-    Ok(())
-}
-
 /// The names a node's certificate is issued for: the host of its peer address.
 fn certificate_names(info: &NodeInfo) -> Vec<String> {
     info.peer
@@ -1009,18 +777,4 @@ fn certificate_names(info: &NodeInfo) -> Vec<String> {
         .filter(|host| !host.is_empty())
         .into_iter()
         .collect()
-}
-
-/// Returns once this node no longer sees `leader` as the leader (an election
-/// started or finished elsewhere), or Raft stopped.
-async fn leader_changed(raft: &Raft<TypeConfig>, leader: NodeId) {
-    let mut metrics = raft.metrics();
-    loop {
-        if metrics.borrow_and_update().current_leader != Some(leader) {
-            return;
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
-    }
 }

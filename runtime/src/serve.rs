@@ -108,10 +108,16 @@ async fn serve(
     let duties = Duties::start(limits.clone(), restarts.clone())
         .await
         .context("starting the duty supervisor")?;
+    // The master keys also seal the cluster CA key and the join secret
+    // before they enter the log.
+    let cluster_config = picloud_cluster::ClusterConfig {
+        secret_keys: Some(secret_keys.keyring.clone()),
+        ..config.cluster_config()
+    };
     let (node, node_duties) = Node::start_with(
         &config.data_dir,
         info,
-        config.cluster_config(),
+        cluster_config,
         &config.storage_options(),
         config.join_target()?,
     )
@@ -140,6 +146,7 @@ async fn serve(
     secret_keys
         .check_stored(node.reader())
         .context("checking stored secrets against the master key")?;
+    check_cluster_secrets(&node);
 
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(
@@ -229,6 +236,39 @@ async fn serve(
     node.shutdown().await.context("stopping raft")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Says at start, naming the key ids, when this node's master key cannot
+/// open the cluster's CA key or join secret (it could not admit joiners or
+/// print the token). A node that just joined receives them through the log
+/// a moment later; it is checked once they arrive.
+fn check_cluster_secrets(node: &Node) {
+    fn report(outcome: Result<bool, picloud_cluster::ClusterError>) {
+        if let Err(error) = outcome {
+            let code = match &error {
+                picloud_cluster::ClusterError::ClusterSecret(sealed) => {
+                    picloud_actors::error::seal_code(sealed)
+                }
+                _ => picloud_lua_sdk::Code::Internal,
+            };
+            tracing::error!(
+                code = code.as_str(),
+                %error,
+                "this node cannot open the cluster's secrets: it cannot admit joiners or print the join token until it is started with the cluster's {}",
+                crate::secret_key::ENV_CURRENT
+            );
+        }
+    }
+    let outcome = node.check_cluster_secrets();
+    if matches!(outcome, Ok(false)) {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.cluster_secrets_replicated().await;
+            report(node.check_cluster_secrets());
+        });
+    } else {
+        report(outcome);
+    }
 }
 
 /// Gives the calling thread (a script thread) a nice value of `nice`, so that

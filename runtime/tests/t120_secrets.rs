@@ -7,16 +7,15 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::cluster::eventually;
+use common::data_dir::{files_containing, key_id, key_text, snapshot_files};
 use common::{Api, BIN, CliOutput, TestNode, install_crypto, manifest};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const PLAINTEXT: &str = "sk_live_PLAINTEXT_7f3a9c_do_not_leak";
 /// Written as a kv value: the positive control that the grep finds what is
@@ -24,18 +23,6 @@ const PLAINTEXT: &str = "sk_live_PLAINTEXT_7f3a9c_do_not_leak";
 const KV_MARKER: &str = "kv_marker_in_the_clear_51d0";
 
 const GET: &str = "return function(req)\n  local value = secrets.get(req.params.name)\n  if value == nil then return {status=404, json={missing=true}} end\n  return {json={value=value}}\nend";
-
-fn key_text(byte: u8) -> String {
-    STANDARD.encode([byte; 32])
-}
-
-/// A key's public id, as the node reports it.
-fn key_id(byte: u8) -> String {
-    Sha256::digest([byte; 32])[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Runs the CLI against `node` with `stdin` piped in.
 fn cli_stdin(node: &TestNode, args: &[&str], stdin: &[u8]) -> CliOutput {
@@ -59,36 +46,6 @@ fn cli_stdin(node: &TestNode, args: &[&str], stdin: &[u8]) -> CliOutput {
         .write_all(stdin)
         .expect("write stdin");
     CliOutput::from(child.wait_with_output().expect("CLI output"))
-}
-
-/// Every file under `dir` (recursively) whose raw bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes.windows(needle.len()).any(|window| window == needle)
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
-
-fn snapshot_files(node: &TestNode) -> usize {
-    std::fs::read_dir(node.data_dir.join("raft/snapshots"))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|entry| entry.path().is_file())
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 async fn get_secret(node: &TestNode, name: &str) -> (u16, Value) {
@@ -185,15 +142,15 @@ async fn secrets_stay_sealed_refuse_a_wrong_key_and_survive_rotation() {
     }
     eventually("a snapshot file", || async { snapshot_files(&node) > 0 }).await;
     assert!(
-        !files_containing(&node.data_dir, KV_MARKER.as_bytes()).is_empty(),
+        !files_containing(&node.data_dir, KV_MARKER.as_bytes(), &[]).is_empty(),
         "the grep finds a value stored in the clear"
     );
     assert!(
-        !files_containing(&node.data_dir.join("raft/snapshots"), b"STRIPE_KEY").is_empty(),
+        !files_containing(&node.data_dir.join("raft/snapshots"), b"STRIPE_KEY", &[]).is_empty(),
         "the snapshot holds the (sealed) secret"
     );
     assert_eq!(
-        files_containing(&node.data_dir, PLAINTEXT.as_bytes()),
+        files_containing(&node.data_dir, PLAINTEXT.as_bytes(), &[]),
         Vec::<String>::new(),
         "no file of the data dir holds the plaintext"
     );
@@ -270,7 +227,7 @@ async fn secrets_stay_sealed_refuse_a_wrong_key_and_survive_rotation() {
     );
 
     assert_eq!(
-        files_containing(&node.data_dir, PLAINTEXT.as_bytes()),
+        files_containing(&node.data_dir, PLAINTEXT.as_bytes(), &[]),
         Vec::<String>::new()
     );
     assert!(!node.log().contains(PLAINTEXT));
@@ -448,7 +405,7 @@ async fn a_secret_set_through_one_node_reads_through_another() {
     .await;
     for node in &nodes {
         assert_eq!(
-            files_containing(&node.data_dir, PLAINTEXT.as_bytes()),
+            files_containing(&node.data_dir, PLAINTEXT.as_bytes(), &[]),
             Vec::<String>::new()
         );
         assert!(!node.log().contains(PLAINTEXT));

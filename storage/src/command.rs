@@ -90,10 +90,11 @@ pub enum Command {
     /// snapshots, so an install never moves it back. Never rejected.
     /// `now_ms` is the proposer's clock (kept for the record, unused).
     AllocateNodeId { now_ms: u64 },
-    /// Sets the cluster's join-token secret (32 random bytes). It travels in
-    /// the log so that every member can check a joiner's token and print the
-    /// token (`picloud cluster token`); like the CA key, it is stored in plain
-    /// text until a later issue encrypts it under the secrets master key.
+    /// Sets the cluster's join-token secret. It travels in the log so that
+    /// every member can check a joiner's token and print the token
+    /// (`picloud cluster token`), sealed under the secrets master key by the
+    /// cluster layer (`picloud_cluster::sealed`); a record written before
+    /// sealing holds the plain 32 bytes and still reads.
     /// Replacing it rotates the join token: tokens carrying the old secret
     /// stop working. Never rejected; result `Done`.
     SetJoinSecret { secret: Vec<u8>, now_ms: u64 },
@@ -104,13 +105,14 @@ pub enum Command {
     /// Removing an id already removed is a no-op (the first `now_ms` is
     /// kept). Never rejected; result `Done`.
     RemoveNode { id: NodeId, now_ms: u64 },
-    /// Stores the cluster CA (certificate and private key, PEM), so any
+    /// Stores the cluster CA (certificate PEM and private key), so any
     /// member can sign the certificate of a joining node. Setting it again
     /// replaces it. Never rejected; result `Done`.
     ///
-    /// Security note: the CA key is then in the log, on every member's disk
-    /// and in every snapshot, in plain text. A later issue encrypts it with
-    /// the secrets master key before it enters the log.
+    /// The key is sealed under the secrets master key by the cluster layer
+    /// before it is proposed (`key_pem` then holds `picloud-sealed/1:` and
+    /// base64, see `picloud_cluster::sealed`), so the log and snapshots hold
+    /// ciphertext only; a record written before sealing holds the plain PEM.
     SetClusterCa { cert_pem: String, key_pem: String },
     /// Records that node `id` was admitted (by whichever member answered its
     /// join) with these addresses. The leader's membership task adds

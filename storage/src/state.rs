@@ -380,7 +380,7 @@ impl StateReader {
     }
 
     /// The cluster CA as `(cert_pem, key_pem)`, once one was set. The key is
-    /// stored in plain text for now (see `Command::SetClusterCa`).
+    /// as the cluster layer stored it: sealed (see `Command::SetClusterCa`).
     pub fn cluster_ca(&self) -> Result<Option<(String, String)>, StorageError> {
         let record: Option<keys::ClusterCaRecord> =
             self.decode_one(Keyspace::Cluster, keys::CLUSTER_CA, "cluster ca")?;

@@ -22,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-use super::tls;
+use super::cert_name::{self, node_common_name};
 
 /// File name of the CA certificate inside the directory given to [`ClusterCa::store`].
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -38,8 +38,6 @@ pub const NODE_KEY_FILE: &str = "node.key";
 /// identity is its CA signature plus the node id in its common name; the TLS
 /// server name is only a constant the verifier can check.
 pub const CLUSTER_SERVER_NAME: &str = "picloud-cluster";
-
-const NODE_COMMON_NAME_PREFIX: &str = "picloud-node-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -151,7 +149,7 @@ impl ClusterCa {
                 rcgen::DnValue::Utf8String(s) => Some(s.clone()),
                 _ => None,
             });
-        let actual_name = tls::common_name(&cert_der).map_err(|e| invalid(origin, e))?;
+        let actual_name = cert_name::common_name(&cert_der).map_err(|e| invalid(origin, e))?;
         if expected_name.as_deref() != Some(actual_name.as_str()) {
             return Err(invalid(
                 origin,
@@ -294,7 +292,7 @@ impl NodeCertificate {
             .map_err(|e| invalid(origin, format!("node certificate PEM: {e}")))?;
         PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| invalid(origin, format!("node key PEM: {e}")))?;
-        let node_id = tls::node_id_of(&der).map_err(|e| invalid(origin, e))?;
+        let node_id = cert_name::node_id_of(&der).map_err(|e| invalid(origin, e))?;
         Ok(NodeCertificate {
             node_id,
             cert_pem: cert_pem.to_string(),
@@ -326,19 +324,6 @@ impl NodeCertificate {
         PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map_err(|e| invalid(Path::new("<node key>"), e))
     }
-}
-
-/// The common name a node certificate carries: `picloud-node-<id>`.
-pub fn node_common_name(node_id: NodeId) -> String {
-    format!("{NODE_COMMON_NAME_PREFIX}{node_id}")
-}
-
-/// The node id in a `picloud-node-<id>` common name (canonical decimal only).
-pub fn parse_node_common_name(common_name: &str) -> Option<NodeId> {
-    let digits = common_name.strip_prefix(NODE_COMMON_NAME_PREFIX)?;
-    let id: NodeId = digits.parse().ok()?;
-    // Reject "+1", "01" and the like so one id has exactly one name.
-    (id.to_string() == digits).then_some(id)
 }
 
 /// SHA-256 of a certificate's DER, lower-case hex.
@@ -409,7 +394,7 @@ mod tests {
             .expect("issue");
         assert_eq!(cert.node_id, 7);
         let der = cert.cert_der().expect("der");
-        assert_eq!(tls::node_id_of(&der).expect("node id"), 7);
+        assert_eq!(cert_name::node_id_of(&der).expect("node id"), 7);
     }
 
     #[test]
@@ -440,19 +425,5 @@ mod tests {
             .issue_node_cert(3, &["not a name!".into()])
             .expect_err("bad name");
         assert!(err.to_string().contains("not a name!"), "{err}");
-    }
-
-    #[test]
-    fn node_common_names_parse_only_in_canonical_form() {
-        assert_eq!(parse_node_common_name(&node_common_name(42)), Some(42));
-        for bad in [
-            "picloud-node-",
-            "picloud-node-01",
-            "picloud-node-+1",
-            "node-1",
-            "picloud-node-1x",
-        ] {
-            assert_eq!(parse_node_common_name(bad), None, "{bad}");
-        }
     }
 }

@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 
 use super::ca::{CLUSTER_SERVER_NAME, ClusterCa, NodeCertificate};
+use super::cert_name;
 use super::frame::{self, FRAME_BYTES_MAX, FrameError};
 use super::tls::{self, JOIN_ALPN, PEER_ALPN};
 
@@ -517,7 +518,7 @@ fn peer_node_id(connection: &quinn::Connection) -> Result<NodeId, String> {
         })
         .ok_or("the peer presented no certificate")?;
     let leaf = certs.first().ok_or("the peer presented no certificate")?;
-    tls::node_id_of(leaf)
+    cert_name::node_id_of(leaf)
 }
 
 /// A readable reason for a closed connection, including the peer's close reason text.

@@ -35,9 +35,9 @@ use serde::{Deserialize, Serialize};
 use super::endpoint::{PeerConnection, StreamKind, TransportError};
 use super::frame::FrameError;
 use super::peers::{Exchange, PeerConnections};
-use super::raft_network::RaftRpcError;
+use super::raft_rpc::RaftRpcError;
 use crate::error::ClusterError;
-use crate::node::ClusterStatus;
+use crate::status::ClusterStatus;
 
 /// What a follower asks the leader on a `Forward` stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

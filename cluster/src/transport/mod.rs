@@ -11,24 +11,28 @@
 //!
 //! - `ca`: `ClusterCa` (create, store/load as PEM, issue node certificates) and
 //!   `NodeCertificate`. Pure apart from file I/O.
+//! - `cert_name`: the node id in a certificate's common name
+//!   (`picloud-node-<id>`), read out of DER; used by `ca` and `tls` alike.
 //! - `token`: `JoinToken` (`pct1.<CA hash>.<secret>`), parse errors, constant-time
 //!   secret comparison.
 //! - `frame`: u32 big-endian length + payload, with a limit and no allocation
 //!   of a claimed size; bincode messages through `picloud_storage::codec`.
 //! - `tls`: rustls configs (ring provider passed explicitly), the CA-pinning
-//!   verifier for joiners, the node id out of a certificate's common name.
+//!   verifier for joiners.
 //! - `endpoint`: `PeerEndpoint` (bind, connect, accept), `PeerConnection`,
 //!   `PeerStream`, `StreamKind`, `TransportError`.
 //! - `join`: the join exchange: `join` (joiner side) and `answer_join` (member
 //!   side, node id allocation as a callback).
-//! - `raft_rpc`: the Raft RPC messages on the wire and `RaftRpcConfig` (limits, timeouts).
+//! - `raft_rpc`: the Raft RPC messages on the wire, `RaftRpcConfig` (limits,
+//!   timeouts) and `RaftRpcError` (also what a dial returns).
 //! - `peers`: `PeerConnections`, the pool of outgoing member connections (one
 //!   per target, one dial at a time), shared by `QuicNetwork` and `ForwardClient`.
 //! - `raft_network`: `QuicNetwork` (openraft `RaftNetworkFactory`) and `QuicClient`
 //!   (`RaftNetwork`): connections from the pool, snapshots streamed from the file.
-//! - `raft_server`: `serve_raft` / `serve_raft_with`, the receiving side: append, vote,
+//! - `raft_server`: `serve_peers` (the node's restartable `peers` duty) and
+//!   `serve_raft` / `serve_raft_with`, the receiving side: append, vote,
 //!   snapshot into a file from the state machine, then `install_full_snapshot`;
-//!   forwarded requests to a `ForwardHandler`.
+//!   forwarded requests to a `ForwardHandler`, joins to a `JoinHandler`.
 //! - `forward`: forwarding writes and read-index requests from a follower to the
 //!   leader: wire messages, `ForwardHandler` (leader side, `RaftForwardHandler` over
 //!   openraft), `ForwardClient` (follower side), `wait_applied`.
@@ -40,6 +44,7 @@
 //! ```
 
 pub mod ca;
+pub mod cert_name;
 pub mod endpoint;
 pub mod forward;
 pub mod frame;
@@ -65,7 +70,7 @@ pub use join::{
     JoinError, JoinGrant, JoinOutcome, JoinRefusal, JoinRequest, Joined, answer_join, join,
 };
 pub use peers::PeerConnections;
-pub use raft_network::{QuicClient, QuicNetwork, RaftRpcError};
-pub use raft_rpc::{RaftRpcConfig, SnapshotAnswer, SnapshotOffer};
+pub use raft_network::{QuicClient, QuicNetwork};
+pub use raft_rpc::{RaftRpcConfig, RaftRpcError, SnapshotAnswer, SnapshotOffer};
 pub use raft_server::{JoinHandler, serve_peers, serve_raft, serve_raft_with};
 pub use token::{JoinToken, TokenError};

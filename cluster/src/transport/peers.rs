@@ -24,7 +24,7 @@ use picloud_storage::NodeId;
 use tokio::sync::Mutex;
 
 use super::endpoint::{PeerConnection, PeerEndpoint, PeerStream, close_code, stream_code};
-use super::raft_network::RaftRpcError;
+use super::raft_rpc::RaftRpcError;
 
 /// One target's cached connection, with the address it was dialled at (a
 /// membership change that moves the node makes it stale).

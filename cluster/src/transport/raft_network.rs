@@ -43,50 +43,7 @@ use super::TransportError;
 use super::endpoint::{PeerConnection, PeerEndpoint, StreamKind};
 use super::frame::FrameError;
 use super::peers::{Exchange, PeerConnections};
-use super::raft_rpc::{RaftRpcConfig, SnapshotAnswer, SnapshotOffer};
-
-/// Why a Raft RPC did not get an answer. The dial variants (`BadAddress`,
-/// `Dial`, `DialPending`, `DialTask`) are also what [`PeerConnections`] returns.
-#[derive(Debug, thiserror::Error)]
-pub enum RaftRpcError {
-    #[error("node {target}: peer address {peer:?} does not resolve: {reason}")]
-    BadAddress {
-        target: NodeId,
-        peer: String,
-        reason: String,
-    },
-    #[error("dial node {target} at {peer}: {source}")]
-    Dial {
-        target: NodeId,
-        peer: String,
-        source: TransportError,
-    },
-    #[error("node {target} at {peer}: still connecting after {waited_ms} ms")]
-    DialPending {
-        target: NodeId,
-        peer: String,
-        waited_ms: u64,
-    },
-    #[error("node {target}: the dial task failed: {reason}")]
-    DialTask { target: NodeId, reason: String },
-    #[error("node {target}: {source}")]
-    Transport {
-        target: NodeId,
-        source: TransportError,
-    },
-    #[error("node {target} finished the {kind:?} stream without an answer")]
-    NoAnswer { target: NodeId, kind: StreamKind },
-    #[error("node {target}: {what} made no progress for {waited_ms} ms")]
-    Stalled {
-        target: NodeId,
-        what: &'static str,
-        waited_ms: u64,
-    },
-    #[error("node {target} answered a snapshot offer out of turn: {answer}")]
-    UnexpectedAnswer { target: NodeId, answer: String },
-    #[error("chunked snapshot transfer is not used by this network (full_snapshot streams)")]
-    ChunkedSnapshotUnused,
-}
+use super::raft_rpc::{RaftRpcConfig, RaftRpcError, SnapshotAnswer, SnapshotOffer};
 
 struct Shared {
     connections: PeerConnections,

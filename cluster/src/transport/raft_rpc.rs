@@ -26,6 +26,8 @@ use openraft::{SnapshotMeta, Vote};
 use picloud_storage::{NodeId, NodeInfo};
 use serde::{Deserialize, Serialize};
 
+use super::endpoint::{StreamKind, TransportError};
+
 /// What a follower answers to an append (heartbeats included).
 pub type AppendReply = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
 
@@ -119,6 +121,49 @@ impl RaftRpcConfig {
     pub fn chunk_bytes(&self) -> usize {
         self.snapshot_chunk_bytes.max(1)
     }
+}
+
+/// Why a Raft RPC did not get an answer. The dial variants (`BadAddress`,
+/// `Dial`, `DialPending`, `DialTask`) are also what [`PeerConnections`] returns.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftRpcError {
+    #[error("node {target}: peer address {peer:?} does not resolve: {reason}")]
+    BadAddress {
+        target: NodeId,
+        peer: String,
+        reason: String,
+    },
+    #[error("dial node {target} at {peer}: {source}")]
+    Dial {
+        target: NodeId,
+        peer: String,
+        source: TransportError,
+    },
+    #[error("node {target} at {peer}: still connecting after {waited_ms} ms")]
+    DialPending {
+        target: NodeId,
+        peer: String,
+        waited_ms: u64,
+    },
+    #[error("node {target}: the dial task failed: {reason}")]
+    DialTask { target: NodeId, reason: String },
+    #[error("node {target}: {source}")]
+    Transport {
+        target: NodeId,
+        source: TransportError,
+    },
+    #[error("node {target} finished the {kind:?} stream without an answer")]
+    NoAnswer { target: NodeId, kind: StreamKind },
+    #[error("node {target}: {what} made no progress for {waited_ms} ms")]
+    Stalled {
+        target: NodeId,
+        what: &'static str,
+        waited_ms: u64,
+    },
+    #[error("node {target} answered a snapshot offer out of turn: {answer}")]
+    UnexpectedAnswer { target: NodeId, answer: String },
+    #[error("chunked snapshot transfer is not used by this network (full_snapshot streams)")]
+    ChunkedSnapshotUnused,
 }
 
 #[cfg(test)]

@@ -81,6 +81,12 @@ pub trait JoinHandler: Send + Sync + 'static {
 /// [`serve_raft_with`], and join connections handed to `joins` when given
 /// (each on its own task; the handler bounds how many run at once); without
 /// it they are closed.
+///
+/// Restartable (it is the node's `peers` duty): the handshakes and the queue
+/// of accepted connections live in the endpoint's own accept task, not in
+/// this loop, so a run that panics leaves them waiting and the next run
+/// takes them. That task cannot die with this loop, and has nothing in it
+/// that panics (a handshake runs on a task of its own).
 pub async fn serve_peers(
     endpoint: Arc<PeerEndpoint>,
     raft: Raft<TypeConfig>,
@@ -88,7 +94,14 @@ pub async fn serve_peers(
     forward: Option<Arc<dyn ForwardHandler>>,
     joins: Option<Arc<dyn JoinHandler>>,
 ) {
-    while let Some(incoming) = endpoint.accept().await {
+    loop {
+        // Before taking the next connection off the queue: the test-only
+        // fault switch panics here with connections waiting, and the
+        // restarted run must serve them.
+        crate::duty::fault_point("peers");
+        let Some(incoming) = endpoint.accept().await else {
+            break;
+        };
         match incoming {
             Incoming::Peer(connection) => {
                 let peer = connection.peer_node_id();

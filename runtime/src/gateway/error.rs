@@ -83,6 +83,7 @@ impl From<ClusterError> for ApiError {
             ClusterError::Overloaded => Code::Overloaded,
             ClusterError::Stopped { .. } => Code::ShuttingDown,
             ClusterError::DiskFull(_) => Code::DiskFull,
+            ClusterError::ClusterSecret(sealed) => picloud_actors::error::seal_code(sealed),
             _ => Code::Internal,
         };
         ApiError::new(code, error.to_string())

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod data_dir;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_picloud");
+
+/// The secrets master key test nodes share (base64 of 32 bytes of 0x7e).
+pub const TEST_SECRET_KEY: &str = "fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn4=";
 
 /// How long a node may take to answer its first health check.
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -131,6 +135,13 @@ impl TestNode {
             .open(&self.log_path)
             .expect("node log file");
         let mut command = self.serve_command(log);
+        // One master key for every test node unless a test sets its own (or
+        // runs `--dev`, which has a fixed one): the members of a cluster need
+        // the same key (the cluster CA key and the join secret are sealed
+        // under it), as in production.
+        if !self.extra_args.iter().any(|arg| arg == "--dev") {
+            command.env("PICLOUD_SECRET_KEY", TEST_SECRET_KEY);
+        }
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }

@@ -48,7 +48,7 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             "picloud_raft_is_leader",
             "1 on the Raft leader.",
             "gauge",
-            u64::from(status.role == "leader"),
+            u64::from(status.role.is_leader()),
         ),
         (
             "picloud_raft_term",

@@ -1,0 +1,192 @@
+//! `Proposer`: the one path every write takes into Raft. It proposes on
+//! this node when it leads, forwards to the leader when another node does,
+//! and waits until the entry is applied here (read-your-writes). The write
+//! batcher and `Node` both sit on it; it knows neither.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use picloud_storage::{Command, CommandResult, NodeId, TypeConfig};
+use tokio::time::Instant;
+
+use crate::config::ClusterConfig;
+use crate::disk::DiskFull;
+use crate::error::ClusterError;
+use crate::transport::{ForwardCallError, ForwardClient, ForwardError, wait_applied};
+
+/// Proposes log entries: the one path every write takes into Raft.
+pub struct Proposer {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) config: Arc<ClusterConfig>,
+    pub(crate) forward: ForwardClient,
+}
+
+impl Proposer {
+    /// Proposes one log entry and waits until it is applied on this node.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, ClusterError> {
+        let deadline = Instant::now() + self.config.leader_wait();
+        loop {
+            self.wait_for_leader(deadline).await?;
+            let attempt = tokio::time::timeout(
+                self.config.write_timeout(),
+                self.raft.client_write(command.clone()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(response)) => return Ok(response.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                    match (forward.leader_id, forward.leader_node) {
+                        // Another node leads: forward the write there, then
+                        // wait until this node has applied it (read-your-writes).
+                        (Some(leader), Some(info)) if leader != self.id => {
+                            let forwarded = tokio::select! {
+                                result = self.forward.write_via(leader, &info.peer, command.clone()) => Some(result),
+                                () = leader_changed(&self.raft, leader) => None,
+                            };
+                            let Some(forwarded) = forwarded else {
+                                // The leader we sent to lost office (or died):
+                                // the write may or may not have committed.
+                                return Err(ClusterError::OutcomeUnknown {
+                                    leader,
+                                    reason: "the leader changed before it answered".into(),
+                                });
+                            };
+                            match forwarded {
+                                Ok((result, index)) => {
+                                    wait_applied(&self.raft, index, self.config.write_timeout())
+                                        .await?;
+                                    return Ok(result);
+                                }
+                                Err(ForwardCallError::Refused {
+                                    error:
+                                        ForwardError::DiskFull {
+                                            available_bytes,
+                                            reserve_bytes,
+                                        },
+                                    ..
+                                }) => {
+                                    return Err(ClusterError::DiskFull(DiskFull {
+                                        available_bytes,
+                                        reserve_bytes,
+                                    }));
+                                }
+                                // Certainly not applied: safe to try again.
+                                Err(error) if error.not_applied() => {
+                                    tracing::debug!(%error, "forwarded write not applied; retrying");
+                                    pause_before_retry(&self.config, deadline).await?;
+                                }
+                                Err(error) => {
+                                    return Err(error.write_error(self.config.write_timeout_ms));
+                                }
+                            }
+                        }
+                        // Leadership moved while the write was queued: wait and retry.
+                        (leader, _) => redirect_unless_leaderless(self.id, leader)?,
+                    }
+                }
+                Ok(Err(RaftError::Fatal(fatal))) => return Err(stopped(fatal)),
+                Ok(Err(other)) => {
+                    return Err(ClusterError::Raft {
+                        message: other.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClusterError::Timeout {
+                        operation: "write",
+                        waited_ms: self.config.write_timeout_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded by `deadline`) until some node is known to lead.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
+        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
+    }
+}
+
+/// Waits (bounded by `deadline`) until some node is known to lead.
+pub(crate) async fn wait_for_leader(
+    raft: &Raft<TypeConfig>,
+    deadline: Instant,
+    leader_wait_ms: u64,
+) -> Result<(), ClusterError> {
+    let mut metrics = raft.metrics();
+    loop {
+        {
+            let current = metrics.borrow_and_update();
+            if let Err(fatal) = &current.running_state {
+                return Err(ClusterError::Stopped {
+                    message: fatal.to_string(),
+                });
+            }
+            if current.current_leader.is_some() {
+                return Ok(());
+            }
+        }
+        match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(ClusterError::Stopped {
+                    message: "raft metrics closed".to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(ClusterError::NoLeader {
+                    waited_ms: leader_wait_ms,
+                });
+            }
+        }
+    }
+}
+
+/// After a `ForwardToLeader` answer: another node leads → `NotLeader` (the
+/// caller cannot serve this here); no leader or this node → `Ok`, wait and retry.
+pub(crate) fn redirect_unless_leaderless(
+    this_node: NodeId,
+    leader: Option<NodeId>,
+) -> Result<(), ClusterError> {
+    match leader {
+        Some(leader) if leader != this_node => Err(ClusterError::NotLeader { leader }),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn stopped(fatal: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Stopped {
+        message: fatal.to_string(),
+    }
+}
+
+/// Waits one heartbeat before a retry, or gives up with `NoLeader` once the
+/// leader wait is spent.
+pub(crate) async fn pause_before_retry(
+    config: &ClusterConfig,
+    deadline: Instant,
+) -> Result<(), ClusterError> {
+    if Instant::now() >= deadline {
+        return Err(ClusterError::NoLeader {
+            waited_ms: config.leader_wait_ms,
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(config.heartbeat_interval_ms)).await;
+    Ok(())
+}
+
+/// Returns once this node no longer sees `leader` as the leader (an election
+/// started or finished elsewhere), or Raft stopped.
+pub(crate) async fn leader_changed(raft: &Raft<TypeConfig>, leader: NodeId) {
+    let mut metrics = raft.metrics();
+    loop {
+        if metrics.borrow_and_update().current_leader != Some(leader) {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
