@@ -26,6 +26,8 @@
 //! - `dispatcher`: `plan_claims` and the `triggers` duty (claims, runs in the
 //!   app's runtime, reports).
 //! - `scheduler`: `plan_cron` and the `cron` duty.
+//! - `membership`: `plan_membership` and the `membership` duty (learners,
+//!   promotions, removals, odd voters) over `Node::membership_view`.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `config`: `ActorLimits`, every bound of this layer with its default.
@@ -43,6 +45,7 @@ pub mod duties;
 pub mod error;
 pub mod host;
 pub mod logs;
+pub mod membership;
 pub mod pool;
 pub mod run_host;
 pub mod scheduler;

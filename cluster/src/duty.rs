@@ -1,5 +1,5 @@
-//! `Duty`: a long-running loop of a node (the write batcher, membership
-//! upkeep, the peer accept loop, the leader's trigger duties, the HTTP
+//! `Duty`: a long-running loop of a node (the write batcher, the peer
+//! accept loop, membership upkeep, the leader's trigger duties, the HTTP
 //! accept loop) described so a supervisor can run it and run it again.
 //!
 //! A duty keeps everything it needs to resume in shared state it owns (its

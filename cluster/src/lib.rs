@@ -21,12 +21,13 @@
 //!   here when this node leads, forwarded to the leader when another does.
 //! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
 //!   flushes once per append on the leader, so batching is where write throughput comes from).
-//! - `duty`: `Duty`, a named restartable loop (batcher, peers, membership)
-//!   that `Node::start` returns for the caller's supervisor, and the
-//!   test-only fault switch (`fault-injection` feature).
-//! - `membership`: `plan_membership`, the pure membership planner (admitted
-//!   nodes join as learners, removed nodes leave, voters kept odd, caught-up
-//!   learners promoted), and the leader's loop that executes it.
+//! - `duty`: `Duty`, a named restartable loop (the batcher and the peer
+//!   accept loop, which `Node::start` returns for the caller's supervisor;
+//!   the layers above build theirs the same way), and the test-only fault
+//!   switch (`fault-injection` feature).
+//! - `membership`: what the leader's membership duty (in `actors`) plans
+//!   from (`MembershipView`, `Node::membership_view`) and the changes it
+//!   makes (`MembershipChange`, `Node::change_membership`).
 //! - `status`: `NodeStatus`, `ClusterStatus`, `MemberStatus`, the `Role` and
 //!   `MemberRole` enums, and `cluster_status` (pure, from Raft metrics).
 //! - `sealed`: the cluster CA key and the join secret sealed under the

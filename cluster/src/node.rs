@@ -60,8 +60,8 @@ impl Node {
     /// Opens the data dir and starts Raft. On the very first start of a data dir
     /// it initialises a one-voter cluster with this node as its only member.
     ///
-    /// The node's long-running loops (write batcher, peer accept loop,
-    /// membership upkeep) come back as [`Duty`]s: the caller must start them
+    /// The node's long-running loops (write batcher, peer accept loop) come
+    /// back as [`Duty`]s: the caller must start them
     /// at once under its supervisor (writes wait for the batcher).
     pub async fn start(
         data_dir: &Path,
@@ -268,16 +268,26 @@ impl Node {
                     )
                 }
             }),
-            Duty::new("membership", {
-                let (raft, reader, id) = (node.raft.clone(), node.reader.clone(), node.id);
-                move || crate::membership::run(raft.clone(), reader.clone(), id)
-            }),
         ];
         Ok((node, duties))
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// What the leader's membership duty plans from: `Ok(None)` while this
+    /// node does not lead, `Err(Stopped)` once Raft stopped.
+    pub fn membership_view(
+        &self,
+    ) -> Result<Option<crate::membership::MembershipView>, ClusterError> {
+        crate::membership::view(&self.raft, &self.reader, self.id)
+    }
+
+    /// Makes one membership change; a failure is only logged (the duty
+    /// plans again on its next tick).
+    pub async fn change_membership(&self, change: crate::membership::MembershipChange) {
+        crate::membership::execute(&self.raft, change).await;
     }
 
     /// The data disk's free-space reserve this node checks writes against.

@@ -127,6 +127,7 @@ async fn serve(
     for duty in node_duties {
         duties.supervise(duty);
     }
+    duties.supervise(picloud_actors::membership::duty(node.clone()));
     // Only the node that created the cluster makes the first admin key and
     // the cluster secrets; joined nodes receive them through the log.
     if node.id() == FIRST_NODE_ID {

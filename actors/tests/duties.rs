@@ -1,7 +1,7 @@
 //! A node's duties resume their pending work after a panic: each test arms
 //! the test-only fault switch (`fault-injection`, on for this crate's tests)
-//! and runs the duties under the least a supervisor does, a loop that starts
-//! a run again when one panics.
+//! and runs the node's duties (and the membership duty) under the real
+//! `DutySupervisor`, which restarts a panicked run with backoff and counts it.
 //!
 //! - `batcher`: writes queued while the batcher panics are all applied.
 //! - `membership`: a node admitted while the leader's membership run panics
@@ -11,11 +11,11 @@
 //!
 //! The fault switch is process-wide, so the tests take turns (`FAULTS`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use picloud_cluster::{ClusterConfig, Duty, JoinTarget, Node, NodeInfo, arm_fault};
+use picloud_actors::{ActorLimits, ActorRestarts, Duties};
+use picloud_cluster::{ClusterConfig, JoinTarget, Node, NodeInfo, arm_fault};
 use picloud_storage::secret_box::{Keyring, MasterKey};
 use picloud_storage::{Command, CommandResult, NodeId, StorageOptions};
 
@@ -25,39 +25,6 @@ static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long a condition may take to come true.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Panics seen per duty name.
-type Panics = Arc<Mutex<HashMap<&'static str, u32>>>;
-
-fn panics_of(panics: &Panics, name: &str) -> u32 {
-    panics
-        .lock()
-        .expect("panics")
-        .get(name)
-        .copied()
-        .unwrap_or(0)
-}
-
-/// Runs each duty, starting a new run whenever one panics.
-fn run_restarting(duties: Vec<Duty>, panics: &Panics) {
-    for duty in duties {
-        let panics = panics.clone();
-        tokio::spawn(async move {
-            loop {
-                match tokio::spawn(duty.start()).await {
-                    Err(error) if error.is_panic() => {
-                        *panics
-                            .lock()
-                            .expect("panics")
-                            .entry(duty.name())
-                            .or_default() += 1;
-                    }
-                    _ => return,
-                }
-            }
-        });
-    }
-}
 
 /// A loopback address with a UDP port nobody holds right now.
 fn free_peer_addr() -> String {
@@ -75,7 +42,13 @@ fn config() -> ClusterConfig {
     }
 }
 
-async fn start(dir: &std::path::Path, join: Option<JoinTarget>, panics: &Panics) -> Node {
+/// Starts a node whose duties (and membership duty) run under a duty
+/// supervisor counting into `restarts`.
+async fn start(
+    dir: &std::path::Path,
+    join: Option<JoinTarget>,
+    restarts: &Arc<ActorRestarts>,
+) -> Node {
     let (node, duties) = Node::start_with(
         dir,
         NodeInfo {
@@ -88,7 +61,13 @@ async fn start(dir: &std::path::Path, join: Option<JoinTarget>, panics: &Panics)
     )
     .await
     .expect("node starts");
-    run_restarting(duties, panics);
+    let supervisor = Duties::start(Arc::new(ActorLimits::default()), restarts.clone())
+        .await
+        .expect("duty supervisor");
+    for duty in duties {
+        supervisor.supervise(duty);
+    }
+    supervisor.supervise(picloud_actors::membership::duty(node.clone()));
     node
 }
 
@@ -112,8 +91,8 @@ async fn allocate(node: &Node) -> NodeId {
 async fn writes_queued_while_the_batcher_panics_are_applied() {
     let _faults = FAULTS.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let panics = Panics::default();
-    let node = start(dir.path(), None, &panics).await;
+    let restarts = Arc::new(ActorRestarts::default());
+    let node = start(dir.path(), None, &restarts).await;
     until("a leader", || node.status().role.is_leader()).await;
     assert!(arm_fault("batcher"), "the fault switch is compiled in");
     let writes: Vec<_> = (0..8)
@@ -129,7 +108,7 @@ async fn writes_queued_while_the_batcher_panics_are_applied() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 8, "every queued write applied once: {ids:?}");
-    assert_eq!(panics_of(&panics, "batcher"), 1);
+    assert_eq!(restarts.count("batcher"), 1);
     node.shutdown().await.expect("shutdown");
 }
 
@@ -140,8 +119,11 @@ async fn a_joiner_is_added_and_served_after_membership_and_peers_panic() {
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     ];
-    let (first_panics, joiner_panics) = (Panics::default(), Panics::default());
-    let first = start(dirs[0].path(), None, &first_panics).await;
+    let (first_restarts, joiner_restarts) = (
+        Arc::new(ActorRestarts::default()),
+        Arc::new(ActorRestarts::default()),
+    );
+    let first = start(dirs[0].path(), None, &first_restarts).await;
     until("a leader", || first.status().role.is_leader()).await;
     first.ensure_cluster_secrets(0).await.expect("secrets");
     let token = first.join_token().expect("token").expect("a token");
@@ -157,7 +139,7 @@ async fn a_joiner_is_added_and_served_after_membership_and_peers_panic() {
             addr: first_peer.parse().expect("peer addr"),
             token,
         }),
-        &joiner_panics,
+        &joiner_restarts,
     )
     .await;
     let joiner_id = joiner.id();
@@ -165,9 +147,9 @@ async fn a_joiner_is_added_and_served_after_membership_and_peers_panic() {
         first.status().nodes.contains_key(&joiner_id) && joiner.status().leader == Some(first.id())
     })
     .await;
-    assert_eq!(panics_of(&first_panics, "membership"), 1);
+    assert_eq!(first_restarts.count("membership"), 1);
     assert_eq!(
-        panics_of(&first_panics, "peers") + panics_of(&joiner_panics, "peers"),
+        first_restarts.count("peers") + joiner_restarts.count("peers"),
         1
     );
 
