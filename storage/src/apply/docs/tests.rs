@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::tests::Fixture;
+use crate::apply::tests::Fixture;
 use crate::backend::Backend;
 use crate::command::{ApplyError, Command, CommandResult, DocOp, DocOpResult};
 use crate::docs::{FindOptions, IndexDef};

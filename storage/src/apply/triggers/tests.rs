@@ -1,7 +1,7 @@
 //! `apply` of the trigger commands: outbox entries from kv writes and cron
 //! slots, the claim guard, retries, dead letters, trigger swaps on deploy.
 
-use super::tests::Fixture;
+use crate::apply::tests::Fixture;
 use crate::command::{ApplyError, Command, CommandResult, KvOp, RunOutcome};
 use crate::triggers::{TriggerDef, TriggerDefKind, TriggerEvent, TriggerSet, dead_code};
 

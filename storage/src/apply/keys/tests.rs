@@ -1,13 +1,10 @@
-//! `apply` of the commands that bind API keys to their app: deleting an app
-//! revokes its scoped keys (and only those), scoped keys need an existing
-//! app, and a deploy that may not create an app does not.
+//! API keys: create and revoke; and the commands that bind API keys to
+//! their app: deleting an app revokes its scoped keys (and only those),
+//! scoped keys need an existing app, and a deploy that may not create an app
+//! does not.
 
-use super::tests::Fixture;
+use crate::apply::tests::{Fixture, rejected};
 use crate::command::{ApplyError, Command, CommandResult, VersionDeploy};
-
-fn rejected(error: ApplyError) -> CommandResult {
-    CommandResult::Rejected(error)
-}
 
 fn app_not_found(app: &str) -> CommandResult {
     rejected(ApplyError::AppNotFound { app: app.into() })
@@ -138,4 +135,42 @@ fn the_delete_and_its_revocations_hold_inside_a_batch() {
         ])
     );
     assert!(f.key_ids().is_empty());
+}
+
+#[test]
+fn api_keys_create_and_revoke() {
+    let mut f = Fixture::new();
+    let create = |id: &str| Command::KeyCreate {
+        id: id.into(),
+        name: "ci".into(),
+        scope: "deploy".into(),
+        secret_hash: vec![1, 2, 3],
+        now_ms: 42,
+    };
+    assert_eq!(f.run(create("k1")), CommandResult::Done);
+    assert_eq!(
+        f.run(create("k1")),
+        rejected(ApplyError::KeyExists { id: "k1".into() })
+    );
+    assert_eq!(f.run(create("k2")), CommandResult::Done);
+    let record = f.reader.key("k1").expect("key").expect("present");
+    assert_eq!(
+        (
+            record.name.as_str(),
+            record.scope.as_str(),
+            record.created_ms
+        ),
+        ("ci", "deploy", 42)
+    );
+    assert_eq!(record.secret_hash, [1, 2, 3]);
+    assert_eq!(f.reader.keys().expect("keys").len(), 2);
+    assert_eq!(
+        f.run(Command::KeyRevoke { id: "k1".into() }),
+        CommandResult::Done
+    );
+    assert_eq!(f.reader.key("k1").expect("key"), None);
+    assert_eq!(
+        f.run(Command::KeyRevoke { id: "k1".into() }),
+        rejected(ApplyError::KeyNotFound { id: "k1".into() })
+    );
 }

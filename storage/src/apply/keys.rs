@@ -1,8 +1,9 @@
-//! `apply` of the commands that bind API keys to the app they were made for:
-//! deleting an app revokes its scoped keys in the same entry, and a scoped
-//! key can only be created for an app that exists. Together they make a
-//! `deploy:<app>` or `read:<app>` key belong to one app instance: when the
-//! app is deleted and someone re-creates the name, the old key is gone.
+//! API keys: create and revoke, and the commands that bind a key to the
+//! app it was made for: deleting an app revokes its scoped keys in the same
+//! entry, and a scoped key can only be created for an app that exists.
+//! Together they make a `deploy:<app>` or `read:<app>` key belong to one app
+//! instance: when the app is deleted and someone re-creates the name, the
+//! old key is gone.
 //!
 //! Why revoke rather than store an app instance id in the key: a key record
 //! and its scope string keep their format (no migration of stored records,
@@ -10,7 +11,8 @@
 //! (`keys list` no longer lists the key), and the decision is one
 //! deterministic step of `apply`, so every replica makes it.
 
-use super::{Outcome, Txn, app_delete};
+use super::apps::app_delete;
+use super::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::{ApplyError, CommandResult};
@@ -55,3 +57,44 @@ pub(super) fn missing_scoped_app<B: Backend + ?Sized>(
         _ => Ok(None),
     }
 }
+
+pub(super) fn key_create<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    id: &str,
+    name: &str,
+    scope: &str,
+    secret_hash: &[u8],
+    now_ms: u64,
+) -> Result<Outcome, StorageError> {
+    if txn.get(Keyspace::Keys, id.as_bytes())?.is_some() {
+        return Ok(Err(ApplyError::KeyExists { id: id.into() }));
+    }
+    let record = KeyRecord {
+        id: id.into(),
+        name: name.into(),
+        scope: scope.into(),
+        secret_hash: secret_hash.to_vec(),
+        created_ms: now_ms,
+    };
+    txn.put_encoded(
+        Keyspace::Keys,
+        id.as_bytes().to_vec(),
+        &record,
+        "key record",
+    )?;
+    Ok(Ok(CommandResult::Done))
+}
+
+pub(super) fn key_revoke<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    id: &str,
+) -> Result<Outcome, StorageError> {
+    if txn.get(Keyspace::Keys, id.as_bytes())?.is_none() {
+        return Ok(Err(ApplyError::KeyNotFound { id: id.into() }));
+    }
+    txn.delete(Keyspace::Keys, id.as_bytes().to_vec());
+    Ok(Ok(CommandResult::Done))
+}
+
+#[cfg(test)]
+mod tests;

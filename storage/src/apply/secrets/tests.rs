@@ -1,7 +1,7 @@
 //! `apply` of the secret commands: set and delete with the per-app bound,
 //! the rekey guard against concurrent writes, and app deletion.
 
-use super::tests::Fixture;
+use crate::apply::tests::Fixture;
 use crate::command::{ApplyError, Command, CommandResult, SecretRekey};
 use crate::secrets::SECRETS_PER_APP_MAX;
 

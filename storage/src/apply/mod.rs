@@ -1,0 +1,367 @@
+//! The deterministic state transition: `apply(state, log id, command)`.
+//!
+//! `apply` reads the current state through a [`Backend`], computes every
+//! write the command makes in memory ([`Txn`]), and commits those writes
+//! together with the new last-applied log id in ONE atomic batch. After a
+//! crash the state is therefore always "everything up to some log index",
+//! and openraft re-applies the rest from the log.
+//!
+//! Nothing here reads a clock or draws randomness: time is the command's
+//! `now_ms`. A rejected command (see [`ApplyError`]) writes nothing but the
+//! last-applied log id.
+//!
+//! The one exception to "one batch per entry" is `AppDelete`: an app may
+//! hold millions of kv keys, so its kv data is deleted in bounded batches
+//! first and the app record (with the last-applied id) goes last. If a crash
+//! interrupts it, the app record is still there and the re-applied entry
+//! finishes the job with the same result.
+//!
+//! A `Command::Batch` entry is normally one atomic batch too: each inner
+//! command runs in a `Txn` layered over the writes of the ones before it. An
+//! entry holding a command that reads the backend directly (`AppDelete`,
+//! `Deploy`, `Rollback`: they scan) takes the slow path instead: each inner
+//! command commits its own atomic batch together with a progress marker
+//! `(log id, inner commands done)` and its result, in `Meta`; a last batch
+//! sets the last-applied id and removes the marker. A restart in between
+//! re-applies the entry, which skips the inner commands the marker counts
+//! (see `apply_batch_entry`).
+//!
+//! # Layout
+//!
+//! One file per area; each has its tests beside it (`<area>/tests.rs`).
+//!
+//! - `mod.rs` (this file): [`apply`], the dispatch `match` from a command to
+//!   its area, and which commands changed an app ([`changed_apps`]).
+//! - `txn`: [`Txn`] (reads through pending writes, commits one batch) and
+//!   `Command::Batch` entries: at once, or resumable command by command.
+//! - `kv`: kv ops, alone or all-or-nothing, and the kv triggers they fire.
+//! - `apps`: apps, deploys, versions, rollbacks and shared libraries.
+//! - `keys`: API keys, and binding scoped keys to the app they name.
+//! - `cluster`: cluster records: node ids, registrations and removals, the
+//!   join secret, the cluster CA.
+//! - `triggers`: cron fires, the outbox, claims, run outcomes, retries and
+//!   dead letters.
+//! - `secrets`: sealed secret values and their re-keying.
+//! - `docs`: document writes and the indexes kept in step with them.
+//! - `tests.rs`: the shared `Fixture` and the `CrashAfter` fault injector.
+
+use openraft::LogId;
+
+use crate::backend::{Backend, Keyspace, WriteBatch};
+use crate::codec;
+use crate::command::{ApplyError, Command, CommandResult, VersionDeploy};
+use crate::error::StorageError;
+use crate::types::NodeId;
+
+mod apps;
+mod cluster;
+mod docs;
+mod keys;
+mod kv;
+mod secrets;
+mod triggers;
+mod txn;
+
+#[cfg(test)]
+mod tests;
+
+pub(crate) use cluster::next_node_id;
+use txn::Txn;
+pub(crate) use txn::clear_batch_progress;
+
+/// Applies `command` as the entry at `log_id`, committing its writes and the
+/// new last-applied id atomically. `Err` is an engine failure (fatal);
+/// deterministic rejections come back as `Ok(CommandResult::Rejected(..))`.
+/// A [`Command::Batch`] is applied as described in the module comment.
+pub fn apply<B: Backend + ?Sized>(
+    backend: &B,
+    log_id: &LogId<NodeId>,
+    command: &Command,
+) -> Result<CommandResult, StorageError> {
+    if let Command::Batch(commands) = command {
+        return txn::apply_batch_entry(backend, log_id, commands);
+    }
+    let (result, mut batch) = run_one(backend, command)?;
+    put_last_applied(&mut batch, log_id)?;
+    backend.apply_batch(batch)?;
+    Ok(result)
+}
+
+/// Runs one (non-batch) command: its result and the writes to commit. A
+/// `Batch` here is an inner batch and is rejected with `NestedBatch`.
+fn run_one<B: Backend + ?Sized>(
+    backend: &B,
+    command: &Command,
+) -> Result<(CommandResult, WriteBatch), StorageError> {
+    let mut txn = Txn::new(backend);
+    let result = run_in(&mut txn, command)?;
+    Ok((result, txn.into_batch()))
+}
+
+/// Runs one (non-batch) command in `txn`; a rejected command leaves no
+/// writes in it.
+fn run_in<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    command: &Command,
+) -> Result<CommandResult, StorageError> {
+    let outcome = match command {
+        Command::Kv { app, op, now_ms } => kv::kv(txn, app, op, *now_ms)?,
+        Command::KvAtomic { app, ops, now_ms } => kv::kv_atomic(txn, app, ops, *now_ms)?,
+        Command::AppCreate { app, now_ms } => apps::app_create(txn, app, *now_ms)?,
+        Command::AppDelete { app } => apps::app_delete(txn, app)?,
+        Command::Deploy {
+            app,
+            bundle,
+            now_ms,
+            versions_keep,
+        } => apps::deploy_app(txn, app, bundle, *now_ms, *versions_keep, None)?,
+        Command::Rollback {
+            app,
+            to_version,
+            now_ms,
+        } => apps::rollback(txn, app, *to_version, *now_ms)?,
+        Command::KeyCreate {
+            id,
+            name,
+            scope,
+            secret_hash,
+            now_ms,
+        } => keys::key_create(txn, id, name, scope, secret_hash, *now_ms)?,
+        Command::KeyRevoke { id } => keys::key_revoke(txn, id)?,
+        Command::AllocateNodeId { now_ms: _ } => cluster::allocate_node_id(txn)?,
+        Command::SetJoinSecret { secret, now_ms } => {
+            cluster::set_join_secret(txn, secret, *now_ms)?
+        }
+        Command::RemoveNode { id, now_ms } => cluster::remove_node(txn, *id, *now_ms)?,
+        Command::SetClusterCa { cert_pem, key_pem } => {
+            cluster::set_cluster_ca(txn, cert_pem, key_pem)?
+        }
+        Command::RegisterNode { id, node } => cluster::register_node(txn, *id, node)?,
+        Command::DeployApp {
+            app,
+            bundle,
+            now_ms,
+            versions_keep,
+            triggers,
+        } => apps::deploy_app(txn, app, bundle, *now_ms, *versions_keep, Some(triggers))?,
+        Command::FireCron {
+            app,
+            trigger,
+            slot_ms,
+            now_ms,
+        } => triggers::fire_cron(txn, app, trigger, *slot_ms, *now_ms)?,
+        Command::ClaimRuns {
+            app,
+            ids,
+            term,
+            node,
+            now_ms,
+            reclaim_after_ms,
+        } => triggers::claim_runs(txn, app, ids, *term, *node, *now_ms, *reclaim_after_ms)?,
+        Command::CompleteRun {
+            app,
+            id,
+            term,
+            claim_ms,
+            ops,
+            now_ms,
+        } => triggers::complete_run(txn, app, *id, (*term, *claim_ms), ops, &[], *now_ms)?,
+        Command::CompleteRunWithDocs {
+            app,
+            id,
+            term,
+            claim_ms,
+            ops,
+            docs,
+            now_ms,
+        } => triggers::complete_run(txn, app, *id, (*term, *claim_ms), ops, docs, *now_ms)?,
+        Command::FailRun {
+            app,
+            id,
+            term,
+            claim_ms,
+            error,
+            now_ms,
+        } => triggers::fail_run(txn, app, *id, (*term, *claim_ms), error, *now_ms)?,
+        Command::RetryDeadLetter { app, id, now_ms } => {
+            triggers::retry_dead_letter(txn, app, *id, *now_ms)?
+        }
+        Command::DeleteDeadLetter { app, id } => triggers::delete_dead_letter(txn, app, *id)?,
+        Command::Docs { app, ops, now_ms } => docs::docs_write(txn, app, ops, *now_ms)?,
+        Command::DeployVersion {
+            app,
+            bundle,
+            now_ms,
+            versions_keep,
+            triggers,
+            indexes,
+        } => apps::deploy_version(txn, app, bundle, *now_ms, *versions_keep, triggers, indexes)?,
+        Command::SecretSet {
+            app,
+            name,
+            sealed,
+            now_ms,
+        } => secrets::secret_set(txn, app, name, sealed, *now_ms)?,
+        Command::SecretDelete { app, name } => secrets::secret_delete(txn, app, name)?,
+        Command::SecretsRekey { secrets } => secrets::secrets_rekey(txn, secrets)?,
+        Command::PublishLib {
+            name,
+            files,
+            now_ms,
+            versions_keep,
+        } => apps::publish_lib(txn, name, files, *now_ms, *versions_keep)?,
+        Command::AppDeleteWithKeys { app } => keys::app_delete_with_keys(txn, app)?,
+        Command::KeyCreateForApp {
+            id,
+            name,
+            scope,
+            secret_hash,
+            now_ms,
+        } => match keys::missing_scoped_app(txn, scope)? {
+            Some(rejection) => Err(rejection),
+            None => keys::key_create(txn, id, name, scope, secret_hash, *now_ms)?,
+        },
+        Command::DeployExistingVersion(deploy) => {
+            if txn.app(&deploy.app)?.is_none() {
+                Err(ApplyError::AppNotFound {
+                    app: deploy.app.clone(),
+                })
+            } else {
+                let d = deploy;
+                let (app, bundle) = (&d.app, &d.bundle);
+                apps::deploy_version(
+                    txn,
+                    app,
+                    bundle,
+                    d.now_ms,
+                    d.versions_keep,
+                    &d.triggers,
+                    &d.indexes,
+                )?
+            }
+        }
+        Command::Batch(_) => Err(ApplyError::NestedBatch),
+    };
+    let result = match outcome {
+        Ok(result) => result,
+        Err(rejection) => {
+            // A rejected command changes nothing (but the applied index).
+            txn.writes.clear();
+            CommandResult::Rejected(rejection)
+        }
+    };
+    Ok(result)
+}
+
+/// Whether `command` reads state only through its `Txn` (so it may run over
+/// the pending writes of earlier commands of the same entry). Exhaustive on
+/// purpose: a new command must decide.
+fn reads_only_through_txn(command: &Command) -> bool {
+    match command {
+        Command::Kv { .. }
+        | Command::KvAtomic { .. }
+        | Command::AppCreate { .. }
+        | Command::KeyCreate { .. }
+        | Command::KeyRevoke { .. }
+        | Command::AllocateNodeId { .. }
+        | Command::SetJoinSecret { .. }
+        | Command::RemoveNode { .. }
+        | Command::SetClusterCa { .. }
+        | Command::RegisterNode { .. }
+        | Command::FireCron { .. }
+        | Command::ClaimRuns { .. }
+        | Command::CompleteRun { .. }
+        | Command::FailRun { .. }
+        | Command::RetryDeadLetter { .. }
+        | Command::DeleteDeadLetter { .. }
+        | Command::Docs { .. }
+        | Command::CompleteRunWithDocs { .. }
+        | Command::SecretSet { .. }
+        | Command::SecretDelete { .. }
+        | Command::SecretsRekey { .. }
+        | Command::PublishLib { .. }
+        | Command::KeyCreateForApp { .. } => true,
+        // Scans (deploy versions, an app's kv data, its outbox) and bulk
+        // deletes go to the backend; a nested batch is rejected by `run_in`
+        // either way.
+        Command::AppDelete { .. }
+        | Command::AppDeleteWithKeys { .. }
+        | Command::DeployExistingVersion { .. }
+        | Command::Deploy { .. }
+        | Command::DeployApp { .. }
+        | Command::DeployVersion { .. }
+        | Command::Rollback { .. }
+        | Command::Batch(_) => false,
+    }
+}
+
+/// The app whose served code or existence `command` changed, if it did.
+/// The state machine broadcasts an `AppliedEvent::AppChanged` for it.
+pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&'a str> {
+    if matches!(result, CommandResult::Rejected(_)) {
+        return None;
+    }
+    match command {
+        Command::AppCreate { app, .. }
+        | Command::AppDelete { app }
+        | Command::AppDeleteWithKeys { app }
+        | Command::DeployExistingVersion(VersionDeploy { app, .. })
+        | Command::Deploy { app, .. }
+        | Command::DeployApp { app, .. }
+        | Command::DeployVersion { app, .. }
+        | Command::Rollback { app, .. } => Some(app),
+        Command::FireCron { .. }
+        | Command::ClaimRuns { .. }
+        | Command::CompleteRun { .. }
+        | Command::FailRun { .. }
+        | Command::RetryDeadLetter { .. }
+        | Command::DeleteDeadLetter { .. }
+        | Command::Docs { .. }
+        | Command::CompleteRunWithDocs { .. }
+        | Command::PublishLib { .. }
+        | Command::Kv { .. }
+        | Command::KvAtomic { .. }
+        | Command::KeyCreate { .. }
+        | Command::KeyCreateForApp { .. }
+        | Command::KeyRevoke { .. }
+        | Command::AllocateNodeId { .. }
+        | Command::SetJoinSecret { .. }
+        | Command::RemoveNode { .. }
+        | Command::SetClusterCa { .. }
+        | Command::RegisterNode { .. }
+        | Command::SecretSet { .. }
+        | Command::SecretDelete { .. }
+        | Command::SecretsRekey { .. }
+        | Command::Batch(_) => None,
+    }
+}
+
+/// Every app whose served code or existence `command` changed, in order
+/// (with repeats): for a `Batch`, those of its accepted inner commands.
+pub fn changed_apps<'a>(command: &'a Command, result: &CommandResult) -> Vec<&'a str> {
+    match (command, result) {
+        (Command::Batch(commands), CommandResult::Batch(results)) => commands
+            .iter()
+            .zip(results)
+            .filter_map(|(command, result)| changed_app(command, result))
+            .collect(),
+        _ => changed_app(command, result).into_iter().collect(),
+    }
+}
+
+/// Adds the last-applied log id to `batch`.
+pub(crate) fn put_last_applied(
+    batch: &mut WriteBatch,
+    log_id: &LogId<NodeId>,
+) -> Result<(), StorageError> {
+    let bytes = codec::encode(log_id).map_err(StorageError::codec("last applied log id"))?;
+    batch.insert(
+        Keyspace::Meta,
+        crate::keys::META_LAST_APPLIED.to_vec(),
+        bytes,
+    );
+    Ok(())
+}
+
+/// A command's outcome: `Err` is a deterministic rejection.
+type Outcome = Result<CommandResult, ApplyError>;
