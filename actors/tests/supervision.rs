@@ -9,7 +9,7 @@ use picloud_actors::app::Bundle;
 use picloud_actors::app_actor::AppMsg;
 use picloud_actors::{ActorLimits, AppRequest, Apps, LogBook, NodeHost};
 use picloud_cluster::{ClusterConfig, Node, NodeInfo};
-use picloud_storage::{Command, CommandResult, StorageOptions};
+use picloud_storage::{Command, CommandResult, StorageOptions, VersionDeploy};
 
 async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
     let (node, duties) = Node::start(
@@ -37,7 +37,7 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
             format!("return function(req) return 'hi from {app}' end"),
         );
         let result = node
-            .write(Command::Deploy {
+            .write(Command::Deploy(VersionDeploy {
                 app: app.to_string(),
                 bundle: Bundle {
                     files,
@@ -46,7 +46,10 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
                 .encode(),
                 now_ms: 1,
                 versions_keep: 5,
-            })
+                triggers: None,
+                indexes: None,
+                create_app: true,
+            }))
             .await
             .expect("deploy");
         assert!(
@@ -144,6 +147,7 @@ async fn deleted_apps_stop_and_answer_not_found() {
     let result = node
         .write(Command::AppDelete {
             app: "gone".to_string(),
+            revoke_keys: false,
         })
         .await
         .expect("delete");

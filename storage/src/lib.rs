@@ -57,7 +57,9 @@ pub mod types;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use command::{ApplyError, Command, CommandResult, DocOp, DocOpResult, KvOp, KvOpResult};
+pub use command::{
+    ApplyError, Command, CommandResult, DocOp, DocOpResult, KvOp, KvOpResult, VersionDeploy,
+};
 pub use error::StorageError;
 pub use log_store::LogStore;
 pub use records::{

@@ -171,7 +171,10 @@ async fn delete_app(
     let result = accepted(
         gateway
             .node
-            .write(Command::AppDeleteWithKeys { app: app.clone() })
+            .write(Command::AppDelete {
+                app: app.clone(),
+                revoke_keys: true,
+            })
             .await?,
     )?;
     let keys_revoked = match result {
@@ -298,8 +301,9 @@ async fn deploy(
     check_app_name(&app)?;
     caller.require_write(&app)?;
     // Only an admin creates apps, here by deploying to a new name. A scoped
-    // key is told before its bundle is checked; `DeployExistingVersion`
-    // decides again in `apply`, where a concurrent delete is ordered.
+    // key is told before its bundle is checked; a deploy without
+    // `create_app` decides again in `apply`, where a concurrent delete is
+    // ordered.
     let may_create = caller.scope.is_admin();
     if !may_create && gateway.node.reader().app(&app)?.is_none() {
         return Err(ApiError::not_found(
@@ -344,10 +348,11 @@ async fn deploy(
         bundle: bundle.encode(),
         now_ms: now_ms(),
         versions_keep: gateway.config.deploy_versions_kept,
-        triggers,
-        indexes,
+        triggers: Some(triggers),
+        indexes: Some(indexes),
+        create_app: may_create,
     };
-    let result = accepted(gateway.node.write(deploy.into_command(may_create)).await?)?;
+    let result = accepted(gateway.node.write(Command::Deploy(deploy)).await?)?;
     let CommandResult::Deployed { version } = result else {
         return Err(ApiError::internal(format!(
             "unexpected deploy result {result:?}"
@@ -700,18 +705,19 @@ async fn create_key(
         ));
     }
     let key = keys::generate();
-    // `KeyCreateForApp`: a scoped key for an app that does not exist is
+    // `scoped_app_must_exist`: a scoped key for an app that does not exist is
     // refused (404 app_not_found), so it cannot wait for someone to create
     // that name; deleting the app revokes it.
     accepted(
         gateway
             .node
-            .write(Command::KeyCreateForApp {
+            .write(Command::KeyCreate {
                 id: key.id.clone(),
                 name: name.clone(),
                 scope: scope.to_string(),
                 secret_hash: key.secret_hash.clone(),
                 now_ms: now_ms(),
+                scoped_app_must_exist: true,
             })
             .await?,
     )?;

@@ -1,10 +1,11 @@
 //! Apps and their code: create and delete an app, deploy a version (with
 //! its triggers and document indexes), roll back, publish a shared library.
 
+use super::keys::revoke_scoped_keys;
 use super::triggers::swap_triggers;
 use super::{Outcome, Txn, docs};
 use crate::backend::{Backend, Keyspace, delete_prefix};
-use crate::command::{ApplyError, CommandResult};
+use crate::command::{ApplyError, CommandResult, VersionDeploy};
 use crate::error::StorageError;
 use crate::keys;
 use crate::records::{AppRecord, DeployRecord, LibRecord, LibVersion};
@@ -44,9 +45,12 @@ pub(super) fn app_create<B: Backend + ?Sized>(
     Ok(Ok(CommandResult::Done))
 }
 
+/// `Command::AppDelete`: the app and all its data; with `revoke_keys`, the
+/// API keys scoped to it too (see `keys`).
 pub(super) fn app_delete<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
+    revoke_keys: bool,
 ) -> Result<Outcome, StorageError> {
     if txn.app(app)?.is_none() {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
@@ -75,16 +79,58 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
         txn.delete(Keyspace::Bundles, keys::deploy_key(app, version));
     }
     txn.delete(Keyspace::Apps, app.as_bytes().to_vec());
-    Ok(Ok(CommandResult::Done))
+    if !revoke_keys {
+        return Ok(Ok(CommandResult::Done));
+    }
+    let keys_revoked = revoke_scoped_keys(txn, app)?;
+    Ok(Ok(CommandResult::AppDeleted { keys_revoked }))
 }
 
+/// `Command::Deploy`: the bundle becomes the next, active version; the
+/// version's triggers (when it carries them) become the active set, and its
+/// indexes (when it carries them) the built ones.
 pub(super) fn deploy<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    deploy: &VersionDeploy,
+) -> Result<Outcome, StorageError> {
+    let (app, now_ms) = (deploy.app.as_str(), deploy.now_ms);
+    if !deploy.create_app && txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    let before = txn.active_triggers(app)?;
+    let version = add_version(txn, app, &deploy.bundle, now_ms, deploy.versions_keep)?;
+    if let Some(triggers) = &deploy.triggers {
+        txn.put_encoded(
+            Keyspace::Triggers,
+            keys::trigger_set_key(app, version),
+            triggers,
+            "trigger set",
+        )?;
+    }
+    swap_triggers(txn, app, before.as_ref(), deploy.triggers.as_ref(), now_ms)?;
+    if let Some(indexes) = &deploy.indexes {
+        txn.put_encoded(
+            Keyspace::Triggers,
+            crate::docs::index_set_key(app, version),
+            indexes,
+            "index set",
+        )?;
+        if let Err(rejection) = docs::switch_indexes(txn, app, indexes)? {
+            return Ok(Err(rejection));
+        }
+    }
+    Ok(Ok(CommandResult::Deployed { version }))
+}
+
+/// Stores `bundle` as the next version of `app` (created when missing) and
+/// makes it the active one, then prunes to the newest `versions_keep`.
+fn add_version<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
     bundle: &[u8],
     now_ms: u64,
     versions_keep: u32,
-) -> Result<Outcome, StorageError> {
+) -> Result<u64, StorageError> {
     let mut record = txn.app(app)?.unwrap_or_else(|| AppRecord {
         name: app.into(),
         created_ms: now_ms,
@@ -125,59 +171,7 @@ pub(super) fn deploy<B: Backend + ?Sized>(
             txn.delete(Keyspace::Triggers, crate::docs::index_set_key(app, old));
         }
     }
-    Ok(Ok(CommandResult::Deployed { version }))
-}
-
-pub(super) fn deploy_app<B: Backend + ?Sized>(
-    txn: &mut Txn<'_, B>,
-    app: &str,
-    bundle: &[u8],
-    now_ms: u64,
-    versions_keep: u32,
-    triggers: Option<&TriggerSet>,
-) -> Result<Outcome, StorageError> {
-    let before = txn.active_triggers(app)?;
-    let outcome = deploy(txn, app, bundle, now_ms, versions_keep)?;
-    let Ok(CommandResult::Deployed { version }) = &outcome else {
-        return Ok(outcome);
-    };
-    if let Some(triggers) = triggers {
-        txn.put_encoded(
-            Keyspace::Triggers,
-            keys::trigger_set_key(app, *version),
-            triggers,
-            "trigger set",
-        )?;
-    }
-    swap_triggers(txn, app, before.as_ref(), triggers, now_ms)?;
-    Ok(outcome)
-}
-
-/// `DeployApp`, then the version's index set becomes the built one.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn deploy_version<B: Backend + ?Sized>(
-    txn: &mut Txn<'_, B>,
-    app: &str,
-    bundle: &[u8],
-    now_ms: u64,
-    versions_keep: u32,
-    triggers: &TriggerSet,
-    indexes: &[crate::docs::IndexDef],
-) -> Result<Outcome, StorageError> {
-    let outcome = deploy_app(txn, app, bundle, now_ms, versions_keep, Some(triggers))?;
-    let Ok(CommandResult::Deployed { version }) = &outcome else {
-        return Ok(outcome);
-    };
-    txn.put_encoded(
-        Keyspace::Triggers,
-        crate::docs::index_set_key(app, *version),
-        &indexes.to_vec(),
-        "index set",
-    )?;
-    if let Err(rejection) = docs::switch_indexes(txn, app, indexes)? {
-        return Ok(Err(rejection));
-    }
-    Ok(outcome)
+    Ok(version)
 }
 
 pub(super) fn rollback<B: Backend + ?Sized>(

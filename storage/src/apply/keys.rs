@@ -11,7 +11,6 @@
 //! (`keys list` no longer lists the key), and the decision is one
 //! deterministic step of `apply`, so every replica makes it.
 
-use super::apps::app_delete;
 use super::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
@@ -19,15 +18,13 @@ use crate::command::{ApplyError, CommandResult};
 use crate::error::StorageError;
 use crate::records::{KeyRecord, scoped_app};
 
-/// `AppDelete`, then every key whose scope names `app` is deleted. Keys are
-/// few (an operator makes them by hand), so one scan of them is cheap.
-pub(super) fn app_delete_with_keys<B: Backend + ?Sized>(
+/// Revokes every key whose scope names `app` (for `AppDelete` with
+/// `revoke_keys`) and says how many. Keys are few (an operator makes them
+/// by hand), so one scan of them is cheap.
+pub(super) fn revoke_scoped_keys<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
-) -> Result<Outcome, StorageError> {
-    if let Err(rejection) = app_delete(txn, app)? {
-        return Ok(Err(rejection));
-    }
+) -> Result<u64, StorageError> {
     let mut revoked = Vec::new();
     for item in txn.backend.scan(Keyspace::Keys, &[], &[]) {
         let (id, bytes) = item?;
@@ -41,12 +38,12 @@ pub(super) fn app_delete_with_keys<B: Backend + ?Sized>(
     for id in revoked {
         txn.delete(Keyspace::Keys, id);
     }
-    Ok(Ok(CommandResult::AppDeleted { keys_revoked }))
+    Ok(keys_revoked)
 }
 
-/// `KeyCreateForApp`'s check: `AppNotFound` when `scope` names an app
+/// `KeyCreate`'s check when `scoped_app_must_exist`: `AppNotFound` when `scope` names an app
 /// (`deploy:<app>`, `read:<app>`) that does not exist.
-pub(super) fn missing_scoped_app<B: Backend + ?Sized>(
+fn missing_scoped_app<B: Backend + ?Sized>(
     txn: &Txn<'_, B>,
     scope: &str,
 ) -> Result<Option<ApplyError>, StorageError> {
@@ -58,6 +55,7 @@ pub(super) fn missing_scoped_app<B: Backend + ?Sized>(
     }
 }
 
+/// `Command::KeyCreate`.
 pub(super) fn key_create<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     id: &str,
@@ -65,7 +63,11 @@ pub(super) fn key_create<B: Backend + ?Sized>(
     scope: &str,
     secret_hash: &[u8],
     now_ms: u64,
+    scoped_app_must_exist: bool,
 ) -> Result<Outcome, StorageError> {
+    if scoped_app_must_exist && let Some(rejection) = missing_scoped_app(txn, scope)? {
+        return Ok(Err(rejection));
+    }
     if txn.get(Keyspace::Keys, id.as_bytes())?.is_some() {
         return Ok(Err(ApplyError::KeyExists { id: id.into() }));
     }

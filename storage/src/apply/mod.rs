@@ -108,13 +108,8 @@ fn run_in<B: Backend + ?Sized>(
         Command::Kv { app, op, now_ms } => kv::kv(txn, app, op, *now_ms)?,
         Command::KvAtomic { app, ops, now_ms } => kv::kv_atomic(txn, app, ops, *now_ms)?,
         Command::AppCreate { app, now_ms } => apps::app_create(txn, app, *now_ms)?,
-        Command::AppDelete { app } => apps::app_delete(txn, app)?,
-        Command::Deploy {
-            app,
-            bundle,
-            now_ms,
-            versions_keep,
-        } => apps::deploy_app(txn, app, bundle, *now_ms, *versions_keep, None)?,
+        Command::AppDelete { app, revoke_keys } => apps::app_delete(txn, app, *revoke_keys)?,
+        Command::Deploy(deploy) => apps::deploy(txn, deploy)?,
         Command::Rollback {
             app,
             to_version,
@@ -126,7 +121,11 @@ fn run_in<B: Backend + ?Sized>(
             scope,
             secret_hash,
             now_ms,
-        } => keys::key_create(txn, id, name, scope, secret_hash, *now_ms)?,
+            scoped_app_must_exist,
+        } => {
+            let must_exist = *scoped_app_must_exist;
+            keys::key_create(txn, id, name, scope, secret_hash, *now_ms, must_exist)?
+        }
         Command::KeyRevoke { id } => keys::key_revoke(txn, id)?,
         Command::AllocateNodeId { now_ms: _ } => cluster::allocate_node_id(txn)?,
         Command::SetJoinSecret { secret, now_ms } => {
@@ -137,13 +136,6 @@ fn run_in<B: Backend + ?Sized>(
             cluster::set_cluster_ca(txn, cert_pem, key_pem)?
         }
         Command::RegisterNode { id, node } => cluster::register_node(txn, *id, node)?,
-        Command::DeployApp {
-            app,
-            bundle,
-            now_ms,
-            versions_keep,
-            triggers,
-        } => apps::deploy_app(txn, app, bundle, *now_ms, *versions_keep, Some(triggers))?,
         Command::FireCron {
             app,
             trigger,
@@ -159,14 +151,6 @@ fn run_in<B: Backend + ?Sized>(
             reclaim_after_ms,
         } => triggers::claim_runs(txn, app, ids, *term, *node, *now_ms, *reclaim_after_ms)?,
         Command::CompleteRun {
-            app,
-            id,
-            term,
-            claim_ms,
-            ops,
-            now_ms,
-        } => triggers::complete_run(txn, app, *id, (*term, *claim_ms), ops, &[], *now_ms)?,
-        Command::CompleteRunWithDocs {
             app,
             id,
             term,
@@ -188,14 +172,6 @@ fn run_in<B: Backend + ?Sized>(
         }
         Command::DeleteDeadLetter { app, id } => triggers::delete_dead_letter(txn, app, *id)?,
         Command::Docs { app, ops, now_ms } => docs::docs_write(txn, app, ops, *now_ms)?,
-        Command::DeployVersion {
-            app,
-            bundle,
-            now_ms,
-            versions_keep,
-            triggers,
-            indexes,
-        } => apps::deploy_version(txn, app, bundle, *now_ms, *versions_keep, triggers, indexes)?,
         Command::SecretSet {
             app,
             name,
@@ -210,36 +186,6 @@ fn run_in<B: Backend + ?Sized>(
             now_ms,
             versions_keep,
         } => apps::publish_lib(txn, name, files, *now_ms, *versions_keep)?,
-        Command::AppDeleteWithKeys { app } => keys::app_delete_with_keys(txn, app)?,
-        Command::KeyCreateForApp {
-            id,
-            name,
-            scope,
-            secret_hash,
-            now_ms,
-        } => match keys::missing_scoped_app(txn, scope)? {
-            Some(rejection) => Err(rejection),
-            None => keys::key_create(txn, id, name, scope, secret_hash, *now_ms)?,
-        },
-        Command::DeployExistingVersion(deploy) => {
-            if txn.app(&deploy.app)?.is_none() {
-                Err(ApplyError::AppNotFound {
-                    app: deploy.app.clone(),
-                })
-            } else {
-                let d = deploy;
-                let (app, bundle) = (&d.app, &d.bundle);
-                apps::deploy_version(
-                    txn,
-                    app,
-                    bundle,
-                    d.now_ms,
-                    d.versions_keep,
-                    &d.triggers,
-                    &d.indexes,
-                )?
-            }
-        }
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -275,21 +221,15 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::RetryDeadLetter { .. }
         | Command::DeleteDeadLetter { .. }
         | Command::Docs { .. }
-        | Command::CompleteRunWithDocs { .. }
         | Command::SecretSet { .. }
         | Command::SecretDelete { .. }
         | Command::SecretsRekey { .. }
-        | Command::PublishLib { .. }
-        | Command::KeyCreateForApp { .. } => true,
+        | Command::PublishLib { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
         Command::AppDelete { .. }
-        | Command::AppDeleteWithKeys { .. }
-        | Command::DeployExistingVersion { .. }
-        | Command::Deploy { .. }
-        | Command::DeployApp { .. }
-        | Command::DeployVersion { .. }
+        | Command::Deploy(_)
         | Command::Rollback { .. }
         | Command::Batch(_) => false,
     }
@@ -303,12 +243,8 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
     }
     match command {
         Command::AppCreate { app, .. }
-        | Command::AppDelete { app }
-        | Command::AppDeleteWithKeys { app }
-        | Command::DeployExistingVersion(VersionDeploy { app, .. })
-        | Command::Deploy { app, .. }
-        | Command::DeployApp { app, .. }
-        | Command::DeployVersion { app, .. }
+        | Command::AppDelete { app, .. }
+        | Command::Deploy(VersionDeploy { app, .. })
         | Command::Rollback { app, .. } => Some(app),
         Command::FireCron { .. }
         | Command::ClaimRuns { .. }
@@ -317,12 +253,10 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::RetryDeadLetter { .. }
         | Command::DeleteDeadLetter { .. }
         | Command::Docs { .. }
-        | Command::CompleteRunWithDocs { .. }
         | Command::PublishLib { .. }
         | Command::Kv { .. }
         | Command::KvAtomic { .. }
         | Command::KeyCreate { .. }
-        | Command::KeyCreateForApp { .. }
         | Command::KeyRevoke { .. }
         | Command::AllocateNodeId { .. }
         | Command::SetJoinSecret { .. }

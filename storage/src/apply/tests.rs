@@ -11,7 +11,7 @@ use super::{apply, changed_app, changed_apps};
 use crate::backend::{
     Backend, BackendError, KeyValue, Keyspace, ScanItem, SledBackend, SledOptions, WriteBatch,
 };
-use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult, VersionDeploy};
 use crate::keys;
 use crate::state::StateReader;
 
@@ -80,12 +80,15 @@ impl Fixture {
     }
 
     pub(super) fn deploy(&mut self, app: &str, bundle: &str, versions_keep: u32) -> CommandResult {
-        self.run(Command::Deploy {
+        self.run(Command::Deploy(VersionDeploy {
             app: app.into(),
             bundle: bundle.as_bytes().to_vec(),
             now_ms: 10,
             versions_keep,
-        })
+            triggers: None,
+            indexes: None,
+            create_app: true,
+        }))
     }
 
     pub(super) fn rollback(&mut self, app: &str, to_version: Option<u64>) -> CommandResult {
@@ -211,7 +214,10 @@ fn changed_apps_lists_accepted_inner_app_commands() {
             now_ms: 0,
         },
         kv_cmd("a", incr("n", 1)),
-        Command::AppDelete { app: "b".into() },
+        Command::AppDelete {
+            app: "b".into(),
+            revoke_keys: false,
+        },
         Command::Rollback {
             app: "c".into(),
             to_version: None,
@@ -235,12 +241,15 @@ fn changed_apps_lists_accepted_inner_app_commands() {
 
 #[test]
 fn changed_app_only_for_accepted_app_commands() {
-    let deploy = Command::Deploy {
+    let deploy = Command::Deploy(VersionDeploy {
         app: "a".into(),
         bundle: vec![],
         now_ms: 0,
         versions_keep: 1,
-    };
+        triggers: None,
+        indexes: None,
+        create_app: true,
+    });
     assert_eq!(
         changed_app(&deploy, &CommandResult::Deployed { version: 1 }),
         Some("a")
@@ -253,4 +262,118 @@ fn changed_app_only_for_accepted_app_commands() {
         now_ms: 0,
     };
     assert_eq!(changed_app(&kv, &CommandResult::Done), None);
+}
+
+/// Runs `command` the way a follower applies an entry written long ago:
+/// encoded (into the legacy variant `wire_index`, which is what writers of
+/// the time produced), decoded, then applied.
+fn run_from_log(f: &mut Fixture, command: Command, wire_index: u8) -> CommandResult {
+    let bytes = crate::codec::encode(&command).expect("encode");
+    assert_eq!(bytes[0], wire_index, "{command:?}");
+    let decoded: Command =
+        crate::codec::decode(&bytes, crate::codec::STORED_BYTES_MAX).expect("decode");
+    assert_eq!(decoded, command);
+    f.run(decoded)
+}
+
+/// Entries in each legacy shape decode to the current shape and apply as
+/// they did before the upcast: a `Deploy` or `DeployApp` leaves the built
+/// indexes alone (a deploy carrying an empty index list drops them), only
+/// `DeployApp` stores a trigger set, a `KeyCreate` does not look for the app
+/// its scope names, and an `AppDelete` keeps the app's keys and says `Done`.
+#[test]
+fn legacy_entries_decode_and_apply_as_they_always_did() {
+    use crate::command::DocOp;
+    use crate::docs::IndexDef;
+    use crate::triggers::TriggerSet;
+    let mut f = Fixture::new();
+    let built = vec![IndexDef {
+        name: "by_x".into(),
+        collection: "c".into(),
+        fields: vec!["x".into()],
+        unique: true,
+    }];
+    let deploy = |triggers: Option<TriggerSet>, indexes: Option<Vec<IndexDef>>| {
+        Command::Deploy(VersionDeploy {
+            app: "shop".into(),
+            bundle: b"code".to_vec(),
+            now_ms: 1,
+            versions_keep: 10,
+            triggers,
+            indexes,
+            create_app: true,
+        })
+    };
+    let with_indexes = deploy(Some(TriggerSet::default()), Some(built.clone()));
+    assert_eq!(
+        run_from_log(&mut f, with_indexes, 22),
+        CommandResult::Deployed { version: 1 }
+    );
+    let insert = Command::Docs {
+        app: "shop".into(),
+        ops: vec![DocOp::Insert {
+            collection: "c".into(),
+            id: "1".into(),
+            doc: b"{\"x\":1}".to_vec(),
+        }],
+        now_ms: 2,
+    };
+    assert!(matches!(f.run(insert), CommandResult::Docs(_)));
+
+    // Deploy (index 4): no trigger set, the built indexes stay.
+    let result = run_from_log(&mut f, deploy(None, None), 4);
+    assert_eq!(result, CommandResult::Deployed { version: 2 });
+    assert_eq!(f.reader.trigger_set("shop").expect("triggers"), None);
+    assert_eq!(f.reader.indexes("shop").expect("indexes"), built);
+
+    // DeployApp (index 14): the trigger set is stored, the indexes stay.
+    let triggers = TriggerSet {
+        outbox_max: 7,
+        ..TriggerSet::default()
+    };
+    let result = run_from_log(&mut f, deploy(Some(triggers.clone()), None), 14);
+    assert_eq!(result, CommandResult::Deployed { version: 3 });
+    assert_eq!(
+        f.reader.trigger_set("shop").expect("triggers"),
+        Some(triggers)
+    );
+    assert_eq!(f.reader.indexes("shop").expect("indexes"), built);
+
+    // What a deploy written today with no indexes does instead.
+    let current = deploy(Some(TriggerSet::default()), Some(vec![]));
+    assert_eq!(
+        run_from_log(&mut f, current, 22),
+        CommandResult::Deployed { version: 4 }
+    );
+    assert_eq!(f.reader.indexes("shop").expect("indexes"), vec![]);
+
+    // KeyCreate (index 6): a key scoped to a missing app is stored.
+    let key = |id: &str, scope: &str, scoped_app_must_exist| Command::KeyCreate {
+        id: id.into(),
+        name: id.into(),
+        scope: scope.into(),
+        secret_hash: vec![1],
+        now_ms: 3,
+        scoped_app_must_exist,
+    };
+    let result = run_from_log(&mut f, key("old", "deploy:ghost", false), 6);
+    assert_eq!(result, CommandResult::Done);
+    let result = run_from_log(&mut f, key("new", "deploy:ghost", true), 29);
+    assert_eq!(
+        result,
+        rejected(ApplyError::AppNotFound {
+            app: "ghost".into()
+        })
+    );
+    let result = run_from_log(&mut f, key("shop-key", "deploy:shop", true), 29);
+    assert_eq!(result, CommandResult::Done);
+
+    // AppDelete (index 3): the app goes, its key stays, the result is Done.
+    let delete = Command::AppDelete {
+        app: "shop".into(),
+        revoke_keys: false,
+    };
+    assert_eq!(run_from_log(&mut f, delete, 3), CommandResult::Done);
+    assert_eq!(f.reader.app("shop").expect("app"), None);
+    assert!(f.reader.key("shop-key").expect("key").is_some());
 }

@@ -203,12 +203,18 @@ fn app_create_and_delete() {
     let record = f.reader.app("app").expect("app").expect("app");
     assert_eq!((record.active_version, record.latest_version), (None, 0));
     assert_eq!(
-        f.run(Command::AppDelete { app: "app".into() }),
+        f.run(Command::AppDelete {
+            app: "app".into(),
+            revoke_keys: false
+        }),
         CommandResult::Done
     );
     assert_eq!(f.reader.app("app").expect("app"), None);
     assert_eq!(
-        f.run(Command::AppDelete { app: "app".into() }),
+        f.run(Command::AppDelete {
+            app: "app".into(),
+            revoke_keys: false
+        }),
         rejected(ApplyError::AppNotFound { app: "app".into() })
     );
 }
@@ -244,7 +250,10 @@ fn app_delete_removes_only_that_app_even_when_large() {
     f.deploy("a/b", "bundle", 3);
 
     assert_eq!(
-        f.run(Command::AppDelete { app: "a".into() }),
+        f.run(Command::AppDelete {
+            app: "a".into(),
+            revoke_keys: false
+        }),
         CommandResult::Done
     );
     assert_eq!(

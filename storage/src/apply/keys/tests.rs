@@ -19,12 +19,13 @@ impl Fixture {
     }
 
     fn create_key(&mut self, id: &str, scope: &str) -> CommandResult {
-        self.run(Command::KeyCreateForApp {
+        self.run(Command::KeyCreate {
             id: id.into(),
             name: format!("key {id}"),
             scope: scope.into(),
             secret_hash: vec![7; 32],
             now_ms: 2,
+            scoped_app_must_exist: true,
         })
     }
 
@@ -39,10 +40,11 @@ impl Fixture {
             bundle: b"code".to_vec(),
             now_ms: 3,
             versions_keep: 5,
-            triggers: Default::default(),
-            indexes: vec![],
+            triggers: Some(Default::default()),
+            indexes: Some(vec![]),
+            create_app: false,
         };
-        self.run(deploy.into_command(false))
+        self.run(Command::Deploy(deploy))
     }
 }
 
@@ -60,7 +62,10 @@ fn deleting_an_app_revokes_its_scoped_keys_and_no_others() {
         assert_eq!(f.create_key(id, scope), CommandResult::Done, "{scope}");
     }
     assert_eq!(
-        f.run(Command::AppDeleteWithKeys { app: "shop".into() }),
+        f.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true
+        }),
         CommandResult::AppDeleted { keys_revoked: 2 }
     );
     assert_eq!(f.key_ids(), ["a", "o"]);
@@ -70,11 +75,17 @@ fn deleting_an_app_revokes_its_scoped_keys_and_no_others() {
     assert_eq!(f.create_app("shop"), CommandResult::Done);
     assert_eq!(f.key_ids(), ["a", "o"]);
     assert_eq!(
-        f.run(Command::AppDeleteWithKeys { app: "shop".into() }),
+        f.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true
+        }),
         CommandResult::AppDeleted { keys_revoked: 0 }
     );
     assert_eq!(
-        f.run(Command::AppDeleteWithKeys { app: "shop".into() }),
+        f.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true
+        }),
         app_not_found("shop")
     );
 }
@@ -104,8 +115,9 @@ fn a_deploy_that_may_not_create_never_does() {
         f.deploy_existing("ghost"),
         CommandResult::Deployed { version: 1 }
     );
-    f.run(Command::AppDeleteWithKeys {
+    f.run(Command::AppDelete {
         app: "ghost".into(),
+        revoke_keys: true,
     });
     // A deploy queued behind the delete does not bring the app back.
     assert_eq!(f.deploy_existing("ghost"), app_not_found("ghost"));
@@ -118,13 +130,17 @@ fn the_delete_and_its_revocations_hold_inside_a_batch() {
     f.create_app("shop");
     f.create_key("d", "deploy:shop");
     let result = f.run(Command::Batch(vec![
-        Command::AppDeleteWithKeys { app: "shop".into() },
-        Command::KeyCreateForApp {
+        Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true,
+        },
+        Command::KeyCreate {
             id: "late".into(),
             name: "late".into(),
             scope: "deploy:shop".into(),
             secret_hash: vec![1],
             now_ms: 4,
+            scoped_app_must_exist: true,
         },
     ]));
     assert_eq!(
@@ -146,6 +162,7 @@ fn api_keys_create_and_revoke() {
         scope: "deploy".into(),
         secret_hash: vec![1, 2, 3],
         now_ms: 42,
+        scoped_app_must_exist: false,
     };
     assert_eq!(f.run(create("k1")), CommandResult::Done);
     assert_eq!(

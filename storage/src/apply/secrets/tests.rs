@@ -170,7 +170,10 @@ fn deleting_an_app_deletes_its_secrets_only() {
         fixture.secret_set(app, "A", b"v", 2);
     }
     assert_eq!(
-        fixture.run(Command::AppDelete { app: "shop".into() }),
+        fixture.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: false
+        }),
         CommandResult::Done
     );
     assert_eq!(fixture.sealed("shop", "A"), None);

@@ -11,7 +11,7 @@ use crate::apply::tests::{
 };
 use crate::backend::{BULK_DELETE_BATCH_KEYS, Backend, Keyspace, WriteBatch};
 use crate::codec;
-use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult, VersionDeploy};
 use crate::keys::{self, StoredValue};
 
 #[test]
@@ -29,18 +29,24 @@ fn batch_applies_in_order_with_one_result_each() {
             now_ms: 3,
         },
         kv_cmd("new", set("k", "true", None)),
-        Command::Deploy {
+        Command::Deploy(VersionDeploy {
             app: "new".into(),
             bundle: b"b1".to_vec(),
             now_ms: 4,
             versions_keep: 1,
-        },
-        Command::Deploy {
+            triggers: None,
+            indexes: None,
+            create_app: true,
+        }),
+        Command::Deploy(VersionDeploy {
             app: "new".into(),
             bundle: b"b2".to_vec(),
             now_ms: 4,
             versions_keep: 1,
-        },
+            triggers: None,
+            indexes: None,
+            create_app: true,
+        }),
         kv_cmd("app", KvOp::Delete { key: "c".into() }),
     ]));
     assert_eq!(
@@ -151,13 +157,19 @@ fn batch_interrupted_anywhere_resumes_to_the_same_state_and_results() {
         kv_cmd("ghost", set("k", "1", None)),
         kv_cmd("app", incr("n", 1)),
         // Deletes kv data in several batches of its own.
-        Command::AppDelete { app: "big".into() },
-        Command::Deploy {
+        Command::AppDelete {
+            app: "big".into(),
+            revoke_keys: false,
+        },
+        Command::Deploy(VersionDeploy {
             app: "app".into(),
             bundle: b"code".to_vec(),
             now_ms: 5,
             versions_keep: 2,
-        },
+            triggers: None,
+            indexes: None,
+            create_app: true,
+        }),
         kv_cmd("app", incr("n", 10)),
     ]);
 
