@@ -35,10 +35,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::docs::IndexDef;
+use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
-use crate::types::NodeInfo;
-
-use crate::types::NodeId;
 
 mod wire;
 

@@ -1,9 +1,10 @@
 //! Apps and their code: create and delete an app, deploy a version (with
 //! its triggers and document indexes), roll back, publish a shared library.
 
+use super::docs;
 use super::keys::revoke_scoped_keys;
 use super::triggers::swap_triggers;
-use super::{Outcome, Txn, docs};
+use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace, delete_prefix};
 use crate::command::{ApplyError, CommandResult, VersionDeploy};
 use crate::error::StorageError;

@@ -1,13 +1,13 @@
 //! Cluster records: node ids (allocated, never reused), node registrations
 //! and removals, the join secret and the cluster CA. None is ever rejected.
 
-use super::{Outcome, Txn};
+use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::CommandResult;
 use crate::error::StorageError;
 use crate::keys;
-use crate::types::NodeId;
+use crate::node::NodeId;
 
 /// The id the next `AllocateNodeId` hands out, reading `Cluster` keys with
 /// `get`: the stored counter (at least [`keys::FIRST_ALLOCATED_NODE_ID`]),

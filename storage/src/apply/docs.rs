@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 
-use super::triggers::enqueue_run;
-use super::{Outcome, Txn};
+use super::outbox::enqueue_run;
+use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::{ApplyError, CommandResult, DocOp, DocOpResult};

@@ -11,7 +11,7 @@
 //! (`keys list` no longer lists the key), and the decision is one
 //! deterministic step of `apply`, so every replica makes it.
 
-use super::{Outcome, Txn};
+use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::{ApplyError, CommandResult};

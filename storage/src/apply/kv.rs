@@ -1,8 +1,8 @@
 //! Kv writes: one op or several all-or-nothing, and the outbox entries of
 //! the kv triggers a write fires.
 
-use super::triggers::enqueue_run;
-use super::{Outcome, Txn};
+use super::outbox::enqueue_run;
+use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::command::{ApplyError, CommandResult, KvOp, KvOpResult};
 use crate::error::StorageError;

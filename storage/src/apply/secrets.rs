@@ -2,7 +2,7 @@
 //! [`SECRETS_PER_APP_MAX`] per app; re-keying swaps each value only where it
 //! is still the one the proposer re-sealed.
 
-use super::{Outcome, Txn};
+use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::command::{ApplyError, CommandResult, SecretRekey};
 use crate::error::StorageError;

@@ -1,25 +1,25 @@
-//! [`Txn`]: one command's writes, read back before they are committed, and
-//! `Command::Batch` entries built from several commands' writes.
+//! [`Txn`]: one command's writes, kept in memory and read back before they
+//! are committed, so later ops of one command see earlier ones; committed
+//! as one backend batch (a `BTreeMap`, so the batch is the same on every
+//! replica) together with the new last-applied log id.
 //!
-//! A `Txn` collects a command's writes in memory (a `BTreeMap`, so the batch
-//! is the same on every replica) and reads through them, so later ops of one
-//! command see earlier ones. A batch entry whose commands all read through
-//! their `Txn` is ONE backend batch; one holding a command that scans the
-//! backend is applied command by command behind a progress marker (see
-//! [`apply_batch_entry`]).
+//! Every area of `apply` works on a `Txn`; this module depends on none of
+//! them.
 
 use std::collections::BTreeMap;
 
 use openraft::LogId;
 
-use super::{put_last_applied, reads_only_through_txn, run_in, run_one};
-use crate::backend::{Backend, Keyspace, WriteBatch, delete_prefix};
+use crate::backend::{Backend, Keyspace, WriteBatch};
 use crate::codec::{self, STORED_BYTES_MAX};
-use crate::command::{Command, CommandResult};
+use crate::command::{ApplyError, CommandResult};
 use crate::error::StorageError;
 use crate::keys;
+use crate::node::NodeId;
 use crate::records::AppRecord;
-use crate::types::NodeId;
+
+/// A command's outcome: `Err` is a deterministic rejection.
+pub(super) type Outcome = Result<CommandResult, ApplyError>;
 
 /// Reads through pending writes, so later ops of one command see earlier ones.
 pub(super) struct Txn<'a, B: ?Sized> {
@@ -139,151 +139,12 @@ impl<'a, B: Backend + ?Sized> Txn<'a, B> {
     }
 }
 
-/// Applies a batch entry whose commands all read through their `Txn` as ONE
-/// atomic backend batch (with the last-applied id): each inner command runs
-/// over the writes of the ones before it. One batch per entry instead of one
-/// per inner command is most of the replicated write throughput (sled waits
-/// for two io-buffer writes per batch, on every replica).
-pub(super) fn apply_batch_entry_at_once<B: Backend + ?Sized>(
-    backend: &B,
+/// Adds the last-applied log id to `batch`.
+pub(crate) fn put_last_applied(
+    batch: &mut WriteBatch,
     log_id: &LogId<NodeId>,
-    commands: &[Command],
-) -> Result<CommandResult, StorageError> {
-    let mut pending: PendingWrites = BTreeMap::new();
-    let mut results = Vec::with_capacity(commands.len());
-    for command in commands {
-        let mut txn = Txn::over(backend, &pending);
-        let result = run_in(&mut txn, command)?;
-        let writes = std::mem::take(&mut txn.writes);
-        pending.extend(writes);
-        results.push(result);
-    }
-    let mut batch = batch_of(pending);
-    put_last_applied(&mut batch, log_id)?;
-    backend.apply_batch(batch)?;
-    Ok(CommandResult::Batch(results))
-}
-
-/// How far the batch entry `log_id` got: inner commands `0..done` are
-/// applied and their results stored under [`keys::batch_result_key`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct BatchProgress {
-    log_id: LogId<NodeId>,
-    done: u64,
-}
-
-/// Applies a `Command::Batch` entry: at once when it can (see
-/// [`apply_batch_entry_at_once`]); otherwise one atomic backend batch per
-/// inner command, each also recording the progress marker and that command's
-/// result, then one last batch that sets last-applied and clears them.
-///
-/// Why not always one backend batch for the whole entry (an overlay over all
-/// inner writes)? Because `apply` is not a pure overlay: `AppDelete` deletes an
-/// app's kv data in bounded batches straight to the backend before its
-/// final batch (an app may hold millions of keys), and `Deploy`/`Rollback`
-/// scan deploys in the backend, not in pending writes. Applying inner
-/// commands one by one reuses each command's existing, tested behaviour
-/// (including `AppDelete`'s own crash handling) unchanged; the marker makes
-/// the entry resumable. After a crash the state is a prefix of the batches
-/// written, so the marker says exactly which inner commands are in it; the
-/// re-applied entry skips those (returning their stored results) and
-/// continues. Last-applied moves only when the whole entry is done, so
-/// openraft never considers a half-applied entry applied.
-pub(super) fn apply_batch_entry<B: Backend + ?Sized>(
-    backend: &B,
-    log_id: &LogId<NodeId>,
-    commands: &[Command],
-) -> Result<CommandResult, StorageError> {
-    let mut results = resume_batch(backend, log_id)?;
-    let done = results.len();
-    if done == 0 && commands.iter().all(reads_only_through_txn) {
-        return apply_batch_entry_at_once(backend, log_id, commands);
-    }
-    if done > commands.len() {
-        return Err(StorageError::Corrupt {
-            what: "batch progress",
-            detail: format!(
-                "entry {log_id} has {} commands but {done} are marked done",
-                commands.len()
-            ),
-        });
-    }
-    for (index, command) in commands.iter().enumerate().skip(done) {
-        let (result, mut batch) = run_one(backend, command)?;
-        let progress = BatchProgress {
-            log_id: *log_id,
-            done: index as u64 + 1,
-        };
-        batch.insert(
-            Keyspace::Meta,
-            keys::META_BATCH_PROGRESS.to_vec(),
-            codec::encode(&progress).map_err(StorageError::codec("batch progress"))?,
-        );
-        batch.insert(
-            Keyspace::Meta,
-            keys::batch_result_key(index as u64),
-            codec::encode(&result).map_err(StorageError::codec("batch result"))?,
-        );
-        backend.apply_batch(batch)?;
-        results.push(result);
-    }
-    let mut batch = WriteBatch::new();
-    for index in 0..commands.len() {
-        batch.remove(Keyspace::Meta, keys::batch_result_key(index as u64));
-    }
-    batch.remove(Keyspace::Meta, keys::META_BATCH_PROGRESS.to_vec());
-    put_last_applied(&mut batch, log_id)?;
-    backend.apply_batch(batch)?;
-    Ok(CommandResult::Batch(results))
-}
-
-/// The stored results of the inner commands of entry `log_id` already
-/// applied (empty when it was not started). A marker left by another entry
-/// can only be stale (that entry was superseded by a snapshot install,
-/// which clears markers too): it is dropped.
-pub(super) fn resume_batch<B: Backend + ?Sized>(
-    backend: &B,
-    log_id: &LogId<NodeId>,
-) -> Result<Vec<CommandResult>, StorageError> {
-    let Some(bytes) = backend.get(Keyspace::Meta, keys::META_BATCH_PROGRESS)? else {
-        return Ok(Vec::new());
-    };
-    let progress: BatchProgress =
-        codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("batch progress"))?;
-    if progress.log_id != *log_id {
-        tracing::warn!(
-            stale = %progress.log_id,
-            applying = %log_id,
-            "dropping a stale batch progress marker"
-        );
-        clear_batch_progress(backend)?;
-        return Ok(Vec::new());
-    }
-    tracing::info!(
-        entry = %log_id,
-        done = progress.done,
-        "resuming a batch entry interrupted by a restart"
-    );
-    let mut results = Vec::new();
-    for index in 0..progress.done {
-        let bytes = backend
-            .get(Keyspace::Meta, &keys::batch_result_key(index))?
-            .ok_or_else(|| StorageError::Corrupt {
-                what: "batch progress",
-                detail: format!("entry {log_id}: no stored result for command {index}"),
-            })?;
-        results.push(
-            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("batch result"))?,
-        );
-    }
-    Ok(results)
-}
-
-/// Removes any batch progress marker and stored inner results.
-pub(crate) fn clear_batch_progress<B: Backend + ?Sized>(backend: &B) -> Result<(), StorageError> {
-    delete_prefix(backend, Keyspace::Meta, keys::META_BATCH_PREFIX)?;
+) -> Result<(), StorageError> {
+    let bytes = codec::encode(log_id).map_err(StorageError::codec("last applied log id"))?;
+    batch.insert(Keyspace::Meta, keys::META_LAST_APPLIED.to_vec(), bytes);
     Ok(())
 }
-
-#[cfg(test)]
-mod tests;

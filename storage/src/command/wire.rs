@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Command, DocOp, KvOp, SecretRekey, VersionDeploy};
 use crate::docs::IndexDef;
+use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
-use crate::types::{NodeId, NodeInfo};
 
 /// Every command shape the log has ever held, in the order they were added.
 ///

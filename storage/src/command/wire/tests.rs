@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use super::super::{Command, DocOp, KvOp, SecretRekey, VersionDeploy};
 use crate::codec::{STORED_BYTES_MAX, decode, encode};
 use crate::docs::IndexDef;
+use crate::node::NodeInfo;
 use crate::triggers::TriggerSet;
-use crate::types::NodeInfo;
 
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
