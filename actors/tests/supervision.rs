@@ -9,7 +9,7 @@ use picloud_actors::app::Bundle;
 use picloud_actors::app_actor::AppMsg;
 use picloud_actors::{ActorLimits, AppRequest, Apps, LogBook, NodeHost};
 use picloud_cluster::{ClusterConfig, Node, NodeInfo};
-use picloud_storage::{Command, CommandResult, StorageOptions, VersionDeploy};
+use picloud_storage::{Command, CommandResult, DeployParts, StorageOptions, VersionDeploy};
 
 async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
     let (node, duties) = Node::start(
@@ -46,9 +46,7 @@ async fn node_with_apps(dir: &std::path::Path, apps: &[&str]) -> (Node, Apps) {
                 .encode(),
                 now_ms: 1,
                 versions_keep: 5,
-                triggers: None,
-                indexes: None,
-                create_app: true,
+                parts: DeployParts::Bundle,
             }))
             .await
             .expect("deploy");

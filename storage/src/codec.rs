@@ -65,7 +65,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit_bytes: u64) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, KvOp, VersionDeploy};
+    use crate::command::{Command, DeployParts, KvOp, VersionDeploy};
 
     #[test]
     fn command_round_trips() {
@@ -129,9 +129,7 @@ mod tests {
                     bundle: vec![],
                     now_ms: 0,
                     versions_keep: 1,
-                    triggers: Some(Default::default()),
-                    indexes: None,
-                    create_app: true
+                    parts: DeployParts::WithTriggers(Default::default())
                 }))
                 .expect("encode")
             ),
@@ -171,9 +169,11 @@ mod tests {
                     bundle: vec![],
                     now_ms: 0,
                     versions_keep: 1,
-                    triggers: Some(Default::default()),
-                    indexes: Some(vec![]),
-                    create_app: true
+                    parts: DeployParts::Full {
+                        triggers: Default::default(),
+                        indexes: vec![],
+                        create_app: true
+                    }
                 }))
                 .expect("encode")
             ),
@@ -255,14 +255,20 @@ mod tests {
             bundle: vec![],
             now_ms: 0,
             versions_keep: 1,
-            triggers: Some(Default::default()),
-            indexes: Some(vec![]),
-            create_app: true,
+            parts: DeployParts::Full {
+                triggers: Default::default(),
+                indexes: vec![],
+                create_app: true,
+            },
         };
         let may_create = Command::Deploy(deploy.clone());
         assert_eq!(first_byte(encode(&may_create).expect("encode")), 22);
         let existing = Command::Deploy(VersionDeploy {
-            create_app: false,
+            parts: DeployParts::Full {
+                triggers: Default::default(),
+                indexes: vec![],
+                create_app: false,
+            },
             ..deploy
         });
         assert_eq!(first_byte(encode(&existing).expect("encode")), 30);

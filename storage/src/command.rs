@@ -23,9 +23,10 @@
 //! `apply` matches, has ONE shape per operation. Decoding upcasts a legacy
 //! shape to the current one with the fields that keep its old meaning
 //! (`CompleteRun` gets an empty `docs` list, `AppDelete` gets
-//! `revoke_keys: false`, a `Deploy` carries no triggers and no indexes);
+//! `revoke_keys: false`, an old `Deploy` carries [`DeployParts::Bundle`]);
 //! encoding writes the wire variant that says exactly what the command
-//! holds, which is the variant writers produced before the upcast existed.
+//! holds, which is the variant writers produced before the upcast existed,
+//! and every command has one.
 //!
 //! The rule for the next change of an operation's shape: add the wire
 //! variant at the end of the wire enum, extend the current shape so the old
@@ -243,32 +244,44 @@ pub enum Command {
 /// the next version of `app` and its active one. Keeps at most
 /// `versions_keep` versions (the oldest inactive ones are dropped). Result
 /// `Deployed`.
-///
-/// Every deploy written today carries `Some` triggers and `Some` indexes;
-/// `None` comes only from entries written before deploys carried them, and
-/// keeps what those entries meant then.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionDeploy {
     pub app: String,
     pub bundle: Vec<u8>,
     pub now_ms: u64,
     pub versions_keep: u32,
-    /// The version's triggers, stored with it (a rollback brings them back)
-    /// and made the app's active set atomically: pending runs of a trigger
-    /// the new set no longer has are dead-lettered with `trigger_removed`.
-    /// `None`: no trigger set is stored for the version (it reads as none).
-    pub triggers: Option<TriggerSet>,
-    /// The version's document indexes: indexes the app's built set lacks are
-    /// built from the existing documents, indexes it no longer has are
-    /// dropped, all in this entry. A unique index the existing documents
-    /// violate rejects the whole deploy (`UniqueViolation`). `None`: the
-    /// built indexes are left as they are.
-    pub indexes: Option<Vec<IndexDef>>,
-    /// Whether a missing app is created. `false` (for callers that may
-    /// deploy to an app but not create one, like a `deploy:<app>` key)
-    /// rejects the deploy with `AppNotFound` instead; deciding it in `apply`
-    /// closes the race with a concurrent delete.
-    pub create_app: bool,
+    pub parts: DeployParts,
+}
+
+/// What a deploy carries besides its bundle. Every deploy written today is
+/// `Full`; the other two are how entries written before deploys carried
+/// triggers (`Bundle`) or indexes (`WithTriggers`) decode, keeping what they
+/// meant then.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeployParts {
+    /// No trigger set is stored for the version (it reads as none), the
+    /// built indexes are left as they are, and a missing app is created.
+    Bundle,
+    /// The version's triggers (as in `Full`); the built indexes are left as
+    /// they are, and a missing app is created.
+    WithTriggers(TriggerSet),
+    Full {
+        /// The version's triggers, stored with it (a rollback brings them
+        /// back) and made the app's active set atomically: pending runs of a
+        /// trigger the new set no longer has are dead-lettered with
+        /// `trigger_removed`.
+        triggers: TriggerSet,
+        /// The version's document indexes: indexes the app's built set
+        /// lacks are built from the existing documents, indexes it no longer
+        /// has are dropped, all in this entry. A unique index the existing
+        /// documents violate rejects the whole deploy (`UniqueViolation`).
+        indexes: Vec<IndexDef>,
+        /// Whether a missing app is created. `false` (for callers that may
+        /// deploy to an app but not create one, like a `deploy:<app>` key)
+        /// rejects the deploy with `AppNotFound` instead; deciding it in
+        /// `apply` closes the race with a concurrent delete.
+        create_app: bool,
+    },
 }
 
 impl Command {

@@ -76,7 +76,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use command::{
-    ApplyError, Command, CommandResult, DocOp, DocOpResult, KvOp, KvOpResult, VersionDeploy,
+    ApplyError, Command, CommandResult, DeployParts, DocOp, DocOpResult, KvOp, KvOpResult,
+    VersionDeploy,
 };
 pub use error::StorageError;
 pub use log_store::LogStore;

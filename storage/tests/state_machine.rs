@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder};
 use picloud_storage::{
-    AppliedEvent, Command, CommandResult, KvOp, NodeInfo, StateReader, Storage, StorageOptions,
-    TypeConfig, VersionDeploy,
+    AppliedEvent, Command, CommandResult, DeployParts, KvOp, NodeInfo, StateReader, Storage,
+    StorageOptions, TypeConfig, VersionDeploy,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -69,9 +69,7 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
                     bundle: format!("{app} bundle {version}").into_bytes(),
                     now_ms: 2,
                     versions_keep: 2,
-                    triggers: None,
-                    indexes: None,
-                    create_app: true,
+                    parts: DeployParts::Bundle,
                 }),
                 &mut entries,
             );
@@ -198,9 +196,7 @@ async fn apply_reports_results_and_app_events() {
                     bundle: b"x".to_vec(),
                     now_ms: 1,
                     versions_keep: 3,
-                    triggers: None,
-                    indexes: None,
-                    create_app: true,
+                    parts: DeployParts::Bundle,
                 }),
             ),
             normal(
@@ -283,9 +279,7 @@ async fn batch_entry_applies_every_inner_command() {
                         bundle: b"x".to_vec(),
                         now_ms: 1,
                         versions_keep: 3,
-                        triggers: None,
-                        indexes: None,
-                        create_app: true,
+                        parts: DeployParts::Bundle,
                     }),
                 ]),
             ),

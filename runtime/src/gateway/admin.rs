@@ -19,7 +19,7 @@ use picloud_actors::host::now_ms;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
 };
-use picloud_storage::command::VersionDeploy;
+use picloud_storage::command::{DeployParts, VersionDeploy};
 use picloud_storage::{Command, CommandResult, KvOp, KvOpResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -348,9 +348,11 @@ async fn deploy(
         bundle: bundle.encode(),
         now_ms: now_ms(),
         versions_keep: gateway.config.deploy_versions_kept,
-        triggers: Some(triggers),
-        indexes: Some(indexes),
-        create_app: may_create,
+        parts: DeployParts::Full {
+            triggers,
+            indexes,
+            create_app: may_create,
+        },
     };
     let result = accepted(gateway.node.write(Command::Deploy(deploy)).await?)?;
     let CommandResult::Deployed { version } = result else {

@@ -6,7 +6,7 @@ use super::keys::revoke_scoped_keys;
 use super::triggers::swap_triggers;
 use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace, delete_prefix};
-use crate::command::{ApplyError, CommandResult, VersionDeploy};
+use crate::command::{ApplyError, CommandResult, DeployParts, VersionDeploy};
 use crate::error::StorageError;
 use crate::keys;
 use crate::records::{AppRecord, DeployRecord, LibRecord, LibVersion};
@@ -95,12 +95,21 @@ pub(super) fn deploy<B: Backend + ?Sized>(
     deploy: &VersionDeploy,
 ) -> Result<Outcome, StorageError> {
     let (app, now_ms) = (deploy.app.as_str(), deploy.now_ms);
-    if !deploy.create_app && txn.app(app)?.is_none() {
+    let (triggers, indexes, create_app) = match &deploy.parts {
+        DeployParts::Bundle => (None, None, true),
+        DeployParts::WithTriggers(triggers) => (Some(triggers), None, true),
+        DeployParts::Full {
+            triggers,
+            indexes,
+            create_app,
+        } => (Some(triggers), Some(indexes), *create_app),
+    };
+    if !create_app && txn.app(app)?.is_none() {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
     }
     let before = txn.active_triggers(app)?;
     let version = add_version(txn, app, &deploy.bundle, now_ms, deploy.versions_keep)?;
-    if let Some(triggers) = &deploy.triggers {
+    if let Some(triggers) = triggers {
         txn.put_encoded(
             Keyspace::Triggers,
             keys::trigger_set_key(app, version),
@@ -108,8 +117,8 @@ pub(super) fn deploy<B: Backend + ?Sized>(
             "trigger set",
         )?;
     }
-    swap_triggers(txn, app, before.as_ref(), deploy.triggers.as_ref(), now_ms)?;
-    if let Some(indexes) = &deploy.indexes {
+    swap_triggers(txn, app, before.as_ref(), triggers, now_ms)?;
+    if let Some(indexes) = indexes {
         txn.put_encoded(
             Keyspace::Triggers,
             crate::docs::index_set_key(app, version),

@@ -16,7 +16,9 @@ use crate::backend::{
     SledOptions, WriteBatch,
 };
 use crate::codec;
-use crate::command::{ApplyError, Command, CommandResult, KvOp, KvOpResult, VersionDeploy};
+use crate::command::{
+    ApplyError, Command, CommandResult, DeployParts, KvOp, KvOpResult, VersionDeploy,
+};
 use crate::keys::{self, StoredValue};
 use crate::state::StateReader;
 
@@ -90,9 +92,7 @@ impl Fixture {
             bundle: bundle.as_bytes().to_vec(),
             now_ms: 10,
             versions_keep,
-            triggers: None,
-            indexes: None,
-            create_app: true,
+            parts: DeployParts::Bundle,
         }))
     }
 
@@ -251,9 +251,7 @@ fn changed_app_only_for_accepted_app_commands() {
         bundle: vec![],
         now_ms: 0,
         versions_keep: 1,
-        triggers: None,
-        indexes: None,
-        create_app: true,
+        parts: DeployParts::Bundle,
     });
     assert_eq!(
         changed_app(&deploy, &CommandResult::Deployed { version: 1 }),
@@ -298,18 +296,21 @@ fn legacy_entries_decode_and_apply_as_they_always_did() {
         fields: vec!["x".into()],
         unique: true,
     }];
-    let deploy = |triggers: Option<TriggerSet>, indexes: Option<Vec<IndexDef>>| {
+    let deploy = |parts: DeployParts| {
         Command::Deploy(VersionDeploy {
             app: "shop".into(),
             bundle: b"code".to_vec(),
             now_ms: 1,
             versions_keep: 10,
-            triggers,
-            indexes,
-            create_app: true,
+            parts,
         })
     };
-    let with_indexes = deploy(Some(TriggerSet::default()), Some(built.clone()));
+    let full = |indexes: Vec<IndexDef>| DeployParts::Full {
+        triggers: TriggerSet::default(),
+        indexes,
+        create_app: true,
+    };
+    let with_indexes = deploy(full(built.clone()));
     assert_eq!(
         run_from_log(&mut f, with_indexes, 22),
         CommandResult::Deployed { version: 1 }
@@ -326,7 +327,7 @@ fn legacy_entries_decode_and_apply_as_they_always_did() {
     assert!(matches!(f.run(insert), CommandResult::Docs(_)));
 
     // Deploy (index 4): no trigger set, the built indexes stay.
-    let result = run_from_log(&mut f, deploy(None, None), 4);
+    let result = run_from_log(&mut f, deploy(DeployParts::Bundle), 4);
     assert_eq!(result, CommandResult::Deployed { version: 2 });
     assert_eq!(f.reader.trigger_set("shop").expect("triggers"), None);
     assert_eq!(f.reader.indexes("shop").expect("indexes"), built);
@@ -336,7 +337,11 @@ fn legacy_entries_decode_and_apply_as_they_always_did() {
         outbox_max: 7,
         ..TriggerSet::default()
     };
-    let result = run_from_log(&mut f, deploy(Some(triggers.clone()), None), 14);
+    let result = run_from_log(
+        &mut f,
+        deploy(DeployParts::WithTriggers(triggers.clone())),
+        14,
+    );
     assert_eq!(result, CommandResult::Deployed { version: 3 });
     assert_eq!(
         f.reader.trigger_set("shop").expect("triggers"),
@@ -345,7 +350,7 @@ fn legacy_entries_decode_and_apply_as_they_always_did() {
     assert_eq!(f.reader.indexes("shop").expect("indexes"), built);
 
     // What a deploy written today with no indexes does instead.
-    let current = deploy(Some(TriggerSet::default()), Some(vec![]));
+    let current = deploy(full(vec![]));
     assert_eq!(
         run_from_log(&mut f, current, 22),
         CommandResult::Deployed { version: 4 }
@@ -403,18 +408,14 @@ fn batch_applies_in_order_with_one_result_each() {
             bundle: b"b1".to_vec(),
             now_ms: 4,
             versions_keep: 1,
-            triggers: None,
-            indexes: None,
-            create_app: true,
+            parts: DeployParts::Bundle,
         }),
         Command::Deploy(VersionDeploy {
             app: "new".into(),
             bundle: b"b2".to_vec(),
             now_ms: 4,
             versions_keep: 1,
-            triggers: None,
-            indexes: None,
-            create_app: true,
+            parts: DeployParts::Bundle,
         }),
         kv_cmd("app", KvOp::Delete { key: "c".into() }),
     ]));
@@ -535,9 +536,7 @@ fn batch_interrupted_anywhere_resumes_to_the_same_state_and_results() {
             bundle: b"code".to_vec(),
             now_ms: 5,
             versions_keep: 2,
-            triggers: None,
-            indexes: None,
-            create_app: true,
+            parts: DeployParts::Bundle,
         }),
         kv_cmd("app", incr("n", 10)),
     ]);

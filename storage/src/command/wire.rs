@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Command, DocOp, KvOp, SecretRekey, VersionDeploy};
+use super::{Command, DeployParts, DocOp, KvOp, SecretRekey, VersionDeploy};
 use crate::docs::IndexDef;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
@@ -207,22 +207,9 @@ struct WireVersionDeploy<'a> {
     indexes: Cow<'a, Vec<IndexDef>>,
 }
 
-/// Why a command cannot be encoded: a shape no wire variant says. Only a
-/// deploy whose fields were never written together can be one.
-#[derive(Debug)]
-struct NoEncoding(&'static str);
-
-impl std::fmt::Display for NoEncoding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "no log encoding for {}", self.0)
-    }
-}
-
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        to_wire(self)
-            .map_err(serde::ser::Error::custom)?
-            .serialize(serializer)
+        to_wire(self).serialize(serializer)
     }
 }
 
@@ -245,13 +232,13 @@ macro_rules! conversions {
         /// The encoding: the wire variant that says exactly what the
         /// command holds (for a legacy meaning, the legacy variant that had
         /// it).
-        fn to_wire(command: &Command) -> Result<Wire<'_>, NoEncoding> {
-            Ok(match command {
+        fn to_wire(command: &Command) -> Wire<'_> {
+            match command {
                 $(Command::$variant { $($field),* } => Wire::$variant {
                     $($field: Cow::Borrowed($field)),*
                 },)*
                 $($to_pattern $(if $guard)? => $to_wire,)*
-            })
+            }
         }
 
         /// The upcast: every shape ever written becomes the current one,
@@ -337,7 +324,7 @@ conversions! {
                 now_ms: Cow::Borrowed(now_ms),
             }
         },
-        Command::Deploy(deploy) => deploy_wire(deploy)?,
+        Command::Deploy(deploy) => deploy_wire(deploy),
     }
     upcast {
         Wire::Batch(commands) => Command::Batch(commands.into_owned()),
@@ -390,9 +377,7 @@ conversions! {
             bundle: bundle.into_owned(),
             now_ms: now_ms.into_owned(),
             versions_keep: versions_keep.into_owned(),
-            triggers: None,
-            indexes: None,
-            create_app: true,
+            parts: DeployParts::Bundle,
         }),
         Wire::DeployApp { app, bundle, now_ms, versions_keep, triggers } => {
             Command::Deploy(VersionDeploy {
@@ -400,9 +385,7 @@ conversions! {
                 bundle: bundle.into_owned(),
                 now_ms: now_ms.into_owned(),
                 versions_keep: versions_keep.into_owned(),
-                triggers: Some(triggers.into_owned()),
-                indexes: None,
-                create_app: true,
+                parts: DeployParts::WithTriggers(triggers.into_owned()),
             })
         },
         Wire::DeployVersion { app, bundle, now_ms, versions_keep, triggers, indexes } => {
@@ -411,9 +394,11 @@ conversions! {
                 bundle: bundle.into_owned(),
                 now_ms: now_ms.into_owned(),
                 versions_keep: versions_keep.into_owned(),
-                triggers: Some(triggers.into_owned()),
-                indexes: Some(indexes.into_owned()),
-                create_app: true,
+                parts: DeployParts::Full {
+                    triggers: triggers.into_owned(),
+                    indexes: indexes.into_owned(),
+                    create_app: true,
+                },
             })
         },
         Wire::DeployExistingVersion(deploy) => Command::Deploy(VersionDeploy {
@@ -421,41 +406,39 @@ conversions! {
             bundle: deploy.bundle.into_owned(),
             now_ms: deploy.now_ms.into_owned(),
             versions_keep: deploy.versions_keep.into_owned(),
-            triggers: Some(deploy.triggers.into_owned()),
-            indexes: Some(deploy.indexes.into_owned()),
-            create_app: false,
+            parts: DeployParts::Full {
+                triggers: deploy.triggers.into_owned(),
+                indexes: deploy.indexes.into_owned(),
+                create_app: false,
+            },
         }),
     }
 }
 
 /// The one of the four deploy variants that holds exactly `deploy`'s parts.
-fn deploy_wire(deploy: &VersionDeploy) -> Result<Wire<'_>, NoEncoding> {
-    let VersionDeploy {
-        app,
-        bundle,
-        now_ms,
-        versions_keep,
-        triggers,
-        indexes,
-        create_app,
-    } = deploy;
-    let (app, bundle) = (Cow::Borrowed(app), Cow::Borrowed(bundle));
-    let (now_ms, versions_keep) = (Cow::Borrowed(now_ms), Cow::Borrowed(versions_keep));
-    let wire = match (triggers, indexes, create_app) {
-        (None, None, true) => Wire::Deploy {
+fn deploy_wire(deploy: &VersionDeploy) -> Wire<'_> {
+    let (app, bundle) = (Cow::Borrowed(&deploy.app), Cow::Borrowed(&deploy.bundle));
+    let now_ms = Cow::Borrowed(&deploy.now_ms);
+    let versions_keep = Cow::Borrowed(&deploy.versions_keep);
+    match &deploy.parts {
+        DeployParts::Bundle => Wire::Deploy {
             app,
             bundle,
             now_ms,
             versions_keep,
         },
-        (Some(triggers), None, true) => Wire::DeployApp {
+        DeployParts::WithTriggers(triggers) => Wire::DeployApp {
             app,
             bundle,
             now_ms,
             versions_keep,
             triggers: Cow::Borrowed(triggers),
         },
-        (Some(triggers), Some(indexes), true) => Wire::DeployVersion {
+        DeployParts::Full {
+            triggers,
+            indexes,
+            create_app: true,
+        } => Wire::DeployVersion {
             app,
             bundle,
             now_ms,
@@ -463,7 +446,11 @@ fn deploy_wire(deploy: &VersionDeploy) -> Result<Wire<'_>, NoEncoding> {
             triggers: Cow::Borrowed(triggers),
             indexes: Cow::Borrowed(indexes),
         },
-        (Some(triggers), Some(indexes), false) => Wire::DeployExistingVersion(WireVersionDeploy {
+        DeployParts::Full {
+            triggers,
+            indexes,
+            create_app: false,
+        } => Wire::DeployExistingVersion(WireVersionDeploy {
             app,
             bundle,
             now_ms,
@@ -471,14 +458,7 @@ fn deploy_wire(deploy: &VersionDeploy) -> Result<Wire<'_>, NoEncoding> {
             triggers: Cow::Borrowed(triggers),
             indexes: Cow::Borrowed(indexes),
         }),
-        (None, Some(_), _) => return Err(NoEncoding("a deploy with indexes but no triggers")),
-        (_, None, false) => {
-            return Err(NoEncoding(
-                "a deploy that may not create its app without triggers and indexes",
-            ));
-        }
-    };
-    Ok(wire)
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::apply::tests::Fixture;
 use crate::backend::Backend;
-use crate::command::{ApplyError, Command, CommandResult, DocOp, DocOpResult, VersionDeploy};
+use crate::command::{
+    ApplyError, Command, CommandResult, DeployParts, DocOp, DocOpResult, VersionDeploy,
+};
 use crate::docs::{FindOptions, IndexDef};
 use crate::query::Query;
 use crate::query::tests::{naive, random_doc, random_query};
@@ -39,9 +41,11 @@ impl Fixture {
             bundle: b"code".to_vec(),
             now_ms: 1,
             versions_keep: 5,
-            triggers: Some(triggers),
-            indexes: Some(indexes),
-            create_app: true,
+            parts: DeployParts::Full {
+                triggers: triggers,
+                indexes: indexes,
+                create_app: true,
+            },
         }))
     }
 

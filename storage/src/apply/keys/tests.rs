@@ -4,7 +4,7 @@
 //! does not.
 
 use crate::apply::tests::{Fixture, rejected};
-use crate::command::{ApplyError, Command, CommandResult, VersionDeploy};
+use crate::command::{ApplyError, Command, CommandResult, DeployParts, VersionDeploy};
 
 fn app_not_found(app: &str) -> CommandResult {
     rejected(ApplyError::AppNotFound { app: app.into() })
@@ -40,9 +40,11 @@ impl Fixture {
             bundle: b"code".to_vec(),
             now_ms: 3,
             versions_keep: 5,
-            triggers: Some(Default::default()),
-            indexes: Some(vec![]),
-            create_app: false,
+            parts: DeployParts::Full {
+                triggers: Default::default(),
+                indexes: vec![],
+                create_app: false,
+            },
         };
         self.run(Command::Deploy(deploy))
     }

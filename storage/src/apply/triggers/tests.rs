@@ -2,7 +2,9 @@
 //! slots, the claim guard, retries, dead letters, trigger swaps on deploy.
 
 use crate::apply::tests::Fixture;
-use crate::command::{ApplyError, Command, CommandResult, KvOp, RunOutcome, VersionDeploy};
+use crate::command::{
+    ApplyError, Command, CommandResult, DeployParts, KvOp, RunOutcome, VersionDeploy,
+};
 use crate::triggers::{TriggerDef, TriggerDefKind, TriggerEvent, TriggerSet, dead_code};
 
 impl Fixture {
@@ -12,9 +14,7 @@ impl Fixture {
             bundle: b"code".to_vec(),
             now_ms: 1,
             versions_keep: 5,
-            triggers: Some(triggers),
-            indexes: None,
-            create_app: true,
+            parts: DeployParts::WithTriggers(triggers),
         }))
     }
 
@@ -501,9 +501,7 @@ fn redeploys_swap_triggers_and_bury_runs_of_removed_ones() {
         bundle: b"v3".to_vec(),
         now_ms: 6,
         versions_keep: 5,
-        triggers: None,
-        indexes: None,
-        create_app: true,
+        parts: DeployParts::Bundle,
     }));
     assert!(f.outbox_ids().is_empty());
     assert_eq!(f.reader.dead_letters("shop", 0, 10).expect("dead").len(), 3);
