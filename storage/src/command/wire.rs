@@ -21,59 +21,60 @@ use crate::triggers::TriggerSet;
 /// disk holds encoded commands, so new variants go at the end and none is
 /// ever reordered or removed. The names are [`Command`]'s of the time.
 ///
-/// Every field is a `Cow` of the command's own field type: borrowed when a
-/// command is encoded, owned when one is decoded. serde (de)serializes a
-/// `Cow<T>` exactly as a `T`, so the bytes are those of the old enum.
+/// Every field is a `Cow` of the command's field (`str` for a `String`, a
+/// slice for a `Vec`): borrowed when a command is encoded, owned when one is
+/// decoded. serde (de)serializes a `Cow` exactly as what it holds, so the
+/// bytes are those of the old enum.
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "Command")]
 enum Wire<'a> {
     Kv {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         op: Cow<'a, KvOp>,
         now_ms: Cow<'a, u64>,
     },
     KvAtomic {
-        app: Cow<'a, String>,
-        ops: Cow<'a, Vec<KvOp>>,
+        app: Cow<'a, str>,
+        ops: Cow<'a, [KvOp]>,
         now_ms: Cow<'a, u64>,
     },
     AppCreate {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         now_ms: Cow<'a, u64>,
     },
     /// An app delete that leaves the app's keys alone.
     AppDelete {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
     },
     /// A deploy with neither triggers nor indexes.
     Deploy {
-        app: Cow<'a, String>,
-        bundle: Cow<'a, Vec<u8>>,
+        app: Cow<'a, str>,
+        bundle: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
         versions_keep: Cow<'a, u32>,
     },
     Rollback {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         to_version: Cow<'a, Option<u64>>,
         now_ms: Cow<'a, u64>,
     },
     /// A key create that does not check the app its scope names.
     KeyCreate {
-        id: Cow<'a, String>,
-        name: Cow<'a, String>,
-        scope: Cow<'a, String>,
-        secret_hash: Cow<'a, Vec<u8>>,
+        id: Cow<'a, str>,
+        name: Cow<'a, str>,
+        scope: Cow<'a, str>,
+        secret_hash: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
     },
     KeyRevoke {
-        id: Cow<'a, String>,
+        id: Cow<'a, str>,
     },
-    Batch(Cow<'a, Vec<Command>>),
+    Batch(Cow<'a, [Command]>),
     AllocateNodeId {
         now_ms: Cow<'a, u64>,
     },
     SetJoinSecret {
-        secret: Cow<'a, Vec<u8>>,
+        secret: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
     },
     RemoveNode {
@@ -81,8 +82,8 @@ enum Wire<'a> {
         now_ms: Cow<'a, u64>,
     },
     SetClusterCa {
-        cert_pem: Cow<'a, String>,
-        key_pem: Cow<'a, String>,
+        cert_pem: Cow<'a, str>,
+        key_pem: Cow<'a, str>,
     },
     RegisterNode {
         id: Cow<'a, NodeId>,
@@ -90,21 +91,21 @@ enum Wire<'a> {
     },
     /// A deploy with triggers and no indexes.
     DeployApp {
-        app: Cow<'a, String>,
-        bundle: Cow<'a, Vec<u8>>,
+        app: Cow<'a, str>,
+        bundle: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
         versions_keep: Cow<'a, u32>,
         triggers: Cow<'a, TriggerSet>,
     },
     FireCron {
-        app: Cow<'a, String>,
-        trigger: Cow<'a, String>,
+        app: Cow<'a, str>,
+        trigger: Cow<'a, str>,
         slot_ms: Cow<'a, u64>,
         now_ms: Cow<'a, u64>,
     },
     ClaimRuns {
-        app: Cow<'a, String>,
-        ids: Cow<'a, Vec<u64>>,
+        app: Cow<'a, str>,
+        ids: Cow<'a, [u64]>,
         term: Cow<'a, u64>,
         node: Cow<'a, NodeId>,
         now_ms: Cow<'a, u64>,
@@ -112,83 +113,83 @@ enum Wire<'a> {
     },
     /// A completed run that wrote no documents.
     CompleteRun {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         id: Cow<'a, u64>,
         term: Cow<'a, u64>,
         claim_ms: Cow<'a, u64>,
-        ops: Cow<'a, Vec<KvOp>>,
+        ops: Cow<'a, [KvOp]>,
         now_ms: Cow<'a, u64>,
     },
     FailRun {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         id: Cow<'a, u64>,
         term: Cow<'a, u64>,
         claim_ms: Cow<'a, u64>,
-        error: Cow<'a, String>,
+        error: Cow<'a, str>,
         now_ms: Cow<'a, u64>,
     },
     RetryDeadLetter {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         id: Cow<'a, u64>,
         now_ms: Cow<'a, u64>,
     },
     DeleteDeadLetter {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         id: Cow<'a, u64>,
     },
     Docs {
-        app: Cow<'a, String>,
-        ops: Cow<'a, Vec<DocOp>>,
+        app: Cow<'a, str>,
+        ops: Cow<'a, [DocOp]>,
         now_ms: Cow<'a, u64>,
     },
     /// A deploy with triggers and indexes that may create the app.
     DeployVersion {
-        app: Cow<'a, String>,
-        bundle: Cow<'a, Vec<u8>>,
+        app: Cow<'a, str>,
+        bundle: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
         versions_keep: Cow<'a, u32>,
         triggers: Cow<'a, TriggerSet>,
-        indexes: Cow<'a, Vec<IndexDef>>,
+        indexes: Cow<'a, [IndexDef]>,
     },
     SecretSet {
-        app: Cow<'a, String>,
-        name: Cow<'a, String>,
-        sealed: Cow<'a, Vec<u8>>,
+        app: Cow<'a, str>,
+        name: Cow<'a, str>,
+        sealed: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
     },
     SecretDelete {
-        app: Cow<'a, String>,
-        name: Cow<'a, String>,
+        app: Cow<'a, str>,
+        name: Cow<'a, str>,
     },
     SecretsRekey {
-        secrets: Cow<'a, Vec<SecretRekey>>,
+        secrets: Cow<'a, [SecretRekey]>,
     },
     PublishLib {
-        name: Cow<'a, String>,
-        files: Cow<'a, Vec<u8>>,
+        name: Cow<'a, str>,
+        files: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
         versions_keep: Cow<'a, u32>,
     },
     /// A completed run that wrote documents.
     CompleteRunWithDocs {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
         id: Cow<'a, u64>,
         term: Cow<'a, u64>,
         claim_ms: Cow<'a, u64>,
-        ops: Cow<'a, Vec<KvOp>>,
-        docs: Cow<'a, Vec<DocOp>>,
+        ops: Cow<'a, [KvOp]>,
+        docs: Cow<'a, [DocOp]>,
         now_ms: Cow<'a, u64>,
     },
     /// An app delete that revokes the app's scoped keys.
     AppDeleteWithKeys {
-        app: Cow<'a, String>,
+        app: Cow<'a, str>,
     },
     /// A key create rejected when its scope names a missing app.
     KeyCreateForApp {
-        id: Cow<'a, String>,
-        name: Cow<'a, String>,
-        scope: Cow<'a, String>,
-        secret_hash: Cow<'a, Vec<u8>>,
+        id: Cow<'a, str>,
+        name: Cow<'a, str>,
+        scope: Cow<'a, str>,
+        secret_hash: Cow<'a, [u8]>,
         now_ms: Cow<'a, u64>,
     },
     /// A deploy with triggers and indexes that never creates the app.
@@ -199,12 +200,12 @@ enum Wire<'a> {
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "VersionDeploy")]
 struct WireVersionDeploy<'a> {
-    app: Cow<'a, String>,
-    bundle: Cow<'a, Vec<u8>>,
+    app: Cow<'a, str>,
+    bundle: Cow<'a, [u8]>,
     now_ms: Cow<'a, u64>,
     versions_keep: Cow<'a, u32>,
     triggers: Cow<'a, TriggerSet>,
-    indexes: Cow<'a, Vec<IndexDef>>,
+    indexes: Cow<'a, [IndexDef]>,
 }
 
 impl Serialize for Command {
@@ -417,7 +418,8 @@ conversions! {
 
 /// The one of the four deploy variants that holds exactly `deploy`'s parts.
 fn deploy_wire(deploy: &VersionDeploy) -> Wire<'_> {
-    let (app, bundle) = (Cow::Borrowed(&deploy.app), Cow::Borrowed(&deploy.bundle));
+    let app: Cow<'_, str> = Cow::Borrowed(&deploy.app);
+    let bundle: Cow<'_, [u8]> = Cow::Borrowed(&deploy.bundle);
     let now_ms = Cow::Borrowed(&deploy.now_ms);
     let versions_keep = Cow::Borrowed(&deploy.versions_keep);
     match &deploy.parts {

@@ -42,8 +42,8 @@ impl Fixture {
             now_ms: 1,
             versions_keep: 5,
             parts: DeployParts::Full {
-                triggers: triggers,
-                indexes: indexes,
+                triggers,
+                indexes,
                 create_app: true,
             },
         }))
