@@ -302,15 +302,7 @@ async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, cla
     };
     counter.fetch_add(1, Ordering::Relaxed);
     let report = match outcome {
-        Ok(writes) if writes.docs.is_empty() => Command::CompleteRun {
-            app: app.to_string(),
-            id,
-            term,
-            claim_ms,
-            ops: writes.kv,
-            now_ms: now_ms(),
-        },
-        Ok(writes) => Command::CompleteRunWithDocs {
+        Ok(writes) => Command::CompleteRun {
             app: app.to_string(),
             id,
             term,

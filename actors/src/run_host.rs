@@ -454,7 +454,7 @@ impl Host for RunHost {
     }
 
     /// Document writes are buffered like kv writes and commit with the
-    /// run (`CompleteRunWithDocs`). `docs.get` sees the run's own writes;
+    /// run (`CompleteRun` with its docs). `docs.get` sees the run's own writes;
     /// `docs.find` and `docs.count` see committed documents only.
     fn docs<'a>(&'a self, app: &'a str, call: DocsCall) -> HostFuture<'a, Value> {
         if let Some(node) = self.direct() {

@@ -9,7 +9,7 @@ use picloud_actors::app::{AppName, Bundle};
 use picloud_actors::app_actor::AppMsg;
 use picloud_actors::{ActorLimits, ActorRestarts, AppRequest, Apps, LogBook, NodeHost};
 use picloud_cluster::{ClusterConfig, Node, NodeInfo};
-use picloud_storage::{Command, CommandResult, StorageOptions};
+use picloud_storage::{Command, CommandResult, DeployParts, StorageOptions, VersionDeploy};
 
 async fn node_with_apps(
     dir: &std::path::Path,
@@ -41,7 +41,7 @@ async fn node_with_apps(
             format!("return function(req) return 'hi from {app}' end"),
         );
         let result = node
-            .write(Command::Deploy {
+            .write(Command::Deploy(VersionDeploy {
                 app: app.to_string(),
                 bundle: Bundle {
                     files,
@@ -50,7 +50,8 @@ async fn node_with_apps(
                 .encode(),
                 now_ms: 1,
                 versions_keep: 5,
-            })
+                parts: DeployParts::Bundle,
+            }))
             .await
             .expect("deploy");
         assert!(
@@ -164,6 +165,7 @@ async fn deleted_apps_stop_and_answer_not_found() {
     let result = node
         .write(Command::AppDelete {
             app: "gone".to_string(),
+            revoke_keys: false,
         })
         .await
         .expect("delete");

@@ -59,22 +59,15 @@ pub fn payload_bytes(command: &Command) -> usize {
     };
     64 + match command {
         Command::Kv { app, op, .. } => app.len() + op_bytes(op),
-        Command::KvAtomic { app, ops, .. } | Command::CompleteRun { app, ops, .. } => {
-            app.len() + ops.iter().map(op_bytes).sum::<usize>()
-        }
+        Command::KvAtomic { app, ops, .. } => app.len() + ops.iter().map(op_bytes).sum::<usize>(),
         Command::Docs { app, ops, .. } => app.len() + ops.iter().map(doc_bytes).sum::<usize>(),
-        Command::CompleteRunWithDocs { app, ops, docs, .. } => {
+        Command::CompleteRun { app, ops, docs, .. } => {
             app.len()
                 + ops.iter().map(op_bytes).sum::<usize>()
                 + docs.iter().map(doc_bytes).sum::<usize>()
         }
         Command::FailRun { app, error, .. } => app.len() + error.len(),
-        Command::Deploy { bundle, .. }
-        | Command::DeployApp { bundle, .. }
-        | Command::DeployVersion { bundle, .. }
-        | Command::DeployExistingVersion(picloud_storage::command::VersionDeploy {
-            bundle, ..
-        }) => bundle.len(),
+        Command::Deploy(picloud_storage::VersionDeploy { bundle, .. }) => bundle.len(),
         Command::PublishLib { files, .. } => files.len(),
         Command::SecretSet { sealed, .. } => sealed.len(),
         Command::SecretsRekey { secrets } => secrets
@@ -222,7 +215,7 @@ mod tests {
             now_ms: 0,
         };
         assert!(payload_bytes(&docs) >= doc.len());
-        let run = Command::CompleteRunWithDocs {
+        let run = Command::CompleteRun {
             app: "a".into(),
             id: 1,
             term: 1,

@@ -221,7 +221,10 @@ mod tests {
     fn only_deletions_count_as_removing() {
         let delete = |key: &str| KvOp::Delete { key: key.into() };
         let removing = [
-            Command::AppDeleteWithKeys { app: "a".into() },
+            Command::AppDelete {
+                app: "a".into(),
+                revoke_keys: true,
+            },
             Command::KeyRevoke { id: "k".into() },
             Command::KvAtomic {
                 app: "a".into(),

@@ -310,14 +310,8 @@ impl Node {
         // fit in the reserve (see `crate::disk`). The claim on free space
         // lasts until this write is applied here.
         let _admission = self.disk.admit(&command, size as u64)?;
-        if matches!(
-            command,
-            Command::Deploy { .. }
-                | Command::DeployApp { .. }
-                | Command::DeployVersion { .. }
-                | Command::DeployExistingVersion(_)
-                | Command::Batch(_)
-        ) || size > self.config.batch_bytes_max
+        if matches!(command, Command::Deploy(_) | Command::Batch(_))
+            || size > self.config.batch_bytes_max
         {
             return self.proposer.propose(command).await;
         }

@@ -308,7 +308,7 @@ impl Budget {
                 self.kill(reason);
                 (error, true)
             }
-            Caught::Value(converted) => (crate::sandbox::relocate_error(lua, converted), false),
+            Caught::Value(converted) => (crate::location::relocate_error(lua, converted), false),
         })
     }
 

@@ -15,7 +15,9 @@
 //! # Layout
 //!
 //! * `host.rs` — the [`Host`] trait the node implements, and its types.
-//! * `vm.rs` — [`Vm`] (load scripts, invoke a handler) and [`check_syntax`].
+//! * `vm.rs` — [`Vm`]: load scripts, invoke a handler.
+//! * `compile.rs` — [`check_syntax`], and the text-only compile every
+//!   script and module goes through.
 //! * `sandbox.rs` — building a locked-down Lua state: libraries, memory cap,
 //!   hook, removed globals, the prelude wrapping `pcall` & co. and bounding
 //!   every C library function (the table is `docs/sandbox.md`).
@@ -27,9 +29,10 @@
 //! * `pattern.rs` — Lua pattern matching ported from `lstrlib.c`, every step
 //!   charged to the budget (the C matcher cannot be interrupted).
 //! * `strlib.rs` — `string.find/match/gmatch/gsub` on that matcher, replacing
-//!   the C functions in the sandbox.
-//! * `sdk/` — the globals scripts use: `kv`, `log`/`print`, `json`, `time`,
-//!   `secrets`.
+//!   the C functions in the sandbox (`strlib/differential.rs`: its test
+//!   against the C functions).
+//! * `sdk/` — the globals scripts use, one file each: `kv`, `docs`,
+//!   `log`/`print`, `json`, `time`, `secrets`.
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
 //!   every node charged, Lua→JSON bounded (`value_too_large`).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
@@ -37,17 +40,26 @@
 //! * `error.rs` — [`CompileError`], [`InvokeError`] and error classification.
 //! * `codes.rs` — [`Code`], the one registry of stable error codes with
 //!   their HTTP statuses and meanings (`docs/errors.md` is generated from it).
+//! * `location.rs` — errors raised at the script's line on its behalf
+//!   (`script_error`), and prelude errors moved to that line.
 //! * `limits.rs` — [`SandboxLimits`] and the crate's fixed maxima.
 //! * `stubs/picloud.lua` (outside `src/`) — LuaLS type stubs for editors.
+//!
+//! Modules import each other without cycles (`use crate::` edges point one
+//! way): what several need sits in the lowest module that needs it
+//! (`compile` under `vm` and `modules`, `location` under the SDK, the
+//! sandbox and the budget).
 
 mod budget;
 pub mod codes;
+mod compile;
 mod convert;
 mod error;
 pub mod host;
 mod http;
 mod imports;
 mod limits;
+mod location;
 mod modules;
 mod pattern;
 mod sandbox;
@@ -56,6 +68,7 @@ mod strlib;
 mod vm;
 
 pub use codes::Code;
+pub use compile::check_syntax;
 pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
@@ -71,4 +84,4 @@ pub use limits::{
     TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
 };
 pub use modules::{MODULE_NAME_BYTES_MAX, ModuleSet, ModuleSource, validate_module_name};
-pub use vm::{ScriptSource, Vm, check_syntax};
+pub use vm::{ScriptSource, Vm};

@@ -86,7 +86,7 @@ impl ModuleSet {
             })?;
             lua.set_memory_limit(SYNTAX_CHECK_MEMORY_BYTES_MAX)
                 .map_err(|e| CompileError::new(&module.file, None, e.to_string()))?;
-            let function = crate::vm::compile(&lua, &module.file, &module.source)?;
+            let function = crate::compile::compile(&lua, &module.file, &module.source)?;
             // Not stripped: runtime errors keep `file:line`.
             let bytecode = function.dump(false);
             modules.insert(

@@ -40,6 +40,7 @@ use crate::limits::{
     CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HOOK_INSTRUCTIONS_INTERVAL, NUMERAL_BYTES_MAX,
     STRING_FORMAT_BYTES_MAX, TABLE_MOVE_ELEMENTS_MAX,
 };
+use crate::location::relocate_error;
 
 /// Globals removed outright. `io`, `package` and `debug` are never loaded;
 /// they are listed too so a future change to the library set cannot bring
@@ -673,20 +674,4 @@ fn run_prelude(lua: &Lua, budget: &Arc<Budget>, c_find: mlua::Function) -> mlua:
             STRING_FORMAT_BYTES_MAX,
             NUMERAL_BYTES_MAX,
         ))
-}
-
-/// `pcall`'s message handler: a string error raised in the prelude (or by a
-/// C function it called) names the prelude's line; while the stack is still
-/// there, point it at the script's line instead.
-pub(crate) fn relocate_error(lua: &Lua, error: Value) -> Value {
-    if let Value::String(message) = &error
-        && let Some(relocated) = crate::error::relocate_prelude_message(
-            &message.to_string_lossy(),
-            &crate::error::script_location(lua),
-        )
-        && let Ok(relocated) = lua.create_string(relocated)
-    {
-        return Value::String(relocated);
-    }
-    error
 }

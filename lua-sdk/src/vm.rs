@@ -1,5 +1,4 @@
-//! `Vm`: one sandboxed Lua state holding every handler of one app, and
-//! `check_syntax`.
+//! `Vm`: one sandboxed Lua state holding every handler of one app.
 //!
 //! ```text
 //! invoke(script, request)
@@ -18,17 +17,17 @@ use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 
-use mlua::chunk::ChunkMode;
-use mlua::{Function, Lua, LuaOptions, StdLib, Value};
+use mlua::{Function, Lua, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Budget;
+use crate::compile::compile;
 use crate::convert::{ConvertError, VALUE_TOO_LARGE};
 use crate::error::{CompileError, ErrorKind, InvokeError, KillReason, classify, strip_traceback};
 use crate::host::Host;
 use crate::host::HostError;
 use crate::http::{Request, Response, ResponseError, request_to_lua, response_from_lua};
-use crate::limits::{SYNTAX_CHECK_MEMORY_BYTES_MAX, SandboxLimits};
+use crate::limits::SandboxLimits;
 use crate::modules::ModuleSet;
 
 /// One script of an app bundle.
@@ -37,30 +36,6 @@ pub struct ScriptSource {
     /// Path inside the bundle, e.g. `greet.lua` or `api/list.lua`.
     pub name: String,
     pub source: String,
-}
-
-/// Compiles `source` without running it.
-pub fn check_syntax(name: &str, source: &str) -> Result<(), CompileError> {
-    let lua = Lua::new_with(StdLib::NONE, LuaOptions::new())
-        .map_err(|e| CompileError::new(name, None, format!("cannot create a Lua state: {e}")))?;
-    // Parsing needs memory proportional to the source; cap it anyway.
-    lua.set_memory_limit(SYNTAX_CHECK_MEMORY_BYTES_MAX)
-        .map_err(|e| CompileError::new(name, None, format!("cannot set the memory limit: {e}")))?;
-    compile(&lua, name, source).map(|_| ())
-}
-
-pub(crate) fn compile(lua: &Lua, name: &str, source: &str) -> Result<Function, CompileError> {
-    lua.load(source)
-        .set_name(format!("@{name}"))
-        // Never binary: precompiled bytecode can break the VM's memory safety.
-        .set_mode(ChunkMode::Text)
-        .into_function()
-        .map_err(|error| match error {
-            mlua::Error::SyntaxError { message, .. } => {
-                CompileError::from_lua_message(name, &message)
-            }
-            other => CompileError::from_lua_message(name, &other.to_string()),
-        })
 }
 
 /// A sandboxed Lua VM for one app. One invocation at a time (the pool

@@ -340,6 +340,9 @@ async fn bootstrap_admin_key(node: &Node, data_dir: &Path) -> anyhow::Result<()>
             scope: "admin".to_string(),
             secret_hash: key.secret_hash.clone(),
             now_ms: now_ms(),
+            // The admin scope names no app: there is nothing to check, and the
+            // entry stays the plain `KeyCreate` it always was.
+            scoped_app_must_exist: false,
         })
         .await
         .context("storing the admin key")?;

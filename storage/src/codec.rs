@@ -65,7 +65,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit_bytes: u64) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, KvOp};
+    use crate::command::{Command, DeployParts, KvOp, VersionDeploy};
 
     #[test]
     fn command_round_trips() {
@@ -124,13 +124,13 @@ mod tests {
         );
         assert_eq!(
             first_byte(
-                encode(&Command::DeployApp {
+                encode(&Command::Deploy(VersionDeploy {
                     app: String::new(),
                     bundle: vec![],
                     now_ms: 0,
                     versions_keep: 1,
-                    triggers: Default::default(),
-                })
+                    parts: DeployParts::WithTriggers(Default::default())
+                }))
                 .expect("encode")
             ),
             14
@@ -164,14 +164,17 @@ mod tests {
         );
         assert_eq!(
             first_byte(
-                encode(&Command::DeployVersion {
+                encode(&Command::Deploy(VersionDeploy {
                     app: String::new(),
                     bundle: vec![],
                     now_ms: 0,
                     versions_keep: 1,
-                    triggers: Default::default(),
-                    indexes: vec![],
-                })
+                    parts: DeployParts::Full {
+                        triggers: Default::default(),
+                        indexes: vec![],
+                        create_app: true
+                    }
+                }))
                 .expect("encode")
             ),
             22
@@ -217,40 +220,57 @@ mod tests {
             versions_keep: 1,
         };
         assert_eq!(first_byte(encode(&publish).expect("encode")), 26);
-        let complete = Command::CompleteRunWithDocs {
+        let complete = Command::CompleteRun {
             app: String::new(),
             id: 0,
             term: 0,
             claim_ms: 0,
             ops: vec![],
-            docs: vec![],
+            docs: vec![crate::command::DocOp::Delete {
+                collection: String::new(),
+                id: String::new(),
+            }],
             now_ms: 0,
         };
         assert_eq!(first_byte(encode(&complete).expect("encode")), 27);
         let published = CommandResult::LibPublished { version: 1 };
         assert_eq!(first_byte(encode(&published).expect("encode")), 13);
         // Keys bound to their app (issue 10).
-        let delete = Command::AppDeleteWithKeys { app: String::new() };
+        let delete = Command::AppDelete {
+            app: String::new(),
+            revoke_keys: true,
+        };
         assert_eq!(first_byte(encode(&delete).expect("encode")), 28);
-        let key = Command::KeyCreateForApp {
+        let key = Command::KeyCreate {
             id: String::new(),
             name: String::new(),
             scope: String::new(),
             secret_hash: vec![],
             now_ms: 0,
+            scoped_app_must_exist: true,
         };
         assert_eq!(first_byte(encode(&key).expect("encode")), 29);
-        let deploy = crate::command::VersionDeploy {
+        let deploy = VersionDeploy {
             app: String::new(),
             bundle: vec![],
             now_ms: 0,
             versions_keep: 1,
-            triggers: Default::default(),
-            indexes: vec![],
+            parts: DeployParts::Full {
+                triggers: Default::default(),
+                indexes: vec![],
+                create_app: true,
+            },
         };
-        let may_create = deploy.clone().into_command(true);
+        let may_create = Command::Deploy(deploy.clone());
         assert_eq!(first_byte(encode(&may_create).expect("encode")), 22);
-        let existing = deploy.into_command(false);
+        let existing = Command::Deploy(VersionDeploy {
+            parts: DeployParts::Full {
+                triggers: Default::default(),
+                indexes: vec![],
+                create_app: false,
+            },
+            ..deploy
+        });
         assert_eq!(first_byte(encode(&existing).expect("encode")), 30);
         let deleted = CommandResult::AppDeleted { keys_revoked: 0 };
         assert_eq!(first_byte(encode(&deleted).expect("encode")), 14);

@@ -8,21 +8,45 @@
 //!
 //! Values that come from Lua or the admin API are stored as JSON text (`Vec<u8>`),
 //! never as a dynamic serde type: bincode cannot decode `serde_json::Value`.
+//!
+//! # The log's one shape
+//!
+//! The log on disk holds commands encoded by variant position, so an encoded
+//! variant can never change its meaning, move or go: when an operation grew
+//! (a deploy that also carries triggers, then indexes; a run that also wrote
+//! documents; an app delete that also revokes its keys), a new variant was
+//! appended and the old one stayed, for the entries already written.
+//!
+//! Those variants live in one private place, `command/wire.rs`: the wire
+//! enum lists every variant ever written, at its index, and is the only
+//! thing (de)serialized. [`Command`], which the rest of the code builds and
+//! `apply` matches, has ONE shape per operation. Decoding upcasts a legacy
+//! shape to the current one with the fields that keep its old meaning
+//! (`CompleteRun` gets an empty `docs` list, `AppDelete` gets
+//! `revoke_keys: false`, an old `Deploy` carries [`DeployParts::Bundle`]);
+//! encoding writes the wire variant that says exactly what the command
+//! holds, which is the variant writers produced before the upcast existed,
+//! and every command has one.
+//!
+//! The rule for the next change of an operation's shape: add the wire
+//! variant at the end of the wire enum, extend the current shape so the old
+//! variants decode into it unchanged in meaning, and add the pair to
+//! `wire::tests::legacy_shapes_decode_to_the_current_shape`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::docs::IndexDef;
+use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
-use crate::types::NodeInfo;
 
-use crate::types::NodeId;
+mod wire;
 
 /// One replicated write.
 ///
-/// Append-only: bincode encodes a variant by its position, and the log on
-/// disk holds encoded commands, so new variants go at the end and none is
-/// ever reordered or removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Encoded through the wire enum (see the module comment): one variant here
+/// may have several encodings, so a new field or variant also needs a wire
+/// variant appended, never a change to an existing one.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// One kv operation in one app. Fails with `AppNotFound` if the app does
     /// not exist (so a deleted app's data cannot be recreated by a late write).
@@ -37,18 +61,19 @@ pub enum Command {
     },
     /// Creates an empty app (no version yet). Fails with `AppExists` if present.
     AppCreate { app: String, now_ms: u64 },
-    /// Deletes an app with all its kv data and deploys. Fails with `AppNotFound`.
-    AppDelete { app: String },
-    /// Stores a new deploy bundle as the next version of the app and makes it
-    /// active. Creates the app if it does not exist. Keeps at most
-    /// `versions_keep` versions (oldest inactive ones are dropped).
-    /// `bundle` is opaque to storage (the runtime encodes it).
-    Deploy {
-        app: String,
-        bundle: Vec<u8>,
-        now_ms: u64,
-        versions_keep: u32,
-    },
+    /// Deletes an app with all its data (kv, documents, deploys, triggers,
+    /// runs, dead letters, secrets). Fails with `AppNotFound`.
+    ///
+    /// With `revoke_keys`, every API key scoped to the app (`deploy:<app>`,
+    /// `read:<app>`, see [`crate::records::scoped_app`]) is revoked in the
+    /// same entry, so a key never outlives the app it was made for: an app
+    /// re-created under the same name starts with no keys. Result
+    /// `AppDeleted`. Without it (entries written before keys were bound to
+    /// apps) keys are left alone and the result is `Done`.
+    AppDelete { app: String, revoke_keys: bool },
+    /// Stores a new deploy bundle as the next version of an app and makes it
+    /// active. Result `Deployed`. See [`VersionDeploy`].
+    Deploy(VersionDeploy),
     /// Makes an earlier version active again: `to_version = None` means the
     /// version before the active one.
     Rollback {
@@ -57,13 +82,20 @@ pub enum Command {
         now_ms: u64,
     },
     /// Stores an API key. `secret_hash` is SHA-256 of the secret; the secret
-    /// itself never enters the log.
+    /// itself never enters the log. Result `Done`; rejected with `KeyExists`.
+    ///
+    /// With `scoped_app_must_exist`, it is also rejected with `AppNotFound`
+    /// when the scope names an app (`deploy:<app>`, `read:<app>`) that does
+    /// not exist, so a scoped key always belongs to one existing app and
+    /// (with `AppDelete { revoke_keys: true }`) dies with it. Entries written
+    /// before keys were bound to apps decode with it `false`.
     KeyCreate {
         id: String,
         name: String,
         scope: String,
         secret_hash: Vec<u8>,
         now_ms: u64,
+        scoped_app_must_exist: bool,
     },
     /// Revokes (deletes) an API key. Fails with `KeyNotFound`.
     KeyRevoke { id: String },
@@ -119,17 +151,6 @@ pub enum Command {
     /// registered nodes that are not members yet as learners, so any member
     /// can admit a joiner. Ignored for a removed id. Never rejected; `Done`.
     RegisterNode { id: NodeId, node: NodeInfo },
-    /// `Deploy` with the new version's triggers. They are stored with the
-    /// version (a rollback brings them back) and become the app's active set
-    /// atomically; pending runs of a trigger the new set no longer has are
-    /// dead-lettered with `trigger_removed`. Result `Deployed`.
-    DeployApp {
-        app: String,
-        bundle: Vec<u8>,
-        now_ms: u64,
-        versions_keep: u32,
-        triggers: TriggerSet,
-    },
     /// The leader's scheduler fired cron trigger `trigger` for `slot_ms`:
     /// one outbox entry, unless that slot or a later one already fired.
     /// Result `TriggerFired`; rejected with `TriggerNotFound`.
@@ -151,16 +172,18 @@ pub enum Command {
         now_ms: u64,
         reclaim_after_ms: u64,
     },
-    /// A claimed run finished: its kv writes (all-or-nothing; their own
-    /// triggers fire one level deeper) and its removal, in one entry, only
-    /// if the claim `(term, claim_ms)` still stands (else `StaleClaim`).
-    /// Writes that are rejected count as a failed attempt. Result `Run`.
+    /// A claimed run finished: its kv writes, then its document writes
+    /// (all-or-nothing; their own triggers fire one level deeper) and its
+    /// removal, in one entry, only if the claim `(term, claim_ms)` still
+    /// stands (else `StaleClaim`). Writes that are rejected count as a
+    /// failed attempt. Result `Run`.
     CompleteRun {
         app: String,
         id: u64,
         term: u64,
         claim_ms: u64,
         ops: Vec<KvOp>,
+        docs: Vec<DocOp>,
         now_ms: u64,
     },
     /// A claimed run failed with `error`: retried after the trigger's backoff,
@@ -188,18 +211,6 @@ pub enum Command {
         app: String,
         ops: Vec<DocOp>,
         now_ms: u64,
-    },
-    /// `DeployApp` with the version's document indexes: indexes the active
-    /// set lacks are built from the existing documents, indexes it no longer
-    /// has are dropped, all in this entry. A unique index the existing
-    /// documents violate rejects the whole deploy (`UniqueViolation`).
-    DeployVersion {
-        app: String,
-        bundle: Vec<u8>,
-        now_ms: u64,
-        versions_keep: u32,
-        triggers: TriggerSet,
-        indexes: Vec<IndexDef>,
     },
     /// Stores secret `name` of `app`: `sealed` is the value already sealed
     /// by the proposer under its master key (`secret_box`), so no plaintext
@@ -229,72 +240,50 @@ pub enum Command {
         now_ms: u64,
         versions_keep: u32,
     },
-    /// `CompleteRun` whose run also wrote documents: the kv ops, then the
-    /// document ops, all-or-nothing with the run's removal (their triggers
-    /// fire one level deeper). Result `Run`.
-    CompleteRunWithDocs {
-        app: String,
-        id: u64,
-        term: u64,
-        claim_ms: u64,
-        ops: Vec<KvOp>,
-        docs: Vec<DocOp>,
-        now_ms: u64,
-    },
-    /// `AppDelete` that also revokes every API key scoped to the app
-    /// (`deploy:<app>`, `read:<app>`, see [`crate::records::scoped_app`]) in
-    /// the same entry, so a key never outlives the app it was made for: an
-    /// app re-created under the same name starts with no keys. Result
-    /// `AppDeleted`; rejected with `AppNotFound`. (`AppDelete` keeps its
-    /// old meaning for entries already in logs.)
-    AppDeleteWithKeys { app: String },
-    /// `KeyCreate` that is rejected with `AppNotFound` when the scope names
-    /// an app (`deploy:<app>`, `read:<app>`) that does not exist, so a scoped
-    /// key always belongs to one existing app and (with `AppDeleteWithKeys`)
-    /// dies with it. Result `Done`; also rejected with `KeyExists`.
-    KeyCreateForApp {
-        id: String,
-        name: String,
-        scope: String,
-        secret_hash: Vec<u8>,
-        now_ms: u64,
-    },
-    /// `DeployVersion` that never creates the app: rejected with
-    /// `AppNotFound` when it does not exist (any more). Proposed for callers
-    /// that may deploy to an app but not create one (a `deploy:<app>` key);
-    /// deciding it in `apply` closes the race with a concurrent delete.
-    DeployExistingVersion(VersionDeploy),
 }
 
-/// A deploy of an app version with its triggers and indexes: the fields of
-/// [`Command::DeployVersion`] (which creates a missing app) and of
-/// [`Command::DeployExistingVersion`] (which does not).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
+/// the next version of `app` and its active one. Keeps at most
+/// `versions_keep` versions (the oldest inactive ones are dropped). Result
+/// `Deployed`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct VersionDeploy {
     pub app: String,
     pub bundle: Vec<u8>,
     pub now_ms: u64,
     pub versions_keep: u32,
-    pub triggers: TriggerSet,
-    pub indexes: Vec<IndexDef>,
+    pub parts: DeployParts,
 }
 
-impl VersionDeploy {
-    /// The command for this deploy: one that may create the app, or one
-    /// that is rejected with `AppNotFound` when the app does not exist.
-    pub fn into_command(self, may_create_app: bool) -> Command {
-        if !may_create_app {
-            return Command::DeployExistingVersion(self);
-        }
-        Command::DeployVersion {
-            app: self.app,
-            bundle: self.bundle,
-            now_ms: self.now_ms,
-            versions_keep: self.versions_keep,
-            triggers: self.triggers,
-            indexes: self.indexes,
-        }
-    }
+/// What a deploy carries besides its bundle. Every deploy written today is
+/// `Full`; the other two are how entries written before deploys carried
+/// triggers (`Bundle`) or indexes (`WithTriggers`) decode, keeping what they
+/// meant then.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeployParts {
+    /// No trigger set is stored for the version (it reads as none), the
+    /// built indexes are left as they are, and a missing app is created.
+    Bundle,
+    /// The version's triggers (as in `Full`); the built indexes are left as
+    /// they are, and a missing app is created.
+    WithTriggers(TriggerSet),
+    Full {
+        /// The version's triggers, stored with it (a rollback brings them
+        /// back) and made the app's active set atomically: pending runs of a
+        /// trigger the new set no longer has are dead-lettered with
+        /// `trigger_removed`.
+        triggers: TriggerSet,
+        /// The version's document indexes: indexes the app's built set
+        /// lacks are built from the existing documents, indexes it no longer
+        /// has are dropped, all in this entry. A unique index the existing
+        /// documents violate rejects the whole deploy (`UniqueViolation`).
+        indexes: Vec<IndexDef>,
+        /// Whether a missing app is created. `false` (for callers that may
+        /// deploy to an app but not create one, like a `deploy:<app>` key)
+        /// rejects the deploy with `AppNotFound` instead; deciding it in
+        /// `apply` closes the race with a concurrent delete.
+        create_app: bool,
+    },
 }
 
 impl Command {
@@ -304,7 +293,6 @@ impl Command {
     pub fn only_removes(&self) -> bool {
         match self {
             Command::AppDelete { .. }
-            | Command::AppDeleteWithKeys { .. }
             | Command::KeyRevoke { .. }
             | Command::DeleteDeadLetter { .. }
             | Command::SecretDelete { .. }
@@ -417,7 +405,8 @@ pub enum KvOp {
 }
 
 /// What applying a command produced. Deterministic, like `apply` itself.
-/// Append-only like [`Command`] (results are stored and sent encoded).
+/// Append-only like the log's wire enum (results are stored and sent
+/// encoded): a variant keeps its index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub enum CommandResult {
     /// Membership and blank entries, and commands with nothing to report.
@@ -466,7 +455,8 @@ pub enum CommandResult {
     LibPublished {
         version: u64,
     },
-    /// [`Command::AppDeleteWithKeys`]: how many API keys it revoked.
+    /// [`Command::AppDelete`] with `revoke_keys`: how many API keys it
+    /// revoked.
     AppDeleted {
         keys_revoked: u64,
     },

@@ -873,5 +873,4 @@ pub(crate) fn count(
 }
 
 #[cfg(test)]
-#[path = "docs_tests.rs"]
 mod tests;

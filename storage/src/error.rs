@@ -10,7 +10,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 
 use crate::backend::BackendError;
 use crate::codec::CodecError;
-use crate::types::NodeId;
+use crate::node::NodeId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -7,15 +7,28 @@
 //!
 //! # Layout
 //!
-//! - `command`: the commands and their results (the log's vocabulary).
+//! - `command`: the commands and their results (the log's vocabulary), one
+//!   shape per operation; `command/wire.rs` (private) is how they are
+//!   encoded in the log: every shape ever written, legacy ones upcast at
+//!   decode.
 //! - `records`: plain records readers get back.
-//! - `types`: the openraft type configuration (`TypeConfig`, `NodeId`, `NodeInfo`).
+//! - `node`: `NodeId` and `NodeInfo`, what names a cluster member.
+//! - `types`: the openraft type configuration (`TypeConfig`; re-exports
+//!   `NodeId`, `NodeInfo`).
 //! - `codec`: the one bincode configuration, with size limits for decoding.
 //! - `backend`: the `Backend` trait sled sits behind, and `SledBackend`.
 //! - `keys` (private): how records are laid out as backend keys, per app.
-//! - `apply`: the deterministic state transition over a `Backend`.
-//! - `state`: `StateReader`, the read side (kv get/list, apps, deploys, keys,
-//!   cluster records: node ids, join secret, cluster CA).
+//! - `apply/`: the deterministic state transition over a `Backend`, one file
+//!   per area (kv, apps, keys, cluster records, triggers, secrets, docs; its
+//!   own `//!` lists them), each with its tests beside it.
+//! - `triggers`: trigger sets, outbox entries and dead letters as stored,
+//!   and the retry backoff.
+//! - `glob`: the key patterns of kv triggers.
+//! - `docs`: documents, their indexes, and the planner and executor of
+//!   `docs.find` / `docs.count`; `query`: the query language they run.
+//! - `state`: `StateReader`, the read side (kv get/list, documents, apps,
+//!   deploys, triggers, secrets, libs, keys, cluster records: node ids, join
+//!   secret, cluster CA).
 //! - `log_store`: `LogStore` (openraft `RaftLogStorage`), one group-commit flusher.
 //! - `state_machine`: `StateMachine` (openraft `RaftStateMachine`), streamed snapshots.
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
@@ -23,6 +36,10 @@
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
 //! - `snapshot` (private): the snapshot file format, written and read record by record.
 //! - `error`: `StorageError`.
+//!
+//! Modules import each other without cycles (`use crate::` edges point one
+//! way): what several need sits in the lowest module that needs it (`node`
+//! under `command`, `apply/txn.rs` and `apply/outbox.rs` under the areas).
 //!
 //! On disk, [`open`] keeps three things under its directory: `log/` (the Raft
 //! log's sled database), `state/` (the state's sled database) and
@@ -44,6 +61,7 @@ mod error;
 pub mod glob;
 mod keys;
 pub mod log_store;
+pub mod node;
 pub mod query;
 pub mod records;
 pub mod secret_box;
@@ -57,7 +75,10 @@ pub mod types;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use command::{ApplyError, Command, CommandResult, DocOp, DocOpResult, KvOp, KvOpResult};
+pub use command::{
+    ApplyError, Command, CommandResult, DeployParts, DocOp, DocOpResult, KvOp, KvOpResult,
+    VersionDeploy,
+};
 pub use error::StorageError;
 pub use log_store::LogStore;
 pub use records::{

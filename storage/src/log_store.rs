@@ -449,6 +449,7 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Command::AppDelete {
                 app: format!("app-{index}"),
+                revoke_keys: false,
             }),
         }
     }

@@ -373,5 +373,4 @@ fn kind_of(value: &Value) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "query_tests.rs"]
 pub(crate) mod tests;

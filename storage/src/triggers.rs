@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::NodeId;
+use crate::node::NodeId;
 
 /// An app version's triggers and their app-wide bounds, as deployed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder};
 use picloud_storage::{
-    AppliedEvent, Command, CommandResult, KvOp, NodeInfo, StateReader, Storage, StorageOptions,
-    TypeConfig,
+    AppliedEvent, Command, CommandResult, DeployParts, KvOp, NodeInfo, StateReader, Storage,
+    StorageOptions, TypeConfig, VersionDeploy,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -64,12 +64,13 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
         );
         for version in 0..3 {
             push(
-                Command::Deploy {
+                Command::Deploy(VersionDeploy {
                     app: app.into(),
                     bundle: format!("{app} bundle {version}").into_bytes(),
                     now_ms: 2,
                     versions_keep: 2,
-                },
+                    parts: DeployParts::Bundle,
+                }),
                 &mut entries,
             );
         }
@@ -96,6 +97,7 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
             scope: "admin".into(),
             secret_hash: vec![7; 32],
             now_ms: 3,
+            scoped_app_must_exist: false,
         },
         &mut entries,
     );
@@ -189,12 +191,13 @@ async fn apply_reports_results_and_app_events() {
             membership(1),
             normal(
                 2,
-                Command::Deploy {
+                Command::Deploy(VersionDeploy {
                     app: "a".into(),
                     bundle: b"x".to_vec(),
                     now_ms: 1,
                     versions_keep: 3,
-                },
+                    parts: DeployParts::Bundle,
+                }),
             ),
             normal(
                 3,
@@ -211,6 +214,7 @@ async fn apply_reports_results_and_app_events() {
                 4,
                 Command::AppDelete {
                     app: "missing".into(),
+                    revoke_keys: false,
                 },
             ),
         ])
@@ -267,14 +271,16 @@ async fn batch_entry_applies_every_inner_command() {
                     incr("n"),
                     Command::AppDelete {
                         app: "missing".into(),
+                        revoke_keys: false,
                     },
                     Command::Batch(vec![]),
-                    Command::Deploy {
+                    Command::Deploy(VersionDeploy {
                         app: "b".into(),
                         bundle: b"x".to_vec(),
                         now_ms: 1,
                         versions_keep: 3,
-                    },
+                        parts: DeployParts::Bundle,
+                    }),
                 ]),
             ),
             normal(3, incr("n")),
@@ -349,7 +355,10 @@ async fn snapshot_round_trip_between_stores() {
         .state_machine
         .apply(vec![normal(
             next_index,
-            Command::AppDelete { app: "shop".into() },
+            Command::AppDelete {
+                app: "shop".into(),
+                revoke_keys: false,
+            },
         )])
         .await
         .expect("apply after build");
@@ -446,7 +455,10 @@ async fn snapshot_round_trip_between_stores() {
         .state_machine
         .apply(vec![normal(
             next_index,
-            Command::AppDelete { app: "shop".into() },
+            Command::AppDelete {
+                app: "shop".into(),
+                revoke_keys: false,
+            },
         )])
         .await
         .expect("apply after install");

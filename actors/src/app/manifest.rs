@@ -275,7 +275,7 @@ impl Manifest {
 }
 
 impl Manifest {
-    /// The triggers as the replicated state keeps them (`Command::DeployApp`).
+    /// The triggers as the replicated state keeps them (the `Deploy` command's trigger set).
     pub fn trigger_set(&self) -> picloud_storage::triggers::TriggerSet {
         use picloud_storage::triggers::{TriggerDef, TriggerDefKind, TriggerSet};
         TriggerSet {

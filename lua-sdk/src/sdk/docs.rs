@@ -7,9 +7,9 @@ use std::sync::Arc;
 use mlua::{Lua, Table, Value};
 
 use super::kv::{describe, host_error, integer_arg, options_arg, value_arg};
-use super::script_error;
 use crate::convert::json_to_lua;
 use crate::host::{DocsCall, FindArgs, Host, sort_field};
+use crate::location::script_error;
 
 type Json = serde_json::Value;
 

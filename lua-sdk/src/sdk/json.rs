@@ -2,9 +2,9 @@
 
 use mlua::{Lua, Table, Value};
 
-use super::script_error;
 use crate::convert::{decode_json, install_array_marker, lua_to_json, mark_array};
 use crate::error::script_location;
+use crate::location::script_error;
 
 pub(super) fn install(lua: &Lua) -> mlua::Result<()> {
     install_array_marker(lua)?;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
 
-use super::script_error;
 use crate::convert::{json_to_lua, lua_to_json};
 use crate::host::{AtomicOp, AtomicResult, Consistency, Host, HostError};
 use crate::limits::KV_LIST_LIMIT_DEFAULT;
+use crate::location::script_error;
 
 type Json = serde_json::Value;
 

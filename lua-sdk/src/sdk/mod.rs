@@ -13,7 +13,6 @@ mod log;
 mod secrets;
 mod time;
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use mlua::Lua;
@@ -30,9 +29,4 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     secrets::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
-}
-
-/// A script error pointing at the script line that made the call.
-pub(crate) fn script_error(lua: &Lua, message: impl Display) -> mlua::Error {
-    mlua::Error::runtime(format!("{}{message}", crate::error::script_location(lua)))
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use mlua::{Lua, Value};
 
-use super::script_error;
 use crate::host::Host;
+use crate::location::script_error;
 
 pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Result<()> {
     let secrets = lua.create_table()?;

@@ -99,7 +99,10 @@ pub(super) async fn delete_app(
     let result = accepted(
         gateway
             .node
-            .write(Command::AppDeleteWithKeys { app: app.clone() })
+            .write(Command::AppDelete {
+                app: app.clone(),
+                revoke_keys: true,
+            })
             .await?,
     )?;
     let keys_revoked = match result {

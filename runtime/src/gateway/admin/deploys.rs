@@ -11,7 +11,7 @@ use picloud_actors::host::now_ms;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
 };
-use picloud_storage::command::VersionDeploy;
+use picloud_storage::command::{DeployParts, VersionDeploy};
 use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -133,8 +133,9 @@ pub(super) async fn deploy(
     let name = check_app_name(&app)?;
     caller.require_write(&app)?;
     // Only an admin creates apps, here by deploying to a new name. A scoped
-    // key is told before its bundle is checked; `DeployExistingVersion`
-    // decides again in `apply`, where a concurrent delete is ordered.
+    // key is told before its bundle is checked; a deploy without
+    // `create_app` decides again in `apply`, where a concurrent delete is
+    // ordered.
     let may_create = caller.scope.is_admin();
     if !may_create && gateway.node.reader().app(&app)?.is_none() {
         return Err(ApiError::new(
@@ -179,10 +180,13 @@ pub(super) async fn deploy(
         bundle: bundle.encode(),
         now_ms: now_ms(),
         versions_keep: gateway.config.deploy_versions_kept,
-        triggers,
-        indexes,
+        parts: DeployParts::Full {
+            triggers,
+            indexes,
+            create_app: may_create,
+        },
     };
-    let result = accepted(gateway.node.write(deploy.into_command(may_create)).await?)?;
+    let result = accepted(gateway.node.write(Command::Deploy(deploy)).await?)?;
     let CommandResult::Deployed { version } = result else {
         return Err(ApiError::internal(format!(
             "unexpected deploy result {result:?}"

@@ -53,18 +53,19 @@ pub(super) async fn create_key(
         ));
     }
     let key = keys::generate();
-    // `KeyCreateForApp`: a scoped key for an app that does not exist is
+    // `scoped_app_must_exist`: a scoped key for an app that does not exist is
     // refused (404 app_not_found), so it cannot wait for someone to create
     // that name; deleting the app revokes it.
     accepted(
         gateway
             .node
-            .write(Command::KeyCreateForApp {
+            .write(Command::KeyCreate {
                 id: key.id.clone(),
                 name: name.clone(),
                 scope: scope.to_string(),
                 secret_hash: key.secret_hash.clone(),
                 now_ms: now_ms(),
+                scoped_app_must_exist: true,
             })
             .await?,
     )?;

@@ -7,7 +7,8 @@
 
 use serde_json::Value;
 
-use super::{Outcome, Txn, enqueue_run};
+use super::outbox::enqueue_run;
+use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::{ApplyError, CommandResult, DocOp, DocOpResult};
@@ -303,3 +304,6 @@ pub(super) fn version_indexes<B: Backend + ?Sized>(
         None => Ok(Vec::new()),
     }
 }
+
+#[cfg(test)]
+mod tests;

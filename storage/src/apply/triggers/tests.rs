@@ -1,19 +1,21 @@
 //! `apply` of the trigger commands: outbox entries from kv writes and cron
 //! slots, the claim guard, retries, dead letters, trigger swaps on deploy.
 
-use super::tests::Fixture;
-use crate::command::{ApplyError, Command, CommandResult, KvOp, RunOutcome};
+use crate::apply::tests::Fixture;
+use crate::command::{
+    ApplyError, Command, CommandResult, DeployParts, KvOp, RunOutcome, VersionDeploy,
+};
 use crate::triggers::{TriggerDef, TriggerDefKind, TriggerEvent, TriggerSet, dead_code};
 
 impl Fixture {
     fn deploy_triggers(&mut self, triggers: TriggerSet) -> CommandResult {
-        self.run(Command::DeployApp {
+        self.run(Command::Deploy(VersionDeploy {
             app: "shop".into(),
             bundle: b"code".to_vec(),
             now_ms: 1,
             versions_keep: 5,
-            triggers,
-        })
+            parts: DeployParts::WithTriggers(triggers),
+        }))
     }
 
     fn put(&mut self, key: &str, value: &str) -> CommandResult {
@@ -45,6 +47,7 @@ impl Fixture {
             term,
             claim_ms,
             ops,
+            docs: vec![],
             now_ms: claim_ms + 5,
         })
     }
@@ -493,12 +496,13 @@ fn redeploys_swap_triggers_and_bury_runs_of_removed_ones() {
     f.put("orders/3", "1");
     assert_eq!(f.outbox_ids(), vec![2, 3]);
     // A plain `Deploy` (no triggers) removes them all.
-    f.run(Command::Deploy {
+    f.run(Command::Deploy(VersionDeploy {
         app: "shop".into(),
         bundle: b"v3".to_vec(),
         now_ms: 6,
         versions_keep: 5,
-    });
+        parts: DeployParts::Bundle,
+    }));
     assert!(f.outbox_ids().is_empty());
     assert_eq!(f.reader.dead_letters("shop", 0, 10).expect("dead").len(), 3);
 }
@@ -508,7 +512,10 @@ fn deleting_the_app_removes_its_trigger_state() {
     let mut f = Fixture::new();
     f.deploy_triggers(set_of(vec![kv_trigger("orders", "orders/*", true, false)]));
     f.put("orders/1", "1");
-    f.run(Command::AppDelete { app: "shop".into() });
+    f.run(Command::AppDelete {
+        app: "shop".into(),
+        revoke_keys: false,
+    });
     assert!(f.reader.outbox("shop", 0, 10).expect("outbox").is_empty());
     assert_eq!(f.reader.outbox_len("shop").expect("len"), 0);
     assert_eq!(f.reader.trigger_set("shop").expect("set"), None);

@@ -1,13 +1,10 @@
-//! `apply` of the commands that bind API keys to their app: deleting an app
-//! revokes its scoped keys (and only those), scoped keys need an existing
-//! app, and a deploy that may not create an app does not.
+//! API keys: create and revoke; and the commands that bind API keys to
+//! their app: deleting an app revokes its scoped keys (and only those),
+//! scoped keys need an existing app, and a deploy that may not create an app
+//! does not.
 
-use super::tests::Fixture;
-use crate::command::{ApplyError, Command, CommandResult, VersionDeploy};
-
-fn rejected(error: ApplyError) -> CommandResult {
-    CommandResult::Rejected(error)
-}
+use crate::apply::tests::{Fixture, rejected};
+use crate::command::{ApplyError, Command, CommandResult, DeployParts, VersionDeploy};
 
 fn app_not_found(app: &str) -> CommandResult {
     rejected(ApplyError::AppNotFound { app: app.into() })
@@ -22,12 +19,13 @@ impl Fixture {
     }
 
     fn create_key(&mut self, id: &str, scope: &str) -> CommandResult {
-        self.run(Command::KeyCreateForApp {
+        self.run(Command::KeyCreate {
             id: id.into(),
             name: format!("key {id}"),
             scope: scope.into(),
             secret_hash: vec![7; 32],
             now_ms: 2,
+            scoped_app_must_exist: true,
         })
     }
 
@@ -42,10 +40,13 @@ impl Fixture {
             bundle: b"code".to_vec(),
             now_ms: 3,
             versions_keep: 5,
-            triggers: Default::default(),
-            indexes: vec![],
+            parts: DeployParts::Full {
+                triggers: Default::default(),
+                indexes: vec![],
+                create_app: false,
+            },
         };
-        self.run(deploy.into_command(false))
+        self.run(Command::Deploy(deploy))
     }
 }
 
@@ -63,7 +64,10 @@ fn deleting_an_app_revokes_its_scoped_keys_and_no_others() {
         assert_eq!(f.create_key(id, scope), CommandResult::Done, "{scope}");
     }
     assert_eq!(
-        f.run(Command::AppDeleteWithKeys { app: "shop".into() }),
+        f.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true
+        }),
         CommandResult::AppDeleted { keys_revoked: 2 }
     );
     assert_eq!(f.key_ids(), ["a", "o"]);
@@ -73,11 +77,17 @@ fn deleting_an_app_revokes_its_scoped_keys_and_no_others() {
     assert_eq!(f.create_app("shop"), CommandResult::Done);
     assert_eq!(f.key_ids(), ["a", "o"]);
     assert_eq!(
-        f.run(Command::AppDeleteWithKeys { app: "shop".into() }),
+        f.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true
+        }),
         CommandResult::AppDeleted { keys_revoked: 0 }
     );
     assert_eq!(
-        f.run(Command::AppDeleteWithKeys { app: "shop".into() }),
+        f.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true
+        }),
         app_not_found("shop")
     );
 }
@@ -107,8 +117,9 @@ fn a_deploy_that_may_not_create_never_does() {
         f.deploy_existing("ghost"),
         CommandResult::Deployed { version: 1 }
     );
-    f.run(Command::AppDeleteWithKeys {
+    f.run(Command::AppDelete {
         app: "ghost".into(),
+        revoke_keys: true,
     });
     // A deploy queued behind the delete does not bring the app back.
     assert_eq!(f.deploy_existing("ghost"), app_not_found("ghost"));
@@ -121,13 +132,17 @@ fn the_delete_and_its_revocations_hold_inside_a_batch() {
     f.create_app("shop");
     f.create_key("d", "deploy:shop");
     let result = f.run(Command::Batch(vec![
-        Command::AppDeleteWithKeys { app: "shop".into() },
-        Command::KeyCreateForApp {
+        Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: true,
+        },
+        Command::KeyCreate {
             id: "late".into(),
             name: "late".into(),
             scope: "deploy:shop".into(),
             secret_hash: vec![1],
             now_ms: 4,
+            scoped_app_must_exist: true,
         },
     ]));
     assert_eq!(
@@ -138,4 +153,43 @@ fn the_delete_and_its_revocations_hold_inside_a_batch() {
         ])
     );
     assert!(f.key_ids().is_empty());
+}
+
+#[test]
+fn api_keys_create_and_revoke() {
+    let mut f = Fixture::new();
+    let create = |id: &str| Command::KeyCreate {
+        id: id.into(),
+        name: "ci".into(),
+        scope: "deploy".into(),
+        secret_hash: vec![1, 2, 3],
+        now_ms: 42,
+        scoped_app_must_exist: false,
+    };
+    assert_eq!(f.run(create("k1")), CommandResult::Done);
+    assert_eq!(
+        f.run(create("k1")),
+        rejected(ApplyError::KeyExists { id: "k1".into() })
+    );
+    assert_eq!(f.run(create("k2")), CommandResult::Done);
+    let record = f.reader.key("k1").expect("key").expect("present");
+    assert_eq!(
+        (
+            record.name.as_str(),
+            record.scope.as_str(),
+            record.created_ms
+        ),
+        ("ci", "deploy", 42)
+    );
+    assert_eq!(record.secret_hash, [1, 2, 3]);
+    assert_eq!(f.reader.keys().expect("keys").len(), 2);
+    assert_eq!(
+        f.run(Command::KeyRevoke { id: "k1".into() }),
+        CommandResult::Done
+    );
+    assert_eq!(f.reader.key("k1").expect("key"), None);
+    assert_eq!(
+        f.run(Command::KeyRevoke { id: "k1".into() }),
+        rejected(ApplyError::KeyNotFound { id: "k1".into() })
+    );
 }

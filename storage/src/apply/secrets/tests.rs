@@ -1,7 +1,7 @@
 //! `apply` of the secret commands: set and delete with the per-app bound,
 //! the rekey guard against concurrent writes, and app deletion.
 
-use super::tests::Fixture;
+use crate::apply::tests::Fixture;
 use crate::command::{ApplyError, Command, CommandResult, SecretRekey};
 use crate::secrets::SECRETS_PER_APP_MAX;
 
@@ -170,7 +170,10 @@ fn deleting_an_app_deletes_its_secrets_only() {
         fixture.secret_set(app, "A", b"v", 2);
     }
     assert_eq!(
-        fixture.run(Command::AppDelete { app: "shop".into() }),
+        fixture.run(Command::AppDelete {
+            app: "shop".into(),
+            revoke_keys: false
+        }),
         CommandResult::Done
     );
     assert_eq!(fixture.sealed("shop", "A"), None);

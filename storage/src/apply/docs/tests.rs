@@ -5,9 +5,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::tests::Fixture;
+use crate::apply::tests::Fixture;
 use crate::backend::Backend;
-use crate::command::{ApplyError, Command, CommandResult, DocOp, DocOpResult};
+use crate::command::{
+    ApplyError, Command, CommandResult, DeployParts, DocOp, DocOpResult, VersionDeploy,
+};
 use crate::docs::{FindOptions, IndexDef};
 use crate::query::Query;
 use crate::query::tests::{naive, random_doc, random_query};
@@ -34,14 +36,17 @@ fn insert(coll: &str, id: &str, doc: Value) -> DocOp {
 
 impl Fixture {
     fn deploy_indexes(&mut self, indexes: Vec<IndexDef>, triggers: TriggerSet) -> CommandResult {
-        self.run(Command::DeployVersion {
+        self.run(Command::Deploy(VersionDeploy {
             app: APP.into(),
             bundle: b"code".to_vec(),
             now_ms: 1,
             versions_keep: 5,
-            triggers,
-            indexes,
-        })
+            parts: DeployParts::Full {
+                triggers,
+                indexes,
+                create_app: true,
+            },
+        }))
     }
 
     fn docs(&mut self, ops: Vec<DocOp>) -> CommandResult {
@@ -390,7 +395,10 @@ fn deleting_the_app_deletes_its_documents_and_indexes() {
         TriggerSet::default(),
     );
     f.docs(vec![insert("users", "u1", json!({"n": 1}))]);
-    f.run(Command::AppDelete { app: APP.into() });
+    f.run(Command::AppDelete {
+        app: APP.into(),
+        revoke_keys: false,
+    });
     for keyspace in [
         crate::backend::Keyspace::Docs,
         crate::backend::Keyspace::DocIndex,
@@ -552,7 +560,7 @@ fn a_run_commits_its_document_writes_all_or_nothing() {
         other => panic!("claim: {other:?}"),
     };
     let complete = |f: &mut Fixture, claim_ms: u64, id: &str| {
-        f.run(Command::CompleteRunWithDocs {
+        f.run(Command::CompleteRun {
             app: APP.into(),
             id: 1,
             term: 1,
