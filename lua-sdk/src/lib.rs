@@ -43,6 +43,8 @@
 //! * `location.rs` — errors raised at the script's line on its behalf
 //!   (`script_error`), and prelude errors moved to that line.
 //! * `limits.rs` — [`SandboxLimits`] and the crate's fixed maxima.
+//! * `bench_support.rs` — (the `bench` feature only) the metered string
+//!   library alone, for `bench/src/lua_speed.rs`.
 //! * `stubs/picloud.lua` (outside `src/`) — LuaLS type stubs for editors.
 //!
 //! Modules import each other without cycles (`use crate::` edges point one
@@ -50,6 +52,8 @@
 //! (`compile` under `vm` and `modules`, `location` under the SDK, the
 //! sandbox and the budget).
 
+#[cfg(feature = "bench")]
+pub mod bench_support;
 mod budget;
 pub mod codes;
 mod compile;

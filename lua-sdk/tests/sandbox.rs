@@ -717,46 +717,6 @@ async fn other_requests_are_served_while_a_hostile_script_spins() {
     }
 }
 
-/// Hook overhead, measured with `cargo test --release -p picloud-lua-sdk
-/// --test sandbox -- --ignored --nocapture hook_overhead`. Not an assertion:
-/// it prints the time of a tight loop in the sandbox (hook every
-/// `HOOK_INSTRUCTIONS_INTERVAL` instructions) against the same loop in a
-/// plain mlua state with no hook.
-///
-/// Measured on the 2-core dev machine (release): 20 M iterations, plain
-/// 132 ms, sandboxed 270 ms (2.05x). The cost is Lua 5.4 checking the hook
-/// counter on every instruction once any count hook is set, whatever the
-/// interval; mlua offers no safe way to install the hook only later.
-#[tokio::test]
-#[ignore]
-async fn hook_overhead() {
-    const LOOP: &str = "local n = 0 for i = 1, 20000000 do n = n + i % 7 end return n";
-    let plain = mlua::Lua::new();
-    let started = std::time::Instant::now();
-    let expected: i64 = plain.load(LOOP).eval().expect("plain");
-    let plain_time = started.elapsed();
-
-    let host = FakeHost::new();
-    let limits = SandboxLimits {
-        instructions_max: u64::MAX,
-        timeout: Duration::from_secs(60),
-        ..SandboxLimits::default()
-    };
-    let vm = vm_with(
-        &host,
-        &format!("return function() return tostring((function() {LOOP} end)()) end"),
-        limits,
-    );
-    let started = std::time::Instant::now();
-    assert_eq!(body(&vm).await, expected.to_string());
-    let hooked_time = started.elapsed();
-    println!(
-        "tight loop, 20M iterations: plain {plain_time:?}, sandboxed {hooked_time:?} ({:.2}x), {} instructions counted",
-        hooked_time.as_secs_f64() / plain_time.as_secs_f64(),
-        vm.instructions_used()
-    );
-}
-
 #[tokio::test]
 async fn wrapped_functions_report_argument_errors_like_the_originals() {
     let cases = [
