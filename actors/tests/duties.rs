@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use picloud_actors::{ActorLimits, ActorRestarts, Duties};
-use picloud_cluster::{ClusterConfig, JoinTarget, Node, NodeInfo, arm_fault};
+use picloud_cluster::{ClusterConfig, JoinKeys, JoinTarget, Node, NodeInfo, arm_fault};
 use picloud_storage::secret_box::{Keyring, MasterKey};
 use picloud_storage::{Command, CommandResult, NodeId, StorageOptions};
 
@@ -138,6 +138,10 @@ async fn a_joiner_is_added_and_served_after_membership_and_peers_panic() {
         Some(JoinTarget {
             addr: first_peer.parse().expect("peer addr"),
             token,
+            timeout_ms: 30_000,
+            keys: JoinKeys::Configured {
+                key_id: MasterKey::from_bytes([5; 32]).id_hex(),
+            },
         }),
         &joiner_restarts,
     )

@@ -17,8 +17,10 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 
 use picloud_storage::NodeId;
+use picloud_storage::secret_box::Keyring;
 
 use crate::identity::Identity;
 use crate::transport::ClusterCa;
@@ -30,13 +32,39 @@ use crate::transport::ca::{NODE_CERT_FILE, NODE_KEY_FILE};
 pub struct JoinTarget {
     pub addr: std::net::SocketAddr,
     pub token: String,
+    /// How long the join may take, retries included, before the start fails
+    /// (`--join-timeout-ms`).
+    pub timeout_ms: u64,
+    /// The joiner's secrets master key, or how to keep the cluster's.
+    pub keys: JoinKeys,
+}
+
+/// Writes the master keys a join received (the runtime's key file) before
+/// the node uses them; an error fails the start.
+pub type StoreReceivedKeys = Arc<dyn Fn(&Keyring) -> Result<(), String> + Send + Sync>;
+
+/// What a joiner says about its secrets master key.
+#[derive(Clone)]
+pub enum JoinKeys {
+    /// Started with a key: the member refuses the join unless it is the
+    /// cluster's (`key_id` is the current key's id).
+    Configured { key_id: String },
+    /// Started with none: the grant carries the cluster's keys, and `store`
+    /// keeps them before anything is sealed or opened with them.
+    Receive { store: StoreReceivedKeys },
 }
 
 impl std::fmt::Debug for JoinTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token: it admits machines to the cluster.
+        let key = match &self.keys {
+            JoinKeys::Configured { key_id } => key_id.as_str(),
+            JoinKeys::Receive { .. } => "(receive)",
+        };
         f.debug_struct("JoinTarget")
             .field("addr", &self.addr)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("key", &key)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +163,10 @@ mod tests {
         JoinTarget {
             addr: "127.0.0.1:7071".parse().expect("addr"),
             token: "pct1.x.y".to_string(),
+            timeout_ms: 1_000,
+            keys: JoinKeys::Configured {
+                key_id: "00".to_string(),
+            },
         }
     }
 

@@ -11,7 +11,9 @@
 //! - `config`: `ClusterConfig`, Raft timings, limits and the secrets master
 //!   keys, with their defaults.
 //! - `boot`: `plan_boot`, the pure boot decision (restart, first start, join,
-//!   refuse) from the data dir's identity, TLS files and `--join`; `JoinTarget`.
+//!   refuse) from the data dir's identity, TLS files and `--join`;
+//!   `JoinTarget` (with `JoinKeys`: the joiner's master key, or how to keep
+//!   the cluster's keys the join hands over).
 //! - `node`: `Node`: start (carries out the boot plan, opens storage, binds
 //!   the QUIC endpoint, starts Raft, initialises a one-voter cluster on a
 //!   first start), write, read barrier, cluster secrets and the join token,
@@ -66,7 +68,7 @@ pub mod sealed;
 pub mod status;
 pub mod transport;
 
-pub use boot::JoinTarget;
+pub use boot::{JoinKeys, JoinTarget};
 pub use config::ClusterConfig;
 pub use duty::{Duty, arm_fault, fault_point};
 pub use error::ClusterError;

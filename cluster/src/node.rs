@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::batcher::{BatchLimits, Batcher, Proposal};
-use crate::boot::{BootPlan, JoinTarget, TlsFiles, plan_boot};
+use crate::boot::{BootPlan, JoinKeys, JoinTarget, TlsFiles, plan_boot};
 use crate::config::ClusterConfig;
 use crate::disk::DiskGuard;
 use crate::duty::Duty;
@@ -23,11 +23,11 @@ use crate::proposer::{
     wait_for_leader,
 };
 use crate::sealed;
-use crate::status::{ClusterStatus, NodeStatus, Role, cluster_status};
+use crate::status::{ClusterStatus, NodeStatus, Role, apply_key_ids, cluster_status};
 use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
     ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
-    ForwardRequest, JoinConnection, JoinHandler, JoinOutcome, JoinToken, NodeCertificate,
+    ForwardRequest, JoinAsk, JoinConnection, JoinHandler, JoinOutcome, JoinToken, NodeCertificate,
     PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join, serve_peers,
     wait_applied,
 };
@@ -38,6 +38,10 @@ const FIRST_NODE_ID: NodeId = 1;
 /// How long `cluster_status` waits for the leader's view before answering
 /// with this node's own.
 const STATUS_FROM_LEADER_WAIT_MS: u64 = 1_000;
+
+/// How long `cluster_status` waits for each member's master key id (asked
+/// of all at once); a member silent for longer shows no key id.
+const KEY_ID_WAIT_MS: u64 = 1_000;
 
 /// A running Raft member with its storage.
 #[derive(Clone)]
@@ -75,10 +79,14 @@ impl Node {
     /// [`Node::start`], joining an existing cluster through `join` when this
     /// data dir has never held a node. A data dir that has (a restart) keeps
     /// its identity and ignores `join`.
+    ///
+    /// A join with [`JoinKeys::Receive`] receives the cluster's secrets
+    /// master keys, has them stored, and runs with them in place of
+    /// `config.secret_keys` (see [`Node::master_keys`]).
     pub async fn start_with(
         data_dir: &Path,
         info: NodeInfo,
-        config: ClusterConfig,
+        mut config: ClusterConfig,
         storage_options: &picloud_storage::StorageOptions,
         join: Option<JoinTarget>,
     ) -> Result<(Node, Vec<Duty>), ClusterError> {
@@ -112,7 +120,25 @@ impl Node {
                     (FIRST_NODE_ID, ca, certificate)
                 }
                 BootPlan::Join(target) => {
-                    let joined = join_cluster(&target, &info).await?;
+                    let mut joined = join_cluster(&target, &info).await?;
+                    // The received master keys are stored before anything
+                    // else of the join, so a node never runs with keys it
+                    // would not have after a restart.
+                    if let (Some(keys), JoinKeys::Receive { store }) =
+                        (joined.master_keys.take(), &target.keys)
+                    {
+                        store(&keys).map_err(|message| ClusterError::Identity {
+                            path: data_dir.display().to_string(),
+                            message: format!(
+                                "storing the cluster's secrets master key received at join: {message}"
+                            ),
+                        })?;
+                        tracing::info!(
+                            key_id = %keys.current().id_hex(),
+                            "received the cluster's secrets master key at join"
+                        );
+                        config.secret_keys = Some(Arc::new(keys));
+                    }
                     std::fs::create_dir_all(&tls_dir).map_err(|e| ClusterError::Transport {
                         message: format!("{}: {e}", tls_dir.display()),
                     })?;
@@ -459,6 +485,17 @@ impl Node {
         self.config.secret_keys.as_deref()
     }
 
+    /// The secrets master keys this node runs with: the configured ones, or
+    /// those a join received.
+    pub fn master_keys(&self) -> Option<Arc<picloud_storage::secret_box::Keyring>> {
+        self.config.secret_keys.clone()
+    }
+
+    /// The id of this node's current master key, if it has one.
+    pub fn key_id(&self) -> Option<String> {
+        self.secret_keys().map(|keys| keys.current().id_hex())
+    }
+
     /// The join secret from the replicated state, opened; `None` until
     /// [`Node::ensure_cluster_secrets`] ran.
     fn join_secret(&self) -> Result<Option<[u8; SECRET_BYTES]>, ClusterError> {
@@ -481,11 +518,44 @@ impl Node {
         }))
     }
 
-    /// Every member as this node sees it (`picloud cluster status`).
-    /// The cluster as the leader sees it (asked over QUIC when this node
-    /// follows; bounded), or as this node sees it when there is no leader or
-    /// it does not answer in time.
+    /// Every member as this node sees it (`picloud cluster status`): the
+    /// cluster as the leader sees it (asked over QUIC when this node follows;
+    /// bounded), or as this node sees it when there is no leader or it does
+    /// not answer in time; with each member's master key id as the member
+    /// itself reports it (asked of all at once, bounded).
     pub async fn cluster_status(&self) -> ClusterStatus {
+        let mut status = self.leader_or_local_status().await;
+        let mut asks = tokio::task::JoinSet::new();
+        for member in status.nodes.iter().filter(|m| m.id != self.id) {
+            let (forward, id, peer) = (
+                self.proposer.forward.clone(),
+                member.id,
+                member.peer.clone(),
+            );
+            asks.spawn(async move {
+                let asked = tokio::time::timeout(
+                    Duration::from_millis(KEY_ID_WAIT_MS),
+                    forward.call(id, &peer, &ForwardRequest::KeyId),
+                )
+                .await;
+                match asked {
+                    Ok(Ok(ForwardReply::KeyId(key_id))) => (id, key_id),
+                    _ => (id, None),
+                }
+            });
+        }
+        let mut key_ids = BTreeMap::from([(self.id, self.key_id())]);
+        while let Some(answer) = asks.join_next().await {
+            if let Ok((id, key_id)) = answer {
+                key_ids.insert(id, key_id);
+            }
+        }
+        apply_key_ids(&mut status, &key_ids);
+        status
+    }
+
+    /// The cluster as the leader sees it, or as this node does.
+    async fn leader_or_local_status(&self) -> ClusterStatus {
         let (leader, peer) = {
             let metrics = self.raft.metrics().borrow().clone();
             let leader = metrics.current_leader.filter(|leader| *leader != self.id);
@@ -586,12 +656,26 @@ fn create_tls_identity(
 /// Joins a new node handles at once; more wait for the next try.
 const JOINS_IN_FLIGHT_MAX: usize = 4;
 
-/// How long a join handshake may take, either side.
+/// How long a member gives one join handshake.
 const JOIN_TIMEOUT_MS: u64 = 30_000;
+
+/// How long one join attempt waits for the member's QUIC handshake. A member
+/// answers in milliseconds; UDP has no "connection refused", so silence this
+/// long means nothing answers at that address yet.
+const JOIN_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// The pause after the first failed join attempt; it doubles up to
+/// [`JOIN_RETRY_PAUSE_MAX_MS`].
+const JOIN_RETRY_PAUSE_MIN_MS: u64 = 250;
+const JOIN_RETRY_PAUSE_MAX_MS: u64 = 4_000;
 
 /// The joiner's side: proves the token to the member at `target.addr`
 /// (checking the cluster CA before the secret is sent) and receives an id,
-/// the CA and this node's certificate.
+/// the CA, this node's certificate and, when asked, the master keys.
+///
+/// Attempts that may succeed later (nothing answers yet, no leader) are
+/// retried with a WARN line each, naming the address, until
+/// `target.timeout_ms` has passed; a refusal (wrong token, another key) ends
+/// the join at once.
 async fn join_cluster(
     target: &JoinTarget,
     info: &NodeInfo,
@@ -599,12 +683,60 @@ async fn join_cluster(
     let token = JoinToken::parse(&target.token).map_err(|e| ClusterError::Transport {
         message: format!("join token: {e}"),
     })?;
-    let names = certificate_names(info);
-    crate::transport::join(target.addr, &token, info.clone(), names, JOIN_TIMEOUT_MS)
-        .await
-        .map_err(|e| ClusterError::Transport {
-            message: format!("joining through {}: {e}", target.addr),
-        })
+    let ask = JoinAsk {
+        node: info.clone(),
+        names: certificate_names(info),
+        key_id: match &target.keys {
+            JoinKeys::Configured { key_id } => Some(key_id.clone()),
+            JoinKeys::Receive { .. } => None,
+        },
+    };
+    let addr = target.addr;
+    let deadline = Instant::now() + Duration::from_millis(target.timeout_ms);
+    let left_ms = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64
+    };
+    let mut pause_ms = JOIN_RETRY_PAUSE_MIN_MS;
+    let mut attempt = 1u32;
+    loop {
+        let budget_ms = left_ms().max(1);
+        let tried = crate::transport::join(
+            addr,
+            &token,
+            ask.clone(),
+            JOIN_CONNECT_TIMEOUT_MS.min(budget_ms),
+            budget_ms,
+        )
+        .await;
+        let error = match tried {
+            Ok(joined) => return Ok(joined),
+            Err(error) => error,
+        };
+        if !error.is_retryable() {
+            return Err(ClusterError::Transport {
+                message: format!("joining through {addr}: {error}"),
+            });
+        }
+        let left = left_ms();
+        if left <= pause_ms {
+            return Err(ClusterError::Transport {
+                message: format!(
+                    "gave up joining the cluster through {addr} after {} ms ({attempt} attempt(s); --join-timeout-ms): {error}; check that a member's --peer address is {addr} and that UDP to it is not blocked",
+                    target.timeout_ms
+                ),
+            });
+        }
+        tracing::warn!(
+            %addr,
+            attempt,
+            "join through {addr} failed (attempt {attempt}): {error}; retrying in {pause_ms} ms ({left} ms left of --join-timeout-ms)"
+        );
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        pause_ms = (pause_ms * 2).min(JOIN_RETRY_PAUSE_MAX_MS);
+        attempt += 1;
+    }
 }
 
 /// The member's side of a join: any member admits (the id is allocated and
@@ -644,7 +776,8 @@ impl JoinHandler for NodeJoins {
                 }
             };
             let node = self.node.clone();
-            let outcome = answer_join(join, &self.node.ca, &secret, JOIN_TIMEOUT_MS, |_request| {
+            let keys = self.node.secret_keys();
+            let outcome = answer_join(join, &self.node.ca, &secret, keys, JOIN_TIMEOUT_MS, |_request| {
                 let node = node.clone();
                 async move {
                     let now_ms = std::time::SystemTime::now()
@@ -759,6 +892,10 @@ impl ForwardHandler for NodeForwardHandler {
 
     fn read_index(&self) -> ForwardFuture<'_, u64> {
         self.raft.read_index()
+    }
+
+    fn key_id(&self) -> Option<String> {
+        self.node.key_id()
     }
 
     fn status(&self) -> ForwardFuture<'_, ClusterStatus> {

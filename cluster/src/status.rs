@@ -141,6 +141,10 @@ pub struct MemberStatus {
     /// on the others, since the member last answered the leader. `None` when
     /// this view is not the leader's.
     pub last_contact_ms: Option<u64>,
+    /// The id of the member's secrets master key, as the member reported it
+    /// to the node answering; `None` when it did not answer or has no key.
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 
 /// The cluster as this node sees it.
@@ -151,6 +155,21 @@ pub struct ClusterStatus {
     /// More voters that may fail before writes stop: (voters - 1) / 2, less
     /// the voters already unreachable.
     pub failures_tolerated: usize,
+    /// Whether the members that reported a master key id reported more than
+    /// one: secrets sealed through one cannot be read through another.
+    #[serde(default)]
+    pub key_mismatch: bool,
+}
+
+/// Puts each member's master key id (as it reported it; absent when it did
+/// not answer) into `status` and flags a mismatch among those reported.
+pub fn apply_key_ids(status: &mut ClusterStatus, key_ids: &BTreeMap<NodeId, Option<String>>) {
+    for member in &mut status.nodes {
+        member.key_id = key_ids.get(&member.id).cloned().flatten();
+    }
+    let mut reported = status.nodes.iter().filter_map(|m| m.key_id.as_deref());
+    let first = reported.next();
+    status.key_mismatch = reported.any(|id| Some(id) != first);
 }
 
 /// Builds the cluster view from openraft metrics and, on the leader, when
@@ -207,6 +226,7 @@ pub fn cluster_status(
                     (true, false) => contact_ms(*id),
                     (false, _) => None,
                 },
+                key_id: None,
             }
         })
         .collect::<Vec<MemberStatus>>();
@@ -219,6 +239,7 @@ pub fn cluster_status(
         leader: metrics.current_leader,
         nodes,
         failures_tolerated: (voters.len().saturating_sub(1) / 2).saturating_sub(unreachable_voters),
+        key_mismatch: false,
     }
 }
 
@@ -248,6 +269,39 @@ mod tests {
             );
         }
         assert!(serde_json::from_str::<MemberRole>("\"boss\"").is_err());
+    }
+
+    #[test]
+    fn key_ids_are_shown_and_a_mismatch_is_flagged() {
+        let member = |id| MemberStatus {
+            id,
+            http: String::new(),
+            peer: String::new(),
+            role: MemberRole::Follower,
+            applied_index: None,
+            last_contact_ms: None,
+            key_id: None,
+        };
+        let mut status = ClusterStatus {
+            leader: Some(1),
+            nodes: vec![member(1), member(2), member(3)],
+            failures_tolerated: 1,
+            key_mismatch: false,
+        };
+        let ids = |entries: &[(NodeId, Option<&str>)]| {
+            entries
+                .iter()
+                .map(|(id, key)| (*id, key.map(str::to_string)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // A silent member is not a mismatch.
+        apply_key_ids(&mut status, &ids(&[(1, Some("aa")), (2, Some("aa")), (3, None)]));
+        assert!(!status.key_mismatch);
+        assert_eq!(status.nodes[1].key_id.as_deref(), Some("aa"));
+        assert_eq!(status.nodes[2].key_id, None);
+        apply_key_ids(&mut status, &ids(&[(1, Some("aa")), (3, Some("bb"))]));
+        assert!(status.key_mismatch);
+        assert_eq!(status.nodes[1].key_id, None);
     }
 
     #[test]

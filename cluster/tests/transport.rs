@@ -16,7 +16,7 @@ use std::time::Duration;
 use picloud_cluster::NodeInfo;
 use picloud_cluster::transport::{
     ClusterCa, Incoming, JoinError, JoinOutcome, JoinRefusal, JoinToken, NodeCertificate,
-    PeerEndpoint, StreamKind, TransportError, answer_join, join,
+    JoinAsk, PeerEndpoint, StreamKind, TransportError, answer_join, join,
 };
 use tokio::sync::mpsc;
 
@@ -285,7 +285,7 @@ fn serve_joins(
             let outcomes = outcomes.clone();
             let allocations = allocations.clone();
             tokio::spawn(async move {
-                let outcome = answer_join(connection, &ca, &secret, 5_000, |_request| async move {
+                let outcome = answer_join(connection, &ca, &secret, None, 5_000, |_request| async move {
                     Ok(2 + allocations.fetch_add(1, Ordering::SeqCst))
                 })
                 .await;
@@ -294,6 +294,16 @@ fn serve_joins(
         }
     });
     receiver
+}
+
+/// A join request from a joiner that brings its own master key (these
+/// members hold none, so they admit it).
+fn ask(names: Vec<String>) -> JoinAsk {
+    JoinAsk {
+        node: joiner_info(),
+        names,
+        key_id: Some("0123456789abcdef".into()),
+    }
 }
 
 fn joiner_info() -> NodeInfo {
@@ -321,7 +331,7 @@ async fn the_join_handshake_admits_a_node_with_the_right_token_only() {
         // A wrong secret is refused, and no id is allocated for it.
         let mut wrong = token.clone();
         wrong.secret[0] ^= 1;
-        let err = join(addr(&server), &wrong, joiner_info(), vec![], 10_000)
+        let err = join(addr(&server), &wrong, ask(vec![]), 5_000, 10_000)
             .await
             .expect_err("wrong secret");
         assert!(
@@ -347,8 +357,8 @@ async fn the_join_handshake_admits_a_node_with_the_right_token_only() {
         let joined = join(
             addr(&server),
             &token,
-            joiner_info(),
-            vec!["127.0.0.1".into(), "pi2.lan".into()],
+            ask(vec!["127.0.0.1".into(), "pi2.lan".into()]),
+            5_000,
             10_000,
         )
         .await
@@ -402,7 +412,7 @@ async fn a_joiner_refuses_a_server_of_another_cluster_before_sending_the_secret(
             ca_hash: other.ca_hash(),
             secret,
         };
-        let err = join(addr(&server), &misdirected, joiner_info(), vec![], 10_000)
+        let err = join(addr(&server), &misdirected, ask(vec![]), 5_000, 10_000)
             .await
             .expect_err("the CA does not match");
         assert!(matches!(err, JoinError::CaMismatch { .. }), "{err}");
@@ -418,7 +428,7 @@ async fn a_joiner_refuses_a_server_of_another_cluster_before_sending_the_secret(
             ca_hash: ca.ca_hash(),
             secret,
         };
-        let joined = join(addr(&server), &token, joiner_info(), vec![], 10_000)
+        let joined = join(addr(&server), &token, ask(vec![]), 5_000, 10_000)
             .await
             .expect("join");
         assert_eq!(joined.node_id, 2);

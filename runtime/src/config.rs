@@ -65,6 +65,10 @@ settings! {
     join: String = String::new(), "PICLOUD_JOIN";
     /// The cluster's join token (`picloud cluster token` on a member).
     join_token: String = String::new(), "PICLOUD_JOIN_TOKEN";
+    /// How long a first start with `--join` keeps trying to reach the member
+    /// (one log line per retry) before it gives up and exits non-zero, in
+    /// milliseconds.
+    join_timeout_ms: u64 = 30_000, "PICLOUD_JOIN_TIMEOUT_MS";
     /// Largest request body for app routes and the admin API, in bytes.
     http_body_bytes_max: usize = 1024 * 1024, "PICLOUD_HTTP_BODY_BYTES_MAX";
     /// Largest deploy bundle, in bytes.
@@ -324,6 +328,7 @@ impl ServeConfig {
             10_000_000,
         )?;
         check_range("leader_wait_ms", self.leader_wait_ms, 10, 600_000)?;
+        check_range("join_timeout_ms", self.join_timeout_ms, 100, 86_400_000)?;
         check_range(
             "trigger_runs_inflight_max",
             self.trigger_runs_inflight_max,
@@ -363,8 +368,12 @@ impl ServeConfig {
         Ok(())
     }
 
-    /// Where to join, when `--join` is given (with its token).
-    pub fn join_target(&self) -> anyhow::Result<Option<picloud_cluster::JoinTarget>> {
+    /// Where to join, when `--join` is given (with its token); `keys` says
+    /// what the joiner brings or how it keeps the cluster's master keys.
+    pub fn join_target(
+        &self,
+        keys: picloud_cluster::JoinKeys,
+    ) -> anyhow::Result<Option<picloud_cluster::JoinTarget>> {
         if self.join.is_empty() {
             if !self.join_token.is_empty() {
                 bail!("--join-token needs --join <peer address of a member>");
@@ -381,6 +390,8 @@ impl ServeConfig {
         Ok(Some(picloud_cluster::JoinTarget {
             addr,
             token: self.join_token.clone(),
+            timeout_ms: self.join_timeout_ms,
+            keys,
         }))
     }
 

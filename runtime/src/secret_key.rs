@@ -4,8 +4,14 @@
 //!  --dev                  fixed, publicly known key (loud WARN; never in production)
 //!  PICLOUD_SECRET_KEY     base64 of 32 bytes (+ PICLOUD_SECRET_KEY_PREVIOUS: comma-separated)
 //!  <data>/secret.key      first key line current, later lines previous ("#" comments)
+//!  none, joining          the cluster's keys, received at join over the join's TLS
+//!                         channel and stored in <data>/secret.key (0600) before use
 //!  none of these          generate <data>/secret.key (0600) and WARN: every node needs it
 //! ```
+//!
+//! "Joining" is a first start with `--join` (the data dir holds no node
+//! yet): [`SecretKeys::load`] then answers `None` and [`store_received`]
+//! writes what the join handed over.
 //!
 //! A key is never logged or printed; only its id (the first 8 bytes of its
 //! SHA-256, in hex) is.
@@ -46,6 +52,8 @@ pub enum KeySource {
     File(PathBuf),
     /// Generated on this start into this file.
     Generated(PathBuf),
+    /// Received from the cluster at join and stored in this file.
+    Joined(PathBuf),
 }
 
 /// This node's keyring and where it came from.
@@ -57,12 +65,28 @@ pub struct SecretKeys {
 
 impl SecretKeys {
     /// Resolves the keys from `--dev`, the environment and the data dir.
-    pub fn load(data_dir: &Path, dev: bool) -> anyhow::Result<SecretKeys> {
+    /// With `joining` (a first start with `--join`) and no key configured,
+    /// answers `None`: the join brings the cluster's keys.
+    pub fn load(data_dir: &Path, dev: bool, joining: bool) -> anyhow::Result<Option<SecretKeys>> {
         let current = std::env::var(ENV_CURRENT)
             .ok()
             .filter(|v| !v.trim().is_empty());
         let previous = std::env::var(ENV_PREVIOUS).ok().unwrap_or_default();
-        resolve(data_dir, dev, current.as_deref(), &previous)
+        if joining && !dev && current.is_none() && !data_dir.join(KEY_FILE_NAME).exists() {
+            if !previous.trim().is_empty() {
+                bail!("{ENV_PREVIOUS} is set without {ENV_CURRENT}: set both, or neither to receive the cluster's keys at join");
+            }
+            return Ok(None);
+        }
+        resolve(data_dir, dev, current.as_deref(), &previous).map(Some)
+    }
+
+    /// The keys a join received (already stored in `path`).
+    pub fn joined(keyring: Arc<Keyring>, path: PathBuf) -> SecretKeys {
+        SecretKeys {
+            keyring,
+            source: KeySource::Joined(path),
+        }
     }
 
     /// Logs where the key came from (id only) and what the operator must know.
@@ -77,6 +101,11 @@ impl SecretKeys {
             KeySource::File(path) => {
                 tracing::info!(key_id, file = %path.display(), "secrets master key from the key file")
             }
+            KeySource::Joined(path) => tracing::info!(
+                key_id,
+                file = %path.display(),
+                "secrets master key received from the cluster at join and stored in the key file: back it up"
+            ),
             KeySource::Generated(path) => tracing::warn!(
                 key_id,
                 file = %path.display(),
@@ -126,6 +155,7 @@ impl SecretKeys {
             KeySource::Env => "env",
             KeySource::File(_) => "file",
             KeySource::Generated(_) => "generated",
+            KeySource::Joined(_) => "joined",
         };
         let mut status = json!({
             "key_id": self.keyring.current().id_hex(),
@@ -217,6 +247,9 @@ fn read_key_file(path: &Path) -> anyhow::Result<(MasterKey, Vec<MasterKey>)> {
     Ok((current, keys.collect::<anyhow::Result<Vec<_>>>()?))
 }
 
+/// The key file's opening comment.
+const KEY_FILE_HEADER: &str = "# PiCloud secrets master key (first key line: current; later lines: previous keys).\n# Every node of a cluster needs the same key. Keep a backup: without it the secrets are lost.";
+
 fn generate_key_file(path: &Path) -> anyhow::Result<MasterKey> {
     let bytes: [u8; 32] = rand::random();
     let mut file = std::fs::OpenOptions::new()
@@ -225,13 +258,38 @@ fn generate_key_file(path: &Path) -> anyhow::Result<MasterKey> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(
-        file,
-        "# PiCloud secrets master key (first key line: current; later lines: previous keys).\n# Every node of a cluster needs the same key. Keep a backup: without it the secrets are lost.\n{}",
-        STANDARD.encode(bytes)
-    )?;
+    writeln!(file, "{KEY_FILE_HEADER}\n{}", STANDARD.encode(bytes))?;
     file.sync_all()?;
     Ok(MasterKey::from_bytes(bytes))
+}
+
+/// Writes the keys a join received to `path` (0600): the current key, then
+/// the previous ones, through a temporary file renamed into place, so a
+/// crash leaves either no key file (the next start joins again and receives
+/// them again) or a whole one.
+pub fn store_received(path: &Path, keyring: &Keyring) -> anyhow::Result<()> {
+    let tmp = path.with_extension("key.tmp");
+    let mut text = format!("{KEY_FILE_HEADER}\n# Received from the cluster at join.\n");
+    for key in std::iter::once(keyring.current()).chain(keyring.previous()) {
+        text.push_str(&STANDARD.encode(key.bytes()));
+        text.push('\n');
+    }
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -268,6 +326,23 @@ mod tests {
         let dev = resolve(dir.path(), true, None, "").expect("dev");
         assert_eq!(dev.status_json()["source"], "dev");
         assert!(dev.status_json()["warning"].is_string());
+    }
+
+    #[test]
+    fn received_keys_are_stored_and_read_back_as_the_same_ring() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(KEY_FILE_NAME);
+        let ring = Keyring::new(
+            MasterKey::from_bytes([3; 32]),
+            vec![MasterKey::from_bytes([4; 32])],
+        );
+        store_received(&path, &ring).expect("store");
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let read = resolve(dir.path(), false, None, "").expect("read back");
+        assert_eq!(read.source, KeySource::File(path));
+        assert_eq!(read.keyring.current().id_hex(), ring.current().id_hex());
+        assert_eq!(read.keyring.previous_ids(), ring.previous_ids());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `picloud serve`: boot, run, shut down.
 //!
 //! ```text
-//!   config ─▶ secrets master key ─▶ Duties (the duty supervisor)
-//!          ─▶ Node::start (storage + raft; one-voter cluster on first start)
+//!   config ─▶ secrets master key (none yet on a first start with --join) ─▶ Duties
+//!          ─▶ Node::start (storage + raft; one-voter cluster on first start;
+//!               a join retries until --join-timeout-ms and may bring the master key)
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ Apps (app supervisor) + app_events
 //!          ─▶ HTTP gateway (http_accept) ─▶ leader duties (triggers, cron)
@@ -95,10 +96,29 @@ async fn serve(
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let secret_keys = Arc::new(
-        SecretKeys::load(&config.data_dir, config.dev).context("loading the secrets master key")?,
-    );
-    secret_keys.log_at_boot();
+    // A first start with --join and no key configured receives the
+    // cluster's keys in the join (stored in the key file before use).
+    let joining = !config.join.is_empty()
+        && picloud_cluster::identity::load(&config.data_dir)
+            .context("reading the node identity")?
+            .is_none();
+    let configured = SecretKeys::load(&config.data_dir, config.dev, joining)
+        .context("loading the secrets master key")?;
+    let key_file = config.data_dir.join(crate::secret_key::KEY_FILE_NAME);
+    let join_keys = match &configured {
+        Some(keys) => picloud_cluster::JoinKeys::Configured {
+            key_id: keys.keyring.current().id_hex(),
+        },
+        None => picloud_cluster::JoinKeys::Receive {
+            store: Arc::new({
+                let key_file = key_file.clone();
+                move |keyring| {
+                    crate::secret_key::store_received(&key_file, keyring)
+                        .map_err(|e| format!("{e:#}"))
+                }
+            }),
+        },
+    };
     let info = NodeInfo {
         http: config.http.to_string(),
         peer: config.peer.to_string(),
@@ -111,7 +131,7 @@ async fn serve(
     // The master keys also seal the cluster CA key and the join secret
     // before they enter the log.
     let cluster_config = picloud_cluster::ClusterConfig {
-        secret_keys: Some(secret_keys.keyring.clone()),
+        secret_keys: configured.as_ref().map(|keys| keys.keyring.clone()),
         ..config.cluster_config()
     };
     let (node, node_duties) = Node::start_with(
@@ -119,10 +139,19 @@ async fn serve(
         info,
         cluster_config,
         &config.storage_options(),
-        config.join_target()?,
+        config.join_target(join_keys)?,
     )
     .await
     .context("starting the raft node")?;
+    let secret_keys = Arc::new(match configured {
+        Some(keys) => keys,
+        None => SecretKeys::joined(
+            node.master_keys()
+                .context("the join brought no secrets master key")?,
+            key_file,
+        ),
+    });
+    secret_keys.log_at_boot();
     // At once: every write waits for the batcher.
     for duty in node_duties {
         duties.supervise(duty);

@@ -59,6 +59,12 @@ impl MasterKey {
         MasterKey { key, id }
     }
 
+    /// The key itself: only for writing the key file and for handing the
+    /// cluster's keys to a joining node inside the join's TLS channel.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     /// The key's public identifier (hex of the first 8 bytes of its SHA-256).
     pub fn id_hex(&self) -> String {
         hex(&self.id)

@@ -48,6 +48,9 @@ pub enum ForwardRequest {
     ReadIndex,
     /// The cluster as the leader sees it (`picloud cluster status` through a follower).
     Status,
+    /// The id of the called node's secrets master key (any member answers),
+    /// so `cluster status` shows every node's and flags a mismatch.
+    KeyId,
 }
 
 /// The leader's one answer on a `Forward` stream.
@@ -65,6 +68,8 @@ pub enum ForwardReply {
     },
     Failed(ForwardError),
     Status(ClusterStatus),
+    /// The called node's current master key id; `None` when it has none.
+    KeyId(Option<String>),
 }
 
 /// Why the leader side could not serve a forwarded request.
@@ -115,6 +120,11 @@ pub trait ForwardHandler: Send + Sync {
                 message: "cluster status is not served here".into(),
             })
         })
+    }
+
+    /// This node's secrets master key id, if it has a key. None by default.
+    fn key_id(&self) -> Option<String> {
+        None
     }
 }
 

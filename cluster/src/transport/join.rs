@@ -5,9 +5,12 @@
 //!     │── QUIC, ALPN picloud-join/1, no client cert ───────▶│
 //!     │◀─ server chain [node cert, CA cert] ────────────────│
 //!     │  verify: sha256(CA cert) == token.ca_hash, and the node cert chains to it
-//!     │── JoinRequest { secret, node addresses, names } ───▶│  secret compared in constant time
+//!     │── JoinRequest { secret, node addresses, names,     │
+//!     │                 key_id: Some(id) | None } ─────────▶│  secret compared in constant time
+//!     │                                                     │  key id compared with the member's (KeyMismatch)
 //!     │                                                     │  allocate(node id)  (the Raft log, later)
-//!     │◀─ JoinResponse::Granted { node cert+key, CA } ──────│  or Refused { reason }
+//!     │◀─ JoinResponse::Granted { node cert+key, CA,        │
+//!     │        master_keys (only when key_id was None) } ───│  or Refused { reason }
 //! ```
 //!
 //! The joiner verifies the CA inside the TLS handshake, before it sends
@@ -16,6 +19,13 @@
 //! returns it inside the encrypted connection, which keeps the joiner free of
 //! any certificate code. The grant also carries the CA key, so every member
 //! can admit the next joiner (see `ClusterCa`).
+//!
+//! The secrets master keys travel the same way: a joiner configured with no
+//! key sends `key_id: None` and receives the cluster's current and previous
+//! keys in the grant, over this channel only (they never enter the Raft
+//! log, where the CA key and the join secret are sealed under them). A
+//! joiner configured with a key sends its id, and a member holding another
+//! key refuses it, naming both ids, before any node id is allocated.
 //!
 //! [`answer_join`] takes the id allocation as a callback so `Node` can
 //! allocate ids through the Raft log (never reused) without this module
@@ -27,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use picloud_storage::secret_box::{Keyring, MasterKey};
 use picloud_storage::{NodeId, NodeInfo};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +63,9 @@ pub struct JoinRequest {
     pub node: NodeInfo,
     /// IP addresses or DNS names to put in the joiner's certificate.
     pub names: Vec<String>,
+    /// The id of the secrets master key the joiner was started with; `None`
+    /// asks for the cluster's keys in the grant.
+    pub key_id: Option<String>,
 }
 
 impl std::fmt::Debug for JoinRequest {
@@ -60,6 +74,7 @@ impl std::fmt::Debug for JoinRequest {
         f.debug_struct("JoinRequest")
             .field("node", &self.node)
             .field("names", &self.names)
+            .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +89,25 @@ pub enum JoinRefusal {
     /// The member could not admit the node now (no leader, say); retry later.
     #[error("the cluster cannot admit a node now: {message}")]
     Unavailable { message: String },
+    /// The joiner was started with a secrets master key that is not the
+    /// cluster's: it could open none of the cluster's secrets.
+    #[error(
+        "this node's secrets master key (id {joiner_key_id}) is not the cluster's (id {cluster_key_id}): start it with the cluster's key, or with no key configured to receive the cluster's key at join"
+    )]
+    KeyMismatch {
+        joiner_key_id: String,
+        cluster_key_id: String,
+    },
+    /// The joiner asked for the cluster's master keys and this member holds none.
+    #[error("this member has no secrets master key to hand over; configure the joiner with the cluster's key")]
+    NoMasterKey,
+}
+
+impl JoinRefusal {
+    /// Whether asking again (the same or another member) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, JoinRefusal::Unavailable { .. })
+    }
 }
 
 /// The member's answer.
@@ -89,6 +123,45 @@ pub struct JoinGrant {
     pub node_cert: NodeCertificate,
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
+    /// The cluster's secrets master keys, when the joiner asked for them.
+    pub master_keys: Option<GrantedKeys>,
+}
+
+/// The cluster's secrets master keys as a grant carries them (raw bytes;
+/// never printed).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct GrantedKeys {
+    pub current: [u8; 32],
+    pub previous: Vec<[u8; 32]>,
+}
+
+impl GrantedKeys {
+    pub fn from_keyring(keyring: &Keyring) -> GrantedKeys {
+        GrantedKeys {
+            current: *keyring.current().bytes(),
+            previous: keyring.previous().iter().map(|key| *key.bytes()).collect(),
+        }
+    }
+
+    pub fn into_keyring(self) -> Keyring {
+        Keyring::new(
+            MasterKey::from_bytes(self.current),
+            self.previous
+                .into_iter()
+                .map(MasterKey::from_bytes)
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Debug for GrantedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Ids only: the bytes are the keys.
+        f.debug_struct("GrantedKeys")
+            .field("current", &MasterKey::from_bytes(self.current).id_hex())
+            .field("previous", &self.previous.len())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for JoinGrant {
@@ -111,6 +184,9 @@ pub enum JoinOutcome {
         refusal: JoinRefusal,
     },
 }
+
+/// Most previous master keys a grant may carry (a joiner refuses more).
+pub const GRANTED_PREVIOUS_KEYS_MAX: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -138,24 +214,55 @@ pub enum JoinError {
     Certificate(#[from] CaError),
 }
 
+impl JoinError {
+    /// Whether another attempt may succeed: the member was unreachable, slow,
+    /// busy or without a leader. A wrong token, a foreign cluster, a key
+    /// mismatch or a bad grant stay wrong however often it is asked.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JoinError::Handshake { .. } | JoinError::Timeout { .. } | JoinError::Protocol { .. } => {
+                true
+            }
+            JoinError::Refused { refusal, .. } => refusal.is_retryable(),
+            JoinError::CaMismatch { .. }
+            | JoinError::BadGrant { .. }
+            | JoinError::Setup { .. }
+            | JoinError::Certificate(_) => false,
+        }
+    }
+}
+
 /// A joined node's new identity, checked against the token.
 #[derive(Debug)]
 pub struct Joined {
     pub node_id: NodeId,
     pub ca: ClusterCa,
     pub node_cert: NodeCertificate,
+    /// The cluster's master keys, when the request asked for them.
+    pub master_keys: Option<Keyring>,
 }
 
-/// Asks the member at `server` to admit this node. Binds a temporary
+/// What one join attempt sends besides the token.
+#[derive(Debug, Clone)]
+pub struct JoinAsk {
+    pub node: NodeInfo,
+    pub names: Vec<String>,
+    /// See [`JoinRequest::key_id`].
+    pub key_id: Option<String>,
+}
+
+/// Asks the member at `server` to admit this node, once. Binds a temporary
 /// client-only UDP socket; the node binds its real endpoint with the result.
+/// The QUIC handshake is bounded by `connect_timeout_ms`, the whole attempt
+/// by `timeout_ms`.
 pub async fn join(
     server: SocketAddr,
     token: &JoinToken,
-    node: NodeInfo,
-    names: Vec<String>,
+    ask: JoinAsk,
+    connect_timeout_ms: u64,
     timeout_ms: u64,
 ) -> Result<Joined, JoinError> {
-    let attempt = join_once(server, token, node, names);
+    let attempt = join_once(server, token, ask, connect_timeout_ms);
     tokio::time::timeout(Duration::from_millis(timeout_ms), attempt)
         .await
         .map_err(|_| JoinError::Timeout {
@@ -167,8 +274,8 @@ pub async fn join(
 async fn join_once(
     server: SocketAddr,
     token: &JoinToken,
-    node: NodeInfo,
-    names: Vec<String>,
+    ask: JoinAsk,
+    connect_timeout_ms: u64,
 ) -> Result<Joined, JoinError> {
     let setup = |message: String| JoinError::Setup { message };
     let (tls_config, ca_mismatch) = tls::join_client_config(&token.ca_hash).map_err(setup)?;
@@ -185,7 +292,15 @@ async fn join_once(
         let connecting = endpoint
             .connect_with(client_config, server, CLUSTER_SERVER_NAME)
             .map_err(|e| setup(e.to_string()))?;
-        let connection = match connecting.await {
+        let connected =
+            tokio::time::timeout(Duration::from_millis(connect_timeout_ms), connecting).await;
+        let Ok(connected) = connected else {
+            return Err(JoinError::Handshake {
+                addr: server,
+                reason: format!("no answer within {connect_timeout_ms} ms"),
+            });
+        };
+        let connection = match connected {
             Ok(connection) => connection,
             Err(_) if ca_mismatch.load(Ordering::SeqCst) => {
                 return Err(JoinError::CaMismatch {
@@ -204,8 +319,9 @@ async fn join_once(
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
             let request = JoinRequest {
                 secret: token.secret,
-                node,
-                names,
+                node: ask.node,
+                names: ask.names,
+                key_id: ask.key_id.clone(),
             };
             frame::write_message(&mut send, &request, JOIN_FRAME_BYTES_MAX)
                 .await
@@ -233,7 +349,7 @@ async fn join_once(
                 addr: server,
                 refusal,
             }),
-            JoinResponse::Granted(grant) => check_grant(server, token, grant),
+            JoinResponse::Granted(grant) => check_grant(server, token, grant, ask.key_id.is_none()),
         }
     }
     .await;
@@ -242,11 +358,13 @@ async fn join_once(
 }
 
 /// The joiner's checks on a grant: the CA is the token's, the key fits it,
-/// and the node certificate parses and names a node.
+/// the node certificate parses and names a node, and the master keys are
+/// there when they were asked for (`keys_asked`).
 fn check_grant(
     server: SocketAddr,
     token: &JoinToken,
     grant: JoinGrant,
+    keys_asked: bool,
 ) -> Result<Joined, JoinError> {
     let bad = |reason: String| JoinError::BadGrant {
         addr: server,
@@ -265,11 +383,49 @@ fn check_grant(
             node_cert.node_id, grant.node_cert.node_id
         )));
     }
+    let master_keys = match (keys_asked, grant.master_keys) {
+        (true, None) => {
+            return Err(bad(
+                "the cluster's secrets master keys were asked for and not sent".into(),
+            ));
+        }
+        (_, Some(keys)) if keys.previous.len() > GRANTED_PREVIOUS_KEYS_MAX => {
+            return Err(bad(format!(
+                "{} previous master keys; at most {GRANTED_PREVIOUS_KEYS_MAX}",
+                keys.previous.len()
+            )));
+        }
+        // Keys not asked for are not taken: this node keeps its own.
+        (false, _) => None,
+        (true, Some(keys)) => Some(keys.into_keyring()),
+    };
     Ok(Joined {
         node_id: node_cert.node_id,
         ca,
         node_cert,
+        master_keys,
     })
+}
+
+/// The member's check of the joiner's master key against its own, after the
+/// secret was checked: `Ok(Some(keys))` when the joiner asked for the keys.
+/// A member without keys (lower-layer tests) admits joiners that bring their
+/// own. Pure, so the rules are unit-tested.
+pub fn check_join_key(
+    member_keys: Option<&Keyring>,
+    request: &JoinRequest,
+) -> Result<Option<GrantedKeys>, JoinRefusal> {
+    match (&request.key_id, member_keys) {
+        (Some(joiner), Some(keys)) if *joiner != keys.current().id_hex() => {
+            Err(JoinRefusal::KeyMismatch {
+                joiner_key_id: joiner.clone(),
+                cluster_key_id: keys.current().id_hex(),
+            })
+        }
+        (Some(_), _) => Ok(None),
+        (None, Some(keys)) => Ok(Some(GrantedKeys::from_keyring(keys))),
+        (None, None) => Err(JoinRefusal::NoMasterKey),
+    }
 }
 
 /// Checks a join request before anything is allocated: the secret (constant
@@ -301,8 +457,9 @@ pub fn check_join_request(
     Ok(())
 }
 
-/// Serves one join connection: reads the request, checks the secret, asks
-/// `allocate` for a node id, issues the certificate and answers.
+/// Serves one join connection: reads the request, checks the secret and the
+/// joiner's master key against `master_keys`, asks `allocate` for a node id,
+/// issues the certificate and answers (with the master keys when asked).
 ///
 /// `Ok` reports what was decided (granted or refused); `Err` is a join that
 /// broke off (timeout, garbage, lost connection). The connection is closed
@@ -312,6 +469,7 @@ pub async fn answer_join<F, Fut>(
     join: JoinConnection,
     ca: &ClusterCa,
     secret: &[u8; SECRET_BYTES],
+    master_keys: Option<&Keyring>,
     timeout_ms: u64,
     allocate: F,
 ) -> Result<JoinOutcome, JoinError>
@@ -353,15 +511,18 @@ where
         Ok(Ok(read)) => read,
     };
 
-    let decision = match check_join_request(secret, &request) {
+    let checked = check_join_request(secret, &request)
+        .and_then(|()| check_join_key(master_keys, &request));
+    let decision = match checked {
         Err(refusal) => Err(refusal),
-        Ok(()) => match allocate(&request).await {
+        Ok(granted_keys) => match allocate(&request).await {
             Err(message) => Err(JoinRefusal::Unavailable { message }),
             Ok(node_id) => match ca.issue_node_cert(node_id, &request.names) {
                 Ok(node_cert) => Ok(JoinGrant {
                     node_cert,
                     ca_cert_pem: ca.cert_pem().to_string(),
                     ca_key_pem: ca.key_pem(),
+                    master_keys: granted_keys,
                 }),
                 Err(e) => Err(JoinRefusal::BadRequest {
                     message: e.to_string(),
@@ -424,6 +585,7 @@ mod tests {
             secret,
             node: NodeInfo::default(),
             names,
+            key_id: None,
         }
     }
 
@@ -454,6 +616,43 @@ mod tests {
             check_join_request(&secret, &request(secret, vec![String::new()])),
             Err(JoinRefusal::BadRequest { .. })
         ));
+    }
+
+    #[test]
+    fn the_joiners_key_is_checked_against_the_members() {
+        let ring = |byte: u8, previous: Vec<u8>| {
+            Keyring::new(
+                MasterKey::from_bytes([byte; 32]),
+                previous
+                    .into_iter()
+                    .map(|b| MasterKey::from_bytes([b; 32]))
+                    .collect(),
+            )
+        };
+        let id = |byte: u8| MasterKey::from_bytes([byte; 32]).id_hex();
+        let mut asks = request([1; SECRET_BYTES], vec![]);
+        let member = ring(1, vec![2]);
+        // No key configured: the member's current and previous keys go along.
+        let granted = check_join_key(Some(&member), &asks)
+            .expect("granted")
+            .expect("keys");
+        let received = granted.clone().into_keyring();
+        assert_eq!(received.current().id_hex(), id(1));
+        assert_eq!(received.previous_ids(), vec![id(2)]);
+        assert!(!format!("{granted:?}").contains("1, 1, 1"), "{granted:?}");
+        assert_eq!(
+            check_join_key(None, &asks).map(|k| k.is_some()),
+            Err(JoinRefusal::NoMasterKey)
+        );
+        // The same key: admitted, and no keys are sent.
+        asks.key_id = Some(id(1));
+        assert!(matches!(check_join_key(Some(&member), &asks), Ok(None)));
+        // Another key (even the member's previous one): refused, naming both.
+        asks.key_id = Some(id(2));
+        let refusal = check_join_key(Some(&member), &asks).expect_err("mismatch");
+        let message = refusal.to_string();
+        assert!(message.contains(&id(1)) && message.contains(&id(2)), "{message}");
+        assert!(!refusal.is_retryable());
     }
 
     #[test]

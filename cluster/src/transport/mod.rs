@@ -21,8 +21,9 @@
 //!   verifier for joiners.
 //! - `endpoint`: `PeerEndpoint` (bind, connect, accept), `PeerConnection`,
 //!   `PeerStream`, `StreamKind`, `TransportError`.
-//! - `join`: the join exchange: `join` (joiner side) and `answer_join` (member
-//!   side, node id allocation as a callback).
+//! - `join`: the join exchange: `join` (joiner side, one attempt) and
+//!   `answer_join` (member side, node id allocation as a callback); the
+//!   secrets master keys handed to a joiner configured without one.
 //! - `raft_rpc`: the Raft RPC messages on the wire, `RaftRpcConfig` (limits,
 //!   timeouts) and `RaftRpcError` (also what a dial returns).
 //! - `peers`: `PeerConnections`, the pool of outgoing member connections (one
@@ -67,7 +68,8 @@ pub use forward::{
 };
 pub use frame::{FRAME_BYTES_MAX, FrameError};
 pub use join::{
-    JoinError, JoinGrant, JoinOutcome, JoinRefusal, JoinRequest, Joined, answer_join, join,
+    GrantedKeys, JoinAsk, JoinError, JoinGrant, JoinOutcome, JoinRefusal, JoinRequest, Joined,
+    answer_join, check_join_key, join,
 };
 pub use peers::PeerConnections;
 pub use raft_network::{QuicClient, QuicNetwork};

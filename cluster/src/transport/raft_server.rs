@@ -246,6 +246,7 @@ async fn serve_forward(
                 Ok(status) => ForwardReply::Status(status),
                 Err(error) => ForwardReply::Failed(error),
             },
+            ForwardRequest::KeyId => ForwardReply::KeyId(handler.key_id()),
         }
     };
     let reply = match tokio::time::timeout(config.forward_timeout(), handle).await {
