@@ -26,13 +26,11 @@ PY
 }
 wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
 
-# Every bench node gets one secrets master key: a cluster's members need the
-# same key (the cluster CA key and the join secret are sealed under it).
-BENCH_SECRET_KEY="${BENCH_SECRET_KEY:-YmVuY2ggc2VjcmV0cyBrZXk6IDMyIGJ5dGVzIGxvbmc=}"
-
+# No secrets master key is configured: node 1 generates one in its data dir
+# and the joiners receive it with their join, as the README's recipe does.
 start_picloud() { # index [join args...]
   local i=$1; shift
-  PICLOUD_SECRET_KEY="$BENCH_SECRET_KEY" "$BIN" serve --data-dir "$WORK/pc$i" --http "127.0.0.1:${HTTP_PORTS}$i" --peer "127.0.0.1:${PEER_PORTS}$i" "$@" >>"$WORK/pc$i.log" 2>&1 &
+  "$BIN" serve --data-dir "$WORK/pc$i" --http "127.0.0.1:${HTTP_PORTS}$i" --peer "127.0.0.1:${PEER_PORTS}$i" "$@" >>"$WORK/pc$i.log" 2>&1 &
   PIDS["pc$i"]=$!
 }
 

@@ -59,9 +59,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The log filter unless `PICLOUD_LOG` sets one. openraft's own WARNs about
+/// messages it drops as stale after an election ("A message will be ignored
+/// because vote changed", "membership_log_id changed") and its replication
+/// retries to a peer that is down (`cluster status` shows that node as
+/// unreachable) mean nothing to an operator: those modules log at error
+/// only, and `PICLOUD_LOG=info,openraft=debug` shows everything.
+const LOG_FILTER_DEFAULT: &str = "info,openraft=warn,openraft::core::raft_core=error,openraft::engine=error,openraft::replication=error,openraft::raft::responder=error,sled=warn";
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PICLOUD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_FILTER_DEFAULT));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

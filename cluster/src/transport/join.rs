@@ -185,6 +185,9 @@ pub enum JoinOutcome {
     },
 }
 
+/// How long a joiner waits for its closed join connection to drain.
+const JOIN_CLOSE_WAIT_MS: u64 = 500;
+
 /// Most previous master keys a grant may carry (a joiner refuses more).
 pub const GRANTED_PREVIOUS_KEYS_MAX: usize = 16;
 
@@ -353,7 +356,16 @@ async fn join_once(
         }
     }
     .await;
-    endpoint.wait_idle().await;
+    // Lets the close reach the member, bounded. A handshake that got no
+    // answer has nothing to deliver, and would hold the endpoint until
+    // QUIC's idle timeout: the next attempt should not wait for it.
+    if !matches!(result, Err(JoinError::Handshake { .. })) {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(JOIN_CLOSE_WAIT_MS),
+            endpoint.wait_idle(),
+        )
+        .await;
+    }
     result
 }
 

@@ -887,6 +887,23 @@ async fn docs(client: &Client, command: DocsCommand, json: bool) -> Result<(), C
     Ok(())
 }
 
+/// Each member's secrets master key id, and a warning when they differ.
+fn print_key_ids(nodes: &[Value], mismatch: bool) {
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|node| {
+            let key = node["key_id"].as_str().unwrap_or("?");
+            format!("node {} {key}", field(&node["id"]))
+        })
+        .collect();
+    println!("secrets keys: {}", ids.join(", "));
+    if mismatch {
+        println!(
+            "WARNING: the nodes hold different secrets master keys: a secret set through one cannot be read through another (secret_key_mismatch); restart the odd ones with the cluster's key"
+        );
+    }
+}
+
 /// A member more than this many entries behind the leader is "catching up".
 const STATUS_LAG_CATCHING_UP: u64 = 1_000;
 
@@ -935,6 +952,7 @@ fn print_cluster_status(body: &Value) {
     if let Some(backlog) = body["trigger_backlog"].as_u64() {
         println!("trigger backlog: {backlog} run(s) pending");
     }
+    print_key_ids(&nodes, body["key_mismatch"].as_bool() == Some(true));
     let voters = nodes.iter().filter(|n| n["role"] != "learner").count();
     match (voters, body["failures_tolerated"].as_u64()) {
         (1, _) => println!("single node: no redundancy (add nodes with `picloud serve --join`)"),

@@ -13,9 +13,6 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_picloud");
 
-/// The secrets master key test nodes share (base64 of 32 bytes of 0x7e).
-pub const TEST_SECRET_KEY: &str = "fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn4=";
-
 /// How long a node may take to answer its first health check.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -116,6 +113,9 @@ impl TestNode {
             .arg(self.peer_addr())
             .args(&self.extra_args)
             .env_remove("PICLOUD_ADMIN_KEY")
+            // A key in the developer's environment would hide the join's.
+            .env_remove("PICLOUD_SECRET_KEY")
+            .env_remove("PICLOUD_SECRET_KEY_PREVIOUS")
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log));
         command
@@ -135,13 +135,9 @@ impl TestNode {
             .open(&self.log_path)
             .expect("node log file");
         let mut command = self.serve_command(log);
-        // One master key for every test node unless a test sets its own (or
-        // runs `--dev`, which has a fixed one): the members of a cluster need
-        // the same key (the cluster CA key and the join secret are sealed
-        // under it), as in production.
-        if !self.extra_args.iter().any(|arg| arg == "--dev") {
-            command.env("PICLOUD_SECRET_KEY", TEST_SECRET_KEY);
-        }
+        // No master key unless a test sets one: a first node generates its
+        // key file and joiners receive the cluster's key at join, as the
+        // README's cluster recipe does.
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }
