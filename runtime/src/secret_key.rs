@@ -109,7 +109,7 @@ impl SecretKeys {
             KeySource::Generated(path) => tracing::warn!(
                 key_id,
                 file = %path.display(),
-                "generated a new secrets master key: back this file up; every node of a cluster needs the same key (copy the file or set {ENV_CURRENT} on each node), or it cannot read the cluster's secrets"
+                "generated a new secrets master key: back this file up, without it the secrets are lost; nodes that join this cluster with no key configured receive it at join"
             ),
         }
         let previous = self.keyring.previous_ids();
