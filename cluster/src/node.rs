@@ -121,24 +121,7 @@ impl Node {
                 }
                 BootPlan::Join(target) => {
                     let mut joined = join_cluster(&target, &info).await?;
-                    // The received master keys are stored before anything
-                    // else of the join, so a node never runs with keys it
-                    // would not have after a restart.
-                    if let (Some(keys), JoinKeys::Receive { store }) =
-                        (joined.master_keys.take(), &target.keys)
-                    {
-                        store(&keys).map_err(|message| ClusterError::Identity {
-                            path: data_dir.display().to_string(),
-                            message: format!(
-                                "storing the cluster's secrets master key received at join: {message}"
-                            ),
-                        })?;
-                        tracing::info!(
-                            key_id = %keys.current().id_hex(),
-                            "received the cluster's secrets master key at join"
-                        );
-                        config.secret_keys = Some(Arc::new(keys));
-                    }
+                    keep_received_keys(data_dir, &target, &mut joined, &mut config)?;
                     std::fs::create_dir_all(&tls_dir).map_err(|e| ClusterError::Transport {
                         message: format!("{}: {e}", tls_dir.display()),
                     })?;
@@ -653,6 +636,31 @@ fn create_tls_identity(
     Ok((ca, certificate))
 }
 
+/// Stores the master keys a join received (when this node asked for them)
+/// and runs with them. Called before anything else of the join is stored,
+/// so a node never runs with keys it would not have after a restart.
+fn keep_received_keys(
+    data_dir: &Path,
+    target: &JoinTarget,
+    joined: &mut crate::transport::Joined,
+    config: &mut ClusterConfig,
+) -> Result<(), ClusterError> {
+    let (Some(keys), JoinKeys::Receive { store }) = (joined.master_keys.take(), &target.keys)
+    else {
+        return Ok(());
+    };
+    store(&keys).map_err(|message| ClusterError::Identity {
+        path: data_dir.display().to_string(),
+        message: format!("storing the cluster's secrets master key received at join: {message}"),
+    })?;
+    tracing::info!(
+        key_id = %keys.current().id_hex(),
+        "received the cluster's secrets master key at join"
+    );
+    config.secret_keys = Some(Arc::new(keys));
+    Ok(())
+}
+
 /// Joins a new node handles at once; more wait for the next try.
 const JOINS_IN_FLIGHT_MAX: usize = 4;
 
@@ -777,20 +785,27 @@ impl JoinHandler for NodeJoins {
             };
             let node = self.node.clone();
             let keys = self.node.secret_keys();
-            let outcome = answer_join(join, &self.node.ca, &secret, keys, JOIN_TIMEOUT_MS, |_request| {
-                let node = node.clone();
-                async move {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    match node.write(Command::AllocateNodeId { now_ms }).await {
-                        Ok(CommandResult::NodeIdAllocated { id }) => Ok(id),
-                        Ok(other) => Err(format!("unexpected result {other:?}")),
-                        Err(error) => Err(error.to_string()),
+            let outcome = answer_join(
+                join,
+                &self.node.ca,
+                &secret,
+                keys,
+                JOIN_TIMEOUT_MS,
+                |_request| {
+                    let node = node.clone();
+                    async move {
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0);
+                        match node.write(Command::AllocateNodeId { now_ms }).await {
+                            Ok(CommandResult::NodeIdAllocated { id }) => Ok(id),
+                            Ok(other) => Err(format!("unexpected result {other:?}")),
+                            Err(error) => Err(error.to_string()),
+                        }
                     }
-                }
-            })
+                },
+            )
             .await;
             match outcome {
                 Ok(JoinOutcome::Granted {

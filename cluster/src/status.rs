@@ -295,7 +295,10 @@ mod tests {
                 .collect::<BTreeMap<_, _>>()
         };
         // A silent member is not a mismatch.
-        apply_key_ids(&mut status, &ids(&[(1, Some("aa")), (2, Some("aa")), (3, None)]));
+        apply_key_ids(
+            &mut status,
+            &ids(&[(1, Some("aa")), (2, Some("aa")), (3, None)]),
+        );
         assert!(!status.key_mismatch);
         assert_eq!(status.nodes[1].key_id.as_deref(), Some("aa"));
         assert_eq!(status.nodes[2].key_id, None);

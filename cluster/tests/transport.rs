@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use picloud_cluster::NodeInfo;
 use picloud_cluster::transport::{
-    ClusterCa, Incoming, JoinError, JoinOutcome, JoinRefusal, JoinToken, NodeCertificate,
-    JoinAsk, PeerEndpoint, StreamKind, TransportError, answer_join, join,
+    ClusterCa, Incoming, JoinAsk, JoinError, JoinOutcome, JoinRefusal, JoinToken, NodeCertificate,
+    PeerEndpoint, StreamKind, TransportError, answer_join, join,
 };
 use tokio::sync::mpsc;
 
@@ -285,9 +285,14 @@ fn serve_joins(
             let outcomes = outcomes.clone();
             let allocations = allocations.clone();
             tokio::spawn(async move {
-                let outcome = answer_join(connection, &ca, &secret, None, 5_000, |_request| async move {
-                    Ok(2 + allocations.fetch_add(1, Ordering::SeqCst))
-                })
+                let outcome = answer_join(
+                    connection,
+                    &ca,
+                    &secret,
+                    None,
+                    5_000,
+                    |_request| async move { Ok(2 + allocations.fetch_add(1, Ordering::SeqCst)) },
+                )
                 .await;
                 let _ = outcomes.send(outcome.map_err(|e| e.to_string()));
             });

@@ -74,7 +74,9 @@ impl SecretKeys {
         let previous = std::env::var(ENV_PREVIOUS).ok().unwrap_or_default();
         if joining && !dev && current.is_none() && !data_dir.join(KEY_FILE_NAME).exists() {
             if !previous.trim().is_empty() {
-                bail!("{ENV_PREVIOUS} is set without {ENV_CURRENT}: set both, or neither to receive the cluster's keys at join");
+                bail!(
+                    "{ENV_PREVIOUS} is set without {ENV_CURRENT}: set both, or neither to receive the cluster's keys at join"
+                );
             }
             return Ok(None);
         }

@@ -145,7 +145,12 @@ async fn cluster_secrets_are_sealed_in_the_log_and_a_wrong_key_is_named() {
     );
     eventually("cluster status flags the mismatch", || {
         let out = nodes[0].cli_with_key(&admin_key, &["cluster", "status"]);
-        async move { out.success && out.stdout.contains("WARNING: the nodes hold different secrets master keys") }
+        async move {
+            out.success
+                && out
+                    .stdout
+                    .contains("WARNING: the nodes hold different secrets master keys")
+        }
     })
     .await;
     for node in &mut nodes {

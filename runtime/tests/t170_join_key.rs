@@ -159,7 +159,9 @@ async fn joiners_receive_the_key_and_a_foreign_key_is_refused() {
         }
     })
     .await;
-    let printed = nodes[2].cli_with_key(&admin_key, &["cluster", "status"]).ok();
+    let printed = nodes[2]
+        .cli_with_key(&admin_key, &["cluster", "status"])
+        .ok();
     assert!(
         printed.contains(&format!("node 3 {cluster_key_id}")) && !printed.contains("WARNING"),
         "{printed}"
@@ -240,7 +242,9 @@ async fn a_join_to_a_silent_address_retries_then_gives_up() {
         .count();
     assert!(retries >= 1, "a line per retry naming the address: {log}");
     assert!(
-        log.contains(&format!("gave up joining the cluster through {silent} after 2000 ms")),
+        log.contains(&format!(
+            "gave up joining the cluster through {silent} after 2000 ms"
+        )),
         "{log}"
     );
 }

@@ -99,7 +99,9 @@ pub enum JoinRefusal {
         cluster_key_id: String,
     },
     /// The joiner asked for the cluster's master keys and this member holds none.
-    #[error("this member has no secrets master key to hand over; configure the joiner with the cluster's key")]
+    #[error(
+        "this member has no secrets master key to hand over; configure the joiner with the cluster's key"
+    )]
     NoMasterKey,
 }
 
@@ -223,9 +225,9 @@ impl JoinError {
     /// mismatch or a bad grant stay wrong however often it is asked.
     pub fn is_retryable(&self) -> bool {
         match self {
-            JoinError::Handshake { .. } | JoinError::Timeout { .. } | JoinError::Protocol { .. } => {
-                true
-            }
+            JoinError::Handshake { .. }
+            | JoinError::Timeout { .. }
+            | JoinError::Protocol { .. } => true,
             JoinError::Refused { refusal, .. } => refusal.is_retryable(),
             JoinError::CaMismatch { .. }
             | JoinError::BadGrant { .. }
@@ -523,8 +525,8 @@ where
         Ok(Ok(read)) => read,
     };
 
-    let checked = check_join_request(secret, &request)
-        .and_then(|()| check_join_key(master_keys, &request));
+    let checked =
+        check_join_request(secret, &request).and_then(|()| check_join_key(master_keys, &request));
     let decision = match checked {
         Err(refusal) => Err(refusal),
         Ok(granted_keys) => match allocate(&request).await {
@@ -663,7 +665,10 @@ mod tests {
         asks.key_id = Some(id(2));
         let refusal = check_join_key(Some(&member), &asks).expect_err("mismatch");
         let message = refusal.to_string();
-        assert!(message.contains(&id(1)) && message.contains(&id(2)), "{message}");
+        assert!(
+            message.contains(&id(1)) && message.contains(&id(2)),
+            "{message}"
+        );
         assert!(!refusal.is_retryable());
     }
 
