@@ -31,7 +31,8 @@
 //!   from (`MembershipView`, `Node::membership_view`) and the changes it
 //!   makes (`MembershipChange`, `Node::change_membership`).
 //! - `status`: `NodeStatus`, `ClusterStatus`, `MemberStatus`, the `Role` and
-//!   `MemberRole` enums, and `cluster_status` (pure, from Raft metrics).
+//!   `MemberRole` enums, `cluster_status` (pure, from Raft metrics) and
+//!   `apply_key_ids` (each member's master key id, a mismatch flagged).
 //! - `sealed`: the cluster CA key and the join secret sealed under the
 //!   secrets master key before they enter the log (plain records from older
 //!   nodes still read).

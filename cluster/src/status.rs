@@ -1,8 +1,10 @@
 //! What a node reports about itself and the cluster: `NodeStatus` (this
 //! node's view, `/_/metrics` and `/_/api/v1/cluster`), `ClusterStatus` and
 //! `MemberStatus` (`picloud cluster status`), with their role enums.
-//! `cluster_status` builds the cluster view from openraft metrics; it is
-//! pure, so tests drive it without a cluster.
+//! `cluster_status` builds the cluster view from openraft metrics, and
+//! `apply_key_ids` adds each member's secrets master key id (as the members
+//! reported it) and flags a mismatch; both are pure, so tests drive them
+//! without a cluster.
 
 use std::collections::BTreeMap;
 
