@@ -390,7 +390,7 @@ impl Apps {
 
     /// The current runtime of `app` (its actor started if needed): where
     /// the app's trigger runs execute, on the same VM pool as its requests.
-    pub(crate) async fn runtime(&self, app: &str) -> Result<Arc<AppRuntime>, AppError> {
+    pub async fn runtime(&self, app: &str) -> Result<Arc<AppRuntime>, AppError> {
         self.handle(app)
             .await?
             .slot

@@ -34,6 +34,11 @@ pub struct Manifest {
     pub modules_folder: String,
     /// Shared libraries pinned in `[libs]`: name → version.
     pub libs: std::collections::BTreeMap<String, u64>,
+    /// `[app] expose_errors`: whether HTTP clients see a failed script's
+    /// message (file, line, error text). Unset, the node decides: on only
+    /// when it runs `--dev`, because a stack message tells an attacker how
+    /// the app is built. The full error is always in the app's log.
+    pub expose_errors: Option<bool>,
 }
 
 /// The folder of an app's modules unless the manifest names another.
@@ -162,6 +167,15 @@ struct RawManifest {
     modules: Option<String>,
     #[serde(default)]
     libs: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    app: RawAppSection,
+}
+
+/// `[app]`: settings of the app as a whole.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppSection {
+    expose_errors: Option<bool>,
 }
 
 /// Why a manifest was rejected; the message names the file and, when known, the line.
@@ -270,6 +284,7 @@ impl Manifest {
             indexes,
             modules_folder,
             libs: raw.libs,
+            expose_errors: raw.app.expose_errors,
         })
     }
 }
