@@ -60,15 +60,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// replaced by a fresh id (it is written into logs and echoed back).
 pub const REQUEST_ID_BYTES_MAX: usize = 64;
 
-/// Codes whose messages carry a script's internals (its file, line and
-/// error text, or how its return value was wrong). Clients get these codes
-/// with a generic message unless the app exposes errors.
-pub const HIDDEN_CODES: [Code; 4] = [
-    Code::ScriptError,
-    Code::ScriptTimeout,
-    Code::ScriptMemory,
-    Code::InvalidResponse,
-];
+/// Codes whose messages carry a script's internals: its file, line and
+/// error text (`script_error`), or where and how it ran out of its budget
+/// or memory. Clients get these codes and statuses with a generic message
+/// unless the app exposes errors. `invalid_response` keeps its message: it
+/// is the server's own description of the returned value's shape (no file,
+/// line or script text), and an app author debugging a response needs it.
+pub const HIDDEN_CODES: [Code; 3] = [Code::ScriptError, Code::ScriptTimeout, Code::ScriptMemory];
 
 /// The client's request id when it is 1 to [`REQUEST_ID_BYTES_MAX`] bytes
 /// of letters, digits, `-`, `_`, `.` or `:`; otherwise a fresh random one.
