@@ -49,6 +49,15 @@ async fn send(
     (status, headers, body)
 }
 
+/// A conditional GET with `If-None-Match: etag`.
+async fn revalidate(
+    http: &reqwest::Client,
+    url: &str,
+    etag: &str,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    send(http, "GET", url, &[("if-none-match", etag)], Vec::new()).await
+}
+
 fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()))
@@ -275,14 +284,7 @@ async fn public_files_and_picloudignore_through_the_cli() {
     assert_eq!(headers["cache-control"], "public, no-cache");
     let etag = headers["etag"].to_str().expect("ascii").to_string();
     assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
-    let (status, headers, body) = send(
-        &http,
-        "GET",
-        &url("/site/img/logo.png"),
-        &[("if-none-match", etag.as_str())],
-        Vec::new(),
-    )
-    .await;
+    let (status, headers, body) = revalidate(&http, &url("/site/img/logo.png"), &etag).await;
     assert_eq!((status, body.len()), (304, 0));
     assert_eq!(headers["etag"], etag.as_str());
     let (status, headers, body) =
@@ -309,14 +311,7 @@ async fn public_files_and_picloudignore_through_the_cli() {
     // A redeploy with a changed file changes its ETag: the old one no longer matches.
     std::fs::write(app.join("public/img/logo.png"), b"new").expect("write");
     node.cli(&["deploy", app.to_str().expect("utf-8")]).ok();
-    let (status, headers, body) = send(
-        &http,
-        "GET",
-        &url("/site/img/logo.png"),
-        &[("if-none-match", etag.as_str())],
-        Vec::new(),
-    )
-    .await;
+    let (status, headers, body) = revalidate(&http, &url("/site/img/logo.png"), &etag).await;
     assert_eq!((status, body.as_slice()), (200, b"new".as_slice()));
     assert_ne!(headers["etag"], etag.as_str());
 }
