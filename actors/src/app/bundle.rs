@@ -256,6 +256,16 @@ mod tests {
         assert_eq!(Bundle::decode(&good.encode()).expect("decodes"), good);
     }
 
+    /// Bundles stored before `public/` existed decode unchanged, and a
+    /// bundle without static files encodes as they did.
+    #[test]
+    fn bundles_without_public_files_keep_their_bytes() {
+        let old = br#"{"files":{"picloud.toml":"name = \"x\""},"libs":{},"imports":{}}"#;
+        let decoded = Bundle::decode(old).expect("an older bundle decodes");
+        assert!(decoded.public.is_empty());
+        assert_eq!(decoded.encode(), old.to_vec());
+    }
+
     #[test]
     fn bad_bundles_name_file_and_line() {
         let cases: Vec<(Bundle, &str)> = vec![

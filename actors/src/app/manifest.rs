@@ -707,6 +707,20 @@ chain_depth_max = 4
     }
 
     #[test]
+    fn expose_errors_is_unset_unless_the_app_says() {
+        assert_eq!(
+            Manifest::parse("name = \"x\"")
+                .expect("valid")
+                .expose_errors,
+            None
+        );
+        let open = Manifest::parse("name = \"x\"\n[app]\nexpose_errors = true").expect("valid");
+        assert_eq!(open.expose_errors, Some(true));
+        let typo = Manifest::parse("name = \"x\"\n[app]\nexpose_error = true").expect_err("typo");
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+    }
+
+    #[test]
     fn rejections_name_the_problem() {
         let cases = [
             ("name = \"Hello\"", "may hold only"),
