@@ -36,6 +36,27 @@ pub(crate) fn off_workers<T>(build: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Writes a request's failure into the app's own log, where its author
+/// looks, with the request id the client was given (clients are answered
+/// without the script's internals and pointed here). `what` names the
+/// request: `GET /path (script.lua)`.
+pub(crate) fn log_request_failure(
+    host: &NodeHost,
+    app: &str,
+    what: &str,
+    request_id: &str,
+    error: &picloud_lua_sdk::InvokeError,
+) {
+    host.log(
+        app,
+        LogLevel::Error,
+        format!(
+            "{what} failed: {error} ({}) [request {request_id}]",
+            error.code()
+        ),
+    );
+}
+
 /// An HTTP request for an app, as the gateway hands it over.
 #[derive(Debug, Clone, Default)]
 pub struct AppRequest {
@@ -196,15 +217,12 @@ impl AppRuntime {
         let result = pooled.vm.invoke(&script, lua_request).await;
         self.give_back(pooled);
         if let Err(error) = &result {
-            // Script failures belong in the app's own log, where its author looks.
-            self.host.log(
+            log_request_failure(
+                &self.host,
                 &self.app,
-                LogLevel::Error,
-                format!(
-                    "{method} {path} ({script}) failed: {} ({}) [request {request_id}]",
-                    error,
-                    error.code()
-                ),
+                &format!("{method} {path} ({script})"),
+                &request_id,
+                error,
             );
         }
         result.map_err(AppError::Invoke)
