@@ -140,6 +140,14 @@ async fn the_readme_cluster_recipe_works_as_written() {
     );
     assert!(stdout.contains("deployed vault version 1"), "{stdout}");
 
+    // `picloud cluster status` at the end lists all three members.
+    for port in &http_ports {
+        assert!(
+            stdout.contains(&format!("127.0.0.1:{port} ")),
+            "node on {port} in the status: {stdout}"
+        );
+    }
+
     // The secret set through node 1, read by the app on nodes 2 and 3.
     // This is the part that needs joiners to receive the master key at
     // join (issue 12 item 1, helper D's part): without it the script on
