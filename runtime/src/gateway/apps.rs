@@ -245,6 +245,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sane_request_ids_are_kept_and_others_replaced() {
+        let with = |id: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(id).expect("value"));
+            request_id(&headers)
+        };
+        assert_eq!(with("abc-1.2_3:4"), "abc-1.2_3:4");
+        for odd in ["", "a b", "x\"y", &"a".repeat(REQUEST_ID_BYTES_MAX + 1)] {
+            let fresh = with(odd);
+            assert!(fresh != odd && fresh.len() == 16, "{odd:?} gave {fresh:?}");
+        }
+        assert_eq!(request_id(&axum::http::HeaderMap::new()).len(), 16);
+    }
+
+    #[test]
     fn paths_split_into_app_and_route() {
         assert_eq!(split_app("/hello/greet/pi"), Some(("hello", "/greet/pi")));
         assert_eq!(split_app("/hello"), Some(("hello", "/")));
