@@ -97,15 +97,18 @@ pub fn load_runtime(args: &AppActorArgs) -> Result<Option<Arc<AppRuntime>>, AppE
     let checked = Bundle::decode(&bytes)
         .and_then(|bundle| bundle.check())
         .map_err(|e| load_failed(e.message))?;
-    Ok(Some(Arc::new(AppRuntime::new(
-        args.app.clone(),
-        version,
-        checked.routes,
-        checked.scripts,
-        checked.modules,
-        args.host.clone(),
-        args.limits.clone(),
-    ))))
+    Ok(Some(Arc::new(
+        AppRuntime::new(
+            args.app.clone(),
+            version,
+            checked.routes,
+            checked.scripts,
+            checked.modules,
+            args.host.clone(),
+            args.limits.clone(),
+        )
+        .with_public(checked.public, checked.manifest.expose_errors),
+    )))
 }
 
 impl AppState {

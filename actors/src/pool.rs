@@ -17,7 +17,8 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::app::{RouteMiss, RouteTable};
+use crate::app::routes::percent_decode;
+use crate::app::{PublicFiles, RouteMiss, RouteTable};
 use crate::config::ActorLimits;
 use crate::error::AppError;
 use crate::host::NodeHost;
@@ -35,6 +36,27 @@ pub(crate) fn off_workers<T>(build: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Writes a request's failure into the app's own log, where its author
+/// looks, with the request id the client was given (clients are answered
+/// without the script's internals and pointed here). `what` names the
+/// request: `GET /path (script.lua)`.
+pub(crate) fn log_request_failure(
+    host: &NodeHost,
+    app: &str,
+    what: &str,
+    request_id: &str,
+    error: &picloud_lua_sdk::InvokeError,
+) {
+    host.log(
+        app,
+        LogLevel::Error,
+        format!(
+            "{what} failed: {error} ({}) [request {request_id}]",
+            error.code()
+        ),
+    );
+}
+
 /// An HTTP request for an app, as the gateway hands it over.
 #[derive(Debug, Clone, Default)]
 pub struct AppRequest {
@@ -44,6 +66,9 @@ pub struct AppRequest {
     pub query: BTreeMap<String, String>,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// The gateway's id of this request (also its `x-request-id`), written
+    /// with a failure into the app's log so a client's report finds the line.
+    pub request_id: String,
 }
 
 /// A pooled VM and its host: a [`RunHost`] layer over the node host that
@@ -58,6 +83,10 @@ pub struct AppRuntime {
     pub app: String,
     pub version: u64,
     routes: RouteTable,
+    /// `public/`: served when no route matches a GET or HEAD.
+    public: Arc<PublicFiles>,
+    /// `[app] expose_errors` of the manifest (unset: the node decides).
+    pub expose_errors: Option<bool>,
     scripts: Vec<ScriptSource>,
     modules: Arc<ModuleSet>,
     host: Arc<NodeHost>,
@@ -81,6 +110,8 @@ impl AppRuntime {
             app,
             version,
             routes,
+            public: Arc::default(),
+            expose_errors: None,
             scripts,
             modules,
             host,
@@ -88,6 +119,15 @@ impl AppRuntime {
             limits,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The version's static files and error exposure, from its manifest
+    /// and bundle (a runtime without them serves no files and leaves error
+    /// exposure to the node).
+    pub fn with_public(mut self, public: Arc<PublicFiles>, expose_errors: Option<bool>) -> Self {
+        self.public = public;
+        self.expose_errors = expose_errors;
+        self
     }
 
     fn take_idle(&self) -> Option<PooledVm> {
@@ -133,23 +173,32 @@ impl AppRuntime {
         dropped.len()
     }
 
-    /// Routes the request, takes a VM (waiting a bounded time) and runs the handler.
+    /// Routes the request, takes a VM (waiting a bounded time) and runs the
+    /// handler. A GET or HEAD that no route matches is served from
+    /// `public/` when a file has that path.
     pub async fn serve(&self, request: AppRequest) -> Result<Response, AppError> {
-        let route =
-            self.routes
-                .find(&request.method, &request.path)
-                .map_err(|miss| match miss {
-                    RouteMiss::NotFound => AppError::RouteNotFound {
-                        app: self.app.clone(),
-                        method: request.method.clone(),
-                        path: request.path.clone(),
-                    },
-                    RouteMiss::MethodNotAllowed => AppError::MethodNotAllowed {
-                        app: self.app.clone(),
-                        method: request.method.clone(),
-                        path: request.path.clone(),
-                    },
-                })?;
+        let found = self.routes.find(&request.method, &request.path);
+        if found.is_err()
+            && matches!(request.method.as_str(), "GET" | "HEAD")
+            && let Some(response) = self.public.serve(
+                &percent_decode(&request.path),
+                request.headers.get("if-none-match").map(String::as_str),
+            )
+        {
+            return Ok(response);
+        }
+        let route = found.map_err(|miss| match miss {
+            RouteMiss::NotFound => AppError::RouteNotFound {
+                app: self.app.clone(),
+                method: request.method.clone(),
+                path: request.path.clone(),
+            },
+            RouteMiss::MethodNotAllowed => AppError::MethodNotAllowed {
+                app: self.app.clone(),
+                method: request.method.clone(),
+                path: request.path.clone(),
+            },
+        })?;
         let script = route.script.to_string();
         let params = route.params;
         let _permit = self.permit().await?;
@@ -164,18 +213,16 @@ impl AppRuntime {
         };
         let method = lua_request.method.clone();
         let path = lua_request.path.clone();
+        let request_id = request.request_id;
         let result = pooled.vm.invoke(&script, lua_request).await;
         self.give_back(pooled);
         if let Err(error) = &result {
-            // Script failures belong in the app's own log, where its author looks.
-            self.host.log(
+            log_request_failure(
+                &self.host,
                 &self.app,
-                LogLevel::Error,
-                format!(
-                    "{method} {path} ({script}) failed: {} ({})",
-                    error,
-                    error.code()
-                ),
+                &format!("{method} {path} ({script})"),
+                &request_id,
+                error,
             );
         }
         result.map_err(AppError::Invoke)

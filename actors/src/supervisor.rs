@@ -26,7 +26,7 @@ use crate::cpu::{CpuShareTimeout, CpuShares};
 use crate::duties::{ActorRestarts, restart_delay};
 use crate::error::AppError;
 use crate::host::NodeHost;
-use crate::pool::{AppRequest, AppRuntime};
+use crate::pool::{AppRequest, AppRuntime, log_request_failure};
 
 /// A running app on this node: its actor and the slot it publishes its runtime in.
 #[derive(Clone)]
@@ -278,6 +278,10 @@ pub struct Apps {
     shares: Arc<CpuShares>,
     /// A request's whole deadline (`ActorLimits::invocation_deadline`).
     request_deadline: Duration,
+    /// For the app's log: a request that failed outside its runtime (late,
+    /// or panicked) is logged here with its request id, as the runtime logs
+    /// the failures it sees (clients are pointed at the log).
+    host: Arc<NodeHost>,
 }
 
 /// Aborts a spawned invocation when the request that waits for it goes away
@@ -305,7 +309,7 @@ impl Apps {
         let request_deadline = limits.invocation_deadline();
         let args = SupervisorArgs {
             reader: reader.clone(),
-            host,
+            host: host.clone(),
             limits,
             restarts,
             registry: registry.clone(),
@@ -318,6 +322,7 @@ impl Apps {
             scripts,
             shares,
             request_deadline,
+            host,
         })
     }
 
@@ -390,7 +395,7 @@ impl Apps {
 
     /// The current runtime of `app` (its actor started if needed): where
     /// the app's trigger runs execute, on the same VM pool as its requests.
-    pub(crate) async fn runtime(&self, app: &str) -> Result<Arc<AppRuntime>, AppError> {
+    pub async fn runtime(&self, app: &str) -> Result<Arc<AppRuntime>, AppError> {
         self.handle(app)
             .await?
             .slot
@@ -403,19 +408,29 @@ impl Apps {
     pub async fn invoke(&self, app: &AppName, request: AppRequest) -> Result<Response, AppError> {
         let app = app.as_str();
         let runtime = self.runtime(app).await?;
+        let (method, path, request_id) = (
+            request.method.clone(),
+            request.path.clone(),
+            request.request_id.clone(),
+        );
         let deadline = tokio::time::Instant::now() + self.request_deadline;
         let invocation =
             self.shares
                 .run(app, deadline, async move { runtime.serve(request).await });
         let mut task = AbortOnDrop(self.scripts.spawn(invocation));
+        let failed = |error: InvokeError| {
+            let what = format!("{method} {path}");
+            log_request_failure(&self.host, app, &what, &request_id, &error);
+            Err(AppError::Invoke(error))
+        };
         let late = || {
-            Err(AppError::Invoke(InvokeError::Timeout {
+            failed(InvokeError::Timeout {
                 message: format!(
                     "request exceeded its {} ms, most of it waiting for its app's share of \
                      script threads (app_script_threads), taken by the app's other invocations",
                     self.request_deadline.as_millis()
                 ),
-            }))
+            })
         };
         // The deadline also covers an invocation that got its permit late and
         // started its own budget then; dropping `task` aborts it at its next
@@ -427,9 +442,9 @@ impl Apps {
             // this request's error; it never takes the gateway task or the app down.
             Ok(Err(error)) => {
                 tracing::error!(%app, %error, "an invocation panicked");
-                Err(AppError::Invoke(InvokeError::Script {
+                failed(InvokeError::Script {
                     message: "the invocation ended abnormally".to_string(),
-                }))
+                })
             }
         }
     }

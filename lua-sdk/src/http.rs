@@ -65,9 +65,10 @@ pub fn is_framing_header(name: &str) -> bool {
 pub(crate) const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 pub(crate) const CONTENT_TYPE_JSON: &str = "application/json";
 
-/// Builds `req`. `req.json` is the decoded body when the content type says
-/// JSON, or when there is no content type and the body parses; a body that
-/// does not parse leaves it nil rather than failing the request.
+/// Builds `req`. `req.json` is the decoded body whenever the body parses as
+/// JSON, whatever the content type says (clients such as `curl -d` send JSON
+/// as a form). A body with a JSON content type that does not parse never gets
+/// here: the gateway answers it 400 `invalid_json` (see [`is_json_content_type`]).
 pub(crate) fn request_to_lua(lua: &Lua, request: &Request) -> mlua::Result<Table> {
     let table = lua.create_table_with_capacity(0, 7)?;
     table.raw_set("method", request.method.as_str())?;
@@ -76,17 +77,26 @@ pub(crate) fn request_to_lua(lua: &Lua, request: &Request) -> mlua::Result<Table
     table.raw_set("query", string_map(lua, &request.query)?)?;
     table.raw_set("headers", string_map(lua, &request.headers)?)?;
     table.raw_set("body", lua.create_string(&request.body)?)?;
-    let wants_json = match request.headers.get("content-type") {
-        Some(content_type) => content_type.to_ascii_lowercase().contains("json"),
-        None => true,
-    };
-    if wants_json
-        && !request.body.is_empty()
+    if !request.body.is_empty()
         && let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&request.body)
     {
         table.raw_set("json", json_to_lua(lua, &parsed)?)?;
     }
     Ok(table)
+}
+
+/// Whether a `content-type` value says JSON: `application/json` or any
+/// `+json` type (`application/problem+json`), parameters ignored. Such a body
+/// must parse, or the request is refused before its script runs.
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn string_map(lua: &Lua, map: &BTreeMap<String, String>) -> mlua::Result<Table> {
@@ -324,6 +334,25 @@ mod tests {
         assert!(valid_status(600).is_err());
         assert!(valid_status(-1).is_err());
         assert!(valid_status(65_536 + 200).is_err());
+    }
+
+    #[test]
+    fn json_content_types() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+        ] {
+            assert!(is_json_content_type(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "text/json-ish",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
+            assert!(!is_json_content_type(no), "{no}");
+        }
     }
 
     #[test]

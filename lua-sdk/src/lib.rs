@@ -78,7 +78,7 @@ pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
     KvListPage, LogLevel, sort_field,
 };
-pub use http::{Request, Response};
+pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};
 pub use limits::{
     CALL_DEPTH_MAX, CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HOOK_INSTRUCTIONS_INTERVAL,

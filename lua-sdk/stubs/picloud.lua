@@ -39,9 +39,9 @@
 ---@field path string Request path, e.g. `"/users/7"`.
 ---@field params table<string, string> Route parameters (`/users/{id}` gives `params.id`).
 ---@field query table<string, string> Query string parameters.
----@field headers table<string, string> Request headers; names are lower case.
+---@field headers table<string, string> Request headers; names are lower case. `headers["x-request-id"]` is the request's id (also sent back to the client and written with any failure into the app's log).
 ---@field body string The raw body (may be binary).
----@field json any|nil The decoded body when the content type contains "json", or when there is no content type and the body parses as JSON; nil otherwise (including when it does not parse).
+---@field json any|nil The decoded body whenever the body parses as JSON, whatever its content type; nil for an empty body or one that does not parse. A body sent as `application/json` (or any `+json` type) that does not parse is refused with 400 `invalid_json` before the handler runs.
 
 ---What a handler returns (or return a plain string: 200, `text/plain; charset=utf-8`).
 ---Set `body` or `json`, not both.

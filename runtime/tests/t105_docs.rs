@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 const MANIFEST: &str = r#"
 name = "people"
+# The test reads script errors' text from the responses.
+[app]
+expose_errors = true
 
 [[route]]
 method = "POST"

@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 
 const MANIFEST: &str = r#"
 name = "mods"
+# The test reads script errors' text from the responses.
+[app]
+expose_errors = true
 
 [[route]]
 method = "GET"

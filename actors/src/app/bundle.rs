@@ -1,7 +1,7 @@
 //! Deploy bundles: the files of one app version, and the checks a deploy must pass.
 //!
-//! A bundle travels from the CLI to the gateway as JSON (`{"files": {"path": "text"}}`)
-//! and is stored in the log as the same JSON bytes, so storage never needs to
+//! A bundle travels from the CLI to the gateway as JSON (`{"files": {"path": "text"},
+//! "public": {"path below public/": "base64"}}`) and is stored in the log as the same JSON bytes, so storage never needs to
 //! understand it. The gateway adds to what the CLI sent: the files of every
 //! pinned shared library (`libs`) and the import graph (`imports`), so a
 //! stored version is self-contained (see `libs.rs`, `modules.rs`).
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DeployError;
 use super::manifest::{MANIFEST_FILE, Manifest};
+use super::public::PublicFiles;
 use super::routes::RouteTable;
 
 /// The most files one bundle may hold.
@@ -31,6 +32,11 @@ pub struct Bundle {
     /// literal name (recorded for `picloud deploys`; replaced like `libs`).
     #[serde(default)]
     pub imports: BTreeMap<String, Vec<String>>,
+    /// The static files under `public/`, by path below it, as base64 (the
+    /// one binary-safe part of a bundle; see `public.rs`). Left out of the
+    /// JSON when empty, so bundles without static files encode as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub public: BTreeMap<String, String>,
 }
 
 /// One pinned library version inside a bundle.
@@ -57,6 +63,8 @@ pub struct CheckedBundle {
     pub modules: Arc<ModuleSet>,
     /// File → modules it requires by a literal name.
     pub imports: ImportGraph,
+    /// The static files of `public/`, decoded.
+    pub public: Arc<PublicFiles>,
 }
 
 /// File → the modules it requires by a literal name, in first-use order.
@@ -138,12 +146,14 @@ impl Bundle {
             }
         }
         let (modules, imports) = self.check_modules(&manifest, module_files, &scripts)?;
+        let public = PublicFiles::decode(&self.public).map_err(deploy_error)?;
         Ok(CheckedBundle {
             manifest,
             routes,
             scripts,
             modules,
             imports,
+            public: Arc::new(public),
         })
     }
 
@@ -244,6 +254,16 @@ mod tests {
         let checked = good.check().expect("valid");
         assert_eq!(checked.scripts.len(), 1);
         assert_eq!(Bundle::decode(&good.encode()).expect("decodes"), good);
+    }
+
+    /// Bundles stored before `public/` existed decode unchanged, and a
+    /// bundle without static files encodes as they did.
+    #[test]
+    fn bundles_without_public_files_keep_their_bytes() {
+        let old = br#"{"files":{"picloud.toml":"name = \"x\""},"libs":{},"imports":{}}"#;
+        let decoded = Bundle::decode(old).expect("an older bundle decodes");
+        assert!(decoded.public.is_empty());
+        assert_eq!(decoded.encode(), old.to_vec());
     }
 
     #[test]

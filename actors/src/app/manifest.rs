@@ -34,6 +34,11 @@ pub struct Manifest {
     pub modules_folder: String,
     /// Shared libraries pinned in `[libs]`: name → version.
     pub libs: std::collections::BTreeMap<String, u64>,
+    /// `[app] expose_errors`: whether HTTP clients see a failed script's
+    /// message (file, line, error text). Unset, the node decides: on only
+    /// when it runs `--dev`, because a stack message tells an attacker how
+    /// the app is built. The full error is always in the app's log.
+    pub expose_errors: Option<bool>,
 }
 
 /// The folder of an app's modules unless the manifest names another.
@@ -162,6 +167,15 @@ struct RawManifest {
     modules: Option<String>,
     #[serde(default)]
     libs: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    app: RawAppSection,
+}
+
+/// `[app]`: settings of the app as a whole.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppSection {
+    expose_errors: Option<bool>,
 }
 
 /// Why a manifest was rejected; the message names the file and, when known, the line.
@@ -270,6 +284,7 @@ impl Manifest {
             indexes,
             modules_folder,
             libs: raw.libs,
+            expose_errors: raw.app.expose_errors,
         })
     }
 }
@@ -689,6 +704,20 @@ chain_depth_max = 4
         .expect("valid manifest");
         assert_eq!(manifest.name, "hello");
         assert_eq!(manifest.routes[0].method, "GET");
+    }
+
+    #[test]
+    fn expose_errors_is_unset_unless_the_app_says() {
+        assert_eq!(
+            Manifest::parse("name = \"x\"")
+                .expect("valid")
+                .expose_errors,
+            None
+        );
+        let open = Manifest::parse("name = \"x\"\n[app]\nexpose_errors = true").expect("valid");
+        assert_eq!(open.expose_errors, Some(true));
+        let typo = Manifest::parse("name = \"x\"\n[app]\nexpose_error = true").expect_err("typo");
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
     }
 
     #[test]

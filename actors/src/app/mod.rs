@@ -8,6 +8,7 @@
 //! - `bundle.rs`: deploy bundles and their checks
 //! - `modules.rs`: the modules folder and the import graph
 //! - `libs.rs`: shared libraries and `[libs]` pins
+//! - `public.rs`: `public/`, the static files served when no route matches
 //! - `error.rs`: [`DeployError`], shared by the deploy checks
 
 pub mod bundle;
@@ -16,10 +17,12 @@ pub mod libs;
 pub mod manifest;
 pub mod modules;
 pub mod name;
+pub mod public;
 pub mod routes;
 
 pub use bundle::{Bundle, CheckedBundle, PinnedLib};
 pub use error::DeployError;
 pub use manifest::{MANIFEST_FILE, Manifest, RouteSpec};
 pub use name::{APP_NAME_BYTES_MAX, AppName, AppNameError, validate_app_name};
+pub use public::{PublicFile, PublicFiles};
 pub use routes::{RouteMatch, RouteMiss, RouteTable};

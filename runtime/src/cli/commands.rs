@@ -327,7 +327,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
             let body = client
                 .post(
                     &format!("/apps/{}/deploys", encode_path(&app)),
-                    &json!({"files": files}),
+                    &json!({"files": files.files, "public": files.public}),
                 )
                 .await?;
             report(json, &body, || {
@@ -450,8 +450,8 @@ async fn login(args: &ClientArgs) -> Result<(), CliError> {
 /// The most bytes `picloud deploy` sends from one folder.
 const DEPLOY_DIR_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
-/// Reads an app folder: every regular, non-hidden file, recursively, as UTF-8.
-fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliError> {
+/// Reads an app folder: its name and the files a deploy sends (see `collect.rs`).
+fn read_app_dir(dir: &Path) -> Result<(String, super::collect::AppFiles), CliError> {
     let manifest_path = dir.join("picloud.toml");
     let manifest = std::fs::read_to_string(&manifest_path)
         .map_err(|e| CliError::new(format!("{}: {e}", manifest_path.display())))?;
@@ -461,7 +461,10 @@ fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliErr
     }
     let name: NameOnly = toml::from_str(&manifest)
         .map_err(|e| CliError::new(format!("{}: {}", manifest_path.display(), e.message())))?;
-    Ok((name.name, read_dir_files(dir)?))
+    Ok((
+        name.name,
+        super::collect::app_files(dir, DEPLOY_DIR_BYTES_MAX)?,
+    ))
 }
 
 /// Every regular, non-hidden file under `dir`, recursively, as UTF-8, by

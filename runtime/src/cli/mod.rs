@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - `client`: the HTTP client, saved credentials, path encoding.
+//! - `collect`: the files `deploy` sends (`public/` as bytes, `.picloudignore`).
 //! - `commands`: the commands and how their output is printed.
 //! - `escape`: terminal-safe text; every string from the server that is
 //!   printed goes through it (scripts write log lines, kv values, errors).
@@ -11,6 +12,7 @@
 //! - `secrets`: `picloud secrets ...`.
 
 mod client;
+mod collect;
 mod commands;
 mod escape;
 mod print;

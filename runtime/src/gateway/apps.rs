@@ -1,4 +1,21 @@
-//! Serving apps: `/<app>/<route path>` runs the matching script.
+//! Serving apps: `/<app>/<route path>` runs the matching script (or serves a
+//! file of the app's `public/` when no route matches a GET or HEAD).
+//!
+//! Every app request has a request id: the client's `x-request-id` when it is
+//! a sane token, otherwise a fresh one. It is handed to the script (in
+//! `req.headers["x-request-id"]`), written with any failure into the app's
+//! log, and returned as the `x-request-id` response header.
+//!
+//! A script's failure is answered without its internals (file, line, error
+//! text), which would tell any caller how the app is built: the client gets
+//! the code and the request id, the app's log has the rest. An app opts in to
+//! full messages with `[app] expose_errors = true`; unset, a `--dev` node
+//! exposes them. The codes treated this way are [`HIDDEN_CODES`].
+//!
+//! Bodies: a body sent with a JSON content type (`application/json`, any
+//! `+json`) that does not parse is refused 400 `invalid_json` before the
+//! script runs; `req.json` is filled whenever a body parses, whatever its
+//! content type (see `picloud_lua_sdk::is_json_content_type`).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +26,8 @@ use axum::response::{IntoResponse, Response};
 use picloud_actors::AppRequest;
 use picloud_actors::app::AppName;
 use picloud_actors::error::AppError;
-use picloud_lua_sdk::Code;
+use picloud_lua_sdk::{Code, is_json_content_type};
+use serde_json::json;
 
 use super::{ApiError, Gateway, client_ip};
 use crate::gateway::error::ApiError as Error;
@@ -34,32 +52,115 @@ fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
     out
 }
 
-pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Response {
-    match serve(gateway, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+/// The response header (and request header accepted from clients) that
+/// carries a request's id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The longest client-chosen request id accepted; a longer or odd one is
+/// replaced by a fresh id (it is written into logs and echoed back).
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+/// Codes whose messages carry a script's internals: its file, line and
+/// error text (`script_error`), or where and how it ran out of its budget
+/// or memory. Clients get these codes and statuses with a generic message
+/// unless the app exposes errors. `invalid_response` keeps its message: it
+/// is the server's own description of the returned value's shape (no file,
+/// line or script text), and an app author debugging a response needs it.
+pub const HIDDEN_CODES: [Code; 3] = [Code::ScriptError, Code::ScriptTimeout, Code::ScriptMemory];
+
+/// The client's request id when it is 1 to [`REQUEST_ID_BYTES_MAX`] bytes
+/// of letters, digits, `-`, `_`, `.` or `:`; otherwise a fresh random one.
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    let sane = |id: &str| {
+        !id.is_empty()
+            && id.len() <= REQUEST_ID_BYTES_MAX
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    };
+    match headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(id) if sane(id) => id.to_string(),
+        _ => format!("{:016x}", rand::random::<u64>()),
     }
 }
 
-async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError> {
+pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Response {
+    let request_id = request_id(request.headers());
+    let mut response = match serve(gateway, request, &request_id).await {
+        Ok(response) => response,
+        Err(Failure::Script(error)) => error.into_response(),
+        Err(Failure::Api(error)) => error.into_response(),
+    };
+    // The id is checked above: it is always a valid header value.
+    if let Ok(value) = HeaderValue::try_from(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Why an app request failed: a script failure, answered with its request
+/// id, or any other error.
+enum Failure {
+    Script(ScriptFailure),
+    Api(ApiError),
+}
+
+impl<E: Into<ApiError>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Api(error.into())
+    }
+}
+
+/// A failure with one of the [`HIDDEN_CODES`]: `{"error": {"code",
+/// "message", "request_id"}}`, the message generic unless exposed.
+struct ScriptFailure {
+    error: ApiError,
+    request_id: String,
+}
+
+impl IntoResponse for ScriptFailure {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "code": self.error.code.as_str(),
+            "message": self.error.message,
+            "request_id": self.request_id,
+        }});
+        (self.error.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Shapes an invocation's failure for the client: hidden codes lose their
+/// message unless `expose` (the full error is already in the app's log).
+fn script_failure(error: AppError, expose: bool, request_id: &str) -> Failure {
+    let mut error = ApiError::from(error);
+    if !HIDDEN_CODES.contains(&error.code) {
+        return Failure::Api(error);
+    }
+    if !expose {
+        error.message = format!("the script failed; see the app's log (request id {request_id})");
+    }
+    Failure::Script(ScriptFailure {
+        error,
+        request_id: request_id.to_string(),
+    })
+}
+
+async fn serve(gateway: Gateway, request: Request, request_id: &str) -> Result<Response, Failure> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let (app, rest) = split_app(path)
         .ok_or_else(|| Error::new(Code::NotFound, "no app named in the path; use /<app>/..."))?;
     if app == "_" {
-        return Err(Error::new(
-            Code::NotFound,
-            format!("no system endpoint at {path}"),
-        ));
+        return Err(Error::new(Code::NotFound, format!("no system endpoint at {path}")).into());
     }
     // The name is checked once, here; a malformed one names no app.
     let Ok(name) = AppName::parse(app) else {
-        return Err(Error::new(
-            Code::AppNotFound,
-            format!("app {app} not found"),
-        ));
+        return Err(Error::new(Code::AppNotFound, format!("app {app} not found")).into());
     };
-    let headers = parts
+    let mut headers: BTreeMap<String, String> = parts
         .headers
         .iter()
         .filter_map(|(name, value)| {
@@ -69,11 +170,24 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
             ))
         })
         .collect();
+    headers.insert(REQUEST_ID_HEADER.to_string(), request_id.to_string());
     // The body first, the in-flight permit after: a client trickling its
     // body holds only its connection and the bytes it has sent.
     let (body, _body_permit) = gateway
         .receive_body(body, gateway.config.http_body_bytes_max)
         .await?;
+    if !body.is_empty()
+        && headers
+            .get("content-type")
+            .is_some_and(|content_type| is_json_content_type(content_type))
+        && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+    {
+        return Err(Error::new(
+            Code::InvalidJson,
+            format!("the body is sent as JSON but does not parse: {error}"),
+        )
+        .into());
+    }
     let _permit = gateway.admit(app, client_ip(&parts.extensions))?;
     let app_request = AppRequest {
         method: parts.method.as_str().to_string(),
@@ -81,16 +195,29 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
         query: parse_query(parts.uri.query()),
         headers,
         body: body.to_vec(),
+        request_id: request_id.to_string(),
     };
-    let response = match gateway.apps.invoke(&name, app_request.clone()).await {
+    let result = match gateway.apps.invoke(&name, app_request.clone()).await {
         // This node may not have applied a deploy committed through another
         // node yet: catch up with the leader once, then ask again.
         Err(AppError::AppNotFound { .. } | AppError::NotDeployed { .. }) => {
             gateway.node.read_barrier().await?;
             let _ = gateway.apps.reload(&name).await;
-            gateway.apps.invoke(&name, app_request).await?
+            gateway.apps.invoke(&name, app_request).await
         }
-        other => other?,
+        other => other,
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(error @ AppError::Invoke(_)) => {
+            // The app's own choice wins; unset, a --dev node shows all.
+            let expose = match gateway.apps.runtime(name.as_str()).await {
+                Ok(runtime) => runtime.expose_errors.unwrap_or(gateway.config.dev),
+                Err(_) => gateway.config.dev,
+            };
+            return Err(script_failure(error, expose, request_id));
+        }
+        Err(other) => return Err(other.into()),
     };
     let status = StatusCode::from_u16(response.status)
         .map_err(|_| Error::internal(format!("script returned bad status {}", response.status)))?;
@@ -103,18 +230,34 @@ async fn serve(gateway: Gateway, request: Request) -> Result<Response, ApiError>
             return Err(Error::new(
                 Code::InvalidResponse,
                 format!("script returned an invalid header {name:?}"),
-            ));
+            )
+            .into());
         };
         builder = builder.header(name, value);
     }
-    builder
+    Ok(builder
         .body(Body::from(response.body))
-        .map_err(|e| Error::internal(e.to_string()))
+        .map_err(|e| Error::internal(e.to_string()))?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sane_request_ids_are_kept_and_others_replaced() {
+        let with = |id: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(id).expect("value"));
+            request_id(&headers)
+        };
+        assert_eq!(with("abc-1.2_3:4"), "abc-1.2_3:4");
+        for odd in ["", "a b", "x\"y", &"a".repeat(REQUEST_ID_BYTES_MAX + 1)] {
+            let fresh = with(odd);
+            assert!(fresh != odd && fresh.len() == 16, "{odd:?} gave {fresh:?}");
+        }
+        assert_eq!(request_id(&axum::http::HeaderMap::new()).len(), 16);
+    }
 
     #[test]
     fn paths_split_into_app_and_route() {
