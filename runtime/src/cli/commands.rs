@@ -18,7 +18,9 @@ use super::print::{format_ms, print_json, report};
 /// Options every client command shares.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The node to talk to (default: the one saved by `picloud login`).
+    /// The node(s) to talk to, e.g. http://127.0.0.1:8080; a comma list is
+    /// tried in order, the next one when a node cannot be reached
+    /// (default: the list saved by `picloud login`).
     #[arg(long = "url", id = "api_url", global = true, env = "PICLOUD_URL")]
     api_url: Option<String>,
     /// The API key (default: the one saved by `picloud login`).
@@ -277,7 +279,7 @@ fn client(args: &ClientArgs) -> Result<Client, CliError> {
     let url = args
         .api_url
         .clone()
-        .or(saved.url)
+        .or(saved.url_list())
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
     let key = args.api_key.clone().or(saved.key).ok_or_else(|| {
         CliError::new("no API key: run `picloud login --url URL --key KEY` or set PICLOUD_KEY")
@@ -433,13 +435,15 @@ async fn login(args: &ClientArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::new("login needs --key (or PICLOUD_KEY)"))?;
     let client = Client::new(&url, &key)?;
     let whoami = client.get("/whoami").await?;
+    let urls = client.bases().to_vec();
     let path = save_credentials(&Credentials {
-        url: Some(url.clone()),
+        urls: urls.clone(),
+        url: None,
         key: Some(key),
     })?;
     println!(
         "logged in to {} as key {} (scope {}); saved to {}",
-        escape(&url),
+        escape(&urls.join(", ")),
         field(&whoami["key_id"]),
         field(&whoami["scope"]),
         escape(&path.display().to_string())
@@ -453,14 +457,31 @@ const DEPLOY_DIR_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// Reads an app folder: every regular, non-hidden file, recursively, as UTF-8.
 fn read_app_dir(dir: &Path) -> Result<(String, BTreeMap<String, String>), CliError> {
     let manifest_path = dir.join("picloud.toml");
+    if !dir.is_dir() {
+        return Err(CliError::new(format!(
+            "{} is not a folder: deploy takes an app folder (one holding picloud.toml)",
+            dir.display()
+        )));
+    }
+    if !manifest_path.exists() {
+        return Err(CliError::new(format!(
+            "{} is not an app: no picloud.toml (create one: `name = \"myapp\"` and a [[route]] with method, path and script; see examples/hello)",
+            dir.display()
+        )));
+    }
     let manifest = std::fs::read_to_string(&manifest_path)
         .map_err(|e| CliError::new(format!("{}: {e}", manifest_path.display())))?;
     #[derive(serde::Deserialize)]
     struct NameOnly {
         name: String,
     }
-    let name: NameOnly = toml::from_str(&manifest)
-        .map_err(|e| CliError::new(format!("{}: {}", manifest_path.display(), e.message())))?;
+    let name: NameOnly = toml::from_str(&manifest).map_err(|error| {
+        CliError::new(crate::config::toml_error_text(
+            &manifest_path,
+            &manifest,
+            &error,
+        ))
+    })?;
     Ok((name.name, read_dir_files(dir)?))
 }
 
