@@ -173,6 +173,8 @@ settings! {
     /// timeout in this range, so a dead leader is replaced in about
     /// max + min..max + max.
     election_timeout_min_ms: u64 = 300, "PICLOUD_ELECTION_TIMEOUT_MIN_MS";
+    /// The upper end of the Raft election timeout range, in milliseconds
+    /// (above `election_timeout_min_ms`).
     election_timeout_max_ms: u64 = 600, "PICLOUD_ELECTION_TIMEOUT_MAX_MS";
     /// Trigger runs executing at once on this node (the leader runs them).
     trigger_runs_inflight_max: usize = 64, "PICLOUD_TRIGGER_RUNS_INFLIGHT_MAX";
