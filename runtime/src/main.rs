@@ -125,7 +125,9 @@ mod tests {
                 if id == "help" || id == "version" {
                     continue;
                 }
-                let described = arg.get_help().is_some_and(|help| !help.to_string().is_empty());
+                let described = arg
+                    .get_help()
+                    .is_some_and(|help| !help.to_string().is_empty());
                 if !described {
                     missing.push(format!("{path} {id}"));
                 }
@@ -141,7 +143,10 @@ mod tests {
         let mut derived = Cli::command();
         derived.build();
         walk(&derived, "picloud", &mut missing);
-        assert!(missing.is_empty(), "arguments without a description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "arguments without a description: {missing:?}"
+        );
     }
 
     #[test]
@@ -151,7 +156,12 @@ mod tests {
         let help = serve.render_long_help().to_string();
         assert!(help.contains("[default: ./picloud-data]"), "{help}");
         assert!(help.contains("PICLOUD_HTTP"), "{help}");
-        for env in ["PICLOUD_ADMIN_KEY", "PICLOUD_SECRET_KEY", "PICLOUD_LOG", "PICLOUD_DEV_MODE"] {
+        for env in [
+            "PICLOUD_ADMIN_KEY",
+            "PICLOUD_SECRET_KEY",
+            "PICLOUD_LOG",
+            "PICLOUD_DEV_MODE",
+        ] {
             assert!(help.contains(env), "{env} missing:\n{help}");
         }
         assert!(!help.contains("--url"), "{help}");

@@ -133,7 +133,9 @@ fn unreachable_text(base: &str, error: &reqwest::Error) -> String {
             "cannot reach {base}: no connection within {CONNECT_TIMEOUT_MS} ms (is the host up, and does a firewall let the port through?)"
         )
     } else if chain.contains("dns") || chain.contains("resolve") {
-        format!("cannot reach {base}: the host name does not resolve (check the spelling of the URL)")
+        format!(
+            "cannot reach {base}: the host name does not resolve (check the spelling of the URL)"
+        )
     } else {
         format!("cannot reach {base}: {}", chain.trim())
     }
@@ -213,7 +215,10 @@ impl Client {
     /// Sends a request built by [`Client::request`] to the first node that
     /// accepts a connection. Each node skipped gets one line on stderr; when
     /// none can be reached the error names each and what to check.
-    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CliError> {
         let request = request.build()?;
         // The request was built against the first URL; the same path goes to the others.
         let suffix = request

@@ -862,7 +862,9 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
                         field(&key["id"]),
                         field(&key["scope"]),
                         field(&key["name"]),
-                        key["created_ms"].as_u64().map_or("-".to_string(), format_ms)
+                        key["created_ms"]
+                            .as_u64()
+                            .map_or("-".to_string(), format_ms)
                     );
                 }
             }
