@@ -572,6 +572,32 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_is_a_file_key_and_errors_have_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("picloud.toml");
+        std::fs::write(&path, "dev = true\ndata_dir = \"/tmp/x\"\n").expect("write");
+        let config = ServeConfig::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert!(config.dev);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        std::fs::write(&path, "http_threads = 2\n  vm_idle_max = [\n").expect("write");
+        let error = ServeConfig::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .expect_err("syntax error");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("{}:2:", path.display())),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_limits_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("picloud.toml");

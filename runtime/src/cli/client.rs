@@ -339,6 +339,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn urls_are_a_comma_list_with_schemes() {
+        let urls = parse_urls(" http://a:1/ , https://b:2,,").expect("valid");
+        assert_eq!(urls, vec!["http://a:1", "https://b:2"]);
+        let error = parse_urls("http://a:1,b:2").expect_err("no scheme");
+        assert!(
+            error
+                .message
+                .contains("b:2 has no scheme: write http://b:2"),
+            "{}",
+            error.message
+        );
+        assert!(parse_urls(" , ").is_err());
+        // Older credential files hold one `url`; newer ones a list.
+        let old: Credentials = toml::from_str("url = \"http://a:1\"\nkey = \"k\"").expect("old");
+        assert_eq!(old.url_list().as_deref(), Some("http://a:1"));
+        let new = Credentials {
+            urls: vec!["http://a:1".into(), "http://b:2".into()],
+            ..Credentials::default()
+        };
+        assert_eq!(new.url_list().as_deref(), Some("http://a:1,http://b:2"));
+    }
+
+    #[test]
     fn server_codes_are_parsed_with_the_registry() {
         let busy = json!({"error": {"code": "no_leader", "message": "no leader yet"}});
         let error =
