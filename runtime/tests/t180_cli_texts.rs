@@ -298,7 +298,9 @@ async fn dev_mode_from_a_config_file_or_the_old_env_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("dev.toml");
     std::fs::write(&config, "dev = true\n").expect("write");
-    let how: [(&str, Vec<String>, Vec<(String, String)>); 2] = [
+    /// How a case turns dev mode on: its name, serve flags, environment.
+    type How = (&'static str, Vec<String>, Vec<(String, String)>);
+    let how: [How; 2] = [
         (
             "config",
             vec!["--config".into(), config.display().to_string()],
