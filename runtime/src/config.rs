@@ -1,6 +1,9 @@
 //! `picloud serve` configuration: flags, `PICLOUD_<NAME>` environment variables
 //! and an optional `--config picloud.toml`, in that order of precedence, then
 //! the defaults below. Every limit is validated at boot.
+//!
+//! Every flag is also a config-file key: the flag's name with underscores
+//! (`--data-dir` is `data_dir = "..."`, `--dev` is `dev = true`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,12 +22,15 @@ macro_rules! settings {
         /// Flags of `picloud serve`. Each is also `PICLOUD_<NAME>` and a key of `--config`.
         #[derive(Debug, Clone, Default, Args)]
         pub struct ServeArgs {
-            /// A TOML file with any of the settings below (flags and env vars win).
+            /// A TOML file with any of the settings below (flags and env vars
+            /// win); keys are the flag names with underscores, e.g.
+            /// `data_dir = "/var/lib/picloud"`, `dev = true`.
             #[arg(long, env = "PICLOUD_CONFIG")]
             pub config: Option<PathBuf>,
             /// Development mode: secrets are sealed with a fixed, publicly
             /// known key (a loud warning at start and in cluster status).
-            #[arg(long)]
+            /// `PICLOUD_DEV_MODE=true` (earlier PiCloud's name) also turns it on.
+            #[arg(long, env = "PICLOUD_DEV_MODE")]
             pub dev: bool,
             $( $(#[$doc])* #[arg(long, env = $env)] pub $name: Option<$ty>, )*
         }
@@ -32,7 +38,13 @@ macro_rules! settings {
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
         struct FileSettings {
+            dev: Option<bool>,
             $( $name: Option<$ty>, )*
+        }
+
+        /// Each setting's flag id and its default as `--help` shows it.
+        pub fn serve_defaults() -> Vec<(&'static str, String)> {
+            vec![$( (stringify!($name), ShowDefault::show(&$default)), )*]
         }
 
         /// The resolved settings.
@@ -46,7 +58,8 @@ macro_rules! settings {
         impl ServeConfig {
             fn merge(args: ServeArgs, file: FileSettings) -> ServeConfig {
                 ServeConfig {
-                    dev: args.dev,
+                    // A bool flag cannot say "false", so any source saying true wins.
+                    dev: args.dev || file.dev.unwrap_or(false),
                     $( $name: args.$name.or(file.$name).unwrap_or_else(|| $default), )*
                 }
             }
@@ -164,6 +177,8 @@ settings! {
     /// timeout in this range, so a dead leader is replaced in about
     /// max + min..max + max.
     election_timeout_min_ms: u64 = 300, "PICLOUD_ELECTION_TIMEOUT_MIN_MS";
+    /// The upper end of the Raft election timeout range, in milliseconds
+    /// (above `election_timeout_min_ms`).
     election_timeout_max_ms: u64 = 600, "PICLOUD_ELECTION_TIMEOUT_MAX_MS";
     /// Trigger runs executing at once on this node (the leader runs them).
     trigger_runs_inflight_max: usize = 64, "PICLOUD_TRIGGER_RUNS_INFLIGHT_MAX";
@@ -172,10 +187,58 @@ settings! {
     trigger_misfire_grace_ms: u64 = 1_000, "PICLOUD_TRIGGER_MISFIRE_GRACE_MS";
 }
 
+/// How a default reads in `--help`.
+trait ShowDefault {
+    fn show(&self) -> String;
+}
+
+impl ShowDefault for PathBuf {
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl ShowDefault for String {
+    fn show(&self) -> String {
+        if self.is_empty() {
+            "none".to_string()
+        } else {
+            self.clone()
+        }
+    }
+}
+
+macro_rules! show_by_display {
+    ($($ty:ty),*) => {
+        $(impl ShowDefault for $ty {
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        })*
+    };
+}
+show_by_display!(SocketAddr, usize, u64, u32, i32);
+
+/// A TOML error in a local file as `FILE:LINE:COLUMN: message` (1-based), so
+/// an editor or a reader goes straight to the spot.
+pub fn toml_error_text(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return format!("{}: {message}", path.display());
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(1, |tail| tail.chars().count() + 1);
+    format!("{}:{line}:{column}: {message}", path.display())
+}
+
 fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    toml::from_str(&text).map_err(|error| anyhow::anyhow!(toml_error_text(path, &text, &error)))
 }
 
 /// The cores this process may run on (2 when the OS cannot tell).
@@ -517,6 +580,32 @@ mod tests {
         })
         .expect_err("a budget below the largest body");
         assert!(error.to_string().contains("http_body_buffered_bytes_max"));
+    }
+
+    #[test]
+    fn every_flag_is_a_file_key_and_errors_have_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("picloud.toml");
+        std::fs::write(&path, "dev = true\ndata_dir = \"/tmp/x\"\n").expect("write");
+        let config = ServeConfig::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert!(config.dev);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        std::fs::write(&path, "http_threads = 2\n  vm_idle_max = [\n").expect("write");
+        let error = ServeConfig::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .expect_err("syntax error");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("{}:2:", path.display())),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 
     #[test]

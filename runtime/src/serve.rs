@@ -50,6 +50,44 @@ use crate::gateway::{self, Gateway};
 use crate::keys;
 use crate::secret_key::SecretKeys;
 
+/// The file in a data dir that a serving node holds locked and that names its pid.
+const DATA_DIR_PID_FILE: &str = "picloud.pid";
+
+/// Takes the data dir for this process: a second `picloud serve` on the
+/// same dir gets one line naming the dir and the pid that holds it, instead
+/// of sled's lock error repeated through every layer that opens storage.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(DATA_DIR_PID_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match pid.trim() {
+                "" => "another `picloud serve`".to_string(),
+                pid => format!("another `picloud serve` (pid {pid})"),
+            };
+            anyhow::bail!(
+                "data dir {} is in use by {holder}: stop it, or give this node its own --data-dir",
+                data_dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 /// The id of the node that created the cluster.
 const FIRST_NODE_ID: u64 = 1;
 
@@ -96,6 +134,8 @@ async fn serve(
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Held until serve returns: the lock is the kernel's, so it ends with the process.
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     // A first start with --join and no key configured receives the
     // cluster's keys in the join (stored in the key file before use).
     let joining = !config.join.is_empty()

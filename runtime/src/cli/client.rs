@@ -1,4 +1,11 @@
 //! A small admin API client and the saved login.
+//!
+//! A client knows every node URL it was given (`--url A,B,C`, `PICLOUD_URL`,
+//! or the list `picloud login` saved) and sends each request to the first
+//! node that accepts a connection, saying on stderr which ones it skipped.
+//! Only a connection that was never made fails over: once a request has
+//! reached a server, its answer (or its loss) is final, so a write is never
+//! sent twice.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -51,8 +58,87 @@ impl<E: std::error::Error> From<E> for CliError {
 /// What `picloud login` saves.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Credentials {
+    /// Every node URL given at login, tried in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// The one URL files written before `urls` existed hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     pub key: Option<String>,
+}
+
+impl Credentials {
+    /// The saved node URLs as one comma list (the `--url` form), if any.
+    pub fn url_list(&self) -> Option<String> {
+        if self.urls.is_empty() {
+            return self.url.clone();
+        }
+        Some(self.urls.join(","))
+    }
+}
+
+/// How long the CLI waits for one node to accept a connection before it
+/// calls that node unreachable and tries the next, in milliseconds.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// Parses a `--url` value: one or more node URLs separated by commas, each
+/// with its scheme. Returns them normalised, without a trailing `/`.
+pub fn parse_urls(text: &str) -> Result<Vec<String>, CliError> {
+    let mut urls = Vec::new();
+    for url in text.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(CliError::new(format!(
+                "the URL {url} has no scheme: write http://{url} (https:// only behind a TLS proxy)"
+            )));
+        }
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| CliError::new(format!("the URL {url} is not valid: {e}")))?;
+        urls.push(parsed.as_str().trim_end_matches('/').to_string());
+    }
+    if urls.is_empty() {
+        return Err(CliError::new(
+            "no node URL: pass --url http://HOST:PORT (a comma list for several nodes)",
+        ));
+    }
+    Ok(urls)
+}
+
+/// Whether `error` means the request never reached a server: no connection
+/// was made (refused, timed out, name not resolved), so another node may be
+/// tried without sending anything twice.
+fn is_unreachable(error: &reqwest::Error) -> bool {
+    error.is_connect()
+}
+
+/// One line saying why `base` could not be reached and what to check.
+fn unreachable_text(base: &str, error: &reqwest::Error) -> String {
+    let mut chain = String::new();
+    let mut refused = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        chain.push_str(&cause.to_string());
+        chain.push(' ');
+        source = cause.source();
+    }
+    let chain = chain.to_lowercase();
+    if refused || chain.contains("connection refused") {
+        format!(
+            "cannot reach {base}: connection refused (is `picloud serve` running there, and is that its --http address?)"
+        )
+    } else if error.is_timeout() || chain.contains("timed out") {
+        format!(
+            "cannot reach {base}: no connection within {CONNECT_TIMEOUT_MS} ms (is the host up, and does a firewall let the port through?)"
+        )
+    } else if chain.contains("dns") || chain.contains("resolve") {
+        format!(
+            "cannot reach {base}: the host name does not resolve (check the spelling of the URL)"
+        )
+    } else {
+        format!("cannot reach {base}: {}", chain.trim())
+    }
 }
 
 /// `$PICLOUD_CREDENTIALS`, else `$XDG_CONFIG_HOME/picloud/credentials.toml`,
@@ -93,24 +179,31 @@ pub fn save_credentials(credentials: &Credentials) -> Result<PathBuf, CliError> 
 
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// Node URLs in the order they are tried; never empty.
+    bases: Vec<String>,
     key: String,
 }
 
 impl Client {
-    pub fn new(url: &str, key: &str) -> Result<Client, CliError> {
+    /// A client for the nodes of `urls` (a comma list, see [`parse_urls`]).
+    pub fn new(urls: &str, key: &str) -> Result<Client, CliError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(std::time::Duration::from_millis(CONNECT_TIMEOUT_MS))
             .build()?;
         Ok(Client {
             http,
-            base: url.trim_end_matches('/').to_string(),
+            bases: parse_urls(urls)?,
             key: key.to_string(),
         })
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}/_/api/v1{}", self.base, path)
+    /// The node URLs this client tries, in order.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/_/api/v1{}", self.bases[0], path)
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -119,12 +212,63 @@ impl Client {
             .bearer_auth(&self.key)
     }
 
+    /// Sends a request built by [`Client::request`] to the first node that
+    /// accepts a connection. Each node skipped gets one line on stderr; when
+    /// none can be reached the error names each and what to check.
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CliError> {
+        let request = request.build()?;
+        // The request was built against the first URL; the same path goes to the others.
+        let suffix = request
+            .url()
+            .as_str()
+            .strip_prefix(self.bases[0].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let mut failures = Vec::new();
+        for (index, base) in self.bases.iter().enumerate() {
+            let attempt = if index == 0 {
+                request.try_clone()
+            } else {
+                let url = reqwest::Url::parse(&format!("{base}{suffix}"))?;
+                request.try_clone().map(|mut attempt| {
+                    *attempt.url_mut() = url;
+                    attempt
+                })
+            };
+            // Every body the CLI sends is bytes, so this clone always exists.
+            let Some(attempt) = attempt else {
+                return Err(CliError::new("this request cannot be repeated"));
+            };
+            match self.http.execute(attempt).await {
+                Ok(response) => return Ok(response),
+                Err(error) if is_unreachable(&error) => {
+                    let text = unreachable_text(base, &error);
+                    if let Some(next) = self.bases.get(index + 1) {
+                        eprintln!("picloud: {text}; trying {next}");
+                    }
+                    failures.push(text);
+                }
+                // The request reached a server: its fate is unknown, so it
+                // is not sent again elsewhere.
+                Err(error) => {
+                    return Err(CliError::new(format!(
+                        "{base} took the request but gave no answer ({error}): check that node's log; a write may have applied"
+                    )));
+                }
+            }
+        }
+        Err(CliError::new(match failures.as_slice() {
+            [one] => one.clone(),
+            _ => format!("no node could be reached: {}", failures.join("; ")),
+        }))
+    }
+
     /// Sends a request and returns the JSON body, or the server's error.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CliError::new(format!("cannot reach {}: {e}", self.base)))?;
+        let response = self.execute(request).await?;
         let status = response.status();
         let bytes = response.bytes().await?;
         let body: Value = serde_json::from_slice(&bytes)
@@ -160,11 +304,11 @@ impl Client {
     /// Opens a streaming GET (for `--follow`), failing on a non-2xx status.
     pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
         let response = self
-            .request(reqwest::Method::GET, path)
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| CliError::new(format!("cannot reach {}: {e}", self.base)))?;
+            .execute(
+                self.request(reqwest::Method::GET, path)
+                    .header("accept", "text/event-stream"),
+            )
+            .await?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -193,6 +337,29 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn urls_are_a_comma_list_with_schemes() {
+        let urls = parse_urls(" http://a:1/ , https://b:2,,").expect("valid");
+        assert_eq!(urls, vec!["http://a:1", "https://b:2"]);
+        let error = parse_urls("http://a:1,b:2").expect_err("no scheme");
+        assert!(
+            error
+                .message
+                .contains("b:2 has no scheme: write http://b:2"),
+            "{}",
+            error.message
+        );
+        assert!(parse_urls(" , ").is_err());
+        // Older credential files hold one `url`; newer ones a list.
+        let old: Credentials = toml::from_str("url = \"http://a:1\"\nkey = \"k\"").expect("old");
+        assert_eq!(old.url_list().as_deref(), Some("http://a:1"));
+        let new = Credentials {
+            urls: vec!["http://a:1".into(), "http://b:2".into()],
+            ..Credentials::default()
+        };
+        assert_eq!(new.url_list().as_deref(), Some("http://a:1,http://b:2"));
+    }
 
     #[test]
     fn server_codes_are_parsed_with_the_registry() {

@@ -15,16 +15,28 @@ use super::client::{
 use super::escape::{escape, field, json_text};
 use super::print::{format_ms, print_json, report};
 
+/// The ids of [`ClientArgs`], which `picloud serve --help` leaves out.
+pub const CLIENT_ARG_IDS: &[&str] = &["api_url", "api_key", "json"];
+
 /// Options every client command shares.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The node to talk to (default: the one saved by `picloud login`).
-    #[arg(long = "url", id = "api_url", global = true, env = "PICLOUD_URL")]
+    /// The node(s) to talk to, e.g. http://127.0.0.1:8080; a comma list is
+    /// tried in order, the next one when a node cannot be reached
+    /// (default: the list saved by `picloud login`).
+    #[arg(
+        long = "url",
+        id = "api_url",
+        value_name = "URLS",
+        global = true,
+        env = "PICLOUD_URL"
+    )]
     api_url: Option<String>,
     /// The API key (default: the one saved by `picloud login`).
     #[arg(
         long = "key",
         id = "api_key",
+        value_name = "KEY",
         global = true,
         env = "PICLOUD_KEY",
         hide_env_values = true
@@ -43,17 +55,26 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Apps(AppsCommand),
     /// Deploy an app folder (picloud.toml + scripts).
-    Deploy { dir: std::path::PathBuf },
+    Deploy {
+        /// The app folder (the one holding picloud.toml).
+        dir: std::path::PathBuf,
+    },
     /// Return an app to an earlier version (default: the one before the active one).
     Rollback {
+        /// The app's name.
         app: String,
+        /// The version to serve (default: the one before the active one).
         #[arg(long)]
         to: Option<u64>,
     },
     /// List an app's deploys.
-    Deploys { app: String },
+    Deploys {
+        /// The app's name.
+        app: String,
+    },
     /// Show an app's recent log lines on the node you talk to.
     Logs {
+        /// The app's name.
         app: String,
         /// Keep printing new lines as they come.
         #[arg(long, short)]
@@ -90,12 +111,16 @@ pub enum DocsCommand {
     /// Documents of COLL matching QUERY (JSON, e.g. '{"age":{"$gt":30}}'; default all),
     /// one page at a time. Prints {"items", "cursor", "explain"} as JSON.
     Find {
+        /// The app's name.
         app: String,
+        /// The collection's name.
         coll: String,
+        /// A JSON query, e.g. '{"age":{"$gt":30}}' (default: every document).
         query: Option<String>,
         /// Sort field; `-field` sorts descending. Repeat for more fields.
         #[arg(long, allow_hyphen_values = true)]
         sort: Vec<String>,
+        /// Most items on one page.
         #[arg(long)]
         limit: Option<usize>,
         /// The previous page's cursor.
@@ -110,37 +135,54 @@ pub enum DocsCommand {
     },
     /// How many documents of COLL match QUERY.
     Count {
+        /// The app's name.
         app: String,
+        /// The collection's name.
         coll: String,
+        /// A JSON query, e.g. '{"age":{"$gt":30}}' (default: every document).
         query: Option<String>,
     },
     /// Print one document.
     Get {
+        /// The app's name.
         app: String,
+        /// The collection's name.
         coll: String,
+        /// The document's _id.
         id: String,
     },
     /// Insert a document (JSON); prints its id.
     Insert {
+        /// The app's name.
         app: String,
+        /// The collection's name.
         coll: String,
+        /// The document, as JSON.
         doc: String,
     },
     /// Delete a document.
     Delete {
+        /// The app's name.
         app: String,
+        /// The collection's name.
         coll: String,
+        /// The document's _id.
         id: String,
     },
     /// The indexes built for APP (declared in picloud.toml).
-    Indexes { app: String },
+    Indexes {
+        /// The app's name.
+        app: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum LibsCommand {
     /// Publish the `.lua` files of DIR as the next version of library NAME (admin).
     Publish {
+        /// The library's name (apps load it with require("@NAME")).
         name: String,
+        /// The folder holding the library's .lua files.
         dir: std::path::PathBuf,
     },
     /// Every library with its kept versions and their times.
@@ -151,19 +193,36 @@ pub enum LibsCommand {
 pub enum DeadLettersCommand {
     /// Dead letters of APP: id, trigger, code, error.
     List {
+        /// The app's name.
         app: String,
         /// Only ids above this one (the previous page's cursor).
         #[arg(long)]
         after: Option<u64>,
+        /// Most items on one page.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// One dead letter with its event and every attempt.
-    Show { app: String, id: u64 },
+    Show {
+        /// The app's name.
+        app: String,
+        /// The dead letter's id (from `picloud dead-letters list`).
+        id: u64,
+    },
     /// Put it back in the outbox with a fresh attempt budget.
-    Retry { app: String, id: u64 },
+    Retry {
+        /// The app's name.
+        app: String,
+        /// The dead letter's id (from `picloud dead-letters list`).
+        id: u64,
+    },
     /// Delete it.
-    Delete { app: String, id: u64 },
+    Delete {
+        /// The app's name.
+        app: String,
+        /// The dead letter's id (from `picloud dead-letters list`).
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,21 +234,32 @@ pub enum ClusterCommand {
     Token,
     /// Remove a (dead) node for good: it stops counting toward quorum and its
     /// id is never reused. A wiped node rejoins with a new id.
-    Remove { id: u64 },
+    Remove {
+        /// The node's id (from `picloud cluster status`).
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AppsCommand {
     List,
-    Create { name: String },
-    Delete { name: String },
+    Create {
+        /// The app's name.
+        name: String,
+    },
+    Delete {
+        /// The app's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Print a value as JSON.
     Get {
+        /// The app's name.
         app: String,
+        /// The kv key.
         key: String,
         /// Read this node's state without asking the leader.
         #[arg(long)]
@@ -197,22 +267,34 @@ pub enum KvCommand {
     },
     /// Set a value. VALUE is JSON (`42`, `"text"`, `{"a":1}`); text that is not JSON is stored as a string.
     Set {
+        /// The app's name.
         app: String,
+        /// The kv key.
         key: String,
+        /// The value: JSON, or text (stored as a string).
         value: String,
         /// Expire after this many seconds.
         #[arg(long)]
         ttl: Option<f64>,
     },
     /// Delete a key.
-    Del { app: String, key: String },
+    Del {
+        /// The app's name.
+        app: String,
+        /// The kv key.
+        key: String,
+    },
     /// List keys (and values) by prefix, one page at a time.
     List {
+        /// The app's name.
         app: String,
+        /// Only keys that start with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Most items on one page.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The previous page's cursor (printed after a full page).
         #[arg(long)]
         cursor: Option<String>,
     },
@@ -225,11 +307,13 @@ pub enum KeysCommand {
         /// admin, deploy:<app> or read:<app>
         #[arg(long)]
         scope: String,
+        /// A label for people, shown by `picloud keys list`.
         #[arg(long)]
         name: Option<String>,
     },
     List,
     Revoke {
+        /// The key's id (from `picloud keys list`).
         id: String,
     },
 }
@@ -277,7 +361,7 @@ fn client(args: &ClientArgs) -> Result<Client, CliError> {
     let url = args
         .api_url
         .clone()
-        .or(saved.url)
+        .or(saved.url_list())
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
     let key = args.api_key.clone().or(saved.key).ok_or_else(|| {
         CliError::new("no API key: run `picloud login --url URL --key KEY` or set PICLOUD_KEY")
@@ -298,7 +382,11 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
             if json {
                 print_json(&body);
             } else {
-                for app in body["apps"].as_array().into_iter().flatten() {
+                let apps = items(&body["apps"]);
+                if apps.is_empty() {
+                    println!("no apps (create one with `picloud apps create NAME`)");
+                }
+                for app in apps {
                     let version = app["active_version"]
                         .as_u64()
                         .map_or("-".to_string(), |v| format!("v{v}"));
@@ -361,7 +449,11 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
             if json {
                 print_json(&body);
             } else {
-                for deploy in body["deploys"].as_array().into_iter().flatten() {
+                let deploys = items(&body["deploys"]);
+                if deploys.is_empty() {
+                    println!("no deploys of {}", escape(&app));
+                }
+                for deploy in deploys {
                     let marker = if deploy["active"].as_bool() == Some(true) {
                         "*"
                     } else {
@@ -386,7 +478,11 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                 if json {
                     print_json(&body);
                 } else {
-                    for line in body["lines"].as_array().into_iter().flatten() {
+                    let lines = items(&body["lines"]);
+                    if lines.is_empty() {
+                        println!("no log lines of {} on this node", escape(&app));
+                    }
+                    for line in lines {
                         print_log_line(line);
                     }
                 }
@@ -433,13 +529,15 @@ async fn login(args: &ClientArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::new("login needs --key (or PICLOUD_KEY)"))?;
     let client = Client::new(&url, &key)?;
     let whoami = client.get("/whoami").await?;
+    let urls = client.bases().to_vec();
     let path = save_credentials(&Credentials {
-        url: Some(url.clone()),
+        urls: urls.clone(),
+        url: None,
         key: Some(key),
     })?;
     println!(
         "logged in to {} as key {} (scope {}); saved to {}",
-        escape(&url),
+        escape(&urls.join(", ")),
         field(&whoami["key_id"]),
         field(&whoami["scope"]),
         escape(&path.display().to_string())
@@ -453,14 +551,31 @@ const DEPLOY_DIR_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// Reads an app folder: its name and the files a deploy sends (see `collect.rs`).
 fn read_app_dir(dir: &Path) -> Result<(String, super::collect::AppFiles), CliError> {
     let manifest_path = dir.join("picloud.toml");
+    if !dir.is_dir() {
+        return Err(CliError::new(format!(
+            "{} is not a folder: deploy takes an app folder (one holding picloud.toml)",
+            dir.display()
+        )));
+    }
+    if !manifest_path.exists() {
+        return Err(CliError::new(format!(
+            "{} is not an app: no picloud.toml (create one: `name = \"myapp\"` and a [[route]] with method, path and script; see examples/hello)",
+            dir.display()
+        )));
+    }
     let manifest = std::fs::read_to_string(&manifest_path)
         .map_err(|e| CliError::new(format!("{}: {e}", manifest_path.display())))?;
     #[derive(serde::Deserialize)]
     struct NameOnly {
         name: String,
     }
-    let name: NameOnly = toml::from_str(&manifest)
-        .map_err(|e| CliError::new(format!("{}: {}", manifest_path.display(), e.message())))?;
+    let name: NameOnly = toml::from_str(&manifest).map_err(|error| {
+        CliError::new(crate::config::toml_error_text(
+            &manifest_path,
+            &manifest,
+            &error,
+        ))
+    })?;
     Ok((
         name.name,
         super::collect::app_files(dir, DEPLOY_DIR_BYTES_MAX)?,
@@ -560,7 +675,11 @@ async fn libs(client: &Client, command: LibsCommand, json: bool) -> Result<(), C
                 print_json(&body);
                 return Ok(());
             }
-            for lib in body["libs"].as_array().into_iter().flatten() {
+            let libs = items(&body["libs"]);
+            if libs.is_empty() {
+                println!("no libraries (publish one with `picloud libs publish NAME DIR`)");
+            }
+            for lib in libs {
                 for version in lib["versions"].as_array().into_iter().flatten() {
                     println!(
                         "{}\tv{}\t{}\t{} bytes",
@@ -692,7 +811,11 @@ async fn kv(client: &Client, command: KvCommand, json: bool) -> Result<(), CliEr
             if json {
                 print_json(&body);
             } else {
-                for item in body["items"].as_array().into_iter().flatten() {
+                let entries = items(&body["items"]);
+                if entries.is_empty() {
+                    println!("no keys");
+                }
+                for item in entries {
                     println!(
                         "{}\t{}",
                         field(&item["key"]),
@@ -728,12 +851,23 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
             if json {
                 print_json(&body);
             } else {
-                for key in body["keys"].as_array().into_iter().flatten() {
+                let keys = items(&body["keys"]);
+                if keys.is_empty() {
+                    println!("no API keys");
+                } else {
+                    // Last use is not recorded: a store write per request
+                    // would cost more than the column is worth.
+                    println!("ID\tSCOPE\tNAME\tCREATED (last use is not tracked)");
+                }
+                for key in keys {
                     println!(
-                        "{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}",
                         field(&key["id"]),
                         field(&key["scope"]),
-                        field(&key["name"])
+                        field(&key["name"]),
+                        key["created_ms"]
+                            .as_u64()
+                            .map_or("-".to_string(), format_ms)
                     );
                 }
             }
@@ -763,7 +897,11 @@ async fn dead_letters(
             if json {
                 print_json(&body);
             } else {
-                for letter in body["items"].as_array().into_iter().flatten() {
+                let letters = items(&body["items"]);
+                if letters.is_empty() {
+                    println!("no dead letters");
+                }
+                for letter in letters {
                     println!(
                         "{}\t{}\t{}\t{}",
                         field(&letter["id"]),
@@ -804,6 +942,11 @@ async fn dead_letters(
         }
     }
     Ok(())
+}
+
+/// The entries of a list in a server answer (none when it is missing).
+fn items(list: &Value) -> &[Value] {
+    list.as_array().map_or(&[], Vec::as_slice)
 }
 
 fn json_arg(what: &str, text: Option<&str>) -> Result<Value, CliError> {

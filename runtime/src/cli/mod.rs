@@ -18,4 +18,4 @@ mod escape;
 mod print;
 mod secrets;
 
-pub use commands::{ClientArgs, ClientCommand, run};
+pub use commands::{CLIENT_ARG_IDS, ClientArgs, ClientCommand, run};

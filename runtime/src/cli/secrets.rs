@@ -16,16 +16,26 @@ pub enum SecretsCommand {
     /// Set secret NAME of APP to the value read from stdin (one trailing
     /// newline is dropped unless --raw): `printf %s "$TOKEN" | picloud secrets set shop STRIPE_KEY`.
     Set {
+        /// The app's name.
         app: String,
+        /// The secret's name.
         name: String,
         /// Keep stdin's bytes exactly, trailing newline included.
         #[arg(long)]
         raw: bool,
     },
     /// Names and update times of APP's secrets (values are never shown).
-    List { app: String },
+    List {
+        /// The app's name.
+        app: String,
+    },
     /// Delete secret NAME of APP.
-    Delete { app: String, name: String },
+    Delete {
+        /// The app's name.
+        app: String,
+        /// The secret's name.
+        name: String,
+    },
     /// Re-encrypt every secret of every app under the current master key of
     /// the node you talk to (see README "Rotating the master key").
     #[command(name = "rotate-key")]
@@ -87,7 +97,11 @@ pub async fn run(client: &Client, command: SecretsCommand, json: bool) -> Result
             if json {
                 print_json(&body);
             } else {
-                for secret in body["secrets"].as_array().into_iter().flatten() {
+                let secrets = body["secrets"].as_array().map_or(&[][..], Vec::as_slice);
+                if secrets.is_empty() {
+                    println!("no secrets in {}", escape(&app));
+                }
+                for secret in secrets {
                     println!(
                         "{}\t{}",
                         field(&secret["name"]),
