@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::batcher::{BatchLimits, Batcher, Proposal};
 use crate::boot::{BootPlan, JoinTarget, TlsFiles, plan_boot};
 use crate::config::ClusterConfig;
+use crate::config::READY_APPLY_LAG_MAX;
 use crate::disk::DiskGuard;
 use crate::duty::Duty;
 use crate::error::ClusterError;
@@ -23,7 +24,7 @@ use crate::proposer::{
     wait_for_leader,
 };
 use crate::sealed;
-use crate::status::{ClusterStatus, NodeStatus, Role, cluster_status};
+use crate::status::{ClusterStatus, NodeStatus, Reachability, Role, cluster_status, readiness};
 use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
     ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
@@ -223,6 +224,7 @@ impl Node {
             raft: raft.clone(),
             config: config.clone(),
             forward: forward_client,
+            contacts: network.contacts().clone(),
         });
         let (proposals, queue) = mpsc::channel(config.write_queue_max.max(1));
         let batcher = Arc::new(Batcher::new(
@@ -246,6 +248,11 @@ impl Node {
             ca: Arc::new(ca),
             disk,
         };
+        // Removed while it was running (the removal reached its log): no
+        // member would answer it, so it must not wait to be told.
+        if matches!(node.reader.is_removed(id), Ok(true)) {
+            node.endpoint.mark_removed(removed_message(id));
+        }
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
             node: node.clone(),
@@ -393,7 +400,14 @@ impl Node {
 
     /// Waits (bounded by `deadline`) until some node is known to lead.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
-        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
+        wait_for_leader(
+            &self.raft,
+            self.id,
+            deadline,
+            &self.config,
+            self.network.contacts(),
+        )
+        .await
     }
 
     /// On the first start of a cluster, puts the cluster CA and a fresh join
@@ -515,13 +529,35 @@ impl Node {
 
     /// The cluster as this node sees it (full only on the leader).
     pub fn local_cluster_status(&self) -> ClusterStatus {
+        cluster_status(self.id, &self.raft.metrics().borrow(), &self.reachability())
+    }
+
+    /// How this node judges whether a member is reachable.
+    fn reachability(&self) -> Reachability<impl Fn(NodeId) -> Option<u64> + '_> {
         let contacts = self.network.contacts();
-        cluster_status(
-            self.id,
-            &self.raft.metrics().borrow(),
-            |peer| contacts.since_ms(peer),
-            2 * self.config.election_timeout_max_ms,
-        )
+        Reachability {
+            contact_ms: |peer| contacts.since_ms(peer),
+            uptime_ms: contacts.uptime_ms(),
+            unreachable_after_ms: self.config.unreachable_after_ms(),
+        }
+    }
+
+    /// Whether this node may take traffic (`/_/ready`): a reachable quorum,
+    /// a leader it hears from, and its log applied within
+    /// [`READY_APPLY_LAG_MAX`] entries. `Err` says why not. Local only: a
+    /// readiness probe must answer even when no other node does.
+    pub fn readiness(&self) -> Result<(), String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let status = cluster_status(self.id, &metrics, &self.reachability());
+        readiness(self.id, &metrics, &status, READY_APPLY_LAG_MAX)
+    }
+
+    /// A watch that turns `Some(reason)` once this node learns it was removed
+    /// from the cluster: a member refused its connection as removed, or its
+    /// own replicated state says so. The node must then stop; serving on
+    /// would only disturb the members with votes they refuse.
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.endpoint.removed()
     }
 
     /// This node's current view of the cluster.
@@ -685,9 +721,7 @@ impl JoinHandler for NodeJoins {
     fn refuse_member(&self, peer: NodeId) -> Option<String> {
         match self.node.reader.is_removed(peer) {
             Ok(false) => None,
-            Ok(true) => Some(format!(
-                "node {peer} was removed from the cluster; wipe its data dir and join again"
-            )),
+            Ok(true) => Some(removed_message(peer)),
             Err(error) => Some(format!("cannot check node {peer}'s membership: {error}")),
         }
     }
@@ -771,6 +805,11 @@ impl ForwardHandler for NodeForwardHandler {
             }
         })
     }
+}
+
+/// What a removed node is told, and logs, when it tries to come back.
+pub fn removed_message(node: NodeId) -> String {
+    format!("node {node} was removed from the cluster; wipe its data dir and join again")
 }
 
 /// The names a node's certificate is issued for: the host of its peer address.

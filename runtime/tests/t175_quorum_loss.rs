@@ -1,0 +1,249 @@
+//! A cluster that tells the truth when it loses its quorum, and a removed
+//! node that stops. Real `picloud` processes, killed for real:
+//!
+//! - 3 nodes, 2 killed: the survivor's `cluster status` says there is no
+//!   quorum and names the two unreachable voters, `failures_tolerated` is 0,
+//!   `/_/ready` is 503 `not_ready` while `/_/health` stays 200; a script's
+//!   write fails with 503 `no_leader` well before the script's own timeout,
+//!   and a script that wraps it in `pcall` reads the code; the two come
+//!   back and the survivor is ready again.
+//! - A node removed while it was down, restarted with its old data dir,
+//!   logs one ERROR saying what to do and exits non-zero.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{api, eventually, leader_index, start_three};
+use common::{Api, TestNode, install_crypto, manifest};
+use serde_json::Value;
+
+/// The scripts' wall-clock budget (`script_timeout_ms`'s default): a write
+/// without a quorum must fail well within it.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An uncaught write, and the same write caught with `pcall`.
+const WRITE: &str = "return function(req)\n  kv.set('k', 1)\n  return {json={ok=true}}\nend";
+const CAUGHT: &str = "return function(req)\n  local ok, err = pcall(kv.set, 'k', 2)\n  return {json={ok=ok, err=tostring(err)}}\nend";
+
+/// Each member's id, by its index in `nodes` (matched on the peer address).
+fn member_ids(nodes: &[TestNode], status: &Value) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|node| {
+            status["nodes"]
+                .as_array()
+                .expect("nodes")
+                .iter()
+                .find(|n| n["peer"] == node.peer_addr().as_str())
+                .and_then(|n| n["id"].as_u64())
+                .expect("every node is a member")
+        })
+        .collect()
+}
+
+/// A running three-voter cluster: its dirs (kept alive), nodes and admin key.
+async fn three_voters() -> (Vec<tempfile::TempDir>, Vec<TestNode>, String) {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    let (key, _token) = start_three(&mut nodes).await;
+    (dirs, nodes, key)
+}
+
+async fn ready(node: &TestNode) -> (u16, Value) {
+    Api {
+        http: reqwest::Client::new(),
+        base: node.url(),
+        key: None,
+    }
+    .get("/_/ready")
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_down_the_survivor_says_no_quorum_and_writes_fail_fast_with_no_leader() {
+    let (_dirs, mut nodes, key) = three_voters().await;
+    let first = api(&nodes[0], &key);
+    let files = [
+        (
+            "picloud.toml",
+            manifest(
+                "q",
+                &[("POST", "/w", "w.lua"), ("POST", "/caught", "caught.lua")],
+            ),
+        ),
+        ("w.lua", WRITE.to_string()),
+        ("caught.lua", CAUGHT.to_string()),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let (status, body) = first.deploy("q", &files).await;
+    assert_eq!(status, 200, "{body}");
+    for node in &nodes {
+        eventually("every node ready", || async { ready(node).await.0 == 200 }).await;
+    }
+
+    // Kill the leader and one follower: the survivor is left a candidate.
+    let (_, status) = first.get("/_/api/v1/cluster/status").await;
+    let ids = member_ids(&nodes, &status);
+    let leader = leader_index(&nodes, &first).await;
+    let other = (0..3).find(|i| *i != leader).expect("a follower");
+    let survivor = (0..3)
+        .find(|i| *i != leader && *i != other)
+        .expect("a survivor");
+    nodes[leader].kill();
+    nodes[other].kill();
+    let mut down = vec![ids[leader], ids[other]];
+    down.sort_unstable();
+
+    let survivor_api = api(&nodes[survivor], &key);
+    eventually("the survivor reports no quorum", || {
+        let survivor_api = survivor_api.clone();
+        async move {
+            let (_, body) = survivor_api.get("/_/api/v1/cluster/status").await;
+            body["quorum"] == false
+        }
+    })
+    .await;
+    let json: Value = serde_json::from_str(
+        &nodes[survivor]
+            .cli_with_key(&key, &["--json", "cluster", "status"])
+            .ok(),
+    )
+    .expect("status JSON");
+    assert_eq!(json["leader"], Value::Null, "{json}");
+    assert_eq!(json["failures_tolerated"], 0, "{json}");
+    assert_eq!(
+        json["voters_unreachable"],
+        serde_json::json!(down),
+        "{json}"
+    );
+    for node in json["nodes"].as_array().expect("nodes") {
+        let id = node["id"].as_u64().expect("id");
+        assert_eq!(node["reachable"], !down.contains(&id), "{json}");
+    }
+    let text = nodes[survivor]
+        .cli_with_key(&key, &["cluster", "status"])
+        .ok();
+    let expected = format!(
+        "quorum: NO — 2 of 3 voters unreachable ({}, {})",
+        down[0], down[1]
+    );
+    assert!(text.contains(&expected), "{text}");
+    assert!(!text.contains("healthy"), "{text}");
+
+    // Liveness stays up; readiness says why not.
+    let (status, body) = ready(&nodes[survivor]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no quorum")),
+        "{body}"
+    );
+    let (status, body) = survivor_api.with_key(None).get("/_/health").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &Value::from("ok")),
+        "{body}"
+    );
+
+    // A script's write fails with no_leader, long before the script's timeout.
+    let app = survivor_api.with_key(None);
+    let started = Instant::now();
+    let (status, body) = app.call("POST", "/q/w", None).await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "no_leader", "{body}");
+    assert!(took < SCRIPT_TIMEOUT / 2, "took {took:?}: {body}");
+    // ... and a script that catches it reads the code.
+    let started = Instant::now();
+    let (status, body) = app.call("POST", "/q/caught", None).await;
+    assert!(started.elapsed() < SCRIPT_TIMEOUT / 2, "{body}");
+    assert_eq!((status, &body["ok"]), (200, &Value::Bool(false)), "{body}");
+    assert!(
+        body["err"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no_leader")),
+        "{body}"
+    );
+
+    // The two come back: the survivor is ready again and writes go through.
+    nodes[leader].start().await;
+    nodes[other].start().await;
+    eventually("the survivor is ready again", || async {
+        ready(&nodes[survivor]).await.0 == 200
+    })
+    .await;
+    let (_, status) = survivor_api.get("/_/api/v1/cluster/status").await;
+    assert_eq!(
+        (&status["quorum"], &status["failures_tolerated"]),
+        (&Value::Bool(true), &Value::from(1)),
+        "{status}"
+    );
+    let (status, body) = app.call("POST", "/q/w", None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_restarted_with_its_data_dir_logs_one_error_and_exits() {
+    let (_dirs, mut nodes, key) = three_voters().await;
+    let first = api(&nodes[0], &key);
+    let (_, status) = first.get("/_/api/v1/cluster/status").await;
+    let ids = member_ids(&nodes, &status);
+    let leader = leader_index(&nodes, &first).await;
+    let gone = (0..3).rev().find(|i| *i != leader).expect("a follower");
+    let keeper = (0..3).find(|i| *i != gone).expect("a node that stays");
+    let gone_id = ids[gone];
+    assert!(nodes[gone].terminate(), "a clean stop");
+    nodes[keeper]
+        .cli_with_key(&key, &["cluster", "remove", &gone_id.to_string()])
+        .ok();
+    let keeper_api = api(&nodes[keeper], &key);
+    eventually("the removed node leaves the membership", || {
+        let keeper_api = keeper_api.clone();
+        async move {
+            let (_, body) = keeper_api.get("/_/api/v1/cluster/status").await;
+            body["nodes"].as_array().is_some_and(|n| n.len() == 2)
+        }
+    })
+    .await;
+
+    // Restarted with its old data dir (its log still lists it as a voter),
+    // it campaigns, the members refuse it as removed, and it stops.
+    let log_before = nodes[gone].log().len();
+    nodes[gone].spawn();
+    let mut child = nodes[gone].child.take().expect("spawned");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("try_wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed node kept running; log:\n{}",
+            nodes[gone].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = nodes[gone].log()[log_before..].to_string();
+    assert!(!exit.success(), "exit {exit}; log:\n{log}");
+    let message =
+        format!("node {gone_id} was removed from the cluster; wipe its data dir and join again");
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("ERROR") && line.contains(&message))
+        .collect();
+    assert_eq!(errors.len(), 1, "log:\n{log}");
+    assert_eq!(
+        log.lines().filter(|line| line.contains("ERROR")).count(),
+        1,
+        "one ERROR line, not a chain of them; log:\n{log}"
+    );
+    // The two left keep serving writes.
+    let (status, _) = keeper_api.get("/_/ready").await;
+    assert_eq!(status, 200);
+}
