@@ -194,7 +194,7 @@ impl Node {
                 message: e.to_string(),
             })?;
         if initialized {
-            hold_elections_after_restart(&raft, id, &config);
+            hold_elections_after_restart(&raft, id, &config, &network);
         }
         // Only the first node of a new cluster initialises; a joined node waits
         // for the leader to add it.
@@ -733,28 +733,52 @@ impl JoinHandler for NodeJoins {
 /// leader is still re-dialling it would otherwise time out, campaign with a
 /// higher term and depose a healthy leader; if its log is behind it cannot
 /// even win, and the failed candidacy also delays its later campaigns.
-fn hold_elections_after_restart(raft: &Raft<TypeConfig>, id: NodeId, config: &ClusterConfig) {
-    let voters = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .count();
+///
+/// Before that it dials every other member once: a member refuses a removed
+/// node's connection (`close_code::REMOVED`), so a node restarted with the
+/// data dir of a removed member learns it here and never campaigns (each
+/// refused vote request would be one more openraft ERROR in its log).
+fn hold_elections_after_restart(
+    raft: &Raft<TypeConfig>,
+    id: NodeId,
+    config: &ClusterConfig,
+    network: &QuicNetwork,
+) {
+    let membership = raft.metrics().borrow().membership_config.clone();
+    let voters = membership.membership().voter_ids().count();
     if voters < 2 {
         return;
     }
     raft.runtime_config().elect(false);
     let grace =
         Duration::from_millis(2 * config.election_timeout_max_ms + config.heartbeat_interval_ms);
+    let probe_budget = Duration::from_millis(config.election_timeout_max_ms);
     let raft = raft.clone();
+    let connections = network.connections().clone();
     tokio::spawn(async move {
+        let mut probes = tokio::task::JoinSet::new();
+        for (member, info) in membership.membership().nodes() {
+            if *member == id {
+                continue;
+            }
+            let (connections, peer, member) = (connections.clone(), info.peer.clone(), *member);
+            // A dead member is normal here; only a refusal matters, and
+            // the endpoint's `removed` watch records it.
+            probes.spawn(async move {
+                let _ = connections.connection(member, &peer, probe_budget).await;
+            });
+        }
+        probes.join_all().await;
         let mut metrics = raft.metrics();
         let heard = tokio::time::timeout(
             grace,
             metrics.wait_for(|m| m.current_leader.is_some_and(|leader| leader != id)),
         )
         .await;
+        if connections.endpoint().removed().borrow().is_some() {
+            tracing::debug!("restarted member was removed from the cluster: elections stay off");
+            return;
+        }
         tracing::info!(
             heard_from_leader = matches!(heard, Ok(Ok(_))),
             "restarted member: elections enabled"
