@@ -768,21 +768,23 @@ fn hold_elections_after_restart(
                 let _ = connections.connection(member, &peer, probe_budget).await;
             });
         }
-        probes.join_all().await;
         let mut metrics = raft.metrics();
-        let heard = tokio::time::timeout(
-            grace,
-            metrics.wait_for(|m| m.current_leader.is_some_and(|leader| leader != id)),
-        )
-        .await;
+        // The probes and the grace run together: on a LAN a probe takes
+        // milliseconds, so this adds no wait unless a member is down.
+        let heard_from_leader = async {
+            let heard = tokio::time::timeout(
+                grace,
+                metrics.wait_for(|m| m.current_leader.is_some_and(|leader| leader != id)),
+            )
+            .await;
+            matches!(heard, Ok(Ok(_)))
+        };
+        let (heard_from_leader, _) = tokio::join!(heard_from_leader, probes.join_all());
         if connections.endpoint().removed().borrow().is_some() {
             tracing::debug!("restarted member was removed from the cluster: elections stay off");
             return;
         }
-        tracing::info!(
-            heard_from_leader = matches!(heard, Ok(Ok(_))),
-            "restarted member: elections enabled"
-        );
+        tracing::info!(heard_from_leader, "restarted member: elections enabled");
         raft.runtime_config().elect(true);
     });
 }

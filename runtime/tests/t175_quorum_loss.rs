@@ -64,7 +64,25 @@ async fn ready(node: &TestNode) -> (u16, Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_of_three_down_the_survivor_says_no_quorum_and_writes_fail_fast_with_no_leader() {
+async fn the_leader_and_a_follower_down_the_survivor_says_no_quorum_and_fails_writes_fast() {
+    two_of_three_down(Survivor::Follower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_followers_down_the_leader_says_no_quorum_and_fails_writes_fast() {
+    two_of_three_down(Survivor::Leader).await;
+}
+
+/// Which node is left when two of three are killed: a follower (it becomes
+/// a candidate and knows no leader) or the leader (openraft keeps it in
+/// office; only its silent followers tell it the quorum is gone).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Survivor {
+    Follower,
+    Leader,
+}
+
+async fn two_of_three_down(survivor_is: Survivor) {
     let (_dirs, mut nodes, key) = three_voters().await;
     let first = api(&nodes[0], &key);
     let files = [
@@ -85,17 +103,18 @@ async fn two_of_three_down_the_survivor_says_no_quorum_and_writes_fail_fast_with
         eventually("every node ready", || async { ready(node).await.0 == 200 }).await;
     }
 
-    // Kill the leader and one follower: the survivor is left a candidate.
     let (_, status) = first.get("/_/api/v1/cluster/status").await;
     let ids = member_ids(&nodes, &status);
     let leader = leader_index(&nodes, &first).await;
-    let other = (0..3).find(|i| *i != leader).expect("a follower");
-    let survivor = (0..3)
-        .find(|i| *i != leader && *i != other)
-        .expect("a survivor");
-    nodes[leader].kill();
-    nodes[other].kill();
-    let mut down = vec![ids[leader], ids[other]];
+    let survivor = match survivor_is {
+        Survivor::Leader => leader,
+        Survivor::Follower => (0..3).find(|i| *i != leader).expect("a follower"),
+    };
+    let killed: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
+    for index in &killed {
+        nodes[*index].kill();
+    }
+    let mut down: Vec<u64> = killed.iter().map(|index| ids[*index]).collect();
     down.sort_unstable();
 
     let survivor_api = api(&nodes[survivor], &key);
@@ -113,7 +132,11 @@ async fn two_of_three_down_the_survivor_says_no_quorum_and_writes_fail_fast_with
             .ok(),
     )
     .expect("status JSON");
-    assert_eq!(json["leader"], Value::Null, "{json}");
+    let expected_leader = match survivor_is {
+        Survivor::Leader => Value::from(ids[survivor]),
+        Survivor::Follower => Value::Null,
+    };
+    assert_eq!(json["leader"], expected_leader, "{json}");
     assert_eq!(json["failures_tolerated"], 0, "{json}");
     assert_eq!(
         json["voters_unreachable"],
@@ -172,8 +195,9 @@ async fn two_of_three_down_the_survivor_says_no_quorum_and_writes_fail_fast_with
     );
 
     // The two come back: the survivor is ready again and writes go through.
-    nodes[leader].start().await;
-    nodes[other].start().await;
+    for index in &killed {
+        nodes[*index].start().await;
+    }
     eventually("the survivor is ready again", || async {
         ready(&nodes[survivor]).await.0 == 200
     })
