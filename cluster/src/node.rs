@@ -13,8 +13,7 @@ use tokio::time::Instant;
 
 use crate::batcher::{BatchLimits, Batcher, Proposal};
 use crate::boot::{BootPlan, JoinTarget, TlsFiles, plan_boot};
-use crate::config::ClusterConfig;
-use crate::config::READY_APPLY_LAG_MAX;
+use crate::config::{ClusterConfig, READY_APPLY_LAG_MAX};
 use crate::disk::DiskGuard;
 use crate::duty::Duty;
 use crate::error::ClusterError;
@@ -248,11 +247,6 @@ impl Node {
             ca: Arc::new(ca),
             disk,
         };
-        // Removed while it was running (the removal reached its log): no
-        // member would answer it, so it must not wait to be told.
-        if matches!(node.reader.is_removed(id), Ok(true)) {
-            node.endpoint.mark_removed(removed_message(id));
-        }
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
             node: node.clone(),
@@ -560,6 +554,28 @@ impl Node {
         self.endpoint.removed()
     }
 
+    /// Returns the reason once this node is removed from the cluster (see
+    /// [`Node::removed`]), also when the removal is applied here while it
+    /// runs; never returns if Raft stops first.
+    pub async fn wait_removed(&self) -> String {
+        let mut removed = self.endpoint.removed();
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(reason) = removed.borrow_and_update().clone() {
+                return reason;
+            }
+            // Every applied entry changes the metrics, the removal among them.
+            if matches!(self.reader.is_removed(self.id), Ok(true)) {
+                self.endpoint.mark_removed(removed_message(self.id));
+                continue;
+            }
+            tokio::select! {
+                changed = removed.changed() => if changed.is_err() { std::future::pending::<()>().await },
+                changed = metrics.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            }
+        }
+    }
+
     /// This node's current view of the cluster.
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow().clone();
@@ -734,7 +750,7 @@ impl JoinHandler for NodeJoins {
 /// higher term and depose a healthy leader; if its log is behind it cannot
 /// even win, and the failed candidacy also delays its later campaigns.
 ///
-/// Before that it dials every other member once: a member refuses a removed
+/// Meanwhile it dials every other member once: a member refuses a removed
 /// node's connection (`close_code::REMOVED`), so a node restarted with the
 /// data dir of a removed member learns it here and never campaigns (each
 /// refused vote request would be one more openraft ERROR in its log).

@@ -227,7 +227,7 @@ async fn serve(
     // what to do, then the usual shutdown, and a non-zero exit.
     let removed = tokio::select! {
         () = shutdown_signal() => None,
-        reason = removal(&node) => Some(reason),
+        reason = node.wait_removed() => Some(reason),
     };
     match &removed {
         Some(reason) => tracing::error!(node_id = node.id(), "{reason}"),
@@ -250,16 +250,6 @@ async fn serve(
     }
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-/// Returns the reason once the node learns it was removed from the cluster;
-/// never if it is not (or its Raft stopped first, which shutdown handles).
-async fn removal(node: &Node) -> String {
-    let mut removed = node.removed();
-    match removed.wait_for(Option::is_some).await {
-        Ok(reason) => reason.clone().unwrap_or_default(),
-        Err(_) => std::future::pending().await,
-    }
 }
 
 /// Says at start, naming the key ids, when this node's master key cannot

@@ -53,6 +53,23 @@ async fn three_voters() -> (Vec<tempfile::TempDir>, Vec<TestNode>, String) {
     (dirs, nodes, key)
 }
 
+/// Waits (bounded) for `node`'s process to exit on its own.
+async fn wait_for_exit(node: &mut TestNode) -> std::process::ExitStatus {
+    let mut child = node.child.take().expect("a running node");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(exit) = child.try_wait().expect("try_wait") {
+            return exit;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the removed node kept running; log:\n{}", node.log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn ready(node: &TestNode) -> (u16, Value) {
     Api {
         http: reqwest::Client::new(),
@@ -242,19 +259,7 @@ async fn a_removed_node_restarted_with_its_data_dir_logs_one_error_and_exits() {
     // it campaigns, the members refuse it as removed, and it stops.
     let log_before = nodes[gone].log().len();
     nodes[gone].spawn();
-    let mut child = nodes[gone].child.take().expect("spawned");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("try_wait") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the removed node kept running; log:\n{}",
-            nodes[gone].log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = wait_for_exit(&mut nodes[gone]).await;
     let log = nodes[gone].log()[log_before..].to_string();
     assert!(!exit.success(), "exit {exit}; log:\n{log}");
     let message =
@@ -272,4 +277,32 @@ async fn a_removed_node_restarted_with_its_data_dir_logs_one_error_and_exits() {
     // The two left keep serving writes.
     let (status, _) = keeper_api.get("/_/ready").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_removed_from_the_cluster_stops_with_one_error() {
+    let (_dirs, mut nodes, key) = three_voters().await;
+    let first = api(&nodes[0], &key);
+    let (_, status) = first.get("/_/api/v1/cluster/status").await;
+    let ids = member_ids(&nodes, &status);
+    let leader = leader_index(&nodes, &first).await;
+    let gone = (0..3).rev().find(|i| *i != leader).expect("a follower");
+    let log_before = nodes[gone].log().len();
+    nodes[leader]
+        .cli_with_key(&key, &["cluster", "remove", &ids[gone].to_string()])
+        .ok();
+    let exit = wait_for_exit(&mut nodes[gone]).await;
+    let log = nodes[gone].log()[log_before..].to_string();
+    assert!(!exit.success(), "exit {exit}; log:\n{log}");
+    let message = format!(
+        "node {} was removed from the cluster; wipe its data dir and join again",
+        ids[gone]
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|line| line.contains("ERROR") && line.contains(&message))
+            .count(),
+        1,
+        "log:\n{log}"
+    );
 }
