@@ -70,6 +70,28 @@ async fn wait_for_exit(node: &mut TestNode) -> std::process::ExitStatus {
     }
 }
 
+/// Each member's id by index, the leader's index, and a follower's index.
+async fn roles(nodes: &[TestNode], key: &str) -> (Vec<u64>, usize, usize) {
+    let first = api(&nodes[0], key);
+    let (_, status) = first.get("/_/api/v1/cluster/status").await;
+    let ids = member_ids(nodes, &status);
+    let leader = leader_index(nodes, &first).await;
+    let follower = (0..3).rev().find(|i| *i != leader).expect("a follower");
+    (ids, leader, follower)
+}
+
+/// The removed node's log (since its last start) has exactly one ERROR
+/// line saying what happened and what to do.
+fn assert_one_removal_error(log: &str, id: u64) {
+    let message =
+        format!("node {id} was removed from the cluster; wipe its data dir and join again");
+    let errors = log
+        .lines()
+        .filter(|line| line.contains("ERROR") && line.contains(&message))
+        .count();
+    assert_eq!(errors, 1, "log:\n{log}");
+}
+
 async fn ready(node: &TestNode) -> (u16, Value) {
     Api {
         http: reqwest::Client::new(),
@@ -234,11 +256,7 @@ async fn two_of_three_down(survivor_is: Survivor) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_restarted_with_its_data_dir_logs_one_error_and_exits() {
     let (_dirs, mut nodes, key) = three_voters().await;
-    let first = api(&nodes[0], &key);
-    let (_, status) = first.get("/_/api/v1/cluster/status").await;
-    let ids = member_ids(&nodes, &status);
-    let leader = leader_index(&nodes, &first).await;
-    let gone = (0..3).rev().find(|i| *i != leader).expect("a follower");
+    let (ids, _leader, gone) = roles(&nodes, &key).await;
     let keeper = (0..3).find(|i| *i != gone).expect("a node that stays");
     let gone_id = ids[gone];
     assert!(nodes[gone].terminate(), "a clean stop");
@@ -256,25 +274,19 @@ async fn a_removed_node_restarted_with_its_data_dir_logs_one_error_and_exits() {
     .await;
 
     // Restarted with its old data dir (its log still lists it as a voter),
-    // it campaigns, the members refuse it as removed, and it stops.
+    // it dials the members, they refuse it as removed, and it stops.
     let log_before = nodes[gone].log().len();
     nodes[gone].spawn();
     let exit = wait_for_exit(&mut nodes[gone]).await;
     let log = nodes[gone].log()[log_before..].to_string();
     assert!(!exit.success(), "exit {exit}; log:\n{log}");
-    let message =
-        format!("node {gone_id} was removed from the cluster; wipe its data dir and join again");
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("ERROR") && line.contains(&message))
-        .collect();
-    assert_eq!(errors.len(), 1, "log:\n{log}");
+    assert_one_removal_error(&log, gone_id);
     assert_eq!(
         log.lines().filter(|line| line.contains("ERROR")).count(),
         1,
         "one ERROR line, not a chain of them; log:\n{log}"
     );
-    // The two left keep serving writes.
+    // The two left are ready.
     let (status, _) = keeper_api.get("/_/ready").await;
     assert_eq!(status, 200);
 }
@@ -282,11 +294,7 @@ async fn a_removed_node_restarted_with_its_data_dir_logs_one_error_and_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_node_removed_from_the_cluster_stops_with_one_error() {
     let (_dirs, mut nodes, key) = three_voters().await;
-    let first = api(&nodes[0], &key);
-    let (_, status) = first.get("/_/api/v1/cluster/status").await;
-    let ids = member_ids(&nodes, &status);
-    let leader = leader_index(&nodes, &first).await;
-    let gone = (0..3).rev().find(|i| *i != leader).expect("a follower");
+    let (ids, leader, gone) = roles(&nodes, &key).await;
     let log_before = nodes[gone].log().len();
     nodes[leader]
         .cli_with_key(&key, &["cluster", "remove", &ids[gone].to_string()])
@@ -294,15 +302,5 @@ async fn a_running_node_removed_from_the_cluster_stops_with_one_error() {
     let exit = wait_for_exit(&mut nodes[gone]).await;
     let log = nodes[gone].log()[log_before..].to_string();
     assert!(!exit.success(), "exit {exit}; log:\n{log}");
-    let message = format!(
-        "node {} was removed from the cluster; wipe its data dir and join again",
-        ids[gone]
-    );
-    assert_eq!(
-        log.lines()
-            .filter(|line| line.contains("ERROR") && line.contains(&message))
-            .count(),
-        1,
-        "log:\n{log}"
-    );
+    assert_one_removal_error(&log, ids[gone]);
 }
