@@ -953,7 +953,11 @@ fn print_cluster_status(body: &Value) {
     if let Some(backlog) = body["trigger_backlog"].as_u64() {
         println!("trigger backlog: {backlog} run(s) pending");
     }
-    let voters = nodes.iter().filter(|n| n["role"] != "learner").count();
+    // Nodes of older builds do not list the voters: count the non-learners.
+    let voters = body["voters"].as_array().map_or_else(
+        || nodes.iter().filter(|n| n["role"] != "learner").count(),
+        Vec::len,
+    );
     match (voters, body["failures_tolerated"].as_u64()) {
         _ if body["quorum"] == false => {
             println!(
