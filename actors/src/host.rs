@@ -44,7 +44,9 @@ pub struct NodeHost {
 /// Maps a cluster error to the code a script (and the HTTP client) sees.
 pub fn cluster_host_error(error: ClusterError) -> HostError {
     let code = match &error {
-        ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => Code::NoLeader,
+        ClusterError::NoLeader { .. }
+        | ClusterError::NoQuorum { .. }
+        | ClusterError::NotLeader { .. } => Code::NoLeader,
         ClusterError::Timeout { .. } => Code::Timeout,
         ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
         ClusterError::Overloaded => Code::Overloaded,

@@ -23,6 +23,9 @@ pub struct ClusterConfig {
     /// small enough for a Pi to encode, send and store in that time.
     pub append_entries_max: u64,
     /// How long a request waits for a leader before failing with `no_leader`.
+    /// Kept below the scripts' wall-clock timeout (5 s by default), so a
+    /// script's write fails with `no_leader`, which it can catch, rather than
+    /// with its own timeout. Without a reachable quorum a write fails at once.
     pub leader_wait_ms: u64,
     /// How long a write may take from proposal to apply before failing with `timeout`.
     pub write_timeout_ms: u64,
@@ -54,7 +57,7 @@ impl Default for ClusterConfig {
             snapshot_logs_since_last: 20_000,
             logs_kept_after_snapshot: 1_000,
             append_entries_max: 32,
-            leader_wait_ms: 5_000,
+            leader_wait_ms: LEADER_WAIT_MS_DEFAULT,
             write_timeout_ms: 10_000,
             write_queue_max: 4_096,
             batch_commands_max: 512,
@@ -66,7 +69,22 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `leader_wait_ms` by default: an election takes about one election
+/// timeout (under 1.2 s with the default timings), and a script's wall-clock
+/// budget is 5 s.
+pub const LEADER_WAIT_MS_DEFAULT: u64 = 2_000;
+
+/// Log entries a node may have received but not applied and still count as
+/// ready (`/_/ready`): a few batches in flight, not a node replaying a backlog.
+pub const READY_APPLY_LAG_MAX: u64 = 64;
+
 impl ClusterConfig {
+    /// A member not heard from for this long counts as unreachable: two
+    /// election timeouts, so one lost heartbeat or a slow vote does not flap it.
+    pub fn unreachable_after_ms(&self) -> u64 {
+        2 * self.election_timeout_max_ms
+    }
+
     pub fn leader_wait(&self) -> Duration {
         Duration::from_millis(self.leader_wait_ms)
     }

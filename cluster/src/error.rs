@@ -8,6 +8,15 @@ pub enum ClusterError {
     /// No leader was known within the configured wait.
     #[error("no leader elected within {waited_ms} ms")]
     NoLeader { waited_ms: u64 },
+    /// A majority of the voters cannot be reached from this node (it knows
+    /// no leader, or it leads but its followers are silent): a write could
+    /// not commit, so it fails at once instead of waiting out its timeout.
+    /// Retryable: the same code as `NoLeader` (`no_leader`) for clients.
+    #[error("no quorum: {}; writes resume when a majority of voters is back", crate::status::describe_unreachable(unreachable, *voters))]
+    NoQuorum {
+        voters: usize,
+        unreachable: Vec<NodeId>,
+    },
     /// Another node leads; writes must go there (forwarding arrives with the QUIC transport).
     #[error("node {leader} is the leader and could not be reached from this node")]
     NotLeader { leader: NodeId },
@@ -57,6 +66,13 @@ impl ClusterError {
             ClusterError::NoLeader { waited_ms } => ClusterError::NoLeader {
                 waited_ms: *waited_ms,
             },
+            ClusterError::NoQuorum {
+                voters,
+                unreachable,
+            } => ClusterError::NoQuorum {
+                voters: *voters,
+                unreachable: unreachable.clone(),
+            },
             ClusterError::NotLeader { leader } => ClusterError::NotLeader { leader: *leader },
             ClusterError::Timeout {
                 operation,
@@ -89,6 +105,7 @@ impl ClusterError {
         matches!(
             self,
             ClusterError::NoLeader { .. }
+                | ClusterError::NoQuorum { .. }
                 | ClusterError::NotLeader { .. }
                 | ClusterError::Timeout { .. }
                 | ClusterError::Overloaded

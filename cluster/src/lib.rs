@@ -17,10 +17,11 @@
 //! - `node`: `Node`: start (carries out the boot plan, opens storage, binds
 //!   the QUIC endpoint, starts Raft, initialises a one-voter cluster on a
 //!   first start), write, read barrier, cluster secrets and the join token,
-//!   status, shutdown; the member's side of joins (`NodeJoins`) and of
+//!   status and readiness, the `removed` watch, shutdown; the member's side of joins (`NodeJoins`) and of
 //!   forwarding (`NodeForwardHandler`).
 //! - `proposer`: `Proposer`, the one path a write takes into Raft: proposed
-//!   here when this node leads, forwarded to the leader when another does.
+//!   here when this node leads, forwarded to the leader when another does;
+//!   failed at once without a reachable quorum.
 //! - `batcher`: many client writes → one `Command::Batch` log entry (openraft 0.9
 //!   flushes once per append on the leader, so batching is where write throughput comes from).
 //! - `duty`: `Duty`, a named restartable loop (the batcher and the peer
@@ -31,15 +32,17 @@
 //!   from (`MembershipView`, `Node::membership_view`) and the changes it
 //!   makes (`MembershipChange`, `Node::change_membership`).
 //! - `status`: `NodeStatus`, `ClusterStatus`, `MemberStatus`, the `Role` and
-//!   `MemberRole` enums, `cluster_status` (pure, from Raft metrics) and
-//!   `apply_key_ids` (each member's master key id, a mismatch flagged).
+//!   `MemberRole` enums, `cluster_status` (pure, from Raft metrics and when
+//!   each member was last heard from: reachability and quorum),
+//!   `readiness` (`/_/ready`) and `apply_key_ids` (each member's master key
+//!   id, a mismatch flagged).
 //! - `sealed`: the cluster CA key and the join secret sealed under the
 //!   secrets master key before they enter the log (plain records from older
 //!   nodes still read).
 //! - `disk`: the data disk's free-space reserve every write is checked
 //!   against (`DiskGuard`; below it, `ClusterError::DiskFull`).
 //! - `identity`: the node's persistent identity in the data dir.
-//! - `error`: `ClusterError`, split into retryable (`NoLeader`, `Timeout`) and fatal.
+//! - `error`: `ClusterError`, split into retryable (`NoLeader`, `NoQuorum`, `Timeout`) and fatal.
 //! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
 //!   openraft's network over it (`QuicNetwork`, `serve_peers`) and forwarding of writes and
 //!   read-index requests to the leader (`ForwardClient`, `ForwardHandler`). A new

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::batcher::{BatchLimits, Batcher, Proposal};
 use crate::boot::{BootPlan, JoinKeys, JoinTarget, TlsFiles, plan_boot};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, READY_APPLY_LAG_MAX};
 use crate::disk::DiskGuard;
 use crate::duty::Duty;
 use crate::error::ClusterError;
@@ -23,7 +23,9 @@ use crate::proposer::{
     wait_for_leader,
 };
 use crate::sealed;
-use crate::status::{ClusterStatus, NodeStatus, Role, apply_key_ids, cluster_status};
+use crate::status::{
+    ClusterStatus, NodeStatus, Reachability, Role, apply_key_ids, cluster_status, readiness,
+};
 use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
     ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
@@ -202,7 +204,7 @@ impl Node {
                 message: e.to_string(),
             })?;
         if initialized {
-            hold_elections_after_restart(&raft, id, &config);
+            hold_elections_after_restart(&raft, id, &config, &network);
         }
         // Only the first node of a new cluster initialises; a joined node waits
         // for the leader to add it.
@@ -232,6 +234,7 @@ impl Node {
             raft: raft.clone(),
             config: config.clone(),
             forward: forward_client,
+            contacts: network.contacts().clone(),
         });
         let (proposals, queue) = mpsc::channel(config.write_queue_max.max(1));
         let batcher = Arc::new(Batcher::new(
@@ -402,7 +405,14 @@ impl Node {
 
     /// Waits (bounded by `deadline`) until some node is known to lead.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
-        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
+        wait_for_leader(
+            &self.raft,
+            self.id,
+            deadline,
+            &self.config,
+            self.network.contacts(),
+        )
+        .await
     }
 
     /// On the first start of a cluster, puts the cluster CA and a fresh join
@@ -568,13 +578,57 @@ impl Node {
 
     /// The cluster as this node sees it (full only on the leader).
     pub fn local_cluster_status(&self) -> ClusterStatus {
+        cluster_status(self.id, &self.raft.metrics().borrow(), &self.reachability())
+    }
+
+    /// How this node judges whether a member is reachable.
+    fn reachability(&self) -> Reachability<impl Fn(NodeId) -> Option<u64> + '_> {
         let contacts = self.network.contacts();
-        cluster_status(
-            self.id,
-            &self.raft.metrics().borrow(),
-            |peer| contacts.since_ms(peer),
-            2 * self.config.election_timeout_max_ms,
-        )
+        Reachability {
+            contact_ms: |peer| contacts.since_ms(peer),
+            uptime_ms: contacts.uptime_ms(),
+            unreachable_after_ms: self.config.unreachable_after_ms(),
+        }
+    }
+
+    /// Whether this node may take traffic (`/_/ready`): a reachable quorum,
+    /// a leader it hears from, and its log applied within
+    /// [`READY_APPLY_LAG_MAX`] entries. `Err` says why not. Local only: a
+    /// readiness probe must answer even when no other node does.
+    pub fn readiness(&self) -> Result<(), String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let status = cluster_status(self.id, &metrics, &self.reachability());
+        readiness(self.id, &metrics, &status, READY_APPLY_LAG_MAX)
+    }
+
+    /// A watch that turns `Some(reason)` once this node learns it was removed
+    /// from the cluster: a member refused its connection as removed, or its
+    /// own replicated state says so. The node must then stop; serving on
+    /// would only disturb the members with votes they refuse.
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.endpoint.removed()
+    }
+
+    /// Returns the reason once this node is removed from the cluster (see
+    /// [`Node::removed`]), also when the removal is applied here while it
+    /// runs; never returns if Raft stops first.
+    pub async fn wait_removed(&self) -> String {
+        let mut removed = self.endpoint.removed();
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(reason) = removed.borrow_and_update().clone() {
+                return reason;
+            }
+            // Every applied entry changes the metrics, the removal among them.
+            if matches!(self.reader.is_removed(self.id), Ok(true)) {
+                self.endpoint.mark_removed(removed_message(self.id));
+                continue;
+            }
+            tokio::select! {
+                changed = removed.changed() => if changed.is_err() { std::future::pending::<()>().await },
+                changed = metrics.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            }
+        }
     }
 
     /// This node's current view of the cluster.
@@ -833,9 +887,7 @@ impl JoinHandler for NodeJoins {
     fn refuse_member(&self, peer: NodeId) -> Option<String> {
         match self.node.reader.is_removed(peer) {
             Ok(false) => None,
-            Ok(true) => Some(format!(
-                "node {peer} was removed from the cluster; wipe its data dir and join again"
-            )),
+            Ok(true) => Some(removed_message(peer)),
             Err(error) => Some(format!("cannot check node {peer}'s membership: {error}")),
         }
     }
@@ -847,32 +899,58 @@ impl JoinHandler for NodeJoins {
 /// leader is still re-dialling it would otherwise time out, campaign with a
 /// higher term and depose a healthy leader; if its log is behind it cannot
 /// even win, and the failed candidacy also delays its later campaigns.
-fn hold_elections_after_restart(raft: &Raft<TypeConfig>, id: NodeId, config: &ClusterConfig) {
-    let voters = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .count();
+///
+/// Meanwhile it dials every other member once: a member refuses a removed
+/// node's connection (`close_code::REMOVED`), so a node restarted with the
+/// data dir of a removed member learns it here and never campaigns (each
+/// refused vote request would be one more openraft ERROR in its log).
+fn hold_elections_after_restart(
+    raft: &Raft<TypeConfig>,
+    id: NodeId,
+    config: &ClusterConfig,
+    network: &QuicNetwork,
+) {
+    let membership = raft.metrics().borrow().membership_config.clone();
+    let voters = membership.membership().voter_ids().count();
     if voters < 2 {
         return;
     }
     raft.runtime_config().elect(false);
     let grace =
         Duration::from_millis(2 * config.election_timeout_max_ms + config.heartbeat_interval_ms);
+    let probe_budget = Duration::from_millis(config.election_timeout_max_ms);
     let raft = raft.clone();
+    let connections = network.connections().clone();
     tokio::spawn(async move {
+        let mut probes = tokio::task::JoinSet::new();
+        for (member, info) in membership.membership().nodes() {
+            if *member == id {
+                continue;
+            }
+            let (connections, peer, member) = (connections.clone(), info.peer.clone(), *member);
+            // A dead member is normal here; only a refusal matters, and
+            // the endpoint's `removed` watch records it.
+            probes.spawn(async move {
+                let _ = connections.connection(member, &peer, probe_budget).await;
+            });
+        }
         let mut metrics = raft.metrics();
-        let heard = tokio::time::timeout(
-            grace,
-            metrics.wait_for(|m| m.current_leader.is_some_and(|leader| leader != id)),
-        )
-        .await;
-        tracing::info!(
-            heard_from_leader = matches!(heard, Ok(Ok(_))),
-            "restarted member: elections enabled"
-        );
+        // The probes and the grace run together: on a LAN a probe takes
+        // milliseconds, so this adds no wait unless a member is down.
+        let heard_from_leader = async {
+            let heard = tokio::time::timeout(
+                grace,
+                metrics.wait_for(|m| m.current_leader.is_some_and(|leader| leader != id)),
+            )
+            .await;
+            matches!(heard, Ok(Ok(_)))
+        };
+        let (heard_from_leader, _) = tokio::join!(heard_from_leader, probes.join_all());
+        if connections.endpoint().removed().borrow().is_some() {
+            tracing::debug!("restarted member was removed from the cluster: elections stay off");
+            return;
+        }
+        tracing::info!(heard_from_leader, "restarted member: elections enabled");
         raft.runtime_config().elect(true);
     });
 }
@@ -923,6 +1001,11 @@ impl ForwardHandler for NodeForwardHandler {
             }
         })
     }
+}
+
+/// What a removed node is told, and logs, when it tries to come back.
+pub fn removed_message(node: NodeId) -> String {
+    format!("node {node} was removed from the cluster; wipe its data dir and join again")
 }
 
 /// The names a node's certificate is issued for: the host of its peer address.

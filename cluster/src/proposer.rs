@@ -2,6 +2,11 @@
 //! this node when it leads, forwards to the leader when another node does,
 //! and waits until the entry is applied here (read-your-writes). The write
 //! batcher and `Node` both sit on it; it knows neither.
+//!
+//! Without a reachable quorum (this node knows no leader, or leads, and a
+//! majority of the voters has been silent for `unreachable_after_ms`) a
+//! write fails at once with `NoQuorum` rather than waiting for a leader that
+//! cannot be elected, or for a commit that cannot happen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +19,8 @@ use tokio::time::Instant;
 use crate::config::ClusterConfig;
 use crate::disk::DiskFull;
 use crate::error::ClusterError;
-use crate::transport::{ForwardCallError, ForwardClient, ForwardError, wait_applied};
+use crate::status::{Reachability, cluster_status};
+use crate::transport::{Contacts, ForwardCallError, ForwardClient, ForwardError, wait_applied};
 
 /// Proposes log entries: the one path every write takes into Raft.
 pub struct Proposer {
@@ -22,6 +28,8 @@ pub struct Proposer {
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) config: Arc<ClusterConfig>,
     pub(crate) forward: ForwardClient,
+    /// When each member was last heard from, to tell a lost quorum.
+    pub(crate) contacts: Contacts,
 }
 
 impl Proposer {
@@ -105,15 +113,20 @@ impl Proposer {
 
     /// Waits (bounded by `deadline`) until some node is known to lead.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ClusterError> {
-        wait_for_leader(&self.raft, deadline, self.config.leader_wait_ms).await
+        wait_for_leader(&self.raft, self.id, deadline, &self.config, &self.contacts).await
     }
 }
 
-/// Waits (bounded by `deadline`) until some node is known to lead.
+/// Waits (bounded by `deadline`) until some node is known to lead; fails at
+/// once with `NoQuorum` when this node leads or knows no leader and cannot
+/// reach a majority of the voters (a follower that believes in a leader
+/// finds out when the forward fails, or when it starts an election).
 pub(crate) async fn wait_for_leader(
     raft: &Raft<TypeConfig>,
+    this_node: NodeId,
     deadline: Instant,
-    leader_wait_ms: u64,
+    config: &ClusterConfig,
+    contacts: &Contacts,
 ) -> Result<(), ClusterError> {
     let mut metrics = raft.metrics();
     loop {
@@ -124,20 +137,39 @@ pub(crate) async fn wait_for_leader(
                     message: fatal.to_string(),
                 });
             }
-            if current.current_leader.is_some() {
+            let leader = current.current_leader;
+            if leader.is_none() || leader == Some(this_node) {
+                let reachability = Reachability {
+                    contact_ms: |peer| contacts.since_ms(peer),
+                    uptime_ms: contacts.uptime_ms(),
+                    unreachable_after_ms: config.unreachable_after_ms(),
+                };
+                let status = cluster_status(this_node, &current, &reachability);
+                if !status.quorum {
+                    return Err(ClusterError::NoQuorum {
+                        voters: status.voters.len(),
+                        unreachable: status.voters_unreachable,
+                    });
+                }
+            }
+            if leader.is_some() {
                 return Ok(());
             }
         }
-        match tokio::time::timeout_at(deadline, metrics.changed()).await {
+        // Woken by a metrics change, or after a heartbeat to look at the
+        // contacts again: members fall silent without any metrics changing.
+        let recheck = Instant::now() + Duration::from_millis(config.heartbeat_interval_ms);
+        match tokio::time::timeout_at(deadline.min(recheck), metrics.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 return Err(ClusterError::Stopped {
                     message: "raft metrics closed".to_string(),
                 });
             }
+            Err(_) if Instant::now() < deadline => {}
             Err(_) => {
                 return Err(ClusterError::NoLeader {
-                    waited_ms: leader_wait_ms,
+                    waited_ms: config.leader_wait_ms,
                 });
             }
         }

@@ -1,9 +1,11 @@
 //! What a node reports about itself and the cluster: `NodeStatus` (this
 //! node's view, `/_/metrics` and `/_/api/v1/cluster`), `ClusterStatus` and
 //! `MemberStatus` (`picloud cluster status`), with their role enums.
-//! `cluster_status` builds the cluster view from openraft metrics, and
+//! `cluster_status` builds the cluster view from openraft metrics and when
+//! each member was last heard from, including whether a quorum of voters is
+//! reachable; `readiness` says whether the node may serve (`/_/ready`);
 //! `apply_key_ids` adds each member's secrets master key id (as the members
-//! reported it) and flags a mismatch; both are pure, so tests drive them
+//! reported it) and flags a mismatch. All are pure, so tests drive them
 //! without a cluster.
 
 use std::collections::BTreeMap;
@@ -71,14 +73,17 @@ pub enum MemberRole {
     Leader,
     Follower,
     Learner,
+    /// This node, campaigning: it knows no leader.
+    Candidate,
     Unreachable,
 }
 
 impl MemberRole {
-    pub const ALL: [MemberRole; 4] = [
+    pub const ALL: [MemberRole; 5] = [
         MemberRole::Leader,
         MemberRole::Follower,
         MemberRole::Learner,
+        MemberRole::Candidate,
         MemberRole::Unreachable,
     ];
 
@@ -87,6 +92,7 @@ impl MemberRole {
             MemberRole::Leader => "leader",
             MemberRole::Follower => "follower",
             MemberRole::Learner => "learner",
+            MemberRole::Candidate => "candidate",
             MemberRole::Unreachable => "unreachable",
         }
     }
@@ -134,19 +140,23 @@ pub struct MemberStatus {
     pub id: NodeId,
     pub http: String,
     pub peer: String,
-    /// `leader`, `follower`, `learner` or `unreachable` (as far as this node knows).
+    /// `leader`, `follower`, `learner`, `candidate` (this node, campaigning)
+    /// or `unreachable` (as far as this node knows).
     pub role: MemberRole,
     /// The last log index known applied (this node) or replicated (others, as
     /// seen by the leader); `None` when unknown.
     pub applied_index: Option<u64>,
     /// On the leader's own row, milliseconds since it last heard a quorum;
-    /// on the others, since the member last answered the leader. `None` when
-    /// this view is not the leader's.
+    /// on the others, since this node last heard from the member (`None`:
+    /// never, or this is the row of a node that does not lead).
     pub last_contact_ms: Option<u64>,
     /// The id of the member's secrets master key, as the member reported it
     /// to the node answering; `None` when it did not answer or has no key.
     #[serde(default)]
     pub key_id: Option<String>,
+    /// Whether this node heard from the member within the unreachable bound
+    /// (always true on its own row).
+    pub reachable: bool,
 }
 
 /// The cluster as this node sees it.
@@ -154,13 +164,19 @@ pub struct MemberStatus {
 pub struct ClusterStatus {
     pub leader: Option<NodeId>,
     pub nodes: Vec<MemberStatus>,
-    /// More voters that may fail before writes stop: (voters - 1) / 2, less
-    /// the voters already unreachable.
+    /// More voters that may fail before writes stop: the reachable voters
+    /// beyond a majority (0 when there is no quorum).
     pub failures_tolerated: usize,
     /// Whether the members that reported a master key id reported more than
     /// one: secrets sealed through one cannot be read through another.
     #[serde(default)]
     pub key_mismatch: bool,
+    /// Whether a majority of the voters is reachable from this node (writes
+    /// can commit). True while the membership is still unknown (a joiner).
+    pub quorum: bool,
+    /// Every voter, and those this node cannot reach.
+    pub voters: Vec<NodeId>,
+    pub voters_unreachable: Vec<NodeId>,
 }
 
 /// Puts each member's master key id (as it reported it; absent when it did
@@ -174,14 +190,57 @@ pub fn apply_key_ids(status: &mut ClusterStatus, key_ids: &BTreeMap<NodeId, Opti
     status.key_mismatch = reported.any(|id| Some(id) != first);
 }
 
-/// Builds the cluster view from openraft metrics and, on the leader, when
-/// each member last answered it (`contact_ms`; a member silent for longer
-/// than `unreachable_after_ms` is `unreachable`). Pure, so tests can drive it.
-pub fn cluster_status(
+impl ClusterStatus {
+    /// Without a quorum, why (`2 of 3 voters unreachable (2, 3)`); `None` with one.
+    pub fn no_quorum(&self) -> Option<String> {
+        if self.quorum {
+            return None;
+        }
+        Some(describe_unreachable(
+            &self.voters_unreachable,
+            self.voters.len(),
+        ))
+    }
+}
+
+/// `2 of 3 voters unreachable (2, 3)`.
+pub fn describe_unreachable(unreachable: &[NodeId], voters: usize) -> String {
+    let ids = unreachable
+        .iter()
+        .map(NodeId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} of {voters} voters unreachable ({ids})",
+        unreachable.len()
+    )
+}
+
+/// How this node judges reachability: when it last heard from a member
+/// (`contact_ms`, `None` if never), how long it has been listening
+/// (`uptime_ms`: a member never heard from counts as silent since then), and
+/// the silence after which a member counts as unreachable.
+pub struct Reachability<F: Fn(NodeId) -> Option<u64>> {
+    pub contact_ms: F,
+    pub uptime_ms: u64,
+    pub unreachable_after_ms: u64,
+}
+
+impl<F: Fn(NodeId) -> Option<u64>> Reachability<F> {
+    fn silent(&self, peer: NodeId) -> bool {
+        (self.contact_ms)(peer).unwrap_or(self.uptime_ms) > self.unreachable_after_ms
+    }
+}
+
+/// Builds the cluster view from openraft metrics and when each member was
+/// last heard from. On the leader a member is reachable when it answered
+/// lately and has matched a log index; elsewhere when it was heard from
+/// lately (a candidate hears the voters that answer its vote requests, a
+/// follower its leader). Pure, so tests can drive it.
+pub fn cluster_status<F: Fn(NodeId) -> Option<u64>>(
     this_node: NodeId,
     metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
-    contact_ms: impl Fn(NodeId) -> Option<u64>,
-    unreachable_after_ms: u64,
+    reachability: &Reachability<F>,
 ) -> ClusterStatus {
     let membership = metrics.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -190,14 +249,15 @@ pub fn cluster_status(
         .nodes()
         .map(|(id, info)| {
             let voter = voters.contains(id);
-            let (role, applied_index) = if *id == this_node {
+            let (role, applied_index, reachable) = if *id == this_node {
                 let role = match metrics.state {
                     ServerState::Leader => MemberRole::Leader,
                     ServerState::Learner => MemberRole::Learner,
+                    ServerState::Candidate if voter => MemberRole::Candidate,
                     _ if voter => MemberRole::Follower,
                     _ => MemberRole::Learner,
                 };
-                (role, metrics.last_applied.map(|log_id| log_id.index))
+                (role, metrics.last_applied.map(|log_id| log_id.index), true)
             } else {
                 let matched = metrics
                     .replication
@@ -205,17 +265,17 @@ pub fn cluster_status(
                     .and_then(|replication| replication.get(id).cloned())
                     .flatten()
                     .map(|log_id| log_id.index);
-                let silent = contact_ms(*id).is_none_or(|ms| ms > unreachable_after_ms);
-                let role = if Some(*id) == metrics.current_leader {
-                    MemberRole::Leader
-                } else if is_leader && (matched.is_none() || silent) {
+                let reachable = !reachability.silent(*id) && (!is_leader || matched.is_some());
+                let role = if !reachable {
                     MemberRole::Unreachable
+                } else if Some(*id) == metrics.current_leader {
+                    MemberRole::Leader
                 } else if voter {
                     MemberRole::Follower
                 } else {
                     MemberRole::Learner
                 };
-                (role, matched)
+                (role, matched, reachable)
             };
             MemberStatus {
                 id: *id,
@@ -225,24 +285,66 @@ pub fn cluster_status(
                 applied_index,
                 last_contact_ms: match (is_leader, *id == this_node) {
                     (true, true) => metrics.millis_since_quorum_ack,
-                    (true, false) => contact_ms(*id),
-                    (false, _) => None,
+                    (_, false) => (reachability.contact_ms)(*id),
+                    (false, true) => None,
                 },
                 key_id: None,
+                reachable,
             }
         })
         .collect::<Vec<MemberStatus>>();
-    // A voter already unreachable is a failure that has happened.
-    let unreachable_voters = nodes
+    let voters_unreachable: Vec<NodeId> = nodes
         .iter()
-        .filter(|node| node.role == MemberRole::Unreachable && voters.contains(&node.id))
-        .count();
+        .filter(|node| !node.reachable && voters.contains(&node.id))
+        .map(|node| node.id)
+        .collect();
+    let majority = voters.len() / 2 + 1;
+    let reachable_voters = voters.len() - voters_unreachable.len();
     ClusterStatus {
         leader: metrics.current_leader,
         nodes,
-        failures_tolerated: (voters.len().saturating_sub(1) / 2).saturating_sub(unreachable_voters),
         key_mismatch: false,
+        failures_tolerated: reachable_voters.saturating_sub(majority),
+        quorum: voters.is_empty() || reachable_voters >= majority,
+        voters,
+        voters_unreachable,
     }
+}
+
+/// Whether this node may take traffic (`/_/ready`): it has a quorum, knows a
+/// leader it can reach, and has applied what it received within
+/// `apply_lag_max` entries. `Err` says why not, in words for an operator.
+pub fn readiness(
+    this_node: NodeId,
+    metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+    status: &ClusterStatus,
+    apply_lag_max: u64,
+) -> Result<(), String> {
+    if let Some(why) = status.no_quorum() {
+        return Err(format!("no quorum: {why}"));
+    }
+    let Some(leader) = metrics.current_leader else {
+        return Err("no leader is known (an election is under way)".to_string());
+    };
+    if leader != this_node
+        && status
+            .nodes
+            .iter()
+            .any(|node| node.id == leader && !node.reachable)
+    {
+        return Err(format!(
+            "the leader, node {leader}, has not been heard from lately"
+        ));
+    }
+    let received = metrics.last_log_index.unwrap_or(0);
+    let applied = metrics.last_applied.map_or(0, |log_id| log_id.index);
+    let lag = received.saturating_sub(applied);
+    if lag > apply_lag_max {
+        return Err(format!(
+            "catching up: {lag} log entries received but not applied yet (ready at {apply_lag_max} or fewer)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -283,12 +385,16 @@ mod tests {
             applied_index: None,
             last_contact_ms: None,
             key_id: None,
+            reachable: true,
         };
         let mut status = ClusterStatus {
             leader: Some(1),
             nodes: vec![member(1), member(2), member(3)],
             failures_tolerated: 1,
             key_mismatch: false,
+            quorum: true,
+            voters: vec![1, 2, 3],
+            voters_unreachable: Vec::new(),
         };
         let ids = |entries: &[(NodeId, Option<&str>)]| {
             entries
@@ -318,5 +424,104 @@ mod tests {
         assert_eq!(old, new);
         let back: MemberRole = picloud_storage::codec::decode(&new, 64).expect("decode");
         assert_eq!(back, MemberRole::Unreachable);
+    }
+
+    /// Metrics of `this_node` in a cluster of voters 1, 2 and 3.
+    fn three_voters(
+        this_node: NodeId,
+        state: ServerState,
+        leader: Option<NodeId>,
+    ) -> openraft::RaftMetrics<NodeId, NodeInfo> {
+        let nodes: BTreeMap<NodeId, NodeInfo> = (1..=3)
+            .map(|id| {
+                (
+                    id,
+                    NodeInfo {
+                        http: format!("127.0.0.1:{id}"),
+                        peer: format!("127.0.0.1:{id}"),
+                    },
+                )
+            })
+            .collect();
+        let membership = openraft::Membership::new(vec![nodes.keys().copied().collect()], nodes);
+        let mut metrics = openraft::RaftMetrics::new_initial(this_node);
+        metrics.membership_config =
+            std::sync::Arc::new(openraft::StoredMembership::new(None, membership));
+        metrics.state = state;
+        metrics.current_leader = leader;
+        metrics
+    }
+
+    fn heard(recent: &'static [NodeId]) -> Reachability<impl Fn(NodeId) -> Option<u64>> {
+        Reachability {
+            contact_ms: move |peer| recent.contains(&peer).then_some(50),
+            uptime_ms: 60_000,
+            unreachable_after_ms: 1_200,
+        }
+    }
+
+    #[test]
+    fn a_candidate_that_hears_no_voter_reports_no_quorum_and_who_is_unreachable() {
+        let metrics = three_voters(1, ServerState::Candidate, None);
+        let status = cluster_status(1, &metrics, &heard(&[]));
+        assert!(!status.quorum);
+        assert_eq!(status.voters_unreachable, vec![2, 3]);
+        assert_eq!(status.failures_tolerated, 0);
+        assert_eq!(status.nodes[0].role, MemberRole::Candidate);
+        assert!(status.nodes[0].reachable && !status.nodes[1].reachable);
+        assert_eq!(status.nodes[2].role, MemberRole::Unreachable);
+        assert_eq!(
+            status.no_quorum().as_deref(),
+            Some("2 of 3 voters unreachable (2, 3)")
+        );
+        let why = readiness(1, &metrics, &status, 100).expect_err("not ready");
+        assert!(why.starts_with("no quorum"), "{why}");
+    }
+
+    #[test]
+    fn a_follower_that_hears_its_leader_has_a_quorum_and_is_ready() {
+        let metrics = three_voters(2, ServerState::Follower, Some(1));
+        let status = cluster_status(2, &metrics, &heard(&[1, 3]));
+        assert!(status.quorum && status.voters_unreachable.is_empty());
+        assert_eq!(status.failures_tolerated, 1);
+        assert_eq!(readiness(2, &metrics, &status, 100), Ok(()));
+        // One voter down: still a quorum, no more failures tolerated.
+        let status = cluster_status(2, &metrics, &heard(&[1]));
+        assert!(status.quorum);
+        assert_eq!(
+            (status.failures_tolerated, status.voters_unreachable.clone()),
+            (0, vec![3])
+        );
+        // The leader silent: not ready, though the node still believes in it.
+        let status = cluster_status(2, &metrics, &heard(&[3]));
+        let why = readiness(2, &metrics, &status, 100).expect_err("leader silent");
+        assert!(why.contains("node 1"), "{why}");
+    }
+
+    #[test]
+    fn a_node_just_started_does_not_call_peers_unreachable_yet() {
+        let metrics = three_voters(1, ServerState::Follower, None);
+        let starting = Reachability {
+            contact_ms: |_| None,
+            uptime_ms: 100,
+            unreachable_after_ms: 1_200,
+        };
+        let status = cluster_status(1, &metrics, &starting);
+        assert!(status.quorum);
+        let why = readiness(1, &metrics, &status, 100).expect_err("no leader yet");
+        assert!(why.contains("no leader"), "{why}");
+    }
+
+    #[test]
+    fn a_node_far_behind_in_applying_is_not_ready() {
+        let mut metrics = three_voters(2, ServerState::Follower, Some(1));
+        metrics.last_log_index = Some(500);
+        metrics.last_applied = Some(openraft::LogId::new(
+            openraft::CommittedLeaderId::new(1, 1),
+            10,
+        ));
+        let status = cluster_status(2, &metrics, &heard(&[1, 3]));
+        let why = readiness(2, &metrics, &status, 100).expect_err("behind");
+        assert!(why.contains("490"), "{why}");
     }
 }

@@ -164,8 +164,11 @@ settings! {
     /// 507 `disk_full` (deletions are allowed down to half of it) so sled
     /// and the Raft log never meet a full disk; 0 turns the check off.
     disk_reserve_bytes: u64 = picloud_cluster::disk::DISK_RESERVE_BYTES_DEFAULT, "PICLOUD_DISK_RESERVE_BYTES";
-    /// How long a request waits for a Raft leader before 503 `no_leader`, in milliseconds.
-    leader_wait_ms: u64 = 5_000, "PICLOUD_LEADER_WAIT_MS";
+    /// How long a request waits for a Raft leader before 503 `no_leader`, in
+    /// milliseconds; keep it below `script_timeout_ms` so a script's write
+    /// fails with `no_leader` (catchable) rather than its own timeout. A
+    /// node that cannot reach a majority of voters fails writes at once.
+    leader_wait_ms: u64 = picloud_cluster::config::LEADER_WAIT_MS_DEFAULT, "PICLOUD_LEADER_WAIT_MS";
     /// Build a snapshot and compact the log after this many entries.
     snapshot_logs_since_last: u64 = 20_000, "PICLOUD_SNAPSHOT_LOGS_SINCE_LAST";
     /// Log entries kept behind a snapshot for followers that lag a little.

@@ -7,7 +7,7 @@
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ Apps (app supervisor) + app_events
 //!          ─▶ HTTP gateway (http_accept) ─▶ leader duties (triggers, cron)
-//!   SIGINT/SIGTERM ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
+//!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
 //! ```
 //!
 //! Every long-running loop is a supervised duty (`actors::duties`): a panic
@@ -292,8 +292,16 @@ async fn serve(
         node.clone(),
         config.schedule_limits(),
     ));
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    // A node removed from the cluster stops on its own: one ERROR saying
+    // what to do, then the usual shutdown, and a non-zero exit.
+    let removed = tokio::select! {
+        () = shutdown_signal() => None,
+        reason = node.wait_removed() => Some(reason),
+    };
+    match &removed {
+        Some(reason) => tracing::error!(node_id = node.id(), "{reason}"),
+        None => tracing::info!("shutting down"),
+    }
     let _ = stop_tx.send(true);
     if tokio::time::timeout(SHUTDOWN_DRAIN, server.drain())
         .await
@@ -304,6 +312,11 @@ async fn serve(
     duties.stop();
     apps.stop();
     node.shutdown().await.context("stopping raft")?;
+    if removed.is_some() {
+        anyhow::bail!(
+            "stopped: this node is no longer a member of the cluster (see the error above)"
+        );
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

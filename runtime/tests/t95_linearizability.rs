@@ -139,7 +139,9 @@ impl History {
 /// What one request told the client.
 enum Outcome {
     Ok(Ret),
-    /// The request never reached a node (connection refused): no effect.
+    /// No effect: the request never reached a node (connection refused), or
+    /// the node refused it with `no_leader` before proposing it (a node
+    /// without a reachable quorum answers that at once).
     NotSent,
     /// Sent, but the answer was an error or never came: the effect is unknown.
     Unknown,
@@ -166,7 +168,14 @@ async fn perform(http: &reqwest::Client, base: &str, key: usize, op: &Op) -> Out
         Err(_) => return Outcome::Unknown,
     };
     if response.status() != 200 {
-        return Outcome::Unknown;
+        let refused = response.status() == 503
+            && matches!(response.json::<serde_json::Value>().await,
+                Ok(body) if body["error"]["code"] == "no_leader");
+        return if refused {
+            Outcome::NotSent
+        } else {
+            Outcome::Unknown
+        };
     }
     let Ok(body) = response.json::<serde_json::Value>().await else {
         return Outcome::Unknown;

@@ -32,6 +32,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 
 use super::ca::{CLUSTER_SERVER_NAME, ClusterCa, NodeCertificate};
 use super::cert_name;
+use super::contacts::Contacts;
 use super::frame::{self, FRAME_BYTES_MAX, FrameError};
 use super::tls::{self, JOIN_ALPN, PEER_ALPN};
 
@@ -201,6 +202,12 @@ pub struct PeerEndpoint {
     config: EndpointConfig,
     incoming: Mutex<mpsc::Receiver<Incoming>>,
     refusals: watch::Receiver<Refusals>,
+    /// When each member was last heard from, in either direction.
+    contacts: Contacts,
+    /// Set (with the member's words) once a member closed a connection of
+    /// ours with [`close_code::REMOVED`]: this node was removed from the
+    /// cluster and must stop.
+    removed: Arc<watch::Sender<Option<String>>>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -283,6 +290,8 @@ impl PeerEndpoint {
             config,
             incoming: Mutex::new(incoming),
             refusals,
+            contacts: Contacts::default(),
+            removed: Arc::new(watch::channel(None).0),
             accept_task,
         })
     }
@@ -303,6 +312,22 @@ impl PeerEndpoint {
     /// A watch of refused connections, for status output and tests.
     pub fn refusals(&self) -> watch::Receiver<Refusals> {
         self.refusals.clone()
+    }
+
+    /// When each member was last heard from (the Raft client and server both record).
+    pub fn contacts(&self) -> &Contacts {
+        &self.contacts
+    }
+
+    /// A watch that turns `Some(reason)` once a member told this node it was
+    /// removed from the cluster (see [`close_code::REMOVED`]).
+    pub fn removed(&self) -> watch::Receiver<Option<String>> {
+        self.removed.subscribe()
+    }
+
+    /// Marks this node removed, e.g. when its own replicated state says so at start.
+    pub fn mark_removed(&self, reason: String) {
+        self.removed.send_replace(Some(reason));
     }
 
     /// The next accepted connection; `None` once the endpoint is closed.
@@ -353,15 +378,29 @@ impl PeerEndpoint {
                 connection.close(close_code::DONE.into(), b"handshake timeout");
                 Err(timed_out())
             }
-            Ok(Err(e)) => Err(TransportError::Refused {
-                addr,
-                reason: describe_close(&connection.close_reason().unwrap_or(e)),
-            }),
-            Ok(Ok(ACCEPTED_BYTE)) => Ok(PeerConnection {
-                connection,
-                peer,
-                frame_bytes_max: self.config.frame_bytes_max,
-            }),
+            Ok(Err(e)) => {
+                let closed = connection.close_reason().unwrap_or(e);
+                note_removal(&self.removed, &closed);
+                Err(TransportError::Refused {
+                    addr,
+                    reason: describe_close(&closed),
+                })
+            }
+            Ok(Ok(ACCEPTED_BYTE)) => {
+                // A member refuses a removed node only after the handshake
+                // (it must read the certificate first), so the refusal
+                // arrives as the close of a connection that looked fine.
+                let watched = connection.clone();
+                let removed = self.removed.clone();
+                tokio::spawn(async move {
+                    note_removal(&removed, &watched.closed().await);
+                });
+                Ok(PeerConnection {
+                    connection,
+                    peer,
+                    frame_bytes_max: self.config.frame_bytes_max,
+                })
+            }
             Ok(Ok(other)) => {
                 connection.close(close_code::PROTOCOL_VIOLATION.into(), b"bad confirmation");
                 Err(TransportError::Refused {
@@ -519,6 +558,24 @@ fn peer_node_id(connection: &quinn::Connection) -> Result<NodeId, String> {
         .ok_or("the peer presented no certificate")?;
     let leaf = certs.first().ok_or("the peer presented no certificate")?;
     cert_name::node_id_of(leaf)
+}
+
+/// Records the member's reason when it closed a connection with
+/// [`close_code::REMOVED`]; any other close is none of this watch's business.
+fn note_removal(removed: &watch::Sender<Option<String>>, closed: &quinn::ConnectionError) {
+    if let quinn::ConnectionError::ApplicationClosed(close) = closed
+        && close.error_code == close_code::REMOVED.into()
+    {
+        let reason = String::from_utf8_lossy(&close.reason).into_owned();
+        removed.send_if_modified(|current| {
+            // The first member's words are kept: every member says the same.
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(reason);
+            true
+        });
+    }
 }
 
 /// A readable reason for a closed connection, including the peer's close reason text.

@@ -20,7 +20,10 @@
 //! - `tls`: rustls configs (ring provider passed explicitly), the CA-pinning
 //!   verifier for joiners.
 //! - `endpoint`: `PeerEndpoint` (bind, connect, accept), `PeerConnection`,
-//!   `PeerStream`, `StreamKind`, `TransportError`.
+//!   `PeerStream`, `StreamKind`, `TransportError`; the `removed` watch a
+//!   member's `REMOVED` close sets.
+//! - `contacts`: `Contacts`, when each member was last heard from in either
+//!   direction (the endpoint's; for reachability in status and writes).
 //! - `join`: the join exchange: `join` (joiner side, one attempt) and
 //!   `answer_join` (member side, node id allocation as a callback); the
 //!   secrets master keys handed to a joiner configured without one.
@@ -46,6 +49,7 @@
 
 pub mod ca;
 pub mod cert_name;
+pub mod contacts;
 pub mod endpoint;
 pub mod forward;
 pub mod frame;
@@ -58,6 +62,7 @@ pub mod tls;
 pub mod token;
 
 pub use ca::{CaError, ClusterCa, NodeCertificate};
+pub use contacts::Contacts;
 pub use endpoint::{
     EndpointConfig, Incoming, JoinConnection, PeerConnection, PeerEndpoint, PeerStream, Refusals,
     StreamKind, TransportError,

@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::TransportError;
+use super::contacts::Contacts;
 use super::endpoint::{PeerConnection, PeerEndpoint, StreamKind};
 use super::frame::FrameError;
 use super::peers::{Exchange, PeerConnections};
@@ -48,28 +49,6 @@ use super::raft_rpc::{RaftRpcConfig, RaftRpcError, SnapshotAnswer, SnapshotOffer
 struct Shared {
     connections: PeerConnections,
     config: RaftRpcConfig,
-    contacts: Contacts,
-}
-
-/// When each peer last answered a Raft RPC from this node (the leader's view
-/// of its followers, for `cluster status`).
-#[derive(Debug, Clone, Default)]
-pub struct Contacts {
-    last: Arc<std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>>,
-}
-
-impl Contacts {
-    fn record(&self, peer: NodeId) {
-        if let Ok(mut last) = self.last.lock() {
-            last.insert(peer, tokio::time::Instant::now());
-        }
-    }
-
-    /// Milliseconds since `peer` last answered; `None` if it never did.
-    pub fn since_ms(&self, peer: NodeId) -> Option<u64> {
-        let last = self.last.lock().ok()?;
-        last.get(&peer).map(|at| at.elapsed().as_millis() as u64)
-    }
 }
 
 /// The openraft network factory over QUIC. Cheap to clone; clones share connections.
@@ -98,7 +77,6 @@ impl QuicNetwork {
     pub fn with_connections(connections: PeerConnections, config: RaftRpcConfig) -> QuicNetwork {
         QuicNetwork {
             shared: Arc::new(Shared {
-                contacts: Contacts::default(),
                 connections,
                 config,
             }),
@@ -110,9 +88,10 @@ impl QuicNetwork {
         &self.shared.connections
     }
 
-    /// When each peer last answered an RPC.
+    /// When each peer was last heard from (the endpoint's map, which the
+    /// server side also updates).
     pub fn contacts(&self) -> &Contacts {
-        &self.shared.contacts
+        self.shared.connections.endpoint().contacts()
     }
 
     /// Closes every cached connection (e.g. at shutdown); later RPCs re-dial.
@@ -254,7 +233,11 @@ impl QuicClient {
         )
         .await;
         if matches!(attempt, Ok(Ok(_))) {
-            self.shared.contacts.record(self.target);
+            self.shared
+                .connections
+                .endpoint()
+                .contacts()
+                .record(self.target);
         }
         match attempt {
             Ok(Ok(Ok(response))) => Ok(response),

@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
+use super::contacts::Contacts;
 use super::endpoint::{
     Incoming, JoinConnection, PeerConnection, PeerEndpoint, PeerStream, StreamKind, TransportError,
     close_code, stream_code,
@@ -113,6 +114,7 @@ pub async fn serve_peers(
                 tracing::debug!(peer = connection.peer_node_id(), remote = %connection.remote_address(), "member connected");
                 tokio::spawn(serve_connection(
                     connection,
+                    endpoint.contacts().clone(),
                     raft.clone(),
                     config.clone(),
                     forward.clone(),
@@ -137,6 +139,7 @@ pub async fn serve_peers(
 /// Serves one member connection's streams, at most `streams_per_connection_max` at once.
 async fn serve_connection(
     connection: PeerConnection,
+    contacts: Contacts,
     raft: Raft<TypeConfig>,
     config: RaftRpcConfig,
     forward: Option<Arc<dyn ForwardHandler>>,
@@ -161,6 +164,9 @@ async fn serve_connection(
                 return;
             }
         };
+        // Any stream proves the member reachable: a follower hears its
+        // leader only this way.
+        contacts.record(peer);
         let raft = raft.clone();
         let config = config.clone();
         let forward = forward.clone();

@@ -1059,6 +1059,23 @@ fn print_cluster_status(body: &Value) {
         other => field(other),
     };
     println!("leader: {}", text(&body["leader"]));
+    let ids = |value: &Value| {
+        value
+            .as_array()
+            .map(|ids| ids.iter().map(field).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    // `quorum` is absent from nodes of older builds: say nothing then.
+    match body["quorum"].as_bool() {
+        Some(true) => println!("quorum: yes"),
+        Some(false) => println!(
+            "quorum: NO — {} of {} voters unreachable ({}); writes fail with no_leader until a majority is back",
+            body["voters_unreachable"].as_array().map_or(0, Vec::len),
+            body["voters"].as_array().map_or(0, Vec::len),
+            ids(&body["voters_unreachable"])
+        ),
+        None => {}
+    }
     println!(
         "{:<4} {:<22} {:<22} {:<12} {:>10} {:>8} {:>10}  health",
         "id", "http", "peer", "role", "applied", "lag", "contact"
@@ -1079,6 +1096,7 @@ fn print_cluster_status(body: &Value) {
             .map(|(leader, applied)| leader.saturating_sub(applied));
         let health = match (node["role"].as_str(), lag) {
             (Some("unreachable"), _) => "down",
+            (Some("candidate"), _) => "no leader",
             (_, Some(lag)) if lag > STATUS_LAG_CATCHING_UP => "catching up",
             (_, None) => "unknown",
             _ => "ok",
@@ -1099,8 +1117,17 @@ fn print_cluster_status(body: &Value) {
         println!("trigger backlog: {backlog} run(s) pending");
     }
     print_key_ids(&nodes, body["key_mismatch"].as_bool() == Some(true));
-    let voters = nodes.iter().filter(|n| n["role"] != "learner").count();
+    // Nodes of older builds do not list the voters: count the non-learners.
+    let voters = body["voters"].as_array().map_or_else(
+        || nodes.iter().filter(|n| n["role"] != "learner").count(),
+        Vec::len,
+    );
     match (voters, body["failures_tolerated"].as_u64()) {
+        _ if body["quorum"] == false => {
+            println!(
+                "no quorum: writes and linearizable reads stop until a majority of voters is back"
+            )
+        }
         (1, _) => println!("single node: no redundancy (add nodes with `picloud serve --join`)"),
         (_, Some(0)) => println!("degraded: one more failure stops writes"),
         (_, Some(n)) => println!("healthy: {n} more failure(s) tolerated"),

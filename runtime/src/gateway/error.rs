@@ -77,7 +77,9 @@ impl From<super::admission::Refusal> for ApiError {
 impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> Self {
         let code = match &error {
-            ClusterError::NoLeader { .. } | ClusterError::NotLeader { .. } => Code::NoLeader,
+            ClusterError::NoLeader { .. }
+            | ClusterError::NoQuorum { .. }
+            | ClusterError::NotLeader { .. } => Code::NoLeader,
             ClusterError::Timeout { .. } => Code::Timeout,
             ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
             ClusterError::Overloaded => Code::Overloaded,

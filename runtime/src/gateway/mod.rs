@@ -1,7 +1,8 @@
 //! The HTTP gateway: app routes, the admin API and health.
 //!
 //! ```text
-//!   /_/health            no key
+//!   /_/health            no key: liveness (200 while the process serves)
+//!   /_/ready             no key: readiness (quorum, leader, caught up)  → health.rs
 //!   /_/metrics           Prometheus text (admin key)
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin/ (one file per resource)
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
@@ -12,8 +13,8 @@
 //! received first (`body.rs`: timed, and charged to a node-wide byte budget),
 //! and only then does it take an in-flight permit (`admission.rs`: the node's
 //! pool with a share per app and per client address); when none is free the
-//! answer is 503 `overloaded` at once rather than a queue. `/_/health` takes
-//! no permit.
+//! answer is 503 `overloaded` at once rather than a queue. `/_/health` and
+//! `/_/ready` take no permit.
 //!
 //! # Layout
 //! - `server.rs`: accept loop, connection caps, hyper HTTP/1 + HTTP/2 setup
@@ -21,6 +22,7 @@
 //! - `admission.rs`: in-flight permits and their shares
 //! - `apps.rs`: app requests; `admin/`: the admin API, one route table in
 //!   `admin/mod.rs` and one file per resource
+//! - `health.rs`: `/_/health` and `/_/ready`
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
 //! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
 
@@ -34,6 +36,7 @@ pub mod apps;
 pub mod auth;
 pub mod error;
 pub mod faults;
+pub mod health;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -126,7 +129,8 @@ pub fn router(gateway: Gateway) -> Router {
         router
     };
     router
-        .route("/_/health", get(health))
+        .route("/_/health", get(health::health))
+        .route("/_/ready", get(health::ready))
         .route("/_/metrics", get(admin::metrics::metrics))
         .nest(
             "/_/api/v1",
@@ -185,18 +189,6 @@ async fn shed_load(State(gateway): State<Gateway>, request: Request, next: Next)
     };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
-}
-
-async fn health(State(gateway): State<Gateway>) -> Response {
-    let status = gateway.node.status();
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "node_id": status.id,
-        "role": status.role,
-        "leader": status.leader,
-        "applied_index": status.applied_index,
-    }))
-    .into_response()
 }
 
 /// `Query<T>` whose rejection is a JSON 400 `invalid_query` naming the field.
