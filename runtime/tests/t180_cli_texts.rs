@@ -166,13 +166,16 @@ async fn cli_fails_over_and_explains_itself() {
             stderr_lines_max: 1,
         },
         Case {
-            name: "keys list has a header and creation times",
+            name: "keys list has a header, creation times and this node's last use",
             env: vec![("PICLOUD_URL", live.clone())],
             args: vec!["keys".into(), "list".into()],
             success: true,
             stdout_has: vec![
-                "ID\tSCOPE\tNAME\tCREATED (last use is not tracked)\n".into(),
+                "ID\tSCOPE\tNAME\tCREATED\tLAST USED (this node)\n".into(),
                 "\tadmin\t".into(),
+                // The admin key was just used (by this very call): its row
+                // ends with a creation time, then a last-use time.
+                "Z\t20".into(),
                 "Z\n".into(),
             ],
             stderr_has: vec![],

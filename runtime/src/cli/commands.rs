@@ -855,19 +855,20 @@ async fn keys(client: &Client, command: KeysCommand, json: bool) -> Result<(), C
                 if keys.is_empty() {
                     println!("no API keys");
                 } else {
-                    // Last use is not recorded: a store write per request
-                    // would cost more than the column is worth.
-                    println!("ID\tSCOPE\tNAME\tCREATED (last use is not tracked)");
+                    // Last use is the answering node's own record since it
+                    // started: a replicated record would cost a log write
+                    // per request.
+                    println!("ID\tSCOPE\tNAME\tCREATED\tLAST USED (this node)");
                 }
+                let time = |value: &Value| value.as_u64().map_or("-".to_string(), format_ms);
                 for key in keys {
                     println!(
-                        "{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}",
                         field(&key["id"]),
                         field(&key["scope"]),
                         field(&key["name"]),
-                        key["created_ms"]
-                            .as_u64()
-                            .map_or("-".to_string(), format_ms)
+                        time(&key["created_ms"]),
+                        time(&key["last_used_ms"])
                     );
                 }
             }

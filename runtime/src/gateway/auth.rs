@@ -1,4 +1,8 @@
-//! Bearer-key authentication for the admin API.
+//! Bearer-key authentication for the admin API, and when each key was last
+//! used on this node.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -49,6 +53,35 @@ impl Caller {
     }
 }
 
+/// When each API key last authenticated on this node, in memory. Kept per
+/// node and lost at restart on purpose: recording it in the replicated
+/// state would cost a log write per admin request. Bounded by the stored
+/// keys (only a key that authenticated is recorded; a revoked one is dropped
+/// when the list is read).
+#[derive(Debug, Default)]
+pub struct KeyUses {
+    last_ms: Mutex<HashMap<String, u64>>,
+}
+
+impl KeyUses {
+    fn record(&self, key_id: &str, now_ms: u64) {
+        let mut last = self.last_ms.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get_mut(key_id) {
+            Some(ms) => *ms = now_ms,
+            None => {
+                last.insert(key_id.to_string(), now_ms);
+            }
+        }
+    }
+
+    /// The last use of each key in `live` on this node; forgets the others.
+    pub fn last_used(&self, live: &[&str]) -> HashMap<String, u64> {
+        let mut last = self.last_ms.lock().unwrap_or_else(|e| e.into_inner());
+        last.retain(|id, _| live.contains(&id.as_str()));
+        last.clone()
+    }
+}
+
 impl FromRequestParts<Gateway> for Caller {
     type Rejection = ApiError;
 
@@ -71,6 +104,7 @@ impl FromRequestParts<Gateway> for Caller {
             .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
         let scope = Scope::parse(&record.scope)
             .map_err(|e| ApiError::internal(format!("stored key {id} has a bad scope: {e}")))?;
+        gateway.key_uses.record(&id, picloud_actors::host::now_ms());
         Ok(Caller { key_id: id, scope })
     }
 }

@@ -81,6 +81,8 @@ pub struct Shared {
     pub secret_keys: Arc<SecretKeys>,
     /// Restarts after a panic, per actor, for `/_/metrics`.
     pub restarts: Arc<ActorRestarts>,
+    /// When each API key last authenticated on this node (`keys list`).
+    pub key_uses: auth::KeyUses,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -98,6 +100,7 @@ impl Gateway {
         Gateway(Arc::new(Shared {
             triggers: counters.triggers,
             restarts: counters.restarts,
+            key_uses: auth::KeyUses::default(),
             secret_keys,
             admission: admission::Admission::new(
                 config.http_inflight_max,

@@ -78,13 +78,20 @@ pub(super) async fn list_keys(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let keys: Vec<Value> = gateway
-        .node
-        .reader()
-        .keys()?
+    let stored = gateway.node.reader().keys()?;
+    let ids: Vec<&str> = stored.iter().map(|key| key.id.as_str()).collect();
+    let last_used = gateway.key_uses.last_used(&ids);
+    let keys: Vec<Value> = stored
         .iter()
         .map(|key| {
-            json!({"id": key.id, "name": key.name, "scope": key.scope, "created_ms": key.created_ms})
+            json!({
+                "id": key.id,
+                "name": key.name,
+                "scope": key.scope,
+                "created_ms": key.created_ms,
+                // On the node answering, since it started (not replicated).
+                "last_used_ms": last_used.get(&key.id),
+            })
         })
         .collect();
     Ok(Json(json!({"keys": keys})))
