@@ -249,7 +249,10 @@ impl AppRuntime {
         pooled.host.begin_run();
         // The test-only fault switch: a panic here is a run whose binding
         // panicked (the dispatcher must fail the run and free its slot).
-        picloud_cluster::fault_point("trigger_run");
+        // Named per script (`trigger_run/on_order.lua`) so a test hits the
+        // run it means, not another trigger's (a cron tick) that comes first.
+        #[cfg(feature = "fault-injection")]
+        picloud_cluster::fault_point(&format!("trigger_run/{script}"));
         let outcome = pooled.vm.invoke_event(script, event, ctx).await;
         let writes = pooled.host.end_run();
         self.give_back(pooled);

@@ -148,7 +148,8 @@ async fn every_duty_restarts_after_a_panic_and_finishes_its_work() {
 
     // A run that panics fails (attempt 1), frees its slot and is retried:
     // attempt 2 completes.
-    arm(&api, "trigger_run").await;
+    // Named for this trigger's script: the cron tick's runs must not take it.
+    arm(&api, "trigger_run/on_in.lua").await;
     put(&api, 200).await;
     eventually("a panicked run retried", || {
         let api = api.clone();
