@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::config::ClusterConfig;
 use crate::disk::DiskFull;
 use crate::error::ClusterError;
-use crate::status::{Reachability, cluster_status};
+use crate::status::{Reachability, quorum_check};
 use crate::transport::{Contacts, ForwardCallError, ForwardClient, ForwardError, wait_applied};
 
 /// Proposes log entries: the one path every write takes into Raft.
@@ -144,11 +144,14 @@ pub(crate) async fn wait_for_leader(
                     uptime_ms: contacts.uptime_ms(),
                     unreachable_after_ms: config.unreachable_after_ms(),
                 };
-                let status = cluster_status(this_node, &current, &reachability);
-                if !status.quorum {
+                // The cheap half of the status (no member rows): this runs
+                // once per proposed batch, under the metrics lock.
+                let (quorum, voters, unreachable) =
+                    quorum_check(this_node, &current, &reachability);
+                if !quorum {
                     return Err(ClusterError::NoQuorum {
-                        voters: status.voters.len(),
-                        unreachable: status.voters_unreachable,
+                        voters,
+                        unreachable,
                     });
                 }
             }

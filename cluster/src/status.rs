@@ -232,6 +232,50 @@ impl<F: Fn(NodeId) -> Option<u64>> Reachability<F> {
     }
 }
 
+/// The last log index `peer` is known to hold (the leader's replication view).
+fn matched_index(metrics: &openraft::RaftMetrics<NodeId, NodeInfo>, peer: NodeId) -> Option<u64> {
+    metrics
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.get(&peer).cloned())
+        .flatten()
+        .map(|log_id| log_id.index)
+}
+
+/// Whether another member counts as reachable: heard from lately, and on the
+/// leader also matched a log index.
+fn peer_reachable<F: Fn(NodeId) -> Option<u64>>(
+    peer: NodeId,
+    is_leader: bool,
+    matched: Option<u64>,
+    reachability: &Reachability<F>,
+) -> bool {
+    !reachability.silent(peer) && (!is_leader || matched.is_some())
+}
+
+/// The voters this node cannot reach, and whether the reachable ones are a
+/// majority: the quorum half of [`cluster_status`] without building the
+/// member rows, for the write path (it runs once per proposed batch).
+pub fn quorum_check<F: Fn(NodeId) -> Option<u64>>(
+    this_node: NodeId,
+    metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+    reachability: &Reachability<F>,
+) -> (bool, usize, Vec<NodeId>) {
+    let is_leader = metrics.current_leader == Some(this_node);
+    let mut voters = 0;
+    let mut unreachable = Vec::new();
+    for id in metrics.membership_config.membership().voter_ids() {
+        voters += 1;
+        if id != this_node
+            && !peer_reachable(id, is_leader, matched_index(metrics, id), reachability)
+        {
+            unreachable.push(id);
+        }
+    }
+    let quorum = voters == 0 || voters - unreachable.len() > voters / 2;
+    (quorum, voters, unreachable)
+}
+
 /// Builds the cluster view from openraft metrics and when each member was
 /// last heard from. On the leader a member is reachable when it answered
 /// lately and has matched a log index; elsewhere when it was heard from
@@ -259,13 +303,8 @@ pub fn cluster_status<F: Fn(NodeId) -> Option<u64>>(
                 };
                 (role, metrics.last_applied.map(|log_id| log_id.index), true)
             } else {
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|replication| replication.get(id).cloned())
-                    .flatten()
-                    .map(|log_id| log_id.index);
-                let reachable = !reachability.silent(*id) && (!is_leader || matched.is_some());
+                let matched = matched_index(metrics, *id);
+                let reachable = peer_reachable(*id, is_leader, matched, reachability);
                 let role = if !reachable {
                     MemberRole::Unreachable
                 } else if Some(*id) == metrics.current_leader {
@@ -349,6 +388,25 @@ pub fn readiness(
 
 #[cfg(test)]
 mod tests {
+    /// [`cluster_status`], checked against the write path's cheap
+    /// [`quorum_check`]: both must judge the quorum alike.
+    fn checked<F: Fn(NodeId) -> Option<u64>>(
+        this_node: NodeId,
+        metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+        reachability: &Reachability<F>,
+    ) -> ClusterStatus {
+        let status = cluster_status(this_node, metrics, reachability);
+        assert_eq!(
+            quorum_check(this_node, metrics, reachability),
+            (
+                status.quorum,
+                status.voters.len(),
+                status.voters_unreachable.clone()
+            )
+        );
+        status
+    }
+
     use super::*;
 
     #[test]
@@ -463,7 +521,7 @@ mod tests {
     #[test]
     fn a_candidate_that_hears_no_voter_reports_no_quorum_and_who_is_unreachable() {
         let metrics = three_voters(1, ServerState::Candidate, None);
-        let status = cluster_status(1, &metrics, &heard(&[]));
+        let status = checked(1, &metrics, &heard(&[]));
         assert!(!status.quorum);
         assert_eq!(status.voters_unreachable, vec![2, 3]);
         assert_eq!(status.failures_tolerated, 0);
@@ -481,19 +539,19 @@ mod tests {
     #[test]
     fn a_follower_that_hears_its_leader_has_a_quorum_and_is_ready() {
         let metrics = three_voters(2, ServerState::Follower, Some(1));
-        let status = cluster_status(2, &metrics, &heard(&[1, 3]));
+        let status = checked(2, &metrics, &heard(&[1, 3]));
         assert!(status.quorum && status.voters_unreachable.is_empty());
         assert_eq!(status.failures_tolerated, 1);
         assert_eq!(readiness(2, &metrics, &status, 100), Ok(()));
         // One voter down: still a quorum, no more failures tolerated.
-        let status = cluster_status(2, &metrics, &heard(&[1]));
+        let status = checked(2, &metrics, &heard(&[1]));
         assert!(status.quorum);
         assert_eq!(
             (status.failures_tolerated, status.voters_unreachable.clone()),
             (0, vec![3])
         );
         // The leader silent: not ready, though the node still believes in it.
-        let status = cluster_status(2, &metrics, &heard(&[3]));
+        let status = checked(2, &metrics, &heard(&[3]));
         let why = readiness(2, &metrics, &status, 100).expect_err("leader silent");
         assert!(why.contains("node 1"), "{why}");
     }
@@ -506,7 +564,7 @@ mod tests {
             uptime_ms: 100,
             unreachable_after_ms: 1_200,
         };
-        let status = cluster_status(1, &metrics, &starting);
+        let status = checked(1, &metrics, &starting);
         assert!(status.quorum);
         let why = readiness(1, &metrics, &status, 100).expect_err("no leader yet");
         assert!(why.contains("no leader"), "{why}");
@@ -520,7 +578,7 @@ mod tests {
             openraft::CommittedLeaderId::new(1, 1),
             10,
         ));
-        let status = cluster_status(2, &metrics, &heard(&[1, 3]));
+        let status = checked(2, &metrics, &heard(&[1, 3]));
         let why = readiness(2, &metrics, &status, 100).expect_err("behind");
         assert!(why.contains("490"), "{why}");
     }
