@@ -98,6 +98,23 @@ codes! {
     Unsupported = ("unsupported", 500, "The service is not available to scripts on this host."),
     Unavailable = ("unavailable", 503, "The service cannot be reached right now; retry shortly."),
     TooManyWrites = ("too_many_writes", 500, "A trigger run tried more writes than one run may make."),
+    // ---- outbound HTTP (`http` in scripts) ----
+    HttpBlocked = ("http_blocked", 403, "The SSRF guard refused the target: a scheme other than http/https, or an address in a refused class (loopback, private, link-local, ...); the message names the class. Operators open exact targets with `http_out_allow`."),
+    HttpTimeout = ("http_timeout", 504, "The outbound request did not finish within its `timeout_ms` (or the script's remaining time)."),
+    HttpTooLarge = ("http_too_large", 502, "The outbound request body or the response is over its byte limit (`http_out_request_bytes_max`, `http_out_response_bytes_max`)."),
+    HttpBusy = ("http_busy", 503, "Too many outbound requests are in flight for the app or the node (`http_out_per_app_max`, `http_out_per_node_max`)."),
+    HttpFailed = ("http_failed", 502, "The outbound request failed: DNS, connect, TLS or protocol; the message says why."),
+    // ---- pub/sub and realtime ----
+    TopicNotFound = ("topic_not_found", 404, "No `[[topic]]` of the app's manifest matches this topic name."),
+    InvalidTopic = ("invalid_topic", 400, "A topic name is empty, too long, or holds a character topics may not."),
+    MessageTooLarge = ("message_too_large", 413, "A published message is over `pubsub_message_bytes_max`."),
+    TokenExpired = ("token_expired", 401, "The realtime token's expiry has passed; ask the app for a new one."),
+    TokenInvalid = ("token_invalid", 401, "The realtime token is missing, malformed, signed with another key, or for another app."),
+    TokenWrongTopic = ("token_wrong_topic", 403, "The realtime token was issued for another topic."),
+    RealtimeFull = ("realtime_full", 503, "The node or the app holds the most realtime subscribers allowed (`realtime_subscribers_per_node_max`, `realtime_subscribers_per_app_max`)."),
+    TopicsFull = ("topics_full", 503, "The app has the most live topics allowed on this node (`realtime_topics_per_app_max`)."),
+    // ---- crypto helpers ----
+    InvalidEncoding = ("invalid_encoding", 400, "A `base64.decode` or `hex.decode` input is not valid in that encoding."),
     // ---- kv ----
     InvalidKey = ("invalid_key", 400, "A kv key is empty or longer than `kv_key_bytes_max`."),
     KeyTooLarge = ("key_too_large", 400, "A kv key is longer than `kv_key_bytes_max`."),
