@@ -1,0 +1,4 @@
+return function(req)
+  pubsub.publish("bench/t", req.json)
+  return "ok"
+end
