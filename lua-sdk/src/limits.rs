@@ -129,3 +129,12 @@ pub const STRING_FORMAT_BYTES_MAX: usize = 64 * 1024;
 /// a loop can convert a long string cheaply, so long ones are trimmed by the
 /// metered matcher first.
 pub const NUMERAL_BYTES_MAX: usize = 200;
+
+/// Most bytes one `crypto.random_bytes` call returns: keys and nonces are
+/// 16 to 64 bytes; the OS generator is not a bulk data source.
+pub const RANDOM_BYTES_MAX: i64 = 1024;
+
+/// Bytes hashed (SHA-256, HMAC) per instruction charged. SHA-256 in software
+/// runs at a few nanoseconds a byte, about one VM instruction's time, so a
+/// byte costs one unit (a copy is charged per [`CHARGE_BYTES_PER_UNIT`] bytes).
+pub const HASH_BYTES_PER_UNIT: usize = 1;
