@@ -36,7 +36,11 @@ export type TokenSource = { token: string } | { getToken: () => string | Promise
 
 /** Where a message came from. */
 export interface MessageMeta {
-  /** The durable position (`<epoch>-<index>`), or `""` for an ephemeral message. */
+  /**
+   * The stream's last event id when the message arrived: a durable message's
+   * own position (`<epoch>-<index>`); an ephemeral message has none of its
+   * own, so it carries the last durable one seen (or `""`), as SSE keeps it.
+   */
   id: string;
   /** The SSE event type (`message` unless the server named another). */
   type: string;
@@ -144,7 +148,8 @@ export class PiCloud {
     options: SubscribeOptions = {},
   ): () => void {
     const subscription = new Subscription(this, topic, auth, onMessage, options);
-    subscription.run();
+    // `run` handles its own failures (callbacks are guarded), so it never rejects.
+    void subscription.run();
     return () => subscription.stop();
   }
 
@@ -248,7 +253,7 @@ class Subscription {
           continue;
         }
         const willRetry = retryable(error) || (error.code === "token_expired" && "getToken" in this.auth);
-        this.options.onError?.(error, willRetry);
+        this.report(error, willRetry);
         if (!willRetry) return;
         if (error.code === "token_expired") this.token = undefined;
         index = (index + 1) % this.client.urls.length;
@@ -291,7 +296,7 @@ class Subscription {
       throw new PiCloudError(response.status, "bad_stream", `${url} did not answer with an event stream (${type})`);
     }
     opened();
-    this.options.onOpen?.(this.client.urls[index] ?? "");
+    guarded(() => this.options.onOpen?.(this.client.urls[index] ?? ""));
     const parser = new SseParser(this.lastId);
     const reader = response.body.getReader();
     let idle: ReturnType<typeof setTimeout> | undefined;
@@ -317,12 +322,12 @@ class Subscription {
           const { event } = item;
           this.lastId = event.id;
           if (event.type === "reset") {
-            this.options.onReset?.();
+            guarded(() => this.options.onReset?.());
           } else if (event.type === "overflow") {
             // The server closes this subscriber; reconnecting resumes by id.
-            this.options.onError?.(new PiCloudError(0, "overflow", "this subscriber fell behind; resuming"), true);
+            this.report(new PiCloudError(0, "overflow", "this subscriber fell behind; resuming"), true);
           } else {
-            this.onMessage(parseData(event.data), { id: event.id, type: event.type });
+            guarded(() => this.onMessage(parseData(event.data), { id: event.id, type: event.type }));
           }
         }
         this.lastId = parser.lastEventId;
@@ -331,6 +336,10 @@ class Subscription {
       clearTimeout(idle);
       controller.abort();
     }
+  }
+
+  private report(error: PiCloudError, willRetry: boolean): void {
+    guarded(() => this.options.onError?.(error, willRetry));
   }
 
   private sleep(ms: number): Promise<void> {
@@ -342,6 +351,22 @@ class Subscription {
       }
       this.wake = done;
     });
+  }
+}
+
+/**
+ * Runs an application callback so that its exception neither breaks the
+ * stream (a bug in `onMessage` must not cause reconnect loops) nor vanishes:
+ * it is reported like an event listener's (`reportError` in browsers, the
+ * console elsewhere).
+ */
+function guarded(callback: () => void): void {
+  try {
+    callback();
+  } catch (error) {
+    const report = (globalThis as { reportError?: (error: unknown) => void }).reportError;
+    if (typeof report === "function") report(error);
+    else console.error("@picloud/client: a subscription callback threw", error);
   }
 }
 

@@ -187,3 +187,31 @@ test("backoff grows, stays within its cap and is jittered", () => {
   assert.equal(backoffDelayMs(10, options, () => 0), 500);
   assert.equal(backoffDelayMs(1e9, options, () => 0.5), 750);
 });
+
+test("a throwing onMessage neither stops nor restarts the stream", async () => {
+  const server = await serve((req, res) => {
+    sse(res);
+    message(res, "1-1", { n: 1 });
+    message(res, "1-2", { n: 2 });
+  });
+  const client = new PiCloud({ urls: [server.url], app: "chat", backoff: FAST });
+  const seen = [];
+  const logged = [];
+  const original = console.error;
+  console.error = (...args) => logged.push(args.join(" "));
+  try {
+    const stop = client.subscribe("t", { token: "x" }, (data) => {
+      seen.push(data.n);
+      if (data.n === 1) throw new Error("app bug");
+    });
+    await until("both messages", () => seen.length === 2);
+    assert.deepEqual(seen, [1, 2]);
+    assert.equal(server.requests.length, 1, "no reconnect");
+    assert.equal(logged.length, 1);
+    assert.match(logged[0], /app bug/);
+    stop();
+  } finally {
+    console.error = original;
+  }
+  await server.close();
+});
