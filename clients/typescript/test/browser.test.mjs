@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { chromium } from "playwright-core";
-import { clientFiles, deploy, eventually, missingBinary, realtimeMissing, REALTIME_MANIFEST, REALTIME_SCRIPTS, startCluster } from "./cluster.mjs";
+import { clientFiles, deploy, eventually, missingBinary, realtimeMissing, REALTIME_MANIFEST, REALTIME_SCRIPTS, routesToml, startCluster } from "./cluster.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
@@ -50,15 +50,10 @@ describe("@picloud/client in Chromium", { skip: skipReason() }, () => {
     const manifest = `name = "web"
 [cors]
 origins = ["${pageOrigin}"]
-[[route]]
-method = "GET"
-path = "/hello/:name"
-script = "hello.lua"
-[[route]]
-method = "POST"
-path = "/buy"
-script = "buy.lua"
-${realtimeSkip ? "" : REALTIME_MANIFEST}`;
+${routesToml([
+  ["GET", "/hello/:name", "hello.lua"],
+  ["POST", "/buy", "buy.lua"],
+])}${realtimeSkip ? "" : REALTIME_MANIFEST}`;
     await deploy(
       a,
       "web",
@@ -66,7 +61,7 @@ ${realtimeSkip ? "" : REALTIME_MANIFEST}`;
       { "index.html": PAGE, ...clientFiles() },
     );
     // The same route without [cors]: the browser must refuse to show it to the page.
-    await deploy(a, "closed", { "picloud.toml": `name = "closed"\n[[route]]\nmethod = "GET"\npath = "/hello/:name"\nscript = "hello.lua"\n`, "hello.lua": HELLO });
+    await deploy(a, "closed", { "picloud.toml": `name = "closed"\n${routesToml([["GET", "/hello/:name", "hello.lua"]])}`, "hello.lua": HELLO });
     browser = await launch();
     page = await browser.newPage();
     await page.goto(`${pageOrigin}/web/index.html`);

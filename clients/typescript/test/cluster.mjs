@@ -230,18 +230,18 @@ end`,
 end`,
 };
 
+/** `[[route]]` tables of a manifest, one per `[method, path, script]`. */
+export function routesToml(routes) {
+  return routes.map(([method, path, script]) => `[[route]]\nmethod = "${method}"\npath = "${path}"\nscript = "${script}"\n`).join("");
+}
+
 /** Manifest lines of the realtime test app (after its name). */
 export const REALTIME_MANIFEST = `
 [[topic]]
 name = "chat/*"
 auth = "token"
 retain = 1000
-[[route]]
-method = "POST"
-path = "/publish/:room"
-script = "publish.lua"
-[[route]]
-method = "GET"
-path = "/token/:room"
-script = "token.lua"
-`;
+${routesToml([
+  ["POST", "/publish/:room", "publish.lua"],
+  ["GET", "/token/:room", "token.lua"],
+])}`;

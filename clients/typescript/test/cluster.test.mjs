@@ -4,22 +4,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { PiCloud, PiCloudError } from "../dist/index.js";
-import { deploy, eventually, missingBinary, realtimeMissing, REALTIME_MANIFEST, REALTIME_SCRIPTS, startCluster } from "./cluster.mjs";
+import { deploy, eventually, missingBinary, realtimeMissing, REALTIME_MANIFEST, REALTIME_SCRIPTS, routesToml, startCluster } from "./cluster.mjs";
 
 const SHOP_MANIFEST = `name = "shop"
-[[route]]
-method = "GET"
-path = "/hello/:name"
-script = "hello.lua"
-[[route]]
-method = "POST"
-path = "/orders"
-script = "order.lua"
-[[route]]
-method = "GET"
-path = "/stock"
-script = "stock.lua"
-`;
+${routesToml([
+  ["GET", "/hello/:name", "hello.lua"],
+  ["POST", "/orders", "order.lua"],
+  ["GET", "/stock", "stock.lua"],
+])}`;
 
 const SHOP_SCRIPTS = {
   "hello.lua": `return function(req) return { json = { hello = req.params.name, q = req.query.q } } end`,
