@@ -18,8 +18,8 @@
 //!
 //! They run in Rust where the instruction hook cannot stop them, so each
 //! charges its work to the invocation's budget up front, in proportion to the
-//! bytes it reads and writes ([`HASH_BYTES_PER_UNIT`] for hashing,
-//! [`CHARGE_BYTES_PER_UNIT`] for encoding), and refuses to build an output
+//! bytes it reads and writes ([`HASH_BYTES_PER_UNIT`] for hashing and
+//! `crypto.equal`, [`CHARGE_BYTES_PER_UNIT`] for encoding), and refuses to build an output
 //! larger than the memory the VM has left (a memory kill, as a Lua allocation
 //! past the cap would be). Their inputs are Lua strings, so already within the
 //! VM's memory cap.
@@ -152,7 +152,9 @@ pub(super) fn install(lua: &Lua, host: Arc<dyn Host>) -> mlua::Result<()> {
             let a = string_arg(lua, a, "crypto.equal", "a")?;
             let b = string_arg(lua, b, "crypto.equal", "b")?;
             let (a, b) = (a.as_bytes(), b.as_bytes());
-            charge(lua, a.len().max(b.len()), CHARGE_BYTES_PER_UNIT)?;
+            // `subtle` compares a byte at a time through an optimisation
+            // barrier: about as slow as hashing.
+            charge(lua, a.len().max(b.len()), HASH_BYTES_PER_UNIT)?;
             // `subtle` answers false at once for different lengths: a
             // signature's length is public, its bytes are not.
             Ok(bool::from(a.ct_eq(&b)))
@@ -293,7 +295,7 @@ fn uuid_v4(random: [u8; 16]) -> [u8; 16] {
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lowercase.
 fn format_uuid(bytes: &[u8; 16]) -> String {
-    let hex = hex_encode(bytes);
+    let hex = String::from_utf8_lossy(&hex_encode(bytes)).into_owned();
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],
@@ -304,32 +306,55 @@ fn format_uuid(bytes: &[u8; 16]) -> String {
     )
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
+/// Lowercase hex digits, two per byte (ASCII, so the bytes are a valid `str`).
+fn hex_encode(bytes: &[u8]) -> Vec<u8> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0f)]);
     }
     out
 }
+
+/// The value of each byte as a hex digit, or [`NOT_HEX`].
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 10 {
+        table[b'0' as usize + digit] = digit as u8;
+        digit += 1;
+    }
+    let mut letter = 0;
+    while letter < 6 {
+        table[b'a' as usize + letter] = 10 + letter as u8;
+        table[b'A' as usize + letter] = 10 + letter as u8;
+        letter += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xff;
 
 fn hex_decode(text: &[u8]) -> Result<Vec<u8>, String> {
     if !text.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", text.len()));
     }
-    let digit = |at: usize| -> Result<u8, String> {
-        let byte = text[at];
-        match byte {
-            b'0'..=b'9' => Ok(byte - b'0'),
-            b'a'..=b'f' => Ok(byte - b'a' + 10),
-            b'A'..=b'F' => Ok(byte - b'A' + 10),
-            _ => Err(format!("byte {} (offset {at}) is not a hex digit", byte)),
+    let mut out = Vec::with_capacity(text.len() / 2);
+    for (pair, digits) in text.chunks_exact(2).enumerate() {
+        let (high, low) = (
+            HEX_VALUES[usize::from(digits[0])],
+            HEX_VALUES[usize::from(digits[1])],
+        );
+        if high == NOT_HEX || low == NOT_HEX {
+            let at = 2 * pair + usize::from(high != NOT_HEX);
+            return Err(format!(
+                "byte {} (offset {at}) is not a hex digit",
+                text[at]
+            ));
         }
-    };
-    (0..text.len() / 2)
-        .map(|pair| Ok(digit(2 * pair)? << 4 | digit(2 * pair + 1)?))
-        .collect()
+        out.push(high << 4 | low);
+    }
+    Ok(out)
 }
 
 /// A string argument; anything else is a script error naming it.
@@ -469,14 +494,17 @@ mod tests {
             ),
         ];
         for (key, message, expected) in cases {
-            assert_eq!(hex_encode(&hmac_sha256(&key, &message)), expected);
+            assert_eq!(
+                hex_encode(&hmac_sha256(&key, &message)),
+                expected.as_bytes()
+            );
         }
     }
 
     #[test]
     fn hex_round_trips_and_refuses_bad_digits() {
         assert_eq!(hex("00ff7Fa0"), vec![0x00, 0xff, 0x7f, 0xa0]);
-        assert_eq!(hex_encode(&[0x00, 0xff, 0x7f, 0xa0]), "00ff7fa0");
+        assert_eq!(hex_encode(&[0x00, 0xff, 0x7f, 0xa0]), b"00ff7fa0");
         assert!(hex_decode(b"abc").expect_err("odd").contains("odd"));
         assert!(hex_decode(b"zz").expect_err("bad").contains("offset 0"));
         assert!(hex_decode(b"0g").expect_err("bad").contains("offset 1"));
