@@ -107,7 +107,8 @@ pub fn load_runtime(args: &AppActorArgs) -> Result<Option<Arc<AppRuntime>>, AppE
             args.host.clone(),
             args.limits.clone(),
         )
-        .with_public(checked.public, checked.manifest.expose_errors),
+        .with_public(checked.public, checked.manifest.expose_errors)
+        .with_cors(checked.manifest.cors),
     )))
 }
 

@@ -87,6 +87,8 @@ pub struct AppRuntime {
     public: Arc<PublicFiles>,
     /// `[app] expose_errors` of the manifest (unset: the node decides).
     pub expose_errors: Option<bool>,
+    /// `[cors]` of the manifest, for the gateway (`app::cors::answer`).
+    pub cors: Option<Arc<crate::app::cors::CorsPolicy>>,
     scripts: Vec<ScriptSource>,
     modules: Arc<ModuleSet>,
     host: Arc<NodeHost>,
@@ -112,6 +114,7 @@ impl AppRuntime {
             routes,
             public: Arc::default(),
             expose_errors: None,
+            cors: None,
             scripts,
             modules,
             host,
@@ -127,6 +130,12 @@ impl AppRuntime {
     pub fn with_public(mut self, public: Arc<PublicFiles>, expose_errors: Option<bool>) -> Self {
         self.public = public;
         self.expose_errors = expose_errors;
+        self
+    }
+
+    /// The version's `[cors]` section.
+    pub fn with_cors(mut self, cors: Option<crate::app::cors::CorsPolicy>) -> Self {
+        self.cors = cors.map(Arc::new);
         self
     }
 

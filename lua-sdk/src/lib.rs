@@ -32,7 +32,8 @@
 //!   the C functions in the sandbox (`strlib/differential.rs`: its test
 //!   against the C functions).
 //! * `sdk/` — the globals scripts use, one file each: `kv`, `docs`,
-//!   `log`/`print`, `json`, `time`, `secrets`.
+//!   `log`/`print`, `json`, `time`, `secrets`, and `crypto` (with `base64`
+//!   and `hex`: metered byte helpers, no host call).
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
 //!   every node charged, Lua→JSON bounded (`value_too_large`).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
@@ -81,11 +82,11 @@ pub use host::{
 pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};
 pub use limits::{
-    CALL_DEPTH_MAX, CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HOOK_INSTRUCTIONS_INTERVAL,
-    HOOK_INSTRUCTIONS_INTERVAL_MIN, HOOK_INTERVAL_MEMORY_PRODUCT, JSON_DEPTH_MAX,
-    JSON_NODE_COST_UNITS, JSON_VALUE_BYTES_MAX, JSON_VALUE_NODES_MAX, KV_LIST_LIMIT_DEFAULT,
-    LOG_MESSAGE_BYTES_MAX, NUMERAL_BYTES_MAX, STRING_FORMAT_BYTES_MAX, SandboxLimits,
-    TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
+    CALL_DEPTH_MAX, CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HASH_BYTES_PER_UNIT,
+    HOOK_INSTRUCTIONS_INTERVAL, HOOK_INSTRUCTIONS_INTERVAL_MIN, HOOK_INTERVAL_MEMORY_PRODUCT,
+    JSON_DEPTH_MAX, JSON_NODE_COST_UNITS, JSON_VALUE_BYTES_MAX, JSON_VALUE_NODES_MAX,
+    KV_LIST_LIMIT_DEFAULT, LOG_MESSAGE_BYTES_MAX, NUMERAL_BYTES_MAX, RANDOM_BYTES_MAX,
+    STRING_FORMAT_BYTES_MAX, SandboxLimits, TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
 };
 pub use modules::{MODULE_NAME_BYTES_MAX, ModuleSet, ModuleSource, validate_module_name};
 pub use vm::{ScriptSource, Vm};

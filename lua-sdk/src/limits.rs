@@ -129,3 +129,15 @@ pub const STRING_FORMAT_BYTES_MAX: usize = 64 * 1024;
 /// a loop can convert a long string cheaply, so long ones are trimmed by the
 /// metered matcher first.
 pub const NUMERAL_BYTES_MAX: usize = 200;
+
+/// Most bytes one `crypto.random_bytes` call returns: keys and nonces are
+/// 16 to 64 bytes; the OS generator is not a bulk data source.
+pub const RANDOM_BYTES_MAX: i64 = 1024;
+
+/// Bytes hashed (SHA-256, HMAC) per instruction charged. A CPU without SHA
+/// instructions (a Raspberry Pi 4's Cortex-A72) hashes at several
+/// nanoseconds a byte, about one VM instruction's time, so a byte costs one
+/// unit; with them (the x86 build machine: 0.6 ns a byte against ~4 ns an
+/// instruction in a debug build) this overcharges, which is the safe side.
+/// A copy is charged per [`CHARGE_BYTES_PER_UNIT`] bytes.
+pub const HASH_BYTES_PER_UNIT: usize = 1;

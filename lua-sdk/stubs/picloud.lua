@@ -305,6 +305,83 @@ function time.now() end
 function time.now_ms() end
 
 ---------------------------------------------------------------------------
+-- crypto, base64, hex
+---------------------------------------------------------------------------
+
+---Byte helpers for webhooks, tokens and ids. Pure (no service call), but
+---their work counts against the instruction budget in proportion to the
+---bytes they read and write.
+crypto = {}
+
+---@class picloud.DigestOptions
+---@field raw? boolean the 32 raw bytes instead of 64 lowercase hex digits
+
+---SHA-256 of `s`: lowercase hex, or the raw bytes with `{raw = true}`.
+---@param s string
+---@param opts? picloud.DigestOptions
+---@return string
+function crypto.sha256(s, opts) end
+
+---HMAC-SHA256 of `s` under `key` (any length): lowercase hex, or raw bytes
+---with `{raw = true}`.
+---@param key string
+---@param s string
+---@param opts? picloud.DigestOptions
+---@return string
+function crypto.hmac_sha256(key, s, opts) end
+
+---`n` bytes (1 to 1024) from the operating system's CSPRNG.
+---@param n integer
+---@return string
+function crypto.random_bytes(n) end
+
+---@class picloud.UuidOptions
+---@field version? 4|7 4 (random, the default) or 7 (time-ordered)
+
+---A UUID in its 36-character lowercase form. Version 7 ids start with the
+---millisecond they were made and sort in creation order.
+---@param opts? picloud.UuidOptions
+---@return string
+function crypto.uuid(opts) end
+
+---Whether `a` and `b` hold the same bytes, in time that depends only on
+---their lengths: compare signatures and tokens with it, never with `==`.
+---@param a string
+---@param b string
+---@return boolean
+function crypto.equal(a, b) end
+
+---@class picloud.Base64Options
+---@field url? boolean the URL-safe alphabet (`-`, `_`), no padding written
+
+base64 = {}
+
+---@param s string
+---@param opts? picloud.Base64Options
+---@return string
+function base64.encode(s, opts) end
+
+---Accepts the text with or without `=` padding; raises `invalid_encoding`
+---for anything else that is not base64 of the chosen alphabet.
+---@param s string
+---@param opts? picloud.Base64Options
+---@return string
+function base64.decode(s, opts) end
+
+hex = {}
+
+---Lowercase hex digits, two per byte.
+---@param s string
+---@return string
+function hex.encode(s) end
+
+---Accepts either case; raises `invalid_encoding` for an odd length or a
+---non-hex character.
+---@param s string
+---@return string
+function hex.decode(s) end
+
+---------------------------------------------------------------------------
 -- Restricted standard functions
 ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use picloud_storage::docs::{INDEX_FIELDS_MAX, INDEXES_MAX, IndexDef, check_collection};
 
+use super::cors::{CorsPolicy, RawCors};
 use super::name::validate_app_name;
 use crate::cron::{Misfire, Schedule};
 
@@ -39,6 +40,9 @@ pub struct Manifest {
     /// when it runs `--dev`, because a stack message tells an attacker how
     /// the app is built. The full error is always in the app's log.
     pub expose_errors: Option<bool>,
+    /// `[cors]`: the other origins whose pages may call the app (none when
+    /// the section is absent: browsers then allow same-origin pages only).
+    pub cors: Option<CorsPolicy>,
 }
 
 /// The folder of an app's modules unless the manifest names another.
@@ -169,6 +173,8 @@ struct RawManifest {
     libs: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
     app: RawAppSection,
+    #[serde(default)]
+    cors: Option<RawCors>,
 }
 
 /// `[app]`: settings of the app as a whole.
@@ -276,6 +282,11 @@ impl Manifest {
         super::modules::validate_folder(&modules_folder).map_err(manifest_error)?;
         super::libs::validate_pins(&raw.libs).map_err(manifest_error)?;
         let indexes = check_indexes(raw.indexes)?;
+        let cors = raw
+            .cors
+            .map(CorsPolicy::check)
+            .transpose()
+            .map_err(|message| manifest_error(format!("[cors] {message}")))?;
         Ok(Manifest {
             name: raw.name,
             routes,
@@ -285,6 +296,7 @@ impl Manifest {
             modules_folder,
             libs: raw.libs,
             expose_errors: raw.app.expose_errors,
+            cors,
         })
     }
 }

@@ -9,9 +9,12 @@
 //! - `modules.rs`: the modules folder and the import graph
 //! - `libs.rs`: shared libraries and `[libs]` pins
 //! - `public.rs`: `public/`, the static files served when no route matches
+//! - `cors.rs`: `[cors]` and [`cors::answer`], the pure decision for every
+//!   cross-origin request (preflights and actual responses)
 //! - `error.rs`: [`DeployError`], shared by the deploy checks
 
 pub mod bundle;
+pub mod cors;
 pub mod error;
 pub mod libs;
 pub mod manifest;

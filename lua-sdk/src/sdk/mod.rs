@@ -1,11 +1,12 @@
 //! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`,
-//! `secrets`.
+//! `secrets`, `crypto` (with `base64` and `hex`).
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
 //! Arguments are checked before the future is built, so a bad call fails
 //! with `<file>:<line>: kv.set: ...` pointing at the script's line.
 
+mod crypto;
 mod docs;
 mod json;
 mod kv;
@@ -27,6 +28,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     docs::install(lua, app.clone(), host.clone())?;
     log::install(lua, app.clone(), host.clone())?;
     secrets::install(lua, app.clone(), host.clone())?;
+    crypto::install(lua, host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }

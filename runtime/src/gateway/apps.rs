@@ -12,6 +12,10 @@
 //! full messages with `[app] expose_errors = true`; unset, a `--dev` node
 //! exposes them. The codes treated this way are [`HIDDEN_CODES`].
 //!
+//! Cross-origin requests follow the app's `[cors]` (`cors.rs`): the node
+//! answers preflights itself, and every response to an allowed origin
+//! carries the allow headers.
+//!
 //! Bodies: a body sent with a JSON content type (`application/json`, any
 //! `+json`) that does not parse is refused 400 `invalid_json` before the
 //! script runs; `req.json` is filled whenever a body parses, whatever its
@@ -21,7 +25,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use picloud_actors::AppRequest;
 use picloud_actors::app::AppName;
@@ -29,6 +33,7 @@ use picloud_actors::error::AppError;
 use picloud_lua_sdk::{Code, is_json_content_type};
 use serde_json::json;
 
+use super::cors::{Cors, cors_for};
 use super::{ApiError, Gateway, client_ip};
 use crate::gateway::error::ApiError as Error;
 
@@ -89,16 +94,44 @@ fn request_id(headers: &axum::http::HeaderMap) -> String {
 
 pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Response {
     let request_id = request_id(request.headers());
-    let mut response = match serve(gateway, request, &request_id).await {
+    // Cross-origin requests (with `Origin`) of an app with `[cors]`: a
+    // preflight is answered here before any script runs; any other response
+    // gets the allow headers after it is made (after `serve`, which loads an
+    // app a lagging node has not applied yet).
+    let cross_origin = request
+        .headers()
+        .contains_key(header::ORIGIN)
+        .then(|| split_app(request.uri().path()))
+        .flatten()
+        .and_then(|(app, _)| AppName::parse(app).ok())
+        .map(|app| (app, request.method().clone(), request.headers().clone()));
+    if let Some((app, method, headers)) = &cross_origin
+        && method == Method::OPTIONS
+        && let Cors::Preflight(cors) = cors_for(&gateway, app, method, headers).await
+    {
+        let mut response = Cors::preflight_response(cors);
+        set_request_id(&mut response, request_id);
+        return response;
+    }
+    let mut response = match serve(gateway.clone(), request, &request_id).await {
         Ok(response) => response,
         Err(Failure::Script(error)) => error.into_response(),
         Err(Failure::Api(error)) => error.into_response(),
     };
+    if let Some((app, method, headers)) = &cross_origin {
+        cors_for(&gateway, app, method, headers)
+            .await
+            .decorate(&mut response);
+    }
+    set_request_id(&mut response, request_id);
+    response
+}
+
+fn set_request_id(response: &mut Response, request_id: String) {
     // The id is checked above: it is always a valid header value.
     if let Ok(value) = HeaderValue::try_from(request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    response
 }
 
 /// Why an app request failed: a script failure, answered with its request

@@ -20,6 +20,8 @@
 //! - `server.rs`: accept loop, connection caps, hyper HTTP/1 + HTTP/2 setup
 //! - `body.rs`: body timeouts and the buffered-bytes budget
 //! - `admission.rs`: in-flight permits and their shares
+//! - `cors.rs`: an app's `[cors]` on its requests (preflights, allow
+//!   headers), for every endpoint serving app URLs
 //! - `apps.rs`: app requests; `admin/`: the admin API, one route table in
 //!   `admin/mod.rs` and one file per resource
 //! - `health.rs`: `/_/health` and `/_/ready`
@@ -29,6 +31,7 @@
 pub mod admin;
 pub mod admission;
 pub mod body;
+pub mod cors;
 pub mod server;
 
 use picloud_actors::dispatcher::DispatcherStats;
