@@ -1,5 +1,5 @@
 //! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`,
-//! `secrets`.
+//! `secrets`, `http` (outbound requests).
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -7,6 +7,7 @@
 //! with `<file>:<line>: kv.set: ...` pointing at the script's line.
 
 mod docs;
+mod http;
 mod json;
 mod kv;
 mod log;
@@ -27,6 +28,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     docs::install(lua, app.clone(), host.clone())?;
     log::install(lua, app.clone(), host.clone())?;
     secrets::install(lua, app.clone(), host.clone())?;
+    http::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }
