@@ -484,7 +484,12 @@ impl ServeConfig {
             0,
             1024 * MIB,
         )?;
-        check_range("http_out_per_app_max", self.http_out_per_app_max, 1, 100_000)?;
+        check_range(
+            "http_out_per_app_max",
+            self.http_out_per_app_max,
+            1,
+            100_000,
+        )?;
         check_range(
             "http_out_per_node_max",
             self.http_out_per_node_max,
@@ -492,12 +497,13 @@ impl ServeConfig {
             100_000,
         )?;
         let allow = picloud_actors::outbound::AllowList::parse(&self.http_out_allow)?;
-        let dns = match self.http_out_dns.trim() {
-            "" => None,
-            server => Some(server.parse::<SocketAddr>().with_context(|| {
-                format!("--http-out-dns {server:?} is not an ip:port address")
-            })?),
-        };
+        let dns =
+            match self.http_out_dns.trim() {
+                "" => None,
+                server => Some(server.parse::<SocketAddr>().with_context(|| {
+                    format!("--http-out-dns {server:?} is not an ip:port address")
+                })?),
+            };
         Ok(picloud_actors::outbound::OutboundConfig {
             timeout_ms_default: self.http_out_timeout_ms,
             timeout_ms_max: self.http_out_timeout_max_ms,

@@ -65,7 +65,9 @@ async fn serve(mut stream: TcpStream, slow_started: Arc<AtomicUsize>) {
     let mut buffer = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 4096];
-        let Ok(read) = stream.read(&mut chunk).await else { return };
+        let Ok(read) = stream.read(&mut chunk).await else {
+            return;
+        };
         if read == 0 || buffer.len() > 64 * 1024 {
             return;
         }
@@ -258,7 +260,12 @@ impl DnsStub {
     }
 
     fn a_queries(&self, name: &str) -> usize {
-        self.a_queries.lock().expect("queries").get(name).copied().unwrap_or(0)
+        self.a_queries
+            .lock()
+            .expect("queries")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -338,7 +345,10 @@ async fn every_bypass_is_refused_and_nothing_connects() {
         (format!("http://[::]:{r6}/"), "unspecified"),
         ("http://10.0.0.1/".into(), "private"),
         ("http://100.64.0.1/".into(), "shared_address_space"),
-        ("http://169.254.169.254/latest/meta-data/".into(), "link_local"),
+        (
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "link_local",
+        ),
         ("http://172.16.0.1/".into(), "private"),
         ("http://192.0.0.1/".into(), "ietf_protocol"),
         ("http://192.168.0.1/".into(), "private"),
@@ -356,7 +366,10 @@ async fn every_bypass_is_refused_and_nothing_connects() {
         (redirect(&format!("http://127.0.0.1:{r}/")), "loopback"),
         (redirect(&format!("http://2130706433:{r}/")), "loopback"),
         (redirect(&format!("http://loop.test:{r}/")), "loopback"),
-        (redirect("http://169.254.169.254/latest/meta-data/"), "link_local"),
+        (
+            redirect("http://169.254.169.254/latest/meta-data/"),
+            "link_local",
+        ),
         ("file:///etc/passwd".into(), "scheme"),
         (format!("ftp://127.0.0.1:{r}/"), "scheme"),
     ];
@@ -374,7 +387,10 @@ async fn every_bypass_is_refused_and_nothing_connects() {
     if let Some(v6) = &refused_v6 {
         assert_eq!(v6.accepts(), 0, "[::1] was connected to");
     }
-    let redirect_rows = rows.iter().filter(|(url, _)| url.contains("/redirect?")).count();
+    let redirect_rows = rows
+        .iter()
+        .filter(|(url, _)| url.contains("/redirect?"))
+        .count();
     assert_eq!(
         allowed.accepts(),
         redirect_rows,
@@ -388,7 +404,11 @@ async fn every_bypass_is_refused_and_nothing_connects() {
         json!({"via": "get", "url": redirect(&allowed.url("/text")), "options": {"redirects": 1}}),
     )
     .await;
-    assert_eq!((out["status"].clone(), out["body"].clone()), (json!(200), json!("hello")), "{out}");
+    assert_eq!(
+        (out["status"].clone(), out["body"].clone()),
+        (json!(200), json!("hello")),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,7 +436,11 @@ async fn dns_rebinding_never_reaches_the_second_address() {
     // The first answer is allowed: one lookup, one connection, to it.
     let out = call(&api, json!({"via": "get", "url": url})).await;
     assert_eq!(out["body"], "hello", "{out}");
-    assert_eq!(dns.a_queries("rebind.test"), 1, "one resolution per connection");
+    assert_eq!(
+        dns.a_queries("rebind.test"),
+        1,
+        "one resolution per connection"
+    );
     assert_eq!(first.accepts(), 1);
 
     // The name now points at 127.0.0.3: checked again, refused, never dialled.
@@ -425,7 +449,11 @@ async fn dns_rebinding_never_reaches_the_second_address() {
     assert!(error.starts_with("http_blocked: "), "{out}");
     assert!(error.contains("127.0.0.3"), "{error}");
     assert_eq!(dns.a_queries("rebind.test"), 2);
-    assert_eq!(second.accepts(), 0, "a connection reached the rebound address");
+    assert_eq!(
+        second.accepts(),
+        0,
+        "a connection reached the rebound address"
+    );
     assert_eq!(first.accepts(), 1);
 }
 
@@ -470,13 +498,25 @@ async fn requests_round_trip_within_their_limits() {
     )
     .await;
     assert_eq!(
-        (out["json"]["method"].clone(), out["json"]["body"].clone(), out["json"]["headers"]["content-type"].clone()),
+        (
+            out["json"]["method"].clone(),
+            out["json"]["body"].clone(),
+            out["json"]["headers"]["content-type"].clone()
+        ),
         (json!("POST"), json!("plain body"), json!("text/plain")),
         "{out}"
     );
-    let out = call(&api, json!({"via": "post", "url": echo, "body": {"a": 1, "list": [1, 2]}})).await;
-    assert_eq!(out["json"]["headers"]["content-type"], "application/json", "{out}");
-    let sent: Value = serde_json::from_str(out["json"]["body"].as_str().unwrap_or("")).expect("JSON body");
+    let out = call(
+        &api,
+        json!({"via": "post", "url": echo, "body": {"a": 1, "list": [1, 2]}}),
+    )
+    .await;
+    assert_eq!(
+        out["json"]["headers"]["content-type"], "application/json",
+        "{out}"
+    );
+    let sent: Value =
+        serde_json::from_str(out["json"]["body"].as_str().unwrap_or("")).expect("JSON body");
     assert_eq!(sent, json!({"a": 1, "list": [1, 2]}));
     let out = call(
         &api,
@@ -487,7 +527,11 @@ async fn requests_round_trip_within_their_limits() {
 
     // A non-JSON response: the body, no json.
     let out = call(&api, json!({"via": "get", "url": upstream.url("/text")})).await;
-    assert_eq!((out["body"].clone(), out["json"].clone()), (json!("hello"), Value::Null), "{out}");
+    assert_eq!(
+        (out["body"].clone(), out["json"].clone()),
+        (json!("hello"), Value::Null),
+        "{out}"
+    );
 
     // Redirects are not followed unless asked.
     let to_text = upstream.url(&format!("/redirect?to={}", upstream.url("/text")));
@@ -502,17 +546,65 @@ async fn requests_round_trip_within_their_limits() {
     )
     .await;
     assert!(error_of(&out).starts_with("http_timeout: "), "{out}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     for path in ["/big?bytes=200000", "/stream?bytes=2000000"] {
         let out = call(&api, json!({"via": "get", "url": upstream.url(path)})).await;
-        assert!(error_of(&out).starts_with("http_too_large: "), "{path}: {out}");
+        assert!(
+            error_of(&out).starts_with("http_too_large: "),
+            "{path}: {out}"
+        );
     }
-    let out = call(&api, json!({"via": "get", "url": upstream.url("/big?bytes=100000")})).await;
-    assert_eq!(out["body"].as_str().map(str::len), Some(100_000), "at the limit is fine");
-    let out = call(&api, json!({"via": "post", "url": echo, "body": "z".repeat(1001)})).await;
+    let out = call(
+        &api,
+        json!({"via": "get", "url": upstream.url("/big?bytes=100000")}),
+    )
+    .await;
+    assert_eq!(
+        out["body"].as_str().map(str::len),
+        Some(100_000),
+        "at the limit is fine"
+    );
+    let out = call(
+        &api,
+        json!({"via": "post", "url": echo, "body": "z".repeat(1001)}),
+    )
+    .await;
     assert!(error_of(&out).starts_with("http_too_large: "), "{out}");
-    let out = call(&api, json!({"via": "get", "url": echo, "options": {"timeout_ms": 60001}})).await;
+    let out = call(
+        &api,
+        json!({"via": "get", "url": echo, "options": {"timeout_ms": 60001}}),
+    )
+    .await;
     assert!(error_of(&out).starts_with("invalid_field: "), "{out}");
+
+    // Argument mistakes are the script's, at its line.
+    for (options, says) in [
+        (
+            json!({"url": echo, "redirects": 6}),
+            "redirects must be an integer from 0 to 5",
+        ),
+        (
+            json!({"url": echo, "body": "a", "json": {"b": 1}}),
+            "give body or json, not both",
+        ),
+        (
+            json!({"url": echo, "timeout_ms": 0}),
+            "timeout_ms must be a positive number",
+        ),
+        (json!({"url": 5}), "url must be a string"),
+        (
+            json!({"url": echo, "headers": {"content-length": "5"}}),
+            "invalid_field: ",
+        ),
+        (json!({"url": "http://exa mple.com/"}), "invalid_field: "),
+    ] {
+        let out = call(&api, json!({"via": "request", "options": options})).await;
+        assert!(error_of(&out).contains(says), "{options}: {out}");
+    }
 
     // A slow upstream holds one of the app's slots, not its other requests.
     let slow = |ms: u64| {
@@ -524,7 +616,10 @@ async fn requests_round_trip_within_their_limits() {
         async move {
             let deadline = Instant::now() + Duration::from_secs(10);
             while upstream.slow_started.load(Ordering::SeqCst) < count {
-                assert!(Instant::now() < deadline, "slow request {count} never arrived");
+                assert!(
+                    Instant::now() < deadline,
+                    "slow request {count} never arrived"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -534,7 +629,10 @@ async fn requests_round_trip_within_their_limits() {
     wait_slow_started(before + 1).await;
     let out = call(&api, json!({"via": "get", "url": upstream.url("/text")})).await;
     assert_eq!(out["body"], "hello", "{out}");
-    assert!(!first.is_finished(), "the fast request answered while the slow one waits");
+    assert!(
+        !first.is_finished(),
+        "the fast request answered while the slow one waits"
+    );
     let second = slow(4000);
     wait_slow_started(before + 2).await;
     let out = call(&api, json!({"via": "get", "url": upstream.url("/text")})).await;
@@ -542,5 +640,21 @@ async fn requests_round_trip_within_their_limits() {
     for task in [first, second] {
         let out = task.await.expect("slow request");
         assert_eq!(out["body"], "slow", "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_allow_entry_or_dns_server_stops_the_boot_naming_it() {
+    for (flag, named) in [
+        ("--http-out-allow=10.0.0.5:9000,10.0.0.7", "10.0.0.7"),
+        ("--http-out-allow=192.168.1.5/24", "192.168.1.5/24"),
+        ("--http-out-dns=resolver.local", "resolver.local"),
+        ("--http-out-timeout-ms=70000", "http_out_timeout_ms"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = TestNode::new(dir.path());
+        node.extra_args = vec![flag.to_string()];
+        assert!(!node.start_expecting_exit(), "{flag} was accepted");
+        assert!(node.log().contains(named), "{flag}: {}", node.log());
     }
 }

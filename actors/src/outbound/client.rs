@@ -305,10 +305,10 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, HostError> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        let invalid = |what: &str| {
-            HostError::new(Code::InvalidField, format!("header {name:?}: {what}"))
-        };
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("invalid name"))?;
+        let invalid =
+            |what: &str| HostError::new(Code::InvalidField, format!("header {name:?}: {what}"));
+        let header =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("invalid name"))?;
         if FORBIDDEN_HEADERS.contains(&header.as_str()) {
             return Err(invalid("set by the client, not by scripts"));
         }
@@ -330,7 +330,8 @@ fn redirect(
     to: &Url,
 ) {
     let to_get = status == StatusCode::SEE_OTHER
-        || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND) && *method == Method::POST);
+        || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+            && *method == Method::POST);
     if to_get {
         if *method != Method::HEAD {
             *method = Method::GET;
@@ -491,12 +492,33 @@ mod tests {
         let from = Url::parse("http://a.test/").expect("test URL");
         let other = Url::parse("http://b.test/").expect("test URL");
         let mut headers = HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, HeaderValue::from_static("x"));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            HeaderValue::from_static("x"),
+        );
         let (mut method, mut body) = (Method::POST, b"data".to_vec());
-        redirect(&mut method, &mut body, &mut headers, StatusCode::TEMPORARY_REDIRECT, &from, &from);
-        assert_eq!((method.clone(), body.len()), (Method::POST, 4), "307 keeps both");
+        redirect(
+            &mut method,
+            &mut body,
+            &mut headers,
+            StatusCode::TEMPORARY_REDIRECT,
+            &from,
+            &from,
+        );
+        assert_eq!(
+            (method.clone(), body.len()),
+            (Method::POST, 4),
+            "307 keeps both"
+        );
         assert!(headers.contains_key(reqwest::header::AUTHORIZATION));
-        redirect(&mut method, &mut body, &mut headers, StatusCode::FOUND, &from, &other);
+        redirect(
+            &mut method,
+            &mut body,
+            &mut headers,
+            StatusCode::FOUND,
+            &from,
+            &other,
+        );
         assert_eq!((method, body.len()), (Method::GET, 0));
         assert!(!headers.contains_key(reqwest::header::AUTHORIZATION));
     }

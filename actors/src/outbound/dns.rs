@@ -98,7 +98,9 @@ pub fn encode_query(id: u16, name: &str, record_type: u16) -> Option<Vec<u8>> {
     // Flags: recursion desired. One question, no other records.
     message.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
     for label in name.split('.') {
-        let length = u8::try_from(label.len()).ok().filter(|l| (1..=63).contains(l))?;
+        let length = u8::try_from(label.len())
+            .ok()
+            .filter(|l| (1..=63).contains(l))?;
         message.push(length);
         message.extend_from_slice(label.as_bytes());
     }
@@ -118,7 +120,9 @@ pub fn parse_reply(reply: &[u8], id: u16, question: &[u8]) -> Option<Result<Vec<
     if u16::from_be_bytes([header[0], header[1]]) != id || !is_response {
         return None;
     }
-    if u16::from_be_bytes([header[4], header[5]]) != 1 || reply.get(12..12 + question.len())? != question {
+    if u16::from_be_bytes([header[4], header[5]]) != 1
+        || reply.get(12..12 + question.len())? != question
+    {
         return None;
     }
     match header[3] & 0x0f {
@@ -194,7 +198,10 @@ mod tests {
     fn a_query_is_encoded_label_by_label() {
         let query = encode_query(0x1234, "api.example.com.", TYPE_A).expect("valid name");
         assert_eq!(&query[..4], &[0x12, 0x34, 0x01, 0x00]);
-        assert_eq!(&query[12..], b"\x03api\x07example\x03com\x00\x00\x01\x00\x01");
+        assert_eq!(
+            &query[12..],
+            b"\x03api\x07example\x03com\x00\x00\x01\x00\x01"
+        );
         assert!(encode_query(1, "", TYPE_A).is_none());
         assert!(encode_query(1, "a..b", TYPE_A).is_none());
         assert!(encode_query(1, &"x".repeat(64), TYPE_A).is_none());
@@ -205,7 +212,15 @@ mod tests {
         let query = encode_query(7, "rebind.test", TYPE_A).expect("valid name");
         let question = &query[12..];
         let cname: &[u8] = &[0xc0, 12];
-        let good = reply(&query, 0, &[(5, cname), (TYPE_A, &[127, 0, 0, 2]), (TYPE_A, &[8, 8, 8, 8])]);
+        let good = reply(
+            &query,
+            0,
+            &[
+                (5, cname),
+                (TYPE_A, &[127, 0, 0, 2]),
+                (TYPE_A, &[8, 8, 8, 8]),
+            ],
+        );
         assert_eq!(
             parse_reply(&good, 7, question),
             Some(Ok(vec![
@@ -221,9 +236,23 @@ mod tests {
         assert_eq!(parse_reply(&good, 8, question), None, "another id");
         assert_eq!(parse_reply(&query, 7, question), None, "not a response");
         let other = encode_query(7, "other.test", TYPE_A).expect("valid name");
-        assert_eq!(parse_reply(&good, 7, &other[12..]), None, "another question");
-        assert_eq!(parse_reply(&good[..good.len() - 2], 7, question), None, "truncated");
-        assert_eq!(parse_reply(&reply(&query, 3, &[]), 7, question), Some(Ok(vec![])));
-        assert_eq!(parse_reply(&reply(&query, 2, &[]), 7, question), Some(Err(2)));
+        assert_eq!(
+            parse_reply(&good, 7, &other[12..]),
+            None,
+            "another question"
+        );
+        assert_eq!(
+            parse_reply(&good[..good.len() - 2], 7, question),
+            None,
+            "truncated"
+        );
+        assert_eq!(
+            parse_reply(&reply(&query, 3, &[]), 7, question),
+            Some(Ok(vec![]))
+        );
+        assert_eq!(
+            parse_reply(&reply(&query, 2, &[]), 7, question),
+            Some(Err(2))
+        );
     }
 }

@@ -162,9 +162,12 @@ impl AllowEntry {
             }
             return Ok(AllowEntry::Network { base, prefix_bits });
         }
-        text.parse::<SocketAddr>().map(AllowEntry::Exact).map_err(|_| {
-            "expected ip:port ([v6]:port for IPv6) or a network ip/prefix (any port)".to_string()
-        })
+        text.parse::<SocketAddr>()
+            .map(AllowEntry::Exact)
+            .map_err(|_| {
+                "expected ip:port ([v6]:port for IPv6) or a network ip/prefix (any port)"
+                    .to_string()
+            })
     }
 
     fn allows(&self, addr: SocketAddr) -> bool {
@@ -184,7 +187,9 @@ impl AllowEntry {
 fn masked(ip: IpAddr, prefix_bits: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix_bits)).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_bits))
+                .unwrap_or(0);
             IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
         }
         IpAddr::V6(v6) => {
@@ -390,7 +395,10 @@ mod tests {
         assert!(allowed("[fd00::5]:443"));
         assert!(!allowed("[fd00::6]:443"));
         assert!(allowed("[fd01:1234::1]:80"));
-        assert!(allowed("[::ffff:10.0.0.5]:9000"), "mapped forms match by IPv4");
+        assert!(
+            allowed("[::ffff:10.0.0.5]:9000"),
+            "mapped forms match by IPv4"
+        );
         assert!(allowed("[::ffff:192.168.1.3]:1"));
         assert!(!allowed("127.0.0.1:9000"));
         assert!(allowed("8.8.8.8:53"), "public addresses need no entry");
@@ -449,7 +457,11 @@ mod tests {
 
     #[test]
     fn only_http_and_https() {
-        for url in ["file:///etc/passwd", "ftp://example.com/", "gopher://example.com/"] {
+        for url in [
+            "file:///etc/passwd",
+            "ftp://example.com/",
+            "gopher://example.com/",
+        ] {
             let url = Url::parse(url).expect("test URL");
             assert!(matches!(target(&url), Err(Refusal::Scheme { .. })), "{url}");
         }

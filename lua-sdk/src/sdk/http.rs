@@ -88,7 +88,10 @@ fn shorthand(
         other => {
             return Err(script_error(
                 lua,
-                format!("{function}: url must be a string, got {}", other.type_name()),
+                format!(
+                    "{function}: url must be a string, got {}",
+                    other.type_name()
+                ),
             ));
         }
     };
@@ -98,7 +101,10 @@ fn shorthand(
         other => {
             return Err(script_error(
                 lua,
-                format!("{function}: options must be a table, got {}", other.type_name()),
+                format!(
+                    "{function}: options must be a table, got {}",
+                    other.type_name()
+                ),
             ));
         }
     };
@@ -165,7 +171,12 @@ fn request_arg(
                 .to_str()
                 .map_err(|_| fail("url must be valid UTF-8".into()))?
                 .to_string(),
-            other => return Err(fail(format!("url must be a string, got {}", other.type_name()))),
+            other => {
+                return Err(fail(format!(
+                    "url must be a string, got {}",
+                    other.type_name()
+                )));
+            }
         },
     };
     let method = match method {
@@ -174,7 +185,10 @@ fn request_arg(
             Value::Nil => "GET".to_string(),
             Value::String(method) => method.to_string_lossy().to_ascii_uppercase(),
             other => {
-                return Err(fail(format!("method must be a string, got {}", other.type_name())));
+                return Err(fail(format!(
+                    "method must be a string, got {}",
+                    other.type_name()
+                )));
             }
         },
     };
@@ -185,14 +199,20 @@ fn request_arg(
         (Value::Nil, json) => {
             let encoded = lua_to_json(lua, &json)
                 .map_err(|error| error.into_lua_error(&script_location(lua), function))?;
-            if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+            if !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            {
                 headers.push(("content-type".into(), "application/json".into()));
             }
             encoded.to_string().into_bytes()
         }
         (Value::String(_), _) => return Err(fail("give body or json, not both".into())),
         (other, _) => {
-            return Err(fail(format!("body must be a string, got {}", other.type_name())));
+            return Err(fail(format!(
+                "body must be a string, got {}",
+                other.type_name()
+            )));
         }
     };
     let timeout_ms = match options.raw_get::<Value>("timeout_ms")? {
@@ -236,7 +256,10 @@ fn headers_arg(
         Value::Nil => return Ok(Vec::new()),
         Value::Table(table) => table,
         other => {
-            return Err(fail(format!("headers must be a table, got {}", other.type_name())));
+            return Err(fail(format!(
+                "headers must be a table, got {}",
+                other.type_name()
+            )));
         }
     };
     let text = |value: &Value, name: &str| match value {
@@ -325,7 +348,12 @@ fn response_to_lua(lua: &Lua, response: OutboundResponse) -> mlua::Result<Table>
 
 /// `application/json` or any `+json` type, parameters ignored.
 fn is_json_media_type(content_type: &str) -> bool {
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
