@@ -32,6 +32,8 @@ struct Upstream {
     accepts: Arc<AtomicUsize>,
     /// `/slow` requests that have arrived.
     slow_started: Arc<AtomicUsize>,
+    /// Every request's headers, with its path as `:path`.
+    requests: Arc<Mutex<Vec<HashMap<String, String>>>>,
 }
 
 impl Upstream {
@@ -41,12 +43,13 @@ impl Upstream {
             addr: listener.local_addr().expect("upstream address"),
             accepts: Arc::default(),
             slow_started: Arc::default(),
+            requests: Arc::default(),
         };
         let served = upstream.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 served.accepts.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, served.slow_started.clone()));
+                tokio::spawn(serve(stream, served.clone()));
             }
         });
         upstream
@@ -61,7 +64,7 @@ impl Upstream {
     }
 }
 
-async fn serve(mut stream: TcpStream, slow_started: Arc<AtomicUsize>) {
+async fn serve(mut stream: TcpStream, upstream: Upstream) {
     let mut buffer = Vec::new();
     let head_end = loop {
         let mut chunk = [0u8; 4096];
@@ -72,6 +75,10 @@ async fn serve(mut stream: TcpStream, slow_started: Arc<AtomicUsize>) {
             return;
         }
         buffer.extend_from_slice(&chunk[..read]);
+        if buffer[0] == 0x16 {
+            // A TLS ClientHello: hang up, as a plain-HTTP server would.
+            return;
+        }
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
             break end + 4;
         }
@@ -105,6 +112,9 @@ async fn serve(mut stream: TcpStream, slow_started: Arc<AtomicUsize>) {
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut recorded = headers.clone();
+    recorded.insert(":path".into(), path.to_string());
+    upstream.requests.lock().expect("requests").push(recorded);
     let param = |name: &str| {
         query
             .split('&')
@@ -135,7 +145,7 @@ async fn serve(mut stream: TcpStream, slow_started: Arc<AtomicUsize>) {
                 .to_vec()
         }
         "/slow" => {
-            slow_started.fetch_add(1, Ordering::SeqCst);
+            upstream.slow_started.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(number("ms") as u64)).await;
             b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow".to_vec()
         }
@@ -409,6 +419,14 @@ async fn every_bypass_is_refused_and_nothing_connects() {
         (json!(200), json!("hello")),
         "{out}"
     );
+
+    // A name the DNS server does not know fails as DNS, not as the guard.
+    let out = call(&api, json!({"via": "get", "url": "http://unknown.test/"})).await;
+    let error = error_of(&out);
+    assert!(
+        error.starts_with("http_failed: ") && error.contains("no addresses"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,10 +480,11 @@ async fn requests_round_trip_within_their_limits() {
     install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     let upstream = Upstream::start("127.0.0.1", 0).await;
-    let (_node, api) = node_with(
+    let (node, api) = node_with(
         dir.path(),
         &[
             format!("--http-out-allow={}", upstream.addr),
+            "--script-timeout-ms=2500".into(),
             "--http-out-response-bytes-max=100000".into(),
             "--http-out-request-bytes-max=1000".into(),
             "--http-out-per-app-max=2".into(),
@@ -574,12 +593,74 @@ async fn requests_round_trip_within_their_limits() {
     )
     .await;
     assert!(error_of(&out).starts_with("http_too_large: "), "{out}");
+    // The invocation's wall clock bounds a request with a longer timeout.
+    let started = Instant::now();
+    let (status, out) = api
+        .post_json(
+            "/httpout/call",
+            &json!({"via": "get", "url": upstream.url("/slow?ms=10000"), "options": {"timeout_ms": 10000}}),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}: {status} {out}",
+        started.elapsed()
+    );
+    assert!(
+        status == 504 || error_of(&out).starts_with("http_timeout: "),
+        "{status} {out}"
+    );
     let out = call(
         &api,
         json!({"via": "get", "url": echo, "options": {"timeout_ms": 60001}}),
     )
     .await;
     assert!(error_of(&out).starts_with("invalid_field: "), "{out}");
+
+    // https to a plain-HTTP listener: the TLS handshake fails, named.
+    let out = call(
+        &api,
+        json!({"via": "get", "url": format!("https://{}/text", upstream.addr)}),
+    )
+    .await;
+    assert!(error_of(&out).starts_with("http_failed: "), "{out}");
+
+    // A trigger run's request goes out (not buffered with its writes),
+    // carrying the run's delivery id; the run commits the answer's status.
+    let admin = node.client();
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/httpout/hook/h1",
+            Some(json!({"url": echo}).to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = admin
+            .get("/_/api/v1/apps/httpout/kv?prefix=notified/")
+            .await;
+        if page["items"][0]["value"] == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trigger's request never completed: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keys: Vec<String> = upstream
+        .requests
+        .lock()
+        .expect("requests")
+        .iter()
+        .filter_map(|request| request.get("idempotency-key").cloned())
+        .collect();
+    assert!(
+        keys.len() == 1 && !keys[0].is_empty(),
+        "one request with the delivery id: {keys:?}"
+    );
 
     // Argument mistakes are the script's, at its line.
     for (options, says) in [
@@ -625,7 +706,7 @@ async fn requests_round_trip_within_their_limits() {
         }
     };
     let before = upstream.slow_started.load(Ordering::SeqCst);
-    let first = slow(4000);
+    let first = slow(1500);
     wait_slow_started(before + 1).await;
     let out = call(&api, json!({"via": "get", "url": upstream.url("/text")})).await;
     assert_eq!(out["body"], "hello", "{out}");
@@ -633,7 +714,7 @@ async fn requests_round_trip_within_their_limits() {
         !first.is_finished(),
         "the fast request answered while the slow one waits"
     );
-    let second = slow(4000);
+    let second = slow(1500);
     wait_slow_started(before + 2).await;
     let out = call(&api, json!({"via": "get", "url": upstream.url("/text")})).await;
     assert!(error_of(&out).starts_with("http_busy: "), "{out}");
