@@ -216,13 +216,15 @@ impl Outbound {
         let mut hops_left = request.redirects;
         loop {
             let client = self.client_for(&url)?;
-            let mut response = client
+            let mut builder = client
                 .request(method.clone(), url.clone())
-                .headers(headers.clone())
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(send_error)?;
+                .headers(headers.clone());
+            // No body at all (not an empty one): a GET then carries no
+            // `content-length: 0`, which some servers refuse.
+            if !body.is_empty() {
+                builder = builder.body(body.clone());
+            }
+            let mut response = builder.send().await.map_err(send_error)?;
             let status = response.status();
             let location = response.headers().get(reqwest::header::LOCATION).cloned();
             if let (true, Some(location)) = (status.is_redirection() && hops_left > 0, location) {
