@@ -2,8 +2,10 @@
 //! guard refuses every spelling of a refused address, names resolved by a
 //! test DNS stub, and redirects into refused space, with nothing connecting;
 //! DNS rebinding never reaches the second address; requests and responses
-//! round-trip; timeouts, byte limits and the per-app slots hold; a slow
-//! upstream does not hold up the app's other requests.
+//! round-trip; timeouts, byte limits and the per-app and per-node slots
+//! hold; a slow upstream does not hold up the app's other requests; a
+//! trigger run's request goes out with its delivery id; bad settings stop
+//! the boot.
 //!
 //! All traffic goes to loopback: the upstreams and the DNS stub listen on
 //! 127.0.0.0/8. Rows naming other ranges are refused before any socket is
@@ -446,6 +448,7 @@ async fn dns_rebinding_never_reaches_the_second_address() {
         &[
             format!("--http-out-allow=127.0.0.2:{port}"),
             format!("--http-out-dns={}", dns.addr),
+            "--http-out-per-node-max=1".into(),
         ],
     )
     .await;
@@ -473,6 +476,33 @@ async fn dns_rebinding_never_reaches_the_second_address() {
         "a connection reached the rebound address"
     );
     assert_eq!(first.accepts(), 1);
+
+    // The node's slots: one request in flight, the next fails at once.
+    let slow = {
+        let (api, url) = (api.clone(), format!("http://{}/slow?ms=1500", first.addr));
+        tokio::spawn(async move { call(&api, json!({"via": "get", "url": url})).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.slow_started.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "the slow request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let out = call(
+        &api,
+        json!({"via": "get", "url": format!("http://{}/text", first.addr)}),
+    )
+    .await;
+    let error = error_of(&out);
+    assert!(
+        error.starts_with("http_busy: ") && error.contains("node"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "not queued"
+    );
+    assert_eq!(slow.await.expect("slow request")["body"], "slow");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
