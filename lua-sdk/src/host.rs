@@ -162,8 +162,8 @@ pub struct OutboundRequest {
     /// and its maximum).
     pub timeout_ms: Option<u64>,
     /// What the invocation has left of its wall-clock timeout: the request
-    /// never waits longer, so a script gets `http_timeout` (catchable)
-    /// rather than being killed mid-request.
+    /// never waits longer (it ends with `http_timeout`; the invocation, at
+    /// that same deadline, with `script_timeout`).
     pub time_left: Duration,
     /// Redirects to follow (0: a 3xx is returned to the script as it is).
     pub redirects: u32,

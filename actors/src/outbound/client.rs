@@ -119,10 +119,6 @@ impl Outbound {
         }
     }
 
-    pub fn config(&self) -> &OutboundConfig {
-        &self.config
-    }
-
     /// Runs one script request: limits, then every hop through the guard.
     pub async fn request(
         &self,
