@@ -6,6 +6,8 @@
 //! run's completion in ONE log entry (`Command::CompleteRun`), guarded by
 //! the run's claim: a run re-executed after a leader change never applies
 //! its writes twice.
+//! Outbound HTTP is not a write that can wait: it passes straight through
+//! in a run too (a retried run sends its requests again).
 //!
 //! Within a run, reads see the run's own earlier writes (replayed over the
 //! committed value). What a write returns is computed the same way; if the
