@@ -505,6 +505,12 @@ async fn requests_round_trip_within_their_limits() {
     assert_eq!(out["status"], 200, "{out}");
     assert_eq!(out["json"]["method"], "GET");
     assert_eq!(out["json"]["headers"]["x-test"], "1");
+    assert!(
+        out["json"]["headers"]["user-agent"]
+            .as_str()
+            .is_some_and(|agent| agent.starts_with("PiCloud/")),
+        "{out}"
+    );
     assert_eq!(out["json"]["headers"]["x-list"], "a, b");
     assert_eq!(out["headers"]["content-type"], "application/json");
     assert_eq!(out["headers"]["x-multi"], "a, b");
@@ -546,6 +552,12 @@ async fn requests_round_trip_within_their_limits() {
     )
     .await;
     assert_eq!(out["json"]["method"], "PUT", "{out}");
+    let out = call(
+        &api,
+        json!({"via": "get", "url": echo, "options": {"headers": {"User-Agent": "mine/1"}}}),
+    )
+    .await;
+    assert_eq!(out["json"]["headers"]["user-agent"], "mine/1", "{out}");
 
     // A non-JSON response: the body, no json.
     let out = call(&api, json!({"via": "get", "url": upstream.url("/text")})).await;

@@ -55,6 +55,8 @@ pub const PER_NODE_MAX_DEFAULT: usize = 256;
 const CLIENTS_MAX: usize = 256;
 /// Idle pooled connections kept per target.
 const IDLE_CONNECTIONS_PER_TARGET_MAX: usize = 16;
+/// The `user-agent` of a request whose script sets none.
+const USER_AGENT: &str = concat!("PiCloud/", env!("CARGO_PKG_VERSION"));
 
 /// The limits and settings of outbound HTTP (flags `--http-out-*`).
 #[derive(Debug, Clone)]
@@ -274,6 +276,9 @@ impl Outbound {
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(resolver))
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_TARGET_MAX)
+            // Some APIs (GitHub's) refuse requests without one; a script's
+            // own `user-agent` header replaces it.
+            .user_agent(USER_AGENT)
             .build()
             .map_err(|error| HostError::new(Code::HttpFailed, error.to_string()))?;
         clients.insert(key, client.clone());
