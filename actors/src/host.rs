@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use picloud_cluster::{ClusterError, Node};
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
-    LogLevel,
+    LogLevel, OutboundRequest, OutboundResponse,
 };
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
 use picloud_storage::secrets::validate_secret_name;
@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::config::ActorLimits;
 use crate::error::{apply_code, secret_code};
 use crate::logs::LogBook;
+use crate::outbound::Outbound;
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
@@ -39,6 +40,9 @@ pub struct NodeHost {
     /// The master keys that open this cluster's secrets (`None`: scripts
     /// get `unavailable` from `secrets.get`).
     secret_keys: Option<Arc<Keyring>>,
+    /// Outbound HTTP behind the SSRF guard (`None`: `http.*` answers
+    /// `unsupported`).
+    outbound: Option<Arc<Outbound>>,
 }
 
 /// Maps a cluster error to the code a script (and the HTTP client) sees.
@@ -75,12 +79,19 @@ impl NodeHost {
             logs,
             limits,
             secret_keys: None,
+            outbound: None,
         }
     }
 
     /// This host with the master keys that open the cluster's secrets.
     pub fn with_secret_keys(mut self, keys: Arc<Keyring>) -> NodeHost {
         self.secret_keys = Some(keys);
+        self
+    }
+
+    /// This host with outbound HTTP for scripts.
+    pub fn with_outbound(mut self, outbound: Arc<Outbound>) -> NodeHost {
+        self.outbound = Some(outbound);
         self
     }
 
@@ -444,6 +455,22 @@ impl Host for NodeHost {
             keys.open(app, name, &record.sealed)
                 .map(Some)
                 .map_err(|error| secret_open_error(app, name, &error))
+        })
+    }
+
+    fn http_request<'a>(
+        &'a self,
+        app: &'a str,
+        request: OutboundRequest,
+    ) -> HostFuture<'a, OutboundResponse> {
+        Box::pin(async move {
+            let outbound = self.outbound.as_ref().ok_or_else(|| {
+                HostError::new(
+                    Code::Unsupported,
+                    "this node was started without outbound HTTP",
+                )
+            })?;
+            outbound.request(app, request).await
         })
     }
 }

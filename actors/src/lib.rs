@@ -28,6 +28,8 @@
 //! - `scheduler`: `plan_cron` and the `cron` duty.
 //! - `membership`: `plan_membership` and the `membership` duty (learners,
 //!   promotions, removals, odd voters) over `Node::membership_view`.
+//! - `outbound`: outbound HTTP for scripts — `Outbound` (limits, clients),
+//!   the pure SSRF `guard` and its allow list, a DNS stub resolver.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `config`: `ActorLimits`, every bound of this layer with its default.
@@ -46,6 +48,7 @@ pub mod error;
 pub mod host;
 pub mod logs;
 pub mod membership;
+pub mod outbound;
 pub mod pool;
 pub mod run_host;
 pub mod scheduler;

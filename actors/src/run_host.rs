@@ -6,6 +6,8 @@
 //! run's completion in ONE log entry (`Command::CompleteRun`), guarded by
 //! the run's claim: a run re-executed after a leader change never applies
 //! its writes twice.
+//! Outbound HTTP is not a write that can wait: it passes straight through
+//! in a run too (a retried run sends its requests again).
 //!
 //! Within a run, reads see the run's own earlier writes (replayed over the
 //! committed value). What a write returns is computed the same way; if the
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
-    LogLevel,
+    LogLevel, OutboundRequest, OutboundResponse,
 };
 use picloud_storage::{DocOp, DocOpResult, KvOp};
 use serde_json::Value;
@@ -484,5 +486,16 @@ impl Host for RunHost {
 
     fn secret_get<'a>(&'a self, app: &'a str, name: &'a str) -> HostFuture<'a, Option<Vec<u8>>> {
         self.inner.secret_get(app, name)
+    }
+
+    /// Passed straight through, in a run too: a request is not a write that
+    /// can wait for the run's commit. A retried run sends it again, so
+    /// scripts pass `ctx.delivery_id` as an idempotency key.
+    fn http_request<'a>(
+        &'a self,
+        app: &'a str,
+        request: OutboundRequest,
+    ) -> HostFuture<'a, OutboundResponse> {
+        self.inner.http_request(app, request)
     }
 }

@@ -116,6 +116,13 @@ impl Budget {
         self.armed.store(true, Ordering::Relaxed);
     }
 
+    /// Wall-clock time the current invocation has left (zero past its
+    /// deadline): what a host call that waits (an outbound request) may use.
+    pub(crate) fn time_left(&self) -> Duration {
+        let deadline = self.deadline_ns.load(Ordering::Relaxed);
+        Duration::from_nanos(deadline.saturating_sub(self.elapsed_ns()))
+    }
+
     pub(crate) fn disarm(&self) {
         self.armed.store(false, Ordering::Relaxed);
     }

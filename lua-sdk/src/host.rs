@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -147,6 +148,36 @@ pub fn sort_field(field: String) -> (String, bool) {
     }
 }
 
+/// One `http.request` call, its arguments checked by the SDK. The URL and
+/// the header names are checked by the host (the SSRF guard is the node's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    /// Upper-case method name (`GET`, `POST`, ...).
+    pub method: String,
+    pub url: String,
+    /// In the script's order; a name may repeat.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The script's `timeout_ms`, if given (the host applies its default
+    /// and its maximum).
+    pub timeout_ms: Option<u64>,
+    /// What the invocation has left of its wall-clock timeout: the request
+    /// never waits longer (it ends with `http_timeout`; the invocation, at
+    /// that same deadline, with `script_timeout`).
+    pub time_left: Duration,
+    /// Redirects to follow (0: a 3xx is returned to the script as it is).
+    pub redirects: u32,
+}
+
+/// What an outbound request answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutboundResponse {
+    pub status: u16,
+    /// Lower-case names in the order received; a name may repeat.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
 /// An error from a host service, with a stable [`Code`] (`value_too_large`,
 /// `no_leader`, `not_a_number`, `atomic_cas_failed`, `unavailable`, ...).
 /// It reaches the script as a Lua error whose message is `"<code>: <message>"`.
@@ -228,6 +259,21 @@ pub trait Host: Send + Sync + 'static {
             Err(HostError::new(
                 Code::Unavailable,
                 "secrets are not available here",
+            ))
+        })
+    }
+    /// An outbound HTTP request (`http.request`), through the node's SSRF
+    /// guard and limits. Hosts without outbound HTTP keep this default.
+    fn http_request<'a>(
+        &'a self,
+        app: &'a str,
+        request: OutboundRequest,
+    ) -> HostFuture<'a, OutboundResponse> {
+        let _ = (app, request);
+        Box::pin(async {
+            Err(HostError::new(
+                Code::Unsupported,
+                "outbound HTTP is not available here",
             ))
         })
     }

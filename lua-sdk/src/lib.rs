@@ -32,8 +32,9 @@
 //!   the C functions in the sandbox (`strlib/differential.rs`: its test
 //!   against the C functions).
 //! * `sdk/` — the globals scripts use, one file each: `kv`, `docs`,
-//!   `log`/`print`, `json`, `time`, `secrets`, and `crypto` (with `base64`
-//!   and `hex`: metered byte helpers, no host call).
+//!   `log`/`print`, `json`, `time`, `secrets`, `crypto` (with `base64`
+//!   and `hex`: metered byte helpers, no host call), and `http` (outbound
+//!   requests; `sdk/http.rs`, not the inbound `http.rs` below).
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
 //!   every node charged, Lua→JSON bounded (`value_too_large`).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
@@ -77,7 +78,7 @@ pub use compile::check_syntax;
 pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
-    KvListPage, LogLevel, sort_field,
+    KvListPage, LogLevel, OutboundRequest, OutboundResponse, sort_field,
 };
 pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};

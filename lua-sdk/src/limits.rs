@@ -25,6 +25,10 @@ impl Default for SandboxLimits {
     }
 }
 
+/// Most redirects one `http.request` may follow (`redirects = N`); each
+/// hop is checked by the node's SSRF guard again.
+pub const HTTP_REDIRECTS_MAX: u32 = 5;
+
 /// How many VM instructions run between two calls of the budget hook.
 ///
 /// Lua 5.4 decrements a per-thread counter on every instruction as soon as any

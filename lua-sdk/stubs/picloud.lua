@@ -254,6 +254,71 @@ secrets = {}
 function secrets.get(name) end
 
 ---------------------------------------------------------------------------
+-- http (outbound requests)
+---------------------------------------------------------------------------
+
+---Outbound HTTP requests. The script waits without holding a script thread
+---(other invocations keep running); the wait counts against the script's
+---wall-clock timeout, never its instruction budget, and a request never waits
+---longer than the script has left.
+---
+---The node's SSRF guard refuses (`http_blocked`, naming the address class)
+---anything but http/https, and every address in loopback, private, link-local
+---(cloud metadata), shared, multicast, reserved and unique-local space,
+---however it is spelled (`2130706433`, `0x7f000001`, `127.1`,
+---`[::ffff:127.0.0.1]`, `localhost.`) or whatever a name resolves to: every
+---address of a name is checked (one refused address refuses the name) and the
+---connection goes to a checked address. Only the operator opens private
+---targets (`http_out_allow`).
+---
+---Errors, raised as `"<code>: <message>"`: `http_blocked`, `http_timeout`,
+---`http_too_large` (request body or response over the node's limit),
+---`http_busy` (too many requests in flight for the app or the node: fails at
+---once, never queues), `http_failed` (DNS, connect, TLS or protocol, with
+---the reason), `invalid_field` (a bad URL, method or header, or `timeout_ms`
+---over the node's maximum).
+---
+---In a trigger run, requests are sent as they are made (unlike kv writes,
+---they cannot wait for the run's commit): a retried run sends them again, so
+---pass `ctx.delivery_id` as an idempotency key (e.g. an `Idempotency-Key`
+---header) to APIs that accept one.
+http = {}
+
+---@class picloud.HttpOptions
+---@field method? string Default `"GET"` (any case).
+---@field url string http:// or https:// only.
+---@field headers? table<string, string|number|string[]> Request headers; a list sends the header once per value. `host`, `content-length`, `transfer-encoding`, `connection` and the other framing headers are the client's.
+---@field body? string The raw request body.
+---@field json? any Sent as JSON (`json.encode` rules); `content-type` defaults to `application/json`. Not with `body`.
+---@field timeout_ms? integer Default the node's `http_out_timeout_ms` (10 s); at most `http_out_timeout_max_ms` (60 s).
+---@field redirects? integer Redirects to follow, 0 to 5 (default 0: a 3xx is returned as it is). Every hop is checked by the guard again; 303, and 301/302 after a POST, continue as a GET without a body; `authorization` and `cookie` are not sent to another origin.
+
+---@class picloud.HttpResponse
+---@field status integer
+---@field headers table<string, string> Names in lower case. A repeated header's values are joined with ", " in arrival order, except `set-cookie`, whose values are joined with "\n" (cookies hold commas).
+---@field body string The raw body (may be binary), at most the node's `http_out_response_bytes_max` (5 MiB; more is `http_too_large`).
+---@field json any|nil The decoded body when `content-type` is `application/json` or `+json` and it parses; nil otherwise.
+
+---Sends a request.
+---@param options picloud.HttpOptions
+---@return picloud.HttpResponse
+function http.request(options) end
+
+---`http.request` with method GET.
+---@param url string
+---@param options? picloud.HttpOptions Without `url`, `method`, `body`, `json`.
+---@return picloud.HttpResponse
+function http.get(url, options) end
+
+---`http.request` with method POST: a string `body` is sent as it is, a table
+---as JSON (`content-type: application/json`).
+---@param url string
+---@param body? string|table
+---@param options? picloud.HttpOptions Without `url`, `method`, `body`, `json`.
+---@return picloud.HttpResponse
+function http.post(url, body, options) end
+
+---------------------------------------------------------------------------
 -- json
 ---------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use common::*;
 use picloud_lua_sdk::{
-    Code, CompileError, Consistency, HostError, InvokeError, LogLevel, Request, SandboxLimits, Vm,
-    check_syntax,
+    Code, CompileError, Consistency, HostError, InvokeError, LogLevel, OutboundResponse, Request,
+    SandboxLimits, Vm, check_syntax,
 };
 use serde_json::json;
 
@@ -888,4 +888,136 @@ async fn docs_calls_are_checked_before_they_reach_the_host() {
             },
         }]
     );
+}
+
+#[tokio::test]
+async fn http_calls_become_outbound_requests_and_responses_become_tables() {
+    let host = FakeHost::new();
+    *host.http_response.lock().expect("lock") = OutboundResponse {
+        status: 201,
+        headers: vec![
+            ("content-type".into(), "application/problem+json".into()),
+            ("x-multi".into(), "a".into()),
+            ("x-multi".into(), "b".into()),
+            (
+                "set-cookie".into(),
+                "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT".into(),
+            ),
+            ("set-cookie".into(), "b=2".into()),
+        ],
+        body: br#"{"id": 7, "list": [1, 2]}"#.to_vec(),
+    };
+    let script = vm(
+        &host,
+        &returning(
+            r#"local r = http.request{ method = "patch", url = "http://x.test/a",
+                   headers = { ["X-One"] = "1", ["x-list"] = {"a", "b"} }, json = { k = "v" },
+                   timeout_ms = 1500, redirects = 2 }
+               http.get("http://x.test/g")
+               http.post("http://x.test/p", "raw", { headers = { ["content-type"] = "text/plain" } })
+               http.post("http://x.test/j", { n = 1 })
+               return { json = { status = r.status, id = r.json.id, second = r.json.list[2],
+                                 multi = r.headers["x-multi"], cookie = r.headers["set-cookie"],
+                                 body = r.body } }"#,
+        ),
+    );
+    let response = call(&script).await.expect("invoke");
+    let parsed: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+    assert_eq!(
+        parsed,
+        json!({"status": 201, "id": 7, "second": 2, "multi": "a, b",
+               "cookie": "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT\nb=2",
+               "body": r#"{"id": 7, "list": [1, 2]}"#})
+    );
+    let requests = host.http_requests.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 4);
+    let first = &requests[0];
+    assert_eq!(
+        (first.method.as_str(), first.url.as_str()),
+        ("PATCH", "http://x.test/a")
+    );
+    assert_eq!((first.timeout_ms, first.redirects), (Some(1500), 2));
+    assert!(
+        first.time_left <= SandboxLimits::default().timeout,
+        "{:?}",
+        first.time_left
+    );
+    let mut headers = first.headers.clone();
+    headers.sort();
+    assert_eq!(
+        headers,
+        vec![
+            ("X-One".to_string(), "1".to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-list".to_string(), "a".to_string()),
+            ("x-list".to_string(), "b".to_string()),
+        ]
+    );
+    assert_eq!(first.body, br#"{"k":"v"}"#);
+    assert_eq!(
+        (requests[1].method.as_str(), requests[1].body.len()),
+        ("GET", 0)
+    );
+    assert_eq!(
+        (requests[2].method.as_str(), requests[2].body.as_slice()),
+        ("POST", b"raw".as_slice())
+    );
+    assert_eq!(requests[3].body, br#"{"n":1}"#);
+    assert!(
+        requests[3]
+            .headers
+            .contains(&("content-type".into(), "application/json".into()))
+    );
+}
+
+#[tokio::test]
+async fn http_argument_mistakes_point_at_the_script_line() {
+    let host = FakeHost::new();
+    for (call_text, says) in [
+        (
+            "http.request('x')",
+            "http.request: expected a table of options, got string",
+        ),
+        (
+            "http.request{}",
+            "http.request: url must be a string, got nil",
+        ),
+        ("http.get(5)", "http.get: url must be a string, got integer"),
+        (
+            "http.get('http://x.test', { url = 'y' })",
+            "http.get: url is an argument here",
+        ),
+        (
+            "http.post('http://x.test', true)",
+            "http.post: body must be a string or a table",
+        ),
+        (
+            "http.request{ url = 'u', redirects = 6 }",
+            "redirects must be an integer from 0 to 5, got 6",
+        ),
+        (
+            "http.request{ url = 'u', timeout_ms = -1 }",
+            "timeout_ms must be a positive number",
+        ),
+        (
+            "http.request{ url = 'u', body = 'a', json = {} }",
+            "give body or json, not both",
+        ),
+        (
+            "http.request{ url = 'u', headers = { a = true } }",
+            "header a must be a string",
+        ),
+    ] {
+        let script = vm(
+            &host,
+            &returning(&format!(
+                "local ok, err = pcall(function() {call_text} end)\nreturn tostring(err)"
+            )),
+        );
+        let response = call(&script).await.expect("invoke");
+        let text = String::from_utf8_lossy(&response.body).to_string();
+        assert!(text.contains(says), "{call_text}: {text}");
+        assert!(text.contains("main.lua:"), "{call_text}: {text}");
+    }
+    assert!(host.http_requests.lock().expect("lock").is_empty());
 }

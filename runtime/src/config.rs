@@ -188,6 +188,28 @@ settings! {
     /// A cron slot older than this when the scheduler reaches it is missed
     /// (then `misfire = "skip"` drops it, `"fire_once"` runs one catch-up).
     trigger_misfire_grace_ms: u64 = 1_000, "PICLOUD_TRIGGER_MISFIRE_GRACE_MS";
+    /// Timeout of a script's outbound HTTP request that gives no
+    /// `timeout_ms`, in milliseconds (never past the script's own timeout).
+    http_out_timeout_ms: u64 = picloud_actors::outbound::client::TIMEOUT_MS_DEFAULT, "PICLOUD_HTTP_OUT_TIMEOUT_MS";
+    /// Largest `timeout_ms` a script may give an outbound request, in milliseconds.
+    http_out_timeout_max_ms: u64 = picloud_actors::outbound::client::TIMEOUT_MS_MAX_DEFAULT, "PICLOUD_HTTP_OUT_TIMEOUT_MAX_MS";
+    /// Largest outbound response body a script receives, in bytes (more is
+    /// `http_too_large`, read no further).
+    http_out_response_bytes_max: usize = picloud_actors::outbound::client::RESPONSE_BYTES_MAX_DEFAULT, "PICLOUD_HTTP_OUT_RESPONSE_BYTES_MAX";
+    /// Largest outbound request body a script may send, in bytes.
+    http_out_request_bytes_max: usize = picloud_actors::outbound::client::REQUEST_BYTES_MAX_DEFAULT, "PICLOUD_HTTP_OUT_REQUEST_BYTES_MAX";
+    /// Outbound requests one app may have in flight on this node; more fail
+    /// at once with `http_busy`.
+    http_out_per_app_max: usize = picloud_actors::outbound::client::PER_APP_MAX_DEFAULT, "PICLOUD_HTTP_OUT_PER_APP_MAX";
+    /// Outbound requests in flight on this node; more fail at once with `http_busy`.
+    http_out_per_node_max: usize = picloud_actors::outbound::client::PER_NODE_MAX_DEFAULT, "PICLOUD_HTTP_OUT_PER_NODE_MAX";
+    /// Private targets scripts may reach despite the SSRF guard, comma
+    /// separated: `ip:port` exactly (`10.0.0.5:9000`, `[fd00::5]:443`) or a
+    /// network, any port (`192.168.1.0/24`).
+    http_out_allow: String = String::new(), "PICLOUD_HTTP_OUT_ALLOW";
+    /// DNS server (`ip:port`, UDP) that resolves outbound requests' host
+    /// names; empty = the system resolver.
+    http_out_dns: String = String::new(), "PICLOUD_HTTP_OUT_DNS";
 }
 
 /// How a default reads in `--help`.
@@ -431,7 +453,67 @@ impl ServeConfig {
             100,
             100_000_000,
         )?;
+        self.outbound_config()?;
         Ok(())
+    }
+
+    /// Outbound HTTP's settings, checked (also at boot, by `validate`).
+    pub fn outbound_config(&self) -> anyhow::Result<picloud_actors::outbound::OutboundConfig> {
+        const MIB: usize = 1024 * 1024;
+        check_range(
+            "http_out_timeout_max_ms",
+            self.http_out_timeout_max_ms,
+            1,
+            3_600_000,
+        )?;
+        check_range(
+            "http_out_timeout_ms",
+            self.http_out_timeout_ms,
+            1,
+            self.http_out_timeout_max_ms,
+        )?;
+        check_range(
+            "http_out_response_bytes_max",
+            self.http_out_response_bytes_max,
+            1,
+            1024 * MIB,
+        )?;
+        check_range(
+            "http_out_request_bytes_max",
+            self.http_out_request_bytes_max,
+            0,
+            1024 * MIB,
+        )?;
+        check_range(
+            "http_out_per_app_max",
+            self.http_out_per_app_max,
+            1,
+            100_000,
+        )?;
+        check_range(
+            "http_out_per_node_max",
+            self.http_out_per_node_max,
+            1,
+            100_000,
+        )?;
+        let allow = picloud_actors::outbound::AllowList::parse(&self.http_out_allow)?;
+        let dns =
+            match self.http_out_dns.trim() {
+                "" => None,
+                server => Some(server.parse::<SocketAddr>().with_context(|| {
+                    format!("--http-out-dns {server:?} is not an ip:port address")
+                })?),
+            };
+        Ok(picloud_actors::outbound::OutboundConfig {
+            timeout_ms_default: self.http_out_timeout_ms,
+            timeout_ms_max: self.http_out_timeout_max_ms,
+            response_bytes_max: self.http_out_response_bytes_max,
+            request_bytes_max: self.http_out_request_bytes_max,
+            per_app_max: self.http_out_per_app_max,
+            per_node_max: self.http_out_per_node_max,
+            allow,
+            dns,
+        })
     }
 
     /// Where to join, when `--join` is given (with its token); `keys` says

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use picloud_actors::host::now_ms;
+use picloud_actors::outbound::Outbound;
 use picloud_actors::{ActorRestarts, Apps, CpuShares, Duties, LogBook, NodeHost};
 use picloud_cluster::{Duty, Node, NodeInfo};
 use picloud_storage::{Command, CommandResult};
@@ -221,7 +222,8 @@ async fn serve(
     let logs = LogBook::new(limits.logs);
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
-            .with_secret_keys(secret_keys.keyring.clone()),
+            .with_secret_keys(secret_keys.keyring.clone())
+            .with_outbound(Arc::new(Outbound::new(config.outbound_config()?))),
     );
     let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(

@@ -1,5 +1,5 @@
 //! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`,
-//! `secrets`, `crypto` (with `base64` and `hex`).
+//! `secrets`, `crypto` (with `base64` and `hex`), `http` (outbound requests).
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -8,6 +8,7 @@
 
 mod crypto;
 mod docs;
+mod http;
 mod json;
 mod kv;
 mod log;
@@ -29,6 +30,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     log::install(lua, app.clone(), host.clone())?;
     secrets::install(lua, app.clone(), host.clone())?;
     crypto::install(lua, host.clone())?;
+    http::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, InvokeError,
-    KvListPage, LogLevel, Request, Response, SandboxLimits, ScriptSource, Vm,
+    KvListPage, LogLevel, OutboundRequest, OutboundResponse, Request, Response, SandboxLimits,
+    ScriptSource, Vm,
 };
 use serde_json::Value;
 
@@ -29,6 +30,9 @@ pub struct FakeHost {
     /// Every `docs.*` call, in order; each returns `docs_result`.
     pub docs_calls: Mutex<Vec<DocsCall>>,
     pub docs_result: Mutex<Value>,
+    /// Every `http.*` call, in order; each answers `http_response`.
+    pub http_requests: Mutex<Vec<OutboundRequest>>,
+    pub http_response: Mutex<OutboundResponse>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -244,6 +248,18 @@ impl Host for FakeHost {
         Box::pin(async move {
             self.failure()?;
             Ok(lock(&self.secrets).get(&format!("{app}/{name}")).cloned())
+        })
+    }
+
+    fn http_request<'a>(
+        &'a self,
+        _app: &'a str,
+        request: OutboundRequest,
+    ) -> HostFuture<'a, OutboundResponse> {
+        Box::pin(async move {
+            self.failure()?;
+            lock(&self.http_requests).push(request);
+            Ok(lock(&self.http_response).clone())
         })
     }
 }

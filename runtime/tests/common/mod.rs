@@ -410,3 +410,20 @@ pub fn manifest(app: &str, routes: &[(&str, &str, &str)]) -> String {
     }
     text
 }
+
+/// Runs a system tool (`ip`, `iptables`, ...); its stderr on failure.
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
