@@ -240,6 +240,30 @@ pub enum Command {
         now_ms: u64,
         versions_keep: u32,
     },
+    /// A durable pub/sub message: `message` (JSON text) becomes the next
+    /// message of `topic` of `app`, and the topic keeps its newest `retain`
+    /// messages (the proposer read `retain` from the app's current
+    /// manifest, so apply stays a function of the command). Result
+    /// `Published` with the message's position; rejected with
+    /// `AppNotFound`.
+    Publish {
+        app: String,
+        topic: String,
+        message: Vec<u8>,
+        retain: u64,
+        now_ms: u64,
+    },
+    /// Stores `app`'s realtime signing key, `sealed` by the proposer under
+    /// its master key (the key is random, drawn by the proposer, never in
+    /// apply). With `only_if_absent`, an existing key is kept (the first
+    /// token of an app creates it; two nodes racing agree on the one that
+    /// applied first); without, it is replaced (rotation). Result `Done`;
+    /// rejected with `AppNotFound`.
+    RealtimeKeySet {
+        app: String,
+        sealed: Vec<u8>,
+        only_if_absent: bool,
+    },
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
@@ -459,6 +483,11 @@ pub enum CommandResult {
     /// revoked.
     AppDeleted {
         keys_revoked: u64,
+    },
+    /// [`Command::Publish`]: the stored message's position.
+    Published {
+        epoch: u64,
+        seq: u64,
     },
 }
 

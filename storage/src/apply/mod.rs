@@ -44,6 +44,8 @@
 //!   and runs of triggers a deploy removed.
 //! - `secrets`: sealed secret values and their re-keying.
 //! - `docs`: document writes and the indexes kept in step with them.
+//! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
+//!   retention) and the apps' sealed realtime signing keys.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
 //!   that fires a trigger (below `kv`, `docs` and `triggers`).
 //! - `txn`: `Txn`, a command's pending writes, read back and committed as
@@ -73,6 +75,7 @@ mod keys;
 mod kv;
 mod outbox;
 mod secrets;
+mod topics;
 mod triggers;
 mod txn;
 
@@ -80,6 +83,8 @@ mod txn;
 mod tests;
 
 pub(crate) use cluster::next_node_id;
+pub(crate) use topics::decode_record as decode_topic_record;
+pub use topics::published_events;
 pub(crate) use txn::put_last_applied;
 use txn::{PendingWrites, Txn, batch_of};
 
@@ -200,6 +205,18 @@ fn run_in<B: Backend + ?Sized>(
             now_ms,
             versions_keep,
         } => apps::publish_lib(txn, name, files, *now_ms, *versions_keep)?,
+        Command::Publish {
+            app,
+            topic,
+            message,
+            retain,
+            now_ms: _,
+        } => topics::publish(txn, app, topic, message, *retain)?,
+        Command::RealtimeKeySet {
+            app,
+            sealed,
+            only_if_absent,
+        } => topics::realtime_key_set(txn, app, sealed, *only_if_absent)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -238,7 +255,9 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::SecretSet { .. }
         | Command::SecretDelete { .. }
         | Command::SecretsRekey { .. }
-        | Command::PublishLib { .. } => true,
+        | Command::PublishLib { .. }
+        | Command::Publish { .. }
+        | Command::RealtimeKeySet { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -280,6 +299,8 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::SecretSet { .. }
         | Command::SecretDelete { .. }
         | Command::SecretsRekey { .. }
+        | Command::Publish { .. }
+        | Command::RealtimeKeySet { .. }
         | Command::Batch(_) => None,
     }
 }

@@ -194,6 +194,18 @@ enum Wire<'a> {
     },
     /// A deploy with triggers and indexes that never creates the app.
     DeployExistingVersion(WireVersionDeploy<'a>),
+    Publish {
+        app: Cow<'a, str>,
+        topic: Cow<'a, str>,
+        message: Cow<'a, [u8]>,
+        retain: Cow<'a, u64>,
+        now_ms: Cow<'a, u64>,
+    },
+    RealtimeKeySet {
+        app: Cow<'a, str>,
+        sealed: Cow<'a, [u8]>,
+        only_if_absent: Cow<'a, bool>,
+    },
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -277,6 +289,8 @@ conversions! {
         SecretDelete { app, name },
         SecretsRekey { secrets },
         PublishLib { name, files, now_ms, versions_keep },
+        Publish { app, topic, message, retain, now_ms },
+        RealtimeKeySet { app, sealed, only_if_absent },
     }
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),

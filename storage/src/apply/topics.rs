@@ -1,0 +1,123 @@
+//! Durable pub/sub: a `Publish` stores the message as the topic's next one
+//! and trims the topic to its retention ([`trim_range`]); the app's
+//! realtime signing key arrives sealed (`RealtimeKeySet`).
+
+use std::sync::Arc;
+
+use super::txn::{Outcome, Txn};
+use crate::backend::{Backend, Keyspace};
+use crate::codec::{self, STORED_BYTES_MAX};
+use crate::command::{ApplyError, Command, CommandResult};
+use crate::error::StorageError;
+use crate::keys;
+use crate::topics::{Position, PublishedEvent, TopicRecord, trim_range};
+
+pub(super) fn publish<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    topic: &str,
+    message: &[u8],
+    retain: u64,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    let record_key = keys::topic_record_key(app, topic);
+    let mut record = match txn.get_decoded::<TopicRecord>(Keyspace::Topics, &record_key, "topic")? {
+        Some(record) => record,
+        None => TopicRecord {
+            epoch: next_epoch(txn)?,
+            last_seq: 0,
+            oldest_seq: 1,
+        },
+    };
+    record.last_seq = record.last_seq.saturating_add(1);
+    txn.put(
+        Keyspace::Topics,
+        keys::topic_message_key(app, topic, record.last_seq),
+        message.to_vec(),
+    );
+    let trimmed = trim_range(record.oldest_seq, record.last_seq, retain.max(1));
+    for seq in trimmed.clone() {
+        txn.delete(Keyspace::Topics, keys::topic_message_key(app, topic, seq));
+    }
+    record.oldest_seq = record.oldest_seq.max(trimmed.end);
+    txn.put_encoded(Keyspace::Topics, record_key, &record, "topic")?;
+    Ok(Ok(CommandResult::Published {
+        epoch: record.epoch,
+        seq: record.last_seq,
+    }))
+}
+
+/// Hands out the next topic epoch from the cluster-wide counter.
+fn next_epoch<B: Backend + ?Sized>(txn: &mut Txn<'_, B>) -> Result<u64, StorageError> {
+    let epoch: u64 = txn
+        .get_decoded(
+            Keyspace::Cluster,
+            keys::CLUSTER_NEXT_TOPIC_EPOCH,
+            "topic epoch",
+        )?
+        .unwrap_or(1);
+    txn.put_encoded(
+        Keyspace::Cluster,
+        keys::CLUSTER_NEXT_TOPIC_EPOCH.to_vec(),
+        &epoch.saturating_add(1),
+        "topic epoch",
+    )?;
+    Ok(epoch)
+}
+
+pub(super) fn realtime_key_set<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    sealed: &[u8],
+    only_if_absent: bool,
+) -> Result<Outcome, StorageError> {
+    if txn.app(app)?.is_none() {
+        return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
+    }
+    let key = keys::realtime_key_key(app);
+    if only_if_absent && txn.get(Keyspace::Topics, &key)?.is_some() {
+        return Ok(Ok(CommandResult::Done));
+    }
+    txn.put(Keyspace::Topics, key, sealed.to_vec());
+    Ok(Ok(CommandResult::Done))
+}
+
+/// The durable messages `command` stored (inner commands of a batch
+/// included), for the state machine to announce after the entry applied.
+pub fn published_events(command: &Command, result: &CommandResult) -> Vec<PublishedEvent> {
+    match (command, result) {
+        (Command::Batch(commands), CommandResult::Batch(results)) => commands
+            .iter()
+            .zip(results)
+            .flat_map(|(command, result)| published_events(command, result))
+            .collect(),
+        (
+            Command::Publish {
+                app,
+                topic,
+                message,
+                ..
+            },
+            CommandResult::Published { epoch, seq },
+        ) => vec![PublishedEvent {
+            app: app.clone(),
+            topic: topic.clone(),
+            position: Position {
+                epoch: *epoch,
+                seq: *seq,
+            },
+            message: Arc::from(message.as_slice()),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// Decodes a stored topic record (for the read side).
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<TopicRecord, StorageError> {
+    codec::decode(bytes, STORED_BYTES_MAX).map_err(StorageError::codec("topic"))
+}
+
+#[cfg(test)]
+mod tests;
