@@ -6,6 +6,7 @@ use std::time::Duration;
 use picloud_lua_sdk::SandboxLimits;
 
 use crate::logs::LogLimits;
+use crate::realtime::RealtimeLimits;
 
 #[derive(Debug, Clone)]
 pub struct ActorLimits {
@@ -40,6 +41,8 @@ pub struct ActorLimits {
     /// Restart backoff of a crashed app actor: first delay, doubled up to the max.
     pub restart_backoff_initial_ms: u64,
     pub restart_backoff_max_ms: u64,
+    /// Realtime subscribers, topics and messages on this node.
+    pub realtime: RealtimeLimits,
 }
 
 impl Default for ActorLimits {
@@ -60,6 +63,7 @@ impl Default for ActorLimits {
             logs: LogLimits::default(),
             restart_backoff_initial_ms: 50,
             restart_backoff_max_ms: 5_000,
+            realtime: RealtimeLimits::default(),
         }
     }
 }

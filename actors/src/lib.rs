@@ -30,6 +30,9 @@
 //!   promotions, removals, odd voters) over `Node::membership_view`.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
+//! - `realtime`: `Realtime`, this node's topics with subscribers (one
+//!   supervised `TopicActor` each), the durable feed into them (`topic_feed`
+//!   duty), resumption, and realtime tokens with the apps' signing keys.
 //! - `config`: `ActorLimits`, every bound of this layer with its default.
 //! - `error`: `AppError`, and the registry codes of storage's typed errors
 //!   (`apply_code`, `secret_code`).
@@ -47,6 +50,7 @@ pub mod host;
 pub mod logs;
 pub mod membership;
 pub mod pool;
+pub mod realtime;
 pub mod run_host;
 pub mod scheduler;
 pub mod supervisor;

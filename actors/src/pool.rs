@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::app::TopicSpec;
 use crate::app::routes::percent_decode;
 use crate::app::{PublicFiles, RouteMiss, RouteTable};
 use crate::config::ActorLimits;
@@ -87,6 +88,9 @@ pub struct AppRuntime {
     public: Arc<PublicFiles>,
     /// `[app] expose_errors` of the manifest (unset: the node decides).
     pub expose_errors: Option<bool>,
+    /// `[[topic]]` of the manifest: what its scripts may publish on and
+    /// clients may subscribe to.
+    topics: Arc<[TopicSpec]>,
     scripts: Vec<ScriptSource>,
     modules: Arc<ModuleSet>,
     host: Arc<NodeHost>,
@@ -112,6 +116,7 @@ impl AppRuntime {
             routes,
             public: Arc::default(),
             expose_errors: None,
+            topics: Arc::from(Vec::new()),
             scripts,
             modules,
             host,
@@ -119,6 +124,17 @@ impl AppRuntime {
             limits,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The version's `[[topic]]` declarations.
+    pub fn with_topics(mut self, topics: Vec<TopicSpec>) -> Self {
+        self.topics = topics.into();
+        self
+    }
+
+    /// The version's `[[topic]]` declarations.
+    pub fn topics(&self) -> &[TopicSpec] {
+        &self.topics
     }
 
     /// The version's static files and error exposure, from its manifest
@@ -280,7 +296,7 @@ impl AppRuntime {
         if let Some(pooled) = self.take_idle() {
             return Ok(pooled);
         }
-        let host = Arc::new(RunHost::new(self.host.clone()));
+        let host = Arc::new(RunHost::new(self.host.clone(), self.topics.clone()));
         let vm = off_workers(|| {
             Vm::with_modules(
                 &self.app,

@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
-    LogLevel,
+    LogLevel, PublishKind,
 };
 use picloud_storage::{DocOp, DocOpResult, KvOp};
 use serde_json::Value;
 
+use crate::app::{TopicSpec, find_topic, validate_topic_name};
 use crate::host::{NodeHost, decode_value};
 
 /// Writes one run may buffer.
@@ -36,6 +37,8 @@ pub struct RunHost {
     buffering: AtomicBool,
     pending: Mutex<Vec<KvOp>>,
     pending_docs: Mutex<Vec<DocOp>>,
+    /// The `[[topic]]` declarations of the app version this VM runs.
+    topics: Arc<[TopicSpec]>,
 }
 
 /// What a run wrote, to commit with its completion.
@@ -46,9 +49,10 @@ pub struct RunWrites {
 }
 
 impl RunHost {
-    pub fn new(inner: Arc<NodeHost>) -> RunHost {
+    pub fn new(inner: Arc<NodeHost>, topics: Arc<[TopicSpec]>) -> RunHost {
         RunHost {
             inner,
+            topics,
             buffering: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             pending_docs: Mutex::new(Vec::new()),
@@ -66,6 +70,21 @@ impl RunHost {
     pub fn end_run(&self) -> RunWrites {
         self.buffering.store(false, Ordering::Release);
         self.take_writes()
+    }
+
+    /// The declaration of `topic` in this version's manifest:
+    /// `invalid_topic` for a name no topic may have, `topic_not_found`
+    /// when no `[[topic]]` matches.
+    fn topic_spec(&self, topic: &str) -> Result<&TopicSpec, HostError> {
+        validate_topic_name(topic).map_err(|message| {
+            HostError::new(Code::InvalidTopic, format!("topic {topic:?}: {message}"))
+        })?;
+        find_topic(&self.topics, topic).ok_or_else(|| {
+            HostError::new(
+                Code::TopicNotFound,
+                format!("no [[topic]] of the app's picloud.toml matches {topic:?}"),
+            )
+        })
     }
 
     /// The node host when no run is in progress (the call passes through).
@@ -306,6 +325,42 @@ fn replay(op: &KvOp, key: &str, value: Option<Value>) -> Result<Option<Value>, H
 }
 
 impl Host for RunHost {
+    fn pubsub_publish<'a>(
+        &'a self,
+        app: &'a str,
+        topic: &'a str,
+        message: Value,
+        kind: PublishKind,
+    ) -> HostFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let spec = self.topic_spec(topic)?;
+            if kind == PublishKind::Durable && self.direct().is_none() {
+                // Not buffered with the run's writes yet, so a retried run
+                // would publish twice: refused rather than duplicated.
+                return Err(HostError::new(
+                    Code::Unsupported,
+                    "pubsub.publish_durable is not available inside a trigger run yet",
+                ));
+            }
+            self.inner.publish(app, topic, &message, kind, spec).await
+        })
+    }
+
+    fn realtime_token<'a>(
+        &'a self,
+        app: &'a str,
+        topic: &'a str,
+        ttl_secs: Option<f64>,
+        subject: Option<String>,
+    ) -> HostFuture<'a, String> {
+        Box::pin(async move {
+            self.topic_spec(topic)?;
+            self.inner
+                .realtime_token(app, topic, ttl_secs, subject)
+                .await
+        })
+    }
+
     fn kv_get<'a>(
         &'a self,
         app: &'a str,

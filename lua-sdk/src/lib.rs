@@ -32,6 +32,7 @@
 //!   the C functions in the sandbox (`strlib/differential.rs`: its test
 //!   against the C functions).
 //! * `sdk/` — the globals scripts use, one file each: `kv`, `docs`,
+//!   `pubsub` (with `realtime`),
 //!   `log`/`print`, `json`, `time`, `secrets`.
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
 //!   every node charged, Lua→JSON bounded (`value_too_large`).
@@ -76,7 +77,7 @@ pub use compile::check_syntax;
 pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
-    KvListPage, LogLevel, sort_field,
+    KvListPage, LogLevel, PublishKind, sort_field,
 };
 pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use picloud_storage::docs::{INDEX_FIELDS_MAX, INDEXES_MAX, IndexDef, check_collection};
 
 use super::name::validate_app_name;
+use super::topics::{RawTopic, TOPICS_DECLARED_MAX, TopicSpec, check_topic};
 use crate::cron::{Misfire, Schedule};
 
 /// The manifest file's name inside an app folder and a deploy bundle.
@@ -39,6 +40,8 @@ pub struct Manifest {
     /// when it runs `--dev`, because a stack message tells an attacker how
     /// the app is built. The full error is always in the app's log.
     pub expose_errors: Option<bool>,
+    /// `[[topic]]`: the topics the app publishes on, checked.
+    pub topics: Vec<TopicSpec>,
 }
 
 /// The folder of an app's modules unless the manifest names another.
@@ -169,6 +172,8 @@ struct RawManifest {
     libs: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
     app: RawAppSection,
+    #[serde(default, rename = "topic")]
+    topics: Vec<RawTopic>,
 }
 
 /// `[app]`: settings of the app as a whole.
@@ -276,6 +281,21 @@ impl Manifest {
         super::modules::validate_folder(&modules_folder).map_err(manifest_error)?;
         super::libs::validate_pins(&raw.libs).map_err(manifest_error)?;
         let indexes = check_indexes(raw.indexes)?;
+        if raw.topics.len() > TOPICS_DECLARED_MAX {
+            return Err(manifest_error(format!(
+                "{} topics declared; at most {TOPICS_DECLARED_MAX} are allowed",
+                raw.topics.len()
+            )));
+        }
+        let topics = raw
+            .topics
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                check_topic(raw)
+                    .map_err(|message| manifest_error(format!("topic {}: {message}", index + 1)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Manifest {
             name: raw.name,
             routes,
@@ -285,6 +305,7 @@ impl Manifest {
             modules_folder,
             libs: raw.libs,
             expose_errors: raw.app.expose_errors,
+            topics,
         })
     }
 }

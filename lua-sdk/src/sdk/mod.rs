@@ -1,5 +1,5 @@
 //! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`,
-//! `secrets`.
+//! `secrets`, `pubsub` and `realtime`.
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -10,6 +10,7 @@ mod docs;
 mod json;
 mod kv;
 mod log;
+mod pubsub;
 mod secrets;
 mod time;
 
@@ -27,6 +28,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     docs::install(lua, app.clone(), host.clone())?;
     log::install(lua, app.clone(), host.clone())?;
     secrets::install(lua, app.clone(), host.clone())?;
+    pubsub::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }
