@@ -124,6 +124,8 @@ struct Inner {
     /// rotation changes the sealed bytes, which drops the cached key.
     keys: Mutex<HashMap<String, (Vec<u8>, Arc<[u8]>)>>,
     supervisor: ActorRef<()>,
+    /// Set by [`Realtime::shutdown`]: new subscriptions are refused.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The node's realtime: cheap to clone.
@@ -153,6 +155,7 @@ impl Realtime {
                 next_subscriber: AtomicU64::new(1),
                 keys: Mutex::default(),
                 supervisor,
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -250,6 +253,12 @@ impl Realtime {
     ) -> Result<ActorRef<TopicMsg>, HostError> {
         let limits = &self.inner.limits;
         let mut registry = self.inner.registry.lock().await;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(HostError::new(
+                Code::Unavailable,
+                "this node is shutting down",
+            ));
+        }
         if !guard.counted_in_app {
             let app_count = registry
                 .subscribers_per_app
@@ -307,6 +316,16 @@ impl Realtime {
             .is_some_and(|current| current.get_id() == actor.get_id())
         {
             registry.actors.remove(&key);
+        }
+    }
+
+    /// Ends every subscription of this node (node shutdown): the topic
+    /// actors stop, their subscribers' streams end, and no new one starts.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let mut registry = self.inner.registry.lock().await;
+        for (_, actor) in registry.actors.drain() {
+            actor.stop(None);
         }
     }
 

@@ -1,0 +1,501 @@
+//! Pub/sub and realtime through real `picloud` processes: durable publish,
+//! resume by `Last-Event-ID` with no gap and no repeat, reset past the
+//! retained history, overflow of a subscriber that never reads, heartbeats,
+//! tokens (bad, expired, other topic, other app, rotated key), undeclared
+//! topics and oversized messages; then three nodes, where a durable
+//! subscriber whose node is killed resumes on another node.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::cluster::{api, start_three};
+use common::{Api, TestNode, install_crypto};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// One Server-Sent Event as a client sees it (`event` is "message" unless
+/// named; comments come as event "comment").
+#[derive(Debug, Clone, PartialEq)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// A small SSE reader: the stream is parsed by a task into a channel.
+struct Sse {
+    events: mpsc::UnboundedReceiver<SseEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sse {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Parses SSE text: complete events are taken off the front of `buffer`.
+fn parse_events(buffer: &mut String) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut event = SseEvent {
+            event: "message".into(),
+            id: None,
+            data: String::new(),
+        };
+        for line in block.lines() {
+            if let Some(comment) = line.strip_prefix(':') {
+                event.event = "comment".into();
+                event.data = comment.trim().to_string();
+            } else if let Some(name) = line.strip_prefix("event: ") {
+                event.event = name.to_string();
+            } else if let Some(id) = line.strip_prefix("id: ") {
+                event.id = Some(id.to_string());
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                event.data = data.to_string();
+            }
+        }
+        events.push(event);
+    }
+    events
+}
+
+/// Opens `GET url` as an event stream; a refusal comes back as its status
+/// and JSON body.
+async fn open(url: &str, headers: &[(&str, &str)]) -> Result<Sse, (u16, Value)> {
+    let mut request = reqwest::Client::new().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("realtime request");
+    let status = response.status().as_u16();
+    if status != 200 {
+        let body = response.json().await.unwrap_or(Value::Null);
+        return Err((status, body));
+    }
+    let (tx, events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut stream = response.bytes_stream();
+        let mut buffer = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            for event in parse_events(&mut buffer) {
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(SseEvent {
+            event: "closed".into(),
+            id: None,
+            data: String::new(),
+        });
+    });
+    let mut sse = Sse { events, task };
+    let first = sse.next().await;
+    assert_eq!(first.data, "connected", "{first:?}");
+    Ok(sse)
+}
+
+impl Sse {
+    /// The next event that is not a heartbeat, within 10 s.
+    async fn next(&mut self) -> SseEvent {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+                .await
+                .expect("an event within 10 s")
+                .expect("stream task alive");
+            if event.event != "comment" || event.data != "heartbeat" {
+                return event;
+            }
+        }
+    }
+
+    /// The next `count` messages' data.
+    async fn messages(&mut self, count: usize) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            out.push(self.next().await);
+        }
+        out
+    }
+}
+
+async fn publish(api: &Api, topic: &str, message: &Value, durable: bool) -> (u16, Value) {
+    let durable = if durable { "&durable=1" } else { "" };
+    api.post_json(&format!("/rt/pub?topic={topic}{durable}"), message)
+        .await
+}
+
+async fn publish_durable(api: &Api, topic: &str, message: &Value) -> String {
+    let (status, body) = publish(api, topic, message, true).await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().expect("id").to_string()
+}
+
+async fn token(api: &Api, app: &str, topic: &str, ttl: Option<&str>) -> String {
+    let ttl = ttl.map(|ttl| format!("&ttl={ttl}")).unwrap_or_default();
+    let (status, body) = api.get(&format!("/{app}/token?topic={topic}{ttl}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
+fn app_files() -> Vec<(&'static str, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/realtime");
+    ["picloud.toml", "pub.lua", "token.lua"]
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                std::fs::read_to_string(dir.join(name)).expect("app file"),
+            )
+        })
+        .collect()
+}
+
+async fn deploy(api: &Api, app: &str) {
+    let files = app_files();
+    let manifest = files[0]
+        .1
+        .replace("name = \"rt\"", &format!("name = \"{app}\""));
+    let mut refs: Vec<(&str, &str)> = vec![("picloud.toml", manifest.as_str())];
+    refs.extend(files[1..].iter().map(|(name, text)| (*name, text.as_str())));
+    let (status, body) = api.deploy(app, &refs).await;
+    assert_eq!(status, 200, "deploying {app}: {body}");
+}
+
+fn seq_of(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("seq")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_node_durable_resume_reset_overflow_heartbeat_tokens_and_limits() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.extra_args = vec![
+        "--realtime-heartbeat-ms".into(),
+        "200".into(),
+        "--realtime-buffer-max".into(),
+        "4".into(),
+    ];
+    node.start().await;
+    let admin = node.client().with_key(Some(&node.admin_key()));
+    deploy(&admin, "rt").await;
+    deploy(&admin, "rt2").await;
+    let public = admin.with_key(None);
+    let base = node.url();
+
+    // Errors before the stream: undeclared topic, bad name, missing app.
+    for (path, status, code) in [
+        ("/_/realtime/rt/nope", 404, "topic_not_found"),
+        ("/_/realtime/rt/chat//x", 400, "invalid_topic"),
+        ("/_/realtime/nosuchapp/feed", 404, "app_not_found"),
+        ("/_/realtime/rt/chat/1", 401, "token_invalid"),
+    ] {
+        let refused = open(&format!("{base}{path}"), &[]).await.err();
+        let (got, body) = refused.expect("refused");
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    // Publishing: undeclared topic, oversized message, durable on an
+    // ephemeral-only topic.
+    let (status, body) = publish(&public, "nope", &json!(1), false).await;
+    assert!(
+        status == 400
+            && body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("topic_not_found"),
+        "{body}"
+    );
+    let big = json!("x".repeat(70 * 1024));
+    let (status, body) = publish(&public, "feed", &big, true).await;
+    assert!(
+        status == 400
+            && body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("message_too_large"),
+        "{body}"
+    );
+    let (status, body) = publish(&public, "live/1", &json!(1), true).await;
+    assert!(
+        status == 400
+            && body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("invalid_topic"),
+        "{body}"
+    );
+
+    // Tokens: a good one works, by header and by query.
+    let good = token(&public, "rt", "chat/1", None).await;
+    let url = format!("{base}/_/realtime/rt/chat/1");
+    let bearer = format!("Bearer {good}");
+    let mut by_header = open(&url, &[("authorization", &bearer)])
+        .await
+        .expect("token by header");
+    let mut by_query = open(&format!("{url}?token={good}"), &[])
+        .await
+        .expect("token by query");
+    let first = publish_durable(&public, "chat/1", &json!({"n": 1})).await;
+    for sse in [&mut by_header, &mut by_query] {
+        let event = sse.next().await;
+        assert_eq!(
+            (event.id.as_deref(), event.data.as_str()),
+            (Some(first.as_str()), r#"{"n":1}"#)
+        );
+    }
+    // Expired, other topic, other app, garbage.
+    let expired = token(&public, "rt", "chat/1", Some("0.001")).await;
+    let other_topic = token(&public, "rt", "chat/2", None).await;
+    let other_app = token(&public, "rt2", "chat/1", None).await;
+    for (token, status, code) in [
+        (expired.as_str(), 401, "token_expired"),
+        (other_topic.as_str(), 403, "token_wrong_topic"),
+        (other_app.as_str(), 401, "token_invalid"),
+        ("v1.garbage.garbage", 401, "token_invalid"),
+    ] {
+        let (got, body) = open(&format!("{url}?token={token}"), &[])
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    // Rotation: the old token is refused, a new one works.
+    node.cli_with_key(&node.admin_key(), &["realtime", "rotate-key", "rt"])
+        .ok();
+    let (got, body) = open(&format!("{url}?token={good}"), &[])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (401, Some("token_invalid")),
+        "{body}"
+    );
+    let fresh = token(&public, "rt", "chat/1", None).await;
+    drop(
+        open(&format!("{url}?token={fresh}"), &[])
+            .await
+            .expect("new token"),
+    );
+
+    // Resume: history after the asked id, then live, no gap, no repeat.
+    let feed = format!("{base}/_/realtime/rt/feed");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(publish_durable(&public, "feed", &json!(n)).await);
+    }
+    let mut resumed = open(&feed, &[("last-event-id", &ids[1])])
+        .await
+        .expect("resume");
+    let history = resumed.messages(3).await;
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| e.id.clone().expect("id"))
+            .collect::<Vec<_>>(),
+        ids[2..].to_vec()
+    );
+    let live = publish_durable(&public, "feed", &json!(5)).await;
+    assert_eq!(resumed.next().await.id, Some(live.clone()));
+    // The same by query parameter.
+    let mut by_param = open(&format!("{feed}?last_event_id={}", ids[3]), &[])
+        .await
+        .expect("resume");
+    let got: Vec<_> = by_param
+        .messages(2)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(got, vec![Some(ids[4].clone()), Some(live.clone())]);
+
+    // The seam under load: subscribers resume while publishes continue;
+    // each sees a contiguous run of positions up to the last one.
+    let publisher = {
+        let public = public.clone();
+        tokio::spawn(async move {
+            let mut last = String::new();
+            for n in 0..60 {
+                last = publish_durable(&public, "feed", &json!({"load": n})).await;
+            }
+            last
+        })
+    };
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(
+            open(&feed, &[("last-event-id", &live)])
+                .await
+                .expect("resume"),
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let last = publisher.await.expect("publisher");
+    for stream in &mut streams {
+        let mut expected = seq_of(&live) + 1;
+        loop {
+            let event = stream.next().await;
+            let id = event.id.expect("durable id");
+            assert_eq!(seq_of(&id), expected, "a gap or a repeat at the seam");
+            expected += 1;
+            if id == last {
+                break;
+            }
+        }
+    }
+    drop(streams);
+
+    // Reset: chat/* keeps 5; an id older than that gets `reset`, then the
+    // oldest kept onwards.
+    let chat = format!("{url}?token={fresh}");
+    let mut chat_ids = Vec::new();
+    for n in 0..8 {
+        chat_ids.push(publish_durable(&public, "chat/1", &json!(n)).await);
+    }
+    let mut reset = open(&chat, &[("last-event-id", &first)])
+        .await
+        .expect("reset");
+    assert_eq!(reset.next().await.event, "reset");
+    let kept: Vec<_> = reset
+        .messages(5)
+        .await
+        .into_iter()
+        .map(|e| e.id.expect("id"))
+        .collect();
+    assert_eq!(kept, chat_ids[3..].to_vec());
+    // An id of another history (epoch) is a reset too.
+    let mut other_epoch = open(&chat, &[("last-event-id", "999-1")])
+        .await
+        .expect("reset");
+    assert_eq!(other_epoch.next().await.event, "reset");
+
+    // Heartbeats keep an idle stream alive.
+    let mut idle = open(&format!("{base}/_/realtime/rt/live/quiet"), &[])
+        .await
+        .expect("idle");
+    let beat = tokio::time::timeout(Duration::from_secs(5), idle.events.recv()).await;
+    assert_eq!(beat.expect("heartbeat").expect("event").data, "heartbeat");
+
+    // A subscriber that never reads: it overflows and is closed; a reading
+    // one gets every message, and publishing never waits for the slow one.
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).expect("connect");
+    write!(
+        stuck,
+        "GET /_/realtime/rt/live/x HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    let mut reader = open(&format!("{base}/_/realtime/rt/live/x"), &[])
+        .await
+        .expect("reader");
+    // Wait until both are subscribed (the stuck one answered its headers).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let chunk = "y".repeat(60 * 1024);
+    let started = Instant::now();
+    let mut received = 0;
+    for n in 0..200 {
+        let (status, body) =
+            publish(&public, "live/x", &json!({"n": n, "pad": chunk}), false).await;
+        assert_eq!(status, 200, "{body}");
+        // The reading subscriber keeps up (its buffer is small too).
+        while let Ok(event) = reader.events.try_recv() {
+            if event.event == "message" {
+                received += 1;
+            }
+        }
+    }
+    while received < 200 {
+        let event = reader.next().await;
+        assert_eq!(event.event, "message", "the reader was never cut off");
+        received += 1;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut text = Vec::new();
+    let _ = stuck.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("event: overflow"),
+        "the stuck subscriber was not told it overflowed"
+    );
+
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_a_durable_subscriber_resumes_on_another_node_after_kill_9() {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    let (key, _) = start_three(&mut nodes).await;
+    let first = api(&nodes[0], &key);
+    deploy(&first, "rt").await;
+    let through_a = first.with_key(None);
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("{}/_/realtime/rt/feed", node.url()))
+        .collect();
+
+    // A subscriber on node B; publishes through node A continue in the
+    // background while B is killed.
+    let mut on_b = open(&urls[1], &[]).await.expect("subscribe on B");
+    let publisher = {
+        let through_a = through_a.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..80 {
+                ids.push(publish_durable(&through_a, "feed", &json!({"n": n})).await);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ids
+        })
+    };
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < 20 {
+        let event = on_b.next().await;
+        seen.push(event.id.expect("durable id"));
+    }
+    nodes[1].kill();
+    // What was buffered before the kill may still arrive; then it closes.
+    loop {
+        let event = on_b.next().await;
+        match event.event.as_str() {
+            "closed" => break,
+            _ => seen.push(event.id.expect("durable id")),
+        }
+    }
+    let last = seen.last().cloned().expect("some seen");
+    let mut on_c = open(&urls[2], &[("last-event-id", &last)])
+        .await
+        .expect("resume on C");
+    let ids = publisher.await.expect("publisher");
+    while seen.last() != ids.last() {
+        let event = on_c.next().await;
+        seen.push(event.id.expect("durable id"));
+    }
+    assert_eq!(seen, ids, "every durable message exactly once, in order");
+}
