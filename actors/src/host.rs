@@ -123,7 +123,7 @@ impl NodeHost {
         }
         match kind {
             PublishKind::Ephemeral => {
-                realtime.publish_local(app, topic, bytes.into()).await;
+                realtime.publish(app, topic, bytes.into()).await;
                 Ok(None)
             }
             PublishKind::Durable => {

@@ -229,6 +229,7 @@ async fn serve(
     .await
     .map_err(|e| anyhow::anyhow!("starting realtime: {e}"))?;
     duties.supervise(realtime.feed());
+    duties.supervise(realtime.pubsub_in());
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())

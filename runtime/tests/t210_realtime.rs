@@ -441,7 +441,6 @@ async fn one_node_durable_resume_reset_overflow_heartbeat_tokens_and_limits() {
         text.contains("event: overflow"),
         "the stuck subscriber was not told it overflowed"
     );
-
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -498,4 +497,69 @@ async fn three_nodes_a_durable_subscriber_resumes_on_another_node_after_kill_9()
         seen.push(event.id.expect("durable id"));
     }
     assert_eq!(seen, ids, "every durable message exactly once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_an_ephemeral_publish_through_a_reaches_a_b_and_c() {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    let (key, _) = start_three(&mut nodes).await;
+    let first = api(&nodes[0], &key);
+    deploy(&first, "rt").await;
+    let through_a = first.with_key(None);
+    let mut subscribers = Vec::new();
+    for node in &nodes {
+        for _ in 0..2 {
+            let url = format!("{}/_/realtime/rt/live/room", node.url());
+            subscribers.push(open(&url, &[]).await.expect("subscribe"));
+        }
+    }
+    // Interest reaches the other nodes asynchronously: publish until every
+    // subscriber has seen a message, then check ten more arrive everywhere,
+    // in order, once each.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut warm = vec![false; subscribers.len()];
+    let mut n = 0;
+    while !warm.iter().all(|w| *w) {
+        assert!(
+            Instant::now() < deadline,
+            "interest never reached every node: {warm:?}"
+        );
+        let (status, body) = publish(&through_a, "live/room", &json!({"warm": n}), false).await;
+        assert_eq!(status, 200, "{body}");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (index, sse) in subscribers.iter_mut().enumerate() {
+            while let Ok(event) = sse.events.try_recv() {
+                if event.event == "message" {
+                    warm[index] = true;
+                }
+            }
+        }
+    }
+    for n in 0..10 {
+        let (status, body) = publish(&through_a, "live/room", &json!({"n": n}), false).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for sse in &mut subscribers {
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            let event = sse.next().await;
+            assert_eq!(event.id, None, "ephemeral messages carry no id");
+            if event.data.contains("warm") {
+                continue;
+            }
+            got.push(event.data);
+        }
+        let expected: Vec<String> = (0..10).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+        assert_eq!(got, expected);
+    }
+    // The fan-out drops nothing on an idle cluster.
+    let (status, metrics) = first.get("/_/metrics").await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("picloud_pubsub_dropped_total 0"), "{text}");
 }

@@ -6,7 +6,9 @@
 //! ```text
 //!   SSE request ──Realtime::subscribe──▶ registry ──spawn on first──▶ TopicActor (owns subscribers)
 //!   apply ──PublishedEvent──▶ topic_feed duty ──Durable──▶ TopicActor ──try_send──▶ subscriber buffers
-//!   pubsub.publish ──Realtime::publish_local──▶ TopicActor ──try_send──▶ subscriber buffers
+//!   pubsub.publish ──Realtime::publish──▶ TopicActor ──try_send──▶ subscriber buffers
+//!                        └──PubSubLinks (one hop, to peers with interest)──▶ their pubsub_in ──▶ their TopicActors
+//!   TopicActor started / stopped ──Interest──▶ every peer (full set on each new stream)
 //! ```
 //!
 //! A subscriber is a bounded channel (`buffer_max` frames) and no task of
@@ -23,12 +25,14 @@ mod resume;
 pub mod token;
 mod topic_actor;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use picloud_cluster::transport::PubSubFrame;
 use picloud_cluster::{Duty, Node};
 use picloud_lua_sdk::{Code, HostError};
+use picloud_storage::NodeId;
 use picloud_storage::secret_box::Keyring;
 use picloud_storage::topics::{Position, TOPIC_PAGE_MAX};
 use picloud_storage::{Command, CommandResult, StateReader};
@@ -104,6 +108,9 @@ pub enum Event {
 /// secret name, so it cannot be confused with one).
 const SIGNING_KEY_NAME: &str = "\u{0}realtime-signing-key";
 const SIGNING_KEY_BYTES: usize = 32;
+/// How often the `pubsub_in` duty makes sure every member has a stream
+/// from this node (and drops those of departed members).
+const PEER_LINKS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 type TopicKey = (String, String);
 
@@ -124,6 +131,11 @@ struct Inner {
     /// rotation changes the sealed bytes, which drops the cached key.
     keys: Mutex<HashMap<String, (Vec<u8>, Arc<[u8]>)>>,
     supervisor: ActorRef<()>,
+    /// The topics with subscribers on this node (the registry's keys), for
+    /// the greeting every pub/sub stream to a peer starts with.
+    local_topics: Arc<Mutex<BTreeSet<TopicKey>>>,
+    /// Which peers have subscribers of each topic (what they told us).
+    remote_interest: Mutex<HashMap<TopicKey, BTreeSet<NodeId>>>,
     /// Set by [`Realtime::shutdown`]: new subscriptions are refused.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -145,6 +157,19 @@ impl Realtime {
         let (supervisor, _) = Actor::spawn(None, TopicSupervisor, restarts)
             .await
             .map_err(|e| HostError::new(Code::Internal, e.to_string()))?;
+        let local_topics: Arc<Mutex<BTreeSet<TopicKey>>> = Arc::default();
+        let greeting_topics = local_topics.clone();
+        node.pubsub()
+            .set_greeting(Arc::new(move || PubSubFrame::Interest {
+                full: true,
+                add: greeting_topics
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect(),
+                remove: Vec::new(),
+            }));
         Ok(Realtime {
             inner: Arc::new(Inner {
                 node,
@@ -155,6 +180,8 @@ impl Realtime {
                 next_subscriber: AtomicU64::new(1),
                 keys: Mutex::default(),
                 supervisor,
+                local_topics,
+                remote_interest: Mutex::default(),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -301,7 +328,8 @@ impl Realtime {
             Actor::spawn_linked(None, TopicActor, args, self.inner.supervisor.get_cell())
                 .await
                 .map_err(|e| HostError::new(Code::Internal, e.to_string()))?;
-        registry.actors.insert(key, actor.clone());
+        registry.actors.insert(key.clone(), actor.clone());
+        self.interest_changed(Some(key), None);
         Ok(actor)
     }
 
@@ -316,6 +344,131 @@ impl Realtime {
             .is_some_and(|current| current.get_id() == actor.get_id())
         {
             registry.actors.remove(&key);
+            self.interest_changed(None, Some(key));
+        }
+    }
+
+    /// Records a topic gained or lost here and tells every peer.
+    fn interest_changed(&self, add: Option<TopicKey>, remove: Option<TopicKey>) {
+        {
+            let mut local = self
+                .inner
+                .local_topics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(key) = &add {
+                local.insert(key.clone());
+            }
+            if let Some(key) = &remove {
+                local.remove(key);
+            }
+        }
+        let frame = Arc::new(PubSubFrame::Interest {
+            full: false,
+            add: add.into_iter().collect(),
+            remove: remove.into_iter().collect(),
+        });
+        let links = self.inner.node.pubsub();
+        for (id, peer) in self.inner.node.peer_addresses() {
+            links.send(id, &peer, frame.clone());
+        }
+    }
+
+    /// Ephemeral publish on this node: local subscribers, and ONE frame to
+    /// each other node that has subscribers of the topic (they deliver it
+    /// locally and never forward it). Never waits for a peer.
+    pub async fn publish(&self, app: &str, topic: &str, data: Arc<[u8]>) {
+        let key = (app.to_string(), topic.to_string());
+        let targets: Vec<NodeId> = self
+            .inner
+            .remote_interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map(|nodes| nodes.iter().copied().collect())
+            .unwrap_or_default();
+        if !targets.is_empty() {
+            let frame = Arc::new(PubSubFrame::Publish {
+                app: app.to_string(),
+                topic: topic.to_string(),
+                message: data.to_vec(),
+            });
+            let links = self.inner.node.pubsub();
+            for (id, peer) in self.inner.node.peer_addresses() {
+                if targets.contains(&id) {
+                    links.send(id, &peer, frame.clone());
+                }
+            }
+        }
+        self.publish_local(app, topic, data).await;
+    }
+
+    /// What peers send (their publishes and interest), into this node, as
+    /// a duty (`pubsub_in`). Also keeps a stream to every member, so each
+    /// one learns this node's interest even before it changes.
+    pub fn pubsub_in(&self) -> Duty {
+        let realtime = self.clone();
+        Duty::new("pubsub_in", move || {
+            let realtime = realtime.clone();
+            async move {
+                let node = realtime.inner.node.clone();
+                let mut inbox = node.pubsub().inbox().lock().await;
+                let mut links_tick = tokio::time::interval(PEER_LINKS_CHECK);
+                loop {
+                    tokio::select! {
+                        frame = inbox.recv() => {
+                            let Some((from, frame)) = frame else { return };
+                            realtime.received(from, frame).await;
+                        }
+                        _ = links_tick.tick() => {
+                            let peers = node.peer_addresses();
+                            let links = node.pubsub();
+                            links.retain(&peers.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+                            for (id, peer) in &peers {
+                                links.ensure(*id, peer);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    async fn received(&self, from: NodeId, frame: PubSubFrame) {
+        match frame {
+            PubSubFrame::Publish {
+                app,
+                topic,
+                message,
+            } => self.publish_local(&app, &topic, message.into()).await,
+            PubSubFrame::Interest { full, add, remove } => {
+                let mut interest = self
+                    .inner
+                    .remote_interest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let forget = |interest: &mut HashMap<TopicKey, BTreeSet<NodeId>>,
+                              key: &TopicKey| {
+                    if let Some(nodes) = interest.get_mut(key) {
+                        nodes.remove(&from);
+                        if nodes.is_empty() {
+                            interest.remove(key);
+                        }
+                    }
+                };
+                if full {
+                    let keys: Vec<TopicKey> = interest.keys().cloned().collect();
+                    for key in &keys {
+                        forget(&mut interest, key);
+                    }
+                }
+                for key in &remove {
+                    forget(&mut interest, key);
+                }
+                for key in add {
+                    interest.entry(key).or_default().insert(from);
+                }
+            }
         }
     }
 
@@ -324,8 +477,9 @@ impl Realtime {
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let mut registry = self.inner.registry.lock().await;
-        for (_, actor) in registry.actors.drain() {
+        for (key, actor) in registry.actors.drain() {
             actor.stop(None);
+            self.interest_changed(None, Some(key));
         }
     }
 
