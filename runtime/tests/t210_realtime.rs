@@ -101,6 +101,23 @@ async fn open(url: &str, headers: &[(&str, &str)]) -> Result<Sse, (u16, Value)> 
     Ok(sse)
 }
 
+/// [`open`], retried while the node has not applied the app's deploy yet
+/// (a deploy through another node reaches this one a moment later).
+async fn open_when_deployed(url: &str, headers: &[(&str, &str)]) -> Sse {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open(url, headers).await {
+            Ok(sse) => return sse,
+            Err((404, body))
+                if body["error"]["code"] == "app_not_found" && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(refused) => panic!("{url}: {refused:?}"),
+        }
+    }
+}
+
 impl Sse {
     /// The next event that is not a heartbeat, within 10 s.
     async fn next(&mut self) -> SseEvent {
@@ -461,7 +478,8 @@ async fn three_nodes_a_durable_subscriber_resumes_on_another_node_after_kill_9()
 
     // A subscriber on node B; publishes through node A continue in the
     // background while B is killed.
-    let mut on_b = open(&urls[1], &[]).await.expect("subscribe on B");
+    let mut on_b = open_when_deployed(&urls[1], &[]).await;
+    drop(open_when_deployed(&urls[2], &[]).await);
     let publisher = {
         let through_a = through_a.clone();
         tokio::spawn(async move {
@@ -514,7 +532,7 @@ async fn three_nodes_an_ephemeral_publish_through_a_reaches_a_b_and_c() {
     for node in &nodes {
         for _ in 0..2 {
             let url = format!("{}/_/realtime/rt/live/room", node.url());
-            subscribers.push(open(&url, &[]).await.expect("subscribe"));
+            subscribers.push(open_when_deployed(&url, &[]).await);
         }
     }
     // Interest reaches the other nodes asynchronously: publish until every
