@@ -458,6 +458,44 @@ async fn one_node_durable_resume_reset_overflow_heartbeat_tokens_and_limits() {
         text.contains("event: overflow"),
         "the stuck subscriber was not told it overflowed"
     );
+
+    // Clients that go away leave nothing behind: the node's subscriber
+    // count returns to zero.
+    drop((
+        stuck,
+        reader,
+        idle,
+        reset,
+        other_epoch,
+        by_header,
+        by_query,
+        resumed,
+        by_param,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = admin.get("/_/metrics").await;
+        let text = metrics.as_str().unwrap_or_default().to_string();
+        if text.contains("picloud_realtime_subscribers 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscribers left behind:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Shutdown ends open streams, so the node stops promptly and cleanly.
+    let mut open_stream = open(&feed, &[]).await.expect("subscribe");
+    let started = Instant::now();
+    assert!(node.terminate(), "a clean exit with a stream open");
+    assert_eq!(open_stream.next().await.event, "closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
