@@ -416,6 +416,22 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "kind": "cron",
             "scheduled_ms": slot_ms,
         }),
+        TriggerEvent::Pubsub {
+            topic,
+            message,
+            epoch,
+            seq,
+        } => {
+            let mut event = json!({
+                "kind": "pubsub",
+                "topic": topic,
+                "id": format!("{epoch}-{seq}"),
+            });
+            if let Ok(message) = serde_json::from_slice::<Value>(message) {
+                event["message"] = message;
+            }
+            event
+        }
         TriggerEvent::DeadLetter {
             trigger,
             delivery_id,

@@ -2,7 +2,7 @@
 //! resume by `Last-Event-ID` with no gap and no repeat, reset past the
 //! retained history, overflow of a subscriber that never reads, heartbeats,
 //! tokens (bad, expired, other topic, other app, rotated key), undeclared
-//! topics and oversized messages; then three nodes, where a durable
+//! topics and oversized messages, `pubsub` triggers; then three nodes, where a durable
 //! subscriber whose node is killed resumes on another node.
 
 mod common;
@@ -163,15 +163,21 @@ async fn token(api: &Api, app: &str, topic: &str, ttl: Option<&str>) -> String {
 
 fn app_files() -> Vec<(&'static str, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/realtime");
-    ["picloud.toml", "pub.lua", "token.lua"]
-        .into_iter()
-        .map(|name| {
-            (
-                name,
-                std::fs::read_to_string(dir.join(name)).expect("app file"),
-            )
-        })
-        .collect()
+    [
+        "picloud.toml",
+        "pub.lua",
+        "token.lua",
+        "on_feed.lua",
+        "seen.lua",
+    ]
+    .into_iter()
+    .map(|name| {
+        (
+            name,
+            std::fs::read_to_string(dir.join(name)).expect("app file"),
+        )
+    })
+    .collect()
 }
 
 async fn deploy(api: &Api, app: &str) {
@@ -379,6 +385,33 @@ async fn one_node_durable_resume_reset_overflow_heartbeat_tokens_and_limits() {
         }
     }
     drop(streams);
+
+    // The pubsub trigger on "feed" ran once per durable message (66 so
+    // far: 6, then 60 under load), with the topic, the message and its id.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, seen) = public.get("/rt/seen").await;
+        assert_eq!(status, 200, "{seen}");
+        if seen["runs"] == json!(66) {
+            // Runs execute concurrently: the last one recorded is any of
+            // them, with its own message and id (load n is message n + 7).
+            let event = &seen["last"];
+            assert_eq!(
+                (&event["kind"], &event["topic"]),
+                (&json!("pubsub"), &json!("feed"))
+            );
+            let id = event["id"].as_str().expect("id");
+            assert_eq!(id.split('-').next(), last.split('-').next(), "{event}");
+            assert_eq!(json!(seq_of(id) - 7), event["message"]["load"], "{event}");
+            break;
+        }
+        assert!(
+            seen["runs"].as_u64().unwrap_or(0) < 66,
+            "a message ran twice: {seen}"
+        );
+        assert!(Instant::now() < deadline, "trigger runs missing: {seen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Reset: chat/* keeps 5; an id older than that gets `reset`, then the
     // oldest kept onwards.

@@ -87,6 +87,8 @@ pub enum TriggerKind {
         on_update: bool,
         on_delete: bool,
     },
+    /// A durable pub/sub message on a topic matching `pattern`.
+    Pubsub { pattern: String },
 }
 
 /// App-wide bounds of the trigger machinery (`[triggers]`).
@@ -123,6 +125,8 @@ struct RawTrigger {
     attempts: Option<u32>,
     backoff_ms: Option<u64>,
     collection: Option<String>,
+    /// `kind = "pubsub"`: the topic pattern.
+    topic: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,6 +356,9 @@ impl Manifest {
                             on_update: *on_update,
                             on_delete: *on_delete,
                         },
+                        TriggerKind::Pubsub { pattern } => TriggerDefKind::Pubsub {
+                            pattern: pattern.clone(),
+                        },
                     },
                     attempts_max: trigger.attempts_max,
                     backoff_ms: trigger.backoff_ms,
@@ -554,9 +561,28 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
                 on_delete: on.iter().any(|op| op == "delete"),
             }
         }
+        "pubsub" => {
+            for (field, present) in [
+                ("match", raw.pattern.is_some()),
+                ("on", raw.on.is_some()),
+                ("schedule", raw.schedule.is_some()),
+                ("timezone", raw.timezone.is_some()),
+                ("misfire", raw.misfire.is_some()),
+                ("collection", raw.collection.is_some()),
+            ] {
+                not_for(field, present, "pubsub")?;
+            }
+            let pattern = raw
+                .topic
+                .ok_or("kind = \"pubsub\" needs `topic` (a topic pattern such as \"chat/*\")")?;
+            if pattern.is_empty() || pattern.len() > TRIGGER_PATTERN_BYTES_MAX {
+                return Err(format!("topic must be 1-{TRIGGER_PATTERN_BYTES_MAX} bytes"));
+            }
+            TriggerKind::Pubsub { pattern }
+        }
         other => {
             return Err(format!(
-                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\""
+                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\", \"pubsub\""
             ));
         }
     };

@@ -210,8 +210,8 @@ fn run_in<B: Backend + ?Sized>(
             topic,
             message,
             retain,
-            now_ms: _,
-        } => topics::publish(txn, app, topic, message, *retain)?,
+            now_ms,
+        } => topics::publish(txn, app, topic, message, *retain, *now_ms)?,
         Command::RealtimeKeySet {
             app,
             sealed,

@@ -1,9 +1,11 @@
 //! Durable pub/sub: a `Publish` stores the message as the topic's next one
 //! and trims the topic to its retention ([`trim_range`]); the app's
-//! realtime signing key arrives sealed (`RealtimeKeySet`).
+//! realtime signing key arrives sealed (`RealtimeKeySet`). A durable
+//! message fires the app's `pubsub` triggers whose pattern matches its topic.
 
 use std::sync::Arc;
 
+use super::outbox::enqueue_run;
 use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
@@ -11,6 +13,7 @@ use crate::command::{ApplyError, Command, CommandResult};
 use crate::error::StorageError;
 use crate::keys;
 use crate::topics::{Position, PublishedEvent, TopicRecord, trim_range};
+use crate::triggers::TriggerEvent;
 
 pub(super) fn publish<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
@@ -18,6 +21,7 @@ pub(super) fn publish<B: Backend + ?Sized>(
     topic: &str,
     message: &[u8],
     retain: u64,
+    now_ms: u64,
 ) -> Result<Outcome, StorageError> {
     if txn.app(app)?.is_none() {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
@@ -43,6 +47,22 @@ pub(super) fn publish<B: Backend + ?Sized>(
     }
     record.oldest_seq = record.oldest_seq.max(trimmed.end);
     txn.put_encoded(Keyspace::Topics, record_key, &record, "topic")?;
+    // Pub/sub triggers: one outbox entry each, in this entry, exactly like
+    // kv triggers (a full outbox rejects the publish).
+    if let Some(set) = txn.active_triggers(app)? {
+        let fired: Vec<String> = set.pubsub_triggers_on(topic).map(str::to_string).collect();
+        for trigger in fired {
+            let event = TriggerEvent::Pubsub {
+                topic: topic.to_string(),
+                message: message.to_vec(),
+                epoch: record.epoch,
+                seq: record.last_seq,
+            };
+            if let Err(rejection) = enqueue_run(txn, app, &set, &trigger, event, 1, now_ms)? {
+                return Ok(Err(rejection));
+            }
+        }
+    }
     Ok(Ok(CommandResult::Published {
         epoch: record.epoch,
         seq: record.last_seq,
