@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use picloud_cluster::{ClusterError, Node};
+use picloud_cluster::Node;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
     LogLevel, PublishKind,
@@ -16,12 +16,14 @@ use picloud_lua_sdk::{
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
 use picloud_storage::secrets::validate_secret_name;
 use picloud_storage::topics::Position;
-use picloud_storage::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+use picloud_storage::{Command, CommandResult, KvOp, KvOpResult};
 use serde_json::Value;
 
 use crate::app::TopicSpec;
 use crate::config::ActorLimits;
-use crate::error::{apply_code, secret_code};
+use crate::error::secret_code;
+pub(crate) use crate::error::storage_error;
+pub use crate::error::{apply_host_error, cluster_host_error};
 use crate::logs::LogBook;
 use crate::realtime::{Realtime, token};
 
@@ -44,26 +46,6 @@ pub struct NodeHost {
     secret_keys: Option<Arc<Keyring>>,
     /// This node's realtime (`None`: pub/sub answers `unavailable`).
     realtime: Option<Realtime>,
-}
-
-/// Maps a cluster error to the code a script (and the HTTP client) sees.
-pub fn cluster_host_error(error: ClusterError) -> HostError {
-    let code = match &error {
-        ClusterError::NoLeader { .. }
-        | ClusterError::NoQuorum { .. }
-        | ClusterError::NotLeader { .. } => Code::NoLeader,
-        ClusterError::Timeout { .. } => Code::Timeout,
-        ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
-        ClusterError::Overloaded => Code::Overloaded,
-        ClusterError::DiskFull(_) => Code::DiskFull,
-        _ => Code::Unavailable,
-    };
-    HostError::new(code, error.to_string())
-}
-
-/// Maps a deterministic apply rejection to a script-visible error.
-pub fn apply_host_error(error: ApplyError) -> HostError {
-    HostError::new(apply_code(&error), error.to_string())
 }
 
 fn unexpected(result: &CommandResult) -> HostError {
@@ -323,10 +305,6 @@ pub fn secret_open_error(app: &str, name: &str, error: &SecretBoxError) -> HostE
         secret_code(error),
         format!("secret {name} of app {app}: {error}"),
     )
-}
-
-pub(crate) fn storage_error(error: picloud_storage::StorageError) -> HostError {
-    HostError::new(Code::Storage, error.to_string())
 }
 
 impl Host for NodeHost {

@@ -33,9 +33,10 @@
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
 //!   supervised `TopicActor` each), the durable feed into them (`topic_feed`
 //!   duty), resumption, and realtime tokens with the apps' signing keys.
-//! - `config`: `ActorLimits`, every bound of this layer with its default.
+//! - `config`: `ActorLimits` (with `RealtimeLimits`), every bound of this layer with its default.
 //! - `error`: `AppError`, and the registry codes of storage's typed errors
-//!   (`apply_code`, `secret_code`).
+//!   (`apply_code`, `secret_code`), and the host errors of cluster, apply and
+//!   storage failures (`cluster_host_error`, `apply_host_error`).
 
 pub mod app;
 pub mod app_actor;

@@ -262,9 +262,9 @@ async fn serve(
         gateway::Counters {
             triggers: triggers.clone(),
             restarts,
+            realtime: realtime.clone(),
         },
         secret_keys,
-        realtime.clone(),
     ));
     tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
     println!("picloud listening on http://{}", config.http);

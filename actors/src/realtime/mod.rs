@@ -40,43 +40,11 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
+pub use crate::config::RealtimeLimits;
 use crate::duties::ActorRestarts;
-use crate::host::{apply_host_error, cluster_host_error, storage_error};
+use crate::error::{apply_host_error, cluster_host_error, storage_error};
 pub use resume::{Resume, plan_resume};
 use topic_actor::{Join, TopicActor, TopicArgs, TopicMsg, TopicSupervisor};
-
-/// Bounds of realtime on one node, each with its default.
-#[derive(Debug, Clone)]
-pub struct RealtimeLimits {
-    /// Frames one subscriber may have waiting; past it, `overflow`.
-    pub buffer_max: usize,
-    /// Subscribers on this node, all apps.
-    pub subscribers_per_node_max: usize,
-    /// Subscribers of one app on this node.
-    pub subscribers_per_app_max: usize,
-    /// Topics with subscribers of one app on this node.
-    pub topics_per_app_max: usize,
-    /// Largest published message (JSON text), in bytes.
-    pub message_bytes_max: usize,
-    /// A token's lifetime when the script names none, in seconds.
-    pub token_ttl_secs_default: u64,
-    /// The longest lifetime a script may ask for, in seconds.
-    pub token_ttl_secs_max: u64,
-}
-
-impl Default for RealtimeLimits {
-    fn default() -> Self {
-        RealtimeLimits {
-            buffer_max: 256,
-            subscribers_per_node_max: 10_000,
-            subscribers_per_app_max: 2_000,
-            topics_per_app_max: 1_000,
-            message_bytes_max: 64 * 1024,
-            token_ttl_secs_default: 3_600,
-            token_ttl_secs_max: 86_400,
-        }
-    }
-}
 
 /// What a subscriber's buffer holds.
 #[derive(Debug, Clone)]
@@ -114,6 +82,9 @@ const PEER_LINKS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 type TopicKey = (String, String);
 
+/// An app's signing key as stored (sealed) and opened.
+type OpenedKey = (Vec<u8>, Arc<[u8]>);
+
 #[derive(Default)]
 struct Registry {
     actors: HashMap<TopicKey, ActorRef<TopicMsg>>,
@@ -129,7 +100,7 @@ struct Inner {
     next_subscriber: AtomicU64,
     /// Opened signing keys by app, with the sealed bytes they came from: a
     /// rotation changes the sealed bytes, which drops the cached key.
-    keys: Mutex<HashMap<String, (Vec<u8>, Arc<[u8]>)>>,
+    keys: Mutex<HashMap<String, OpenedKey>>,
     supervisor: ActorRef<()>,
     /// The topics with subscribers on this node (the registry's keys), for
     /// the greeting every pub/sub stream to a peer starts with.

@@ -102,10 +102,9 @@ impl Gateway {
         limits: Arc<ActorLimits>,
         counters: Counters,
         secret_keys: Arc<SecretKeys>,
-        realtime: Realtime,
     ) -> Gateway {
         Gateway(Arc::new(Shared {
-            realtime,
+            realtime: counters.realtime,
             triggers: counters.triggers,
             restarts: counters.restarts,
             key_uses: auth::KeyUses::default(),
@@ -125,10 +124,12 @@ impl Gateway {
     }
 }
 
-/// The node's counters `/_/metrics` reports, kept by the layers below.
+/// The node's counters `/_/metrics` reports, kept by the layers below
+/// (realtime keeps its subscriber count, and serves `/_/realtime`).
 pub struct Counters {
     pub triggers: Arc<DispatcherStats>,
     pub restarts: Arc<ActorRestarts>,
+    pub realtime: Realtime,
 }
 
 pub fn router(gateway: Gateway) -> Router {
