@@ -67,6 +67,12 @@ pub fn payload_bytes(command: &Command) -> usize {
                 + docs.iter().map(doc_bytes).sum::<usize>()
         }
         Command::FailRun { app, error, .. } => app.len() + error.len(),
+        Command::Publish {
+            app,
+            topic,
+            message,
+            ..
+        } => app.len() + topic.len() + message.len(),
         Command::Deploy(picloud_storage::VersionDeploy { bundle, .. }) => bundle.len(),
         Command::PublishLib { files, .. } => files.len(),
         Command::SecretSet { sealed, .. } => sealed.len(),
@@ -233,6 +239,14 @@ mod tests {
             now_ms: 0,
         };
         assert!(payload_bytes(&run) >= 2 * doc.len());
+        let publish = Command::Publish {
+            app: "a".into(),
+            topic: "t".into(),
+            message: doc.clone(),
+            retain: 10,
+            now_ms: 0,
+        };
+        assert!(payload_bytes(&publish) >= doc.len());
         let batch = Command::Batch(vec![docs.clone(), docs]);
         assert!(payload_bytes(&batch) >= 2 * doc.len());
         let revoke = Command::KeyRevoke { id: "k".into() };

@@ -383,7 +383,7 @@ impl ServeConfig {
             "pubsub_message_bytes_max",
             self.pubsub_message_bytes_max,
             16,
-            16 * MIB,
+            MIB,
         )?;
         check_range(
             "realtime_buffer_max",
