@@ -652,3 +652,40 @@ async fn three_nodes_an_ephemeral_publish_through_a_reaches_a_b_and_c() {
     let text = metrics.as_str().unwrap_or_default();
     assert!(text.contains("picloud_pubsub_dropped_total 0"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_and_topic_limits_refuse_with_their_codes() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.extra_args = [
+        "--realtime-subscribers-per-app-max",
+        "3",
+        "--realtime-topics-per-app-max",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    node.start().await;
+    let admin = node.client().with_key(Some(&node.admin_key()));
+    deploy(&admin, "rt").await;
+    let url = |topic: &str| format!("{}/_/realtime/rt/{topic}", node.url());
+    let a = open(&url("live/a"), &[]).await.expect("first topic");
+    let b = open(&url("live/b"), &[]).await.expect("second topic");
+    let (status, body) = open(&url("live/c"), &[]).await.err().expect("a third topic");
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("topics_full")), "{body}");
+    let a2 = open(&url("live/a"), &[]).await.expect("same topic");
+    let (status, body) = open(&url("live/b"), &[]).await.err().expect("a fourth subscriber");
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("realtime_full")), "{body}");
+    // Leaving frees the room (the topic and the subscriber).
+    drop((a, a2));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open(&url("live/c"), &[]).await {
+            Ok(_) => break,
+            Err(refused) => assert!(Instant::now() < deadline, "room never freed: {refused:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(b);
+}
