@@ -6,7 +6,7 @@
 //! ```text
 //!  outbox (replicated) ──scan──▶ plan_claims ──▶ ClaimRuns{ids, term} ──▶ AppRuntime::run_event
 //!        ▲                                                                  │
-//!        └──── CompleteRun{ops, docs} | FailRun{error} ◀────────────────────┘ (guarded by the claim in apply)
+//!        └──── CompleteRun{ops, docs, publishes} | FailRun{error} ◀────────────────────┘ (guarded by the claim in apply)
 //! ```
 //!
 //! Which runs to claim is [`plan_claims`], a pure function of (the app's
@@ -309,6 +309,7 @@ async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, cla
             claim_ms,
             ops: writes.kv,
             docs: writes.docs,
+            publishes: writes.publishes,
             now_ms: now_ms(),
         },
         Err(error) => Command::FailRun {

@@ -91,34 +91,13 @@ impl NodeHost {
         spec: &TopicSpec,
     ) -> Result<Option<String>, HostError> {
         let realtime = self.realtime()?;
-        let bytes = serde_json::to_vec(message)
-            .map_err(|e| HostError::new(Code::InvalidValue, e.to_string()))?;
-        let max = realtime.limits().message_bytes_max;
-        if bytes.len() > max {
-            return Err(HostError::new(
-                Code::MessageTooLarge,
-                format!(
-                    "the message is {} bytes as JSON; the limit is {max} (pubsub_message_bytes_max)",
-                    bytes.len()
-                ),
-            ));
-        }
+        let bytes = self.encode_message(topic, message, kind, spec)?;
         match kind {
             PublishKind::Ephemeral => {
                 realtime.publish(app, topic, bytes.into()).await;
                 Ok(None)
             }
             PublishKind::Durable => {
-                if spec.retain == 0 {
-                    return Err(HostError::new(
-                        Code::InvalidTopic,
-                        format!(
-                            "topic {topic} matches [[topic]] {:?} with retain = 0 (ephemeral only); \
-                             set retain to publish durably",
-                            spec.pattern
-                        ),
-                    ));
-                }
                 let result = self
                     .node
                     .write(Command::Publish {
@@ -139,6 +118,40 @@ impl NodeHost {
                 }
             }
         }
+    }
+
+    /// A message as the JSON text it travels as, checked: its size, and
+    /// for a durable one, that its topic keeps history.
+    pub fn encode_message(
+        &self,
+        topic: &str,
+        message: &Value,
+        kind: PublishKind,
+        spec: &TopicSpec,
+    ) -> Result<Vec<u8>, HostError> {
+        let bytes = serde_json::to_vec(message)
+            .map_err(|e| HostError::new(Code::InvalidValue, e.to_string()))?;
+        let max = self.realtime()?.limits().message_bytes_max;
+        if bytes.len() > max {
+            return Err(HostError::new(
+                Code::MessageTooLarge,
+                format!(
+                    "the message is {} bytes as JSON; the limit is {max} (pubsub_message_bytes_max)",
+                    bytes.len()
+                ),
+            ));
+        }
+        if kind == PublishKind::Durable && spec.retain == 0 {
+            return Err(HostError::new(
+                Code::InvalidTopic,
+                format!(
+                    "topic {topic} matches [[topic]] {:?} with retain = 0 (ephemeral only); \
+                     set retain to publish durably",
+                    spec.pattern
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     /// A signed token for `topic` of `app` (the caller checked the topic).

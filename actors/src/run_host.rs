@@ -7,6 +7,10 @@
 //! the run's claim: a run re-executed after a leader change never applies
 //! its writes twice.
 //!
+//! Durable publishes (`pubsub.publish_durable`) are buffered the same way
+//! and committed with the run (their id is only known then: the script
+//! gets `nil`); ephemeral ones go out at once (at most once anyway).
+//!
 //! Within a run, reads see the run's own earlier writes (replayed over the
 //! committed value). What a write returns is computed the same way; if the
 //! committed state moved on before the run completes, an `incr` still adds
@@ -20,7 +24,7 @@ use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
     LogLevel, PublishKind,
 };
-use picloud_storage::{DocOp, DocOpResult, KvOp};
+use picloud_storage::{DocOp, DocOpResult, KvOp, RunPublish};
 use serde_json::Value;
 
 use crate::app::{TopicSpec, find_topic, validate_topic_name};
@@ -37,6 +41,7 @@ pub struct RunHost {
     buffering: AtomicBool,
     pending: Mutex<Vec<KvOp>>,
     pending_docs: Mutex<Vec<DocOp>>,
+    pending_publishes: Mutex<Vec<RunPublish>>,
     /// The `[[topic]]` declarations of the app version this VM runs.
     topics: Arc<[TopicSpec]>,
 }
@@ -46,6 +51,8 @@ pub struct RunHost {
 pub struct RunWrites {
     pub kv: Vec<KvOp>,
     pub docs: Vec<DocOp>,
+    /// Durable messages, committed with the run (exactly once).
+    pub publishes: Vec<RunPublish>,
 }
 
 impl RunHost {
@@ -56,6 +63,7 @@ impl RunHost {
             buffering: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             pending_docs: Mutex::new(Vec::new()),
+            pending_publishes: Mutex::new(Vec::new()),
         }
     }
 
@@ -97,6 +105,12 @@ impl RunHost {
         RunWrites {
             kv: std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner())),
             docs: std::mem::take(&mut *self.pending_docs.lock().unwrap_or_else(|e| e.into_inner())),
+            publishes: std::mem::take(
+                &mut *self
+                    .pending_publishes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ),
         }
     }
 
@@ -104,6 +118,11 @@ impl RunHost {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
             + self
                 .pending_docs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+            + self
+                .pending_publishes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .len()
@@ -335,12 +354,22 @@ impl Host for RunHost {
         Box::pin(async move {
             let spec = self.topic_spec(topic)?;
             if kind == PublishKind::Durable && self.direct().is_none() {
-                // Not buffered with the run's writes yet, so a retried run
-                // would publish twice: refused rather than duplicated.
-                return Err(HostError::new(
-                    Code::Unsupported,
-                    "pubsub.publish_durable is not available inside a trigger run yet",
-                ));
+                // Buffered and committed with the run's completion, so a
+                // run executed twice publishes once. Its position is only
+                // known then: the script gets nil.
+                let message = self.inner.encode_message(topic, &message, kind, spec)?;
+                if self.pending_count() >= RUN_WRITES_MAX {
+                    return Err(too_many_writes());
+                }
+                self.pending_publishes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(RunPublish {
+                        topic: topic.to_string(),
+                        message,
+                        retain: spec.retain,
+                    });
+                return Ok(None);
             }
             self.inner.publish(app, topic, &message, kind, spec).await
         })

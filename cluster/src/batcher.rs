@@ -61,10 +61,20 @@ pub fn payload_bytes(command: &Command) -> usize {
         Command::Kv { app, op, .. } => app.len() + op_bytes(op),
         Command::KvAtomic { app, ops, .. } => app.len() + ops.iter().map(op_bytes).sum::<usize>(),
         Command::Docs { app, ops, .. } => app.len() + ops.iter().map(doc_bytes).sum::<usize>(),
-        Command::CompleteRun { app, ops, docs, .. } => {
+        Command::CompleteRun {
+            app,
+            ops,
+            docs,
+            publishes,
+            ..
+        } => {
             app.len()
                 + ops.iter().map(op_bytes).sum::<usize>()
                 + docs.iter().map(doc_bytes).sum::<usize>()
+                + publishes
+                    .iter()
+                    .map(|publish| publish.topic.len() + publish.message.len())
+                    .sum::<usize>()
         }
         Command::FailRun { app, error, .. } => app.len() + error.len(),
         Command::Publish {
@@ -236,6 +246,7 @@ mod tests {
                 id: "1".into(),
                 doc: doc.clone(),
             }],
+            publishes: Vec::new(),
             now_ms: 0,
         };
         assert!(payload_bytes(&run) >= 2 * doc.len());

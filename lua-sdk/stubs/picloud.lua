@@ -270,10 +270,11 @@ pubsub = {}
 function pubsub.publish(topic, message) end
 
 ---Appends `message` to the topic's durable history through the log
----(ordered, kept up to `retain`, resumable by `Last-Event-ID`).
+---(ordered, kept up to `retain`, resumable by `Last-Event-ID`). Inside a
+---trigger run it is committed with the run's writes and returns nil.
 ---@param topic string
 ---@param message any a JSON-representable value
----@return string id the message's position, `<epoch>-<seq>`
+---@return string|nil id the message's position, `<epoch>-<seq>`
 function pubsub.publish_durable(topic, message) end
 
 realtime = {}

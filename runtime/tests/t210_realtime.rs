@@ -161,23 +161,23 @@ async fn token(api: &Api, app: &str, topic: &str, ttl: Option<&str>) -> String {
     body["token"].as_str().expect("token").to_string()
 }
 
-fn app_files() -> Vec<(&'static str, String)> {
+/// The test app's files, `picloud.toml` first.
+fn app_files() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/realtime");
-    [
-        "picloud.toml",
-        "pub.lua",
-        "token.lua",
-        "on_feed.lua",
-        "seen.lua",
-    ]
-    .into_iter()
-    .map(|name| {
-        (
-            name,
-            std::fs::read_to_string(dir.join(name)).expect("app file"),
-        )
-    })
-    .collect()
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("app dir")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read_to_string(&path).expect("app file"))
+        })
+        .collect();
+    files.sort_by_key(|(name, _)| name != "picloud.toml");
+    files
 }
 
 async fn deploy(api: &Api, app: &str) {
@@ -186,7 +186,11 @@ async fn deploy(api: &Api, app: &str) {
         .1
         .replace("name = \"rt\"", &format!("name = \"{app}\""));
     let mut refs: Vec<(&str, &str)> = vec![("picloud.toml", manifest.as_str())];
-    refs.extend(files[1..].iter().map(|(name, text)| (*name, text.as_str())));
+    refs.extend(
+        files[1..]
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str())),
+    );
     let (status, body) = api.deploy(app, &refs).await;
     assert_eq!(status, 200, "deploying {app}: {body}");
 }
@@ -672,11 +676,25 @@ async fn subscriber_and_topic_limits_refuse_with_their_codes() {
     let url = |topic: &str| format!("{}/_/realtime/rt/{topic}", node.url());
     let a = open(&url("live/a"), &[]).await.expect("first topic");
     let b = open(&url("live/b"), &[]).await.expect("second topic");
-    let (status, body) = open(&url("live/c"), &[]).await.err().expect("a third topic");
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("topics_full")), "{body}");
+    let (status, body) = open(&url("live/c"), &[])
+        .await
+        .err()
+        .expect("a third topic");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("topics_full")),
+        "{body}"
+    );
     let a2 = open(&url("live/a"), &[]).await.expect("same topic");
-    let (status, body) = open(&url("live/b"), &[]).await.err().expect("a fourth subscriber");
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("realtime_full")), "{body}");
+    let (status, body) = open(&url("live/b"), &[])
+        .await
+        .err()
+        .expect("a fourth subscriber");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("realtime_full")),
+        "{body}"
+    );
     // Leaving frees the room (the topic and the subscriber).
     drop((a, a2));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -688,4 +706,56 @@ async fn subscriber_and_topic_limits_refuse_with_their_codes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_run_publishes_durably_once_with_its_commit() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let admin = node.client().with_key(Some(&node.admin_key()));
+    deploy(&admin, "rt").await;
+    let public = admin.with_key(None);
+    let mut said = open(&format!("{}/_/realtime/rt/said", node.url()), &[])
+        .await
+        .expect("subscribe");
+    for n in 0..5 {
+        let (status, body) = public.post_json(&format!("/rt/say?n={n}"), &json!(n)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Runs execute concurrently: the five messages arrive in commit order,
+    // with contiguous positions, one per write.
+    let events = said.messages(5).await;
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| seq_of(e.id.as_deref().expect("id")))
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let mut keys: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let data: Value = serde_json::from_str(&e.data).expect("json");
+            assert_eq!(
+                data["value"],
+                json!(
+                    data["key"].as_str().expect("key")[4..]
+                        .parse::<u64>()
+                        .expect("n")
+                )
+            );
+            data["key"].as_str().expect("key").to_string()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, (0..5).map(|n| format!("say/{n}")).collect::<Vec<_>>());
+    // Nothing more arrives (no run published twice).
+    let extra = tokio::time::timeout(Duration::from_millis(500), said.events.recv()).await;
+    assert!(
+        extra.is_err()
+            || extra
+                .as_ref()
+                .is_ok_and(|e| e.as_ref().is_some_and(|e| e.event == "comment")),
+        "{extra:?}"
+    );
 }

@@ -80,7 +80,7 @@ use std::sync::Arc;
 
 pub use command::{
     ApplyError, Command, CommandResult, DeployParts, DocOp, DocOpResult, KvOp, KvOpResult,
-    VersionDeploy,
+    RunPublish, VersionDeploy,
 };
 pub use error::StorageError;
 pub use log_store::LogStore;

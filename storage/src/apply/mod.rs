@@ -55,7 +55,7 @@
 //!
 //! Imports point one way: this file uses the areas, areas use `outbox` and
 //! `txn` (and `apps` uses `triggers`, `docs` and `keys`; `triggers` uses
-//! `kv` and `docs`), and nothing uses this file.
+//! `kv`, `docs` and `topics`), and nothing uses this file.
 
 use std::collections::BTreeMap;
 
@@ -176,8 +176,12 @@ fn run_in<B: Backend + ?Sized>(
             claim_ms,
             ops,
             docs,
+            publishes,
             now_ms,
-        } => triggers::complete_run(txn, app, *id, (*term, *claim_ms), ops, docs, *now_ms)?,
+        } => {
+            let writes = (ops.as_slice(), docs.as_slice(), publishes.as_slice());
+            triggers::complete_run(txn, app, *id, (*term, *claim_ms), writes, *now_ms)?
+        }
         Command::FailRun {
             app,
             id,

@@ -9,11 +9,11 @@ use super::outbox::enqueue_run;
 use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
-use crate::command::{ApplyError, Command, CommandResult};
+use crate::command::{ApplyError, Command, CommandResult, RunOutcome};
 use crate::error::StorageError;
 use crate::keys;
 use crate::topics::{Position, PublishedEvent, TopicRecord, trim_range};
-use crate::triggers::TriggerEvent;
+use crate::triggers::{TriggerEvent, TriggerSet};
 
 pub(super) fn publish<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
@@ -26,6 +26,31 @@ pub(super) fn publish<B: Backend + ?Sized>(
     if txn.app(app)?.is_none() {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
     }
+    let triggers = txn.active_triggers(app)?;
+    Ok(store(
+        txn,
+        app,
+        topic,
+        message,
+        retain,
+        (triggers.as_ref(), 1),
+        now_ms,
+    )?
+    .map(|(epoch, seq)| CommandResult::Published { epoch, seq }))
+}
+
+/// Stores `message` as the next message of `topic` (the app exists), trims
+/// the topic to `retain`, and queues a run of each of `triggers`' pubsub
+/// triggers matching the topic at chain `depth`; the message's position.
+pub(super) fn store<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    topic: &str,
+    message: &[u8],
+    retain: u64,
+    (triggers, depth): (Option<&TriggerSet>, u32),
+    now_ms: u64,
+) -> Result<Result<(u64, u64), ApplyError>, StorageError> {
     let record_key = keys::topic_record_key(app, topic);
     let mut record = match txn.get_decoded::<TopicRecord>(Keyspace::Topics, &record_key, "topic")? {
         Some(record) => record,
@@ -49,7 +74,7 @@ pub(super) fn publish<B: Backend + ?Sized>(
     txn.put_encoded(Keyspace::Topics, record_key, &record, "topic")?;
     // Pub/sub triggers: one outbox entry each, in this entry, exactly like
     // kv triggers (a full outbox rejects the publish).
-    if let Some(set) = txn.active_triggers(app)? {
+    if let Some(set) = triggers {
         let fired: Vec<String> = set.pubsub_triggers_on(topic).map(str::to_string).collect();
         for trigger in fired {
             let event = TriggerEvent::Pubsub {
@@ -58,15 +83,12 @@ pub(super) fn publish<B: Backend + ?Sized>(
                 epoch: record.epoch,
                 seq: record.last_seq,
             };
-            if let Err(rejection) = enqueue_run(txn, app, &set, &trigger, event, 1, now_ms)? {
+            if let Err(rejection) = enqueue_run(txn, app, set, &trigger, event, depth, now_ms)? {
                 return Ok(Err(rejection));
             }
         }
     }
-    Ok(Ok(CommandResult::Published {
-        epoch: record.epoch,
-        seq: record.last_seq,
-    }))
+    Ok(Ok((record.epoch, record.last_seq)))
 }
 
 /// Hands out the next topic epoch from the cluster-wide counter.
@@ -130,6 +152,22 @@ pub fn published_events(command: &Command, result: &CommandResult) -> Vec<Publis
             },
             message: Arc::from(message.as_slice()),
         }],
+        (
+            Command::CompleteRun { app, publishes, .. },
+            CommandResult::Run(RunOutcome::CompletedPublished { positions }),
+        ) => publishes
+            .iter()
+            .zip(positions)
+            .map(|(publish, (epoch, seq))| PublishedEvent {
+                app: app.clone(),
+                topic: publish.topic.clone(),
+                position: Position {
+                    epoch: *epoch,
+                    seq: *seq,
+                },
+                message: Arc::from(publish.message.as_slice()),
+            })
+            .collect(),
         _ => Vec::new(),
     }
 }
