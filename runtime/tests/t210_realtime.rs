@@ -759,3 +759,40 @@ async fn a_trigger_run_publishes_durably_once_with_its_commit() {
         "{extra:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_topic_actor_is_counted_and_its_subscribers_resubscribe() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let admin = node.client().with_key(Some(&node.admin_key()));
+    deploy(&admin, "rt").await;
+    let public = admin.with_key(None);
+    let url = format!("{}/_/realtime/rt/live/f", node.url());
+    let mut before = open(&url, &[]).await.expect("subscribe");
+    let (status, body) = admin
+        .call("POST", "/_/api/v1/faults/topic_actor", None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = publish(&public, "live/f", &json!(1), false).await;
+    assert_eq!(status, 200, "{body}");
+    // The actor failed on that message: its subscriber's stream ends.
+    assert_eq!(before.next().await.event, "closed");
+    let series = "picloud_actor_restarts_total{actor=\"topic\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = admin.get("/_/metrics").await;
+        let text = metrics.as_str().unwrap_or_default().to_string();
+        if text.contains(series) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "restart not counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Subscribing again starts a fresh actor that delivers.
+    let mut after = open(&url, &[]).await.expect("subscribe again");
+    let (status, body) = publish(&public, "live/f", &json!(2), false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(after.next().await.data, "2");
+}

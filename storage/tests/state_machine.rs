@@ -158,7 +158,9 @@ fn dump(reader: &StateReader, now_ms: u64) -> String {
         }
         out.push_str(&format!(
             "{:?} {:?}\n",
-            reader.topic_read(&app.name, "orders/new", 0, 100).expect("topic"),
+            reader
+                .topic_read(&app.name, "orders/new", 0, 100)
+                .expect("topic"),
             reader.realtime_key(&app.name).expect("realtime key"),
         ));
         let mut after: Option<String> = None;

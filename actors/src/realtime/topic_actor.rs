@@ -162,7 +162,11 @@ impl Actor for TopicActor {
                     }
                 }
             }
-            TopicMsg::Ephemeral(data) => state.deliver(Frame::Message { id: None, data }),
+            TopicMsg::Ephemeral(data) => {
+                // The test-only fault switch: a topic actor that fails.
+                picloud_cluster::fault_point("topic_actor");
+                state.deliver(Frame::Message { id: None, data });
+            }
             TopicMsg::Resync => state.catch_up(None),
         }
         Ok(())
