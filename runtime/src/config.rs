@@ -188,6 +188,9 @@ settings! {
     /// A cron slot older than this when the scheduler reaches it is missed
     /// (then `misfire = "skip"` drops it, `"fire_once"` runs one catch-up).
     trigger_misfire_grace_ms: u64 = 1_000, "PICLOUD_TRIGGER_MISFIRE_GRACE_MS";
+    /// The most durable messages a `[[topic]]` may keep (`retain`); a
+    /// deploy asking for more is refused with `invalid_deploy`.
+    topic_retain_max: u64 = 100_000, "PICLOUD_TOPIC_RETAIN_MAX";
     /// Largest pub/sub message (JSON text), in bytes.
     pubsub_message_bytes_max: usize = 64 * 1024, "PICLOUD_PUBSUB_MESSAGE_BYTES_MAX";
     /// Messages one realtime subscriber may have waiting; a subscriber past

@@ -256,6 +256,21 @@ async fn one_node_durable_resume_reset_overflow_heartbeat_tokens_and_limits() {
                 .contains("message_too_large"),
         "{body}"
     );
+    // A deploy asking more history than the node allows names the topic.
+    let greedy = "name = \"greedy\"\n[[topic]]\nname = \"t/*\"\nretain = 100001\n";
+    let (status, body) = admin.deploy("greedy", &[("picloud.toml", greedy)]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_deploy")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"t/*\""),
+        "{body}"
+    );
     let (status, body) = publish(&public, "live/1", &json!(1), true).await;
     assert!(
         status == 400

@@ -11,8 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The most messages a topic may retain (`retain` of `[[topic]]`).
-pub const TOPIC_RETAIN_MAX: u64 = 100_000;
+/// The most messages a topic may retain (`retain` of `[[topic]]`), whatever
+/// the operator allows (`topic_retain_max`, 100000 by default).
+pub const TOPIC_RETAIN_MAX: u64 = 1_000_000;
 
 /// The most old messages one publish deletes past the retention bound.
 /// A deploy that lowers `retain` shrinks the history a few messages per
