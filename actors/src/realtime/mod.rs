@@ -469,17 +469,28 @@ impl Realtime {
     }
 
     /// The feed of durable messages applied here into the topic actors,
-    /// as a duty (`topic_feed`). A lagging feed tells every actor to read
-    /// what it missed from the state.
+    /// as a duty (`topic_feed`). A lagging feed, and each restarted run,
+    /// tells every actor to read what it missed from the state.
     pub fn feed(&self) -> Duty {
         let realtime = self.clone();
         Duty::new("topic_feed", move || {
             let realtime = realtime.clone();
             let mut events = realtime.reader().subscribe_published();
             async move {
+                // A restarted run may have missed messages applied while no
+                // run listened: every actor reads what it missed first.
+                {
+                    let registry = realtime.inner.registry.lock().await;
+                    for actor in registry.actors.values() {
+                        let _ = actor.cast(TopicMsg::Resync);
+                    }
+                }
                 loop {
                     match events.recv().await {
                         Ok(event) => {
+                            // The test-only fault switch: the event is lost
+                            // with the run, and the next run resyncs.
+                            picloud_cluster::fault_point("topic_feed");
                             let registry = realtime.inner.registry.lock().await;
                             let key = (event.app.clone(), event.topic.clone());
                             if let Some(actor) = registry.actors.get(&key) {
