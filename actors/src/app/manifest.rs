@@ -782,10 +782,48 @@ chain_depth_max = 4
             ),
             ("name = \"x\"\nbogus = 1", "unknown field"),
             ("name = ", "picloud.toml:1"),
+            (
+                "name = \"x\"\n[[topic]]\nname = \"chat rooms/*\"",
+                "topic 1: name \"chat rooms/*\"",
+            ),
+            ("name = \"x\"\n[[topic]]\nname = \"a//b\"", "topic 1: name"),
+            (
+                "name = \"x\"\n[[topic]]\nname = \"a\"\nretain = 1000001",
+                "topic 1: retain = 1000001",
+            ),
+            (
+                "name = \"x\"\n[[topic]]\nname = \"a\"\nauth = \"session\"",
+                "unknown variant",
+            ),
+            (
+                "name = \"x\"\n[[trigger]]\nkind = \"pubsub\"\nscript = \"a.lua\"",
+                "needs `topic`",
+            ),
         ];
         for (text, expected) in cases {
             let error = Manifest::parse(text).expect_err(text).to_string();
             assert!(error.contains(expected), "{text:?} gave {error:?}");
         }
+    }
+
+    #[test]
+    fn topics_default_to_token_auth_and_no_history() {
+        let manifest = Manifest::parse(
+            "name = \"x\"\n[[topic]]\nname = \"chat/*\"\n[[topic]]\nname = \"news\"\nauth = \"public\"\nretain = 10",
+        )
+        .expect("valid");
+        let topics: Vec<_> = manifest
+            .topics
+            .iter()
+            .map(|t| (t.pattern.as_str(), t.auth, t.retain))
+            .collect();
+        use super::super::topics::TopicAuth;
+        assert_eq!(
+            topics,
+            vec![
+                ("chat/*", TopicAuth::Token, 0),
+                ("news", TopicAuth::Public, 10)
+            ]
+        );
     }
 }
