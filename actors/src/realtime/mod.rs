@@ -16,7 +16,8 @@
 //! is full when a message arrives gets `Overflow` and is dropped, alone.
 //!
 //! # Layout
-//! - `mod.rs` (this file): [`Realtime`], the registry, limits, subscriptions.
+//! - `mod.rs` (this file): [`Realtime`], the registry, subscriptions, the
+//!   durable feed and the pub/sub links' inbound side (`pubsub_in`), signing keys.
 //! - `topic_actor.rs`: `TopicActor` and its supervisor.
 //! - `resume.rs`: [`plan_resume`], the pure rule for where a resumed stream starts.
 //! - `token.rs`: the token format, HMAC-SHA256 and verification.
@@ -34,7 +35,7 @@ use picloud_cluster::{Duty, Node};
 use picloud_lua_sdk::{Code, HostError};
 use picloud_storage::NodeId;
 use picloud_storage::secret_box::Keyring;
-use picloud_storage::topics::{Position, TOPIC_PAGE_MAX};
+use picloud_storage::topics::Position;
 use picloud_storage::{Command, CommandResult, StateReader};
 use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
@@ -76,6 +77,9 @@ pub enum Event {
 /// secret name, so it cannot be confused with one).
 const SIGNING_KEY_NAME: &str = "\u{0}realtime-signing-key";
 const SIGNING_KEY_BYTES: usize = 32;
+/// Retained messages a resuming subscriber reads from the state at a time:
+/// small, so a subscriber never holds a large copy of the history.
+const CATCH_UP_PAGE_MESSAGES: usize = 64;
 /// How often the `pubsub_in` duty makes sure every member has a stream
 /// from this node (and drops those of departed members).
 const PEER_LINKS_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -687,7 +691,7 @@ impl Subscription {
                 &guard.app,
                 &guard.topic,
                 self.resume.after_seq,
-                TOPIC_PAGE_MAX.min(64),
+                CATCH_UP_PAGE_MESSAGES,
             )
             .map_err(storage_error)?;
         let epoch = page.record.map(|record| record.epoch).unwrap_or(0);
