@@ -40,6 +40,8 @@ pub struct ActorLimits {
     /// Restart backoff of a crashed app actor: first delay, doubled up to the max.
     pub restart_backoff_initial_ms: u64,
     pub restart_backoff_max_ms: u64,
+    /// Realtime subscribers, topics and messages on this node.
+    pub realtime: RealtimeLimits,
 }
 
 impl Default for ActorLimits {
@@ -60,6 +62,40 @@ impl Default for ActorLimits {
             logs: LogLimits::default(),
             restart_backoff_initial_ms: 50,
             restart_backoff_max_ms: 5_000,
+            realtime: RealtimeLimits::default(),
+        }
+    }
+}
+
+/// Bounds of realtime on one node, each with its default.
+#[derive(Debug, Clone)]
+pub struct RealtimeLimits {
+    /// Frames one subscriber may have waiting; past it, `overflow`.
+    pub buffer_max: usize,
+    /// Subscribers on this node, all apps.
+    pub subscribers_per_node_max: usize,
+    /// Subscribers of one app on this node.
+    pub subscribers_per_app_max: usize,
+    /// Topics with subscribers of one app on this node.
+    pub topics_per_app_max: usize,
+    /// Largest published message (JSON text), in bytes.
+    pub message_bytes_max: usize,
+    /// A token's lifetime when the script names none, in seconds.
+    pub token_ttl_secs_default: u64,
+    /// The longest lifetime a script may ask for, in seconds.
+    pub token_ttl_secs_max: u64,
+}
+
+impl Default for RealtimeLimits {
+    fn default() -> Self {
+        RealtimeLimits {
+            buffer_max: 256,
+            subscribers_per_node_max: 10_000,
+            subscribers_per_app_max: 2_000,
+            topics_per_app_max: 1_000,
+            message_bytes_max: 64 * 1024,
+            token_ttl_secs_default: 3_600,
+            token_ttl_secs_max: 86_400,
         }
     }
 }

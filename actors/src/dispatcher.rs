@@ -6,7 +6,7 @@
 //! ```text
 //!  outbox (replicated) ──scan──▶ plan_claims ──▶ ClaimRuns{ids, term} ──▶ AppRuntime::run_event
 //!        ▲                                                                  │
-//!        └──── CompleteRun{ops, docs} | FailRun{error} ◀────────────────────┘ (guarded by the claim in apply)
+//!        └──── CompleteRun{ops, docs, publishes} | FailRun{error} ◀────────────────────┘ (guarded by the claim in apply)
 //! ```
 //!
 //! Which runs to claim is [`plan_claims`], a pure function of (the app's
@@ -309,6 +309,7 @@ async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, cla
             claim_ms,
             ops: writes.kv,
             docs: writes.docs,
+            publishes: writes.publishes,
             now_ms: now_ms(),
         },
         Err(error) => Command::FailRun {
@@ -416,6 +417,22 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "kind": "cron",
             "scheduled_ms": slot_ms,
         }),
+        TriggerEvent::Pubsub {
+            topic,
+            message,
+            epoch,
+            seq,
+        } => {
+            let mut event = json!({
+                "kind": "pubsub",
+                "topic": topic,
+                "id": format!("{epoch}-{seq}"),
+            });
+            if let Ok(message) = serde_json::from_slice::<Value>(message) {
+                event["message"] = message;
+            }
+            event
+        }
         TriggerEvent::DeadLetter {
             trigger,
             delivery_id,

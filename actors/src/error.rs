@@ -3,7 +3,8 @@
 //! typed (storage sees no registry); their codes are assigned here, once, for
 //! scripts and the gateway alike. The gateway turns a code into a status.
 
-use picloud_lua_sdk::{Code, InvokeError};
+use picloud_cluster::ClusterError;
+use picloud_lua_sdk::{Code, HostError, InvokeError};
 use picloud_storage::ApplyError;
 use picloud_storage::secret_box::SecretBoxError;
 
@@ -109,6 +110,31 @@ pub fn seal_code(error: &picloud_cluster::sealed::SealError) -> Code {
     }
 }
 
+/// Maps a cluster error to the code a script (and the HTTP client) sees.
+pub fn cluster_host_error(error: ClusterError) -> HostError {
+    let code = match &error {
+        ClusterError::NoLeader { .. }
+        | ClusterError::NoQuorum { .. }
+        | ClusterError::NotLeader { .. } => Code::NoLeader,
+        ClusterError::Timeout { .. } => Code::Timeout,
+        ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
+        ClusterError::Overloaded => Code::Overloaded,
+        ClusterError::DiskFull(_) => Code::DiskFull,
+        _ => Code::Unavailable,
+    };
+    HostError::new(code, error.to_string())
+}
+
+/// Maps a deterministic apply rejection to a script-visible error.
+pub fn apply_host_error(error: ApplyError) -> HostError {
+    HostError::new(apply_code(&error), error.to_string())
+}
+
+/// A storage failure as a script-visible `internal` error.
+pub(crate) fn storage_error(error: picloud_storage::StorageError) -> HostError {
+    HostError::new(Code::Storage, error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use picloud_storage::triggers::dead_code;
@@ -165,7 +191,7 @@ mod tests {
     fn scripts_tell_an_unknown_outcome_from_a_timeout() {
         use picloud_cluster::ClusterError;
 
-        use crate::host::cluster_host_error;
+        use super::cluster_host_error;
         let unknown = cluster_host_error(ClusterError::OutcomeUnknown {
             leader: 2,
             reason: "the leader changed before it answered".into(),

@@ -8,20 +8,25 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use picloud_cluster::{ClusterError, Node};
+use picloud_cluster::Node;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
-    LogLevel, OutboundRequest, OutboundResponse,
+    LogLevel, OutboundRequest, OutboundResponse, PublishKind,
 };
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
 use picloud_storage::secrets::validate_secret_name;
-use picloud_storage::{ApplyError, Command, CommandResult, KvOp, KvOpResult};
+use picloud_storage::topics::Position;
+use picloud_storage::{Command, CommandResult, KvOp, KvOpResult};
 use serde_json::Value;
 
+use crate::app::TopicSpec;
 use crate::config::ActorLimits;
-use crate::error::{apply_code, secret_code};
+use crate::error::secret_code;
+pub(crate) use crate::error::storage_error;
+pub use crate::error::{apply_host_error, cluster_host_error};
 use crate::logs::LogBook;
 use crate::outbound::Outbound;
+use crate::realtime::{Realtime, token};
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
@@ -43,26 +48,8 @@ pub struct NodeHost {
     /// Outbound HTTP behind the SSRF guard (`None`: `http.*` answers
     /// `unsupported`).
     outbound: Option<Arc<Outbound>>,
-}
-
-/// Maps a cluster error to the code a script (and the HTTP client) sees.
-pub fn cluster_host_error(error: ClusterError) -> HostError {
-    let code = match &error {
-        ClusterError::NoLeader { .. }
-        | ClusterError::NoQuorum { .. }
-        | ClusterError::NotLeader { .. } => Code::NoLeader,
-        ClusterError::Timeout { .. } => Code::Timeout,
-        ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
-        ClusterError::Overloaded => Code::Overloaded,
-        ClusterError::DiskFull(_) => Code::DiskFull,
-        _ => Code::Unavailable,
-    };
-    HostError::new(code, error.to_string())
-}
-
-/// Maps a deterministic apply rejection to a script-visible error.
-pub fn apply_host_error(error: ApplyError) -> HostError {
-    HostError::new(apply_code(&error), error.to_string())
+    /// This node's realtime (`None`: pub/sub answers `unavailable`).
+    realtime: Option<Realtime>,
 }
 
 fn unexpected(result: &CommandResult) -> HostError {
@@ -80,7 +67,132 @@ impl NodeHost {
             limits,
             secret_keys: None,
             outbound: None,
+            realtime: None,
         }
+    }
+
+    /// This host with the node's realtime, for `pubsub` and `realtime`.
+    pub fn with_realtime(mut self, realtime: Realtime) -> NodeHost {
+        self.realtime = Some(realtime);
+        self
+    }
+
+    pub fn realtime(&self) -> Result<&Realtime, HostError> {
+        self.realtime.as_ref().ok_or_else(|| {
+            HostError::new(Code::Unavailable, "realtime is not running on this node")
+        })
+    }
+
+    /// Publishes `message` on `topic` of `app`, declared by `spec` (the
+    /// caller found it in the app's current manifest): ephemeral ones to
+    /// this node's subscribers, durable ones through the log (their
+    /// subscribers everywhere get them from apply).
+    pub async fn publish(
+        &self,
+        app: &str,
+        topic: &str,
+        message: &Value,
+        kind: PublishKind,
+        spec: &TopicSpec,
+    ) -> Result<Option<String>, HostError> {
+        let realtime = self.realtime()?;
+        let bytes = self.encode_message(topic, message, kind, spec)?;
+        match kind {
+            PublishKind::Ephemeral => {
+                realtime.publish(app, topic, bytes.into()).await;
+                Ok(None)
+            }
+            PublishKind::Durable => {
+                let result = self
+                    .node
+                    .write(Command::Publish {
+                        app: app.to_string(),
+                        topic: topic.to_string(),
+                        message: bytes,
+                        retain: spec.retain,
+                        now_ms: now_ms(),
+                    })
+                    .await
+                    .map_err(cluster_host_error)?;
+                match result {
+                    CommandResult::Published { epoch, seq } => {
+                        Ok(Some(Position { epoch, seq }.to_string()))
+                    }
+                    CommandResult::Rejected(error) => Err(apply_host_error(error)),
+                    other => Err(unexpected(&other)),
+                }
+            }
+        }
+    }
+
+    /// A message as the JSON text it travels as, checked: its size, and
+    /// for a durable one, that its topic keeps history.
+    pub fn encode_message(
+        &self,
+        topic: &str,
+        message: &Value,
+        kind: PublishKind,
+        spec: &TopicSpec,
+    ) -> Result<Vec<u8>, HostError> {
+        let bytes = serde_json::to_vec(message)
+            .map_err(|e| HostError::new(Code::InvalidValue, e.to_string()))?;
+        let max = self.realtime()?.limits().message_bytes_max;
+        if bytes.len() > max {
+            return Err(HostError::new(
+                Code::MessageTooLarge,
+                format!(
+                    "the message is {} bytes as JSON; the limit is {max} (pubsub_message_bytes_max)",
+                    bytes.len()
+                ),
+            ));
+        }
+        if kind == PublishKind::Durable && spec.retain == 0 {
+            return Err(HostError::new(
+                Code::InvalidTopic,
+                format!(
+                    "topic {topic} matches [[topic]] {:?} with retain = 0 (ephemeral only); \
+                     set retain to publish durably",
+                    spec.pattern
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A signed token for `topic` of `app` (the caller checked the topic).
+    pub async fn realtime_token(
+        &self,
+        app: &str,
+        topic: &str,
+        ttl_secs: Option<f64>,
+        subject: Option<String>,
+    ) -> Result<String, HostError> {
+        let realtime = self.realtime()?;
+        let limits = realtime.limits();
+        let ttl_ms = match ttl_secs {
+            None => limits.token_ttl_secs_default.saturating_mul(1000),
+            Some(ttl) if ttl <= limits.token_ttl_secs_max as f64 => (ttl * 1000.0) as u64,
+            Some(ttl) => {
+                return Err(HostError::new(
+                    Code::InvalidTtl,
+                    format!(
+                        "realtime.token: ttl {ttl} is above the longest a token may live ({} s)",
+                        limits.token_ttl_secs_max
+                    ),
+                ));
+            }
+        };
+        let key = realtime.signing_key(app, true).await?;
+        Ok(token::sign(
+            &key,
+            token::Claims {
+                app: app.to_string(),
+                topic: topic.to_string(),
+                exp: now_ms().saturating_add(ttl_ms),
+                sub: subject,
+                kid: String::new(),
+            },
+        ))
     }
 
     /// This host with the master keys that open the cluster's secrets.
@@ -217,10 +329,6 @@ pub fn secret_open_error(app: &str, name: &str, error: &SecretBoxError) -> HostE
         secret_code(error),
         format!("secret {name} of app {app}: {error}"),
     )
-}
-
-fn storage_error(error: picloud_storage::StorageError) -> HostError {
-    HostError::new(Code::Storage, error.to_string())
 }
 
 impl Host for NodeHost {

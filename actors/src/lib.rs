@@ -32,9 +32,13 @@
 //!   the pure SSRF `guard` and its allow list, a DNS stub resolver.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
-//! - `config`: `ActorLimits`, every bound of this layer with its default.
+//! - `realtime`: `Realtime`, this node's topics with subscribers (one
+//!   supervised `TopicActor` each), the durable feed into them (`topic_feed`
+//!   duty), resumption, and realtime tokens with the apps' signing keys.
+//! - `config`: `ActorLimits` (with `RealtimeLimits`), every bound of this layer with its default.
 //! - `error`: `AppError`, and the registry codes of storage's typed errors
-//!   (`apply_code`, `secret_code`).
+//!   (`apply_code`, `secret_code`), and the host errors of cluster, apply and
+//!   storage failures (`cluster_host_error`, `apply_host_error`).
 
 pub mod app;
 pub mod app_actor;
@@ -50,6 +54,7 @@ pub mod logs;
 pub mod membership;
 pub mod outbound;
 pub mod pool;
+pub mod realtime;
 pub mod run_host;
 pub mod scheduler;
 pub mod supervisor;

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::app::TopicSpec;
 use crate::app::routes::percent_decode;
 use crate::app::{PublicFiles, RouteMiss, RouteTable};
 use crate::config::ActorLimits;
@@ -89,6 +90,9 @@ pub struct AppRuntime {
     pub expose_errors: Option<bool>,
     /// `[cors]` of the manifest, for the gateway (`app::cors::answer`).
     pub cors: Option<Arc<crate::app::cors::CorsPolicy>>,
+    /// `[[topic]]` of the manifest: what its scripts may publish on and
+    /// clients may subscribe to.
+    topics: Arc<[TopicSpec]>,
     scripts: Vec<ScriptSource>,
     modules: Arc<ModuleSet>,
     host: Arc<NodeHost>,
@@ -115,6 +119,7 @@ impl AppRuntime {
             public: Arc::default(),
             expose_errors: None,
             cors: None,
+            topics: Arc::from(Vec::new()),
             scripts,
             modules,
             host,
@@ -122,6 +127,17 @@ impl AppRuntime {
             limits,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The version's `[[topic]]` declarations.
+    pub fn with_topics(mut self, topics: Vec<TopicSpec>) -> Self {
+        self.topics = topics.into();
+        self
+    }
+
+    /// The version's `[[topic]]` declarations.
+    pub fn topics(&self) -> &[TopicSpec] {
+        &self.topics
     }
 
     /// The version's static files and error exposure, from its manifest
@@ -289,7 +305,7 @@ impl AppRuntime {
         if let Some(pooled) = self.take_idle() {
             return Ok(pooled);
         }
-        let host = Arc::new(RunHost::new(self.host.clone()));
+        let host = Arc::new(RunHost::new(self.host.clone(), self.topics.clone()));
         let vm = off_workers(|| {
             Vm::with_modules(
                 &self.app,

@@ -9,6 +9,10 @@
 //! Outbound HTTP is not a write that can wait: it passes straight through
 //! in a run too (a retried run sends its requests again).
 //!
+//! Durable publishes (`pubsub.publish_durable`) are buffered the same way
+//! and committed with the run (their id is only known then: the script
+//! gets `nil`); ephemeral ones go out at once (at most once anyway).
+//!
 //! Within a run, reads see the run's own earlier writes (replayed over the
 //! committed value). What a write returns is computed the same way; if the
 //! committed state moved on before the run completes, an `incr` still adds
@@ -20,11 +24,12 @@ use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
-    LogLevel, OutboundRequest, OutboundResponse,
+    LogLevel, OutboundRequest, OutboundResponse, PublishKind,
 };
-use picloud_storage::{DocOp, DocOpResult, KvOp};
+use picloud_storage::{DocOp, DocOpResult, KvOp, RunPublish};
 use serde_json::Value;
 
+use crate::app::{TopicSpec, find_topic, validate_topic_name};
 use crate::host::{NodeHost, decode_value};
 
 /// Writes one run may buffer.
@@ -38,6 +43,9 @@ pub struct RunHost {
     buffering: AtomicBool,
     pending: Mutex<Vec<KvOp>>,
     pending_docs: Mutex<Vec<DocOp>>,
+    pending_publishes: Mutex<Vec<RunPublish>>,
+    /// The `[[topic]]` declarations of the app version this VM runs.
+    topics: Arc<[TopicSpec]>,
 }
 
 /// What a run wrote, to commit with its completion.
@@ -45,15 +53,19 @@ pub struct RunHost {
 pub struct RunWrites {
     pub kv: Vec<KvOp>,
     pub docs: Vec<DocOp>,
+    /// Durable messages, committed with the run (exactly once).
+    pub publishes: Vec<RunPublish>,
 }
 
 impl RunHost {
-    pub fn new(inner: Arc<NodeHost>) -> RunHost {
+    pub fn new(inner: Arc<NodeHost>, topics: Arc<[TopicSpec]>) -> RunHost {
         RunHost {
             inner,
+            topics,
             buffering: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             pending_docs: Mutex::new(Vec::new()),
+            pending_publishes: Mutex::new(Vec::new()),
         }
     }
 
@@ -70,6 +82,21 @@ impl RunHost {
         self.take_writes()
     }
 
+    /// The declaration of `topic` in this version's manifest:
+    /// `invalid_topic` for a name no topic may have, `topic_not_found`
+    /// when no `[[topic]]` matches.
+    fn topic_spec(&self, topic: &str) -> Result<&TopicSpec, HostError> {
+        validate_topic_name(topic).map_err(|message| {
+            HostError::new(Code::InvalidTopic, format!("topic {topic:?}: {message}"))
+        })?;
+        find_topic(&self.topics, topic).ok_or_else(|| {
+            HostError::new(
+                Code::TopicNotFound,
+                format!("no [[topic]] of the app's picloud.toml matches {topic:?}"),
+            )
+        })
+    }
+
     /// The node host when no run is in progress (the call passes through).
     fn direct(&self) -> Option<&NodeHost> {
         (!self.buffering.load(Ordering::Acquire)).then_some(&*self.inner)
@@ -80,6 +107,12 @@ impl RunHost {
         RunWrites {
             kv: std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner())),
             docs: std::mem::take(&mut *self.pending_docs.lock().unwrap_or_else(|e| e.into_inner())),
+            publishes: std::mem::take(
+                &mut *self
+                    .pending_publishes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ),
         }
     }
 
@@ -87,6 +120,11 @@ impl RunHost {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
             + self
                 .pending_docs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+            + self
+                .pending_publishes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .len()
@@ -308,6 +346,52 @@ fn replay(op: &KvOp, key: &str, value: Option<Value>) -> Result<Option<Value>, H
 }
 
 impl Host for RunHost {
+    fn pubsub_publish<'a>(
+        &'a self,
+        app: &'a str,
+        topic: &'a str,
+        message: Value,
+        kind: PublishKind,
+    ) -> HostFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let spec = self.topic_spec(topic)?;
+            if kind == PublishKind::Durable && self.direct().is_none() {
+                // Buffered and committed with the run's completion, so a
+                // run executed twice publishes once. Its position is only
+                // known then: the script gets nil.
+                let message = self.inner.encode_message(topic, &message, kind, spec)?;
+                if self.pending_count() >= RUN_WRITES_MAX {
+                    return Err(too_many_writes());
+                }
+                self.pending_publishes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(RunPublish {
+                        topic: topic.to_string(),
+                        message,
+                        retain: spec.retain,
+                    });
+                return Ok(None);
+            }
+            self.inner.publish(app, topic, &message, kind, spec).await
+        })
+    }
+
+    fn realtime_token<'a>(
+        &'a self,
+        app: &'a str,
+        topic: &'a str,
+        ttl_secs: Option<f64>,
+        subject: Option<String>,
+    ) -> HostFuture<'a, String> {
+        Box::pin(async move {
+            self.topic_spec(topic)?;
+            self.inner
+                .realtime_token(app, topic, ttl_secs, subject)
+                .await
+        })
+    }
+
     fn kv_get<'a>(
         &'a self,
         app: &'a str,

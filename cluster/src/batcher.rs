@@ -61,12 +61,28 @@ pub fn payload_bytes(command: &Command) -> usize {
         Command::Kv { app, op, .. } => app.len() + op_bytes(op),
         Command::KvAtomic { app, ops, .. } => app.len() + ops.iter().map(op_bytes).sum::<usize>(),
         Command::Docs { app, ops, .. } => app.len() + ops.iter().map(doc_bytes).sum::<usize>(),
-        Command::CompleteRun { app, ops, docs, .. } => {
+        Command::CompleteRun {
+            app,
+            ops,
+            docs,
+            publishes,
+            ..
+        } => {
             app.len()
                 + ops.iter().map(op_bytes).sum::<usize>()
                 + docs.iter().map(doc_bytes).sum::<usize>()
+                + publishes
+                    .iter()
+                    .map(|publish| publish.topic.len() + publish.message.len())
+                    .sum::<usize>()
         }
         Command::FailRun { app, error, .. } => app.len() + error.len(),
+        Command::Publish {
+            app,
+            topic,
+            message,
+            ..
+        } => app.len() + topic.len() + message.len(),
         Command::Deploy(picloud_storage::VersionDeploy { bundle, .. }) => bundle.len(),
         Command::PublishLib { files, .. } => files.len(),
         Command::SecretSet { sealed, .. } => sealed.len(),
@@ -230,9 +246,18 @@ mod tests {
                 id: "1".into(),
                 doc: doc.clone(),
             }],
+            publishes: Vec::new(),
             now_ms: 0,
         };
         assert!(payload_bytes(&run) >= 2 * doc.len());
+        let publish = Command::Publish {
+            app: "a".into(),
+            topic: "t".into(),
+            message: doc.clone(),
+            retain: 10,
+            now_ms: 0,
+        };
+        assert!(payload_bytes(&publish) >= doc.len());
         let batch = Command::Batch(vec![docs.clone(), docs]);
         assert!(payload_bytes(&batch) >= 2 * doc.len());
         let revoke = Command::KeyRevoke { id: "k".into() };

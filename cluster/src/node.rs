@@ -30,8 +30,8 @@ use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
     ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
     ForwardRequest, JoinAsk, JoinConnection, JoinHandler, JoinOutcome, JoinToken, NodeCertificate,
-    PeerEndpoint, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join, serve_peers,
-    wait_applied,
+    PeerEndpoint, PubSubLinks, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join,
+    serve_peers, wait_applied,
 };
 
 /// The id the first node of a new cluster takes.
@@ -60,6 +60,8 @@ pub struct Node {
     /// The data disk's free-space reserve, checked before every write is
     /// proposed (here and, on the leader, for forwarded writes).
     disk: Arc<DiskGuard>,
+    /// Ephemeral pub/sub to and from the other members.
+    pubsub: Arc<PubSubLinks>,
 }
 
 impl Node {
@@ -246,6 +248,7 @@ impl Node {
                 inflight_max: config.batches_inflight_max,
             },
         ));
+        let pubsub = Arc::new(PubSubLinks::new(network.connections().clone()));
         let node = Node {
             id,
             raft,
@@ -257,6 +260,7 @@ impl Node {
             network,
             ca: Arc::new(ca),
             disk,
+            pubsub,
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -286,6 +290,25 @@ impl Node {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Ephemeral pub/sub links to the other members.
+    pub fn pubsub(&self) -> &PubSubLinks {
+        &self.pubsub
+    }
+
+    /// The other members (voters and learners) with their peer addresses,
+    /// as this node's Raft membership has them.
+    pub fn peer_addresses(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, info)| (*id, info.peer.clone()))
+            .collect()
     }
 
     /// What the leader's membership duty plans from: `Ok(None)` while this
@@ -964,6 +987,10 @@ struct NodeForwardHandler {
 }
 
 impl ForwardHandler for NodeForwardHandler {
+    fn pubsub(&self) -> Option<&PubSubLinks> {
+        Some(&self.node.pubsub)
+    }
+
     fn write(&self, command: Command) -> ForwardFuture<'_, (CommandResult, u64)> {
         // The follower checked its own disk; the leader's is checked here,
         // before the entry reaches any log.

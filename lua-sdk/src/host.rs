@@ -197,6 +197,15 @@ impl HostError {
     }
 }
 
+/// How `pubsub` delivers a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishKind {
+    /// `pubsub.publish`: to the subscribers connected now, at most once.
+    Ephemeral,
+    /// `pubsub.publish_durable`: through the log, retained and resumable.
+    Durable,
+}
+
 /// The services a script can reach. Implemented by the node.
 pub trait Host: Send + Sync + 'static {
     fn kv_get<'a>(
@@ -274,6 +283,41 @@ pub trait Host: Send + Sync + 'static {
             Err(HostError::new(
                 Code::Unsupported,
                 "outbound HTTP is not available here",
+            ))
+        })
+    }
+    /// Publishes `message` on `topic` of `app`: the durable message's
+    /// position (`<epoch>-<seq>`), `None` for an ephemeral one. Hosts
+    /// without pub/sub keep this default.
+    fn pubsub_publish<'a>(
+        &'a self,
+        app: &'a str,
+        topic: &'a str,
+        message: Value,
+        kind: PublishKind,
+    ) -> HostFuture<'a, Option<String>> {
+        let _ = (app, topic, message, kind);
+        Box::pin(async {
+            Err(HostError::new(
+                Code::Unsupported,
+                "pub/sub is not available here",
+            ))
+        })
+    }
+    /// A signed token that lets a client subscribe to `topic` of `app`
+    /// for `ttl_secs` (the host's default when `None`).
+    fn realtime_token<'a>(
+        &'a self,
+        app: &'a str,
+        topic: &'a str,
+        ttl_secs: Option<f64>,
+        subject: Option<String>,
+    ) -> HostFuture<'a, String> {
+        let _ = (app, topic, ttl_secs, subject);
+        Box::pin(async {
+            Err(HostError::new(
+                Code::Unsupported,
+                "realtime tokens are not available here",
             ))
         })
     }

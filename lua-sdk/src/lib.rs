@@ -32,9 +32,10 @@
 //!   the C functions in the sandbox (`strlib/differential.rs`: its test
 //!   against the C functions).
 //! * `sdk/` — the globals scripts use, one file each: `kv`, `docs`,
-//!   `log`/`print`, `json`, `time`, `secrets`, `crypto` (with `base64`
-//!   and `hex`: metered byte helpers, no host call), and `http` (outbound
-//!   requests; `sdk/http.rs`, not the inbound `http.rs` below).
+//!   `pubsub` (with `realtime`), `log`/`print`, `json`, `time`, `secrets`,
+//!   `crypto` (with `base64` and `hex`: metered byte helpers, no host call),
+//!   and `http` (outbound requests; `sdk/http.rs`, not the inbound `http.rs`
+//!   below).
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
 //!   every node charged, Lua→JSON bounded (`value_too_large`).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
@@ -78,7 +79,7 @@ pub use compile::check_syntax;
 pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
-    KvListPage, LogLevel, OutboundRequest, OutboundResponse, sort_field,
+    KvListPage, LogLevel, OutboundRequest, OutboundResponse, PublishKind, sort_field,
 };
 pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};

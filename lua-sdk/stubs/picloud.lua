@@ -319,6 +319,43 @@ function http.get(url, options) end
 function http.post(url, body, options) end
 
 ---------------------------------------------------------------------------
+-- pubsub and realtime
+---------------------------------------------------------------------------
+
+---Publishing on the topics the app declares with `[[topic]]` in picloud.toml.
+---Raises `topic_not_found` (no `[[topic]]` matches), `invalid_topic` (a bad
+---name, or `publish_durable` on a `retain = 0` topic) and `message_too_large`
+---(over 64 KiB as JSON).
+pubsub = {}
+
+---Delivers `message` to the topic's subscribers connected now, on every
+---node, at most once (no log write, no history).
+---@param topic string
+---@param message any a JSON-representable value
+function pubsub.publish(topic, message) end
+
+---Appends `message` to the topic's durable history through the log
+---(ordered, kept up to `retain`, resumable by `Last-Event-ID`). Inside a
+---trigger run it is committed with the run's writes and returns nil.
+---@param topic string
+---@param message any a JSON-representable value
+---@return string|nil id the message's position, `<epoch>-<seq>`
+function pubsub.publish_durable(topic, message) end
+
+realtime = {}
+
+---@class RealtimeTokenOptions
+---@field ttl? number seconds the token is valid (default 3600, at most 86400)
+---@field subject? string who the token is for (carried in the token)
+
+---A token that lets a client subscribe to `topic` at
+---`GET /_/realtime/<app>/<topic>` (`Authorization: Bearer` or `?token=`).
+---@param topic string
+---@param options? RealtimeTokenOptions
+---@return string token
+function realtime.token(topic, options) end
+
+---------------------------------------------------------------------------
 -- json
 ---------------------------------------------------------------------------
 

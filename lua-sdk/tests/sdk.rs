@@ -1021,3 +1021,36 @@ async fn http_argument_mistakes_point_at_the_script_line() {
     }
     assert!(host.http_requests.lock().expect("lock").is_empty());
 }
+
+#[tokio::test]
+async fn pubsub_and_realtime_check_their_arguments_and_default_to_unsupported() {
+    let host = FakeHost::new();
+    let script = vm(
+        &host,
+        &returning(
+            r#"local function err(f, ...) local ok, e = pcall(f, ...) return tostring(e) end
+               return { json = {
+                 topic = err(pubsub.publish, 42, {}),
+                 nil_message = err(pubsub.publish_durable, "t", nil),
+                 options = err(realtime.token, "t", 5),
+                 subject = err(realtime.token, "t", { subject = 1 }),
+                 ttl = err(realtime.token, "t", { ttl = -1 }),
+                 unsupported = err(pubsub.publish, "t", { a = 1 }),
+               } }"#,
+        ),
+    );
+    let response = call(&script).await.expect("invoke");
+    let parsed: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+    let expect = [
+        ("topic", "pubsub.publish: topic must be a string"),
+        ("nil_message", "pubsub.publish_durable: message is nil"),
+        ("options", "realtime.token: options must be a table"),
+        ("subject", "realtime.token: subject must be a string"),
+        ("ttl", "realtime.token: ttl must be a positive number"),
+        ("unsupported", "unsupported"),
+    ];
+    for (field, text) in expect {
+        let got = parsed[field].as_str().unwrap_or_default();
+        assert!(got.contains(text), "{field}: {got}");
+    }
+}

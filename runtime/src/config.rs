@@ -210,6 +210,23 @@ settings! {
     /// DNS server (`ip:port`, UDP) that resolves outbound requests' host
     /// names; empty = the system resolver.
     http_out_dns: String = String::new(), "PICLOUD_HTTP_OUT_DNS";
+    /// The most durable messages a `[[topic]]` may keep (`retain`); a
+    /// deploy asking for more is refused with `invalid_deploy`.
+    topic_retain_max: u64 = 100_000, "PICLOUD_TOPIC_RETAIN_MAX";
+    /// Largest pub/sub message (JSON text), in bytes.
+    pubsub_message_bytes_max: usize = 64 * 1024, "PICLOUD_PUBSUB_MESSAGE_BYTES_MAX";
+    /// Messages one realtime subscriber may have waiting; a subscriber past
+    /// it gets `event: overflow` and is closed.
+    realtime_buffer_max: usize = 256, "PICLOUD_REALTIME_BUFFER_MAX";
+    /// Realtime (SSE) subscribers on this node, all apps.
+    realtime_subscribers_per_node_max: usize = 10_000, "PICLOUD_REALTIME_SUBSCRIBERS_PER_NODE_MAX";
+    /// Realtime subscribers of one app on this node.
+    realtime_subscribers_per_app_max: usize = 2_000, "PICLOUD_REALTIME_SUBSCRIBERS_PER_APP_MAX";
+    /// Topics with subscribers of one app on this node (`topics_full` past it).
+    realtime_topics_per_app_max: usize = 1_000, "PICLOUD_REALTIME_TOPICS_PER_APP_MAX";
+    /// A comment line on every idle realtime stream this often, in
+    /// milliseconds, so proxies and clients see the connection is alive.
+    realtime_heartbeat_ms: u64 = 15_000, "PICLOUD_REALTIME_HEARTBEAT_MS";
 }
 
 /// How a default reads in `--help`.
@@ -387,6 +404,42 @@ impl ServeConfig {
         check_range("vm_idle_ttl_ms", self.vm_idle_ttl_ms, 100, 86_400_000)?;
         check_range("kv_value_bytes_max", self.kv_value_bytes_max, 16, 64 * MIB)?;
         check_range("kv_key_bytes_max", self.kv_key_bytes_max, 1, 64 * 1024)?;
+        check_range(
+            "pubsub_message_bytes_max",
+            self.pubsub_message_bytes_max,
+            16,
+            MIB,
+        )?;
+        check_range(
+            "realtime_buffer_max",
+            self.realtime_buffer_max,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "realtime_subscribers_per_node_max",
+            self.realtime_subscribers_per_node_max,
+            1,
+            10_000_000,
+        )?;
+        check_range(
+            "realtime_subscribers_per_app_max",
+            self.realtime_subscribers_per_app_max,
+            1,
+            10_000_000,
+        )?;
+        check_range(
+            "realtime_topics_per_app_max",
+            self.realtime_topics_per_app_max,
+            1,
+            10_000_000,
+        )?;
+        check_range(
+            "realtime_heartbeat_ms",
+            self.realtime_heartbeat_ms,
+            10,
+            3_600_000,
+        )?;
         check_range("kv_list_limit_max", self.kv_list_limit_max, 1, 100_000)?;
         check_range("docs_scan_max", self.docs_scan_max, 100, 100_000_000)?;
         check_range(
@@ -583,6 +636,14 @@ impl ServeConfig {
             logs: LogLimits {
                 lines_per_app_max: self.log_lines_per_app_max,
                 ..LogLimits::default()
+            },
+            realtime: picloud_actors::realtime::RealtimeLimits {
+                buffer_max: self.realtime_buffer_max,
+                subscribers_per_node_max: self.realtime_subscribers_per_node_max,
+                subscribers_per_app_max: self.realtime_subscribers_per_app_max,
+                topics_per_app_max: self.realtime_topics_per_app_max,
+                message_bytes_max: self.pubsub_message_bytes_max,
+                ..Default::default()
             },
             ..ActorLimits::default()
         }

@@ -42,6 +42,7 @@ use std::time::Duration;
 use anyhow::Context;
 use picloud_actors::host::now_ms;
 use picloud_actors::outbound::Outbound;
+use picloud_actors::realtime::Realtime;
 use picloud_actors::{ActorRestarts, Apps, CpuShares, Duties, LogBook, NodeHost};
 use picloud_cluster::{Duty, Node, NodeInfo};
 use picloud_storage::{Command, CommandResult};
@@ -220,10 +221,21 @@ async fn serve(
     check_cluster_secrets(&node);
 
     let logs = LogBook::new(limits.logs);
+    let realtime = Realtime::start(
+        node.clone(),
+        Some(secret_keys.keyring.clone()),
+        limits.realtime.clone(),
+        restarts.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting realtime: {e}"))?;
+    duties.supervise(realtime.feed());
+    duties.supervise(realtime.pubsub_in());
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())
-            .with_outbound(Arc::new(Outbound::new(config.outbound_config()?))),
+            .with_outbound(Arc::new(Outbound::new(config.outbound_config()?)))
+            .with_realtime(realtime.clone()),
     );
     let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(
@@ -252,6 +264,7 @@ async fn serve(
         gateway::Counters {
             triggers: triggers.clone(),
             restarts,
+            realtime: realtime.clone(),
         },
         secret_keys,
     ));
@@ -305,6 +318,8 @@ async fn serve(
         None => tracing::info!("shutting down"),
     }
     let _ = stop_tx.send(true);
+    // Realtime streams never end on their own: end them so the drain can.
+    realtime.shutdown().await;
     if tokio::time::timeout(SHUTDOWN_DRAIN, server.drain())
         .await
         .is_err()

@@ -52,6 +52,10 @@ pub enum Keyspace {
     Libs = 13,
     /// Shared-library files of one version, keyed like `Deploys` (name, version).
     LibFiles = 14,
+    /// Durable pub/sub: per app, each topic's position record, its retained
+    /// messages by sequence number, and the app's sealed realtime signing
+    /// key (see `keys::topic_*`).
+    Topics = 15,
     /// Raft log entries, keyed by index (big endian).
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
@@ -61,7 +65,7 @@ pub enum Keyspace {
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 14] = [
+    pub const STATE_DATA: [Keyspace; 15] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -76,6 +80,7 @@ impl Keyspace {
         Keyspace::Secrets,
         Keyspace::Libs,
         Keyspace::LibFiles,
+        Keyspace::Topics,
     ];
 
     pub fn id(self) -> u8 {
@@ -99,6 +104,7 @@ impl Keyspace {
             Keyspace::Secrets,
             Keyspace::Libs,
             Keyspace::LibFiles,
+            Keyspace::Topics,
             Keyspace::Log,
             Keyspace::LogMeta,
         ]

@@ -230,6 +230,7 @@ mod tests {
                 collection: String::new(),
                 id: String::new(),
             }],
+            publishes: Vec::new(),
             now_ms: 0,
         };
         assert_eq!(first_byte(encode(&complete).expect("encode")), 27);

@@ -172,11 +172,13 @@ pub enum Command {
         now_ms: u64,
         reclaim_after_ms: u64,
     },
-    /// A claimed run finished: its kv writes, then its document writes
-    /// (all-or-nothing; their own triggers fire one level deeper) and its
-    /// removal, in one entry, only if the claim `(term, claim_ms)` still
-    /// stands (else `StaleClaim`). Writes that are rejected count as a
-    /// failed attempt. Result `Run`.
+    /// A claimed run finished: its kv writes, then its document writes,
+    /// then its durable pub/sub messages (all-or-nothing; their own
+    /// triggers fire one level deeper) and its removal, in one entry, only
+    /// if the claim `(term, claim_ms)` still stands (else `StaleClaim`).
+    /// Writes that are rejected count as a failed attempt. Result `Run`
+    /// (`CompletedPublished` with the messages' positions when it
+    /// published).
     CompleteRun {
         app: String,
         id: u64,
@@ -184,6 +186,7 @@ pub enum Command {
         claim_ms: u64,
         ops: Vec<KvOp>,
         docs: Vec<DocOp>,
+        publishes: Vec<RunPublish>,
         now_ms: u64,
     },
     /// A claimed run failed with `error`: retried after the trigger's backoff,
@@ -239,6 +242,30 @@ pub enum Command {
         files: Vec<u8>,
         now_ms: u64,
         versions_keep: u32,
+    },
+    /// A durable pub/sub message: `message` (JSON text) becomes the next
+    /// message of `topic` of `app`, and the topic keeps its newest `retain`
+    /// messages (the proposer read `retain` from the app's current
+    /// manifest, so apply stays a function of the command). Result
+    /// `Published` with the message's position; rejected with
+    /// `AppNotFound`.
+    Publish {
+        app: String,
+        topic: String,
+        message: Vec<u8>,
+        retain: u64,
+        now_ms: u64,
+    },
+    /// Stores `app`'s realtime signing key, `sealed` by the proposer under
+    /// its master key (the key is random, drawn by the proposer, never in
+    /// apply). With `only_if_absent`, an existing key is kept (the first
+    /// token of an app creates it; two nodes racing agree on the one that
+    /// applied first); without, it is replaced (rotation). Result `Done`;
+    /// rejected with `AppNotFound`.
+    RealtimeKeySet {
+        app: String,
+        sealed: Vec<u8>,
+        only_if_absent: bool,
     },
 }
 
@@ -362,6 +389,15 @@ pub enum DocOpResult {
     Deleted { existed: bool },
 }
 
+/// One durable message a trigger run published (`Command::CompleteRun`),
+/// with the retention its topic had when the run published it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPublish {
+    pub topic: String,
+    pub message: Vec<u8>,
+    pub retain: u64,
+}
+
 /// One re-sealed secret of [`Command::SecretsRekey`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecretRekey {
@@ -460,6 +496,11 @@ pub enum CommandResult {
     AppDeleted {
         keys_revoked: u64,
     },
+    /// [`Command::Publish`]: the stored message's position.
+    Published {
+        epoch: u64,
+        seq: u64,
+    },
 }
 
 /// What became of a run reported done or failed.
@@ -472,6 +513,9 @@ pub enum RunOutcome {
     /// It failed for the last time (or its writes were rejected on the last
     /// attempt) and is now a dead letter.
     DeadLettered { code: String },
+    /// Like `Completed`, for a run that published durable messages: their
+    /// positions `(epoch, seq)`, in the order published.
+    CompletedPublished { positions: Vec<(u64, u64)> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -165,6 +165,47 @@ pub(crate) fn secret_count_key(app: &str) -> Vec<u8> {
     full
 }
 
+/// `Topics` key of the position record of `topic` of `app`
+/// ([`crate::records::TopicRecord`]).
+pub(crate) fn topic_record_key(app: &str, topic: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'm');
+    full.extend_from_slice(topic.as_bytes());
+    full
+}
+
+/// The prefix of every retained message of `topic` of `app` in `Topics`:
+/// the topic is length-prefixed so one topic's messages never share a
+/// prefix with another's.
+pub(crate) fn topic_messages_prefix(app: &str, topic: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'd');
+    let length = u32::try_from(topic.len()).unwrap_or(u32::MAX);
+    full.extend_from_slice(&length.to_be_bytes());
+    full.extend_from_slice(topic.as_bytes());
+    full
+}
+
+/// `Topics` key of message `seq` of `topic` of `app` (sequence numbers
+/// sort numerically).
+pub(crate) fn topic_message_key(app: &str, topic: &str, seq: u64) -> Vec<u8> {
+    let mut full = topic_messages_prefix(app, topic);
+    full.extend_from_slice(&seq.to_be_bytes());
+    full
+}
+
+/// `Topics` key of `app`'s sealed realtime signing key.
+pub(crate) fn realtime_key_key(app: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'k');
+    full
+}
+
+/// `Cluster` key of the counter that hands out topic epochs (a `u64`;
+/// absent means 1). It only grows, so a topic re-created after its app was
+/// deleted never shares an epoch with the old history.
+pub(crate) const CLUSTER_NEXT_TOPIC_EPOCH: &[u8] = b"next_topic_epoch";
+
 /// The version from a `Deploys` key (its last eight bytes).
 pub(crate) fn version_of_deploy_key(key: &[u8]) -> Option<u64> {
     let start = key.len().checked_sub(8)?;

@@ -31,6 +31,8 @@
 //!   secret, cluster CA).
 //! - `log_store`: `LogStore` (openraft `RaftLogStorage`), one group-commit flusher.
 //! - `state_machine`: `StateMachine` (openraft `RaftStateMachine`), streamed snapshots.
+//! - `topics`: durable pub/sub as stored: topic records, positions
+//!   (`<epoch>-<seq>`), the retention rule and `PublishedEvent`.
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
@@ -69,6 +71,7 @@ pub mod secrets;
 mod snapshot;
 pub mod state;
 pub mod state_machine;
+pub mod topics;
 pub mod triggers;
 pub mod types;
 
@@ -77,7 +80,7 @@ use std::sync::Arc;
 
 pub use command::{
     ApplyError, Command, CommandResult, DeployParts, DocOp, DocOpResult, KvOp, KvOpResult,
-    VersionDeploy,
+    RunPublish, VersionDeploy,
 };
 pub use error::StorageError;
 pub use log_store::LogStore;
@@ -134,12 +137,13 @@ pub fn open(dir: &Path, options: &StorageOptions) -> Result<Storage, StorageErro
     )?);
     // A zero capacity would make tokio panic; one is the smallest useful.
     let (events, _) = tokio::sync::broadcast::channel(options.events_capacity.max(1));
+    let reader = StateReader::new(state_backend.clone(), events.clone());
     let state_machine = StateMachine::open(
-        state_backend.clone(),
+        state_backend,
         &dir.join("snapshots"),
-        events.clone(),
+        events,
+        reader.published_sender(),
     )?;
-    let reader = StateReader::new(state_backend, events);
     Ok(Storage {
         log_store,
         state_machine,

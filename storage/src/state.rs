@@ -18,6 +18,7 @@ use crate::keys::{self, StoredValue};
 use crate::query::Query;
 use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage, LibRecord};
 use crate::secrets::SecretRecord;
+use crate::topics::{PublishedEvent, TOPIC_PAGE_MAX, TopicPage};
 use crate::triggers::{DeadLetter, OutboxEntry, TriggerSet};
 use crate::types::NodeId;
 
@@ -29,14 +30,91 @@ pub const KV_LIST_LIMIT_MAX: usize = 1000;
 pub struct StateReader {
     backend: Arc<dyn Backend>,
     events: broadcast::Sender<AppliedEvent>,
+    /// Every durable pub/sub message applied here (see [`Self::subscribe_published`]).
+    published: broadcast::Sender<PublishedEvent>,
 }
+
+/// How many durable messages a slow receiver of
+/// [`StateReader::subscribe_published`] may fall behind before it sees
+/// `Lagged` (and must read what it missed from the state).
+pub const PUBLISHED_EVENTS_CAPACITY: usize = 4096;
 
 impl StateReader {
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
         events: broadcast::Sender<AppliedEvent>,
     ) -> StateReader {
-        StateReader { backend, events }
+        let (published, _) = broadcast::channel(PUBLISHED_EVENTS_CAPACITY);
+        StateReader {
+            backend,
+            events,
+            published,
+        }
+    }
+
+    /// The sender the state machine announces durable messages on.
+    pub(crate) fn published_sender(&self) -> broadcast::Sender<PublishedEvent> {
+        self.published.clone()
+    }
+
+    /// Every durable pub/sub message after it was applied to this node's
+    /// state (so a read of the topic made after receiving it finds it). A
+    /// receiver that lags (`RecvError::Lagged`) reads what it missed with
+    /// [`Self::topic_read`].
+    pub fn subscribe_published(&self) -> broadcast::Receiver<PublishedEvent> {
+        self.published.subscribe()
+    }
+
+    /// Messages of `topic` of `app` with a sequence number above
+    /// `after_seq`, oldest first, at most `limit` (capped at
+    /// [`TOPIC_PAGE_MAX`]), with the topic's record (its epoch and the
+    /// oldest position kept).
+    pub fn topic_read(
+        &self,
+        app: &str,
+        topic: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<TopicPage, StorageError> {
+        let Some(bytes) = self
+            .backend
+            .get(Keyspace::Topics, &keys::topic_record_key(app, topic))?
+        else {
+            return Ok(TopicPage::default());
+        };
+        let record = crate::apply::decode_topic_record(&bytes)?;
+        let limit = limit.min(TOPIC_PAGE_MAX);
+        let prefix = keys::topic_messages_prefix(app, topic);
+        let start = keys::topic_message_key(app, topic, after_seq.saturating_add(1));
+        let mut messages = Vec::new();
+        for item in self.backend.scan(Keyspace::Topics, &prefix, &start) {
+            if messages.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let Some(seq) = key
+                .len()
+                .checked_sub(8)
+                .and_then(|start| key.get(start..))
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            messages.push((seq, value));
+        }
+        Ok(TopicPage {
+            record: Some(record),
+            messages,
+        })
+    }
+
+    /// `app`'s realtime signing key, sealed (`None` until the first token
+    /// or a rotation created it).
+    pub fn realtime_key(&self, app: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .backend
+            .get(Keyspace::Topics, &keys::realtime_key_key(app))?)
     }
 
     pub fn kv_get(

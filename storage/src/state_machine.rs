@@ -40,6 +40,7 @@ use crate::keys;
 use crate::records::AppliedEvent;
 use crate::snapshot::{self, Meta};
 use crate::state::read_last_applied;
+use crate::topics::PublishedEvent;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// The state is flushed at least this often (in applied entries).
@@ -52,6 +53,8 @@ type RaftStorageError = openraft::StorageError<NodeId>;
 pub struct StateMachine {
     backend: Arc<dyn Backend>,
     events: broadcast::Sender<AppliedEvent>,
+    /// Durable pub/sub messages, announced after their entry applied.
+    published: broadcast::Sender<PublishedEvent>,
     snapshot_dir: PathBuf,
     /// The meta of `current.snap`, if there is one.
     current: Option<Meta>,
@@ -68,6 +71,7 @@ impl StateMachine {
         backend: Arc<dyn Backend>,
         snapshot_dir: &Path,
         events: broadcast::Sender<AppliedEvent>,
+        published: broadcast::Sender<PublishedEvent>,
     ) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(snapshot_dir)
             .map_err(StorageError::io("create snapshot dir", snapshot_dir))?;
@@ -92,6 +96,7 @@ impl StateMachine {
         Ok(StateMachine {
             backend,
             events,
+            published,
             snapshot_dir: snapshot_dir.to_path_buf(),
             current,
             next_file_id: 1,
@@ -159,6 +164,9 @@ impl StateMachine {
                     let _ = self.events.send(AppliedEvent::AppChanged {
                         app: app.to_string(),
                     });
+                }
+                for event in apply::published_events(&command, &result) {
+                    let _ = self.published.send(event);
                 }
                 Ok(result)
             }

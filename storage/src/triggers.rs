@@ -68,6 +68,9 @@ pub enum TriggerDefKind {
         on_update: bool,
         on_delete: bool,
     },
+    /// A durable pub/sub message on a topic matching `pattern` (see
+    /// [`crate::glob`]).
+    Pubsub { pattern: String },
 }
 
 /// What happened, as the trigger script receives it.
@@ -96,6 +99,13 @@ pub enum TriggerEvent {
         op: String,
         old: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
+    },
+    /// A durable message (JSON text) at `<epoch>-<seq>` of `topic`.
+    Pubsub {
+        topic: String,
+        message: Vec<u8>,
+        epoch: u64,
+        seq: u64,
     },
 }
 
@@ -172,6 +182,16 @@ impl TriggerSet {
 }
 
 impl TriggerSet {
+    /// The pub/sub triggers whose pattern matches `topic`.
+    pub fn pubsub_triggers_on<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.triggers.iter().filter_map(move |def| match &def.kind {
+            TriggerDefKind::Pubsub { pattern } if crate::glob::key_matches(pattern, topic) => {
+                Some(def.name.as_str())
+            }
+            _ => None,
+        })
+    }
+
     /// The docs triggers of `collection` that fire on `op` (`insert`,
     /// `update`, `delete`).
     pub fn docs_triggers_on<'a>(

@@ -90,6 +90,27 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
             &mut entries,
         );
     }
+    // Durable pub/sub history (trimmed to 5) and a realtime signing key.
+    for n in 0..8 {
+        push(
+            Command::Publish {
+                app: "shop".into(),
+                topic: "orders/new".into(),
+                message: format!("{{\"n\":{n}}}").into_bytes(),
+                retain: 5,
+                now_ms: 5,
+            },
+            &mut entries,
+        );
+    }
+    push(
+        Command::RealtimeKeySet {
+            app: "shop".into(),
+            sealed: vec![6; 40],
+            only_if_absent: true,
+        },
+        &mut entries,
+    );
     push(
         Command::KeyCreate {
             id: "key-1".into(),
@@ -135,6 +156,13 @@ fn dump(reader: &StateReader, now_ms: u64) -> String {
             let bundle = reader.bundle(&app.name, deploy.version).expect("bundle");
             out.push_str(&format!("{deploy:?} {bundle:?}\n"));
         }
+        out.push_str(&format!(
+            "{:?} {:?}\n",
+            reader
+                .topic_read(&app.name, "orders/new", 0, 100)
+                .expect("topic"),
+            reader.realtime_key(&app.name).expect("realtime key"),
+        ));
         let mut after: Option<String> = None;
         loop {
             let page = reader

@@ -6,6 +6,7 @@ use picloud_storage::docs::{INDEX_FIELDS_MAX, INDEXES_MAX, IndexDef, check_colle
 
 use super::cors::{CorsPolicy, RawCors};
 use super::name::validate_app_name;
+use super::topics::{RawTopic, TOPICS_DECLARED_MAX, TopicSpec, check_topic};
 use crate::cron::{Misfire, Schedule};
 
 /// The manifest file's name inside an app folder and a deploy bundle.
@@ -43,6 +44,8 @@ pub struct Manifest {
     /// `[cors]`: the other origins whose pages may call the app (none when
     /// the section is absent: browsers then allow same-origin pages only).
     pub cors: Option<CorsPolicy>,
+    /// `[[topic]]`: the topics the app publishes on, checked.
+    pub topics: Vec<TopicSpec>,
 }
 
 /// The folder of an app's modules unless the manifest names another.
@@ -88,6 +91,8 @@ pub enum TriggerKind {
         on_update: bool,
         on_delete: bool,
     },
+    /// A durable pub/sub message on a topic matching `pattern`.
+    Pubsub { pattern: String },
 }
 
 /// App-wide bounds of the trigger machinery (`[triggers]`).
@@ -124,6 +129,8 @@ struct RawTrigger {
     attempts: Option<u32>,
     backoff_ms: Option<u64>,
     collection: Option<String>,
+    /// `kind = "pubsub"`: the topic pattern.
+    topic: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +182,8 @@ struct RawManifest {
     app: RawAppSection,
     #[serde(default)]
     cors: Option<RawCors>,
+    #[serde(default, rename = "topic")]
+    topics: Vec<RawTopic>,
 }
 
 /// `[app]`: settings of the app as a whole.
@@ -287,6 +296,21 @@ impl Manifest {
             .map(CorsPolicy::check)
             .transpose()
             .map_err(|message| manifest_error(format!("[cors] {message}")))?;
+        if raw.topics.len() > TOPICS_DECLARED_MAX {
+            return Err(manifest_error(format!(
+                "{} topics declared; at most {TOPICS_DECLARED_MAX} are allowed",
+                raw.topics.len()
+            )));
+        }
+        let topics = raw
+            .topics
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                check_topic(raw)
+                    .map_err(|message| manifest_error(format!("topic {}: {message}", index + 1)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Manifest {
             name: raw.name,
             routes,
@@ -297,6 +321,7 @@ impl Manifest {
             libs: raw.libs,
             expose_errors: raw.app.expose_errors,
             cors,
+            topics,
         })
     }
 }
@@ -342,6 +367,9 @@ impl Manifest {
                             on_insert: *on_insert,
                             on_update: *on_update,
                             on_delete: *on_delete,
+                        },
+                        TriggerKind::Pubsub { pattern } => TriggerDefKind::Pubsub {
+                            pattern: pattern.clone(),
                         },
                     },
                     attempts_max: trigger.attempts_max,
@@ -545,9 +573,28 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
                 on_delete: on.iter().any(|op| op == "delete"),
             }
         }
+        "pubsub" => {
+            for (field, present) in [
+                ("match", raw.pattern.is_some()),
+                ("on", raw.on.is_some()),
+                ("schedule", raw.schedule.is_some()),
+                ("timezone", raw.timezone.is_some()),
+                ("misfire", raw.misfire.is_some()),
+                ("collection", raw.collection.is_some()),
+            ] {
+                not_for(field, present, "pubsub")?;
+            }
+            let pattern = raw
+                .topic
+                .ok_or("kind = \"pubsub\" needs `topic` (a topic pattern such as \"chat/*\")")?;
+            if pattern.is_empty() || pattern.len() > TRIGGER_PATTERN_BYTES_MAX {
+                return Err(format!("topic must be 1-{TRIGGER_PATTERN_BYTES_MAX} bytes"));
+            }
+            TriggerKind::Pubsub { pattern }
+        }
         other => {
             return Err(format!(
-                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\""
+                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\", \"pubsub\""
             ));
         }
     };
@@ -747,10 +794,48 @@ chain_depth_max = 4
             ),
             ("name = \"x\"\nbogus = 1", "unknown field"),
             ("name = ", "picloud.toml:1"),
+            (
+                "name = \"x\"\n[[topic]]\nname = \"chat rooms/*\"",
+                "topic 1: name \"chat rooms/*\"",
+            ),
+            ("name = \"x\"\n[[topic]]\nname = \"a//b\"", "topic 1: name"),
+            (
+                "name = \"x\"\n[[topic]]\nname = \"a\"\nretain = 1000001",
+                "topic 1: retain = 1000001",
+            ),
+            (
+                "name = \"x\"\n[[topic]]\nname = \"a\"\nauth = \"session\"",
+                "unknown variant",
+            ),
+            (
+                "name = \"x\"\n[[trigger]]\nkind = \"pubsub\"\nscript = \"a.lua\"",
+                "needs `topic`",
+            ),
         ];
         for (text, expected) in cases {
             let error = Manifest::parse(text).expect_err(text).to_string();
             assert!(error.contains(expected), "{text:?} gave {error:?}");
         }
+    }
+
+    #[test]
+    fn topics_default_to_token_auth_and_no_history() {
+        let manifest = Manifest::parse(
+            "name = \"x\"\n[[topic]]\nname = \"chat/*\"\n[[topic]]\nname = \"news\"\nauth = \"public\"\nretain = 10",
+        )
+        .expect("valid");
+        let topics: Vec<_> = manifest
+            .topics
+            .iter()
+            .map(|t| (t.pattern.as_str(), t.auth, t.retain))
+            .collect();
+        use super::super::topics::TopicAuth;
+        assert_eq!(
+            topics,
+            vec![
+                ("chat/*", TopicAuth::Token, 0),
+                ("news", TopicAuth::Public, 10)
+            ]
+        );
     }
 }

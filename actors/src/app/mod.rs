@@ -8,6 +8,7 @@
 //! - `bundle.rs`: deploy bundles and their checks
 //! - `modules.rs`: the modules folder and the import graph
 //! - `libs.rs`: shared libraries and `[libs]` pins
+//! - `topics.rs`: `[[topic]]` declarations and the topic name rule
 //! - `public.rs`: `public/`, the static files served when no route matches
 //! - `cors.rs`: `[cors]` and [`cors::answer`], the pure decision for every
 //!   cross-origin request (preflights and actual responses)
@@ -22,6 +23,7 @@ pub mod modules;
 pub mod name;
 pub mod public;
 pub mod routes;
+pub mod topics;
 
 pub use bundle::{Bundle, CheckedBundle, PinnedLib};
 pub use error::DeployError;
@@ -29,3 +31,4 @@ pub use manifest::{MANIFEST_FILE, Manifest, RouteSpec};
 pub use name::{APP_NAME_BYTES_MAX, AppName, AppNameError, validate_app_name};
 pub use public::{PublicFile, PublicFiles};
 pub use routes::{RouteMatch, RouteMiss, RouteTable};
+pub use topics::{TopicAuth, TopicSpec, find_topic, validate_topic_name};

@@ -126,6 +126,11 @@ pub trait ForwardHandler: Send + Sync {
     fn key_id(&self) -> Option<String> {
         None
     }
+
+    /// Where `PubSub` streams from peers go; `None` (the default) refuses them.
+    fn pubsub(&self) -> Option<&super::pubsub::PubSubLinks> {
+        None
+    }
 }
 
 /// [`ForwardHandler`] straight over openraft: one `client_write` per

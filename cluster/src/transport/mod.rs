@@ -37,6 +37,8 @@
 //!   `serve_raft` / `serve_raft_with`, the receiving side: append, vote,
 //!   snapshot into a file from the state machine, then `install_full_snapshot`;
 //!   forwarded requests to a `ForwardHandler`, joins to a `JoinHandler`.
+//! - `pubsub`: `PubSubLinks`, ephemeral publishes and subscriber interest
+//!   between members on long-lived `PubSub` streams (bounded queues, drops counted).
 //! - `forward`: forwarding writes and read-index requests from a follower to the
 //!   leader: wire messages, `ForwardHandler` (leader side, `RaftForwardHandler` over
 //!   openraft), `ForwardClient` (follower side), `wait_applied`.
@@ -55,6 +57,7 @@ pub mod forward;
 pub mod frame;
 pub mod join;
 pub mod peers;
+pub mod pubsub;
 pub mod raft_network;
 pub mod raft_rpc;
 pub mod raft_server;
@@ -77,6 +80,7 @@ pub use join::{
     answer_join, check_join_key, join,
 };
 pub use peers::PeerConnections;
+pub use pubsub::{PubSubFrame, PubSubLinks};
 pub use raft_network::{QuicClient, QuicNetwork};
 pub use raft_rpc::{RaftRpcConfig, RaftRpcError, SnapshotAnswer, SnapshotOffer};
 pub use raft_server::{JoinHandler, serve_peers, serve_raft, serve_raft_with};

@@ -213,7 +213,10 @@ async fn serve_stream(
             Some(handler) => serve_forward(stream, handler.as_ref(), config).await,
             None => refuse_stream(stream),
         },
-        StreamKind::PubSub => refuse_stream(stream),
+        StreamKind::PubSub => match forward.as_ref().and_then(|handler| handler.pubsub()) {
+            Some(links) => links.serve(stream).await,
+            None => refuse_stream(stream),
+        },
     }
 }
 

@@ -265,7 +265,7 @@ pub(super) fn options_arg(
     }
 }
 
-fn ttl_arg(lua: &Lua, function: &str, ttl: Value) -> mlua::Result<Option<f64>> {
+pub(super) fn ttl_arg(lua: &Lua, function: &str, ttl: Value) -> mlua::Result<Option<f64>> {
     let seconds = match ttl {
         Value::Nil => return Ok(None),
         Value::Integer(i) => i as f64,

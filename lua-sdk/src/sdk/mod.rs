@@ -1,5 +1,6 @@
 //! The globals scripts call: `kv`, `docs`, `log` (and `print`), `json`, `time`,
-//! `secrets`, `crypto` (with `base64` and `hex`), `http` (outbound requests).
+//! `secrets`, `crypto` (with `base64` and `hex`), `http` (outbound requests),
+//! `pubsub` and `realtime`.
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -12,6 +13,7 @@ mod http;
 mod json;
 mod kv;
 mod log;
+mod pubsub;
 mod secrets;
 mod time;
 
@@ -31,6 +33,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     secrets::install(lua, app.clone(), host.clone())?;
     crypto::install(lua, host.clone())?;
     http::install(lua, app.clone(), host.clone())?;
+    pubsub::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }

@@ -101,6 +101,9 @@ pub enum ClientCommand {
     /// App secrets: set (value from stdin), list, delete; rotate the master key.
     #[command(subcommand)]
     Secrets(super::secrets::SecretsCommand),
+    /// Realtime: rotate an app's token signing key.
+    #[command(subcommand)]
+    Realtime(super::realtime::RealtimeCommand),
     /// Shared Lua libraries apps load with `require("@NAME")`.
     #[command(subcommand)]
     Libs(LibsCommand),
@@ -493,6 +496,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::DeadLetters(command) => dead_letters(&client, command, json).await?,
         ClientCommand::Docs(command) => docs(&client, command, json).await?,
         ClientCommand::Secrets(command) => super::secrets::run(&client, command, json).await?,
+        ClientCommand::Realtime(command) => super::realtime::run(&client, command, json).await?,
         ClientCommand::Libs(command) => libs(&client, command, json).await?,
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
             let body = client.delete(&format!("/cluster/nodes/{id}")).await?;

@@ -10,12 +10,14 @@
 //!   printed goes through it (scripts write log lines, kv values, errors).
 //! - `print`: JSON or text output, dates.
 //! - `secrets`: `picloud secrets ...`.
+//! - `realtime`: `picloud realtime rotate-key`.
 
 mod client;
 mod collect;
 mod commands;
 mod escape;
 mod print;
+mod realtime;
 mod secrets;
 
 pub use commands::{CLIENT_ARG_IDS, ClientArgs, ClientCommand, run};

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use picloud_actors::AppError;
 use picloud_actors::error::apply_code;
 use picloud_cluster::ClusterError;
-use picloud_lua_sdk::{Code, InvokeError};
+use picloud_lua_sdk::{Code, HostError, InvokeError};
 use picloud_storage::ApplyError;
 use serde_json::json;
 
@@ -74,6 +74,12 @@ impl From<super::admission::Refusal> for ApiError {
     }
 }
 
+impl From<HostError> for ApiError {
+    fn from(error: HostError) -> Self {
+        ApiError::new(error.code, error.message)
+    }
+}
+
 impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> Self {
         let code = match &error {
@@ -133,7 +139,6 @@ fn invoke_error(error: InvokeError) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use picloud_lua_sdk::HostError;
 
     use super::*;
 

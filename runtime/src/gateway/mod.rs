@@ -4,6 +4,7 @@
 //!   /_/health            no key: liveness (200 while the process serves)
 //!   /_/ready             no key: readiness (quorum, leader, caught up)  → health.rs
 //!   /_/metrics           Prometheus text (admin key)
+//!   /_/realtime/<app>/<topic>  SSE of a topic (token or public)  → realtime.rs
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin/ (one file per resource)
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
@@ -25,6 +26,7 @@
 //! - `apps.rs`: app requests; `admin/`: the admin API, one route table in
 //!   `admin/mod.rs` and one file per resource
 //! - `health.rs`: `/_/health` and `/_/ready`
+//! - `realtime.rs`: `/_/realtime/<app>/<topic>`, Server-Sent Events
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
 //! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
 
@@ -40,6 +42,7 @@ pub mod auth;
 pub mod error;
 pub mod faults;
 pub mod health;
+pub mod realtime;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -50,6 +53,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use picloud_actors::realtime::Realtime;
 use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
 use picloud_cluster::Node;
 use picloud_lua_sdk::Code;
@@ -86,6 +90,8 @@ pub struct Shared {
     pub restarts: Arc<ActorRestarts>,
     /// When each API key last authenticated on this node (`keys list`).
     pub key_uses: auth::KeyUses,
+    /// This node's realtime: topics with subscribers, signing keys.
+    pub realtime: Realtime,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -101,6 +107,7 @@ impl Gateway {
         secret_keys: Arc<SecretKeys>,
     ) -> Gateway {
         Gateway(Arc::new(Shared {
+            realtime: counters.realtime,
             triggers: counters.triggers,
             restarts: counters.restarts,
             key_uses: auth::KeyUses::default(),
@@ -120,10 +127,12 @@ impl Gateway {
     }
 }
 
-/// The node's counters `/_/metrics` reports, kept by the layers below.
+/// The node's counters `/_/metrics` reports, kept by the layers below
+/// (realtime keeps its subscriber count, and serves `/_/realtime`).
 pub struct Counters {
     pub triggers: Arc<DispatcherStats>,
     pub restarts: Arc<ActorRestarts>,
+    pub realtime: Realtime,
 }
 
 pub fn router(gateway: Gateway) -> Router {
@@ -138,6 +147,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/_/health", get(health::health))
         .route("/_/ready", get(health::ready))
         .route("/_/metrics", get(admin::metrics::metrics))
+        .route("/_/realtime/{app}/{*topic}", get(realtime::subscribe))
         .nest(
             "/_/api/v1",
             admin::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),

@@ -62,7 +62,7 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
     delete_prefix(txn.backend, Keyspace::Kv, &prefix)?;
     // Trigger state, pending runs and dead letters go with it (bounded by
     // the outbox bound, but dead letters are not: bulk-deleted as well),
-    // and so do its secrets. Documents and their index entries are
+    // and so do its secrets and its topics' history. Documents and their index entries are
     // unbounded too.
     for keyspace in [
         Keyspace::Triggers,
@@ -71,6 +71,7 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
         Keyspace::Docs,
         Keyspace::DocIndex,
         Keyspace::Secrets,
+        Keyspace::Topics,
     ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }

@@ -44,6 +44,8 @@
 //!   and runs of triggers a deploy removed.
 //! - `secrets`: sealed secret values and their re-keying.
 //! - `docs`: document writes and the indexes kept in step with them.
+//! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
+//!   retention) and the apps' sealed realtime signing keys.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
 //!   that fires a trigger (below `kv`, `docs` and `triggers`).
 //! - `txn`: `Txn`, a command's pending writes, read back and committed as
@@ -53,7 +55,7 @@
 //!
 //! Imports point one way: this file uses the areas, areas use `outbox` and
 //! `txn` (and `apps` uses `triggers`, `docs` and `keys`; `triggers` uses
-//! `kv` and `docs`), and nothing uses this file.
+//! `kv`, `docs` and `topics`), and nothing uses this file.
 
 use std::collections::BTreeMap;
 
@@ -73,6 +75,7 @@ mod keys;
 mod kv;
 mod outbox;
 mod secrets;
+mod topics;
 mod triggers;
 mod txn;
 
@@ -80,6 +83,8 @@ mod txn;
 mod tests;
 
 pub(crate) use cluster::next_node_id;
+pub(crate) use topics::decode_record as decode_topic_record;
+pub use topics::published_events;
 pub(crate) use txn::put_last_applied;
 use txn::{PendingWrites, Txn, batch_of};
 
@@ -171,8 +176,12 @@ fn run_in<B: Backend + ?Sized>(
             claim_ms,
             ops,
             docs,
+            publishes,
             now_ms,
-        } => triggers::complete_run(txn, app, *id, (*term, *claim_ms), ops, docs, *now_ms)?,
+        } => {
+            let writes = (ops.as_slice(), docs.as_slice(), publishes.as_slice());
+            triggers::complete_run(txn, app, *id, (*term, *claim_ms), writes, *now_ms)?
+        }
         Command::FailRun {
             app,
             id,
@@ -200,6 +209,18 @@ fn run_in<B: Backend + ?Sized>(
             now_ms,
             versions_keep,
         } => apps::publish_lib(txn, name, files, *now_ms, *versions_keep)?,
+        Command::Publish {
+            app,
+            topic,
+            message,
+            retain,
+            now_ms,
+        } => topics::publish(txn, app, topic, message, *retain, *now_ms)?,
+        Command::RealtimeKeySet {
+            app,
+            sealed,
+            only_if_absent,
+        } => topics::realtime_key_set(txn, app, sealed, *only_if_absent)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -238,7 +259,9 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::SecretSet { .. }
         | Command::SecretDelete { .. }
         | Command::SecretsRekey { .. }
-        | Command::PublishLib { .. } => true,
+        | Command::PublishLib { .. }
+        | Command::Publish { .. }
+        | Command::RealtimeKeySet { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -280,6 +303,8 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::SecretSet { .. }
         | Command::SecretDelete { .. }
         | Command::SecretsRekey { .. }
+        | Command::Publish { .. }
+        | Command::RealtimeKeySet { .. }
         | Command::Batch(_) => None,
     }
 }

@@ -3,13 +3,13 @@
 //! letter), dead letters retried or deleted, and the dead-lettering of runs
 //! whose trigger a deploy or rollback removed.
 
-use super::docs;
 use super::kv::kv_ops_atomic;
 use super::outbox::{bury, enqueue_run, reserve_outbox_slot, unqueue_run};
 use super::txn::{Outcome, Txn};
+use super::{docs, topics};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
-use crate::command::{ApplyError, CommandResult, KvOp, RunOutcome};
+use crate::command::{ApplyError, CommandResult, KvOp, RunOutcome, RunPublish};
 use crate::error::StorageError;
 use crate::keys;
 use crate::node::NodeId;
@@ -175,8 +175,7 @@ pub(super) fn complete_run<B: Backend + ?Sized>(
     app: &str,
     id: u64,
     claim: (u64, u64),
-    ops: &[KvOp],
-    docs: &[crate::command::DocOp],
+    (ops, docs, publishes): (&[KvOp], &[crate::command::DocOp], &[RunPublish]),
     now_ms: u64,
 ) -> Result<Outcome, StorageError> {
     let entry = match claimed_entry(txn, app, id, claim)? {
@@ -192,10 +191,34 @@ pub(super) fn complete_run<B: Backend + ?Sized>(
     if applied.is_ok() && !docs.is_empty() {
         applied = docs::doc_ops(txn, app, docs, Some(&set), depth, now_ms)?.map(|_| ());
     }
+    let mut positions = Vec::with_capacity(publishes.len());
+    for publish in publishes {
+        if applied.is_err() {
+            break;
+        }
+        let (topic, message, retain) = (&publish.topic, &publish.message, publish.retain);
+        match topics::store(
+            txn,
+            app,
+            topic,
+            message,
+            retain,
+            (Some(&set), depth),
+            now_ms,
+        )? {
+            Ok(position) => positions.push(position),
+            Err(rejection) => applied = Err(rejection),
+        }
+    }
     match applied {
         Ok(()) => {
             unqueue_run(txn, app, id)?;
-            Ok(Ok(CommandResult::Run(RunOutcome::Completed)))
+            let outcome = if publishes.is_empty() {
+                RunOutcome::Completed
+            } else {
+                RunOutcome::CompletedPublished { positions }
+            };
+            Ok(Ok(CommandResult::Run(outcome)))
         }
         Err(rejection) => {
             txn.writes.clear();

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Command, DeployParts, DocOp, KvOp, SecretRekey, VersionDeploy};
+use super::{Command, DeployParts, DocOp, KvOp, RunPublish, SecretRekey, VersionDeploy};
 use crate::docs::IndexDef;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
@@ -194,6 +194,29 @@ enum Wire<'a> {
     },
     /// A deploy with triggers and indexes that never creates the app.
     DeployExistingVersion(WireVersionDeploy<'a>),
+    Publish {
+        app: Cow<'a, str>,
+        topic: Cow<'a, str>,
+        message: Cow<'a, [u8]>,
+        retain: Cow<'a, u64>,
+        now_ms: Cow<'a, u64>,
+    },
+    RealtimeKeySet {
+        app: Cow<'a, str>,
+        sealed: Cow<'a, [u8]>,
+        only_if_absent: Cow<'a, bool>,
+    },
+    /// A completed run that published durable messages.
+    CompleteRunWithPublishes {
+        app: Cow<'a, str>,
+        id: Cow<'a, u64>,
+        term: Cow<'a, u64>,
+        claim_ms: Cow<'a, u64>,
+        ops: Cow<'a, [KvOp]>,
+        docs: Cow<'a, [DocOp]>,
+        publishes: Cow<'a, [RunPublish]>,
+        now_ms: Cow<'a, u64>,
+    },
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -277,6 +300,8 @@ conversions! {
         SecretDelete { app, name },
         SecretsRekey { secrets },
         PublishLib { name, files, now_ms, versions_keep },
+        Publish { app, topic, message, retain, now_ms },
+        RealtimeKeySet { app, sealed, only_if_absent },
     }
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),
@@ -304,7 +329,21 @@ conversions! {
             secret_hash: Cow::Borrowed(secret_hash),
             now_ms: Cow::Borrowed(now_ms),
         },
-        Command::CompleteRun { app, id, term, claim_ms, ops, docs, now_ms } if docs.is_empty() => {
+        Command::CompleteRun { app, id, term, claim_ms, ops, docs, publishes, now_ms }
+            if !publishes.is_empty() =>
+        {
+            Wire::CompleteRunWithPublishes {
+                app: Cow::Borrowed(app),
+                id: Cow::Borrowed(id),
+                term: Cow::Borrowed(term),
+                claim_ms: Cow::Borrowed(claim_ms),
+                ops: Cow::Borrowed(ops),
+                docs: Cow::Borrowed(docs),
+                publishes: Cow::Borrowed(publishes),
+                now_ms: Cow::Borrowed(now_ms),
+            }
+        },
+        Command::CompleteRun { app, id, term, claim_ms, ops, docs, publishes: _, now_ms } if docs.is_empty() => {
             Wire::CompleteRun {
                 app: Cow::Borrowed(app),
                 id: Cow::Borrowed(id),
@@ -314,7 +353,7 @@ conversions! {
                 now_ms: Cow::Borrowed(now_ms),
             }
         },
-        Command::CompleteRun { app, id, term, claim_ms, ops, docs, now_ms } => {
+        Command::CompleteRun { app, id, term, claim_ms, ops, docs, publishes: _, now_ms } => {
             Wire::CompleteRunWithDocs {
                 app: Cow::Borrowed(app),
                 id: Cow::Borrowed(id),
@@ -360,6 +399,7 @@ conversions! {
             claim_ms: claim_ms.into_owned(),
             ops: ops.into_owned(),
             docs: Vec::new(),
+            publishes: Vec::new(),
             now_ms: now_ms.into_owned(),
         },
         Wire::CompleteRunWithDocs { app, id, term, claim_ms, ops, docs, now_ms } => {
@@ -370,6 +410,19 @@ conversions! {
                 claim_ms: claim_ms.into_owned(),
                 ops: ops.into_owned(),
                 docs: docs.into_owned(),
+                publishes: Vec::new(),
+                now_ms: now_ms.into_owned(),
+            }
+        },
+        Wire::CompleteRunWithPublishes { app, id, term, claim_ms, ops, docs, publishes, now_ms } => {
+            Command::CompleteRun {
+                app: app.into_owned(),
+                id: id.into_owned(),
+                term: term.into_owned(),
+                claim_ms: claim_ms.into_owned(),
+                ops: ops.into_owned(),
+                docs: docs.into_owned(),
+                publishes: publishes.into_owned(),
                 now_ms: now_ms.into_owned(),
             }
         },

@@ -164,6 +164,19 @@ pub(super) async fn deploy(
             checked.manifest.name
         )));
     }
+    // The operator's bound on history per topic (the manifest's own check
+    // is the absolute maximum).
+    let retain_max = gateway.config.topic_retain_max;
+    if let Some((index, topic)) =
+        (checked.manifest.topics.iter().enumerate()).find(|(_, topic)| topic.retain > retain_max)
+    {
+        return Err(invalid(format!(
+            "picloud.toml: topic {} ({:?}): retain = {} is above this cluster's topic_retain_max ({retain_max})",
+            index + 1,
+            topic.pattern,
+            topic.retain
+        )));
+    }
     let triggers = checked.manifest.trigger_set();
     let indexes = checked.manifest.indexes.clone();
     // Loading runs scripts' top level: keep it off the async workers.

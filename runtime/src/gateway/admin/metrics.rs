@@ -91,6 +91,17 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             "picloud_actor_restarts_total{{actor=\"{actor}\"}} {restarts}"
         );
     }
+    let _ = writeln!(
+        text,
+        "# HELP picloud_realtime_subscribers Realtime (SSE) subscribers on this node.\n\
+         # TYPE picloud_realtime_subscribers gauge\n\
+         picloud_realtime_subscribers {}\n\
+         # HELP picloud_pubsub_dropped_total Ephemeral pub/sub frames dropped (a peer's full queue or this node's full inbox).\n\
+         # TYPE picloud_pubsub_dropped_total counter\n\
+         picloud_pubsub_dropped_total {}",
+        gateway.realtime.subscriber_count(),
+        gateway.node.pubsub().dropped()
+    );
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

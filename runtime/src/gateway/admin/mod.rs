@@ -10,6 +10,7 @@
 //! - `logs.rs`: an app's log lines, recent or followed
 //! - `triggers.rs`: dead letters and the trigger backlog
 //! - `secrets.rs`: app secrets and master-key rotation
+//! - `realtime.rs`: rotating an app's realtime token signing key
 //! - `libs.rs`: shared libraries (publish, list, resolve pins at deploy)
 //! - `keys.rs`: API keys and `whoami`
 //! - `cluster.rs`: cluster status, join token, node removal
@@ -26,6 +27,7 @@ mod kv;
 mod libs;
 mod logs;
 pub mod metrics;
+mod realtime;
 mod secrets;
 mod triggers;
 
@@ -68,6 +70,11 @@ pub fn router() -> Router<Gateway> {
         .route("/apps/{app}/indexes", get(docs::indexes))
         // logs
         .route("/apps/{app}/logs", get(logs::logs))
+        // realtime
+        .route(
+            "/apps/{app}/realtime/rotate-key",
+            post(realtime::rotate_key),
+        )
         // triggers
         .route("/apps/{app}/dead-letters", get(triggers::dead_letters_list))
         .route(

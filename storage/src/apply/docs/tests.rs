@@ -571,6 +571,7 @@ fn a_run_commits_its_document_writes_all_or_nothing() {
                 expires_at_ms: None,
             }],
             docs: vec![insert("audit", id, json!({"email": "a@x"}))],
+            publishes: Vec::new(),
             now_ms: claim_ms + 1,
         })
     };

@@ -48,6 +48,7 @@ impl Fixture {
             claim_ms,
             ops,
             docs: vec![],
+            publishes: Vec::new(),
             now_ms: claim_ms + 5,
         })
     }

@@ -14,7 +14,7 @@ use crate::triggers::TriggerSet;
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
 /// first byte is the position in that enum, 0 to 30.
-const GOLDEN: [&str; 31] = [
+const GOLDEN: [&str; 34] = [
     "00016100016b0131010507",
     "0101610202016e030301630101310008",
     "02016109",
@@ -46,6 +46,9 @@ const GOLDEN: [&str; 31] = [
     "1c0161",
     "1d026b3202636906726561643a6101041b",
     "1e016104636f64651c02000464010462795f78016301017801",
+    "1f016103742f31027b7d051d",
+    "200161010901",
+    "21016101031200000101740131021e",
 ];
 
 fn a() -> String {
@@ -103,6 +106,7 @@ fn complete(ops: Vec<KvOp>, docs: Vec<DocOp>, now_ms: u64) -> Command {
         claim_ms: 18,
         ops,
         docs,
+        publishes: Vec::new(),
         now_ms,
     }
 }
@@ -267,6 +271,32 @@ fn one_of_each() -> Vec<Command> {
             scoped_app_must_exist: true,
         },
         deploy(28, 2, full(false)),
+        Command::Publish {
+            app: a(),
+            topic: "t/1".into(),
+            message: b"{}".to_vec(),
+            retain: 5,
+            now_ms: 29,
+        },
+        Command::RealtimeKeySet {
+            app: a(),
+            sealed: vec![9],
+            only_if_absent: true,
+        },
+        Command::CompleteRun {
+            app: a(),
+            id: 1,
+            term: 3,
+            claim_ms: 18,
+            ops: vec![],
+            docs: vec![],
+            publishes: vec![crate::command::RunPublish {
+                topic: "t".into(),
+                message: b"1".to_vec(),
+                retain: 2,
+            }],
+            now_ms: 30,
+        },
     ]
 }
 
