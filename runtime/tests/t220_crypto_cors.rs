@@ -431,3 +431,91 @@ async fn cors_preflights_and_allow_headers_follow_the_manifest() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("[cors] credentials = true"), "{body}");
 }
+
+/// The realtime stream of an app follows the app's `[cors]` like its routes:
+/// a browser's reconnect sends `Last-Event-ID`, which makes it preflight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_streams_follow_the_apps_cors() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let admin = node.client();
+    deploy(
+        &admin,
+        "live",
+        &[(
+            "picloud.toml",
+            "name = \"live\"\n[cors]\norigins = [\"https://app.example.org\"]\n\
+             [[topic]]\nname = \"news/*\"\nauth = \"public\"\nretain = 10\n",
+        )],
+    )
+    .await;
+    let url = |path: &str| format!("{}{path}", node.url());
+
+    let (status, headers, _) = send(
+        &url("/_/realtime/live/news/a"),
+        "OPTIONS",
+        &[
+            ("origin", APP_ORIGIN),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "last-event-id"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some(APP_ORIGIN)
+    );
+    assert!(
+        header(&headers, "access-control-allow-headers")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("last-event-id")),
+        "{headers:?}"
+    );
+
+    // The stream itself carries the allow header (read the head only).
+    let response = reqwest::Client::new()
+        .get(url("/_/realtime/live/news/a"))
+        .header("origin", APP_ORIGIN)
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        header(response.headers(), "access-control-allow-origin"),
+        Some(APP_ORIGIN)
+    );
+    assert_eq!(
+        header(response.headers(), "content-type"),
+        Some("text/event-stream")
+    );
+    drop(response);
+
+    // An error before the stream starts: the page can read its code.
+    let (status, headers, body) = send(
+        &url("/_/realtime/live/sports/a"),
+        "GET",
+        &[("origin", APP_ORIGIN)],
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("topic_not_found"), "{body}");
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some(APP_ORIGIN)
+    );
+
+    // Another origin: the preflight is answered without any allow header.
+    let (status, headers, _) = send(
+        &url("/_/realtime/live/news/a"),
+        "OPTIONS",
+        &[
+            ("origin", OTHER_ORIGIN),
+            ("access-control-request-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(no_cors_allow_headers(&headers), "{headers:?}");
+}

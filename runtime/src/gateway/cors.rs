@@ -2,9 +2,9 @@
 //! the pure [`picloud_actors::app::cors::answer`].
 //!
 //! Every endpoint that serves an app's URLs calls [`cors_for`] the same
-//! way: app routes and static files (`apps.rs`) now, and the realtime stream
-//! (`GET /_/realtime/<app>/<topic>`) and files endpoints when they land —
-//! call [`cors_for`] with the app's name and the request's method and
+//! way — app routes and static files (`apps.rs`), the realtime stream
+//! (`GET /_/realtime/<app>/<topic>`, `realtime.rs`), and the files endpoints
+//! when they land: call [`cors_for`] with the app's name and the request's method and
 //! headers, answer a [`Cors::Preflight`] with [`Cors::preflight_response`]
 //! before doing anything else, and pass every other response through
 //! [`Cors::decorate`] (errors included, so a page can read their codes).

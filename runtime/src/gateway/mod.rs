@@ -147,7 +147,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/_/health", get(health::health))
         .route("/_/ready", get(health::ready))
         .route("/_/metrics", get(admin::metrics::metrics))
-        .route("/_/realtime/{app}/{*topic}", get(realtime::subscribe))
+        .route(
+            "/_/realtime/{app}/{*topic}",
+            get(realtime::subscribe).options(realtime::subscribe),
+        )
         .nest(
             "/_/api/v1",
             admin::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),

@@ -25,22 +25,59 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
-use picloud_actors::app::{TopicAuth, find_topic, validate_topic_name};
+use picloud_actors::app::{AppName, TopicAuth, find_topic, validate_topic_name};
 use picloud_actors::host::now_ms;
 use picloud_actors::realtime::token::{self, TokenError};
 use picloud_actors::realtime::{Event, Subscription};
 use picloud_lua_sdk::Code;
 use picloud_storage::topics::Position;
 
+use super::cors::{Cors, cors_for};
 use super::{ApiError, Gateway};
 
+/// The endpoint, for `GET` and `OPTIONS`: the app's `[cors]` applies here
+/// as to its routes (`cors.rs`), so a page of another origin can subscribe —
+/// a browser's reconnect sends `Last-Event-ID`, which makes it preflight.
+/// Errors before the stream starts carry the CORS headers too, so the page
+/// can read their codes.
 pub async fn subscribe(
     State(gateway): State<Gateway>,
     Path((app, topic)): Path<(String, String)>,
+    method: Method,
     headers: HeaderMap,
     uri: Uri,
+) -> Response {
+    let cors = match AppName::parse(&app) {
+        Ok(name) => cors_for(&gateway, &name, &method, &headers).await,
+        Err(_) => Cors::None,
+    };
+    let cors = match cors {
+        Cors::Preflight(allowed) => return Cors::preflight_response(allowed),
+        other => other,
+    };
+    let mut response = if method == Method::OPTIONS {
+        ApiError::new(
+            Code::MethodNotAllowed,
+            "OPTIONS here answers CORS preflights only (with Origin and Access-Control-Request-Method)",
+        )
+        .into_response()
+    } else {
+        open_stream(&gateway, &app, &topic, &headers, &uri)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    };
+    cors.decorate(&mut response);
+    response
+}
+
+async fn open_stream(
+    gateway: &Gateway,
+    app: &str,
+    topic: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
 ) -> Result<Response, ApiError> {
     let query: HashMap<String, String> = uri
         .query()
@@ -50,20 +87,20 @@ pub async fn subscribe(
                 .collect()
         })
         .unwrap_or_default();
-    validate_topic_name(&topic).map_err(|message| {
+    validate_topic_name(topic).map_err(|message| {
         ApiError::new(Code::InvalidTopic, format!("topic {topic:?}: {message}"))
     })?;
-    let app_name = picloud_actors::app::AppName::parse(&app)
+    let app_name = AppName::parse(app)
         .map_err(|_| ApiError::new(Code::AppNotFound, format!("app {app} not found")))?;
     let runtime = gateway.apps.runtime(app_name.as_str()).await?;
-    let spec = find_topic(runtime.topics(), &topic).ok_or_else(|| {
+    let spec = find_topic(runtime.topics(), topic).ok_or_else(|| {
         ApiError::new(
             Code::TopicNotFound,
             format!("no [[topic]] of app {app} matches {topic:?}"),
         )
     })?;
     if spec.auth == TopicAuth::Token {
-        check_token(&gateway, &app, &topic, &headers, &query).await?;
+        check_token(gateway, app, topic, headers, &query).await?;
     }
     let asked = headers
         .get("last-event-id")
@@ -73,7 +110,7 @@ pub async fn subscribe(
         // An id this node cannot read is treated as one from another
         // history: the client gets a reset, never a silent gap.
         .map(|text| Position::parse(text).unwrap_or(Position { epoch: 0, seq: 0 }));
-    let subscription = gateway.realtime.subscribe(&app, &topic, asked).await?;
+    let subscription = gateway.realtime.subscribe(app, topic, asked).await?;
     let heartbeat = Duration::from_millis(gateway.config.realtime_heartbeat_ms);
     let mut response = Body::from_stream(sse_stream(subscription, heartbeat)).into_response();
     let headers = response.headers_mut();
