@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { chromium } from "playwright-core";
-import { clientFiles, deploy, eventually, missingBinary, realtimeMissing, REALTIME_MANIFEST, REALTIME_SCRIPTS, routesToml, startCluster } from "./cluster.mjs";
+import { clientFiles, deploy, eventually, missingBinary, REALTIME_MANIFEST, REALTIME_SCRIPTS, routesToml, startCluster } from "./cluster.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
@@ -39,25 +39,23 @@ describe("@picloud/client in Chromium", { skip: skipReason() }, () => {
   let browser;
   let page;
   let apiUrls;
-  let realtimeSkip;
 
   before(async () => {
     cluster = await startCluster(3);
     const [a, b, c] = cluster.nodes;
     const pageOrigin = a.url;
     apiUrls = [b, c].map((node) => `http://localhost:${node.httpPort}`);
-    realtimeSkip = await realtimeMissing(a);
     const manifest = `name = "web"
 [cors]
 origins = ["${pageOrigin}"]
 ${routesToml([
   ["GET", "/hello/:name", "hello.lua"],
   ["POST", "/buy", "buy.lua"],
-])}${realtimeSkip ? "" : REALTIME_MANIFEST}`;
+])}${REALTIME_MANIFEST}`;
     await deploy(
       a,
       "web",
-      { "picloud.toml": manifest, "hello.lua": HELLO, "buy.lua": MISSING, ...(realtimeSkip ? {} : REALTIME_SCRIPTS) },
+      { "picloud.toml": manifest, "hello.lua": HELLO, "buy.lua": MISSING, ...REALTIME_SCRIPTS },
       { "index.html": PAGE, ...clientFiles() },
     );
     // The same route without [cors]: the browser must refuse to show it to the page.
@@ -102,10 +100,6 @@ ${routesToml([
   });
 
   test("subscribes, sees a publish made through another node, resumes after its node is killed", async (t) => {
-    if (realtimeSkip) {
-      t.skip(realtimeSkip);
-      return;
-    }
     const [a, b] = cluster.nodes;
     // Subscribe from the page through node B (then C); publish through node A.
     await page.evaluate(({ urls }) => {

@@ -203,18 +203,6 @@ export function clientFiles() {
   );
 }
 
-/**
- * Whether the cluster serves realtime streams: before the realtime server
- * exists, `/_/realtime/...` is an unknown system endpoint (404 `not_found`).
- */
-export async function realtimeMissing(node) {
-  const response = await fetch(`${node.url}/_/realtime/no-such-app/probe`);
-  const body = await response.json().catch(() => ({}));
-  return response.status === 404 && body?.error?.code === "not_found"
-    ? "the node has no realtime endpoint yet (GET /_/realtime/... answers 404 not_found): skipped until the realtime server is merged"
-    : undefined;
-}
-
 /** Lua of the realtime test app: publish through a route, mint tokens through another. */
 export const REALTIME_SCRIPTS = {
   "publish.lua": `return function(req)

@@ -1,10 +1,9 @@
 // The built client against a real 3-node PiCloud cluster: calls with their
-// error codes, failover when the first node is killed, and realtime topics
-// (skipped, with the reason, until the node has a realtime endpoint).
+// error codes, failover when the first node is killed, and realtime topics.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { PiCloud, PiCloudError } from "../dist/index.js";
-import { deploy, eventually, missingBinary, realtimeMissing, REALTIME_MANIFEST, REALTIME_SCRIPTS, routesToml, startCluster } from "./cluster.mjs";
+import { deploy, eventually, missingBinary, REALTIME_MANIFEST, REALTIME_SCRIPTS, routesToml, startCluster } from "./cluster.mjs";
 
 const SHOP_MANIFEST = `name = "shop"
 ${routesToml([
@@ -72,11 +71,6 @@ test("realtime through the client: a publish on node A reaches subscribers on B 
   const cluster = await startCluster(3);
   try {
     const [a, b, c] = cluster.nodes;
-    const missing = await realtimeMissing(a);
-    if (missing) {
-      t.skip(missing);
-      return;
-    }
     await deploy(a, "chat", { "picloud.toml": `name = "chat"\n${REALTIME_MANIFEST}`, ...REALTIME_SCRIPTS });
     const api = new PiCloud({ urls: [a.url], app: "chat" });
     const getToken = async () => (await api.call("GET", "/token/1")).token;
