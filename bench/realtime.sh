@@ -35,8 +35,11 @@ BIN=target/release/picloud
 LOAD=target/release/realtime-load
 source bench/lib.sh
 HTTP_PORTS=1818 PEER_PORTS=1717
-# Subscribers are capped per app and per node by default; the bench raises the caps.
+# Subscribers are capped per app and per node, and connections per node and
+# per client address, by default; every subscriber of the bench comes from
+# 127.0.0.1, so the bench raises the caps.
 export PICLOUD_REALTIME_SUBSCRIBERS_PER_NODE_MAX=20000 PICLOUD_REALTIME_SUBSCRIBERS_PER_APP_MAX=20000
+export PICLOUD_HTTP_CONNECTIONS_MAX=20000 PICLOUD_HTTP_CONNECTIONS_PER_CLIENT_MAX=19000
 export PICLOUD_ADMIN_KEY="realtime-bench-admin-key-0123456789" PICLOUD_CREDENTIALS="$WORK/creds.toml"
 export PICLOUD_KEY="$PICLOUD_ADMIN_KEY"
 
@@ -58,7 +61,8 @@ done
 NATS_ADDRS=127.0.0.1:4221,127.0.0.1:4222,127.0.0.1:4223
 NATS_OUT="$("$LOAD" nats --subs "$NATS_ADDRS" --publish "$NATS_ADDRS" --subject bench.t \
   --n "$SUBS" --rate "$RATE" --secs "$SECS")"
-for i in 1 2 3; do kill -9 "${PIDS[nats$i]}"; unset "PIDS[nats$i]"; done
+stop() { { kill -9 "${PIDS[$1]}"; wait "${PIDS[$1]}"; } 2>/dev/null || true; unset "PIDS[$1]"; }
+for i in 1 2 3; do stop "nats$i"; done
 
 # ---------- 1b. PiCloud: 3-node cluster ----------
 start_three_picloud
@@ -99,23 +103,23 @@ echo "durable publish vs kv.set, 3 nodes, leader, wrk c=64 ${SECS}s:"
 echo "  $PUBD"
 echo "  $SET"
 printf '  publish_durable/kv.set: %.2f\n' "$(awk -v a="$(awk '{print $2}' <<<"$PUBD")" -v b="$(awk '{print $2}' <<<"$SET")" 'BEGIN {print a/b}')"
-for i in 1 2 3; do kill -9 "${PIDS[pc$i]}"; unset "PIDS[pc$i]"; done
+for i in 1 2 3; do stop "pc$i"; done
 
 # ---------- 2. memory per idle subscriber, one fresh node ----------
-HTTP_PORTS=1828 PEER_PORTS=1727
-start_picloud 1
-wait_http "http://127.0.0.1:${HTTP_PORTS}1/_/health"
-PICLOUD_URL="http://127.0.0.1:${HTTP_PORTS}1" "$BIN" deploy bench/apps/rtbench >/dev/null
+# A fourth data dir (pc4), a one-node cluster of its own.
+start_picloud 4
+wait_http "http://127.0.0.1:${HTTP_PORTS}4/_/health"
+PICLOUD_URL="http://127.0.0.1:${HTTP_PORTS}4" "$BIN" deploy bench/apps/rtbench >/dev/null
 # One subscriber first, so the topic's actor and the app's code are loaded
 # before the baseline is read.
-"$LOAD" idle --subs "127.0.0.1:${HTTP_PORTS}1" --path /_/realtime/rtbench/bench/idle --n 1 --hold-secs 1 >/dev/null
+"$LOAD" idle --subs "127.0.0.1:${HTTP_PORTS}4" --path /_/realtime/rtbench/bench/idle --n 1 --hold-secs 1 >/dev/null
 sleep 1
-BEFORE="$(rss_kb "${PIDS[pc1]}")"
-"$LOAD" idle --subs "127.0.0.1:${HTTP_PORTS}1" --path /_/realtime/rtbench/bench/idle --n "$IDLE" --hold-secs 8 >"$WORK/idle.txt" &
+BEFORE="$(rss_kb "${PIDS[pc4]}")"
+"$LOAD" idle --subs "127.0.0.1:${HTTP_PORTS}4" --path /_/realtime/rtbench/bench/idle --n "$IDLE" --hold-secs 8 >"$WORK/idle.txt" &
 IDLE_PID=$!
 for _ in $(seq 1 300); do grep -q connected "$WORK/idle.txt" 2>/dev/null && break; sleep 0.1; done
 sleep 2
-AFTER="$(rss_kb "${PIDS[pc1]}")"
+AFTER="$(rss_kb "${PIDS[pc4]}")"
 wait "$IDLE_PID" || true
 echo "idle subscribers on one node: $(cat "$WORK/idle.txt"), RSS ${BEFORE} kB → ${AFTER} kB"
 printf '  per subscriber: %.1f KiB\n' "$(awk -v a="$AFTER" -v b="$BEFORE" -v n="$IDLE" 'BEGIN {print (a-b)/n}')"

@@ -54,7 +54,7 @@ pub const PER_NODE_MAX_DEFAULT: usize = 256;
 /// build new ones, so the only cost is fresh connections.
 const CLIENTS_MAX: usize = 256;
 /// Idle pooled connections kept per target.
-const IDLE_CONNECTIONS_PER_TARGET_MAX: usize = 16;
+const IDLE_CONNECTIONS_PER_TARGET_MAX: usize = 64;
 /// The `user-agent` of a request whose script sets none.
 const USER_AGENT: &str = concat!("PiCloud/", env!("CARGO_PKG_VERSION"));
 
