@@ -411,3 +411,80 @@ async fn a_secret_set_through_one_node_reads_through_another() {
         assert!(!node.log().contains(PLAINTEXT));
     }
 }
+
+/// Opens `/_/realtime/live/news` with `token`; the status (the head only:
+/// the stream itself is dropped), and the error body when it is not 200.
+async fn stream_status(node: &TestNode, token: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(format!("{}/_/realtime/live/news", node.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("subscribe");
+    let status = response.status().as_u16();
+    if status == 200 {
+        return (status, String::new());
+    }
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Realtime signing keys are sealed like secrets, so master key rotation
+/// re-seals them too: a token signed before the rotation still opens a
+/// stream after the old master key is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_reseals_realtime_signing_keys() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.extra_env = vec![("PICLOUD_SECRET_KEY".into(), key_text(0xA1))];
+    node.start().await;
+    let admin = node.client();
+    let toml = format!(
+        "{}\n[[topic]]\nname = \"news\"\nauth = \"token\"\n",
+        manifest("live", &[("GET", "/token", "token.lua")])
+    );
+    let (status, body) = admin
+        .deploy(
+            "live",
+            &[
+                ("picloud.toml", &toml),
+                (
+                    "token.lua",
+                    "return function() return { json = { token = realtime.token('news') } } end",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin.with_key(None).get("/live/token").await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().expect("token").to_string();
+    assert_eq!(stream_status(&node, &token).await, (200, String::new()));
+
+    // The new master key current, the old one previous: the key still opens.
+    restart_with(
+        &mut node,
+        &[
+            ("PICLOUD_SECRET_KEY", key_text(0xB2)),
+            ("PICLOUD_SECRET_KEY_PREVIOUS", key_text(0xA1)),
+        ],
+    )
+    .await;
+    assert_eq!(stream_status(&node, &token).await, (200, String::new()));
+    let rotated = node.cli(&["secrets", "rotate-key"]).ok();
+    assert!(
+        rotated.contains("re-encrypted 1 realtime signing key(s); 0 already current"),
+        "{rotated}"
+    );
+    let again = node.cli(&["secrets", "rotate-key"]).ok();
+    assert!(
+        again.contains("re-encrypted 0 realtime signing key(s); 1 already current"),
+        "{again}"
+    );
+
+    // The old master key dropped: the same signing key, so the token signed
+    // before the rotation still works.
+    restart_with(&mut node, &[("PICLOUD_SECRET_KEY", key_text(0xB2))]).await;
+    assert_eq!(stream_status(&node, &token).await, (200, String::new()));
+    assert!(node.terminate());
+}

@@ -267,6 +267,17 @@ pub enum Command {
         sealed: Vec<u8>,
         only_if_absent: bool,
     },
+    /// `app`'s realtime signing key re-sealed under a new master key
+    /// (`picloud secrets rotate-key`): the same key, so tokens signed before
+    /// stay valid. It replaces the stored bytes only while they are still
+    /// exactly `old`, so a `realtime rotate-key` (or an app delete) applied
+    /// since the proposer read them wins. Never rejected; result
+    /// `SecretsRekeyed` (`rekeyed` 1, or `changed` 1 when it lost the race).
+    RealtimeKeyRekey {
+        app: String,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes

@@ -34,7 +34,7 @@ use picloud_cluster::transport::PubSubFrame;
 use picloud_cluster::{Duty, Node};
 use picloud_lua_sdk::{Code, HostError};
 use picloud_storage::NodeId;
-use picloud_storage::secret_box::Keyring;
+use picloud_storage::secret_box::{Keyring, SecretBoxError, sealed_key_id};
 use picloud_storage::topics::Position;
 use picloud_storage::{Command, CommandResult, StateReader};
 use ractor::{Actor, ActorRef};
@@ -561,6 +561,63 @@ impl Realtime {
         self.write_key(app, false).await
     }
 
+    /// Re-seals every app's signing key that is not under this node's
+    /// current master key (`picloud secrets rotate-key`, after the secrets):
+    /// the same key under the new master key, so tokens signed before stay
+    /// valid, and the old master key can then be dropped. Each swap is
+    /// guarded (`Command::RealtimeKeyRekey`): a rotation applied meanwhile
+    /// wins. A key no held master key opens is reported, not touched.
+    pub async fn rekey_signing_keys(&self) -> Result<SigningKeysRekeyed, HostError> {
+        let keyring = self.keyring()?;
+        let current_id = keyring.current().id_hex();
+        let reader = self.reader();
+        let mut outcome = SigningKeysRekeyed::default();
+        for app in reader.apps().map_err(storage_error)? {
+            let app = app.name;
+            let Some(sealed) = reader.realtime_key(&app).map_err(storage_error)? else {
+                continue;
+            };
+            if sealed_key_id(&sealed).as_deref() == Some(current_id.as_str()) {
+                outcome.already_current += 1;
+                continue;
+            }
+            let key = match keyring.open(&app, SIGNING_KEY_NAME, &sealed) {
+                Ok(key) => key,
+                Err(error) => {
+                    outcome.unreadable.push((app, error));
+                    continue;
+                }
+            };
+            let new = keyring
+                .current()
+                .seal(&app, SIGNING_KEY_NAME, &key, rand::random());
+            let result = self
+                .inner
+                .node
+                .write(Command::RealtimeKeyRekey {
+                    app,
+                    old: sealed,
+                    new,
+                })
+                .await
+                .map_err(cluster_host_error)?;
+            match result {
+                CommandResult::SecretsRekeyed { rekeyed, changed } => {
+                    outcome.rekeyed += rekeyed;
+                    outcome.changed_meanwhile += changed;
+                }
+                CommandResult::Rejected(error) => return Err(apply_host_error(error)),
+                other => {
+                    return Err(HostError::new(
+                        Code::Internal,
+                        format!("unexpected apply result {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
     fn keyring(&self) -> Result<&Keyring, HostError> {
         self.inner.keyring.as_deref().ok_or_else(|| {
             HostError::new(Code::Unavailable, "this node was started without secrets")
@@ -592,6 +649,17 @@ impl Realtime {
             )),
         }
     }
+}
+
+/// What [`Realtime::rekey_signing_keys`] did.
+#[derive(Debug, Default)]
+pub struct SigningKeysRekeyed {
+    pub rekeyed: u64,
+    pub already_current: u64,
+    /// Keys replaced (rotated, or their app deleted) while the rekey ran.
+    pub changed_meanwhile: u64,
+    /// Apps whose key no master key of this node opens, with why.
+    pub unreadable: Vec<(String, SecretBoxError)>,
 }
 
 /// Counts a subscriber while it lives; dropping it leaves the topic.

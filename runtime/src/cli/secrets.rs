@@ -129,11 +129,15 @@ pub async fn run(client: &Client, command: SecretsCommand, json: bool) -> Result
             let count = |field: &str| body[field].as_u64().unwrap_or(0);
             report(json, &body, || {
                 format!(
-                    "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (left as set)",
+                    "re-encrypted {} secret(s) under key {}; {} already current; {} changed meanwhile (left as set)\n\
+                     re-encrypted {} realtime signing key(s); {} already current; {} changed meanwhile",
                     count("rekeyed"),
                     field(&body["key_id"]),
                     count("already_current"),
-                    count("changed_meanwhile")
+                    count("changed_meanwhile"),
+                    count("realtime_keys_rekeyed"),
+                    count("realtime_keys_already_current"),
+                    count("realtime_keys_changed_meanwhile")
                 )
             });
             let unreadable = body["unreadable"].as_array().cloned().unwrap_or_default();

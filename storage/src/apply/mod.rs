@@ -221,6 +221,9 @@ fn run_in<B: Backend + ?Sized>(
             sealed,
             only_if_absent,
         } => topics::realtime_key_set(txn, app, sealed, *only_if_absent)?,
+        Command::RealtimeKeyRekey { app, old, new } => {
+            topics::realtime_key_rekey(txn, app, old, new)?
+        }
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -261,7 +264,8 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::SecretsRekey { .. }
         | Command::PublishLib { .. }
         | Command::Publish { .. }
-        | Command::RealtimeKeySet { .. } => true,
+        | Command::RealtimeKeySet { .. }
+        | Command::RealtimeKeyRekey { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -305,6 +309,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::SecretsRekey { .. }
         | Command::Publish { .. }
         | Command::RealtimeKeySet { .. }
+        | Command::RealtimeKeyRekey { .. }
         | Command::Batch(_) => None,
     }
 }

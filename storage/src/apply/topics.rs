@@ -126,6 +126,26 @@ pub(super) fn realtime_key_set<B: Backend + ?Sized>(
     Ok(Ok(CommandResult::Done))
 }
 
+/// Swaps `app`'s sealed signing key from `old` to `new` (the same key
+/// re-sealed) only while the stored bytes are still `old`.
+pub(super) fn realtime_key_rekey<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    old: &[u8],
+    new: &[u8],
+) -> Result<Outcome, StorageError> {
+    let key = keys::realtime_key_key(app);
+    let current = txn.get(Keyspace::Topics, &key)?;
+    let swapped = current.as_deref() == Some(old);
+    if swapped {
+        txn.put(Keyspace::Topics, key, new.to_vec());
+    }
+    Ok(Ok(CommandResult::SecretsRekeyed {
+        rekeyed: u64::from(swapped),
+        changed: u64::from(!swapped),
+    }))
+}
+
 /// The durable messages `command` stored (inner commands of a batch
 /// included), for the state machine to announce after the entry applied.
 pub fn published_events(command: &Command, result: &CommandResult) -> Vec<PublishedEvent> {

@@ -217,6 +217,11 @@ enum Wire<'a> {
         publishes: Cow<'a, [RunPublish]>,
         now_ms: Cow<'a, u64>,
     },
+    RealtimeKeyRekey {
+        app: Cow<'a, str>,
+        old: Cow<'a, [u8]>,
+        new: Cow<'a, [u8]>,
+    },
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -302,6 +307,7 @@ conversions! {
         PublishLib { name, files, now_ms, versions_keep },
         Publish { app, topic, message, retain, now_ms },
         RealtimeKeySet { app, sealed, only_if_absent },
+        RealtimeKeyRekey { app, old, new },
     }
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),

@@ -142,8 +142,9 @@ pub(super) async fn list(
 
 /// Re-seals every secret of every app that is not under this node's current
 /// key (opening it with a previous key), and proposes the results guarded
-/// per value (`Command::SecretsRekey`). Secrets no held key opens are
-/// reported, not touched.
+/// per value (`Command::SecretsRekey`); then the apps' realtime signing keys
+/// the same way (`Realtime::rekey_signing_keys`). Values no held key opens
+/// are reported, not touched.
 pub(super) async fn rotate_key(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -207,8 +208,22 @@ pub(super) async fn rotate_key(
             }
         }
     }
+    // The apps' realtime signing keys are sealed the same way: re-sealed
+    // too, so dropping the previous master key later breaks no token.
+    let realtime = gateway.realtime.rekey_signing_keys().await?;
+    unreadable.extend(realtime.unreadable.iter().map(|(app, error)| {
+        json!({
+            "app": app,
+            "name": "(realtime signing key)",
+            "code": secret_code(error).as_str(),
+            "message": error.to_string(),
+        })
+    }));
     Ok(Json(json!({
         "key_id": current_id,
+        "realtime_keys_rekeyed": realtime.rekeyed,
+        "realtime_keys_already_current": realtime.already_current,
+        "realtime_keys_changed_meanwhile": realtime.changed_meanwhile,
         "rekeyed": rekeyed,
         "already_current": already_current,
         "changed_meanwhile": changed,

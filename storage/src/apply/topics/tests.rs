@@ -110,3 +110,40 @@ fn the_signing_key_is_created_once_and_replaced_by_rotation() {
     });
     assert_eq!(fixture.reader.realtime_key("a").expect("key"), None);
 }
+
+#[test]
+fn a_rekey_swaps_the_sealed_key_only_while_it_is_unchanged() {
+    let mut fixture = Fixture::new();
+    fixture.create("a");
+    let rekey = |old: &str, new: &str| Command::RealtimeKeyRekey {
+        app: "a".into(),
+        old: old.as_bytes().to_vec(),
+        new: new.as_bytes().to_vec(),
+    };
+    let key = |fixture: &Fixture| fixture.reader.realtime_key("a").expect("key");
+    let outcome = |rekeyed, changed| CommandResult::SecretsRekeyed { rekeyed, changed };
+    fixture.run(Command::RealtimeKeySet {
+        app: "a".into(),
+        sealed: b"under-old".to_vec(),
+        only_if_absent: true,
+    });
+    assert_eq!(fixture.run(rekey("under-old", "under-new")), outcome(1, 0));
+    assert_eq!(key(&fixture), Some(b"under-new".to_vec()));
+    // A rotation applied after the proposer read the key wins.
+    fixture.run(Command::RealtimeKeySet {
+        app: "a".into(),
+        sealed: b"rotated".to_vec(),
+        only_if_absent: false,
+    });
+    assert_eq!(fixture.run(rekey("under-new", "stale")), outcome(0, 1));
+    assert_eq!(key(&fixture), Some(b"rotated".to_vec()));
+    // An app without a key (or deleted meanwhile) is left alone.
+    fixture.create("b");
+    let result = fixture.run(Command::RealtimeKeyRekey {
+        app: "b".into(),
+        old: b"x".to_vec(),
+        new: b"y".to_vec(),
+    });
+    assert_eq!(result, outcome(0, 1));
+    assert_eq!(fixture.reader.realtime_key("b").expect("key"), None);
+}

@@ -14,7 +14,7 @@ use crate::triggers::TriggerSet;
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
 /// first byte is the position in that enum, 0 to 30.
-const GOLDEN: [&str; 34] = [
+const GOLDEN: [&str; 35] = [
     "00016100016b0131010507",
     "0101610202016e030301630101310008",
     "02016109",
@@ -49,6 +49,7 @@ const GOLDEN: [&str; 34] = [
     "1f016103742f31027b7d051d",
     "200161010901",
     "21016101031200000101740131021e",
+    "22016101070108",
 ];
 
 fn a() -> String {
@@ -296,6 +297,11 @@ fn one_of_each() -> Vec<Command> {
                 retain: 2,
             }],
             now_ms: 30,
+        },
+        Command::RealtimeKeyRekey {
+            app: a(),
+            old: vec![7],
+            new: vec![8],
         },
     ]
 }
