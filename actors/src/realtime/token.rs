@@ -14,6 +14,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -55,23 +56,15 @@ pub fn key_id(key: &[u8]) -> String {
 
 /// HMAC-SHA256 (RFC 2104) over SHA-256 with a 64-byte block.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|k| k ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    mac(key, message).finalize().into_bytes().into()
+}
+
+/// The HMAC-SHA256 state over `message` (keys of any length are valid).
+fn mac(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(message);
+    mac
 }
 
 /// Signs `claims` (its `kid` is set from `key`).
@@ -106,14 +99,11 @@ pub fn verify(
     let signature = URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|_| TokenError::Invalid("the signature is not base64url"))?;
-    let expected = hmac_sha256(key, format!("{version}.{payload}").as_bytes());
-    // Constant time: a byte-by-byte compare would leak the signature.
-    let same = signature.len() == expected.len()
-        && signature
-            .iter()
-            .zip(expected.iter())
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0;
+    // Constant time (the hmac crate compares through `subtle`): a
+    // byte-by-byte compare would leak the signature.
+    let same = mac(key, format!("{version}.{payload}").as_bytes())
+        .verify_slice(&signature)
+        .is_ok();
     let claims: Option<Claims> = URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
