@@ -71,6 +71,8 @@ codes! {
     BadBody = ("bad_body", 400, "The request body could not be read."),
     BodyTooLarge = ("body_too_large", 413, "The request body is larger than the limit (`http_body_bytes_max`, `deploy_bytes_max`)."),
     BodyTimeout = ("body_timeout", 408, "The client sent its body too slowly (`http_body_timeout_ms`, `http_body_rate_bytes_min`)."),
+    BadRequest = ("bad_request", 400, "The request is not valid HTTP/1.1, or a realtime stream request (`GET /_/realtime/...`) carries a body or bytes after its head; the message says which."),
+    HeadTooLarge = ("head_too_large", 431, "The request head is over the server's limit (64 KiB, or more than 100 header lines)."),
     Overloaded = ("overloaded", 503, "The node sheds load: no in-flight permit, body budget or write-queue slot is free; retry shortly."),
     // ---- apps, deploys and libraries ----
     InvalidAppName = ("invalid_app_name", 400, "App names are 1 to 63 bytes of a-z, 0-9, '-' and '_', starting with a letter or digit."),

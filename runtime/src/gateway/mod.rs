@@ -19,6 +19,8 @@
 //!
 //! # Layout
 //! - `server.rs`: accept loop, connection caps, hyper HTTP/1 + HTTP/2 setup
+//! - `stream_conn.rs`: realtime stream requests served without hyper (a
+//!   lean connection for long-lived subscribers)
 //! - `body.rs`: body timeouts and the buffered-bytes budget
 //! - `admission.rs`: in-flight permits and their shares
 //! - `cors.rs`: an app's `[cors]` on its requests (preflights, allow
@@ -35,6 +37,7 @@ pub mod admission;
 pub mod body;
 pub mod cors;
 pub mod server;
+pub mod stream_conn;
 
 use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;

@@ -5,6 +5,8 @@
 //!   accept ─▶ connection caps (total below the fd limit, per client address)
 //!          │    over a cap: closed at once, a warning at most once a second
 //!          ▼
+//!   peek: "GET /_/realtime/" ─▶ stream_conn.rs (one stream, no hyper)
+//!          ▼ anything else
 //!   hyper auto (HTTP/1.1 or h2c by preface)
 //!     HTTP/2: http2_max_concurrent_streams, keep-alive pings
 //!     both:   a watchdog closes a connection whose head (or first request)
@@ -36,6 +38,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::body::{BodyTiming, TimedBody};
+use super::stream_conn::{self, StreamLimits};
 use crate::config::ServeConfig;
 
 /// File descriptors kept for everything but HTTP connections: storage files,
@@ -51,7 +54,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Largest HTTP/1 read buffer, which bounds a request head, in bytes (hyper's
-/// default is ~400 KiB per connection).
+/// default is ~400 KiB per connection). The realtime path's head has the
+/// same bound.
 const H1_BUFFER_BYTES_MAX: usize = 64 * 1024;
 
 /// Largest HTTP/2 header list of one request, in bytes (h2's default is 16 MiB).
@@ -272,10 +276,48 @@ fn is_connection_error(error: &std::io::Error) -> bool {
     )
 }
 
+/// Serves one connection while it holds `_slot`: a realtime stream request
+/// on the lean path (`stream_conn.rs`), anything else through hyper.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     _slot: ConnectionSlot,
+    router: Router,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    limits: Arc<ServerLimits>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let accepted = Instant::now();
+    let mut peeked = [0u8; stream_conn::STREAM_PREFIX.len()];
+    // A client that sends nothing gets the header timeout, as on hyper's path.
+    let peek = tokio::select! {
+        peek = tokio::time::timeout(limits.header_timeout, stream.peek(&mut peeked)) => peek,
+        _ = closing.wait_for(|closing| *closing) => return,
+    };
+    match peek {
+        Ok(Ok(read)) if read > 0 => {
+            if stream_conn::is_stream_prefix(&peeked[..read]) {
+                let stream_limits = StreamLimits {
+                    head_bytes_max: H1_BUFFER_BYTES_MAX,
+                    header_timeout: limits.header_timeout,
+                    stall_timeout: limits.idle_timeout,
+                    close_grace: CLOSE_GRACE,
+                };
+                stream_conn::serve(stream, peer, router, stream_limits, accepted, closing).await;
+                return;
+            }
+        }
+        _ => return,
+    }
+    // Boxed: hyper's connection future is large, and the task of a stream
+    // connection should not carry its size.
+    Box::pin(serve_http(stream, peer, router, builder, limits, closing)).await;
+}
+
+/// Serves a connection through hyper (HTTP/1.1 keep-alive or HTTP/2).
+async fn serve_http(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     router: Router,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     limits: Arc<ServerLimits>,
