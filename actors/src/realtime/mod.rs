@@ -92,7 +92,6 @@ type OpenedKey = (Vec<u8>, Arc<[u8]>);
 #[derive(Default)]
 struct Registry {
     actors: HashMap<TopicKey, ActorRef<TopicMsg>>,
-    subscribers_per_app: HashMap<String, usize>,
 }
 
 struct Inner {
@@ -100,6 +99,10 @@ struct Inner {
     keyring: Option<Arc<Keyring>>,
     limits: RealtimeLimits,
     registry: tokio::sync::Mutex<Registry>,
+    /// Subscribers of each app on this node. A plain lock (never held
+    /// across an await), so a departing subscriber's guard releases its
+    /// count in `drop` itself.
+    subscribers_per_app: Mutex<HashMap<String, usize>>,
     subscribers: AtomicUsize,
     next_subscriber: AtomicU64,
     /// Opened signing keys by app, with the sealed bytes they came from: a
@@ -151,6 +154,7 @@ impl Realtime {
                 keyring,
                 limits,
                 registry: tokio::sync::Mutex::default(),
+                subscribers_per_app: Mutex::default(),
                 subscribers: AtomicUsize::new(0),
                 next_subscriber: AtomicU64::new(1),
                 keys: Mutex::default(),
@@ -262,10 +266,12 @@ impl Realtime {
             ));
         }
         if !guard.counted_in_app {
-            let app_count = registry
+            let mut per_app = self
+                .inner
                 .subscribers_per_app
-                .entry(app.to_string())
-                .or_default();
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let app_count = per_app.entry(app.to_string()).or_default();
             if *app_count >= limits.subscribers_per_app_max {
                 return Err(HostError::new(
                     Code::RealtimeFull,
@@ -680,21 +686,15 @@ impl Drop for SubscriberGuard {
             let _ = actor.cast(TopicMsg::Leave(self.id));
         }
         if self.counted_in_app {
-            // The registry lock is async: release the app's count on the
-            // runtime (a drop cannot await). Bounded: one short task per
-            // departing subscriber.
-            let realtime = self.realtime.clone();
-            let app = std::mem::take(&mut self.app);
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let mut registry = realtime.inner.registry.lock().await;
-                    if let Some(count) = registry.subscribers_per_app.get_mut(&app) {
-                        *count = count.saturating_sub(1);
-                        if *count == 0 {
-                            registry.subscribers_per_app.remove(&app);
-                        }
-                    }
-                });
+            let mut per_app = inner
+                .subscribers_per_app
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = per_app.get_mut(&self.app) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_app.remove(&self.app);
+                }
             }
         }
     }

@@ -69,6 +69,21 @@ struct PeerQueue {
     task: tokio::task::AbortHandle,
 }
 
+impl PeerQueue {
+    /// Whether this queue still carries frames to `peer`. Its sender task
+    /// only ends by failing (a panic): the closed channel shows it, and the
+    /// next `send` or `ensure` (the `pubsub_in` duty calls `ensure` every
+    /// second) links the peer again, so a failed sender heals like a
+    /// supervised one instead of dropping every later frame.
+    fn serves(&self, peer: &str) -> bool {
+        if self.tx.is_closed() {
+            tracing::warn!(peer, "the pub/sub sender to a peer ended; linking it again");
+            return false;
+        }
+        self.peer == peer
+    }
+}
+
 impl Drop for PeerQueue {
     fn drop(&mut self) {
         self.task.abort();
@@ -122,7 +137,7 @@ impl PubSubLinks {
     /// a full queue drops it.
     pub fn send(&self, target: NodeId, peer: &str, frame: Arc<PubSubFrame>) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if queues.get(&target).is_none_or(|queue| queue.peer != peer) {
+        if queues.get(&target).is_none_or(|queue| !queue.serves(peer)) {
             queues.insert(target, self.link(target, peer));
         }
         let Some(queue) = queues.get(&target) else {
@@ -140,7 +155,7 @@ impl PubSubLinks {
     /// greets it with this node's interest), without sending anything.
     pub fn ensure(&self, target: NodeId, peer: &str) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if queues.get(&target).is_none_or(|queue| queue.peer != peer) {
+        if queues.get(&target).is_none_or(|queue| !queue.serves(peer)) {
             queues.insert(target, self.link(target, peer));
         }
     }
