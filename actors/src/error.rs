@@ -89,6 +89,12 @@ pub fn apply_code(error: &ApplyError) -> Code {
         ApplyError::IndexValueTooLarge { .. } => Code::IndexValueTooLarge,
         ApplyError::SecretNotFound { .. } => Code::SecretNotFound,
         ApplyError::SecretsFull { .. } => Code::SecretsFull,
+        ApplyError::InvalidPath { .. } => Code::InvalidPath,
+        ApplyError::FileTooLarge { .. } => Code::FileTooLarge,
+        ApplyError::QuotaExceeded { .. } => Code::QuotaExceeded,
+        // The proposer built the command from the bytes it stored: a
+        // mismatch is a bug, not the caller's input.
+        ApplyError::InvalidFile { .. } => Code::Internal,
     }
 }
 

@@ -30,6 +30,9 @@
 //!   promotions, removals, odd voters) over `Node::membership_view`.
 //! - `outbound`: outbound HTTP for scripts — `Outbound` (limits, clients),
 //!   the pure SSRF `guard` and its allow list, a DNS stub resolver.
+//! - `files`: `FileService` (files for scripts, the gateway and the CLI:
+//!   upload to blocks then `FilePut`, download, list, delete, signed URLs),
+//!   the repair planner and duty, and block GC.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
@@ -49,6 +52,7 @@ pub mod dispatcher;
 pub mod docs;
 pub mod duties;
 pub mod error;
+pub mod files;
 pub mod host;
 pub mod logs;
 pub mod membership;

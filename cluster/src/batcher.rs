@@ -85,6 +85,20 @@ pub fn payload_bytes(command: &Command) -> usize {
         } => app.len() + topic.len() + message.len(),
         Command::Deploy(picloud_storage::VersionDeploy { bundle, .. }) => bundle.len(),
         Command::PublishLib { files, .. } => files.len(),
+        Command::FilePut {
+            app,
+            path,
+            content_type,
+            blocks,
+            inline,
+            ..
+        } => {
+            app.len()
+                + path.len()
+                + content_type.len()
+                + 32 * blocks.len()
+                + inline.as_ref().map_or(0, Vec::len)
+        }
         Command::SecretSet { sealed, .. } => sealed.len(),
         Command::SecretsRekey { secrets } => secrets
             .iter()

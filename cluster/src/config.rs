@@ -46,6 +46,72 @@ pub struct ClusterConfig {
     /// for tests of lower layers) the node cannot create the cluster
     /// secrets, print the token or admit joiners.
     pub secret_keys: Option<Arc<Keyring>>,
+    /// Files: limits, block transfer and repair/GC timings.
+    pub files: FilesConfig,
+}
+
+/// Files' settings (flags `--file-*`/`--files-*`), shared by the block
+/// layer here and the file service above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Largest file, in bytes (`file_bytes_max`).
+    pub file_bytes_max: u64,
+    /// Most bytes of files one app may hold.
+    pub files_bytes_per_app_max: u64,
+    /// Most files one app may hold.
+    pub files_per_app_max: u64,
+    /// Largest file a script reads whole with `files.get` or writes with
+    /// `files.put`; larger ones go through signed URLs.
+    pub file_inline_read_max: u64,
+    /// Uploads this node receives at once (more: 503 `overloaded`).
+    pub files_uploads_inflight_max: usize,
+    /// Downloads this node serves at once (more: 503 `overloaded`).
+    pub files_downloads_inflight_max: usize,
+    /// Blocks of one upload waiting for their replicas' acknowledgements.
+    pub files_upload_blocks_inflight_max: usize,
+    /// Concurrent block streams to (and from) one peer.
+    pub files_block_streams_per_peer_max: usize,
+    /// Longest one block operation (send, fetch, pull) may take.
+    pub files_block_timeout_ms: u64,
+    /// Longest an upload may take from first byte to committed metadata;
+    /// GC's grace must be at least twice this.
+    pub files_upload_duration_max_ms: u64,
+    /// How long an unreferenced block is kept before GC removes it.
+    pub files_gc_grace_ms: u64,
+    /// How often GC looks at one shard of the block store.
+    pub files_gc_interval_ms: u64,
+    /// How often the leader's repair duty starts a pass.
+    pub files_repair_interval_ms: u64,
+    /// Block copies the repair duty runs at once.
+    pub files_repair_copies_inflight_max: usize,
+    /// Longest a file upload or download body may take (the gateway's body
+    /// timeout for file routes).
+    pub files_body_timeout_ms: u64,
+    /// Slowest a file body may flow, in bytes per second, once started.
+    pub files_body_rate_bytes_min: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            file_bytes_max: 1 << 30,
+            files_bytes_per_app_max: 10 << 30,
+            files_per_app_max: 100_000,
+            file_inline_read_max: 8 << 20,
+            files_uploads_inflight_max: 4,
+            files_downloads_inflight_max: 64,
+            files_upload_blocks_inflight_max: 2,
+            files_block_streams_per_peer_max: 8,
+            files_block_timeout_ms: 10_000,
+            files_upload_duration_max_ms: 30 * 60 * 1000,
+            files_gc_grace_ms: 2 * 60 * 60 * 1000,
+            files_gc_interval_ms: 60_000,
+            files_repair_interval_ms: 10_000,
+            files_repair_copies_inflight_max: 4,
+            files_body_timeout_ms: 60 * 60 * 1000,
+            files_body_rate_bytes_min: 16 * 1024,
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -65,6 +131,7 @@ impl Default for ClusterConfig {
             batches_inflight_max: 2,
             disk_reserve_bytes: crate::disk::DISK_RESERVE_BYTES_DEFAULT,
             secret_keys: None,
+            files: FilesConfig::default(),
         }
     }
 }

@@ -41,6 +41,9 @@
 //!   nodes still read).
 //! - `disk`: the data disk's free-space reserve every write is checked
 //!   against (`DiskGuard`; below it, `ClusterError::DiskFull`).
+//! - `files`: files' content as blocks outside the log (`Files`: upload to
+//!   the replicas placed by rendezvous hashing, read locally or from a
+//!   replica, `Has`/`Pull`/`Drop` for repair, the local store for GC).
 //! - `identity`: the node's persistent identity in the data dir.
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `NoQuorum`, `Timeout`) and fatal.
 //! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
@@ -64,6 +67,7 @@ pub mod config;
 pub mod disk;
 pub mod duty;
 pub mod error;
+pub mod files;
 pub mod identity;
 pub mod membership;
 pub mod node;
@@ -73,9 +77,10 @@ pub mod status;
 pub mod transport;
 
 pub use boot::{JoinKeys, JoinTarget};
-pub use config::ClusterConfig;
+pub use config::{ClusterConfig, FilesConfig};
 pub use duty::{Duty, arm_fault, fault_point};
 pub use error::ClusterError;
+pub use files::{Files, FilesError, Uploaded};
 pub use node::Node;
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};
 pub use status::{ClusterStatus, MemberRole, MemberStatus, NodeStatus, Role, cluster_status};

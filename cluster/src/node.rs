@@ -17,6 +17,7 @@ use crate::config::{ClusterConfig, READY_APPLY_LAG_MAX};
 use crate::disk::DiskGuard;
 use crate::duty::Duty;
 use crate::error::ClusterError;
+use crate::files::Files;
 use crate::identity::{self, Identity};
 use crate::proposer::{
     Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
@@ -62,6 +63,8 @@ pub struct Node {
     disk: Arc<DiskGuard>,
     /// Ephemeral pub/sub to and from the other members.
     pubsub: Arc<PubSubLinks>,
+    /// Files' blocks, here and on the other members.
+    files: Arc<Files>,
 }
 
 impl Node {
@@ -261,6 +264,7 @@ impl Node {
             ca: Arc::new(ca),
             disk,
             pubsub,
+            files: Arc::new(Files::skeleton()),
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -295,6 +299,11 @@ impl Node {
     /// Ephemeral pub/sub links to the other members.
     pub fn pubsub(&self) -> &PubSubLinks {
         &self.pubsub
+    }
+
+    /// Files' blocks: upload, read, repair and GC.
+    pub fn files(&self) -> &Arc<Files> {
+        &self.files
     }
 
     /// The other members (voters and learners) with their peer addresses,

@@ -115,6 +115,17 @@ codes! {
     TokenWrongTopic = ("token_wrong_topic", 403, "The realtime token was issued for another topic."),
     RealtimeFull = ("realtime_full", 503, "The node or the app holds the most realtime subscribers allowed (`realtime_subscribers_per_node_max`, `realtime_subscribers_per_app_max`)."),
     TopicsFull = ("topics_full", 503, "The app has the most live topics allowed on this node (`realtime_topics_per_app_max`)."),
+    // ---- files ----
+    InvalidPath = ("invalid_path", 400, "A file path is empty, over 1024 bytes, not UTF-8, holds a NUL or control character, a `..` or empty segment, or starts with `/`."),
+    FileNotFound = ("file_not_found", 404, "The app has no file at this path."),
+    FileTooLarge = ("file_too_large", 413, "The file is over `file_bytes_max`, or (from a script) over `file_inline_read_max`: stream it through a signed URL instead."),
+    QuotaExceeded = ("quota_exceeded", 413, "The app would hold more file bytes or files than allowed (`files_bytes_per_app_max`, `files_per_app_max`)."),
+    UrlExpired = ("url_expired", 403, "The signed file URL's expiry has passed; ask the app for a new one."),
+    UrlInvalid = ("url_invalid", 403, "The signed file URL is malformed, tampered with, signed with another key, or used with another method or content type than it was signed for."),
+    RangeNotSatisfiable = ("range_not_satisfiable", 416, "The `Range` starts past the end of the file."),
+    UploadIncomplete = ("upload_incomplete", 400, "The upload ended before the bytes its `Content-Length` announced; nothing was stored."),
+    ReplicasUnavailable = ("replicas_unavailable", 503, "Too few of a block's replica nodes acknowledged it durable; nothing was stored. Retry when the cluster is whole."),
+    FileUnavailable = ("file_unavailable", 503, "No reachable node holds one of the file's blocks right now."),
     // ---- crypto helpers ----
     InvalidEncoding = ("invalid_encoding", 400, "A `base64.decode` or `hex.decode` input is not valid in that encoding."),
     // ---- kv ----

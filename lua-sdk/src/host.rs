@@ -206,6 +206,66 @@ pub enum PublishKind {
     Durable,
 }
 
+/// A stored file as scripts see it (`files.stat`, `files.put`, a page of
+/// `files.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileStat {
+    pub path: String,
+    pub size: u64,
+    pub content_type: String,
+    /// The strong entity tag: `"` + hex SHA-256 of the content + `"`.
+    pub etag: String,
+    pub updated_ms: u64,
+}
+
+/// `files.get`: the file and its bytes (only files up to
+/// `file_inline_read_max` are read whole).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileData {
+    pub stat: FileStat,
+    pub data: Vec<u8>,
+}
+
+/// One page of `files.list`, in path order; `cursor` continues after it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileListPage {
+    pub files: Vec<FileStat>,
+    pub cursor: Option<String>,
+}
+
+/// What a signed file URL allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UrlMethod {
+    /// `GET` and `HEAD` (download).
+    #[default]
+    Get,
+    /// `PUT` (upload).
+    Put,
+}
+
+/// `files.url(path, {ttl=, method=, content_type=, max_bytes=})`, checked
+/// by the SDK; the host applies its default and maximum ttl.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FileUrlOptions {
+    pub ttl_secs: Option<f64>,
+    pub method: UrlMethod,
+    /// A PUT URL only accepts this `Content-Type`.
+    pub content_type: Option<String>,
+    /// A PUT URL only accepts up to this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// A host future that fails with `unsupported`: the default of every
+/// optional service.
+fn unsupported<'a, T: 'a>(what: &'static str) -> HostFuture<'a, T> {
+    Box::pin(async move {
+        Err(HostError::new(
+            Code::Unsupported,
+            format!("{what} are not available here"),
+        ))
+    })
+}
+
 /// The services a script can reach. Implemented by the node.
 pub trait Host: Send + Sync + 'static {
     fn kv_get<'a>(
@@ -320,5 +380,55 @@ pub trait Host: Send + Sync + 'static {
                 "realtime tokens are not available here",
             ))
         })
+    }
+    /// Stores `data` at `path` of `app` (replacing a file there) and
+    /// returns its stat. Hosts without files keep this default.
+    fn files_put<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        data: Vec<u8>,
+        content_type: Option<String>,
+    ) -> HostFuture<'a, FileStat> {
+        let _ = (app, path, data, content_type);
+        unsupported("files")
+    }
+    /// The file at `path` with its bytes, or `None`; a file over
+    /// `file_inline_read_max` fails with `file_too_large` before any block
+    /// is read.
+    fn files_get<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileData>> {
+        let _ = (app, path);
+        unsupported("files")
+    }
+    /// The file's stat, or `None`.
+    fn files_stat<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileStat>> {
+        let _ = (app, path);
+        unsupported("files")
+    }
+    /// Deletes the file; returns whether it existed.
+    fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
+        let _ = (app, path);
+        unsupported("files")
+    }
+    /// Up to `limit` files whose path starts with `prefix`, after `cursor`.
+    fn files_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, FileListPage> {
+        let _ = (app, prefix, limit, cursor);
+        unsupported("files")
+    }
+    /// A signed URL (`/_/files/<app>/<path>?...`, no host) any node serves.
+    fn files_url<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        options: FileUrlOptions,
+    ) -> HostFuture<'a, String> {
+        let _ = (app, path, options);
+        unsupported("files")
     }
 }

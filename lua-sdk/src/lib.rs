@@ -78,8 +78,9 @@ pub use codes::Code;
 pub use compile::check_syntax;
 pub use error::{CompileError, InvokeError};
 pub use host::{
-    AtomicOp, AtomicResult, Consistency, DocsCall, FindArgs, Host, HostError, HostFuture,
-    KvListPage, LogLevel, OutboundRequest, OutboundResponse, PublishKind, sort_field,
+    AtomicOp, AtomicResult, Consistency, DocsCall, FileData, FileListPage, FileStat,
+    FileUrlOptions, FindArgs, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
+    OutboundResponse, PublishKind, UrlMethod, sort_field,
 };
 pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};

@@ -60,12 +60,17 @@ pub enum Keyspace {
     Log = 16,
     /// Raft log bookkeeping: vote, committed, last purged.
     LogMeta = 17,
+    /// File records ([`crate::files::FileRecord`]), per app, keyed by path.
+    Files = 18,
+    /// Files' block lists, block reference counts (over every app) and
+    /// per-app usage (see `keys::file_*`).
+    FileIndex = 19,
 }
 
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 15] = [
+    pub const STATE_DATA: [Keyspace; 17] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -81,6 +86,8 @@ impl Keyspace {
         Keyspace::Libs,
         Keyspace::LibFiles,
         Keyspace::Topics,
+        Keyspace::Files,
+        Keyspace::FileIndex,
     ];
 
     pub fn id(self) -> u8 {
@@ -107,6 +114,8 @@ impl Keyspace {
             Keyspace::Topics,
             Keyspace::Log,
             Keyspace::LogMeta,
+            Keyspace::Files,
+            Keyspace::FileIndex,
         ]
         .into_iter()
         .find(|keyspace| keyspace.id() == id)

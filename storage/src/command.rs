@@ -36,6 +36,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::docs::IndexDef;
+use crate::files::{BlockHash, FileLimits};
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
 
@@ -278,6 +279,34 @@ pub enum Command {
         old: Vec<u8>,
         new: Vec<u8>,
     },
+    /// Stores the metadata of a file whose blocks are already durable on a
+    /// majority of their replicas (or whose bytes are `inline`), replacing
+    /// a file at `path`. Checked against `limits` (carried by the command,
+    /// read by the proposer from its settings). Block reference counts are
+    /// kept over every app, so identical content is stored once. Fires the
+    /// app's `files` triggers. Result `FileWritten`; rejected with
+    /// `AppNotFound`, `InvalidPath`, `FileTooLarge`, `QuotaExceeded`,
+    /// `InvalidFile` (size, inline bytes and block list disagree) or
+    /// `OutboxFull`.
+    FilePut {
+        app: String,
+        path: String,
+        size: u64,
+        content_type: String,
+        sha256: [u8; 32],
+        blocks: Vec<BlockHash>,
+        inline: Option<Vec<u8>>,
+        limits: FileLimits,
+        now_ms: u64,
+    },
+    /// Deletes the file at `path` (its blocks are collected once no file
+    /// references them). Fires the app's `files` triggers when it existed.
+    /// Result `FileDeleted`; rejected with `AppNotFound` or `OutboxFull`.
+    FileDelete {
+        app: String,
+        path: String,
+        now_ms: u64,
+    },
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
@@ -334,6 +363,7 @@ impl Command {
             | Command::KeyRevoke { .. }
             | Command::DeleteDeadLetter { .. }
             | Command::SecretDelete { .. }
+            | Command::FileDelete { .. }
             | Command::RemoveNode { .. } => true,
             Command::Kv { op, .. } => matches!(op, KvOp::Delete { .. }),
             Command::KvAtomic { ops, .. } => ops.iter().all(|op| matches!(op, KvOp::Delete { .. })),
@@ -512,6 +542,14 @@ pub enum CommandResult {
         epoch: u64,
         seq: u64,
     },
+    /// [`Command::FilePut`]: whether the path held no file before.
+    FileWritten {
+        created: bool,
+    },
+    /// [`Command::FileDelete`]: whether a file was there.
+    FileDeleted {
+        existed: bool,
+    },
 }
 
 /// What became of a run reported done or failed.
@@ -607,4 +645,17 @@ pub enum ApplyError {
     SecretNotFound { app: String, name: String },
     #[error("app {app} already has {max} secrets, the most an app may have")]
     SecretsFull { app: String, max: u32 },
+    #[error("invalid file path {path:?}: {message}")]
+    InvalidPath { path: String, message: String },
+    #[error("the file is {size} bytes; at most {max} are allowed")]
+    FileTooLarge { size: u64, max: u64 },
+    /// `limit` is `"bytes"` or `"files"`.
+    #[error("app {app} would hold more than {max} file {limit}")]
+    QuotaExceeded {
+        app: String,
+        limit: String,
+        max: u64,
+    },
+    #[error("file {path:?} is inconsistent: {message}")]
+    InvalidFile { path: String, message: String },
 }

@@ -33,6 +33,9 @@
 //! - `state_machine`: `StateMachine` (openraft `RaftStateMachine`), streamed snapshots.
 //! - `topics`: durable pub/sub as stored: topic records, positions
 //!   (`<epoch>-<seq>`), the retention rule and `PublishedEvent`.
+//! - `files`: files as stored: the metadata record (`FileRecord`), path
+//!   rules, block size, the limits a `FilePut` carries (content lives in
+//!   blocks outside the log, kept by the cluster crate).
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
@@ -60,6 +63,7 @@ pub mod codec;
 pub mod command;
 pub mod docs;
 mod error;
+pub mod files;
 pub mod glob;
 mod keys;
 pub mod log_store;

@@ -14,6 +14,7 @@ use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::docs::{self, Explain, FindError, FindOptions, FindPage, IndexDef};
 use crate::error::StorageError;
+use crate::files::{BlockHash, FileRecord, FilesUsage};
 use crate::keys::{self, StoredValue};
 use crate::query::Query;
 use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage, LibRecord};
@@ -234,6 +235,56 @@ impl StateReader {
     /// The document indexes built for `app` (its active version's).
     pub fn indexes(&self, app: &str) -> Result<Vec<IndexDef>, StorageError> {
         docs::built_indexes(self.backend.as_ref(), app)
+    }
+
+    /// The record of the file at `path` of `app`.
+    /// SKELETON (lead, issue 14): part A implements the file readers.
+    pub fn file(&self, app: &str, path: &str) -> Result<Option<FileRecord>, StorageError> {
+        let _ = (app, path);
+        todo!("part A")
+    }
+
+    /// The block list of the file at `path` of `app` (empty for an inline
+    /// file or no file).
+    pub fn file_blocks(&self, app: &str, path: &str) -> Result<Vec<BlockHash>, StorageError> {
+        let _ = (app, path);
+        todo!("part A")
+    }
+
+    /// Up to `limit` files of `app` whose path starts with `prefix`, in path
+    /// order, after the path `after`.
+    pub fn files_list(
+        &self,
+        app: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FileRecord)>, StorageError> {
+        let _ = (app, prefix, after, limit);
+        todo!("part A")
+    }
+
+    /// What `app`'s files take up.
+    pub fn files_usage(&self, app: &str) -> Result<FilesUsage, StorageError> {
+        let _ = app;
+        todo!("part A")
+    }
+
+    /// How many file blocks (over every app) reference `hash`.
+    pub fn block_refs(&self, hash: &BlockHash) -> Result<u64, StorageError> {
+        let _ = hash;
+        todo!("part A")
+    }
+
+    /// Up to `limit` referenced block hashes in hash order, after `after`
+    /// (the repair duty's page).
+    pub fn blocks_page(
+        &self,
+        after: Option<&BlockHash>,
+        limit: usize,
+    ) -> Result<Vec<BlockHash>, StorageError> {
+        let _ = (after, limit);
+        todo!("part A")
     }
 
     pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StorageError> {

@@ -44,6 +44,8 @@
 //!   and runs of triggers a deploy removed.
 //! - `secrets`: sealed secret values and their re-keying.
 //! - `docs`: document writes and the indexes kept in step with them.
+//! - `files`: file metadata records, block reference counts, per-app
+//!   usage and quotas, and the `files` triggers they fire.
 //! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
 //!   retention) and the apps' sealed realtime signing keys.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
@@ -71,6 +73,7 @@ use crate::node::NodeId;
 mod apps;
 mod cluster;
 mod docs;
+mod files;
 mod keys;
 mod kv;
 mod outbox;
@@ -224,6 +227,31 @@ fn run_in<B: Backend + ?Sized>(
         Command::RealtimeKeyRekey { app, old, new } => {
             topics::realtime_key_rekey(txn, app, old, new)?
         }
+        Command::FilePut {
+            app,
+            path,
+            size,
+            content_type,
+            sha256,
+            blocks,
+            inline,
+            limits,
+            now_ms,
+        } => files::file_put(
+            txn,
+            files::FilePut {
+                app,
+                path,
+                size: *size,
+                content_type,
+                sha256,
+                blocks,
+                inline: inline.as_deref(),
+                limits,
+                now_ms: *now_ms,
+            },
+        )?,
+        Command::FileDelete { app, path, now_ms } => files::file_delete(txn, app, path, *now_ms)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -265,7 +293,9 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::PublishLib { .. }
         | Command::Publish { .. }
         | Command::RealtimeKeySet { .. }
-        | Command::RealtimeKeyRekey { .. } => true,
+        | Command::RealtimeKeyRekey { .. }
+        | Command::FilePut { .. }
+        | Command::FileDelete { .. } => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -310,6 +340,8 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::Publish { .. }
         | Command::RealtimeKeySet { .. }
         | Command::RealtimeKeyRekey { .. }
+        | Command::FilePut { .. }
+        | Command::FileDelete { .. }
         | Command::Batch(_) => None,
     }
 }

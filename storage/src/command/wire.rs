@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Command, DeployParts, DocOp, KvOp, RunPublish, SecretRekey, VersionDeploy};
 use crate::docs::IndexDef;
+use crate::files::{BlockHash, FileLimits};
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
 
@@ -222,6 +223,22 @@ enum Wire<'a> {
         old: Cow<'a, [u8]>,
         new: Cow<'a, [u8]>,
     },
+    FilePut {
+        app: Cow<'a, str>,
+        path: Cow<'a, str>,
+        size: Cow<'a, u64>,
+        content_type: Cow<'a, str>,
+        sha256: Cow<'a, [u8; 32]>,
+        blocks: Cow<'a, [BlockHash]>,
+        inline: Cow<'a, Option<Vec<u8>>>,
+        limits: Cow<'a, FileLimits>,
+        now_ms: Cow<'a, u64>,
+    },
+    FileDelete {
+        app: Cow<'a, str>,
+        path: Cow<'a, str>,
+        now_ms: Cow<'a, u64>,
+    },
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -308,6 +325,8 @@ conversions! {
         Publish { app, topic, message, retain, now_ms },
         RealtimeKeySet { app, sealed, only_if_absent },
         RealtimeKeyRekey { app, old, new },
+        FilePut { app, path, size, content_type, sha256, blocks, inline, limits, now_ms },
+        FileDelete { app, path, now_ms },
     }
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),

@@ -8,13 +8,14 @@ use std::borrow::Cow;
 use super::super::{Command, DeployParts, DocOp, KvOp, SecretRekey, VersionDeploy};
 use crate::codec::{STORED_BYTES_MAX, decode, encode};
 use crate::docs::IndexDef;
+use crate::files::FileLimits;
 use crate::node::NodeInfo;
 use crate::triggers::TriggerSet;
 
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
 /// first byte is the position in that enum, 0 to 30.
-const GOLDEN: [&str; 35] = [
+const GOLDEN: [&str; 37] = [
     "00016100016b0131010507",
     "0101610202016e030301630101310008",
     "02016109",
@@ -50,6 +51,8 @@ const GOLDEN: [&str; 35] = [
     "200161010901",
     "21016101031200000101740131021e",
     "22016101070108",
+    "2301610170fb88130174010101010101010101010101010101010101010101010101010101010101010101020202020202020202020202020202020202020202020202020202020202020200090a0b1f",
+    "240161017020",
 ];
 
 fn a() -> String {
@@ -302,6 +305,26 @@ fn one_of_each() -> Vec<Command> {
             app: a(),
             old: vec![7],
             new: vec![8],
+        },
+        Command::FilePut {
+            app: a(),
+            path: "p".into(),
+            size: 5000,
+            content_type: "t".into(),
+            sha256: [1; 32],
+            blocks: vec![[2; 32]],
+            inline: None,
+            limits: FileLimits {
+                file_bytes_max: 9,
+                app_bytes_max: 10,
+                app_files_max: 11,
+            },
+            now_ms: 31,
+        },
+        Command::FileDelete {
+            app: a(),
+            path: "p".into(),
+            now_ms: 32,
         },
     ]
 }
