@@ -23,6 +23,8 @@ use picloud_storage::files::BlockHash;
 
 use crate::disk::DiskFull;
 
+pub mod placement;
+
 /// What an upload stored: the content's SHA-256 and size, and either its
 /// bytes (at most `INLINE_BYTES_MAX`) or its block list, every block
 /// durable on a majority of its replicas.
