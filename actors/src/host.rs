@@ -24,6 +24,7 @@ use crate::config::ActorLimits;
 use crate::error::secret_code;
 pub(crate) use crate::error::storage_error;
 pub use crate::error::{apply_host_error, cluster_host_error};
+use crate::files::FileService;
 use crate::logs::LogBook;
 use crate::outbound::Outbound;
 use crate::realtime::{Realtime, token};
@@ -50,6 +51,8 @@ pub struct NodeHost {
     outbound: Option<Arc<Outbound>>,
     /// This node's realtime (`None`: pub/sub answers `unavailable`).
     realtime: Option<Realtime>,
+    /// This node's file service (`None`: `files.*` answers `unsupported`).
+    files: Option<FileService>,
 }
 
 fn unexpected(result: &CommandResult) -> HostError {
@@ -68,7 +71,14 @@ impl NodeHost {
             secret_keys: None,
             outbound: None,
             realtime: None,
+            files: None,
         }
+    }
+
+    /// This host with the node's file service, for `files`.
+    pub fn with_files(mut self, files: FileService) -> NodeHost {
+        self.files = Some(files);
+        self
     }
 
     /// This host with the node's realtime, for `pubsub` and `realtime`.

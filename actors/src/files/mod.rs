@@ -135,3 +135,23 @@ impl FileService {
         todo!("part C")
     }
 }
+
+/// The leader's repair duty: re-replicates blocks whose replica set changed
+/// and reports `files_repair_pending`. SKELETON: part C fills it; until
+/// then it idles.
+pub fn repair_duty(service: FileService) -> picloud_cluster::Duty {
+    picloud_cluster::Duty::new("files_repair", move || {
+        let _service = service.clone();
+        std::future::pending::<()>()
+    })
+}
+
+/// This node's block GC duty: removes blocks no file references once they
+/// are older than the grace, and stale upload temp files. SKELETON: part C
+/// fills it; until then it idles.
+pub fn gc_duty(service: FileService) -> picloud_cluster::Duty {
+    picloud_cluster::Duty::new("files_gc", move || {
+        let _service = service.clone();
+        std::future::pending::<()>()
+    })
+}
