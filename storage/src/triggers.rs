@@ -274,6 +274,26 @@ pub fn retry_delay_ms(backoff_ms: u64, failures: u32) -> u64 {
 mod tests {
     use super::*;
 
+    /// Trigger sets travel in `Deploy` entries and events in the outbox:
+    /// a variant's index is on disk, so new kinds only ever go last.
+    #[test]
+    fn files_variants_come_last() {
+        let kind = TriggerDefKind::Files {
+            pattern: "*".into(),
+            on_put: true,
+            on_delete: true,
+        };
+        let event = TriggerEvent::Files {
+            path: "a".into(),
+            op: "put".into(),
+            size: 1,
+            etag: String::new(),
+            content_type: String::new(),
+        };
+        assert_eq!(crate::codec::encode(&kind).expect("encode")[0], 5);
+        assert_eq!(crate::codec::encode(&event).expect("encode")[0], 5);
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         assert_eq!(retry_delay_ms(1_000, 1), 1_000);
