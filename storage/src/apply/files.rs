@@ -24,6 +24,7 @@ use crate::files::{
     block_count, validate_path,
 };
 use crate::keys;
+use crate::records::AppRecord;
 use crate::triggers::TriggerEvent;
 
 /// The fields of a [`crate::command::Command::FilePut`], borrowed.
@@ -44,9 +45,9 @@ pub(super) fn file_put<B: Backend + ?Sized>(
     put: FilePut<'_>,
 ) -> Result<Outcome, StorageError> {
     let app = put.app;
-    if txn.app(app)?.is_none() {
+    let Some(app_record) = txn.app(app)? else {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
-    }
+    };
     if let Err(error) = validate_path(put.path) {
         return Ok(Err(ApplyError::InvalidPath {
             path: put.path.into(),
@@ -108,7 +109,8 @@ pub(super) fn file_put<B: Backend + ?Sized>(
         txn.put(Keyspace::FileIndex, blocks_key, put.blocks.concat());
     }
     set_usage(txn, app, after)?;
-    if let Err(rejection) = fire(txn, app, put.path, "put", &record, put.now_ms)? {
+    let event = (put.path, "put", &record);
+    if let Err(rejection) = fire(txn, &app_record, event, put.now_ms)? {
         return Ok(Err(rejection));
     }
     Ok(Ok(CommandResult::FileWritten {
@@ -122,9 +124,9 @@ pub(super) fn file_delete<B: Backend + ?Sized>(
     path: &str,
     now_ms: u64,
 ) -> Result<Outcome, StorageError> {
-    if txn.app(app)?.is_none() {
+    let Some(app_record) = txn.app(app)? else {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
-    }
+    };
     let record_key = keys::file_key(app, path);
     let Some(old) = txn.get_decoded::<FileRecord>(Keyspace::Files, &record_key, "file record")?
     else {
@@ -140,7 +142,7 @@ pub(super) fn file_delete<B: Backend + ?Sized>(
             files: usage.files.saturating_sub(1),
         },
     )?;
-    if let Err(rejection) = fire(txn, app, path, "delete", &old, now_ms)? {
+    if let Err(rejection) = fire(txn, &app_record, (path, "delete", &old), now_ms)? {
         return Ok(Err(rejection));
     }
     Ok(Ok(CommandResult::FileDeleted { existed: true }))
@@ -308,18 +310,18 @@ fn set_usage<B: Backend + ?Sized>(
     txn.put_encoded(Keyspace::FileIndex, key, &usage, "files usage")
 }
 
-/// Queues a run of each of `app`'s files triggers matching `path` and `op`
-/// (at depth 1: file writes are never part of a trigger chain's buffered
-/// writes), exactly like pub/sub triggers; a full outbox rejects the write.
+/// Queues a run of each of the app's files triggers matching the event's
+/// path and op (`put`/`delete`, with the stored file's `record`), at depth
+/// 1 (file writes are never part of a trigger chain's buffered writes),
+/// exactly like pub/sub triggers; a full outbox rejects the write.
 fn fire<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
-    app: &str,
-    path: &str,
-    op: &str,
-    record: &FileRecord,
+    app_record: &AppRecord,
+    (path, op, record): (&str, &str, &FileRecord),
     now_ms: u64,
 ) -> Result<Result<(), ApplyError>, StorageError> {
-    let Some(set) = txn.active_triggers(app)? else {
+    let app = app_record.name.as_str();
+    let Some(set) = txn.triggers_of(app_record)? else {
         return Ok(Ok(()));
     };
     let fired: Vec<String> = set
