@@ -433,6 +433,20 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             }
             event
         }
+        TriggerEvent::Files {
+            path,
+            op,
+            size,
+            etag,
+            content_type,
+        } => json!({
+            "kind": "files",
+            "op": op,
+            "path": path,
+            "size": size,
+            "etag": etag,
+            "content_type": content_type,
+        }),
         TriggerEvent::DeadLetter {
             trigger,
             delivery_id,
@@ -587,5 +601,27 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    #[test]
+    fn a_files_event_reaches_the_script_with_its_stat() {
+        let event = TriggerEvent::Files {
+            path: "uploads/cat.png".into(),
+            op: "put".into(),
+            size: 5,
+            etag: "\"ab\"".into(),
+            content_type: "image/png".into(),
+        };
+        assert_eq!(
+            event_json(&event),
+            json!({
+                "kind": "files",
+                "op": "put",
+                "path": "uploads/cat.png",
+                "size": 5,
+                "etag": "\"ab\"",
+                "content_type": "image/png",
+            })
+        );
     }
 }

@@ -32,10 +32,12 @@
 //!   the C functions in the sandbox (`strlib/differential.rs`: its test
 //!   against the C functions).
 //! * `sdk/` — the globals scripts use, one file each: `kv`, `docs`,
-//!   `pubsub` (with `realtime`), `log`/`print`, `json`, `time`, `secrets`,
+//!   `files`, `pubsub` (with `realtime`), `log`/`print`, `json`, `time`, `secrets`,
 //!   `crypto` (with `base64` and `hex`: metered byte helpers, no host call),
 //!   and `http` (outbound requests; `sdk/http.rs`, not the inbound `http.rs`
 //!   below).
+//! * `file_path.rs` — the rule for file paths (`validate_path`), shared with
+//!   `picloud-storage`'s apply so both refuse the same paths.
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
 //!   every node charged, Lua→JSON bounded (`value_too_large`).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
@@ -62,6 +64,7 @@ pub mod codes;
 mod compile;
 mod convert;
 mod error;
+pub mod file_path;
 pub mod host;
 mod http;
 mod imports;
@@ -85,11 +88,12 @@ pub use host::{
 pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};
 pub use limits::{
-    CALL_DEPTH_MAX, CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, HASH_BYTES_PER_UNIT,
-    HOOK_INSTRUCTIONS_INTERVAL, HOOK_INSTRUCTIONS_INTERVAL_MIN, HOOK_INTERVAL_MEMORY_PRODUCT,
-    JSON_DEPTH_MAX, JSON_NODE_COST_UNITS, JSON_VALUE_BYTES_MAX, JSON_VALUE_NODES_MAX,
-    KV_LIST_LIMIT_DEFAULT, LOG_MESSAGE_BYTES_MAX, NUMERAL_BYTES_MAX, RANDOM_BYTES_MAX,
-    STRING_FORMAT_BYTES_MAX, SandboxLimits, TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
+    CALL_DEPTH_MAX, CHARGE_BYTES_PER_UNIT, CHARGE_FREE_BYTES, FILES_LIST_LIMIT_DEFAULT,
+    FILES_LIST_LIMIT_MAX, HASH_BYTES_PER_UNIT, HOOK_INSTRUCTIONS_INTERVAL,
+    HOOK_INSTRUCTIONS_INTERVAL_MIN, HOOK_INTERVAL_MEMORY_PRODUCT, JSON_DEPTH_MAX,
+    JSON_NODE_COST_UNITS, JSON_VALUE_BYTES_MAX, JSON_VALUE_NODES_MAX, KV_LIST_LIMIT_DEFAULT,
+    LOG_MESSAGE_BYTES_MAX, NUMERAL_BYTES_MAX, RANDOM_BYTES_MAX, STRING_FORMAT_BYTES_MAX,
+    SandboxLimits, TABLE_MOVE_ELEMENTS_MAX, YIELD_INSTRUCTIONS_INTERVAL,
 };
 pub use modules::{MODULE_NAME_BYTES_MAX, ModuleSet, ModuleSource, validate_module_name};
 pub use vm::{ScriptSource, Vm};

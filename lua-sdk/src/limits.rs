@@ -104,6 +104,12 @@ pub const JSON_NODE_COST_UNITS: u64 = 16;
 /// Default page size of `kv.list`.
 pub const KV_LIST_LIMIT_DEFAULT: usize = 100;
 
+/// Default page size of `files.list`.
+pub const FILES_LIST_LIMIT_DEFAULT: usize = 100;
+/// The most files one `files.list` page holds (a fixed bound: a page of
+/// stats is small, unlike a page of kv values, so no node setting).
+pub const FILES_LIST_LIMIT_MAX: usize = 1000;
+
 /// Memory cap of the throwaway state [`crate::check_syntax`] parses in.
 pub const SYNTAX_CHECK_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 

@@ -356,6 +356,83 @@ realtime = {}
 function realtime.token(topic, options) end
 
 ---------------------------------------------------------------------------
+-- files
+---------------------------------------------------------------------------
+
+---The app's files: content in replicated 1 MiB blocks outside the log,
+---metadata through the log. Paths are 1-1024 bytes of UTF-8 without a
+---leading `/`, a NUL or control character, an empty, `.` or `..` segment
+---(else `invalid_path`). Raises `file_too_large` (over `--file-bytes-max`;
+---`files.get`/`files.put` of more than `--file-inline-read-max`, 8 MiB:
+---use a signed URL), `quota_exceeded` (the app's bytes or files),
+---`disk_full`, `replicas_unavailable`. Inside a trigger run, puts and deletes
+---happen at once (not with the run's completion): a retried run repeats them.
+files = {}
+
+---@class picloud.FileStat
+---@field path string
+---@field size integer bytes
+---@field content_type string `application/octet-stream` unless given
+---@field etag string `"` + hex SHA-256 of the content + `"`
+---@field updated_ms integer last put, ms since the epoch
+
+---@class picloud.File: picloud.FileStat
+---@field data string the content (binary-safe)
+
+---@class picloud.FilePutOptions
+---@field content_type? string `type/subtype`, at most 255 bytes
+
+---Stores `data` at `path`, replacing any file there.
+---@param path string
+---@param data string
+---@param options? picloud.FilePutOptions
+---@return picloud.FileStat
+function files.put(path, data, options) end
+
+---The file with its content, or nil.
+---@param path string
+---@return picloud.File|nil
+function files.get(path) end
+
+---The file's stat, or nil.
+---@param path string
+---@return picloud.FileStat|nil
+function files.stat(path) end
+
+---Deletes the file.
+---@param path string
+---@return boolean found
+function files.delete(path) end
+
+---@class picloud.FileListOptions
+---@field prefix? string only paths starting with it
+---@field limit? integer 1 to 1000 (default 100; else `invalid_limit`)
+---@field cursor? string the `cursor` of the previous page
+
+---@class picloud.FileListPage
+---@field files picloud.FileStat[] in path order
+---@field cursor string|nil pass it to get the next page; nil on the last
+
+---One page of the app's files.
+---@param options? picloud.FileListOptions
+---@return picloud.FileListPage
+function files.list(options) end
+
+---@class picloud.FileUrlOptions
+---@field ttl? number seconds the URL is valid
+---@field method? "GET"|"PUT" GET (and HEAD) downloads, PUT uploads; default GET
+---@field content_type? string PUT only: the `Content-Type` the upload must carry
+---@field max_bytes? integer PUT only: the most bytes the upload may send
+
+---A signed URL path (`/_/files/<app>/<path>?...`, no host) that any node
+---serves to anyone holding it until it expires (`url_expired`); a changed
+---character fails with `url_invalid`.
+---@param path string
+---@param options? picloud.FileUrlOptions
+---@return string url
+function files.url(path, options) end
+
+---------------------------------------------------------------------------
 -- json
 ---------------------------------------------------------------------------
 
@@ -498,11 +575,15 @@ function collectgarbage(opt) end
 ---------------------------------------------------------------------------
 
 ---@class picloud.TriggerEvent
----@field kind "kv"|"docs"|"cron"|"dead_letter"
+---@field kind "kv"|"docs"|"cron"|"pubsub"|"files"|"dead_letter"
 ---@field collection? string docs: the collection written.
 ---@field id? string docs: the document's id.
 ---@field key? string kv: the key written.
----@field op? "set"|"delete"|"insert"|"update" kv: "set"/"delete" (incr and a swapping cas are "set"); docs: "insert"/"update"/"delete".
+---@field op? "set"|"delete"|"insert"|"update"|"put" kv: "set"/"delete" (incr and a swapping cas are "set"); docs: "insert"/"update"/"delete"; files: "put"/"delete".
+---@field path? string files: the file's path.
+---@field size? integer files: its size in bytes (the deleted file's for a delete).
+---@field etag? string files: its ETag.
+---@field content_type? string files: its content type.
 ---@field old? any kv/docs: the value or document before (nil if absent).
 ---@field new? any kv/docs: the value or document after (nil after a delete).
 ---@field scheduled_ms? integer cron: the slot this run is for (ms since the epoch).

@@ -206,6 +206,84 @@ pub(crate) fn realtime_key_key(app: &str) -> Vec<u8> {
 /// deleted never shares an epoch with the old history.
 pub(crate) const CLUSTER_NEXT_TOPIC_EPOCH: &[u8] = b"next_topic_epoch";
 
+/// `Files` key of the record of the file at `path` of `app`: paths of one
+/// app sort in byte order, which is what `files.list` pages through.
+pub(crate) fn file_key(app: &str, path: &str) -> Vec<u8> {
+    kv_key(app, path)
+}
+
+/// The path and record of a `Files` row of the app whose
+/// [`app_prefix`] is `app_prefix`.
+pub(crate) fn file_row(
+    app_prefix: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Result<(String, crate::files::FileRecord), crate::error::StorageError> {
+    let path = key
+        .get(app_prefix.len()..)
+        .and_then(|path| std::str::from_utf8(path).ok())
+        .ok_or(crate::error::StorageError::Corrupt {
+            what: "file key",
+            detail: format!("{} bytes", key.len()),
+        })?;
+    let record = crate::codec::decode(value, crate::codec::STORED_BYTES_MAX)
+        .map_err(crate::error::StorageError::codec("file record"))?;
+    Ok((path.to_string(), record))
+}
+
+/// `FileIndex` prefix of the block lists of `app`'s files.
+pub(crate) fn file_blocks_prefix(app: &str) -> Vec<u8> {
+    let mut full = b"l".to_vec();
+    full.extend_from_slice(&app_prefix(app));
+    full
+}
+
+/// `FileIndex` key of the block list of the file at `path` of `app` (the
+/// hashes, concatenated; absent for an inline file).
+pub(crate) fn file_blocks_key(app: &str, path: &str) -> Vec<u8> {
+    let mut full = file_blocks_prefix(app);
+    full.extend_from_slice(path.as_bytes());
+    full
+}
+
+/// The hashes of a stored block list (its length is a multiple of 32).
+pub(crate) fn block_list_of(bytes: &[u8]) -> Result<Vec<[u8; 32]>, crate::error::StorageError> {
+    let corrupt = || crate::error::StorageError::Corrupt {
+        what: "file block list",
+        detail: format!("{} bytes", bytes.len()),
+    };
+    let chunks = bytes.chunks_exact(32);
+    if !chunks.remainder().is_empty() {
+        return Err(corrupt());
+    }
+    chunks
+        .map(|chunk| <[u8; 32]>::try_from(chunk).map_err(|_| corrupt()))
+        .collect()
+}
+
+/// `FileIndex` prefix of the block reference counts (one row per distinct
+/// block over every app, in hash order).
+pub(crate) const BLOCK_REFS_PREFIX: &[u8] = b"r";
+
+/// `FileIndex` key of the reference count of block `hash` (a `u64`).
+pub(crate) fn block_refs_key(hash: &[u8; 32]) -> Vec<u8> {
+    let mut full = BLOCK_REFS_PREFIX.to_vec();
+    full.extend_from_slice(hash);
+    full
+}
+
+/// The block hash of a [`block_refs_key`].
+pub(crate) fn hash_of_block_refs_key(key: &[u8]) -> Option<[u8; 32]> {
+    key.strip_prefix(BLOCK_REFS_PREFIX)?.try_into().ok()
+}
+
+/// `FileIndex` key of what `app`'s files take up (`FilesUsage`).
+pub(crate) fn files_usage_key(app: &str) -> Vec<u8> {
+    let mut full = b"u".to_vec();
+    full.extend_from_slice(&app_prefix(app));
+    full
+}
+
 /// The version from a `Deploys` key (its last eight bytes).
 pub(crate) fn version_of_deploy_key(key: &[u8]) -> Option<u64> {
     let start = key.len().checked_sub(8)?;
@@ -257,6 +335,18 @@ mod tests {
         assert_eq!(node_of_removed_key(&removed_node_key(7)), Some(7));
         assert_eq!(node_of_removed_key(b"removed/x"), None);
         assert_eq!(node_of_removed_key(CLUSTER_NEXT_NODE_ID), None);
+    }
+
+    #[test]
+    fn file_index_rows_of_one_kind_never_share_a_prefix_with_another() {
+        let hash = [7u8; 32];
+        assert_eq!(hash_of_block_refs_key(&block_refs_key(&hash)), Some(hash));
+        assert_eq!(hash_of_block_refs_key(b"r123"), None);
+        assert!(block_refs_key(&[0; 32]) < block_refs_key(&[1; 32]));
+        assert!(file_blocks_key("a", "x").starts_with(&file_blocks_prefix("a")));
+        assert!(!file_blocks_key("ab", "x").starts_with(&file_blocks_prefix("a")));
+        assert!(!files_usage_key("a").starts_with(BLOCK_REFS_PREFIX));
+        assert!(!file_blocks_key("a", "x").starts_with(BLOCK_REFS_PREFIX));
     }
 
     #[test]

@@ -23,18 +23,19 @@
 //!   own `//!` lists them), each with its tests beside it.
 //! - `triggers`: trigger sets, outbox entries and dead letters as stored,
 //!   and the retry backoff.
-//! - `glob`: the key patterns of kv triggers.
+//! - `glob`: the key patterns of kv, pub/sub and files triggers.
 //! - `docs`: documents, their indexes, and the planner and executor of
 //!   `docs.find` / `docs.count`; `query`: the query language they run.
 //! - `state`: `StateReader`, the read side (kv get/list, documents, apps,
-//!   deploys, triggers, secrets, libs, keys, cluster records: node ids, join
-//!   secret, cluster CA).
+//!   deploys, triggers, secrets, libs, keys, files and block references,
+//!   cluster records: node ids, join secret, cluster CA).
 //! - `log_store`: `LogStore` (openraft `RaftLogStorage`), one group-commit flusher.
 //! - `state_machine`: `StateMachine` (openraft `RaftStateMachine`), streamed snapshots.
 //! - `topics`: durable pub/sub as stored: topic records, positions
 //!   (`<epoch>-<seq>`), the retention rule and `PublishedEvent`.
 //! - `files`: files as stored: the metadata record (`FileRecord`), path
-//!   rules, block size, the limits a `FilePut` carries (content lives in
+//!   rules (re-exported from `picloud-lua-sdk`, the one crate of ours this
+//!   one imports, so scripts check paths with the same function), block size, the limits a `FilePut` carries (content lives in
 //!   blocks outside the log, kept by the cluster crate).
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values

@@ -238,17 +238,20 @@ impl StateReader {
     }
 
     /// The record of the file at `path` of `app`.
-    /// SKELETON (lead, issue 14): part A implements the file readers.
     pub fn file(&self, app: &str, path: &str) -> Result<Option<FileRecord>, StorageError> {
-        let _ = (app, path);
-        todo!("part A")
+        self.decode_one(Keyspace::Files, &keys::file_key(app, path), "file record")
     }
 
     /// The block list of the file at `path` of `app` (empty for an inline
     /// file or no file).
     pub fn file_blocks(&self, app: &str, path: &str) -> Result<Vec<BlockHash>, StorageError> {
-        let _ = (app, path);
-        todo!("part A")
+        match self
+            .backend
+            .get(Keyspace::FileIndex, &keys::file_blocks_key(app, path))?
+        {
+            Some(bytes) => keys::block_list_of(&bytes),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Up to `limit` files of `app` whose path starts with `prefix`, in path
@@ -260,20 +263,49 @@ impl StateReader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, FileRecord)>, StorageError> {
-        let _ = (app, prefix, after, limit);
-        todo!("part A")
+        let app_prefix = keys::app_prefix(app);
+        let scan_prefix = keys::file_key(app, prefix);
+        // The smallest key strictly after `after` is `after` followed by 0x00.
+        let start = match after {
+            Some(after) => {
+                let mut start = keys::file_key(app, after);
+                start.push(0);
+                start
+            }
+            None => scan_prefix.clone(),
+        };
+        let mut files = Vec::new();
+        for item in self
+            .backend
+            .scan(Keyspace::Files, &scan_prefix, &start)
+            .take(limit)
+        {
+            let (key, bytes) = item?;
+            files.push(keys::file_row(&app_prefix, &key, &bytes)?);
+        }
+        Ok(files)
     }
 
     /// What `app`'s files take up.
     pub fn files_usage(&self, app: &str) -> Result<FilesUsage, StorageError> {
-        let _ = app;
-        todo!("part A")
+        Ok(self
+            .decode_one(
+                Keyspace::FileIndex,
+                &keys::files_usage_key(app),
+                "files usage",
+            )?
+            .unwrap_or_default())
     }
 
     /// How many file blocks (over every app) reference `hash`.
     pub fn block_refs(&self, hash: &BlockHash) -> Result<u64, StorageError> {
-        let _ = hash;
-        todo!("part A")
+        Ok(self
+            .decode_one(
+                Keyspace::FileIndex,
+                &keys::block_refs_key(hash),
+                "block references",
+            )?
+            .unwrap_or(0))
     }
 
     /// Up to `limit` referenced block hashes in hash order, after `after`
@@ -283,8 +315,29 @@ impl StateReader {
         after: Option<&BlockHash>,
         limit: usize,
     ) -> Result<Vec<BlockHash>, StorageError> {
-        let _ = (after, limit);
-        todo!("part A")
+        let start = match after {
+            Some(after) => {
+                let mut start = keys::block_refs_key(after);
+                start.push(0);
+                start
+            }
+            None => keys::BLOCK_REFS_PREFIX.to_vec(),
+        };
+        let mut hashes = Vec::new();
+        for item in self
+            .backend
+            .scan(Keyspace::FileIndex, keys::BLOCK_REFS_PREFIX, &start)
+            .take(limit)
+        {
+            let (key, _) = item?;
+            hashes.push(
+                keys::hash_of_block_refs_key(&key).ok_or(StorageError::Corrupt {
+                    what: "block references key",
+                    detail: format!("{} bytes", key.len()),
+                })?,
+            );
+        }
+        Ok(hashes)
     }
 
     pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StorageError> {

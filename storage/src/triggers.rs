@@ -71,6 +71,13 @@ pub enum TriggerDefKind {
     /// A durable pub/sub message on a topic matching `pattern` (see
     /// [`crate::glob`]).
     Pubsub { pattern: String },
+    /// A committed `FilePut` (`on_put`) or `FileDelete` (`on_delete`) of a
+    /// path matching `pattern` (see [`crate::glob`]).
+    Files {
+        pattern: String,
+        on_put: bool,
+        on_delete: bool,
+    },
 }
 
 /// What happened, as the trigger script receives it.
@@ -106,6 +113,16 @@ pub enum TriggerEvent {
         message: Vec<u8>,
         epoch: u64,
         seq: u64,
+    },
+    /// `op` is `put` (a new file or an overwrite) or `delete`; the stat is
+    /// the stored file's (the removed one's for a delete). The content is
+    /// not carried: the script reads it with `files.get` if it needs it.
+    Files {
+        path: String,
+        op: String,
+        size: u64,
+        etag: String,
+        content_type: String,
     },
 }
 
@@ -192,6 +209,27 @@ impl TriggerSet {
         })
     }
 
+    /// The files triggers whose pattern matches `path` and that fire on `op`
+    /// (`put` or `delete`).
+    pub fn files_triggers_on<'a>(
+        &'a self,
+        path: &'a str,
+        op: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.triggers.iter().filter_map(move |def| match &def.kind {
+            TriggerDefKind::Files {
+                pattern,
+                on_put,
+                on_delete,
+            } if (if op == "put" { *on_put } else { *on_delete })
+                && crate::glob::key_matches(pattern, path) =>
+            {
+                Some(def.name.as_str())
+            }
+            _ => None,
+        })
+    }
+
     /// The docs triggers of `collection` that fire on `op` (`insert`,
     /// `update`, `delete`).
     pub fn docs_triggers_on<'a>(
@@ -235,6 +273,26 @@ pub fn retry_delay_ms(backoff_ms: u64, failures: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trigger sets travel in `Deploy` entries and events in the outbox:
+    /// a variant's index is on disk, so new kinds only ever go last.
+    #[test]
+    fn files_variants_come_last() {
+        let kind = TriggerDefKind::Files {
+            pattern: "*".into(),
+            on_put: true,
+            on_delete: true,
+        };
+        let event = TriggerEvent::Files {
+            path: "a".into(),
+            op: "put".into(),
+            size: 1,
+            etag: String::new(),
+            content_type: String::new(),
+        };
+        assert_eq!(crate::codec::encode(&kind).expect("encode")[0], 5);
+        assert_eq!(crate::codec::encode(&event).expect("encode")[0], 5);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

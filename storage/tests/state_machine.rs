@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder};
+use picloud_storage::files::FileLimits;
 use picloud_storage::{
     AppliedEvent, Command, CommandResult, DeployParts, KvOp, NodeInfo, StateReader, Storage,
     StorageOptions, TypeConfig, VersionDeploy,
@@ -103,6 +104,38 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
             &mut entries,
         );
     }
+    // Files: one inline, two sharing a block (same content in two apps).
+    let limits = FileLimits {
+        file_bytes_max: 1 << 30,
+        app_bytes_max: 1 << 40,
+        app_files_max: 1000,
+    };
+    for (app, path, size, inline, blocks) in [
+        ("shop", "logo.txt", 5, Some(b"hello".to_vec()), vec![]),
+        (
+            "shop",
+            "big/a.bin",
+            2 << 20,
+            None,
+            vec![[1u8; 32], [2u8; 32]],
+        ),
+        ("blog", "copy.bin", 1 << 20, None, vec![[1u8; 32]]),
+    ] {
+        push(
+            Command::FilePut {
+                app: app.into(),
+                path: path.into(),
+                size,
+                content_type: "application/octet-stream".into(),
+                sha256: [9; 32],
+                blocks,
+                inline,
+                limits,
+                now_ms: 5,
+            },
+            &mut entries,
+        );
+    }
     push(
         Command::RealtimeKeySet {
             app: "shop".into(),
@@ -163,6 +196,16 @@ fn dump(reader: &StateReader, now_ms: u64) -> String {
                 .expect("topic"),
             reader.realtime_key(&app.name).expect("realtime key"),
         ));
+        for (path, record) in reader.files_list(&app.name, "", None, 100).expect("files") {
+            out.push_str(&format!(
+                "file {path} {record:?} {:?}\n",
+                reader.file_blocks(&app.name, &path).expect("blocks")
+            ));
+        }
+        out.push_str(&format!(
+            "{:?}\n",
+            reader.files_usage(&app.name).expect("usage")
+        ));
         let mut after: Option<String> = None;
         loop {
             let page = reader
@@ -188,6 +231,12 @@ fn dump(reader: &StateReader, now_ms: u64) -> String {
         reader.join_secret().expect("join secret"),
         reader.cluster_ca().expect("cluster ca"),
     ));
+    for hash in reader.blocks_page(None, 100).expect("blocks page") {
+        out.push_str(&format!(
+            "block {hash:?} {}\n",
+            reader.block_refs(&hash).expect("refs")
+        ));
+    }
     out.push_str(&format!(
         "applied {:?}\n",
         reader.last_applied_index().expect("index")
@@ -366,6 +415,11 @@ async fn snapshot_round_trip_between_stores() {
     let (entries, next_index) = populate();
     leader.state_machine.apply(entries).await.expect("apply");
     let expected = dump(&leader.reader, 10);
+    assert!(expected.contains("file big/a.bin"), "{expected}");
+    assert!(
+        expected.contains(&format!("block {:?} 2", [1u8; 32])),
+        "{expected}"
+    );
     assert_eq!(leader.reader.next_node_id().expect("next"), 5);
     assert_eq!(leader.reader.removed_nodes().expect("removed"), [3]);
     assert!(leader.reader.cluster_ca().expect("ca").is_some());

@@ -93,6 +93,13 @@ pub enum TriggerKind {
     },
     /// A durable pub/sub message on a topic matching `pattern`.
     Pubsub { pattern: String },
+    /// A committed file put (`on_put`) or delete (`on_delete`) in this app
+    /// whose path matches `pattern` (`picloud_storage::glob`).
+    Files {
+        pattern: String,
+        on_put: bool,
+        on_delete: bool,
+    },
 }
 
 /// App-wide bounds of the trigger machinery (`[triggers]`).
@@ -371,6 +378,15 @@ impl Manifest {
                         TriggerKind::Pubsub { pattern } => TriggerDefKind::Pubsub {
                             pattern: pattern.clone(),
                         },
+                        TriggerKind::Files {
+                            pattern,
+                            on_put,
+                            on_delete,
+                        } => TriggerDefKind::Files {
+                            pattern: pattern.clone(),
+                            on_put: *on_put,
+                            on_delete: *on_delete,
+                        },
                     },
                     attempts_max: trigger.attempts_max,
                     backoff_ms: trigger.backoff_ms,
@@ -592,9 +608,31 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
             }
             TriggerKind::Pubsub { pattern }
         }
+        "files" => {
+            for (field, present) in [
+                ("topic", raw.topic.is_some()),
+                ("schedule", raw.schedule.is_some()),
+                ("timezone", raw.timezone.is_some()),
+                ("misfire", raw.misfire.is_some()),
+                ("collection", raw.collection.is_some()),
+            ] {
+                not_for(field, present, "files")?;
+            }
+            // Without `match`, every path of the app: `*` crosses `/`.
+            let pattern = raw.pattern.unwrap_or_else(|| "*".to_string());
+            if pattern.is_empty() || pattern.len() > TRIGGER_PATTERN_BYTES_MAX {
+                return Err(format!("match must be 1-{TRIGGER_PATTERN_BYTES_MAX} bytes"));
+            }
+            let on = operations(raw.on, &["put", "delete"])?;
+            TriggerKind::Files {
+                pattern,
+                on_put: on.contains(&"put"),
+                on_delete: on.contains(&"delete"),
+            }
+        }
         other => {
             return Err(format!(
-                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\", \"pubsub\""
+                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\", \"pubsub\", \"files\""
             ));
         }
     };
@@ -605,6 +643,36 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
         attempts_max,
         backoff_ms,
     })
+}
+
+/// The operations a trigger's `on` lists, each one of `allowed` (all of
+/// them when `on` is absent).
+fn operations(
+    on: Option<Vec<String>>,
+    allowed: &[&'static str],
+) -> Result<Vec<&'static str>, String> {
+    let listed = || {
+        allowed
+            .iter()
+            .map(|op| format!("{op:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(on) = on else {
+        return Ok(allowed.to_vec());
+    };
+    if on.is_empty() {
+        return Err(format!("on must list one or more of {}", listed()));
+    }
+    on.iter()
+        .map(|op| {
+            allowed
+                .iter()
+                .find(|allowed| *allowed == op)
+                .copied()
+                .ok_or_else(|| format!("on = {op:?} is not an operation (use {})", listed()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -753,6 +821,62 @@ chain_depth_max = 4
                 .to_string()
                 .contains("chain_depth_max")
         );
+    }
+
+    #[test]
+    fn files_triggers_default_to_every_path_and_both_operations() {
+        let head = "name = \"x\"\n[[trigger]]\nkind = \"files\"\nscript = \"f.lua\"\n";
+        let cases = [
+            ("", ("*", true, true)),
+            ("match = \"uploads/*\"\n", ("uploads/*", true, true)),
+            ("on = [\"put\"]\n", ("*", true, false)),
+            (
+                "match = \"*.png\"\non = [\"delete\"]\n",
+                ("*.png", false, true),
+            ),
+        ];
+        for (body, (pattern, on_put, on_delete)) in cases {
+            let manifest = Manifest::parse(&format!("{head}{body}")).expect(body);
+            let expected = TriggerKind::Files {
+                pattern: pattern.into(),
+                on_put,
+                on_delete,
+            };
+            assert_eq!(manifest.triggers[0].kind, expected, "{body}");
+            assert_eq!(manifest.triggers[0].name, "f");
+            let set = manifest.trigger_set();
+            assert_eq!(
+                set.files_triggers_on("uploads/a.png", "put").count(),
+                usize::from(on_put),
+                "{body}"
+            );
+        }
+        let rejected = [
+            (
+                "on = []\n",
+                "on must list one or more of \"put\", \"delete\"",
+            ),
+            ("on = [\"set\"]\n", "on = \"set\" is not an operation"),
+            ("match = \"\"\n", "match must be 1-512 bytes"),
+            (
+                "topic = \"a\"\n",
+                "`topic` does not apply to kind = \"files\"",
+            ),
+            (
+                "collection = \"a\"\n",
+                "`collection` does not apply to kind = \"files\"",
+            ),
+            (
+                "schedule = \"@daily\"\n",
+                "`schedule` does not apply to kind = \"files\"",
+            ),
+        ];
+        for (body, expected) in rejected {
+            let error = Manifest::parse(&format!("{head}{body}"))
+                .expect_err(body)
+                .to_string();
+            assert!(error.contains(expected), "{body}: {error}");
+        }
     }
 
     #[test]

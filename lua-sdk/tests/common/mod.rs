@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, InvokeError,
-    KvListPage, LogLevel, OutboundRequest, OutboundResponse, Request, Response, SandboxLimits,
-    ScriptSource, Vm,
+    AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
+    FileUrlOptions, Host, HostError, HostFuture, InvokeError, KvListPage, LogLevel,
+    OutboundRequest, OutboundResponse, Request, Response, SandboxLimits, ScriptSource, Vm,
 };
 use serde_json::Value;
 
@@ -33,6 +33,12 @@ pub struct FakeHost {
     /// Every `http.*` call, in order; each answers `http_response`.
     pub http_requests: Mutex<Vec<OutboundRequest>>,
     pub http_response: Mutex<OutboundResponse>,
+    /// Files as `app/path` → (stat, bytes).
+    pub files: Mutex<BTreeMap<String, (FileStat, Vec<u8>)>>,
+    /// Every `files.list` call's (prefix, limit, cursor), in order.
+    pub file_lists: Mutex<Vec<(String, usize, Option<String>)>>,
+    /// Every `files.url` call's (path, options), in order.
+    pub file_urls: Mutex<Vec<(String, FileUrlOptions)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -260,6 +266,98 @@ impl Host for FakeHost {
             self.failure()?;
             lock(&self.http_requests).push(request);
             Ok(lock(&self.http_response).clone())
+        })
+    }
+
+    fn files_put<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        data: Vec<u8>,
+        content_type: Option<String>,
+    ) -> HostFuture<'a, FileStat> {
+        Box::pin(async move {
+            self.failure()?;
+            let stat = FileStat {
+                path: path.to_string(),
+                size: data.len() as u64,
+                content_type: content_type.unwrap_or_else(|| "application/octet-stream".into()),
+                etag: format!("\"{}\"", data.len()),
+                updated_ms: self.now_ms(),
+            };
+            lock(&self.files).insert(format!("{app}/{path}"), (stat.clone(), data));
+            Ok(stat)
+        })
+    }
+
+    fn files_get<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileData>> {
+        Box::pin(async move {
+            self.failure()?;
+            let files = lock(&self.files);
+            Ok(files
+                .get(&format!("{app}/{path}"))
+                .map(|(stat, data)| FileData {
+                    stat: stat.clone(),
+                    data: data.clone(),
+                }))
+        })
+    }
+
+    fn files_stat<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileStat>> {
+        Box::pin(async move {
+            self.failure()?;
+            let files = lock(&self.files);
+            Ok(files
+                .get(&format!("{app}/{path}"))
+                .map(|(stat, _)| stat.clone()))
+        })
+    }
+
+    fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            self.failure()?;
+            Ok(lock(&self.files).remove(&format!("{app}/{path}")).is_some())
+        })
+    }
+
+    fn files_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, FileListPage> {
+        Box::pin(async move {
+            self.failure()?;
+            lock(&self.file_lists).push((prefix.to_string(), limit, cursor.clone()));
+            let start = format!("{app}/{prefix}");
+            let mut files: Vec<FileStat> = lock(&self.files)
+                .iter()
+                .filter(|(key, _)| key.starts_with(&start))
+                .map(|(_, (stat, _))| stat.clone())
+                .filter(|stat| cursor.as_ref().is_none_or(|c| &stat.path > c))
+                .collect();
+            let more = files.len() > limit;
+            files.truncate(limit);
+            let cursor = if more {
+                files.last().map(|stat| stat.path.clone())
+            } else {
+                None
+            };
+            Ok(FileListPage { files, cursor })
+        })
+    }
+
+    fn files_url<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        options: FileUrlOptions,
+    ) -> HostFuture<'a, String> {
+        Box::pin(async move {
+            self.failure()?;
+            lock(&self.file_urls).push((path.to_string(), options));
+            Ok(format!("/_/files/{app}/{path}?sig=x"))
         })
     }
 }

@@ -2,6 +2,7 @@
 //! its triggers and document indexes), roll back, publish a shared library.
 
 use super::docs;
+use super::files::delete_app_files;
 use super::keys::revoke_scoped_keys;
 use super::triggers::swap_triggers;
 use super::txn::{Outcome, Txn};
@@ -75,6 +76,9 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
     ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }
+    // Files release the blocks they reference, which other apps may share:
+    // bounded batches that keep records and references in step.
+    delete_app_files(txn, app)?;
     // Deploys are bounded by `versions_keep`: they go in the final batch.
     for version in txn.deployed_versions(app)? {
         txn.delete(Keyspace::Deploys, keys::deploy_key(app, version));
