@@ -36,8 +36,6 @@
 //!   `crypto` (with `base64` and `hex`: metered byte helpers, no host call),
 //!   and `http` (outbound requests; `sdk/http.rs`, not the inbound `http.rs`
 //!   below).
-//! * `file_path.rs` — the rule for file paths (`validate_path`), shared with
-//!   `picloud-storage`'s apply so both refuse the same paths.
 //! * `convert.rs` — Lua ⇄ JSON value rules (kv values, `json.*`, bodies),
 //!   every node charged, Lua→JSON bounded (`value_too_large`).
 //! * `http.rs` — [`Request`]/[`Response`] and their Lua form; a response
@@ -64,7 +62,6 @@ pub mod codes;
 mod compile;
 mod convert;
 mod error;
-pub mod file_path;
 pub mod host;
 mod http;
 mod imports;

@@ -134,19 +134,10 @@ async fn url_options_reach_the_host() {
 #[tokio::test]
 async fn argument_mistakes_fail_at_the_script_line_with_their_code() {
     let host = FakeHost::new();
-    let long = "a".repeat(1025);
     let cases: Vec<(String, &str)> = vec![
-        ("files.put('/etc/passwd', 'x')".into(), "invalid_path: "),
-        ("files.get('a/../b')".into(), "invalid_path: "),
-        ("files.stat('')".into(), "invalid_path: "),
-        ("files.delete('a//b')".into(), "invalid_path: "),
-        ("files.url('a\\0b')".into(), "invalid_path: "),
-        (format!("files.stat('{long}')"), "invalid_path: "),
+        // The path rule itself is the node's (tested in storage and through
+        // the binary); only a path that is not text fails here.
         ("files.get('\\255\\254')".into(), "invalid_path: "),
-        (
-            format!("files.list{{ prefix = '{long}' }}"),
-            "invalid_path: ",
-        ),
         ("files.get(42)".into(), "files.get: path must be a string"),
         (
             "files.put('a', 42)".into(),

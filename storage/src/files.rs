@@ -9,15 +9,14 @@
 
 use serde::{Deserialize, Serialize};
 
-// The path rules live in the Lua SDK, the lowest crate, so scripts and
-// `apply` check paths with one function.
-pub use picloud_lua_sdk::file_path::{PATH_BYTES_MAX, PathError, validate_path};
-
 /// The size of a block: every block of a file but the last is this long.
 pub const BLOCK_BYTES: u64 = 1 << 20;
 
 /// Files up to this size live inside their record (no blocks).
 pub const INLINE_BYTES_MAX: u64 = 4096;
+
+/// The longest path, in bytes of UTF-8.
+pub const PATH_BYTES_MAX: usize = 1024;
 
 /// The longest `content_type`, in bytes.
 pub const CONTENT_TYPE_BYTES_MAX: usize = 255;
@@ -75,6 +74,49 @@ pub struct FilesUsage {
     pub files: u64,
 }
 
+/// Why a path is refused (`invalid_path`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path is empty")]
+    Empty,
+    #[error("the path is {len} bytes; at most {PATH_BYTES_MAX} are allowed")]
+    TooLong { len: usize },
+    #[error("the path starts with '/'")]
+    Absolute,
+    #[error("the path holds a NUL or control character")]
+    ControlCharacter,
+    #[error("the path holds an empty segment ('//' or a trailing '/')")]
+    EmptySegment,
+    #[error("the path holds a '.' or '..' segment")]
+    DotSegment,
+}
+
+/// Checks a file path: 1 to [`PATH_BYTES_MAX`] bytes, no leading `/`, no
+/// NUL or other control character (C0 and DEL: paths reach logs and
+/// terminals), no empty segment, no `.` or `..` segment.
+pub fn validate_path(path: &str) -> Result<(), PathError> {
+    if path.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if path.len() > PATH_BYTES_MAX {
+        return Err(PathError::TooLong { len: path.len() });
+    }
+    if path.starts_with('/') {
+        return Err(PathError::Absolute);
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err(PathError::ControlCharacter);
+    }
+    for segment in path.split('/') {
+        match segment {
+            "" => return Err(PathError::EmptySegment),
+            "." | ".." => return Err(PathError::DotSegment),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// How many blocks a file of `size` bytes has (0 when it is inline).
 pub fn block_count(size: u64) -> u32 {
     if size <= INLINE_BYTES_MAX {
@@ -87,6 +129,39 @@ pub fn block_count(size: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_checked() {
+        let long = "a".repeat(PATH_BYTES_MAX);
+        let too_long = "a".repeat(PATH_BYTES_MAX + 1);
+        let cases: &[(&str, Result<(), PathError>)] = &[
+            ("a", Ok(())),
+            ("photos/2026/cat.jpg", Ok(())),
+            ("ünïcode/файл.txt", Ok(())),
+            ("with space/and..dots.txt", Ok(())),
+            (&long, Ok(())),
+            ("", Err(PathError::Empty)),
+            (
+                &too_long,
+                Err(PathError::TooLong {
+                    len: PATH_BYTES_MAX + 1,
+                }),
+            ),
+            ("/etc/passwd", Err(PathError::Absolute)),
+            ("a\0b", Err(PathError::ControlCharacter)),
+            ("a\nb", Err(PathError::ControlCharacter)),
+            ("a\u{7f}", Err(PathError::ControlCharacter)),
+            ("a//b", Err(PathError::EmptySegment)),
+            ("a/", Err(PathError::EmptySegment)),
+            ("../x", Err(PathError::DotSegment)),
+            ("a/../../x", Err(PathError::DotSegment)),
+            ("a/./b", Err(PathError::DotSegment)),
+            ("..", Err(PathError::DotSegment)),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(&validate_path(path), expected, "{path:?}");
+        }
+    }
 
     #[test]
     fn block_counts() {

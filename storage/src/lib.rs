@@ -34,9 +34,8 @@
 //! - `topics`: durable pub/sub as stored: topic records, positions
 //!   (`<epoch>-<seq>`), the retention rule and `PublishedEvent`.
 //! - `files`: files as stored: the metadata record (`FileRecord`), path
-//!   rules (re-exported from `picloud-lua-sdk`, the one crate of ours this
-//!   one imports, so scripts check paths with the same function), block size, the limits a `FilePut` carries (content lives in
-//!   blocks outside the log, kept by the cluster crate).
+//!   rules (`validate_path`), block size, the limits a `FilePut` carries
+//!   (content lives in blocks outside the log, kept by the cluster crate).
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).

@@ -11,9 +11,11 @@
 //! * `files.url(path [, {ttl=, method="GET"|"PUT", content_type=, max_bytes=}])`
 //!   → a signed URL path (`/_/files/...`) any node serves.
 //!
-//! Paths are checked here with the one rule ([`validate_path`]), so a bad
-//! path fails with `invalid_path` at the script's line before any host
-//! call; sizes, quotas and content types are the host's (node config).
+//! The path rule (`invalid_path`) is the node's (`picloud_storage::files::
+//! validate_path`, which the replicated apply also checks): this crate
+//! imports no other crate of ours, so a bad path reaches the host and comes
+//! back as an `invalid_path` error at the script's line. Sizes, quotas and
+//! content types are the host's too (node config).
 
 use std::sync::Arc;
 
@@ -22,7 +24,6 @@ use mlua::{Function, Lua, Table, Value};
 use super::kv::{describe, host_error, integer_arg, options_arg, ttl_arg};
 use crate::codes::Code;
 use crate::error::script_location;
-use crate::file_path::{PATH_BYTES_MAX, validate_path};
 use crate::host::{FileStat, FileUrlOptions, Host, HostError, UrlMethod};
 use crate::limits::{FILES_LIST_LIMIT_DEFAULT, FILES_LIST_LIMIT_MAX};
 use crate::location::script_error;
@@ -204,7 +205,8 @@ fn coded_error(
     ))
 }
 
-/// A file path: a string that passes [`validate_path`], else `invalid_path`.
+/// A file path: a string of UTF-8 (else `invalid_path`); its rule is the
+/// host's.
 fn path_arg(lua: &Lua, function: &str, path: Value) -> mlua::Result<String> {
     let Value::String(path) = path else {
         return Err(script_error(
@@ -220,7 +222,6 @@ fn path_arg(lua: &Lua, function: &str, path: Value) -> mlua::Result<String> {
             "the path is not valid UTF-8",
         ));
     };
-    validate_path(&path).map_err(|error| coded_error(lua, Code::InvalidPath, function, error))?;
     Ok(path)
 }
 
@@ -255,19 +256,6 @@ fn list_args(lua: &Lua, options: Value) -> mlua::Result<(String, usize, Option<S
         return Ok((String::new(), FILES_LIST_LIMIT_DEFAULT, None));
     };
     let prefix = string_option(lua, "files.list", &options, "prefix")?.unwrap_or_default();
-    // A prefix is any start of a path (`photos/` included), so only its
-    // length is bounded: no path is longer.
-    if prefix.len() > PATH_BYTES_MAX {
-        return Err(coded_error(
-            lua,
-            Code::InvalidPath,
-            "files.list",
-            format!(
-                "the prefix is {} bytes; at most {PATH_BYTES_MAX} are allowed",
-                prefix.len()
-            ),
-        ));
-    }
     let limit = integer_arg(
         lua,
         "files.list",
