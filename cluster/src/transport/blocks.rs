@@ -81,7 +81,9 @@ pub enum BlockReply {
     /// dropped.
     Durable,
     /// `len` raw bytes of the block follow.
-    Sending { len: u32 },
+    Sending {
+        len: u32,
+    },
     /// For each hash asked, whether the receiver holds it.
     Has(Vec<bool>),
     Refused(BlockRefusal),

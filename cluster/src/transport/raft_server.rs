@@ -35,8 +35,8 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
-use super::contacts::Contacts;
 use super::blocks::BlockService;
+use super::contacts::Contacts;
 use super::endpoint::{
     Incoming, JoinConnection, PeerConnection, PeerEndpoint, PeerStream, StreamKind, TransportError,
     close_code, stream_code,
