@@ -282,19 +282,9 @@ impl Remote {
         hash: BlockHash,
         sources: Vec<NodeId>,
     ) -> Result<(), PeerError> {
-        self.within(node, "pull", 2 * self.timeout, async {
-            let mut call = self
-                .call(node, addr, &BlockRequest::Pull { hash, sources })
-                .await?;
-            match reply(&mut call, node, "pull").await? {
-                BlockReply::Durable => {
-                    call.complete();
-                    Ok(())
-                }
-                other => Err(refused(node, "pull", other)),
-            }
-        })
-        .await
+        let request = BlockRequest::Pull { hash, sources };
+        self.durable(node, addr, "pull", 2 * self.timeout, request)
+            .await
     }
 
     /// Asks `node` to delete its copy of `hash`.
@@ -304,14 +294,28 @@ impl Remote {
         addr: &str,
         hash: BlockHash,
     ) -> Result<(), PeerError> {
-        self.within(node, "drop", self.timeout, async {
-            let mut call = self.call(node, addr, &BlockRequest::Drop { hash }).await?;
-            match reply(&mut call, node, "drop").await? {
+        let request = BlockRequest::Drop { hash };
+        self.durable(node, addr, "drop", self.timeout, request)
+            .await
+    }
+
+    /// Sends `request` and expects `Durable` within `limit`.
+    async fn durable(
+        &self,
+        node: NodeId,
+        addr: &str,
+        name: &'static str,
+        limit: Duration,
+        request: BlockRequest,
+    ) -> Result<(), PeerError> {
+        self.within(node, name, limit, async {
+            let mut call = self.call(node, addr, &request).await?;
+            match reply(&mut call, node, name).await? {
                 BlockReply::Durable => {
                     call.complete();
                     Ok(())
                 }
-                other => Err(refused(node, "drop", other)),
+                other => Err(refused(node, name, other)),
             }
         })
         .await
