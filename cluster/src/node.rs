@@ -260,12 +260,12 @@ impl Node {
             file_members(raft.clone(), storage.reader.clone()),
             config.files.clone(),
         )
-        .map_err(|e| ClusterError::Identity {
+        .map_err(|source| ClusterError::BlockStore {
             path: data_dir
                 .join(crate::files::store::BLOCKS_DIR)
                 .display()
                 .to_string(),
-            message: format!("cannot open the block store: {e}"),
+            source,
         })?;
         let node = Node {
             id,

@@ -23,8 +23,9 @@ use picloud_cluster::disk::DiskGuard;
 use picloud_cluster::files::MembersFn;
 use picloud_cluster::files::placement::{REPLICAS_MAX, place};
 use picloud_cluster::transport::{
-    BlockService, ClusterCa, ForwardError, ForwardFuture, ForwardHandler, PeerEndpoint,
-    QuicNetwork, RaftRpcConfig, serve_raft_with,
+    BlockReply, BlockRequest, BlockService, ClusterCa, ForwardError, ForwardFuture, ForwardHandler,
+    ForwardReply, ForwardRequest, PeerEndpoint, QuicNetwork, RaftRpcConfig, StreamKind,
+    serve_raft_with,
 };
 use picloud_cluster::{Files, FilesConfig, FilesError, NodeId, TypeConfig};
 use picloud_storage::files::{BLOCK_BYTES, BlockHash};
@@ -79,7 +80,10 @@ impl Member {
 
 /// Members 1..=n, each seeing all n as the membership.
 async fn start(n: u64, config: FilesConfig) -> Vec<Member> {
-    let ca = ClusterCa::create().expect("ca");
+    start_under(&ClusterCa::create().expect("ca"), n, config).await
+}
+
+async fn start_under(ca: &ClusterCa, n: u64, config: FilesConfig) -> Vec<Member> {
     let view: Arc<Mutex<BTreeMap<NodeId, String>>> = Arc::default();
     let mut members = Vec::new();
     for id in 1..=n {
@@ -87,7 +91,7 @@ async fn start(n: u64, config: FilesConfig) -> Vec<Member> {
             .issue_node_cert(id, &["127.0.0.1".into()])
             .expect("issue node cert");
         let endpoint = Arc::new(
-            PeerEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &ca, &cert).expect("bind"),
+            PeerEndpoint::bind("127.0.0.1:0".parse().expect("addr"), ca, &cert).expect("bind"),
         );
         view.lock()
             .expect("view")
@@ -433,6 +437,82 @@ async fn block_streams_to_one_peer_stay_within_the_cap() {
         }
         assert!(most <= cap, "{most} streams open to one peer, cap {cap}");
         assert!(most >= 1, "the reads went to the peer");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_streams_over_the_cap_never_hold_the_permits_raft_needs() {
+    bounded(async {
+        let ca = ClusterCa::create().expect("ca");
+        let cap = 2;
+        let block_timeout = Duration::from_secs(3);
+        let members = start_under(
+            &ca,
+            1,
+            FilesConfig {
+                files_block_streams_per_peer_max: cap,
+                files_block_timeout_ms: block_timeout.as_millis() as u64,
+                ..config()
+            },
+        )
+        .await;
+        let cert = ca
+            .issue_node_cert(9, &["127.0.0.1".into()])
+            .expect("issue node cert");
+        let client =
+            PeerEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &ca, &cert).expect("bind");
+        let connection = client
+            .connect_to(addr(&members[0].endpoint), 1)
+            .await
+            .expect("connect");
+        // More block streams than the connection's 32 shared permits, none
+        // sending its request yet: with block streams under the shared
+        // permits, Raft's next stream would wait behind them.
+        let mut streams = Vec::new();
+        for _ in 0..40 {
+            streams.push(connection.open(StreamKind::Blocks).await.expect("open"));
+        }
+        let started = tokio::time::Instant::now();
+        let mut forward = connection.open(StreamKind::Forward).await.expect("open");
+        forward
+            .send(&ForwardRequest::ReadIndex)
+            .await
+            .expect("send");
+        let reply: Option<ForwardReply> = forward.recv().await.expect("reply");
+        assert_eq!(reply, Some(ForwardReply::Failed(ForwardError::NoLeader)));
+        assert!(
+            started.elapsed() < block_timeout / 2,
+            "a forwarded request waited {:?} behind block streams",
+            started.elapsed()
+        );
+        // The streams over the cap are reset once they waited the block
+        // timeout for a slot; the `cap` served ones still wait for their
+        // request (up to twice the block timeout), and then answer it.
+        let outcomes = futures::future::join_all(streams.iter_mut().map(|stream| {
+            tokio::time::timeout(block_timeout * 3 / 2, stream.recv::<BlockReply>())
+        }))
+        .await;
+        let refused = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Ok(Err(_))))
+            .count();
+        let waiting: Vec<usize> = (0..outcomes.len())
+            .filter(|index| outcomes[*index].is_err())
+            .collect();
+        assert_eq!((refused, waiting.len()), (40 - cap, cap));
+        for index in waiting {
+            let stream = &mut streams[index];
+            stream
+                .send(&BlockRequest::Has {
+                    hashes: vec![[1; 32]],
+                })
+                .await
+                .expect("send");
+            let reply: Option<BlockReply> = stream.recv().await.expect("reply");
+            assert_eq!(reply, Some(BlockReply::Has(vec![false])));
+        }
+        client.close();
     })
     .await;
 }
