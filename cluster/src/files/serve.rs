@@ -12,8 +12,8 @@ use super::remote::{PeerError, raw_chunk};
 use super::store::{StoreError, read_chunk};
 use super::{Files, Shared};
 use crate::transport::blocks::{
-    BLOCK_CHUNK_BYTES_MAX, BLOCK_FRAME_BYTES_MAX, BlockRefusal, BlockReply, BlockRequest,
-    BlockService, request_in_limits,
+    BLOCK_CHUNK_BYTES_MAX, BLOCK_FRAME_BYTES_MAX, BLOCK_STREAM_PRIORITY, BlockRefusal, BlockReply,
+    BlockRequest, BlockService, request_in_limits,
 };
 use crate::transport::endpoint::stream_code;
 use crate::transport::{PeerStream, TransportError};
@@ -75,6 +75,8 @@ impl Shared {
     /// timeout: a pull's own fetch from a source takes up to one.
     async fn serve(&self, mut stream: PeerStream) {
         let peer = stream.peer_node_id();
+        // A `Get`'s bytes go below Raft's frames on this side too.
+        stream.set_priority(BLOCK_STREAM_PRIORITY);
         let limit = 2 * self.block_timeout();
         match tokio::time::timeout(limit, self.serve_request(&mut stream)).await {
             Ok(Ok(())) => {

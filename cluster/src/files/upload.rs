@@ -103,6 +103,14 @@ impl Sends {
         let index = self.blocks.len();
         let placed = place(&hash, &self.member_ids, REPLICAS_MAX);
         let needed = acks_needed(placed.len());
+        if placed.is_empty() {
+            // No membership known yet (a node still joining): nowhere to put it.
+            return Err(FilesError::ReplicasUnavailable {
+                hash,
+                acked: 0,
+                needed,
+            });
+        }
         self.blocks.push(BlockSends {
             hash,
             replicas: placed.len(),
@@ -153,7 +161,9 @@ impl Sends {
             // A send task that panicked: its block cannot be told apart, so
             // the upload fails rather than guess which block lacks a copy.
             Some(Err(error)) => Err(FilesError::Io(std::io::Error::other(error))),
-            None => Ok(()),
+            // Every block short of its majority has a send running, so this
+            // is unreachable while the counts are right; never spin on it.
+            None => Err(FilesError::Timeout),
         }
     }
 
@@ -204,10 +214,6 @@ impl Sends {
     /// replicas up to one block timeout to finish.
     async fn finish(mut self) -> Result<(), FilesError> {
         while self.short > 0 {
-            if self.tasks.is_empty() {
-                // Unreachable while the counts are right; never hang on it.
-                return Err(FilesError::Timeout);
-            }
             self.next().await?;
         }
         let limit = self.shared.block_timeout();
