@@ -38,6 +38,8 @@ use crate::transport::TransportError;
 pub const BLOCKS_DIR: &str = "blocks";
 /// Temp files of blocks being written, under [`BLOCKS_DIR`].
 const TMP_DIR: &str = "tmp";
+/// The largest write of a block held in memory (see `BlockStore::put_bytes`).
+const WRITE_SLICE_BYTES: usize = 256 * 1024;
 /// Temp files end so; anything else in `tmp/` is left alone.
 const TEMP_SUFFIX: &str = ".part";
 
@@ -188,11 +190,17 @@ impl BlockStore {
         self.path(hash).is_file()
     }
 
-    /// Stores a block whose bytes are all in memory.
+    /// Stores a block whose bytes are all in memory. They are written in
+    /// slices of [`WRITE_SLICE_BYTES`] (no copy): the file layer copies
+    /// each write into a buffer of its own, so a whole block at once would
+    /// hold a second megabyte.
     pub async fn put_bytes(&self, hash: BlockHash, bytes: Bytes) -> Result<(), StoreError> {
         let len = bytes.len() as u64;
-        self.put(hash, len, futures::stream::iter([Ok(bytes)]))
-            .await
+        let slices: Vec<Result<Bytes, StoreError>> = (0..bytes.len())
+            .step_by(WRITE_SLICE_BYTES)
+            .map(|start| Ok(bytes.slice(start..(start + WRITE_SLICE_BYTES).min(bytes.len()))))
+            .collect();
+        self.put(hash, len, futures::stream::iter(slices)).await
     }
 
     /// Stores the block `hash` of `len` bytes from `chunks`, durably; a

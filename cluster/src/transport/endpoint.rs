@@ -18,8 +18,8 @@
 //! server accepted or a clear error.
 //!
 //! Every bidi stream starts with a [`StreamKind`] byte. Raft appends, votes,
-//! snapshots, forwarded writes and pub/sub each open their own streams, so a
-//! big snapshot never sits in front of a heartbeat.
+//! snapshots, forwarded writes, pub/sub and file blocks each open their own
+//! streams, so a big snapshot or block never sits in front of a heartbeat.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
