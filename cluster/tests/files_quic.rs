@@ -516,3 +516,37 @@ async fn block_streams_over_the_cap_never_hold_the_permits_raft_needs() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_moves_on_from_a_dead_replica_to_a_live_one() {
+    bounded(async {
+        let members = start(4, config()).await;
+        let data = payload(4 * BLOCK_BYTES as usize, 7);
+        let uploaded = members[0]
+            .files
+            .upload(body(&data), 1 << 30)
+            .await
+            .expect("upload");
+        let ids: BTreeSet<NodeId> = (1..=4).collect();
+        let placed = place(&uploaded.blocks[0], &ids, REPLICAS_MAX);
+        let outsider = ids
+            .iter()
+            .copied()
+            .find(|id| !placed.contains(id))
+            .expect("one node is not placed");
+        // The first source the outsider would ask for block 0 dies.
+        let first = placed[0];
+        members[first as usize - 1].stop().await;
+        let reader = &members[outsider as usize - 1];
+        let back = read(
+            &reader.files,
+            &uploaded.blocks,
+            uploaded.size,
+            0..uploaded.size,
+        )
+        .await
+        .expect("read from the live replicas");
+        assert!(back == data);
+    })
+    .await;
+}

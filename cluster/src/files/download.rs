@@ -12,6 +12,7 @@
 //! next; one that fails after ends the stream with an error, so a reader
 //! sees a cut body, never wrong bytes.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,10 @@ struct Reader {
     source: Option<Source>,
     /// Bytes the current source still owes.
     owed: u64,
+    /// Members that failed this read before: tried last for later blocks,
+    /// so a dead replica costs one connection timeout per read, not one
+    /// per block.
+    failed: HashSet<NodeId>,
 }
 
 impl Shared {
@@ -70,6 +75,7 @@ impl Shared {
             end,
             source: None,
             owed: 0,
+            failed: HashSet::new(),
         };
         futures::stream::unfold(Some(reader), |reader| async move {
             let mut reader = reader?;
@@ -115,7 +121,11 @@ impl Reader {
             let block_len = (self.size - block_start).min(BLOCK_BYTES);
             let offset = self.position - block_start;
             let len = (block_len - offset).min(self.end - self.position);
-            self.source = Some(self.shared.open_source(hash, offset, len).await?);
+            let source = self
+                .shared
+                .open_source(hash, offset, len, &mut self.failed)
+                .await?;
+            self.source = Some(source);
             self.owed = len;
         }
     }
@@ -152,6 +162,7 @@ impl Shared {
         hash: BlockHash,
         offset: u64,
         len: u64,
+        failed: &mut HashSet<NodeId>,
     ) -> Result<Source, FilesError> {
         match self.store.open_block(&hash, offset).await {
             Ok(Some((file, file_len))) if file_len >= offset + len => {
@@ -166,13 +177,20 @@ impl Shared {
             }
         }
         let members = (self.members)();
-        for node in sources(&hash, &members.keys().copied().collect(), self.id) {
+        let mut order = sources(&hash, &members.keys().copied().collect(), self.id);
+        // Stable: the placed order is kept among the healthy and the failed.
+        order.sort_by_key(|node| failed.contains(node));
+        for node in order {
             let Some(addr) = members.get(&node) else {
                 continue;
             };
             match self.remote_source(node, addr, hash, offset, len).await {
-                Ok(source) => return Ok(source),
+                Ok(source) => {
+                    failed.remove(&node);
+                    return Ok(source);
+                }
                 Err(error) => {
+                    failed.insert(node);
                     tracing::debug!(node, block = %super::hex8(&hash), %error, "block source failed before its first byte");
                 }
             }
