@@ -27,7 +27,7 @@ use picloud_cluster::transport::{
     ForwardReply, ForwardRequest, PeerEndpoint, QuicNetwork, RaftRpcConfig, StreamKind,
     serve_raft_with,
 };
-use picloud_cluster::{Files, FilesConfig, FilesError, NodeId, TypeConfig};
+use picloud_cluster::{Files, FilesConfig, FilesError, NodeId, TypeConfig, Uploaded};
 use picloud_storage::files::{BLOCK_BYTES, BlockHash};
 use picloud_storage::{Command, CommandResult, StorageOptions};
 use sha2::{Digest, Sha256};
@@ -168,6 +168,22 @@ fn body(bytes: &[u8]) -> impl futures::Stream<Item = Result<Bytes, std::io::Erro
     futures::stream::iter(chunks)
 }
 
+/// The members placed for `hash` among members 1..=n, and one that is not.
+fn placed_and_outsider(hash: &BlockHash, n: u64) -> (Vec<NodeId>, NodeId) {
+    let ids: BTreeSet<NodeId> = (1..=n).collect();
+    let placed = place(hash, &ids, REPLICAS_MAX);
+    let outsider = ids
+        .iter()
+        .copied()
+        .find(|id| !placed.contains(id))
+        .expect("one node is not placed");
+    (placed, outsider)
+}
+
+async fn upload(files: &Files, data: &[u8]) -> Uploaded {
+    files.upload(body(data), 1 << 30).await.expect("upload")
+}
+
 async fn read(
     files: &Files,
     blocks: &[BlockHash],
@@ -186,11 +202,7 @@ async fn an_upload_through_one_node_lands_on_every_replica_and_reads_back_throug
     bounded(async {
         let members = start(3, config()).await;
         let data = payload(5 * BLOCK_BYTES as usize + 12_345, 1);
-        let uploaded = members[0]
-            .files
-            .upload(body(&data), 1 << 30)
-            .await
-            .expect("upload");
+        let uploaded = upload(&members[0].files, &data).await;
         assert_eq!(uploaded.size, data.len() as u64);
         assert_eq!(uploaded.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
         assert!(uploaded.inline.is_none());
@@ -245,20 +257,10 @@ async fn a_node_without_a_block_streams_it_from_a_replica_across_block_edges() {
     bounded(async {
         let members = start(4, config()).await;
         let data = payload(3 * BLOCK_BYTES as usize, 2);
-        let uploaded = members[0]
-            .files
-            .upload(body(&data), 1 << 30)
-            .await
-            .expect("upload");
+        let uploaded = upload(&members[0].files, &data).await;
         // Four members, three replicas: find a node that lacks block 0 and
         // make it lack block 1 too.
-        let ids: BTreeSet<NodeId> = (1..=4).collect();
-        let placed = place(&uploaded.blocks[0], &ids, REPLICAS_MAX);
-        let outsider = ids
-            .iter()
-            .copied()
-            .find(|id| !placed.contains(id))
-            .expect("one node is not placed");
+        let (_, outsider) = placed_and_outsider(&uploaded.blocks[0], 4);
         let reader = &members[outsider as usize - 1];
         assert!(!reader.files.store().has(&uploaded.blocks[0]));
         reader
@@ -335,19 +337,9 @@ async fn a_block_is_pulled_to_a_node_and_dropped_only_where_it_is_not_placed() {
     bounded(async {
         let members = start(4, config()).await;
         let data = payload(BLOCK_BYTES as usize, 5);
-        let uploaded = members[0]
-            .files
-            .upload(body(&data), 1 << 30)
-            .await
-            .expect("upload");
+        let uploaded = upload(&members[0].files, &data).await;
         let hash = uploaded.blocks[0];
-        let ids: BTreeSet<NodeId> = (1..=4).collect();
-        let placed = place(&hash, &ids, REPLICAS_MAX);
-        let outsider = ids
-            .iter()
-            .copied()
-            .find(|id| !placed.contains(id))
-            .expect("one node is not placed");
+        let (placed, outsider) = placed_and_outsider(&hash, 4);
         // Node 1 asks the outsider to pull the block from the placed nodes.
         members[0]
             .files
@@ -396,18 +388,8 @@ async fn block_streams_to_one_peer_stay_within_the_cap() {
         )
         .await;
         let data = payload(BLOCK_BYTES as usize, 6);
-        let uploaded = members[0]
-            .files
-            .upload(body(&data), 1 << 30)
-            .await
-            .expect("upload");
-        let ids: BTreeSet<NodeId> = (1..=4).collect();
-        let placed = place(&uploaded.blocks[0], &ids, REPLICAS_MAX);
-        let outsider = ids
-            .iter()
-            .copied()
-            .find(|id| !placed.contains(id))
-            .expect("one node is not placed");
+        let uploaded = upload(&members[0].files, &data).await;
+        let (placed, outsider) = placed_and_outsider(&uploaded.blocks[0], 4);
         let reader = &members[outsider as usize - 1];
         let source = placed[0];
         // Twelve reads at once, all from the first placed node.
@@ -522,18 +504,8 @@ async fn a_read_moves_on_from_a_dead_replica_to_a_live_one() {
     bounded(async {
         let members = start(4, config()).await;
         let data = payload(4 * BLOCK_BYTES as usize, 7);
-        let uploaded = members[0]
-            .files
-            .upload(body(&data), 1 << 30)
-            .await
-            .expect("upload");
-        let ids: BTreeSet<NodeId> = (1..=4).collect();
-        let placed = place(&uploaded.blocks[0], &ids, REPLICAS_MAX);
-        let outsider = ids
-            .iter()
-            .copied()
-            .find(|id| !placed.contains(id))
-            .expect("one node is not placed");
+        let uploaded = upload(&members[0].files, &data).await;
+        let (placed, outsider) = placed_and_outsider(&uploaded.blocks[0], 4);
         // The first source the outsider would ask for block 0 dies.
         let first = placed[0];
         members[first as usize - 1].stop().await;
