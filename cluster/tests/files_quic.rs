@@ -80,10 +80,12 @@ impl Member {
 
 /// Members 1..=n, each seeing all n as the membership.
 async fn start(n: u64, config: FilesConfig) -> Vec<Member> {
-    start_under(&ClusterCa::create().expect("ca"), n, config).await
+    start_under(&ClusterCa::create().expect("ca"), n, config, &[]).await
 }
 
-async fn start_under(ca: &ClusterCa, n: u64, config: FilesConfig) -> Vec<Member> {
+/// [`start`] under `ca`, the members in `full` with a disk reserve no disk
+/// can meet (every block refused as `disk_full`).
+async fn start_under(ca: &ClusterCa, n: u64, config: FilesConfig, full: &[NodeId]) -> Vec<Member> {
     let view: Arc<Mutex<BTreeMap<NodeId, String>>> = Arc::default();
     let mut members = Vec::new();
     for id in 1..=n {
@@ -106,7 +108,10 @@ async fn start_under(ca: &ClusterCa, n: u64, config: FilesConfig) -> Vec<Member>
         let files = Files::open(
             dir.path(),
             id,
-            Arc::new(DiskGuard::new(dir.path(), 0)),
+            Arc::new(DiskGuard::new(
+                dir.path(),
+                if full.contains(&id) { u64::MAX } else { 0 },
+            )),
             network.connections().clone(),
             members_of,
             config.clone(),
@@ -437,6 +442,7 @@ async fn block_streams_over_the_cap_never_hold_the_permits_raft_needs() {
                 files_block_timeout_ms: block_timeout.as_millis() as u64,
                 ..config()
             },
+            &[],
         )
         .await;
         let cert = ca
@@ -519,6 +525,41 @@ async fn a_read_moves_on_from_a_dead_replica_to_a_live_one() {
         .await
         .expect("read from the live replicas");
         assert!(back == data);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_full_disks_fail_the_upload_as_disk_full() {
+    bounded(async {
+        let ca = ClusterCa::create().expect("ca");
+        let members = start_under(&ca, 3, config(), &[3]).await;
+        // One full replica of three: the other two are a majority.
+        let data = payload(BLOCK_BYTES as usize + 1, 8);
+        let uploaded = upload(&members[0].files, &data).await;
+        assert!(!members[2].files.store().has(&uploaded.blocks[0]));
+
+        let members = start_under(&ca, 3, config(), &[2, 3]).await;
+        let error = members[0]
+            .files
+            .upload(body(&data), 1 << 30)
+            .await
+            .expect_err("two full replicas of three");
+        assert!(
+            matches!(error, FilesError::DiskFull { node, .. } if node == 2 || node == 3),
+            "{error}"
+        );
+        for member in &members[1..] {
+            let temp = member
+                .files
+                .store()
+                .root()
+                .join("tmp")
+                .read_dir()
+                .expect("tmp")
+                .count();
+            assert_eq!(temp, 0, "node {} kept a temp file", member.id);
+        }
     })
     .await;
 }
