@@ -264,7 +264,7 @@ impl Shared {
                 block.extend_from_slice(&chunk.split_to(take));
                 if block.len() == BLOCK_BYTES as usize {
                     let full = block.split().freeze();
-                    let hash: BlockHash = Sha256::digest(&full).into();
+                    let hash = block_hash(full.clone()).await?;
                     hashes.push(hash);
                     sends.send(hash, full).await?;
                 }
@@ -281,7 +281,7 @@ impl Shared {
         }
         if !block.is_empty() {
             let last = block.split().freeze();
-            let hash: BlockHash = Sha256::digest(&last).into();
+            let hash = block_hash(last.clone()).await?;
             hashes.push(hash);
             sends.send(hash, last).await?;
         }
@@ -293,4 +293,12 @@ impl Shared {
             blocks: hashes,
         })
     }
+}
+
+/// A block's SHA-256, on the blocking pool: a megabyte takes milliseconds
+/// on a Pi without SHA extensions, too long to hold an async worker.
+async fn block_hash(bytes: Bytes) -> Result<BlockHash, FilesError> {
+    tokio::task::spawn_blocking(move || Sha256::digest(&bytes).into())
+        .await
+        .map_err(|error| FilesError::Io(std::io::Error::other(error)))
 }
