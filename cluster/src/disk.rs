@@ -127,12 +127,48 @@ impl DiskGuard {
                 return Ok(unclaimed);
             }
         };
-        // Claim first, then decide, so concurrent writers see each other.
         let bytes = payload_bytes.saturating_mul(DISK_BYTES_PER_PAYLOAD_BYTE);
+        self.claim(free_bytes, bytes, command.only_removes())
+    }
+
+    /// Admits a file block of `bytes` about to be written outside the log,
+    /// or `Err(DiskFull)`. A block is written once (no log copy, no
+    /// rewrite), so it claims its size as is, against the full reserve:
+    /// blocks stop exactly where the log's reserve starts, and Raft never
+    /// meets a full disk because of files. Keep the [`Admission`] until the
+    /// block is durable (or abandoned).
+    pub fn admit_bytes(&self, bytes: u64) -> Result<Admission<'_>, DiskFull> {
+        if self.reserve_bytes == 0 {
+            return Ok(Admission {
+                guard: self,
+                bytes: 0,
+            });
+        }
+        match self.available_bytes() {
+            Ok(free_bytes) => self.claim(free_bytes, bytes, false),
+            Err(error) => {
+                tracing::warn!(%error, dir = %self.dir.display(), "cannot read free disk space");
+                Ok(Admission {
+                    guard: self,
+                    bytes: 0,
+                })
+            }
+        }
+    }
+
+    /// Claims `bytes` against `free_bytes` less the other claims, then
+    /// decides: claiming first lets concurrent writers see each other. A
+    /// refused claim is given back as the returned admission drops.
+    fn claim(
+        &self,
+        free_bytes: u64,
+        bytes: u64,
+        only_removes: bool,
+    ) -> Result<Admission<'_>, DiskFull> {
         let claimed = Admission { guard: self, bytes };
         let before = self.inflight_bytes.fetch_add(bytes, Ordering::Relaxed);
         let available_bytes = free_bytes.saturating_sub(before.saturating_add(bytes));
-        if admits(available_bytes, self.reserve_bytes, command.only_removes()) {
+        if admits(available_bytes, self.reserve_bytes, only_removes) {
             Ok(claimed)
         } else {
             Err(DiskFull {
@@ -214,6 +250,23 @@ mod tests {
         assert_eq!(guard.inflight_bytes.load(Ordering::Relaxed), 0);
         let again = guard.admit(&set, payload).expect("room again");
         drop(again);
+        assert_eq!(guard.inflight_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn blocks_claim_their_size_against_the_full_reserve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let free = DiskGuard::new(dir.path(), 1)
+            .available_bytes()
+            .expect("statvfs");
+        assert!(DiskGuard::new(dir.path(), 0).admit_bytes(u64::MAX).is_ok());
+        let guard = DiskGuard::new(dir.path(), free / 2);
+        let block = guard.admit_bytes(free / 3).expect("room for one block");
+        assert_eq!(guard.inflight_bytes.load(Ordering::Relaxed), free / 3);
+        guard
+            .admit_bytes(free / 3)
+            .expect_err("the first block's claim leaves no room");
+        drop(block);
         assert_eq!(guard.inflight_bytes.load(Ordering::Relaxed), 0);
     }
 

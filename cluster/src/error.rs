@@ -39,6 +39,12 @@ pub enum ClusterError {
     Storage(#[from] picloud_storage::StorageError),
     #[error("identity file {path}: {message}")]
     Identity { path: String, message: String },
+    /// The files' block store (`<data-dir>/blocks`) could not be opened.
+    #[error("block store {path}: {source}")]
+    BlockStore {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("raft: {message}")]
     Raft { message: String },
     /// The QUIC endpoint or the node's TLS identity could not be set up.

@@ -17,7 +17,7 @@ use crate::config::{ClusterConfig, READY_APPLY_LAG_MAX};
 use crate::disk::DiskGuard;
 use crate::duty::Duty;
 use crate::error::ClusterError;
-use crate::files::Files;
+use crate::files::{Files, MembersFn};
 use crate::identity::{self, Identity};
 use crate::proposer::{
     Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
@@ -29,10 +29,10 @@ use crate::status::{
 };
 use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
-    ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler, ForwardReply,
-    ForwardRequest, JoinAsk, JoinConnection, JoinHandler, JoinOutcome, JoinToken, NodeCertificate,
-    PeerEndpoint, PubSubLinks, QuicNetwork, RaftForwardHandler, RaftRpcConfig, answer_join,
-    serve_peers, wait_applied,
+    BlockService, ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler,
+    ForwardReply, ForwardRequest, JoinAsk, JoinConnection, JoinHandler, JoinOutcome, JoinToken,
+    NodeCertificate, PeerEndpoint, PubSubLinks, QuicNetwork, RaftForwardHandler, RaftRpcConfig,
+    answer_join, serve_peers, wait_applied,
 };
 
 /// The id the first node of a new cluster takes.
@@ -252,6 +252,21 @@ impl Node {
             },
         ));
         let pubsub = Arc::new(PubSubLinks::new(network.connections().clone()));
+        let files = Files::open(
+            data_dir,
+            id,
+            disk.clone(),
+            network.connections().clone(),
+            file_members(raft.clone(), storage.reader.clone()),
+            config.files.clone(),
+        )
+        .map_err(|source| ClusterError::BlockStore {
+            path: data_dir
+                .join(crate::files::store::BLOCKS_DIR)
+                .display()
+                .to_string(),
+            source,
+        })?;
         let node = Node {
             id,
             raft,
@@ -264,7 +279,7 @@ impl Node {
             ca: Arc::new(ca),
             disk,
             pubsub,
-            files: Arc::new(Files::skeleton()),
+            files: Arc::new(files),
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -610,7 +625,10 @@ impl Node {
 
     /// The cluster as this node sees it (full only on the leader).
     pub fn local_cluster_status(&self) -> ClusterStatus {
-        cluster_status(self.id, &self.raft.metrics().borrow(), &self.reachability())
+        let mut status =
+            cluster_status(self.id, &self.raft.metrics().borrow(), &self.reachability());
+        status.files_repair_pending = self.files.repair_pending();
+        status
     }
 
     /// How this node judges whether a member is reachable.
@@ -1000,6 +1018,10 @@ impl ForwardHandler for NodeForwardHandler {
         Some(&self.node.pubsub)
     }
 
+    fn blocks(&self) -> Option<&dyn BlockService> {
+        Some(self.node.files.as_ref())
+    }
+
     fn write(&self, command: Command) -> ForwardFuture<'_, (CommandResult, u64)> {
         // The follower checked its own disk; the leader's is checked here,
         // before the entry reaches any log.
@@ -1037,6 +1059,25 @@ impl ForwardHandler for NodeForwardHandler {
             }
         })
     }
+}
+
+/// The members files' blocks are placed over: voters and learners of the
+/// Raft membership as this node has it (placement over voters alone would
+/// shrink to one copy when a removal leaves one voter and one learner),
+/// less nodes removed for good (a removal entry may apply before the
+/// membership change that drops the node).
+fn file_members(raft: Raft<TypeConfig>, reader: StateReader) -> MembersFn {
+    Arc::new(move || {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| !reader.is_removed(**id).unwrap_or(false))
+            .map(|(id, info)| (*id, info.peer.clone()))
+            .collect()
+    })
 }
 
 /// What a removed node is told, and logs, when it tries to come back.

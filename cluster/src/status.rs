@@ -177,6 +177,11 @@ pub struct ClusterStatus {
     /// Every voter, and those this node cannot reach.
     pub voters: Vec<NodeId>,
     pub voters_unreachable: Vec<NodeId>,
+    /// Block copies the leader's last full repair pass found missing from
+    /// a replica (0 when every block has all its copies, and on followers,
+    /// which do not repair).
+    #[serde(default)]
+    pub files_repair_pending: u64,
 }
 
 /// Puts each member's master key id (as it reported it; absent when it did
@@ -347,6 +352,8 @@ pub fn cluster_status<F: Fn(NodeId) -> Option<u64>>(
         quorum: voters.is_empty() || reachable_voters >= majority,
         voters,
         voters_unreachable,
+        // The files layer fills it in (`Node::local_cluster_status`).
+        files_repair_pending: 0,
     }
 }
 
@@ -453,6 +460,7 @@ mod tests {
             quorum: true,
             voters: vec![1, 2, 3],
             voters_unreachable: Vec::new(),
+            files_repair_pending: 0,
         };
         let ids = |entries: &[(NodeId, Option<&str>)]| {
             entries

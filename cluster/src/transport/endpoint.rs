@@ -18,8 +18,8 @@
 //! server accepted or a clear error.
 //!
 //! Every bidi stream starts with a [`StreamKind`] byte. Raft appends, votes,
-//! snapshots, forwarded writes and pub/sub each open their own streams, so a
-//! big snapshot never sits in front of a heartbeat.
+//! snapshots, forwarded writes, pub/sub and file blocks each open their own
+//! streams, so a big snapshot or block never sits in front of a heartbeat.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,10 +59,20 @@ pub mod stream_code {
     pub const CANCELLED: u32 = 1;
     /// The receiver does not serve this stream kind (yet).
     pub const UNSUPPORTED: u32 = 2;
+    /// The receiver has as many streams of this kind from the sender as it
+    /// serves at once (`Blocks`: `files_block_streams_per_peer_max`).
+    pub const BUSY: u32 = 3;
+    /// A block operation stalled past `files_block_timeout_ms`.
+    pub const TIMED_OUT: u32 = 4;
 }
 
 /// The byte a server sends on its first uni stream to confirm a member connection.
 const ACCEPTED_BYTE: u8 = 0xac;
+
+/// `EndpointConfig::send_window_bytes` by default: four 1 MiB file blocks
+/// in flight per connection, still several round trips of a LAN at
+/// gigabit speed (a snapshot's frames fit as well).
+pub const SEND_WINDOW_BYTES_DEFAULT: u64 = 4 * 1024 * 1024;
 
 /// Limits and timings of an endpoint. Each has a default fit for a Pi.
 #[derive(Debug, Clone)]
@@ -82,6 +92,11 @@ pub struct EndpointConfig {
     pub handshakes_in_flight_max: usize,
     /// Accepted connections waiting for `accept()`.
     pub accept_queue_max: usize,
+    /// Bytes one connection may have sent and not yet acknowledged, over
+    /// all its streams (quinn's default is 10 MB). File blocks go out at
+    /// link speed to every replica at once: this bounds what an upload
+    /// buffers per peer, so a 500 MiB upload stays within its memory budget.
+    pub send_window_bytes: u64,
 }
 
 impl Default for EndpointConfig {
@@ -98,6 +113,7 @@ impl Default for EndpointConfig {
             initial_rtt_ms: 50,
             handshakes_in_flight_max: 64,
             accept_queue_max: 64,
+            send_window_bytes: SEND_WINDOW_BYTES_DEFAULT,
         }
     }
 }
@@ -150,15 +166,18 @@ pub enum StreamKind {
     Snapshot = 3,
     Forward = 4,
     PubSub = 5,
+    /// File blocks (`transport::blocks`): one request per stream.
+    Blocks = 6,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 5] = [
+    pub const ALL: [StreamKind; 6] = [
         StreamKind::RaftAppend,
         StreamKind::RaftVote,
         StreamKind::Snapshot,
         StreamKind::Forward,
         StreamKind::PubSub,
+        StreamKind::Blocks,
     ];
 
     pub fn from_byte(byte: u8) -> Option<StreamKind> {
@@ -235,6 +254,7 @@ fn transport_config(
     // back (a restart) is retransmitted within ~150 ms instead of ~1 s, and
     // the leader reaches the restarted node before it times out.
     transport.initial_rtt(Duration::from_millis(config.initial_rtt_ms));
+    transport.send_window(config.send_window_bytes);
     Ok(Arc::new(transport))
 }
 
@@ -783,6 +803,18 @@ impl PeerStream {
         }
     }
 
+    /// [`PeerStream::recv`] with a tighter frame limit than the
+    /// connection's (block headers are small; see `transport::blocks`).
+    pub async fn recv_limited<T: DeserializeOwned>(
+        &mut self,
+        max: u32,
+    ) -> Result<Option<T>, TransportError> {
+        match frame::read_message(&mut self.recv, max.min(self.connection.frame_bytes_max)).await {
+            Ok(value) => Ok(value),
+            Err(source) => Err(self.frame_error(source)),
+        }
+    }
+
     /// Finishes our side of the stream (the peer's next read returns `None`).
     pub fn finish(&mut self) -> Result<(), TransportError> {
         self.send
@@ -801,6 +833,37 @@ impl PeerStream {
         // Either half may already be closed (finished, or reset by the peer): fine.
         let _ = self.send.reset(code.into());
         let _ = self.recv.stop(code.into());
+    }
+
+    /// Sets the send priority of this stream against the connection's
+    /// others (higher goes first; default 0). File blocks go below Raft.
+    pub fn set_priority(&self, priority: i32) {
+        // Only fails on a stream already closed, whose priority is moot.
+        let _ = self.send.set_priority(priority);
+    }
+
+    /// Sends raw bytes (not a frame), e.g. a block's content after its
+    /// header frame. `Bytes` go to quinn without a copy.
+    pub async fn send_raw(&mut self, bytes: bytes::Bytes) -> Result<(), TransportError> {
+        self.send
+            .write_chunk(bytes)
+            .await
+            .map_err(|e| TransportError::ConnectionLost {
+                peer: self.connection.peer,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Receives at most `max` raw bytes, as they arrived (no copy); `None`
+    /// once the peer finished its side.
+    pub async fn recv_raw(&mut self, max: usize) -> Result<Option<bytes::Bytes>, TransportError> {
+        match self.recv.read_chunk(max, true).await {
+            Ok(chunk) => Ok(chunk.map(|chunk| chunk.bytes)),
+            Err(e) => Err(TransportError::ConnectionLost {
+                peer: self.connection.peer,
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The raw quinn halves, for streaming (e.g. a snapshot file with `tokio::io::copy`).

@@ -131,6 +131,11 @@ pub trait ForwardHandler: Send + Sync {
     fn pubsub(&self) -> Option<&super::pubsub::PubSubLinks> {
         None
     }
+
+    /// What serves `Blocks` streams from peers; `None` (the default) refuses them.
+    fn blocks(&self) -> Option<&dyn super::blocks::BlockService> {
+        None
+    }
 }
 
 /// [`ForwardHandler`] straight over openraft: one `client_write` per

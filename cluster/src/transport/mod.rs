@@ -39,16 +39,20 @@
 //!   forwarded requests to a `ForwardHandler`, joins to a `JoinHandler`.
 //! - `pubsub`: `PubSubLinks`, ephemeral publishes and subscriber interest
 //!   between members on long-lived `PubSub` streams (bounded queues, drops counted).
+//! - `blocks`: the `Blocks` stream kind's messages (`BlockRequest`,
+//!   `BlockReply`), their limits, and `BlockService`, what serves them (the
+//!   node's `Files`); block streams have permits of their own.
 //! - `forward`: forwarding writes and read-index requests from a follower to the
 //!   leader: wire messages, `ForwardHandler` (leader side, `RaftForwardHandler` over
 //!   openraft), `ForwardClient` (follower side), `wait_applied`.
 //!
 //! ```text
 //!   PeerEndpoint (UDP :7070) ── picloud-peer/1, mutual TLS ── PeerConnection ── PeerStream per request
-//!         │                                                     kinds: RaftAppend, RaftVote, Snapshot, Forward, PubSub
+//!         │                                                     kinds: RaftAppend, RaftVote, Snapshot, Forward, PubSub, Blocks
 //!         └──────────────── picloud-join/1, server-auth only ── JoinConnection ── answer_join
 //! ```
 
+pub mod blocks;
 pub mod ca;
 pub mod cert_name;
 pub mod contacts;
@@ -64,6 +68,7 @@ pub mod raft_server;
 pub mod tls;
 pub mod token;
 
+pub use blocks::{BlockRefusal, BlockReply, BlockRequest, BlockService};
 pub use ca::{CaError, ClusterCa, NodeCertificate};
 pub use contacts::Contacts;
 pub use endpoint::{

@@ -10,7 +10,9 @@
 //!                                                           ─▶ raft.install_full_snapshot
 //!                                             Forward    ─▶ ForwardHandler (write / read_index), if given;
 //!                                                           else reset: not supported
-//!                                             PubSub     ─▶ reset: not supported yet
+//!                                             PubSub     ─▶ PubSubLinks, if the handler has them
+//!                                             Blocks     ─▶ BlockService, under a per-connection
+//!                                                           permit of its own (not the shared one)
 //!                   ─▶ Join connection ─▶ closed: joins are not served yet
 //! ```
 //!
@@ -33,6 +35,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
+use super::blocks::BlockService;
 use super::contacts::Contacts;
 use super::endpoint::{
     Incoming, JoinConnection, PeerConnection, PeerEndpoint, PeerStream, StreamKind, TransportError,
@@ -146,6 +149,12 @@ async fn serve_connection(
 ) {
     let peer = connection.peer_node_id();
     let streams = Arc::new(Semaphore::new(config.streams_per_connection_max.max(1)));
+    // Block streams run under permits of their own, so file transfers can
+    // never hold the shared permits Raft's appends and votes need.
+    let block_streams = forward
+        .as_ref()
+        .and_then(|handler| handler.blocks())
+        .map(|blocks| Arc::new(Semaphore::new(blocks.streams_per_peer_max().max(1))));
     loop {
         // Take the permit before accepting: while all are taken, the peer's
         // further streams wait in QUIC flow control instead of in our memory.
@@ -170,6 +179,18 @@ async fn serve_connection(
         let raft = raft.clone();
         let config = config.clone();
         let forward = forward.clone();
+        if stream.kind() == StreamKind::Blocks {
+            // Given back before the block stream waits for its own permit.
+            drop(permit);
+            let block_streams = block_streams.clone();
+            tokio::spawn(async move {
+                match forward.as_ref().and_then(|handler| handler.blocks()) {
+                    Some(blocks) => serve_blocks(stream, blocks, block_streams).await,
+                    None => refuse_stream(stream),
+                }
+            });
+            continue;
+        }
         tokio::spawn(async move {
             serve_stream(stream, raft, &config, forward).await;
             drop(permit);
@@ -217,6 +238,36 @@ async fn serve_stream(
             Some(links) => links.serve(stream).await,
             None => refuse_stream(stream),
         },
+        // Served by `serve_connection` under their own permits.
+        StreamKind::Blocks => refuse_stream(stream),
+    }
+}
+
+/// Serves one `Blocks` stream once one of the connection's block permits is
+/// free; a stream that waits longer than the service's `busy_wait` is reset
+/// with `stream_code::BUSY` (an honest sender holds as many permits per peer
+/// as the receiver, so only a misbehaving one waits that long).
+async fn serve_blocks(
+    mut stream: PeerStream,
+    blocks: &dyn BlockService,
+    permits: Option<Arc<Semaphore>>,
+) {
+    let Some(permits) = permits else {
+        refuse_stream(stream);
+        return;
+    };
+    match tokio::time::timeout(blocks.busy_wait(), permits.acquire_owned()).await {
+        Ok(Ok(permit)) => {
+            blocks.serve(stream).await;
+            drop(permit);
+        }
+        _ => {
+            tracing::debug!(
+                peer = stream.peer_node_id(),
+                "refusing a block stream: the peer has too many open"
+            );
+            stream.reset(stream_code::BUSY);
+        }
     }
 }
 

@@ -1,0 +1,522 @@
+//! `BlockStore`: this node's blocks on disk.
+//!
+//! ```text
+//!  <data-dir>/blocks/<hh>/<64 hex>      one file per block; hh = the hash's first byte (256 dirs)
+//!  <data-dir>/blocks/tmp/<n>.part       a block being written (emptied at start)
+//!
+//!  put: exists? ─yes─▶ touch (mtime now) ─▶ durable
+//!        └no─▶ admit_bytes ─▶ tmp/<n>.part (hashed as written) ─▶ hash ok? ─▶ sync_data ─▶ rename ─▶ fsync <hh> ─▶ durable
+//! ```
+//!
+//! A block is never visible under its final name before all its bytes are
+//! durable and hash to that name: a crash, a hash mismatch or a full disk
+//! leaves at most a temp file, removed on the spot or at the next start.
+//! Identical content is stored once: a put of a block already here only
+//! refreshes its modification time, which GC's grace is measured from (so a
+//! block an upload is about to reference again is not collected under it).
+//! A put and a GC removal of the same hash hold the hash's lock, so they
+//! never interleave.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use picloud_storage::files::BlockHash;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::disk::{DiskFull, DiskGuard};
+use crate::transport::TransportError;
+
+/// The store's directory under the data dir.
+pub const BLOCKS_DIR: &str = "blocks";
+/// Temp files of blocks being written, under [`BLOCKS_DIR`].
+const TMP_DIR: &str = "tmp";
+/// The largest write of a block held in memory (see `BlockStore::put_bytes`).
+const WRITE_SLICE_BYTES: usize = 256 * 1024;
+/// Temp files end so; anything else in `tmp/` is left alone.
+const TEMP_SUFFIX: &str = ".part";
+
+/// Why a block was not stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    DiskFull(#[from] DiskFull),
+    /// The bytes do not hash to the block's name (nothing was kept).
+    #[error("the bytes hash to {}, not to the block's name", super::hex8(actual))]
+    Corrupt { actual: BlockHash },
+    /// The source sent a different number of bytes than announced.
+    #[error("expected {expected} bytes, received {received}")]
+    Length { expected: u64, received: u64 },
+    /// The source of the bytes failed (a peer's stream).
+    #[error("block source: {0}")]
+    Source(#[from] TransportError),
+    #[error("block storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The blocks on this node's disk.
+pub struct BlockStore {
+    root: PathBuf,
+    disk: Arc<DiskGuard>,
+    /// Hashes a put or a removal is working on.
+    locked: Mutex<HashSet<BlockHash>>,
+    unlocked: Notify,
+    next_temp: AtomicU64,
+}
+
+impl std::fmt::Debug for BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hash's lock; released on drop.
+struct HashLock<'a> {
+    store: &'a BlockStore,
+    hash: BlockHash,
+}
+
+impl Drop for HashLock<'_> {
+    fn drop(&mut self) {
+        self.store
+            .locked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.hash);
+        self.store.unlocked.notify_waiters();
+    }
+}
+
+/// A temp file, removed on drop unless it was renamed into place.
+struct Temp {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Lowercase hex of a whole hash: a block's file name.
+pub fn hex(hash: &BlockHash) -> String {
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The hash a block file's name spells, if it is one.
+pub fn parse_hex(name: &str) -> Option<BlockHash> {
+    if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (index, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(name.get(2 * index..2 * index + 2)?, 16).ok()?;
+    }
+    Some(hash)
+}
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+impl BlockStore {
+    /// Opens (creating) `<data_dir>/blocks`, its 256 shard dirs and an
+    /// empty `tmp/`: temp files left by a crash are removed.
+    pub fn open(data_dir: &Path, disk: Arc<DiskGuard>) -> std::io::Result<BlockStore> {
+        let root = data_dir.join(BLOCKS_DIR);
+        let tmp = root.join(TMP_DIR);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        for shard in 0..=u8::MAX {
+            std::fs::create_dir_all(root.join(format!("{shard:02x}")))?;
+        }
+        Ok(BlockStore {
+            root,
+            disk,
+            locked: Mutex::new(HashSet::new()),
+            unlocked: Notify::new(),
+            next_temp: AtomicU64::new(0),
+        })
+    }
+
+    /// The store's root (`<data-dir>/blocks`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn shard_dir(&self, hash: &BlockHash) -> PathBuf {
+        self.root.join(format!("{:02x}", hash[0]))
+    }
+
+    fn path(&self, hash: &BlockHash) -> PathBuf {
+        self.shard_dir(hash).join(hex(hash))
+    }
+
+    async fn lock(&self, hash: BlockHash) -> HashLock<'_> {
+        loop {
+            let unlocked = {
+                let mut locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+                if locked.insert(hash) {
+                    return HashLock { store: self, hash };
+                }
+                // Registered before the set's lock is released, so the
+                // holder's release cannot be missed.
+                self.unlocked.notified()
+            };
+            unlocked.await;
+        }
+    }
+
+    /// Whether this node holds `hash` (a stat, no read).
+    pub fn has(&self, hash: &BlockHash) -> bool {
+        self.path(hash).is_file()
+    }
+
+    /// Stores a block whose bytes are all in memory. They are written in
+    /// slices of [`WRITE_SLICE_BYTES`] (no copy): the file layer copies
+    /// each write into a buffer of its own, so a whole block at once would
+    /// hold a second megabyte.
+    pub async fn put_bytes(&self, hash: BlockHash, bytes: Bytes) -> Result<(), StoreError> {
+        let len = bytes.len() as u64;
+        let slices: Vec<Result<Bytes, StoreError>> = (0..bytes.len())
+            .step_by(WRITE_SLICE_BYTES)
+            .map(|start| Ok(bytes.slice(start..(start + WRITE_SLICE_BYTES).min(bytes.len()))))
+            .collect();
+        self.put(hash, len, futures::stream::iter(slices)).await
+    }
+
+    /// Stores the block `hash` of `len` bytes from `chunks`, durably; a
+    /// block already here is touched and the chunks are drained unread into
+    /// nothing (the sender's bytes are on the wire either way).
+    pub async fn put<S>(&self, hash: BlockHash, len: u64, mut chunks: S) -> Result<(), StoreError>
+    where
+        S: Stream<Item = Result<Bytes, StoreError>> + Unpin,
+    {
+        let _lock = self.lock(hash).await;
+        let path = self.path(&hash);
+        if touch(&path)? {
+            let mut received = 0u64;
+            while let Some(chunk) = chunks.next().await {
+                received += chunk?.len() as u64;
+            }
+            if received != len {
+                return Err(StoreError::Length {
+                    expected: len,
+                    received,
+                });
+            }
+            return Ok(());
+        }
+        let _admission = self.disk.admit_bytes(len)?;
+        let number = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let mut temp = Temp {
+            path: self
+                .root
+                .join(TMP_DIR)
+                .join(format!("{number}-{}{TEMP_SUFFIX}", rand::random::<u32>())),
+            kept: false,
+        };
+        let full = |error: std::io::Error| -> StoreError {
+            if is_disk_full(&error) {
+                StoreError::DiskFull(DiskFull {
+                    available_bytes: self.disk.available_bytes().unwrap_or(0),
+                    reserve_bytes: self.disk.reserve_bytes(),
+                })
+            } else {
+                StoreError::Io(error)
+            }
+        };
+        let mut file = tokio::fs::File::create(&temp.path).await.map_err(full)?;
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            received += chunk.len() as u64;
+            if received > len {
+                return Err(StoreError::Length {
+                    expected: len,
+                    received,
+                });
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(full)?;
+        }
+        if received != len {
+            return Err(StoreError::Length {
+                expected: len,
+                received,
+            });
+        }
+        let actual: BlockHash = hasher.finalize().into();
+        if actual != hash {
+            return Err(StoreError::Corrupt { actual });
+        }
+        file.flush().await.map_err(full)?;
+        file.sync_data().await.map_err(full)?;
+        drop(file);
+        tokio::fs::rename(&temp.path, &path).await.map_err(full)?;
+        temp.kept = true;
+        // The rename is durable only once the directory is.
+        let shard = self.shard_dir(&hash);
+        tokio::task::spawn_blocking(move || std::fs::File::open(shard)?.sync_all())
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
+    /// The block `hash` opened at `offset`, with its length; `None` when
+    /// this node does not hold it.
+    pub async fn open_block(
+        &self,
+        hash: &BlockHash,
+        offset: u64,
+    ) -> std::io::Result<Option<(tokio::fs::File, u64)>> {
+        let mut file = match tokio::fs::File::open(self.path(hash)).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let len = file.metadata().await?.len();
+        if offset > 0 {
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+        }
+        Ok(Some((file, len)))
+    }
+
+    /// Deletes this node's copy of `hash` when `still_garbage` (called
+    /// under the hash's lock) says so; returns whether a file was deleted.
+    pub async fn remove(
+        &self,
+        hash: BlockHash,
+        still_garbage: impl FnOnce() -> bool,
+    ) -> std::io::Result<bool> {
+        let _lock = self.lock(hash).await;
+        if !still_garbage() {
+            return Ok(false);
+        }
+        match tokio::fs::remove_file(self.path(&hash)).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The blocks of shard `shard` with their modification times.
+    pub fn list_shard(&self, shard: u8) -> std::io::Result<Vec<(BlockHash, SystemTime)>> {
+        let mut blocks = Vec::new();
+        for entry in std::fs::read_dir(self.root.join(format!("{shard:02x}")))? {
+            let entry = entry?;
+            let Some(hash) = entry.file_name().to_str().and_then(parse_hex) else {
+                continue;
+            };
+            blocks.push((hash, entry.metadata()?.modified()?));
+        }
+        blocks.sort();
+        Ok(blocks)
+    }
+
+    /// Removes temp files older than `older_than`; returns how many.
+    pub fn remove_stale_temp(&self, older_than: Duration) -> std::io::Result<u64> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.root.join(TMP_DIR))? {
+            let entry = entry?;
+            if !entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
+                continue;
+            }
+            let modified = entry.metadata()?.modified()?;
+            if now.duration_since(modified).unwrap_or_default() >= older_than {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Sets `path`'s modification time to now; `false` when it does not exist.
+fn touch(path: &Path) -> std::io::Result<bool> {
+    match std::fs::File::options().write(true).open(path) {
+        Ok(file) => {
+            file.set_modified(SystemTime::now())?;
+            Ok(true)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Reads up to `max` bytes from `file` (fewer only at its end).
+pub(crate) async fn read_chunk(file: &mut tokio::fs::File, max: usize) -> std::io::Result<Bytes> {
+    let mut buffer = BytesMut::with_capacity(max);
+    while buffer.len() < max {
+        if file.read_buf(&mut buffer).await? == 0 {
+            break;
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(fill: u8, len: usize) -> (BlockHash, Bytes) {
+        let bytes = Bytes::from(vec![fill; len]);
+        (Sha256::digest(&bytes).into(), bytes)
+    }
+
+    fn store(dir: &Path, reserve: u64) -> BlockStore {
+        BlockStore::open(dir, Arc::new(DiskGuard::new(dir, reserve))).expect("open")
+    }
+
+    fn temp_files(store: &BlockStore) -> usize {
+        std::fs::read_dir(store.root().join(TMP_DIR))
+            .expect("tmp")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_block_is_stored_once_and_a_second_put_only_touches_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path(), 0);
+        let (hash, bytes) = block(7, 1000);
+        assert!(!store.has(&hash));
+        store.put_bytes(hash, bytes.clone()).await.expect("put");
+        assert!(store.has(&hash));
+        let path = store.path(&hash);
+        assert_eq!(std::fs::read(&path).expect("read"), bytes.to_vec());
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_modified(old)
+            .expect("age it");
+
+        store.put_bytes(hash, bytes.clone()).await.expect("dedupe");
+        let listed = store.list_shard(hash[0]).expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, hash);
+        assert!(
+            listed[0].1 > old + Duration::from_secs(1800),
+            "the second put refreshed the mtime"
+        );
+        assert_eq!(temp_files(&store), 0);
+        // Read back from an offset.
+        let (mut file, len) = store
+            .open_block(&hash, 10)
+            .await
+            .expect("open")
+            .expect("held");
+        assert_eq!(len, 1000);
+        assert_eq!(read_chunk(&mut file, 4096).await.expect("read").len(), 990);
+    }
+
+    #[tokio::test]
+    async fn bytes_that_do_not_match_their_hash_are_never_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path(), 0);
+        let (hash, _) = block(1, 100);
+        let (_, other) = block(2, 100);
+        let error = store.put_bytes(hash, other).await.expect_err("corrupt");
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+        assert!(!store.has(&hash));
+        assert_eq!(temp_files(&store), 0);
+        // Too few bytes for the announced length.
+        let (hash, bytes) = block(3, 100);
+        let short = futures::stream::iter([Ok(bytes.slice(..50))]);
+        let error = store.put(hash, 100, short).await.expect_err("short");
+        assert!(
+            matches!(
+                error,
+                StoreError::Length {
+                    expected: 100,
+                    received: 50
+                }
+            ),
+            "{error}"
+        );
+        assert!(!store.has(&hash));
+        assert_eq!(temp_files(&store), 0);
+    }
+
+    #[tokio::test]
+    async fn temp_files_are_cleared_at_start_and_stale_ones_on_demand() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store_dir = dir.path().join(BLOCKS_DIR).join(TMP_DIR);
+        std::fs::create_dir_all(&store_dir).expect("mkdir");
+        std::fs::write(store_dir.join("crashed.part"), b"half").expect("write");
+        let opened = store(dir.path(), 0);
+        assert_eq!(temp_files(&opened), 0, "a crash's temp file is gone");
+
+        std::fs::write(store_dir.join("aborted.part"), b"half").expect("write");
+        assert_eq!(
+            opened
+                .remove_stale_temp(Duration::from_secs(3600))
+                .expect("sweep"),
+            0,
+            "a fresh temp file may still be written"
+        );
+        assert_eq!(opened.remove_stale_temp(Duration::ZERO).expect("sweep"), 1);
+        assert_eq!(temp_files(&opened), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_the_block_before_writing_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let free = DiskGuard::new(dir.path(), 1)
+            .available_bytes()
+            .expect("statvfs");
+        // A reserve of all the free space but 64 KiB leaves no room for a
+        // 4 MiB block (unless another program frees 4 MiB meanwhile).
+        let store = store(dir.path(), free.saturating_sub(64 * 1024));
+        let (hash, bytes) = block(9, 4 << 20);
+        let error = store.put_bytes(hash, bytes).await.expect_err("full");
+        assert!(matches!(error, StoreError::DiskFull(_)), "{error}");
+        assert!(!store.has(&hash));
+        assert_eq!(temp_files(&store), 0);
+    }
+
+    #[tokio::test]
+    async fn removal_asks_under_the_lock_and_reports_what_it_did() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path(), 0);
+        let (hash, bytes) = block(4, 10);
+        store.put_bytes(hash, bytes).await.expect("put");
+        assert!(!store.remove(hash, || false).await.expect("kept"));
+        assert!(store.has(&hash));
+        assert!(store.remove(hash, || true).await.expect("removed"));
+        assert!(!store.has(&hash));
+        assert!(!store.remove(hash, || true).await.expect("already gone"));
+    }
+
+    #[test]
+    fn names_round_trip_through_hex() {
+        let hash = [0xab; 32];
+        assert_eq!(parse_hex(&hex(&hash)), Some(hash));
+        assert_eq!(parse_hex("ab"), None);
+        assert_eq!(parse_hex(&"zz".repeat(32)), None);
+    }
+}
