@@ -35,18 +35,12 @@ const SHARDS: u32 = 256;
 /// The shortest pause between two shards, whatever the interval.
 const GC_SHARD_PAUSE_MIN: Duration = Duration::from_millis(1);
 
-/// Whether a block file is garbage now. Pure: the caller reads the refs,
-/// the mtime, the clock and readiness.
-pub fn is_garbage(
-    refs: u64,
-    modified: SystemTime,
-    now: SystemTime,
-    grace: Duration,
-    ready: bool,
-) -> bool {
+/// Whether a block file is garbage now, on a node that is ready (the
+/// sweep's gate). Pure: the caller reads the refs, the mtime and the clock.
+pub fn is_garbage(refs: u64, modified: SystemTime, now: SystemTime, grace: Duration) -> bool {
     // A clock that went backwards (mtime in the future) keeps the block.
     let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
-    ready && refs == 0 && age > grace
+    refs == 0 && age > grace
 }
 
 /// This node's GC duty (see the module doc). The next shard is kept across
@@ -72,9 +66,6 @@ async fn run(service: FileService, next_shard: Arc<AtomicU8>) {
                 Err(error) => tracing::warn!(%error, "files gc: cannot clean blocks/tmp"),
             }
         }
-        if service.node.readiness().is_err() {
-            continue;
-        }
         let removed = sweep_shard(&service, shard, grace).await;
         if removed > 0 {
             service
@@ -88,6 +79,10 @@ async fn run(service: FileService, next_shard: Arc<AtomicU8>) {
 
 /// Removes the garbage of one shard; returns how many blocks went.
 async fn sweep_shard(service: &FileService, shard: u8, grace: Duration) -> u64 {
+    // A lagging node would judge from old state: it waits until ready.
+    if service.node.readiness().is_err() {
+        return 0;
+    }
     let files = service.node.files().clone();
     // Listing a directory (and stat'ing its files) blocks: off the async
     // workers, awaited here so the work belongs to this duty.
@@ -113,8 +108,7 @@ async fn sweep_shard(service: &FileService, shard: u8, grace: Duration) -> u64 {
                 return removed;
             }
         };
-        let ready = service.node.readiness().is_ok();
-        if !is_garbage(refs, modified, SystemTime::now(), grace, ready) {
+        if !is_garbage(refs, modified, SystemTime::now(), grace) {
             continue;
         }
         // Checked again under the block's lock: an upload of the same
@@ -140,25 +134,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_old_unreferenced_blocks_on_a_ready_node_are_garbage() {
+    fn only_old_unreferenced_blocks_are_garbage() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
         let grace = Duration::from_secs(100);
         let old = now - Duration::from_secs(101);
         let young = now - Duration::from_secs(99);
         let future = now + Duration::from_secs(500);
         let cases = [
-            (0, old, true, true),
-            (1, old, true, false),
-            (0, young, true, false),
-            (0, now - grace, true, false),
-            (0, old, false, false),
-            (0, future, true, false),
+            (0, old, true),
+            (1, old, false),
+            (0, young, false),
+            (0, now - grace, false),
+            (0, future, false),
         ];
-        for (refs, modified, ready, expected) in cases {
+        for (refs, modified, expected) in cases {
             assert_eq!(
-                is_garbage(refs, modified, now, grace, ready),
+                is_garbage(refs, modified, now, grace),
                 expected,
-                "refs {refs} modified {modified:?} ready {ready}"
+                "refs {refs} modified {modified:?}"
             );
         }
     }

@@ -43,7 +43,6 @@ use picloud_storage::files::{
 use picloud_storage::{Command, CommandResult};
 
 use crate::error::{apply_host_error, cluster_host_error, storage_error};
-use crate::host::now_ms;
 use crate::realtime::Realtime;
 
 pub mod gc;
@@ -78,6 +77,9 @@ pub struct FileDownload {
     pub range: Range<u64>,
     pub body: BoxStream<'static, Result<Bytes, FilesError>>,
 }
+
+/// A file's record and its block list (empty when inline), read together.
+type Located = (FileRecord, Arc<[BlockHash]>);
 
 /// Counters of this node's file service, for `/_/metrics`.
 #[derive(Debug, Default)]
@@ -314,7 +316,7 @@ impl FileService {
         app: &str,
         path: &str,
         mut check: impl FnMut(&FileRecord) -> Result<(), HostError>,
-    ) -> Result<Option<(FileRecord, Arc<[BlockHash]>)>, HostError> {
+    ) -> Result<Option<Located>, HostError> {
         let reader = self.node.reader();
         for _ in 0..LOCATE_ATTEMPTS_MAX {
             let Some(record) = reader.file(app, path).map_err(storage_error)? else {
@@ -615,6 +617,12 @@ pub fn served_range(size: u64, requested: Option<Range<u64>>) -> Option<Range<u6
         }
         Some(_) => None,
     }
+}
+
+/// Milliseconds since the Unix epoch: the clock of `host::now_ms`, read
+/// here directly because `host` imports this module.
+fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
 }
 
 /// A list cursor's path.

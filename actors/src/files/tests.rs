@@ -17,7 +17,8 @@ use crate::config::RealtimeLimits;
 
 #[test]
 fn served_ranges() {
-    let cases: &[(u64, Option<Range<u64>>, Option<Range<u64>>)] = &[
+    type Case = (u64, Option<Range<u64>>, Option<Range<u64>>);
+    let cases: &[Case] = &[
         (10, None, Some(0..10)),
         (0, None, Some(0..0)),
         (10, Some(0..1), Some(0..1)),
