@@ -25,6 +25,7 @@ use crate::app::TopicSpec;
 use crate::config::ActorLimits;
 use crate::error::secret_code;
 pub(crate) use crate::error::storage_error;
+use crate::error::unexpected;
 pub use crate::error::{apply_host_error, cluster_host_error};
 use crate::files::FileService;
 use crate::logs::LogBook;
@@ -55,13 +56,6 @@ pub struct NodeHost {
     realtime: Option<Realtime>,
     /// This node's file service (`None`: `files.*` answers `unsupported`).
     files: Option<FileService>,
-}
-
-fn unexpected(result: &CommandResult) -> HostError {
-    HostError::new(
-        Code::Internal,
-        format!("unexpected apply result {result:?}"),
-    )
 }
 
 impl NodeHost {

@@ -42,7 +42,7 @@ use picloud_storage::files::{
 };
 use picloud_storage::{Command, CommandResult};
 
-use crate::error::{apply_host_error, cluster_host_error, storage_error};
+use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpected};
 use crate::realtime::Realtime;
 
 pub mod gc;
@@ -544,13 +544,6 @@ fn upload_timeout(config: &FilesConfig) -> HostError {
             "the upload took longer than {} ms (files_upload_duration_max_ms); nothing was stored",
             config.files_upload_duration_max_ms
         ),
-    )
-}
-
-fn unexpected(result: &CommandResult) -> HostError {
-    HostError::new(
-        Code::Internal,
-        format!("unexpected apply result {result:?}"),
     )
 }
 
