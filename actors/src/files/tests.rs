@@ -659,3 +659,77 @@ async fn gc_removes_orphan_blocks_and_keeps_referenced_ones() {
         .expect("found");
     assert_eq!(read_all(back).await, kept);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_read_and_write_files_up_to_the_inline_limit() {
+    use picloud_lua_sdk::Host as _;
+
+    use crate::run_host::RunHost;
+    use crate::{ActorLimits, LogBook, NodeHost};
+
+    let cluster = one_node(FilesConfig {
+        file_inline_read_max: 2 * BLOCK_BYTES,
+        ..FilesConfig::default()
+    })
+    .await;
+    let files = &cluster.service;
+    let limits = Arc::new(ActorLimits::default());
+    let bare = NodeHost::new(
+        files.node.clone(),
+        LogBook::new(limits.logs),
+        limits.clone(),
+    );
+    assert_eq!(
+        code(bare.files_stat(APP, "a").await),
+        Code::Unsupported,
+        "a host without the service says so"
+    );
+    let host = Arc::new(bare.with_files(files.clone()));
+    // A trigger run's host passes files through, writes included.
+    let run = RunHost::new(host.clone(), Arc::from([]));
+    run.begin_run();
+
+    let fits = content(2 * BLOCK_BYTES as usize, 7);
+    let stat = run
+        .files_put(APP, "fits", fits.clone(), Some("image/png".into()))
+        .await
+        .expect("put through the run host");
+    assert_eq!(stat.content_type, "image/png");
+    let got = host
+        .files_get(APP, "fits")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(got.data, fits);
+    assert_eq!(got.stat, stat);
+    assert_eq!(run.files_stat(APP, "fits").await, Ok(Some(stat.clone())));
+    assert_eq!(
+        run.files_list(APP, "", 10, None)
+            .await
+            .map(|page| page.files),
+        Ok(vec![stat])
+    );
+    let url = run
+        .files_url(APP, "fits", FileUrlOptions::default())
+        .await
+        .expect("url");
+    assert!(url.starts_with("/_/files/shop/fits?m=GET&"), "{url}");
+
+    // Over the limit: put refuses the string, get refuses before reading
+    // (a larger file stored through the streaming path).
+    let over = content(2 * BLOCK_BYTES as usize + 1, 8);
+    assert_eq!(
+        code(host.files_put(APP, "over", over.clone(), None).await),
+        Code::FileTooLarge
+    );
+    files
+        .put_stream(APP, "over", None, body(&over, 1 << 16), None)
+        .await
+        .expect("streamed put");
+    assert_eq!(code(run.files_get(APP, "over").await), Code::FileTooLarge);
+    assert_eq!(run.files_get(APP, "none").await, Ok(None));
+
+    assert_eq!(run.files_delete(APP, "fits").await, Ok(true));
+    assert!(run.end_run().kv.is_empty(), "nothing was buffered");
+    assert_eq!(host.files_stat(APP, "fits").await, Ok(None));
+}
