@@ -136,6 +136,14 @@ pub fn apply_host_error(error: ApplyError) -> HostError {
     HostError::new(apply_code(&error), error.to_string())
 }
 
+/// An apply result of another kind than the command's: a bug.
+pub(crate) fn unexpected(result: &picloud_storage::CommandResult) -> HostError {
+    HostError::new(
+        Code::Internal,
+        format!("unexpected apply result {result:?}"),
+    )
+}
+
 /// A storage failure as a script-visible `internal` error.
 pub(crate) fn storage_error(error: picloud_storage::StorageError) -> HostError {
     HostError::new(Code::Storage, error.to_string())

@@ -8,10 +8,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use picloud_cluster::Node;
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
-    LogLevel, OutboundRequest, OutboundResponse, PublishKind,
+    AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
+    FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
+    OutboundResponse, PublishKind,
 };
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
 use picloud_storage::secrets::validate_secret_name;
@@ -23,6 +25,7 @@ use crate::app::TopicSpec;
 use crate::config::ActorLimits;
 use crate::error::secret_code;
 pub(crate) use crate::error::storage_error;
+use crate::error::unexpected;
 pub use crate::error::{apply_host_error, cluster_host_error};
 use crate::files::FileService;
 use crate::logs::LogBook;
@@ -55,13 +58,6 @@ pub struct NodeHost {
     files: Option<FileService>,
 }
 
-fn unexpected(result: &CommandResult) -> HostError {
-    HostError::new(
-        Code::Internal,
-        format!("unexpected apply result {result:?}"),
-    )
-}
-
 impl NodeHost {
     pub fn new(node: Node, logs: LogBook, limits: Arc<ActorLimits>) -> NodeHost {
         NodeHost {
@@ -85,6 +81,13 @@ impl NodeHost {
     pub fn with_realtime(mut self, realtime: Realtime) -> NodeHost {
         self.realtime = Some(realtime);
         self
+    }
+
+    /// The file service, or `unsupported` on a host started without it.
+    fn files(&self) -> Result<&FileService, HostError> {
+        self.files.as_ref().ok_or_else(|| {
+            HostError::new(Code::Unsupported, "files are not available on this node")
+        })
     }
 
     pub fn realtime(&self) -> Result<&Realtime, HostError> {
@@ -590,5 +593,68 @@ impl Host for NodeHost {
             })?;
             outbound.request(app, request).await
         })
+    }
+
+    /// `files.put`: a string of at most `file_inline_read_max` bytes
+    /// (larger content goes through a signed PUT URL, streamed).
+    fn files_put<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        data: Vec<u8>,
+        content_type: Option<String>,
+    ) -> HostFuture<'a, FileStat> {
+        Box::pin(async move {
+            let files = self.files()?;
+            let max = files.config().file_inline_read_max;
+            if data.len() as u64 > max {
+                return Err(HostError::new(
+                    Code::FileTooLarge,
+                    format!(
+                        "files.put takes at most {max} bytes (file_inline_read_max), got {}: \
+                         upload larger files through files.url(path, {{method=\"PUT\"}})",
+                        data.len()
+                    ),
+                ));
+            }
+            let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]);
+            files.put_stream(app, path, content_type, body, None).await
+        })
+    }
+
+    fn files_get<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileData>> {
+        Box::pin(async move {
+            let files = self.files()?;
+            files
+                .get_whole(app, path, files.config().file_inline_read_max)
+                .await
+        })
+    }
+
+    fn files_stat<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileStat>> {
+        Box::pin(async move { self.files()?.stat(app, path).await })
+    }
+
+    fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
+        Box::pin(async move { self.files()?.delete(app, path).await })
+    }
+
+    fn files_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, FileListPage> {
+        Box::pin(async move { self.files()?.list(app, prefix, limit, cursor).await })
+    }
+
+    fn files_url<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        options: FileUrlOptions,
+    ) -> HostFuture<'a, String> {
+        Box::pin(async move { self.files()?.sign_url(app, path, options).await })
     }
 }

@@ -9,6 +9,13 @@
 //! Outbound HTTP is not a write that can wait: it passes straight through
 //! in a run too (a retried run sends its requests again).
 //!
+//! Files pass straight through as well, writes included: a file's blocks
+//! are stored before its `FilePut` is proposed, which cannot wait for the
+//! run's completion entry, and a put is idempotent (the same bytes to the
+//! same path leave the same file), so a retried run that puts again is
+//! harmless. A retried `files.delete` answers `false` the second time; a
+//! run is at-least-once for files, as for `http`.
+//!
 //! Durable publishes (`pubsub.publish_durable`) are buffered the same way
 //! and committed with the run (their id is only known then: the script
 //! gets `nil`); ephemeral ones go out at once (at most once anyway).
@@ -23,8 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
-    AtomicOp, AtomicResult, Code, Consistency, DocsCall, Host, HostError, HostFuture, KvListPage,
-    LogLevel, OutboundRequest, OutboundResponse, PublishKind,
+    AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
+    FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
+    OutboundResponse, PublishKind,
 };
 use picloud_storage::{DocOp, DocOpResult, KvOp, RunPublish};
 use serde_json::Value;
@@ -581,5 +589,48 @@ impl Host for RunHost {
         request: OutboundRequest,
     ) -> HostFuture<'a, OutboundResponse> {
         self.inner.http_request(app, request)
+    }
+
+    // Files pass straight through, in a run too (see the module doc).
+
+    fn files_put<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        data: Vec<u8>,
+        content_type: Option<String>,
+    ) -> HostFuture<'a, FileStat> {
+        self.inner.files_put(app, path, data, content_type)
+    }
+
+    fn files_get<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileData>> {
+        self.inner.files_get(app, path)
+    }
+
+    fn files_stat<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileStat>> {
+        self.inner.files_stat(app, path)
+    }
+
+    fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
+        self.inner.files_delete(app, path)
+    }
+
+    fn files_list<'a>(
+        &'a self,
+        app: &'a str,
+        prefix: &'a str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> HostFuture<'a, FileListPage> {
+        self.inner.files_list(app, prefix, limit, cursor)
+    }
+
+    fn files_url<'a>(
+        &'a self,
+        app: &'a str,
+        path: &'a str,
+        options: FileUrlOptions,
+    ) -> HostFuture<'a, String> {
+        self.inner.files_url(app, path, options)
     }
 }

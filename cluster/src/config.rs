@@ -78,7 +78,8 @@ pub struct FilesConfig {
     pub files_upload_duration_max_ms: u64,
     /// How long an unreferenced block is kept before GC removes it.
     pub files_gc_grace_ms: u64,
-    /// How often GC looks at one shard of the block store.
+    /// How long one GC sweep over the block store's 256 shards takes (one
+    /// shard every interval / 256; `actors::files::gc`).
     pub files_gc_interval_ms: u64,
     /// How often the leader's repair duty starts a pass.
     pub files_repair_interval_ms: u64,
