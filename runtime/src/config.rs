@@ -568,13 +568,13 @@ impl ServeConfig {
             1,
             1_000_000_000,
         )?;
-        // A script holds what it reads whole in its VM: keep it within the
-        // VM's own memory cap range.
+        // A script holds what it reads whole in its VM: at most the largest
+        // VM memory cap (above `file_bytes_max` it simply never bites).
         check_range(
             "file_inline_read_max",
             self.file_inline_read_max,
             0,
-            self.file_bytes_max.min(1024 * MIB),
+            1024 * MIB,
         )?;
         check_range(
             "files_uploads_inflight_max",
