@@ -28,6 +28,18 @@ script = "ping.lua"
 
 const PING: &str = "return function(req)\n  return {status=200, json={ok=true}}\nend";
 
+/// A refused request: what it tries, method, URL, headers, body, and the
+/// expected status and code.
+type Refusal<'a> = (
+    &'a str,
+    &'a str,
+    String,
+    &'a [(&'a str, &'a str)],
+    Option<Vec<u8>>,
+    u16,
+    &'a str,
+);
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
@@ -154,15 +166,7 @@ async fn signed_urls_upload_download_and_refuse_what_they_were_not_signed_for() 
     };
     let plus_one = |text: &str| (text.parse::<u64>().expect("number") + 1).to_string();
     let png = [("content-type", "image/png")];
-    let cases: Vec<(
-        &str,
-        &str,
-        String,
-        &[(&str, &str)],
-        Option<Vec<u8>>,
-        u16,
-        &str,
-    )> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "unsigned",
             "GET",
