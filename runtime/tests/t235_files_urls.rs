@@ -315,3 +315,70 @@ async fn signed_urls_upload_download_and_refuse_what_they_were_not_signed_for() 
     })
     .await;
 }
+
+/// The streamed routes check the key, the app and the announced size from
+/// the request head alone: a 2 GiB upload announced to a node whose files
+/// are at most 1 GiB is refused before a byte of body is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_routes_refuse_from_the_head_before_any_body_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let api = node.client();
+    let (status, body) = api
+        .deploy("media", &[("picloud.toml", MANIFEST), ("ping.lua", PING)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let key = node.admin_key();
+    for (what, app, auth, status, expected) in [
+        ("no key", "media", String::new(), 401, "unauthorized"),
+        (
+            "no such app",
+            "nope",
+            format!("authorization: Bearer {key}\r\n"),
+            404,
+            "app_not_found",
+        ),
+        (
+            "over file_bytes_max",
+            "media",
+            format!("authorization: Bearer {key}\r\n"),
+            413,
+            "file_too_large",
+        ),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", node.http_port))
+            .await
+            .expect("connect");
+        let head = format!(
+            "PUT /_/api/v1/apps/{app}/files/big.bin HTTP/1.1\r\nhost: localhost\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
+            2u64 << 30
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .expect("answered without the body")
+        .expect("read");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {text}"
+        );
+        assert!(text.contains(&format!("\"{expected}\"")), "{what}: {text}");
+    }
+    // A plain OPTIONS (no preflight) on a signed URL is 405.
+    let (status, _, answer, _) = send(
+        "OPTIONS",
+        &format!("{}/_/files/media/x", node.url()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((status, code(&answer)), (405, "method_not_allowed"));
+}
