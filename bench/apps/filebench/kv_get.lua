@@ -1,0 +1,3 @@
+return function(req)
+  return {json = {value = kv.get("bench/kv")}}
+end
