@@ -568,6 +568,77 @@ mod tests {
         }
     }
 
+    /// Collects what the file service would read from `body` announced as
+    /// `announced` bytes: the bytes, whether it ended in an error, and the
+    /// code the client would get.
+    async fn read_upload(body: Body, announced: Option<u64>) -> (Vec<u8>, bool, Option<Code>) {
+        let failure = BodyFailure::default();
+        let mut stream = upload_stream(body, announced, failure.clone());
+        let mut bytes = Vec::new();
+        let mut failed = false;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(_) => failed = true,
+            }
+        }
+        let code = failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|error| error.code);
+        (bytes, failed, code)
+    }
+
+    #[tokio::test]
+    async fn an_upload_short_of_its_length_or_broken_off_is_incomplete() {
+        let (bytes, failed, code) = read_upload(Body::from("0123456789"), Some(10)).await;
+        assert_eq!(
+            (bytes.as_slice(), failed, code),
+            (&b"0123456789"[..], false, None)
+        );
+        // Chunked (no length): whatever arrived is the file.
+        let (_, failed, _) = read_upload(Body::from("0123"), None).await;
+        assert!(!failed);
+        let (bytes, failed, code) = read_upload(Body::from("01234"), Some(10)).await;
+        assert_eq!((bytes.len(), failed), (5, true));
+        assert_eq!(code, Some(Code::UploadIncomplete));
+        let broken = futures::stream::iter([
+            Ok(Bytes::from_static(b"01")),
+            Err(std::io::Error::other("connection reset")),
+        ]);
+        let (bytes, failed, code) = read_upload(Body::from_stream(broken), None).await;
+        assert_eq!(
+            (bytes.len(), failed, code),
+            (2, true, Some(Code::UploadIncomplete))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_too_slow_upload_is_a_body_timeout() {
+        use std::time::Duration;
+
+        use crate::gateway::body::{BodyTiming, TimedBody};
+        let stalled = futures::stream::iter([Ok::<_, std::io::Error>(http_body::Frame::data(
+            Bytes::from_static(b"0123"),
+        ))])
+        .chain(futures::stream::pending());
+        let timing = BodyTiming {
+            timeout: Duration::from_millis(50),
+            rate_bytes_min: 0,
+            grace: Duration::from_millis(50),
+        };
+        let body = Body::new(TimedBody::new(
+            http_body_util::StreamBody::new(stalled),
+            timing,
+        ));
+        let (bytes, failed, code) = read_upload(body, Some(100)).await;
+        assert_eq!(
+            (bytes.len(), failed, code),
+            (4, true, Some(Code::BodyTimeout))
+        );
+    }
+
     #[test]
     fn file_routes_are_the_signed_endpoint_and_the_admin_file_paths() {
         for (path, expected) in [
