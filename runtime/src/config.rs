@@ -227,6 +227,46 @@ settings! {
     /// A comment line on every idle realtime stream this often, in
     /// milliseconds, so proxies and clients see the connection is alive.
     realtime_heartbeat_ms: u64 = 15_000, "PICLOUD_REALTIME_HEARTBEAT_MS";
+    /// Largest file, in bytes (more is 413 `file_too_large`).
+    file_bytes_max: u64 = picloud_cluster::FilesConfig::default().file_bytes_max, "PICLOUD_FILE_BYTES_MAX";
+    /// Most bytes of files one app may hold (more is 413 `quota_exceeded`).
+    files_bytes_per_app_max: u64 = picloud_cluster::FilesConfig::default().files_bytes_per_app_max, "PICLOUD_FILES_BYTES_PER_APP_MAX";
+    /// Most files one app may hold (more is 413 `quota_exceeded`).
+    files_per_app_max: u64 = picloud_cluster::FilesConfig::default().files_per_app_max, "PICLOUD_FILES_PER_APP_MAX";
+    /// Largest file a script reads whole with `files.get` or writes with
+    /// `files.put`, in bytes; larger ones go through signed URLs.
+    file_inline_read_max: u64 = picloud_cluster::FilesConfig::default().file_inline_read_max, "PICLOUD_FILE_INLINE_READ_MAX";
+    /// File uploads this node receives at once; more get 503 `overloaded`.
+    files_uploads_inflight_max: usize = picloud_cluster::FilesConfig::default().files_uploads_inflight_max, "PICLOUD_FILES_UPLOADS_INFLIGHT_MAX";
+    /// File downloads this node serves at once; more get 503 `overloaded`.
+    files_downloads_inflight_max: usize = picloud_cluster::FilesConfig::default().files_downloads_inflight_max, "PICLOUD_FILES_DOWNLOADS_INFLIGHT_MAX";
+    /// Blocks of one upload waiting for their replicas' acknowledgements
+    /// (each holds up to 1 MiB of memory).
+    files_upload_blocks_inflight_max: usize = picloud_cluster::FilesConfig::default().files_upload_blocks_inflight_max, "PICLOUD_FILES_UPLOAD_BLOCKS_INFLIGHT_MAX";
+    /// Concurrent block streams to (and from) one peer; kept well below the
+    /// 32 streams a peer connection allows, so Raft always has room.
+    files_block_streams_per_peer_max: usize = picloud_cluster::FilesConfig::default().files_block_streams_per_peer_max, "PICLOUD_FILES_BLOCK_STREAMS_PER_PEER_MAX";
+    /// Longest one block operation (send, fetch, copy) may take, in milliseconds.
+    files_block_timeout_ms: u64 = picloud_cluster::FilesConfig::default().files_block_timeout_ms, "PICLOUD_FILES_BLOCK_TIMEOUT_MS";
+    /// Longest an upload may take from its first byte to its committed
+    /// metadata, in milliseconds; `files_gc_grace_ms` must be at least twice it.
+    files_upload_duration_max_ms: u64 = picloud_cluster::FilesConfig::default().files_upload_duration_max_ms, "PICLOUD_FILES_UPLOAD_DURATION_MAX_MS";
+    /// How long a block no file references is kept before GC removes it, in
+    /// milliseconds (at least twice `files_upload_duration_max_ms`, so an
+    /// upload still running never loses its blocks).
+    files_gc_grace_ms: u64 = picloud_cluster::FilesConfig::default().files_gc_grace_ms, "PICLOUD_FILES_GC_GRACE_MS";
+    /// How often GC looks at one of the block store's 256 shards, in milliseconds.
+    files_gc_interval_ms: u64 = picloud_cluster::FilesConfig::default().files_gc_interval_ms, "PICLOUD_FILES_GC_INTERVAL_MS";
+    /// How often the leader's repair duty starts a pass over the blocks, in milliseconds.
+    files_repair_interval_ms: u64 = picloud_cluster::FilesConfig::default().files_repair_interval_ms, "PICLOUD_FILES_REPAIR_INTERVAL_MS";
+    /// Block copies the repair duty runs at once.
+    files_repair_copies_inflight_max: usize = picloud_cluster::FilesConfig::default().files_repair_copies_inflight_max, "PICLOUD_FILES_REPAIR_COPIES_INFLIGHT_MAX";
+    /// Longest a file upload or download body may take on the file routes,
+    /// in milliseconds (instead of `http_body_timeout_ms`).
+    files_body_timeout_ms: u64 = picloud_cluster::FilesConfig::default().files_body_timeout_ms, "PICLOUD_FILES_BODY_TIMEOUT_MS";
+    /// Average bytes per second a file upload body must keep up once it has
+    /// taken longer than `http_header_timeout_ms` (0 = off).
+    files_body_rate_bytes_min: u64 = picloud_cluster::FilesConfig::default().files_body_rate_bytes_min, "PICLOUD_FILES_BODY_RATE_BYTES_MIN";
 }
 
 /// How a default reads in `--help`.
@@ -507,7 +547,127 @@ impl ServeConfig {
             100_000_000,
         )?;
         self.outbound_config()?;
+        self.files_config()?;
         Ok(())
+    }
+
+    /// The files settings, checked (also at boot, by `validate`).
+    pub fn files_config(&self) -> anyhow::Result<picloud_cluster::FilesConfig> {
+        const MIB: u64 = 1024 * 1024;
+        const HOUR_MS: u64 = 3_600_000;
+        check_range("file_bytes_max", self.file_bytes_max, 1, 1 << 40)?;
+        check_range(
+            "files_bytes_per_app_max",
+            self.files_bytes_per_app_max,
+            self.file_bytes_max,
+            1 << 50,
+        )?;
+        check_range(
+            "files_per_app_max",
+            self.files_per_app_max,
+            1,
+            1_000_000_000,
+        )?;
+        // A script holds what it reads whole in its VM: at most the largest
+        // VM memory cap (above `file_bytes_max` it simply never bites).
+        check_range(
+            "file_inline_read_max",
+            self.file_inline_read_max,
+            0,
+            1024 * MIB,
+        )?;
+        check_range(
+            "files_uploads_inflight_max",
+            self.files_uploads_inflight_max,
+            1,
+            10_000,
+        )?;
+        check_range(
+            "files_downloads_inflight_max",
+            self.files_downloads_inflight_max,
+            1,
+            100_000,
+        )?;
+        check_range(
+            "files_upload_blocks_inflight_max",
+            self.files_upload_blocks_inflight_max,
+            1,
+            64,
+        )?;
+        // The peer connection allows 32 streams, shared with Raft.
+        check_range(
+            "files_block_streams_per_peer_max",
+            self.files_block_streams_per_peer_max,
+            1,
+            16,
+        )?;
+        check_range(
+            "files_block_timeout_ms",
+            self.files_block_timeout_ms,
+            100,
+            600_000,
+        )?;
+        check_range(
+            "files_upload_duration_max_ms",
+            self.files_upload_duration_max_ms,
+            100,
+            24 * HOUR_MS,
+        )?;
+        check_range(
+            "files_gc_grace_ms",
+            self.files_gc_grace_ms,
+            self.files_upload_duration_max_ms.saturating_mul(2),
+            30 * 24 * HOUR_MS,
+        )
+        .context("files_gc_grace_ms must be at least twice files_upload_duration_max_ms, so GC never collects the blocks of an upload still running")?;
+        check_range(
+            "files_gc_interval_ms",
+            self.files_gc_interval_ms,
+            10,
+            24 * HOUR_MS,
+        )?;
+        check_range(
+            "files_repair_interval_ms",
+            self.files_repair_interval_ms,
+            10,
+            24 * HOUR_MS,
+        )?;
+        check_range(
+            "files_repair_copies_inflight_max",
+            self.files_repair_copies_inflight_max,
+            1,
+            64,
+        )?;
+        check_range(
+            "files_body_timeout_ms",
+            self.files_body_timeout_ms,
+            100,
+            7 * 24 * HOUR_MS,
+        )?;
+        check_range(
+            "files_body_rate_bytes_min",
+            self.files_body_rate_bytes_min,
+            0,
+            1 << 30,
+        )?;
+        Ok(picloud_cluster::FilesConfig {
+            file_bytes_max: self.file_bytes_max,
+            files_bytes_per_app_max: self.files_bytes_per_app_max,
+            files_per_app_max: self.files_per_app_max,
+            file_inline_read_max: self.file_inline_read_max,
+            files_uploads_inflight_max: self.files_uploads_inflight_max,
+            files_downloads_inflight_max: self.files_downloads_inflight_max,
+            files_upload_blocks_inflight_max: self.files_upload_blocks_inflight_max,
+            files_block_streams_per_peer_max: self.files_block_streams_per_peer_max,
+            files_block_timeout_ms: self.files_block_timeout_ms,
+            files_upload_duration_max_ms: self.files_upload_duration_max_ms,
+            files_gc_grace_ms: self.files_gc_grace_ms,
+            files_gc_interval_ms: self.files_gc_interval_ms,
+            files_repair_interval_ms: self.files_repair_interval_ms,
+            files_repair_copies_inflight_max: self.files_repair_copies_inflight_max,
+            files_body_timeout_ms: self.files_body_timeout_ms,
+            files_body_rate_bytes_min: self.files_body_rate_bytes_min,
+        })
     }
 
     /// Outbound HTTP's settings, checked (also at boot, by `validate`).
@@ -658,6 +818,9 @@ impl ServeConfig {
             election_timeout_min_ms: self.election_timeout_min_ms,
             election_timeout_max_ms: self.election_timeout_max_ms,
             disk_reserve_bytes: self.disk_reserve_bytes,
+            // Validated at boot (`validate`), so the defaults never stand in
+            // for a setting given.
+            files: self.files_config().unwrap_or_default(),
             ..ClusterConfig::default()
         }
     }
@@ -752,6 +915,48 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[test]
+    fn files_settings_reach_the_cluster_config_and_gc_outlives_uploads() {
+        let config = ServeConfig::resolve(ServeArgs {
+            file_bytes_max: Some(5 << 20),
+            files_gc_grace_ms: Some(3_000),
+            files_upload_duration_max_ms: Some(1_500),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        let files = config.cluster_config().files;
+        assert_eq!(files.file_bytes_max, 5 << 20);
+        assert_eq!(files.files_gc_grace_ms, 3_000);
+        assert_eq!(files.files_upload_duration_max_ms, 1_500);
+        // A grace shorter than two upload durations could collect the
+        // blocks of an upload that is still allowed to commit.
+        let error = ServeConfig::resolve(ServeArgs {
+            files_gc_grace_ms: Some(2_999),
+            files_upload_duration_max_ms: Some(1_500),
+            ..ServeArgs::default()
+        })
+        .expect_err("grace below twice the upload duration");
+        assert!(
+            format!("{error:#}").contains("files_gc_grace_ms"),
+            "{error:#}"
+        );
+        let error = ServeConfig::resolve(ServeArgs {
+            files_block_streams_per_peer_max: Some(32),
+            ..ServeArgs::default()
+        })
+        .expect_err("block streams would starve Raft");
+        assert!(
+            error
+                .to_string()
+                .contains("files_block_streams_per_peer_max")
+        );
+        let defaults = ServeConfig::resolve(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(
+            defaults.cluster_config().files,
+            picloud_cluster::FilesConfig::default()
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - `config`: serve settings (flags, `PICLOUD_*` env, `--config` file, defaults).
 //! - `serve`: boot and shutdown of a node.
 //! - `gateway`: HTTP: the server (accept loop, connection caps, timeouts), app
-//!   routes, admin API, health; the one error→status map.
+//!   routes, admin API, health, realtime streams, files (signed URLs and the
+//!   streamed admin routes); the one error→status map.
 //! - `keys`: API key format, hashing, scopes.
 //! - `secret_key`: the secrets master key(s) (`--dev`, env, key file).
 //! - `cli`: the operator commands, talking to the admin API.

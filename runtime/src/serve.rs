@@ -5,7 +5,8 @@
 //!          ─▶ Node::start (storage + raft; one-voter cluster on first start;
 //!               a join retries until --join-timeout-ms and may bring the master key)
 //!               └─ its duties (batcher, peers, membership) supervised at once
-//!          ─▶ admin key (first start only) ─▶ Apps (app supervisor) + app_events
+//!          ─▶ admin key (first start only) ─▶ realtime, files (+ files_repair,
+//!               files_gc duties) ─▶ Apps (app supervisor) + app_events
 //!          ─▶ HTTP gateway (http_accept) ─▶ leader duties (triggers, cron)
 //!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
 //! ```
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use picloud_actors::files::FileService;
 use picloud_actors::host::now_ms;
 use picloud_actors::outbound::Outbound;
 use picloud_actors::realtime::Realtime;
@@ -231,11 +233,17 @@ async fn serve(
     .map_err(|e| anyhow::anyhow!("starting realtime: {e}"))?;
     duties.supervise(realtime.feed());
     duties.supervise(realtime.pubsub_in());
+    // Files sign their URLs with the app's realtime signing key.
+    let files = FileService::new(node.clone(), realtime.clone(), config.files_config()?);
+    // Repair acts only while this node leads; GC runs on every node.
+    duties.supervise(picloud_actors::files::repair_duty(files.clone()));
+    duties.supervise(picloud_actors::files::gc_duty(files.clone()));
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())
             .with_outbound(Arc::new(Outbound::new(config.outbound_config()?)))
-            .with_realtime(realtime.clone()),
+            .with_realtime(realtime.clone())
+            .with_files(files.clone()),
     );
     let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(
@@ -265,6 +273,7 @@ async fn serve(
             triggers: triggers.clone(),
             restarts,
             realtime: realtime.clone(),
+            files,
         },
         secret_keys,
     ));

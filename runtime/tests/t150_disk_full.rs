@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use common::tmpfs::Tmpfs;
 use common::{TestNode, install_crypto, manifest};
 use serde_json::{Value, json};
 
@@ -24,61 +23,10 @@ const RESERVE_BYTES: u64 = 16 * MIB;
 /// Free space left by the filler: below the reserve, above half of it.
 const FILLED_FREE_BYTES: u64 = 12 * MIB;
 
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size_bytes: u64) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
-        }
-        Ok(Tmpfs {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn available_bytes(&self) -> u64 {
-        let stat = rustix::fs::statvfs(&self.dir).expect("statvfs");
-        stat.f_bavail * stat.f_frsize
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
-
 /// A `DISK_BYTES` tmpfs at `dir`, or `None` (with the reason printed) where
 /// mounting is not permitted.
 fn mount_or_skip(dir: &Path, test: &str) -> Option<Tmpfs> {
-    match Tmpfs::mount(dir, DISK_BYTES) {
-        Ok(disk) => Some(disk),
-        Err(reason) => {
-            eprintln!("SKIPPED t150 {test}: cannot mount a tmpfs ({reason}); run as root");
-            None
-        }
-    }
-}
-
-/// Writes a filler file until at most `free_bytes` remain.
-fn fill_until(disk: &Tmpfs, path: &Path, free_bytes: u64) {
-    let mut file = std::fs::File::create(path).expect("filler");
-    let chunk = vec![0xa5u8; 256 * 1024];
-    while disk.available_bytes() > free_bytes {
-        let room = disk.available_bytes() - free_bytes;
-        let size = usize::try_from(room).map_or(chunk.len(), |room| room.min(chunk.len()));
-        file.write_all(&chunk[..size]).expect("filler write");
-    }
-    file.sync_all().expect("filler sync");
+    common::tmpfs::mount_or_skip(dir, DISK_BYTES, &format!("t150 {test}"))
 }
 
 fn code(body: &Value) -> &str {
@@ -141,7 +89,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     }
 
     let filler = disk.dir.join("filler");
-    fill_until(&disk, &filler, FILLED_FREE_BYTES);
+    disk.fill_until(&filler, FILLED_FREE_BYTES);
 
     // Writes are refused with a clear code, through the API and scripts.
     let (status, body) = put("refused".into()).await;
@@ -274,7 +222,7 @@ async fn a_full_leader_or_follower_refuses_writes_in_a_cluster() {
     // The leader's disk fills: every write is refused, also those a
     // follower forwards; reads through a follower still work.
     let filler = disks[leader].dir.join("filler");
-    fill_until(&disks[leader], &filler, FILLED_FREE_BYTES);
+    disks[leader].fill_until(&filler, FILLED_FREE_BYTES);
     for api in &apis {
         let (status, body) = put(api, "refused").await;
         assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
@@ -288,7 +236,7 @@ async fn a_full_leader_or_follower_refuses_writes_in_a_cluster() {
     // A follower's disk fills: it refuses the writes it receives; the
     // leader and the other follower keep taking theirs.
     let filler = disks[follower].dir.join("filler");
-    fill_until(&disks[follower], &filler, FILLED_FREE_BYTES);
+    disks[follower].fill_until(&filler, FILLED_FREE_BYTES);
     let (status, body) = put(&apis[follower], "refused").await;
     assert_eq!((status, code(&body)), (507, "disk_full"), "{body}");
     for api in [&apis[leader], &apis[other]] {
@@ -353,7 +301,7 @@ async fn without_a_reserve_enospc_stops_raft_until_a_restart() {
     // Fill the disk to the last byte; sled may still have room in the files
     // it already holds, so write until a write fails.
     let filler = disk.dir.join("filler");
-    fill_until(&disk, &filler, 0);
+    disk.fill_until(&filler, 0);
     let mut acknowledged = vec!["acknowledged".to_string()];
     let mut failure = None;
     for n in 0..1_000 {

@@ -141,7 +141,7 @@ impl PublicFiles {
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/` is
 /// ignored on either side.
-fn etag_matches(header: &str, etag: &str) -> bool {
+pub fn etag_matches(header: &str, etag: &str) -> bool {
     header.split(',').map(str::trim).any(|candidate| {
         candidate == "*" || candidate.trim_start_matches("W/") == etag.trim_start_matches("W/")
     })

@@ -301,6 +301,66 @@ impl Client {
             .await
     }
 
+    /// Sends a request (failing over like [`Client::send`]) and returns the
+    /// response unread, for a body to stream; a non-2xx status is the
+    /// server's error.
+    pub async fn response(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CliError> {
+        let response = self.execute(request).await?;
+        ok_response(response).await
+    }
+
+    /// The first node of the list that answers `/_/health`, for a request
+    /// that cannot be repeated on another node (a streamed upload) or that
+    /// must name the node it used (a signed URL).
+    pub async fn reachable_base(&self) -> Result<&str, CliError> {
+        let mut failures = Vec::new();
+        for (index, base) in self.bases.iter().enumerate() {
+            match self.http.get(format!("{base}/_/health")).send().await {
+                Ok(_) => return Ok(base),
+                Err(error) => {
+                    let text = unreachable_text(base, &error);
+                    if let Some(next) = self.bases.get(index + 1) {
+                        eprintln!("picloud: {text}; trying {next}");
+                    }
+                    failures.push(text);
+                }
+            }
+        }
+        Err(CliError::new(format!(
+            "no node could be reached: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// A request to the admin API of `base` only (no failover).
+    pub fn request_to(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{base}/_/api/v1{path}"))
+            .bearer_auth(&self.key)
+    }
+
+    /// Sends a request built by [`Client::request_to`] once; a non-2xx
+    /// status is the server's error.
+    pub async fn response_once(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CliError> {
+        let response = request.send().await.map_err(|error| {
+            CliError::new(format!(
+                "the node took the request but gave no complete answer ({error}); nothing is stored unless `picloud files ls` shows it"
+            ))
+        })?;
+        ok_response(response).await
+    }
+
     /// Opens a streaming GET (for `--follow`), failing on a non-2xx status.
     pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
         let response = self
@@ -316,6 +376,21 @@ impl Client {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         Err(CliError::from_response(status, &body, "request failed"))
     }
+}
+
+/// The response when its status is a success, else the server's error.
+async fn ok_response(response: reqwest::Response) -> Result<reqwest::Response, CliError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Err(CliError::from_response(
+        status,
+        &body,
+        &format!("HTTP {status}"),
+    ))
 }
 
 /// Percent-encodes a kv key for a URL path (keys may hold `/`, spaces, ...).

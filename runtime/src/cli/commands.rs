@@ -107,6 +107,9 @@ pub enum ClientCommand {
     /// Shared Lua libraries apps load with `require("@NAME")`.
     #[command(subcommand)]
     Libs(LibsCommand),
+    /// An app's files: put, get, ls, rm, and signed URLs.
+    #[command(subcommand)]
+    Files(super::files::FilesCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -498,6 +501,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::Secrets(command) => super::secrets::run(&client, command, json).await?,
         ClientCommand::Realtime(command) => super::realtime::run(&client, command, json).await?,
         ClientCommand::Libs(command) => libs(&client, command, json).await?,
+        ClientCommand::Files(command) => super::files::run(&client, command, json).await?,
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
             let body = client.delete(&format!("/cluster/nodes/{id}")).await?;
             report(json, &body, || format!("removed node {id}"));
@@ -1120,6 +1124,10 @@ fn print_cluster_status(body: &Value) {
     }
     if let Some(backlog) = body["trigger_backlog"].as_u64() {
         println!("trigger backlog: {backlog} run(s) pending");
+    }
+    // Absent from nodes of older builds: say nothing then.
+    if let Some(pending) = body["files_repair_pending"].as_u64() {
+        println!("files_repair_pending: {pending} block cop(ies) missing");
     }
     print_key_ids(&nodes, body["key_mismatch"].as_bool() == Some(true));
     // Nodes of older builds do not list the voters: count the non-learners.

@@ -11,11 +11,13 @@
 //! - `print`: JSON or text output, dates.
 //! - `secrets`: `picloud secrets ...`.
 //! - `realtime`: `picloud realtime rotate-key`.
+//! - `files`: `picloud files put|get|ls|rm|url` (streamed, progress line).
 
 mod client;
 mod collect;
 mod commands;
 mod escape;
+mod files;
 mod print;
 mod realtime;
 mod secrets;

@@ -3,10 +3,10 @@
 //!
 //! Every endpoint that serves an app's URLs calls [`cors_for`] the same
 //! way — app routes and static files (`apps.rs`), the realtime stream
-//! (`GET /_/realtime/<app>/<topic>`, `realtime.rs`), and the files endpoints
-//! when they land: call [`cors_for`] with the app's name and the request's method and
-//! headers, answer a [`Cors::Preflight`] with [`Cors::preflight_response`]
-//! before doing anything else, and pass every other response through
+//! (`GET /_/realtime/<app>/<topic>`, `realtime.rs`) and signed file URLs
+//! (`/_/files/<app>/<path>`, `files.rs`), the last two through [`with_cors`]:
+//! a [`Cors::Preflight`] is answered with [`Cors::preflight_response`]
+//! before anything else, and every other response goes through
 //! [`Cors::decorate`] (errors included, so a page can read their codes).
 
 use axum::body::Body;
@@ -87,6 +87,41 @@ impl Cors {
             add(response, headers);
         }
     }
+}
+
+/// Serves a node endpoint of `app`'s URLs (realtime streams, signed file
+/// URLs) under the app's `[cors]`: a preflight is answered here, a plain
+/// `OPTIONS` is 405, anything else is `serve`'s response (errors included)
+/// with the CORS headers added, so a page can read their codes.
+pub async fn with_cors<F, Fut>(
+    gateway: &Gateway,
+    app: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    serve: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let cors = match AppName::parse(app) {
+        Ok(name) => cors_for(gateway, &name, method, headers).await,
+        Err(_) => Cors::None,
+    };
+    let cors = match cors {
+        Cors::Preflight(allowed) => return Cors::preflight_response(allowed),
+        other => other,
+    };
+    let mut response = if *method == Method::OPTIONS {
+        axum::response::IntoResponse::into_response(super::ApiError::new(
+            picloud_lua_sdk::Code::MethodNotAllowed,
+            "OPTIONS here answers CORS preflights only (with Origin and Access-Control-Request-Method)",
+        ))
+    } else {
+        serve().await
+    };
+    cors.decorate(&mut response);
+    response
 }
 
 /// Sets the headers; `Vary` is appended so a script's own stays.

@@ -98,6 +98,22 @@ impl From<ClusterError> for ApiError {
     }
 }
 
+impl From<picloud_cluster::FilesError> for ApiError {
+    fn from(error: picloud_cluster::FilesError) -> Self {
+        use picloud_cluster::FilesError;
+        let code = match &error {
+            FilesError::DiskFull { .. } => Code::DiskFull,
+            FilesError::ReplicasUnavailable { .. } => Code::ReplicasUnavailable,
+            FilesError::BlockUnavailable { .. } => Code::FileUnavailable,
+            FilesError::TooLarge { .. } => Code::FileTooLarge,
+            FilesError::Body(_) => Code::UploadIncomplete,
+            FilesError::Timeout => Code::Timeout,
+            FilesError::Io(_) => Code::Internal,
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
 impl From<ApplyError> for ApiError {
     fn from(error: ApplyError) -> Self {
         ApiError::new(apply_code(&error), error.to_string())

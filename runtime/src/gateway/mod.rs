@@ -5,6 +5,8 @@
 //!   /_/ready             no key: readiness (quorum, leader, caught up)  → health.rs
 //!   /_/metrics           Prometheus text (admin key)
 //!   /_/realtime/<app>/<topic>  SSE of a topic (token or public)  → realtime.rs
+//!   /_/files/<app>/<path>?sig=  a file by signed URL (GET, HEAD, PUT) → files.rs
+//!   /_/api/v1/apps/<app>/files/<path>  a file, streamed (Bearer key) → admin/files.rs
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin/ (one file per resource)
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
@@ -15,7 +17,8 @@
 //! and only then does it take an in-flight permit (`admission.rs`: the node's
 //! pool with a share per app and per client address); when none is free the
 //! answer is 503 `overloaded` at once rather than a queue. `/_/health` and
-//! `/_/ready` take no permit.
+//! `/_/ready` take no permit. File bodies are the exception: they stream
+//! (never buffered), under their own permits and body timing (`files.rs`).
 //!
 //! # Layout
 //! - `server.rs`: accept loop, connection caps, hyper HTTP/1 + HTTP/2 setup
@@ -29,6 +32,8 @@
 //!   `admin/mod.rs` and one file per resource
 //! - `health.rs`: `/_/health` and `/_/ready`
 //! - `realtime.rs`: `/_/realtime/<app>/<topic>`, Server-Sent Events
+//! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
+//!   the streamed upload and download the admin file routes share
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
 //! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
 
@@ -44,6 +49,7 @@ pub mod apps;
 pub mod auth;
 pub mod error;
 pub mod faults;
+pub mod files;
 pub mod health;
 pub mod realtime;
 
@@ -55,7 +61,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, get, on};
+use picloud_actors::files::FileService;
 use picloud_actors::realtime::Realtime;
 use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
 use picloud_cluster::Node;
@@ -95,6 +102,8 @@ pub struct Shared {
     pub key_uses: auth::KeyUses,
     /// This node's realtime: topics with subscribers, signing keys.
     pub realtime: Realtime,
+    /// This node's files and the permits of the streamed file routes.
+    pub files: files::FileGate,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -111,6 +120,7 @@ impl Gateway {
     ) -> Gateway {
         Gateway(Arc::new(Shared {
             realtime: counters.realtime,
+            files: files::FileGate::new(counters.files),
             triggers: counters.triggers,
             restarts: counters.restarts,
             key_uses: auth::KeyUses::default(),
@@ -136,6 +146,7 @@ pub struct Counters {
     pub triggers: Arc<DispatcherStats>,
     pub restarts: Arc<ActorRestarts>,
     pub realtime: Realtime,
+    pub files: FileService,
 }
 
 pub fn router(gateway: Gateway) -> Router {
@@ -153,6 +164,28 @@ pub fn router(gateway: Gateway) -> Router {
         .route(
             "/_/realtime/{app}/{*topic}",
             get(realtime::subscribe).options(realtime::subscribe),
+        )
+        // File bodies stream: these routes must not sit behind `shed_load`,
+        // which receives a whole body before the handler runs.
+        .route(
+            "/_/files/{app}/{*path}",
+            on(
+                MethodFilter::GET
+                    .or(MethodFilter::HEAD)
+                    .or(MethodFilter::PUT)
+                    .or(MethodFilter::OPTIONS),
+                files::signed,
+            ),
+        )
+        .route(
+            "/_/api/v1/apps/{app}/files/{*path}",
+            on(
+                MethodFilter::GET
+                    .or(MethodFilter::HEAD)
+                    .or(MethodFilter::PUT)
+                    .or(MethodFilter::DELETE),
+                admin::files::file,
+            ),
         )
         .nest(
             "/_/api/v1",

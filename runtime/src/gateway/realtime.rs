@@ -34,7 +34,7 @@ use picloud_actors::realtime::{Event, Subscription};
 use picloud_lua_sdk::Code;
 use picloud_storage::topics::Position;
 
-use super::cors::{Cors, cors_for};
+use super::cors::with_cors;
 use super::{ApiError, Gateway};
 
 /// The endpoint, for `GET` and `OPTIONS`: the app's `[cors]` applies here
@@ -49,27 +49,12 @@ pub async fn subscribe(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let cors = match AppName::parse(&app) {
-        Ok(name) => cors_for(&gateway, &name, &method, &headers).await,
-        Err(_) => Cors::None,
-    };
-    let cors = match cors {
-        Cors::Preflight(allowed) => return Cors::preflight_response(allowed),
-        other => other,
-    };
-    let mut response = if method == Method::OPTIONS {
-        ApiError::new(
-            Code::MethodNotAllowed,
-            "OPTIONS here answers CORS preflights only (with Origin and Access-Control-Request-Method)",
-        )
-        .into_response()
-    } else {
+    with_cors(&gateway, &app, &method, &headers, || async {
         open_stream(&gateway, &app, &topic, &headers, &uri)
             .await
             .unwrap_or_else(IntoResponse::into_response)
-    };
-    cors.decorate(&mut response);
-    response
+    })
+    .await
 }
 
 async fn open_stream(

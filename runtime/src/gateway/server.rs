@@ -16,6 +16,8 @@
 //!             (a client that stopped reading)
 //!          ▼
 //!   each request: TimedBody (body.rs) ─▶ axum router
+//!     (file routes, /_/files/ and /_/api/v1/apps/*/files/, get the
+//!     files_body_* timing instead of http_body_*)
 //! ```
 
 use std::convert::Infallible;
@@ -70,6 +72,9 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub body: BodyTiming,
+    /// The file routes' body timing (`files_body_timeout_ms`,
+    /// `files_body_rate_bytes_min`): a 500 MiB upload is not a slow client.
+    pub files_body: BodyTiming,
     pub connections_max: usize,
     pub connections_per_client_max: usize,
     pub h2_streams_max: u32,
@@ -94,6 +99,11 @@ impl ServerLimits {
             body: BodyTiming {
                 timeout: Duration::from_millis(config.http_body_timeout_ms),
                 rate_bytes_min: config.http_body_rate_bytes_min,
+                grace: header_timeout,
+            },
+            files_body: BodyTiming {
+                timeout: Duration::from_millis(config.files_body_timeout_ms),
+                rate_bytes_min: config.files_body_rate_bytes_min,
                 grace: header_timeout,
             },
             connections_max,
@@ -324,12 +334,17 @@ async fn serve_http(
     mut closing: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
-    let timing = limits.body;
+    let (timing, files_timing) = (limits.body, limits.files_body);
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let guard = activity.enter();
             request.extensions_mut().insert(ConnectInfo(peer));
+            let timing = if super::files::is_file_route(request.uri().path()) {
+                files_timing
+            } else {
+                timing
+            };
             let request = request.map(|body| TimedBody::new(body, timing));
             let mut router = router.clone();
             async move {

@@ -3,6 +3,8 @@
 
 pub mod cluster;
 pub mod data_dir;
+pub mod files;
+pub mod tmpfs;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -74,6 +74,18 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             "gauge",
             disk.reserve_bytes(),
         ),
+        (
+            "picloud_files_uploads_inflight",
+            "File uploads being received on this node (files_uploads_inflight_max).",
+            "gauge",
+            gateway.files.uploads_inflight() as u64,
+        ),
+        (
+            "picloud_files_downloads_inflight",
+            "File downloads being served from this node (files_downloads_inflight_max).",
+            "gauge",
+            gateway.files.downloads_inflight() as u64,
+        ),
     ] {
         let _ = writeln!(
             text,

@@ -6,6 +6,8 @@
 //! - `apps.rs`: apps (list, show, create, delete)
 //! - `deploys.rs`: deploys and rollback (the deploy-time bundle checks)
 //! - `kv.rs`: an app's kv store
+//! - `files.rs`: an app's files (list, sign a URL; the streamed file routes
+//!   are mounted outside the body-buffering layer by `gateway::router`)
 //! - `docs.rs`: an app's documents and indexes
 //! - `logs.rs`: an app's log lines, recent or followed
 //! - `triggers.rs`: dead letters and the trigger backlog
@@ -22,6 +24,7 @@ mod checks;
 mod cluster;
 mod deploys;
 mod docs;
+pub mod files;
 mod keys;
 mod kv;
 mod libs;
@@ -59,6 +62,9 @@ pub fn router() -> Router<Gateway> {
             "/apps/{app}/kv/{*key}",
             get(kv::kv_get).put(kv::kv_put).delete(kv::kv_delete),
         )
+        // files (the streamed `/apps/{app}/files/{*path}` is in `gateway::router`)
+        .route("/apps/{app}/files", get(files::list))
+        .route("/apps/{app}/file-urls", post(files::sign))
         // docs
         .route("/apps/{app}/docs/{coll}", post(docs::insert))
         .route("/apps/{app}/docs/{coll}/find", post(docs::find))
