@@ -173,7 +173,9 @@ async fn a_file_survives_a_dead_node_and_repair_restores_three_replicas() {
 
     // Replace the dead node: remove it, join a fresh one.
     let dead = node_id(&second, &nodes[0].peer_addr()).await;
-    nodes[1].cli(&["cluster", "remove", &dead.to_string()]).ok();
+    nodes[1]
+        .cli_with_key(&key, &["cluster", "remove", &dead.to_string()])
+        .ok();
     let join = nodes[1].peer_addr();
     nodes[3].extra_args.extend([
         "--join".to_string(),
