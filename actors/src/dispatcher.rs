@@ -366,7 +366,7 @@ async fn execute(
         "attempt": entry.attempts.len() + 1,
     });
     runtime
-        .run_event(&trigger.script, &event, &ctx)
+        .run_event(&trigger.script, &event, &ctx, entry.depth)
         .await
         .map_err(|error| match error {
             crate::error::AppError::Invoke(error) => error.to_string(),

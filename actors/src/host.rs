@@ -5,6 +5,7 @@
 //! through the cluster. Limits on keys, values and pages are enforced here,
 //! before anything reaches the log.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -88,6 +89,53 @@ impl NodeHost {
         self.files.as_ref().ok_or_else(|| {
             HostError::new(Code::Unsupported, "files are not available on this node")
         })
+    }
+
+    /// The file service for a write: the node's, or (`run_depth` of the
+    /// trigger run making it) one whose `files` triggers run a level deeper.
+    fn files_for_write(&self, run_depth: Option<u32>) -> Result<Cow<'_, FileService>, HostError> {
+        let files = self.files()?;
+        Ok(match run_depth {
+            Some(depth) => Cow::Owned(files.in_chain(depth)),
+            None => Cow::Borrowed(files),
+        })
+    }
+
+    /// `files.put`: a string of at most `file_inline_read_max` bytes
+    /// (larger content goes through a signed PUT URL, streamed), made by a
+    /// request (`run_depth` `None`) or a trigger run at `run_depth`.
+    pub async fn put_file(
+        &self,
+        app: &str,
+        path: &str,
+        data: Vec<u8>,
+        content_type: Option<String>,
+        run_depth: Option<u32>,
+    ) -> Result<FileStat, HostError> {
+        let files = self.files_for_write(run_depth)?;
+        let max = files.config().file_inline_read_max;
+        if data.len() as u64 > max {
+            return Err(HostError::new(
+                Code::FileTooLarge,
+                format!(
+                    "files.put takes at most {max} bytes (file_inline_read_max), got {}: \
+                     upload larger files through files.url(path, {{method=\"PUT\"}})",
+                    data.len()
+                ),
+            ));
+        }
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]);
+        files.put_stream(app, path, content_type, body, None).await
+    }
+
+    /// `files.delete`, by a request or a trigger run (see [`Self::put_file`]).
+    pub async fn delete_file(
+        &self,
+        app: &str,
+        path: &str,
+        run_depth: Option<u32>,
+    ) -> Result<bool, HostError> {
+        self.files_for_write(run_depth)?.delete(app, path).await
     }
 
     pub fn realtime(&self) -> Result<&Realtime, HostError> {
@@ -595,8 +643,6 @@ impl Host for NodeHost {
         })
     }
 
-    /// `files.put`: a string of at most `file_inline_read_max` bytes
-    /// (larger content goes through a signed PUT URL, streamed).
     fn files_put<'a>(
         &'a self,
         app: &'a str,
@@ -604,22 +650,7 @@ impl Host for NodeHost {
         data: Vec<u8>,
         content_type: Option<String>,
     ) -> HostFuture<'a, FileStat> {
-        Box::pin(async move {
-            let files = self.files()?;
-            let max = files.config().file_inline_read_max;
-            if data.len() as u64 > max {
-                return Err(HostError::new(
-                    Code::FileTooLarge,
-                    format!(
-                        "files.put takes at most {max} bytes (file_inline_read_max), got {}: \
-                         upload larger files through files.url(path, {{method=\"PUT\"}})",
-                        data.len()
-                    ),
-                ));
-            }
-            let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]);
-            files.put_stream(app, path, content_type, body, None).await
-        })
+        Box::pin(self.put_file(app, path, data, content_type, None))
     }
 
     fn files_get<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileData>> {
@@ -636,7 +667,7 @@ impl Host for NodeHost {
     }
 
     fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
-        Box::pin(async move { self.files()?.delete(app, path).await })
+        Box::pin(self.delete_file(app, path, None))
     }
 
     fn files_list<'a>(

@@ -261,6 +261,7 @@ impl AppRuntime {
         script: &str,
         event: &Value,
         ctx: &Value,
+        depth: u32,
     ) -> Result<RunWrites, AppError> {
         // A run waits for a VM as long as its deadline allows (the
         // dispatcher claims at most a pool's worth of one app's runs), rather
@@ -271,7 +272,7 @@ impl AppRuntime {
             waited_ms: 0,
         })?;
         let pooled = self.vm()?;
-        pooled.host.begin_run();
+        pooled.host.begin_run(depth);
         // The test-only fault switch: a panic here is a run whose binding
         // panicked (the dispatcher must fail the run and free its slot).
         // Named per script (`trigger_run/on_order.lua`) so a test hits the

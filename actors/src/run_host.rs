@@ -26,7 +26,7 @@
 //! to the current value at commit, and a `cas` that no longer matches fails
 //! the whole run (it is retried).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use picloud_lua_sdk::{
@@ -49,6 +49,9 @@ pub struct RunHost {
     inner: Arc<NodeHost>,
     /// Whether a trigger run is in progress (writes are buffered).
     buffering: AtomicBool,
+    /// The chain depth of the run in progress (its file writes, which are
+    /// not buffered, fire `files` triggers one level deeper).
+    run_depth: AtomicU32,
     pending: Mutex<Vec<KvOp>>,
     pending_docs: Mutex<Vec<DocOp>>,
     pending_publishes: Mutex<Vec<RunPublish>>,
@@ -71,16 +74,25 @@ impl RunHost {
             inner,
             topics,
             buffering: AtomicBool::new(false),
+            run_depth: AtomicU32::new(0),
             pending: Mutex::new(Vec::new()),
             pending_docs: Mutex::new(Vec::new()),
             pending_publishes: Mutex::new(Vec::new()),
         }
     }
 
-    /// From now on writes are buffered for a trigger run.
-    pub fn begin_run(&self) {
+    /// From now on writes are buffered for a trigger run at chain `depth`.
+    pub fn begin_run(&self, depth: u32) {
         self.take_writes();
+        self.run_depth.store(depth, Ordering::Release);
         self.buffering.store(true, Ordering::Release);
+    }
+
+    /// The depth of the run in progress, `None` outside a run.
+    fn run_depth(&self) -> Option<u32> {
+        self.direct()
+            .is_none()
+            .then(|| self.run_depth.load(Ordering::Acquire))
     }
 
     /// Ends the run: calls pass straight through again; returns what the
@@ -600,7 +612,10 @@ impl Host for RunHost {
         data: Vec<u8>,
         content_type: Option<String>,
     ) -> HostFuture<'a, FileStat> {
-        self.inner.files_put(app, path, data, content_type)
+        Box::pin(
+            self.inner
+                .put_file(app, path, data, content_type, self.run_depth()),
+        )
     }
 
     fn files_get<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, Option<FileData>> {
@@ -612,7 +627,7 @@ impl Host for RunHost {
     }
 
     fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
-        self.inner.files_delete(app, path)
+        Box::pin(self.inner.delete_file(app, path, self.run_depth()))
     }
 
     fn files_list<'a>(

@@ -338,3 +338,85 @@ async fn the_lua_surface_triggers_and_cli_round_trip() {
     let served = reqwest::get(url.trim()).await.expect("GET CLI url");
     assert_eq!(served.text().await.expect("body"), text);
 }
+
+const LOOP_MANIFEST: &str = r#"name = "loop"
+[[route]]
+method = "GET"
+path = "/runs"
+script = "runs.lua"
+[triggers]
+chain_depth_max = 3
+[[trigger]]
+kind = "files"
+match = "l/*"
+on = ["put"]
+script = "on_put.lua"
+"#;
+
+/// Each run writes the next file its own trigger watches: without a chain
+/// depth on file writes this would run forever.
+const ON_PUT: &str = r#"return function(event, ctx)
+  kv.incr("runs")
+  files.put(event.path .. "x", "again")
+end"#;
+
+const LOOP_RUNS: &str = r#"return function(req)
+  return {json = {runs = kv.get("runs")}}
+end"#;
+
+/// A `files` trigger whose runs write the files it watches ends at
+/// `chain_depth_max`: the run past it is a dead letter (`trigger_loop`),
+/// as for kv writes, not an endless chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_files_trigger_that_writes_what_it_watches_stops_at_the_chain_depth() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = TestNode::new(dir.path());
+    node.start().await;
+    let admin = node.client();
+    let (status, body) = admin
+        .deploy(
+            "loop",
+            &[
+                ("picloud.toml", LOOP_MANIFEST),
+                ("on_put.lua", ON_PUT),
+                ("runs.lua", LOOP_RUNS),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, answer) = admin
+        .call(
+            "PUT",
+            "/_/api/v1/apps/loop/files/l/a",
+            Some(b"start".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // Runs at depths 1, 2 and 3 ran (each commits its count with its
+    // completion, after its file write); the one at depth 4 is a dead letter.
+    eventually("three runs, then a trigger_loop dead letter", || {
+        let admin = admin.clone();
+        async move {
+            let (_, letters) = admin.get("/_/api/v1/apps/loop/dead-letters").await;
+            let (_, runs) = admin.with_key(None).get("/loop/runs").await;
+            runs["runs"] == 3
+                && letters["items"]
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|l| l["code"] == "trigger_loop"))
+        }
+    })
+    .await;
+    let (_, letters) = admin.get("/_/api/v1/apps/loop/dead-letters").await;
+    assert_eq!(
+        letters["items"].as_array().map(Vec::len),
+        Some(1),
+        "{letters}"
+    );
+    let (_, listed) = admin.get("/_/api/v1/apps/loop/files?prefix=l/").await;
+    assert_eq!(
+        listed["files"].as_array().map(Vec::len),
+        Some(4),
+        "{listed}"
+    );
+}

@@ -297,6 +297,11 @@ pub enum Command {
         blocks: Vec<BlockHash>,
         inline: Option<Vec<u8>>,
         limits: FileLimits,
+        /// The chain depth of the `files` trigger runs this write fires:
+        /// 1 for a write outside a trigger run, the run's depth + 1 for a
+        /// write a run makes (so `chain_depth_max` ends a loop of runs that
+        /// write the files they watch).
+        depth: u32,
         now_ms: u64,
     },
     /// Deletes the file at `path` (its blocks are collected once no file
@@ -305,6 +310,8 @@ pub enum Command {
     FileDelete {
         app: String,
         path: String,
+        /// As in `FilePut`.
+        depth: u32,
         now_ms: u64,
     },
 }

@@ -131,6 +131,7 @@ fn populate() -> (Vec<Entry<TypeConfig>>, u64) {
                 blocks,
                 inline,
                 limits,
+                depth: 1,
                 now_ms: 5,
             },
             &mut entries,

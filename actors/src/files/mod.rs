@@ -95,6 +95,9 @@ pub struct FileService {
     realtime: Realtime,
     config: Arc<FilesConfig>,
     stats: Arc<FilesStats>,
+    /// The chain depth of the `files` trigger runs this service's writes
+    /// fire (1; a trigger run's writes go through [`FileService::in_chain`]).
+    depth: u32,
 }
 
 impl FileService {
@@ -104,6 +107,18 @@ impl FileService {
             realtime,
             config: Arc::new(config),
             stats: Arc::default(),
+            depth: 1,
+        }
+    }
+
+    /// This service for the writes of a trigger run at `run_depth`: the
+    /// `files` triggers they fire run at `run_depth + 1`, so a run that
+    /// writes the files it watches ends at `chain_depth_max` (a dead
+    /// letter), as kv and document writes do.
+    pub fn in_chain(&self, run_depth: u32) -> FileService {
+        FileService {
+            depth: run_depth.saturating_add(1),
+            ..self.clone()
         }
     }
 
@@ -184,6 +199,7 @@ impl FileService {
                 blocks: uploaded.blocks,
                 inline: uploaded.inline,
                 limits,
+                depth: self.depth,
                 now_ms: now,
             })
             .await
@@ -372,6 +388,7 @@ impl FileService {
             .write(Command::FileDelete {
                 app: app.to_string(),
                 path: path.to_string(),
+                depth: self.depth,
                 now_ms: now_ms(),
             })
             .await

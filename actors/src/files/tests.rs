@@ -687,7 +687,7 @@ async fn scripts_read_and_write_files_up_to_the_inline_limit() {
     let host = Arc::new(bare.with_files(files.clone()));
     // A trigger run's host passes files through, writes included.
     let run = RunHost::new(host.clone(), Arc::from([]));
-    run.begin_run();
+    run.begin_run(1);
 
     let fits = content(2 * BLOCK_BYTES as usize, 7);
     let stat = run

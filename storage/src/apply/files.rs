@@ -37,6 +37,7 @@ pub(super) struct FilePut<'a> {
     pub blocks: &'a [BlockHash],
     pub inline: Option<&'a [u8]>,
     pub limits: &'a FileLimits,
+    pub depth: u32,
     pub now_ms: u64,
 }
 
@@ -110,7 +111,7 @@ pub(super) fn file_put<B: Backend + ?Sized>(
     }
     set_usage(txn, app, after)?;
     let event = (put.path, "put", &record);
-    if let Err(rejection) = fire(txn, &app_record, event, put.now_ms)? {
+    if let Err(rejection) = fire(txn, &app_record, event, put.depth, put.now_ms)? {
         return Ok(Err(rejection));
     }
     Ok(Ok(CommandResult::FileWritten {
@@ -122,6 +123,7 @@ pub(super) fn file_delete<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app: &str,
     path: &str,
+    depth: u32,
     now_ms: u64,
 ) -> Result<Outcome, StorageError> {
     let Some(app_record) = txn.app(app)? else {
@@ -142,7 +144,7 @@ pub(super) fn file_delete<B: Backend + ?Sized>(
             files: usage.files.saturating_sub(1),
         },
     )?;
-    if let Err(rejection) = fire(txn, &app_record, (path, "delete", &old), now_ms)? {
+    if let Err(rejection) = fire(txn, &app_record, (path, "delete", &old), depth, now_ms)? {
         return Ok(Err(rejection));
     }
     Ok(Ok(CommandResult::FileDeleted { existed: true }))
@@ -311,13 +313,15 @@ fn set_usage<B: Backend + ?Sized>(
 }
 
 /// Queues a run of each of the app's files triggers matching the event's
-/// path and op (`put`/`delete`, with the stored file's `record`), at depth
-/// 1 (file writes are never part of a trigger chain's buffered writes),
-/// exactly like pub/sub triggers; a full outbox rejects the write.
+/// path and op (`put`/`delete`, with the stored file's `record`), at the
+/// write's `depth` (past `chain_depth_max` the run becomes a dead letter,
+/// as for kv writes), exactly like pub/sub triggers; a full outbox rejects
+/// the write.
 fn fire<B: Backend + ?Sized>(
     txn: &mut Txn<'_, B>,
     app_record: &AppRecord,
     (path, op, record): (&str, &str, &FileRecord),
+    depth: u32,
     now_ms: u64,
 ) -> Result<Result<(), ApplyError>, StorageError> {
     let app = app_record.name.as_str();
@@ -336,7 +340,7 @@ fn fire<B: Backend + ?Sized>(
             etag: record.etag(),
             content_type: record.content_type.clone(),
         };
-        if let Err(rejection) = enqueue_run(txn, app, &set, &trigger, event, 1, now_ms)? {
+        if let Err(rejection) = enqueue_run(txn, app, &set, &trigger, event, depth, now_ms)? {
             return Ok(Err(rejection));
         }
     }

@@ -236,6 +236,7 @@ fn run_in<B: Backend + ?Sized>(
             blocks,
             inline,
             limits,
+            depth,
             now_ms,
         } => files::file_put(
             txn,
@@ -248,10 +249,16 @@ fn run_in<B: Backend + ?Sized>(
                 blocks,
                 inline: inline.as_deref(),
                 limits,
+                depth: *depth,
                 now_ms: *now_ms,
             },
         )?,
-        Command::FileDelete { app, path, now_ms } => files::file_delete(txn, app, path, *now_ms)?,
+        Command::FileDelete {
+            app,
+            path,
+            depth,
+            now_ms,
+        } => files::file_delete(txn, app, path, *depth, *now_ms)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {

@@ -232,11 +232,13 @@ enum Wire<'a> {
         blocks: Cow<'a, [BlockHash]>,
         inline: Cow<'a, Option<Vec<u8>>>,
         limits: Cow<'a, FileLimits>,
+        depth: Cow<'a, u32>,
         now_ms: Cow<'a, u64>,
     },
     FileDelete {
         app: Cow<'a, str>,
         path: Cow<'a, str>,
+        depth: Cow<'a, u32>,
         now_ms: Cow<'a, u64>,
     },
 }
@@ -325,8 +327,8 @@ conversions! {
         Publish { app, topic, message, retain, now_ms },
         RealtimeKeySet { app, sealed, only_if_absent },
         RealtimeKeyRekey { app, old, new },
-        FilePut { app, path, size, content_type, sha256, blocks, inline, limits, now_ms },
-        FileDelete { app, path, now_ms },
+        FilePut { app, path, size, content_type, sha256, blocks, inline, limits, depth, now_ms },
+        FileDelete { app, path, depth, now_ms },
     }
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),

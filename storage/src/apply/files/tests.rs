@@ -27,6 +27,7 @@ fn put_command(app: &str, path: &str, size: u64, blocks: &[u8], limits: FileLimi
         blocks: blocks.iter().map(|n| hash(*n)).collect(),
         inline,
         limits,
+        depth: 1,
         now_ms: 100,
     }
 }
@@ -39,6 +40,7 @@ fn delete(f: &mut Fixture, app: &str, path: &str) -> CommandResult {
     f.run(Command::FileDelete {
         app: app.into(),
         path: path.into(),
+        depth: 1,
         now_ms: 200,
     })
 }
