@@ -25,7 +25,9 @@ trap 'for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; [ -f
 export PICLOUD_ADMIN_KEY="files-bench-admin-key-0123456789abcdef" PICLOUD_CREDENTIALS="$WORK/creds.toml"
 export PICLOUD_KEY="$PICLOUD_ADMIN_KEY"
 
-# The same bytes for both servers.
+# The same bytes for both servers (nginx's workers are not root: they must
+# be able to read them).
+chmod 755 "$WORK"
 mkdir -p "$WORK/www/small"
 head -c $((100 << 20)) /dev/urandom >"$WORK/www/big.bin"
 python3 - "$WORK/www/small" "$SMALL" <<'PY'

@@ -219,35 +219,44 @@ pub async fn download(
             .get(name)
             .and_then(|value: &HeaderValue| value.to_str().ok())
     };
-    let mut stat = files
-        .service
-        .stat(app, path)
-        .await?
-        .ok_or_else(|| not_found(app, path))?;
-    // The file may be replaced between its stat and its open: the range is
-    // resolved again against the file actually opened (once; a file
-    // rewritten that fast is answered as opened).
+    let range_header = text(header::RANGE);
+    // One read barrier per download: the file is opened with the range the
+    // header names when it does not depend on the size (`a-b`, `a-`), and
+    // its stat comes with it. Only a suffix range (`-n`), a range past the
+    // end, or a file replaced meanwhile needs a second look.
+    let mut hint = range_header.and_then(size_free_range);
     for _ in 0..2 {
+        let opened = match files.service.open(app, path, hint.clone()).await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return Err(not_found(app, path)),
+            Err(error) if error.code == Code::RangeNotSatisfiable => {
+                let stat = files
+                    .service
+                    .stat(app, path)
+                    .await?
+                    .ok_or_else(|| not_found(app, path))?;
+                return Ok(unsatisfiable(stat.size));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let stat = &opened.stat;
         if text(header::IF_NONE_MATCH).is_some_and(|value| etag_matches(value, &stat.etag)) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
-            file_headers(response.headers_mut(), &stat);
+            file_headers(response.headers_mut(), stat);
             return Ok(response);
         }
-        let range = match text(header::RANGE).map(|value| parse_range(value, stat.size)) {
+        let range = match range_header.map(|value| parse_range(value, stat.size)) {
             None | Some(RangeAnswer::Whole) => None,
             Some(RangeAnswer::Partial(range)) => Some(range),
             Some(RangeAnswer::Unsatisfiable) => return Ok(unsatisfiable(stat.size)),
         };
         if head {
-            return Ok(head_response(&stat, range));
+            return Ok(head_response(stat, range));
         }
-        let opened = files
-            .service
-            .open(app, path, range.clone())
-            .await?
-            .ok_or_else(|| not_found(app, path))?;
-        if opened.stat.etag != stat.etag && range.is_some() {
-            stat = opened.stat;
+        if opened.range != range.clone().unwrap_or(0..stat.size) {
+            // A suffix range (or a file whose size changed under a range):
+            // open again with the range resolved against this size.
+            hint = range;
             continue;
         }
         return body_response(opened, range.is_some(), permit).await;
@@ -256,6 +265,20 @@ pub async fn download(
         Code::FileUnavailable,
         format!("file {path:?} of app {app} changed while it was opened; retry"),
     ))
+}
+
+/// The range of a `Range` header that needs no file size (`a-b`, `a-`; the
+/// file service clamps its end), `None` for the rest (whole, suffix,
+/// several ranges or malformed: resolved once the size is known).
+fn size_free_range(value: &str) -> Option<Range<u64>> {
+    let spec = value.trim().strip_prefix("bytes=")?.trim();
+    if spec.starts_with('-') {
+        return None;
+    }
+    match parse_range(value, u64::MAX) {
+        RangeAnswer::Partial(range) => Some(range),
+        RangeAnswer::Whole | RangeAnswer::Unsatisfiable => None,
+    }
 }
 
 /// 416 with `Content-Range: bytes */size`, as RFC 9110 asks.
@@ -531,6 +554,23 @@ async fn serve_signed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_ranges_that_need_no_size_open_the_file_at_once() {
+        let cases: &[(&str, Option<Range<u64>>)] = &[
+            ("bytes=0-0", Some(0..1)),
+            ("bytes=5-9", Some(5..10)),
+            ("bytes=7-", Some(7..u64::MAX)),
+            ("bytes=-100", None),
+            ("bytes=0-1,4-5", None),
+            ("items=0-1", None),
+            ("bytes=9-5", None),
+            ("bytes=x-", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(&size_free_range(value), expected, "{value}");
+        }
+    }
 
     #[test]
     fn ranges_resolve_against_the_file_size() {
