@@ -5,7 +5,7 @@
 //!  <data-dir>/blocks/tmp/<n>.part       a block being written (emptied at start)
 //!
 //!  put: exists? ─yes─▶ touch (mtime now) ─▶ durable
-//!        └no─▶ admit_bytes ─▶ tmp/<n>.part (hashed as written) ─▶ hash ok? ─▶ sync_data ─▶ rename ─▶ fsync <hh> ─▶ durable
+//!        └no─▶ admit_bytes ─▶ gather the chunks ─▶ hash ok? ─▶ tmp/<n>.part ─▶ sync_data ─▶ rename ─▶ fsync <hh> ─▶ durable
 //! ```
 //!
 //! A block is never visible under its final name before all its bytes are
@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use picloud_storage::files::BlockHash;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Notify;
 
 use crate::disk::{DiskFull, DiskGuard};
@@ -38,8 +38,6 @@ use crate::transport::TransportError;
 pub const BLOCKS_DIR: &str = "blocks";
 /// Temp files of blocks being written, under [`BLOCKS_DIR`].
 const TMP_DIR: &str = "tmp";
-/// The largest write of a block held in memory (see `BlockStore::put_bytes`).
-const WRITE_SLICE_BYTES: usize = 256 * 1024;
 /// Temp files end so; anything else in `tmp/` is left alone.
 const TEMP_SUFFIX: &str = ".part";
 
@@ -190,22 +188,21 @@ impl BlockStore {
         self.path(hash).is_file()
     }
 
-    /// Stores a block whose bytes are all in memory. They are written in
-    /// slices of [`WRITE_SLICE_BYTES`] (no copy): the file layer copies
-    /// each write into a buffer of its own, so a whole block at once would
-    /// hold a second megabyte.
+    /// Stores a block whose bytes are all in memory.
     pub async fn put_bytes(&self, hash: BlockHash, bytes: Bytes) -> Result<(), StoreError> {
         let len = bytes.len() as u64;
-        let slices: Vec<Result<Bytes, StoreError>> = (0..bytes.len())
-            .step_by(WRITE_SLICE_BYTES)
-            .map(|start| Ok(bytes.slice(start..(start + WRITE_SLICE_BYTES).min(bytes.len()))))
-            .collect();
-        self.put(hash, len, futures::stream::iter(slices)).await
+        self.put(hash, len, futures::stream::iter([Ok(bytes)]))
+            .await
     }
 
     /// Stores the block `hash` of `len` bytes from `chunks`, durably; a
     /// block already here is touched and the chunks are drained unread into
     /// nothing (the sender's bytes are on the wire either way).
+    ///
+    /// The chunks are gathered as they arrive (no copy: a block is at most
+    /// `BLOCK_BYTES`) and then hashed, written, synced and renamed in ONE
+    /// blocking task: an async file would cost a blocking-pool hand-off per
+    /// write, which measured as most of an upload's CPU.
     pub async fn put<S>(&self, hash: BlockHash, len: u64, mut chunks: S) -> Result<(), StoreError>
     where
         S: Stream<Item = Result<Bytes, StoreError>> + Unpin,
@@ -226,26 +223,7 @@ impl BlockStore {
             return Ok(());
         }
         let _admission = self.disk.admit_bytes(len)?;
-        let number = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let mut temp = Temp {
-            path: self
-                .root
-                .join(TMP_DIR)
-                .join(format!("{number}-{}{TEMP_SUFFIX}", rand::random::<u32>())),
-            kept: false,
-        };
-        let full = |error: std::io::Error| -> StoreError {
-            if is_disk_full(&error) {
-                StoreError::DiskFull(DiskFull {
-                    available_bytes: self.disk.available_bytes().unwrap_or(0),
-                    reserve_bytes: self.disk.reserve_bytes(),
-                })
-            } else {
-                StoreError::Io(error)
-            }
-        };
-        let mut file = tokio::fs::File::create(&temp.path).await.map_err(full)?;
-        let mut hasher = Sha256::new();
+        let mut gathered = Vec::new();
         let mut received = 0u64;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
@@ -256,8 +234,7 @@ impl BlockStore {
                     received,
                 });
             }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(full)?;
+            gathered.push(chunk);
         }
         if received != len {
             return Err(StoreError::Length {
@@ -265,21 +242,30 @@ impl BlockStore {
                 received,
             });
         }
-        let actual: BlockHash = hasher.finalize().into();
-        if actual != hash {
-            return Err(StoreError::Corrupt { actual });
-        }
-        file.flush().await.map_err(full)?;
-        file.sync_data().await.map_err(full)?;
-        drop(file);
-        tokio::fs::rename(&temp.path, &path).await.map_err(full)?;
-        temp.kept = true;
-        // The rename is durable only once the directory is.
+        let number = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp = Temp {
+            path: self
+                .root
+                .join(TMP_DIR)
+                .join(format!("{number}-{}{TEMP_SUFFIX}", rand::random::<u32>())),
+            kept: false,
+        };
         let shard = self.shard_dir(&hash);
-        tokio::task::spawn_blocking(move || std::fs::File::open(shard)?.sync_all())
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(())
+        let written =
+            tokio::task::spawn_blocking(move || write_block(temp, &gathered, hash, &path, &shard))
+                .await
+                .map_err(std::io::Error::other)?;
+        match written {
+            Ok(()) => Ok(()),
+            Err(WriteError::Corrupt { actual }) => Err(StoreError::Corrupt { actual }),
+            Err(WriteError::Io(error)) if is_disk_full(&error) => {
+                Err(StoreError::DiskFull(DiskFull {
+                    available_bytes: self.disk.available_bytes().unwrap_or(0),
+                    reserve_bytes: self.disk.reserve_bytes(),
+                }))
+            }
+            Err(WriteError::Io(error)) => Err(StoreError::Io(error)),
+        }
     }
 
     /// The block `hash` opened at `offset`, with its length; `None` when
@@ -353,6 +339,50 @@ impl BlockStore {
         }
         Ok(removed)
     }
+}
+
+/// Why writing a block file failed.
+enum WriteError {
+    Corrupt { actual: BlockHash },
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(error: std::io::Error) -> Self {
+        WriteError::Io(error)
+    }
+}
+
+/// Writes `chunks` to `temp` while hashing them, checks the hash is
+/// `hash`, syncs the data, renames the file to `path` and syncs `shard`
+/// (the rename is durable only once its directory is). A failure leaves no
+/// file under `path` (`temp` removes itself unless kept).
+fn write_block(
+    mut temp: Temp,
+    chunks: &[Bytes],
+    hash: BlockHash,
+    path: &Path,
+    shard: &Path,
+) -> Result<(), WriteError> {
+    use std::io::Write;
+    let mut hasher = Sha256::new();
+    for chunk in chunks {
+        hasher.update(chunk);
+    }
+    let actual: BlockHash = hasher.finalize().into();
+    if actual != hash {
+        return Err(WriteError::Corrupt { actual });
+    }
+    let mut file = std::fs::File::create(&temp.path)?;
+    for chunk in chunks {
+        file.write_all(chunk)?;
+    }
+    file.sync_data()?;
+    drop(file);
+    std::fs::rename(&temp.path, path)?;
+    temp.kept = true;
+    std::fs::File::open(shard)?.sync_all()?;
+    Ok(())
 }
 
 /// Sets `path`'s modification time to now; `false` when it does not exist.
