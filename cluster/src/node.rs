@@ -23,6 +23,7 @@ use crate::proposer::{
     Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
     wait_for_leader,
 };
+use crate::read_batch::ReadBatches;
 use crate::sealed;
 use crate::status::{
     ClusterStatus, NodeStatus, Reachability, Role, apply_key_ids, cluster_status, readiness,
@@ -65,6 +66,9 @@ pub struct Node {
     pubsub: Arc<PubSubLinks>,
     /// Files' blocks, here and on the other members.
     files: Arc<Files>,
+    /// Leadership checks shared by the linearizable reads on this node
+    /// while it leads.
+    read_batches: ReadBatches,
 }
 
 impl Node {
@@ -280,6 +284,7 @@ impl Node {
             disk,
             pubsub,
             files: Arc::new(files),
+            read_batches: ReadBatches::default(),
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -396,6 +401,24 @@ impl Node {
     /// Returns once a read of local state reflects every write acknowledged
     /// before this call (read-index on the leader, then wait for local apply).
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        // While this node leads, reads share leadership checks (one round
+        // serves every read that arrived before it began); a failed round
+        // sends each read down the full path below.
+        if self.raft.metrics().borrow().current_leader == Some(self.id) {
+            let (raft, timeout) = (self.raft.clone(), self.config.write_timeout());
+            let confirmed = self
+                .read_batches
+                .confirm(move || async move {
+                    matches!(
+                        tokio::time::timeout(timeout, raft.ensure_linearizable()).await,
+                        Ok(Ok(_))
+                    )
+                })
+                .await;
+            if confirmed {
+                return Ok(());
+            }
+        }
         let deadline = Instant::now() + self.config.leader_wait();
         loop {
             self.wait_for_leader(deadline).await?;
