@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use picloud_storage::files::BlockHash;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
 use crate::disk::{DiskFull, DiskGuard};
@@ -275,16 +275,26 @@ impl BlockStore {
         hash: &BlockHash,
         offset: u64,
     ) -> std::io::Result<Option<(tokio::fs::File, u64)>> {
-        let mut file = match tokio::fs::File::open(self.path(hash)).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        let len = file.metadata().await?.len();
-        if offset > 0 {
-            file.seek(std::io::SeekFrom::Start(offset)).await?;
-        }
-        Ok(Some((file, len)))
+        // Open, size and seek in one blocking task: each step of an async
+        // file is a hand-off to the blocking pool, which small downloads
+        // feel.
+        let path = self.path(hash);
+        let opened = tokio::task::spawn_blocking(move || {
+            use std::io::Seek;
+            let mut file = match std::fs::File::open(path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            let len = file.metadata()?.len();
+            if offset > 0 {
+                file.seek(std::io::SeekFrom::Start(offset))?;
+            }
+            Ok(Some((file, len)))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(opened.map(|(file, len)| (tokio::fs::File::from_std(file), len)))
     }
 
     /// Deletes this node's copy of `hash` when `still_garbage` (called
