@@ -111,4 +111,25 @@ async fn a_half_sent_upload_leaves_no_file_and_its_blocks_are_collected() {
         sha256_of_download(&api, &file_url(&node, APP, "kept.bin"), &[]).await;
     assert_eq!((status, length), (200, kept.len() as u64));
     assert_eq!(sha, sha256_hex(&kept));
+    // The operator sees it in the metrics.
+    let metrics = api
+        .http
+        .get(format!("{}/_/metrics", node.url()))
+        .bearer_auth(node.admin_key())
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let removed: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("picloud_files_gc_removed_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("picloud_files_gc_removed_total");
+    assert!(removed > 0, "{metrics}");
+    assert!(
+        metrics.contains("picloud_files_repair_pending 0"),
+        "{metrics}"
+    );
 }

@@ -86,6 +86,18 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             "gauge",
             gateway.files.downloads_inflight() as u64,
         ),
+        (
+            "picloud_files_repair_pending",
+            "Block copies missing from their replicas at the end of the repair duty's last full pass (the leader's figure; 0 elsewhere).",
+            "gauge",
+            gateway.node.files().repair_pending(),
+        ),
+        (
+            "picloud_files_gc_removed_total",
+            "Unreferenced blocks this node's GC removed since it started.",
+            "counter",
+            gateway.files.service.gc_removed_total(),
+        ),
     ] {
         let _ = writeln!(
             text,
