@@ -180,7 +180,8 @@ mod tests {
         let _ = tokio::time::timeout(std::time::Duration::from_millis(20), abandoned).await;
         // A later read drives the abandoned round to its end, then its own.
         let (b, s, r) = (batches.clone(), started.clone(), release.clone());
-        let later = tokio::spawn(async move { b.confirm(move || gated(&s, &r)).await });
+        let mut later = tokio::task::JoinSet::new();
+        later.spawn(async move { b.confirm(move || gated(&s, &r)).await });
         while started.load(Ordering::SeqCst) < 1 {
             tokio::task::yield_now().await;
         }
@@ -189,7 +190,8 @@ mod tests {
             tokio::task::yield_now().await;
         }
         release.notify_one();
-        assert!(later.await.expect("later read"));
+        let answer = later.join_next().await.expect("later read");
+        assert!(answer.expect("later read"));
     }
 
     #[tokio::test]
