@@ -155,17 +155,7 @@ async fn serve_connection(
         .as_ref()
         .and_then(|handler| handler.blocks())
         .map(|blocks| Arc::new(Semaphore::new(blocks.streams_per_peer_max().max(1))));
-    // The connection's stream tasks: owned here, so they end with the
-    // connection, and a panicking one is logged when it is reaped.
-    let mut tasks = tokio::task::JoinSet::new();
     loop {
-        while let Some(finished) = tasks.try_join_next() {
-            if let Err(error) = finished
-                && error.is_panic()
-            {
-                tracing::error!(peer, %error, "a member stream's task panicked");
-            }
-        }
         // Take the permit before accepting: while all are taken, the peer's
         // further streams wait in QUIC flow control instead of in our memory.
         let Ok(permit) = streams.clone().acquire_owned().await else {
@@ -193,7 +183,7 @@ async fn serve_connection(
             // Given back before the block stream waits for its own permit.
             drop(permit);
             let block_streams = block_streams.clone();
-            tasks.spawn(async move {
+            tokio::spawn(async move {
                 match forward.as_ref().and_then(|handler| handler.blocks()) {
                     Some(blocks) => serve_blocks(stream, blocks, block_streams).await,
                     None => refuse_stream(stream),
@@ -201,7 +191,7 @@ async fn serve_connection(
             });
             continue;
         }
-        tasks.spawn(async move {
+        tokio::spawn(async move {
             serve_stream(stream, raft, &config, forward).await;
             drop(permit);
         });
