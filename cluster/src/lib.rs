@@ -19,8 +19,9 @@
 //!   first start), write, read barrier, cluster secrets and the join token,
 //!   status and readiness, the `removed` watch, shutdown; the member's side of joins (`NodeJoins`) and of
 //!   forwarding (`NodeForwardHandler`).
-//! - `read_batch`: `ReadBatches`, linearizable reads on the leader sharing
-//!   one leadership check per round (never one that began before them).
+//! - `read_batch`: linearizable reads on the leader: `ReadLease` (no round
+//!   for half an election timeout after a confirmed check) and `ReadBatches`
+//!   (one leadership check per round, never one that began before them).
 //! - `proposer`: `Proposer`, the one path a write takes into Raft: proposed
 //!   here when this node leads, forwarded to the leader when another does;
 //!   failed at once without a reachable quorum.

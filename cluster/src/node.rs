@@ -23,7 +23,7 @@ use crate::proposer::{
     Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
     wait_for_leader,
 };
-use crate::read_batch::ReadBatches;
+use crate::read_batch::{ReadBatches, ReadLease};
 use crate::sealed;
 use crate::status::{
     ClusterStatus, NodeStatus, Reachability, Role, apply_key_ids, cluster_status, readiness,
@@ -67,8 +67,9 @@ pub struct Node {
     /// Files' blocks, here and on the other members.
     files: Arc<Files>,
     /// Leadership checks shared by the linearizable reads on this node
-    /// while it leads.
+    /// while it leads, and the read lease a confirmed check grants.
     read_batches: ReadBatches,
+    read_lease: Arc<ReadLease>,
 }
 
 impl Node {
@@ -191,7 +192,12 @@ impl Node {
                 }
             })?,
         );
-        let rpc_config = RaftRpcConfig::default();
+        let rpc_config = RaftRpcConfig {
+            votes_after: Some(
+                Instant::now() + Duration::from_millis(config.election_timeout_max_ms),
+            ),
+            ..RaftRpcConfig::default()
+        };
         let network = QuicNetwork::new(endpoint.clone(), rpc_config.clone());
 
         let raft = Raft::new(
@@ -234,6 +240,9 @@ impl Node {
         }
 
         let config = Arc::new(config);
+        let read_lease = Arc::new(ReadLease::new(Duration::from_millis(
+            config.election_timeout_max_ms,
+        )));
         let forward_client = ForwardClient::new(
             network.connections().clone(),
             Duration::from_millis(config.write_timeout_ms),
@@ -285,6 +294,7 @@ impl Node {
             pubsub,
             files: Arc::new(files),
             read_batches: ReadBatches::default(),
+            read_lease,
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -401,23 +411,12 @@ impl Node {
     /// Returns once a read of local state reflects every write acknowledged
     /// before this call (read-index on the leader, then wait for local apply).
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
-        // While this node leads, reads share leadership checks (one round
-        // serves every read that arrived before it began); a failed round
-        // sends each read down the full path below.
-        if self.raft.metrics().borrow().current_leader == Some(self.id) {
-            let (raft, timeout) = (self.raft.clone(), self.config.write_timeout());
-            let confirmed = self
-                .read_batches
-                .confirm(move || async move {
-                    matches!(
-                        tokio::time::timeout(timeout, raft.ensure_linearizable()).await,
-                        Ok(Ok(_))
-                    )
-                })
-                .await;
-            if confirmed {
-                return Ok(());
-            }
+        // While this node leads, a read needs no round under the read lease,
+        // and shares one otherwise (one round serves every read that arrived
+        // before it began); a failed round sends each read down the full
+        // path below.
+        if self.leader_may_read().await {
+            return Ok(());
         }
         let deadline = Instant::now() + self.config.leader_wait();
         loop {
@@ -471,6 +470,39 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether this node leads and its applied state holds every write
+    /// acknowledged so far: at once under the read lease, else after a
+    /// leadership check shared with the reads arriving meanwhile (which
+    /// renews the lease). See `crate::read_batch`.
+    async fn leader_may_read(&self) -> bool {
+        let term = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(self.id) {
+                return false;
+            }
+            metrics.current_term
+        };
+        if self.read_lease.holds(term, Instant::now()) {
+            return true;
+        }
+        let began = Instant::now();
+        let (raft, timeout) = (self.raft.clone(), self.config.write_timeout());
+        let confirmed = self
+            .read_batches
+            .confirm(move || async move {
+                matches!(
+                    tokio::time::timeout(timeout, raft.ensure_linearizable()).await,
+                    Ok(Ok(_))
+                )
+            })
+            .await;
+        if confirmed {
+            self.read_lease.extend(term, began);
+        }
+        confirmed
     }
 
     /// Waits (bounded by `deadline`) until some node is known to lead.
@@ -1065,7 +1097,19 @@ impl ForwardHandler for NodeForwardHandler {
     }
 
     fn read_index(&self) -> ForwardFuture<'_, u64> {
-        self.raft.read_index()
+        Box::pin(async move {
+            // Under the lease (or after a shared check) every acknowledged
+            // write is applied here: the applied index is the read index.
+            if self.node.leader_may_read().await {
+                match self.node.reader.last_applied_index() {
+                    Ok(index) => return Ok(index.unwrap_or(0)),
+                    Err(error) => {
+                        tracing::warn!(%error, "applied index unreadable; asking openraft");
+                    }
+                }
+            }
+            self.raft.read_index().await
+        })
     }
 
     fn key_id(&self) -> Option<String> {

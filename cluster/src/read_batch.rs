@@ -1,17 +1,31 @@
-//! Linearizable reads on the leader share their leadership checks.
+//! Linearizable reads on the leader: a read lease, and shared leadership
+//! checks when the lease has run out.
 //!
 //! A linearizable read waits for a check that the leader still leads (a
 //! heartbeat round to a quorum) and for the state to reach the index that
-//! check returned. Every check costs a network round, so many reads at once
-//! each running their own would spend the node's time on heartbeats. Here a
-//! read joins the next round that has not started yet: one round serves
-//! every read that arrived before it began, and a read never uses a round
-//! that began before it arrived (that round could not see writes the read
-//! must see).
+//! check returned. Every check costs a network round, so:
+//!
+//! - **The lease.** A confirmed check that began at `t` proves no other
+//!   leader can be elected before `t + election_timeout_max`: openraft's
+//!   followers refuse to vote for that long after they last heard from their
+//!   leader (its `leader_lease`), and a restarted member refuses votes for as
+//!   long after it starts (`RaftRpcConfig::votes_after`), so what it promised
+//!   before a crash still holds. Until then every acknowledged write is in
+//!   this leader's applied state (a write is acknowledged only after the
+//!   leader applied it; the check itself waited for the writes of earlier
+//!   terms), and a read needs no round of its own. [`ReadLease`] keeps half
+//!   that window: the rest is margin for clocks running at different rates
+//!   and for the time between the check and the read.
+//! - **Shared rounds.** Without a lease, a read joins the next round that
+//!   has not started yet: one round serves every read that arrived before
+//!   it began, and a read never uses a round that began before it arrived
+//!   (that round could not see writes the read must see).
 //!
 //! ```text
-//!   reads ─▶ in flight? ─no─▶ start a round now ─────────────▶ await it
-//!                       └yes─▶ join `next` (starts when the one in flight ends)
+//!   reads ─▶ lease held? ─yes─▶ read now
+//!              └no─▶ in flight? ─no─▶ start a round now ──────────────▶ await it
+//!                                └yes─▶ join `next` (starts when the one in flight ends)
+//!   confirmed round that began at t ─▶ lease until t + span
 //! ```
 //!
 //! Rounds are shared futures: whoever awaits one drives it, so a round whose
@@ -21,6 +35,9 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -107,6 +124,45 @@ impl ReadBatches {
         }
         .boxed()
         .shared()
+    }
+}
+
+/// A leader's read lease: the term it was granted in and when it ends.
+#[derive(Debug)]
+pub struct ReadLease {
+    span: Duration,
+    held: Mutex<Option<(u64, Instant)>>,
+}
+
+impl ReadLease {
+    /// A lease of half of `election_timeout_max` (see the module docs).
+    pub fn new(election_timeout_max: Duration) -> ReadLease {
+        ReadLease {
+            span: election_timeout_max / 2,
+            held: Mutex::new(None),
+        }
+    }
+
+    /// Whether a leader of `term` may read its local state as of `now`
+    /// without a round.
+    pub fn holds(&self, term: u64, now: Instant) -> bool {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.is_some_and(|(held_term, until)| held_term == term && now < until)
+    }
+
+    /// Records a check confirmed by a quorum that began at `began` while
+    /// this node led in `term`. A later term replaces the lease; an earlier
+    /// check never shortens it.
+    pub fn extend(&self, term: u64, began: Instant) {
+        let until = began + self.span;
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held = match *held {
+            Some((held_term, held_until)) if held_term == term => {
+                Some((term, held_until.max(until)))
+            }
+            Some((held_term, _)) if held_term > term => *held,
+            _ => Some((term, until)),
+        };
     }
 }
 
@@ -199,5 +255,32 @@ mod tests {
         let batches = ReadBatches::default();
         assert!(!batches.confirm(|| async { false }).await);
         assert!(batches.confirm(|| async { true }).await);
+    }
+
+    #[test]
+    fn a_lease_holds_for_half_the_election_timeout_in_its_own_term() {
+        let lease = ReadLease::new(Duration::from_millis(600));
+        let t = Instant::now();
+        assert!(!lease.holds(3, t), "no lease before a confirmed check");
+        lease.extend(3, t);
+        assert!(lease.holds(3, t + Duration::from_millis(299)));
+        assert!(!lease.holds(3, t + Duration::from_millis(300)), "it ends");
+        assert!(!lease.holds(4, t), "another term holds nothing");
+    }
+
+    #[test]
+    fn an_older_check_never_shortens_a_lease_and_a_newer_term_replaces_it() {
+        let lease = ReadLease::new(Duration::from_millis(600));
+        let t = Instant::now();
+        lease.extend(3, t + Duration::from_millis(100));
+        lease.extend(3, t);
+        assert!(lease.holds(3, t + Duration::from_millis(399)));
+        // A check confirmed in an earlier term is ignored.
+        lease.extend(2, t + Duration::from_millis(200));
+        assert!(lease.holds(3, t + Duration::from_millis(399)));
+        assert!(!lease.holds(2, t + Duration::from_millis(201)));
+        lease.extend(5, t);
+        assert!(!lease.holds(3, t + Duration::from_millis(1)));
+        assert!(lease.holds(5, t + Duration::from_millis(1)));
     }
 }

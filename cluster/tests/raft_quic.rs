@@ -401,3 +401,46 @@ async fn rpc_failures_map_to_unreachable_or_network_errors_and_reconnect() {
     })
     .await;
 }
+
+/// A restarted member keeps the promise its earlier self made to a leader
+/// (no vote for anyone within a leader lease of hearing from it), which the
+/// leader's read lease rests on: it answers no vote before `votes_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_answers_no_vote_before_votes_after() {
+    use openraft::Vote;
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::VoteRequest;
+
+    bounded(async {
+        let ca = ClusterCa::create().expect("ca");
+        let after = tokio::time::Instant::now() + Duration::from_millis(400);
+        let rpc = RaftRpcConfig {
+            votes_after: Some(after),
+            ..RaftRpcConfig::default()
+        };
+        let config = raft_config(SnapshotPolicy::LogsSinceLast(20_000), 1_000);
+        let server = start_member(&ca, 1, config, rpc).await;
+        let cert = ca.issue_node_cert(2, &["127.0.0.1".into()]).expect("cert");
+        let caller = Arc::new(
+            PeerEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &ca, &cert).expect("bind"),
+        );
+        let mut network = QuicNetwork::new(caller.clone(), RaftRpcConfig::default());
+        let mut to_server = network.new_client(1, &server.info()).await;
+        let granted = to_server
+            .vote(
+                VoteRequest::new(Vote::new(1, 2), None),
+                RPCOption::new(Duration::from_millis(5_000)),
+            )
+            .await
+            .expect("a vote round trip");
+        assert!(
+            tokio::time::Instant::now() >= after,
+            "the vote was answered before votes_after"
+        );
+        assert_eq!(granted.vote.leader_id().voted_for(), Some(2));
+        network.close_all();
+        caller.close();
+        server.stop().await;
+    })
+    .await;
+}

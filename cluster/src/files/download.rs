@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  range ──▶ for each block it overlaps:
-//!              local file?  ──yes──▶ 256 KiB reads from the offset
+//!              local file?  ──yes──▶ 256 KiB reads from the offset (the first with the open)
 //!                └no──▶ placed members, then the others: Get { offset, len } ──▶ bytes forwarded as they arrive
 //! ```
 //!
@@ -24,7 +24,7 @@ use picloud_storage::NodeId;
 use picloud_storage::files::{BLOCK_BYTES, BlockHash};
 
 use super::placement::{REPLICAS_MAX, place};
-use super::store::{StoreError, read_chunk};
+use super::store::{OpenBlock, StoreError};
 use super::{FilesError, Shared};
 
 /// Bytes read from a local block file at once.
@@ -33,7 +33,11 @@ pub const LOCAL_READ_BYTES: usize = 256 * 1024;
 /// Where the current block's bytes come from.
 enum Source {
     Local {
-        file: tokio::fs::File,
+        block: OpenBlock,
+        /// The bytes read with the open, until handed out.
+        first: Option<Bytes>,
+        /// Where the next read starts in the block, and the bytes still owed.
+        offset: u64,
         remaining: u64,
     },
     Remote {
@@ -133,9 +137,20 @@ impl Reader {
     async fn pull_source(&mut self) -> Result<Bytes, FilesError> {
         let stall = self.shared.block_timeout();
         match self.source.as_mut() {
-            Some(Source::Local { file, remaining }) => {
-                let max = (*remaining).min(LOCAL_READ_BYTES as u64) as usize;
-                let chunk = read_chunk(file, max).await.map_err(FilesError::Io)?;
+            Some(Source::Local {
+                block,
+                first,
+                offset,
+                remaining,
+            }) => {
+                let chunk = match first.take() {
+                    Some(first) => first,
+                    None => {
+                        let max = (*remaining).min(LOCAL_READ_BYTES as u64) as usize;
+                        block.read(*offset, max).await.map_err(FilesError::Io)?
+                    }
+                };
+                *offset += chunk.len() as u64;
                 *remaining -= chunk.len() as u64;
                 Ok(chunk)
             }
@@ -164,10 +179,13 @@ impl Shared {
         len: u64,
         failed: &mut HashSet<NodeId>,
     ) -> Result<Source, FilesError> {
-        match self.store.open_block(&hash, offset).await {
-            Ok(Some((file, file_len))) if file_len >= offset + len => {
+        let first = len.min(LOCAL_READ_BYTES as u64) as usize;
+        match self.store.open_block(&hash, offset, first).await {
+            Ok(Some((block, bytes))) if block.len >= offset + len => {
                 return Ok(Source::Local {
-                    file,
+                    block,
+                    offset,
+                    first: Some(bytes),
                     remaining: len,
                 });
             }

@@ -9,7 +9,7 @@ use picloud_storage::NodeId;
 use picloud_storage::files::{BLOCK_BYTES, BlockHash};
 
 use super::remote::{PeerError, raw_chunk};
-use super::store::{StoreError, read_chunk};
+use super::store::StoreError;
 use super::{Files, Shared};
 use crate::transport::blocks::{
     BLOCK_CHUNK_BYTES_MAX, BLOCK_FRAME_BYTES_MAX, BLOCK_STREAM_PRIORITY, BlockRefusal, BlockReply,
@@ -158,8 +158,9 @@ impl Shared {
         len: u32,
     ) -> Result<(), ServeError> {
         let offset = u64::from(offset);
-        let (mut file, file_len) = match self.store.open_block(&hash, offset).await {
-            Ok(Some((file, file_len))) if offset <= file_len => (file, file_len),
+        let first = (len as usize).min(BLOCK_CHUNK_BYTES_MAX);
+        let (block, mut first) = match self.store.open_block(&hash, offset, first).await {
+            Ok(Some((block, first))) if offset <= block.len => (block, Some(first)),
             Ok(_) => {
                 stream
                     .send(&BlockReply::Refused(BlockRefusal::NotFound))
@@ -174,16 +175,19 @@ impl Shared {
                 return Ok(());
             }
         };
-        let sending = u64::from(len).min(file_len - offset);
+        let sending = u64::from(len).min(block.len - offset);
         stream
             .send(&BlockReply::Sending {
                 len: sending as u32,
             })
             .await?;
-        let mut remaining = sending;
+        let (mut at, mut remaining) = (offset, sending);
         while remaining > 0 {
             let max = remaining.min(BLOCK_CHUNK_BYTES_MAX as u64) as usize;
-            let chunk = read_chunk(&mut file, max).await?;
+            let chunk = match first.take() {
+                Some(first) => first,
+                None => block.read(at, max).await?,
+            };
             if chunk.is_empty() {
                 // The file is shorter than its length said: never send fewer
                 // bytes than announced under a clean finish.
@@ -192,6 +196,7 @@ impl Shared {
                     "block file shorter than announced",
                 )));
             }
+            at += chunk.len() as u64;
             remaining -= chunk.len() as u64;
             stream.send_raw(chunk).await?;
         }

@@ -24,11 +24,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use picloud_storage::files::BlockHash;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
 use crate::disk::{DiskFull, DiskGuard};
@@ -268,33 +267,37 @@ impl BlockStore {
         }
     }
 
-    /// The block `hash` opened at `offset`, with its length; `None` when
-    /// this node does not hold it.
+    /// The block `hash` opened for reading, with its first `first` bytes
+    /// from `offset` (fewer when the block ends sooner); `None` when this
+    /// node does not hold it. Opening, sizing and the first read are one
+    /// blocking task: a block that fits in `first` costs a single hand-off
+    /// to the blocking pool, which small downloads feel.
     pub async fn open_block(
         &self,
         hash: &BlockHash,
         offset: u64,
-    ) -> std::io::Result<Option<(tokio::fs::File, u64)>> {
-        // Open, size and seek in one blocking task: each step of an async
-        // file is a hand-off to the blocking pool, which small downloads
-        // feel.
+        first: usize,
+    ) -> std::io::Result<Option<(OpenBlock, Bytes)>> {
         let path = self.path(hash);
-        let opened = tokio::task::spawn_blocking(move || {
-            use std::io::Seek;
-            let mut file = match std::fs::File::open(path) {
+        tokio::task::spawn_blocking(move || {
+            let file = match std::fs::File::open(path) {
                 Ok(file) => file,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(error) => return Err(error),
             };
             let len = file.metadata()?.len();
-            if offset > 0 {
-                file.seek(std::io::SeekFrom::Start(offset))?;
-            }
-            Ok(Some((file, len)))
+            let want = (len.saturating_sub(offset)).min(first as u64) as usize;
+            let bytes = read_at(&file, offset, want)?;
+            Ok(Some((
+                OpenBlock {
+                    file: Arc::new(file),
+                    len,
+                },
+                bytes,
+            )))
         })
         .await
-        .map_err(std::io::Error::other)??;
-        Ok(opened.map(|(file, len)| (tokio::fs::File::from_std(file), len)))
+        .map_err(std::io::Error::other)?
     }
 
     /// Deletes this node's copy of `hash` when `still_garbage` (called
@@ -407,15 +410,39 @@ fn touch(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Reads up to `max` bytes from `file` (fewer only at its end).
-pub(crate) async fn read_chunk(file: &mut tokio::fs::File, max: usize) -> std::io::Result<Bytes> {
-    let mut buffer = BytesMut::with_capacity(max);
-    while buffer.len() < max {
-        if file.read_buf(&mut buffer).await? == 0 {
-            break;
+/// A block file open for reading at any offset.
+pub struct OpenBlock {
+    file: Arc<std::fs::File>,
+    /// The block's length in bytes.
+    pub len: u64,
+}
+
+impl OpenBlock {
+    /// Up to `max` bytes at `offset` (fewer only at the block's end), in one
+    /// blocking task.
+    pub async fn read(&self, offset: u64, max: usize) -> std::io::Result<Bytes> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || read_at(&file, offset, max))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// Up to `max` bytes of `file` at `offset`; fewer only at its end.
+fn read_at(file: &std::fs::File, offset: u64, max: usize) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0; max];
+    let mut filled = 0;
+    while filled < max {
+        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
-    Ok(buffer.freeze())
+    buffer.truncate(filled);
+    Ok(Bytes::from(buffer))
 }
 
 #[cfg(test)]
@@ -464,14 +491,19 @@ mod tests {
             "the second put refreshed the mtime"
         );
         assert_eq!(temp_files(&store), 0);
-        // Read back from an offset.
-        let (mut file, len) = store
-            .open_block(&hash, 10)
+        // Read back from an offset, the first bytes with the open.
+        let (block, first) = store
+            .open_block(&hash, 10, 100)
             .await
             .expect("open")
             .expect("held");
-        assert_eq!(len, 1000);
-        assert_eq!(read_chunk(&mut file, 4096).await.expect("read").len(), 990);
+        assert_eq!(block.len, 1000);
+        assert_eq!(first, bytes.slice(10..110));
+        assert_eq!(
+            block.read(110, 4096).await.expect("read"),
+            bytes.slice(110..)
+        );
+        assert!(block.read(1000, 10).await.expect("at the end").is_empty());
     }
 
     #[tokio::test]

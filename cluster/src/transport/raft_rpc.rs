@@ -84,6 +84,13 @@ pub struct RaftRpcConfig {
     /// `Timeout` if the local handler has not finished within this (a write
     /// may still apply afterwards). Keep it below the forwarding client's timeout.
     pub forward_timeout_ms: u64,
+    /// Server side: vote requests wait until this instant before they are
+    /// answered. A node sets it to its start plus `election_timeout_max`:
+    /// openraft forgets when it last heard from a leader when it restarts,
+    /// and would otherwise grant a vote its earlier self promised a leader
+    /// it would not (that promise is what the leader's read lease rests on,
+    /// see `crate::read_batch`). `None`: answered at once.
+    pub votes_after: Option<tokio::time::Instant>,
 }
 
 impl Default for RaftRpcConfig {
@@ -95,6 +102,7 @@ impl Default for RaftRpcConfig {
             streams_per_connection_max: 32,
             request_timeout_ms: 10_000,
             forward_timeout_ms: 10_000,
+            votes_after: None,
         }
     }
 }

@@ -223,6 +223,9 @@ async fn serve_stream(
                 config,
                 |request: &VoteRequest<NodeId>| request.vote,
                 |request| async move {
+                    if let Some(after) = config.votes_after {
+                        tokio::time::sleep_until(after).await;
+                    }
                     let answer: VoteReply = raft.vote(request).await;
                     answer
                 },
