@@ -269,9 +269,14 @@ impl BlockStore {
 
     /// The block `hash` opened for reading, with its first `first` bytes
     /// from `offset` (fewer when the block ends sooner); `None` when this
-    /// node does not hold it. Opening, sizing and the first read are one
-    /// blocking task: a block that fits in `first` costs a single hand-off
-    /// to the blocking pool, which small downloads feel.
+    /// node does not hold it.
+    ///
+    /// A block whose path and pages are in the kernel's caches (the usual
+    /// case for a block read again) is opened and read right here, without
+    /// ever waiting on the disk: a hand-off to the blocking pool is most of
+    /// a small download's cost. Anything that would wait (an SD card read)
+    /// goes to the blocking pool: open, size and the first read there in
+    /// one task.
     pub async fn open_block(
         &self,
         hash: &BlockHash,
@@ -279,6 +284,9 @@ impl BlockStore {
         first: usize,
     ) -> std::io::Result<Option<(OpenBlock, Bytes)>> {
         let path = self.path(hash);
+        if let Some(cached) = open_cached(&path, offset, first) {
+            return Ok(cached);
+        }
         tokio::task::spawn_blocking(move || {
             let file = match std::fs::File::open(path) {
                 Ok(file) => file,
@@ -428,20 +436,57 @@ impl OpenBlock {
     }
 }
 
-/// Up to `max` bytes of `file` at `offset`; fewer only at its end.
-fn read_at(file: &std::fs::File, offset: u64, max: usize) -> std::io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
-    let mut buffer = vec![0; max];
+/// [`BlockStore::open_block`] from the kernel's caches alone: the path
+/// resolved from the dentry cache (`RESOLVE_CACHED`) and the bytes from the
+/// page cache (`RWF_NOWAIT`). `None` when any step would wait for the disk
+/// (or the kernel cannot promise it would not): the caller takes the
+/// blocking path, which also reports any error.
+fn open_cached(path: &Path, offset: u64, first: usize) -> Option<Option<(OpenBlock, Bytes)>> {
+    use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+    use rustix::io::{Errno, ReadWriteFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let file = match rustix::fs::openat2(CWD, path, flags, Mode::empty(), ResolveFlags::CACHED) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(Errno::NOENT) => return Some(None),
+        Err(_) => return None,
+    };
+    let len = file.metadata().ok()?.len();
+    let want = (len.saturating_sub(offset)).min(first as u64) as usize;
+    let mut buffer = vec![0; want];
     let mut filled = 0;
-    while filled < max {
-        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
+    while filled < want {
+        let mut slices = [std::io::IoSliceMut::new(&mut buffer[filled..])];
+        let at = offset + filled as u64;
+        match rustix::io::preadv2(&file, &mut slices, at, ReadWriteFlags::NOWAIT) {
             Ok(0) => break,
             Ok(read) => filled += read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
         }
     }
     buffer.truncate(filled);
+    let block = OpenBlock {
+        file: Arc::new(file),
+        len,
+    };
+    Some(Some((block, Bytes::from(buffer))))
+}
+
+/// Up to `max` bytes of `file` at `offset`; fewer only at its end. Read
+/// into the buffer's spare capacity: nothing is zeroed first.
+fn read_at(file: &std::fs::File, offset: u64, max: usize) -> std::io::Result<Bytes> {
+    let mut buffer = Vec::with_capacity(max);
+    while buffer.len() < max {
+        let at = offset + buffer.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // The spare capacity may exceed `max`.
+    buffer.truncate(max);
     Ok(Bytes::from(buffer))
 }
 
@@ -569,6 +614,40 @@ mod tests {
         assert!(matches!(error, StoreError::DiskFull(_)), "{error}");
         assert!(!store.has(&hash));
         assert_eq!(temp_files(&store), 0);
+    }
+
+    #[tokio::test]
+    async fn a_block_reads_the_same_from_the_page_cache_and_from_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path(), 0);
+        let bytes = Bytes::from((0..300_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let hash: BlockHash = Sha256::digest(&bytes).into();
+        store.put_bytes(hash, bytes.clone()).await.expect("put");
+        for evicted in [false, true] {
+            if evicted {
+                // The block is synced, so its pages are clean: the kernel
+                // drops them, and the next read has to go to the disk.
+                let file = std::fs::File::open(store.path(&hash)).expect("open");
+                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+            }
+            let (block, first) = store
+                .open_block(&hash, 5, 200_000)
+                .await
+                .expect("open")
+                .expect("held");
+            assert_eq!(block.len, 300_000, "evicted: {evicted}");
+            assert_eq!(first, bytes.slice(5..200_005), "evicted: {evicted}");
+            let rest = block.read(200_005, 200_000).await.expect("read");
+            assert_eq!(rest, bytes.slice(200_005..), "evicted: {evicted}");
+        }
+        let missing = [7; 32];
+        assert!(
+            store
+                .open_block(&missing, 0, 10)
+                .await
+                .expect("open")
+                .is_none()
+        );
     }
 
     #[tokio::test]
