@@ -61,6 +61,9 @@ pub enum StoreError {
 /// The blocks on this node's disk.
 pub struct BlockStore {
     root: PathBuf,
+    /// `root` held open: cached reads resolve `<hh>/<hex>` from it rather
+    /// than walking the whole path each time.
+    root_dir: std::os::fd::OwnedFd,
     disk: Arc<DiskGuard>,
     /// Hashes a put or a removal is working on.
     locked: Mutex<HashSet<BlockHash>>,
@@ -109,7 +112,13 @@ impl Drop for Temp {
 
 /// Lowercase hex of a whole hash: a block's file name.
 pub fn hex(hash: &BlockHash) -> String {
-    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut name = String::with_capacity(2 * hash.len());
+    for byte in hash {
+        name.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        name.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    name
 }
 
 /// The hash a block file's name spells, if it is one.
@@ -145,8 +154,14 @@ impl BlockStore {
         for shard in 0..=u8::MAX {
             std::fs::create_dir_all(root.join(format!("{shard:02x}")))?;
         }
+        let root_dir = rustix::fs::open(
+            &root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
         Ok(BlockStore {
             root,
+            root_dir,
             disk,
             locked: Mutex::new(HashSet::new()),
             unlocked: Notify::new(),
@@ -160,11 +175,14 @@ impl BlockStore {
     }
 
     fn shard_dir(&self, hash: &BlockHash) -> PathBuf {
-        self.root.join(format!("{:02x}", hash[0]))
+        self.root.join(&hex(hash)[..2])
     }
 
     fn path(&self, hash: &BlockHash) -> PathBuf {
-        self.shard_dir(hash).join(hex(hash))
+        let name = hex(hash);
+        let mut path = self.root.join(&name[..2]);
+        path.push(name);
+        path
     }
 
     async fn lock(&self, hash: BlockHash) -> HashLock<'_> {
@@ -283,10 +301,12 @@ impl BlockStore {
         offset: u64,
         first: usize,
     ) -> std::io::Result<Option<(OpenBlock, Bytes)>> {
-        let path = self.path(hash);
-        if let Some(cached) = open_cached(&path, offset, first) {
+        let name = hex(hash);
+        let relative = format!("{}/{name}", &name[..2]);
+        if let Some(cached) = open_cached(&self.root_dir, &relative, offset, first) {
             return Ok(cached);
         }
+        let path = self.root.join(relative);
         tokio::task::spawn_blocking(move || {
             let file = match std::fs::File::open(path) {
                 Ok(file) => file,
@@ -436,16 +456,22 @@ impl OpenBlock {
     }
 }
 
-/// [`BlockStore::open_block`] from the kernel's caches alone: the path
-/// resolved from the dentry cache (`RESOLVE_CACHED`) and the bytes from the
+/// [`BlockStore::open_block`] from the kernel's caches alone: `relative`
+/// (under the store's `root`) resolved from the dentry cache (`RESOLVE_CACHED`) and the bytes from the
 /// page cache (`RWF_NOWAIT`). `None` when any step would wait for the disk
 /// (or the kernel cannot promise it would not): the caller takes the
 /// blocking path, which also reports any error.
-fn open_cached(path: &Path, offset: u64, first: usize) -> Option<Option<(OpenBlock, Bytes)>> {
-    use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+fn open_cached(
+    root: &std::os::fd::OwnedFd,
+    relative: &str,
+    offset: u64,
+    first: usize,
+) -> Option<Option<(OpenBlock, Bytes)>> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
     use rustix::io::{Errno, ReadWriteFlags};
     let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-    let file = match rustix::fs::openat2(CWD, path, flags, Mode::empty(), ResolveFlags::CACHED) {
+    let resolve = ResolveFlags::CACHED | ResolveFlags::BENEATH;
+    let file = match rustix::fs::openat2(root, relative, flags, Mode::empty(), resolve) {
         Ok(fd) => std::fs::File::from(fd),
         Err(Errno::NOENT) => return Some(None),
         Err(_) => return None,
@@ -667,6 +693,14 @@ mod tests {
     fn names_round_trip_through_hex() {
         let hash = [0xab; 32];
         assert_eq!(parse_hex(&hex(&hash)), Some(hash));
+        let mut counting = [0u8; 32];
+        for (index, byte) in counting.iter_mut().enumerate() {
+            *byte = (index * 8 + 1) as u8;
+        }
+        assert_eq!(
+            hex(&counting),
+            "0109111921293139414951596169717981899199a1a9b1b9c1c9d1d9e1e9f1f9"
+        );
         assert_eq!(parse_hex("ab"), None);
         assert_eq!(parse_hex(&"zz".repeat(32)), None);
     }
