@@ -8,6 +8,9 @@
 //!        └no─▶ admit_bytes ─▶ gather the chunks ─▶ hash ok? ─▶ tmp/<n>.part ─▶ sync_data ─▶ rename ─▶ fsync <hh> ─▶ durable
 //! ```
 //!
+//! (`put_hashed`, an upload's replica on its own node, skips "hash ok?":
+//! the uploader hashed those very bytes.)
+//!
 //! A block is never visible under its final name before all its bytes are
 //! durable and hash to that name: a crash, a hash mismatch or a full disk
 //! leaves at most a temp file, removed on the spot or at the next start.
@@ -208,8 +211,21 @@ impl BlockStore {
     /// Stores a block whose bytes are all in memory.
     pub async fn put_bytes(&self, hash: BlockHash, bytes: Bytes) -> Result<(), StoreError> {
         let len = bytes.len() as u64;
-        self.put(hash, len, futures::stream::iter([Ok(bytes)]))
+        self.store(hash, len, futures::stream::iter([Ok(bytes)]), Check::Hash)
             .await
+    }
+
+    /// Stores a block this process hashed to `hash` itself, from these very
+    /// bytes (an upload's local replica): the hash is not taken again.
+    pub async fn put_hashed(&self, hash: BlockHash, bytes: Bytes) -> Result<(), StoreError> {
+        let len = bytes.len() as u64;
+        self.store(
+            hash,
+            len,
+            futures::stream::iter([Ok(bytes)]),
+            Check::Trusted,
+        )
+        .await
     }
 
     /// Stores the block `hash` of `len` bytes from `chunks`, durably; a
@@ -220,7 +236,20 @@ impl BlockStore {
     /// `BLOCK_BYTES`) and then hashed, written, synced and renamed in ONE
     /// blocking task: an async file would cost a blocking-pool hand-off per
     /// write, which measured as most of an upload's CPU.
-    pub async fn put<S>(&self, hash: BlockHash, len: u64, mut chunks: S) -> Result<(), StoreError>
+    pub async fn put<S>(&self, hash: BlockHash, len: u64, chunks: S) -> Result<(), StoreError>
+    where
+        S: Stream<Item = Result<Bytes, StoreError>> + Unpin,
+    {
+        self.store(hash, len, chunks, Check::Hash).await
+    }
+
+    async fn store<S>(
+        &self,
+        hash: BlockHash,
+        len: u64,
+        mut chunks: S,
+        check: Check,
+    ) -> Result<(), StoreError>
     where
         S: Stream<Item = Result<Bytes, StoreError>> + Unpin,
     {
@@ -268,10 +297,11 @@ impl BlockStore {
             kept: false,
         };
         let shard = self.shard_dir(&hash);
-        let written =
-            tokio::task::spawn_blocking(move || write_block(temp, &gathered, hash, &path, &shard))
-                .await
-                .map_err(std::io::Error::other)?;
+        let written = tokio::task::spawn_blocking(move || {
+            write_block(temp, &gathered, hash, check, &path, &shard)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
         match written {
             Ok(()) => Ok(()),
             Err(WriteError::Corrupt { actual }) => Err(StoreError::Corrupt { actual }),
@@ -398,21 +428,33 @@ impl From<std::io::Error> for WriteError {
 /// `hash`, syncs the data, renames the file to `path` and syncs `shard`
 /// (the rename is durable only once its directory is). A failure leaves no
 /// file under `path` (`temp` removes itself unless kept).
+/// Whether a block's bytes are hashed before they are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// From a peer or the disk: kept only if they hash to the name.
+    Hash,
+    /// Hashed by this process from these very bytes.
+    Trusted,
+}
+
 fn write_block(
     mut temp: Temp,
     chunks: &[Bytes],
     hash: BlockHash,
+    check: Check,
     path: &Path,
     shard: &Path,
 ) -> Result<(), WriteError> {
     use std::io::Write;
-    let mut hasher = Sha256::new();
-    for chunk in chunks {
-        hasher.update(chunk);
-    }
-    let actual: BlockHash = hasher.finalize().into();
-    if actual != hash {
-        return Err(WriteError::Corrupt { actual });
+    if check == Check::Hash {
+        let mut hasher = Sha256::new();
+        for chunk in chunks {
+            hasher.update(chunk);
+        }
+        let actual: BlockHash = hasher.finalize().into();
+        if actual != hash {
+            return Err(WriteError::Corrupt { actual });
+        }
     }
     let mut file = std::fs::File::create(&temp.path)?;
     for chunk in chunks {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  body ──chunks──▶ block buffer (1 MiB) ──freeze──▶ place(hash, members) ──▶ one send per replica (JoinSet)
-//!    │ SHA-256 of the file                                                       │ self: local store
+//!    │ SHA-256 of the file and of the block, one blocking task                  │ self: local store (not hashed again)
 //!    └ over bytes_max: TooLarge                                                  └ peer: Put over QUIC
 //!  waits while `files_upload_blocks_inflight_max` blocks lack their majority, or twice that have a send running
 //! ```
@@ -132,9 +132,10 @@ impl Sends {
             let addr = self.members.get(&node).cloned().unwrap_or_default();
             self.tasks.spawn(async move {
                 let result = if node == shared.id {
+                    // Hashed above from these very bytes: not hashed again.
                     shared
                         .store
-                        .put_bytes(hash, bytes)
+                        .put_hashed(hash, bytes)
                         .await
                         .map_err(ReplicaError::from)
                 } else {
@@ -245,6 +246,9 @@ impl Shared {
             short: 0,
             open: 0,
         };
+        // The file's hash moves into each block's hashing task and back: both
+        // hashes of a block are taken there, one after the other, while its
+        // megabyte is in the CPU's cache.
         let mut file_hash = Sha256::new();
         let mut size = 0u64;
         let mut block = BytesMut::new();
@@ -255,7 +259,6 @@ impl Shared {
             if size > bytes_max {
                 return Err(FilesError::TooLarge { max: bytes_max });
             }
-            file_hash.update(&chunk);
             while !chunk.is_empty() {
                 if block.is_empty() {
                     block.reserve(BLOCK_BYTES as usize);
@@ -264,27 +267,30 @@ impl Shared {
                 block.extend_from_slice(&chunk.split_to(take));
                 if block.len() == BLOCK_BYTES as usize {
                     let full = block.split().freeze();
-                    let hash = block_hash(full.clone()).await?;
+                    let hash;
+                    (file_hash, hash) = hash_block(file_hash, full.clone()).await?;
                     hashes.push(hash);
                     sends.send(hash, full).await?;
                 }
             }
         }
-        let sha256: [u8; 32] = file_hash.finalize().into();
         if size <= INLINE_BYTES_MAX {
+            file_hash.update(&block);
             return Ok(Uploaded {
                 size,
-                sha256,
+                sha256: file_hash.finalize().into(),
                 inline: Some(block.to_vec()),
                 blocks: Vec::new(),
             });
         }
         if !block.is_empty() {
             let last = block.split().freeze();
-            let hash = block_hash(last.clone()).await?;
+            let hash;
+            (file_hash, hash) = hash_block(file_hash, last.clone()).await?;
             hashes.push(hash);
             sends.send(hash, last).await?;
         }
+        let sha256: [u8; 32] = file_hash.finalize().into();
         sends.finish().await?;
         Ok(Uploaded {
             size,
@@ -295,10 +301,14 @@ impl Shared {
     }
 }
 
-/// A block's SHA-256, on the blocking pool: a megabyte takes milliseconds
-/// on a Pi without SHA extensions, too long to hold an async worker.
-async fn block_hash(bytes: Bytes) -> Result<BlockHash, FilesError> {
-    tokio::task::spawn_blocking(move || Sha256::digest(&bytes).into())
-        .await
-        .map_err(|error| FilesError::Io(std::io::Error::other(error)))
+/// `file` carried over `bytes`, and the block's own SHA-256, on the
+/// blocking pool: a megabyte takes milliseconds on a Pi without SHA
+/// extensions, too long to hold an async worker.
+async fn hash_block(mut file: Sha256, bytes: Bytes) -> Result<(Sha256, BlockHash), FilesError> {
+    tokio::task::spawn_blocking(move || {
+        file.update(&bytes);
+        (file, Sha256::digest(&bytes).into())
+    })
+    .await
+    .map_err(|error| FilesError::Io(std::io::Error::other(error)))
 }
