@@ -126,6 +126,21 @@ codes! {
     UploadIncomplete = ("upload_incomplete", 400, "The upload ended before the bytes its `Content-Length` announced; nothing was stored."),
     ReplicasUnavailable = ("replicas_unavailable", 503, "Too few of a block's replica nodes acknowledged it durable; nothing was stored. Retry when the cluster is whole."),
     FileUnavailable = ("file_unavailable", 503, "No reachable node holds one of the file's blocks right now."),
+    // ---- email ----
+    EmailInvalid = ("email_invalid", 400, "An email address, header or message field is malformed; the message names it."),
+    EmailTooLarge = ("email_too_large", 413, "An outgoing message (bodies and attachments) is over `email_bytes_max`, or has more recipients than `email_recipients_max`."),
+    EmailNotFound = ("email_not_found", 404, "No captured message with this id (dev mode's `picloud mail show`)."),
+    // ---- end users and sessions ----
+    EmailTaken = ("email_taken", 409, "Another user of the app has this email address."),
+    PasswordWeak = ("password_weak", 400, "The password is shorter than the app's minimum, longer than the maximum, or a commonly used one."),
+    InvalidCredentials = ("invalid_credentials", 401, "The email and password do not match a user (the answer never says which)."),
+    UserNotFound = ("user_not_found", 404, "The app has no user with this id."),
+    AuthBusy = ("auth_busy", 503, "Too many password hashes are queued on this node (`auth_hash_concurrency`); retry shortly."),
+    RateLimited = ("rate_limited", 429, "Too many attempts for this account or client address; retry after `Retry-After` seconds."),
+    SessionInvalid = ("session_invalid", 401, "The session token is missing, unknown, expired or revoked."),
+    AuthTokenInvalid = ("auth_token_invalid", 400, "A verification, reset or invitation token is unknown, already used or expired."),
+    InvalidRole = ("invalid_role", 400, "A role name is empty, too long, or holds a character roles may not."),
+    SignupClosed = ("signup_closed", 403, "The app's `[auth] signup` does not allow this signup (closed, or invite-only without an invitation)."),
     // ---- crypto helpers ----
     InvalidEncoding = ("invalid_encoding", 400, "A `base64.decode` or `hex.decode` input is not valid in that encoding."),
     // ---- kv ----

@@ -65,12 +65,19 @@ pub enum Keyspace {
     /// Files' block lists, block reference counts (over every app) and
     /// per-app usage (see `keys::file_*`).
     FileIndex = 19,
+    /// Email: messages captured in dev mode (no relay), per app, keyed by id.
+    Mail = 20,
+    /// End users: user records, the email index and roles, per app.
+    Users = 21,
+    /// End users' sessions and single-use tokens (verification, reset,
+    /// invitation), stored by the hash of the token.
+    Sessions = 22,
 }
 
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 17] = [
+    pub const STATE_DATA: [Keyspace; 20] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -88,6 +95,9 @@ impl Keyspace {
         Keyspace::Topics,
         Keyspace::Files,
         Keyspace::FileIndex,
+        Keyspace::Mail,
+        Keyspace::Users,
+        Keyspace::Sessions,
     ];
 
     pub fn id(self) -> u8 {
@@ -116,6 +126,9 @@ impl Keyspace {
             Keyspace::LogMeta,
             Keyspace::Files,
             Keyspace::FileIndex,
+            Keyspace::Mail,
+            Keyspace::Users,
+            Keyspace::Sessions,
         ]
         .into_iter()
         .find(|keyspace| keyspace.id() == id)

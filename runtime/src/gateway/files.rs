@@ -339,21 +339,32 @@ async fn body_response(
         Some(Err(error)) => return Err(error.into()),
         None => None,
     };
-    let rest = body.map(move |chunk| {
-        // The download's permit is held while the body streams.
-        let _held = &permit;
-        chunk.map_err(std::io::Error::other)
-    });
-    let stream = futures::stream::iter(first.map(Ok)).chain(rest);
-    let mut response = Response::new(Body::from_stream(stream));
+    let length = range.end.saturating_sub(range.start);
+    let whole = first
+        .as_ref()
+        .is_some_and(|first| first.len() as u64 == length);
+    let mut response = if whole {
+        // A small file (or range) came whole with its first read: a full
+        // body goes out with its headers in one write.
+        drop(permit);
+        Response::new(Body::from(first.unwrap_or_default()))
+    } else {
+        let rest = body.map(move |chunk| {
+            // The download's permit is held while the body streams.
+            let _held = &permit;
+            chunk.map_err(std::io::Error::other)
+        });
+        Response::new(Body::from_stream(
+            futures::stream::iter(first.map(Ok)).chain(rest),
+        ))
+    };
     file_headers(response.headers_mut(), &stat);
     if partial {
         partial_headers(&mut response, &range, stat.size);
     }
-    response.headers_mut().insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(range.end.saturating_sub(range.start)),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     Ok(response)
 }
 
