@@ -100,6 +100,7 @@ pub fn payload_bytes(command: &Command) -> usize {
                 + inline.as_ref().map_or(0, Vec::len)
         }
         Command::SecretSet { sealed, .. } => sealed.len(),
+        Command::Email(email) => email.payload_bytes(),
         Command::SecretsRekey { secrets } => secrets
             .iter()
             .map(|secret| secret.old.len() + secret.new.len())

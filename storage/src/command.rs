@@ -36,6 +36,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::docs::IndexDef;
+use crate::email::EmailCommand;
 use crate::files::{BlockHash, FileLimits};
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
@@ -314,6 +315,9 @@ pub enum Command {
         depth: u32,
         now_ms: u64,
     },
+    /// Outbound mail: a send queued in the outbox, a bounce, or a dev-mode
+    /// capture (see [`crate::email`]).
+    Email(EmailCommand),
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes

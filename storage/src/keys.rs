@@ -139,6 +139,29 @@ pub(crate) fn outbox_count_key(app: &str) -> Vec<u8> {
     full
 }
 
+/// `Mail` key of captured mail `id` of `app`: the app's prefix (so an app
+/// delete takes its mail), `m`, then the id in big endian (ids sort
+/// numerically, oldest first).
+pub(crate) fn captured_mail_key(app: &str, id: u64) -> Vec<u8> {
+    let mut full = captured_mail_prefix(app);
+    full.extend_from_slice(&id.to_be_bytes());
+    full
+}
+
+/// `Mail` prefix of `app`'s captured mail.
+pub(crate) fn captured_mail_prefix(app: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b'm');
+    full
+}
+
+/// `Mail` key of `app`'s [`crate::email::CaptureSeq`].
+pub(crate) fn capture_seq_key(app: &str) -> Vec<u8> {
+    let mut full = app_prefix(app);
+    full.push(b's');
+    full
+}
+
 /// `Outbox` / `DeadLetters` key of run `id` of `app` (ids sort numerically).
 pub(crate) fn run_key(app: &str, id: u64) -> Vec<u8> {
     deploy_key(app, id)

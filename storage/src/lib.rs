@@ -36,6 +36,9 @@
 //! - `files`: files as stored: the metadata record (`FileRecord`), path
 //!   rules (`validate_path`), block size, the limits a `FilePut` carries
 //!   (content lives in blocks outside the log, kept by the cluster crate).
+//! - `email`: outbound mail as the log carries it (`EmailCommand`, the
+//!   reserved `@email` trigger of its outbox entries) and dev-mode
+//!   captured mail.
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
@@ -62,6 +65,7 @@ pub mod backend;
 pub mod codec;
 pub mod command;
 pub mod docs;
+pub mod email;
 mod error;
 pub mod files;
 pub mod glob;

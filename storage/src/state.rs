@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::docs::{self, Explain, FindError, FindOptions, FindPage, IndexDef};
+use crate::email::{CaptureSeq, CapturedMail};
 use crate::error::StorageError;
 use crate::files::{BlockHash, FileRecord, FilesUsage};
 use crate::keys::{self, StoredValue};
@@ -400,6 +401,43 @@ impl StateReader {
                 "outbox count",
             )?
             .unwrap_or(0))
+    }
+
+    /// Up to `limit` captured mails of `app` (dev mode), newest first, with
+    /// ids below `before` (`None`: from the newest).
+    pub fn captured_mail(
+        &self,
+        app: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CapturedMail>, StorageError> {
+        let seq: CaptureSeq = self
+            .decode_one(Keyspace::Mail, &keys::capture_seq_key(app), "capture seq")?
+            .unwrap_or_default();
+        let end = before.unwrap_or(seq.next).min(seq.next);
+        let mut found = Vec::new();
+        for id in (seq.first..end).rev() {
+            if found.len() >= limit {
+                break;
+            }
+            if let Some(mail) = self.captured_mail_one(app, id)? {
+                found.push(mail);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Captured mail `id` of `app`, if still kept.
+    pub fn captured_mail_one(
+        &self,
+        app: &str,
+        id: u64,
+    ) -> Result<Option<CapturedMail>, StorageError> {
+        self.decode_one(
+            Keyspace::Mail,
+            &keys::captured_mail_key(app, id),
+            "captured mail",
+        )
     }
 
     /// Up to `limit` dead letters of `app` with ids above `after`, by id.

@@ -124,6 +124,13 @@ pub enum TriggerEvent {
         etag: String,
         content_type: String,
     },
+    /// A mail to deliver (trigger [`crate::email::EMAIL_TRIGGER`]): the
+    /// leader's dispatcher sends it instead of running a script, tried
+    /// as `retry` says (there is no declared trigger to read it from).
+    Email {
+        message: crate::email::EmailMessage,
+        retry: crate::email::EmailRetry,
+    },
 }
 
 /// Who runs an entry now: the dispatcher of the leader of `term`.

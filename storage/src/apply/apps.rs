@@ -73,6 +73,7 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
         Keyspace::DocIndex,
         Keyspace::Secrets,
         Keyspace::Topics,
+        Keyspace::Mail,
     ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }

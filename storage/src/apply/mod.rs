@@ -44,6 +44,8 @@
 //!   and runs of triggers a deploy removed.
 //! - `secrets`: sealed secret values and their re-keying.
 //! - `docs`: document writes and the indexes kept in step with them.
+//! - `email`: outbound mail queued in the outbox (reserved trigger
+//!   `@email`), bounced mail buried at once, dev-mode captured mail.
 //! - `files`: file metadata records, block reference counts, per-app
 //!   usage and quotas, and the `files` triggers they fire.
 //! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
@@ -73,6 +75,7 @@ use crate::node::NodeId;
 mod apps;
 mod cluster;
 mod docs;
+mod email;
 mod files;
 mod keys;
 mod kv;
@@ -259,6 +262,7 @@ fn run_in<B: Backend + ?Sized>(
             depth,
             now_ms,
         } => files::file_delete(txn, app, path, *depth, *now_ms)?,
+        Command::Email(command) => email::email(txn, command)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -302,7 +306,8 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::RealtimeKeySet { .. }
         | Command::RealtimeKeyRekey { .. }
         | Command::FilePut { .. }
-        | Command::FileDelete { .. } => true,
+        | Command::FileDelete { .. }
+        | Command::Email(_) => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -349,6 +354,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::RealtimeKeyRekey { .. }
         | Command::FilePut { .. }
         | Command::FileDelete { .. }
+        | Command::Email(_)
         | Command::Batch(_) => None,
     }
 }

@@ -10,6 +10,7 @@ use super::{docs, topics};
 use crate::backend::{Backend, Keyspace};
 use crate::codec::{self, STORED_BYTES_MAX};
 use crate::command::{ApplyError, CommandResult, KvOp, RunOutcome, RunPublish};
+use crate::email::EMAIL_TRIGGER;
 use crate::error::StorageError;
 use crate::keys;
 use crate::node::NodeId;
@@ -258,7 +259,19 @@ pub(super) fn record_failure<B: Backend + ?Sized>(
         error: error.clone(),
     });
     entry.claim = None;
-    let Some(def) = set.triggers.iter().find(|def| def.name == entry.trigger) else {
+    // Mail carries its own retry policy; scripts' triggers have theirs in
+    // the deployed set.
+    let policy = match &entry.event {
+        TriggerEvent::Email { retry, .. } if entry.trigger == EMAIL_TRIGGER => {
+            Some((retry.attempts_max, retry.backoff_ms))
+        }
+        _ => set
+            .triggers
+            .iter()
+            .find(|def| def.name == entry.trigger)
+            .map(|def| (def.attempts_max, def.backoff_ms)),
+    };
+    let Some((attempts_max, backoff_ms)) = policy else {
         unqueue_run(txn, app, entry.id)?;
         let error = format!("{error} (trigger {} is gone)", entry.trigger);
         bury(
@@ -275,14 +288,14 @@ pub(super) fn record_failure<B: Backend + ?Sized>(
         }));
     };
     let failures = u32::try_from(entry.attempts.len()).unwrap_or(u32::MAX);
-    if failures >= def.attempts_max {
+    if failures >= attempts_max {
         unqueue_run(txn, app, entry.id)?;
         bury(txn, app, set, entry, dead_code::FAILED, error, now_ms)?;
         return Ok(CommandResult::Run(RunOutcome::DeadLettered {
             code: dead_code::FAILED.into(),
         }));
     }
-    entry.not_before_ms = now_ms.saturating_add(retry_delay_ms(def.backoff_ms, failures));
+    entry.not_before_ms = now_ms.saturating_add(retry_delay_ms(backoff_ms, failures));
     let not_before_ms = entry.not_before_ms;
     txn.put_run(app, &entry)?;
     Ok(CommandResult::Run(RunOutcome::WillRetry { not_before_ms }))
@@ -303,10 +316,11 @@ pub(super) fn retry_dead_letter<B: Backend + ?Sized>(
         }));
     };
     let set = txn.active_triggers(app)?.unwrap_or_default();
-    if !set
-        .triggers
-        .iter()
-        .any(|def| def.name == letter.entry.trigger)
+    if letter.entry.trigger != EMAIL_TRIGGER
+        && !set
+            .triggers
+            .iter()
+            .any(|def| def.name == letter.entry.trigger)
     {
         return Ok(Err(ApplyError::TriggerNotFound {
             app: app.into(),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Command, DeployParts, DocOp, KvOp, RunPublish, SecretRekey, VersionDeploy};
 use crate::docs::IndexDef;
+use crate::email::EmailCommand;
 use crate::files::{BlockHash, FileLimits};
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
@@ -241,6 +242,7 @@ enum Wire<'a> {
         depth: Cow<'a, u32>,
         now_ms: Cow<'a, u64>,
     },
+    Email(Cow<'a, EmailCommand>),
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -332,6 +334,7 @@ conversions! {
     }
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),
+        Command::Email(email) => Wire::Email(Cow::Borrowed(email)),
         Command::AppDelete { app, revoke_keys: false } => Wire::AppDelete {
             app: Cow::Borrowed(app),
         },
@@ -395,6 +398,7 @@ conversions! {
     }
     upcast {
         Wire::Batch(commands) => Command::Batch(commands.into_owned()),
+        Wire::Email(email) => Command::Email(email.into_owned()),
         Wire::AppDelete { app } => Command::AppDelete {
             app: app.into_owned(),
             revoke_keys: false,

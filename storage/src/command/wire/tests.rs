@@ -15,7 +15,7 @@ use crate::triggers::TriggerSet;
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
 /// first byte is the position in that enum, 0 to 30.
-const GOLDEN: [&str; 37] = [
+const GOLDEN: [&str; 38] = [
     "00016100016b0131010507",
     "0101610202016e030301630101310008",
     "02016109",
@@ -53,6 +53,7 @@ const GOLDEN: [&str; 37] = [
     "22016101070108",
     "2301610170fb88130174010101010101010101010101010101010101010101010101010101010101010101020202020202020202020202020202020202020202020202020202020202020200090a0b011f",
     "24016101700220",
+    "250001610366407801037440780001036240780001730101740001016101630101030405",
 ];
 
 fn a() -> String {
@@ -328,6 +329,7 @@ fn one_of_each() -> Vec<Command> {
             depth: 2,
             now_ms: 32,
         },
+        Command::Email(crate::email::tests::send()),
     ]
 }
 
