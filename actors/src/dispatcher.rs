@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use picloud_cluster::{Duty, Node};
+use picloud_storage::email::EmailCommand;
 use picloud_storage::triggers::{OutboxEntry, TriggerEvent, delivery_id};
 use picloud_storage::{ApplyError, Command, CommandResult};
 use serde_json::{Value, json};
@@ -35,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ActorLimits;
 use crate::cpu::CpuShares;
+use crate::email::{Delivery, Mailer};
 use crate::host::now_ms;
 use crate::run_host::RunWrites;
 use crate::supervisor::Apps;
@@ -117,6 +119,9 @@ struct Shared {
     permits: Arc<Semaphore>,
     stats: Arc<DispatcherStats>,
     shares: Arc<CpuShares>,
+    /// Delivers `@email` entries (`None`: they fail and are retried, so a
+    /// node without a relay leaves them to one that has).
+    mailer: Option<Arc<Mailer>>,
 }
 
 /// The dispatcher as a supervised duty (`triggers`). Give it the script
@@ -130,8 +135,10 @@ pub fn duty(
     dispatch: DispatchLimits,
     stats: Arc<DispatcherStats>,
     shares: Arc<CpuShares>,
+    mailer: Option<Arc<Mailer>>,
 ) -> Duty {
     let shared = Arc::new(Shared {
+        mailer,
         stats,
         shares,
         permits: Arc::new(Semaphore::new(dispatch.runs_inflight_max.max(1))),
@@ -284,6 +291,15 @@ impl Drop for RunSlot {
 
 /// Runs one claimed entry and reports the outcome through the log.
 async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, claim_ms: u64) {
+    if let TriggerEvent::Email { message, .. } = &entry.event {
+        let delivery = match &shared.mailer {
+            Some(mailer) => mailer.deliver(&delivery_id(app, entry.id), message).await,
+            None => Delivery::Transient("this node has no mailer".into()),
+        };
+        let report = mail_report(app, entry.id, (term, claim_ms), delivery, now_ms());
+        report_run(shared, app, entry.id, report).await;
+        return;
+    }
     let id = entry.id;
     // The run shares its app's CPU share with the app's requests.
     let deadline = tokio::time::Instant::now() + shared.limits.invocation_deadline();
@@ -321,6 +337,51 @@ async fn run(shared: &Arc<Shared>, app: &str, entry: OutboxEntry, term: u64, cla
             now_ms: now_ms(),
         },
     };
+    report_run(shared, app, id, report).await;
+}
+
+/// The report of a mail's delivery: sent → `CompleteRun` with no writes,
+/// a transient failure → `FailRun` (backoff, then a dead letter), a
+/// permanent one → `Bounce` (a dead letter at once, with the reply).
+fn mail_report(
+    app: &str,
+    id: u64,
+    (term, claim_ms): (u64, u64),
+    delivery: Delivery,
+    now_ms: u64,
+) -> Command {
+    match delivery {
+        Delivery::Sent => Command::CompleteRun {
+            app: app.to_string(),
+            id,
+            term,
+            claim_ms,
+            ops: Vec::new(),
+            docs: Vec::new(),
+            publishes: Vec::new(),
+            now_ms,
+        },
+        Delivery::Transient(error) => Command::FailRun {
+            app: app.to_string(),
+            id,
+            term,
+            claim_ms,
+            error,
+            now_ms,
+        },
+        Delivery::Permanent(reply) => Command::Email(EmailCommand::Bounce {
+            app: app.to_string(),
+            id,
+            term,
+            claim_ms,
+            reply,
+            now_ms,
+        }),
+    }
+}
+
+/// Proposes a run's report; a stale claim means a newer leader took it.
+async fn report_run(shared: &Arc<Shared>, app: &str, id: u64, report: Command) {
     match shared.node.write(report).await {
         Ok(CommandResult::Run(outcome)) => {
             tracing::debug!(app, id, ?outcome, "trigger run reported");
@@ -459,6 +520,17 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "code": code,
             "error": error,
         }),
+        // What the dead-letters API shows of a mail: its envelope and
+        // subject, not its bodies or attachments.
+        TriggerEvent::Email { message, .. } => json!({
+            "kind": "email",
+            "from": message.from,
+            "to": message.to,
+            "cc": message.cc,
+            "bcc": message.bcc,
+            "subject": message.subject,
+            "attachments": message.attachments.len(),
+        }),
     }
 }
 
@@ -467,6 +539,23 @@ mod tests {
     use picloud_storage::triggers::Claim;
 
     use super::*;
+
+    #[test]
+    fn email_delivery_reports_complete_fail_or_bounce() {
+        let report = |delivery| mail_report("shop", 7, (3, 40), delivery, 50);
+        assert!(matches!(
+            report(Delivery::Sent),
+            Command::CompleteRun { id: 7, term: 3, claim_ms: 40, ref ops, .. } if ops.is_empty()
+        ));
+        assert!(matches!(
+            report(Delivery::Transient("451 later".into())),
+            Command::FailRun { ref error, .. } if error == "451 later"
+        ));
+        assert!(matches!(
+            report(Delivery::Permanent("550 no".into())),
+            Command::Email(EmailCommand::Bounce { ref reply, id: 7, .. }) if reply == "550 no"
+        ));
+    }
 
     const RECLAIM_MS: u64 = 60_000;
 

@@ -14,8 +14,9 @@ use picloud_cluster::Node;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
-    OutboundResponse, PublishKind,
+    OutboundResponse, OutgoingEmail, PublishKind,
 };
+use picloud_storage::email::EmailCommand;
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
 use picloud_storage::secrets::validate_secret_name;
 use picloud_storage::topics::Position;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 use crate::app::TopicSpec;
 use crate::config::ActorLimits;
+use crate::email::Mailer;
 use crate::error::secret_code;
 pub(crate) use crate::error::storage_error;
 use crate::error::unexpected;
@@ -57,6 +59,8 @@ pub struct NodeHost {
     realtime: Option<Realtime>,
     /// This node's file service (`None`: `files.*` answers `unsupported`).
     files: Option<FileService>,
+    /// This node's mailer (`None`: `email.send` answers `unsupported`).
+    mailer: Option<Arc<Mailer>>,
 }
 
 impl NodeHost {
@@ -69,6 +73,50 @@ impl NodeHost {
             outbound: None,
             realtime: None,
             files: None,
+            mailer: None,
+        }
+    }
+
+    /// This host with the node's mailer, for `email`.
+    pub fn with_mail(mut self, mailer: Arc<Mailer>) -> NodeHost {
+        self.mailer = Some(mailer);
+        self
+    }
+
+    /// `email.send`: checks the mail, then queues it in the outbox (or,
+    /// with no relay, captures it). The id is the delivery id `<app>/<n>`.
+    async fn send_email(&self, app: &str, email: OutgoingEmail) -> Result<String, HostError> {
+        let mailer = self.mailer.as_ref().ok_or_else(|| {
+            HostError::new(Code::Unsupported, "email is not available on this node")
+        })?;
+        let settings = mailer.settings();
+        let message = crate::email::check(email, &settings.mail_from, settings.limits)?;
+        let command = if mailer.captures() {
+            EmailCommand::Capture {
+                app: app.to_string(),
+                message,
+                captured_max: settings.captured_max,
+                now_ms: now_ms(),
+            }
+        } else {
+            EmailCommand::Send {
+                app: app.to_string(),
+                message,
+                retry: settings.retry,
+                now_ms: now_ms(),
+            }
+        };
+        let result = self
+            .node
+            .write(Command::Email(command))
+            .await
+            .map_err(cluster_host_error)?;
+        match result {
+            CommandResult::TriggerFired { id: Some(id) } => {
+                Ok(picloud_storage::triggers::delivery_id(app, id))
+            }
+            CommandResult::Rejected(error) => Err(apply_host_error(error)),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -641,6 +689,10 @@ impl Host for NodeHost {
             })?;
             outbound.request(app, request).await
         })
+    }
+
+    fn email_send<'a>(&'a self, app: &'a str, email: OutgoingEmail) -> HostFuture<'a, String> {
+        Box::pin(self.send_email(app, email))
     }
 
     fn files_put<'a>(

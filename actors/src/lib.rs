@@ -51,6 +51,7 @@ pub mod cron;
 pub mod dispatcher;
 pub mod docs;
 pub mod duties;
+pub mod email;
 pub mod error;
 pub mod files;
 pub mod host;

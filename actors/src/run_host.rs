@@ -16,6 +16,11 @@
 //! harmless. A retried `files.delete` answers `false` the second time; a
 //! run is at-least-once for files, as for `http`.
 //!
+//! Mail (`email.send`) passes straight through too: it is queued in the
+//! outbox when the script sends it, so a retried run queues it again (its
+//! second copy has a new delivery id). Buffering it into the run's
+//! completion entry needs `CompleteRun` to carry mail (not done yet).
+//!
 //! Durable publishes (`pubsub.publish_durable`) are buffered the same way
 //! and committed with the run (their id is only known then: the script
 //! gets `nil`); ephemeral ones go out at once (at most once anyway).
@@ -32,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
-    OutboundResponse, PublishKind,
+    OutboundResponse, OutgoingEmail, PublishKind,
 };
 use picloud_storage::{DocOp, DocOpResult, KvOp, RunPublish};
 use serde_json::Value;
@@ -601,6 +606,12 @@ impl Host for RunHost {
         request: OutboundRequest,
     ) -> HostFuture<'a, OutboundResponse> {
         self.inner.http_request(app, request)
+    }
+
+    // Mail passes straight through, in a run too: it is queued in the
+    // outbox at once (see the module doc).
+    fn email_send<'a>(&'a self, app: &'a str, email: OutgoingEmail) -> HostFuture<'a, String> {
+        self.inner.email_send(app, email)
     }
 
     // Files pass straight through, in a run too (see the module doc).

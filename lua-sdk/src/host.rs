@@ -206,6 +206,31 @@ pub enum PublishKind {
     Durable,
 }
 
+/// A mail a script sends (`email.send`), as the SDK read it: types are
+/// checked, addresses and sizes are the host's to check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutgoingEmail {
+    /// `None`: the node's `mail_from`.
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub attachments: Vec<OutgoingAttachment>,
+}
+
+/// One attachment of an [`OutgoingEmail`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingAttachment {
+    pub filename: String,
+    /// `None`: `application/octet-stream`.
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
 /// A stored file as scripts see it (`files.stat`, `files.put`, a page of
 /// `files.list`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -380,6 +405,14 @@ pub trait Host: Send + Sync + 'static {
                 "realtime tokens are not available here",
             ))
         })
+    }
+    /// Queues `email` for delivery (or captures it, without a relay) and
+    /// returns its delivery id. The host checks addresses, header fields
+    /// and sizes (`email_invalid`, `email_too_large`) before anything is
+    /// written. Hosts without mail keep this default.
+    fn email_send<'a>(&'a self, app: &'a str, email: OutgoingEmail) -> HostFuture<'a, String> {
+        let _ = (app, email);
+        unsupported("email")
     }
     /// Stores `data` at `path` of `app` (replacing a file there) and
     /// returns its stat. Hosts without files keep this default.
