@@ -356,6 +356,43 @@ realtime = {}
 function realtime.token(topic, options) end
 
 ---------------------------------------------------------------------------
+-- email
+---------------------------------------------------------------------------
+
+---Outbound mail. `email.send` queues the message in the replicated outbox
+---and returns at once: the leader sends it through `--smtp-relay`, retries
+---a 4xx or network failure with backoff (`--email-attempts-max`), and
+---dead-letters it after the last attempt or at once on a 5xx reply (code
+---`bounced`, the reply as the error). Without a relay the mail is captured
+---(`picloud mail list APP`). Raises `email_invalid` (an address that does
+---not parse, a line break in a header field, no recipient, no body, a
+---`from` not on the domain of `--mail-from`) or `email_too_large` (over
+---`--email-bytes-max` or `--email-recipients-max`). Inside a trigger run a
+---send is queued at once: a retried run sends again.
+email = {}
+
+---@class picloud.EmailAttachment
+---@field filename string 1-255 bytes
+---@field content_type? string default `application/octet-stream`
+---@field data string the content (binary-safe)
+
+---@class picloud.Email
+---@field to? string|string[] `a@b.c` or `Name <a@b.c>`
+---@field cc? string|string[]
+---@field bcc? string|string[] in the envelope only, never a header
+---@field subject? string at most 998 bytes
+---@field text? string plain body
+---@field html? string HTML body (with text: multipart/alternative)
+---@field from? string default `--mail-from`; must be on its domain
+---@field reply_to? string
+---@field attachments? picloud.EmailAttachment[]
+
+---Queues a message; at least one recipient and one of text/html.
+---@param message picloud.Email
+---@return string delivery_id `<app>/<n>`, the same on every retry
+function email.send(message) end
+
+---------------------------------------------------------------------------
 -- files
 ---------------------------------------------------------------------------
 

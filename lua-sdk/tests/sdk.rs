@@ -1054,3 +1054,51 @@ async fn pubsub_and_realtime_check_their_arguments_and_default_to_unsupported() 
         assert!(got.contains(text), "{field}: {got}");
     }
 }
+
+#[tokio::test]
+async fn email_send_reads_the_message_table() {
+    let host = FakeHost::new();
+    let vm = vm(
+        &host,
+        r#"return function()
+            local id = email.send{
+                to = "Ann <ann@example.com>",
+                bcc = {"b@example.com", "c@example.com"},
+                subject = "Hi", text = "plain", html = "<b>rich</b>",
+                reply_to = "r@example.com",
+                attachments = {{filename = "a.bin", data = "\0\1\2"}},
+            }
+            return id
+        end"#,
+    );
+    assert_eq!(body(&vm).await, "testapp/1");
+    let sent = host.emails.lock().expect("lock")[0].clone();
+    assert_eq!(sent.to, ["Ann <ann@example.com>"]);
+    assert_eq!(sent.bcc, ["b@example.com", "c@example.com"]);
+    assert_eq!(sent.from, None);
+    assert_eq!(sent.html.as_deref(), Some("<b>rich</b>"));
+    assert_eq!(sent.attachments[0].data, b"\0\x01\x02");
+    assert_eq!(sent.attachments[0].content_type, None);
+}
+
+#[tokio::test]
+async fn email_send_rejects_wrong_types_at_the_script_line() {
+    let host = FakeHost::new();
+    for (script, message) in [
+        ("email.send('x')", "email.send: expects a table"),
+        (
+            "email.send{to = 5, text = 'x'}",
+            "email.send: to must be an address",
+        ),
+        (
+            "email.send{to = 'a@b.c', attachments = {{filename = 'f'}}}",
+            "data must be a string",
+        ),
+    ] {
+        let vm = vm(&host, &format!("return function() {script} end"));
+        let error = call(&vm).await.expect_err(script).to_string();
+        assert!(error.contains(message), "{script}: {error}");
+        assert!(error.contains("main.lua:1"), "{script}: {error}");
+    }
+    assert!(host.emails.lock().expect("lock").is_empty());
+}

@@ -226,7 +226,7 @@ fn path_arg(lua: &Lua, function: &str, path: Value) -> mlua::Result<String> {
 }
 
 /// An optional string field `name` of `options`.
-fn string_option(
+pub(super) fn string_option(
     lua: &Lua,
     function: &str,
     options: &Table,

@@ -1,6 +1,7 @@
 //! The globals scripts call: `kv`, `docs`, `files`, `log` (and `print`),
 //! `json`, `time`, `secrets`, `crypto` (with `base64` and `hex`), `http`
-//! (outbound requests), `pubsub` and `realtime`.
+//! (outbound requests), `email` (outbound mail, queued), `pubsub` and
+//! `realtime`.
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -9,6 +10,7 @@
 
 mod crypto;
 mod docs;
+mod email;
 mod files;
 mod http;
 mod json;
@@ -31,6 +33,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     kv::install(lua, app.clone(), host.clone())?;
     docs::install(lua, app.clone(), host.clone())?;
     files::install(lua, app.clone(), host.clone())?;
+    email::install(lua, app.clone(), host.clone())?;
     log::install(lua, app.clone(), host.clone())?;
     secrets::install(lua, app.clone(), host.clone())?;
     crypto::install(lua, host.clone())?;

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, InvokeError, KvListPage, LogLevel,
-    OutboundRequest, OutboundResponse, Request, Response, SandboxLimits, ScriptSource, Vm,
+    OutboundRequest, OutboundResponse, OutgoingEmail, Request, Response, SandboxLimits,
+    ScriptSource, Vm,
 };
 use serde_json::Value;
 
@@ -39,6 +40,8 @@ pub struct FakeHost {
     pub file_lists: Mutex<Vec<(String, usize, Option<String>)>>,
     /// Every `files.url` call's (path, options), in order.
     pub file_urls: Mutex<Vec<(String, FileUrlOptions)>>,
+    /// Every `email.send`, in order.
+    pub emails: Mutex<Vec<OutgoingEmail>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -266,6 +269,15 @@ impl Host for FakeHost {
             self.failure()?;
             lock(&self.http_requests).push(request);
             Ok(lock(&self.http_response).clone())
+        })
+    }
+
+    fn email_send<'a>(&'a self, app: &'a str, email: OutgoingEmail) -> HostFuture<'a, String> {
+        Box::pin(async move {
+            self.failure()?;
+            let mut emails = lock(&self.emails);
+            emails.push(email);
+            Ok(format!("{app}/{}", emails.len()))
         })
     }
 
