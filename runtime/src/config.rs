@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use picloud_actors::email::{EmailLimits, MailSettings, SmtpRelay, SmtpTls};
 use picloud_actors::{ActorLimits, LogLimits};
 use picloud_cluster::ClusterConfig;
 use picloud_lua_sdk::SandboxLimits;
+use picloud_storage::email::EmailRetry;
 use serde::Deserialize;
 
 /// Declares every serve setting once: the clap flag (with its env var), the
@@ -267,7 +269,80 @@ settings! {
     /// Average bytes per second a file upload body must keep up once it has
     /// taken longer than `http_header_timeout_ms` (0 = off).
     files_body_rate_bytes_min: u64 = picloud_cluster::FilesConfig::default().files_body_rate_bytes_min, "PICLOUD_FILES_BODY_RATE_BYTES_MIN";
+    /// The SMTP relay outgoing mail goes through, `host:port`. Without it
+    /// mail is captured, not sent (`picloud mail list APP`).
+    smtp_relay: String = String::new(), "PICLOUD_SMTP_RELAY";
+    /// How the relay connection is protected: `starttls` (required),
+    /// `tls` (SMTPS from the first byte) or `none` (loopback or a trusted
+    /// network only).
+    smtp_tls: String = "starttls".to_string(), "PICLOUD_SMTP_TLS";
+    /// The relay login's username (none: no authentication).
+    smtp_username: String = String::new(), "PICLOUD_SMTP_USERNAME";
+    /// The relay login's password: give it in the environment or the
+    /// config file, not as a flag (a flag shows in the process list). Never
+    /// printed.
+    smtp_password: SecretText = SecretText::default(), "PICLOUD_SMTP_PASSWORD";
+    /// The default sender, `addr@domain` or `Name <addr@domain>`; required
+    /// with `smtp_relay`. A script's own `from` must be on its domain.
+    mail_from: String = String::new(), "PICLOUD_MAIL_FROM";
+    /// Longest one send to the relay may take (connect, dialogue, data), in
+    /// milliseconds; past it the send is retried later.
+    smtp_timeout_ms: u64 = 30_000, "PICLOUD_SMTP_TIMEOUT_MS";
+    /// Sends talking to the relay at once on this node.
+    smtp_sends_inflight_max: usize = 8, "PICLOUD_SMTP_SENDS_INFLIGHT_MAX";
+    /// Largest outgoing message (bodies, attachments and header fields), in
+    /// bytes; more is 413 `email_too_large`.
+    email_bytes_max: usize = 10 * 1024 * 1024, "PICLOUD_EMAIL_BYTES_MAX";
+    /// Most recipients (to, cc and bcc) of one message; more is 413
+    /// `email_too_large`.
+    email_recipients_max: usize = 50, "PICLOUD_EMAIL_RECIPIENTS_MAX";
+    /// Sends of one message, the first included, before it is dead-lettered
+    /// (a 5xx reply dead-letters it at once).
+    email_attempts_max: u32 = 8, "PICLOUD_EMAIL_ATTEMPTS_MAX";
+    /// Wait before a failed send's first retry, doubled for each later one
+    /// (capped at an hour), in milliseconds.
+    email_backoff_ms: u64 = 30_000, "PICLOUD_EMAIL_BACKOFF_MS";
+    /// Captured mails kept per app without a relay; the oldest go first.
+    mail_captured_max: u32 = 1000, "PICLOUD_MAIL_CAPTURED_MAX";
 }
+
+/// A setting that is a secret: read like a string, never shown by `Debug`
+/// or `--help`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "none"
+        } else {
+            "<hidden>"
+        })
+    }
+}
+
+impl std::str::FromStr for SecretText {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(SecretText(text.to_string()))
+    }
+}
+
+impl ShowDefault for SecretText {
+    fn show(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// The sender of captured mail when no `mail_from` is set (dev mode).
+const DEV_MAIL_FROM: &str = "PiCloud <picloud@localhost>";
 
 /// How a default reads in `--help`.
 trait ShowDefault {
@@ -548,7 +623,78 @@ impl ServeConfig {
         )?;
         self.outbound_config()?;
         self.files_config()?;
+        self.mail_settings()?;
         Ok(())
+    }
+
+    /// The mail settings, checked (also at boot, by `validate`).
+    pub fn mail_settings(&self) -> anyhow::Result<MailSettings> {
+        const MIB: usize = 1024 * 1024;
+        check_range("smtp_timeout_ms", self.smtp_timeout_ms, 100, 600_000)?;
+        check_range(
+            "smtp_sends_inflight_max",
+            self.smtp_sends_inflight_max,
+            1,
+            1024,
+        )?;
+        check_range("email_bytes_max", self.email_bytes_max, 1024, 64 * MIB)?;
+        check_range("email_recipients_max", self.email_recipients_max, 1, 10_000)?;
+        check_range("email_attempts_max", self.email_attempts_max, 1, 100)?;
+        check_range("email_backoff_ms", self.email_backoff_ms, 10, 3_600_000)?;
+        check_range("mail_captured_max", self.mail_captured_max, 1, 1_000_000)?;
+        let tls = match self.smtp_tls.as_str() {
+            "starttls" => SmtpTls::Starttls,
+            "tls" => SmtpTls::Tls,
+            "none" => SmtpTls::None,
+            other => bail!("smtp_tls = {other:?} must be starttls, tls or none"),
+        };
+        let relay = if self.smtp_relay.is_empty() {
+            None
+        } else {
+            let (host, port) = self
+                .smtp_relay
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+                .filter(|(host, _)| !host.is_empty())
+                .with_context(|| format!("smtp_relay = {:?} must be host:port", self.smtp_relay))?;
+            if self.mail_from.is_empty() {
+                bail!("mail_from is required with smtp_relay (the default sender)");
+            }
+            let credentials = (!self.smtp_username.is_empty()).then(|| {
+                (
+                    self.smtp_username.clone(),
+                    self.smtp_password.expose().to_string(),
+                )
+            });
+            Some(SmtpRelay {
+                host: host.trim_matches(['[', ']']).to_string(),
+                port,
+                tls,
+                credentials,
+            })
+        };
+        let mail_from = if self.mail_from.is_empty() {
+            DEV_MAIL_FROM.to_string()
+        } else {
+            self.mail_from.clone()
+        };
+        picloud_actors::email::check_mail_from(&mail_from)
+            .map_err(|error| anyhow::anyhow!("mail_from: {}", error.message))?;
+        Ok(MailSettings {
+            relay,
+            mail_from,
+            limits: EmailLimits {
+                bytes_max: self.email_bytes_max,
+                recipients_max: self.email_recipients_max,
+            },
+            timeout_ms: self.smtp_timeout_ms,
+            sends_inflight_max: self.smtp_sends_inflight_max,
+            captured_max: self.mail_captured_max,
+            retry: EmailRetry {
+                attempts_max: self.email_attempts_max,
+                backoff_ms: self.email_backoff_ms,
+            },
+        })
     }
 
     /// The files settings, checked (also at boot, by `validate`).

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use picloud_actors::email::Mailer;
 use picloud_actors::files::FileService;
 use picloud_actors::host::now_ms;
 use picloud_actors::outbound::Outbound;
@@ -238,12 +239,26 @@ async fn serve(
     // Repair acts only while this node leads; GC runs on every node.
     duties.supervise(picloud_actors::files::repair_duty(files.clone()));
     duties.supervise(picloud_actors::files::gc_duty(files.clone()));
+    let mailer =
+        Arc::new(Mailer::new(config.mail_settings()?).context("setting up the smtp relay")?);
+    match &mailer.settings().relay {
+        Some(relay) => tracing::info!(
+            relay = %format!("{}:{}", relay.host, relay.port),
+            tls = ?relay.tls,
+            from = %mailer.settings().mail_from,
+            "outgoing mail goes through the smtp relay"
+        ),
+        None => tracing::warn!(
+            "no --smtp-relay: outgoing mail is CAPTURED, NOT SENT (see `picloud mail list APP`)"
+        ),
+    }
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())
             .with_outbound(Arc::new(Outbound::new(config.outbound_config()?)))
             .with_realtime(realtime.clone())
-            .with_files(files.clone()),
+            .with_files(files.clone())
+            .with_mail(mailer.clone()),
     );
     let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(
@@ -308,6 +323,7 @@ async fn serve(
             config.dispatch_limits(),
             triggers,
             shares,
+            Some(mailer),
         )
         .on(scripts.clone()),
     );

@@ -47,6 +47,11 @@ fn mailbox(field: &str, value: &str) -> Result<Mailbox, HostError> {
     })
 }
 
+/// Checks the node's `mail_from` setting (at boot).
+pub fn check_mail_from(mail_from: &str) -> Result<(), HostError> {
+    mailbox("mail_from", mail_from).map(|_| ())
+}
+
 fn header_text(field: &str, value: &str, bytes_max: usize) -> Result<(), HostError> {
     if value.contains(['\r', '\n']) {
         return Err(invalid(format!(

@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 
 mod message;
 
-pub use message::{EmailLimits, build, check, message_id};
+pub use message::{EmailLimits, build, check, check_mail_from, message_id};
 
 /// How the connection to the relay is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
