@@ -101,6 +101,9 @@ pub enum ClientCommand {
     /// App secrets: set (value from stdin), list, delete; rotate the master key.
     #[command(subcommand)]
     Secrets(super::secrets::SecretsCommand),
+    /// Mail captured in dev mode (no --smtp-relay): list, show.
+    #[command(subcommand)]
+    Mail(super::mail::MailCommand),
     /// Realtime: rotate an app's token signing key.
     #[command(subcommand)]
     Realtime(super::realtime::RealtimeCommand),
@@ -500,6 +503,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::Docs(command) => docs(&client, command, json).await?,
         ClientCommand::Secrets(command) => super::secrets::run(&client, command, json).await?,
         ClientCommand::Realtime(command) => super::realtime::run(&client, command, json).await?,
+        ClientCommand::Mail(command) => super::mail::run(&client, command, json).await?,
         ClientCommand::Libs(command) => libs(&client, command, json).await?,
         ClientCommand::Files(command) => super::files::run(&client, command, json).await?,
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {

@@ -12,12 +12,14 @@
 //! - `secrets`: `picloud secrets ...`.
 //! - `realtime`: `picloud realtime rotate-key`.
 //! - `files`: `picloud files put|get|ls|rm|url` (streamed, progress line).
+//! - `mail`: `picloud mail list|show` (mail captured without a relay).
 
 mod client;
 mod collect;
 mod commands;
 mod escape;
 mod files;
+mod mail;
 mod print;
 mod realtime;
 mod secrets;

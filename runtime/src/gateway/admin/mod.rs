@@ -11,6 +11,7 @@
 //! - `docs.rs`: an app's documents and indexes
 //! - `logs.rs`: an app's log lines, recent or followed
 //! - `triggers.rs`: dead letters and the trigger backlog
+//! - `mail.rs`: mail captured in dev mode (list, show)
 //! - `secrets.rs`: app secrets and master-key rotation
 //! - `realtime.rs`: rotating an app's realtime token signing key
 //! - `libs.rs`: shared libraries (publish, list, resolve pins at deploy)
@@ -29,6 +30,7 @@ mod keys;
 mod kv;
 mod libs;
 mod logs;
+mod mail;
 pub mod metrics;
 mod realtime;
 mod secrets;
@@ -91,6 +93,9 @@ pub fn router() -> Router<Gateway> {
             "/apps/{app}/dead-letters/{id}/retry",
             post(triggers::dead_letter_retry),
         )
+        // mail captured without a relay
+        .route("/apps/{app}/mail", get(mail::list))
+        .route("/apps/{app}/mail/{id}", get(mail::show))
         // secrets
         .route("/apps/{app}/secrets", get(secrets::list))
         .route(
