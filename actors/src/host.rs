@@ -94,14 +94,14 @@ impl NodeHost {
         let command = if mailer.captures() {
             EmailCommand::Capture {
                 app: app.to_string(),
-                message,
+                message: Box::new(message),
                 captured_max: settings.captured_max,
                 now_ms: now_ms(),
             }
         } else {
             EmailCommand::Send {
                 app: app.to_string(),
-                message,
+                message: Box::new(message),
                 retry: settings.retry,
                 now_ms: now_ms(),
             }

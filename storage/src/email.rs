@@ -78,7 +78,8 @@ pub enum EmailCommand {
     /// `OutboxFull`.
     Send {
         app: String,
-        message: EmailMessage,
+        /// Boxed: a message is large, and commands travel by value.
+        message: Box<EmailMessage>,
         retry: EmailRetry,
         now_ms: u64,
     },
@@ -98,7 +99,8 @@ pub enum EmailCommand {
     /// (the captured mail's id); rejected with `AppNotFound`.
     Capture {
         app: String,
-        message: EmailMessage,
+        /// Boxed like `Send`'s.
+        message: Box<EmailMessage>,
         captured_max: u32,
         now_ms: u64,
     },
@@ -185,7 +187,7 @@ pub(crate) mod tests {
     pub(crate) fn send() -> EmailCommand {
         EmailCommand::Send {
             app: "a".into(),
-            message: message(),
+            message: Box::new(message()),
             retry: EmailRetry {
                 attempts_max: 3,
                 backoff_ms: 4,
@@ -210,7 +212,7 @@ pub(crate) mod tests {
             },
             EmailCommand::Capture {
                 app: "a".into(),
-                message: message(),
+                message: Box::new(message()),
                 captured_max: 6,
                 now_ms: 7,
             },

@@ -12,7 +12,7 @@ const APP: &str = "shop";
 fn send(f: &mut Fixture, attempts_max: u32) -> CommandResult {
     f.run(Command::Email(EmailCommand::Send {
         app: APP.into(),
-        message: message(),
+        message: Box::new(message()),
         retry: EmailRetry {
             attempts_max,
             backoff_ms: 100,
@@ -174,7 +174,7 @@ fn capture_keeps_the_newest_captured_max() {
     for now_ms in 1..=5 {
         let result = f.run(Command::Email(EmailCommand::Capture {
             app: APP.into(),
-            message: message(),
+            message: Box::new(message()),
             captured_max: 3,
             now_ms,
         }));
