@@ -24,7 +24,7 @@
 //!   that buffers writes during a trigger run.
 //! - `docs`: `docs.*` calls to storage operations and read limits.
 //! - `dispatcher`: `plan_claims` and the `triggers` duty (claims, runs in the
-//!   app's runtime, reports).
+//!   app's runtime or mail deliveries, reports).
 //! - `scheduler`: `plan_cron` and the `cron` duty.
 //! - `membership`: `plan_membership` and the `membership` duty (learners,
 //!   promotions, removals, odd voters) over `Node::membership_view`.
@@ -33,6 +33,10 @@
 //! - `files`: `FileService` (files for scripts, the gateway and the CLI:
 //!   upload to blocks then `FilePut`, download, list, delete, signed URLs),
 //!   the repair planner and duty, and block GC.
+//! - `email`: outbound mail — `Mailer` (the lettre SMTP transport, sends
+//!   bounded and timed out, or capture without a relay), the pure `check`
+//!   of a script's message, MIME `build`, `message_id` and `classify` (a
+//!   reply to retry or bounce); the dispatcher delivers `@email` entries.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
