@@ -2,6 +2,9 @@
 //! under the current term, runs each run's script in its app's runtime (a VM
 //! of the app's pool, its writes buffered by the VM's [`RunHost`] layer),
 //! and commits `CompleteRun` (with the run's buffered writes) or `FailRun`.
+//! An `@email` entry runs no script: the node's `Mailer` sends it, and
+//! `mail_report` turns the relay's answer into `CompleteRun`, `FailRun`
+//! or an immediate `Bounce` (see `crate::email`).
 //!
 //! ```text
 //!  outbox (replicated) ──scan──▶ plan_claims ──▶ ClaimRuns{ids, term} ──▶ AppRuntime::run_event

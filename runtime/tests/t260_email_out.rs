@@ -3,7 +3,10 @@
 //! content and attachment intact; a relay that answers 451 first gets the
 //! message again on retry with the same Message-ID; a 550 dead-letters it at
 //! once with the reply visible through the dead-letters CLI; without a relay
-//! the mail is captured and shown by `picloud mail list|show`.
+//! the mail is captured and shown by `picloud mail list|show`. On three
+//! nodes, a leader killed (-9) after its relay received the message but
+//! before it answered leaves the send to the next leader: the mail arrives
+//! (at least once), every copy with the same Message-ID.
 //!
 //! The relay needs Python with `aiosmtpd`: `PICLOUD_TEST_PYTHON`, else the
 //! venv `.ci/test` makes at `target/smtp-venv`. Missing, the test fails (it
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use base64::Engine;
-use common::cluster::eventually;
+use common::cluster::{api, eventually, leader_index, start_three};
 use common::{Api, TestNode, install_crypto};
 use serde_json::{Value, json};
 
@@ -328,4 +331,67 @@ async fn email_without_a_relay_is_captured_and_shown_by_the_cli() {
         "{}",
         missing.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_survives_a_leader_killed_between_commit_and_the_relays_answer() {
+    install_crypto();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let relay = Relay::start(dirs[0].path(), "hang-first").await;
+    let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
+    for node in &mut nodes {
+        // Env, not flags: `start_three` sets the joiners' flags.
+        node.extra_env = vec![
+            (
+                "PICLOUD_SMTP_RELAY".into(),
+                format!("127.0.0.1:{}", relay.port),
+            ),
+            ("PICLOUD_SMTP_TLS".into(), "none".into()),
+            ("PICLOUD_MAIL_FROM".into(), "noreply@example.org".into()),
+            ("PICLOUD_EMAIL_BACKOFF_MS".into(), "200".into()),
+            ("PICLOUD_SMTP_TIMEOUT_MS".into(), "600000".into()),
+        ];
+    }
+    let (key, _token) = start_three(&mut nodes).await;
+    let all: Vec<Api> = nodes.iter().map(|node| api(node, &key)).collect();
+    let victim = leader_index(&nodes, &all[0]).await;
+    let survivor = (victim + 1) % 3;
+    let (status, body) = all[survivor]
+        .deploy("mailer", &[("picloud.toml", MANIFEST), ("send.lua", SEND)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        &all[survivor].with_key(None),
+        json!({"to": "ann@example.com", "subject": "once or twice", "text": "t"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The leader's relay has the message but has not answered: kill it now.
+    eventually("the relay received the first copy", || {
+        let count = relay.messages("received").len();
+        async move { count == 1 }
+    })
+    .await;
+    nodes[victim].kill();
+    eventually("the next leader sends it again", || {
+        let count = relay.messages("accepted").len();
+        async move { count >= 1 }
+    })
+    .await;
+    let first = relay.messages("received");
+    let again = relay.messages("accepted");
+    let id = header(&first[0], "Message-ID")
+        .expect("Message-ID")
+        .to_string();
+    for copy in &again {
+        assert_eq!(
+            header(copy, "Message-ID"),
+            Some(id.as_str()),
+            "every copy has one Message-ID"
+        );
+        assert_eq!(header(copy, "Subject"), Some("once or twice"));
+    }
 }

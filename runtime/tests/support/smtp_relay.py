@@ -5,6 +5,9 @@ Usage: smtp_relay.py DIR MODE
   MODE: ok        every message gets 250
         451-once  the first message gets 451, later ones 250
         550       every message gets 550
+        hang-first the first message is written as received-1.eml and never
+                  answered (the sender's leader is killed meanwhile); later
+                  ones get 250
 
 Every message that reaches DATA is written to DIR: accepted ones as
 accepted-N.eml, refused ones as refused-N.eml (so a test can compare the
@@ -28,6 +31,12 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
+        if self.mode == "hang-first" and self.count == 1:
+            path = os.path.join(self.directory, "received-1.eml")
+            with open(path + ".tmp", "wb") as file:
+                file.write(envelope.original_content or envelope.content)
+            os.rename(path + ".tmp", path)
+            await asyncio.sleep(3600)
         refuse = (self.mode == "550") or (self.mode == "451-once" and self.count == 1)
         kind = "refused" if refuse else "accepted"
         path = os.path.join(self.directory, f"{kind}-{self.count}.eml")
