@@ -998,6 +998,74 @@ mod tests {
     use super::*;
 
     #[test]
+    fn email_settings_are_checked_at_boot_and_the_password_never_shows() {
+        let resolve = |args: ServeArgs| ServeConfig::resolve(args).map_err(|e| e.to_string());
+        let relay = || ServeArgs {
+            smtp_relay: Some("127.0.0.1:2525".into()),
+            mail_from: Some("Shop <noreply@example.org>".into()),
+            smtp_username: Some("user".into()),
+            smtp_password: Some("hunter2".parse().expect("text")),
+            ..ServeArgs::default()
+        };
+        let config = resolve(relay()).expect("valid relay settings");
+        let mail = config.mail_settings().expect("mail settings");
+        let relay_settings = mail.relay.as_ref().expect("a relay");
+        assert_eq!(
+            (relay_settings.port, relay_settings.tls),
+            (2525, SmtpTls::Starttls)
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{mail:?}").contains("hunter2"));
+        let defaults = resolve(ServeArgs::default()).expect("defaults");
+        let dev = defaults.mail_settings().expect("dev mail");
+        assert!(dev.relay.is_none(), "no relay: captured");
+        assert_eq!(
+            (dev.limits.bytes_max, dev.limits.recipients_max),
+            (10 << 20, 50)
+        );
+        for (args, mentions) in [
+            (
+                ServeArgs {
+                    mail_from: None,
+                    ..relay()
+                },
+                "mail_from is required",
+            ),
+            (
+                ServeArgs {
+                    smtp_relay: Some("nohost".into()),
+                    ..relay()
+                },
+                "host:port",
+            ),
+            (
+                ServeArgs {
+                    smtp_tls: Some("ssl".into()),
+                    ..relay()
+                },
+                "smtp_tls",
+            ),
+            (
+                ServeArgs {
+                    mail_from: Some("not an address".into()),
+                    ..relay()
+                },
+                "mail_from",
+            ),
+            (
+                ServeArgs {
+                    email_recipients_max: Some(0),
+                    ..relay()
+                },
+                "email_recipients_max",
+            ),
+        ] {
+            let error = resolve(args).expect_err(mentions);
+            assert!(error.contains(mentions), "{mentions}: {error}");
+        }
+    }
+
+    #[test]
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("picloud.toml");
