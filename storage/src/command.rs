@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::docs::IndexDef;
 use crate::files::{BlockHash, FileLimits};
+use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
 
@@ -314,6 +315,11 @@ pub enum Command {
         depth: u32,
         now_ms: u64,
     },
+    /// A message the SMTP listener accepted: queues a run of each of the
+    /// app's `email` triggers matching a recipient. Result `MailDelivered`
+    /// (`runs` 0 when the app or its matching triggers went since `RCPT`);
+    /// rejected with `OutboxFull` (nothing queued, the sender hears 451).
+    InboundMail(InboundMail),
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
@@ -556,6 +562,10 @@ pub enum CommandResult {
     /// [`Command::FileDelete`]: whether a file was there.
     FileDeleted {
         existed: bool,
+    },
+    /// [`Command::InboundMail`]: the trigger runs queued.
+    MailDelivered {
+        runs: u32,
     },
 }
 

@@ -46,6 +46,8 @@
 //! - `docs`: document writes and the indexes kept in step with them.
 //! - `files`: file metadata records, block reference counts, per-app
 //!   usage and quotas, and the `files` triggers they fire.
+//! - `inbound_mail`: mail the SMTP listener accepted, queued to the
+//!   app's `email` triggers.
 //! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
 //!   retention) and the apps' sealed realtime signing keys.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
@@ -74,6 +76,7 @@ mod apps;
 mod cluster;
 mod docs;
 mod files;
+mod inbound_mail;
 mod keys;
 mod kv;
 mod outbox;
@@ -259,6 +262,7 @@ fn run_in<B: Backend + ?Sized>(
             depth,
             now_ms,
         } => files::file_delete(txn, app, path, *depth, *now_ms)?,
+        Command::InboundMail(mail) => inbound_mail::inbound_mail(txn, mail)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -302,7 +306,8 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::RealtimeKeySet { .. }
         | Command::RealtimeKeyRekey { .. }
         | Command::FilePut { .. }
-        | Command::FileDelete { .. } => true,
+        | Command::FileDelete { .. }
+        | Command::InboundMail(_) => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -349,6 +354,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::RealtimeKeyRekey { .. }
         | Command::FilePut { .. }
         | Command::FileDelete { .. }
+        | Command::InboundMail(_)
         | Command::Batch(_) => None,
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Command, DeployParts, DocOp, KvOp, RunPublish, SecretRekey, VersionDeploy};
 use crate::docs::IndexDef;
 use crate::files::{BlockHash, FileLimits};
+use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
 
@@ -241,6 +242,7 @@ enum Wire<'a> {
         depth: Cow<'a, u32>,
         now_ms: Cow<'a, u64>,
     },
+    InboundMail(Cow<'a, InboundMail>),
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -392,9 +394,11 @@ conversions! {
             }
         },
         Command::Deploy(deploy) => deploy_wire(deploy),
+        Command::InboundMail(mail) => Wire::InboundMail(Cow::Borrowed(mail)),
     }
     upcast {
         Wire::Batch(commands) => Command::Batch(commands.into_owned()),
+        Wire::InboundMail(mail) => Command::InboundMail(mail.into_owned()),
         Wire::AppDelete { app } => Command::AppDelete {
             app: app.into_owned(),
             revoke_keys: false,
