@@ -447,6 +447,7 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "etag": etag,
             "content_type": content_type,
         }),
+        TriggerEvent::Email { recipient, message } => email_event_json(recipient, message),
         TriggerEvent::DeadLetter {
             trigger,
             delivery_id,
@@ -460,6 +461,61 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "error": error,
         }),
     }
+}
+
+/// The `event` of an `email` trigger run. Attachments carry `data`
+/// (base64, `encoding = "base64"`: JSON strings cannot hold arbitrary
+/// bytes; `base64.decode` gives them back) or, for one stored as a file,
+/// its `path`. An absent text or html part is left out (nil in Lua).
+fn email_event_json(
+    recipient: &str,
+    message: &picloud_storage::inbound_mail::InboundMessage,
+) -> Value {
+    use base64::Engine as _;
+    use picloud_storage::inbound_mail::AttachmentBody;
+    let attachments: Vec<Value> = message
+        .attachments
+        .iter()
+        .map(|attachment| {
+            let mut value = json!({
+                "filename": attachment.filename,
+                "content_type": attachment.content_type,
+                "size": attachment.size,
+            });
+            match &attachment.body {
+                AttachmentBody::Inline(bytes) => {
+                    value["data"] = base64::engine::general_purpose::STANDARD
+                        .encode(bytes)
+                        .into();
+                    value["encoding"] = "base64".into();
+                }
+                AttachmentBody::File { path } => value["path"] = path.as_str().into(),
+            }
+            value
+        })
+        .collect();
+    let headers: Vec<Value> = message
+        .headers
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    let mut event = json!({
+        "kind": "email",
+        "recipient": recipient,
+        "message_id": message.message_id,
+        "from": message.from,
+        "to": message.to,
+        "subject": message.subject,
+        "headers": headers,
+        "attachments": attachments,
+    });
+    if let Some(text) = &message.text {
+        event["text"] = text.as_str().into();
+    }
+    if let Some(html) = &message.html {
+        event["html"] = html.as_str().into();
+    }
+    event
 }
 
 #[cfg(test)]
