@@ -267,6 +267,29 @@ settings! {
     /// Average bytes per second a file upload body must keep up once it has
     /// taken longer than `http_header_timeout_ms` (0 = off).
     files_body_rate_bytes_min: u64 = picloud_cluster::FilesConfig::default().files_body_rate_bytes_min, "PICLOUD_FILES_BODY_RATE_BYTES_MIN";
+    /// Address of this node's SMTP listener for inbound mail (e.g.
+    /// `0.0.0.0:2525`); empty = no listener (the default: a node accepts
+    /// mail only when the operator says where).
+    smtp_listen: String = String::new(), "PICLOUD_SMTP_LISTEN";
+    /// The domain under which each app receives mail:
+    /// `<anything>@<app>.<mail_domain>`. Required with `smtp_listen`.
+    mail_domain: String = String::new(), "PICLOUD_MAIL_DOMAIN";
+    /// Largest inbound message, as sent, in bytes (more is 552, refused
+    /// while it is read, never buffered past this).
+    mail_bytes_max: u64 = 10 * 1024 * 1024, "PICLOUD_MAIL_BYTES_MAX";
+    /// Recipients of one inbound message; more get 452.
+    smtp_recipients_max: usize = 100, "PICLOUD_SMTP_RECIPIENTS_MAX";
+    /// Open SMTP connections on this node; more get 421 at once.
+    smtp_connections_max: usize = 256, "PICLOUD_SMTP_CONNECTIONS_MAX";
+    /// How long the listener waits for each SMTP command, in milliseconds.
+    smtp_command_timeout_ms: u64 = 60_000, "PICLOUD_SMTP_COMMAND_TIMEOUT_MS";
+    /// How long a whole message may take after `DATA`, in milliseconds.
+    smtp_data_timeout_ms: u64 = 600_000, "PICLOUD_SMTP_DATA_TIMEOUT_MS";
+    /// PEM certificate chain for STARTTLS on the SMTP listener; with
+    /// `smtp_tls_key`. Empty = STARTTLS not offered.
+    smtp_tls_cert: String = String::new(), "PICLOUD_SMTP_TLS_CERT";
+    /// PEM private key of `smtp_tls_cert`.
+    smtp_tls_key: String = String::new(), "PICLOUD_SMTP_TLS_KEY";
 }
 
 /// How a default reads in `--help`.
@@ -353,6 +376,7 @@ impl ServeConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         const MIB: usize = 1024 * 1024;
+        self.validate_smtp()?;
         check_range(
             "http_body_bytes_max",
             self.http_body_bytes_max,
@@ -976,5 +1000,86 @@ mod tests {
         })
         .expect_err("zero pool");
         assert!(error.to_string().contains("vm_pool_size_max"));
+    }
+}
+
+impl ServeConfig {
+    /// The SMTP listener's address, or `None` when it is off.
+    pub fn smtp_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.smtp_listen.is_empty() {
+            return Ok(None);
+        }
+        let address = self
+            .smtp_listen
+            .parse()
+            .with_context(|| format!("smtp_listen = {:?} is not an ip:port", self.smtp_listen))?;
+        Ok(Some(address))
+    }
+
+    fn validate_smtp(&self) -> anyhow::Result<()> {
+        let listen = self.smtp_listen()?;
+        if listen.is_some() {
+            let domain_ok = !self.mail_domain.is_empty()
+                && self.mail_domain.len() <= 200
+                && self.mail_domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !domain_ok {
+                bail!(
+                    "smtp_listen needs mail_domain, a domain name such as example.org (got {:?})",
+                    self.mail_domain
+                );
+            }
+        }
+        if self.smtp_tls_cert.is_empty() != self.smtp_tls_key.is_empty() {
+            bail!("smtp_tls_cert and smtp_tls_key go together: set both or neither");
+        }
+        check_range("mail_bytes_max", self.mail_bytes_max, 1024, 1 << 30)?;
+        check_range("smtp_recipients_max", self.smtp_recipients_max, 1, 10_000)?;
+        check_range(
+            "smtp_connections_max",
+            self.smtp_connections_max,
+            1,
+            100_000,
+        )?;
+        check_range(
+            "smtp_command_timeout_ms",
+            self.smtp_command_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range(
+            "smtp_data_timeout_ms",
+            self.smtp_data_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        Ok(())
+    }
+
+    /// The SMTP listener's settings (TLS read from its files).
+    pub fn smtp_config(&self) -> anyhow::Result<crate::smtp::SmtpConfig> {
+        let tls = if self.smtp_tls_cert.is_empty() {
+            None
+        } else {
+            Some(crate::smtp::tls_acceptor(
+                Path::new(&self.smtp_tls_cert),
+                Path::new(&self.smtp_tls_key),
+            )?)
+        };
+        Ok(crate::smtp::SmtpConfig {
+            mail_domain: self.mail_domain.to_ascii_lowercase(),
+            host: format!("mx.{}", self.mail_domain.to_ascii_lowercase()),
+            limits: crate::smtp::session::SessionLimits {
+                recipients_max: self.smtp_recipients_max,
+                message_bytes_max: self.mail_bytes_max,
+                errors_max: crate::smtp::SESSION_ERRORS_MAX,
+            },
+            command_timeout: std::time::Duration::from_millis(self.smtp_command_timeout_ms),
+            data_timeout: std::time::Duration::from_millis(self.smtp_data_timeout_ms),
+            connections_max: self.smtp_connections_max,
+            tls,
+        })
     }
 }

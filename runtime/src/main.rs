@@ -17,6 +17,7 @@ mod gateway;
 mod keys;
 mod secret_key;
 mod serve;
+mod smtp;
 
 use std::io::IsTerminal;
 

@@ -263,6 +263,7 @@ async fn serve(
         .with_context(|| format!("binding HTTP on {}", config.http))?;
     listener.set_nonblocking(true)?;
     let triggers = Arc::new(picloud_actors::dispatcher::DispatcherStats::default());
+    let smtp_files = files.clone();
     let router = gateway::router(Gateway::new(
         node.clone(),
         apps.clone(),
@@ -273,7 +274,7 @@ async fn serve(
             triggers: triggers.clone(),
             restarts,
             realtime: realtime.clone(),
-            files,
+            files: files.clone(),
         },
         secret_keys,
     ));
@@ -298,6 +299,15 @@ async fn serve(
         })
         .on(http.clone()),
     );
+    // Inbound mail: bound here (a busy port fails the start) like HTTP.
+    if let Some(address) = config.smtp_listen()? {
+        let smtp =
+            crate::smtp::SmtpServer::bind(address, node.clone(), smtp_files, config.smtp_config()?)
+                .await
+                .with_context(|| format!("binding SMTP on {address}"))?;
+        tracing::info!(smtp = %address, mail_domain = %config.mail_domain, "accepting mail");
+        duties.supervise(Duty::new("smtp_accept", move || smtp.clone().accept_loop()));
+    }
     // Trigger runs execute scripts, on the script runtime like requests. They
     // resume only now that the admin API serves (see the module comment).
     duties.supervise(
