@@ -871,6 +871,87 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The SMTP listener's address, or `None` when it is off.
+    pub fn smtp_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.smtp_listen.is_empty() {
+            return Ok(None);
+        }
+        let address = self
+            .smtp_listen
+            .parse()
+            .with_context(|| format!("smtp_listen = {:?} is not an ip:port", self.smtp_listen))?;
+        Ok(Some(address))
+    }
+
+    fn validate_smtp(&self) -> anyhow::Result<()> {
+        let listen = self.smtp_listen()?;
+        if listen.is_some() {
+            let domain_ok = !self.mail_domain.is_empty()
+                && self.mail_domain.len() <= 200
+                && self.mail_domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !domain_ok {
+                bail!(
+                    "smtp_listen needs mail_domain, a domain name such as example.org (got {:?})",
+                    self.mail_domain
+                );
+            }
+        }
+        if self.smtp_tls_cert.is_empty() != self.smtp_tls_key.is_empty() {
+            bail!("smtp_tls_cert and smtp_tls_key go together: set both or neither");
+        }
+        check_range("mail_bytes_max", self.mail_bytes_max, 1024, 1 << 30)?;
+        check_range("smtp_recipients_max", self.smtp_recipients_max, 1, 10_000)?;
+        check_range(
+            "smtp_connections_max",
+            self.smtp_connections_max,
+            1,
+            100_000,
+        )?;
+        check_range(
+            "smtp_command_timeout_ms",
+            self.smtp_command_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range(
+            "smtp_data_timeout_ms",
+            self.smtp_data_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        Ok(())
+    }
+
+    /// The SMTP listener's settings (TLS read from its files).
+    pub fn smtp_config(&self) -> anyhow::Result<crate::smtp::SmtpConfig> {
+        let tls = if self.smtp_tls_cert.is_empty() {
+            None
+        } else {
+            Some(crate::smtp::tls_acceptor(
+                Path::new(&self.smtp_tls_cert),
+                Path::new(&self.smtp_tls_key),
+            )?)
+        };
+        Ok(crate::smtp::SmtpConfig {
+            mail_domain: self.mail_domain.to_ascii_lowercase(),
+            host: format!("mx.{}", self.mail_domain.to_ascii_lowercase()),
+            limits: crate::smtp::session::SessionLimits {
+                recipients_max: self.smtp_recipients_max,
+                message_bytes_max: self.mail_bytes_max,
+                errors_max: crate::smtp::SESSION_ERRORS_MAX,
+            },
+            command_timeout: std::time::Duration::from_millis(self.smtp_command_timeout_ms),
+            data_timeout: std::time::Duration::from_millis(self.smtp_data_timeout_ms),
+            connections_max: self.smtp_connections_max,
+            tls,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1001,85 +1082,41 @@ mod tests {
         .expect_err("zero pool");
         assert!(error.to_string().contains("vm_pool_size_max"));
     }
-}
 
-impl ServeConfig {
-    /// The SMTP listener's address, or `None` when it is off.
-    pub fn smtp_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
-        if self.smtp_listen.is_empty() {
-            return Ok(None);
+    #[test]
+    fn smtp_is_off_by_default_and_needs_a_mail_domain() {
+        let defaults = ServeConfig::resolve(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(defaults.smtp_listen().expect("listen"), None);
+        assert_eq!(defaults.mail_bytes_max, 10 * 1024 * 1024);
+        let refused = [
+            (Some("127.0.0.1:2525"), None, None, "needs mail_domain"),
+            (Some("nowhere"), Some("example.org"), None, "not an ip:port"),
+            (
+                Some("127.0.0.1:2525"),
+                Some("bad domain"),
+                None,
+                "needs mail_domain",
+            ),
+            (None, None, Some("cert.pem"), "go together"),
+        ];
+        for (listen, domain, cert, expected) in refused {
+            let error = ServeConfig::resolve(ServeArgs {
+                smtp_listen: listen.map(str::to_string),
+                mail_domain: domain.map(str::to_string),
+                smtp_tls_cert: cert.map(str::to_string),
+                ..ServeArgs::default()
+            })
+            .expect_err(expected);
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
         }
-        let address = self
-            .smtp_listen
-            .parse()
-            .with_context(|| format!("smtp_listen = {:?} is not an ip:port", self.smtp_listen))?;
-        Ok(Some(address))
-    }
-
-    fn validate_smtp(&self) -> anyhow::Result<()> {
-        let listen = self.smtp_listen()?;
-        if listen.is_some() {
-            let domain_ok = !self.mail_domain.is_empty()
-                && self.mail_domain.len() <= 200
-                && self.mail_domain.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
-            if !domain_ok {
-                bail!(
-                    "smtp_listen needs mail_domain, a domain name such as example.org (got {:?})",
-                    self.mail_domain
-                );
-            }
-        }
-        if self.smtp_tls_cert.is_empty() != self.smtp_tls_key.is_empty() {
-            bail!("smtp_tls_cert and smtp_tls_key go together: set both or neither");
-        }
-        check_range("mail_bytes_max", self.mail_bytes_max, 1024, 1 << 30)?;
-        check_range("smtp_recipients_max", self.smtp_recipients_max, 1, 10_000)?;
-        check_range(
-            "smtp_connections_max",
-            self.smtp_connections_max,
-            1,
-            100_000,
-        )?;
-        check_range(
-            "smtp_command_timeout_ms",
-            self.smtp_command_timeout_ms,
-            100,
-            3_600_000,
-        )?;
-        check_range(
-            "smtp_data_timeout_ms",
-            self.smtp_data_timeout_ms,
-            100,
-            3_600_000,
-        )?;
-        Ok(())
-    }
-
-    /// The SMTP listener's settings (TLS read from its files).
-    pub fn smtp_config(&self) -> anyhow::Result<crate::smtp::SmtpConfig> {
-        let tls = if self.smtp_tls_cert.is_empty() {
-            None
-        } else {
-            Some(crate::smtp::tls_acceptor(
-                Path::new(&self.smtp_tls_cert),
-                Path::new(&self.smtp_tls_key),
-            )?)
-        };
-        Ok(crate::smtp::SmtpConfig {
-            mail_domain: self.mail_domain.to_ascii_lowercase(),
-            host: format!("mx.{}", self.mail_domain.to_ascii_lowercase()),
-            limits: crate::smtp::session::SessionLimits {
-                recipients_max: self.smtp_recipients_max,
-                message_bytes_max: self.mail_bytes_max,
-                errors_max: crate::smtp::SESSION_ERRORS_MAX,
-            },
-            command_timeout: std::time::Duration::from_millis(self.smtp_command_timeout_ms),
-            data_timeout: std::time::Duration::from_millis(self.smtp_data_timeout_ms),
-            connections_max: self.smtp_connections_max,
-            tls,
+        let on = ServeConfig::resolve(ServeArgs {
+            smtp_listen: Some("127.0.0.1:2525".into()),
+            mail_domain: Some("Example.org".into()),
+            ..ServeArgs::default()
         })
+        .expect("valid");
+        let smtp = on.smtp_config().expect("smtp config");
+        assert_eq!(smtp.mail_domain, "example.org");
+        assert!(smtp.tls.is_none());
     }
 }

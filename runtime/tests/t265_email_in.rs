@@ -4,7 +4,8 @@
 //! what it got into kv (read back here); an unknown recipient is refused
 //! at RCPT with 550 and an oversize message at DATA with 552; 50
 //! concurrent senders are all delivered, each message's trigger running
-//! exactly once (counted with `kv.incr` keyed by its Message-ID).
+//! exactly once (counted with `kv.incr` keyed by its Message-ID). A
+//! message sent after STARTTLS is delivered too.
 
 mod common;
 
@@ -97,11 +98,22 @@ async fn mail_reaches_email_triggers_through_every_node() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
     let mut nodes: Vec<TestNode> = dirs.iter().map(|dir| TestNode::new(dir.path())).collect();
     let smtp_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert = dirs[0].path().join("smtp-cert.pem");
+    let key_file = dirs[0].path().join("smtp-key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("write key");
     for (node, port) in nodes.iter_mut().zip(&smtp_ports) {
         node.extra_env.extend([
             ("PICLOUD_SMTP_LISTEN".into(), format!("127.0.0.1:{port}")),
             ("PICLOUD_MAIL_DOMAIN".into(), DOMAIN.into()),
             ("PICLOUD_MAIL_BYTES_MAX".into(), MAIL_BYTES_MAX.to_string()),
+            ("PICLOUD_SMTP_TLS_CERT".into(), cert.display().to_string()),
+            (
+                "PICLOUD_SMTP_TLS_KEY".into(),
+                key_file.display().to_string(),
+            ),
         ]);
     }
     let (key, _token) = start_three(&mut nodes).await;
@@ -187,6 +199,28 @@ async fn mail_reaches_email_triggers_through_every_node() {
     assert_eq!(attachments[0]["filename"], "note.txt");
     assert_eq!(attachments[0]["content_type"], "text/plain");
     assert_eq!(attachments[0]["data"], "attached bytes\n");
+
+    // STARTTLS: the same delivery over an encrypted session.
+    let output = swaks(
+        smtp_ports[2],
+        &[
+            "--tls",
+            "--to",
+            &to,
+            "--header",
+            "Message-Id: <tls@t265>",
+            "--body",
+            "encrypted",
+        ],
+    );
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("<~  250"),
+        "the rest of the session went over TLS: {text}"
+    );
+    let mail = got(&first, "tls").await["mail"].clone();
+    assert_eq!(mail["text"].as_str().map(str::trim_end), Some("encrypted"));
 
     // An unknown recipient (no such app) is refused at RCPT.
     let output = swaks(smtp_ports[2], &["--to", &format!("x@nope.{DOMAIN}")]);

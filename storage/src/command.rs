@@ -319,7 +319,8 @@ pub enum Command {
     /// app's `email` triggers matching a recipient. Result `MailDelivered`
     /// (`runs` 0 when the app or its matching triggers went since `RCPT`);
     /// rejected with `OutboxFull` (nothing queued, the sender hears 451).
-    InboundMail(InboundMail),
+    /// Boxed: a message is far larger than the other commands' fields.
+    InboundMail(Box<InboundMail>),
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes

@@ -261,7 +261,7 @@ impl SmtpServer {
                 return Delivery::NotCommitted;
             }
         }
-        let command = Command::InboundMail(InboundMail {
+        let command = Command::InboundMail(Box::new(InboundMail {
             app: envelope.app.clone(),
             recipients: envelope
                 .recipients
@@ -273,7 +273,7 @@ impl SmtpServer {
                 .collect(),
             message: parsed.message,
             now_ms: picloud_actors::host::now_ms(),
-        });
+        }));
         match self.node.write(command).await {
             Ok(CommandResult::MailDelivered { runs: 0 }) => Delivery::NoTrigger,
             Ok(CommandResult::MailDelivered { .. }) => Delivery::Committed,

@@ -21,15 +21,14 @@ pub fn route<'a>(address: &'a str, mail_domain: &str) -> Option<(&'a str, &'a st
 /// Looks `address` up in this node's state (a local read: the log may be
 /// a little behind, and `apply` decides again when the message commits).
 pub fn resolve(reader: &StateReader, mail_domain: &str, address: &str) -> Resolution {
-    if let Some((app, local)) = route(address, mail_domain) {
-        if let Ok(Some(set)) = reader.trigger_set(app)
-            && set.email_triggers_on(local).next().is_some()
-        {
-            return Resolution::App {
-                app: app.to_string(),
-                local: local.to_string(),
-            };
-        }
+    if let Some((app, local)) = route(address, mail_domain)
+        && let Ok(Some(set)) = reader.trigger_set(app)
+        && set.email_triggers_on(local).next().is_some()
+    {
+        return Resolution::App {
+            app: app.to_string(),
+            local: local.to_string(),
+        };
     }
     let Some(app) = alias_owner(reader, address, None) else {
         return Resolution::Unknown;

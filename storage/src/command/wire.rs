@@ -394,11 +394,11 @@ conversions! {
             }
         },
         Command::Deploy(deploy) => deploy_wire(deploy),
-        Command::InboundMail(mail) => Wire::InboundMail(Cow::Borrowed(mail)),
+        Command::InboundMail(mail) => Wire::InboundMail(Cow::Borrowed(&**mail)),
     }
     upcast {
         Wire::Batch(commands) => Command::Batch(commands.into_owned()),
-        Wire::InboundMail(mail) => Command::InboundMail(mail.into_owned()),
+        Wire::InboundMail(mail) => Command::InboundMail(Box::new(mail.into_owned())),
         Wire::AppDelete { app } => Command::AppDelete {
             app: app.into_owned(),
             revoke_keys: false,

@@ -53,7 +53,7 @@ fn message() -> InboundMessage {
 }
 
 fn mail(locals: &[&str]) -> Command {
-    Command::InboundMail(InboundMail {
+    Command::InboundMail(Box::new(InboundMail {
         app: "a".into(),
         recipients: locals
             .iter()
@@ -64,7 +64,7 @@ fn mail(locals: &[&str]) -> Command {
             .collect(),
         message: message(),
         now_ms: 50,
-    })
+    }))
 }
 
 /// The (trigger, recipient) of every pending run of app `a`.

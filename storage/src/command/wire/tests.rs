@@ -332,7 +332,7 @@ fn one_of_each() -> Vec<Command> {
             depth: 2,
             now_ms: 32,
         },
-        Command::InboundMail(InboundMail {
+        Command::InboundMail(Box::new(InboundMail {
             app: a(),
             recipients: vec![MailRecipient {
                 address: "x@a.m".into(),
@@ -362,7 +362,7 @@ fn one_of_each() -> Vec<Command> {
                 ],
             },
             now_ms: 33,
-        }),
+        })),
     ]
 }
 
