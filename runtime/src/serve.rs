@@ -7,7 +7,8 @@
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ realtime, files (+ files_repair,
 //!               files_gc duties) ─▶ Apps (app supervisor) + app_events
-//!          ─▶ HTTP gateway (http_accept) ─▶ leader duties (triggers, cron)
+//!          ─▶ HTTP gateway (http_accept) ─▶ SMTP listener (smtp_accept, with
+//!               --smtp-listen) ─▶ leader duties (triggers, cron)
 //!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
 //! ```
 //!
@@ -299,7 +300,9 @@ async fn serve(
         })
         .on(http.clone()),
     );
-    // Inbound mail: bound here (a busy port fails the start) like HTTP.
+    // Inbound mail: bound here (a busy port fails the start) like HTTP. It
+    // runs on the main runtime: its work is I/O and a proposal, and MIME
+    // parsing goes to the blocking pool.
     if let Some(address) = config.smtp_listen()? {
         let smtp =
             crate::smtp::SmtpServer::bind(address, node.clone(), smtp_files, config.smtp_config()?)
