@@ -17,8 +17,9 @@ use common::{Api, TestNode, free_port, install_crypto};
 use serde_json::Value;
 
 const DOMAIN: &str = "mail.test";
-/// Small enough that the oversize case stays quick.
-const MAIL_BYTES_MAX: usize = 256 * 1024;
+/// Room for a 1.5 MiB attachment (base64 makes it ~2 MiB), small enough
+/// that the oversize case stays quick.
+const MAIL_BYTES_MAX: usize = 3 * 1024 * 1024;
 const CONCURRENT: usize = 50;
 
 const MANIFEST: &str = r#"name = "inbox"
@@ -41,7 +42,8 @@ const ON_MAIL: &str = r#"return function(event, ctx)
   local attachments = {}
   for i, a in ipairs(event.attachments) do
     attachments[i] = {filename = a.filename, content_type = a.content_type,
-      size = a.size, data = a.data and base64.decode(a.data), path = a.path}
+      size = a.size, data = a.data and base64.decode(a.data), path = a.path,
+      stored_size = a.path and files.stat(a.path).size}
   end
   kv.set("mail/" .. id, {from = event.from, to = event.to, recipient = event.recipient,
     subject = event.subject, text = event.text, attachments = attachments})
@@ -200,6 +202,62 @@ async fn mail_reaches_email_triggers_through_every_node() {
     assert_eq!(attachments[0]["content_type"], "text/plain");
     assert_eq!(attachments[0]["data"], "attached bytes\n");
 
+    // An attachment over 1 MiB is stored as a file of the app first and
+    // referenced by its path.
+    let large = dirs[0].path().join("large.bin");
+    std::fs::write(&large, vec![b'z'; 1_500_000]).expect("write large");
+    let attach = format!("@{}", large.display());
+    let output = swaks(
+        smtp_ports[0],
+        &[
+            "--to",
+            &to,
+            "--header",
+            "Message-Id: <large@t265>",
+            "--body",
+            "big one",
+            "--attach-type",
+            "application/octet-stream",
+            "--attach",
+            &attach,
+        ],
+    );
+    assert!(output.status.success(), "{}", transcript(&output));
+    let mail = got(&first, "large").await["mail"].clone();
+    let attachment = &mail["attachments"][0];
+    assert_eq!(attachment["size"], 1_500_000, "{mail}");
+    assert_eq!(attachment["stored_size"], 1_500_000, "{mail}");
+    assert!(attachment["data"].is_null(), "not inline: {mail}");
+    let path = attachment["path"].as_str().expect("path");
+    assert!(
+        path.starts_with("mail/") && path.ends_with("-large.bin"),
+        "{path}"
+    );
+
+    // An alias reaches one app: another app cannot claim it.
+    let other = MANIFEST.replace("name = \"inbox\"", "name = \"other\"");
+    let (status, body) = first
+        .deploy(
+            "other",
+            &[
+                ("picloud.toml", &other),
+                ("on_mail.lua", ON_MAIL),
+                ("got.lua", GOT),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_deploy")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("already belongs to app \"inbox\"")),
+        "{body}"
+    );
+
     // STARTTLS: the same delivery over an encrypted session.
     let output = swaks(
         smtp_ports[2],
@@ -230,7 +288,12 @@ async fn mail_reaches_email_triggers_through_every_node() {
 
     // Oversize is refused at DATA, with nothing delivered.
     let big = dirs[0].path().join("big.txt");
-    std::fs::write(&big, "x".repeat(100).repeat(MAIL_BYTES_MAX / 90) + "\n").expect("write");
+    // One line longer than the whole bound: read past, never kept.
+    std::fs::write(
+        &big,
+        "x".repeat(MAIL_BYTES_MAX + MAIL_BYTES_MAX / 10) + "\n",
+    )
+    .expect("write");
     let body = format!("@{}", big.display());
     let output = swaks(
         smtp_ports[0],
