@@ -660,6 +660,57 @@ mod tests {
     }
 
     #[test]
+    fn an_email_event_carries_small_attachments_as_base64_and_large_ones_by_path() {
+        use picloud_storage::inbound_mail::{AttachmentBody, InboundMessage, MailAttachment};
+        let attachment = |filename: &str, body| MailAttachment {
+            filename: filename.into(),
+            content_type: "text/plain".into(),
+            size: 2,
+            body,
+        };
+        let event = TriggerEvent::Email {
+            recipient: "orders@shop.example.org".into(),
+            message: InboundMessage {
+                message_id: "<1@x>".into(),
+                from: "bob@x".into(),
+                to: vec!["orders@shop.example.org".into()],
+                subject: "hi".into(),
+                text: Some("hello".into()),
+                html: None,
+                headers: vec![("Subject".into(), "hi".into())],
+                attachments: vec![
+                    attachment("a.txt", AttachmentBody::Inline(b"hi".to_vec())),
+                    attachment(
+                        "b.txt",
+                        AttachmentBody::File {
+                            path: "mail/x/2-b.txt".into(),
+                        },
+                    ),
+                ],
+            },
+        };
+        assert_eq!(
+            event_json(&event),
+            json!({
+                "kind": "email",
+                "recipient": "orders@shop.example.org",
+                "message_id": "<1@x>",
+                "from": "bob@x",
+                "to": ["orders@shop.example.org"],
+                "subject": "hi",
+                "text": "hello",
+                "headers": [{"name": "Subject", "value": "hi"}],
+                "attachments": [
+                    {"filename": "a.txt", "content_type": "text/plain", "size": 2,
+                     "data": "aGk=", "encoding": "base64"},
+                    {"filename": "b.txt", "content_type": "text/plain", "size": 2,
+                     "path": "mail/x/2-b.txt"},
+                ],
+            })
+        );
+    }
+
+    #[test]
     fn a_files_event_reaches_the_script_with_its_stat() {
         let event = TriggerEvent::Files {
             path: "uploads/cat.png".into(),
