@@ -348,3 +348,31 @@ pub fn tls_acceptor(
         .context("smtp_tls_cert and smtp_tls_key do not make a certificate")?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Line, read_line, trim_line_ending};
+    use tokio::io::BufReader;
+
+    /// Lines come whole up to the cap; a longer one is read to its end and
+    /// only counted, so the next line is intact; the stream's end is `Eof`.
+    #[tokio::test]
+    async fn lines_are_capped_without_losing_the_next_one() {
+        let input: &[u8] = b"EHLO a\r\nMAIL FROM:<a-very-long-address@x>\r\nQUIT\r\n";
+        // A tiny buffer makes the long line span several reads.
+        let mut stream = BufReader::with_capacity(4, input);
+        let Line::Whole(first) = read_line(&mut stream, 16).await.expect("read") else {
+            panic!("first line whole");
+        };
+        assert_eq!(trim_line_ending(&first), b"EHLO a");
+        let Line::TooLong { bytes } = read_line(&mut stream, 16).await.expect("read") else {
+            panic!("second line too long");
+        };
+        assert_eq!(bytes, 35);
+        let Line::Whole(third) = read_line(&mut stream, 16).await.expect("read") else {
+            panic!("third line whole");
+        };
+        assert_eq!(trim_line_ending(&third), b"QUIT");
+        assert!(matches!(read_line(&mut stream, 16).await, Ok(Line::Eof)));
+    }
+}
