@@ -511,6 +511,7 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "etag": etag,
             "content_type": content_type,
         }),
+        TriggerEvent::EmailReceived { recipient, message } => email_event_json(recipient, message),
         TriggerEvent::DeadLetter {
             trigger,
             delivery_id,
@@ -535,6 +536,61 @@ pub fn event_json(event: &TriggerEvent) -> Value {
             "attachments": message.attachments.len(),
         }),
     }
+}
+
+/// The `event` of an `email` trigger run. Attachments carry `data`
+/// (base64, `encoding = "base64"`: JSON strings cannot hold arbitrary
+/// bytes; `base64.decode` gives them back) or, for one stored as a file,
+/// its `path`. An absent text or html part is left out (nil in Lua).
+fn email_event_json(
+    recipient: &str,
+    message: &picloud_storage::inbound_mail::InboundMessage,
+) -> Value {
+    use base64::Engine as _;
+    use picloud_storage::inbound_mail::AttachmentBody;
+    let attachments: Vec<Value> = message
+        .attachments
+        .iter()
+        .map(|attachment| {
+            let mut value = json!({
+                "filename": attachment.filename,
+                "content_type": attachment.content_type,
+                "size": attachment.size,
+            });
+            match &attachment.body {
+                AttachmentBody::Inline(bytes) => {
+                    value["data"] = base64::engine::general_purpose::STANDARD
+                        .encode(bytes)
+                        .into();
+                    value["encoding"] = "base64".into();
+                }
+                AttachmentBody::File { path } => value["path"] = path.as_str().into(),
+            }
+            value
+        })
+        .collect();
+    let headers: Vec<Value> = message
+        .headers
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    let mut event = json!({
+        "kind": "email",
+        "recipient": recipient,
+        "message_id": message.message_id,
+        "from": message.from,
+        "to": message.to,
+        "subject": message.subject,
+        "headers": headers,
+        "attachments": attachments,
+    });
+    if let Some(text) = &message.text {
+        event["text"] = text.as_str().into();
+    }
+    if let Some(html) = &message.html {
+        event["html"] = html.as_str().into();
+    }
+    event
 }
 
 #[cfg(test)]
@@ -693,6 +749,57 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    #[test]
+    fn an_email_event_carries_small_attachments_as_base64_and_large_ones_by_path() {
+        use picloud_storage::inbound_mail::{AttachmentBody, InboundMessage, MailAttachment};
+        let attachment = |filename: &str, body| MailAttachment {
+            filename: filename.into(),
+            content_type: "text/plain".into(),
+            size: 2,
+            body,
+        };
+        let event = TriggerEvent::EmailReceived {
+            recipient: "orders@shop.example.org".into(),
+            message: InboundMessage {
+                message_id: "<1@x>".into(),
+                from: "bob@x".into(),
+                to: vec!["orders@shop.example.org".into()],
+                subject: "hi".into(),
+                text: Some("hello".into()),
+                html: None,
+                headers: vec![("Subject".into(), "hi".into())],
+                attachments: vec![
+                    attachment("a.txt", AttachmentBody::Inline(b"hi".to_vec())),
+                    attachment(
+                        "b.txt",
+                        AttachmentBody::File {
+                            path: "mail/x/2-b.txt".into(),
+                        },
+                    ),
+                ],
+            },
+        };
+        assert_eq!(
+            event_json(&event),
+            json!({
+                "kind": "email",
+                "recipient": "orders@shop.example.org",
+                "message_id": "<1@x>",
+                "from": "bob@x",
+                "to": ["orders@shop.example.org"],
+                "subject": "hi",
+                "text": "hello",
+                "headers": [{"name": "Subject", "value": "hi"}],
+                "attachments": [
+                    {"filename": "a.txt", "content_type": "text/plain", "size": 2,
+                     "data": "aGk=", "encoding": "base64"},
+                    {"filename": "b.txt", "content_type": "text/plain", "size": 2,
+                     "path": "mail/x/2-b.txt"},
+                ],
+            })
+        );
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn payload_bytes(command: &Command) -> usize {
                 + 32 * blocks.len()
                 + inline.as_ref().map_or(0, Vec::len)
         }
+        Command::InboundMail(mail) => mail.payload_bytes(),
         Command::SecretSet { sealed, .. } => sealed.len(),
         Command::Email(email) => email.payload_bytes(),
         Command::SecretsRekey { secrets } => secrets

@@ -612,7 +612,7 @@ function collectgarbage(opt) end
 ---------------------------------------------------------------------------
 
 ---@class picloud.TriggerEvent
----@field kind "kv"|"docs"|"cron"|"pubsub"|"files"|"dead_letter"
+---@field kind "kv"|"docs"|"cron"|"pubsub"|"files"|"email"|"dead_letter"
 ---@field collection? string docs: the collection written.
 ---@field id? string docs: the document's id.
 ---@field key? string kv: the key written.
@@ -628,6 +628,23 @@ function collectgarbage(opt) end
 ---@field delivery_id? string dead_letter: that run's delivery id.
 ---@field code? "failed"|"trigger_loop"|"trigger_removed" dead_letter: why.
 ---@field error? string dead_letter: the last error.
+---@field recipient? string email: the envelope address the message reached (lower case).
+---@field message_id? string email: the Message-ID header (made up when absent).
+---@field from? string email: the From address (the envelope sender when absent).
+---@field to? string[] email: the To addresses.
+---@field subject? string email: the subject ("" when absent).
+---@field text? string email: the text/plain body, if sent.
+---@field html? string email: the text/html body, if sent.
+---@field headers? {name: string, value: string}[] email: every header, in order.
+---@field attachments? picloud.MailAttachment[] email: its attachments.
+
+---@class picloud.MailAttachment
+---@field filename string
+---@field content_type string
+---@field size integer Bytes.
+---@field data? string Base64 of the bytes (`base64.decode(a.data)`), for attachments up to 1 MiB.
+---@field encoding? "base64" Set with `data`.
+---@field path? string A file of the app holding a larger attachment (under `mail/`); delete it when done.
 
 ---@class picloud.TriggerContext
 ---@field app string

@@ -304,6 +304,29 @@ settings! {
     email_backoff_ms: u64 = 30_000, "PICLOUD_EMAIL_BACKOFF_MS";
     /// Captured mails kept per app without a relay; the oldest go first.
     mail_captured_max: u32 = 1000, "PICLOUD_MAIL_CAPTURED_MAX";
+    /// Address of this node's SMTP listener for inbound mail (e.g.
+    /// `0.0.0.0:2525`); empty = no listener (the default: a node accepts
+    /// mail only when the operator says where).
+    smtp_listen: String = String::new(), "PICLOUD_SMTP_LISTEN";
+    /// The domain under which each app receives mail:
+    /// `<anything>@<app>.<mail_domain>`. Required with `smtp_listen`.
+    mail_domain: String = String::new(), "PICLOUD_MAIL_DOMAIN";
+    /// Largest inbound message, as sent, in bytes (more is 552, refused
+    /// while it is read, never buffered past this).
+    mail_bytes_max: u64 = 10 * 1024 * 1024, "PICLOUD_MAIL_BYTES_MAX";
+    /// Recipients of one inbound message; more get 452.
+    smtp_recipients_max: usize = 100, "PICLOUD_SMTP_RECIPIENTS_MAX";
+    /// Open SMTP connections on this node; more get 421 at once.
+    smtp_connections_max: usize = 256, "PICLOUD_SMTP_CONNECTIONS_MAX";
+    /// How long the listener waits for each SMTP command, in milliseconds.
+    smtp_command_timeout_ms: u64 = 60_000, "PICLOUD_SMTP_COMMAND_TIMEOUT_MS";
+    /// How long a whole message may take after `DATA`, in milliseconds.
+    smtp_data_timeout_ms: u64 = 600_000, "PICLOUD_SMTP_DATA_TIMEOUT_MS";
+    /// PEM certificate chain for STARTTLS on the SMTP listener; with
+    /// `smtp_tls_key`. Empty = STARTTLS not offered.
+    smtp_tls_cert: String = String::new(), "PICLOUD_SMTP_TLS_CERT";
+    /// PEM private key of `smtp_tls_cert`.
+    smtp_tls_key: String = String::new(), "PICLOUD_SMTP_TLS_KEY";
 }
 
 /// A setting that is a secret: read like a string, never shown by `Debug`
@@ -428,6 +451,7 @@ impl ServeConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         const MIB: usize = 1024 * 1024;
+        self.validate_smtp()?;
         check_range(
             "http_body_bytes_max",
             self.http_body_bytes_max,
@@ -993,6 +1017,87 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The SMTP listener's address, or `None` when it is off.
+    pub fn smtp_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.smtp_listen.is_empty() {
+            return Ok(None);
+        }
+        let address = self
+            .smtp_listen
+            .parse()
+            .with_context(|| format!("smtp_listen = {:?} is not an ip:port", self.smtp_listen))?;
+        Ok(Some(address))
+    }
+
+    fn validate_smtp(&self) -> anyhow::Result<()> {
+        let listen = self.smtp_listen()?;
+        if listen.is_some() {
+            let domain_ok = !self.mail_domain.is_empty()
+                && self.mail_domain.len() <= 200
+                && self.mail_domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !domain_ok {
+                bail!(
+                    "smtp_listen needs mail_domain, a domain name such as example.org (got {:?})",
+                    self.mail_domain
+                );
+            }
+        }
+        if self.smtp_tls_cert.is_empty() != self.smtp_tls_key.is_empty() {
+            bail!("smtp_tls_cert and smtp_tls_key go together: set both or neither");
+        }
+        check_range("mail_bytes_max", self.mail_bytes_max, 1024, 1 << 30)?;
+        check_range("smtp_recipients_max", self.smtp_recipients_max, 1, 10_000)?;
+        check_range(
+            "smtp_connections_max",
+            self.smtp_connections_max,
+            1,
+            100_000,
+        )?;
+        check_range(
+            "smtp_command_timeout_ms",
+            self.smtp_command_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check_range(
+            "smtp_data_timeout_ms",
+            self.smtp_data_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        Ok(())
+    }
+
+    /// The SMTP listener's settings (TLS read from its files).
+    pub fn smtp_config(&self) -> anyhow::Result<crate::smtp::SmtpConfig> {
+        let tls = if self.smtp_tls_cert.is_empty() {
+            None
+        } else {
+            Some(crate::smtp::tls_acceptor(
+                Path::new(&self.smtp_tls_cert),
+                Path::new(&self.smtp_tls_key),
+            )?)
+        };
+        Ok(crate::smtp::SmtpConfig {
+            mail_domain: self.mail_domain.to_ascii_lowercase(),
+            host: format!("mx.{}", self.mail_domain.to_ascii_lowercase()),
+            limits: crate::smtp::session::SessionLimits {
+                recipients_max: self.smtp_recipients_max,
+                message_bytes_max: self.mail_bytes_max,
+                errors_max: crate::smtp::SESSION_ERRORS_MAX,
+            },
+            command_timeout: std::time::Duration::from_millis(self.smtp_command_timeout_ms),
+            data_timeout: std::time::Duration::from_millis(self.smtp_data_timeout_ms),
+            connections_max: self.smtp_connections_max,
+            tls,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1190,5 +1295,42 @@ mod tests {
         })
         .expect_err("zero pool");
         assert!(error.to_string().contains("vm_pool_size_max"));
+    }
+
+    #[test]
+    fn smtp_is_off_by_default_and_needs_a_mail_domain() {
+        let defaults = ServeConfig::resolve(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(defaults.smtp_listen().expect("listen"), None);
+        assert_eq!(defaults.mail_bytes_max, 10 * 1024 * 1024);
+        let refused = [
+            (Some("127.0.0.1:2525"), None, None, "needs mail_domain"),
+            (Some("nowhere"), Some("example.org"), None, "not an ip:port"),
+            (
+                Some("127.0.0.1:2525"),
+                Some("bad domain"),
+                None,
+                "needs mail_domain",
+            ),
+            (None, None, Some("cert.pem"), "go together"),
+        ];
+        for (listen, domain, cert, expected) in refused {
+            let error = ServeConfig::resolve(ServeArgs {
+                smtp_listen: listen.map(str::to_string),
+                mail_domain: domain.map(str::to_string),
+                smtp_tls_cert: cert.map(str::to_string),
+                ..ServeArgs::default()
+            })
+            .expect_err(expected);
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
+        }
+        let on = ServeConfig::resolve(ServeArgs {
+            smtp_listen: Some("127.0.0.1:2525".into()),
+            mail_domain: Some("Example.org".into()),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        let smtp = on.smtp_config().expect("smtp config");
+        assert_eq!(smtp.mail_domain, "example.org");
+        assert!(smtp.tls.is_none());
     }
 }

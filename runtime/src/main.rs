@@ -7,6 +7,8 @@
 //! - `gateway`: HTTP: the server (accept loop, connection caps, timeouts), app
 //!   routes, admin API, health, realtime streams, files (signed URLs and the
 //!   streamed admin routes); the one error→status map.
+//! - `smtp`: the inbound SMTP listener (`--smtp-listen`): the accept loop,
+//!   the pure session planner, recipient routing, MIME parsing.
 //! - `keys`: API key format, hashing, scopes.
 //! - `secret_key`: the secrets master key(s) (`--dev`, env, key file).
 //! - `cli`: the operator commands, talking to the admin API.
@@ -17,6 +19,7 @@ mod gateway;
 mod keys;
 mod secret_key;
 mod serve;
+mod smtp;
 
 use std::io::IsTerminal;
 

@@ -7,7 +7,8 @@
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ realtime, files (+ files_repair,
 //!               files_gc duties) ─▶ Apps (app supervisor) + app_events
-//!          ─▶ HTTP gateway (http_accept) ─▶ leader duties (triggers, cron)
+//!          ─▶ HTTP gateway (http_accept) ─▶ SMTP listener (smtp_accept, with
+//!               --smtp-listen) ─▶ leader duties (triggers, cron)
 //!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
 //! ```
 //!
@@ -278,6 +279,7 @@ async fn serve(
         .with_context(|| format!("binding HTTP on {}", config.http))?;
     listener.set_nonblocking(true)?;
     let triggers = Arc::new(picloud_actors::dispatcher::DispatcherStats::default());
+    let smtp_files = files.clone();
     let router = gateway::router(Gateway::new(
         node.clone(),
         apps.clone(),
@@ -288,7 +290,7 @@ async fn serve(
             triggers: triggers.clone(),
             restarts,
             realtime: realtime.clone(),
-            files,
+            files: files.clone(),
         },
         secret_keys,
     ));
@@ -313,6 +315,17 @@ async fn serve(
         })
         .on(http.clone()),
     );
+    // Inbound mail: bound here (a busy port fails the start) like HTTP. It
+    // runs on the main runtime: its work is I/O and a proposal, and MIME
+    // parsing goes to the blocking pool.
+    if let Some(address) = config.smtp_listen()? {
+        let smtp =
+            crate::smtp::SmtpServer::bind(address, node.clone(), smtp_files, config.smtp_config()?)
+                .await
+                .with_context(|| format!("binding SMTP on {address}"))?;
+        tracing::info!(smtp = %address, mail_domain = %config.mail_domain, "accepting mail");
+        duties.supervise(Duty::new("smtp_accept", move || smtp.clone().accept_loop()));
+    }
     // Trigger runs execute scripts, on the script runtime like requests. They
     // resume only now that the admin API serves (see the module comment).
     duties.supervise(

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::docs::IndexDef;
 use crate::email::EmailCommand;
 use crate::files::{BlockHash, FileLimits};
+use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
 
@@ -318,6 +319,12 @@ pub enum Command {
     /// Outbound mail: a send queued in the outbox, a bounce, or a dev-mode
     /// capture (see [`crate::email`]).
     Email(EmailCommand),
+    /// A message the SMTP listener accepted: queues a run of each of the
+    /// app's `email` triggers matching a recipient. Result `MailDelivered`
+    /// (`runs` 0 when the app or its matching triggers went since `RCPT`);
+    /// rejected with `OutboxFull` (nothing queued, the sender hears 451).
+    /// Boxed: a message is far larger than the other commands' fields.
+    InboundMail(Box<InboundMail>),
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
@@ -560,6 +567,10 @@ pub enum CommandResult {
     /// [`Command::FileDelete`]: whether a file was there.
     FileDeleted {
         existed: bool,
+    },
+    /// [`Command::InboundMail`]: the trigger runs queued.
+    MailDelivered {
+        runs: u32,
     },
 }
 

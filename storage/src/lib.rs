@@ -23,7 +23,9 @@
 //!   own `//!` lists them), each with its tests beside it.
 //! - `triggers`: trigger sets, outbox entries and dead letters as stored,
 //!   and the retry backoff.
-//! - `glob`: the key patterns of kv, pub/sub and files triggers.
+//! - `glob`: the key patterns of kv, pub/sub, files and email triggers.
+//! - `inbound_mail`: a message the SMTP listener accepted (`InboundMail`),
+//!   parsed, with big attachments referenced by file path.
 //! - `docs`: documents, their indexes, and the planner and executor of
 //!   `docs.find` / `docs.count`; `query`: the query language they run.
 //! - `state`: `StateReader`, the read side (kv get/list, documents, apps,
@@ -69,6 +71,7 @@ pub mod email;
 mod error;
 pub mod files;
 pub mod glob;
+pub mod inbound_mail;
 mod keys;
 pub mod log_store;
 pub mod node;

@@ -78,6 +78,14 @@ pub enum TriggerDefKind {
         on_put: bool,
         on_delete: bool,
     },
+    /// A message to the app accepted by the SMTP listener, whose
+    /// recipient's local part (the whole address for an alias) matches
+    /// `pattern` (see [`crate::glob`]). `aliases` are the manifest's
+    /// `[mail] aliases`, full addresses that also reach the app.
+    Email {
+        pattern: String,
+        aliases: Vec<String>,
+    },
 }
 
 /// What happened, as the trigger script receives it.
@@ -130,6 +138,11 @@ pub enum TriggerEvent {
     Email {
         message: crate::email::EmailMessage,
         retry: crate::email::EmailRetry,
+    },
+    /// A message received for `recipient` (the envelope address, lower-cased).
+    EmailReceived {
+        recipient: String,
+        message: crate::inbound_mail::InboundMessage,
     },
 }
 
@@ -237,6 +250,25 @@ impl TriggerSet {
         })
     }
 
+    /// The email triggers whose pattern matches `local` (a recipient's
+    /// local part, or the whole address of an alias).
+    pub fn email_triggers_on<'a>(&'a self, local: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.triggers.iter().filter_map(move |def| match &def.kind {
+            TriggerDefKind::Email { pattern, .. } if crate::glob::key_matches(pattern, local) => {
+                Some(def.name.as_str())
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether `address` is one of the `[mail] aliases` of the set.
+    pub fn has_mail_alias(&self, address: &str) -> bool {
+        self.triggers.iter().any(|def| match &def.kind {
+            TriggerDefKind::Email { aliases, .. } => aliases.iter().any(|alias| alias == address),
+            _ => false,
+        })
+    }
+
     /// The docs triggers of `collection` that fire on `op` (`insert`,
     /// `update`, `delete`).
     pub fn docs_triggers_on<'a>(
@@ -299,6 +331,31 @@ mod tests {
         };
         assert_eq!(crate::codec::encode(&kind).expect("encode")[0], 5);
         assert_eq!(crate::codec::encode(&event).expect("encode")[0], 5);
+    }
+
+    /// Like the files variants: the email kind and event are the newest.
+    #[test]
+    fn email_variants_come_last() {
+        let kind = TriggerDefKind::Email {
+            pattern: "*".into(),
+            aliases: Vec::new(),
+        };
+        let event = TriggerEvent::EmailReceived {
+            recipient: "a@shop.example.org".into(),
+            message: crate::inbound_mail::InboundMessage {
+                message_id: "<1@x>".into(),
+                from: "b@x".into(),
+                to: Vec::new(),
+                subject: String::new(),
+                text: None,
+                html: None,
+                headers: Vec::new(),
+                attachments: Vec::new(),
+            },
+        };
+        assert_eq!(crate::codec::encode(&kind).expect("encode")[0], 6);
+        // After the outgoing mail's `Email` (6).
+        assert_eq!(crate::codec::encode(&event).expect("encode")[0], 7);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Manifest {
     pub cors: Option<CorsPolicy>,
     /// `[[topic]]`: the topics the app publishes on, checked.
     pub topics: Vec<TopicSpec>,
+    /// `[mail] aliases`: full addresses (lower-cased) besides
+    /// `<anything>@<app>.<mail-domain>` whose mail reaches the app's
+    /// `email` triggers.
+    pub mail_aliases: Vec<String>,
 }
 
 /// The folder of an app's modules unless the manifest names another.
@@ -100,7 +104,17 @@ pub enum TriggerKind {
         on_put: bool,
         on_delete: bool,
     },
+    /// A message received by the SMTP listener for the app whose
+    /// recipient's local part (the whole address for one of the app's
+    /// `[mail] aliases`) matches `pattern` (`picloud_storage::glob`;
+    /// default `*`, every recipient).
+    Email { pattern: String },
 }
+
+/// The most `[mail] aliases` one app may declare.
+pub const MAIL_ALIASES_MAX: usize = 32;
+/// The longest address (RFC 5321's path limit).
+pub const MAIL_ADDRESS_BYTES_MAX: usize = 254;
 
 /// App-wide bounds of the trigger machinery (`[triggers]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +205,16 @@ struct RawManifest {
     cors: Option<RawCors>,
     #[serde(default, rename = "topic")]
     topics: Vec<RawTopic>,
+    #[serde(default)]
+    mail: RawMailSection,
+}
+
+/// `[mail]`: how mail reaches the app.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailSection {
+    #[serde(default)]
+    aliases: Vec<String>,
 }
 
 /// `[app]`: settings of the app as a whole.
@@ -318,6 +342,8 @@ impl Manifest {
                     .map_err(|message| manifest_error(format!("topic {}: {message}", index + 1)))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mail_aliases = check_mail_aliases(raw.mail.aliases)
+            .map_err(|message| manifest_error(format!("[mail] {message}")))?;
         Ok(Manifest {
             name: raw.name,
             routes,
@@ -329,8 +355,43 @@ impl Manifest {
             expose_errors: raw.app.expose_errors,
             cors,
             topics,
+            mail_aliases,
         })
     }
+}
+
+/// Checks `[mail] aliases`: each a plain `local@domain` address, no
+/// repeats; returned lower-cased (the listener lower-cases recipients).
+fn check_mail_aliases(raw: Vec<String>) -> Result<Vec<String>, String> {
+    if raw.len() > MAIL_ALIASES_MAX {
+        return Err(format!(
+            "{} aliases declared; at most {MAIL_ALIASES_MAX} are allowed",
+            raw.len()
+        ));
+    }
+    let mut aliases: Vec<String> = Vec::with_capacity(raw.len());
+    for alias in raw {
+        let alias = alias.to_ascii_lowercase();
+        let well_formed = alias.len() <= MAIL_ADDRESS_BYTES_MAX
+            && alias.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && alias
+                        .chars()
+                        .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | ','))
+            });
+        if !well_formed {
+            return Err(format!(
+                "alias {alias:?} is not an address such as \"support@shop.example.org\""
+            ));
+        }
+        if aliases.contains(&alias) {
+            return Err(format!("alias {alias:?} is listed twice"));
+        }
+        aliases.push(alias);
+    }
+    Ok(aliases)
 }
 
 impl Manifest {
@@ -386,6 +447,13 @@ impl Manifest {
                             pattern: pattern.clone(),
                             on_put: *on_put,
                             on_delete: *on_delete,
+                        },
+                        // The app's aliases travel with each email trigger:
+                        // the trigger set is what the log keeps per version,
+                        // and the listener resolves an alias from it.
+                        TriggerKind::Email { pattern } => TriggerDefKind::Email {
+                            pattern: pattern.clone(),
+                            aliases: self.mail_aliases.clone(),
                         },
                     },
                     attempts_max: trigger.attempts_max,
@@ -630,9 +698,30 @@ fn check_trigger(raw: RawTrigger) -> Result<TriggerSpec, String> {
                 on_delete: on.contains(&"delete"),
             }
         }
+        "email" => {
+            for (field, present) in [
+                ("on", raw.on.is_some()),
+                ("topic", raw.topic.is_some()),
+                ("schedule", raw.schedule.is_some()),
+                ("timezone", raw.timezone.is_some()),
+                ("misfire", raw.misfire.is_some()),
+                ("collection", raw.collection.is_some()),
+            ] {
+                not_for(field, present, "email")?;
+            }
+            // Without `match`, every recipient of the app.
+            let pattern = raw
+                .pattern
+                .unwrap_or_else(|| "*".to_string())
+                .to_ascii_lowercase();
+            if pattern.is_empty() || pattern.len() > TRIGGER_PATTERN_BYTES_MAX {
+                return Err(format!("match must be 1-{TRIGGER_PATTERN_BYTES_MAX} bytes"));
+            }
+            TriggerKind::Email { pattern }
+        }
         other => {
             return Err(format!(
-                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\", \"pubsub\", \"files\""
+                "kind = {other:?} is not one of \"kv\", \"docs\", \"cron\", \"dead_letter\", \"pubsub\", \"files\", \"email\""
             ));
         }
     };
@@ -821,6 +910,58 @@ chain_depth_max = 4
                 .to_string()
                 .contains("chain_depth_max")
         );
+    }
+
+    #[test]
+    fn email_triggers_match_local_parts_and_carry_the_app_aliases() {
+        let text = "name = \"shop\"\n[mail]\naliases = [\"Support@Shop.Example.org\"]\n\
+            [[trigger]]\nkind = \"email\"\nscript = \"inbox.lua\"\n\
+            [[trigger]]\nkind = \"email\"\nmatch = \"orders-*\"\nscript = \"orders.lua\"\n";
+        let manifest = Manifest::parse(text).expect("parse");
+        assert_eq!(manifest.mail_aliases, vec!["support@shop.example.org"]);
+        assert_eq!(
+            manifest.triggers[0].kind,
+            TriggerKind::Email {
+                pattern: "*".into()
+            }
+        );
+        let set = manifest.trigger_set();
+        assert!(set.has_mail_alias("support@shop.example.org"));
+        let fired = |local: &str| {
+            set.email_triggers_on(local)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fired("orders-7"), vec!["inbox", "orders"]);
+        assert_eq!(fired("hello"), vec!["inbox"]);
+
+        let head = "name = \"x\"\n[[trigger]]\nkind = \"email\"\nscript = \"m.lua\"\n";
+        let rejected = [
+            (
+                "on = [\"put\"]\n",
+                "`on` does not apply to kind = \"email\"",
+            ),
+            (
+                "topic = \"a\"\n",
+                "`topic` does not apply to kind = \"email\"",
+            ),
+            ("match = \"\"\n", "match must be 1-512 bytes"),
+            (
+                "[mail]\naliases = [\"nobody\"]\n",
+                "alias \"nobody\" is not an address",
+            ),
+            (
+                "[mail]\naliases = [\"a@b\", \"A@b\"]\n",
+                "alias \"a@b\" is listed twice",
+            ),
+            ("[mail]\nalias = []\n", "unknown field `alias`"),
+        ];
+        for (body, expected) in rejected {
+            let error = Manifest::parse(&format!("{head}{body}"))
+                .expect_err(body)
+                .to_string();
+            assert!(error.contains(expected), "{body}: {error}");
+        }
     }
 
     #[test]

@@ -48,6 +48,8 @@
 //!   `@email`), bounced mail buried at once, dev-mode captured mail.
 //! - `files`: file metadata records, block reference counts, per-app
 //!   usage and quotas, and the `files` triggers they fire.
+//! - `inbound_mail`: mail the SMTP listener accepted, queued to the
+//!   app's `email` triggers.
 //! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
 //!   retention) and the apps' sealed realtime signing keys.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
@@ -77,6 +79,7 @@ mod cluster;
 mod docs;
 mod email;
 mod files;
+mod inbound_mail;
 mod keys;
 mod kv;
 mod outbox;
@@ -263,6 +266,7 @@ fn run_in<B: Backend + ?Sized>(
             now_ms,
         } => files::file_delete(txn, app, path, *depth, *now_ms)?,
         Command::Email(command) => email::email(txn, command)?,
+        Command::InboundMail(mail) => inbound_mail::inbound_mail(txn, mail)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -308,6 +312,7 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::FilePut { .. }
         | Command::FileDelete { .. }
         | Command::Email(_) => true,
+        | Command::InboundMail(_) => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -355,6 +360,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::FilePut { .. }
         | Command::FileDelete { .. }
         | Command::Email(_)
+        | Command::InboundMail(_)
         | Command::Batch(_) => None,
     }
 }

@@ -14,6 +14,7 @@ use super::{Command, DeployParts, DocOp, KvOp, RunPublish, SecretRekey, VersionD
 use crate::docs::IndexDef;
 use crate::email::EmailCommand;
 use crate::files::{BlockHash, FileLimits};
+use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
 
@@ -243,6 +244,7 @@ enum Wire<'a> {
         now_ms: Cow<'a, u64>,
     },
     Email(Cow<'a, EmailCommand>),
+    InboundMail(Cow<'a, InboundMail>),
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -395,10 +397,12 @@ conversions! {
             }
         },
         Command::Deploy(deploy) => deploy_wire(deploy),
+        Command::InboundMail(mail) => Wire::InboundMail(Cow::Borrowed(&**mail)),
     }
     upcast {
         Wire::Batch(commands) => Command::Batch(commands.into_owned()),
         Wire::Email(email) => Command::Email(email.into_owned()),
+        Wire::InboundMail(mail) => Command::InboundMail(Box::new(mail.into_owned())),
         Wire::AppDelete { app } => Command::AppDelete {
             app: app.into_owned(),
             revoke_keys: false,

@@ -177,6 +177,17 @@ pub(super) async fn deploy(
             topic.retain
         )));
     }
+    // An alias reaches one app: checked against this node's state (two
+    // deploys racing for one alias are not caught; the listener then
+    // delivers to the first app by name).
+    let reader = gateway.node.reader();
+    if let Some((alias, owner)) = checked.manifest.mail_aliases.iter().find_map(|alias| {
+        crate::smtp::recipients::alias_owner(reader, alias, Some(&app)).map(|owner| (alias, owner))
+    }) {
+        return Err(invalid(format!(
+            "picloud.toml: [mail] alias {alias:?} already belongs to app {owner:?}"
+        )));
+    }
     let triggers = checked.manifest.trigger_set();
     let indexes = checked.manifest.indexes.clone();
     // Loading runs scripts' top level: keep it off the async workers.

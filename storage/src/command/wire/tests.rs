@@ -9,13 +9,16 @@ use super::super::{Command, DeployParts, DocOp, KvOp, SecretRekey, VersionDeploy
 use crate::codec::{STORED_BYTES_MAX, decode, encode};
 use crate::docs::IndexDef;
 use crate::files::FileLimits;
+use crate::inbound_mail::{
+    AttachmentBody, InboundMail, InboundMessage, MailAttachment, MailRecipient,
+};
 use crate::node::NodeInfo;
 use crate::triggers::TriggerSet;
 
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
 /// first byte is the position in that enum, 0 to 30.
-const GOLDEN: [&str; 38] = [
+const GOLDEN: [&str; 39] = [
     "00016100016b0131010507",
     "0101610202016e030301630101310008",
     "02016109",
@@ -54,6 +57,7 @@ const GOLDEN: [&str; 38] = [
     "2301610170fb88130174010101010101010101010101010101010101010101010101010101010101010101020202020202020202020202020202020202020202020202020202020202020200090a0b011f",
     "24016101700220",
     "250001610366407801037440780001036240780001730101740001016101630101030405",
+    "26016101057840612e6d0178033c693e0366406d01057840612e6d017301017400010168017602016e016301000107016e01630201017021",
 ];
 
 fn a() -> String {
@@ -330,6 +334,37 @@ fn one_of_each() -> Vec<Command> {
             now_ms: 32,
         },
         Command::Email(crate::email::tests::send()),
+        Command::InboundMail(Box::new(InboundMail {
+            app: a(),
+            recipients: vec![MailRecipient {
+                address: "x@a.m".into(),
+                local: "x".into(),
+            }],
+            message: InboundMessage {
+                message_id: "<i>".into(),
+                from: "f@m".into(),
+                to: vec!["x@a.m".into()],
+                subject: "s".into(),
+                text: Some("t".into()),
+                html: None,
+                headers: vec![("h".into(), "v".into())],
+                attachments: vec![
+                    MailAttachment {
+                        filename: "n".into(),
+                        content_type: "c".into(),
+                        size: 1,
+                        body: AttachmentBody::Inline(vec![7]),
+                    },
+                    MailAttachment {
+                        filename: "n".into(),
+                        content_type: "c".into(),
+                        size: 2,
+                        body: AttachmentBody::File { path: "p".into() },
+                    },
+                ],
+            },
+            now_ms: 33,
+        })),
     ]
 }
 
