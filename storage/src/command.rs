@@ -39,6 +39,7 @@ use crate::docs::IndexDef;
 use crate::files::{BlockHash, FileLimits};
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
+use crate::users::{UsersCommand, UsersError, UsersResult};
 
 mod wire;
 
@@ -314,6 +315,9 @@ pub enum Command {
         depth: u32,
         now_ms: u64,
     },
+    /// End users, sessions and single-use tokens (see `crate::users`).
+    /// Rejected with `AppNotFound` or `ApplyError::Users`.
+    Users(UsersCommand),
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
@@ -372,6 +376,12 @@ impl Command {
             | Command::SecretDelete { .. }
             | Command::FileDelete { .. }
             | Command::RemoveNode { .. } => true,
+            Command::Users(users) => matches!(
+                users,
+                UsersCommand::Delete { .. }
+                    | UsersCommand::Logout { .. }
+                    | UsersCommand::LogoutAll { .. }
+            ),
             Command::Kv { op, .. } => matches!(op, KvOp::Delete { .. }),
             Command::KvAtomic { ops, .. } => ops.iter().all(|op| matches!(op, KvOp::Delete { .. })),
             Command::Docs { ops, .. } => ops.iter().all(|op| matches!(op, DocOp::Delete { .. })),
@@ -557,6 +567,8 @@ pub enum CommandResult {
     FileDeleted {
         existed: bool,
     },
+    /// [`Command::Users`].
+    Users(UsersResult),
 }
 
 /// What became of a run reported done or failed.
@@ -665,4 +677,6 @@ pub enum ApplyError {
     },
     #[error("file {path:?} is inconsistent: {message}")]
     InvalidFile { path: String, message: String },
+    #[error("{0}")]
+    Users(UsersError),
 }

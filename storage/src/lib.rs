@@ -36,6 +36,9 @@
 //! - `files`: files as stored: the metadata record (`FileRecord`), path
 //!   rules (`validate_path`), block size, the limits a `FilePut` carries
 //!   (content lives in blocks outside the log, kept by the cluster crate).
+//! - `users`: end users, sessions (by token hash) and single-use tokens
+//!   as stored, `UsersCommand` (the inner enum of `Command::Users`), and
+//!   the email and role rules.
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
@@ -78,6 +81,7 @@ pub mod state_machine;
 pub mod topics;
 pub mod triggers;
 pub mod types;
+pub mod users;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -73,6 +73,8 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
         Keyspace::DocIndex,
         Keyspace::Secrets,
         Keyspace::Topics,
+        Keyspace::Users,
+        Keyspace::Sessions,
     ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }

@@ -48,6 +48,7 @@
 //!   usage and quotas, and the `files` triggers they fire.
 //! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
 //!   retention) and the apps' sealed realtime signing keys.
+//! - `users`: end users, their sessions and single-use tokens.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
 //!   that fires a trigger (below `kv`, `docs` and `triggers`).
 //! - `txn`: `Txn`, a command's pending writes, read back and committed as
@@ -81,6 +82,7 @@ mod secrets;
 mod topics;
 mod triggers;
 mod txn;
+mod users;
 
 #[cfg(test)]
 mod tests;
@@ -259,6 +261,7 @@ fn run_in<B: Backend + ?Sized>(
             depth,
             now_ms,
         } => files::file_delete(txn, app, path, *depth, *now_ms)?,
+        Command::Users(command) => users::users(txn, command)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -302,7 +305,8 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::RealtimeKeySet { .. }
         | Command::RealtimeKeyRekey { .. }
         | Command::FilePut { .. }
-        | Command::FileDelete { .. } => true,
+        | Command::FileDelete { .. }
+        | Command::Users(_) => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -349,6 +353,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::RealtimeKeyRekey { .. }
         | Command::FilePut { .. }
         | Command::FileDelete { .. }
+        | Command::Users(_)
         | Command::Batch(_) => None,
     }
 }

@@ -15,6 +15,7 @@ use crate::docs::IndexDef;
 use crate::files::{BlockHash, FileLimits};
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
+use crate::users::UsersCommand;
 
 /// Every command shape the log has ever held, in the order they were added.
 ///
@@ -241,6 +242,7 @@ enum Wire<'a> {
         depth: Cow<'a, u32>,
         now_ms: Cow<'a, u64>,
     },
+    Users(Cow<'a, UsersCommand>),
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -332,6 +334,7 @@ conversions! {
     }
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),
+        Command::Users(users) => Wire::Users(Cow::Borrowed(users)),
         Command::AppDelete { app, revoke_keys: false } => Wire::AppDelete {
             app: Cow::Borrowed(app),
         },
@@ -395,6 +398,7 @@ conversions! {
     }
     upcast {
         Wire::Batch(commands) => Command::Batch(commands.into_owned()),
+        Wire::Users(users) => Command::Users(users.into_owned()),
         Wire::AppDelete { app } => Command::AppDelete {
             app: app.into_owned(),
             revoke_keys: false,

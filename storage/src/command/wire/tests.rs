@@ -11,11 +11,12 @@ use crate::docs::IndexDef;
 use crate::files::FileLimits;
 use crate::node::NodeInfo;
 use crate::triggers::TriggerSet;
+use crate::users::UsersCommand;
 
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
 /// first byte is the position in that enum, 0 to 30.
-const GOLDEN: [&str; 37] = [
+const GOLDEN: [&str; 38] = [
     "00016100016b0131010507",
     "0101610202016e030301630101310008",
     "02016109",
@@ -53,6 +54,7 @@ const GOLDEN: [&str; 37] = [
     "22016101070108",
     "2301610170fb88130174010101010101010101010101010101010101010101010101010101010101010101020202020202020202020202020202020202020202020202020202020202020200090a0b011f",
     "24016101700220",
+    "25020161017a",
 ];
 
 fn a() -> String {
@@ -328,6 +330,10 @@ fn one_of_each() -> Vec<Command> {
             depth: 2,
             now_ms: 32,
         },
+        Command::Users(UsersCommand::Delete {
+            app: a(),
+            id: "z".into(),
+        }),
     ]
 }
 
