@@ -14,7 +14,7 @@ use picloud_cluster::Node;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
-    OutboundResponse, PublishKind,
+    OutboundResponse, PublishKind, UsersCall,
 };
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
 use picloud_storage::secrets::validate_secret_name;
@@ -32,6 +32,7 @@ use crate::files::FileService;
 use crate::logs::LogBook;
 use crate::outbound::Outbound;
 use crate::realtime::{Realtime, token};
+use crate::users::UserService;
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
@@ -57,6 +58,8 @@ pub struct NodeHost {
     realtime: Option<Realtime>,
     /// This node's file service (`None`: `files.*` answers `unsupported`).
     files: Option<FileService>,
+    /// This node's end users (`None`: `users.*` answers `unsupported`).
+    users: Option<UserService>,
 }
 
 impl NodeHost {
@@ -69,7 +72,14 @@ impl NodeHost {
             outbound: None,
             realtime: None,
             files: None,
+            users: None,
         }
+    }
+
+    /// This host with the node's end users, for `users`.
+    pub fn with_users(mut self, users: UserService) -> NodeHost {
+        self.users = Some(users);
+        self
     }
 
     /// This host with the node's file service, for `files`.
@@ -668,6 +678,15 @@ impl Host for NodeHost {
 
     fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
         Box::pin(self.delete_file(app, path, None))
+    }
+
+    fn users<'a>(&'a self, app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
+        Box::pin(async move {
+            let users = self.users.as_ref().ok_or_else(|| {
+                HostError::new(Code::Unsupported, "users are not available on this node")
+            })?;
+            users.call(app, call).await
+        })
     }
 
     fn files_list<'a>(

@@ -33,6 +33,8 @@
 //! - `files`: `FileService` (files for scripts, the gateway and the CLI:
 //!   upload to blocks then `FilePut`, download, list, delete, signed URLs),
 //!   the repair planner and duty, and block GC.
+//! - `users`: `UserService` (end users, argon2id on a bounded pool,
+//!   login tokens, this node's live sessions for `users.verify`).
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
@@ -62,6 +64,7 @@ pub mod realtime;
 pub mod run_host;
 pub mod scheduler;
 pub mod supervisor;
+pub mod users;
 
 pub use config::ActorLimits;
 pub use cpu::CpuShares;

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
-    OutboundResponse, PublishKind,
+    OutboundResponse, PublishKind, UsersCall,
 };
 use picloud_storage::{DocOp, DocOpResult, KvOp, RunPublish};
 use serde_json::Value;
@@ -628,6 +628,13 @@ impl Host for RunHost {
 
     fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
         Box::pin(self.inner.delete_file(app, path, self.run_depth()))
+    }
+
+    /// Users are not buffered with the run's writes: a password hash and a
+    /// login token only mean something once committed, so a run's user
+    /// calls go to the log at once (a retried run may repeat them).
+    fn users<'a>(&'a self, app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
+        self.inner.users(app, call)
     }
 
     fn files_list<'a>(
