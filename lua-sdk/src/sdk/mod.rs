@@ -1,6 +1,7 @@
 //! The globals scripts call: `kv`, `docs`, `files`, `log` (and `print`),
 //! `json`, `time`, `secrets`, `crypto` (with `base64` and `hex`), `http`
-//! (outbound requests), `pubsub` and `realtime`.
+//! (outbound requests), `pubsub`, `realtime` and `users` (end users and
+//! their sessions).
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -17,6 +18,7 @@ mod log;
 mod pubsub;
 mod secrets;
 mod time;
+mod users;
 
 use std::sync::Arc;
 
@@ -36,6 +38,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     crypto::install(lua, host.clone())?;
     http::install(lua, app.clone(), host.clone())?;
     pubsub::install(lua, app.clone(), host.clone())?;
+    users::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, InvokeError, KvListPage, LogLevel,
-    OutboundRequest, OutboundResponse, Request, Response, SandboxLimits, ScriptSource, Vm,
+    OutboundRequest, OutboundResponse, Request, Response, SandboxLimits, ScriptSource, UsersCall, Vm,
 };
 use serde_json::Value;
 
@@ -39,6 +39,10 @@ pub struct FakeHost {
     pub file_lists: Mutex<Vec<(String, usize, Option<String>)>>,
     /// Every `files.url` call's (path, options), in order.
     pub file_urls: Mutex<Vec<(String, FileUrlOptions)>>,
+    /// Every `users.*` call, in order; each answers `users_result` (`null`
+    /// when unset).
+    pub users_calls: Mutex<Vec<UsersCall>>,
+    pub users_result: Mutex<Option<Result<Value, HostError>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,6 +106,13 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
+    fn users<'a>(&'a self, _app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
+        Box::pin(async move {
+            lock(&self.users_calls).push(call);
+            lock(&self.users_result).clone().unwrap_or(Ok(Value::Null))
+        })
+    }
+
     fn kv_get<'a>(
         &'a self,
         app: &'a str,
