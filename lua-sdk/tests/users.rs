@@ -109,7 +109,10 @@ async fn login_failure_is_nil_and_a_code_and_other_errors_raise() {
     let host = FakeHost::new();
     answer(
         &host,
-        Err(HostError::new(Code::InvalidCredentials, "wrong email or password")),
+        Err(HostError::new(
+            Code::InvalidCredentials,
+            "wrong email or password",
+        )),
     );
     let parsed = json_of(
         &host,
@@ -117,7 +120,10 @@ async fn login_failure_is_nil_and_a_code_and_other_errors_raise() {
            return { json = { is_nil = session == nil, code = code } }"#,
     )
     .await;
-    assert_eq!(parsed, json!({"is_nil": true, "code": "invalid_credentials"}));
+    assert_eq!(
+        parsed,
+        json!({"is_nil": true, "code": "invalid_credentials"})
+    );
 
     answer(&host, Err(HostError::new(Code::AuthBusy, "queue full")));
     let parsed = json_of(
@@ -127,7 +133,10 @@ async fn login_failure_is_nil_and_a_code_and_other_errors_raise() {
     )
     .await;
     assert_eq!(parsed["ok"], false);
-    assert!(parsed["err"].as_str().expect("text").contains("auth_busy"), "{parsed}");
+    assert!(
+        parsed["err"].as_str().expect("text").contains("auth_busy"),
+        "{parsed}"
+    );
 }
 
 #[tokio::test]
@@ -156,15 +165,30 @@ async fn absent_users_and_sessions_are_nil_and_results_are_tables() {
 async fn bad_arguments_fail_at_the_scripts_line() {
     let host = FakeHost::new();
     for (script, message) in [
-        (r#"users.create{email = "a@b.co"}"#, "password must be a string"),
-        (r#"users.create{email = "a@b.co", password = "x", nick = 1}"#, "unknown field"),
-        (r#"users.create{email = "a@b.co", password = "x", roles = {1}}"#, "roles must be a list of strings"),
-        (r#"users.update("u1", {verified = "yes"})"#, "verified must be a boolean"),
+        (
+            r#"users.create{email = "a@b.co"}"#,
+            "password must be a string",
+        ),
+        (
+            r#"users.create{email = "a@b.co", password = "x", nick = 1}"#,
+            "unknown field",
+        ),
+        (
+            r#"users.create{email = "a@b.co", password = "x", roles = {1}}"#,
+            "roles must be a list of strings",
+        ),
+        (
+            r#"users.update("u1", {verified = "yes"})"#,
+            "verified must be a boolean",
+        ),
         (r#"users.get(1)"#, "id must be a string"),
         (r#"users.list{limit = -1}"#, "limit must be positive"),
         (r#"users.find("a@b.co")"#, "options must be a table"),
     ] {
-        let vm = vm(&host, &returning(&format!("{script}\nreturn {{ json = {{}} }}")));
+        let vm = vm(
+            &host,
+            &returning(&format!("{script}\nreturn {{ json = {{}} }}")),
+        );
         let error = call(&vm).await.expect_err(script).to_string();
         assert!(error.contains(message), "{script}: {error}");
         assert!(error.contains("main.lua:"), "points at the script: {error}");

@@ -45,6 +45,7 @@ use picloud_actors::files::FileService;
 use picloud_actors::host::now_ms;
 use picloud_actors::outbound::Outbound;
 use picloud_actors::realtime::Realtime;
+use picloud_actors::users::UserService;
 use picloud_actors::{ActorRestarts, Apps, CpuShares, Duties, LogBook, NodeHost};
 use picloud_cluster::{Duty, Node, NodeInfo};
 use picloud_storage::{Command, CommandResult};
@@ -238,12 +239,14 @@ async fn serve(
     // Repair acts only while this node leads; GC runs on every node.
     duties.supervise(picloud_actors::files::repair_duty(files.clone()));
     duties.supervise(picloud_actors::files::gc_duty(files.clone()));
+    let users = UserService::new(node.clone(), config.users_config()?);
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())
             .with_outbound(Arc::new(Outbound::new(config.outbound_config()?)))
             .with_realtime(realtime.clone())
-            .with_files(files.clone()),
+            .with_files(files.clone())
+            .with_users(users.clone()),
     );
     let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(
@@ -274,6 +277,7 @@ async fn serve(
             restarts,
             realtime: realtime.clone(),
             files,
+            users,
         },
         secret_keys,
     ));

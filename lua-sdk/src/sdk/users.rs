@@ -162,7 +162,10 @@ fn roles_arg(lua: &Lua, function: &str, value: Value) -> mlua::Result<Vec<String
 fn create_args(lua: &Lua, fields: Value) -> mlua::Result<UsersCall> {
     const F: &str = "users.create";
     let Some(fields) = options_arg(lua, F, fields)? else {
-        return Err(script_error(lua, format!("{F}: expects {{email = ..., password = ...}}")));
+        return Err(script_error(
+            lua,
+            format!("{F}: expects {{email = ..., password = ...}}"),
+        ));
     };
     known_fields(lua, F, &fields, &["email", "password", "data", "roles"])?;
     let data = match fields.raw_get::<Value>("data")? {

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, InvokeError, KvListPage, LogLevel,
-    OutboundRequest, OutboundResponse, Request, Response, SandboxLimits, ScriptSource, UsersCall, Vm,
+    OutboundRequest, OutboundResponse, Request, Response, SandboxLimits, ScriptSource, UsersCall,
+    Vm,
 };
 use serde_json::Value;
 

@@ -101,6 +101,9 @@ pub enum ClientCommand {
     /// App secrets: set (value from stdin), list, delete; rotate the master key.
     #[command(subcommand)]
     Secrets(super::secrets::SecretsCommand),
+    /// An app's end users: list, show, create (password from stdin), delete, roles.
+    #[command(subcommand)]
+    Users(super::users::UsersCommand),
     /// Realtime: rotate an app's token signing key.
     #[command(subcommand)]
     Realtime(super::realtime::RealtimeCommand),
@@ -499,6 +502,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::DeadLetters(command) => dead_letters(&client, command, json).await?,
         ClientCommand::Docs(command) => docs(&client, command, json).await?,
         ClientCommand::Secrets(command) => super::secrets::run(&client, command, json).await?,
+        ClientCommand::Users(command) => super::users::run(&client, command, json).await?,
         ClientCommand::Realtime(command) => super::realtime::run(&client, command, json).await?,
         ClientCommand::Libs(command) => libs(&client, command, json).await?,
         ClientCommand::Files(command) => super::files::run(&client, command, json).await?,

@@ -10,6 +10,7 @@
 //!   printed goes through it (scripts write log lines, kv values, errors).
 //! - `print`: JSON or text output, dates.
 //! - `secrets`: `picloud secrets ...`.
+//! - `users`: `picloud users ...` (an app's end users).
 //! - `realtime`: `picloud realtime rotate-key`.
 //! - `files`: `picloud files put|get|ls|rm|url` (streamed, progress line).
 
@@ -21,5 +22,6 @@ mod files;
 mod print;
 mod realtime;
 mod secrets;
+mod users;
 
 pub use commands::{CLIENT_ARG_IDS, ClientArgs, ClientCommand, run};

@@ -12,6 +12,7 @@
 //! - `logs.rs`: an app's log lines, recent or followed
 //! - `triggers.rs`: dead letters and the trigger backlog
 //! - `secrets.rs`: app secrets and master-key rotation
+//! - `users.rs`: an app's end users (list, show, create, delete, roles)
 //! - `realtime.rs`: rotating an app's realtime token signing key
 //! - `libs.rs`: shared libraries (publish, list, resolve pins at deploy)
 //! - `keys.rs`: API keys and `whoami`
@@ -33,6 +34,7 @@ pub mod metrics;
 mod realtime;
 mod secrets;
 mod triggers;
+mod users;
 
 use axum::Router;
 use axum::routing::{delete, get, post, put};
@@ -91,6 +93,13 @@ pub fn router() -> Router<Gateway> {
             "/apps/{app}/dead-letters/{id}/retry",
             post(triggers::dead_letter_retry),
         )
+        // end users
+        .route("/apps/{app}/users", get(users::list).post(users::create))
+        .route(
+            "/apps/{app}/users/{id}",
+            get(users::show).delete(users::delete),
+        )
+        .route("/apps/{app}/users/{id}/roles", post(users::roles))
         // secrets
         .route("/apps/{app}/secrets", get(secrets::list))
         .route(
