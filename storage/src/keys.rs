@@ -318,44 +318,6 @@ impl StoredValue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn app_namespaces_cannot_collide() {
-        assert_ne!(kv_key("a", "b/c"), kv_key("a/b", "c"));
-        assert_ne!(kv_key("a", "bc"), kv_key("ab", "c"));
-        assert!(!kv_key("ab", "").starts_with(&app_prefix("a")));
-    }
-
-    #[test]
-    fn removed_node_keys_sort_by_id_and_round_trip() {
-        assert!(removed_node_key(2) < removed_node_key(256));
-        assert_eq!(node_of_removed_key(&removed_node_key(7)), Some(7));
-        assert_eq!(node_of_removed_key(b"removed/x"), None);
-        assert_eq!(node_of_removed_key(CLUSTER_NEXT_NODE_ID), None);
-    }
-
-    #[test]
-    fn file_index_rows_of_one_kind_never_share_a_prefix_with_another() {
-        let hash = [7u8; 32];
-        assert_eq!(hash_of_block_refs_key(&block_refs_key(&hash)), Some(hash));
-        assert_eq!(hash_of_block_refs_key(b"r123"), None);
-        assert!(block_refs_key(&[0; 32]) < block_refs_key(&[1; 32]));
-        assert!(file_blocks_key("a", "x").starts_with(&file_blocks_prefix("a")));
-        assert!(!file_blocks_key("ab", "x").starts_with(&file_blocks_prefix("a")));
-        assert!(!files_usage_key("a").starts_with(BLOCK_REFS_PREFIX));
-        assert!(!file_blocks_key("a", "x").starts_with(BLOCK_REFS_PREFIX));
-    }
-
-    #[test]
-    fn deploy_keys_sort_by_version() {
-        assert!(deploy_key("a", 2) < deploy_key("a", 10));
-        assert_eq!(version_of_deploy_key(&deploy_key("app", 42)), Some(42));
-    }
-}
-
 /// `Users` key prefix of every row of `app` tagged `tag` (`u` user, `e`
 /// email index, `n` count, `t` single-use token): the app prefix first, so
 /// an app delete drops them all with one prefix.
@@ -397,4 +359,42 @@ pub(crate) fn session_key(app: &str, hash: &[u8; 32]) -> Vec<u8> {
     let mut key = app_prefix(app);
     key.extend_from_slice(hash);
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_namespaces_cannot_collide() {
+        assert_ne!(kv_key("a", "b/c"), kv_key("a/b", "c"));
+        assert_ne!(kv_key("a", "bc"), kv_key("ab", "c"));
+        assert!(!kv_key("ab", "").starts_with(&app_prefix("a")));
+    }
+
+    #[test]
+    fn removed_node_keys_sort_by_id_and_round_trip() {
+        assert!(removed_node_key(2) < removed_node_key(256));
+        assert_eq!(node_of_removed_key(&removed_node_key(7)), Some(7));
+        assert_eq!(node_of_removed_key(b"removed/x"), None);
+        assert_eq!(node_of_removed_key(CLUSTER_NEXT_NODE_ID), None);
+    }
+
+    #[test]
+    fn file_index_rows_of_one_kind_never_share_a_prefix_with_another() {
+        let hash = [7u8; 32];
+        assert_eq!(hash_of_block_refs_key(&block_refs_key(&hash)), Some(hash));
+        assert_eq!(hash_of_block_refs_key(b"r123"), None);
+        assert!(block_refs_key(&[0; 32]) < block_refs_key(&[1; 32]));
+        assert!(file_blocks_key("a", "x").starts_with(&file_blocks_prefix("a")));
+        assert!(!file_blocks_key("ab", "x").starts_with(&file_blocks_prefix("a")));
+        assert!(!files_usage_key("a").starts_with(BLOCK_REFS_PREFIX));
+        assert!(!file_blocks_key("a", "x").starts_with(BLOCK_REFS_PREFIX));
+    }
+
+    #[test]
+    fn deploy_keys_sort_by_version() {
+        assert!(deploy_key("a", 2) < deploy_key("a", 10));
+        assert_eq!(version_of_deploy_key(&deploy_key("app", 42)), Some(42));
+    }
 }

@@ -38,7 +38,8 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpected};
-use crate::host::now_ms;
+// The clock `host::now_ms` reads, from below `host` (which imports this module).
+use crate::files::now_ms;
 use password::{HashPool, check_password};
 use sessions::{Check, SessionLimits, Sessions};
 
