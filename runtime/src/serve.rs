@@ -6,7 +6,7 @@
 //!               a join retries until --join-timeout-ms and may bring the master key)
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ realtime, files (+ files_repair,
-//!               files_gc duties) ─▶ Apps (app supervisor) + app_events
+//!               files_gc duties), users (+ sessions_idle) ─▶ Apps (app supervisor) + app_events
 //!          ─▶ HTTP gateway (http_accept) ─▶ leader duties (triggers, cron)
 //!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
 //! ```
@@ -240,6 +240,7 @@ async fn serve(
     duties.supervise(picloud_actors::files::repair_duty(files.clone()));
     duties.supervise(picloud_actors::files::gc_duty(files.clone()));
     let users = UserService::new(node.clone(), config.users_config()?);
+    duties.supervise(users.idle_duty());
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())

@@ -22,11 +22,13 @@
 pub mod password;
 pub mod sessions;
 
-use std::collections::BTreeSet;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use picloud_cluster::Node;
+use picloud_cluster::duty::Duty;
 use picloud_lua_sdk::{Code, HostError, UserPatchArgs, UsersCall};
 use picloud_storage::users::{
     SessionRefresh, TokenHash, UserPatch, UserRecord, UsersCommand, UsersLimits, UsersResult,
@@ -192,6 +194,26 @@ impl UserService {
     /// Live sessions on this node (a metric).
     pub fn sessions_live(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The `sessions_idle` duty of every node: stops the live sessions
+    /// unused for `session_idle_ms`, checking a tenth of that often (at
+    /// least every second), so an idle session's memory goes without
+    /// waiting for the live bound.
+    pub fn idle_duty(&self) -> Duty {
+        let service = self.clone();
+        Duty::new("sessions_idle", move || {
+            let service = service.clone();
+            async move {
+                let every = Duration::from_millis((service.config.session_idle_ms / 10).max(1_000));
+                let mut ticker = tokio::time::interval(every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    service.sessions.stop_idle(now_ms());
+                }
+            }
+        })
     }
 
     /// Runs one script call (see [`UsersCall`]).

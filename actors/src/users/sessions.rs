@@ -1,6 +1,7 @@
 //! This node's live sessions: what `users.verify` answers from without
 //! touching the log. A session enters on login or on its first verify here
-//! and leaves when it is revoked, expires, sits idle for `session_idle_ms`,
+//! and leaves when it is revoked, expires, sits idle for `session_idle_ms`
+//! (the `sessions_idle` duty, `UserService::idle_duty`),
 //! or is the least recently seen one when `sessions_live_max` are live.
 //!
 //! The decisions are pure functions of (entry, now) ([`Sessions::check`]):
@@ -117,8 +118,7 @@ impl Sessions {
     ) {
         let mut entries = self.lock();
         if !entries.contains_key(&hash) && entries.len() >= self.limits.live_max {
-            let idle_ms = self.limits.idle_ms;
-            entries.retain(|_, entry| now_ms.saturating_sub(entry.seen_ms) < idle_ms);
+            drop_idle(&mut entries, now_ms, self.limits.idle_ms);
             while entries.len() >= self.limits.live_max.max(1) {
                 let oldest = entries
                     .iter()
@@ -157,11 +157,9 @@ impl Sessions {
             .retain(|_, entry| !(&*entry.app == app && entry.user_id == user_id));
     }
 
-    /// Drops sessions idle for `idle_ms` (called on a timer by the owner).
+    /// Drops sessions idle for `idle_ms` (the `sessions_idle` duty).
     pub fn stop_idle(&self, now_ms: u64) {
-        let idle_ms = self.limits.idle_ms;
-        self.lock()
-            .retain(|_, entry| now_ms.saturating_sub(entry.seen_ms) < idle_ms);
+        drop_idle(&mut self.lock(), now_ms, self.limits.idle_ms);
     }
 
     /// How many sessions are live on this node.
@@ -172,6 +170,11 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Removes the entries unused for `idle_ms` at `now_ms`.
+fn drop_idle(entries: &mut HashMap<TokenHash, Entry>, now_ms: u64, idle_ms: u64) {
+    entries.retain(|_, entry| now_ms.saturating_sub(entry.seen_ms) < idle_ms);
 }
 
 #[cfg(test)]
