@@ -32,7 +32,7 @@ use crate::files::FileService;
 use crate::logs::LogBook;
 use crate::outbound::Outbound;
 use crate::realtime::{Realtime, token};
-use crate::users::UserService;
+use crate::users::{AuthPolicy, UserService};
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
@@ -74,6 +74,19 @@ impl NodeHost {
             files: None,
             users: None,
         }
+    }
+
+    /// A `users.*` call of an app whose manifest's `[auth]` is `policy`.
+    pub(crate) async fn users_call(
+        &self,
+        app: &str,
+        call: UsersCall,
+        policy: AuthPolicy,
+    ) -> Result<Value, HostError> {
+        let users = self.users.as_ref().ok_or_else(|| {
+            HostError::new(Code::Unsupported, "users are not available on this node")
+        })?;
+        users.call(app, call, policy).await
     }
 
     /// This host with the node's end users, for `users`.
@@ -680,13 +693,9 @@ impl Host for NodeHost {
         Box::pin(self.delete_file(app, path, None))
     }
 
+    /// Outside an app's VM (no manifest at hand): the node's settings.
     fn users<'a>(&'a self, app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
-        Box::pin(async move {
-            let users = self.users.as_ref().ok_or_else(|| {
-                HostError::new(Code::Unsupported, "users are not available on this node")
-            })?;
-            users.call(app, call).await
-        })
+        Box::pin(self.users_call(app, call, AuthPolicy::default()))
     }
 
     fn files_list<'a>(

@@ -3,7 +3,7 @@
 //! password change and a delete made through node 1 each end the session on
 //! every node within a second (polled with that deadline); the password hash
 //! never appears in any Lua, API or CLI output; `picloud users
-//! list|show|create|delete|roles` round-trips.
+//! list|show|create|delete|roles` round-trips; the app's `[auth] password_min` applies.
 
 mod common;
 
@@ -16,6 +16,9 @@ use common::{Api, BIN, TestNode, install_crypto};
 use serde_json::{Value, json};
 
 const MANIFEST: &str = r#"name = "ua"
+[auth]
+password_min = 10
+session_ttl = 3600
 [[route]]
 method = "POST"
 path = "/op"
@@ -204,6 +207,11 @@ async fn users_sessions_and_revocation_across_three_nodes() {
         ),
         (
             json!({"op": "create", "email": "bob@example.org", "password": "short"}),
+            "password_weak",
+        ),
+        // Nine characters: enough for the node, not for this app's `[auth] password_min`.
+        (
+            json!({"op": "create", "email": "bob@example.org", "password": "horsebatt"}),
             "password_weak",
         ),
         (

@@ -100,6 +100,16 @@ impl UsersConfig {
     }
 }
 
+/// `[auth]` of an app's manifest: what an app chooses for its own users
+/// (`None`: the node's setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// `session_ttl` (seconds in the manifest): the sliding session lifetime.
+    pub session_ttl_ms: Option<u64>,
+    /// `password_min`: the shortest password, never below the node's.
+    pub password_chars_min: Option<usize>,
+}
+
 /// A page of users for the default `list` limit.
 pub const LIST_LIMIT_DEFAULT: usize = 100;
 
@@ -216,28 +226,49 @@ impl UserService {
         })
     }
 
-    /// Runs one script call (see [`UsersCall`]).
-    pub async fn call(&self, app: &str, call: UsersCall) -> Result<Value, HostError> {
+    fn password_min(&self, policy: AuthPolicy) -> usize {
+        policy
+            .password_chars_min
+            .unwrap_or(0)
+            .max(self.config.password_chars_min)
+    }
+
+    fn session_ttl_ms(&self, policy: AuthPolicy) -> u64 {
+        policy.session_ttl_ms.unwrap_or(self.config.session_ttl_ms)
+    }
+
+    /// Runs one script call (see [`UsersCall`]) of an app whose `[auth]`
+    /// is `policy`.
+    pub async fn call(
+        &self,
+        app: &str,
+        call: UsersCall,
+        policy: AuthPolicy,
+    ) -> Result<Value, HostError> {
         match call {
             UsersCall::Create {
                 email,
                 password,
                 data,
                 roles,
-            } => self.create(app, &email, password, &data, &roles).await,
+            } => {
+                self.create(app, &email, password, &data, &roles, policy)
+                    .await
+            }
             UsersCall::Get { id } => Ok(self.get(app, &id).await?.unwrap_or(Value::Null)),
             UsersCall::Find { email } => Ok(self.find(app, &email).await?.unwrap_or(Value::Null)),
             UsersCall::Update { id, patch } => self.update(app, &id, patch).await,
             UsersCall::Delete { id } => self.delete(app, &id).await.map(Value::Bool),
             UsersCall::List { cursor, limit } => self.list(app, cursor, limit).await,
             UsersCall::SetPassword { id, password } => {
-                self.set_password(app, &id, password).await?;
+                self.set_password(app, &id, password, policy).await?;
                 Ok(Value::Bool(true))
             }
-            UsersCall::Login { email, password } => self.login(app, &email, password).await,
-            UsersCall::Verify { token } => {
-                Ok(self.verify(app, &token).await?.unwrap_or(Value::Null))
-            }
+            UsersCall::Login { email, password } => self.login(app, &email, password, policy).await,
+            UsersCall::Verify { token } => Ok(self
+                .verify(app, &token, policy)
+                .await?
+                .unwrap_or(Value::Null)),
             UsersCall::Logout { token } => self.logout(app, &token).await.map(Value::Bool),
             UsersCall::LogoutAll { id } => self.logout_all(app, &id).await.map(Value::from),
             UsersCall::AddRole { id, role } => self.change_role(app, &id, &role, true).await,
@@ -277,9 +308,10 @@ impl UserService {
         password: String,
         data: &Value,
         roles: &[String],
+        policy: AuthPolicy,
     ) -> Result<Value, HostError> {
         let email = checked_email(email)?;
-        check_password(&password, self.config.password_chars_min)?;
+        check_password(&password, self.password_min(policy))?;
         let roles = checked_roles(roles)?;
         let data_json = data_json(data)?;
         let password_hash = self.pool.hash(password).await?;
@@ -402,8 +434,9 @@ impl UserService {
         app: &str,
         id: &str,
         password: String,
+        policy: AuthPolicy,
     ) -> Result<(), HostError> {
-        check_password(&password, self.config.password_chars_min)?;
+        check_password(&password, self.password_min(policy))?;
         let password_hash = self.pool.hash(password).await?;
         self.write(UsersCommand::SetPassword {
             app: app.into(),
@@ -422,6 +455,7 @@ impl UserService {
         app: &str,
         email: &str,
         password: String,
+        policy: AuthPolicy,
     ) -> Result<Value, HostError> {
         let invalid = || HostError::new(Code::InvalidCredentials, "wrong email or password");
         if password.len() > password::PASSWORD_BYTES_MAX {
@@ -451,7 +485,7 @@ impl UserService {
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let hash = token_hash(&token);
         let now = now_ms();
-        let expires_ms = now.saturating_add(self.config.session_ttl_ms);
+        let expires_ms = now.saturating_add(self.session_ttl_ms(policy));
         self.write(UsersCommand::Login {
             app: app.into(),
             id: id.clone(),
@@ -469,13 +503,19 @@ impl UserService {
     }
 
     /// The user of session `token`, or `None` (unknown, expired, revoked).
-    pub async fn verify(&self, app: &str, token: &str) -> Result<Option<Value>, HostError> {
+    pub async fn verify(
+        &self,
+        app: &str,
+        token: &str,
+        policy: AuthPolicy,
+    ) -> Result<Option<Value>, HostError> {
         let hash = token_hash(token);
         let now = now_ms();
         match self.sessions.check(app, &hash, now) {
             Check::Hit { user, refresh } => {
                 if refresh {
-                    self.refresh(app, hash, now).await;
+                    self.refresh(app, hash, now, self.session_ttl_ms(policy))
+                        .await;
                 }
                 Ok(Some(user))
             }
@@ -519,13 +559,13 @@ impl UserService {
     /// Extends the session's expiry in the log. A failure is logged and
     /// retried at the next interval: the session stays valid until its
     /// stored expiry either way.
-    async fn refresh(&self, app: &str, hash: TokenHash, now: u64) {
+    async fn refresh(&self, app: &str, hash: TokenHash, now: u64, ttl_ms: u64) {
         let command = UsersCommand::Refresh {
             app: app.into(),
             sessions: vec![SessionRefresh {
                 session: hash,
                 last_seen_ms: now,
-                expires_ms: now.saturating_add(self.config.session_ttl_ms),
+                expires_ms: now.saturating_add(ttl_ms),
             }],
             now_ms: now,
         };

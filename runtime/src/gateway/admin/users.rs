@@ -17,6 +17,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use picloud_actors::users::AuthPolicy;
 use picloud_lua_sdk::{Code, UserPatchArgs};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -87,6 +88,7 @@ pub(super) async fn create(
             request.password,
             &request.data,
             &request.roles,
+            AuthPolicy::default(),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(user)))
