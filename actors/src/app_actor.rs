@@ -108,6 +108,7 @@ pub fn load_runtime(args: &AppActorArgs) -> Result<Option<Arc<AppRuntime>>, AppE
             args.limits.clone(),
         )
         .with_topics(checked.manifest.topics.clone())
+        .with_auth(checked.manifest.auth)
         .with_public(checked.public, checked.manifest.expose_errors)
         .with_cors(checked.manifest.cors),
     )))

@@ -7,6 +7,7 @@ use picloud_cluster::ClusterError;
 use picloud_lua_sdk::{Code, HostError, InvokeError};
 use picloud_storage::ApplyError;
 use picloud_storage::secret_box::SecretBoxError;
+use picloud_storage::users::UsersError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppError {
@@ -95,6 +96,21 @@ pub fn apply_code(error: &ApplyError) -> Code {
         // The proposer built the command from the bytes it stored: a
         // mismatch is a bug, not the caller's input.
         ApplyError::InvalidFile { .. } => Code::Internal,
+        ApplyError::Users(error) => users_code(error),
+    }
+}
+
+/// The stable code of a rejected users command.
+fn users_code(error: &UsersError) -> Code {
+    match error {
+        UsersError::EmailInvalid { .. } => Code::EmailInvalid,
+        UsersError::EmailTaken { .. } => Code::EmailTaken,
+        UsersError::UserNotFound { .. } => Code::UserNotFound,
+        UsersError::InvalidRole { .. } | UsersError::TooManyRoles { .. } => Code::InvalidRole,
+        UsersError::DataTooLarge { .. } => Code::ValueTooLarge,
+        UsersError::UsersFull { .. } => Code::QuotaExceeded,
+        // Ids are minted by the service from 128 random bits: a clash is a bug.
+        UsersError::UserExists { .. } => Code::Internal,
     }
 }
 

@@ -14,7 +14,7 @@ use picloud_cluster::Node;
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
-    OutboundResponse, OutgoingEmail, PublishKind,
+    OutboundResponse, OutgoingEmail, PublishKind, UsersCall,
 };
 use picloud_storage::email::EmailCommand;
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
@@ -34,6 +34,7 @@ use crate::files::FileService;
 use crate::logs::LogBook;
 use crate::outbound::Outbound;
 use crate::realtime::{Realtime, token};
+use crate::users::{AuthPolicy, UserService};
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
@@ -61,6 +62,8 @@ pub struct NodeHost {
     files: Option<FileService>,
     /// This node's mailer (`None`: `email.send` answers `unsupported`).
     mailer: Option<Arc<Mailer>>,
+    /// This node's end users (`None`: `users.*` answers `unsupported`).
+    users: Option<UserService>,
 }
 
 impl NodeHost {
@@ -73,6 +76,7 @@ impl NodeHost {
             outbound: None,
             realtime: None,
             files: None,
+            users: None,
             mailer: None,
         }
     }
@@ -118,6 +122,25 @@ impl NodeHost {
             CommandResult::Rejected(error) => Err(apply_host_error(error)),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// A `users.*` call of an app whose manifest's `[auth]` is `policy`.
+    pub(crate) async fn users_call(
+        &self,
+        app: &str,
+        call: UsersCall,
+        policy: AuthPolicy,
+    ) -> Result<Value, HostError> {
+        let users = self.users.as_ref().ok_or_else(|| {
+            HostError::new(Code::Unsupported, "users are not available on this node")
+        })?;
+        users.call(app, call, policy).await
+    }
+
+    /// This host with the node's end users, for `users`.
+    pub fn with_users(mut self, users: UserService) -> NodeHost {
+        self.users = Some(users);
+        self
     }
 
     /// This host with the node's file service, for `files`.
@@ -720,6 +743,11 @@ impl Host for NodeHost {
 
     fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
         Box::pin(self.delete_file(app, path, None))
+    }
+
+    /// Outside an app's VM (no manifest at hand): the node's settings.
+    fn users<'a>(&'a self, app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
+        Box::pin(self.users_call(app, call, AuthPolicy::default()))
     }
 
     fn files_list<'a>(

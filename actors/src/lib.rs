@@ -37,6 +37,8 @@
 //!   bounded and timed out, or capture without a relay), the pure `check`
 //!   of a script's message, MIME `build`, `message_id` and `classify` (a
 //!   reply to retry or bounce); the dispatcher delivers `@email` entries.
+//! - `users`: `UserService` (end users, argon2id on a bounded pool,
+//!   login tokens, this node's live sessions for `users.verify`).
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
@@ -67,6 +69,7 @@ pub mod realtime;
 pub mod run_host;
 pub mod scheduler;
 pub mod supervisor;
+pub mod users;
 
 pub use config::ActorLimits;
 pub use cpu::CpuShares;

@@ -24,6 +24,7 @@ use crate::config::ActorLimits;
 use crate::error::AppError;
 use crate::host::NodeHost;
 use crate::run_host::{RunHost, RunWrites};
+use crate::users::AuthPolicy;
 
 /// Runs `build` (a VM's construction: every script's top level, bounded by
 /// the sandbox's budget and timeout but synchronous) without holding up the
@@ -93,6 +94,8 @@ pub struct AppRuntime {
     /// `[[topic]]` of the manifest: what its scripts may publish on and
     /// clients may subscribe to.
     topics: Arc<[TopicSpec]>,
+    /// `[auth]` of the manifest, for `users.*`.
+    auth: AuthPolicy,
     scripts: Vec<ScriptSource>,
     modules: Arc<ModuleSet>,
     host: Arc<NodeHost>,
@@ -120,6 +123,7 @@ impl AppRuntime {
             expose_errors: None,
             cors: None,
             topics: Arc::from(Vec::new()),
+            auth: AuthPolicy::default(),
             scripts,
             modules,
             host,
@@ -127,6 +131,12 @@ impl AppRuntime {
             limits,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The version's `[auth]`.
+    pub fn with_auth(mut self, auth: AuthPolicy) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The version's `[[topic]]` declarations.
@@ -306,7 +316,8 @@ impl AppRuntime {
         if let Some(pooled) = self.take_idle() {
             return Ok(pooled);
         }
-        let host = Arc::new(RunHost::new(self.host.clone(), self.topics.clone()));
+        let host =
+            Arc::new(RunHost::new(self.host.clone(), self.topics.clone()).with_auth(self.auth));
         let vm = off_workers(|| {
             Vm::with_modules(
                 &self.app,

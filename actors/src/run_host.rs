@@ -37,13 +37,14 @@ use std::sync::{Arc, Mutex};
 use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
-    OutboundResponse, OutgoingEmail, PublishKind,
+    OutboundResponse, OutgoingEmail, PublishKind, UsersCall,
 };
 use picloud_storage::{DocOp, DocOpResult, KvOp, RunPublish};
 use serde_json::Value;
 
 use crate::app::{TopicSpec, find_topic, validate_topic_name};
 use crate::host::{NodeHost, decode_value};
+use crate::users::AuthPolicy;
 
 /// Writes one run may buffer.
 pub const RUN_WRITES_MAX: usize = 1_000;
@@ -62,6 +63,8 @@ pub struct RunHost {
     pending_publishes: Mutex<Vec<RunPublish>>,
     /// The `[[topic]]` declarations of the app version this VM runs.
     topics: Arc<[TopicSpec]>,
+    /// The `[auth]` of the app version this VM runs.
+    auth: AuthPolicy,
 }
 
 /// What a run wrote, to commit with its completion.
@@ -78,12 +81,19 @@ impl RunHost {
         RunHost {
             inner,
             topics,
+            auth: AuthPolicy::default(),
             buffering: AtomicBool::new(false),
             run_depth: AtomicU32::new(0),
             pending: Mutex::new(Vec::new()),
             pending_docs: Mutex::new(Vec::new()),
             pending_publishes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// This host for an app version whose manifest's `[auth]` is `auth`.
+    pub fn with_auth(mut self, auth: AuthPolicy) -> RunHost {
+        self.auth = auth;
+        self
     }
 
     /// From now on writes are buffered for a trigger run at chain `depth`.
@@ -639,6 +649,13 @@ impl Host for RunHost {
 
     fn files_delete<'a>(&'a self, app: &'a str, path: &'a str) -> HostFuture<'a, bool> {
         Box::pin(self.inner.delete_file(app, path, self.run_depth()))
+    }
+
+    /// Users are not buffered with the run's writes: a password hash and a
+    /// login token only mean something once committed, so a run's user
+    /// calls go to the log at once (a retried run may repeat them).
+    fn users<'a>(&'a self, app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
+        Box::pin(self.inner.users_call(app, call, self.auth))
     }
 
     fn files_list<'a>(

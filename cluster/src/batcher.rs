@@ -100,6 +100,14 @@ pub fn payload_bytes(command: &Command) -> usize {
                 + inline.as_ref().map_or(0, Vec::len)
         }
         Command::InboundMail(mail) => mail.payload_bytes(),
+        Command::Users(picloud_storage::users::UsersCommand::Create {
+            data_json,
+            password_hash,
+            ..
+        }) => 256 + data_json.len() + password_hash.len(),
+        Command::Users(picloud_storage::users::UsersCommand::Update { patch, .. }) => {
+            256 + patch.data_json.as_ref().map_or(0, String::len)
+        }
         Command::SecretSet { sealed, .. } => sealed.len(),
         Command::Email(email) => email.payload_bytes(),
         Command::SecretsRekey { secrets } => secrets

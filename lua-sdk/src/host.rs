@@ -197,6 +197,62 @@ impl HostError {
     }
 }
 
+/// One `users.*` call, its arguments checked by the SDK (the node checks
+/// emails, passwords and roles). Results are JSON: a user is `{id, email,
+/// verified, roles, data, created_ms, last_login_ms}` (never the password
+/// hash), `null` when absent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UsersCall {
+    /// Result: the new user.
+    Create {
+        email: String,
+        password: String,
+        /// A JSON object (`{}` when not given).
+        data: Value,
+        roles: Vec<String>,
+    },
+    /// Result: the user or `null`.
+    Get { id: String },
+    /// Result: the user or `null`.
+    Find { email: String },
+    /// Result: the updated user (`user_not_found` when absent).
+    Update { id: String, patch: UserPatchArgs },
+    /// Result: whether the user existed.
+    Delete { id: String },
+    /// Result: `{"users": [...], "cursor": "..." (absent on the last page)}`.
+    List {
+        cursor: Option<String>,
+        limit: Option<usize>,
+    },
+    /// Result: `true`; revokes every session of the user.
+    SetPassword { id: String, password: String },
+    /// Result: `{"token": "...", "user": {...}}`; a wrong email or password
+    /// fails with `invalid_credentials` (the SDK turns it into `nil, code`).
+    Login { email: String, password: String },
+    /// Result: the session's user, or `null` (unknown, expired, revoked).
+    Verify { token: String },
+    /// Result: whether the session existed.
+    Logout { token: String },
+    /// Result: how many sessions were revoked.
+    LogoutAll { id: String },
+    /// Result: whether the role was added (`false`: already held).
+    AddRole { id: String, role: String },
+    /// Result: whether the role was removed (`false`: not held).
+    RemoveRole { id: String, role: String },
+    /// Result: whether the user holds the role (`false` for no user).
+    HasRole { id: String, role: String },
+}
+
+/// The fields `users.update` changes (`None`: unchanged).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserPatchArgs {
+    pub email: Option<String>,
+    pub verified: Option<bool>,
+    pub roles: Option<Vec<String>>,
+    /// A JSON object replacing the user's data.
+    pub data: Option<Value>,
+}
+
 /// How `pubsub` delivers a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishKind {
@@ -339,6 +395,12 @@ pub trait Host: Send + Sync + 'static {
                 "documents are not available here",
             ))
         })
+    }
+    /// A `users.*` call (see [`UsersCall`] for each result's shape). Hosts
+    /// without end users keep this default.
+    fn users<'a>(&'a self, app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
+        let _ = (app, call);
+        unsupported("users")
     }
     /// Appends a line to the app's log. Must not block.
     fn log(&self, app: &str, level: LogLevel, message: String);

@@ -80,7 +80,8 @@ pub use error::{CompileError, InvokeError};
 pub use host::{
     AtomicOp, AtomicResult, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, FindArgs, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
-    OutboundResponse, OutgoingAttachment, OutgoingEmail, PublishKind, UrlMethod, sort_field,
+    OutboundResponse, OutgoingAttachment, OutgoingEmail, PublishKind, UrlMethod, UserPatchArgs,
+    UsersCall, sort_field,
 };
 pub use http::{Request, Response, is_json_content_type};
 pub use imports::{RequireCall, find_requires};

@@ -470,6 +470,110 @@ function files.list(options) end
 function files.url(path, options) end
 
 ---------------------------------------------------------------------------
+-- users
+---------------------------------------------------------------------------
+
+---The app's end users and their sessions. Emails are trimmed and
+---lower-cased (`email_invalid`, `email_taken`); passwords are 8 to 256
+---bytes and not a common one (`password_weak`), stored only as argon2id
+---hashes that never leave the node; roles are 1-64 characters of
+---`a-z0-9_-` (`invalid_role`). Hashing is bounded per node: past its queue,
+---`auth_busy`. Inside a trigger run, writes happen at once (not with the
+---run's completion).
+users = {}
+
+---@class picloud.User
+---@field id string
+---@field email string normalised
+---@field verified boolean
+---@field roles string[]
+---@field data table a JSON object
+---@field created_ms integer
+---@field last_login_ms integer 0 before the first login
+
+---@class picloud.NewUser
+---@field email string
+---@field password string
+---@field data? table a JSON object (at most 16 KiB as JSON by default)
+---@field roles? string[]
+
+---@param fields picloud.NewUser
+---@return picloud.User
+function users.create(fields) end
+
+---@param id string
+---@return picloud.User|nil
+function users.get(id) end
+
+---@param query {email: string}
+---@return picloud.User|nil
+function users.find(query) end
+
+---@class picloud.UserPatch
+---@field email? string
+---@field verified? boolean
+---@field roles? string[] replaces the set
+---@field data? table replaces the data
+
+---Raises `user_not_found` when there is no such user.
+---@param id string
+---@param patch picloud.UserPatch
+---@return picloud.User
+function users.update(id, patch) end
+
+---Deletes the user and revokes all its sessions.
+---@param id string
+---@return boolean found
+function users.delete(id) end
+
+---@param options? {cursor?: string, limit?: integer} limit 1 to 1000 (default 100; else `invalid_limit`)
+---@return {users: picloud.User[], cursor: string|nil}
+function users.list(options) end
+
+---Replaces the password and revokes every session of the user.
+---@param id string
+---@param password string
+---@return boolean
+function users.set_password(id, password) end
+
+---A new session: `{token=, user=}`, or `nil, "invalid_credentials"` for an
+---unknown email or a wrong password (the two take the same time).
+---@param email string
+---@param password string
+---@return {token: string, user: picloud.User}|nil session
+---@return string|nil code
+function users.login(email, password) end
+
+---The session's user, or nil (unknown, expired or revoked: a revocation
+---anywhere in the cluster is seen here within a second).
+---@param token string
+---@return picloud.User|nil
+function users.verify(token) end
+
+---@param token string
+---@return boolean found
+function users.logout(token) end
+
+---@param id string
+---@return integer revoked how many sessions ended
+function users.logout_all(id) end
+
+---@param id string
+---@param role string
+---@return boolean added false when already held
+function users.add_role(id, role) end
+
+---@param id string
+---@param role string
+---@return boolean removed false when not held
+function users.remove_role(id, role) end
+
+---@param id string
+---@param role string
+---@return boolean
+function users.has_role(id, role) end
+
+---------------------------------------------------------------------------
 -- json
 ---------------------------------------------------------------------------
 

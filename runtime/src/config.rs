@@ -327,6 +327,30 @@ settings! {
     smtp_tls_cert: String = String::new(), "PICLOUD_SMTP_TLS_CERT";
     /// PEM private key of `smtp_tls_cert`.
     smtp_tls_key: String = String::new(), "PICLOUD_SMTP_TLS_KEY";
+    /// Password hashes (argon2id, ~19 MiB and tens of ms each) this node
+    /// runs at once; default the core count, so logins never starve the
+    /// other routes of more than that.
+    auth_hash_concurrency: usize = picloud_actors::users::UsersConfig::default().hash_concurrency, "PICLOUD_AUTH_HASH_CONCURRENCY";
+    /// Password hashes that may wait behind the running ones; more get 503
+    /// `auth_busy`.
+    auth_hash_queue_max: usize = picloud_actors::users::UsersConfig::default().hash_queue_max, "PICLOUD_AUTH_HASH_QUEUE_MAX";
+    /// Most end users one app may hold (more is 413 `quota_exceeded`).
+    auth_users_per_app_max: u64 = picloud_actors::users::UsersConfig::default().users_per_app_max, "PICLOUD_AUTH_USERS_PER_APP_MAX";
+    /// Sessions one user may hold; a login past it ends the oldest.
+    auth_sessions_per_user_max: u32 = picloud_actors::users::UsersConfig::default().sessions_per_user_max, "PICLOUD_AUTH_SESSIONS_PER_USER_MAX";
+    /// Largest `data` of a user, as JSON text, in bytes (more is 413
+    /// `value_too_large`).
+    auth_user_data_bytes_max: u32 = picloud_actors::users::UsersConfig::default().user_data_bytes_max, "PICLOUD_AUTH_USER_DATA_BYTES_MAX";
+    /// A session's sliding lifetime, in milliseconds: each use extends it.
+    auth_session_ttl_ms: u64 = picloud_actors::users::UsersConfig::default().session_ttl_ms, "PICLOUD_AUTH_SESSION_TTL_MS";
+    /// How often a used session's extension is written to the log, at most,
+    /// in milliseconds (below the TTL).
+    auth_session_refresh_ms: u64 = picloud_actors::users::UsersConfig::default().session_refresh_ms, "PICLOUD_AUTH_SESSION_REFRESH_MS";
+    /// A session unused this long on a node is dropped from that node's
+    /// live sessions (it stays valid), in milliseconds.
+    auth_session_idle_ms: u64 = picloud_actors::users::UsersConfig::default().session_idle_ms, "PICLOUD_AUTH_SESSION_IDLE_MS";
+    /// Live sessions one node keeps; past it the least recently used are dropped.
+    auth_sessions_live_max: usize = picloud_actors::users::UsersConfig::default().sessions_live_max, "PICLOUD_AUTH_SESSIONS_LIVE_MAX";
 }
 
 /// A setting that is a secret: read like a string, never shown by `Debug`
@@ -648,6 +672,7 @@ impl ServeConfig {
         self.outbound_config()?;
         self.files_config()?;
         self.mail_settings()?;
+        self.users_config()?;
         Ok(())
     }
 
@@ -718,6 +743,67 @@ impl ServeConfig {
                 attempts_max: self.email_attempts_max,
                 backoff_ms: self.email_backoff_ms,
             },
+        })
+    }
+
+    /// The end-user settings, checked (also at boot, by `validate`).
+    pub fn users_config(&self) -> anyhow::Result<picloud_actors::users::UsersConfig> {
+        const DAY_MS: u64 = 24 * 3_600_000;
+        check_range("auth_hash_concurrency", self.auth_hash_concurrency, 1, 256)?;
+        check_range("auth_hash_queue_max", self.auth_hash_queue_max, 0, 100_000)?;
+        check_range(
+            "auth_users_per_app_max",
+            self.auth_users_per_app_max,
+            1,
+            1_000_000_000,
+        )?;
+        check_range(
+            "auth_sessions_per_user_max",
+            self.auth_sessions_per_user_max,
+            1,
+            1_000,
+        )?;
+        check_range(
+            "auth_user_data_bytes_max",
+            self.auth_user_data_bytes_max,
+            2,
+            1 << 20,
+        )?;
+        check_range(
+            "auth_session_ttl_ms",
+            self.auth_session_ttl_ms,
+            60_000,
+            365 * DAY_MS,
+        )?;
+        check_range(
+            "auth_session_refresh_ms",
+            self.auth_session_refresh_ms,
+            1_000,
+            self.auth_session_ttl_ms,
+        )?;
+        check_range(
+            "auth_session_idle_ms",
+            self.auth_session_idle_ms,
+            1_000,
+            DAY_MS,
+        )?;
+        check_range(
+            "auth_sessions_live_max",
+            self.auth_sessions_live_max,
+            1,
+            10_000_000,
+        )?;
+        Ok(picloud_actors::users::UsersConfig {
+            hash_concurrency: self.auth_hash_concurrency,
+            hash_queue_max: self.auth_hash_queue_max,
+            users_per_app_max: self.auth_users_per_app_max,
+            sessions_per_user_max: self.auth_sessions_per_user_max,
+            user_data_bytes_max: self.auth_user_data_bytes_max,
+            session_ttl_ms: self.auth_session_ttl_ms,
+            session_refresh_ms: self.auth_session_refresh_ms,
+            session_idle_ms: self.auth_session_idle_ms,
+            sessions_live_max: self.auth_sessions_live_max,
+            ..picloud_actors::users::UsersConfig::default()
         })
     }
 

@@ -6,7 +6,7 @@
 //!               a join retries until --join-timeout-ms and may bring the master key)
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ realtime, files (+ files_repair,
-//!               files_gc duties) ─▶ Apps (app supervisor) + app_events
+//!               files_gc duties), users (+ sessions_idle) ─▶ Apps (app supervisor) + app_events
 //!          ─▶ HTTP gateway (http_accept) ─▶ SMTP listener (smtp_accept, with
 //!               --smtp-listen) ─▶ leader duties (triggers, cron)
 //!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
@@ -47,6 +47,7 @@ use picloud_actors::files::FileService;
 use picloud_actors::host::now_ms;
 use picloud_actors::outbound::Outbound;
 use picloud_actors::realtime::Realtime;
+use picloud_actors::users::UserService;
 use picloud_actors::{ActorRestarts, Apps, CpuShares, Duties, LogBook, NodeHost};
 use picloud_cluster::{Duty, Node, NodeInfo};
 use picloud_storage::{Command, CommandResult};
@@ -253,13 +254,16 @@ async fn serve(
             "no --smtp-relay: outgoing mail is CAPTURED, NOT SENT (see `picloud mail list APP`)"
         ),
     }
+    let users = UserService::new(node.clone(), config.users_config()?);
+    duties.supervise(users.idle_duty());
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())
             .with_outbound(Arc::new(Outbound::new(config.outbound_config()?)))
             .with_realtime(realtime.clone())
             .with_files(files.clone())
-            .with_mail(mailer.clone()),
+            .with_mail(mailer.clone())
+            .with_users(users.clone()),
     );
     let shares = Arc::new(CpuShares::new(config.app_script_threads()));
     let apps = Apps::start(
@@ -291,6 +295,7 @@ async fn serve(
             restarts,
             realtime: realtime.clone(),
             files: files.clone(),
+            users,
         },
         secret_keys,
     ));

@@ -41,6 +41,7 @@ use crate::files::{BlockHash, FileLimits};
 use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
+use crate::users::{UsersCommand, UsersError, UsersResult};
 
 mod wire;
 
@@ -325,6 +326,9 @@ pub enum Command {
     /// rejected with `OutboxFull` (nothing queued, the sender hears 451).
     /// Boxed: a message is far larger than the other commands' fields.
     InboundMail(Box<InboundMail>),
+    /// End users, sessions and single-use tokens (see `crate::users`).
+    /// Rejected with `AppNotFound` or `ApplyError::Users`.
+    Users(UsersCommand),
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
@@ -383,6 +387,12 @@ impl Command {
             | Command::SecretDelete { .. }
             | Command::FileDelete { .. }
             | Command::RemoveNode { .. } => true,
+            Command::Users(users) => matches!(
+                users,
+                UsersCommand::Delete { .. }
+                    | UsersCommand::Logout { .. }
+                    | UsersCommand::LogoutAll { .. }
+            ),
             Command::Kv { op, .. } => matches!(op, KvOp::Delete { .. }),
             Command::KvAtomic { ops, .. } => ops.iter().all(|op| matches!(op, KvOp::Delete { .. })),
             Command::Docs { ops, .. } => ops.iter().all(|op| matches!(op, DocOp::Delete { .. })),
@@ -572,6 +582,8 @@ pub enum CommandResult {
     MailDelivered {
         runs: u32,
     },
+    /// [`Command::Users`].
+    Users(UsersResult),
 }
 
 /// What became of a run reported done or failed.
@@ -680,4 +692,6 @@ pub enum ApplyError {
     },
     #[error("file {path:?} is inconsistent: {message}")]
     InvalidFile { path: String, message: String },
+    #[error("{0}")]
+    Users(UsersError),
 }

@@ -341,6 +341,49 @@ impl StoredValue {
     }
 }
 
+/// `Users` key prefix of every row of `app` tagged `tag` (`u` user, `e`
+/// email index, `n` count, `t` single-use token): the app prefix first, so
+/// an app delete drops them all with one prefix.
+pub(crate) fn users_prefix(app: &str, tag: u8) -> Vec<u8> {
+    let mut key = app_prefix(app);
+    key.push(tag);
+    key
+}
+
+/// `Users` key of user `id` of `app` (a `UserRecord`).
+pub(crate) fn user_key(app: &str, id: &str) -> Vec<u8> {
+    let mut key = users_prefix(app, b'u');
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// `Users` key of the unique email index row of `email` in `app` (the
+/// user id).
+pub(crate) fn user_email_key(app: &str, email: &str) -> Vec<u8> {
+    let mut key = users_prefix(app, b'e');
+    key.extend_from_slice(email.as_bytes());
+    key
+}
+
+/// `Users` key of how many users `app` holds (a `u64`).
+pub(crate) fn users_count_key(app: &str) -> Vec<u8> {
+    users_prefix(app, b'n')
+}
+
+/// `Users` key of the single-use token whose hash is `hash`.
+pub(crate) fn user_token_key(app: &str, hash: &[u8; 32]) -> Vec<u8> {
+    let mut key = users_prefix(app, b't');
+    key.extend_from_slice(hash);
+    key
+}
+
+/// `Sessions` key of the session whose token hash is `hash`.
+pub(crate) fn session_key(app: &str, hash: &[u8; 32]) -> Vec<u8> {
+    let mut key = app_prefix(app);
+    key.extend_from_slice(hash);
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,9 @@
 //! - `email`: outbound mail as the log carries it (`EmailCommand`, the
 //!   reserved `@email` trigger of its outbox entries) and dev-mode
 //!   captured mail.
+//! - `users`: end users, sessions (by token hash) and single-use tokens
+//!   as stored, `UsersCommand` (the inner enum of `Command::Users`), and
+//!   the email and role rules.
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
@@ -85,6 +88,7 @@ pub mod state_machine;
 pub mod topics;
 pub mod triggers;
 pub mod types;
+pub mod users;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -23,6 +23,7 @@ use crate::secrets::SecretRecord;
 use crate::topics::{PublishedEvent, TOPIC_PAGE_MAX, TopicPage};
 use crate::triggers::{DeadLetter, OutboxEntry, TriggerSet};
 use crate::types::NodeId;
+use crate::users::{SessionRecord, TokenHash, TokenRecord, UserRecord};
 
 /// The most items one `kv_list` page returns, whatever the caller asks.
 pub const KV_LIST_LIMIT_MAX: usize = 1000;
@@ -634,6 +635,95 @@ impl StateReader {
     /// Bytes the state database takes on disk (sled growth is a known risk).
     pub fn size_on_disk_bytes(&self) -> Result<u64, StorageError> {
         Ok(self.backend.size_on_disk_bytes()?)
+    }
+
+    /// User `id` of `app` (with its password hash: the caller, the user
+    /// service, never hands that out).
+    pub fn user(&self, app: &str, id: &str) -> Result<Option<UserRecord>, StorageError> {
+        self.decode_one(Keyspace::Users, &keys::user_key(app, id), "user record")
+    }
+
+    /// The id of the user of `app` whose normalised email is `email`.
+    pub fn user_id_by_email(&self, app: &str, email: &str) -> Result<Option<String>, StorageError> {
+        match self
+            .backend
+            .get(Keyspace::Users, &keys::user_email_key(app, email))?
+        {
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| StorageError::Corrupt {
+                    what: "user email index",
+                    detail: "the user id is not UTF-8".into(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` users of `app` in id order, after the id `after`.
+    pub fn users_list(
+        &self,
+        app: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, UserRecord)>, StorageError> {
+        let prefix = keys::user_key(app, "");
+        let start = match after {
+            Some(after) => {
+                let mut start = keys::user_key(app, after);
+                start.push(0);
+                start
+            }
+            None => prefix.clone(),
+        };
+        let mut users = Vec::new();
+        for item in self
+            .backend
+            .scan(Keyspace::Users, &prefix, &start)
+            .take(limit)
+        {
+            let (key, bytes) = item?;
+            let id = key
+                .get(prefix.len()..)
+                .and_then(|id| std::str::from_utf8(id).ok())
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: "user key",
+                    detail: "the user id is not UTF-8".into(),
+                })?;
+            let record = codec::decode(&bytes, STORED_BYTES_MAX)
+                .map_err(StorageError::codec("user record"))?;
+            users.push((id.to_owned(), record));
+        }
+        Ok(users)
+    }
+
+    /// How many users `app` holds.
+    pub fn users_count(&self, app: &str) -> Result<u64, StorageError> {
+        Ok(self
+            .decode_one(Keyspace::Users, &keys::users_count_key(app), "users count")?
+            .unwrap_or(0))
+    }
+
+    /// The session of `app` whose token hash is `hash`, expired or not (the
+    /// caller compares `expires_ms` with its clock).
+    pub fn session(
+        &self,
+        app: &str,
+        hash: &TokenHash,
+    ) -> Result<Option<SessionRecord>, StorageError> {
+        self.decode_one(Keyspace::Sessions, &keys::session_key(app, hash), "session")
+    }
+
+    /// The single-use token of `app` whose hash is `hash`, expired or not.
+    pub fn user_token(
+        &self,
+        app: &str,
+        hash: &TokenHash,
+    ) -> Result<Option<TokenRecord>, StorageError> {
+        self.decode_one(
+            Keyspace::Users,
+            &keys::user_token_key(app, hash),
+            "user token",
+        )
     }
 
     fn decode_one<T: serde::de::DeserializeOwned>(

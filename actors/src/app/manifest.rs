@@ -8,6 +8,8 @@ use super::cors::{CorsPolicy, RawCors};
 use super::name::validate_app_name;
 use super::topics::{RawTopic, TOPICS_DECLARED_MAX, TopicSpec, check_topic};
 use crate::cron::{Misfire, Schedule};
+use crate::users::AuthPolicy;
+use crate::users::password::{PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN};
 
 /// The manifest file's name inside an app folder and a deploy bundle.
 pub const MANIFEST_FILE: &str = "picloud.toml";
@@ -50,6 +52,9 @@ pub struct Manifest {
     /// `<anything>@<app>.<mail-domain>` whose mail reaches the app's
     /// `email` triggers.
     pub mail_aliases: Vec<String>,
+    /// `[auth]`: the app's choices for its end users (the sign-up and mail
+    /// flow keys come with the HTTP auth flows).
+    pub auth: AuthPolicy,
 }
 
 /// The folder of an app's modules unless the manifest names another.
@@ -207,6 +212,8 @@ struct RawManifest {
     topics: Vec<RawTopic>,
     #[serde(default)]
     mail: RawMailSection,
+    #[serde(default)]
+    auth: RawAuthSection,
 }
 
 /// `[mail]`: how mail reaches the app.
@@ -215,6 +222,40 @@ struct RawManifest {
 struct RawMailSection {
     #[serde(default)]
     aliases: Vec<String>,
+}
+
+/// `[auth]`: `session_ttl` in seconds, `password_min` in characters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthSection {
+    session_ttl: Option<u64>,
+    password_min: Option<usize>,
+}
+
+/// The longest `[auth] session_ttl`, in seconds (a year).
+const SESSION_TTL_SECS_MAX: u64 = 365 * 24 * 3600;
+/// The shortest `[auth] session_ttl`, in seconds.
+const SESSION_TTL_SECS_MIN: u64 = 60;
+
+fn check_auth(raw: RawAuthSection) -> Result<AuthPolicy, ManifestError> {
+    if let Some(ttl) = raw.session_ttl
+        && !(SESSION_TTL_SECS_MIN..=SESSION_TTL_SECS_MAX).contains(&ttl)
+    {
+        return Err(manifest_error(format!(
+            "[auth] session_ttl must be {SESSION_TTL_SECS_MIN} to {SESSION_TTL_SECS_MAX} seconds, got {ttl}"
+        )));
+    }
+    if let Some(min) = raw.password_min
+        && !(PASSWORD_CHARS_MIN..=PASSWORD_BYTES_MAX).contains(&min)
+    {
+        return Err(manifest_error(format!(
+            "[auth] password_min must be {PASSWORD_CHARS_MIN} to {PASSWORD_BYTES_MAX}, got {min}"
+        )));
+    }
+    Ok(AuthPolicy {
+        session_ttl_ms: raw.session_ttl.map(|secs| secs * 1000),
+        password_chars_min: raw.password_min,
+    })
 }
 
 /// `[app]`: settings of the app as a whole.
@@ -344,6 +385,7 @@ impl Manifest {
             .collect::<Result<Vec<_>, _>>()?;
         let mail_aliases = check_mail_aliases(raw.mail.aliases)
             .map_err(|message| manifest_error(format!("[mail] {message}")))?;
+        let auth = check_auth(raw.auth)?;
         Ok(Manifest {
             name: raw.name,
             routes,
@@ -356,6 +398,7 @@ impl Manifest {
             cors,
             topics,
             mail_aliases,
+            auth,
         })
     }
 }
@@ -792,6 +835,34 @@ script = "alert.lua"
 [triggers]
 chain_depth_max = 4
 "#;
+
+    /// `[auth]` takes the session TTL in seconds and a password minimum,
+    /// both bounded; absent, the node's settings apply.
+    #[test]
+    fn users_auth_section() {
+        let parse = |auth: &str| Manifest::parse(&format!("name = \"a\"\n[auth]\n{auth}"));
+        assert_eq!(
+            Manifest::parse("name = \"a\"").expect("valid").auth,
+            AuthPolicy::default()
+        );
+        assert_eq!(
+            parse("session_ttl = 3600\npassword_min = 12")
+                .expect("valid")
+                .auth,
+            AuthPolicy {
+                session_ttl_ms: Some(3_600_000),
+                password_chars_min: Some(12),
+            }
+        );
+        for bad in [
+            "session_ttl = 10",
+            "password_min = 4",
+            "password_min = 300",
+            "signup = \"open\"",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_triggers_with_defaults() {

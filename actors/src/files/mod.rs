@@ -631,7 +631,7 @@ pub fn served_range(size: u64, requested: Option<Range<u64>>) -> Option<Range<u6
 
 /// Milliseconds since the Unix epoch: the clock of `host::now_ms`, read
 /// here directly because `host` imports this module.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
 }
 

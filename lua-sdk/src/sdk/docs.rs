@@ -86,7 +86,12 @@ pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Re
     lua.globals().raw_set("docs", docs)
 }
 
-fn text_arg(lua: &Lua, function: &str, what: &str, value: Value) -> mlua::Result<String> {
+pub(super) fn text_arg(
+    lua: &Lua,
+    function: &str,
+    what: &str,
+    value: Value,
+) -> mlua::Result<String> {
     match value {
         Value::String(s) => s
             .to_str()
@@ -102,7 +107,12 @@ fn text_arg(lua: &Lua, function: &str, what: &str, value: Value) -> mlua::Result
     }
 }
 
-fn object_arg(lua: &Lua, function: &str, what: &str, value: &Value) -> mlua::Result<Json> {
+pub(super) fn object_arg(
+    lua: &Lua,
+    function: &str,
+    what: &str,
+    value: &Value,
+) -> mlua::Result<Json> {
     if !value.is_table() {
         return Err(script_error(
             lua,

@@ -2,6 +2,8 @@
 //! `json`, `time`, `secrets`, `crypto` (with `base64` and `hex`), `http`
 //! (outbound requests), `email` (outbound mail, queued), `pubsub` and
 //! `realtime`.
+//! (outbound requests), `pubsub`, `realtime` and `users` (end users and
+//! their sessions).
 //!
 //! Service calls are mlua async functions: the script's coroutine yields
 //! while the `Host` future runs, so a VM never blocks a runtime thread.
@@ -19,6 +21,7 @@ mod log;
 mod pubsub;
 mod secrets;
 mod time;
+mod users;
 
 use std::sync::Arc;
 
@@ -39,6 +42,7 @@ pub(crate) fn install(lua: &Lua, app: &str, host: Arc<dyn Host>) -> mlua::Result
     crypto::install(lua, host.clone())?;
     http::install(lua, app.clone(), host.clone())?;
     pubsub::install(lua, app.clone(), host.clone())?;
+    users::install(lua, app.clone(), host.clone())?;
     time::install(lua, host)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, DocsCall, FileData, FileListPage, FileStat,
     FileUrlOptions, Host, HostError, HostFuture, InvokeError, KvListPage, LogLevel,
     OutboundRequest, OutboundResponse, OutgoingEmail, Request, Response, SandboxLimits,
-    ScriptSource, Vm,
+    ScriptSource, UsersCall, Vm,
 };
 use serde_json::Value;
 
@@ -42,6 +42,10 @@ pub struct FakeHost {
     pub file_urls: Mutex<Vec<(String, FileUrlOptions)>>,
     /// Every `email.send`, in order.
     pub emails: Mutex<Vec<OutgoingEmail>>,
+    /// Every `users.*` call, in order; each answers `users_result` (`null`
+    /// when unset).
+    pub users_calls: Mutex<Vec<UsersCall>>,
+    pub users_result: Mutex<Option<Result<Value, HostError>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,6 +109,13 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
+    fn users<'a>(&'a self, _app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
+        Box::pin(async move {
+            lock(&self.users_calls).push(call);
+            lock(&self.users_result).clone().unwrap_or(Ok(Value::Null))
+        })
+    }
+
     fn kv_get<'a>(
         &'a self,
         app: &'a str,

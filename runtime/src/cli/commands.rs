@@ -104,6 +104,9 @@ pub enum ClientCommand {
     /// Mail captured in dev mode (no --smtp-relay): list, show.
     #[command(subcommand)]
     Mail(super::mail::MailCommand),
+    /// An app's end users: list, show, create (password from stdin), delete, roles.
+    #[command(subcommand)]
+    Users(super::users::UsersCommand),
     /// Realtime: rotate an app's token signing key.
     #[command(subcommand)]
     Realtime(super::realtime::RealtimeCommand),
@@ -502,6 +505,7 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::DeadLetters(command) => dead_letters(&client, command, json).await?,
         ClientCommand::Docs(command) => docs(&client, command, json).await?,
         ClientCommand::Secrets(command) => super::secrets::run(&client, command, json).await?,
+        ClientCommand::Users(command) => super::users::run(&client, command, json).await?,
         ClientCommand::Realtime(command) => super::realtime::run(&client, command, json).await?,
         ClientCommand::Mail(command) => super::mail::run(&client, command, json).await?,
         ClientCommand::Libs(command) => libs(&client, command, json).await?,

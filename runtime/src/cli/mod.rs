@@ -10,6 +10,7 @@
 //!   printed goes through it (scripts write log lines, kv values, errors).
 //! - `print`: JSON or text output, dates.
 //! - `secrets`: `picloud secrets ...`.
+//! - `users`: `picloud users ...` (an app's end users).
 //! - `realtime`: `picloud realtime rotate-key`.
 //! - `files`: `picloud files put|get|ls|rm|url` (streamed, progress line).
 //! - `mail`: `picloud mail list|show` (mail captured without a relay).
@@ -23,5 +24,6 @@ mod mail;
 mod print;
 mod realtime;
 mod secrets;
+mod users;
 
 pub use commands::{CLIENT_ARG_IDS, ClientArgs, ClientCommand, run};

@@ -64,6 +64,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on};
 use picloud_actors::files::FileService;
 use picloud_actors::realtime::Realtime;
+use picloud_actors::users::UserService;
 use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
 use picloud_cluster::Node;
 use picloud_lua_sdk::Code;
@@ -104,6 +105,8 @@ pub struct Shared {
     pub realtime: Realtime,
     /// This node's files and the permits of the streamed file routes.
     pub files: files::FileGate,
+    /// This node's end users (the admin API's `users` routes).
+    pub users: UserService,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -121,6 +124,7 @@ impl Gateway {
         Gateway(Arc::new(Shared {
             realtime: counters.realtime,
             files: files::FileGate::new(counters.files),
+            users: counters.users,
             triggers: counters.triggers,
             restarts: counters.restarts,
             key_uses: auth::KeyUses::default(),
@@ -147,6 +151,7 @@ pub struct Counters {
     pub restarts: Arc<ActorRestarts>,
     pub realtime: Realtime,
     pub files: FileService,
+    pub users: UserService,
 }
 
 pub fn router(gateway: Gateway) -> Router {

@@ -74,6 +74,8 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
         Keyspace::Secrets,
         Keyspace::Topics,
         Keyspace::Mail,
+        Keyspace::Users,
+        Keyspace::Sessions,
     ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }

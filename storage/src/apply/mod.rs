@@ -52,6 +52,7 @@
 //!   app's `email` triggers.
 //! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
 //!   retention) and the apps' sealed realtime signing keys.
+//! - `users`: end users, their sessions and single-use tokens.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
 //!   that fires a trigger (below `kv`, `docs` and `triggers`).
 //! - `txn`: `Txn`, a command's pending writes, read back and committed as
@@ -87,6 +88,7 @@ mod secrets;
 mod topics;
 mod triggers;
 mod txn;
+mod users;
 
 #[cfg(test)]
 mod tests;
@@ -267,6 +269,7 @@ fn run_in<B: Backend + ?Sized>(
         } => files::file_delete(txn, app, path, *depth, *now_ms)?,
         Command::Email(command) => email::email(txn, command)?,
         Command::InboundMail(mail) => inbound_mail::inbound_mail(txn, mail)?,
+        Command::Users(command) => users::users(txn, command)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -312,7 +315,8 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::FilePut { .. }
         | Command::FileDelete { .. }
         | Command::Email(_) => true,
-        | Command::InboundMail(_) => true,
+        Command::InboundMail(_) => true,
+        Command::Users(_) => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -361,6 +365,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::FileDelete { .. }
         | Command::Email(_)
         | Command::InboundMail(_)
+        | Command::Users(_)
         | Command::Batch(_) => None,
     }
 }

@@ -17,6 +17,7 @@ use crate::files::{BlockHash, FileLimits};
 use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
 use crate::triggers::TriggerSet;
+use crate::users::UsersCommand;
 
 /// Every command shape the log has ever held, in the order they were added.
 ///
@@ -245,6 +246,7 @@ enum Wire<'a> {
     },
     Email(Cow<'a, EmailCommand>),
     InboundMail(Cow<'a, InboundMail>),
+    Users(Cow<'a, UsersCommand>),
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -337,6 +339,7 @@ conversions! {
     to_wire {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),
         Command::Email(email) => Wire::Email(Cow::Borrowed(email)),
+        Command::Users(users) => Wire::Users(Cow::Borrowed(users)),
         Command::AppDelete { app, revoke_keys: false } => Wire::AppDelete {
             app: Cow::Borrowed(app),
         },
@@ -403,6 +406,7 @@ conversions! {
         Wire::Batch(commands) => Command::Batch(commands.into_owned()),
         Wire::Email(email) => Command::Email(email.into_owned()),
         Wire::InboundMail(mail) => Command::InboundMail(Box::new(mail.into_owned())),
+        Wire::Users(users) => Command::Users(users.into_owned()),
         Wire::AppDelete { app } => Command::AppDelete {
             app: app.into_owned(),
             revoke_keys: false,

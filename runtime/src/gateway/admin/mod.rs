@@ -13,6 +13,7 @@
 //! - `triggers.rs`: dead letters and the trigger backlog
 //! - `mail.rs`: mail captured in dev mode (list, show)
 //! - `secrets.rs`: app secrets and master-key rotation
+//! - `users.rs`: an app's end users (list, show, create, delete, roles)
 //! - `realtime.rs`: rotating an app's realtime token signing key
 //! - `libs.rs`: shared libraries (publish, list, resolve pins at deploy)
 //! - `keys.rs`: API keys and `whoami`
@@ -35,6 +36,7 @@ pub mod metrics;
 mod realtime;
 mod secrets;
 mod triggers;
+mod users;
 
 use axum::Router;
 use axum::routing::{delete, get, post, put};
@@ -96,6 +98,13 @@ pub fn router() -> Router<Gateway> {
         // mail captured without a relay
         .route("/apps/{app}/mail", get(mail::list))
         .route("/apps/{app}/mail/{id}", get(mail::show))
+        // end users
+        .route("/apps/{app}/users", get(users::list).post(users::create))
+        .route(
+            "/apps/{app}/users/{id}",
+            get(users::show).delete(users::delete),
+        )
+        .route("/apps/{app}/users/{id}/roles", post(users::roles))
         // secrets
         .route("/apps/{app}/secrets", get(secrets::list))
         .route(

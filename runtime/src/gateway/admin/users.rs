@@ -1,0 +1,153 @@
+//! An app's end users in the admin API: the same `UserService` scripts
+//! reach through `users.*`, so the rules (normalised emails, the password
+//! policy, roles) and the view (never the password hash) are the same.
+//!
+//! ```text
+//!  GET    /apps/{app}/users?cursor=&limit=   {users: [...], cursor?}   read scope
+//!  POST   /apps/{app}/users                  {email, password, data?, roles?} → 201 the user
+//!  GET    /apps/{app}/users/{id}             the user (404 user_not_found)
+//!  DELETE /apps/{app}/users/{id}             {deleted} (its sessions end)
+//!  POST   /apps/{app}/users/{id}/roles       {add?: [..], remove?: [..]} → the user
+//! ```
+//!
+//! Writes need the app's write scope. Operator roles (owner, developer,
+//! viewer) are a later layer over these same checks.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use picloud_actors::users::AuthPolicy;
+use picloud_lua_sdk::{Code, UserPatchArgs};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::checks::require_app;
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, ApiQuery, Gateway, parse_json, read_body};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    email: String,
+    password: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesRequest {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+fn user_not_found(id: &str) -> ApiError {
+    ApiError::new(Code::UserNotFound, format!("user {id} not found"))
+}
+
+pub(super) async fn list(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_read(&app)?;
+    require_app(&gateway, &app)?;
+    Ok(Json(
+        gateway.users.list(&app, query.cursor, query.limit).await?,
+    ))
+}
+
+pub(super) async fn create(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_write(&app)?;
+    require_app(&gateway, &app)?;
+    let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
+    let request: CreateRequest = parse_json(&bytes)?;
+    let user = gateway
+        .users
+        .create(
+            &app,
+            &request.email,
+            request.password,
+            &request.data,
+            &request.roles,
+            AuthPolicy::default(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+pub(super) async fn show(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_read(&app)?;
+    require_app(&gateway, &app)?;
+    match gateway.users.get(&app, &id).await? {
+        Some(user) => Ok(Json(user)),
+        None => Err(user_not_found(&id)),
+    }
+}
+
+pub(super) async fn delete(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_write(&app)?;
+    require_app(&gateway, &app)?;
+    let deleted = gateway.users.delete(&app, &id).await?;
+    Ok(Json(json!({ "deleted": deleted })))
+}
+
+/// Adds then removes roles, as one update of the role set.
+pub(super) async fn roles(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, id)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_write(&app)?;
+    require_app(&gateway, &app)?;
+    let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
+    let request: RolesRequest = parse_json(&bytes)?;
+    let user = gateway
+        .users
+        .get(&app, &id)
+        .await?
+        .ok_or_else(|| user_not_found(&id))?;
+    let mut roles: Vec<String> = user["roles"]
+        .as_array()
+        .map(|roles| {
+            roles
+                .iter()
+                .filter_map(|role| role.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.extend(request.add);
+    roles.retain(|role| !request.remove.contains(role));
+    let patch = UserPatchArgs {
+        roles: Some(roles),
+        ..UserPatchArgs::default()
+    };
+    Ok(Json(gateway.users.update(&app, &id, patch).await?))
+}
