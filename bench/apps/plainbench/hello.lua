@@ -1,0 +1,3 @@
+return function(req)
+  return "hello"
+end
