@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::cluster::eventually;
 use common::data_dir::{files_containing, key_id, key_text, snapshot_files};
-use common::{Api, BIN, CliOutput, TestNode, install_crypto, manifest};
+use common::{Api, CliOutput, TestNode, install_crypto, manifest};
 use serde_json::Value;
 
 const PLAINTEXT: &str = "sk_live_PLAINTEXT_7f3a9c_do_not_leak";
@@ -24,28 +22,9 @@ const KV_MARKER: &str = "kv_marker_in_the_clear_51d0";
 
 const GET: &str = "return function(req)\n  local value = secrets.get(req.params.name)\n  if value == nil then return {status=404, json={missing=true}} end\n  return {json={value=value}}\nend";
 
-/// Runs the CLI against `node` with `stdin` piped in.
+/// Runs the CLI against `node` as its admin with `stdin` piped in.
 fn cli_stdin(node: &TestNode, args: &[&str], stdin: &[u8]) -> CliOutput {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("PICLOUD_URL", node.url())
-        .env("PICLOUD_KEY", node.admin_key())
-        .env(
-            "PICLOUD_CREDENTIALS",
-            node.data_dir.with_extension("credentials.toml"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run picloud CLI");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    CliOutput::from(child.wait_with_output().expect("CLI output"))
+    node.cli_with_key_stdin(&node.admin_key(), args, stdin)
 }
 
 async fn get_secret(node: &TestNode, name: &str) -> (u16, Value) {

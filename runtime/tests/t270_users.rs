@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::cluster::{api, start_three};
-use common::{Api, BIN, TestNode, install_crypto};
+use common::{Api, TestNode, install_crypto};
 use serde_json::{Value, json};
 
 const MANIFEST: &str = r#"name = "ua"
@@ -131,39 +129,6 @@ async fn login(node: &Api, email: &str, password: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no token: {body}"))
         .to_string()
-}
-
-fn cli_with_stdin(
-    node: &TestNode,
-    key: &str,
-    args: &[&str],
-    stdin: &str,
-) -> (bool, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("PICLOUD_URL", node.url())
-        .env("PICLOUD_KEY", key)
-        .env(
-            "PICLOUD_CREDENTIALS",
-            node.data_dir.with_extension("credentials.toml"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run picloud CLI");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("CLI output");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,21 +307,21 @@ async fn users_sessions_and_revocation_across_three_nodes() {
     assert_eq!(status, 401, "{body}");
 
     // The CLI: create (password on stdin), list, show, roles, delete.
-    let (ok, out, err) = cli_with_stdin(
-        &nodes[2],
+    let created = nodes[2].cli_with_key_stdin(
         &key,
         &["users", "create", "ua", "Dee@Example.org", "--role", "x"],
-        "correct horse\n",
+        b"correct horse\n",
     );
+    let (ok, out, err) = (created.success, created.stdout, created.stderr);
     assert!(ok, "{err}{out}");
     assert!(out.contains("dee@example.org"), "{out}");
     assert_no_hash(&out);
-    let (ok, out, err) = cli_with_stdin(
-        &nodes[0],
+    let weak = nodes[0].cli_with_key_stdin(
         &key,
         &["users", "create", "ua", "weak@example.org"],
-        "password\n",
+        b"password\n",
     );
+    let (ok, out, err) = (weak.success, weak.stdout, weak.stderr);
     assert!(!ok && err.contains("password_weak"), "{err}{out}");
     let listed = nodes[0].cli_with_key(&key, &["users", "list", "ua"]).ok();
     assert!(

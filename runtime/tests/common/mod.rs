@@ -257,6 +257,32 @@ impl TestNode {
         CliOutput::from(output)
     }
 
+    /// Runs the CLI against this node as `key` with `stdin` piped in (a
+    /// secret value, a password).
+    pub fn cli_with_key_stdin(&self, key: &str, args: &[&str], stdin: &[u8]) -> CliOutput {
+        use std::io::Write as _;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("PICLOUD_URL", self.url())
+            .env("PICLOUD_KEY", key)
+            .env(
+                "PICLOUD_CREDENTIALS",
+                self.data_dir.with_extension("credentials.toml"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run picloud CLI");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write stdin");
+        CliOutput::from(child.wait_with_output().expect("CLI output"))
+    }
+
     pub fn client(&self) -> Api {
         Api {
             http: reqwest::Client::new(),
