@@ -140,6 +140,7 @@ codes! {
     SessionInvalid = ("session_invalid", 401, "The session token is missing, unknown, expired or revoked."),
     AuthTokenInvalid = ("auth_token_invalid", 400, "A verification, reset or invitation token is unknown, already used or expired."),
     InvalidRole = ("invalid_role", 400, "A role name is empty, too long, or holds a character roles may not."),
+    EmailUnverified = ("email_unverified", 403, "The app's `[auth] verify_email` is on and this user has not verified their email yet; follow the link mailed at signup (or request it again)."),
     SignupClosed = ("signup_closed", 403, "The app's `[auth] signup` does not allow this signup (closed, or invite-only without an invitation)."),
     // ---- crypto helpers ----
     InvalidEncoding = ("invalid_encoding", 400, "A `base64.decode` or `hex.decode` input is not valid in that encoding."),

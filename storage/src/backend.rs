@@ -72,12 +72,15 @@ pub enum Keyspace {
     /// End users' sessions and single-use tokens (verification, reset,
     /// invitation), stored by the hash of the token.
     Sessions = 22,
+    /// The people who run PiCloud: operator accounts' cluster flags and
+    /// app memberships with their roles (see `operators`).
+    Operators = 23,
 }
 
 impl Keyspace {
     /// The keyspaces that make up replicated state (what a snapshot carries).
     /// `Meta` is not among them: a snapshot's meta travels separately.
-    pub const STATE_DATA: [Keyspace; 20] = [
+    pub const STATE_DATA: [Keyspace; 21] = [
         Keyspace::Kv,
         Keyspace::Apps,
         Keyspace::Deploys,
@@ -98,6 +101,7 @@ impl Keyspace {
         Keyspace::Mail,
         Keyspace::Users,
         Keyspace::Sessions,
+        Keyspace::Operators,
     ];
 
     pub fn id(self) -> u8 {
@@ -129,6 +133,7 @@ impl Keyspace {
             Keyspace::Mail,
             Keyspace::Users,
             Keyspace::Sessions,
+            Keyspace::Operators,
         ]
         .into_iter()
         .find(|keyspace| keyspace.id() == id)
