@@ -318,6 +318,9 @@ settings! {
     smtp_recipients_max: usize = 100, "PICLOUD_SMTP_RECIPIENTS_MAX";
     /// Open SMTP connections on this node; more get 421 at once.
     smtp_connections_max: usize = 256, "PICLOUD_SMTP_CONNECTIONS_MAX";
+    /// Open SMTP connections from one client address; more get 421 at
+    /// once (one sender cannot take every slot of `smtp_connections_max`).
+    smtp_connections_per_ip_max: usize = 16, "PICLOUD_SMTP_CONNECTIONS_PER_IP_MAX";
     /// How long the listener waits for each SMTP command, in milliseconds.
     smtp_command_timeout_ms: u64 = 60_000, "PICLOUD_SMTP_COMMAND_TIMEOUT_MS";
     /// How long a whole message may take after `DATA`, in milliseconds.
@@ -1144,6 +1147,12 @@ impl ServeConfig {
             100_000,
         )?;
         check_range(
+            "smtp_connections_per_ip_max",
+            self.smtp_connections_per_ip_max,
+            1,
+            100_000,
+        )?;
+        check_range(
             "smtp_command_timeout_ms",
             self.smtp_command_timeout_ms,
             100,
@@ -1179,6 +1188,7 @@ impl ServeConfig {
             command_timeout: std::time::Duration::from_millis(self.smtp_command_timeout_ms),
             data_timeout: std::time::Duration::from_millis(self.smtp_data_timeout_ms),
             connections_max: self.smtp_connections_max,
+            connections_per_ip_max: self.smtp_connections_per_ip_max,
             tls,
         })
     }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  client ─▶ accept (≤ smtp_connections_max, else 421) ─▶ session (planner)
-//!     RCPT ─▶ recipients::resolve (local state) ─▶ 250 | 550 | 452
+//!     RCPT ─▶ recipients::resolve (local state; unknown → read barrier, again)
+//!          ─▶ 250 | 550 | 452 | 450 (cannot catch up)
 //!     DATA ─▶ MessageBuffer (≤ mail_bytes_max, else 552) ─▶ message::parse
 //!          ─▶ big attachments ─▶ FileService (files of the app)
 //!          ─▶ Node::write(InboundMail) ─▶ committed: 250 | otherwise 451
@@ -26,7 +27,8 @@ pub mod message;
 pub mod recipients;
 pub mod session;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +36,16 @@ use bytes::Bytes;
 use picloud_actors::files::FileService;
 use picloud_cluster::Node;
 use picloud_storage::inbound_mail::{InboundMail, MailRecipient};
+use picloud_storage::state::StateReader;
 use picloud_storage::{Command, CommandResult};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use session::{DataLine, Delivery, Envelope, MessageBuffer, Next, Session, SessionLimits};
+use session::{
+    DataLine, Delivery, Envelope, MessageBuffer, Next, Reply, Resolution, Session, SessionLimits,
+};
 
 /// The listener's settings (from `ServeConfig`, validated at boot).
 #[derive(Clone)]
@@ -54,6 +59,8 @@ pub struct SmtpConfig {
     /// Wait for a whole message after `354`.
     pub data_timeout: Duration,
     pub connections_max: usize,
+    /// Open connections from one client address.
+    pub connections_per_ip_max: usize,
     /// The certificate STARTTLS uses, when one is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -67,7 +74,56 @@ pub struct SmtpServer {
     files: FileService,
     config: Arc<SmtpConfig>,
     connections: Arc<Semaphore>,
+    per_ip: PerIp,
 }
+
+/// Open connections per client address, so one sender cannot hold every
+/// slot. Holds at most `connections_max` addresses (an entry lives only
+/// while one of its connections does).
+#[derive(Clone, Default)]
+struct PerIp(Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>);
+
+/// One counted connection of an address; uncounted when dropped.
+struct PerIpSlot {
+    per_ip: PerIp,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn acquire(&self, ip: IpAddr, max: usize) -> Option<PerIpSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PerIpSlot {
+            per_ip: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .per_ip
+            .0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// How long a `RCPT` for an address this node does not know waits for a
+/// read barrier (the app may have been deployed on a node ahead of this
+/// one); past it the answer is 450, which senders retry.
+const RECIPIENT_RECHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +163,7 @@ impl SmtpServer {
             node,
             files,
             connections: Arc::new(Semaphore::new(config.connections_max)),
+            per_ip: PerIp::default(),
             config: Arc::new(config),
         })
     }
@@ -131,12 +188,16 @@ impl SmtpServer {
                         let _ = stream.try_write(b"421 4.3.2 too many connections; try again later\r\n");
                         continue;
                     };
+                    let Some(slot) = self.per_ip.acquire(peer.ip(), self.config.connections_per_ip_max) else {
+                        let _ = stream.try_write(b"421 4.3.2 too many connections from your address; try again later\r\n");
+                        continue;
+                    };
                     let server = self.clone();
                     connections.spawn(async move {
                         if let Err(error) = server.connection(stream).await {
                             tracing::debug!(%peer, %error, "smtp connection ended");
                         }
-                        drop(permit);
+                        drop((permit, slot));
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -185,9 +246,21 @@ impl SmtpServer {
                 Line::TooLong { .. } => session.line_too_long(),
                 Line::Whole(line) => {
                     let line = trim_line_ending(&line);
-                    session.command(line, &mut |address| {
-                        recipients::resolve(&reader, &domain, address)
-                    })
+                    let mut unknown = false;
+                    let answer = session.command(line, &mut |address| {
+                        let found = recipients::resolve(&reader, &domain, address);
+                        unknown = found == Resolution::Unknown;
+                        found
+                    });
+                    if unknown {
+                        // This node may be behind a deploy that added the
+                        // app or its trigger: catch up and look again (an
+                        // unknown recipient changes nothing in the session,
+                        // so the command can run twice).
+                        self.recheck(session, line, &reader, &domain).await
+                    } else {
+                        answer
+                    }
                 }
             };
             stream.write_all(&reply.to_wire()).await?;
@@ -205,6 +278,27 @@ impl SmtpServer {
                 }
             }
         }
+    }
+
+    /// Answers a `RCPT` whose address this node's state did not know, once
+    /// the state caught up with the leader's; 450 when it cannot catch up.
+    async fn recheck(
+        &self,
+        session: &mut Session,
+        line: &[u8],
+        reader: &StateReader,
+        domain: &str,
+    ) -> (Reply, Next) {
+        let caught_up = tokio::time::timeout(RECIPIENT_RECHECK_TIMEOUT, self.node.read_barrier())
+            .await
+            .is_ok_and(|barrier| barrier.is_ok());
+        session.command(line, &mut |address| {
+            if caught_up {
+                recipients::resolve(reader, domain, address)
+            } else {
+                Resolution::Unavailable
+            }
+        })
     }
 
     /// Reads the message after `354` and delivers it.
@@ -351,8 +445,24 @@ pub fn tls_acceptor(
 
 #[cfg(test)]
 mod tests {
-    use super::{Line, read_line, trim_line_ending};
+    use super::{Line, PerIp, read_line, trim_line_ending};
+    use std::net::{IpAddr, Ipv4Addr};
     use tokio::io::BufReader;
+
+    /// An address holds at most its share of connections; closing one
+    /// frees its slot, and another address is not affected.
+    #[test]
+    fn connections_are_capped_per_address() {
+        let per_ip = PerIp::default();
+        let one = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let first = per_ip.acquire(one, 2).expect("first");
+        let _second = per_ip.acquire(one, 2).expect("second");
+        assert!(per_ip.acquire(one, 2).is_none(), "third from one address");
+        assert!(per_ip.acquire(two, 2).is_some(), "another address");
+        drop(first);
+        assert!(per_ip.acquire(one, 2).is_some(), "a slot came back");
+    }
 
     /// Lines come whole up to the cap; a longer one is read to its end and
     /// only counted, so the next line is intact; the stream's end is `Eof`.

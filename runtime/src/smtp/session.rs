@@ -59,6 +59,9 @@ pub enum Resolution {
     App { app: String, local: String },
     /// No app takes mail for this address.
     Unknown,
+    /// This node cannot tell right now (it could not catch up with the
+    /// cluster): the sender should retry.
+    Unavailable,
 }
 
 /// A recipient the session accepted.
@@ -314,6 +317,13 @@ impl Session {
         match resolve(&address) {
             Resolution::Unknown => (
                 Reply::new(550, format!("5.1.1 <{address}>: no such recipient")),
+                Next::Command,
+            ),
+            Resolution::Unavailable => (
+                Reply::new(
+                    450,
+                    format!("4.4.3 <{address}>: cannot check this recipient now; try again later"),
+                ),
                 Next::Command,
             ),
             // One app per message keeps its delivery all-or-nothing; a

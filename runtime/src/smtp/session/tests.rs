@@ -134,6 +134,20 @@ fn recipients_unknown_other_app_and_past_the_bound() {
 }
 
 #[test]
+fn a_recipient_that_cannot_be_checked_gets_450_and_can_be_sent_again() {
+    let mut s = session(false);
+    send(&mut s, "EHLO c");
+    send(&mut s, "MAIL FROM:<a@b>");
+    let (reply, next) = s.command(b"RCPT TO:<a@shop.m>", &mut |_| Resolution::Unavailable);
+    assert_eq!((reply.code, next), (450, Next::Command));
+    assert_eq!(send(&mut s, "DATA").0, 554, "no recipient was accepted");
+    // The session is unchanged by the refusal: the same RCPT runs again.
+    send(&mut s, "MAIL FROM:<a@b>");
+    assert_eq!(send(&mut s, "RCPT TO:<a@shop.m>").0, 250);
+    assert_eq!(send(&mut s, "DATA").0, 354);
+}
+
+#[test]
 fn oversize_is_refused_at_mail_from_and_at_the_end_of_data() {
     let mut s = session(false);
     send(&mut s, "EHLO c");
