@@ -189,6 +189,16 @@ pub enum UsersCommand {
         token: TokenHash,
         now_ms: u64,
     },
+    /// Gives the user `role` (`held`) or takes it away, against the roles
+    /// as they are when the entry applies (two concurrent changes of
+    /// different roles both land). Result `RoleSet`; rejected with
+    /// `UserNotFound`, `InvalidRole` or `TooManyRoles`.
+    SetRole {
+        app: String,
+        id: String,
+        role: String,
+        held: bool,
+    },
 }
 
 impl UsersCommand {
@@ -204,7 +214,8 @@ impl UsersCommand {
             | UsersCommand::Logout { app, .. }
             | UsersCommand::LogoutAll { app, .. }
             | UsersCommand::TokenCreate { app, .. }
-            | UsersCommand::TokenConsume { app, .. } => app,
+            | UsersCommand::TokenConsume { app, .. }
+            | UsersCommand::SetRole { app, .. } => app,
         }
     }
 }
@@ -236,6 +247,10 @@ pub enum UsersResult {
     /// `None`: unknown, already used or expired (`auth_token_invalid`).
     TokenConsumed {
         record: Option<TokenRecord>,
+    },
+    /// `changed`: the role was added (not held before) or removed (held).
+    RoleSet {
+        changed: bool,
     },
 }
 

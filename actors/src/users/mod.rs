@@ -601,8 +601,6 @@ impl UserService {
     }
 
     /// Adds or removes one role; the result is whether the set changed.
-    /// Read-modify-write: two concurrent role changes of one user may lose
-    /// one (a later `UsersCommand` variant can make it atomic).
     pub async fn change_role(
         &self,
         app: &str,
@@ -611,26 +609,19 @@ impl UserService {
         add: bool,
     ) -> Result<Value, HostError> {
         checked_roles(&[role.to_string()])?;
-        self.node.read_barrier().await.map_err(cluster_host_error)?;
-        let record = self.record(app, id)?.ok_or_else(|| not_found(id))?;
-        let mut roles = record.roles.clone();
-        let changed = if add {
-            roles.insert(role.to_string())
-        } else {
-            roles.remove(role)
-        };
-        if changed {
-            self.write(UsersCommand::Update {
+        // One entry that changes the role against the roles as they are
+        // when it applies: two concurrent changes never undo each other.
+        match self
+            .write(UsersCommand::SetRole {
                 app: app.into(),
                 id: id.into(),
-                patch: UserPatch {
-                    roles: Some(roles),
-                    ..UserPatch::default()
-                },
-                limits: self.config.limits(),
+                role: role.into(),
+                held: add,
             })
-            .await?;
+            .await?
+        {
+            UsersResult::RoleSet { changed } => Ok(Value::Bool(changed)),
+            _ => Ok(Value::Bool(false)),
         }
-        Ok(Value::Bool(changed))
     }
 }

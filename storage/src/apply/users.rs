@@ -75,6 +75,12 @@ pub(super) fn users<B: Backend + ?Sized>(
             sessions,
             now_ms,
         } => refresh(txn, app, sessions, *now_ms)?,
+        UsersCommand::SetRole {
+            app,
+            id,
+            role,
+            held,
+        } => set_role(txn, app, id, role, *held)?,
         UsersCommand::Logout { app, session } => logout(txn, app, session)?,
         UsersCommand::LogoutAll { app, id } => logout_all(txn, app, id)?,
         UsersCommand::TokenCreate { app, token, record } => {
@@ -228,6 +234,31 @@ fn update<B: Backend + ?Sized>(
     }
     put_user(txn, app, id, &record)?;
     Ok(Ok(crate::users::UsersResult::Updated))
+}
+
+fn set_role<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    id: &str,
+    role: &str,
+    held: bool,
+) -> Result<UsersOutcome, StorageError> {
+    let Some(mut record) = user(txn, app, id)? else {
+        return Ok(Err(UsersError::UserNotFound { id: id.into() }));
+    };
+    let changed = if held {
+        record.roles.insert(role.to_string())
+    } else {
+        record.roles.remove(role)
+    };
+    if !changed {
+        return Ok(Ok(crate::users::UsersResult::RoleSet { changed }));
+    }
+    if let Err(rejection) = check_roles(&record.roles) {
+        return Ok(Err(rejection));
+    }
+    put_user(txn, app, id, &record)?;
+    Ok(Ok(crate::users::UsersResult::RoleSet { changed }))
 }
 
 fn delete<B: Backend + ?Sized>(

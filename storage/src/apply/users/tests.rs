@@ -459,11 +459,71 @@ fn users_list_pages_in_id_order_and_app_delete_drops_everything() {
     assert_eq!(f.reader.users_count("a").expect("count"), 0);
 }
 
+#[test]
+fn set_role_changes_one_role_against_the_current_roles() {
+    let mut f = fixture();
+    f.run(create_command("u1", "ann@example.org"));
+    let set = |f: &mut Fixture, role: &str, held: bool| {
+        users(
+            f,
+            UsersCommand::SetRole {
+                app: "a".into(),
+                id: "u1".into(),
+                role: role.into(),
+                held,
+            },
+        )
+    };
+    // Two changes proposed from the same read both land.
+    assert_eq!(
+        set(&mut f, "admin", true),
+        ok(UsersResult::RoleSet { changed: true })
+    );
+    assert_eq!(
+        set(&mut f, "editor", true),
+        ok(UsersResult::RoleSet { changed: true })
+    );
+    assert_eq!(
+        set(&mut f, "admin", true),
+        ok(UsersResult::RoleSet { changed: false })
+    );
+    assert_eq!(
+        set(&mut f, "member", false),
+        ok(UsersResult::RoleSet { changed: true })
+    );
+    assert_eq!(
+        set(&mut f, "member", false),
+        ok(UsersResult::RoleSet { changed: false })
+    );
+    let record = f.reader.user("a", "u1").expect("read").expect("user");
+    assert_eq!(record.roles, roles(&["admin", "editor"]));
+    assert_eq!(
+        set(&mut f, "bad role", true),
+        no(UsersError::InvalidRole {
+            role: "bad role".into()
+        })
+    );
+    assert_eq!(
+        users(
+            &mut f,
+            UsersCommand::SetRole {
+                app: "a".into(),
+                id: "nobody".into(),
+                role: "r".into(),
+                held: true,
+            },
+        ),
+        no(UsersError::UserNotFound {
+            id: "nobody".into()
+        })
+    );
+}
+
 /// The inner enum's log bytes: each variant's index is its position, so a
 /// new variant goes at the end. Produced by this code when it was written.
 #[test]
 fn users_commands_keep_their_bytes() {
-    let golden: [(UsersCommand, &str); 3] = [
+    let golden: [(UsersCommand, &str); 4] = [
         (
             UsersCommand::Delete {
                 app: "a".into(),
@@ -485,6 +545,15 @@ fn users_commands_keep_their_bytes() {
                 now_ms: 7,
             },
             "090161020202020202020202020202020202020202020202020202020202020202020207",
+        ),
+        (
+            UsersCommand::SetRole {
+                app: "a".into(),
+                id: "u".into(),
+                role: "r".into(),
+                held: true,
+            },
+            "0a01610175017201",
         ),
     ];
     for (command, hex) in golden {
