@@ -316,8 +316,9 @@ impl AppRuntime {
         if let Some(pooled) = self.take_idle() {
             return Ok(pooled);
         }
-        let host =
-            Arc::new(RunHost::new(self.host.clone(), self.topics.clone()).with_auth(self.auth));
+        let host = Arc::new(
+            RunHost::new(self.host.clone(), self.topics.clone()).with_auth(self.auth.clone()),
+        );
         let vm = off_workers(|| {
             Vm::with_modules(
                 &self.app,

@@ -483,9 +483,22 @@ fn redeem_applies_a_token_once_and_only_for_its_kind() {
         password_hash: "$argon2id$new".into(),
     };
     assert_eq!(redeem(&mut f, 7, reset(), 10), redeemed(None), "wrong kind");
-    assert_eq!(redeem(&mut f, 7, Redemption::Verify, 10), redeemed(Some("u1")));
-    assert!(f.reader.user("a", "u1").expect("read").expect("user").verified);
-    assert_eq!(redeem(&mut f, 7, Redemption::Verify, 10), redeemed(None), "used");
+    assert_eq!(
+        redeem(&mut f, 7, Redemption::Verify, 10),
+        redeemed(Some("u1"))
+    );
+    assert!(
+        f.reader
+            .user("a", "u1")
+            .expect("read")
+            .expect("user")
+            .verified
+    );
+    assert_eq!(
+        redeem(&mut f, 7, Redemption::Verify, 10),
+        redeemed(None),
+        "used"
+    );
 
     token(&mut f, 8, TokenKind::Reset, "u1", 1000);
     assert_eq!(redeem(&mut f, 8, reset(), 1000), redeemed(None), "expired");
