@@ -145,6 +145,11 @@ impl AppRuntime {
         self
     }
 
+    /// The version's `[auth]`, for the HTTP auth flows.
+    pub fn auth(&self) -> &AuthPolicy {
+        &self.auth
+    }
+
     /// The version's `[[topic]]` declarations.
     pub fn topics(&self) -> &[TopicSpec] {
         &self.topics
