@@ -64,19 +64,29 @@ async fn mail_items(admin: &Api, app: &str, email: &str) -> Vec<Value> {
         .map(|items| {
             items
                 .iter()
-                .filter(|item| item["to"].as_array().is_some_and(|to| to.contains(&json!(email))))
+                .filter(|item| {
+                    item["to"]
+                        .as_array()
+                        .is_some_and(|to| to.contains(&json!(email)))
+                })
                 .cloned()
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// The subject and text of the newest captured mail of `app` to `email`,
-/// polled until one is there.
-async fn mail_to(admin: &Api, app: &str, email: &str) -> (String, String) {
+/// The subject and text of the newest captured mail of `app` to `email`
+/// whose subject holds `subject`, polled until one is there.
+async fn mail_to(admin: &Api, app: &str, email: &str, subject: &str) -> (String, String) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let item = loop {
-        if let Some(item) = mail_items(admin, app, email).await.into_iter().next() {
+        let items = mail_items(admin, app, email).await;
+        let found = items.into_iter().find(|item| {
+            item["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains(subject))
+        });
+        if let Some(item) = found {
             break item;
         }
         assert!(tokio::time::Instant::now() < deadline, "no mail to {email}");
@@ -99,7 +109,9 @@ async fn mails_to(admin: &Api, app: &str, email: &str) -> usize {
 
 /// The `token` of the first link in a mail's text.
 fn token_in(text: &str) -> String {
-    let at = text.find("token=").unwrap_or_else(|| panic!("no link in {text:?}"));
+    let at = text
+        .find("token=")
+        .unwrap_or_else(|| panic!("no link in {text:?}"));
     text[at + "token=".len()..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
@@ -109,7 +121,9 @@ fn token_in(text: &str) -> String {
 /// The path and query of the first link in a mail's text (so a test can
 /// follow it through any node).
 fn link_path(text: &str) -> String {
-    let start = text.find("/_/auth/").unwrap_or_else(|| panic!("no link in {text:?}"));
+    let start = text
+        .find("/_/auth/")
+        .unwrap_or_else(|| panic!("no link in {text:?}"));
     text[start..]
         .split_whitespace()
         .next()
@@ -157,7 +171,11 @@ async fn auth_flows_across_three_nodes() {
     assert_eq!(signed["user"]["data"], json!({"plan": "free"}));
     let token = signed["token"].as_str().expect("token").to_string();
     let (status, user) = me(&public[1], "fo", &token).await;
-    assert_eq!((status, &user["email"]), (200, &json!("ann@example.org")), "{user}");
+    assert_eq!(
+        (status, &user["email"]),
+        (200, &json!("ann@example.org")),
+        "{user}"
+    );
     let (status, body) = flow(
         &public[1],
         "fo",
@@ -198,7 +216,11 @@ async fn auth_flows_across_three_nodes() {
         json!({"email": "ann@example.org", "password": "wrong horse battery"}),
     )
     .await;
-    assert_eq!((status, code(&body)), (401, "invalid_credentials"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (401, "invalid_credentials"),
+        "{body}"
+    );
 
     // Closed and invite-only apps refuse sign-ups.
     for app in ["fc", "fi"] {
@@ -209,7 +231,11 @@ async fn auth_flows_across_three_nodes() {
             json!({"email": "zed@example.org", "password": password}),
         )
         .await;
-        assert_eq!((status, code(&body)), (403, "signup_closed"), "{app}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (403, "signup_closed"),
+            "{app}: {body}"
+        );
     }
 
     // verify_email: sign-up through node 1 mails a link; login before it
@@ -239,15 +265,30 @@ async fn auth_flows_across_three_nodes() {
         json!({"email": "bea@example.org", "password": "wrong horse battery"}),
     )
     .await;
-    assert_eq!((status, code(&body)), (401, "invalid_credentials"), "{body}");
-    let (subject, text) = mail_to(&admins[1], "fa", "bea@example.org").await;
+    assert_eq!(
+        (status, code(&body)),
+        (401, "invalid_credentials"),
+        "{body}"
+    );
+    let (subject, text) = mail_to(&admins[1], "fa", "bea@example.org", "Confirm").await;
     assert!(subject.contains("fa"), "{subject}");
-    assert!(text.contains(&nodes[0].url()), "the link points at the node: {text}");
+    assert!(
+        text.contains(&nodes[0].url()),
+        "the link points at the node: {text}"
+    );
     let link = link_path(&text);
     let (status, verified) = public[1].get(&link).await;
-    assert_eq!((status, &verified["verified"]), (200, &json!(true)), "{verified}");
+    assert_eq!(
+        (status, &verified["verified"]),
+        (200, &json!(true)),
+        "{verified}"
+    );
     let (status, again) = public[2].get(&link).await;
-    assert_eq!((status, code(&again)), (400, "auth_token_invalid"), "{again}");
+    assert_eq!(
+        (status, code(&again)),
+        (400, "auth_token_invalid"),
+        "{again}"
+    );
     let (status, session) = flow(
         &public[2],
         "fa",
@@ -255,7 +296,11 @@ async fn auth_flows_across_three_nodes() {
         json!({"email": "bea@example.org", "password": password}),
     )
     .await;
-    assert_eq!((status, &session["user"]["verified"]), (200, &json!(true)), "{session}");
+    assert_eq!(
+        (status, &session["user"]["verified"]),
+        (200, &json!(true)),
+        "{session}"
+    );
 
     // A sign-up with a taken email answers exactly like a fresh one.
     let (status, taken) = flow(
@@ -285,16 +330,24 @@ async fn auth_flows_across_three_nodes() {
         json!({"email": "bea@example.org"}),
     )
     .await;
-    assert_eq!((status_unknown, status_known), (202, 202), "{unknown} {known}");
+    assert_eq!(
+        (status_unknown, status_known),
+        (202, 202),
+        "{unknown} {known}"
+    );
     assert_eq!(
         unknown["reset"], known["reset"],
         "the same answer: {unknown} {known}"
     );
     assert_eq!(
-        unknown.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
-        known.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>())
+        unknown
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        known
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
     );
-    let (subject, text) = mail_to(&admins[2], "fa", "bea@example.org").await;
+    let (subject, text) = mail_to(&admins[2], "fa", "bea@example.org", "Reset").await;
     assert!(subject.contains("Reset"), "{subject}");
     assert_eq!(mails_to(&admins[2], "fa", "nobody@example.org").await, 0);
     let reset_token = token_in(&text);
@@ -326,7 +379,11 @@ async fn auth_flows_across_three_nodes() {
         json!({"email": "bea@example.org", "password": password}),
     )
     .await;
-    assert_eq!((status, code(&body)), (401, "invalid_credentials"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (401, "invalid_credentials"),
+        "{body}"
+    );
     let (status, body) = flow(
         &public[0],
         "fa",
@@ -348,7 +405,14 @@ async fn auth_flows_across_three_nodes() {
     let cli = nodes[1]
         .cli_with_key(
             &key,
-            &["users", "invite", "fi", "dan@example.org", "--role", "viewer"],
+            &[
+                "users",
+                "invite",
+                "fi",
+                "dan@example.org",
+                "--role",
+                "viewer",
+            ],
         )
         .ok();
     assert!(cli.contains("invited dan@example.org"), "{cli}");
@@ -357,7 +421,10 @@ async fn auth_flows_across_three_nodes() {
         .await;
     assert_eq!(status, 200, "{scripted}");
     let (status, twice) = admins[0]
-        .post_json("/_/api/v1/apps/fi/users/invite", &json!({"email": "ann@example.org"}))
+        .post_json(
+            "/_/api/v1/apps/fi/users/invite",
+            &json!({"email": "ann@example.org"}),
+        )
         .await;
     assert_eq!(status, 201, "ann has no account in fi: {twice}");
     for (index, (email, role)) in [
@@ -368,9 +435,12 @@ async fn auth_flows_across_three_nodes() {
     .into_iter()
     .enumerate()
     {
-        let (subject, text) = mail_to(&admins[index], "fi", email).await;
+        let (subject, text) = mail_to(&admins[index], "fi", email, "Join").await;
         assert_eq!(subject, "Join fi now");
-        assert!(text.starts_with(&format!("Hello {email}, accept here: http")), "{text}");
+        assert!(
+            text.starts_with(&format!("Hello {email}, accept here: http")),
+            "{text}"
+        );
         let token = token_in(&text);
         let through = &public[(index + 1) % 3];
         let (status, session) = flow(
@@ -394,10 +464,17 @@ async fn auth_flows_across_three_nodes() {
             json!({"token": token, "password": password}),
         )
         .await;
-        assert_eq!((status, code(&again)), (400, "auth_token_invalid"), "{again}");
+        assert_eq!(
+            (status, code(&again)),
+            (400, "auth_token_invalid"),
+            "{again}"
+        );
     }
     let (status, body) = admins[0]
-        .post_json("/_/api/v1/apps/fi/users/invite", &json!({"email": "cat@example.org"}))
+        .post_json(
+            "/_/api/v1/apps/fi/users/invite",
+            &json!({"email": "cat@example.org"}),
+        )
         .await;
     assert_eq!((status, code(&body)), (409, "email_taken"), "{body}");
 
@@ -483,7 +560,11 @@ async fn login_lockout_request_limits_and_expiry() {
             &json!({"email": "ann@example.org", "password": "wrong horse battery"}),
         )
         .await;
-        assert_eq!((status, code(&body)), (401, "invalid_credentials"), "{body}");
+        assert_eq!(
+            (status, code(&body)),
+            (401, "invalid_credentials"),
+            "{body}"
+        );
     }
     let right = json!({"email": "ann@example.org", "password": password});
     let (status, retry_after, body) = post_with_headers(&base, "/_/auth/fo/login", &right).await;
@@ -517,7 +598,7 @@ async fn login_lockout_request_limits_and_expiry() {
     )
     .await;
     assert_eq!(status, 202);
-    let (_, text) = mail_to(&admin, "fo", "ann@example.org").await;
+    let (_, text) = mail_to(&admin, "fo", "ann@example.org", "Reset").await;
     let token = token_in(&text);
     // Waiting for time itself to pass (the link's 1.5 s lifetime).
     tokio::time::sleep(Duration::from_millis(1_600)).await;
@@ -533,12 +614,8 @@ async fn login_lockout_request_limits_and_expiry() {
     // Requests three and four pass; the fifth from this address is limited
     // (whether or not the email exists).
     for email in ["ann@example.org", "nobody@example.org"] {
-        let (status, _, body) = post_with_headers(
-            &base,
-            "/_/auth/fo/request-reset",
-            &json!({"email": email}),
-        )
-        .await;
+        let (status, _, body) =
+            post_with_headers(&base, "/_/auth/fo/request-reset", &json!({"email": email})).await;
         assert_eq!(status, 202, "{body}");
     }
     let (status, retry_after, body) = post_with_headers(
