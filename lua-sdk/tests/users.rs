@@ -194,7 +194,10 @@ async fn bad_arguments_fail_at_the_scripts_line() {
         (r#"users.get(1)"#, "id must be a string"),
         (r#"users.list{limit = -1}"#, "limit must be positive"),
         (r#"users.find("a@b.co")"#, "options must be a table"),
-        (r#"users.invite{email = "a@b.co", role = "x"}"#, "unknown field"),
+        (
+            r#"users.invite{email = "a@b.co", role = "x"}"#,
+            "unknown field",
+        ),
         (r#"users.invite{roles = {"x"}}"#, "email must be a string"),
     ] {
         let vm = vm(

@@ -253,9 +253,10 @@ impl UserService {
             let user = self
                 .create(app, email, password, data, &[], policy.clone())
                 .await?;
+            // The view `create` answered: this node may not have applied
+            // the write yet, so its state is not read back.
             let id = user["id"].as_str().unwrap_or_default().to_string();
-            let record = self.record(app, &id)?.ok_or_else(token_invalid)?;
-            let session = self.open_session(app, &id, record, policy).await?;
+            let session = self.open_session(app, &id, user, policy).await?;
             return Ok(FlowAnswer {
                 created: true,
                 body: session,

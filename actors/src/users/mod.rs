@@ -537,16 +537,16 @@ impl UserService {
                 "follow the link mailed at sign-up to verify this email first",
             ));
         }
-        self.open_session(app, &id, record, policy).await
+        self.open_session(app, &id, user_view(&id, &record), policy)
+            .await
     }
 
-    /// Starts a session of user `id` (whose stored record is `record`):
-    /// `{token, user}`.
+    /// Starts a session of user `id` whose view is `user`: `{token, user}`.
     async fn open_session(
         &self,
         app: &str,
         id: &str,
-        mut record: UserRecord,
+        mut user: Value,
         policy: &AuthPolicy,
     ) -> Result<Value, HostError> {
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
@@ -562,8 +562,7 @@ impl UserService {
             now_ms: now,
         })
         .await?;
-        record.last_login_ms = now;
-        let user = user_view(id, &record);
+        user["last_login_ms"] = Value::from(now);
         self.sessions
             .insert(app, hash, id.into(), user.clone(), expires_ms, now, now);
         Ok(json!({ "token": token, "user": user }))
