@@ -19,10 +19,13 @@
 //! - `password`: the password policy and [`password::HashPool`].
 //! - `sessions`: [`sessions::Sessions`], this node's live sessions.
 //! - `flows`: the built-in HTTP auth flows (sign-up, login under limits,
-//!   verify, reset, invitations) and the `auth_mail` duty.
+//!   verify, reset, invitations).
+//! - `flow_mail`: the flows' mail queue, the `auth_mail` duty, tokens and
+//!   rendered mails.
 //! - `limits`: the pure rate-limit rules and their bounded per-node maps.
 //! - `templates`: the flow mails' templates, checked and rendered.
 
+mod flow_mail;
 pub mod flows;
 pub mod limits;
 pub mod password;
