@@ -569,7 +569,7 @@ fn users_list_pages_in_id_order_and_app_delete_drops_everything() {
 /// new variant goes at the end. Produced by this code when it was written.
 #[test]
 fn users_commands_keep_their_bytes() {
-    let golden: [(UsersCommand, &str); 4] = [
+    let golden: [(UsersCommand, &str); 5] = [
         (
             UsersCommand::Delete {
                 app: "a".into(),
@@ -600,6 +600,17 @@ fn users_commands_keep_their_bytes() {
                 now_ms: 7,
             },
             "0a016102020202020202020202020202020202020202020202020202020202020202020007",
+        ),
+        (
+            UsersCommand::Redeem {
+                app: "a".into(),
+                token: [2; 32],
+                redemption: Redemption::Reset {
+                    password_hash: "h".into(),
+                },
+                now_ms: 7,
+            },
+            "0a0161020202020202020202020202020202020202020202020202020202020202020201016807",
         ),
     ];
     for (command, hex) in golden {
