@@ -148,6 +148,9 @@ async fn serve(
 ) -> Result<Response, FlowFailure> {
     let (parts, body) = request.into_parts();
     let client = client_ip(&parts.extensions);
+    // A malformed name names no app: refused before it takes anything.
+    AppName::parse(app)
+        .map_err(|_| ApiError::new(Code::AppNotFound, format!("app {app} not found")))?;
     let (bytes, _body_permit) = gateway.receive_body(body, AUTH_BODY_BYTES_MAX).await?;
     let _permit = gateway.admit(app, client)?;
     let policy = policy(gateway, app).await?;
