@@ -108,7 +108,7 @@ pub fn load_runtime(args: &AppActorArgs) -> Result<Option<Arc<AppRuntime>>, AppE
             args.limits.clone(),
         )
         .with_topics(checked.manifest.topics.clone())
-        .with_auth(checked.manifest.auth)
+        .with_auth(checked.manifest.auth.clone())
         .with_public(checked.public, checked.manifest.expose_errors)
         .with_cors(checked.manifest.cors),
     )))

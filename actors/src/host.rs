@@ -16,7 +16,6 @@ use picloud_lua_sdk::{
     FileUrlOptions, Host, HostError, HostFuture, KvListPage, LogLevel, OutboundRequest,
     OutboundResponse, OutgoingEmail, PublishKind, UsersCall,
 };
-use picloud_storage::email::EmailCommand;
 use picloud_storage::secret_box::{Keyring, SecretBoxError};
 use picloud_storage::secrets::validate_secret_name;
 use picloud_storage::topics::Position;
@@ -87,41 +86,12 @@ impl NodeHost {
         self
     }
 
-    /// `email.send`: checks the mail, then queues it in the outbox (or,
-    /// with no relay, captures it). The id is the delivery id `<app>/<n>`.
+    /// `email.send`: checks the mail, then queues it (see [`Mailer::queue`]).
     async fn send_email(&self, app: &str, email: OutgoingEmail) -> Result<String, HostError> {
         let mailer = self.mailer.as_ref().ok_or_else(|| {
             HostError::new(Code::Unsupported, "email is not available on this node")
         })?;
-        let settings = mailer.settings();
-        let message = crate::email::check(email, &settings.mail_from, settings.limits)?;
-        let command = if mailer.captures() {
-            EmailCommand::Capture {
-                app: app.to_string(),
-                message: Box::new(message),
-                captured_max: settings.captured_max,
-                now_ms: now_ms(),
-            }
-        } else {
-            EmailCommand::Send {
-                app: app.to_string(),
-                message: Box::new(message),
-                retry: settings.retry,
-                now_ms: now_ms(),
-            }
-        };
-        let result = self
-            .node
-            .write(Command::Email(command))
-            .await
-            .map_err(cluster_host_error)?;
-        match result {
-            CommandResult::TriggerFired { id: Some(id) } => {
-                Ok(picloud_storage::triggers::delivery_id(app, id))
-            }
-            CommandResult::Rejected(error) => Err(apply_host_error(error)),
-            other => Err(unexpected(&other)),
-        }
+        mailer.queue(&self.node, app, email).await
     }
 
     /// A `users.*` call of an app whose manifest's `[auth]` is `policy`.

@@ -36,9 +36,11 @@
 //! - `email`: outbound mail — `Mailer` (the lettre SMTP transport, sends
 //!   bounded and timed out, or capture without a relay), the pure `check`
 //!   of a script's message, MIME `build`, `message_id` and `classify` (a
-//!   reply to retry or bounce); the dispatcher delivers `@email` entries.
+//!   reply to retry or bounce), `Mailer::queue` (what `email.send` and the
+//!   auth flows' mails go through); the dispatcher delivers `@email` entries.
 //! - `users`: `UserService` (end users, argon2id on a bounded pool,
-//!   login tokens, this node's live sessions for `users.verify`).
+//!   login tokens, this node's live sessions for `users.verify`; the HTTP
+//!   auth flows with their rate limits, mail templates and `auth_mail` duty).
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one

@@ -145,6 +145,11 @@ impl AppRuntime {
         self
     }
 
+    /// The version's `[auth]`, for the HTTP auth flows.
+    pub fn auth(&self) -> &AuthPolicy {
+        &self.auth
+    }
+
     /// The version's `[[topic]]` declarations.
     pub fn topics(&self) -> &[TopicSpec] {
         &self.topics
@@ -316,8 +321,9 @@ impl AppRuntime {
         if let Some(pooled) = self.take_idle() {
             return Ok(pooled);
         }
-        let host =
-            Arc::new(RunHost::new(self.host.clone(), self.topics.clone()).with_auth(self.auth));
+        let host = Arc::new(
+            RunHost::new(self.host.clone(), self.topics.clone()).with_auth(self.auth.clone()),
+        );
         let vm = off_workers(|| {
             Vm::with_modules(
                 &self.app,

@@ -655,7 +655,7 @@ impl Host for RunHost {
     /// login token only mean something once committed, so a run's user
     /// calls go to the log at once (a retried run may repeat them).
     fn users<'a>(&'a self, app: &'a str, call: UsersCall) -> HostFuture<'a, Value> {
-        Box::pin(self.inner.users_call(app, call, self.auth))
+        Box::pin(self.inner.users_call(app, call, self.auth.clone()))
     }
 
     fn files_list<'a>(

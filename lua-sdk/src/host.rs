@@ -241,6 +241,10 @@ pub enum UsersCall {
     RemoveRole { id: String, role: String },
     /// Result: whether the user holds the role (`false` for no user).
     HasRole { id: String, role: String },
+    /// Result: `{email, roles, expires_ms, link}`; the invitation is mailed
+    /// with the app's invite template (`email_taken` when the address
+    /// already has an account).
+    Invite { email: String, roles: Vec<String> },
 }
 
 /// The fields `users.update` changes (`None`: unchanged).

@@ -573,6 +573,15 @@ function users.remove_role(id, role) end
 ---@return boolean
 function users.has_role(id, role) end
 
+---Invites `email` (with `roles`): stores a single-use invitation (valid for
+---the node's `auth_invite_ttl_ms`) and mails it with the app's
+---`[auth.templates.invite]`. Accepting it (`POST /_/auth/<app>/accept-invite`)
+---creates the user, verified, with these roles. `email_taken` when the
+---address already has an account.
+---@param invitation {email: string, roles?: string[]}
+---@return {email: string, roles: string[], expires_ms: integer, link: string}
+function users.invite(invitation) end
+
 ---------------------------------------------------------------------------
 -- json
 ---------------------------------------------------------------------------

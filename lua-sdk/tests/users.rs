@@ -45,6 +45,8 @@ async fn calls_reach_the_host_with_their_arguments() {
            users.add_role("u1", "editor")
            users.remove_role("u1", "editor")
            users.has_role("u1", "editor")
+           users.invite{email = "bob@example.org", roles = {"editor"}}
+           users.invite{email = "cat@example.org"}
            return { json = {} }"#,
     )
     .await;
@@ -99,6 +101,14 @@ async fn calls_reach_the_host_with_their_arguments() {
         UsersCall::HasRole {
             id: "u1".into(),
             role: "editor".into(),
+        },
+        UsersCall::Invite {
+            email: "bob@example.org".into(),
+            roles: vec!["editor".into()],
+        },
+        UsersCall::Invite {
+            email: "cat@example.org".into(),
+            roles: vec![],
         },
     ];
     assert_eq!(calls(&host), expected);
@@ -184,6 +194,11 @@ async fn bad_arguments_fail_at_the_scripts_line() {
         (r#"users.get(1)"#, "id must be a string"),
         (r#"users.list{limit = -1}"#, "limit must be positive"),
         (r#"users.find("a@b.co")"#, "options must be a table"),
+        (
+            r#"users.invite{email = "a@b.co", role = "x"}"#,
+            "unknown field",
+        ),
+        (r#"users.invite{roles = {"x"}}"#, "email must be a string"),
     ] {
         let vm = vm(
             &host,

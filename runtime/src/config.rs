@@ -354,6 +354,36 @@ settings! {
     auth_session_idle_ms: u64 = picloud_actors::users::UsersConfig::default().session_idle_ms, "PICLOUD_AUTH_SESSION_IDLE_MS";
     /// Live sessions one node keeps; past it the least recently used are dropped.
     auth_sessions_live_max: usize = picloud_actors::users::UsersConfig::default().sessions_live_max, "PICLOUD_AUTH_SESSIONS_LIVE_MAX";
+    /// How long an email verification link works, in milliseconds.
+    auth_verify_ttl_ms: u64 = picloud_actors::users::flows::FlowConfig::default().verify_ttl_ms, "PICLOUD_AUTH_VERIFY_TTL_MS";
+    /// How long a password-reset link works, in milliseconds.
+    auth_reset_ttl_ms: u64 = picloud_actors::users::flows::FlowConfig::default().reset_ttl_ms, "PICLOUD_AUTH_RESET_TTL_MS";
+    /// How long an invitation works, in milliseconds.
+    auth_invite_ttl_ms: u64 = picloud_actors::users::flows::FlowConfig::default().invite_ttl_ms, "PICLOUD_AUTH_INVITE_TTL_MS";
+    /// Failed logins of one account within `auth_limit_window_ms` before
+    /// it is locked out for `auth_lockout_ms` (429 `rate_limited`); counted
+    /// per node.
+    auth_login_failures_max: u32 = picloud_actors::users::flows::FlowConfig::default().login_failures_max, "PICLOUD_AUTH_LOGIN_FAILURES_MAX";
+    /// Failed logins from one client address (IPv6: its /64) within the
+    /// window before that address is locked out; counted per node.
+    auth_ip_failures_max: u32 = picloud_actors::users::flows::FlowConfig::default().ip_failures_max, "PICLOUD_AUTH_IP_FAILURES_MAX";
+    /// Sign-ups plus reset requests from one client address within the
+    /// window; more wait out the window (429 `rate_limited`).
+    auth_ip_requests_max: u32 = picloud_actors::users::flows::FlowConfig::default().ip_requests_max, "PICLOUD_AUTH_IP_REQUESTS_MAX";
+    /// The window the auth rate limits count over, in milliseconds.
+    auth_limit_window_ms: u64 = picloud_actors::users::flows::FlowConfig::default().limit_window_ms, "PICLOUD_AUTH_LIMIT_WINDOW_MS";
+    /// How long a locked-out account or address waits, in milliseconds.
+    auth_lockout_ms: u64 = picloud_actors::users::flows::FlowConfig::default().lockout_ms, "PICLOUD_AUTH_LOCKOUT_MS";
+    /// Accounts or addresses each auth rate limit tracks at once on a node
+    /// (the memory bound; past it the stalest entries are dropped).
+    auth_limits_tracked_max: usize = picloud_actors::users::flows::FlowConfig::default().limits_tracked_max, "PICLOUD_AUTH_LIMITS_TRACKED_MAX";
+    /// Flow mails (verification, reset) waiting to be sent on a node; past
+    /// it sign-ups and reset requests answer 503 `auth_busy`.
+    auth_mail_queue_max: usize = picloud_actors::users::flows::FlowConfig::default().mail_queue_max, "PICLOUD_AUTH_MAIL_QUEUE_MAX";
+    /// The URL clients reach this node's HTTP at, for the links in auth
+    /// mails when an app sets no `[auth] link_base`. Empty: `http://` +
+    /// the `http` address (loopback when it binds every interface).
+    public_url: String = String::new(), "PICLOUD_PUBLIC_URL";
 }
 
 /// A setting that is a secret: read like a string, never shown by `Debug`
@@ -676,6 +706,7 @@ impl ServeConfig {
         self.files_config()?;
         self.mail_settings()?;
         self.users_config()?;
+        self.public_url()?;
         Ok(())
     }
 
@@ -806,8 +837,80 @@ impl ServeConfig {
             session_refresh_ms: self.auth_session_refresh_ms,
             session_idle_ms: self.auth_session_idle_ms,
             sessions_live_max: self.auth_sessions_live_max,
+            flows: self.flow_config()?,
             ..picloud_actors::users::UsersConfig::default()
         })
+    }
+
+    /// The auth flows' settings, checked (as part of `users_config`).
+    fn flow_config(&self) -> anyhow::Result<picloud_actors::users::flows::FlowConfig> {
+        const DAY_MS: u64 = 24 * 3_600_000;
+        for (name, value) in [
+            ("auth_verify_ttl_ms", self.auth_verify_ttl_ms),
+            ("auth_reset_ttl_ms", self.auth_reset_ttl_ms),
+            ("auth_invite_ttl_ms", self.auth_invite_ttl_ms),
+        ] {
+            check_range(name, value, 1_000, 90 * DAY_MS)?;
+        }
+        for (name, value) in [
+            ("auth_login_failures_max", self.auth_login_failures_max),
+            ("auth_ip_failures_max", self.auth_ip_failures_max),
+            ("auth_ip_requests_max", self.auth_ip_requests_max),
+        ] {
+            check_range(name, value, 1, 1_000_000)?;
+        }
+        check_range(
+            "auth_limit_window_ms",
+            self.auth_limit_window_ms,
+            1_000,
+            DAY_MS,
+        )?;
+        check_range("auth_lockout_ms", self.auth_lockout_ms, 1_000, DAY_MS)?;
+        check_range(
+            "auth_limits_tracked_max",
+            self.auth_limits_tracked_max,
+            1,
+            10_000_000,
+        )?;
+        check_range(
+            "auth_mail_queue_max",
+            self.auth_mail_queue_max,
+            1,
+            1_000_000,
+        )?;
+        Ok(picloud_actors::users::flows::FlowConfig {
+            verify_ttl_ms: self.auth_verify_ttl_ms,
+            reset_ttl_ms: self.auth_reset_ttl_ms,
+            invite_ttl_ms: self.auth_invite_ttl_ms,
+            login_failures_max: self.auth_login_failures_max,
+            ip_failures_max: self.auth_ip_failures_max,
+            ip_requests_max: self.auth_ip_requests_max,
+            limit_window_ms: self.auth_limit_window_ms,
+            lockout_ms: self.auth_lockout_ms,
+            limits_tracked_max: self.auth_limits_tracked_max,
+            mail_queue_max: self.auth_mail_queue_max,
+        })
+    }
+
+    /// The URL links in auth mails start with: `public_url`, or `http://`
+    /// + the `http` address (loopback in place of an unspecified address).
+    pub fn public_url(&self) -> anyhow::Result<String> {
+        if self.public_url.is_empty() {
+            let mut address = self.http;
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            }
+            return Ok(format!("http://{address}"));
+        }
+        let url = self.public_url.trim_end_matches('/');
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || url.contains(['?', '#']) || url.chars().any(char::is_whitespace) {
+            bail!(
+                "public_url = {:?} must be an http:// or https:// URL without a query",
+                self.public_url
+            );
+        }
+        Ok(url.to_string())
     }
 
     /// The files settings, checked (also at boot, by `validate`).

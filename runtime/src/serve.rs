@@ -254,8 +254,10 @@ async fn serve(
             "no --smtp-relay: outgoing mail is CAPTURED, NOT SENT (see `picloud mail list APP`)"
         ),
     }
-    let users = UserService::new(node.clone(), config.users_config()?);
+    let users = UserService::new(node.clone(), config.users_config()?)
+        .with_mail(mailer.clone(), &config.public_url()?);
     duties.supervise(users.idle_duty());
+    duties.supervise(users.mail_duty());
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())

@@ -189,6 +189,17 @@ pub enum UsersCommand {
         token: TokenHash,
         now_ms: u64,
     },
+    /// Uses up a token of the kind `redemption` needs and does what it
+    /// grants in the same entry, so a token works once even when two nodes
+    /// present it at once, and a crash never leaves it used but unapplied.
+    /// Result `Redeemed`; a rejection (e.g. `EmailTaken` for an invite)
+    /// leaves the token unused.
+    Redeem {
+        app: String,
+        token: TokenHash,
+        redemption: Redemption,
+        now_ms: u64,
+    },
     /// Gives the user `role` (`held`) or takes it away, against the roles
     /// as they are when the entry applies (two concurrent changes of
     /// different roles both land). Result `RoleSet`; rejected with
@@ -199,6 +210,36 @@ pub enum UsersCommand {
         role: String,
         held: bool,
     },
+}
+
+/// What redeeming a single-use token does (see [`UsersCommand::Redeem`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Redemption {
+    /// A [`TokenKind::Verify`] token: marks its user verified.
+    Verify,
+    /// A [`TokenKind::Reset`] token: replaces the password, revokes every
+    /// session and marks the user verified (the mail reached the owner).
+    Reset { password_hash: String },
+    /// A [`TokenKind::Invite`] token: creates the invited user, verified
+    /// and with the invitation's roles, and its first session.
+    Invite {
+        id: String,
+        password_hash: String,
+        session: TokenHash,
+        expires_ms: u64,
+        limits: UsersLimits,
+    },
+}
+
+impl Redemption {
+    /// The kind of token this redemption takes.
+    pub fn kind(&self) -> TokenKind {
+        match self {
+            Redemption::Verify => TokenKind::Verify,
+            Redemption::Reset { .. } => TokenKind::Reset,
+            Redemption::Invite { .. } => TokenKind::Invite,
+        }
+    }
 }
 
 impl UsersCommand {
@@ -215,6 +256,7 @@ impl UsersCommand {
             | UsersCommand::LogoutAll { app, .. }
             | UsersCommand::TokenCreate { app, .. }
             | UsersCommand::TokenConsume { app, .. }
+            | UsersCommand::Redeem { app, .. }
             | UsersCommand::SetRole { app, .. } => app,
         }
     }
@@ -247,6 +289,11 @@ pub enum UsersResult {
     /// `None`: unknown, already used or expired (`auth_token_invalid`).
     TokenConsumed {
         record: Option<TokenRecord>,
+    },
+    /// The user the token was for (an invite: the new user), or `None`:
+    /// unknown, used, expired or of another kind (`auth_token_invalid`).
+    Redeemed {
+        user_id: Option<String>,
     },
     /// `changed`: the role was added (not held before) or removed (held).
     RoleSet {

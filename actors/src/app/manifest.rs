@@ -8,8 +8,12 @@ use super::cors::{CorsPolicy, RawCors};
 use super::name::validate_app_name;
 use super::topics::{RawTopic, TOPICS_DECLARED_MAX, TopicSpec, check_topic};
 use crate::cron::{Misfire, Schedule};
+use std::sync::Arc;
+
 use crate::users::AuthPolicy;
+use crate::users::flows::{AuthMail, SignupMode};
 use crate::users::password::{PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN};
+use crate::users::templates::{self, Template, Templates};
 
 /// The manifest file's name inside an app folder and a deploy bundle.
 pub const MANIFEST_FILE: &str = "picloud.toml";
@@ -52,8 +56,8 @@ pub struct Manifest {
     /// `<anything>@<app>.<mail-domain>` whose mail reaches the app's
     /// `email` triggers.
     pub mail_aliases: Vec<String>,
-    /// `[auth]`: the app's choices for its end users (the sign-up and mail
-    /// flow keys come with the HTTP auth flows).
+    /// `[auth]`: the app's choices for its end users (sessions, passwords,
+    /// the HTTP flows and their mails).
     pub auth: AuthPolicy,
 }
 
@@ -224,12 +228,75 @@ struct RawMailSection {
     aliases: Vec<String>,
 }
 
-/// `[auth]`: `session_ttl` in seconds, `password_min` in characters.
+/// `[auth]`: `session_ttl` in seconds, `password_min` in characters, the
+/// HTTP flows' `signup` mode, `verify_email`, `link_base` and mail
+/// templates.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuthSection {
     session_ttl: Option<u64>,
     password_min: Option<usize>,
+    signup: Option<String>,
+    verify_email: Option<bool>,
+    link_base: Option<String>,
+    #[serde(default)]
+    templates: RawAuthTemplates,
+}
+
+/// `[auth.templates]`: each flow mail, when the app replaces the default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthTemplates {
+    verify: Option<RawTemplate>,
+    reset: Option<RawTemplate>,
+    invite: Option<RawTemplate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    subject: String,
+    text: String,
+    html: Option<String>,
+}
+
+/// The longest `[auth] link_base`, in bytes.
+const LINK_BASE_BYTES_MAX: usize = 2_048;
+
+/// `link_base`: an absolute http(s) URL with no query or fragment (the
+/// flows append `/<action>?token=…`).
+fn check_link_base(base: &str) -> Result<(), String> {
+    let scheme_ok = base.starts_with("https://") || base.starts_with("http://");
+    if !scheme_ok
+        || base.len() > LINK_BASE_BYTES_MAX
+        || base.contains(['?', '#'])
+        || base.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "link_base must be an http:// or https:// URL of at most {LINK_BASE_BYTES_MAX} bytes, without '?' or '#', got {base:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// `[auth.templates.<name>]`, checked (unknown placeholders refused), or
+/// the default.
+fn check_template(
+    name: &str,
+    raw: Option<RawTemplate>,
+    default: Template,
+) -> Result<Template, ManifestError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let template = Template {
+        subject: raw.subject,
+        text: raw.text,
+        html: raw.html,
+    };
+    templates::check(&template)
+        .map_err(|error| manifest_error(format!("[auth.templates.{name}] {error}")))?;
+    Ok(template)
 }
 
 /// The longest `[auth] session_ttl`, in seconds (a year).
@@ -252,9 +319,34 @@ fn check_auth(raw: RawAuthSection) -> Result<AuthPolicy, ManifestError> {
             "[auth] password_min must be {PASSWORD_CHARS_MIN} to {PASSWORD_BYTES_MAX}, got {min}"
         )));
     }
+    let signup = match raw.signup.as_deref() {
+        None | Some("open") => SignupMode::Open,
+        Some("invite") => SignupMode::Invite,
+        Some("closed") => SignupMode::Closed,
+        Some(other) => {
+            return Err(manifest_error(format!(
+                "[auth] signup must be \"open\", \"invite\" or \"closed\", got {other:?}"
+            )));
+        }
+    };
+    if let Some(base) = &raw.link_base {
+        check_link_base(base).map_err(|message| manifest_error(format!("[auth] {message}")))?;
+    }
+    let defaults = Templates::default();
+    let templates = Templates {
+        verify: check_template("verify", raw.templates.verify, defaults.verify)?,
+        reset: check_template("reset", raw.templates.reset, defaults.reset)?,
+        invite: check_template("invite", raw.templates.invite, defaults.invite)?,
+    };
     Ok(AuthPolicy {
         session_ttl_ms: raw.session_ttl.map(|secs| secs * 1000),
         password_chars_min: raw.password_min,
+        signup,
+        verify_email: raw.verify_email.unwrap_or(false),
+        mail: Arc::new(AuthMail {
+            link_base: raw.link_base,
+            templates,
+        }),
     })
 }
 
@@ -852,16 +944,49 @@ chain_depth_max = 4
             AuthPolicy {
                 session_ttl_ms: Some(3_600_000),
                 password_chars_min: Some(12),
+                ..AuthPolicy::default()
             }
         );
         for bad in [
             "session_ttl = 10",
             "password_min = 4",
             "password_min = 300",
-            "signup = \"open\"",
+            "signup = \"anyone\"",
+            "link_base = \"ftp://x.org\"",
+            "link_base = \"https://x.org/a?b=1\"",
+            "[auth.templates.verify]\nsubject = \"s\"\ntext = \"{{lnik}}\"",
+            "[auth.templates.welcome]\nsubject = \"s\"\ntext = \"t\"",
+            "[auth.templates.reset]\nsubject = \"s\"",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The flow keys: `signup` and `verify_email` with their defaults
+    /// (open, off), `link_base`, and templates replacing only the ones given.
+    #[test]
+    fn auth_flow_keys() {
+        let parse = |auth: &str| {
+            Manifest::parse(&format!("name = \"a\"\n[auth]\n{auth}"))
+                .expect("valid")
+                .auth
+        };
+        let default = parse("");
+        assert_eq!(default.signup, SignupMode::Open);
+        assert!(!default.verify_email);
+        assert_eq!(*default.mail, AuthMail::default());
+        let auth = parse(
+            "signup = \"invite\"\nverify_email = true\nlink_base = \"https://shop.example/auth\"\n[auth.templates.invite]\nsubject = \"Join {{app}}\"\ntext = \"{{link}}\"\nhtml = \"<a href='{{link}}'>join</a>\"",
+        );
+        assert_eq!(auth.signup, SignupMode::Invite);
+        assert!(auth.verify_email);
+        assert_eq!(
+            auth.mail.link_base.as_deref(),
+            Some("https://shop.example/auth")
+        );
+        assert_eq!(auth.mail.templates.invite.subject, "Join {{app}}");
+        assert_eq!(auth.mail.templates.verify, Templates::default().verify);
+        assert_eq!(parse("signup = \"closed\"").signup, SignupMode::Closed);
     }
 
     #[test]

@@ -28,10 +28,17 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use picloud_storage::email::{EmailMessage, EmailRetry};
+use picloud_cluster::Node;
+use picloud_lua_sdk::{HostError, OutgoingEmail};
+use picloud_storage::email::{EmailCommand, EmailMessage, EmailRetry};
+use picloud_storage::{Command, CommandResult};
 use tokio::sync::Semaphore;
 
 mod message;
+
+use crate::error::{apply_host_error, cluster_host_error, unexpected};
+// The clock `host::now_ms` reads, from below `host`.
+use crate::files::now_ms;
 
 pub use message::{EmailLimits, build, check, check_mail_from, message_id};
 
@@ -152,6 +159,45 @@ impl Mailer {
     /// Whether mail is captured (no relay) rather than sent.
     pub fn captures(&self) -> bool {
         self.transport.is_none()
+    }
+
+    /// Checks `email` of `app`, then queues it in the outbox (or, with no
+    /// relay, captures it): what `email.send` and the auth flows' mails do.
+    /// The id is the delivery id `<app>/<n>`.
+    pub async fn queue(
+        &self,
+        node: &Node,
+        app: &str,
+        email: OutgoingEmail,
+    ) -> Result<String, HostError> {
+        let settings = &self.settings;
+        let message = check(email, &settings.mail_from, settings.limits)?;
+        let command = if self.captures() {
+            EmailCommand::Capture {
+                app: app.to_string(),
+                message: Box::new(message),
+                captured_max: settings.captured_max,
+                now_ms: now_ms(),
+            }
+        } else {
+            EmailCommand::Send {
+                app: app.to_string(),
+                message: Box::new(message),
+                retry: settings.retry,
+                now_ms: now_ms(),
+            }
+        };
+        let result = node
+            .write(Command::Email(command))
+            .await
+            .map_err(cluster_host_error)?;
+        match result {
+            CommandResult::TriggerFired { id: Some(id) } => {
+                Ok(picloud_storage::triggers::delivery_id(app, id))
+            }
+            CommandResult::Rejected(error) => Err(apply_host_error(error)),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Sends one queued mail, `delivery_id` naming its outbox entry.

@@ -18,13 +18,24 @@
 //! - `mod.rs`: [`UserService`], [`UsersConfig`], the user view scripts see.
 //! - `password`: the password policy and [`password::HashPool`].
 //! - `sessions`: [`sessions::Sessions`], this node's live sessions.
+//! - `flows`: the built-in HTTP auth flows (sign-up, login under limits,
+//!   verify, reset, invitations).
+//! - `flow_mail`: the flows' mail queue, the `auth_mail` duty, tokens and
+//!   rendered mails.
+//! - `limits`: the pure rate-limit rules and their bounded per-node maps.
+//! - `templates`: the flow mails' templates, checked and rendered.
 
+mod flow_mail;
+pub mod flows;
+pub mod limits;
 pub mod password;
 pub mod sessions;
+pub mod templates;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use picloud_cluster::Node;
@@ -39,9 +50,11 @@ use rand::RngCore as _;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use crate::email::Mailer;
 use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpected};
 // The clock `host::now_ms` reads, from below `host` (which imports this module).
 use crate::files::now_ms;
+use flows::{AuthMail, FlowConfig, FlowState, SignupMode};
 use password::{HashPool, check_password};
 use sessions::{Check, SessionLimits, Sessions};
 
@@ -70,6 +83,8 @@ pub struct UsersConfig {
     pub password_chars_min: usize,
     /// The most users one `list` page returns.
     pub list_limit_max: usize,
+    /// The HTTP flows' token lifetimes, rate limits and mail queue.
+    pub flows: FlowConfig,
 }
 
 impl Default for UsersConfig {
@@ -86,6 +101,7 @@ impl Default for UsersConfig {
             sessions_live_max: 100_000,
             password_chars_min: password::PASSWORD_CHARS_MIN,
             list_limit_max: 1_000,
+            flows: FlowConfig::default(),
         }
     }
 }
@@ -101,13 +117,20 @@ impl UsersConfig {
 }
 
 /// `[auth]` of an app's manifest: what an app chooses for its own users
-/// (`None`: the node's setting).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// (`None`: the node's setting). Cheap to clone (the mail part is shared).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthPolicy {
     /// `session_ttl` (seconds in the manifest): the sliding session lifetime.
     pub session_ttl_ms: Option<u64>,
     /// `password_min`: the shortest password, never below the node's.
     pub password_chars_min: Option<usize>,
+    /// `signup`: who may sign up over HTTP.
+    pub signup: SignupMode,
+    /// `verify_email`: a sign-up gets a verification mail, and a login
+    /// before following it is refused with `email_unverified`.
+    pub verify_email: bool,
+    /// `link_base` and `[auth.templates.*]`.
+    pub mail: Arc<AuthMail>,
 }
 
 /// A page of users for the default `list` limit.
@@ -120,6 +143,11 @@ pub struct UserService {
     config: UsersConfig,
     pool: HashPool,
     sessions: Sessions,
+    /// The flows' limits and mail queue on this node.
+    flows: Arc<FlowState>,
+    /// The mailer and this node's public URL, for the flows' mails
+    /// (`None`: they answer `unsupported`).
+    mail: Option<(Arc<Mailer>, Arc<str>)>,
 }
 
 /// The user as scripts, the admin API and the CLI see it: never the hash.
@@ -141,7 +169,7 @@ pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);
     bytes
@@ -197,8 +225,17 @@ impl UserService {
                 idle_ms: config.session_idle_ms,
                 refresh_ms: config.session_refresh_ms,
             }),
+            flows: Arc::new(FlowState::new(config.flows)),
+            mail: None,
             config,
         }
+    }
+
+    /// This service with the node's mailer and the URL clients reach this
+    /// node at (`public_url`), for the flows' mails and their links.
+    pub fn with_mail(mut self, mailer: Arc<Mailer>, public_url: &str) -> UserService {
+        self.mail = Some((mailer, Arc::from(public_url)));
+        self
     }
 
     /// Live sessions on this node (a metric).
@@ -226,14 +263,14 @@ impl UserService {
         })
     }
 
-    fn password_min(&self, policy: AuthPolicy) -> usize {
+    fn password_min(&self, policy: &AuthPolicy) -> usize {
         policy
             .password_chars_min
             .unwrap_or(0)
             .max(self.config.password_chars_min)
     }
 
-    fn session_ttl_ms(&self, policy: AuthPolicy) -> u64 {
+    fn session_ttl_ms(&self, policy: &AuthPolicy) -> u64 {
         policy.session_ttl_ms.unwrap_or(self.config.session_ttl_ms)
     }
 
@@ -273,6 +310,7 @@ impl UserService {
             UsersCall::LogoutAll { id } => self.logout_all(app, &id).await.map(Value::from),
             UsersCall::AddRole { id, role } => self.change_role(app, &id, &role, true).await,
             UsersCall::RemoveRole { id, role } => self.change_role(app, &id, &role, false).await,
+            UsersCall::Invite { email, roles } => self.invite(app, &email, &roles, &policy).await,
             UsersCall::HasRole { id, role } => {
                 self.node.read_barrier().await.map_err(cluster_host_error)?;
                 let record = self.record(app, &id)?;
@@ -311,7 +349,7 @@ impl UserService {
         policy: AuthPolicy,
     ) -> Result<Value, HostError> {
         let email = checked_email(email)?;
-        check_password(&password, self.password_min(policy))?;
+        check_password(&password, self.password_min(&policy))?;
         let roles = checked_roles(roles)?;
         let data_json = data_json(data)?;
         let password_hash = self.pool.hash(password).await?;
@@ -436,7 +474,7 @@ impl UserService {
         password: String,
         policy: AuthPolicy,
     ) -> Result<(), HostError> {
-        check_password(&password, self.password_min(policy))?;
+        check_password(&password, self.password_min(&policy))?;
         let password_hash = self.pool.hash(password).await?;
         self.write(UsersCommand::SetPassword {
             app: app.into(),
@@ -457,6 +495,20 @@ impl UserService {
         password: String,
         policy: AuthPolicy,
     ) -> Result<Value, HostError> {
+        self.login_checked(app, email, password, &policy, false)
+            .await
+    }
+
+    /// [`Self::login`], refusing with `email_unverified` (only once the
+    /// password is right, so it reveals nothing) when `require_verified`.
+    async fn login_checked(
+        &self,
+        app: &str,
+        email: &str,
+        password: String,
+        policy: &AuthPolicy,
+        require_verified: bool,
+    ) -> Result<Value, HostError> {
         let invalid = || HostError::new(Code::InvalidCredentials, "wrong email or password");
         if password.len() > password::PASSWORD_BYTES_MAX {
             return Err(invalid());
@@ -471,7 +523,7 @@ impl UserService {
             Some(id) => self.record(app, &id)?.map(|record| (id, record)),
             None => None,
         };
-        let Some((id, mut record)) = found else {
+        let Some((id, record)) = found else {
             self.pool.verify_dummy(password).await?;
             return Err(invalid());
         };
@@ -482,23 +534,40 @@ impl UserService {
         {
             return Err(invalid());
         }
+        if require_verified && !record.verified {
+            return Err(HostError::new(
+                Code::EmailUnverified,
+                "follow the link mailed at sign-up to verify this email first",
+            ));
+        }
+        self.open_session(app, &id, user_view(&id, &record), policy)
+            .await
+    }
+
+    /// Starts a session of user `id` whose view is `user`: `{token, user}`.
+    async fn open_session(
+        &self,
+        app: &str,
+        id: &str,
+        mut user: Value,
+        policy: &AuthPolicy,
+    ) -> Result<Value, HostError> {
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let hash = token_hash(&token);
         let now = now_ms();
         let expires_ms = now.saturating_add(self.session_ttl_ms(policy));
         self.write(UsersCommand::Login {
             app: app.into(),
-            id: id.clone(),
+            id: id.into(),
             session: hash,
             expires_ms,
             limits: self.config.limits(),
             now_ms: now,
         })
         .await?;
-        record.last_login_ms = now;
-        let user = user_view(&id, &record);
+        user["last_login_ms"] = Value::from(now);
         self.sessions
-            .insert(app, hash, id, user.clone(), expires_ms, now, now);
+            .insert(app, hash, id.into(), user.clone(), expires_ms, now, now);
         Ok(json!({ "token": token, "user": user }))
     }
 
@@ -514,7 +583,7 @@ impl UserService {
         match self.sessions.check(app, &hash, now) {
             Check::Hit { user, refresh } => {
                 if refresh {
-                    self.refresh(app, hash, now, self.session_ttl_ms(policy))
+                    self.refresh(app, hash, now, self.session_ttl_ms(&policy))
                         .await;
                 }
                 Ok(Some(user))

@@ -1,5 +1,5 @@
 //! `users.create/get/find/update/delete/list/set_password/login/verify/
-//! logout/logout_all/add_role/remove_role/has_role`: argument checking and
+//! logout/logout_all/add_role/remove_role/has_role/invite`: argument checking and
 //! value conversion around `Host::users`. The node checks emails,
 //! passwords and roles; this layer checks shapes.
 //!
@@ -24,7 +24,7 @@ type Parse = fn(&Lua, Value, Value) -> mlua::Result<UsersCall>;
 
 pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Result<()> {
     let users = lua.create_table()?;
-    let functions: [(&str, Parse); 14] = [
+    let functions: [(&str, Parse); 15] = [
         ("create", |lua, fields, _| create_args(lua, fields)),
         ("get", |lua, id, _| {
             Ok(UsersCall::Get {
@@ -97,6 +97,7 @@ pub(super) fn install(lua: &Lua, app: Arc<str>, host: Arc<dyn Host>) -> mlua::Re
                 role: text_arg(lua, "users.has_role", "role", role)?,
             })
         }),
+        ("invite", |lua, fields, _| invite_args(lua, fields)),
     ];
     for (name, parse) in functions {
         let (a, h) = (app.clone(), host.clone());
@@ -180,6 +181,23 @@ fn create_args(lua: &Lua, fields: Value) -> mlua::Result<UsersCall> {
         email: text_arg(lua, F, "email", fields.raw_get("email")?)?,
         password: text_arg(lua, F, "password", fields.raw_get("password")?)?,
         data,
+        roles,
+    })
+}
+
+/// `{email = e, roles = {..}}`.
+fn invite_args(lua: &Lua, fields: Value) -> mlua::Result<UsersCall> {
+    const F: &str = "users.invite";
+    let Some(fields) = options_arg(lua, F, fields)? else {
+        return Err(script_error(lua, format!("{F}: expects {{email = ...}}")));
+    };
+    known_fields(lua, F, &fields, &["email", "roles"])?;
+    let roles = match fields.raw_get::<Value>("roles")? {
+        Value::Nil => Vec::new(),
+        roles => roles_arg(lua, F, roles)?,
+    };
+    Ok(UsersCall::Invite {
+        email: text_arg(lua, F, "email", fields.raw_get("email")?)?,
         roles,
     })
 }

@@ -1,4 +1,4 @@
-//! `picloud users list|show|create|delete|roles APP ...`: an app's end
+//! `picloud users list|show|create|delete|roles|invite APP ...`: an app's end
 //! users through the admin API. A password is read from stdin, never from
 //! the command line (argv is visible to every user of the machine), and no
 //! command ever prints a password hash (the API never returns one).
@@ -50,6 +50,17 @@ pub enum UsersCommand {
         app: String,
         /// The user's id.
         id: String,
+    },
+    /// Invite EMAIL to APP: an invitation is mailed (the app's invite
+    /// template); accepting it creates the user, verified, with the roles.
+    Invite {
+        /// The app's name.
+        app: String,
+        /// The invited address.
+        email: String,
+        /// A role the user gets (repeat for more).
+        #[arg(long = "role")]
+        roles: Vec<String>,
     },
     /// Add or remove roles of a user of APP.
     Roles {
@@ -154,6 +165,22 @@ pub async fn run(client: &Client, command: UsersCommand, json: bool) -> Result<(
             client
                 .post(&format!("/apps/{}/users", segment(&app)), &request)
                 .await?
+        }
+        UsersCommand::Invite { app, email, roles } => {
+            let request = json!({ "email": email, "roles": roles });
+            let body = client
+                .post(&format!("/apps/{}/users/invite", segment(&app)), &request)
+                .await?;
+            if !json {
+                println!("invited {} to {}", field(&body["email"]), escape(&app));
+                println!(
+                    "expires\t{}",
+                    format_ms(body["expires_ms"].as_u64().unwrap_or(0))
+                );
+                println!("link\t{}", field(&body["link"]));
+                return Ok(());
+            }
+            body
         }
         UsersCommand::Delete { app, id } => {
             let body = client

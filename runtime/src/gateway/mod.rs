@@ -5,6 +5,7 @@
 //!   /_/ready             no key: readiness (quorum, leader, caught up)  → health.rs
 //!   /_/metrics           Prometheus text (admin key)
 //!   /_/realtime/<app>/<topic>  SSE of a topic (token or public)  → realtime.rs
+//!   /_/auth/<app>/<flow> end users: signup, login, verify, reset, invites → end_users.rs
 //!   /_/files/<app>/<path>?sig=  a file by signed URL (GET, HEAD, PUT) → files.rs
 //!   /_/api/v1/apps/<app>/files/<path>  a file, streamed (Bearer key) → admin/files.rs
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin/ (one file per resource)
@@ -32,6 +33,7 @@
 //!   `admin/mod.rs` and one file per resource
 //! - `health.rs`: `/_/health` and `/_/ready`
 //! - `realtime.rs`: `/_/realtime/<app>/<topic>`, Server-Sent Events
+//! - `end_users.rs`: `/_/auth/<app>/<flow>`, the built-in JSON auth flows
 //! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
 //!   the streamed upload and download the admin file routes share
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
@@ -47,6 +49,7 @@ pub mod stream_conn;
 use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;
 pub mod auth;
+pub mod end_users;
 pub mod error;
 pub mod faults;
 pub mod files;
@@ -166,6 +169,15 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/_/health", get(health::health))
         .route("/_/ready", get(health::ready))
         .route("/_/metrics", get(admin::metrics::metrics))
+        .route(
+            "/_/auth/{app}/{action}",
+            on(
+                MethodFilter::GET
+                    .or(MethodFilter::POST)
+                    .or(MethodFilter::OPTIONS),
+                end_users::flow,
+            ),
+        )
         .route(
             "/_/realtime/{app}/{*topic}",
             get(realtime::subscribe).options(realtime::subscribe),

@@ -13,8 +13,9 @@ use crate::command::{ApplyError, CommandResult};
 use crate::error::StorageError;
 use crate::keys;
 use crate::users::{
-    SessionRecord, SessionRefresh, TokenHash, TokenRecord, USER_ID_BYTES_MAX, UserPatch,
-    UserRecord, UsersCommand, UsersError, UsersLimits, check_roles, validate_email,
+    Redemption, SessionRecord, SessionRefresh, TokenHash, TokenRecord, USER_ID_BYTES_MAX,
+    UserPatch, UserRecord, UsersCommand, UsersError, UsersLimits, UsersResult, check_roles,
+    validate_email,
 };
 
 /// Applies one users command.
@@ -100,6 +101,12 @@ pub(super) fn users<B: Backend + ?Sized>(
             let record = record.filter(|record| record.expires_ms > *now_ms);
             Ok(crate::users::UsersResult::TokenConsumed { record })
         }
+        UsersCommand::Redeem {
+            app,
+            token,
+            redemption,
+            now_ms,
+        } => redeem(txn, app, token, redemption, *now_ms)?,
     };
     Ok(result.map(CommandResult::Users).map_err(ApplyError::Users))
 }
@@ -430,6 +437,76 @@ fn logout<B: Backend + ?Sized>(
         put_user(txn, app, &row.user_id, &record)?;
     }
     Ok(Ok(crate::users::UsersResult::LoggedOut { existed: true }))
+}
+
+/// Consumes `token` when it is live and of the kind `redemption` takes,
+/// then applies what it grants. A token of another kind is left alone, so
+/// presenting a reset token to `verify` does not burn it.
+fn redeem<B: Backend + ?Sized>(
+    txn: &mut Txn<'_, B>,
+    app: &str,
+    token: &TokenHash,
+    redemption: &Redemption,
+    now_ms: u64,
+) -> Result<UsersOutcome, StorageError> {
+    let invalid = Ok(Ok(UsersResult::Redeemed { user_id: None }));
+    let key = keys::user_token_key(app, token);
+    let record: Option<TokenRecord> = txn.get_decoded(Keyspace::Users, &key, "user token")?;
+    let Some(record) = record else {
+        return invalid;
+    };
+    if record.expires_ms <= now_ms {
+        txn.delete(Keyspace::Users, key);
+        return invalid;
+    }
+    if record.kind != redemption.kind() {
+        return invalid;
+    }
+    txn.delete(Keyspace::Users, key);
+    let user_id = match redemption {
+        Redemption::Verify | Redemption::Reset { .. } => {
+            let Some(mut user) = user(txn, app, &record.subject)? else {
+                // The user was deleted after the mail went out.
+                return invalid;
+            };
+            user.verified = true;
+            if let Redemption::Reset { password_hash } = redemption {
+                user.password_hash = password_hash.clone();
+                let sessions = std::mem::take(&mut user.sessions);
+                revoke(txn, app, &sessions);
+            }
+            put_user(txn, app, &record.subject, &user)?;
+            record.subject
+        }
+        Redemption::Invite {
+            id,
+            password_hash,
+            session,
+            expires_ms,
+            limits,
+        } => {
+            let user = UserRecord {
+                email: record.subject.clone(),
+                password_hash: password_hash.clone(),
+                verified: true,
+                roles: record.roles.clone(),
+                data_json: "{}".into(),
+                created_ms: now_ms,
+                last_login_ms: 0,
+                sessions: Vec::new(),
+            };
+            if let Err(rejection) = create(txn, app, id, user, limits)? {
+                return Ok(Err(rejection));
+            }
+            if let Err(rejection) = login(txn, app, id, session, *expires_ms, limits, now_ms)? {
+                return Ok(Err(rejection));
+            }
+            id.clone()
+        }
+    };
+    Ok(Ok(UsersResult::Redeemed {
+        user_id: Some(user_id),
+    }))
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! - `triggers.rs`: dead letters and the trigger backlog
 //! - `mail.rs`: mail captured in dev mode (list, show)
 //! - `secrets.rs`: app secrets and master-key rotation
-//! - `users.rs`: an app's end users (list, show, create, delete, roles)
+//! - `users.rs`: an app's end users (list, show, create, delete, roles,
+//!   invite)
 //! - `realtime.rs`: rotating an app's realtime token signing key
 //! - `libs.rs`: shared libraries (publish, list, resolve pins at deploy)
 //! - `keys.rs`: API keys and `whoami`
@@ -105,6 +106,7 @@ pub fn router() -> Router<Gateway> {
             get(users::show).delete(users::delete),
         )
         .route("/apps/{app}/users/{id}/roles", post(users::roles))
+        .route("/apps/{app}/users/invite", post(users::invite))
         // secrets
         .route("/apps/{app}/secrets", get(secrets::list))
         .route(

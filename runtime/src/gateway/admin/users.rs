@@ -8,7 +8,11 @@
 //!  GET    /apps/{app}/users/{id}             the user (404 user_not_found)
 //!  DELETE /apps/{app}/users/{id}             {deleted} (its sessions end)
 //!  POST   /apps/{app}/users/{id}/roles       {add?: [..], remove?: [..]} → the user
+//!  POST   /apps/{app}/users/invite           {email, roles?} → 201 {email, roles, expires_ms, link}
 //! ```
+//!
+//! An invitation is mailed with the app's `[auth.templates.invite]`, like
+//! `users.invite` from a script.
 //!
 //! Writes need the app's write scope. Operator roles (owner, developer,
 //! viewer) are a later layer over these same checks.
@@ -40,6 +44,14 @@ struct CreateRequest {
     password: String,
     #[serde(default)]
     data: Value,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteRequest {
+    email: String,
     #[serde(default)]
     roles: Vec<String>,
 }
@@ -92,6 +104,24 @@ pub(super) async fn create(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(user)))
+}
+
+pub(super) async fn invite(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_write(&app)?;
+    require_app(&gateway, &app)?;
+    let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
+    let request: InviteRequest = parse_json(&bytes)?;
+    let policy = crate::gateway::end_users::policy(&gateway, &app).await?;
+    let invitation = gateway
+        .users
+        .invite(&app, &request.email, &request.roles, &policy)
+        .await?;
+    Ok((StatusCode::CREATED, Json(invitation)))
 }
 
 pub(super) async fn show(

@@ -4,8 +4,8 @@ use super::super::tests::{Fixture, rejected};
 use crate::codec::{STORED_BYTES_MAX, decode, encode};
 use crate::command::{ApplyError, Command, CommandResult};
 use crate::users::{
-    SessionRefresh, TokenHash, TokenKind, TokenRecord, UserPatch, UsersCommand, UsersError,
-    UsersLimits, UsersResult,
+    Redemption, SessionRefresh, TokenHash, TokenKind, TokenRecord, UserPatch, UsersCommand,
+    UsersError, UsersLimits, UsersResult,
 };
 
 const LIMITS: UsersLimits = UsersLimits {
@@ -436,6 +436,112 @@ fn a_token_is_single_use_and_expires() {
     );
 }
 
+fn token(f: &mut Fixture, hash: u8, kind: TokenKind, subject: &str, expires_ms: u64) {
+    let record = TokenRecord {
+        kind,
+        subject: subject.into(),
+        roles: roles(&["editor"]),
+        expires_ms,
+    };
+    users(
+        f,
+        UsersCommand::TokenCreate {
+            app: "a".into(),
+            token: [hash; 32],
+            record,
+        },
+    );
+}
+
+fn redeem(f: &mut Fixture, hash: u8, redemption: Redemption, now_ms: u64) -> CommandResult {
+    users(
+        f,
+        UsersCommand::Redeem {
+            app: "a".into(),
+            token: [hash; 32],
+            redemption,
+            now_ms,
+        },
+    )
+}
+
+fn redeemed(user_id: Option<&str>) -> CommandResult {
+    ok(UsersResult::Redeemed {
+        user_id: user_id.map(str::to_string),
+    })
+}
+
+/// Verify and reset tokens change their user once; a token of another
+/// kind is refused and left usable; an expired one is refused.
+#[test]
+fn redeem_applies_a_token_once_and_only_for_its_kind() {
+    let mut f = fixture();
+    f.run(create_command("u1", "ann@example.org"));
+    login(&mut f, "u1", 1, 100);
+    token(&mut f, 7, TokenKind::Verify, "u1", 1000);
+    let reset = || Redemption::Reset {
+        password_hash: "$argon2id$new".into(),
+    };
+    assert_eq!(redeem(&mut f, 7, reset(), 10), redeemed(None), "wrong kind");
+    assert_eq!(
+        redeem(&mut f, 7, Redemption::Verify, 10),
+        redeemed(Some("u1"))
+    );
+    assert!(
+        f.reader
+            .user("a", "u1")
+            .expect("read")
+            .expect("user")
+            .verified
+    );
+    assert_eq!(
+        redeem(&mut f, 7, Redemption::Verify, 10),
+        redeemed(None),
+        "used"
+    );
+
+    token(&mut f, 8, TokenKind::Reset, "u1", 1000);
+    assert_eq!(redeem(&mut f, 8, reset(), 1000), redeemed(None), "expired");
+    token(&mut f, 8, TokenKind::Reset, "u1", 1000);
+    assert_eq!(redeem(&mut f, 8, reset(), 999), redeemed(Some("u1")));
+    let user = f.reader.user("a", "u1").expect("read").expect("user");
+    assert_eq!(user.password_hash, "$argon2id$new");
+    assert!(user.sessions.is_empty());
+    assert!(!live(&f, 1), "a reset revokes every session");
+    assert_eq!(redeem(&mut f, 8, reset(), 10), redeemed(None));
+}
+
+/// An invitation creates the user verified, with its roles, and a first
+/// session; one for an email that is taken is refused and stays unused.
+#[test]
+fn redeem_invite_creates_a_verified_user_with_a_session() {
+    let mut f = fixture();
+    let invite = |id: &str| Redemption::Invite {
+        id: id.into(),
+        password_hash: "$argon2id$h".into(),
+        session: [3; 32],
+        expires_ms: 5000,
+        limits: LIMITS,
+    };
+    token(&mut f, 9, TokenKind::Invite, "bob@example.org", 1000);
+    assert_eq!(redeem(&mut f, 9, invite("u2"), 10), redeemed(Some("u2")));
+    let user = f.reader.user("a", "u2").expect("read").expect("user");
+    assert!(user.verified);
+    assert_eq!(user.email, "bob@example.org");
+    assert_eq!(user.roles, roles(&["editor"]));
+    assert!(live(&f, 3));
+    assert_eq!(redeem(&mut f, 9, invite("u3"), 10), redeemed(None));
+
+    token(&mut f, 10, TokenKind::Invite, "bob@example.org", 1000);
+    assert_eq!(
+        redeem(&mut f, 10, invite("u4"), 10),
+        no(UsersError::EmailTaken {
+            email: "bob@example.org".into()
+        })
+    );
+    assert!(f.reader.user_token("a", &[10; 32]).expect("read").is_some());
+}
+
 #[test]
 fn users_list_pages_in_id_order_and_app_delete_drops_everything() {
     let mut f = fixture();
@@ -523,7 +629,7 @@ fn set_role_changes_one_role_against_the_current_roles() {
 /// new variant goes at the end. Produced by this code when it was written.
 #[test]
 fn users_commands_keep_their_bytes() {
-    let golden: [(UsersCommand, &str); 4] = [
+    let golden: [(UsersCommand, &str); 6] = [
         (
             UsersCommand::Delete {
                 app: "a".into(),
@@ -547,13 +653,33 @@ fn users_commands_keep_their_bytes() {
             "090161020202020202020202020202020202020202020202020202020202020202020207",
         ),
         (
+            UsersCommand::Redeem {
+                app: "a".into(),
+                token: [2; 32],
+                redemption: Redemption::Verify,
+                now_ms: 7,
+            },
+            "0a016102020202020202020202020202020202020202020202020202020202020202020007",
+        ),
+        (
+            UsersCommand::Redeem {
+                app: "a".into(),
+                token: [2; 32],
+                redemption: Redemption::Reset {
+                    password_hash: "h".into(),
+                },
+                now_ms: 7,
+            },
+            "0a0161020202020202020202020202020202020202020202020202020202020202020201016807",
+        ),
+        (
             UsersCommand::SetRole {
                 app: "a".into(),
                 id: "u".into(),
                 role: "r".into(),
                 held: true,
             },
-            "0a01610175017201",
+            "0b01610175017201",
         ),
     ];
     for (command, hex) in golden {
