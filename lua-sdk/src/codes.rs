@@ -142,6 +142,8 @@ codes! {
     InvalidRole = ("invalid_role", 400, "A role name is empty, too long, or holds a character roles may not."),
     EmailUnverified = ("email_unverified", 403, "The app's `[auth] verify_email` is on and this user has not verified their email yet; follow the link mailed at signup (or request it again)."),
     SignupClosed = ("signup_closed", 403, "The app's `[auth] signup` does not allow this signup (closed, or invite-only without an invitation)."),
+    // ---- operators ----
+    LastOwner = ("last_owner", 409, "The change would leave an app with no owner; make another member owner first."),
     // ---- crypto helpers ----
     InvalidEncoding = ("invalid_encoding", 400, "A `base64.decode` or `hex.decode` input is not valid in that encoding."),
     // ---- kv ----
