@@ -6,8 +6,8 @@
 use picloud_cluster::ClusterError;
 use picloud_lua_sdk::{Code, HostError, InvokeError};
 use picloud_storage::ApplyError;
-use picloud_storage::secret_box::SecretBoxError;
 use picloud_storage::operators::OperatorsError;
+use picloud_storage::secret_box::SecretBoxError;
 use picloud_storage::users::UsersError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -39,6 +39,9 @@
 //!   reply to retry or bounce); the dispatcher delivers `@email` entries.
 //! - `users`: `UserService` (end users, argon2id on a bounded pool,
 //!   login tokens, this node's live sessions for `users.verify`).
+//! - `operators`: `OperatorService` (the people who run PiCloud: accounts
+//!   as users of a reserved namespace, setup tokens, `pcs_` sessions, the
+//!   admin flag and app memberships with roles).
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
@@ -63,6 +66,7 @@ pub mod files;
 pub mod host;
 pub mod logs;
 pub mod membership;
+pub mod operators;
 pub mod outbound;
 pub mod pool;
 pub mod realtime;

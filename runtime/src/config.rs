@@ -351,6 +351,9 @@ settings! {
     auth_session_idle_ms: u64 = picloud_actors::users::UsersConfig::default().session_idle_ms, "PICLOUD_AUTH_SESSION_IDLE_MS";
     /// Live sessions one node keeps; past it the least recently used are dropped.
     auth_sessions_live_max: usize = picloud_actors::users::UsersConfig::default().sessions_live_max, "PICLOUD_AUTH_SESSIONS_LIVE_MAX";
+    /// How long the setup token `picloud admins add` prints stays usable,
+    /// in milliseconds.
+    operator_setup_ttl_ms: u64 = picloud_actors::operators::OperatorsConfig::default().setup_ttl_ms, "PICLOUD_OPERATOR_SETUP_TTL_MS";
 }
 
 /// A setting that is a secret: read like a string, never shown by `Debug`
@@ -673,6 +676,7 @@ impl ServeConfig {
         self.files_config()?;
         self.mail_settings()?;
         self.users_config()?;
+        self.operators_config()?;
         Ok(())
     }
 
@@ -743,6 +747,19 @@ impl ServeConfig {
                 attempts_max: self.email_attempts_max,
                 backoff_ms: self.email_backoff_ms,
             },
+        })
+    }
+
+    /// The operator settings, checked (also at boot, by `validate`).
+    pub fn operators_config(&self) -> anyhow::Result<picloud_actors::operators::OperatorsConfig> {
+        check_range(
+            "operator_setup_ttl_ms",
+            self.operator_setup_ttl_ms,
+            1_000,
+            30 * 24 * 3_600_000,
+        )?;
+        Ok(picloud_actors::operators::OperatorsConfig {
+            setup_ttl_ms: self.operator_setup_ttl_ms,
         })
     }
 

@@ -63,6 +63,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on};
 use picloud_actors::files::FileService;
+use picloud_actors::operators::OperatorService;
 use picloud_actors::realtime::Realtime;
 use picloud_actors::users::UserService;
 use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
@@ -107,6 +108,8 @@ pub struct Shared {
     pub files: files::FileGate,
     /// This node's end users (the admin API's `users` routes).
     pub users: UserService,
+    /// Operators: their sessions authenticate admin requests.
+    pub operators: OperatorService,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -125,6 +128,7 @@ impl Gateway {
             realtime: counters.realtime,
             files: files::FileGate::new(counters.files),
             users: counters.users,
+            operators: counters.operators,
             triggers: counters.triggers,
             restarts: counters.restarts,
             key_uses: auth::KeyUses::default(),
@@ -152,6 +156,7 @@ pub struct Counters {
     pub realtime: Realtime,
     pub files: FileService,
     pub users: UserService,
+    pub operators: OperatorService,
 }
 
 pub fn router(gateway: Gateway) -> Router {
@@ -194,7 +199,8 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .nest(
             "/_/api/v1",
-            admin::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
+            admin::router(gateway.clone())
+                .layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
         )
         // App requests take their in-flight permit inside the handler: a
         // middleware layer costs ~6% of the plain route's throughput.

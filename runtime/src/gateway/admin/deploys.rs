@@ -136,7 +136,7 @@ pub(super) async fn deploy(
     // key is told before its bundle is checked; a deploy without
     // `create_app` decides again in `apply`, where a concurrent delete is
     // ordered.
-    let may_create = caller.scope.is_admin();
+    let may_create = caller.is_admin();
     if !may_create && gateway.node.reader().app(&app)?.is_none() {
         return Err(ApiError::new(
             Code::AppNotFound,
