@@ -10,10 +10,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Api, BIN, CliOutput, TestNode, install_crypto};
+use common::{Api, CliOutput, TestNode, install_crypto};
 use serde_json::json;
 
 // The table the gateway enforces, mounted so this test walks the very same
@@ -161,33 +161,22 @@ async fn check(api: &Api, who: Who, method: &str, path: &str, need: Need, own: b
 /// The CLI with only the saved credentials at `credentials` (no key in
 /// the environment), `stdin` piped in.
 fn cli_saved(node: &TestNode, credentials: &str, args: &[&str], stdin: &[u8]) -> CliOutput {
-    use std::io::Write as _;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("PICLOUD_URL", node.url())
-        .env_remove("PICLOUD_KEY")
-        .env("PICLOUD_CREDENTIALS", credentials)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run picloud CLI");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    CliOutput::from(child.wait_with_output().expect("CLI output"))
+    node.cli_stdin(None, Path::new(credentials), args, stdin)
+}
+
+/// A node whose setup tokens live [`SETUP_TTL_MS`].
+async fn start_node(dir: &Path) -> TestNode {
+    let mut node = TestNode::new(dir);
+    node.extra_args = vec!["--operator-setup-ttl-ms".into(), SETUP_TTL_MS.to_string()];
+    node.start().await;
+    node
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_roles_and_sessions() {
     install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = TestNode::new(dir.path());
-    node.extra_args = vec!["--operator-setup-ttl-ms".into(), SETUP_TTL_MS.to_string()];
-    node.start().await;
+    let node = start_node(dir.path()).await;
     let api = node.client();
     for app in [OWN, OTHER] {
         let (status, body) = api
@@ -280,9 +269,7 @@ async fn operators_roles_and_sessions() {
 async fn setup_tokens_logins_cli_and_revocation() {
     install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = TestNode::new(dir.path());
-    node.extra_args = vec!["--operator-setup-ttl-ms".into(), SETUP_TTL_MS.to_string()];
-    node.start().await;
+    let node = start_node(dir.path()).await;
     let api = node.client();
 
     // An admin operator through the CLI: add prints a setup token, setup
