@@ -63,8 +63,8 @@ macro_rules! codes {
 codes! {
     // ---- the request itself ----
     NotFound = ("not_found", 404, "No endpoint or app is at this path."),
-    Unauthorized = ("unauthorized", 401, "The admin API needs a valid, unrevoked `Authorization: Bearer <key>`."),
-    Forbidden = ("forbidden", 403, "The key's scope does not allow this request."),
+    Unauthorized = ("unauthorized", 401, "The admin API needs a valid, unrevoked `Authorization: Bearer <key>` (or an operator's session, `pcs_...`)."),
+    Forbidden = ("forbidden", 403, "The key's scope, or the operator's role in the app, does not allow this request."),
     InvalidJson = ("invalid_json", 400, "The request body is not valid JSON."),
     InvalidField = ("invalid_field", 400, "A field of the request has the wrong type or value; the message names it."),
     InvalidQuery = ("invalid_query", 400, "A query-string parameter, or a documents query, is malformed."),
