@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Api, CliOutput, TestNode, install_crypto};
+use common::{Api, CliOutput, TestNode, install_crypto, manifest};
 use serde_json::json;
 
 // The table the gateway enforces, mounted so this test walks the very same
@@ -326,6 +326,24 @@ async fn setup_tokens_logins_cli_and_revocation() {
     cli_saved(&node, credentials, &["apps", "create", "mine"], b"").ok();
     let members = cli_saved(&node, credentials, &["members", "list", "mine"], b"").ok();
     assert!(members.contains("boss@example.org\towner"), "{members}");
+    let boss = login(&api, "boss@example.org").await;
+    let boss_api = api.with_key(Some(&boss));
+    let script = "return function() return {status = 200} end";
+    let files = [
+        ("picloud.toml", manifest("fresh", &[("GET", "/", "a.lua")])),
+        ("a.lua", script.to_string()),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(path, text)| (*path, text.as_str()))
+        .collect();
+    let (status, body) = boss_api.deploy("fresh", &files).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, members) = boss_api.get("/_/api/v1/apps/fresh/members").await;
+    assert_eq!(
+        members["members"][0]["role"], "owner",
+        "a deploy that creates owns: {members}"
+    );
 
     // A developer, added by the owner, may deploy-level things but not
     // manage members; the last owner can neither leave nor be removed.
