@@ -156,11 +156,18 @@ impl OperatorService {
             )
             .await?;
         let id = user["id"].as_str().unwrap_or_default().to_string();
-        self.operators_write(OperatorsCommand::Put {
+        let put = OperatorsCommand::Put {
             id: id.clone(),
             admin,
-        })
-        .await?;
+        };
+        if let Err(error) = self.operators_write(put).await {
+            // An account without its operator row would hold the email
+            // (a second `add` would be `email_taken`): take it back.
+            if let Err(cleanup) = self.users.delete(OPERATORS_NAMESPACE, &id).await {
+                tracing::warn!(%cleanup, id, "an unfinished operator account was left");
+            }
+            return Err(error);
+        }
         let setup_token = random_token(SETUP_PREFIX);
         let expires_ms = now_ms().saturating_add(self.config.setup_ttl_ms);
         self.write(Command::Users(UsersCommand::TokenCreate {

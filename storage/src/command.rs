@@ -398,6 +398,10 @@ impl Command {
                     | UsersCommand::Logout { .. }
                     | UsersCommand::LogoutAll { .. }
             ),
+            Command::Operators(operators) => matches!(
+                operators,
+                OperatorsCommand::Remove { .. } | OperatorsCommand::MemberRemove { .. }
+            ),
             Command::Kv { op, .. } => matches!(op, KvOp::Delete { .. }),
             Command::KvAtomic { ops, .. } => ops.iter().all(|op| matches!(op, KvOp::Delete { .. })),
             Command::Docs { ops, .. } => ops.iter().all(|op| matches!(op, DocOp::Delete { .. })),
