@@ -35,7 +35,8 @@
 //! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
 //!   the streamed upload and download the admin file routes share
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
-//! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
+//! - `auth.rs`: callers (a key or an operator session), the scope matrix's
+//!   check of every admin route (`enforce`); `error.rs`: errors to statuses and codes
 
 pub mod admin;
 pub mod admission;
