@@ -363,7 +363,10 @@ async fn setup_tokens_logins_cli_and_revocation() {
     )
     .ok();
     let listed = cli_saved(&node, credentials, &["admins", "list"], b"").ok();
-    assert!(listed.contains("dev@example.org\t-\tmine:developer"), "{listed}");
+    assert!(
+        listed.contains("dev@example.org\t-\tmine:developer"),
+        "{listed}"
+    );
     assert!(listed.contains("boss@example.org\tadmin\t"), "{listed}");
     let dev_api = api.with_key(Some(&dev));
     let (status, _) = dev_api.get("/_/api/v1/apps/mine").await;
