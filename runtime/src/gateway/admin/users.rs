@@ -10,8 +10,8 @@
 //!  POST   /apps/{app}/users/{id}/roles       {add?: [..], remove?: [..]} → the user
 //! ```
 //!
-//! Writes need the app's write scope. Operator roles (owner, developer,
-//! viewer) are a later layer over these same checks.
+//! Writes need the app's write scope (or a developer or owner of the app;
+//! reads, any member: see `routes.rs`).
 
 use axum::Json;
 use axum::body::Body;
