@@ -6,6 +6,7 @@
 use picloud_cluster::ClusterError;
 use picloud_lua_sdk::{Code, HostError, InvokeError};
 use picloud_storage::ApplyError;
+use picloud_storage::operators::OperatorsError;
 use picloud_storage::secret_box::SecretBoxError;
 use picloud_storage::users::UsersError;
 
@@ -97,6 +98,8 @@ pub fn apply_code(error: &ApplyError) -> Code {
         // mismatch is a bug, not the caller's input.
         ApplyError::InvalidFile { .. } => Code::Internal,
         ApplyError::Users(error) => users_code(error),
+        ApplyError::Operators(OperatorsError::OperatorNotFound { .. }) => Code::UserNotFound,
+        ApplyError::Operators(OperatorsError::LastOwner { .. }) => Code::LastOwner,
     }
 }
 

@@ -41,6 +41,9 @@
 //! - `users`: `UserService` (end users, argon2id on a bounded pool,
 //!   login tokens, this node's live sessions for `users.verify`; the HTTP
 //!   auth flows with their rate limits, mail templates and `auth_mail` duty).
+//! - `operators`: `OperatorService` (the people who run PiCloud: accounts
+//!   as users of a reserved namespace, setup tokens, `pcs_` sessions, the
+//!   admin flag and app memberships with roles).
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
@@ -65,6 +68,7 @@ pub mod files;
 pub mod host;
 pub mod logs;
 pub mod membership;
+pub mod operators;
 pub mod outbound;
 pub mod pool;
 pub mod realtime;

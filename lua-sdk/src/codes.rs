@@ -63,8 +63,8 @@ macro_rules! codes {
 codes! {
     // ---- the request itself ----
     NotFound = ("not_found", 404, "No endpoint or app is at this path."),
-    Unauthorized = ("unauthorized", 401, "The admin API needs a valid, unrevoked `Authorization: Bearer <key>`."),
-    Forbidden = ("forbidden", 403, "The key's scope does not allow this request."),
+    Unauthorized = ("unauthorized", 401, "The admin API needs a valid, unrevoked `Authorization: Bearer <key>` (or an operator's session, `pcs_...`)."),
+    Forbidden = ("forbidden", 403, "The key's scope, or the operator's role in the app, does not allow this request."),
     InvalidJson = ("invalid_json", 400, "The request body is not valid JSON."),
     InvalidField = ("invalid_field", 400, "A field of the request has the wrong type or value; the message names it."),
     InvalidQuery = ("invalid_query", 400, "A query-string parameter, or a documents query, is malformed."),
@@ -142,6 +142,8 @@ codes! {
     InvalidRole = ("invalid_role", 400, "A role name is empty, too long, or holds a character roles may not."),
     EmailUnverified = ("email_unverified", 403, "The app's `[auth] verify_email` is on and this user has not verified their email yet; follow the link mailed at signup (or request it again)."),
     SignupClosed = ("signup_closed", 403, "The app's `[auth] signup` does not allow this signup (closed, or invite-only without an invitation)."),
+    // ---- operators ----
+    LastOwner = ("last_owner", 409, "The change would leave an app with no owner; make another member owner first."),
     // ---- crypto helpers ----
     InvalidEncoding = ("invalid_encoding", 400, "A `base64.decode` or `hex.decode` input is not valid in that encoding."),
     // ---- kv ----

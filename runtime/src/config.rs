@@ -384,6 +384,9 @@ settings! {
     /// mails when an app sets no `[auth] link_base`. Empty: `http://` +
     /// the `http` address (loopback when it binds every interface).
     public_url: String = String::new(), "PICLOUD_PUBLIC_URL";
+    /// How long the setup token `picloud admins add` prints stays usable,
+    /// in milliseconds.
+    operator_setup_ttl_ms: u64 = picloud_actors::operators::OperatorsConfig::default().setup_ttl_ms, "PICLOUD_OPERATOR_SETUP_TTL_MS";
 }
 
 /// A setting that is a secret: read like a string, never shown by `Debug`
@@ -707,6 +710,7 @@ impl ServeConfig {
         self.mail_settings()?;
         self.users_config()?;
         self.public_url()?;
+        self.operators_config()?;
         Ok(())
     }
 
@@ -777,6 +781,19 @@ impl ServeConfig {
                 attempts_max: self.email_attempts_max,
                 backoff_ms: self.email_backoff_ms,
             },
+        })
+    }
+
+    /// The operator settings, checked (also at boot, by `validate`).
+    pub fn operators_config(&self) -> anyhow::Result<picloud_actors::operators::OperatorsConfig> {
+        check_range(
+            "operator_setup_ttl_ms",
+            self.operator_setup_ttl_ms,
+            1_000,
+            30 * 24 * 3_600_000,
+        )?;
+        Ok(picloud_actors::operators::OperatorsConfig {
+            setup_ttl_ms: self.operator_setup_ttl_ms,
         })
     }
 

@@ -297,6 +297,11 @@ async fn serve(
             restarts,
             realtime: realtime.clone(),
             files: files.clone(),
+            operators: picloud_actors::operators::OperatorService::new(
+                node.clone(),
+                users.clone(),
+                config.operators_config()?,
+            ),
             users,
         },
         secret_keys,

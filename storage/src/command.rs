@@ -40,6 +40,7 @@ use crate::email::EmailCommand;
 use crate::files::{BlockHash, FileLimits};
 use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
+use crate::operators::{OperatorsCommand, OperatorsError, OperatorsResult};
 use crate::triggers::TriggerSet;
 use crate::users::{UsersCommand, UsersError, UsersResult};
 
@@ -329,6 +330,10 @@ pub enum Command {
     /// End users, sessions and single-use tokens (see `crate::users`).
     /// Rejected with `AppNotFound` or `ApplyError::Users`.
     Users(UsersCommand),
+    /// Operators' admin flags and app memberships (see
+    /// `crate::operators`). Rejected with `AppNotFound` or
+    /// `ApplyError::Operators`.
+    Operators(OperatorsCommand),
 }
 
 /// A deploy: `bundle` (opaque to storage; the runtime encodes it) becomes
@@ -392,6 +397,10 @@ impl Command {
                 UsersCommand::Delete { .. }
                     | UsersCommand::Logout { .. }
                     | UsersCommand::LogoutAll { .. }
+            ),
+            Command::Operators(operators) => matches!(
+                operators,
+                OperatorsCommand::Remove { .. } | OperatorsCommand::MemberRemove { .. }
             ),
             Command::Kv { op, .. } => matches!(op, KvOp::Delete { .. }),
             Command::KvAtomic { ops, .. } => ops.iter().all(|op| matches!(op, KvOp::Delete { .. })),
@@ -584,6 +593,8 @@ pub enum CommandResult {
     },
     /// [`Command::Users`].
     Users(UsersResult),
+    /// [`Command::Operators`].
+    Operators(OperatorsResult),
 }
 
 /// What became of a run reported done or failed.
@@ -694,4 +705,6 @@ pub enum ApplyError {
     InvalidFile { path: String, message: String },
     #[error("{0}")]
     Users(UsersError),
+    #[error("{0}")]
+    Operators(OperatorsError),
 }

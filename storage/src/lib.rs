@@ -44,6 +44,9 @@
 //! - `users`: end users, sessions (by token hash) and single-use tokens
 //!   as stored, `UsersCommand` (the inner enum of `Command::Users`), and
 //!   the email and role rules.
+//! - `operators`: the people who run PiCloud: the reserved users namespace
+//!   of their accounts, admin flags and app memberships with a `Role`,
+//!   `OperatorsCommand` (the inner enum of `Command::Operators`).
 //! - `secret_box`: sealing secret values under the master key (`Keyring`).
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
@@ -78,6 +81,7 @@ pub mod inbound_mail;
 mod keys;
 pub mod log_store;
 pub mod node;
+pub mod operators;
 pub mod query;
 pub mod records;
 pub mod secret_box;

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+mod operators;
+
 use openraft::LogId;
 use tokio::sync::broadcast;
 

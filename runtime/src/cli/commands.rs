@@ -49,8 +49,22 @@ pub struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Check a node URL and key and save them for later commands.
-    Login,
+    /// Check a node URL and key and save them for later commands; with
+    /// `--email`, log in as an operator (password from stdin) and save the
+    /// session instead.
+    Login {
+        /// Log in as this operator.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// End the saved operator session and forget the saved key or session.
+    Logout,
+    /// Operators: list, add (prints a setup token), setup, remove.
+    #[command(subcommand)]
+    Admins(super::operators::AdminsCommand),
+    /// An app's members (operators with a role): list, add, remove.
+    #[command(subcommand)]
+    Members(super::operators::MembersCommand),
     /// List, create or delete apps.
     #[command(subcommand)]
     Apps(AppsCommand),
@@ -360,6 +374,9 @@ fn hint(code: Code) -> Option<&'static str> {
         Code::Unauthorized => Some(
             "the key is missing, wrong or revoked: pass --key, or run `picloud login --url URL --key KEY`",
         ),
+        Code::SessionInvalid => Some(
+            "the operator session ended (logged out, expired, password changed or removed): run `picloud login --email EMAIL`",
+        ),
         Code::OutcomeUnknown => Some("the write may have applied: check before you send it again"),
         code if code.status() == 503 => {
             Some("the cluster is busy or electing a leader; retry shortly")
@@ -368,13 +385,17 @@ fn hint(code: Code) -> Option<&'static str> {
     }
 }
 
+/// The node URLs: `--url`, else the saved ones, else the local default.
+fn client_urls(args: &ClientArgs) -> String {
+    args.api_url
+        .clone()
+        .or(load_credentials().url_list())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string())
+}
+
 fn client(args: &ClientArgs) -> Result<Client, CliError> {
     let saved = load_credentials();
-    let url = args
-        .api_url
-        .clone()
-        .or(saved.url_list())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+    let url = client_urls(args);
     let key = args.api_key.clone().or(saved.key).ok_or_else(|| {
         CliError::new("no API key: run `picloud login --url URL --key KEY` or set PICLOUD_KEY")
     })?;
@@ -382,13 +403,32 @@ fn client(args: &ClientArgs) -> Result<Client, CliError> {
 }
 
 async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliError> {
-    if let ClientCommand::Login = command {
-        return login(&args).await;
+    // The commands that run without saved credentials, or change them.
+    match &command {
+        ClientCommand::Login { email: None } => return login(&args).await,
+        ClientCommand::Login { email: Some(email) } => {
+            return super::operators::login(&client_urls(&args), email).await;
+        }
+        ClientCommand::Admins(super::operators::AdminsCommand::Setup { token }) => {
+            return super::operators::setup(&client_urls(&args), token, args.json).await;
+        }
+        ClientCommand::Logout => {
+            let saved = load_credentials();
+            let client = client(&args).ok();
+            return super::operators::logout(client.as_ref(), saved).await;
+        }
+        _ => {}
     }
     let client = client(&args)?;
     let json = args.json;
     match command {
-        ClientCommand::Login => unreachable!("handled above"),
+        ClientCommand::Login { .. } | ClientCommand::Logout => {
+            unreachable!("handled above")
+        }
+        ClientCommand::Admins(command) => super::operators::admins(&client, command, json).await?,
+        ClientCommand::Members(command) => {
+            super::operators::members(&client, command, json).await?
+        }
         ClientCommand::Apps(AppsCommand::List) => {
             let body = client.get("/apps").await?;
             if json {

@@ -11,6 +11,8 @@
 //! - `print`: JSON or text output, dates.
 //! - `secrets`: `picloud secrets ...`.
 //! - `users`: `picloud users ...` (an app's end users).
+//! - `operators`: `picloud login --email`, `logout`, `admins ...`,
+//!   `members ...` (operators and their apps).
 //! - `realtime`: `picloud realtime rotate-key`.
 //! - `files`: `picloud files put|get|ls|rm|url` (streamed, progress line).
 //! - `mail`: `picloud mail list|show` (mail captured without a relay).
@@ -21,6 +23,7 @@ mod commands;
 mod escape;
 mod files;
 mod mail;
+mod operators;
 mod print;
 mod realtime;
 mod secrets;

@@ -81,7 +81,7 @@ fn segment(text: &str) -> String {
     super::client::encode_path(text).replace('/', "%2F")
 }
 
-fn read_password() -> Result<String, CliError> {
+pub(super) fn read_password() -> Result<String, CliError> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprintln!("Type the password, then Enter and Ctrl-D:");

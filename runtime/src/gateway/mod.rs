@@ -37,7 +37,8 @@
 //! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
 //!   the streamed upload and download the admin file routes share
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
-//! - `auth.rs`: keys and scopes; `error.rs`: errors to statuses and codes
+//! - `auth.rs`: callers (a key or an operator session), the scope matrix's
+//!   check of every admin route (`enforce`); `error.rs`: errors to statuses and codes
 
 pub mod admin;
 pub mod admission;
@@ -66,6 +67,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on};
 use picloud_actors::files::FileService;
+use picloud_actors::operators::OperatorService;
 use picloud_actors::realtime::Realtime;
 use picloud_actors::users::UserService;
 use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
@@ -110,6 +112,8 @@ pub struct Shared {
     pub files: files::FileGate,
     /// This node's end users (the admin API's `users` routes).
     pub users: UserService,
+    /// Operators: their sessions authenticate admin requests.
+    pub operators: OperatorService,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -128,6 +132,7 @@ impl Gateway {
             realtime: counters.realtime,
             files: files::FileGate::new(counters.files),
             users: counters.users,
+            operators: counters.operators,
             triggers: counters.triggers,
             restarts: counters.restarts,
             key_uses: auth::KeyUses::default(),
@@ -155,6 +160,7 @@ pub struct Counters {
     pub realtime: Realtime,
     pub files: FileService,
     pub users: UserService,
+    pub operators: OperatorService,
 }
 
 pub fn router(gateway: Gateway) -> Router {
@@ -206,7 +212,8 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .nest(
             "/_/api/v1",
-            admin::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
+            admin::router(gateway.clone())
+                .layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
         )
         // App requests take their in-flight permit inside the handler: a
         // middleware layer costs ~6% of the plain route's throughput.

@@ -260,15 +260,30 @@ impl TestNode {
     /// Runs the CLI against this node as `key` with `stdin` piped in (a
     /// secret value, a password).
     pub fn cli_with_key_stdin(&self, key: &str, args: &[&str], stdin: &[u8]) -> CliOutput {
+        let credentials = self.data_dir.with_extension("credentials.toml");
+        self.cli_stdin(Some(key), &credentials, args, stdin)
+    }
+
+    /// Runs the CLI against this node with `stdin` piped in, as `key` or,
+    /// without one, as whatever `credentials` holds (a saved login).
+    pub fn cli_stdin(
+        &self,
+        key: Option<&str>,
+        credentials: &Path,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> CliOutput {
         use std::io::Write as _;
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .env("PICLOUD_URL", self.url())
-            .env("PICLOUD_KEY", key)
-            .env(
-                "PICLOUD_CREDENTIALS",
-                self.data_dir.with_extension("credentials.toml"),
-            )
+            .env("PICLOUD_CREDENTIALS", credentials);
+        match key {
+            Some(key) => command.env("PICLOUD_KEY", key),
+            None => command.env_remove("PICLOUD_KEY"),
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

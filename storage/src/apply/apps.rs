@@ -76,6 +76,7 @@ pub(super) fn app_delete<B: Backend + ?Sized>(
         Keyspace::Mail,
         Keyspace::Users,
         Keyspace::Sessions,
+        Keyspace::Operators,
     ] {
         delete_prefix(txn.backend, keyspace, &prefix)?;
     }

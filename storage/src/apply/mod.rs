@@ -53,6 +53,7 @@
 //! - `topics`: durable pub/sub messages (stored, trimmed to the topic's
 //!   retention) and the apps' sealed realtime signing keys.
 //! - `users`: end users, their sessions and single-use tokens.
+//! - `operators`: operators' admin flags and app memberships.
 //! - `outbox`: queueing, removing and burying runs, shared by every write
 //!   that fires a trigger (below `kv`, `docs` and `triggers`).
 //! - `txn`: `Txn`, a command's pending writes, read back and committed as
@@ -83,6 +84,7 @@ mod files;
 mod inbound_mail;
 mod keys;
 mod kv;
+mod operators;
 mod outbox;
 mod secrets;
 mod topics;
@@ -270,6 +272,7 @@ fn run_in<B: Backend + ?Sized>(
         Command::Email(command) => email::email(txn, command)?,
         Command::InboundMail(mail) => inbound_mail::inbound_mail(txn, mail)?,
         Command::Users(command) => users::users(txn, command)?,
+        Command::Operators(command) => operators::operators(txn, command)?,
         Command::Batch(_) => Err(ApplyError::NestedBatch),
     };
     let result = match outcome {
@@ -317,6 +320,7 @@ fn reads_only_through_txn(command: &Command) -> bool {
         | Command::Email(_) => true,
         Command::InboundMail(_) => true,
         Command::Users(_) => true,
+        Command::Operators(_) => true,
         // Scans (deploy versions, an app's kv data, its outbox) and bulk
         // deletes go to the backend; a nested batch is rejected by `run_in`
         // either way.
@@ -366,6 +370,7 @@ pub fn changed_app<'a>(command: &'a Command, result: &CommandResult) -> Option<&
         | Command::Email(_)
         | Command::InboundMail(_)
         | Command::Users(_)
+        | Command::Operators(_)
         | Command::Batch(_) => None,
     }
 }

@@ -12,6 +12,7 @@ use crate::backend::{Backend, Keyspace};
 use crate::command::{ApplyError, CommandResult};
 use crate::error::StorageError;
 use crate::keys;
+use crate::operators::OPERATORS_NAMESPACE;
 use crate::users::{
     Redemption, SessionRecord, SessionRefresh, TokenHash, TokenRecord, USER_ID_BYTES_MAX,
     UserPatch, UserRecord, UsersCommand, UsersError, UsersLimits, UsersResult, check_roles,
@@ -24,7 +25,8 @@ pub(super) fn users<B: Backend + ?Sized>(
     command: &UsersCommand,
 ) -> Result<Outcome, StorageError> {
     let app = command.app();
-    if txn.app(app)?.is_none() {
+    // Operator accounts are users of a namespace that is never an app.
+    if app != OPERATORS_NAMESPACE && txn.app(app)?.is_none() {
         return Ok(Err(ApplyError::AppNotFound { app: app.into() }));
     }
     let result = match command {

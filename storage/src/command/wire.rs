@@ -16,6 +16,7 @@ use crate::email::EmailCommand;
 use crate::files::{BlockHash, FileLimits};
 use crate::inbound_mail::InboundMail;
 use crate::node::{NodeId, NodeInfo};
+use crate::operators::OperatorsCommand;
 use crate::triggers::TriggerSet;
 use crate::users::UsersCommand;
 
@@ -247,6 +248,7 @@ enum Wire<'a> {
     Email(Cow<'a, EmailCommand>),
     InboundMail(Cow<'a, InboundMail>),
     Users(Cow<'a, UsersCommand>),
+    Operators(Cow<'a, OperatorsCommand>),
 }
 
 /// The fields of [`Wire::DeployExistingVersion`], as they were written.
@@ -340,6 +342,7 @@ conversions! {
         Command::Batch(commands) => Wire::Batch(Cow::Borrowed(commands)),
         Command::Email(email) => Wire::Email(Cow::Borrowed(email)),
         Command::Users(users) => Wire::Users(Cow::Borrowed(users)),
+        Command::Operators(operators) => Wire::Operators(Cow::Borrowed(operators)),
         Command::AppDelete { app, revoke_keys: false } => Wire::AppDelete {
             app: Cow::Borrowed(app),
         },
@@ -407,6 +410,7 @@ conversions! {
         Wire::Email(email) => Command::Email(email.into_owned()),
         Wire::InboundMail(mail) => Command::InboundMail(Box::new(mail.into_owned())),
         Wire::Users(users) => Command::Users(users.into_owned()),
+        Wire::Operators(operators) => Command::Operators(operators.into_owned()),
         Wire::AppDelete { app } => Command::AppDelete {
             app: app.into_owned(),
             revoke_keys: false,

@@ -1,4 +1,6 @@
-//! Apps: list, show, create and delete (`/apps`, `/apps/{app}`).
+//! Apps: list, show, create and delete (`/apps`, `/apps/{app}`). Creating
+//! one needs admin; the operator who creates it becomes its owner, and an
+//! owner may delete it.
 
 use axum::Json;
 use axum::body::Body;
@@ -7,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use picloud_actors::host::now_ms;
 use picloud_lua_sdk::Code;
+use picloud_storage::operators::Role;
 use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,14 +31,12 @@ pub(super) async fn list_apps(
     State(gateway): State<Gateway>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let apps: Vec<Value> = gateway
-        .node
-        .reader()
-        .apps()?
-        .iter()
-        .filter(|record| caller.scope.can_read(&record.name))
-        .map(app_json)
-        .collect();
+    let mut apps: Vec<Value> = Vec::new();
+    for record in gateway.node.reader().apps()? {
+        if caller.may_read(&record.name)? {
+            apps.push(app_json(&record));
+        }
+    }
     Ok(Json(json!({ "apps": apps })))
 }
 
@@ -80,6 +81,14 @@ pub(super) async fn create_app(
             })
             .await?,
     )?;
+    // An operator who creates an app owns it (an admin key has no account
+    // to make a member).
+    if let Some(operator) = caller.operator() {
+        gateway
+            .operators
+            .member_set_id(&request.name, &operator.id, Role::Owner)
+            .await?;
+    }
     let record = gateway.node.reader().app(&request.name)?;
     let body = record
         .as_ref()
@@ -93,7 +102,7 @@ pub(super) async fn delete_app(
     caller: Caller,
     Path(app): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
+    caller.require_owner(&app)?;
     // The app's scoped keys go in the same log entry: a key is for one app,
     // not for whoever re-creates its name.
     let result = accepted(

@@ -12,6 +12,7 @@ use picloud_lua_sdk::{
     AtomicOp, AtomicResult, Code, Consistency, Host, HostError, HostFuture, KvListPage, LogLevel,
 };
 use picloud_storage::command::{DeployParts, VersionDeploy};
+use picloud_storage::operators::Role;
 use picloud_storage::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -136,8 +137,9 @@ pub(super) async fn deploy(
     // key is told before its bundle is checked; a deploy without
     // `create_app` decides again in `apply`, where a concurrent delete is
     // ordered.
-    let may_create = caller.scope.is_admin();
-    if !may_create && gateway.node.reader().app(&app)?.is_none() {
+    let may_create = caller.is_admin();
+    let existed = gateway.node.reader().app(&app)?.is_some();
+    if !may_create && !existed {
         return Err(ApiError::new(
             Code::AppNotFound,
             format!("app {app} does not exist; only an admin key creates apps"),
@@ -216,6 +218,17 @@ pub(super) async fn deploy(
             "unexpected deploy result {result:?}"
         )));
     };
+    // An operator who creates an app by deploying to a new name owns it,
+    // as with `POST /apps` (the first version marks a new app).
+    if let Some(operator) = caller.operator()
+        && !existed
+        && version == 1
+    {
+        gateway
+            .operators
+            .member_set_id(&app, &operator.id, Role::Owner)
+            .await?;
+    }
     gateway.apps.reload(&name).await?;
     Ok(Json(
         json!({"app": app, "version": version, "imports": imports}),

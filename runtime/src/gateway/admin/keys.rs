@@ -12,12 +12,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::checks::accepted;
-use crate::gateway::auth::Caller;
+use crate::gateway::auth::{Caller, Principal};
 use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 use crate::keys::{self, Scope};
 
+/// The key (`key_id`, `scope`) or operator (`operator`) calling.
 pub(super) async fn whoami(caller: Caller) -> Json<Value> {
-    Json(json!({"key_id": caller.key_id, "scope": caller.scope.to_string()}))
+    match &caller.principal {
+        Principal::Key { id, scope } => Json(json!({"key_id": id, "scope": scope.to_string()})),
+        Principal::Operator { operator, .. } => Json(json!({
+            "operator": {"id": operator.id, "email": operator.email, "admin": operator.admin},
+        })),
+    }
 }
 
 #[derive(Deserialize)]

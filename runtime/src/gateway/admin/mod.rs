@@ -1,6 +1,9 @@
 //! The admin API under `/_/api/v1/`: one file per resource, one route table
-//! (below). Every handler authenticates with [`Caller`](super::auth::Caller)
-//! and checks the scope before it reads or proposes anything.
+//! (below). Every request is checked against its row of the scope matrix
+//! (`routes.rs`) by [`enforce`](super::auth::enforce) before its handler
+//! runs; handlers authenticate with [`Caller`](super::auth::Caller) (a key
+//! or an operator) and add finer checks before they read or propose
+//! anything.
 //!
 //! # Layout
 //! - `apps.rs`: apps (list, show, create, delete)
@@ -18,6 +21,9 @@
 //! - `realtime.rs`: rotating an app's realtime token signing key
 //! - `libs.rs`: shared libraries (publish, list, resolve pins at deploy)
 //! - `keys.rs`: API keys and `whoami`
+//! - `operators.rs`: operator login and logout, setup tokens, admins
+//! - `members.rs`: an app's members and their roles
+//! - `routes.rs`: the scope matrix (every route and what it needs)
 //! - `cluster.rs`: cluster status, join token, node removal
 //! - `metrics.rs`: `/_/metrics` (mounted outside `/_/api/v1` by `gateway`)
 //! - `checks.rs`: the checks the resources share
@@ -33,21 +39,36 @@ mod kv;
 mod libs;
 mod logs;
 mod mail;
+mod members;
 pub mod metrics;
+mod operators;
 mod realtime;
+pub mod routes;
 mod secrets;
 mod triggers;
 mod users;
 
-use axum::Router;
 use axum::routing::{delete, get, post, put};
+use axum::{Router, middleware};
 use picloud_lua_sdk::Code;
 
+use super::auth::enforce;
 use super::{ApiError, Gateway};
 
 /// Every admin API route, by resource.
-pub fn router() -> Router<Gateway> {
+pub fn router(gateway: Gateway) -> Router<Gateway> {
     Router::new()
+        // operators
+        .route("/login", post(operators::login))
+        .route("/logout", post(operators::logout))
+        .route("/admins/setup", post(operators::setup))
+        .route("/admins", get(operators::list).post(operators::add))
+        .route("/admins/{email}", delete(operators::remove))
+        .route("/apps/{app}/members", get(members::list))
+        .route(
+            "/apps/{app}/members/{email}",
+            put(members::set).delete(members::remove),
+        )
         // keys
         .route("/whoami", get(keys::whoami))
         .route("/keys", get(keys::list_keys).post(keys::create_key))
@@ -121,6 +142,8 @@ pub fn router() -> Router<Gateway> {
         .route("/cluster/status", get(cluster::cluster_status))
         .route("/cluster/token", get(cluster::cluster_token))
         .route("/cluster/nodes/{id}", delete(cluster::remove_node))
+        // Every matched route, checked against its row before the handler.
+        .route_layer(middleware::from_fn_with_state(gateway, enforce))
         .fallback(api_not_found)
 }
 
@@ -129,4 +152,62 @@ async fn api_not_found(uri: axum::http::Uri) -> ApiError {
         Code::NotFound,
         format!("no admin API endpoint at {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::routes::{Mount, ROUTES};
+
+    /// The `(method, path)` pairs `router()` mounts, read from this file's
+    /// source: each `.route("path", get(..).post(..))` call.
+    fn mounted() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let body = source
+            .split("pub fn router(")
+            .nth(1)
+            .and_then(|rest| rest.split("async fn api_not_found").next())
+            .expect("router body");
+        let mut routes = BTreeSet::new();
+        for call in body.split(".route(").skip(1) {
+            let path = call.split('"').nth(1).expect("path").to_string();
+            let handlers = call.split_once(',').expect("handlers").1;
+            for (method, marker) in [
+                ("GET", "get("),
+                ("POST", "post("),
+                ("PUT", "put("),
+                ("DELETE", "delete("),
+            ] {
+                let starts = handlers.match_indices(marker).any(|(at, _)| {
+                    at == 0 || !handlers[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                });
+                if starts {
+                    routes.insert((method.to_string(), path.clone()));
+                }
+            }
+        }
+        routes
+    }
+
+    /// Every route the router mounts has exactly one row in the scope
+    /// matrix, and every admin row is mounted: a new route must say what it
+    /// needs, or `enforce` refuses it.
+    #[test]
+    fn the_scope_matrix_and_the_router_agree() {
+        let table: Vec<(String, String)> = ROUTES
+            .iter()
+            .filter(|route| route.mount == Mount::Admin)
+            .map(|route| (route.method.to_string(), route.path.to_string()))
+            .collect();
+        let rows: BTreeSet<(String, String)> = table.iter().cloned().collect();
+        assert_eq!(rows.len(), table.len(), "a route has two rows");
+        let mounted = mounted();
+        assert!(
+            mounted.len() > 50,
+            "the source walk found {} routes",
+            mounted.len()
+        );
+        assert_eq!(mounted, rows);
+    }
 }

@@ -14,8 +14,8 @@
 //! An invitation is mailed with the app's `[auth.templates.invite]`, like
 //! `users.invite` from a script.
 //!
-//! Writes need the app's write scope. Operator roles (owner, developer,
-//! viewer) are a later layer over these same checks.
+//! Writes need the app's write scope (or a developer or owner of the app;
+//! reads, any member: see `routes.rs`).
 
 use axum::Json;
 use axum::body::Body;

@@ -13,13 +13,14 @@ use crate::inbound_mail::{
     AttachmentBody, InboundMail, InboundMessage, MailAttachment, MailRecipient,
 };
 use crate::node::NodeInfo;
+use crate::operators::OperatorsCommand;
 use crate::triggers::TriggerSet;
 use crate::users::UsersCommand;
 
 /// `encode` of each command of [`one_of_each`] by the derived encoding of
 /// the `Command` enum before the wire enum existed: the variant index in the
 /// first byte is the position in that enum, 0 to 30.
-const GOLDEN: [&str; 40] = [
+const GOLDEN: [&str; 41] = [
     "00016100016b0131010507",
     "0101610202016e030301630101310008",
     "02016109",
@@ -60,6 +61,7 @@ const GOLDEN: [&str; 40] = [
     "250001610366407801037440780001036240780001730101740001016101630101030405",
     "26016101057840612e6d0178033c693e0366406d01057840612e6d017301017400010168017602016e016301000107016e01630201017021",
     "27020161017a",
+    "280301610175",
 ];
 
 fn a() -> String {
@@ -370,6 +372,10 @@ fn one_of_each() -> Vec<Command> {
         Command::Users(UsersCommand::Delete {
             app: a(),
             id: "z".into(),
+        }),
+        Command::Operators(OperatorsCommand::MemberRemove {
+            app: a(),
+            id: "u".into(),
         }),
     ]
 }

@@ -1,0 +1,74 @@
+//! An app's members, the operators with a role in it.
+//!
+//! ```text
+//!  GET    /apps/{app}/members           {members: [{id, email, role}]}   read
+//!  PUT    /apps/{app}/members/{email}   {role} → {app, email, role}      owner
+//!  DELETE /apps/{app}/members/{email}   {removed}                        owner
+//! ```
+//!
+//! Roles: `owner` (a developer who also manages members and may delete the
+//! app), `developer` (what a `deploy:<app>` key may do), `viewer` (what a
+//! `read:<app>` key may do). The last owner cannot be removed or demoted
+//! (409 `last_owner`).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use picloud_lua_sdk::Code;
+use picloud_storage::operators::Role;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::checks::require_app;
+use crate::gateway::auth::Caller;
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRequest {
+    role: String,
+}
+
+pub(super) async fn list(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(app): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_read(&app)?;
+    require_app(&gateway, &app)?;
+    Ok(Json(gateway.operators.members(&app).await?))
+}
+
+pub(super) async fn set(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, email)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_owner(&app)?;
+    require_app(&gateway, &app)?;
+    let request: SetRequest =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    let role: Role =
+        request
+            .role
+            .parse()
+            .map_err(|error: picloud_storage::operators::RoleError| {
+                ApiError::new(Code::InvalidRole, error.to_string())
+            })?;
+    gateway.operators.member_set(&app, &email, role).await?;
+    Ok(Json(
+        json!({"app": app, "email": email, "role": role.to_string()}),
+    ))
+}
+
+pub(super) async fn remove(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path((app, email)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_owner(&app)?;
+    require_app(&gateway, &app)?;
+    let removed = gateway.operators.member_remove(&app, &email).await?;
+    Ok(Json(json!({ "removed": removed })))
+}

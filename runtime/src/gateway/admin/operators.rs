@@ -1,0 +1,124 @@
+//! Operators in the admin API: logging in and out, setting a password with
+//! a setup token, and the cluster admins' list of operators.
+//!
+//! ```text
+//!  POST   /login          {email, password} → {token: "pcs_…", operator}   public
+//!  POST   /logout         ends the calling operator's session               any caller
+//!  POST   /admins/setup   {token, password} → {id}                         public
+//!  GET    /admins         {operators: [{id, email, admin, apps, …}]}        admin
+//!  POST   /admins         {email, admin?} → 201 {id, email, admin, setup_token, expires_ms}
+//!  DELETE /admins/{email} {removed} (memberships and sessions end)          admin
+//! ```
+//!
+//! Login answers `invalid_credentials` for an unknown email and a wrong
+//! password alike (one argon2id hash is spent either way).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::gateway::auth::{Caller, Principal};
+use crate::gateway::{ApiError, Gateway, parse_json, read_body};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupRequest {
+    token: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddRequest {
+    email: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+pub(super) async fn login(
+    State(gateway): State<Gateway>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let request: LoginRequest =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    Ok(Json(
+        gateway
+            .operators
+            .login(&request.email, request.password)
+            .await?,
+    ))
+}
+
+/// Ends the caller's session; a key has none (`logged_out: false`).
+pub(super) async fn logout(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let ended = match &caller.principal {
+        Principal::Operator { session, .. } => gateway.operators.logout(session).await?,
+        Principal::Key { .. } => false,
+    };
+    Ok(Json(json!({ "logged_out": ended })))
+}
+
+pub(super) async fn setup(
+    State(gateway): State<Gateway>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let request: SetupRequest =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    let id = gateway
+        .operators
+        .setup(&request.token, request.password)
+        .await?;
+    Ok(Json(json!({ "id": id })))
+}
+
+pub(super) async fn list(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(gateway.operators.list().await?))
+}
+
+pub(super) async fn add(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_admin()?;
+    let request: AddRequest =
+        parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
+    let added = gateway.operators.add(&request.email, request.admin).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": added.id,
+            "email": picloud_storage::users::normalize_email(&request.email),
+            "admin": request.admin,
+            "setup_token": added.setup_token,
+            "expires_ms": added.expires_ms,
+        })),
+    ))
+}
+
+pub(super) async fn remove(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(email): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    gateway.operators.remove(&email).await?;
+    Ok(Json(json!({ "removed": email })))
+}
