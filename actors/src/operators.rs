@@ -16,6 +16,7 @@
 //! (`pck_`) at a glance, by people and by the gateway.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,13 +25,14 @@ use picloud_lua_sdk::{Code, HostError};
 use picloud_storage::operators::{
     OPERATORS_NAMESPACE, OperatorRecord, OperatorsCommand, OperatorsResult, Role,
 };
-use picloud_storage::users::{TokenKind, TokenRecord, UsersCommand, UsersResult, normalize_email};
+use picloud_storage::users::{TokenKind, TokenRecord, UsersCommand, normalize_email};
 use picloud_storage::{Command, CommandResult};
 use rand::RngCore as _;
 use serde_json::{Value, json};
 
 use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpected};
 use crate::files::now_ms;
+use crate::users::flows::FlowError;
 use crate::users::{AuthPolicy, UserService, token_hash};
 
 /// What every operator session token starts with.
@@ -188,49 +190,41 @@ impl OperatorService {
     }
 
     /// Sets the password of the operator a setup token was minted for, and
-    /// uses the token up. `auth_token_invalid` when it is unknown, used or
-    /// expired; a weak password is refused before the token is spent.
-    pub async fn setup(&self, token: &str, password: String) -> Result<String, HostError> {
-        self.users.check_new_password(&password, policy())?;
-        let consumed = self
-            .write(Command::Users(UsersCommand::TokenConsume {
-                app: OPERATORS_NAMESPACE.into(),
-                token: token_hash(token),
-                now_ms: now_ms(),
-            }))
-            .await?;
-        let record = match consumed {
-            CommandResult::Users(UsersResult::TokenConsumed { record }) => record,
-            other => return Err(unexpected(&other)),
-        };
-        let Some(record) = record.filter(|record| record.kind == TokenKind::Reset) else {
-            return Err(HostError::new(
-                Code::AuthTokenInvalid,
-                "the setup token is unknown, already used or expired",
-            ));
-        };
+    /// uses the token up in the same entry (a refused password or a busy
+    /// hash pool leaves the token usable). `auth_token_invalid` when it is
+    /// unknown, used or expired.
+    pub async fn setup(&self, token: &str, password: String) -> Result<String, FlowError> {
         self.users
-            .set_password(OPERATORS_NAMESPACE, &record.subject, password, policy())
-            .await?;
-        Ok(record.subject)
+            .reset_password_of(OPERATORS_NAMESPACE, token, password, &policy())
+            .await
     }
 
     /// A session for an operator's email and password: `{token, operator}`.
     /// `invalid_credentials` for a wrong pair or a removed operator.
-    pub async fn login(&self, email: &str, password: String) -> Result<Value, HostError> {
+    pub async fn login(
+        &self,
+        client: IpAddr,
+        email: &str,
+        password: String,
+    ) -> Result<Value, FlowError> {
+        // The end users' login limits (per account, per client address).
         let login = self
             .users
-            .login(OPERATORS_NAMESPACE, email, password, policy())
+            .login_flow(OPERATORS_NAMESPACE, client, email, password, &policy())
             .await?;
         let token = login["token"].as_str().unwrap_or_default();
         let id = login["user"]["id"].as_str().unwrap_or_default();
-        let record = self.node.reader().operator(id).map_err(storage_error)?;
+        let record = self
+            .node
+            .reader()
+            .operator(id)
+            .map_err(|error| FlowError::Refused(storage_error(error)))?;
         let Some(record) = record else {
             self.users.logout(OPERATORS_NAMESPACE, token).await?;
-            return Err(HostError::new(
+            return Err(FlowError::Refused(HostError::new(
                 Code::InvalidCredentials,
                 "wrong email or password",
-            ));
+            )));
         };
         Ok(json!({
             "token": format!("{SESSION_PREFIX}{token}"),

@@ -362,6 +362,20 @@ impl UserService {
         password: String,
         policy: &AuthPolicy,
     ) -> Result<Value, FlowError> {
+        self.reset_password_of(app, token, password, policy).await?;
+        Ok(json!({ "reset": true }))
+    }
+
+    /// Uses up a reset-kind token and sets the password of the user it was
+    /// minted for, in one entry (a failure leaves the token usable);
+    /// answers that user's id.
+    pub async fn reset_password_of(
+        &self,
+        app: &str,
+        token: &str,
+        password: String,
+        policy: &AuthPolicy,
+    ) -> Result<String, FlowError> {
         check_password(&password, self.password_min(policy)).map_err(HostError::from)?;
         self.token_known(app, token).await?;
         let password_hash = self.pool.hash(password).await?;
@@ -369,7 +383,7 @@ impl UserService {
             .redeem(app, token, Redemption::Reset { password_hash })
             .await?;
         self.sessions.remove_user(app, &user_id);
-        Ok(json!({ "reset": true }))
+        Ok(user_id)
     }
 
     /// `POST /_/auth/<app>/accept-invite`: creates the invited user

@@ -466,14 +466,6 @@ impl UserService {
         Ok(result)
     }
 
-    /// Whether `password` passes the policy `set_password` applies, checked
-    /// before a caller spends something single-use on it (an operator's
-    /// setup token).
-    pub fn check_new_password(&self, password: &str, policy: AuthPolicy) -> Result<(), HostError> {
-        check_password(password, self.password_min(&policy))?;
-        Ok(())
-    }
-
     /// Replaces the password and revokes every session of the user.
     pub async fn set_password(
         &self,

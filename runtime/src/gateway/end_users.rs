@@ -75,7 +75,7 @@ struct PasswordRequest {
 }
 
 /// A flow's failure as an HTTP answer (`Retry-After` on a rate limit).
-enum FlowFailure {
+pub(crate) enum FlowFailure {
     Api(ApiError),
     RateLimited { retry_after_ms: u64 },
 }

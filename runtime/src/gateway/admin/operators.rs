@@ -11,17 +11,21 @@
 //! ```
 //!
 //! Login answers `invalid_credentials` for an unknown email and a wrong
-//! password alike (one argon2id hash is spent either way).
+//! password alike (one argon2id hash is spent either way), under the end
+//! users' login limits (per account and client address: 429 `rate_limited`
+//! with `Retry-After`). Setup uses the token up and sets the password in one
+//! entry, so a refused password leaves the token usable.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::gateway::auth::{Caller, Principal};
-use crate::gateway::{ApiError, Gateway, parse_json, read_body};
+use crate::gateway::end_users::FlowFailure;
+use crate::gateway::{ApiError, Gateway, client_ip, parse_json, read_body};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,14 +51,16 @@ struct AddRequest {
 
 pub(super) async fn login(
     State(gateway): State<Gateway>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+    request: Request,
+) -> Result<Json<Value>, FlowFailure> {
+    let client = client_ip(request.extensions());
+    let body = request.into_body();
     let request: LoginRequest =
         parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
     Ok(Json(
         gateway
             .operators
-            .login(&request.email, request.password)
+            .login(client, &request.email, request.password)
             .await?,
     ))
 }
@@ -74,7 +80,7 @@ pub(super) async fn logout(
 pub(super) async fn setup(
     State(gateway): State<Gateway>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, FlowFailure> {
     let request: SetupRequest =
         parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
     let id = gateway
