@@ -430,6 +430,31 @@ async fn setup_tokens_logins_cli_and_revocation() {
     let after = cli_saved(&node, credentials, &["apps", "list"], b"");
     assert!(!after.success, "no credentials are left: {after:?}");
 
+    // Operator logins share the end users' limits: after
+    // auth_login_failures_max (5) wrong passwords the account is locked
+    // out, even for the right one.
+    let anon = api.with_key(None);
+    for _ in 0..5 {
+        let (status, body) = anon
+            .post_json(
+                "/_/api/v1/login",
+                &json!({"email": "guessed@example.org", "password": "wrong-password-1"}),
+            )
+            .await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, body) = anon
+        .post_json(
+            "/_/api/v1/login",
+            &json!({"email": "guessed@example.org", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+
     // A setup token expires: wait out its lifetime, then it is refused.
     let (status, added) = api
         .post_json("/_/api/v1/admins", &json!({"email": "late@example.org"}))
