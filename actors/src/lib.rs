@@ -12,6 +12,7 @@
 //! - `app`: app names (`AppName`), manifests, route tables and deploy bundles
 //!   (parse + validate).
 //! - `pool`: `AppRuntime`, one app version with its VM pool.
+//! - `priority`: the nice value of threads that may wait (scripts, hashes).
 //! - `cpu`: `CpuShares`, the script threads one app may occupy at once.
 //! - `app_actor`: `AppActor`, owner of an app's current runtime.
 //! - `supervisor`: `NodeSupervisor` (restart with backoff) and `Apps`, the
@@ -65,6 +66,7 @@ pub mod logs;
 pub mod membership;
 pub mod outbound;
 pub mod pool;
+pub mod priority;
 pub mod realtime;
 pub mod run_host;
 pub mod scheduler;

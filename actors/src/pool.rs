@@ -139,6 +139,11 @@ impl AppRuntime {
         self
     }
 
+    /// `[auth]` of this version (the gateway's session-auth topics).
+    pub fn auth(&self) -> AuthPolicy {
+        self.auth
+    }
+
     /// The version's `[[topic]]` declarations.
     pub fn with_topics(mut self, topics: Vec<TopicSpec>) -> Self {
         self.topics = topics.into();

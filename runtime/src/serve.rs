@@ -113,7 +113,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let scripts = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.script_threads())
         .thread_name("picloud-lua")
-        .on_thread_start(move || lower_this_thread_priority(nice))
+        .on_thread_start(move || picloud_actors::priority::lower_this_thread_priority(nice))
         .enable_all()
         .build()
         .context("starting the script runtime")?;
@@ -254,8 +254,9 @@ async fn serve(
             "no --smtp-relay: outgoing mail is CAPTURED, NOT SENT (see `picloud mail list APP`)"
         ),
     }
-    let users = UserService::new(node.clone(), config.users_config()?);
-    duties.supervise(users.idle_duty());
+    let users = UserService::new(node.clone(), config.users_config()?)
+        .context("starting the password hash pool")?;
+    duties.supervise(users.sessions_duty(restarts.clone()));
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
             .with_secret_keys(secret_keys.keyring.clone())
@@ -411,21 +412,6 @@ fn check_cluster_secrets(node: &Node) {
         });
     } else {
         report(outcome);
-    }
-}
-
-/// Gives the calling thread (a script thread) a nice value of `nice`, so that
-/// when scripts saturate the cores the kernel still runs the HTTP, Raft and
-/// storage threads first: health, the admin API, heartbeats and other apps'
-/// request parsing keep their latency while a heavy app burns its share.
-/// Raising one's own nice value needs no privilege; failing is only logged.
-fn lower_this_thread_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    let thread = rustix::thread::gettid();
-    if let Err(error) = rustix::process::setpriority_process(Some(thread), nice) {
-        tracing::warn!(%error, nice, "cannot lower a script thread's priority");
     }
 }
 

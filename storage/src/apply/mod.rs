@@ -96,6 +96,7 @@ mod tests;
 pub(crate) use cluster::next_node_id;
 pub(crate) use topics::decode_record as decode_topic_record;
 pub use topics::published_events;
+pub use users::revoked_sessions;
 pub(crate) use txn::put_last_applied;
 use txn::{PendingWrites, Txn, batch_of};
 
