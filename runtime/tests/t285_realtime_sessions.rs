@@ -44,7 +44,11 @@ end"#;
 
 async fn op(api: &Api, args: Value) -> Value {
     let (status, body) = api
-        .call("POST", "/rs/op", Some(serde_json::to_vec(&args).expect("json")))
+        .call(
+            "POST",
+            "/rs/op",
+            Some(serde_json::to_vec(&args).expect("json")),
+        )
         .await;
     assert_eq!(status, 200, "{args}: {body}");
     body
@@ -146,11 +150,15 @@ async fn session_auth_topics() {
     }
 
     // Admitted: a Bearer header, and `?token=` for EventSource.
-    let mut ann_room = subscribe(&room, Some(&ann_token)).await.expect("ann in room");
+    let mut ann_room = subscribe(&room, Some(&ann_token))
+        .await
+        .expect("ann in room");
     let mut bob_staff = subscribe(&format!("{staff}?token={bob_token}"), None)
         .await
         .expect("bob in staff");
-    let bob_room = subscribe(&room, Some(&bob_token)).await.expect("bob in room");
+    let bob_room = subscribe(&room, Some(&bob_token))
+        .await
+        .expect("bob in room");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(
         !ann_room.ended() && !bob_staff.ended() && !bob_room.ended(),

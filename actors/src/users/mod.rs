@@ -37,8 +37,8 @@ use picloud_cluster::duty::Duty;
 use picloud_lua_sdk::{Code, HostError, UserPatchArgs, UsersCall};
 use picloud_storage::AppliedEvent;
 use picloud_storage::users::{
-    TokenHash, UserPatch, UserRecord, UsersCommand, UsersLimits, UsersResult,
-    normalize_email, valid_role, validate_email,
+    TokenHash, UserPatch, UserRecord, UsersCommand, UsersLimits, UsersResult, normalize_email,
+    valid_role, validate_email,
 };
 use picloud_storage::{Command, CommandResult};
 use rand::RngCore as _;
@@ -47,8 +47,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpected};
 // The clock `host::now_ms` reads, from below `host` (which imports this module).
-use crate::files::now_ms;
 use crate::duties::ActorRestarts;
+use crate::files::now_ms;
 use password::{HashPool, HashPoolError, check_password};
 use session_actor::{SessionSupervisor, SupervisorArgs, SupervisorMsg, load_session};
 use sessions::{Check, Published, SessionLimits, Sessions};
@@ -97,7 +97,12 @@ impl Default for UsersConfig {
             session_ttl_ms: 7 * 24 * 3_600_000,
             session_refresh_ms: 60_000,
             session_idle_ms: 15 * 60_000,
-            sessions_live_max: 100_000,
+            // An idle live session (its actor, its timer task and its
+            // published answer) measured ~10 KiB resident
+            // (`session_actor::tests::session_memory`): 10,000 are ~100 MiB,
+            // a tenth of a 1 GB Pi. Past it the least recently used stop
+            // (and read their rows again on their next use).
+            sessions_live_max: 10_000,
             password_chars_min: password::PASSWORD_CHARS_MIN,
             list_limit_max: 1_000,
         }

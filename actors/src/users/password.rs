@@ -199,9 +199,9 @@ impl HashPool {
                 return Err(HostError::new(Code::Unavailable, "the hash pool is closed"));
             }
         }
-        answered.await.map_err(|_| {
-            HostError::new(Code::Internal, "a password hash thread stopped mid-job")
-        })
+        answered
+            .await
+            .map_err(|_| HostError::new(Code::Internal, "a password hash thread stopped mid-job"))
     }
 
     /// The PHC string of `password` under a fresh random salt.
@@ -311,7 +311,9 @@ mod tests {
 
     /// Occupies one pool thread until the returned sender is dropped or
     /// sent to; resolves once the job is running.
-    async fn hold_a_thread(pool: &HashPool) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    async fn hold_a_thread(
+        pool: &HashPool,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (started, running) = oneshot::channel();
         let pool = pool.clone();
@@ -334,23 +336,15 @@ mod tests {
     async fn past_the_queue_callers_get_auth_busy() {
         let pool = HashPool::new(1, 1, 0).expect("pool");
         let (release, held) = hold_a_thread(&pool).await;
-        // One may wait in the queue...
-        let queued = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.hash("correct horse".into()).await })
-        };
-        // ...(the queue fills as soon as the task runs: poll for it)...
-        let busy = loop {
-            match pool.run(|| ()).await {
-                Err(error) => break error,
-                Ok(()) => tokio::task::yield_now().await,
-            }
-        };
-        // ...and the next is refused.
+        // One may wait in the queue (its first poll enqueues it)...
+        let mut queued = Box::pin(pool.hash("correct horse".into()));
+        assert!(futures::poll!(&mut queued).is_pending());
+        // ...and the next is refused at once.
+        let busy = pool.run(|| ()).await.expect_err("busy");
         assert_eq!(busy.code, Code::AuthBusy);
         drop(release);
         held.await.expect("held job");
-        assert!(queued.await.expect("queued task").is_ok());
+        assert!(queued.await.is_ok(), "the queued hash ran");
         assert!(pool.hash("correct horse".into()).await.is_ok());
     }
 
@@ -381,7 +375,7 @@ mod tests {
     /// yields the cores to the HTTP, Raft and storage threads.
     #[tokio::test]
     async fn pool_threads_run_at_the_lowered_priority() {
-        let pool = HashPool::new(1, 0, 7).expect("pool");
+        let pool = HashPool::new(1, 1, 7).expect("pool");
         let nice = pool
             .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
             .await

@@ -35,7 +35,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use super::sessions::{Published, RECHECK_MS, Sessions, StopReason, TickPlan, plan_evictions, plan_tick};
+use super::sessions::{
+    Published, RECHECK_MS, Sessions, StopReason, TickPlan, plan_evictions, plan_tick,
+};
 use super::user_view;
 use crate::duties::ActorRestarts;
 use crate::files::now_ms;
@@ -199,7 +201,10 @@ impl Actor for SessionActor {
 
 pub enum BatcherMsg {
     /// A session asks for its expiry to be extended.
-    Due { app: Arc<str>, refresh: SessionRefresh },
+    Due {
+        app: Arc<str>,
+        refresh: SessionRefresh,
+    },
     Flush,
 }
 
@@ -577,7 +582,13 @@ mod tests {
                 "created_ms": 1_700_000_000_000u64,
                 "last_login_ms": 1_700_000_000_000u64,
             });
-            let entry = Published::new("app".into(), format!("user{n:016}"), user, u64::MAX, now_ms());
+            let entry = Published::new(
+                "app".into(),
+                format!("user{n:016}"),
+                user,
+                u64::MAX,
+                now_ms(),
+            );
             sessions.insert(hash, Arc::new(entry));
             let args = SessionArgs {
                 hash,
@@ -599,7 +610,11 @@ mod tests {
             "{SESSIONS} idle live sessions: {} KiB resident, {per_session} bytes each",
             after.saturating_sub(before) / 1024
         );
-        assert_eq!(sessions.len(), SESSIONS, "idle sessions stay live until idle_ms");
+        assert_eq!(
+            sessions.len(),
+            SESSIONS,
+            "idle sessions stay live until idle_ms"
+        );
         for actor in actors {
             actor.stop(None);
         }

@@ -214,7 +214,9 @@ impl Sessions {
 
     // A panic while holding a lock leaves plain data: keep serving.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
-        self.entries.read().unwrap_or_else(|poison| poison.into_inner())
+        self.entries
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
@@ -370,14 +372,23 @@ mod tests {
         let user = serde_json::json!({ "id": "u1" });
         sessions.insert(
             [1; 32],
-            Arc::new(Published::new("a".into(), "u1".into(), user.clone(), 100_000, 0)),
+            Arc::new(Published::new(
+                "a".into(),
+                "u1".into(),
+                user.clone(),
+                100_000,
+                0,
+            )),
         );
         assert_eq!(sessions.check("a", &[1; 32], 500), Check::Hit(user));
         assert_eq!(sessions.get(&[1; 32]).map(|e| e.seen_ms()), Some(500));
         // Another app never sees it.
         assert_eq!(sessions.check("b", &[1; 32], 500), Check::Load);
         sessions.remove_user("a", "u1");
-        assert!(sessions.is_empty(), "logout_all unpublishes the user's sessions");
+        assert!(
+            sessions.is_empty(),
+            "logout_all unpublishes the user's sessions"
+        );
     }
 
     #[test]
@@ -430,7 +441,14 @@ mod tests {
                 },
             ),
             (0, 0, 0, 100_000, 10_000, TickPlan::Stop(StopReason::Idle)),
-            (9_000, 0, 0, 9_500, 9_500, TickPlan::Stop(StopReason::Expired)),
+            (
+                9_000,
+                0,
+                0,
+                9_500,
+                9_500,
+                TickPlan::Stop(StopReason::Expired),
+            ),
         ];
         for (seen, checked, refreshed, expires, now, plan) in cases {
             assert_eq!(
@@ -443,13 +461,17 @@ mod tests {
 
     #[test]
     fn evictions_take_the_least_recently_used() {
-        let live = |n: u8| (0..n).map(|i| ([i; 32], 100 - u64::from(i))).collect::<Vec<_>>();
+        let live = |n: u8| {
+            (0..n)
+                .map(|i| ([i; 32], 100 - u64::from(i)))
+                .collect::<Vec<_>>()
+        };
         assert!(plan_evictions(live(1), 2).is_empty(), "room left");
         assert_eq!(plan_evictions(live(2), 2), vec![[1; 32]]);
-        // Shrunk bound: enough go to fit one more.
+        // Shrunk bound: enough go to fit one more (the newest stays).
         let mut gone = plan_evictions(live(5), 2);
         gone.sort();
-        assert_eq!(gone, vec![[2; 32], [3; 32], [4; 32]]);
+        assert_eq!(gone, vec![[1; 32], [2; 32], [3; 32], [4; 32]]);
         // A large bound evicts a hundredth at once.
         let many: Vec<_> = (0..200u32)
             .map(|i| {

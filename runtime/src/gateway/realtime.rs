@@ -43,9 +43,9 @@ use picloud_actors::realtime::token::{self, TokenError};
 use picloud_actors::realtime::{Event, Subscription};
 use picloud_actors::users::sessions::RECHECK_MS;
 use picloud_actors::users::{AuthPolicy, UserService};
-use serde_json::Value;
 use picloud_lua_sdk::Code;
 use picloud_storage::topics::Position;
+use serde_json::Value;
 
 use super::cors::with_cors;
 use super::{ApiError, Gateway};
@@ -107,7 +107,9 @@ async fn open_stream(
             let token = presented_token(headers, &query).ok_or_else(|| {
                 ApiError::new(
                     Code::SessionInvalid,
-                    format!("topic {topic} needs a session token (Authorization: Bearer or ?token=)"),
+                    format!(
+                        "topic {topic} needs a session token (Authorization: Bearer or ?token=)"
+                    ),
                 )
             })?;
             let gate = SessionGate {

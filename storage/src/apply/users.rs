@@ -9,10 +9,10 @@
 
 use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
+use crate::command::Command;
 use crate::command::{ApplyError, CommandResult};
 use crate::error::StorageError;
 use crate::keys;
-use crate::command::Command;
 use crate::users::{
     SessionRecord, SessionRefresh, SessionsRevoked, TokenHash, TokenRecord, USER_ID_BYTES_MAX,
     UserPatch, UserRecord, UsersCommand, UsersError, UsersLimits, check_roles, validate_email,
