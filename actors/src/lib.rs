@@ -38,8 +38,9 @@
 //!   bounded and timed out, or capture without a relay), the pure `check`
 //!   of a script's message, MIME `build`, `message_id` and `classify` (a
 //!   reply to retry or bounce); the dispatcher delivers `@email` entries.
-//! - `users`: `UserService` (end users, argon2id on a bounded pool,
-//!   login tokens, this node's live sessions for `users.verify`).
+//! - `users`: `UserService` (end users, argon2id on a bounded pool of
+//!   low-priority threads, login tokens), and this node's live sessions as
+//!   `SessionActor`s under a `SessionSupervisor` for `users.verify`.
 //! - `logs`: `LogBook`, per-app log rings with follow.
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one

@@ -6,7 +6,7 @@
 //!               a join retries until --join-timeout-ms and may bring the master key)
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ realtime, files (+ files_repair,
-//!               files_gc duties), users (+ sessions_idle) ─▶ Apps (app supervisor) + app_events
+//!               files_gc duties), users (+ sessions: the session actors) ─▶ Apps (app supervisor) + app_events
 //!          ─▶ HTTP gateway (http_accept) ─▶ SMTP listener (smtp_accept, with
 //!               --smtp-listen) ─▶ leader duties (triggers, cron)
 //!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush

@@ -50,8 +50,8 @@ use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpect
 use crate::duties::ActorRestarts;
 use crate::files::now_ms;
 use password::{HashPool, HashPoolError, check_password};
-use session_actor::{SessionSupervisor, SupervisorArgs, SupervisorMsg, load_session};
-use sessions::{Check, Published, SessionLimits, Sessions};
+use session_actor::{SessionSupervisor, SupervisorArgs, load_session};
+use sessions::{Check, Published, SessionLimits, Sessions, SupervisorMsg};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Every bound of end users, with its default. The binary fills it from
@@ -259,7 +259,8 @@ impl UserService {
             async move {
                 let mut events = service.node.reader().subscribe();
                 let args = SupervisorArgs {
-                    node: service.node.clone(),
+                    reader: service.node.reader().clone(),
+                    sink: Arc::new(service.node.clone()),
                     sessions: service.sessions.clone(),
                     restarts,
                 };

@@ -28,7 +28,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use picloud_cluster::Node;
+use futures::future::BoxFuture;
+use picloud_cluster::{ClusterError, Node};
 use picloud_storage::users::{SessionRefresh, SessionsRevoked, TokenHash, UsersCommand};
 use picloud_storage::{Command, StateReader, StorageError};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -36,7 +37,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::sessions::{
-    Published, RECHECK_MS, Sessions, StopReason, TickPlan, plan_evictions, plan_tick,
+    RECHECK_MS, Sessions, StopReason, SupervisorMsg, TickPlan, plan_evictions, plan_tick,
 };
 use super::user_view;
 use crate::duties::ActorRestarts;
@@ -230,13 +231,24 @@ pub fn plan_flush(pending: Pending, now_ms: u64) -> Vec<UsersCommand> {
     commands
 }
 
+/// Where the batcher's commands go: the node's log (a recorder in tests).
+pub trait RefreshSink: Send + Sync + 'static {
+    fn write(&self, command: UsersCommand) -> BoxFuture<'_, Result<(), ClusterError>>;
+}
+
+impl RefreshSink for Node {
+    fn write(&self, command: UsersCommand) -> BoxFuture<'_, Result<(), ClusterError>> {
+        Box::pin(async move { Node::write(self, Command::Users(command)).await.map(|_| ()) })
+    }
+}
+
 /// Collects sessions' refreshes and writes them per app (see the module
 /// comment). Its pending set is bounded by the live sessions: one entry
 /// per session.
 pub struct RefreshBatcher;
 
 pub struct BatcherState {
-    node: Node,
+    sink: Arc<dyn RefreshSink>,
     pending: Pending,
     ticks: JoinHandle<()>,
 }
@@ -244,18 +256,18 @@ pub struct BatcherState {
 impl Actor for RefreshBatcher {
     type Msg = BatcherMsg;
     type State = BatcherState;
-    type Arguments = Node;
+    type Arguments = Arc<dyn RefreshSink>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<BatcherMsg>,
-        node: Node,
+        sink: Arc<dyn RefreshSink>,
     ) -> Result<BatcherState, ActorProcessingErr> {
         let ticks = myself.send_interval(Duration::from_millis(REFRESH_FLUSH_MS), || {
             BatcherMsg::Flush
         });
         Ok(BatcherState {
-            node,
+            sink,
             pending: Pending::new(),
             ticks,
         })
@@ -280,7 +292,7 @@ impl Actor for RefreshBatcher {
                 for command in plan_flush(pending, now_ms()) {
                     // A refresh not written is asked again at the session's
                     // next interval; it stays valid until its stored expiry.
-                    if let Err(error) = state.node.write(Command::Users(command)).await {
+                    if let Err(error) = state.sink.write(command).await {
                         tracing::debug!(%error, "session refreshes not written");
                     }
                 }
@@ -299,26 +311,10 @@ impl Actor for RefreshBatcher {
     }
 }
 
-pub enum SupervisorMsg {
-    /// Publish a session read from the state and start its actor.
-    Start {
-        hash: TokenHash,
-        entry: Arc<Published>,
-        refreshed_ms: u64,
-        ttl_ms: u64,
-    },
-    /// Logged out through this node.
-    Stop { hash: TokenHash },
-    /// All of a user's sessions ended through this node.
-    StopUser { app: String, id: String },
-    /// An applied command revoked sessions (on any node).
-    Revoked(SessionsRevoked),
-    /// The event feed lagged: stop every session (they start again on use).
-    StopAll,
-}
-
 pub struct SupervisorArgs {
-    pub node: Node,
+    /// Where the session actors re-read their rows.
+    pub reader: StateReader,
+    pub sink: Arc<dyn RefreshSink>,
     pub sessions: Sessions,
     pub restarts: Arc<ActorRestarts>,
 }
@@ -381,7 +377,7 @@ impl Actor for SessionSupervisor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let (batcher, _) =
-            Actor::spawn_linked(None, RefreshBatcher, args.node.clone(), myself.get_cell()).await?;
+            Actor::spawn_linked(None, RefreshBatcher, args.sink.clone(), myself.get_cell()).await?;
         Ok(SupervisorState {
             args,
             batcher,
@@ -419,7 +415,7 @@ impl Actor for SessionSupervisor {
                     refreshed_ms,
                     ttl_ms,
                     sessions: state.args.sessions.clone(),
-                    reader: state.args.node.reader().clone(),
+                    reader: state.args.reader.clone(),
                     batcher: state.batcher.clone(),
                 };
                 match Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await {
@@ -481,6 +477,7 @@ impl Actor for SessionSupervisor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sessions::Published;
     use super::*;
 
     fn refresh(n: u8, expires_ms: u64) -> SessionRefresh {
@@ -618,5 +615,213 @@ mod tests {
         for actor in actors {
             actor.stop(None);
         }
+    }
+
+    /// Records what the batcher writes.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<UsersCommand>>);
+
+    impl RefreshSink for Recorder {
+        fn write(&self, command: UsersCommand) -> BoxFuture<'_, Result<(), ClusterError>> {
+            self.0.lock().expect("recorder").push(command);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    struct Running {
+        sessions: Sessions,
+        supervisor: ActorRef<SupervisorMsg>,
+        recorder: Arc<Recorder>,
+        _storage: picloud_storage::Storage,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.supervisor.stop(None);
+        }
+    }
+
+    async fn start(live_max: usize, idle_ms: u64) -> Running {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = picloud_storage::open(dir.path(), &Default::default()).expect("storage");
+        let sessions = Sessions::new(super::super::sessions::SessionLimits {
+            live_max,
+            idle_ms,
+            refresh_ms: 1_000,
+        });
+        let recorder = Arc::new(Recorder::default());
+        let args = SupervisorArgs {
+            reader: storage.reader.clone(),
+            sink: recorder.clone(),
+            sessions: sessions.clone(),
+            restarts: Arc::new(ActorRestarts::default()),
+        };
+        let (supervisor, _) = Actor::spawn(None, SessionSupervisor, args)
+            .await
+            .expect("supervisor");
+        sessions.set_supervisor(Some(supervisor.clone()));
+        Running {
+            sessions,
+            supervisor,
+            recorder,
+            _storage: storage,
+            _dir: dir,
+        }
+    }
+
+    /// Publishes session `n` of `user` in `app`, last used at `seen_ms`
+    /// (expiring a minute later), its expiry last extended at
+    /// `refreshed_ms`; the app's session TTL is an hour.
+    fn publish(running: &Running, n: u8, app: &str, user: &str, seen_ms: u64, refreshed_ms: u64) {
+        let entry = Published::new(
+            app.into(),
+            user.into(),
+            serde_json::json!({ "id": user }),
+            seen_ms + 60_000,
+            seen_ms,
+        );
+        running
+            .sessions
+            .publish([n; 32], entry, refreshed_ms, 3_600_000);
+    }
+
+    /// Polls `done` every 10 ms for at most `within`.
+    async fn eventually(within: Duration, what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn live(sessions: &Sessions) -> Vec<u8> {
+        let mut live: Vec<u8> = sessions
+            .seen()
+            .into_iter()
+            .map(|(hash, _)| hash[0])
+            .collect();
+        live.sort();
+        live
+    }
+
+    /// A revocation stops every actor of the user at once, and at the bound
+    /// the least recently used session makes room.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revocations_stop_sessions_and_the_bound_evicts_the_least_recently_used() {
+        let running = start(3, 60_000).await;
+        let base = now_ms();
+        publish(&running, 1, "a", "u1", base, base);
+        publish(&running, 2, "a", "u1", base + 1, base);
+        publish(&running, 3, "a", "u2", base + 2, base);
+        eventually(Duration::from_secs(2), "three live", || {
+            live(&running.sessions) == [1, 2, 3]
+        })
+        .await;
+        running
+            .supervisor
+            .cast(SupervisorMsg::Revoked(SessionsRevoked::User {
+                app: "a".into(),
+                id: "u1".into(),
+            }))
+            .expect("cast");
+        eventually(Duration::from_secs(1), "u1's sessions stopped", || {
+            live(&running.sessions) == [3]
+        })
+        .await;
+        // Session 3 is the least recently used when 7 arrives.
+        publish(&running, 5, "a", "u3", base + 5, base);
+        publish(&running, 6, "a", "u3", base + 6, base);
+        eventually(Duration::from_secs(1), "three live again", || {
+            live(&running.sessions) == [3, 5, 6]
+        })
+        .await;
+        publish(&running, 7, "a", "u3", base + 7, base);
+        eventually(Duration::from_secs(1), "3 evicted for 7", || {
+            live(&running.sessions) == [5, 6, 7]
+        })
+        .await;
+        running
+            .supervisor
+            .cast(SupervisorMsg::Revoked(SessionsRevoked::Session {
+                app: "a".into(),
+                session: [6; 32],
+            }))
+            .expect("cast");
+        eventually(Duration::from_secs(1), "session 6 stopped", || {
+            live(&running.sessions) == [5, 7]
+        })
+        .await;
+    }
+
+    /// An actor stops itself when its session sits idle, with its own timer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_session_stops_itself() {
+        let running = start(10, 1_500).await;
+        let base = now_ms();
+        publish(&running, 1, "a", "u1", base, base);
+        eventually(Duration::from_secs(1), "live", || {
+            live(&running.sessions) == [1]
+        })
+        .await;
+        eventually(Duration::from_secs(4), "stopped when idle", || {
+            running.sessions.is_empty()
+        })
+        .await;
+    }
+
+    /// Sessions due for a refresh are written by the batcher, one command
+    /// per app per flush, each session once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refreshes_reach_the_log_batched_per_app() {
+        let running = start(10, 60_000).await;
+        let base = now_ms();
+        // Used since their last extension a refresh interval ago.
+        publish(&running, 1, "a", "u1", base, base - 5_000);
+        publish(&running, 2, "a", "u2", base, base - 5_000);
+        publish(&running, 3, "b", "u3", base, base - 5_000);
+        let written = || {
+            let commands = running.recorder.0.lock().expect("recorder").clone();
+            let mut sessions: Vec<(String, u8)> = commands
+                .iter()
+                .flat_map(|command| match command {
+                    UsersCommand::Refresh { app, sessions, .. } => sessions
+                        .iter()
+                        .map(|refresh| (app.clone(), refresh.session[0]))
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            sessions.sort();
+            (commands.len(), sessions)
+        };
+        eventually(Duration::from_secs(4), "all three refreshed", || {
+            written().1.len() >= 3
+        })
+        .await;
+        // Unused since, none asks again.
+        tokio::time::sleep(Duration::from_millis(2 * REFRESH_FLUSH_MS)).await;
+        let (commands, sessions) = written();
+        assert_eq!(
+            sessions,
+            vec![
+                ("a".to_string(), 1),
+                ("a".to_string(), 2),
+                ("b".to_string(), 3)
+            ]
+        );
+        assert!(
+            commands <= 3,
+            "{commands} commands for 3 sessions of 2 apps"
+        );
+        let extended = running.sessions.get(&[1; 32]).expect("live").expires_ms();
+        assert_eq!(
+            extended,
+            base + 3_600_000,
+            "the answer this node gives is extended with the log"
+        );
     }
 }

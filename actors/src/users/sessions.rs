@@ -22,11 +22,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use picloud_storage::users::TokenHash;
+use picloud_storage::users::{SessionsRevoked, TokenHash};
 use ractor::ActorRef;
 use serde_json::Value;
-
-use super::session_actor::SupervisorMsg;
 
 /// How long a published answer is trusted after its rows were last read:
 /// the bound on how late a revocation takes effect on this node even when
@@ -185,6 +183,26 @@ pub fn plan_evictions(mut live: Vec<(TokenHash, u64)>, live_max: usize) -> Vec<T
     live.select_nth_unstable_by_key(count - 1, |(_, seen_ms)| *seen_ms);
     live.truncate(count);
     live.into_iter().map(|(hash, _)| hash).collect()
+}
+
+/// What the `SessionSupervisor` (`session_actor`) is told; defined here,
+/// beside the map it keeps, so this module needs nothing of the actors'.
+pub enum SupervisorMsg {
+    /// Publish a session read from the state and start its actor.
+    Start {
+        hash: TokenHash,
+        entry: Arc<Published>,
+        refreshed_ms: u64,
+        ttl_ms: u64,
+    },
+    /// Logged out through this node.
+    Stop { hash: TokenHash },
+    /// All of a user's sessions ended through this node.
+    StopUser { app: String, id: String },
+    /// An applied command revoked sessions (on any node).
+    Revoked(SessionsRevoked),
+    /// The event feed lagged: stop every session (they start again on use).
+    StopAll,
 }
 
 type Entries = HashMap<TokenHash, Arc<Published>>;
