@@ -708,6 +708,14 @@ mod tests {
         live
     }
 
+    /// What the `sessions` duty does with an applied revocation.
+    fn revoke(running: &Running, revoked: SessionsRevoked) {
+        running
+            .supervisor
+            .cast(SupervisorMsg::Revoked(revoked))
+            .expect("cast");
+    }
+
     /// A revocation stops every actor of the user at once, and at the bound
     /// the least recently used session makes room.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,13 +729,13 @@ mod tests {
             live(&running.sessions) == [1, 2, 3]
         })
         .await;
-        running
-            .supervisor
-            .cast(SupervisorMsg::Revoked(SessionsRevoked::User {
+        revoke(
+            &running,
+            SessionsRevoked::User {
                 app: "a".into(),
                 id: "u1".into(),
-            }))
-            .expect("cast");
+            },
+        );
         eventually(Duration::from_secs(1), "u1's sessions stopped", || {
             live(&running.sessions) == [3]
         })
@@ -744,13 +752,13 @@ mod tests {
             live(&running.sessions) == [5, 6, 7]
         })
         .await;
-        running
-            .supervisor
-            .cast(SupervisorMsg::Revoked(SessionsRevoked::Session {
+        revoke(
+            &running,
+            SessionsRevoked::Session {
                 app: "a".into(),
                 session: [6; 32],
-            }))
-            .expect("cast");
+            },
+        );
         eventually(Duration::from_secs(1), "session 6 stopped", || {
             live(&running.sessions) == [5, 7]
         })
