@@ -328,7 +328,11 @@ impl Sessions {
     /// Ends one session here at once (logged out through this node; other
     /// nodes hear the applied `Logout`).
     pub fn remove(&self, hash: &TokenHash) {
-        self.unpublish(hash);
+        // Only a published session has an actor to stop: a verify of an
+        // unknown token must not cost the supervisor a message.
+        if self.write().remove(hash).is_none() {
+            return;
+        }
         if let Some(supervisor) = self.supervisor() {
             let _ = supervisor.cast(SupervisorMsg::Stop { hash: *hash });
         }
@@ -336,8 +340,15 @@ impl Sessions {
 
     /// Ends every session of user `user_id` of `app` here at once.
     pub fn remove_user(&self, app: &str, user_id: &str) {
-        self.write()
-            .retain(|_, entry| !(&*entry.app == app && entry.user_id == user_id));
+        let removed = {
+            let mut entries = self.write();
+            let before = entries.len();
+            entries.retain(|_, entry| !(&*entry.app == app && entry.user_id == user_id));
+            before != entries.len()
+        };
+        if !removed {
+            return;
+        }
         if let Some(supervisor) = self.supervisor() {
             let _ = supervisor.cast(SupervisorMsg::StopUser {
                 app: app.into(),
