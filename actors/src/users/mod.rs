@@ -264,13 +264,14 @@ impl UserService {
                     sessions: service.sessions.clone(),
                     restarts,
                 };
+                // A duty run that returns ends the duty for good, so a
+                // supervisor that cannot start or stops (its batcher
+                // failed) panics this run: the DutySupervisor counts it and
+                // starts it again after its backoff.
                 let (supervisor, mut stopped) =
                     match ractor::Actor::spawn(None, SessionSupervisor, args).await {
                         Ok(started) => started,
-                        Err(error) => {
-                            tracing::error!(%error, "cannot start the session supervisor");
-                            return;
-                        }
+                        Err(error) => panic!("cannot start the session supervisor: {error}"),
                     };
                 // Whether this future ends or is dropped, the supervisor
                 // (and every session actor linked to it) stops with it.
@@ -281,7 +282,7 @@ impl UserService {
                 service.sessions.set_supervisor(Some(supervisor.clone()));
                 loop {
                     let message = tokio::select! {
-                        _ = &mut stopped => return,
+                        _ = &mut stopped => panic!("the session supervisor stopped"),
                         event = events.recv() => match event {
                             Ok(AppliedEvent::SessionsRevoked(revoked)) => SupervisorMsg::Revoked(revoked),
                             Ok(_) => continue,
@@ -290,7 +291,7 @@ impl UserService {
                         },
                     };
                     if supervisor.cast(message).is_err() {
-                        return;
+                        panic!("the session supervisor stopped");
                     }
                 }
             }
