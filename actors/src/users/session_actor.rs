@@ -4,7 +4,7 @@
 //! failures, and stops the affected ones the moment an applied users
 //! command revokes sessions (the `sessions` duty forwards each
 //! `AppliedEvent::SessionsRevoked`). Each actor owns its session: a tick
-//! every [`RECHECK_MS`] re-reads the rows when the session was used since
+//! every [`TICK_MS`] re-reads the rows when the session was used since
 //! the last read, asks the [`RefreshBatcher`] to extend its expiry once per
 //! `session_refresh_ms` of use, and stops itself when idle or expired.
 //! The batcher writes one `UsersCommand::Refresh` per app per
@@ -42,6 +42,11 @@ use super::sessions::{
 use super::user_view;
 use crate::duties::ActorRestarts;
 use crate::files::now_ms;
+
+/// How often a session actor ticks: half the recheck bound, so a session
+/// in use is re-read before its published answer goes stale and the hot
+/// path keeps hitting.
+pub const TICK_MS: u64 = RECHECK_MS / 2;
 
 /// How often the batcher writes the refreshes it collected: one command
 /// per app at most this often.
@@ -168,7 +173,7 @@ impl Actor for SessionActor {
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
         // Its own timer: no sweep over every session.
-        let ticks = myself.send_interval(Duration::from_millis(RECHECK_MS), || SessionMsg::Tick);
+        let ticks = myself.send_interval(Duration::from_millis(TICK_MS), || SessionMsg::Tick);
         Ok(SessionState { args, ticks })
     }
 
