@@ -12,6 +12,7 @@
 //! - `app`: app names (`AppName`), manifests, route tables and deploy bundles
 //!   (parse + validate).
 //! - `pool`: `AppRuntime`, one app version with its VM pool.
+//! - `priority`: the nice value of threads that may wait (scripts, hashes).
 //! - `cpu`: `CpuShares`, the script threads one app may occupy at once.
 //! - `app_actor`: `AppActor`, owner of an app's current runtime.
 //! - `supervisor`: `NodeSupervisor` (restart with backoff) and `Apps`, the
@@ -38,9 +39,10 @@
 //!   of a script's message, MIME `build`, `message_id` and `classify` (a
 //!   reply to retry or bounce), `Mailer::queue` (what `email.send` and the
 //!   auth flows' mails go through); the dispatcher delivers `@email` entries.
-//! - `users`: `UserService` (end users, argon2id on a bounded pool,
-//!   login tokens, this node's live sessions for `users.verify`; the HTTP
-//!   auth flows with their rate limits, mail templates and `auth_mail` duty).
+//! - `users`: `UserService` (end users, argon2id on a bounded pool of
+//!   low-priority threads, login tokens; the HTTP auth flows with their rate
+//!   limits, mail templates and `auth_mail` duty), and this node's live
+//!   sessions as `SessionActor`s under a `SessionSupervisor` for `users.verify`.
 //! - `operators`: `OperatorService` (the people who run PiCloud: accounts
 //!   as users of a reserved namespace, setup tokens, `pcs_` sessions, the
 //!   admin flag and app memberships with roles).
@@ -71,6 +73,7 @@ pub mod membership;
 pub mod operators;
 pub mod outbound;
 pub mod pool;
+pub mod priority;
 pub mod realtime;
 pub mod run_host;
 pub mod scheduler;

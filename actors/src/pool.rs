@@ -145,7 +145,8 @@ impl AppRuntime {
         self
     }
 
-    /// The version's `[auth]`, for the HTTP auth flows.
+    /// The version's `[auth]`, for the HTTP auth flows and session-auth
+    /// topics.
     pub fn auth(&self) -> &AuthPolicy {
         &self.auth
     }

@@ -383,10 +383,14 @@ impl Apps {
                         return;
                     }
                     picloud_cluster::fault_point("app_events");
-                    message = match events.recv().await {
-                        Ok(AppliedEvent::AppChanged { app }) => SupervisorMsg::Changed { app },
-                        Err(RecvError::Lagged(_)) => SupervisorMsg::ReloadAll,
-                        Err(RecvError::Closed) => return,
+                    message = loop {
+                        break match events.recv().await {
+                            Ok(AppliedEvent::AppChanged { app }) => SupervisorMsg::Changed { app },
+                            // The users' own subscriber (`users::session_actor`) acts on these.
+                            Ok(AppliedEvent::SessionsRevoked(_)) => continue,
+                            Err(RecvError::Lagged(_)) => SupervisorMsg::ReloadAll,
+                            Err(RecvError::Closed) => return,
+                        };
                     };
                 }
             }

@@ -337,6 +337,10 @@ settings! {
     /// Password hashes that may wait behind the running ones; more get 503
     /// `auth_busy`.
     auth_hash_queue_max: usize = picloud_actors::users::UsersConfig::default().hash_queue_max, "PICLOUD_AUTH_HASH_QUEUE_MAX";
+    /// Nice value of the password hash threads (0 to 19): above the HTTP,
+    /// Raft and storage threads' 0, so a login storm leaves other routes
+    /// their latency.
+    auth_hash_nice: i32 = picloud_actors::users::UsersConfig::default().hash_nice, "PICLOUD_AUTH_HASH_NICE";
     /// Most end users one app may hold (more is 413 `quota_exceeded`).
     auth_users_per_app_max: u64 = picloud_actors::users::UsersConfig::default().users_per_app_max, "PICLOUD_AUTH_USERS_PER_APP_MAX";
     /// Sessions one user may hold; a login past it ends the oldest.
@@ -802,6 +806,7 @@ impl ServeConfig {
         const DAY_MS: u64 = 24 * 3_600_000;
         check_range("auth_hash_concurrency", self.auth_hash_concurrency, 1, 256)?;
         check_range("auth_hash_queue_max", self.auth_hash_queue_max, 0, 100_000)?;
+        check_range("auth_hash_nice", self.auth_hash_nice, 0, 19)?;
         check_range(
             "auth_users_per_app_max",
             self.auth_users_per_app_max,
@@ -847,6 +852,7 @@ impl ServeConfig {
         Ok(picloud_actors::users::UsersConfig {
             hash_concurrency: self.auth_hash_concurrency,
             hash_queue_max: self.auth_hash_queue_max,
+            hash_nice: self.auth_hash_nice,
             users_per_app_max: self.auth_users_per_app_max,
             sessions_per_user_max: self.auth_sessions_per_user_max,
             user_data_bytes_max: self.auth_user_data_bytes_max,

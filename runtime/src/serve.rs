@@ -6,7 +6,7 @@
 //!               a join retries until --join-timeout-ms and may bring the master key)
 //!               └─ its duties (batcher, peers, membership) supervised at once
 //!          ─▶ admin key (first start only) ─▶ realtime, files (+ files_repair,
-//!               files_gc duties), users (+ sessions_idle) ─▶ Apps (app supervisor) + app_events
+//!               files_gc duties), users (+ sessions: the session actors) ─▶ Apps (app supervisor) + app_events
 //!          ─▶ HTTP gateway (http_accept) ─▶ SMTP listener (smtp_accept, with
 //!               --smtp-listen) ─▶ leader duties (triggers, cron)
 //!   SIGINT/SIGTERM, or removed from the cluster (exit non-zero) ─▶ stop accepting ─▶ drain (bounded) ─▶ stop duties and actors ─▶ raft shutdown + flush
@@ -113,7 +113,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let scripts = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.script_threads())
         .thread_name("picloud-lua")
-        .on_thread_start(move || lower_this_thread_priority(nice))
+        .on_thread_start(move || picloud_actors::priority::lower_this_thread_priority(nice))
         .enable_all()
         .build()
         .context("starting the script runtime")?;
@@ -255,8 +255,9 @@ async fn serve(
         ),
     }
     let users = UserService::new(node.clone(), config.users_config()?)
+        .context("starting the password hash pool")?
         .with_mail(mailer.clone(), &config.public_url()?);
-    duties.supervise(users.idle_duty());
+    duties.supervise(users.sessions_duty(restarts.clone()));
     duties.supervise(users.mail_duty());
     let host = Arc::new(
         NodeHost::new(node.clone(), logs.clone(), limits.clone())
@@ -418,21 +419,6 @@ fn check_cluster_secrets(node: &Node) {
         });
     } else {
         report(outcome);
-    }
-}
-
-/// Gives the calling thread (a script thread) a nice value of `nice`, so that
-/// when scripts saturate the cores the kernel still runs the HTTP, Raft and
-/// storage threads first: health, the admin API, heartbeats and other apps'
-/// request parsing keep their latency while a heavy app burns its share.
-/// Raising one's own nice value needs no privilege; failing is only logged.
-fn lower_this_thread_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    let thread = rustix::thread::gettid();
-    if let Err(error) = rustix::process::setpriority_process(Some(thread), nice) {
-        tracing::warn!(%error, nice, "cannot lower a script thread's priority");
     }
 }
 

@@ -65,7 +65,7 @@
 //! ```text
 //!  cluster ──append──▶ LogStore ──(one flusher: fsync, then ack all waiters)
 //!          ──apply───▶ StateMachine ──apply::apply(cmd)──▶ Backend (sled) ◀── StateReader
-//!                            └── AppliedEvent (broadcast) ──▶ actors reload apps
+//!                            └── AppliedEvent (broadcast) ──▶ actors reload apps, stop revoked sessions
 //! ```
 
 pub mod apply;

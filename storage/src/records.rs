@@ -68,4 +68,7 @@ pub struct KvPage {
 pub enum AppliedEvent {
     /// Deploy, rollback, create or delete of `app`.
     AppChanged { app: String },
+    /// An end user's sessions ended or their cached answer changed: each
+    /// node stops the affected live sessions at once.
+    SessionsRevoked(crate::users::SessionsRevoked),
 }

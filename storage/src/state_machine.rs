@@ -165,6 +165,9 @@ impl StateMachine {
                         app: app.to_string(),
                     });
                 }
+                for revoked in apply::revoked_sessions(&command, &result) {
+                    let _ = self.events.send(AppliedEvent::SessionsRevoked(revoked));
+                }
                 for event in apply::published_events(&command, &result) {
                     let _ = self.published.send(event);
                 }

@@ -113,6 +113,15 @@ pub struct SessionRefresh {
     pub expires_ms: u64,
 }
 
+/// What an applied users command revoked (see `AppliedEvent`): one session,
+/// or every session of a user (logout_all, a password change, a delete,
+/// and an update, whose cached view of the user is now stale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionsRevoked {
+    Session { app: String, session: TokenHash },
+    User { app: String, id: String },
+}
+
 /// Every change to users, sessions and single-use tokens: the inner enum of
 /// `Command::Users`. Append new variants at the end (bincode encodes the
 /// variant by position; golden bytes in `apply/users/tests.rs`).

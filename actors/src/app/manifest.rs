@@ -1265,7 +1265,7 @@ chain_depth_max = 4
                 "topic 1: retain = 1000001",
             ),
             (
-                "name = \"x\"\n[[topic]]\nname = \"a\"\nauth = \"session\"",
+                "name = \"x\"\n[[topic]]\nname = \"a\"\nauth = \"sessions\"",
                 "unknown variant",
             ),
             (

@@ -5,12 +5,18 @@
 //! ```toml
 //! [[topic]]
 //! name = "chat/*"     # a pattern: `*` any run of characters, `?` one
-//! auth = "token"      # or "public"; default "token"
+//! auth = "token"      # or "public", or "session"; default "token"
 //! retain = 1000       # durable messages kept; 0 (default) = ephemeral only
+//!
+//! [[topic]]
+//! name = "staff/*"
+//! auth = "session"    # an end user's session token (`users.login`)
+//! role = "staff"      # optional, only with "session": the user needs it
 //! ```
 
 use picloud_storage::glob::key_matches;
 use picloud_storage::topics::TOPIC_RETAIN_MAX;
+use picloud_storage::users::valid_role;
 use serde::Deserialize;
 
 /// The longest topic name (or pattern), in bytes.
@@ -26,6 +32,9 @@ pub enum TopicAuth {
     Public,
     /// A token from `realtime.token` for this topic.
     Token,
+    /// A live session of one of the app's end users (and its `role`, if
+    /// the topic names one).
+    Session,
 }
 
 /// One `[[topic]]` entry, checked.
@@ -35,6 +44,8 @@ pub struct TopicSpec {
     pub auth: TopicAuth,
     /// Durable messages kept per matching topic; 0 = ephemeral only.
     pub retain: u64,
+    /// With `auth = "session"`: the role the user must hold.
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +54,7 @@ pub(super) struct RawTopic {
     name: String,
     auth: Option<TopicAuth>,
     retain: Option<u64>,
+    role: Option<String>,
 }
 
 /// Checks one `[[topic]]`; the error names the field.
@@ -54,10 +66,24 @@ pub(super) fn check_topic(raw: RawTopic) -> Result<TopicSpec, String> {
             "retain = {retain} is above the most a topic may keep ({TOPIC_RETAIN_MAX})"
         ));
     }
+    let auth = raw.auth.unwrap_or(TopicAuth::Token);
+    if let Some(role) = &raw.role {
+        if auth != TopicAuth::Session {
+            return Err(format!(
+                "role = {role:?} needs auth = \"session\" (a role is an end user's)"
+            ));
+        }
+        if !valid_role(role) {
+            return Err(format!(
+                "role {role:?}: 1 to 64 characters of a-z, 0-9, '_' and '-'"
+            ));
+        }
+    }
     Ok(TopicSpec {
         pattern: raw.name,
-        auth: raw.auth.unwrap_or(TopicAuth::Token),
+        auth,
         retain,
+        role: raw.role,
     })
 }
 
@@ -101,6 +127,7 @@ mod tests {
             pattern: pattern.into(),
             auth: TopicAuth::Token,
             retain,
+            role: None,
         }
     }
 
@@ -143,5 +170,24 @@ mod tests {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_name("chat/*", true).is_ok());
+    }
+
+    #[test]
+    fn a_role_needs_session_auth_and_a_valid_name() {
+        let raw = |auth, role: Option<&str>| RawTopic {
+            name: "staff/*".into(),
+            auth,
+            retain: None,
+            role: role.map(String::from),
+        };
+        let spec = check_topic(raw(Some(TopicAuth::Session), Some("staff"))).expect("valid");
+        assert_eq!(
+            (spec.auth, spec.role.as_deref()),
+            (TopicAuth::Session, Some("staff"))
+        );
+        assert!(check_topic(raw(Some(TopicAuth::Session), None)).is_ok());
+        assert!(check_topic(raw(None, Some("staff"))).is_err(), "token auth");
+        assert!(check_topic(raw(Some(TopicAuth::Public), Some("staff"))).is_err());
+        assert!(check_topic(raw(Some(TopicAuth::Session), Some("Bad Role"))).is_err());
     }
 }

@@ -8,16 +8,20 @@
 //!  create/set_password: check ─▶ HashPool::hash ─▶ Node::write(Users::..)
 //!  login: read_barrier ─▶ email index ─▶ HashPool::verify (dummy when no
 //!         user) ─▶ 256-bit token, SHA-256 ─▶ write(Login) ─▶ Sessions
-//!  verify: Sessions::check ─hit─▶ user (a refresh write once per interval)
+//!  verify: Sessions::check ─hit─▶ user (the time of use stored, no wait)
 //!                          └load─▶ session + user rows (local state; a read
-//!                                  barrier when absent) ─▶ Sessions
+//!                                  barrier when absent) ─▶ Sessions::publish
+//!                                  ─▶ SessionSupervisor ─▶ SessionActor
 //! ```
 //!
 //! # Layout
 //!
 //! - `mod.rs`: [`UserService`], [`UsersConfig`], the user view scripts see.
 //! - `password`: the password policy and [`password::HashPool`].
-//! - `sessions`: [`sessions::Sessions`], this node's live sessions.
+//! - `sessions`: [`sessions::Sessions`], the published answers of this
+//!   node's live sessions, and the pure decisions about them.
+//! - `session_actor`: `SessionSupervisor`, `SessionActor` (one per live
+//!   session) and `RefreshBatcher`, run by the `sessions` duty.
 //! - `flows`: the built-in HTTP auth flows (sign-up, login under limits,
 //!   verify, reset, invitations).
 //! - `flow_mail`: the flows' mail queue, the `auth_mail` duty, tokens and
@@ -29,6 +33,7 @@ mod flow_mail;
 pub mod flows;
 pub mod limits;
 pub mod password;
+pub mod session_actor;
 pub mod sessions;
 pub mod templates;
 
@@ -36,14 +41,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use picloud_cluster::Node;
 use picloud_cluster::duty::Duty;
 use picloud_lua_sdk::{Code, HostError, UserPatchArgs, UsersCall};
+use picloud_storage::AppliedEvent;
 use picloud_storage::users::{
-    SessionRefresh, TokenHash, UserPatch, UserRecord, UsersCommand, UsersLimits, UsersResult,
-    normalize_email, valid_role, validate_email,
+    TokenHash, UserPatch, UserRecord, UsersCommand, UsersLimits, UsersResult, normalize_email,
+    valid_role, validate_email,
 };
 use picloud_storage::{Command, CommandResult};
 use rand::RngCore as _;
@@ -53,10 +58,13 @@ use sha2::{Digest as _, Sha256};
 use crate::email::Mailer;
 use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpected};
 // The clock `host::now_ms` reads, from below `host` (which imports this module).
+use crate::duties::ActorRestarts;
 use crate::files::now_ms;
 use flows::{AuthMail, FlowConfig, FlowState, SignupMode};
-use password::{HashPool, check_password};
-use sessions::{Check, SessionLimits, Sessions};
+use password::{HashPool, HashPoolError, check_password};
+use session_actor::{SessionSupervisor, SupervisorArgs, load_session};
+use sessions::{Check, Published, SessionLimits, Sessions, SupervisorMsg};
+use tokio::sync::broadcast::error::RecvError;
 
 /// Every bound of end users, with its default. The binary fills it from
 /// its `auth_*` settings.
@@ -66,6 +74,8 @@ pub struct UsersConfig {
     pub hash_concurrency: usize,
     /// Hashes that may wait behind them before `auth_busy`.
     pub hash_queue_max: usize,
+    /// The nice value of the hash threads (0: the default priority).
+    pub hash_nice: i32,
     pub users_per_app_max: u64,
     /// Past it, a login evicts the user's oldest session.
     pub sessions_per_user_max: u32,
@@ -77,7 +87,7 @@ pub struct UsersConfig {
     pub session_refresh_ms: u64,
     /// A live session unused this long is stopped on this node.
     pub session_idle_ms: u64,
-    /// Live sessions on this node.
+    /// Live sessions (session actors) on this node.
     pub sessions_live_max: usize,
     /// The shortest password (never below `password::PASSWORD_CHARS_MIN`).
     pub password_chars_min: usize,
@@ -92,13 +102,21 @@ impl Default for UsersConfig {
         UsersConfig {
             hash_concurrency: std::thread::available_parallelism().map_or(1, usize::from),
             hash_queue_max: 64,
+            // Below the script threads' 5: a login storm yields to scripts
+            // too, and both yield to the HTTP, Raft and storage threads.
+            hash_nice: 10,
             users_per_app_max: 1_000_000,
             sessions_per_user_max: 16,
             user_data_bytes_max: 16 * 1024,
             session_ttl_ms: 7 * 24 * 3_600_000,
             session_refresh_ms: 60_000,
             session_idle_ms: 15 * 60_000,
-            sessions_live_max: 100_000,
+            // An idle live session (its actor, its timer task and its
+            // published answer) measured ~10 KiB resident
+            // (`session_actor::tests::session_memory`): 10,000 are ~100 MiB,
+            // a tenth of a 1 GB Pi. Past it the least recently used stop
+            // (and read their rows again on their next use).
+            sessions_live_max: 10_000,
             password_chars_min: password::PASSWORD_CHARS_MIN,
             list_limit_max: 1_000,
             flows: FlowConfig::default(),
@@ -215,11 +233,32 @@ fn not_found(id: &str) -> HostError {
     HostError::new(Code::UserNotFound, format!("user {id} not found"))
 }
 
+/// Stops the session supervisor when the `sessions` duty's run ends.
+struct RunningSupervisor {
+    sessions: Sessions,
+    supervisor: ractor::ActorRef<SupervisorMsg>,
+}
+
+impl Drop for RunningSupervisor {
+    fn drop(&mut self) {
+        self.sessions.set_supervisor(None);
+        // Their actors are gone: the next verifies read the rows and the
+        // next supervisor starts actors for them again.
+        self.sessions.clear();
+        self.supervisor.stop(None);
+    }
+}
+
 impl UserService {
-    pub fn new(node: Node, config: UsersConfig) -> UserService {
-        UserService {
+    /// The service of this node; its password hash threads start here.
+    pub fn new(node: Node, config: UsersConfig) -> Result<UserService, HashPoolError> {
+        Ok(UserService {
             node,
-            pool: HashPool::new(config.hash_concurrency, config.hash_queue_max),
+            pool: HashPool::new(
+                config.hash_concurrency,
+                config.hash_queue_max,
+                config.hash_nice,
+            )?,
             sessions: Sessions::new(SessionLimits {
                 live_max: config.sessions_live_max,
                 idle_ms: config.session_idle_ms,
@@ -228,7 +267,7 @@ impl UserService {
             flows: Arc::new(FlowState::new(config.flows)),
             mail: None,
             config,
-        }
+        })
     }
 
     /// This service with the node's mailer and the URL clients reach this
@@ -243,21 +282,53 @@ impl UserService {
         self.sessions.len()
     }
 
-    /// The `sessions_idle` duty of every node: stops the live sessions
-    /// unused for `session_idle_ms`, checking a tenth of that often (at
-    /// least every second), so an idle session's memory goes without
-    /// waiting for the live bound.
-    pub fn idle_duty(&self) -> Duty {
+    /// The `sessions` duty of every node: runs the `SessionSupervisor`
+    /// (and with it every session actor and the refresh batcher) and
+    /// forwards each applied revocation to it, so a logout, logout_all,
+    /// password change or delete on any node stops this node's affected
+    /// sessions as soon as it is applied here. While the duty is down
+    /// nothing is cached: verifies read the rows.
+    pub fn sessions_duty(&self, restarts: Arc<ActorRestarts>) -> Duty {
         let service = self.clone();
-        Duty::new("sessions_idle", move || {
-            let service = service.clone();
+        Duty::new("sessions", move || {
+            let (service, restarts) = (service.clone(), restarts.clone());
             async move {
-                let every = Duration::from_millis((service.config.session_idle_ms / 10).max(1_000));
-                let mut ticker = tokio::time::interval(every);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut events = service.node.reader().subscribe();
+                let args = SupervisorArgs {
+                    reader: service.node.reader().clone(),
+                    sink: Arc::new(service.node.clone()),
+                    sessions: service.sessions.clone(),
+                    restarts,
+                };
+                // A duty run that returns ends the duty for good, so a
+                // supervisor that cannot start or stops (its batcher
+                // failed) panics this run: the DutySupervisor counts it and
+                // starts it again after its backoff.
+                let (supervisor, mut stopped) =
+                    match ractor::Actor::spawn(None, SessionSupervisor, args).await {
+                        Ok(started) => started,
+                        Err(error) => panic!("cannot start the session supervisor: {error}"),
+                    };
+                // Whether this future ends or is dropped, the supervisor
+                // (and every session actor linked to it) stops with it.
+                let _running = RunningSupervisor {
+                    sessions: service.sessions.clone(),
+                    supervisor: supervisor.clone(),
+                };
+                service.sessions.set_supervisor(Some(supervisor.clone()));
                 loop {
-                    ticker.tick().await;
-                    service.sessions.stop_idle(now_ms());
+                    let message = tokio::select! {
+                        _ = &mut stopped => panic!("the session supervisor stopped"),
+                        event = events.recv() => match event {
+                            Ok(AppliedEvent::SessionsRevoked(revoked)) => SupervisorMsg::Revoked(revoked),
+                            Ok(_) => continue,
+                            Err(RecvError::Lagged(_)) => SupervisorMsg::StopAll,
+                            Err(RecvError::Closed) => return,
+                        },
+                    };
+                    if supervisor.cast(message).is_err() {
+                        panic!("the session supervisor stopped");
+                    }
                 }
             }
         })
@@ -566,8 +637,12 @@ impl UserService {
         })
         .await?;
         user["last_login_ms"] = Value::from(now);
-        self.sessions
-            .insert(app, hash, id.into(), user.clone(), expires_ms, now, now);
+        self.sessions.publish(
+            hash,
+            Published::new(app.into(), id.into(), user.clone(), expires_ms, now),
+            now,
+            self.session_ttl_ms(policy),
+        );
         Ok(json!({ "token": token, "user": user }))
     }
 
@@ -581,66 +656,43 @@ impl UserService {
         let hash = token_hash(token);
         let now = now_ms();
         match self.sessions.check(app, &hash, now) {
-            Check::Hit { user, refresh } => {
-                if refresh {
-                    self.refresh(app, hash, now, self.session_ttl_ms(&policy))
-                        .await;
-                }
-                Ok(Some(user))
-            }
+            Check::Hit(user) => Ok(Some(user)),
             Check::Expired => Ok(None),
-            Check::Load => self.load(app, hash, now).await,
+            Check::Load => self.load(app, hash, now, policy).await,
         }
     }
 
     /// Reads a session and its user from this node's state (after a read
     /// barrier when the session is not there yet: a login through another
-    /// node may not have reached this one).
-    async fn load(&self, app: &str, hash: TokenHash, now: u64) -> Result<Option<Value>, HostError> {
+    /// node may not have reached this one) and publishes it.
+    async fn load(
+        &self,
+        app: &str,
+        hash: TokenHash,
+        now: u64,
+        policy: AuthPolicy,
+    ) -> Result<Option<Value>, HostError> {
         let reader = self.node.reader();
-        let mut session = reader.session(app, &hash).map_err(storage_error)?;
-        if session.is_none() {
+        if reader.session(app, &hash).map_err(storage_error)?.is_none() {
             self.node.read_barrier().await.map_err(cluster_host_error)?;
-            session = reader.session(app, &hash).map_err(storage_error)?;
         }
-        let live = session.filter(|session| session.expires_ms > now);
-        let Some(session) = live else {
+        let Some(loaded) = load_session(reader, app, &hash, now).map_err(storage_error)? else {
             self.sessions.remove(&hash);
             return Ok(None);
         };
-        let Some(record) = self.record(app, &session.user_id)? else {
-            self.sessions.remove(&hash);
-            return Ok(None);
-        };
-        let user = user_view(&session.user_id, &record);
-        self.sessions.insert(
-            app,
+        self.sessions.publish(
             hash,
-            session.user_id,
-            user.clone(),
-            session.expires_ms,
-            session.last_seen_ms,
-            now,
+            Published::new(
+                app.into(),
+                loaded.user_id,
+                loaded.user.clone(),
+                loaded.expires_ms,
+                now,
+            ),
+            loaded.last_seen_ms,
+            self.session_ttl_ms(&policy),
         );
-        Ok(Some(user))
-    }
-
-    /// Extends the session's expiry in the log. A failure is logged and
-    /// retried at the next interval: the session stays valid until its
-    /// stored expiry either way.
-    async fn refresh(&self, app: &str, hash: TokenHash, now: u64, ttl_ms: u64) {
-        let command = UsersCommand::Refresh {
-            app: app.into(),
-            sessions: vec![SessionRefresh {
-                session: hash,
-                last_seen_ms: now,
-                expires_ms: now.saturating_add(ttl_ms),
-            }],
-            now_ms: now,
-        };
-        if let Err(error) = self.write(command).await {
-            tracing::debug!(app, %error, "session refresh not written");
-        }
+        Ok(Some(loaded.user))
     }
 
     pub async fn logout(&self, app: &str, token: &str) -> Result<bool, HostError> {

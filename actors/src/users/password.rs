@@ -1,18 +1,30 @@
 //! Passwords: the policy (a pure function), and [`HashPool`], which runs
-//! argon2id hashes and verifications on tokio's blocking pool behind two
-//! bounds: at most `concurrency` at once (so logins never take every core
-//! from the other routes) and at most `queue_max` more waiting; past that a
-//! caller gets `auth_busy` (503) at once instead of piling up.
+//! argon2id hashes and verifications on its own `concurrency` OS threads
+//! (`picloud-hash`) at a lowered priority (`nice`), behind a queue of at
+//! most `queue_max` waiting jobs; past that a caller gets `auth_busy` (503)
+//! at once instead of piling up. Own threads, not tokio's blocking pool: a
+//! login storm then fills at most `concurrency` cores, and the kernel runs
+//! the HTTP, Raft and storage threads (nice 0) first even on those, so
+//! another app's plain routes keep their latency.
+//!
+//! ```text
+//!   hash/verify ──try_send──▶ sync_channel(queue_max) ──▶ picloud-hash × concurrency (nice)
+//!        ▲   full: auth_busy                                   │
+//!        └──────────────────── oneshot (the result) ◀──────────┘
+//! ```
 //!
 //! Parameters: argon2 0.6's defaults, which are OWASP's (argon2id,
 //! m = 19456 KiB, t = 2, p = 1). Verification reads the parameters from the
 //! stored PHC string, so raising them later keeps old hashes valid.
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use picloud_lua_sdk::{Code, HostError};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, oneshot};
+
+use crate::priority::lower_this_thread_priority;
 
 /// The shortest password accepted (OWASP's minimum for a password alone).
 pub const PASSWORD_CHARS_MIN: usize = 8;
@@ -124,49 +136,72 @@ pub fn check_password(password: &str, min_chars: usize) -> Result<(), PasswordWe
     Ok(())
 }
 
-/// The bounded argon2id pool (see the module comment). Cheap to clone.
+/// One hash or verification, with where its answer goes.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The bounded argon2id pool (see the module comment). Cheap to clone; the
+/// threads end when the last clone is dropped (the queue's sender closes).
 #[derive(Clone)]
 pub struct HashPool {
-    /// Hashes running at once.
-    running: Arc<Semaphore>,
-    /// Hashes running or waiting: `concurrency + queue_max` permits.
-    admitted: Arc<Semaphore>,
+    /// The queue the threads take jobs from: `queue_max` waiting at most.
+    jobs: SyncSender<Job>,
     /// A hash of a fixed password, verified against when a login names no
     /// user, so the answer takes as long as for a wrong password.
     dummy: Arc<OnceCell<String>>,
 }
 
+/// Why the pool could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start a password hash thread: {0}")]
+pub struct HashPoolError(#[from] std::io::Error);
+
 impl HashPool {
-    pub fn new(concurrency: usize, queue_max: usize) -> HashPool {
-        let concurrency = concurrency.max(1);
-        HashPool {
-            running: Arc::new(Semaphore::new(concurrency)),
-            admitted: Arc::new(Semaphore::new(concurrency.saturating_add(queue_max))),
-            dummy: Arc::new(OnceCell::new()),
+    /// Starts `concurrency` (at least one) threads at nice value `nice`
+    /// (0: unchanged).
+    pub fn new(concurrency: usize, queue_max: usize, nice: i32) -> Result<HashPool, HashPoolError> {
+        let (jobs, queue) = sync_channel::<Job>(queue_max);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..concurrency.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("picloud-hash-{index}"))
+                .spawn(move || {
+                    lower_this_thread_priority(nice);
+                    run_jobs(&queue);
+                })?;
         }
+        Ok(HashPool {
+            jobs,
+            dummy: Arc::new(OnceCell::new()),
+        })
     }
 
-    /// Runs `work` on the blocking pool once a slot frees, or `auth_busy`
-    /// when the queue is full.
+    /// Runs `work` on a pool thread once one is free, or `auth_busy` when
+    /// the queue is full.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HostError> {
-        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
-            HostError::new(
-                Code::AuthBusy,
-                "too many password hashes are queued on this node",
-            )
-        })?;
-        let _running = self
-            .running
-            .clone()
-            .acquire_owned()
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller may have gone (its request dropped): nobody to tell.
+            let _ = answer.send(work());
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(HostError::new(
+                    Code::AuthBusy,
+                    "too many password hashes are queued on this node",
+                ));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(HostError::new(Code::Unavailable, "the hash pool is closed"));
+            }
+        }
+        answered
             .await
-            .map_err(|_| HostError::new(Code::Unavailable, "the hash pool is closed"))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|error| HostError::new(Code::Internal, format!("password hash task: {error}")))
+            .map_err(|_| HostError::new(Code::Internal, "a password hash thread stopped mid-job"))
     }
 
     /// The PHC string of `password` under a fresh random salt.
@@ -205,6 +240,24 @@ impl HashPool {
     }
 }
 
+/// A pool thread's loop: one job at a time until the pool is dropped. A job
+/// that panics (argon2 does not, but a panic must not shrink the pool) is
+/// caught; its caller sees its answer dropped.
+fn run_jobs(queue: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let queue = queue.lock().unwrap_or_else(|poison| poison.into_inner());
+            match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("a password hash job panicked");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
-        let pool = HashPool::new(2, 2);
+        let pool = HashPool::new(2, 2, 0).expect("pool");
         let hash = pool.hash("correct horse".into()).await.expect("hash");
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -256,19 +309,78 @@ mod tests {
         assert!(!pool.verify_dummy("anything".into()).await.expect("dummy"));
     }
 
-    /// With one hash running and no queue, the next caller is refused at
-    /// once with `auth_busy` rather than waiting.
+    /// Occupies one pool thread until the returned sender is dropped or
+    /// sent to; resolves once the job is running.
+    async fn hold_a_thread(
+        pool: &HashPool,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel();
+        let pool = pool.clone();
+        let job = tokio::spawn(async move {
+            pool.run(move || {
+                let _ = started.send(());
+                let _ = released.recv();
+            })
+            .await
+            .expect("the held job runs");
+        });
+        running.await.expect("the held job started");
+        (release, job)
+    }
+
+    /// With every thread busy and the queue full, the next caller is
+    /// refused at once with `auth_busy` rather than waiting; once a thread
+    /// frees, hashing works again.
     #[tokio::test]
-    async fn a_full_queue_answers_auth_busy() {
-        let pool = HashPool::new(1, 0);
-        let held = pool
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .expect("the one slot");
-        let error = pool.hash("correct horse".into()).await.expect_err("busy");
-        assert_eq!(error.code, Code::AuthBusy);
-        drop(held);
+    async fn past_the_queue_callers_get_auth_busy() {
+        let pool = HashPool::new(1, 1, 0).expect("pool");
+        let (release, held) = hold_a_thread(&pool).await;
+        // One may wait in the queue (its first poll enqueues it)...
+        let mut queued = Box::pin(pool.hash("correct horse".into()));
+        assert!(futures::poll!(&mut queued).is_pending());
+        // ...and the next is refused at once.
+        let busy = pool.run(|| ()).await.expect_err("busy");
+        assert_eq!(busy.code, Code::AuthBusy);
+        drop(release);
+        held.await.expect("held job");
+        assert!(queued.await.is_ok(), "the queued hash ran");
         assert!(pool.hash("correct horse".into()).await.is_ok());
+    }
+
+    /// At most `concurrency` jobs run at once, however many are queued.
+    #[tokio::test]
+    async fn at_most_concurrency_jobs_run_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = HashPool::new(2, 16, 0).expect("pool");
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut jobs = Vec::new();
+        for _ in 0..8 {
+            let (running, most) = (running.clone(), most.clone());
+            jobs.push(pool.run(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        for job in futures::future::join_all(jobs).await {
+            job.expect("job");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    /// The pool's threads run below the default priority, so hashing
+    /// yields the cores to the HTTP, Raft and storage threads.
+    #[tokio::test]
+    async fn pool_threads_run_at_the_lowered_priority() {
+        let pool = HashPool::new(1, 1, 7).expect("pool");
+        let nice = pool
+            .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .await
+            .expect("job")
+            .expect("getpriority");
+        assert!(nice >= 7, "nice {nice}");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   check: app ─▶ topic name ─▶ [[topic]] of the current version ─▶ token (auth = "token")
+//!                                                                 └▶ session (+ role) (auth = "session")
 //!   then:  Realtime::subscribe(after = Last-Event-ID | ?last_event_id=)
 //!   body:  ": connected"  then per event
 //!            id: <epoch>-<seq>        (durable messages only)
@@ -10,7 +11,16 @@
 //!          "event: reset"    the asked position is older than the oldest kept
 //!          "event: overflow" this subscriber fell a whole buffer behind: closed
 //!          ": heartbeat"     every realtime_heartbeat_ms
+//!          "event: revoked"  (auth = "session") the session ended or lost
+//!                            the role: the stream ends after it
 //! ```
+//!
+//! Both kinds of token come as `Authorization: Bearer <token>` or, since a
+//! browser's EventSource cannot set headers, `?token=<token>`; the topic's
+//! `auth` says which kind it is. A session-auth stream re-verifies its
+//! session every `RECHECK_MS` (a map lookup on this node: revocations
+//! reach it through the session actors), so a logout, a password change,
+//! a deleted user or a removed role ends the stream within about a second.
 //!
 //! Everything before the stream starts answers the usual JSON errors
 //! (`topic_not_found`, `token_*`, `realtime_full`, ...). The stream ends
@@ -31,8 +41,11 @@ use picloud_actors::app::{AppName, TopicAuth, find_topic, validate_topic_name};
 use picloud_actors::host::now_ms;
 use picloud_actors::realtime::token::{self, TokenError};
 use picloud_actors::realtime::{Event, Subscription};
+use picloud_actors::users::sessions::RECHECK_MS;
+use picloud_actors::users::{AuthPolicy, UserService};
 use picloud_lua_sdk::Code;
 use picloud_storage::topics::Position;
+use serde_json::Value;
 
 use super::cors::with_cors;
 use super::{ApiError, Gateway};
@@ -84,9 +97,32 @@ async fn open_stream(
             format!("no [[topic]] of app {app} matches {topic:?}"),
         )
     })?;
-    if spec.auth == TopicAuth::Token {
-        check_token(gateway, app, topic, headers, &query).await?;
-    }
+    let gate = match spec.auth {
+        TopicAuth::Public => None,
+        TopicAuth::Token => {
+            check_token(gateway, app, topic, headers, &query).await?;
+            None
+        }
+        TopicAuth::Session => {
+            let token = presented_token(headers, &query).ok_or_else(|| {
+                ApiError::new(
+                    Code::SessionInvalid,
+                    format!(
+                        "topic {topic} needs a session token (Authorization: Bearer or ?token=)"
+                    ),
+                )
+            })?;
+            let gate = SessionGate {
+                users: gateway.users.clone(),
+                app: app.to_string(),
+                token: token.to_string(),
+                role: spec.role.clone(),
+                policy: runtime.auth().clone(),
+            };
+            gate.check().await?;
+            Some(gate)
+        }
+    };
     let asked = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -97,7 +133,7 @@ async fn open_stream(
         .map(|text| Position::parse(text).unwrap_or(Position { epoch: 0, seq: 0 }));
     let subscription = gateway.realtime.subscribe(app, topic, asked).await?;
     let heartbeat = Duration::from_millis(gateway.config.realtime_heartbeat_ms);
-    let mut response = Body::from_stream(sse_stream(subscription, heartbeat)).into_response();
+    let mut response = Body::from_stream(sse_stream(subscription, heartbeat, gate)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -108,8 +144,66 @@ async fn open_stream(
     Ok(response)
 }
 
-/// Checks the token from `Authorization: Bearer` or `?token=` (browsers'
+/// The token from `Authorization: Bearer` or `?token=` (browsers'
 /// EventSource cannot set headers).
+fn presented_token<'a>(
+    headers: &'a HeaderMap,
+    query: &'a HashMap<String, String>,
+) -> Option<&'a str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    bearer.or(query.get("token").map(String::as_str))
+}
+
+/// Whether `user` (as `users.verify` answers) may read a topic that
+/// requires `role` (none: any user).
+fn admits(user: &Value, role: Option<&str>) -> bool {
+    let Some(role) = role else { return true };
+    user.get("roles")
+        .and_then(Value::as_array)
+        .is_some_and(|roles| roles.iter().any(|held| held.as_str() == Some(role)))
+}
+
+/// What a session-auth subscription is checked against, at the start and
+/// every `RECHECK_MS` while it streams.
+struct SessionGate {
+    users: UserService,
+    app: String,
+    token: String,
+    role: Option<String>,
+    policy: AuthPolicy,
+}
+
+impl SessionGate {
+    /// 401 `session_invalid` without a live session, 403 `forbidden`
+    /// without the topic's role.
+    async fn check(&self) -> Result<(), ApiError> {
+        let user = self
+            .users
+            .verify(&self.app, &self.token, self.policy.clone())
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::SessionInvalid,
+                    "the session is unknown, expired or revoked; log in again",
+                )
+            })?;
+        if !admits(&user, self.role.as_deref()) {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                format!(
+                    "this topic needs the role {:?}",
+                    self.role.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the realtime token of a token-auth topic.
 async fn check_token(
     gateway: &Gateway,
     app: &str,
@@ -117,11 +211,7 @@ async fn check_token(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<(), ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(token) = bearer.or(query.get("token").map(String::as_str)) else {
+    let Some(token) = presented_token(headers, query) else {
         return Err(ApiError::new(
             Code::TokenInvalid,
             format!("topic {topic} needs a realtime token (Authorization: Bearer or ?token=)"),
@@ -161,9 +251,15 @@ pub fn sse_frame(event: &Event) -> Bytes {
     }
 }
 
+/// The last frame of a session-auth stream whose session ended.
+const REVOKED_FRAME: &[u8] = b"event: revoked\ndata: {}\n\n";
+
 struct StreamState {
     subscription: Subscription,
     heartbeat: tokio::time::Interval,
+    /// With `gate`: when the session is checked again.
+    recheck: tokio::time::Interval,
+    gate: Option<SessionGate>,
     started: bool,
     done: bool,
 }
@@ -171,12 +267,17 @@ struct StreamState {
 fn sse_stream(
     subscription: Subscription,
     heartbeat: Duration,
+    gate: Option<SessionGate>,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
     let mut interval = tokio::time::interval(heartbeat);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recheck = tokio::time::interval(Duration::from_millis(RECHECK_MS));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = StreamState {
         subscription,
         heartbeat: interval,
+        recheck,
+        gate,
         started: false,
         done: false,
     };
@@ -188,16 +289,31 @@ fn sse_stream(
             state.started = true;
             // The first tick fires at once: skip it.
             state.heartbeat.reset();
+            state.recheck.reset();
             return Some((Ok(Bytes::from_static(b": connected\n\n")), state));
         }
-        tokio::select! {
-            event = state.subscription.next() => {
-                let event = event?;
-                state.done = event == Event::Overflow;
-                state.heartbeat.reset();
-                Some((Ok(sse_frame(&event)), state))
+        loop {
+            tokio::select! {
+                event = state.subscription.next() => {
+                    let event = event?;
+                    state.done = event == Event::Overflow;
+                    state.heartbeat.reset();
+                    return Some((Ok(sse_frame(&event)), state));
+                }
+                _ = state.heartbeat.tick() => {
+                    return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), state));
+                }
+                _ = state.recheck.tick(), if state.gate.is_some() => {
+                    let revoked = match &state.gate {
+                        Some(gate) => gate.check().await.is_err(),
+                        None => false,
+                    };
+                    if revoked {
+                        state.done = true;
+                        return Some((Ok(Bytes::from_static(REVOKED_FRAME)), state));
+                    }
+                }
             }
-            _ = state.heartbeat.tick() => Some((Ok(Bytes::from_static(b": heartbeat\n\n")), state)),
         }
     })
 }
@@ -219,5 +335,14 @@ mod tests {
         };
         assert_eq!(&sse_frame(&ephemeral)[..], b"data: 1\n\n");
         assert_eq!(&sse_frame(&Event::Reset)[..], b"event: reset\ndata: {}\n\n");
+    }
+
+    #[test]
+    fn a_role_topic_admits_only_users_holding_the_role() {
+        let user = serde_json::json!({ "id": "u", "roles": ["staff", "x"] });
+        assert!(admits(&user, None));
+        assert!(admits(&user, Some("staff")));
+        assert!(!admits(&user, Some("admin")));
+        assert!(!admits(&serde_json::json!({ "id": "u" }), Some("staff")));
     }
 }

@@ -100,6 +100,7 @@ pub(crate) use topics::decode_record as decode_topic_record;
 pub use topics::published_events;
 pub(crate) use txn::put_last_applied;
 use txn::{PendingWrites, Txn, batch_of};
+pub use users::revoked_sessions;
 
 /// Applies `command` as the entry at `log_id`, committing its writes and the
 /// new last-applied id atomically. `Err` is an engine failure (fatal);

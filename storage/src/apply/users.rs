@@ -9,15 +9,64 @@
 
 use super::txn::{Outcome, Txn};
 use crate::backend::{Backend, Keyspace};
+use crate::command::Command;
 use crate::command::{ApplyError, CommandResult};
 use crate::error::StorageError;
 use crate::keys;
 use crate::operators::OPERATORS_NAMESPACE;
 use crate::users::{
-    Redemption, SessionRecord, SessionRefresh, TokenHash, TokenRecord, USER_ID_BYTES_MAX,
-    UserPatch, UserRecord, UsersCommand, UsersError, UsersLimits, UsersResult, check_roles,
-    validate_email,
+    Redemption, SessionRecord, SessionRefresh, SessionsRevoked, TokenHash, TokenRecord,
+    USER_ID_BYTES_MAX, UserPatch, UserRecord, UsersCommand, UsersError, UsersLimits, UsersResult,
+    check_roles, validate_email,
 };
+
+/// The sessions an applied command revoked (inner commands of a batch
+/// included; rejected ones revoke nothing), for every node's live sessions.
+pub fn revoked_sessions(command: &Command, result: &CommandResult) -> Vec<SessionsRevoked> {
+    match (command, result) {
+        (Command::Batch(commands), CommandResult::Batch(results)) => commands
+            .iter()
+            .zip(results)
+            .flat_map(|(command, result)| revoked_sessions(command, result))
+            .collect(),
+        (_, CommandResult::Rejected(_)) => Vec::new(),
+        // A redeemed reset replaced the password (and revoked every
+        // session); a verify changed the user's view. The user is known
+        // from the token only, so from the result.
+        (
+            Command::Users(UsersCommand::Redeem {
+                app,
+                redemption: Redemption::Reset { .. } | Redemption::Verify,
+                ..
+            }),
+            CommandResult::Users(UsersResult::Redeemed { user_id: Some(id) }),
+        ) => vec![SessionsRevoked::User {
+            app: app.clone(),
+            id: id.clone(),
+        }],
+        (Command::Users(command), _) => revoked_by(command).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn revoked_by(command: &UsersCommand) -> Option<SessionsRevoked> {
+    let user = |app: &String, id: &String| SessionsRevoked::User {
+        app: app.clone(),
+        id: id.clone(),
+    };
+    match command {
+        UsersCommand::Logout { app, session } => Some(SessionsRevoked::Session {
+            app: app.clone(),
+            session: *session,
+        }),
+        UsersCommand::LogoutAll { app, id }
+        | UsersCommand::SetPassword { app, id, .. }
+        | UsersCommand::Delete { app, id }
+        | UsersCommand::Update { app, id, .. }
+        | UsersCommand::SetRole { app, id, .. } => Some(user(app, id)),
+        _ => None,
+    }
+}
 
 /// Applies one users command.
 pub(super) fn users<B: Backend + ?Sized>(

@@ -690,3 +690,105 @@ fn users_commands_keep_their_bytes() {
         assert_eq!(back, command);
     }
 }
+
+/// Each node's live sessions hear exactly the commands that end sessions
+/// or change what a session's user looks like; rejected commands and
+/// refreshes revoke nothing; inner commands of a batch count.
+#[test]
+fn revocations_are_announced_for_the_commands_that_end_sessions() {
+    use super::revoked_sessions;
+    use crate::users::SessionsRevoked;
+    let user = |id: &str| SessionsRevoked::User {
+        app: "a".into(),
+        id: id.into(),
+    };
+    let done = CommandResult::Users(UsersResult::Updated);
+    let cases: Vec<(UsersCommand, Vec<SessionsRevoked>)> = vec![
+        (
+            UsersCommand::Logout {
+                app: "a".into(),
+                session: [7; 32],
+            },
+            vec![SessionsRevoked::Session {
+                app: "a".into(),
+                session: [7; 32],
+            }],
+        ),
+        (
+            UsersCommand::LogoutAll {
+                app: "a".into(),
+                id: "u1".into(),
+            },
+            vec![user("u1")],
+        ),
+        (
+            UsersCommand::SetPassword {
+                app: "a".into(),
+                id: "u2".into(),
+                password_hash: "h".into(),
+            },
+            vec![user("u2")],
+        ),
+        (
+            UsersCommand::Delete {
+                app: "a".into(),
+                id: "u3".into(),
+            },
+            vec![user("u3")],
+        ),
+        (
+            UsersCommand::Refresh {
+                app: "a".into(),
+                sessions: Vec::new(),
+                now_ms: 1,
+            },
+            vec![],
+        ),
+    ];
+    for (command, expected) in cases {
+        let command = Command::Users(command);
+        assert_eq!(revoked_sessions(&command, &done), expected, "{command:?}");
+        assert!(
+            revoked_sessions(
+                &command,
+                &rejected(ApplyError::AppNotFound { app: "a".into() })
+            )
+            .is_empty(),
+            "a rejected {command:?} revokes nothing"
+        );
+    }
+    let role = Command::Users(UsersCommand::SetRole {
+        app: "a".into(),
+        id: "u5".into(),
+        role: "r".into(),
+        held: false,
+    });
+    assert_eq!(revoked_sessions(&role, &done), vec![user("u5")]);
+    // A redeemed reset names its user in the result only.
+    let reset = Command::Users(UsersCommand::Redeem {
+        app: "a".into(),
+        token: [3; 32],
+        redemption: Redemption::Reset {
+            password_hash: "h".into(),
+        },
+        now_ms: 1,
+    });
+    let redeemed = |user_id: Option<&str>| {
+        CommandResult::Users(UsersResult::Redeemed {
+            user_id: user_id.map(str::to_string),
+        })
+    };
+    assert_eq!(
+        revoked_sessions(&reset, &redeemed(Some("u6"))),
+        vec![user("u6")]
+    );
+    assert!(revoked_sessions(&reset, &redeemed(None)).is_empty());
+    let batch = Command::Batch(vec![Command::Users(UsersCommand::Delete {
+        app: "a".into(),
+        id: "u4".into(),
+    })]);
+    assert_eq!(
+        revoked_sessions(&batch, &CommandResult::Batch(vec![done])),
+        vec![user("u4")]
+    );
+}
