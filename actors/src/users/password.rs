@@ -20,8 +20,11 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use std::cell::RefCell;
+
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
 use picloud_lua_sdk::{Code, HostError};
+use subtle::ConstantTimeEq as _;
 use tokio::sync::{OnceCell, oneshot};
 
 use crate::priority::lower_this_thread_priority;
@@ -219,9 +222,7 @@ impl HashPool {
     /// the outputs in constant time).
     pub async fn verify(&self, password: String, hash: String) -> Result<bool, HostError> {
         self.run(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
+            BLOCKS.with_borrow_mut(|blocks| verify_into(password.as_bytes(), &hash, blocks))
         })
         .await
     }
@@ -238,6 +239,53 @@ impl HashPool {
         self.verify(password, dummy).await?;
         Ok(false)
     }
+}
+
+thread_local! {
+    /// A pool thread's argon2 memory (19 MiB with the default parameters),
+    /// kept between verifications: allocating it per call costs a fresh
+    /// mapping, a page fault and a zeroed page for every 4 KiB, about a
+    /// sixth of a login's CPU. Grows to the largest parameters seen.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether `password` matches the PHC string `phc`, computing into
+/// `blocks` (what `PasswordVerifier::verify_password` does, without its
+/// allocation). The parameters come from the string; the outputs are
+/// compared in constant time. A malformed string matches nothing.
+fn verify_into(password: &[u8], phc: &str, blocks: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm.as_str()),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let count = params.block_count();
+    if blocks.len() < count {
+        blocks.resize(count, Block::default());
+    }
+    let mut output = [0u8; 64];
+    let Some(output) = output.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    if argon2
+        .hash_password_into_with_memory(password, salt, output, &mut blocks[..count])
+        .is_err()
+    {
+        return false;
+    }
+    bool::from(output.ct_eq(expected.as_bytes()))
 }
 
 /// A pool thread's loop: one job at a time until the pool is dropped. A job
@@ -307,6 +355,46 @@ mod tests {
                 .expect("verify")
         );
         assert!(!pool.verify_dummy("anything".into()).await.expect("dummy"));
+    }
+
+    /// Verifying into kept memory answers what argon2's own verifier
+    /// answers, for hashes of other parameters too (the memory grows and
+    /// shrinks in use between them), and refuses malformed strings.
+    #[test]
+    fn kept_memory_verifies_like_argon2() {
+        use argon2::PasswordVerifier as _;
+        let small = Params::new(1024, 1, 1, None).expect("params");
+        let hashes = [
+            Argon2::default()
+                .hash_password(b"pw-one-two")
+                .expect("hash")
+                .to_string(),
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, small.clone())
+                .hash_password(b"pw-one-two")
+                .expect("hash")
+                .to_string(),
+            Argon2::new(Algorithm::Argon2i, Version::V0x10, small)
+                .hash_password(b"pw-one-two")
+                .expect("hash")
+                .to_string(),
+        ];
+        let mut blocks = Vec::new();
+        for hash in hashes.iter().chain(hashes.iter().rev()) {
+            for password in [&b"pw-one-two"[..], b"pw-one-twO", b""] {
+                let expected = Argon2::default()
+                    .verify_password(password, hash.as_str())
+                    .is_ok();
+                assert_eq!(
+                    verify_into(password, hash, &mut blocks),
+                    expected,
+                    "{hash} {password:?}"
+                );
+            }
+        }
+        assert!(blocks.len() >= 19456, "the memory is kept");
+        for malformed in ["", "$argon2id$", "plain text", "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ"] {
+            assert!(!verify_into(b"x", malformed, &mut blocks), "{malformed}");
+        }
     }
 
     /// Occupies one pool thread until the returned sender is dropped or
