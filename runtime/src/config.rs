@@ -341,6 +341,12 @@ settings! {
     /// Raft and storage threads' 0, so a login storm leaves other routes
     /// their latency.
     auth_hash_nice: i32 = picloud_actors::users::UsersConfig::default().hash_nice, "PICLOUD_AUTH_HASH_NICE";
+    /// Run password hashes under `SCHED_IDLE`: a hash gets a core only
+    /// when nothing else on the machine wants it, and any other thread
+    /// preempts it at once, so a login storm adds no latency to other
+    /// routes (logins then wait while the node is saturated by other work).
+    /// `false`: they run at `auth_hash_nice`.
+    auth_hash_idle: bool = picloud_actors::users::UsersConfig::default().hash_idle, "PICLOUD_AUTH_HASH_IDLE";
     /// Most end users one app may hold (more is 413 `quota_exceeded`).
     auth_users_per_app_max: u64 = picloud_actors::users::UsersConfig::default().users_per_app_max, "PICLOUD_AUTH_USERS_PER_APP_MAX";
     /// Sessions one user may hold; a login past it ends the oldest.
@@ -461,7 +467,7 @@ macro_rules! show_by_display {
         })*
     };
 }
-show_by_display!(SocketAddr, usize, u64, u32, i32);
+show_by_display!(SocketAddr, usize, u64, u32, i32, bool);
 
 /// A TOML error in a local file as `FILE:LINE:COLUMN: message` (1-based), so
 /// an editor or a reader goes straight to the spot.
@@ -853,6 +859,7 @@ impl ServeConfig {
             hash_concurrency: self.auth_hash_concurrency,
             hash_queue_max: self.auth_hash_queue_max,
             hash_nice: self.auth_hash_nice,
+            hash_idle: self.auth_hash_idle,
             users_per_app_max: self.auth_users_per_app_max,
             sessions_per_user_max: self.auth_sessions_per_user_max,
             user_data_bytes_max: self.auth_user_data_bytes_max,

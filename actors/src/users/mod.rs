@@ -61,7 +61,7 @@ use crate::error::{apply_host_error, cluster_host_error, storage_error, unexpect
 use crate::duties::ActorRestarts;
 use crate::files::now_ms;
 use flows::{AuthMail, FlowConfig, FlowState, SignupMode};
-use password::{HashPool, HashPoolError, check_password};
+use password::{HashPool, HashPoolError, HashPriority, check_password};
 use session_actor::{SessionSupervisor, SupervisorArgs, load_session};
 use sessions::{Check, Published, SessionLimits, Sessions, SupervisorMsg};
 use tokio::sync::broadcast::error::RecvError;
@@ -76,6 +76,9 @@ pub struct UsersConfig {
     pub hash_queue_max: usize,
     /// The nice value of the hash threads (0: the default priority).
     pub hash_nice: i32,
+    /// Whether the hash threads run under `SCHED_IDLE` (only when nothing
+    /// else wants a core; then `hash_nice` does not matter).
+    pub hash_idle: bool,
     pub users_per_app_max: u64,
     /// Past it, a login evicts the user's oldest session.
     pub sessions_per_user_max: u32,
@@ -105,6 +108,7 @@ impl Default for UsersConfig {
             // Below the script threads' 5: a login storm yields to scripts
             // too, and both yield to the HTTP, Raft and storage threads.
             hash_nice: 10,
+            hash_idle: true,
             users_per_app_max: 1_000_000,
             sessions_per_user_max: 16,
             user_data_bytes_max: 16 * 1024,
@@ -257,7 +261,10 @@ impl UserService {
             pool: HashPool::new(
                 config.hash_concurrency,
                 config.hash_queue_max,
-                config.hash_nice,
+                HashPriority {
+                    nice: config.hash_nice,
+                    idle: config.hash_idle,
+                },
             )?,
             sessions: Sessions::new(SessionLimits {
                 live_max: config.sessions_live_max,

@@ -27,7 +27,7 @@ use picloud_lua_sdk::{Code, HostError};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::{OnceCell, oneshot};
 
-use crate::priority::lower_this_thread_priority;
+use crate::priority::{idle_this_thread, lower_this_thread_priority};
 
 /// The shortest password accepted (OWASP's minimum for a password alone).
 pub const PASSWORD_CHARS_MIN: usize = 8;
@@ -153,15 +153,27 @@ pub struct HashPool {
     dummy: Arc<OnceCell<String>>,
 }
 
+/// How the hash threads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashPriority {
+    /// Their nice value (0: unchanged).
+    pub nice: i32,
+    /// `SCHED_IDLE`: they run only when no other thread wants the core.
+    pub idle: bool,
+}
+
 /// Why the pool could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start a password hash thread: {0}")]
 pub struct HashPoolError(#[from] std::io::Error);
 
 impl HashPool {
-    /// Starts `concurrency` (at least one) threads at nice value `nice`
-    /// (0: unchanged).
-    pub fn new(concurrency: usize, queue_max: usize, nice: i32) -> Result<HashPool, HashPoolError> {
+    /// Starts `concurrency` (at least one) threads at `priority`.
+    pub fn new(
+        concurrency: usize,
+        queue_max: usize,
+        priority: HashPriority,
+    ) -> Result<HashPool, HashPoolError> {
         let (jobs, queue) = sync_channel::<Job>(queue_max);
         let queue = Arc::new(Mutex::new(queue));
         for index in 0..concurrency.max(1) {
@@ -169,7 +181,10 @@ impl HashPool {
             std::thread::Builder::new()
                 .name(format!("picloud-hash-{index}"))
                 .spawn(move || {
-                    lower_this_thread_priority(nice);
+                    lower_this_thread_priority(priority.nice);
+                    if priority.idle {
+                        idle_this_thread();
+                    }
                     run_jobs(&queue);
                 })?;
         }
@@ -308,6 +323,12 @@ fn run_jobs(queue: &Mutex<Receiver<Job>>) {
 
 #[cfg(test)]
 mod tests {
+    /// Threads at the default priority.
+    const NORMAL: HashPriority = HashPriority {
+        nice: 0,
+        idle: false,
+    };
+
     use super::*;
 
     #[test]
@@ -337,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
-        let pool = HashPool::new(2, 2, 0).expect("pool");
+        let pool = HashPool::new(2, 2, NORMAL).expect("pool");
         let hash = pool.hash("correct horse".into()).await.expect("hash");
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -422,7 +443,7 @@ mod tests {
     /// frees, hashing works again.
     #[tokio::test]
     async fn past_the_queue_callers_get_auth_busy() {
-        let pool = HashPool::new(1, 1, 0).expect("pool");
+        let pool = HashPool::new(1, 1, NORMAL).expect("pool");
         let (release, held) = hold_a_thread(&pool).await;
         // One may wait in the queue (its first poll enqueues it)...
         let mut queued = Box::pin(pool.hash("correct horse".into()));
@@ -440,7 +461,7 @@ mod tests {
     #[tokio::test]
     async fn at_most_concurrency_jobs_run_at_once() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let pool = HashPool::new(2, 16, 0).expect("pool");
+        let pool = HashPool::new(2, 16, NORMAL).expect("pool");
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let mut jobs = Vec::new();
@@ -463,12 +484,24 @@ mod tests {
     /// yields the cores to the HTTP, Raft and storage threads.
     #[tokio::test]
     async fn pool_threads_run_at_the_lowered_priority() {
-        let pool = HashPool::new(1, 1, 7).expect("pool");
+        let pool = HashPool::new(1, 1, HashPriority { nice: 7, idle: false }).expect("pool");
         let nice = pool
             .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
             .await
             .expect("job")
             .expect("getpriority");
         assert!(nice >= 7, "nice {nice}");
+        let idle = HashPool::new(1, 1, HashPriority { nice: 0, idle: true }).expect("pool");
+        let policy = idle
+            .run(thread_priority::unix::thread_schedule_policy)
+            .await
+            .expect("job")
+            .expect("policy");
+        assert_eq!(
+            policy,
+            thread_priority::unix::ThreadSchedulePolicy::Normal(
+                thread_priority::unix::NormalThreadSchedulePolicy::Idle
+            )
+        );
     }
 }
