@@ -275,6 +275,14 @@ async fn users_sessions_and_revocation_across_three_nodes() {
     assert_eq!(gone["user"], Value::Null, "{gone}");
 
     // The admin API: create, show, roles, list, delete; never a hash.
+    // Its create follows the app's `[auth] password_min` too.
+    let (status, weak) = admins[1]
+        .post_json(
+            "/_/api/v1/apps/ua/users",
+            &json!({"email": "cli@example.org", "password": "horsebatt"}),
+        )
+        .await;
+    assert_eq!((status, code(&weak)), (400, "password_weak"), "{weak}");
     let (status, created) = admins[1]
         .post_json(
             "/_/api/v1/apps/ua/users",

@@ -413,7 +413,12 @@ mod tests {
             }
         }
         assert!(blocks.len() >= 19456, "the memory is kept");
-        for malformed in ["", "$argon2id$", "plain text", "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ"] {
+        for malformed in [
+            "",
+            "$argon2id$",
+            "plain text",
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ",
+        ] {
             assert!(!verify_into(b"x", malformed, &mut blocks), "{malformed}");
         }
     }
@@ -484,14 +489,30 @@ mod tests {
     /// yields the cores to the HTTP, Raft and storage threads.
     #[tokio::test]
     async fn pool_threads_run_at_the_lowered_priority() {
-        let pool = HashPool::new(1, 1, HashPriority { nice: 7, idle: false }).expect("pool");
+        let pool = HashPool::new(
+            1,
+            1,
+            HashPriority {
+                nice: 7,
+                idle: false,
+            },
+        )
+        .expect("pool");
         let nice = pool
             .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
             .await
             .expect("job")
             .expect("getpriority");
         assert!(nice >= 7, "nice {nice}");
-        let idle = HashPool::new(1, 1, HashPriority { nice: 0, idle: true }).expect("pool");
+        let idle = HashPool::new(
+            1,
+            1,
+            HashPriority {
+                nice: 0,
+                idle: true,
+            },
+        )
+        .expect("pool");
         let policy = idle
             .run(thread_priority::unix::thread_schedule_policy)
             .await

@@ -21,7 +21,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use picloud_actors::users::AuthPolicy;
 use picloud_lua_sdk::{Code, UserPatchArgs};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -92,6 +91,11 @@ pub(super) async fn create(
     require_app(&gateway, &app)?;
     let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
     let request: CreateRequest = parse_json(&bytes)?;
+    // The app's `[auth]` (its `password_min`), as for a script's create; an
+    // app with no deployed version has none, so the node's policy.
+    let policy = crate::gateway::end_users::policy(&gateway, &app)
+        .await
+        .unwrap_or_default();
     let user = gateway
         .users
         .create(
@@ -100,7 +104,7 @@ pub(super) async fn create(
             request.password,
             &request.data,
             &request.roles,
-            AuthPolicy::default(),
+            policy,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(user)))
