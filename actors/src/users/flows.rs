@@ -376,14 +376,27 @@ impl UserService {
         password: String,
         policy: &AuthPolicy,
     ) -> Result<String, FlowError> {
-        check_password(&password, self.password_min(policy)).map_err(HostError::from)?;
-        self.token_known(app, token).await?;
-        let password_hash = self.pool.hash(password).await?;
+        let password_hash = self.hash_for_token(app, token, password, policy).await?;
         let user_id = self
             .redeem(app, token, Redemption::Reset { password_hash })
             .await?;
         self.sessions.remove_user(app, &user_id);
         Ok(user_id)
+    }
+
+    /// The hash of a new password for a single-use token: the policy is
+    /// checked and the token looked up first, so neither a weak password
+    /// nor a made-up token costs a hash.
+    async fn hash_for_token(
+        &self,
+        app: &str,
+        token: &str,
+        password: String,
+        policy: &AuthPolicy,
+    ) -> Result<String, FlowError> {
+        check_password(&password, self.password_min(policy)).map_err(HostError::from)?;
+        self.token_known(app, token).await?;
+        Ok(self.pool.hash(password).await?)
     }
 
     /// `POST /_/auth/<app>/accept-invite`: creates the invited user
@@ -395,9 +408,7 @@ impl UserService {
         password: String,
         policy: &AuthPolicy,
     ) -> Result<Value, FlowError> {
-        check_password(&password, self.password_min(policy)).map_err(HostError::from)?;
-        self.token_known(app, token).await?;
-        let password_hash = self.pool.hash(password).await?;
+        let password_hash = self.hash_for_token(app, token, password, policy).await?;
         let id = URL_SAFE_NO_PAD.encode(random_bytes::<16>());
         let session = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let expires_ms = now_ms().saturating_add(self.session_ttl_ms(policy));

@@ -48,11 +48,12 @@ struct SignupRequest {
     data: Value,
 }
 
+/// `{email, password}`: an end user's login, and an operator's.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
-    email: String,
-    password: String,
+pub(crate) struct LoginRequest {
+    pub(crate) email: String,
+    pub(crate) password: String,
 }
 
 #[derive(Deserialize)]

@@ -24,15 +24,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::gateway::auth::{Caller, Principal};
-use crate::gateway::end_users::FlowFailure;
+use crate::gateway::end_users::{FlowFailure, LoginRequest};
 use crate::gateway::{ApiError, Gateway, client_ip, parse_json, read_body};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    email: String,
-    password: String,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
