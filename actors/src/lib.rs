@@ -46,7 +46,8 @@
 //! - `operators`: `OperatorService` (the people who run PiCloud: accounts
 //!   as users of a reserved namespace, setup tokens, `pcs_` sessions, the
 //!   admin flag and app memberships with roles).
-//! - `logs`: `LogBook`, per-app log rings with follow.
+//! - `logs`: `LogBook`, per-app log rings with follow; the cluster-wide
+//!   view (`cluster_recent`, `merge_lines`, `follow_member`).
 //! - `cron`: cron trigger schedules (parse, next slot in a time zone, misfire).
 //! - `realtime`: `Realtime`, this node's topics with subscribers (one
 //!   supervised `TopicActor` each), the durable feed into them (`topic_feed`
@@ -85,6 +86,6 @@ pub use cpu::CpuShares;
 pub use duties::{ActorRestarts, Duties};
 pub use error::AppError;
 pub use host::NodeHost;
-pub use logs::{LogBook, LogLimits, LogLine};
+pub use logs::{ClusterLogLine, ClusterLogs, FollowEvent, LogBook, LogLimits, LogLine};
 pub use pool::{AppRequest, AppRuntime};
 pub use supervisor::Apps;

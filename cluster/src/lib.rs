@@ -85,6 +85,6 @@ pub use config::{ClusterConfig, FilesConfig};
 pub use duty::{Duty, arm_fault, fault_point};
 pub use error::ClusterError;
 pub use files::{Files, FilesError, Uploaded};
-pub use node::Node;
+pub use node::{MemberLogsRequest, Node};
 pub use picloud_storage::{NodeId, NodeInfo, TypeConfig};
 pub use status::{ClusterStatus, MemberRole, MemberStatus, NodeStatus, Role, cluster_status};

@@ -28,6 +28,7 @@ use crate::sealed;
 use crate::status::{
     ClusterStatus, NodeStatus, Reachability, Role, apply_key_ids, cluster_status, readiness,
 };
+use crate::transport::logs::{LogSource, PeerLogs};
 use crate::transport::token::SECRET_BYTES;
 use crate::transport::{
     BlockService, ClusterCa, ForwardClient, ForwardError, ForwardFuture, ForwardHandler,
@@ -38,6 +39,16 @@ use crate::transport::{
 
 /// The id the first node of a new cluster takes.
 const FIRST_NODE_ID: NodeId = 1;
+
+/// What [`Node::member_logs`] asks a member for.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberLogsRequest<'a> {
+    pub app: &'a str,
+    /// The first position wanted (0: from the oldest line kept).
+    pub from_seq: u64,
+    /// At most this many lines, the newest of those asked.
+    pub limit: usize,
+}
 
 /// How long `cluster_status` waits for the leader's view before answering
 /// with this node's own.
@@ -70,6 +81,9 @@ pub struct Node {
     /// while it leads, and the read lease a confirmed check grants.
     read_batches: ReadBatches,
     read_lease: Arc<ReadLease>,
+    /// What answers other members' `Logs` requests: the app runtime's log
+    /// book, handed over once the runtime made it (after the node started).
+    logs: Arc<std::sync::OnceLock<Arc<dyn LogSource>>>,
 }
 
 impl Node {
@@ -295,6 +309,7 @@ impl Node {
             files: Arc::new(files),
             read_batches: ReadBatches::default(),
             read_lease,
+            logs: Arc::default(),
         };
         let forward = Arc::new(NodeForwardHandler {
             raft: RaftForwardHandler::new(node.raft.clone()),
@@ -348,6 +363,35 @@ impl Node {
             .filter(|(id, _)| **id != self.id)
             .map(|(id, info)| (*id, info.peer.clone()))
             .collect()
+    }
+
+    /// Serves other members' `Logs` requests from `source` from now on;
+    /// until then they are refused. Only the first source set counts.
+    pub fn serve_logs(&self, source: Arc<dyn LogSource>) {
+        let _ = self.logs.set(source);
+    }
+
+    /// Asks `member` (at `peer`) for its log lines of `app` from `from_seq`
+    /// on (the last `limit`), waiting at most `wait`. `None` when the member
+    /// did not answer in time, could not be reached, or refused.
+    pub async fn member_logs(
+        &self,
+        member: NodeId,
+        peer: &str,
+        request: MemberLogsRequest<'_>,
+        wait: Duration,
+    ) -> Option<PeerLogs> {
+        let request = ForwardRequest::Logs {
+            app: request.app.to_string(),
+            from_seq: request.from_seq,
+            limit: u32::try_from(request.limit).unwrap_or(u32::MAX),
+        };
+        let asked =
+            tokio::time::timeout(wait, self.proposer.forward.call(member, peer, &request)).await;
+        match asked {
+            Ok(Ok(ForwardReply::Logs(logs))) => Some(logs),
+            _ => None,
+        }
     }
 
     /// What the leader's membership duty plans from: `Ok(None)` while this
@@ -1114,6 +1158,10 @@ impl ForwardHandler for NodeForwardHandler {
 
     fn key_id(&self) -> Option<String> {
         self.node.key_id()
+    }
+
+    fn logs(&self) -> Option<&dyn LogSource> {
+        self.node.logs.get().map(|source| source.as_ref())
     }
 
     fn status(&self) -> ForwardFuture<'_, ClusterStatus> {

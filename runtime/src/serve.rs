@@ -226,6 +226,8 @@ async fn serve(
     check_cluster_secrets(&node);
 
     let logs = LogBook::new(limits.logs);
+    // Other members ask this node for its lines of an app (`picloud logs`).
+    node.serve_logs(Arc::new(logs.clone()));
     let realtime = Realtime::start(
         node.clone(),
         Some(secret_keys.keyring.clone()),

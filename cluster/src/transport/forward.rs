@@ -51,6 +51,13 @@ pub enum ForwardRequest {
     /// The id of the called node's secrets master key (any member answers),
     /// so `cluster status` shows every node's and flags a mismatch.
     KeyId,
+    /// The called node's recent log lines of `app` from position `from_seq`
+    /// on (at most `limit`; any member answers, see `super::logs`).
+    Logs {
+        app: String,
+        from_seq: u64,
+        limit: u32,
+    },
 }
 
 /// The leader's one answer on a `Forward` stream.
@@ -70,6 +77,8 @@ pub enum ForwardReply {
     Status(ClusterStatus),
     /// The called node's current master key id; `None` when it has none.
     KeyId(Option<String>),
+    /// The called node's log lines of the app asked.
+    Logs(super::logs::PeerLogs),
 }
 
 /// Why the leader side could not serve a forwarded request.
@@ -124,6 +133,11 @@ pub trait ForwardHandler: Send + Sync {
 
     /// This node's secrets master key id, if it has a key. None by default.
     fn key_id(&self) -> Option<String> {
+        None
+    }
+
+    /// What answers `Logs` requests; `None` (the default) refuses them.
+    fn logs(&self) -> Option<&dyn super::logs::LogSource> {
         None
     }
 

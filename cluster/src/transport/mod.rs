@@ -42,6 +42,9 @@
 //! - `blocks`: the `Blocks` stream kind's messages (`BlockRequest`,
 //!   `BlockReply`), their limits, and `BlockService`, what serves them (the
 //!   node's `Files`); block streams have permits of their own.
+//! - `logs`: `PeerLogLine` / `PeerLogs`, a member's recent log lines of an
+//!   app as `ForwardRequest::Logs` carries them, and `LogSource`, what
+//!   answers them (the app runtime's log book).
 //! - `forward`: forwarding writes and read-index requests from a follower to the
 //!   leader: wire messages, `ForwardHandler` (leader side, `RaftForwardHandler` over
 //!   openraft), `ForwardClient` (follower side), `wait_applied`.
@@ -60,6 +63,7 @@ pub mod endpoint;
 pub mod forward;
 pub mod frame;
 pub mod join;
+pub mod logs;
 pub mod peers;
 pub mod pubsub;
 pub mod raft_network;

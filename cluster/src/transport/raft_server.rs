@@ -310,6 +310,19 @@ async fn serve_forward(
                 Err(error) => ForwardReply::Failed(error),
             },
             ForwardRequest::KeyId => ForwardReply::KeyId(handler.key_id()),
+            ForwardRequest::Logs {
+                app,
+                from_seq,
+                limit,
+            } => match handler.logs() {
+                Some(source) => {
+                    let limit = (limit as usize).min(super::logs::PEER_LOG_LINES_MAX);
+                    ForwardReply::Logs(source.lines(&app, from_seq, limit))
+                }
+                None => ForwardReply::Failed(ForwardError::Unavailable {
+                    message: "log lines are not served here".into(),
+                }),
+            },
         }
     };
     let reply = match tokio::time::timeout(config.forward_timeout(), handle).await {

@@ -86,7 +86,7 @@ pub enum ClientCommand {
         /// The app's name.
         app: String,
     },
-    /// Show an app's recent log lines on the node you talk to.
+    /// Show an app's recent log lines from every node, merged by time.
     Logs {
         /// The app's name.
         app: String,
@@ -530,9 +530,12 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                 if json {
                     print_json(&body);
                 } else {
+                    for node in items(&body["unavailable"]) {
+                        warn_unavailable(node);
+                    }
                     let lines = items(&body["lines"]);
                     if lines.is_empty() {
-                        println!("no log lines of {} on this node", escape(&app));
+                        println!("no log lines of {}", escape(&app));
                     }
                     for line in lines {
                         print_log_line(line);
@@ -755,10 +758,20 @@ async fn libs(client: &Client, command: LibsCommand, json: bool) -> Result<(), C
 /// stays on its one line and cannot drive the terminal.
 fn print_log_line(line: &Value) {
     println!(
-        "{} {:5} {}",
+        "{} node-{} {:5} {}",
         format_ms(line["ts_ms"].as_u64().unwrap_or(0)),
+        field(&line["node"]),
         field(&line["level"]),
         field(&line["message"])
+    );
+}
+
+/// A node whose lines are missing (it did not answer in time), on stderr so
+/// the lines on stdout stay lines.
+fn warn_unavailable(node: &Value) {
+    eprintln!(
+        "warning: node {} did not answer; its log lines are missing",
+        field(node)
     );
 }
 
@@ -788,7 +801,20 @@ async fn follow_logs(client: &Client, path: &str, json: bool) -> Result<(), CliE
                         print_log_line(&line);
                     }
                 }
-                "lagged" => eprintln!("(skipped {} lines: this reader fell behind)", escape(&data)),
+                "unavailable" => {
+                    if let Ok(event) = serde_json::from_str::<Value>(&data) {
+                        warn_unavailable(&event["node"]);
+                    }
+                }
+                "lagged" => {
+                    if let Ok(event) = serde_json::from_str::<Value>(&data) {
+                        eprintln!(
+                            "(skipped {} lines of node {}: this reader fell behind)",
+                            field(&event["skipped"]),
+                            field(&event["node"])
+                        );
+                    }
+                }
                 _ => {}
             }
             let _ = std::io::stdout().flush();

@@ -1,17 +1,21 @@
-//! An app's log lines, recent or followed as server-sent events
-//! (`/apps/{app}/logs`).
+//! An app's log lines from every node, recent or followed as server-sent
+//! events (`/apps/{app}/logs`). Each line carries the node it was logged on;
+//! members that do not answer in time are listed in `unavailable` (or sent
+//! as an `unavailable` event when following), never waited for.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use picloud_actors::FollowEvent;
+use picloud_actors::logs::{cluster_recent, follow_local, follow_member};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::checks::require_app;
 use crate::gateway::auth::Caller;
@@ -26,6 +30,8 @@ pub(super) struct LogOptions {
     follow: Option<bool>,
 }
 
+type Events = Pin<Box<dyn Stream<Item = FollowEvent> + Send>>;
+
 pub(super) async fn logs(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -38,36 +44,56 @@ pub(super) async fn logs(
         .limit
         .unwrap_or(100)
         .min(gateway.limits.logs.lines_per_app_max);
+    let node = &gateway.node;
     if options.follow.unwrap_or(false) {
+        // Subscribe before asking the others, so no line of this node falls
+        // between the backlog and the live stream.
         let (backlog, receiver) = gateway.logs.follow(&app, limit);
-        return Ok(Sse::new(follow_stream(backlog, receiver))
+        let recent = cluster_recent(node, backlog, &app, limit).await;
+        let mut first: Vec<FollowEvent> = recent
+            .unavailable
+            .iter()
+            .map(|member| FollowEvent::Unavailable(*member))
+            .collect();
+        first.extend(recent.lines.into_iter().map(FollowEvent::Line));
+        let mut live: Vec<Events> = vec![Box::pin(follow_local(node.id(), receiver))];
+        for (member, peer, next_seq) in recent.answered {
+            live.push(Box::pin(follow_member(
+                node.clone(),
+                member,
+                peer,
+                app.clone(),
+                next_seq,
+            )));
+        }
+        let events = futures::stream::iter(first)
+            .chain(futures::stream::select_all(live))
+            .map(|event| Ok::<_, Infallible>(sse_event(&event)));
+        return Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response());
     }
-    let lines = gateway.logs.recent(&app, limit);
-    Ok(Json(json!({"app": app, "lines": lines})).into_response())
+    let recent = cluster_recent(node, gateway.logs.recent(&app, limit), &app, limit).await;
+    Ok(Json(json!({
+        "app": app,
+        "lines": recent.lines,
+        "unavailable": recent.unavailable,
+    }))
+    .into_response())
 }
 
-fn follow_stream(
-    backlog: Vec<picloud_actors::LogLine>,
-    receiver: tokio::sync::broadcast::Receiver<picloud_actors::LogLine>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let line_event = |line: &picloud_actors::LogLine| {
-        Event::default()
-            .id(line.seq.to_string())
+/// A follow event on the wire: `log` (a line as JSON), `unavailable`
+/// (`{"node"}`: that member's lines stop) or `lagged` (`{"node","skipped"}`).
+fn sse_event(event: &FollowEvent) -> Event {
+    match event {
+        FollowEvent::Line(line) => Event::default()
             .event("log")
-            .data(serde_json::to_string(line).unwrap_or_default())
-    };
-    let backlog = futures::stream::iter(backlog.into_iter().map(move |line| Ok(line_event(&line))));
-    let live = futures::stream::unfold(receiver, move |mut receiver| async move {
-        match receiver.recv().await {
-            Ok(line) => Some((Ok(line_event(&line)), receiver)),
-            Err(RecvError::Lagged(skipped)) => {
-                let event = Event::default().event("lagged").data(skipped.to_string());
-                Some((Ok(event), receiver))
-            }
-            Err(RecvError::Closed) => None,
-        }
-    });
-    futures::StreamExt::chain(backlog, live)
+            .data(serde_json::to_string(line).unwrap_or_default()),
+        FollowEvent::Unavailable(node) => Event::default()
+            .event("unavailable")
+            .data(json!({"node": node}).to_string()),
+        FollowEvent::Lagged { node, skipped } => Event::default()
+            .event("lagged")
+            .data(json!({"node": node, "skipped": skipped}).to_string()),
+    }
 }
