@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::cluster::{api, eventually, start_three};
+use common::cluster::{api, eventually, node_id, start_three};
 use common::files::{
     MIB, blocks_in, file_url, put_file, random_bytes, repair_pending, sha256_hex,
     sha256_of_download,
@@ -49,18 +49,6 @@ async fn get(
         headers,
         response.bytes().await.expect("body").to_vec(),
     )
-}
-
-/// The id `cluster status` (through `api`) gives the node at `peer`.
-async fn node_id(api: &Api, peer: &str) -> u64 {
-    let (_, status) = api.get("/_/api/v1/cluster/status").await;
-    status["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .find(|node| node["peer"] == peer)
-        .and_then(|node| node["id"].as_u64())
-        .expect("the node's id")
 }
 
 /// Voters (leader or follower) in `cluster status` through `api`.

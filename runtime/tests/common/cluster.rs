@@ -135,6 +135,18 @@ pub async fn start_three(nodes: &mut [TestNode]) -> (String, String) {
     (key, token)
 }
 
+/// The id `cluster status` (through `api`) gives the node at `peer`.
+pub async fn node_id(api: &Api, peer: &str) -> u64 {
+    let (_, status) = api.get("/_/api/v1/cluster/status").await;
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|node| node["peer"] == peer)
+        .and_then(|node| node["id"].as_u64())
+        .expect("the node's id")
+}
+
 /// Deploys the `dur` app (`POST /dur/put/:n` stores `k/<n> = n`) through `api`.
 pub async fn deploy_dur(api: &Api) {
     let (status, body) = api
