@@ -239,17 +239,25 @@ pub struct ClusterLogs {
 /// `local` (this node's recent lines of `app`) merged with the last `limit`
 /// lines of every other member, each asked at once and waited for at most
 /// [`MEMBER_LOGS_WAIT_MS`].
-pub async fn cluster_recent(node: &Node, local: Vec<LogLine>, app: &str, limit: usize) -> ClusterLogs {
+pub async fn cluster_recent(
+    node: &Node,
+    local: Vec<LogLine>,
+    app: &str,
+    limit: usize,
+) -> ClusterLogs {
     let wait = Duration::from_millis(MEMBER_LOGS_WAIT_MS);
     let request = MemberLogsRequest {
         app,
         from_seq: 0,
         limit,
     };
-    let asks = node.peer_addresses().into_iter().map(|(member, peer)| async move {
-        let answer = node.member_logs(member, &peer, request, wait).await;
-        (member, peer, answer)
-    });
+    let asks = node
+        .peer_addresses()
+        .into_iter()
+        .map(|(member, peer)| async move {
+            let answer = node.member_logs(member, &peer, request, wait).await;
+            (member, peer, answer)
+        });
     let mut logs = ClusterLogs::default();
     let mut batches = vec![(node.id(), local.iter().map(peer_line).collect())];
     for (member, peer, answer) in futures::future::join_all(asks).await {
@@ -273,7 +281,10 @@ pub enum FollowEvent {
     /// This member stopped answering; its stream ends, the others go on.
     Unavailable(NodeId),
     /// This many lines of the node were skipped (the reader fell behind).
-    Lagged { node: NodeId, skipped: u64 },
+    Lagged {
+        node: NodeId,
+        skipped: u64,
+    },
 }
 
 /// This node's new lines, from `receiver` (see [`LogBook::follow`]).
@@ -337,14 +348,22 @@ pub fn follow_member(
                 limit: PEER_LOG_LINES_MAX,
             };
             let wait = Duration::from_millis(MEMBER_LOGS_WAIT_MS);
-            match state.node.member_logs(state.member, &state.peer, request, wait).await {
+            match state
+                .node
+                .member_logs(state.member, &state.peer, request, wait)
+                .await
+            {
                 Some(answer) => {
-                    state.pending.extend(follow_events(state.member, state.from_seq, &answer));
+                    state
+                        .pending
+                        .extend(follow_events(state.member, state.from_seq, &answer));
                     state.from_seq = next_from_seq(state.from_seq, &answer);
                 }
                 None => {
                     state.ended = true;
-                    state.pending.push_back(FollowEvent::Unavailable(state.member));
+                    state
+                        .pending
+                        .push_back(FollowEvent::Unavailable(state.member));
                 }
             }
         }
@@ -380,7 +399,11 @@ fn follow_events(member: NodeId, from_seq: u64, answer: &PeerLogs) -> Vec<Follow
 /// from its first line when it restarted (its positions began again below
 /// the one asked).
 fn next_from_seq(from_seq: u64, answer: &PeerLogs) -> u64 {
-    if answer.next_seq < from_seq { 0 } else { answer.next_seq }
+    if answer.next_seq < from_seq {
+        0
+    } else {
+        answer.next_seq
+    }
 }
 
 #[cfg(test)]
@@ -423,10 +446,16 @@ mod tests {
             book.push("a", LogLevel::Info, format!("line {n}"), n);
         }
         let answer = book.lines("a", 3, 10);
-        assert_eq!(answer.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            answer.lines.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
         assert_eq!(answer.next_seq, 5);
         let newest = book.lines("a", 0, 1);
-        assert_eq!(newest.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(
+            newest.lines.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![4]
+        );
         assert!(book.lines("a", 5, 10).lines.is_empty());
     }
 
@@ -437,7 +466,13 @@ mod tests {
             next_seq: 11,
         };
         let events = follow_events(2, 6, &answer);
-        assert_eq!(events[0], FollowEvent::Lagged { node: 2, skipped: 3 });
+        assert_eq!(
+            events[0],
+            FollowEvent::Lagged {
+                node: 2,
+                skipped: 3
+            }
+        );
         assert_eq!(events.len(), 3);
         assert_eq!(next_from_seq(6, &answer), 11);
         let caught_up = PeerLogs {

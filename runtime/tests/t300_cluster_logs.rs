@@ -95,7 +95,10 @@ async fn logs_merge_every_node_and_report_a_dead_one() {
     let expected: Vec<(u64, String)> = (0..3)
         .map(|index| (ids[index], format!("said from-{index}")))
         .collect();
-    assert_eq!(said, expected, "every node's line, tagged and in time order");
+    assert_eq!(
+        said, expected,
+        "every node's line, tagged and in time order"
+    );
     let printed = nodes[1].cli_with_key(&key, &["logs", APP]).ok();
     assert!(
         printed.contains(&format!("node-{} info  said from-2", ids[2])),
