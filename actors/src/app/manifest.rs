@@ -56,6 +56,9 @@ pub struct Manifest {
     /// `<anything>@<app>.<mail-domain>` whose mail reaches the app's
     /// `email` triggers.
     pub mail_aliases: Vec<String>,
+    /// `domains`: host names (lower-cased) the app is served on at `/`
+    /// (`app/domains.rs`).
+    pub domains: Vec<String>,
     /// `[auth]`: the app's choices for its end users (sessions, passwords,
     /// the HTTP flows and their mails).
     pub auth: AuthPolicy,
@@ -196,6 +199,8 @@ pub struct RouteSpec {
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     name: String,
+    #[serde(default)]
+    domains: Vec<String>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteSpec>,
     #[serde(default, rename = "trigger")]
@@ -478,6 +483,8 @@ impl Manifest {
         let mail_aliases = check_mail_aliases(raw.mail.aliases)
             .map_err(|message| manifest_error(format!("[mail] {message}")))?;
         let auth = check_auth(raw.auth)?;
+        let domains = super::domains::check_domains(raw.domains)
+            .map_err(|message| manifest_error(format!("domains: {message}")))?;
         Ok(Manifest {
             name: raw.name,
             routes,
@@ -490,6 +497,7 @@ impl Manifest {
             cors,
             topics,
             mail_aliases,
+            domains,
             auth,
         })
     }
