@@ -1,7 +1,7 @@
 //! `domains = ["shop.example.org"]`: the host names an app is served on at
 //! `/`, without the `/<app>` prefix.
 //!
-//! The manifest's list is checked here ([`check_domains`]). Each node keeps
+//! The manifest's list is checked by `manifest.rs` (`check_domains`). Each node keeps
 //! a [`Domains`] map (domain → app) that the gateway looks a request's
 //! `Host` up in: one hash lookup per request. The map is rebuilt from this
 //! node's applied state whenever an app changes (the app change feed in
@@ -19,50 +19,9 @@ use std::sync::{Arc, RwLock};
 use picloud_storage::StateReader;
 
 use super::bundle::Bundle;
+#[cfg(test)]
+use super::manifest::{DOMAINS_MAX, LABEL_BYTES_MAX, check_domains};
 use super::manifest::{MANIFEST_FILE, Manifest};
-
-/// The most `domains` one app may declare.
-pub const DOMAINS_MAX: usize = 16;
-/// The longest domain name (RFC 1035's limit on a name's text form).
-pub const DOMAIN_BYTES_MAX: usize = 253;
-/// The longest label of a domain name.
-const LABEL_BYTES_MAX: usize = 63;
-
-/// Checks `domains`: each a DNS name of letters, digits and hyphens in
-/// dot-separated labels (no port, no trailing dot), no repeats; returned
-/// lower-cased, as `Host` headers are compared case-insensitively.
-pub fn check_domains(raw: Vec<String>) -> Result<Vec<String>, String> {
-    if raw.len() > DOMAINS_MAX {
-        return Err(format!(
-            "{} domains declared; at most {DOMAINS_MAX} are allowed",
-            raw.len()
-        ));
-    }
-    let mut domains: Vec<String> = Vec::with_capacity(raw.len());
-    for domain in raw {
-        let domain = domain.to_ascii_lowercase();
-        let well_formed = domain.len() <= DOMAIN_BYTES_MAX
-            && domain.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= LABEL_BYTES_MAX
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if !well_formed {
-            return Err(format!(
-                "domain {domain:?} is not a host name such as \"shop.example.org\""
-            ));
-        }
-        if domains.contains(&domain) {
-            return Err(format!("domain {domain:?} is listed twice"));
-        }
-        domains.push(domain);
-    }
-    Ok(domains)
-}
 
 /// The host part of a `Host` header value: the port stripped, lower-cased,
 /// a trailing dot dropped. `None` for an IPv6 literal (never a domain).

@@ -137,7 +137,7 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
     let cross_origin = request
         .headers()
         .contains_key(header::ORIGIN)
-        .then(|| target.as_ref())
+        .then_some(target.as_ref())
         .flatten()
         .and_then(|(app, _)| AppName::parse(app).ok())
         .map(|app| (app, request.method().clone(), request.headers().clone()));
