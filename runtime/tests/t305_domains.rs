@@ -149,6 +149,13 @@ async fn apps_are_served_on_their_domains_and_proxies_are_trusted_only_when_conf
         .and_then(|apps| apps.iter().find(|app| app["name"] == "shop"))
         .expect("shop listed");
     assert_eq!(shop["domains"], json!(["shop.example.org"]));
+    let listed = first.cli(&["apps", "list"]).ok();
+    assert!(
+        listed
+            .lines()
+            .any(|line| line == "blog\tv1\tblog.example.org,www.blog.example.org"),
+        "{listed}"
+    );
 
     // Trusted proxy: failures are counted per forwarded address, so one
     // client's lockout leaves another's logins alone.
