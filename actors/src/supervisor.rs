@@ -20,6 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::AppName;
+use crate::app::domains::Domains;
 use crate::app_actor::{AppActor, AppActorArgs, AppMsg, RuntimeSlot};
 use crate::config::ActorLimits;
 use crate::cpu::{CpuShareTimeout, CpuShares};
@@ -282,6 +283,8 @@ pub struct Apps {
     /// or panicked) is logged here with its request id, as the runtime logs
     /// the failures it sees (clients are pointed at the log).
     host: Arc<NodeHost>,
+    /// Domain → app, rebuilt by the change feed (`app/domains.rs`).
+    domains: Domains,
 }
 
 /// Aborts a spawned invocation when the request that waits for it goes away
@@ -323,7 +326,13 @@ impl Apps {
             shares,
             request_deadline,
             host,
+            domains: Domains::default(),
         })
+    }
+
+    /// This node's domain → app map (`domains` in the manifests).
+    pub fn domains(&self) -> &Domains {
+        &self.domains
     }
 
     fn unavailable(app: &str, message: impl ToString) -> AppError {
@@ -373,12 +382,21 @@ impl Apps {
     /// while no run listened are not lost.
     pub fn change_feed(&self) -> Duty {
         let (reader, supervisor) = (self.reader.clone(), self.supervisor.clone());
+        let domains = self.domains.clone();
         Duty::new("app_events", move || {
             let mut events = reader.subscribe();
-            let supervisor = supervisor.clone();
+            let (supervisor, domains, reader) =
+                (supervisor.clone(), domains.clone(), reader.clone());
             async move {
                 let mut message = SupervisorMsg::ReloadAll;
                 loop {
+                    // The domain map follows the same feed as the app
+                    // actors, so a deploy's domains are served on this
+                    // node once it has applied the deploy.
+                    match &message {
+                        SupervisorMsg::Changed { app } => domains.refresh(&reader, Some(app)),
+                        _ => domains.refresh(&reader, None),
+                    }
                     if supervisor.cast(message).is_err() {
                         return;
                     }

@@ -85,6 +85,7 @@ codes! {
     AppUnavailable = ("app_unavailable", 503, "The app's runtime is restarting; retry shortly."),
     AppLoadFailed = ("app_load_failed", 500, "The app's deployed version did not load on this node."),
     InvalidDeploy = ("invalid_deploy", 400, "The deploy bundle failed a check (manifest, syntax, imports, or a script's top level)."),
+    DomainTaken = ("domain_taken", 409, "Another app already declares one of the manifest's `domains`."),
     VersionNotFound = ("version_not_found", 404, "The app has no such version."),
     NoEarlierVersion = ("no_earlier_version", 409, "The app has no earlier version to roll back to."),
     InvalidLibName = ("invalid_lib_name", 400, "Library names follow the rules of app names."),

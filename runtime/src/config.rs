@@ -72,6 +72,12 @@ macro_rules! settings {
 settings! {
     /// Where this node keeps its state.
     data_dir: PathBuf = PathBuf::from("./picloud-data"), "PICLOUD_DATA_DIR";
+    /// Reverse proxies (comma-separated addresses or CIDR blocks, e.g.
+    /// `127.0.0.1,10.0.0.0/8`) whose `X-Forwarded-For`, `-Proto` and `-Host`
+    /// are believed: the client is then the right-most untrusted address of
+    /// `X-Forwarded-For`, and `X-Forwarded-Host` picks an app's domain.
+    /// Empty (the default): no proxy is trusted and those headers are dropped.
+    trusted_proxies: String = String::new(), "PICLOUD_TRUSTED_PROXIES";
     /// HTTP gateway address.
     http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "PICLOUD_HTTP";
     /// QUIC address other nodes reach this one on.
@@ -721,7 +727,15 @@ impl ServeConfig {
         self.users_config()?;
         self.public_url()?;
         self.operators_config()?;
+        self.trusted_proxies().context("trusted_proxies")?;
         Ok(())
+    }
+
+    /// `--trusted-proxies`, parsed (`gateway/proxy.rs`).
+    pub fn trusted_proxies(
+        &self,
+    ) -> Result<crate::gateway::proxy::TrustedProxies, crate::gateway::proxy::ProxyListError> {
+        crate::gateway::proxy::TrustedProxies::parse(&self.trusted_proxies)
     }
 
     /// The mail settings, checked (also at boot, by `validate`).

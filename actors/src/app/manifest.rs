@@ -56,6 +56,9 @@ pub struct Manifest {
     /// `<anything>@<app>.<mail-domain>` whose mail reaches the app's
     /// `email` triggers.
     pub mail_aliases: Vec<String>,
+    /// `domains`: host names (lower-cased) the app is served on at `/`
+    /// (`app/domains.rs`).
+    pub domains: Vec<String>,
     /// `[auth]`: the app's choices for its end users (sessions, passwords,
     /// the HTTP flows and their mails).
     pub auth: AuthPolicy,
@@ -196,6 +199,8 @@ pub struct RouteSpec {
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     name: String,
+    #[serde(default)]
+    domains: Vec<String>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteSpec>,
     #[serde(default, rename = "trigger")]
@@ -478,6 +483,8 @@ impl Manifest {
         let mail_aliases = check_mail_aliases(raw.mail.aliases)
             .map_err(|message| manifest_error(format!("[mail] {message}")))?;
         let auth = check_auth(raw.auth)?;
+        let domains = check_domains(raw.domains)
+            .map_err(|message| manifest_error(format!("domains: {message}")))?;
         Ok(Manifest {
             name: raw.name,
             routes,
@@ -490,9 +497,53 @@ impl Manifest {
             cors,
             topics,
             mail_aliases,
+            domains,
             auth,
         })
     }
+}
+
+/// The most `domains` one app may declare.
+pub const DOMAINS_MAX: usize = 16;
+/// The longest domain name (RFC 1035's limit on a name's text form).
+pub const DOMAIN_BYTES_MAX: usize = 253;
+/// The longest label of a domain name.
+pub(crate) const LABEL_BYTES_MAX: usize = 63;
+
+/// Checks `domains`: each a DNS name of letters, digits and hyphens in
+/// dot-separated labels (no port, no trailing dot), no repeats; returned
+/// lower-cased, as `Host` headers are compared case-insensitively.
+pub fn check_domains(raw: Vec<String>) -> Result<Vec<String>, String> {
+    if raw.len() > DOMAINS_MAX {
+        return Err(format!(
+            "{} domains declared; at most {DOMAINS_MAX} are allowed",
+            raw.len()
+        ));
+    }
+    let mut domains: Vec<String> = Vec::with_capacity(raw.len());
+    for domain in raw {
+        let domain = domain.to_ascii_lowercase();
+        let well_formed = domain.len() <= DOMAIN_BYTES_MAX
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= LABEL_BYTES_MAX
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !well_formed {
+            return Err(format!(
+                "domain {domain:?} is not a host name such as \"shop.example.org\""
+            ));
+        }
+        if domains.contains(&domain) {
+            return Err(format!("domain {domain:?} is listed twice"));
+        }
+        domains.push(domain);
+    }
+    Ok(domains)
 }
 
 /// Checks `[mail] aliases`: each a plain `local@domain` address, no

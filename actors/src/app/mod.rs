@@ -4,6 +4,7 @@
 //! # Layout
 //! - `name.rs`: [`AppName`], checked once where a name enters
 //! - `manifest.rs`: `picloud.toml`
+//! - `domains.rs`: `domains`, checked, and the node's domain → app map
 //! - `routes.rs`: the route table a manifest compiles to
 //! - `bundle.rs`: deploy bundles and their checks
 //! - `modules.rs`: the modules folder and the import graph
@@ -16,6 +17,7 @@
 
 pub mod bundle;
 pub mod cors;
+pub mod domains;
 pub mod error;
 pub mod libs;
 pub mod manifest;

@@ -442,7 +442,22 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
                     let version = app["active_version"]
                         .as_u64()
                         .map_or("-".to_string(), |v| format!("v{v}"));
-                    println!("{}\t{}", field(&app["name"]), version);
+                    // Domains (validated DNS names) follow when the app has any,
+                    // so the lines of apps without them read as before.
+                    let domains: Vec<&str> = items(&app["domains"])
+                        .iter()
+                        .filter_map(|domain| domain.as_str())
+                        .collect();
+                    if domains.is_empty() {
+                        println!("{}\t{}", field(&app["name"]), version);
+                    } else {
+                        println!(
+                            "{}\t{}\t{}",
+                            field(&app["name"]),
+                            version,
+                            domains.join(",")
+                        );
+                    }
                 }
             }
         }

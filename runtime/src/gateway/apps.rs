@@ -47,6 +47,39 @@ fn split_app(path: &str) -> Option<(&str, &str)> {
     (!app.is_empty()).then_some((app, rest))
 }
 
+/// The app a request is for and the route path inside it: the app whose
+/// domain the request's host is (then the whole path is the route path),
+/// else the first path segment (`/<app>/<route path>`). `/_/...` paths
+/// name no app on any host.
+fn target(gateway: &Gateway, parts: &axum::http::request::Parts) -> Option<(String, String)> {
+    let path = parts.uri.path();
+    let system = path == "/_" || path.starts_with("/_/");
+    if !system
+        && let Some(app) =
+            request_host(parts).and_then(|host| gateway.apps.domains().app_for_host(host))
+    {
+        return Some((app, path.to_string()));
+    }
+    split_app(path).map(|(app, rest)| (app.to_string(), rest.to_string()))
+}
+
+/// The host a request asked for: `X-Forwarded-Host` from a trusted proxy,
+/// else `Host`, else the URI's authority (HTTP/2).
+fn request_host(parts: &axum::http::request::Parts) -> Option<&str> {
+    if let Some(host) = parts
+        .extensions
+        .get::<super::proxy::Forwarded>()
+        .and_then(|forwarded| forwarded.host.as_deref())
+    {
+        return Some(host);
+    }
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|authority| authority.as_str()))
+}
+
 fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -94,6 +127,9 @@ fn request_id(headers: &axum::http::HeaderMap) -> String {
 
 pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Response {
     let request_id = request_id(request.headers());
+    let (parts, body) = request.into_parts();
+    let target = target(&gateway, &parts);
+    let request = Request::from_parts(parts, body);
     // Cross-origin requests (with `Origin`) of an app with `[cors]`: a
     // preflight is answered here before any script runs; any other response
     // gets the allow headers after it is made (after `serve`, which loads an
@@ -101,7 +137,7 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
     let cross_origin = request
         .headers()
         .contains_key(header::ORIGIN)
-        .then(|| split_app(request.uri().path()))
+        .then_some(target.as_ref())
         .flatten()
         .and_then(|(app, _)| AppName::parse(app).ok())
         .map(|app| (app, request.method().clone(), request.headers().clone()));
@@ -113,7 +149,7 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
         set_request_id(&mut response, request_id);
         return response;
     }
-    let mut response = match serve(gateway.clone(), request, &request_id).await {
+    let mut response = match serve(gateway.clone(), request, target, &request_id).await {
         Ok(response) => response,
         Err(Failure::Script(error)) => error.into_response(),
         Err(Failure::Api(error)) => error.into_response(),
@@ -181,11 +217,17 @@ fn script_failure(error: AppError, expose: bool, request_id: &str) -> Failure {
     })
 }
 
-async fn serve(gateway: Gateway, request: Request, request_id: &str) -> Result<Response, Failure> {
+async fn serve(
+    gateway: Gateway,
+    request: Request,
+    target: Option<(String, String)>,
+    request_id: &str,
+) -> Result<Response, Failure> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    let (app, rest) = split_app(path)
+    let (app, rest) = target
         .ok_or_else(|| Error::new(Code::NotFound, "no app named in the path; use /<app>/..."))?;
+    let app = app.as_str();
     if app == "_" {
         return Err(Error::new(Code::NotFound, format!("no system endpoint at {path}")).into());
     }
@@ -224,7 +266,7 @@ async fn serve(gateway: Gateway, request: Request, request_id: &str) -> Result<R
     let _permit = gateway.admit(app, client_ip(&parts.extensions))?;
     let app_request = AppRequest {
         method: parts.method.as_str().to_string(),
-        path: rest.to_string(),
+        path: rest,
         query: parse_query(parts.uri.query()),
         headers,
         body: body.to_vec(),

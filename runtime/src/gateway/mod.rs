@@ -27,6 +27,7 @@
 //!   lean connection for long-lived subscribers)
 //! - `body.rs`: body timeouts and the buffered-bytes budget
 //! - `admission.rs`: in-flight permits and their shares
+//! - `proxy.rs`: `--trusted-proxies`, the forwarded client and host
 //! - `cors.rs`: an app's `[cors]` on its requests (preflights, allow
 //!   headers), for every endpoint serving app URLs
 //! - `apps.rs`: app requests; `admin/`: the admin API, one route table in
@@ -44,6 +45,7 @@ pub mod admin;
 pub mod admission;
 pub mod body;
 pub mod cors;
+pub mod proxy;
 pub mod server;
 pub mod stream_conn;
 
@@ -239,9 +241,14 @@ impl Gateway {
     }
 }
 
-/// The client's address, as the server recorded it on the request (the
-/// unspecified address when a request did not come through `server.rs`).
+/// The client's address, as the server recorded it on the request: the
+/// forwarded client when a trusted proxy sent it (`proxy.rs`), else the
+/// peer (the unspecified address when a request did not come through
+/// `server.rs`).
 pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    if let Some(forwarded) = extensions.get::<proxy::Forwarded>() {
+        return server::client_address(forwarded.client);
+    }
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| {

@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::body::{BodyTiming, TimedBody};
+use super::proxy::{TrustedProxies, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use super::stream_conn::{self, StreamLimits};
 use crate::config::ServeConfig;
 
@@ -78,6 +79,9 @@ pub struct ServerLimits {
     pub connections_max: usize,
     pub connections_per_client_max: usize,
     pub h2_streams_max: u32,
+    /// `--trusted-proxies`: whose `X-Forwarded-*` headers are believed
+    /// (`proxy.rs`).
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl ServerLimits {
@@ -109,6 +113,9 @@ impl ServerLimits {
             connections_max,
             connections_per_client_max: config.http_connections_per_client_max,
             h2_streams_max: config.http2_max_concurrent_streams,
+            // Validated at boot (`ServeConfig::validate`); a list that did
+            // not parse trusts no proxy.
+            trusted_proxies: Arc::new(config.trusted_proxies().unwrap_or_default()),
         }
     }
 }
@@ -324,6 +331,23 @@ async fn serve_connection(
     Box::pin(serve_http(stream, peer, router, builder, limits, closing)).await;
 }
 
+/// Records what a trusted proxy forwarded (the client, the host) on the
+/// request, or removes the `X-Forwarded-*` headers an untrusted peer sent,
+/// so that nothing after this point can be fooled by them.
+fn forward<B>(request: &mut hyper::Request<B>, peer: SocketAddr, trusted: &TrustedProxies) {
+    match super::proxy::forwarded(peer.ip(), request.headers(), trusted) {
+        Some(forwarded) => {
+            request.extensions_mut().insert(forwarded);
+        }
+        None => {
+            let headers = request.headers_mut();
+            for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
 /// Serves a connection through hyper (HTTP/1.1 keep-alive or HTTP/2).
 async fn serve_http(
     stream: tokio::net::TcpStream,
@@ -337,9 +361,11 @@ async fn serve_http(
     let (timing, files_timing) = (limits.body, limits.files_body);
     let service = {
         let activity = activity.clone();
+        let trusted = limits.trusted_proxies.clone();
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let guard = activity.enter();
             request.extensions_mut().insert(ConnectInfo(peer));
+            forward(&mut request, peer, &trusted);
             let timing = if super::files::is_file_route(request.uri().path()) {
                 files_timing
             } else {

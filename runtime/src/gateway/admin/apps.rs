@@ -18,12 +18,15 @@ use super::checks::{accepted, check_app_name, existing_app_name};
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
-fn app_json(record: &picloud_storage::AppRecord) -> Value {
+/// An app as the API shows it; `domains` are its active version's, as this
+/// node's domain map has them.
+fn app_json(gateway: &Gateway, record: &picloud_storage::AppRecord) -> Value {
     json!({
         "name": record.name,
         "created_ms": record.created_ms,
         "active_version": record.active_version,
         "latest_version": record.latest_version,
+        "domains": gateway.apps.domains().declared(&record.name),
     })
 }
 
@@ -34,7 +37,7 @@ pub(super) async fn list_apps(
     let mut apps: Vec<Value> = Vec::new();
     for record in gateway.node.reader().apps()? {
         if caller.may_read(&record.name)? {
-            apps.push(app_json(&record));
+            apps.push(app_json(&gateway, &record));
         }
     }
     Ok(Json(json!({ "apps": apps })))
@@ -51,7 +54,7 @@ pub(super) async fn get_app(
         .reader()
         .app(&app)?
         .ok_or_else(|| ApiError::new(Code::AppNotFound, format!("app {app} not found")))?;
-    let mut body = app_json(&record);
+    let mut body = app_json(&gateway, &record);
     // Trigger runs pending on this node's copy of the state.
     body["trigger_backlog"] = json!(gateway.node.reader().outbox_len(&app)?);
     Ok(Json(body))
@@ -92,7 +95,7 @@ pub(super) async fn create_app(
     let record = gateway.node.reader().app(&request.name)?;
     let body = record
         .as_ref()
-        .map(app_json)
+        .map(|record| app_json(&gateway, record))
         .unwrap_or(json!({"name": request.name}));
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

@@ -190,6 +190,18 @@ pub(super) async fn deploy(
             "picloud.toml: [mail] alias {alias:?} already belongs to app {owner:?}"
         )));
     }
+    // A domain is served by one app: checked against this node's domain
+    // map, like the aliases above (two deploys racing through different
+    // nodes are not caught; the map then gives the domain to the first
+    // app by name, on every node alike).
+    if let Some((domain, owner)) = checked.manifest.domains.iter().find_map(|domain| {
+        (gateway.apps.domains().owner(domain, &app)).map(|owner| (domain, owner))
+    }) {
+        return Err(ApiError::new(
+            Code::DomainTaken,
+            format!("picloud.toml: domain {domain:?} already belongs to app {owner:?}"),
+        ));
+    }
     let triggers = checked.manifest.trigger_set();
     let indexes = checked.manifest.indexes.clone();
     // Loading runs scripts' top level: keep it off the async workers.
