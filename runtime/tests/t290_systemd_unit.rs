@@ -1,7 +1,7 @@
 //! The systemd unit that docs/install.md installs
 //! (`examples/systemd/picloud.service`): `systemd-analyze verify` accepts it
 //! without a warning, and its `ExecStart` line with the example settings file
-//! (`examples/systemd/picloud.toml`) starts a node that stops cleanly on the
+//! (`examples/systemd/settings.toml`) starts a node that stops cleanly on the
 //! unit's `KillSignal`.
 
 mod common;
@@ -95,7 +95,7 @@ fn the_units_command_line_starts_a_node_that_stops_on_sigterm() {
     // The example settings with this test's loopback ports.
     let dir = tempfile::tempdir().expect("tempdir");
     let (http_port, peer_port) = (free_port(), free_port());
-    let settings = std::fs::read_to_string(example("picloud.toml")).expect("picloud.toml");
+    let settings = std::fs::read_to_string(example("settings.toml")).expect("settings.toml");
     let settings: String = settings
         .lines()
         .map(|line| {
