@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{BIN, free_port};
@@ -136,62 +136,70 @@ fn the_units_command_line_starts_a_node_that_stops_on_sigterm() {
     let node_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let health = format!("http://127.0.0.1:{http_port}/_/health");
-    let deadline = Instant::now() + START_DEADLINE;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("picloud exited early with {status}; log:\n{}", node_log());
-        }
-        // Up once it knows a leader: itself, on a first start.
-        if let Ok(response) = http_get(&health)
-            && response.split_whitespace().nth(1) == Some("200")
-            && let Some((_, body)) = response.split_once("\r\n\r\n")
-            && serde_json::from_str::<serde_json::Value>(body)
-                .is_ok_and(|health| health["leader"].is_u64())
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "no health answer in {START_DEADLINE:?}; log:\n{}",
-                node_log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    poll(
+        &mut child,
+        START_DEADLINE,
+        "a health answer",
+        &node_log,
+        |child| {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("picloud exited early with {status}; log:\n{}", node_log());
+            }
+            // Up once it knows a leader: itself, on a first start.
+            let response = http_get(&health).ok()?;
+            let (head, body) = response.split_once("\r\n\r\n")?;
+            let up = head.split_whitespace().nth(1) == Some("200")
+                && serde_json::from_str::<serde_json::Value>(body)
+                    .is_ok_and(|health| health["leader"].is_u64());
+            up.then_some(())
+        },
+    );
     assert!(
         data_dir.join("admin.key").exists(),
         "the first start wrote admin.key into the unit's data dir"
     );
 
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -TERM {}", child.id()))
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -TERM");
-    let deadline = Instant::now() + STOP_DEADLINE;
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("try_wait") {
-            break exit;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "no exit {STOP_DEADLINE:?} after SIGTERM; log:\n{}",
-                node_log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM");
+    let exit = poll(
+        &mut child,
+        STOP_DEADLINE,
+        "an exit after SIGTERM",
+        &node_log,
+        |child| child.try_wait().expect("try_wait"),
+    );
     // Restart=on-failure restarts a non-zero exit: a clean stop must be 0.
     assert!(
         exit.success(),
         "exit after SIGTERM: {exit}; log:\n{}",
         node_log()
     );
+}
+
+/// Calls `probe` until it answers, every 20 ms; past `deadline` kills the
+/// node and fails with its log.
+fn poll<T>(
+    child: &mut Child,
+    deadline: Duration,
+    what: &str,
+    node_log: &dyn Fn() -> String,
+    mut probe: impl FnMut(&mut Child) -> Option<T>,
+) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(answer) = probe(child) {
+            return answer;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no {what} within {deadline:?}; log:\n{}", node_log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One HTTP/1.0 GET on loopback, its whole response as text.
