@@ -94,9 +94,11 @@ fn no_operator(email: &str) -> HostError {
     HostError::new(Code::UserNotFound, format!("no operator has email {email}"))
 }
 
-/// The policy operators' passwords and sessions follow: the node's.
+/// The policy operators' passwords and sessions follow: the node's. Built
+/// once (its default mail templates are strings); each call clones an `Arc`.
 fn policy() -> AuthPolicy {
-    AuthPolicy::default()
+    static POLICY: std::sync::LazyLock<AuthPolicy> = std::sync::LazyLock::new(AuthPolicy::default);
+    POLICY.clone()
 }
 
 impl OperatorService {

@@ -270,16 +270,16 @@ const LINK_BASE_BYTES_MAX: usize = 2_048;
 
 /// `link_base`: an absolute http(s) URL with no query or fragment (the
 /// flows append `/<action>?token=…`).
-fn check_link_base(base: &str) -> Result<(), String> {
+fn check_link_base(base: &str) -> Result<(), ManifestError> {
     let scheme_ok = base.starts_with("https://") || base.starts_with("http://");
     if !scheme_ok
         || base.len() > LINK_BASE_BYTES_MAX
         || base.contains(['?', '#'])
         || base.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(format!(
-            "link_base must be an http:// or https:// URL of at most {LINK_BASE_BYTES_MAX} bytes, without '?' or '#', got {base:?}"
-        ));
+        return Err(manifest_error(format!(
+            "[auth] link_base must be an http:// or https:// URL of at most {LINK_BASE_BYTES_MAX} bytes, without '?' or '#', got {base:?}"
+        )));
     }
     Ok(())
 }
@@ -335,7 +335,7 @@ fn check_auth(raw: RawAuthSection) -> Result<AuthPolicy, ManifestError> {
         }
     };
     if let Some(base) = &raw.link_base {
-        check_link_base(base).map_err(|message| manifest_error(format!("[auth] {message}")))?;
+        check_link_base(base)?;
     }
     let defaults = Templates::default();
     let templates = Templates {

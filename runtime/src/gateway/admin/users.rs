@@ -81,16 +81,25 @@ pub(super) async fn list(
     ))
 }
 
+/// The body of a write to an existing app's users, once the caller may write.
+async fn write_request<T: serde::de::DeserializeOwned>(
+    gateway: &Gateway,
+    caller: &Caller,
+    app: &str,
+    body: Body,
+) -> Result<T, ApiError> {
+    caller.require_write(app)?;
+    require_app(gateway, app)?;
+    parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)
+}
+
 pub(super) async fn create(
     State(gateway): State<Gateway>,
     caller: Caller,
     Path(app): Path<String>,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require_write(&app)?;
-    require_app(&gateway, &app)?;
-    let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
-    let request: CreateRequest = parse_json(&bytes)?;
+    let request: CreateRequest = write_request(&gateway, &caller, &app, body).await?;
     // The app's `[auth]` (its `password_min`), as for a script's create; an
     // app with no deployed version has none, so the node's policy.
     let policy = crate::gateway::end_users::policy(&gateway, &app)
@@ -116,10 +125,7 @@ pub(super) async fn invite(
     Path(app): Path<String>,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require_write(&app)?;
-    require_app(&gateway, &app)?;
-    let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
-    let request: InviteRequest = parse_json(&bytes)?;
+    let request: InviteRequest = write_request(&gateway, &caller, &app, body).await?;
     let policy = crate::gateway::end_users::policy(&gateway, &app).await?;
     let invitation = gateway
         .users
