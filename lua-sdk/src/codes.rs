@@ -139,6 +139,7 @@ codes! {
     AuthBusy = ("auth_busy", 503, "Too many password hashes are queued on this node (`auth_hash_concurrency`); retry shortly."),
     RateLimited = ("rate_limited", 429, "Too many attempts for this account or client address; retry after `Retry-After` seconds."),
     SessionInvalid = ("session_invalid", 401, "The session token is missing, unknown, expired or revoked."),
+    CsrfFailed = ("csrf_failed", 403, "A dashboard form was posted without its CSRF token, or with a wrong one; reload the page and submit again."),
     AuthTokenInvalid = ("auth_token_invalid", 400, "A verification, reset or invitation token is unknown, already used or expired."),
     InvalidRole = ("invalid_role", 400, "A role name is empty, too long, or holds a character roles may not."),
     EmailUnverified = ("email_unverified", 403, "The app's `[auth] verify_email` is on and this user has not verified their email yet; follow the link mailed at signup (or request it again)."),

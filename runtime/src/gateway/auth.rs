@@ -180,6 +180,13 @@ impl Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <key>'"))?;
+        Caller::from_credential(token, gateway).await
+    }
+
+    /// The caller a credential names: an operator session (`pcs_…`) or an
+    /// API key. The one check behind both the admin API's `Bearer` header
+    /// and the dashboard's session cookie.
+    pub async fn from_credential(token: &str, gateway: &Gateway) -> Result<Caller, ApiError> {
         if token.starts_with(SESSION_PREFIX) {
             let operator = gateway.operators.verify(token).await?.ok_or_else(|| {
                 ApiError::new(

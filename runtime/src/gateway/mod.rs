@@ -9,6 +9,7 @@
 //!   /_/files/<app>/<path>?sig=  a file by signed URL (GET, HEAD, PUT) → files.rs
 //!   /_/api/v1/apps/<app>/files/<path>  a file, streamed (Bearer key) → admin/files.rs
 //!   /_/api/v1/...        admin API (Bearer key, scopes)      → admin/ (one file per resource)
+//!   /_/dashboard/...     HTML pages (session cookie, CSRF)   → dashboard/ (one file per page group)
 //!   /<app>/<route path>  the app's scripts                   → apps.rs
 //! ```
 //!
@@ -38,6 +39,8 @@
 //! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
 //!   the streamed upload and download the admin file routes share
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
+//! - `dashboard/`: the server-rendered dashboard (login, apps, an app,
+//!   the cluster), over the same callers and checks as the admin API
 //! - `auth.rs`: callers (a key or an operator session), the scope matrix's
 //!   check of every admin route (`enforce`); `error.rs`: errors to statuses and codes
 
@@ -52,6 +55,7 @@ pub mod stream_conn;
 use picloud_actors::dispatcher::DispatcherStats;
 pub mod apps;
 pub mod auth;
+pub mod dashboard;
 pub mod end_users;
 pub mod error;
 pub mod faults;
@@ -211,6 +215,12 @@ pub fn router(gateway: Gateway) -> Router {
                     .or(MethodFilter::DELETE),
                 admin::files::file,
             ),
+        )
+        // The dashboard's pages and forms: admitted like the admin API.
+        .nest(
+            dashboard::BASE,
+            dashboard::router()
+                .layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
         )
         .nest(
             "/_/api/v1",

@@ -74,12 +74,25 @@ pub(super) async fn create_app(
     caller.require_admin()?;
     let request: CreateApp =
         parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
-    check_app_name(&request.name)?;
+    create(&gateway, &caller, &request.name).await?;
+    let record = gateway.node.reader().app(&request.name)?;
+    let body = record
+        .as_ref()
+        .map(|record| app_json(&gateway, record))
+        .unwrap_or(json!({"name": request.name}));
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Creates app `name` (admin only); an operator who creates it owns it.
+/// Shared by the admin API and the dashboard.
+pub(crate) async fn create(gateway: &Gateway, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    caller.require_admin()?;
+    check_app_name(name)?;
     accepted(
         gateway
             .node
             .write(Command::AppCreate {
-                app: request.name.clone(),
+                app: name.to_string(),
                 now_ms: now_ms(),
             })
             .await?,
@@ -89,15 +102,10 @@ pub(super) async fn create_app(
     if let Some(operator) = caller.operator() {
         gateway
             .operators
-            .member_set_id(&request.name, &operator.id, Role::Owner)
+            .member_set_id(name, &operator.id, Role::Owner)
             .await?;
     }
-    let record = gateway.node.reader().app(&request.name)?;
-    let body = record
-        .as_ref()
-        .map(|record| app_json(&gateway, record))
-        .unwrap_or(json!({"name": request.name}));
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok(())
 }
 
 pub(super) async fn delete_app(
@@ -105,14 +113,21 @@ pub(super) async fn delete_app(
     caller: Caller,
     Path(app): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_owner(&app)?;
+    let keys_revoked = delete(&gateway, &caller, &app).await?;
+    Ok(Json(json!({"deleted": app, "keys_revoked": keys_revoked})))
+}
+
+/// Deletes `app` (an owner's), with its scoped keys; answers how many keys
+/// were revoked. Shared by the admin API and the dashboard.
+pub(crate) async fn delete(gateway: &Gateway, caller: &Caller, app: &str) -> Result<u64, ApiError> {
+    caller.require_owner(app)?;
     // The app's scoped keys go in the same log entry: a key is for one app,
     // not for whoever re-creates its name.
     let result = accepted(
         gateway
             .node
             .write(Command::AppDelete {
-                app: app.clone(),
+                app: app.to_string(),
                 revoke_keys: true,
             })
             .await?,
@@ -121,7 +136,7 @@ pub(super) async fn delete_app(
         CommandResult::AppDeleted { keys_revoked } => keys_revoked,
         _ => 0,
     };
-    gateway.apps.reload(&existing_app_name(&app)?).await?;
-    gateway.logs.forget(&app);
-    Ok(Json(json!({"deleted": app, "keys_revoked": keys_revoked})))
+    gateway.apps.reload(&existing_app_name(app)?).await?;
+    gateway.logs.forget(app);
+    Ok(keys_revoked)
 }

@@ -34,14 +34,18 @@ pub(super) async fn cluster_token(
     State(gateway): State<Gateway>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "token": join_token(&gateway, &caller)? })))
+}
+
+/// The join token (admin only); shared by the admin API and the dashboard.
+pub(crate) fn join_token(gateway: &Gateway, caller: &Caller) -> Result<String, ApiError> {
     caller.require_admin()?;
-    let token = gateway.node.join_token()?.ok_or_else(|| {
+    gateway.node.join_token()?.ok_or_else(|| {
         ApiError::new(
             Code::NotReady,
             "the cluster has no join secret yet; retry in a moment",
         )
-    })?;
-    Ok(Json(json!({ "token": token })))
+    })
 }
 
 /// Removes a node for good (`picloud cluster remove ID`): it leaves the
@@ -52,6 +56,12 @@ pub(super) async fn remove_node(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = remove(&gateway, &caller, &id).await?;
+    Ok(Json(json!({ "removed": id })))
+}
+
+/// Removes node `id` (admin only); shared by the admin API and the dashboard.
+pub(crate) async fn remove(gateway: &Gateway, caller: &Caller, id: &str) -> Result<u64, ApiError> {
     caller.require_admin()?;
     let id: u64 = id
         .parse()
@@ -80,5 +90,5 @@ pub(super) async fn remove_node(
             })
             .await?,
     )?;
-    Ok(Json(json!({ "removed": id })))
+    Ok(id)
 }

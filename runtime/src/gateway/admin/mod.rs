@@ -28,9 +28,9 @@
 //! - `metrics.rs`: `/_/metrics` (mounted outside `/_/api/v1` by `gateway`)
 //! - `checks.rs`: the checks the resources share
 
-mod apps;
+pub(crate) mod apps;
 mod checks;
-mod cluster;
+pub(crate) mod cluster;
 mod deploys;
 mod docs;
 pub mod files;
@@ -45,7 +45,7 @@ mod operators;
 mod realtime;
 pub mod routes;
 mod secrets;
-mod triggers;
+pub(crate) mod triggers;
 mod users;
 
 use axum::routing::{delete, get, post, put};

@@ -146,7 +146,7 @@ fn dead_letter_id(text: &str) -> Result<u64, ApiError> {
 }
 
 /// Pending trigger runs per app with any, in this node's state.
-pub(super) fn trigger_backlog(gateway: &Gateway) -> Result<Vec<(String, u64)>, ApiError> {
+pub(crate) fn trigger_backlog(gateway: &Gateway) -> Result<Vec<(String, u64)>, ApiError> {
     let reader = gateway.node.reader();
     let mut backlog = Vec::new();
     for app in reader.apps()? {

@@ -1,0 +1,150 @@
+//! The dashboard: server-rendered HTML pages under `/_/dashboard` on every
+//! node, for people in a browser (the admin API is for programs).
+//!
+//! ```text
+//!   GET  /_/dashboard                      → 303 to apps
+//!   GET  /_/dashboard/login                email + password form, API key form
+//!   POST /_/dashboard/login                operator login → session cookie, 303 to next
+//!   POST /_/dashboard/login/key            API key login → cookie, 303 to next
+//!   POST /_/dashboard/logout               revokes an operator session, clears the cookie
+//!   GET  /_/dashboard/apps                 apps the caller may read (paged)   → apps.rs
+//!   POST /_/dashboard/apps                 create an app (admin)
+//!   GET  /_/dashboard/apps/{app}           an app's overview                  → app.rs
+//!   GET  /_/dashboard/apps/{app}/delete    confirm page (owner)
+//!   POST /_/dashboard/apps/{app}/delete    delete, the name typed again (owner)
+//!   GET  /_/dashboard/cluster              nodes, backlog, repair             → cluster.rs
+//!   POST /_/dashboard/cluster/token        show the join token (admin)
+//!   GET  /_/dashboard/cluster/nodes/{id}/remove   confirm page (admin)
+//!   POST /_/dashboard/cluster/nodes/{id}/remove   remove the node (admin)
+//!   GET  /_/dashboard/assets/{version}/{file}     CSS and JS, cached for a year
+//! ```
+//!
+//! Every page resolves its caller from the `picloud_session` cookie with
+//! the admin API's own check ([`Caller::from_credential`]) and asks the same
+//! [`Need`](super::admin::routes::Need)s through `Caller::require*` before
+//! it reads or changes anything; what a caller may not do is neither shown
+//! nor accepted. Forms POST and redirect (303): everything works with
+//! JavaScript off. Every POST carries a CSRF token, checked before anything
+//! else (`session.rs`).
+//!
+//! # Layout
+//! - `session.rs`: the cookie, CSRF, the [`Session`] and [`Posted`]
+//!   extractors, login and logout
+//! - `layout.rs`: the page shell, navigation (top level and an app's
+//!   subpages, each from one list), forms with their CSRF field, flash
+//!   messages, the error page, the embedded assets
+//! - `apps.rs`: the apps list, create, delete with confirmation
+//! - `app.rs`: an app's overview (version, domains, routes, triggers)
+//! - `cluster.rs`: the cluster's nodes, join token, node removal
+//!
+//! To add a page: a handler taking [`Session`] (GET) or [`Posted<Form>`]
+//! (POST) in a file of its group, a route below, and an entry in
+//! `layout::NAV` or `layout::APP_PAGES`.
+
+pub mod app;
+pub mod apps;
+pub mod cluster;
+pub mod layout;
+pub mod session;
+
+use axum::Router;
+use axum::extract::OriginalUri;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use picloud_lua_sdk::Code;
+
+pub use session::{Posted, Session};
+
+use super::auth::Caller;
+use super::{ApiError, Gateway};
+
+/// Where the dashboard is mounted.
+pub const BASE: &str = "/_/dashboard";
+
+/// Every dashboard route (relative to [`BASE`]).
+pub fn router() -> Router<Gateway> {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/login/key", post(session::login_key))
+        .route("/logout", post(session::logout))
+        .route("/apps", get(apps::list).post(apps::create))
+        .route("/apps/{app}", get(app::overview))
+        .route(
+            "/apps/{app}/delete",
+            get(apps::delete_confirm).post(apps::delete),
+        )
+        .route("/cluster", get(cluster::status))
+        .route("/cluster/token", post(cluster::token))
+        .route(
+            "/cluster/nodes/{id}/remove",
+            get(cluster::remove_confirm).post(cluster::remove),
+        )
+        .route("/assets/{version}/{file}", get(layout::asset))
+        .fallback(not_found)
+}
+
+async fn index() -> Redirect {
+    Redirect::to(&format!("{BASE}/apps"))
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> PageError {
+    ApiError::new(
+        Code::NotFound,
+        format!("no dashboard page at {}", uri.path()),
+    )
+    .into()
+}
+
+/// Why a page was not shown: an error (rendered as the error page with its
+/// code and the registry's status), or no valid session (303 to login).
+#[derive(Debug)]
+pub enum PageError {
+    Api(ApiError),
+    /// No cookie, or its credential is unknown, expired or revoked.
+    Login {
+        next: String,
+    },
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::Api(error) => layout::error_page(&error),
+            PageError::Login { next } => {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("next", &next)
+                    .finish();
+                Redirect::to(&format!("{BASE}/login?{query}")).into_response()
+            }
+        }
+    }
+}
+
+/// Every error type a page meets becomes an [`ApiError`] first, so the
+/// page shows the admin API's code and status for the same failure.
+macro_rules! page_error_from {
+    ($($error:ty),*) => {$(
+        impl From<$error> for PageError {
+            fn from(error: $error) -> Self {
+                PageError::Api(error.into())
+            }
+        }
+    )*};
+}
+
+page_error_from!(
+    ApiError,
+    picloud_storage::StorageError,
+    picloud_lua_sdk::HostError,
+    picloud_cluster::ClusterError
+);
+
+/// What a page handler answers.
+pub type PageResult = Result<Response, PageError>;
+
+/// The access a caller has in `app`, for deciding what to show (the
+/// action itself is checked again when posted).
+pub fn may(caller: &Caller, need: super::admin::routes::Need, app: &str) -> bool {
+    caller.require(need, app).is_ok()
+}
