@@ -219,8 +219,7 @@ pub fn router(gateway: Gateway) -> Router {
         // The dashboard's pages and forms: admitted like the admin API.
         .nest(
             dashboard::BASE,
-            dashboard::router()
-                .layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
+            dashboard::router().layer(middleware::from_fn_with_state(gateway.clone(), shed_load)),
         )
         .nest(
             "/_/api/v1",

@@ -58,7 +58,10 @@ fn trigger_row(kind: &TriggerKind) -> (String, String) {
             on_delete,
         } => (
             "kv".into(),
-            format!("{pattern} ({})", on(&[("set", *on_set), ("delete", *on_delete)])),
+            format!(
+                "{pattern} ({})",
+                on(&[("set", *on_set), ("delete", *on_delete)])
+            ),
         ),
         TriggerKind::Cron {
             schedule, timezone, ..
@@ -87,7 +90,10 @@ fn trigger_row(kind: &TriggerKind) -> (String, String) {
             on_delete,
         } => (
             "files".into(),
-            format!("{pattern} ({})", on(&[("put", *on_put), ("delete", *on_delete)])),
+            format!(
+                "{pattern} ({})",
+                on(&[("put", *on_put), ("delete", *on_delete)])
+            ),
         ),
         TriggerKind::Email { pattern } => ("email".into(), pattern.clone()),
     }

@@ -116,10 +116,7 @@ pub struct CreateForm {
 }
 
 /// `POST /apps`: admin only (checked by the admin API's own `create`).
-pub async fn create(
-    State(gateway): State<Gateway>,
-    posted: Posted<CreateForm>,
-) -> PageResult {
+pub async fn create(State(gateway): State<Gateway>, posted: Posted<CreateForm>) -> PageResult {
     let name = posted.form.name.trim();
     admin::apps::create(&gateway, &posted.session.caller, name).await?;
     Ok(Redirect::to(&format!("{BASE}/apps/{name}?flash=app-created")).into_response())

@@ -23,7 +23,12 @@ pub struct StatusQuery {
 }
 
 /// The page, with the join token when an admin asked for it.
-async fn render(gateway: &Gateway, session: &Session, token: Option<String>, flash: Option<&str>) -> PageResult {
+async fn render(
+    gateway: &Gateway,
+    session: &Session,
+    token: Option<String>,
+    flash: Option<&str>,
+) -> PageResult {
     let status = gateway.node.cluster_status().await;
     let mut backlog: Vec<(String, u64)> = admin::triggers::trigger_backlog(gateway)?
         .into_iter()

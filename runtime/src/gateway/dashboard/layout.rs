@@ -80,7 +80,11 @@ pub async fn asset(Path((version, file)): Path<(String, String)>) -> Result<Resp
         .find(|(name, _, _)| *name == file)
         .filter(|_| version == assets_version());
     let Some((_, content_type, text)) = found else {
-        return Err(ApiError::new(Code::NotFound, format!("no dashboard asset {version}/{file}")).into());
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!("no dashboard asset {version}/{file}"),
+        )
+        .into());
     };
     let cache = format!("public, max-age={ASSET_MAX_AGE_S}, immutable");
     Ok((

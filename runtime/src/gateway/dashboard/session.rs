@@ -139,7 +139,9 @@ pub fn sanitize_next(next: Option<&str>) -> String {
         && (next == BASE || next.starts_with(&format!("{BASE}/")))
         && !next.contains("//")
         && !next.contains('\\')
-        && !next.bytes().any(|byte| byte.is_ascii_control() || byte == b' ')
+        && !next
+            .bytes()
+            .any(|byte| byte.is_ascii_control() || byte == b' ')
         && !next.starts_with(&format!("{BASE}/login"));
     if local { next.to_string() } else { fallback }
 }
@@ -243,10 +245,7 @@ fn csrf_failed() -> PageError {
 /// Parses a form into `T`; a field of the wrong shape is 400 `invalid_field`.
 fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PageError> {
     serde_urlencoded::from_bytes(bytes).map_err(|error| {
-        PageError::Api(ApiError::new(
-            Code::InvalidField,
-            format!("form: {error}"),
-        ))
+        PageError::Api(ApiError::new(Code::InvalidField, format!("form: {error}")))
     })
 }
 
@@ -409,7 +408,13 @@ pub async fn login(State(gateway): State<Gateway>, request: Request) -> PageResu
         }
         Err(FlowError::Refused(error)) => {
             let error = ApiError::from(error);
-            Ok(render_login(&parts, error.status, &next, Some(&error), None))
+            Ok(render_login(
+                &parts,
+                error.status,
+                &next,
+                Some(&error),
+                None,
+            ))
         }
         Err(FlowError::RateLimited { retry_after_ms }) => {
             let secs = retry_after_ms.div_ceil(1000).max(1);
@@ -418,10 +423,9 @@ pub async fn login(State(gateway): State<Gateway>, request: Request) -> PageResu
                 format!("too many attempts; retry in {secs} s"),
             );
             let mut response = render_login(&parts, error.status, &next, Some(&error), None);
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                HeaderValue::from(secs),
-            );
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
             Ok(response)
         }
     }
@@ -437,7 +441,13 @@ pub async fn login_key(State(gateway): State<Gateway>, request: Request) -> Page
     let key = form.key.trim();
     let refused = |message: &str| {
         let error = ApiError::unauthorized(message);
-        Ok(render_login(&parts, error.status, &next, Some(&error), None))
+        Ok(render_login(
+            &parts,
+            error.status,
+            &next,
+            Some(&error),
+            None,
+        ))
     };
     if !cookie_safe(key) {
         return refused("invalid or revoked API key");
@@ -455,7 +465,10 @@ pub async fn login_key(State(gateway): State<Gateway>, request: Request) -> Page
 /// and clears the cookie.
 pub async fn logout(State(gateway): State<Gateway>, posted: Posted<Empty>) -> PageResult {
     let session = posted.session;
-    if session.credential.starts_with(picloud_actors::operators::SESSION_PREFIX) {
+    if session
+        .credential
+        .starts_with(picloud_actors::operators::SESSION_PREFIX)
+    {
         gateway.operators.logout(&session.credential).await?;
     }
     let mut response = Redirect::to(&format!("{BASE}/login?flash=logged-out")).into_response();
@@ -477,7 +490,13 @@ mod tests {
         assert_eq!(token, csrf_token("pcs_abc"), "the same on every node");
         assert_ne!(token, csrf_token("pcs_abd"));
         assert!(csrf_matches(&token, &token));
-        for wrong in ["", "x", &token[..63], &format!("{token}0"), &csrf_token("pcs_abd")] {
+        for wrong in [
+            "",
+            "x",
+            &token[..63],
+            &format!("{token}0"),
+            &csrf_token("pcs_abd"),
+        ] {
             assert!(!csrf_matches(&token, wrong), "{wrong:?}");
         }
         assert!(!csrf_matches("", ""), "no cookie, no token: refused");
