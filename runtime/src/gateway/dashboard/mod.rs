@@ -29,7 +29,10 @@
 //!
 //! # Layout
 //! - `session.rs`: the cookie, CSRF, the [`Session`] and [`Posted`]
-//!   extractors, login and logout
+//!   extractors
+//! - `login.rs`: the login page and forms, logout (apart from
+//!   `session.rs` because they draw pages, which `layout.rs` needs
+//!   `session.rs` for)
 //! - `layout.rs`: the page shell, navigation (top level and an app's
 //!   subpages, each from one list), forms with their CSRF field, flash
 //!   messages, the error page, the embedded assets
@@ -45,6 +48,7 @@ pub mod app;
 pub mod apps;
 pub mod cluster;
 pub mod layout;
+pub mod login;
 pub mod session;
 
 use axum::Router;
@@ -65,9 +69,9 @@ pub const BASE: &str = "/_/dashboard";
 pub fn router() -> Router<Gateway> {
     Router::new()
         .route("/", get(index))
-        .route("/login", get(session::login_page).post(session::login))
-        .route("/login/key", post(session::login_key))
-        .route("/logout", post(session::logout))
+        .route("/login", get(login::login_page).post(login::login))
+        .route("/login/key", post(login::login_key))
+        .route("/logout", post(login::logout))
         .route("/apps", get(apps::list).post(apps::create))
         .route("/apps/{app}", get(app::overview))
         .route(

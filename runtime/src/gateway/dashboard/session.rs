@@ -1,5 +1,7 @@
 //! Dashboard sessions: the cookie that carries a credential, the CSRF token
-//! derived from it, and logging in and out.
+//! derived from it, and the extractors every page and form goes through
+//! ([`Session`], [`Posted`]). The login and logout handlers are in
+//! `login.rs` (they draw pages; this file draws none).
 //!
 //! ```text
 //!  login form ──(double-submit cookie picloud_login_csrf == field csrf)──▶
@@ -21,23 +23,19 @@
 //! double-submit cookie, which `SameSite=Strict` keeps off cross-site posts.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Query, Request, State};
-use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
+use axum::http::HeaderMap;
+use axum::http::header::COOKIE;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use maud::html;
-use picloud_actors::users::flows::FlowError;
 use picloud_lua_sdk::Code;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::layout;
-use super::{BASE, PageError, PageResult};
+use super::{BASE, PageError};
 use crate::gateway::auth::{Caller, Principal};
-use crate::gateway::{ApiError, Gateway, client_ip, read_body};
+use crate::gateway::{ApiError, Gateway, read_body};
 
 /// The cookie holding the caller's credential (an operator session token or
 /// an API key).
@@ -63,7 +61,7 @@ pub fn csrf_token(credential: &str) -> String {
     hex(&hash.finalize())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -75,7 +73,7 @@ pub fn csrf_matches(expected: &str, given: &str) -> bool {
 
 /// Whether a credential may go into a cookie as is: keys and session tokens
 /// are `pck_`/`pcs_` and URL-safe characters. Anything else is not one.
-fn cookie_safe(credential: &str) -> bool {
+pub(super) fn cookie_safe(credential: &str) -> bool {
     !credential.is_empty()
         && credential.len() <= CREDENTIAL_BYTES_MAX
         && credential
@@ -195,6 +193,11 @@ impl Session {
         }
     }
 
+    /// The credential the cookie holds (to end an operator's session).
+    pub(super) fn credential(&self) -> &str {
+        &self.credential
+    }
+
     /// Who is signed in, for the page header.
     pub fn who(&self) -> String {
         match &self.caller.principal {
@@ -226,7 +229,7 @@ pub struct Posted<T> {
 }
 
 /// Reads a form body under [`FORM_BYTES_MAX`] and its `csrf` field.
-async fn read_form(body: Body) -> Result<(axum::body::Bytes, String), PageError> {
+pub(super) async fn read_form(body: Body) -> Result<(axum::body::Bytes, String), PageError> {
     let bytes = read_body(body, FORM_BYTES_MAX).await?;
     let csrf = form_urlencoded::parse(&bytes)
         .find(|(key, _)| key == CSRF_FIELD)
@@ -235,7 +238,7 @@ async fn read_form(body: Body) -> Result<(axum::body::Bytes, String), PageError>
     Ok((bytes, csrf))
 }
 
-fn csrf_failed() -> PageError {
+pub(super) fn csrf_failed() -> PageError {
     PageError::Api(ApiError::new(
         Code::CsrfFailed,
         "the form's CSRF token is missing or wrong; reload the page and submit again",
@@ -243,7 +246,7 @@ fn csrf_failed() -> PageError {
 }
 
 /// Parses a form into `T`; a field of the wrong shape is 400 `invalid_field`.
-fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PageError> {
+pub(super) fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PageError> {
     serde_urlencoded::from_bytes(bytes).map_err(|error| {
         PageError::Api(ApiError::new(Code::InvalidField, format!("form: {error}")))
     })
@@ -271,216 +274,10 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for Posted<T> {
 #[derive(Deserialize)]
 pub struct Empty {}
 
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    #[serde(default)]
-    next: Option<String>,
-    #[serde(default)]
-    flash: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct PasswordForm {
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    next: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct KeyForm {
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    next: Option<String>,
-}
-
-/// A fresh random token for the login form's double-submit cookie.
-fn login_nonce() -> String {
-    hex(&rand::random::<[u8; 32]>())
-}
-
-/// The login page: its double-submit token is the cookie's when the browser
-/// has one, else a new one set with the page.
-fn render_login(
-    parts: &Parts,
-    status: StatusCode,
-    next: &str,
-    error: Option<&ApiError>,
-    flash: Option<&str>,
-) -> Response {
-    let existing = cookie(&parts.headers, LOGIN_CSRF_COOKIE).filter(|value| cookie_safe(value));
-    let nonce = existing.map_or_else(login_nonce, str::to_string);
-    let body = html! {
-        h1 { "Sign in to PiCloud" }
-        @if let Some(flash) = flash { (layout::flash_box(flash)) }
-        @if let Some(error) = error { (layout::error_box(error)) }
-        section aria-labelledby="password-login" {
-            h2 id="password-login" { "Operator" }
-            form method="post" action={ (BASE) "/login" } {
-                input type="hidden" name=(CSRF_FIELD) value=(nonce);
-                input type="hidden" name="next" value=(next);
-                label for="email" { "Email" }
-                input id="email" name="email" type="email" autocomplete="username" required autofocus;
-                label for="password" { "Password" }
-                input id="password" name="password" type="password" autocomplete="current-password" required;
-                button type="submit" { "Sign in" }
-            }
-        }
-        section aria-labelledby="key-login" {
-            h2 id="key-login" { "API key" }
-            form method="post" action={ (BASE) "/login/key" } {
-                input type="hidden" name=(CSRF_FIELD) value=(nonce);
-                input type="hidden" name="next" value=(next);
-                label for="key" { "API key" }
-                input id="key" name="key" type="password" autocomplete="off" required;
-                button type="submit" { "Sign in with key" }
-            }
-        }
-    };
-    let mut response = layout::respond(status, layout::page("Sign in", None, body));
-    if existing.is_none() {
-        let cookie = set_cookie(LOGIN_CSRF_COOKIE, Some(&nonce), is_https(parts));
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(SET_COOKIE, value);
-        }
-    }
-    response
-}
-
-pub async fn login_page(request: Request) -> Response {
-    let (parts, _) = request.into_parts();
-    let query: LoginQuery = Query::try_from_uri(&parts.uri)
-        .map(|Query(query)| query)
-        .unwrap_or(LoginQuery {
-            next: None,
-            flash: None,
-        });
-    let next = sanitize_next(query.next.as_deref());
-    let flash = query.flash.as_deref().and_then(layout::flash_text);
-    render_login(&parts, StatusCode::OK, &next, None, flash)
-}
-
-/// Checks the login form's double-submit token: the field must equal the
-/// cookie, which only a page of this origin could have set.
-fn check_login_csrf(parts: &Parts, csrf: &str) -> Result<(), PageError> {
-    let cookie = cookie(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    if csrf_matches(cookie, csrf) {
-        Ok(())
-    } else {
-        Err(csrf_failed())
-    }
-}
-
-/// Signed in: the session cookie set, the login cookie cleared, 303 to `next`.
-fn signed_in(parts: &Parts, credential: &str, next: &str) -> PageResult {
-    let secure = is_https(parts);
-    let mut response = Redirect::to(next).into_response();
-    for cookie in [
-        set_cookie(SESSION_COOKIE, Some(credential), secure),
-        set_cookie(LOGIN_CSRF_COOKIE, None, secure),
-    ] {
-        let value = HeaderValue::from_str(&cookie)
-            .map_err(|_| ApiError::internal("a credential is not a valid cookie value"))?;
-        response.headers_mut().append(SET_COOKIE, value);
-    }
-    Ok(response)
-}
-
-/// Email and password of an operator, under the login rate limits.
-pub async fn login(State(gateway): State<Gateway>, request: Request) -> PageResult {
-    let (parts, body) = request.into_parts();
-    let (bytes, csrf) = read_form(body).await?;
-    check_login_csrf(&parts, &csrf)?;
-    let form: PasswordForm = parse_form(&bytes)?;
-    let next = sanitize_next(form.next.as_deref());
-    let client = client_ip(&parts.extensions);
-    match gateway
-        .operators
-        .login(client, &form.email, form.password)
-        .await
-    {
-        Ok(login) => {
-            let token = login["token"].as_str().unwrap_or_default();
-            signed_in(&parts, token, &next)
-        }
-        Err(FlowError::Refused(error)) => {
-            let error = ApiError::from(error);
-            Ok(render_login(
-                &parts,
-                error.status,
-                &next,
-                Some(&error),
-                None,
-            ))
-        }
-        Err(FlowError::RateLimited { retry_after_ms }) => {
-            let secs = retry_after_ms.div_ceil(1000).max(1);
-            let error = ApiError::new(
-                Code::RateLimited,
-                format!("too many attempts; retry in {secs} s"),
-            );
-            let mut response = render_login(&parts, error.status, &next, Some(&error), None);
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
-            Ok(response)
-        }
-    }
-}
-
-/// An API key, checked as the admin API checks a `Bearer` key.
-pub async fn login_key(State(gateway): State<Gateway>, request: Request) -> PageResult {
-    let (parts, body) = request.into_parts();
-    let (bytes, csrf) = read_form(body).await?;
-    check_login_csrf(&parts, &csrf)?;
-    let form: KeyForm = parse_form(&bytes)?;
-    let next = sanitize_next(form.next.as_deref());
-    let key = form.key.trim();
-    let refused = |message: &str| {
-        let error = ApiError::unauthorized(message);
-        Ok(render_login(
-            &parts,
-            error.status,
-            &next,
-            Some(&error),
-            None,
-        ))
-    };
-    if !cookie_safe(key) {
-        return refused("invalid or revoked API key");
-    }
-    match Caller::from_credential(key, &gateway).await {
-        Ok(_) => signed_in(&parts, key, &next),
-        Err(error) if matches!(error.code, Code::Unauthorized | Code::SessionInvalid) => {
-            refused(&error.message)
-        }
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Ends an operator's session (a key stays valid: only its cookie goes)
-/// and clears the cookie.
-pub async fn logout(State(gateway): State<Gateway>, posted: Posted<Empty>) -> PageResult {
-    let session = posted.session;
-    if session
-        .credential
-        .starts_with(picloud_actors::operators::SESSION_PREFIX)
-    {
-        gateway.operators.logout(&session.credential).await?;
-    }
-    let mut response = Redirect::to(&format!("{BASE}/login?flash=logged-out")).into_response();
-    let cookie = set_cookie(SESSION_COOKIE, None, session.secure);
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
-    Ok(response)
-}
-
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]
