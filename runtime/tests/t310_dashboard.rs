@@ -182,6 +182,13 @@ async fn the_dashboard_refuses_what_it_must() {
         )
         .answers(200, "data-node=\"1\"")
         .without("Show join token"),
+        row(
+            "a malformed query",
+            "GET",
+            "/_/dashboard/apps?after=a&after=b",
+            admin,
+        )
+        .answers(400, "invalid_query"),
         row("an unknown app", "GET", "/_/dashboard/apps/nope", admin).answers(404, "app_not_found"),
         row("an unknown page", "GET", "/_/dashboard/nowhere", admin)
             .answers(404, "<code>not_found</code>"),

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use maud::html;
 use picloud_actors::app::manifest::TriggerKind;
 use picloud_actors::app::{Bundle, MANIFEST_FILE, Manifest};
@@ -17,7 +17,7 @@ use picloud_storage::AppRecord;
 use serde::Deserialize;
 
 use super::layout;
-use super::{BASE, PageResult, Session, may};
+use super::{BASE, PageQuery, PageResult, Session, may};
 use crate::gateway::admin::routes::Need;
 use crate::gateway::{ApiError, Gateway};
 
@@ -188,7 +188,7 @@ pub async fn overview(
     State(gateway): State<Gateway>,
     session: Session,
     Path(app): Path<String>,
-    Query(query): Query<OverviewQuery>,
+    PageQuery(query): PageQuery<OverviewQuery>,
 ) -> PageResult {
     session.caller.require_read(&app)?;
     let record = record(&gateway, &app)?;

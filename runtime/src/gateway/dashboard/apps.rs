@@ -2,7 +2,7 @@
 //! (admins), and deleting one with a confirmation that works without
 //! JavaScript (owners type the app's name again).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use maud::html;
 use picloud_lua_sdk::Code;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::app::{record, summary};
 use super::layout;
-use super::{BASE, PageResult, Posted, Session, may};
+use super::{BASE, PageQuery, PageResult, Posted, Session, may};
 use crate::gateway::admin::routes::Need;
 use crate::gateway::{ApiError, Gateway, admin};
 
@@ -30,7 +30,7 @@ pub struct ListQuery {
 pub async fn list(
     State(gateway): State<Gateway>,
     session: Session,
-    Query(query): Query<ListQuery>,
+    PageQuery(query): PageQuery<ListQuery>,
 ) -> PageResult {
     let after = query.after.unwrap_or_default();
     let mut page = Vec::with_capacity(APPS_PAGE_MAX + 1);

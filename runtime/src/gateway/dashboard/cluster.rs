@@ -3,14 +3,14 @@
 //! pending, the join token (admins, behind a button) and removing a node
 //! with a confirmation (admins).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout;
 use super::session::Empty;
-use super::{BASE, PageResult, Posted, Session};
+use super::{BASE, PageQuery, PageResult, Posted, Session};
 use crate::gateway::{Gateway, admin};
 
 /// Most apps the backlog table lists (those with the most pending first).
@@ -134,7 +134,7 @@ fn token_section(session: &Session, token: Option<&str>) -> Markup {
 pub async fn status(
     State(gateway): State<Gateway>,
     session: Session,
-    Query(query): Query<StatusQuery>,
+    PageQuery(query): PageQuery<StatusQuery>,
 ) -> PageResult {
     let flash = query.flash.as_deref().and_then(layout::flash_text);
     render(&gateway, &session, None, flash).await

@@ -52,7 +52,8 @@ pub mod login;
 pub mod session;
 
 use axum::Router;
-use axum::extract::OriginalUri;
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use picloud_lua_sdk::Code;
@@ -143,6 +144,19 @@ page_error_from!(
     picloud_lua_sdk::HostError,
     picloud_cluster::ClusterError
 );
+
+/// A page's query string; a malformed one is the 400 `invalid_query`
+/// error page (the admin API's [`ApiQuery`](super::ApiQuery) rule).
+pub struct PageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for PageQuery<T> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        let super::ApiQuery(query) = super::ApiQuery::from_request_parts(parts, state).await?;
+        Ok(PageQuery(query))
+    }
+}
 
 /// What a page handler answers.
 pub type PageResult = Result<Response, PageError>;
