@@ -9,6 +9,12 @@ use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway};
 
 /// `/_/metrics`: Prometheus text exposition (admin key).
+#[utoipa::path(
+    get,
+    path = "/_/metrics",
+    tag = "cluster",
+    responses((status = 200, description = "Prometheus text exposition (version 0.0.4).", content_type = "text/plain")),
+)]
 pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<Response, ApiError> {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering;
