@@ -37,6 +37,8 @@
 //! - `end_users.rs`: `/_/auth/<app>/<flow>`, the built-in JSON auth flows
 //! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
 //!   the streamed upload and download the admin file routes share
+//! - `stats.rs`: per-app request counts and latency, and `MetricsSnapshot`
+//!   (this node's figures for `/_/metrics` and the dashboard)
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
 //! - `auth.rs`: callers (a key or an operator session), the scope matrix's
 //!   check of every admin route (`enforce`); `error.rs`: errors to statuses and codes
@@ -58,6 +60,7 @@ pub mod faults;
 pub mod files;
 pub mod health;
 pub mod realtime;
+pub mod stats;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -72,7 +75,7 @@ use picloud_actors::files::FileService;
 use picloud_actors::operators::OperatorService;
 use picloud_actors::realtime::Realtime;
 use picloud_actors::users::UserService;
-use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
+use picloud_actors::{ActorLimits, ActorRestarts, Apps, CpuShares, LogBook};
 use picloud_cluster::Node;
 use picloud_lua_sdk::Code;
 use serde::de::DeserializeOwned;
@@ -116,6 +119,10 @@ pub struct Shared {
     pub users: UserService,
     /// Operators: their sessions authenticate admin requests.
     pub operators: OperatorService,
+    /// Requests and latency per app (`stats.rs`).
+    pub http_stats: stats::HttpStats,
+    /// The apps' CPU gates, which measure their script time.
+    pub shares: Arc<CpuShares>,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -137,6 +144,8 @@ impl Gateway {
             operators: counters.operators,
             triggers: counters.triggers,
             restarts: counters.restarts,
+            shares: counters.shares,
+            http_stats: stats::HttpStats::new(config.metrics_apps_max),
             key_uses: auth::KeyUses::default(),
             secret_keys,
             admission: admission::Admission::new(
@@ -163,6 +172,7 @@ pub struct Counters {
     pub files: FileService,
     pub users: UserService,
     pub operators: OperatorService,
+    pub shares: Arc<CpuShares>,
 }
 
 pub fn router(gateway: Gateway) -> Router {
