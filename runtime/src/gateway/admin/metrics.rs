@@ -154,10 +154,9 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
     histogram(
         &mut text,
         "picloud_raft_commit_seconds",
-        "From proposing a write on this node to it being applied here (forwarded writes included).",
+        Some("From proposing a write on this node to it being applied here (forwarded writes included)."),
         "",
         &snapshot.raft_commit,
-        true,
     );
     Ok((
         [(
@@ -186,14 +185,18 @@ fn per_app(text: &mut String, snapshot: &MetricsSnapshot) {
             );
         }
     }
-    for (at, app) in snapshot.apps.iter().enumerate() {
+    let _ = writeln!(
+        text,
+        "# HELP picloud_http_request_duration_seconds Time from an app request's arrival to its response, per app.\n\
+         # TYPE picloud_http_request_duration_seconds histogram"
+    );
+    for app in &snapshot.apps {
         histogram(
             text,
             "picloud_http_request_duration_seconds",
-            "Time from an app request's arrival to its response, per app.",
+            None,
             &format!("app=\"{}\"", app.app),
             &app.duration,
-            at == 0,
         );
     }
     let _ = writeln!(
@@ -211,17 +214,17 @@ fn per_app(text: &mut String, snapshot: &MetricsSnapshot) {
 }
 
 /// One Prometheus histogram: cumulative `_bucket`s, `_sum`, `_count`;
-/// `labels` (`app="x"`, or empty) on each; the HELP and TYPE lines once.
+/// `labels` (`app="x"`, or empty) on each; the HELP and TYPE lines when
+/// `help` is given (a labelled family prints them once, before its first).
 fn histogram(
     text: &mut String,
     name: &str,
-    help: &str,
+    help: Option<&str>,
     labels: &str,
     histogram: &HistogramSnapshot,
-    header: bool,
 ) {
     use std::fmt::Write as _;
-    if header {
+    if let Some(help) = help {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} histogram");
     }
     let sep = if labels.is_empty() { "" } else { "," };
