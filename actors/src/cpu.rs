@@ -273,7 +273,10 @@ mod tests {
         let seconds = shares.script_seconds();
         assert_eq!(seconds[0].0, "heavy");
         assert!(seconds[0].1 >= 0.048, "heavy: {seconds:?}");
-        assert!(seconds[1].1 >= 0.003 && seconds[1].1 < seconds[0].1, "{seconds:?}");
+        assert!(
+            seconds[1].1 >= 0.003 && seconds[1].1 < seconds[0].1,
+            "{seconds:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +312,11 @@ mod tests {
         drop(renewed);
         let _b = shares.gate("b");
         shares.retain_apps(|app| app == "b");
-        let apps: Vec<String> = shares.script_seconds().into_iter().map(|(app, _)| app).collect();
+        let apps: Vec<String> = shares
+            .script_seconds()
+            .into_iter()
+            .map(|(app, _)| app)
+            .collect();
         assert_eq!(apps, ["b"], "a was deleted");
     }
 }

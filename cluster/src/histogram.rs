@@ -9,7 +9,8 @@ use std::time::Duration;
 
 /// The upper bounds of the buckets, in seconds (a last `+Inf` bucket is
 /// implied): from a fast kv read on a Pi to a slow fsync on an SD card.
-pub const BUCKETS_SECONDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+pub const BUCKETS_SECONDS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 /// Counts of observations per bucket, their sum and their number.
 #[derive(Debug, Default)]

@@ -108,7 +108,11 @@ async fn openapi_document_and_metrics() {
     assert!(version.starts_with("3.1"), "{version}");
     let paths = document["paths"].as_object().expect("paths");
     assert!(paths.len() > 40, "{} paths", paths.len());
-    for path in ["/_/api/v1/apps/{app}/kv/{key}", "/_/metrics", "/_/api/v1/openapi.json"] {
+    for path in [
+        "/_/api/v1/apps/{app}/kv/{key}",
+        "/_/metrics",
+        "/_/api/v1/openapi.json",
+    ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
     assert!(paths["/_/api/v1/apps/{app}/files/{path}"]["head"].is_object());
@@ -204,11 +208,7 @@ async fn openapi_document_and_metrics() {
     let completed = value(&after, "picloud_trigger_runs_completed_total");
     let commits = value(&after, "picloud_raft_commit_seconds_count");
     let (status, body) = api
-        .call(
-            "PUT",
-            "/_/api/v1/apps/meter/kv/jobs/1",
-            Some(b"1".to_vec()),
-        )
+        .call("PUT", "/_/api/v1/apps/meter/kv/jobs/1", Some(b"1".to_vec()))
         .await;
     assert_eq!(status, 200, "{body}");
     eventually("the trigger run completes", || {
@@ -229,20 +229,28 @@ async fn openapi_document_and_metrics() {
     }
     assert!(value(&triggered, "picloud_raft_commit_seconds_count") > commits);
     assert_eq!(
-        value(&triggered, "picloud_raft_commit_seconds_bucket{le=\"+Inf\"}"),
+        value(
+            &triggered,
+            "picloud_raft_commit_seconds_bucket{le=\"+Inf\"}"
+        ),
         value(&triggered, "picloud_raft_commit_seconds_count")
     );
     assert!(value(&triggered, "picloud_raft_commit_seconds_sum") > 0.0);
     let entries = value(&triggered, "picloud_raft_log_entries");
     let applied = value(&triggered, "picloud_raft_applied_index");
-    assert!(entries >= 1.0 && entries <= applied + 1.0, "{entries} entries, applied {applied}");
+    assert!(
+        entries >= 1.0 && entries <= applied + 1.0,
+        "{entries} entries, applied {applied}"
+    );
 
     // Deleting the app drops its series.
     let (status, body) = api.call("DELETE", "/_/api/v1/apps/meter", None).await;
     assert_eq!(status, 200, "{body}");
     let deleted = scrape(&api).await;
     assert!(
-        !deleted.keys().any(|series| series.contains("app=\"meter\"")),
+        !deleted
+            .keys()
+            .any(|series| series.contains("app=\"meter\"")),
         "the deleted app's series are gone"
     );
 

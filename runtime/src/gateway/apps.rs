@@ -137,7 +137,11 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
         gateway
             .http_stats
             .record(&app, response.status(), started.elapsed(), || {
-                gateway.node.reader().app(&app).is_ok_and(|record| record.is_some())
+                gateway
+                    .node
+                    .reader()
+                    .app(&app)
+                    .is_ok_and(|record| record.is_some())
             });
     }
     response

@@ -204,13 +204,19 @@ mod tests {
         let ms = Duration::from_millis;
         stats.record("a", StatusCode::OK, ms(1), || true);
         stats.record("a", StatusCode::NOT_FOUND, ms(2), || unreachable!("known"));
-        stats.record("a", StatusCode::BAD_GATEWAY, ms(3), || unreachable!("known"));
+        stats.record("a", StatusCode::BAD_GATEWAY, ms(3), || {
+            unreachable!("known")
+        });
         stats.record("a", StatusCode::SWITCHING_PROTOCOLS, ms(3), || true);
         stats.record("ghost", StatusCode::NOT_FOUND, ms(1), || false);
         stats.record("b", StatusCode::FOUND, ms(1), || true);
         stats.record("c", StatusCode::OK, ms(1), || true);
         let a = stats.get("a").expect("a has series");
-        let counts: Vec<u64> = a.classes.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = a
+            .classes
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         assert_eq!(counts, [1, 0, 1, 1]);
         assert_eq!(a.duration.snapshot().count, 3);
         assert!(stats.get("ghost").is_none(), "no series for a missing app");

@@ -154,7 +154,9 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
     histogram(
         &mut text,
         "picloud_raft_commit_seconds",
-        Some("From proposing a write on this node to it being applied here (forwarded writes included)."),
+        Some(
+            "From proposing a write on this node to it being applied here (forwarded writes included).",
+        ),
         "",
         &snapshot.raft_commit,
     );

@@ -182,12 +182,7 @@ impl Modify for Shared {
         );
         let needs: BTreeMap<(String, String), Need> = ROUTES
             .iter()
-            .map(|route| {
-                (
-                    (route.method.to_string(), document_path(route)),
-                    route.need,
-                )
-            })
+            .map(|route| ((route.method.to_string(), document_path(route)), route.need))
             .collect();
         for (path, item) in document.paths.paths.iter_mut() {
             for (method, operation) in operations(item) {
@@ -252,10 +247,10 @@ fn shape(operation: &mut Operation, method: &str, path: &str, need: Need) {
             .trim_start()
             .to_string(),
     );
-    operation
-        .responses
-        .responses
-        .insert("default".to_string(), Ref::from_response_name("Error").into());
+    operation.responses.responses.insert(
+        "default".to_string(),
+        Ref::from_response_name("Error").into(),
+    );
 }
 
 /// `{"error":{"code","message"}}`, the code one of the registry's.
@@ -309,8 +304,10 @@ mod tests {
         let mut pairs = BTreeSet::new();
         for (path, item) in json["paths"].as_object().expect("paths") {
             for method in item.as_object().expect("path item").keys() {
-                if ["get", "head", "put", "post", "delete", "patch", "options", "trace"]
-                    .contains(&method.as_str())
+                if [
+                    "get", "head", "put", "post", "delete", "patch", "options", "trace",
+                ]
+                .contains(&method.as_str())
                 {
                     pairs.insert((method.to_ascii_uppercase(), path.clone()));
                 }
@@ -354,15 +351,19 @@ mod tests {
     #[test]
     fn operations_have_unique_ids_security_and_the_error_shape() {
         let json = document_json();
-        assert!(json["openapi"].as_str().expect("openapi").starts_with("3.1"));
+        assert!(
+            json["openapi"]
+                .as_str()
+                .expect("openapi")
+                .starts_with("3.1")
+        );
         let mut ids = BTreeSet::new();
         for (path, item) in json["paths"].as_object().expect("paths") {
             for (method, operation) in item.as_object().expect("path item") {
                 let id = operation["operationId"].as_str().expect("an operationId");
                 assert!(ids.insert(id.to_string()), "{id} twice");
                 assert_eq!(
-                    operation["responses"]["default"]["$ref"],
-                    "#/components/responses/Error",
+                    operation["responses"]["default"]["$ref"], "#/components/responses/Error",
                     "{method} {path}"
                 );
                 let public = path.ends_with("/login")
