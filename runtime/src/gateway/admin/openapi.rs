@@ -29,6 +29,7 @@ use super::{
     apps, cluster, deploys, docs, files, keys, kv, libs, logs, mail, members, metrics, operators,
     realtime, secrets, triggers, users,
 };
+use crate::gateway::ApiError;
 
 /// The prefix the admin router is mounted under.
 pub const ADMIN_PREFIX: &str = "/_/api/v1";
@@ -43,14 +44,17 @@ const BEARER: &str = "bearer";
     tag = "meta",
     responses((status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json")),
 )]
-pub(super) async fn openapi() -> Response {
-    static JSON: OnceLock<String> = OnceLock::new();
-    let json = JSON.get_or_init(|| {
-        document()
-            .to_json()
-            .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
-    });
-    ([(header::CONTENT_TYPE, "application/json")], json.as_str()).into_response()
+pub(super) async fn openapi() -> Result<Response, ApiError> {
+    static JSON: OnceLock<Result<String, String>> = OnceLock::new();
+    let json = JSON.get_or_init(|| document().to_json().map_err(|error| error.to_string()));
+    match json {
+        Ok(json) => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], json.as_str()).into_response())
+        }
+        Err(error) => Err(ApiError::internal(format!(
+            "the OpenAPI document does not serialize: {error}"
+        ))),
+    }
 }
 
 /// The routes of `admin::router()`, relative to [`ADMIN_PREFIX`].
@@ -361,6 +365,18 @@ mod tests {
         for (path, item) in json["paths"].as_object().expect("paths") {
             for (method, operation) in item.as_object().expect("path item") {
                 let id = operation["operationId"].as_str().expect("an operationId");
+                // Every `{name}` of the path is a declared path parameter.
+                for name in path
+                    .split('{')
+                    .skip(1)
+                    .filter_map(|rest| rest.split('}').next())
+                {
+                    let declared = operation["parameters"].as_array().is_some_and(|all| {
+                        all.iter()
+                            .any(|parameter| parameter["name"] == name && parameter["in"] == "path")
+                    });
+                    assert!(declared, "{method} {path}: parameter {name}");
+                }
                 assert!(ids.insert(id.to_string()), "{id} twice");
                 assert_eq!(
                     operation["responses"]["default"]["$ref"], "#/components/responses/Error",
