@@ -23,7 +23,12 @@
 //! With `per_app` below the number of script threads, an app whose scripts
 //! burn CPU (hostile or just heavy) runs on at most `per_app` threads; the
 //! others stay free for other apps, whose requests then start at once instead
-//! of queueing behind the heavy app's time slices. Handlers hand their thread
+//! of queueing behind the heavy app's time slices.
+//!
+//! The gate also measures: the time each poll of an app's invocation takes
+//! is added to the app's script time (`picloud_script_seconds_total`), the
+//! time its Lua (and the host calls' synchronous parts) spent on a script
+//! thread, for requests and trigger runs alike. Handlers hand their thread
 //! back every `YIELD_INSTRUCTIONS_INTERVAL` instructions, which also gives
 //! the permit to the app's next waiting invocation (tokio's semaphore is
 //! fair), so one app's invocations share its cores in turn.
@@ -31,8 +36,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -40,7 +47,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub struct CpuShares {
     per_app: usize,
-    gates: Mutex<HashMap<String, Weak<Semaphore>>>,
+    gates: Mutex<HashMap<String, AppGate>>,
+}
+
+/// One app's gate (alive while an invocation holds it) and its script time
+/// (kept until [`CpuShares::retain_apps`] drops a deleted app).
+#[derive(Debug)]
+struct AppGate {
+    gate: Weak<Semaphore>,
+    script_nanos: Arc<AtomicU64>,
 }
 
 impl CpuShares {
@@ -57,18 +72,44 @@ impl CpuShares {
         self.per_app
     }
 
-    /// The gate of `app`, shared by every invocation of it that is running.
-    /// Gates live only while something holds them, so the map stays as small
-    /// as the set of apps running now.
-    fn gate(&self, app: &str) -> Arc<Semaphore> {
+    /// The gate of `app`, shared by every invocation of it that is running,
+    /// and its script time counter. Gates live only while something holds
+    /// them; an app's entry stays (for its script time) until
+    /// [`CpuShares::retain_apps`] drops it, so the map is as large as the set
+    /// of apps that ran here.
+    fn gate(&self, app: &str) -> (Arc<Semaphore>, Arc<AtomicU64>) {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(gate) = gates.get(app).and_then(Weak::upgrade) {
-            return gate;
-        }
-        gates.retain(|_, gate| gate.strong_count() > 0);
-        let gate = Arc::new(Semaphore::new(self.per_app));
-        gates.insert(app.to_string(), Arc::downgrade(&gate));
-        gate
+        let entry = gates.entry(app.to_string()).or_insert_with(|| AppGate {
+            gate: Weak::new(),
+            script_nanos: Arc::default(),
+        });
+        let gate = entry.gate.upgrade().unwrap_or_else(|| {
+            let gate = Arc::new(Semaphore::new(self.per_app));
+            entry.gate = Arc::downgrade(&gate);
+            gate
+        });
+        (gate, entry.script_nanos.clone())
+    }
+
+    /// Seconds each app's invocations spent being polled on a script thread
+    /// since this node started (or since the app was first run here).
+    pub fn script_seconds(&self) -> Vec<(String, f64)> {
+        let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seconds: Vec<(String, f64)> = gates
+            .iter()
+            .map(|(app, entry)| {
+                let nanos = entry.script_nanos.load(Ordering::Relaxed);
+                (app.clone(), nanos as f64 / 1e9)
+            })
+            .collect();
+        seconds.sort_by(|a, b| a.0.cmp(&b.0));
+        seconds
+    }
+
+    /// Forgets the script time of every app `keep` refuses (deleted apps).
+    pub fn retain_apps(&self, keep: impl Fn(&str) -> bool) {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.retain(|app, entry| keep(app) || entry.gate.strong_count() > 0);
     }
 
     /// `invocation`, polled only while it holds one of `app`'s permits. It fails with [`CpuShareTimeout`] if it is
@@ -80,9 +121,11 @@ impl CpuShares {
         deadline: tokio::time::Instant,
         invocation: F,
     ) -> CpuGated<F> {
+        let (gate, script_nanos) = self.gate(app);
         CpuGated {
             invocation: Box::pin(invocation),
-            gate: self.gate(app),
+            gate,
+            script_nanos,
             deadline,
             waiting: None,
         }
@@ -111,6 +154,8 @@ fn acquire(gate: Arc<Semaphore>, deadline: tokio::time::Instant) -> Acquire {
 pub struct CpuGated<F> {
     invocation: Pin<Box<F>>,
     gate: Arc<Semaphore>,
+    /// The app's script time, which every poll adds to.
+    script_nanos: Arc<AtomicU64>,
     deadline: tokio::time::Instant,
     /// A queued request for a permit, kept across polls so the invocation
     /// keeps its place in the gate's FIFO queue.
@@ -147,7 +192,10 @@ impl<F: Future> Future for CpuGated<F> {
                 }
             }
         };
+        let started = Instant::now();
         let outcome = this.invocation.as_mut().poll(cx);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        this.script_nanos.fetch_add(nanos, Ordering::Relaxed);
         drop(permit);
         outcome.map(Ok)
     }
@@ -221,12 +269,20 @@ mod tests {
             "heavy ran at most 2 at once"
         );
         assert_eq!(other_most.load(Ordering::SeqCst), 1);
+        // Each poll sleeps 1 ms on its thread: 8 invocations of 6 polls.
+        let seconds = shares.script_seconds();
+        assert_eq!(seconds[0].0, "heavy");
+        assert!(seconds[0].1 >= 0.048, "heavy: {seconds:?}");
+        assert!(
+            seconds[1].1 >= 0.003 && seconds[1].1 < seconds[0].1,
+            "{seconds:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_heavy_invocation_waiting_past_its_deadline_times_out() {
         let shares = CpuShares::new(1);
-        let gate = shares.gate("app");
+        let (gate, _) = shares.gate("app");
         let _held = gate.clone().try_acquire_owned().expect("permit");
         let (running, most) = (Arc::default(), Arc::default());
         let started = tokio::time::Instant::now();
@@ -246,16 +302,21 @@ mod tests {
     }
 
     #[test]
-    fn gates_of_idle_apps_are_forgotten() {
+    fn gates_of_idle_apps_are_renewed_and_deleted_apps_forgotten() {
         let shares = CpuShares::new(1);
-        let held = shares.gate("a");
-        assert!(Arc::ptr_eq(&held, &shares.gate("a")));
+        let (held, _) = shares.gate("a");
+        assert!(Arc::ptr_eq(&held, &shares.gate("a").0));
         drop(held);
+        let (renewed, _) = shares.gate("a");
+        assert_eq!(renewed.available_permits(), 1);
+        drop(renewed);
         let _b = shares.gate("b");
-        let gates = shares.gates.lock().expect("lock");
-        assert!(
-            !gates.contains_key("a"),
-            "a's gate went with its last holder"
-        );
+        shares.retain_apps(|app| app == "b");
+        let apps: Vec<String> = shares
+            .script_seconds()
+            .into_iter()
+            .map(|(app, _)| app)
+            .collect();
+        assert_eq!(apps, ["b"], "a was deleted");
     }
 }

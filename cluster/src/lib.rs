@@ -47,6 +47,8 @@
 //! - `files`: files' content as blocks outside the log (`Files`: upload to
 //!   the replicas placed by rendezvous hashing, read locally or from a
 //!   replica, `Has`/`Pull`/`Drop` for repair, the local store for GC).
+//! - `histogram`: `Histogram`, fixed-bucket latency histograms in atomics
+//!   (Raft commit latency; the gateway's request latency).
 //! - `identity`: the node's persistent identity in the data dir.
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `NoQuorum`, `Timeout`) and fatal.
 //! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
@@ -71,6 +73,7 @@ pub mod disk;
 pub mod duty;
 pub mod error;
 pub mod files;
+pub mod histogram;
 pub mod identity;
 pub mod membership;
 pub mod node;

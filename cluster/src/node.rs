@@ -18,6 +18,7 @@ use crate::disk::DiskGuard;
 use crate::duty::Duty;
 use crate::error::ClusterError;
 use crate::files::{Files, MembersFn};
+use crate::histogram::{Histogram, HistogramSnapshot};
 use crate::identity::{self, Identity};
 use crate::proposer::{
     Proposer, leader_changed, pause_before_retry, redirect_unless_leaderless, stopped,
@@ -267,6 +268,7 @@ impl Node {
             config: config.clone(),
             forward: forward_client,
             contacts: network.contacts().clone(),
+            commit_seconds: Histogram::default(),
         });
         let (proposals, queue) = mpsc::channel(config.write_queue_max.max(1));
         let batcher = Arc::new(Batcher::new(
@@ -781,6 +783,26 @@ impl Node {
     }
 
     /// This node's current view of the cluster.
+    /// Raft commit latency on this node: from proposing a write here to it
+    /// being applied here (forwarded writes included), successes only.
+    pub fn commit_seconds(&self) -> HistogramSnapshot {
+        self.proposer.commit_seconds.snapshot()
+    }
+
+    /// Entries in this node's Raft log not yet purged (compacted into a
+    /// snapshot): `last_log_index - purged_index`.
+    pub fn log_entries(&self) -> u64 {
+        let metrics = self.raft.metrics().borrow().clone();
+        let last = metrics.last_log_index;
+        let purged = metrics.purged.map(|log_id| log_id.index);
+        match (last, purged) {
+            (Some(last), Some(purged)) => last.saturating_sub(purged),
+            // Nothing purged yet: the log starts at index 0.
+            (Some(last), None) => last + 1,
+            (None, _) => 0,
+        }
+    }
+
     pub fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow().clone();
         let role = Role::from(metrics.state);

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::config::ClusterConfig;
 use crate::disk::DiskFull;
 use crate::error::ClusterError;
+use crate::histogram::Histogram;
 use crate::status::{Reachability, quorum_check};
 use crate::transport::{Contacts, ForwardCallError, ForwardClient, ForwardError, wait_applied};
 
@@ -30,11 +31,23 @@ pub struct Proposer {
     pub(crate) forward: ForwardClient,
     /// When each member was last heard from, to tell a lost quorum.
     pub(crate) contacts: Contacts,
+    /// From proposing an entry here to it being applied here, for every
+    /// write that succeeded (`picloud_raft_commit_seconds`).
+    pub(crate) commit_seconds: Histogram,
 }
 
 impl Proposer {
     /// Proposes one log entry and waits until it is applied on this node.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ClusterError> {
+        let started = std::time::Instant::now();
+        let result = self.propose_once(command).await;
+        if result.is_ok() {
+            self.commit_seconds.record(started.elapsed());
+        }
+        result
+    }
+
+    async fn propose_once(&self, command: Command) -> Result<CommandResult, ClusterError> {
         let deadline = Instant::now() + self.config.leader_wait();
         loop {
             self.wait_for_leader(deadline).await?;

@@ -102,6 +102,11 @@ settings! {
     http_inflight_per_app_max: usize = 512, "PICLOUD_HTTP_INFLIGHT_PER_APP_MAX";
     /// Requests from one client address served at once; more get 503 `overloaded`.
     http_inflight_per_client_max: usize = 256, "PICLOUD_HTTP_INFLIGHT_PER_CLIENT_MAX";
+    /// Apps with their own series in `/_/metrics` (requests, latency); an
+    /// app's series exist once it served a request and go when it is
+    /// deleted. Requests to apps past this many are counted only in
+    /// `picloud_http_requests_uncounted_total`.
+    metrics_apps_max: usize = 1000, "PICLOUD_METRICS_APPS_MAX";
     /// Request body bytes buffered at once across all requests; a body that
     /// does not fit gets 503 `overloaded`. At least the largest body allowed.
     http_body_buffered_bytes_max: usize = 64 * 1024 * 1024, "PICLOUD_HTTP_BODY_BUFFERED_BYTES_MAX";
@@ -542,6 +547,7 @@ impl ServeConfig {
             1,
             1_000_000,
         )?;
+        check_range("metrics_apps_max", self.metrics_apps_max, 1, 100_000)?;
         check_range(
             "http_inflight_per_client_max",
             self.http_inflight_per_client_max,

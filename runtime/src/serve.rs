@@ -306,6 +306,7 @@ async fn serve(
                 config.operators_config()?,
             ),
             users,
+            shares: shares.clone(),
         },
         secret_keys,
     ));

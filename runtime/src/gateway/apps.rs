@@ -126,10 +126,33 @@ fn request_id(headers: &axum::http::HeaderMap) -> String {
 }
 
 pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Response {
-    let request_id = request_id(request.headers());
+    let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let target = target(&gateway, &parts);
-    let request = Request::from_parts(parts, body);
+    let app = target.as_ref().map(|(app, _)| app.clone());
+    let response = respond(&gateway, Request::from_parts(parts, body), target).await;
+    // Counted once answered (not once the body is sent); only apps that
+    // exist get series (`stats.rs`).
+    if let Some(app) = app {
+        gateway
+            .http_stats
+            .record(&app, response.status(), started.elapsed(), || {
+                gateway
+                    .node
+                    .reader()
+                    .app(&app)
+                    .is_ok_and(|record| record.is_some())
+            });
+    }
+    response
+}
+
+async fn respond(
+    gateway: &Gateway,
+    request: Request,
+    target: Option<(String, String)>,
+) -> Response {
+    let request_id = request_id(request.headers());
     // Cross-origin requests (with `Origin`) of an app with `[cors]`: a
     // preflight is answered here before any script runs; any other response
     // gets the allow headers after it is made (after `serve`, which loads an
@@ -143,7 +166,7 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
         .map(|app| (app, request.method().clone(), request.headers().clone()));
     if let Some((app, method, headers)) = &cross_origin
         && method == Method::OPTIONS
-        && let Cors::Preflight(cors) = cors_for(&gateway, app, method, headers).await
+        && let Cors::Preflight(cors) = cors_for(gateway, app, method, headers).await
     {
         let mut response = Cors::preflight_response(cors);
         set_request_id(&mut response, request_id);
@@ -155,7 +178,7 @@ pub async fn serve_app(State(gateway): State<Gateway>, request: Request) -> Resp
         Err(Failure::Api(error)) => error.into_response(),
     };
     if let Some((app, method, headers)) = &cross_origin {
-        cors_for(&gateway, app, method, headers)
+        cors_for(gateway, app, method, headers)
             .await
             .decorate(&mut response);
     }

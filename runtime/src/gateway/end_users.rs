@@ -49,7 +49,7 @@ struct SignupRequest {
 }
 
 /// `{email, password}`: an end user's login, and an operator's.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginRequest {
     pub(crate) email: String,

@@ -38,6 +38,8 @@
 //! - `end_users.rs`: `/_/auth/<app>/<flow>`, the built-in JSON auth flows
 //! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
 //!   the streamed upload and download the admin file routes share
+//! - `stats.rs`: per-app request counts and latency, and `MetricsSnapshot`
+//!   (this node's figures for `/_/metrics` and the dashboard)
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
 //! - `dashboard/`: the server-rendered dashboard (login, apps, an app,
 //!   the cluster), over the same callers and checks as the admin API
@@ -62,6 +64,7 @@ pub mod faults;
 pub mod files;
 pub mod health;
 pub mod realtime;
+pub mod stats;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -76,7 +79,7 @@ use picloud_actors::files::FileService;
 use picloud_actors::operators::OperatorService;
 use picloud_actors::realtime::Realtime;
 use picloud_actors::users::UserService;
-use picloud_actors::{ActorLimits, ActorRestarts, Apps, LogBook};
+use picloud_actors::{ActorLimits, ActorRestarts, Apps, CpuShares, LogBook};
 use picloud_cluster::Node;
 use picloud_lua_sdk::Code;
 use serde::de::DeserializeOwned;
@@ -120,6 +123,10 @@ pub struct Shared {
     pub users: UserService,
     /// Operators: their sessions authenticate admin requests.
     pub operators: OperatorService,
+    /// Requests and latency per app (`stats.rs`).
+    pub http_stats: stats::HttpStats,
+    /// The apps' CPU gates, which measure their script time.
+    pub shares: Arc<CpuShares>,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -141,6 +148,8 @@ impl Gateway {
             operators: counters.operators,
             triggers: counters.triggers,
             restarts: counters.restarts,
+            shares: counters.shares,
+            http_stats: stats::HttpStats::new(config.metrics_apps_max),
             key_uses: auth::KeyUses::default(),
             secret_keys,
             admission: admission::Admission::new(
@@ -167,6 +176,7 @@ pub struct Counters {
     pub files: FileService,
     pub users: UserService,
     pub operators: OperatorService,
+    pub shares: Arc<CpuShares>,
 }
 
 pub fn router(gateway: Gateway) -> Router {

@@ -30,6 +30,12 @@ fn app_json(gateway: &Gateway, record: &picloud_storage::AppRecord) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps",
+    tag = "apps",
+    responses((status = 200, description = "The apps the caller may read.")),
+)]
 pub(super) async fn list_apps(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -43,6 +49,13 @@ pub(super) async fn list_apps(
     Ok(Json(json!({ "apps": apps })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}",
+    tag = "apps",
+    params(("app" = String, Path, description = "The app's name.")),
+    responses((status = 200, description = "The app and its current version.")),
+)]
 pub(super) async fn get_app(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -60,12 +73,19 @@ pub(super) async fn get_app(
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateApp {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps",
+    tag = "apps",
+    request_body = CreateApp,
+    responses((status = 201, description = "The app is created.")),
+)]
 pub(super) async fn create_app(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -108,6 +128,13 @@ pub(crate) async fn create(gateway: &Gateway, caller: &Caller, name: &str) -> Re
     Ok(())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}",
+    tag = "apps",
+    params(("app" = String, Path, description = "The app's name.")),
+    responses((status = 200, description = "The app is deleted.")),
+)]
 pub(super) async fn delete_app(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -14,6 +14,12 @@ use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway};
 
 /// Every member as this node sees it. Any valid key may look.
+#[utoipa::path(
+    get,
+    path = "/cluster/status",
+    tag = "cluster",
+    responses((status = 200, description = "The cluster's nodes, roles and indexes.")),
+)]
 pub(super) async fn cluster_status(
     State(gateway): State<Gateway>,
     _caller: Caller,
@@ -30,6 +36,12 @@ pub(super) async fn cluster_status(
 }
 
 /// The join token for new nodes. Admin only: it admits a machine to the cluster.
+#[utoipa::path(
+    get,
+    path = "/cluster/token",
+    tag = "cluster",
+    responses((status = 200, description = "A join token.")),
+)]
 pub(super) async fn cluster_token(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -51,6 +63,13 @@ pub(crate) fn join_token(gateway: &Gateway, caller: &Caller) -> Result<String, A
 /// Removes a node for good (`picloud cluster remove ID`): it leaves the
 /// membership (so it no longer counts toward quorum) and its id is never
 /// given out again. The leader cannot remove itself.
+#[utoipa::path(
+    delete,
+    path = "/cluster/nodes/{id}",
+    tag = "cluster",
+    params(("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The node is removed.")),
+)]
 pub(super) async fn remove_node(
     State(gateway): State<Gateway>,
     caller: Caller,

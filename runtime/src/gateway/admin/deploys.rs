@@ -21,6 +21,13 @@ use super::checks::{accepted, check_app_name, existing_app_name};
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/deploys",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name.")),
+    responses((status = 200, description = "The app's versions.")),
+)]
 pub(super) async fn list_deploys(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -125,6 +132,14 @@ impl Host for LoadCheckHost {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/deploys",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name.")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, description = "The new version.")),
+)]
 pub(super) async fn deploy(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -247,13 +262,21 @@ pub(super) async fn deploy(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
     #[serde(default)]
     to: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/rollback",
+    tag = "deploys",
+    params(("app" = String, Path, description = "The app's name.")),
+    request_body = RollbackRequest,
+    responses((status = 200, description = "The version now current.")),
+)]
 pub(super) async fn rollback(
     State(gateway): State<Gateway>,
     caller: Caller,

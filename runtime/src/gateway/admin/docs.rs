@@ -42,7 +42,7 @@ async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, Api
         .map_err(host_error)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FindRequest {
     #[serde(default)]
@@ -79,6 +79,14 @@ async fn find_request(
     Ok(request)
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/docs/{coll}/find",
+    tag = "docs",
+    params(("app" = String, Path, description = "The app's name."), ("coll" = String, Path, description = "A document collection.")),
+    request_body = FindRequest,
+    responses((status = 200, description = "A page of documents (or the query plan).")),
+)]
 pub(super) async fn find(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -105,6 +113,14 @@ pub(super) async fn find(
     Ok(Json(read(&gateway, &app, call).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/docs/{coll}/count",
+    tag = "docs",
+    params(("app" = String, Path, description = "The app's name."), ("coll" = String, Path, description = "A document collection.")),
+    request_body = FindRequest,
+    responses((status = 200, description = "`{count}`.")),
+)]
 pub(super) async fn count(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -120,6 +136,13 @@ pub(super) async fn count(
     Ok(Json(json!({ "count": count })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/docs/{coll}/{id}",
+    tag = "docs",
+    params(("app" = String, Path, description = "The app's name."), ("coll" = String, Path, description = "A document collection."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The document.")),
+)]
 pub(super) async fn get_doc(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -170,12 +193,20 @@ async fn write(gateway: &Gateway, app: &str, calls: Vec<DocsCall>) -> Result<Vec
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InsertRequest {
     docs: Vec<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/docs/{coll}",
+    tag = "docs",
+    params(("app" = String, Path, description = "The app's name."), ("coll" = String, Path, description = "A document collection.")),
+    request_body = InsertRequest,
+    responses((status = 200, description = "The inserted documents' ids.")),
+)]
 pub(super) async fn insert(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -208,6 +239,13 @@ pub(super) async fn insert(
     Ok(Json(json!({ "ids": ids })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}/docs/{coll}/{id}",
+    tag = "docs",
+    params(("app" = String, Path, description = "The app's name."), ("coll" = String, Path, description = "A document collection."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The document is deleted.")),
+)]
 pub(super) async fn delete(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -223,6 +261,13 @@ pub(super) async fn delete(
     Ok(Json(json!({ "deleted": existed })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/indexes",
+    tag = "docs",
+    params(("app" = String, Path, description = "The app's name.")),
+    responses((status = 200, description = "The app's indexes.")),
+)]
 pub(super) async fn indexes(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -28,6 +28,18 @@ const SIGN_BODY_BYTES_MAX: usize = 8 * 1024;
 
 /// The streamed file route: the body (upload) or the response (download)
 /// flows through without being buffered.
+#[utoipa::path(
+    method(get, head, put, delete),
+    path = "/_/api/v1/apps/{app}/files/{path}",
+    tag = "files",
+    params(("app" = String, Path, description = "The app's name."), ("path" = String, Path, description = "A file's path (may contain `/`).")),
+    request_body(content = Vec<u8>, description = "`PUT` only: the file's bytes, streamed.", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "`GET`/`HEAD`: the file (honours `Range`, `If-None-Match`); `PUT`/`DELETE`: done.", content_type = "application/octet-stream"),
+        (status = 206, description = "`GET` with `Range`: part of the file."),
+        (status = 304, description = "`GET` with a matching `If-None-Match`."),
+    ),
+)]
 pub async fn file(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -92,7 +104,8 @@ async fn serve(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListOptions {
     #[serde(default)]
@@ -104,6 +117,13 @@ pub(super) struct ListOptions {
 }
 
 /// A page of the app's files under `prefix`, in path order.
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/files",
+    tag = "files",
+    params(("app" = String, Path, description = "The app's name."), ListOptions),
+    responses((status = 200, description = "A page of the app's files.")),
+)]
 pub(super) async fn list(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -127,7 +147,7 @@ pub(super) async fn list(
     Ok(Json(json!({"files": files, "cursor": page.cursor})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignRequest {
     path: String,
@@ -145,6 +165,14 @@ struct SignRequest {
 
 /// Signs a file URL: `{"url": "/_/files/<app>/<path>?..."}` (no host: the
 /// caller knows which node it talks to).
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/file-urls",
+    tag = "files",
+    params(("app" = String, Path, description = "The app's name.")),
+    request_body = SignRequest,
+    responses((status = 200, description = "A signed URL.")),
+)]
 pub(super) async fn sign(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -17,6 +17,12 @@ use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 use crate::keys::{self, Scope};
 
 /// The key (`key_id`, `scope`) or operator (`operator`) calling.
+#[utoipa::path(
+    get,
+    path = "/whoami",
+    tag = "keys",
+    responses((status = 200, description = "The caller: its key or operator and scopes.")),
+)]
 pub(super) async fn whoami(caller: Caller) -> Json<Value> {
     match &caller.principal {
         Principal::Key { id, scope } => Json(json!({"key_id": id, "scope": scope.to_string()})),
@@ -26,7 +32,7 @@ pub(super) async fn whoami(caller: Caller) -> Json<Value> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     scope: String,
@@ -34,6 +40,13 @@ struct CreateKey {
     name: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    request_body = CreateKey,
+    responses((status = 201, description = "The new key, with its secret (shown once).")),
+)]
 pub(super) async fn create_key(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -79,6 +92,12 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    responses((status = 200, description = "The API keys (never their secrets).")),
+)]
 pub(super) async fn list_keys(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -103,6 +122,13 @@ pub(super) async fn list_keys(
     Ok(Json(json!({"keys": keys})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The key is revoked.")),
+)]
 pub(super) async fn revoke_key(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -26,13 +26,21 @@ fn check_key(gateway: &Gateway, key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReadOptions {
     #[serde(default)]
     consistency: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/kv/{key}",
+    tag = "kv",
+    params(("app" = String, Path, description = "The app's name."), ("key" = String, Path, description = "A kv key (may contain `/`)."), ReadOptions),
+    responses((status = 200, description = "The value.")),
+)]
 pub(super) async fn kv_get(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -53,7 +61,8 @@ pub(super) async fn kv_get(
     Ok(Json(json!({"key": key, "value": value})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PutOptions {
     #[serde(default)]
@@ -83,6 +92,14 @@ pub(super) async fn kv_write(
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/apps/{app}/kv/{key}",
+    tag = "kv",
+    params(("app" = String, Path, description = "The app's name."), ("key" = String, Path, description = "A kv key (may contain `/`)."), PutOptions),
+    request_body(content = serde_json::Value, description = "Any JSON value.", content_type = "application/json"),
+    responses((status = 200, description = "The value is stored.")),
+)]
 pub(super) async fn kv_put(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -129,6 +146,13 @@ pub(super) async fn kv_put(
     Ok(Json(json!({"key": key, "value": value})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}/kv/{key}",
+    tag = "kv",
+    params(("app" = String, Path, description = "The app's name."), ("key" = String, Path, description = "A kv key (may contain `/`).")),
+    responses((status = 200, description = "The key is deleted.")),
+)]
 pub(super) async fn kv_delete(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -142,7 +166,8 @@ pub(super) async fn kv_delete(
     Ok(Json(json!({"key": key, "deleted": existed})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListOptions {
     #[serde(default)]
@@ -155,6 +180,13 @@ pub(super) struct ListOptions {
     consistency: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/kv",
+    tag = "kv",
+    params(("app" = String, Path, description = "The app's name."), ListOptions),
+    responses((status = 200, description = "A page of keys and values.")),
+)]
 pub(super) async fn kv_list(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -24,6 +24,14 @@ use serde_json::{Value, json};
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
+#[utoipa::path(
+    post,
+    path = "/libs/{name}",
+    tag = "libs",
+    params(("name" = String, Path, description = "The item's name.")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 201, description = "The published version.")),
+)]
 pub(super) async fn publish(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -53,6 +61,12 @@ pub(super) async fn publish(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/libs",
+    tag = "libs",
+    responses((status = 200, description = "The shared libraries and their versions.")),
+)]
 pub(super) async fn list(
     State(gateway): State<Gateway>,
     _caller: Caller,

@@ -21,7 +21,8 @@ use super::checks::require_app;
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, ApiQuery, Gateway};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LogOptions {
     #[serde(default)]
@@ -32,6 +33,13 @@ pub(super) struct LogOptions {
 
 type Events = Pin<Box<dyn Stream<Item = FollowEvent> + Send>>;
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/logs",
+    tag = "logs",
+    params(("app" = String, Path, description = "The app's name."), LogOptions),
+    responses((status = 200, description = "Recent log lines (JSON), or a stream of them with `follow=true`.")),
+)]
 pub(super) async fn logs(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -30,7 +30,8 @@ fn summary_json(app: &str, mail: &CapturedMail) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MailPage {
     /// Ids below this one (the previous page's cursor).
@@ -40,6 +41,13 @@ pub(super) struct MailPage {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/mail",
+    tag = "mail",
+    params(("app" = String, Path, description = "The app's name."), MailPage),
+    responses((status = 200, description = "A page of captured mail.")),
+)]
 pub(super) async fn list(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -68,6 +76,13 @@ pub(super) async fn list(
     Ok(Json(json!({"items": items, "cursor": cursor})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/mail/{id}",
+    tag = "mail",
+    params(("app" = String, Path, description = "The app's name."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The message.")),
+)]
 pub(super) async fn show(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -23,12 +23,19 @@ use super::checks::require_app;
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway, parse_json, read_body};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetRequest {
     role: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/members",
+    tag = "members",
+    params(("app" = String, Path, description = "The app's name.")),
+    responses((status = 200, description = "The app's members.")),
+)]
 pub(super) async fn list(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -39,6 +46,14 @@ pub(super) async fn list(
     Ok(Json(gateway.operators.members(&app).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/apps/{app}/members/{email}",
+    tag = "members",
+    params(("app" = String, Path, description = "The app's name."), ("email" = String, Path, description = "An operator's email.")),
+    request_body = SetRequest,
+    responses((status = 200, description = "The member's role is set.")),
+)]
 pub(super) async fn set(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -62,6 +77,13 @@ pub(super) async fn set(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}/members/{email}",
+    tag = "members",
+    params(("app" = String, Path, description = "The app's name."), ("email" = String, Path, description = "An operator's email.")),
+    responses((status = 200, description = "The member is removed.")),
+)]
 pub(super) async fn remove(
     State(gateway): State<Gateway>,
     caller: Caller,

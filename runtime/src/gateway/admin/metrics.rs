@@ -1,18 +1,30 @@
 //! `/_/metrics`: Prometheus text exposition (admin key). Each gauge or
-//! counter is one row of the table in [`metrics`], so adding one is one row.
+//! counter is one row of the table in [`metrics`], so adding one is one row;
+//! the per-app series and histograms are read from one
+//! [`MetricsSnapshot`](crate::gateway::stats::MetricsSnapshot).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::triggers::trigger_backlog;
+use picloud_cluster::histogram::HistogramSnapshot;
+
 use crate::gateway::auth::Caller;
+use crate::gateway::stats::{MetricsSnapshot, STATUS_CLASSES};
 use crate::gateway::{ApiError, Gateway};
 
 /// `/_/metrics`: Prometheus text exposition (admin key).
+#[utoipa::path(
+    get,
+    path = "/_/metrics",
+    tag = "cluster",
+    responses((status = 200, description = "Prometheus text exposition (version 0.0.4).", content_type = "text/plain")),
+)]
 pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<Response, ApiError> {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering;
     caller.require_admin()?;
+    let snapshot = gateway.metrics_snapshot()?;
     let status = gateway.node.status();
     let disk = gateway.node.disk();
     let mut text = String::new();
@@ -63,6 +75,18 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
             status.applied_index.unwrap_or(0),
         ),
         (
+            "picloud_raft_log_entries",
+            "Entries in this node's Raft log not yet purged into a snapshot.",
+            "gauge",
+            snapshot.raft_log_entries,
+        ),
+        (
+            "picloud_http_requests_uncounted_total",
+            "App requests not counted per app: metrics_apps_max apps already had series.",
+            "counter",
+            snapshot.requests_uncounted,
+        ),
+        (
             "picloud_disk_available_bytes",
             "Free bytes on the data dir's disk (writes fail with disk_full below the reserve).",
             "gauge",
@@ -109,7 +133,7 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
         "# HELP picloud_actor_restarts_total Restarts of a supervised actor after a panic.\n\
          # TYPE picloud_actor_restarts_total counter"
     );
-    for (actor, restarts) in gateway.restarts.snapshot() {
+    for (actor, restarts) in &snapshot.actor_restarts {
         let _ = writeln!(
             text,
             "picloud_actor_restarts_total{{actor=\"{actor}\"}} {restarts}"
@@ -126,6 +150,16 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
         gateway.realtime.subscriber_count(),
         gateway.node.pubsub().dropped()
     );
+    per_app(&mut text, &snapshot);
+    histogram(
+        &mut text,
+        "picloud_raft_commit_seconds",
+        Some(
+            "From proposing a write on this node to it being applied here (forwarded writes included).",
+        ),
+        "",
+        &snapshot.raft_commit,
+    );
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -134,4 +168,81 @@ pub async fn metrics(State(gateway): State<Gateway>, caller: Caller) -> Result<R
         text,
     )
         .into_response())
+}
+
+/// The per-app series: requests per status class, latency, script time.
+fn per_app(text: &mut String, snapshot: &MetricsSnapshot) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        text,
+        "# HELP picloud_http_requests_total App requests answered by this node, per app and status class.\n\
+         # TYPE picloud_http_requests_total counter"
+    );
+    for app in &snapshot.apps {
+        for (class, count) in STATUS_CLASSES.iter().zip(app.requests) {
+            let _ = writeln!(
+                text,
+                "picloud_http_requests_total{{app=\"{}\",class=\"{class}\"}} {count}",
+                app.app
+            );
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP picloud_http_request_duration_seconds Time from an app request's arrival to its response, per app.\n\
+         # TYPE picloud_http_request_duration_seconds histogram"
+    );
+    for app in &snapshot.apps {
+        histogram(
+            text,
+            "picloud_http_request_duration_seconds",
+            None,
+            &format!("app=\"{}\"", app.app),
+            &app.duration,
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP picloud_script_seconds_total Seconds an app's scripts (routes and trigger runs) spent on a script thread here.\n\
+         # TYPE picloud_script_seconds_total counter"
+    );
+    for app in &snapshot.apps {
+        let _ = writeln!(
+            text,
+            "picloud_script_seconds_total{{app=\"{}\"}} {}",
+            app.app, app.script_seconds
+        );
+    }
+}
+
+/// One Prometheus histogram: cumulative `_bucket`s, `_sum`, `_count`;
+/// `labels` (`app="x"`, or empty) on each; the HELP and TYPE lines when
+/// `help` is given (a labelled family prints them once, before its first).
+fn histogram(
+    text: &mut String,
+    name: &str,
+    help: Option<&str>,
+    labels: &str,
+    histogram: &HistogramSnapshot,
+) {
+    use std::fmt::Write as _;
+    if let Some(help) = help {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} histogram");
+    }
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, count) in &histogram.buckets {
+        let le = if bound.is_infinite() {
+            "+Inf".to_string()
+        } else {
+            bound.to_string()
+        };
+        let _ = writeln!(text, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+    }
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(text, "{name}_sum{braces} {}", histogram.sum_seconds);
+    let _ = writeln!(text, "{name}_count{braces} {}", histogram.count);
 }

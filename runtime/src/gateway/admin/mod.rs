@@ -26,6 +26,7 @@
 //! - `routes.rs`: the scope matrix (every route and what it needs)
 //! - `cluster.rs`: cluster status, join token, node removal
 //! - `metrics.rs`: `/_/metrics` (mounted outside `/_/api/v1` by `gateway`)
+//! - `openapi.rs`: `/openapi.json`, the OpenAPI 3.1 document of these routes
 //! - `checks.rs`: the checks the resources share
 
 pub(crate) mod apps;
@@ -41,6 +42,7 @@ mod logs;
 mod mail;
 mod members;
 pub mod metrics;
+pub mod openapi;
 mod operators;
 mod realtime;
 pub mod routes;
@@ -142,6 +144,8 @@ pub fn router(gateway: Gateway) -> Router<Gateway> {
         .route("/cluster/status", get(cluster::cluster_status))
         .route("/cluster/token", get(cluster::cluster_token))
         .route("/cluster/nodes/{id}", delete(cluster::remove_node))
+        // this API, described
+        .route("/openapi.json", get(openapi::openapi))
         // Every matched route, checked against its row before the handler.
         .route_layer(middleware::from_fn_with_state(gateway, enforce))
         .fallback(api_not_found)
@@ -162,7 +166,7 @@ mod tests {
 
     /// The `(method, path)` pairs `router()` mounts, read from this file's
     /// source: each `.route("path", get(..).post(..))` call.
-    fn mounted() -> BTreeSet<(String, String)> {
+    pub(super) fn mounted() -> BTreeSet<(String, String)> {
         let source = include_str!("mod.rs");
         let body = source
             .split("pub fn router(")

@@ -27,14 +27,14 @@ use crate::gateway::auth::{Caller, Principal};
 use crate::gateway::end_users::{FlowFailure, LoginRequest};
 use crate::gateway::{ApiError, Gateway, client_ip, parse_json, read_body};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetupRequest {
     token: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddRequest {
     email: String,
@@ -42,6 +42,13 @@ struct AddRequest {
     admin: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "operators",
+    request_body = crate::gateway::end_users::LoginRequest,
+    responses((status = 200, description = "An operator session `{token, email, expires_ms}`.")),
+)]
 pub(super) async fn login(
     State(gateway): State<Gateway>,
     request: Request,
@@ -59,6 +66,12 @@ pub(super) async fn login(
 }
 
 /// Ends the caller's session; a key has none (`logged_out: false`).
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "operators",
+    responses((status = 200, description = "The session is ended.")),
+)]
 pub(super) async fn logout(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -70,6 +83,13 @@ pub(super) async fn logout(
     Ok(Json(json!({ "logged_out": ended })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admins/setup",
+    tag = "operators",
+    request_body = SetupRequest,
+    responses((status = 200, description = "The password is set.")),
+)]
 pub(super) async fn setup(
     State(gateway): State<Gateway>,
     body: Body,
@@ -83,6 +103,12 @@ pub(super) async fn setup(
     Ok(Json(json!({ "id": id })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admins",
+    tag = "operators",
+    responses((status = 200, description = "The operators.")),
+)]
 pub(super) async fn list(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -91,6 +117,13 @@ pub(super) async fn list(
     Ok(Json(gateway.operators.list().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admins",
+    tag = "operators",
+    request_body = AddRequest,
+    responses((status = 201, description = "The operator and a setup token.")),
+)]
 pub(super) async fn add(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -112,6 +145,13 @@ pub(super) async fn add(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admins/{email}",
+    tag = "operators",
+    params(("email" = String, Path, description = "An operator's email.")),
+    responses((status = 200, description = "The operator is removed.")),
+)]
 pub(super) async fn remove(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -17,6 +17,13 @@ use super::checks::require_app;
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, Gateway};
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/realtime/rotate-key",
+    tag = "realtime",
+    params(("app" = String, Path, description = "The app's name.")),
+    responses((status = 200, description = "The signing key is rotated.")),
+)]
 pub(super) async fn rotate_key(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -166,6 +166,8 @@ pub const ROUTES: &[Route] = &[
     admin("GET", "/cluster/token", Need::Admin),
     admin("DELETE", "/cluster/nodes/{id}", Need::Admin),
     outside("GET", "/_/metrics", Need::Admin),
+    // this API, described (OpenAPI 3.1)
+    admin("GET", "/openapi.json", Need::Public),
 ];
 
 /// The row for `method` on the admin router's matched `path`.

@@ -57,6 +57,14 @@ fn check_key_matches(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    put,
+    path = "/apps/{app}/secrets/{name}",
+    tag = "secrets",
+    params(("app" = String, Path, description = "The app's name."), ("name" = String, Path, description = "The item's name.")),
+    request_body(content = Vec<u8>, description = "The secret's value, raw bytes.", content_type = "application/octet-stream"),
+    responses((status = 200, description = "The secret is set.")),
+)]
 pub(super) async fn set(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -103,6 +111,13 @@ pub(super) async fn set(
     Ok(Json(json!({"app": app, "name": name, "updated_ms": now})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}/secrets/{name}",
+    tag = "secrets",
+    params(("app" = String, Path, description = "The app's name."), ("name" = String, Path, description = "The item's name.")),
+    responses((status = 200, description = "The secret is deleted.")),
+)]
 pub(super) async fn delete(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -122,6 +137,13 @@ pub(super) async fn delete(
     Ok(Json(json!({"app": app, "deleted": name})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/secrets",
+    tag = "secrets",
+    params(("app" = String, Path, description = "The app's name.")),
+    responses((status = 200, description = "The secrets' names and times (never values).")),
+)]
 pub(super) async fn list(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -145,6 +167,12 @@ pub(super) async fn list(
 /// per value (`Command::SecretsRekey`); then the apps' realtime signing keys
 /// the same way (`Realtime::rekey_signing_keys`). Values no held key opens
 /// are reported, not touched.
+#[utoipa::path(
+    post,
+    path = "/secrets/rotate-key",
+    tag = "secrets",
+    responses((status = 200, description = "Every secret is sealed under the new master key.")),
+)]
 pub(super) async fn rotate_key(
     State(gateway): State<Gateway>,
     caller: Caller,

@@ -36,7 +36,8 @@ fn dead_letter_json(app: &str, letter: &picloud_storage::triggers::DeadLetter) -
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeadLetterPage {
     #[serde(default)]
@@ -45,6 +46,13 @@ pub(super) struct DeadLetterPage {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/dead-letters",
+    tag = "triggers",
+    params(("app" = String, Path, description = "The app's name."), DeadLetterPage),
+    responses((status = 200, description = "A page of dead letters.")),
+)]
 pub(super) async fn dead_letters_list(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -73,6 +81,13 @@ pub(super) async fn dead_letters_list(
     Ok(Json(json!({"items": items, "cursor": cursor})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/dead-letters/{id}",
+    tag = "triggers",
+    params(("app" = String, Path, description = "The app's name."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The dead letter.")),
+)]
 pub(super) async fn dead_letter_show(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -95,6 +110,13 @@ pub(super) async fn dead_letter_show(
     Ok(Json(dead_letter_json(&app, &letter)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/dead-letters/{id}/retry",
+    tag = "triggers",
+    params(("app" = String, Path, description = "The app's name."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The run is queued again.")),
+)]
 pub(super) async fn dead_letter_retry(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -116,6 +138,13 @@ pub(super) async fn dead_letter_retry(
     Ok(Json(json!({"app": app, "retried": id})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}/dead-letters/{id}",
+    tag = "triggers",
+    params(("app" = String, Path, description = "The app's name."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The dead letter is deleted.")),
+)]
 pub(super) async fn dead_letter_delete(
     State(gateway): State<Gateway>,
     caller: Caller,

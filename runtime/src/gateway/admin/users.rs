@@ -29,14 +29,15 @@ use super::checks::require_app;
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, ApiQuery, Gateway, parse_json, read_body};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     email: String,
@@ -47,7 +48,7 @@ struct CreateRequest {
     roles: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InviteRequest {
     email: String,
@@ -55,7 +56,7 @@ struct InviteRequest {
     roles: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RolesRequest {
     #[serde(default)]
@@ -68,6 +69,13 @@ fn user_not_found(id: &str) -> ApiError {
     ApiError::new(Code::UserNotFound, format!("user {id} not found"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/users",
+    tag = "users",
+    params(("app" = String, Path, description = "The app's name."), ListQuery),
+    responses((status = 200, description = "A page of the app's end users.")),
+)]
 pub(super) async fn list(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -93,6 +101,14 @@ async fn write_request<T: serde::de::DeserializeOwned>(
     parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/users",
+    tag = "users",
+    params(("app" = String, Path, description = "The app's name.")),
+    request_body = CreateRequest,
+    responses((status = 201, description = "The user.")),
+)]
 pub(super) async fn create(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -119,6 +135,14 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/users/invite",
+    tag = "users",
+    params(("app" = String, Path, description = "The app's name.")),
+    request_body = InviteRequest,
+    responses((status = 201, description = "The invitation.")),
+)]
 pub(super) async fn invite(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -134,6 +158,13 @@ pub(super) async fn invite(
     Ok((StatusCode::CREATED, Json(invitation)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/users/{id}",
+    tag = "users",
+    params(("app" = String, Path, description = "The app's name."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The user.")),
+)]
 pub(super) async fn show(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -147,6 +178,13 @@ pub(super) async fn show(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}/users/{id}",
+    tag = "users",
+    params(("app" = String, Path, description = "The app's name."), ("id" = String, Path, description = "The item's id.")),
+    responses((status = 200, description = "The user is deleted.")),
+)]
 pub(super) async fn delete(
     State(gateway): State<Gateway>,
     caller: Caller,
@@ -159,6 +197,14 @@ pub(super) async fn delete(
 }
 
 /// Adds then removes roles, as one update of the role set.
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/users/{id}/roles",
+    tag = "users",
+    params(("app" = String, Path, description = "The app's name."), ("id" = String, Path, description = "The item's id.")),
+    request_body = RolesRequest,
+    responses((status = 200, description = "The user's roles.")),
+)]
 pub(super) async fn roles(
     State(gateway): State<Gateway>,
     caller: Caller,
