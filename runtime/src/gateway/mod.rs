@@ -120,6 +120,9 @@ pub struct Shared {
     pub users: UserService,
     /// Operators: their sessions authenticate admin requests.
     pub operators: OperatorService,
+    /// The dashboard's recent samples of this node's figures (its metrics
+    /// page), filled by the `dashboard_sampler` duty.
+    pub samples: dashboard::metrics::Samples,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -142,6 +145,7 @@ impl Gateway {
             triggers: counters.triggers,
             restarts: counters.restarts,
             key_uses: auth::KeyUses::default(),
+            samples: dashboard::metrics::Samples::default(),
             secret_keys,
             admission: admission::Admission::new(
                 config.http_inflight_max,
