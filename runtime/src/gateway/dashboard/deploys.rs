@@ -290,7 +290,7 @@ pub async fn changes(
         @if changes.is_empty() {
             p.muted #no-changes { "No file differs." }
         } @else {
-            p #change-summary { (changes.len()) " files differ." }
+            p #change-summary { (changes.len()) @if changes.len() == 1 { " file differs." } @else { " files differ." } }
             @for (path, change) in &changes {
                 (change_markup(path, change, &mut shown))
             }
