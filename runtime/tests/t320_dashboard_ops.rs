@@ -31,7 +31,7 @@ const LETTERS: u64 = 10_000;
 /// (`kv_atomic_ops_max`), under the default `outbox_max` of 10,000.
 const FILL_PER_REQUEST: u64 = 1_024;
 /// The most a dashboard list page may take here (a debug build).
-const PAGE_MS_MAX: u128 = 1_000;
+const PAGE_US_MAX: u128 = 1_000_000;
 
 const TRIGGERS: &str = r#"
 [[trigger]]
@@ -174,7 +174,10 @@ async fn the_ops_pages_guard_and_page() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, page) = api.get("/_/api/v1/apps/ops/dead-letters?limit=1").await;
-        if page["items"].as_array().is_some_and(|items| !items.is_empty()) {
+        if page["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no dead letter: {page}");
@@ -194,39 +197,86 @@ async fn the_ops_pages_guard_and_page() {
             .without("Roll back"),
         get("history of no app", "/_/dashboard/apps/nope/deploys", admin)
             .answers(404, "app_not_found"),
-        get("history, bad cursor", "/_/dashboard/apps/ops/deploys?before=x", admin)
-            .answers(400, "invalid_query"),
-        get("diff", "/_/dashboard/apps/ops/deploys/2/diff", reader)
-            .answers(200, "+ -- v2"),
-        get("diff against itself", "/_/dashboard/apps/ops/deploys/2/diff?against=2", reader)
-            .answers(200, "No file differs."),
-        get("diff of no version", "/_/dashboard/apps/ops/deploys/9/diff", admin)
-            .answers(404, "version_not_found"),
-        get("diff of a bad version", "/_/dashboard/apps/ops/deploys/x/diff", admin)
-            .answers(400, "invalid_field"),
-        post("rollback, reader", "/_/dashboard/apps/ops/deploys/1/rollback", reader)
-            .answers(403, "<code>forbidden</code>"),
-        post("rollback, no token", "/_/dashboard/apps/ops/deploys/1/rollback", admin)
-            .no_token()
-            .answers(403, "csrf_failed"),
-        post("rollback, bad version", "/_/dashboard/apps/ops/deploys/x/rollback", admin)
-            .answers(400, "invalid_field"),
+        get(
+            "history, bad cursor",
+            "/_/dashboard/apps/ops/deploys?before=x",
+            admin,
+        )
+        .answers(400, "invalid_query"),
+        get("diff", "/_/dashboard/apps/ops/deploys/2/diff", reader).answers(200, "+ -- v2"),
+        get(
+            "diff against itself",
+            "/_/dashboard/apps/ops/deploys/2/diff?against=2",
+            reader,
+        )
+        .answers(200, "No file differs."),
+        get(
+            "diff of no version",
+            "/_/dashboard/apps/ops/deploys/9/diff",
+            admin,
+        )
+        .answers(404, "version_not_found"),
+        get(
+            "diff of a bad version",
+            "/_/dashboard/apps/ops/deploys/x/diff",
+            admin,
+        )
+        .answers(400, "invalid_field"),
+        post(
+            "rollback, reader",
+            "/_/dashboard/apps/ops/deploys/1/rollback",
+            reader,
+        )
+        .answers(403, "<code>forbidden</code>"),
+        post(
+            "rollback, no token",
+            "/_/dashboard/apps/ops/deploys/1/rollback",
+            admin,
+        )
+        .no_token()
+        .answers(403, "csrf_failed"),
+        post(
+            "rollback, bad version",
+            "/_/dashboard/apps/ops/deploys/x/rollback",
+            admin,
+        )
+        .answers(400, "invalid_field"),
         get("logs, reader", "/_/dashboard/apps/ops/logs", reader).answers(200, "said hi"),
         get("logs of no app", "/_/dashboard/apps/nope/logs", admin).answers(404, "app_not_found"),
-        get("live logs, no session", "/_/dashboard/apps/ops/logs/live", None)
-            .answers(303, "/_/dashboard/login?next="),
-        get("live logs of no app", "/_/dashboard/apps/nope/logs/live", admin)
-            .answers(404, "app_not_found"),
-        get("dead letters, reader", "/_/dashboard/apps/ops/dead-letters", reader)
-            .answers(200, "cannot handle boom/"),
+        get(
+            "live logs, no session",
+            "/_/dashboard/apps/ops/logs/live",
+            None,
+        )
+        .answers(303, "/_/dashboard/login?next="),
+        get(
+            "live logs of no app",
+            "/_/dashboard/apps/nope/logs/live",
+            admin,
+        )
+        .answers(404, "app_not_found"),
+        get(
+            "dead letters, reader",
+            "/_/dashboard/apps/ops/dead-letters",
+            reader,
+        )
+        .answers(200, "cannot handle boom/"),
         get("a dead letter, reader", &letter, reader)
             .answers(200, "id=\"dead-letter-event\"")
             .without("Retry dead letter"),
         get("a dead letter, admin", &letter, admin).answers(200, "Retry dead letter"),
-        get("no such dead letter", "/_/dashboard/apps/ops/dead-letters/999999", admin)
-            .answers(404, "dead_letter_not_found"),
-        get("a bad dead letter id", "/_/dashboard/apps/ops/dead-letters/x", admin)
-            .answers(400, "invalid_field"),
+        get(
+            "no such dead letter",
+            "/_/dashboard/apps/ops/dead-letters/999999",
+            admin,
+        )
+        .answers(404, "dead_letter_not_found"),
+        get(
+            "a bad dead letter id",
+            "/_/dashboard/apps/ops/dead-letters/x",
+            admin,
+        )
+        .answers(400, "invalid_field"),
         post("retry, reader", &format!("{letter}/retry"), reader)
             .answers(403, "<code>forbidden</code>"),
         post("delete, reader", &format!("{letter}/delete"), reader)
@@ -234,20 +284,38 @@ async fn the_ops_pages_guard_and_page() {
         post("delete, no token", &format!("{letter}/delete"), admin)
             .no_token()
             .answers(403, "csrf_failed"),
-        post("retry of no letter", "/_/dashboard/apps/ops/dead-letters/999999/retry", admin)
-            .answers(404, "dead_letter_not_found"),
+        post(
+            "retry of no letter",
+            "/_/dashboard/apps/ops/dead-letters/999999/retry",
+            admin,
+        )
+        .answers(404, "dead_letter_not_found"),
         post("delete, admin", &format!("{letter}/delete"), admin)
             .answers(303, "/dead-letters?flash=dead-letter-deleted"),
         get("the deleted letter", &letter, admin).answers(404, "dead_letter_not_found"),
         get("metrics", "/_/dashboard/metrics", reader).answers(200, "<svg"),
-        post("rollback, admin", "/_/dashboard/apps/ops/deploys/1/rollback", admin)
-            .answers(303, "/deploys?flash=rolled-back"),
+        post(
+            "rollback, admin",
+            "/_/dashboard/apps/ops/deploys/1/rollback",
+            admin,
+        )
+        .answers(303, "/deploys?flash=rolled-back"),
     ];
     for row in &rows {
         let (status, seen) = send(&http, &base, row).await;
         assert_eq!(status, row.status, "{}: {seen}", row.what);
-        assert!(seen.contains(row.expect), "{}: no {:?} in {seen}", row.what, row.expect);
-        assert!(!seen.contains(row.absent), "{}: {:?} in {seen}", row.what, row.absent);
+        assert!(
+            seen.contains(row.expect),
+            "{}: no {:?} in {seen}",
+            row.what,
+            row.expect
+        );
+        assert!(
+            !seen.contains(row.absent),
+            "{}: {:?} in {seen}",
+            row.what,
+            row.absent
+        );
     }
     let (_, app) = api.get("/_/api/v1/apps/ops").await;
     assert_eq!(app["active_version"], 1, "rolled back: {app}");
@@ -263,7 +331,10 @@ async fn the_ops_pages_guard_and_page() {
             if pending < 5_000 {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(600), "backlog stuck");
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "backlog stuck"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (status, body) = api.get(&format!("/ops/fill/{filled}")).await;
@@ -281,7 +352,9 @@ async fn the_ops_pages_guard_and_page() {
         let mut after = 0;
         loop {
             let (_, page) = api
-                .get(&format!("/_/api/v1/apps/ops/dead-letters?limit=1000&after={after}"))
+                .get(&format!(
+                    "/_/api/v1/apps/ops/dead-letters?limit=1000&after={after}"
+                ))
                 .await;
             count += page["items"].as_array().map_or(0, Vec::len) as u64;
             match page["cursor"].as_u64() {
@@ -295,19 +368,25 @@ async fn the_ops_pages_guard_and_page() {
         started.elapsed().as_millis()
     );
     for (what, path) in [
-        ("the first page", "/_/dashboard/apps/ops/dead-letters".to_string()),
-        ("a deep page", format!("/_/dashboard/apps/ops/dead-letters?after={}", id + 9_000)),
+        (
+            "the first page",
+            "/_/dashboard/apps/ops/dead-letters".to_string(),
+        ),
+        (
+            "a deep page",
+            format!("/_/dashboard/apps/ops/dead-letters?after={}", id + 9_000),
+        ),
     ] {
         let mut best = u128::MAX;
         for _ in 0..5 {
             let timer = Instant::now();
             let (status, seen) = send(&http, &base, &get("page", &path, admin)).await;
-            best = best.min(timer.elapsed().as_millis());
+            best = best.min(timer.elapsed().as_micros());
             assert_eq!(status, 200, "{what}: {seen}");
             assert_eq!(seen.matches("<tr data-id=").count(), 50, "{what}: 50 rows");
             assert!(seen.contains("rel=\"next\""), "{what}: a next page");
         }
-        println!("dashboard dead letters, {what}: {best} ms (best of 5)");
-        assert!(best < PAGE_MS_MAX, "{what} took {best} ms");
+        println!("dashboard dead letters, {what}: {best} µs (best of 5)");
+        assert!(best < PAGE_US_MAX, "{what} took {best} µs");
     }
 }

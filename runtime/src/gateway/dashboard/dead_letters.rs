@@ -159,7 +159,11 @@ pub async fn show(
         }
         p { a href={ (BASE) "/apps/" (app) "/dead-letters" } { "Back to the dead letters" } }
     };
-    Ok(layout::ok(&format!("{app} dead letter {id}"), &session, body))
+    Ok(layout::ok(
+        &format!("{app} dead letter {id}"),
+        &session,
+        body,
+    ))
 }
 
 /// `POST /apps/{app}/dead-letters/{id}/retry`: needs write.
@@ -170,7 +174,10 @@ pub async fn retry(
 ) -> PageResult {
     let id = dead_letter_id(&id)?;
     triggers::retry(&gateway, &posted.session.caller, &app, id).await?;
-    Ok(Redirect::to(&format!("{BASE}/apps/{app}/dead-letters?flash=dead-letter-retried")).into_response())
+    Ok(Redirect::to(&format!(
+        "{BASE}/apps/{app}/dead-letters?flash=dead-letter-retried"
+    ))
+    .into_response())
 }
 
 /// `POST /apps/{app}/dead-letters/{id}/delete`: needs write.
@@ -181,7 +188,10 @@ pub async fn delete(
 ) -> PageResult {
     let id = dead_letter_id(&id)?;
     triggers::delete(&gateway, &posted.session.caller, &app, id).await?;
-    Ok(Redirect::to(&format!("{BASE}/apps/{app}/dead-letters?flash=dead-letter-deleted")).into_response())
+    Ok(Redirect::to(&format!(
+        "{BASE}/apps/{app}/dead-letters?flash=dead-letter-deleted"
+    ))
+    .into_response())
 }
 
 #[cfg(test)]

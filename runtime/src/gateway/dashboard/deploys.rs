@@ -47,9 +47,15 @@ fn bundle(gateway: &Gateway, app: &str, version: u64) -> Result<Bundle, ApiError
             format!("app {app} keeps no version {version}"),
         )
     };
-    let bytes = gateway.node.reader().bundle(app, version)?.ok_or_else(missing)?;
+    let bytes = gateway
+        .node
+        .reader()
+        .bundle(app, version)?
+        .ok_or_else(missing)?;
     Bundle::decode(&bytes).map_err(|error| {
-        ApiError::internal(format!("version {version} of {app} cannot be decoded: {error}"))
+        ApiError::internal(format!(
+            "version {version} of {app} cannot be decoded: {error}"
+        ))
     })
 }
 
@@ -63,7 +69,7 @@ pub async fn history(
     session.caller.require_read(&app)?;
     let record = record(&gateway, &app)?;
     let mut deploys = gateway.node.reader().deploys(&app)?;
-    deploys.sort_by(|a, b| b.version.cmp(&a.version));
+    deploys.sort_by_key(|deploy| std::cmp::Reverse(deploy.version));
     let before = query.before.unwrap_or(u64::MAX);
     let page: Vec<_> = deploys
         .iter()
@@ -193,7 +199,10 @@ fn change_markup(path: &str, change: &FileChange<'_>, shown: &mut usize) -> Mark
         FileChange::Removed { bytes } => ("removed", format!("removed ({bytes} bytes)")),
         FileChange::Changed { lines } => {
             let added = lines.iter().filter(|l| matches!(l, Line::Added(_))).count();
-            let removed = lines.iter().filter(|l| matches!(l, Line::Removed(_))).count();
+            let removed = lines
+                .iter()
+                .filter(|l| matches!(l, Line::Removed(_)))
+                .count();
             ("changed", format!("changed (+{added} −{removed} lines)"))
         }
         FileChange::ChangedBytes {
@@ -253,7 +262,7 @@ pub async fn changes(
         .iter()
         .map(|deploy| deploy.version)
         .collect();
-    kept.sort_unstable_by(|a, b| b.cmp(a));
+    kept.sort_unstable_by_key(|version| std::cmp::Reverse(*version));
     let new = files_of(bundle(&gateway, &app, version)?);
     let against = query
         .against
@@ -297,7 +306,11 @@ pub async fn changes(
         }
         p { a href={ (BASE) "/apps/" (app) "/deploys" } { "Back to the history" } }
     };
-    Ok(layout::ok(&format!("{app} version {version}"), &session, body))
+    Ok(layout::ok(
+        &format!("{app} version {version}"),
+        &session,
+        body,
+    ))
 }
 
 fn version_number(text: &str) -> Result<u64, ApiError> {

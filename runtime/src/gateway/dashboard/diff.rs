@@ -26,12 +26,21 @@ pub enum Line<'a> {
 /// How one file differs between two versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileChange<'a> {
-    Added { bytes: usize },
-    Removed { bytes: usize },
+    Added {
+        bytes: usize,
+    },
+    Removed {
+        bytes: usize,
+    },
     /// A text file's lines.
-    Changed { lines: Vec<Line<'a>> },
+    Changed {
+        lines: Vec<Line<'a>>,
+    },
     /// Too large or not text: only the sizes.
-    ChangedBytes { old_bytes: usize, new_bytes: usize },
+    ChangedBytes {
+        old_bytes: usize,
+        new_bytes: usize,
+    },
 }
 
 /// Every file that differs between `old` and `new` (by path), in path
@@ -174,7 +183,9 @@ mod tests {
         let words = ["a", "b", "c", "d"];
         let mut seed = 7u64;
         let mut next = |n: usize| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as usize % n
         };
         for _ in 0..300 {
@@ -235,7 +246,11 @@ mod tests {
     fn large_or_binary_files_are_sizes_only() {
         let many_old: String = (0..3000).map(|i| format!("old {i}\n")).collect();
         let many_new: String = (0..3000).map(|i| format!("new {i}\n")).collect();
-        assert_eq!(lines(&many_old, &many_new), None, "9 M cells are over the bound");
+        assert_eq!(
+            lines(&many_old, &many_new),
+            None,
+            "9 M cells are over the bound"
+        );
         assert_eq!(
             file(&many_old, &many_new),
             FileChange::ChangedBytes {

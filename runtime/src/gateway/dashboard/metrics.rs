@@ -111,7 +111,10 @@ impl Default for Samples {
 
 impl Samples {
     pub fn record(&self, sample: Sample) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sample);
     }
 
     pub fn snapshot(&self) -> Vec<Sample> {
@@ -174,7 +177,14 @@ fn figure(value: f64) -> String {
 /// One chart as inline SVG: the series over the window ending `now_ms`,
 /// its latest and highest value; "no data" when the figure is not
 /// measured, "collecting…" before it has two points.
-pub fn chart(id: &str, title: &str, unit: &str, series: &Series, measured: bool, now_ms: u64) -> Markup {
+pub fn chart(
+    id: &str,
+    title: &str,
+    unit: &str,
+    series: &Series,
+    measured: bool,
+    now_ms: u64,
+) -> Markup {
     let window_ms = SAMPLE_INTERVAL_MS * SAMPLES_MAX as u64;
     let start_ms = now_ms.saturating_sub(window_ms);
     let max = series.iter().map(|(_, v)| *v).fold(0.0_f64, f64::max);
@@ -362,6 +372,9 @@ mod tests {
         let drawn = chart("c", "Requests", "/s", &series, true, 1_000_000).into_string();
         assert!(drawn.contains("<polyline"), "{drawn}");
         assert!(drawn.contains("now 2 /s, highest 4 /s"), "{drawn}");
-        assert!(drawn.contains("320.0,"), "the latest point at the right edge: {drawn}");
+        assert!(
+            drawn.contains("320.0,"),
+            "the latest point at the right edge: {drawn}"
+        );
     }
 }
