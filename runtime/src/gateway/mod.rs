@@ -39,8 +39,9 @@
 //! - `files.rs`: `/_/files/<app>/<path>` (signed URLs), `Range`, ETags and
 //!   the streamed upload and download the admin file routes share
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
-//! - `dashboard/`: the server-rendered dashboard (login, apps, an app,
-//!   the cluster), over the same callers and checks as the admin API
+//! - `dashboard/`: the server-rendered dashboard (login, apps, an app and
+//!   its history, logs and dead letters, the cluster, metrics), over the
+//!   same callers and checks as the admin API
 //! - `auth.rs`: callers (a key or an operator session), the scope matrix's
 //!   check of every admin route (`enforce`); `error.rs`: errors to statuses and codes
 

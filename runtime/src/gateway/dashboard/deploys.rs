@@ -6,13 +6,15 @@
 //! bundle to show; who deployed a version is not recorded, so the history
 //! does not say.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use picloud_actors::app::Bundle;
 use picloud_lua_sdk::Code;
+use picloud_storage::AppRecord;
 use serde::Deserialize;
 
 use super::app::record;
@@ -29,6 +31,8 @@ pub const VERSIONS_PAGE_MAX: usize = 25;
 pub const DIFF_CONTEXT_LINES: usize = 3;
 /// Most diff lines one page shows (the rest are counted).
 pub const DIFF_LINES_SHOWN_MAX: usize = 5_000;
+/// Most versions whose file counts are kept (past it, the cache starts over).
+pub const FILE_COUNTS_MAX: usize = 4_096;
 
 #[derive(Deserialize)]
 pub struct HistoryQuery {
@@ -59,6 +63,28 @@ fn bundle(gateway: &Gateway, app: &str, version: u64) -> Result<Bundle, ApiError
     })
 }
 
+/// How many files a version holds (scripts, manifest, static files): the
+/// one figure of the history that needs the bundle, so it is decoded once
+/// per version and kept (a version never changes; keyed by the app's
+/// creation time too, as `app::summary`). `None` when it cannot be read.
+fn file_count(gateway: &Gateway, record: &AppRecord, version: u64) -> Option<usize> {
+    type Cache = Mutex<HashMap<(String, u64, u64), usize>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (record.name.clone(), record.created_ms, version);
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(count) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Some(*count);
+    }
+    let bundle = bundle(gateway, &record.name, version).ok()?;
+    let count = bundle.files.len() + bundle.public.len();
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= FILE_COUNTS_MAX {
+        cache.clear();
+    }
+    cache.insert(key, count);
+    Some(count)
+}
+
 /// `GET /apps/{app}/deploys`: needs read.
 pub async fn history(
     State(gateway): State<Gateway>,
@@ -80,10 +106,7 @@ pub async fn history(
     let page = &page[..page.len().min(VERSIONS_PAGE_MAX)];
     let mut rows = Vec::with_capacity(page.len());
     for deploy in page {
-        // The file count is the one figure that needs the bundle.
-        let files = bundle(&gateway, &app, deploy.version)
-            .map(|bundle| bundle.files.len() + bundle.public.len())
-            .ok();
+        let files = file_count(&gateway, &record, deploy.version);
         let previous = deploys
             .iter()
             .map(|other| other.version)
