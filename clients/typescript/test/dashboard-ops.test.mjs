@@ -7,7 +7,7 @@
 // a failing kv trigger's dead letter is listed, shown, and after a fixed deploy
 // retried in the UI until it is gone and its run succeeded; the metrics page
 // draws its charts as SVG; a viewer sees no rollback or retry and a posted one
-// is refused.
+// is refused; a node killed for real is reported on the logs page at once.
 //
 // Screenshots go to target/dashboard-screenshots/ops-<page>.png (relative to
 // the repository root).
@@ -300,5 +300,21 @@ describe("the dashboard's ops pages in Chromium", { skip: skipReason() }, () => 
     const app = await cluster.nodes[0].admin("GET", `/apps/${APP}`);
     assert.equal(app.body.active_version, 3, "not rolled back");
     await page.context().close();
+  });
+
+  test("a node killed for real is reported on the logs page, not waited for", async () => {
+    const victim = cluster.nodes[2];
+    const victimId = (await (await fetch(`${victim.url}/_/health`)).json()).node_id;
+    await victim.kill();
+    const started = Date.now();
+    const response = await admin.goto(`${base}/_/dashboard/apps/${APP}/logs`);
+    const elapsed = Date.now() - started;
+    assert.equal(response.status(), 200);
+    assert.match(await admin.locator(`[data-unavailable="${victimId}"]`).textContent(), new RegExp(`Node ${victimId} did not answer`));
+    // The other nodes' lines are still there (node 2's "said" lines).
+    assert.ok((await admin.locator("#log-lines li", { hasText: "said before" }).count()) >= 1);
+    // MEMBER_LOGS_WAIT_MS (1 s) bounds the wait for a member, plus the page's own work.
+    assert.ok(elapsed < 5_000, `the page took ${elapsed} ms`);
+    await shot(admin, "logs-node-down");
   });
 });
