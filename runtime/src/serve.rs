@@ -289,7 +289,7 @@ async fn serve(
     listener.set_nonblocking(true)?;
     let triggers = Arc::new(picloud_actors::dispatcher::DispatcherStats::default());
     let smtp_files = files.clone();
-    let router = gateway::router(Gateway::new(
+    let gateway = Gateway::new(
         node.clone(),
         apps.clone(),
         logs,
@@ -309,7 +309,12 @@ async fn serve(
             shares: shares.clone(),
         },
         secret_keys,
-    ));
+    );
+    duties.supervise(Duty::new("dashboard_sampler", {
+        let gateway = gateway.clone();
+        move || gateway::dashboard::metrics::run(gateway.clone())
+    }));
+    let router = gateway::router(gateway);
     tracing::info!(http = %config.http, node_id = node.id(), data_dir = %config.data_dir.display(), "picloud serving");
     println!("picloud listening on http://{}", config.http);
 

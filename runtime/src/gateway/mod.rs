@@ -41,8 +41,9 @@
 //! - `stats.rs`: per-app request counts and latency, and `MetricsSnapshot`
 //!   (this node's figures for `/_/metrics` and the dashboard)
 //! - `faults.rs`: the test-only fault switch route (absent from release builds)
-//! - `dashboard/`: the server-rendered dashboard (login, apps, an app,
-//!   the cluster), over the same callers and checks as the admin API
+//! - `dashboard/`: the server-rendered dashboard (login, apps, an app and
+//!   its history, logs and dead letters, the cluster, metrics), over the
+//!   same callers and checks as the admin API
 //! - `auth.rs`: callers (a key or an operator session), the scope matrix's
 //!   check of every admin route (`enforce`); `error.rs`: errors to statuses and codes
 
@@ -127,6 +128,9 @@ pub struct Shared {
     pub http_stats: stats::HttpStats,
     /// The apps' CPU gates, which measure their script time.
     pub shares: Arc<CpuShares>,
+    /// The dashboard's recent samples of this node's figures (its metrics
+    /// page), filled by the `dashboard_sampler` duty.
+    pub samples: dashboard::metrics::Samples,
     admission: admission::Admission,
     bodies: body::BodyBudget,
 }
@@ -151,6 +155,7 @@ impl Gateway {
             shares: counters.shares,
             http_stats: stats::HttpStats::new(config.metrics_apps_max),
             key_uses: auth::KeyUses::default(),
+            samples: dashboard::metrics::Samples::default(),
             secret_keys,
             admission: admission::Admission::new(
                 config.http_inflight_max,

@@ -290,12 +290,26 @@ pub(super) async fn rollback(
     } else {
         parse_json(&bytes)?
     };
+    let version = rollback_to(&gateway, &caller, &app, request.to).await?;
+    Ok(Json(json!({"app": app, "version": version})))
+}
+
+/// Makes version `to` (or the one before the active one) `app`'s active
+/// version and reloads it here; answers the version now active. Shared by
+/// the admin API and the dashboard.
+pub(crate) async fn rollback_to(
+    gateway: &Gateway,
+    caller: &Caller,
+    app: &str,
+    to: Option<u64>,
+) -> Result<u64, ApiError> {
+    caller.require_write(app)?;
     let result = accepted(
         gateway
             .node
             .write(Command::Rollback {
-                app: app.clone(),
-                to_version: request.to,
+                app: app.to_string(),
+                to_version: to,
                 now_ms: now_ms(),
             })
             .await?,
@@ -305,6 +319,6 @@ pub(super) async fn rollback(
             "unexpected rollback result {result:?}"
         )));
     };
-    gateway.apps.reload(&existing_app_name(&app)?).await?;
-    Ok(Json(json!({"app": app, "version": version})))
+    gateway.apps.reload(&existing_app_name(app)?).await?;
+    Ok(version)
 }

@@ -31,7 +31,7 @@ pub(super) struct LogOptions {
     follow: Option<bool>,
 }
 
-type Events = Pin<Box<dyn Stream<Item = FollowEvent> + Send>>;
+pub(crate) type Events = Pin<Box<dyn Stream<Item = FollowEvent> + Send>>;
 
 #[utoipa::path(
     get,
@@ -54,28 +54,8 @@ pub(super) async fn logs(
         .min(gateway.limits.logs.lines_per_app_max);
     let node = &gateway.node;
     if options.follow.unwrap_or(false) {
-        // Subscribe before asking the others, so no line of this node falls
-        // between the backlog and the live stream.
-        let (backlog, receiver) = gateway.logs.follow(&app, limit);
-        let recent = cluster_recent(node, backlog, &app, limit).await;
-        let mut first: Vec<FollowEvent> = recent
-            .unavailable
-            .iter()
-            .map(|member| FollowEvent::Unavailable(*member))
-            .collect();
-        first.extend(recent.lines.into_iter().map(FollowEvent::Line));
-        let mut live: Vec<Events> = vec![Box::pin(follow_local(node.id(), receiver))];
-        for (member, peer, next_seq) in recent.answered {
-            live.push(Box::pin(follow_member(
-                node.clone(),
-                member,
-                peer,
-                app.clone(),
-                next_seq,
-            )));
-        }
-        let events = futures::stream::iter(first)
-            .chain(futures::stream::select_all(live))
+        let events = follow(&gateway, &app, limit)
+            .await
             .map(|event| Ok::<_, Infallible>(sse_event(&event)));
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -90,9 +70,38 @@ pub(super) async fn logs(
     .into_response())
 }
 
+/// `app`'s last `limit` lines on every member, then every new one as it is
+/// logged, each member's in its own order; a member that stops answering
+/// is one `Unavailable` event, never waited for. Shared by the admin API
+/// and the dashboard.
+pub(crate) async fn follow(gateway: &Gateway, app: &str, limit: usize) -> Events {
+    let node = &gateway.node;
+    // Subscribe before asking the others, so no line of this node falls
+    // between the backlog and the live stream.
+    let (backlog, receiver) = gateway.logs.follow(app, limit);
+    let recent = cluster_recent(node, backlog, app, limit).await;
+    let mut first: Vec<FollowEvent> = recent
+        .unavailable
+        .iter()
+        .map(|member| FollowEvent::Unavailable(*member))
+        .collect();
+    first.extend(recent.lines.into_iter().map(FollowEvent::Line));
+    let mut live: Vec<Events> = vec![Box::pin(follow_local(node.id(), receiver))];
+    for (member, peer, next_seq) in recent.answered {
+        live.push(Box::pin(follow_member(
+            node.clone(),
+            member,
+            peer,
+            app.to_string(),
+            next_seq,
+        )));
+    }
+    Box::pin(futures::stream::iter(first).chain(futures::stream::select_all(live)))
+}
+
 /// A follow event on the wire: `log` (a line as JSON), `unavailable`
 /// (`{"node"}`: that member's lines stop) or `lagged` (`{"node","skipped"}`).
-fn sse_event(event: &FollowEvent) -> Event {
+pub(crate) fn sse_event(event: &FollowEvent) -> Event {
     match event {
         FollowEvent::Line(line) => Event::default()
             .event("log")

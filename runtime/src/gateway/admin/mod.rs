@@ -32,13 +32,13 @@
 pub(crate) mod apps;
 mod checks;
 pub(crate) mod cluster;
-mod deploys;
+pub(crate) mod deploys;
 mod docs;
 pub mod files;
 mod keys;
 mod kv;
 mod libs;
-mod logs;
+pub(crate) mod logs;
 mod mail;
 mod members;
 pub mod metrics;

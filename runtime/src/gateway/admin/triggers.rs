@@ -16,7 +16,7 @@ use crate::gateway::{ApiError, ApiQuery, Gateway};
 /// Most dead letters one list page returns.
 const DEAD_LETTERS_PAGE_MAX: usize = 1_000;
 
-fn dead_letter_json(app: &str, letter: &picloud_storage::triggers::DeadLetter) -> Value {
+pub(crate) fn dead_letter_json(app: &str, letter: &picloud_storage::triggers::DeadLetter) -> Value {
     let event = picloud_actors::dispatcher::event_json(&letter.entry.event);
     json!({
         "id": letter.entry.id,
@@ -123,19 +123,31 @@ pub(super) async fn dead_letter_retry(
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = dead_letter_id(&id)?;
-    caller.require_write(&app)?;
-    require_app(&gateway, &app)?;
+    retry(&gateway, &caller, &app, id).await?;
+    Ok(Json(json!({"app": app, "retried": id})))
+}
+
+/// Puts dead letter `id` of `app` back in the outbox (needs write). Shared
+/// by the admin API and the dashboard.
+pub(crate) async fn retry(
+    gateway: &Gateway,
+    caller: &Caller,
+    app: &str,
+    id: u64,
+) -> Result<(), ApiError> {
+    caller.require_write(app)?;
+    require_app(gateway, app)?;
     accepted(
         gateway
             .node
             .write(Command::RetryDeadLetter {
-                app: app.clone(),
+                app: app.to_string(),
                 id,
                 now_ms: now_ms(),
             })
             .await?,
     )?;
-    Ok(Json(json!({"app": app, "retried": id})))
+    Ok(())
 }
 
 #[utoipa::path(
@@ -151,21 +163,33 @@ pub(super) async fn dead_letter_delete(
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = dead_letter_id(&id)?;
-    caller.require_write(&app)?;
-    require_app(&gateway, &app)?;
+    delete(&gateway, &caller, &app, id).await?;
+    Ok(Json(json!({"app": app, "deleted": id})))
+}
+
+/// Deletes dead letter `id` of `app` (needs write). Shared by the admin
+/// API and the dashboard.
+pub(crate) async fn delete(
+    gateway: &Gateway,
+    caller: &Caller,
+    app: &str,
+    id: u64,
+) -> Result<(), ApiError> {
+    caller.require_write(app)?;
+    require_app(gateway, app)?;
     accepted(
         gateway
             .node
             .write(Command::DeleteDeadLetter {
-                app: app.clone(),
+                app: app.to_string(),
                 id,
             })
             .await?,
     )?;
-    Ok(Json(json!({"app": app, "deleted": id})))
+    Ok(())
 }
 
-fn dead_letter_id(text: &str) -> Result<u64, ApiError> {
+pub(crate) fn dead_letter_id(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| {
         ApiError::new(
             Code::InvalidField,

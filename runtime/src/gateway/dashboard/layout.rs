@@ -20,7 +20,11 @@ use super::{BASE, PageError, Session};
 use crate::gateway::ApiError;
 
 /// The top-level pages: (label, path below [`BASE`]).
-pub const NAV: &[(&str, &str)] = &[("Apps", "/apps"), ("Cluster", "/cluster")];
+pub const NAV: &[(&str, &str)] = &[
+    ("Apps", "/apps"),
+    ("Cluster", "/cluster"),
+    ("Metrics", "/metrics"),
+];
 
 /// One subpage of an app: its label and path below `/apps/{app}`.
 pub struct AppPage {
@@ -29,10 +33,24 @@ pub struct AppPage {
 }
 
 /// An app's subpages, in the order the app's navigation shows them.
-pub const APP_PAGES: &[AppPage] = &[AppPage {
-    label: "Overview",
-    suffix: "",
-}];
+pub const APP_PAGES: &[AppPage] = &[
+    AppPage {
+        label: "Overview",
+        suffix: "",
+    },
+    AppPage {
+        label: "History",
+        suffix: "/deploys",
+    },
+    AppPage {
+        label: "Logs",
+        suffix: "/logs",
+    },
+    AppPage {
+        label: "Dead letters",
+        suffix: "/dead-letters",
+    },
+];
 
 /// The embedded assets: (file name, content type, bytes).
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -175,6 +193,9 @@ pub fn flash_text(key: &str) -> Option<&'static str> {
         "app-deleted" => "App deleted.",
         "node-removed" => "Node removed from the cluster.",
         "logged-out" => "Signed out.",
+        "rolled-back" => "Rolled back.",
+        "dead-letter-retried" => "Dead letter queued to run again.",
+        "dead-letter-deleted" => "Dead letter deleted.",
         _ => return None,
     })
 }

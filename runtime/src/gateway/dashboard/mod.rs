@@ -12,10 +12,19 @@
 //!   GET  /_/dashboard/apps/{app}           an app's overview                  → app.rs
 //!   GET  /_/dashboard/apps/{app}/delete    confirm page (owner)
 //!   POST /_/dashboard/apps/{app}/delete    delete, the name typed again (owner)
+//!   GET  /_/dashboard/apps/{app}/deploys   deploy history (paged)             → deploys.rs
+//!   GET  /_/dashboard/apps/{app}/deploys/{v}/diff   files changed against a version
+//!   POST /_/dashboard/apps/{app}/deploys/{v}/rollback   roll back (write)
+//!   GET  /_/dashboard/apps/{app}/logs      every node's recent lines          → logs.rs
+//!   GET  /_/dashboard/apps/{app}/logs/live server-sent events of new lines
+//!   GET  /_/dashboard/apps/{app}/dead-letters        paged list          → dead_letters.rs
+//!   GET  /_/dashboard/apps/{app}/dead-letters/{id}   one letter
+//!   POST /_/dashboard/apps/{app}/dead-letters/{id}/retry|delete   (write)
 //!   GET  /_/dashboard/cluster              nodes, backlog, repair             → cluster.rs
 //!   POST /_/dashboard/cluster/token        show the join token (admin)
 //!   GET  /_/dashboard/cluster/nodes/{id}/remove   confirm page (admin)
 //!   POST /_/dashboard/cluster/nodes/{id}/remove   remove the node (admin)
+//!   GET  /_/dashboard/metrics              this node's charts (inline SVG)    → metrics.rs
 //!   GET  /_/dashboard/assets/{version}/{file}     CSS and JS, cached for a year
 //! ```
 //!
@@ -39,6 +48,11 @@
 //! - `apps.rs`: the apps list, create, delete with confirmation
 //! - `app.rs`: an app's overview (version, domains, routes, triggers)
 //! - `cluster.rs`: the cluster's nodes, join token, node removal
+//! - `deploys.rs`: an app's deploy history, a version's changes, rollback
+//!   (`diff.rs`: the pure, bounded line diff it uses)
+//! - `logs.rs`: an app's live logs (drawn, then followed over SSE)
+//! - `dead_letters.rs`: an app's dead letters (paged), retry, delete
+//! - `metrics.rs`: the metrics page and its sampler (a bounded ring)
 //!
 //! To add a page: a handler taking [`Session`] (GET) or [`Posted<Form>`]
 //! (POST) in a file of its group, a route below, and an entry in
@@ -47,8 +61,13 @@
 pub mod app;
 pub mod apps;
 pub mod cluster;
+pub mod dead_letters;
+pub mod deploys;
+pub mod diff;
 pub mod layout;
 pub mod login;
+pub mod logs;
+pub mod metrics;
 pub mod session;
 
 use axum::Router;
@@ -79,6 +98,25 @@ pub fn router() -> Router<Gateway> {
             "/apps/{app}/delete",
             get(apps::delete_confirm).post(apps::delete),
         )
+        .route("/apps/{app}/deploys", get(deploys::history))
+        .route("/apps/{app}/deploys/{version}/diff", get(deploys::changes))
+        .route(
+            "/apps/{app}/deploys/{version}/rollback",
+            post(deploys::rollback),
+        )
+        .route("/apps/{app}/logs", get(logs::recent))
+        .route("/apps/{app}/logs/live", get(logs::live))
+        .route("/apps/{app}/dead-letters", get(dead_letters::list))
+        .route("/apps/{app}/dead-letters/{id}", get(dead_letters::show))
+        .route(
+            "/apps/{app}/dead-letters/{id}/retry",
+            post(dead_letters::retry),
+        )
+        .route(
+            "/apps/{app}/dead-letters/{id}/delete",
+            post(dead_letters::delete),
+        )
+        .route("/metrics", get(metrics::overview))
         .route("/cluster", get(cluster::status))
         .route("/cluster/token", post(cluster::token))
         .route(
