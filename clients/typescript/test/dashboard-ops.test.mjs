@@ -268,9 +268,11 @@ describe("the dashboard's ops pages in Chromium", { skip: skipReason() }, () => 
     const charts = admin.locator("#charts figure.chart");
     assert.equal(await charts.count(), 7);
     assert.equal(await admin.locator("#charts figure.chart svg").count(), 7);
-    // Trigger runs are measured today; request counters wait for part B's figures.
-    assert.equal(await admin.locator("#chart-trigger-runs").getAttribute("data-measured"), "true");
-    assert.match(await admin.locator("#chart-requests figcaption").textContent(), /no data/);
+    // Every figure the page draws is measured: requests, errors, script time
+    // and trigger runs from the node's metrics snapshot.
+    for (const chart of ["requests", "errors", "script-time", "trigger-runs"]) {
+      assert.equal(await admin.locator(`#chart-${chart}`).getAttribute("data-measured"), "true", chart);
+    }
     // With two samples (5 s apart), a measured chart draws a line.
     await eventually("a line in the Raft applied chart", async () => {
       await admin.goto(`${base}/_/dashboard/metrics`);
