@@ -25,10 +25,12 @@
 //! - `members.rs`: an app's members and their roles
 //! - `routes.rs`: the scope matrix (every route and what it needs)
 //! - `cluster.rs`: cluster status, join token, node removal
+//! - `backup.rs`: a backup of the whole cluster, streamed
 //! - `metrics.rs`: `/_/metrics` (mounted outside `/_/api/v1` by `gateway`)
 //! - `checks.rs`: the checks the resources share
 
 mod apps;
+mod backup;
 mod checks;
 mod cluster;
 mod deploys;
@@ -142,6 +144,8 @@ pub fn router(gateway: Gateway) -> Router<Gateway> {
         .route("/cluster/status", get(cluster::cluster_status))
         .route("/cluster/token", get(cluster::cluster_token))
         .route("/cluster/nodes/{id}", delete(cluster::remove_node))
+        // backup
+        .route("/backup", get(backup::backup))
         // Every matched route, checked against its row before the handler.
         .route_layer(middleware::from_fn_with_state(gateway, enforce))
         .fallback(api_not_found)
