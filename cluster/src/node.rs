@@ -557,9 +557,13 @@ impl Node {
             }
         }
         // A later snapshot may have replaced it meanwhile: it is as good.
-        let snapshot = self.raft.get_snapshot().await.map_err(|e| ClusterError::Raft {
-            message: e.to_string(),
-        })?;
+        let snapshot = self
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| ClusterError::Raft {
+                message: e.to_string(),
+            })?;
         match snapshot {
             Some(snapshot)
                 if snapshot

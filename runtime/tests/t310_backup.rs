@@ -27,8 +27,7 @@ use serde_json::{Value, json};
 
 const APP: &str = "shop";
 const HELLO: &str = "return function(req)\n  return {json={hello='world'}}\nend";
-const SECRET: &str =
-    "return function(req)\n  return {json={value=secrets.get('TOKEN')}}\nend";
+const SECRET: &str = "return function(req)\n  return {json={value=secrets.get('TOKEN')}}\nend";
 const PUT: &str = "return function(req)\n  kv.set('k/' .. req.params.n, tonumber(req.params.n))\n  return {status=201, json={ok=true}}\nend";
 const SECRET_VALUE: &str = "sk_live_restored";
 /// The background writer's bound: it stops after this many writes.
@@ -258,7 +257,10 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
     assert!(!dir.path().join("cluster.picbak.partial").exists());
     let during = sent
         .iter()
-        .filter(|s| s.acked_at.is_some_and(|at| at > backup_started && at < backup_ended))
+        .filter(|s| {
+            s.acked_at
+                .is_some_and(|at| at > backup_started && at < backup_ended)
+        })
         .count();
     eprintln!(
         "backup: {out}; {acked_when_started} writes acknowledged before it, {during} during it, {} in all",
@@ -276,7 +278,10 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
         "{}",
         refused.stderr
     );
-    assert!(!dir.path().join("r-cut").exists(), "a refused restore wrote");
+    assert!(
+        !dir.path().join("r-cut").exists(),
+        "a refused restore wrote"
+    );
     let flipped = damaged(&backup_file, &dir.path().join("flip.picbak"), |bytes| {
         let at = bytes.len() / 3;
         bytes[at] ^= 0x40;
@@ -293,7 +298,11 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
     std::fs::write(busy_dir.join("something"), b"x").expect("write");
     let refused = restore(&backup_file, &busy_dir);
     assert!(!refused.success, "restored into a non-empty dir");
-    assert!(refused.stderr.contains("is not empty"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is not empty"),
+        "{}",
+        refused.stderr
+    );
 
     // Restore into a fresh node on new ports, with the old master key.
     let mut restored = node_in(dir.path(), "restored");
@@ -366,7 +375,12 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
     cli_at(
         &nodes[leader].url(),
         &key,
-        &["backup", "--out", no_files.to_str().expect("path"), "--no-files"],
+        &[
+            "backup",
+            "--out",
+            no_files.to_str().expect("path"),
+            "--no-files",
+        ],
         &dir.path().join("credentials.toml"),
     )
     .ok();
@@ -386,14 +400,20 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
         .map(|s| s.n)
         .collect();
     let bare_keys = all_values(&bare_api, APP, "k/").await;
-    assert!(acked_all.is_subset(&bare_keys), "a later backup lost writes");
+    assert!(
+        acked_all.is_subset(&bare_keys),
+        "a later backup lost writes"
+    );
     let (status, _, _, _) = sha256_of_download(
         &bare_api,
         &format!("{}/_/api/v1/apps/{APP}/files/media/big.bin", bare.url()),
         &[],
     )
     .await;
-    assert_ne!(status, 200, "a file's blocks came back from a --no-files backup");
+    assert_ne!(
+        status, 200,
+        "a file's blocks came back from a --no-files backup"
+    );
     assert!(
         common::files::blocks_in(&bare).is_empty(),
         "blocks restored from a --no-files backup"

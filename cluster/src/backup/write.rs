@@ -26,9 +26,7 @@ use picloud_storage::files::BlockHash;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{
-    BackupHeader, FORMAT_VERSION, MAGIC, SECTION_BLOCK, SECTION_END, SECTION_SNAPSHOT,
-};
+use super::{BackupHeader, FORMAT_VERSION, MAGIC, SECTION_BLOCK, SECTION_END, SECTION_SNAPSHOT};
 use crate::error::ClusterError;
 use crate::node::Node;
 
@@ -141,10 +139,7 @@ impl PreparedBackup {
             let file = self.snapshot.clone();
             let blocks = tokio::task::spawn_blocking(move || {
                 let label = PathBuf::from("backup snapshot");
-                picloud_storage::restore::snapshot_blocks(
-                    Box::new(At { file, offset: 0 }),
-                    &label,
-                )
+                picloud_storage::restore::snapshot_blocks(Box::new(At { file, offset: 0 }), &label)
             })
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?
@@ -180,9 +175,8 @@ async fn send_block(
     let mut stream = files.read(Arc::from([hash]), length, 0..length);
     let mut sent = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Stop::Failed(format!("block {}: {e}", crate::files::hex8(&hash)))
-        })?;
+        let chunk =
+            chunk.map_err(|e| Stop::Failed(format!("block {}: {e}", crate::files::hex8(&hash))))?;
         sent += chunk.len() as u64;
         out.send(chunk).await?;
     }
