@@ -216,3 +216,163 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .and_then(|dir| dir.sync_all())
         .map_err(StorageError::io("sync dir", dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn sled(path: &Path) -> SledBackend {
+        SledBackend::open(
+            path,
+            SledOptions {
+                cache_capacity_bytes: 1 << 20,
+            },
+        )
+        .expect("open")
+    }
+
+    fn file_record(size: u64, blocks: u32) -> Vec<u8> {
+        codec::encode(&FileRecord {
+            size,
+            content_type: "application/octet-stream".to_string(),
+            sha256: [0; 32],
+            created_ms: 1,
+            updated_ms: 1,
+            inline: None,
+            blocks,
+        })
+        .expect("encode")
+    }
+
+    /// A state of an old three-node cluster with a kv key and a file of
+    /// two blocks, written as a snapshot at (term 7, index 500).
+    fn old_cluster_snapshot(dir: &Path) -> PathBuf {
+        let state = sled(&dir.join("old"));
+        let mut batch = WriteBatch::new();
+        batch.insert(Keyspace::Kv, keys::kv_key("shop", "k/1"), b"1".to_vec());
+        batch.insert(
+            Keyspace::Cluster,
+            keys::CLUSTER_CA.to_vec(),
+            b"old ca".to_vec(),
+        );
+        batch.insert(
+            Keyspace::Cluster,
+            keys::CLUSTER_JOIN_SECRET.to_vec(),
+            b"s".to_vec(),
+        );
+        batch.insert(
+            Keyspace::Cluster,
+            keys::CLUSTER_NEXT_NODE_ID.to_vec(),
+            b"4".to_vec(),
+        );
+        batch.insert(
+            Keyspace::Cluster,
+            keys::registered_node_key(3),
+            b"n3".to_vec(),
+        );
+        batch.insert(Keyspace::Cluster, keys::removed_node_key(2), b"".to_vec());
+        let blocks = [[1u8; 32], [2u8; 32]];
+        let size = BLOCK_BYTES + 10;
+        batch.insert(
+            Keyspace::Files,
+            keys::file_key("shop", "a.bin"),
+            file_record(size, 2),
+        );
+        batch.insert(
+            Keyspace::FileIndex,
+            keys::file_blocks_key("shop", "a.bin"),
+            blocks.concat(),
+        );
+        state.apply_batch(batch).expect("batch");
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(7, 1), 500);
+        let voters = BTreeSet::from([1, 2, 3]);
+        let meta = snapshot::Meta {
+            last_log_id: Some(log_id),
+            last_membership: StoredMembership::new(
+                Some(log_id),
+                Membership::new(vec![voters], None),
+            ),
+            snapshot_id: "t".to_string(),
+        };
+        let path = dir.join("snap");
+        snapshot::write_file(&state, &path, &meta).expect("snapshot");
+        path
+    }
+
+    #[test]
+    fn a_snapshot_lists_its_files_blocks_with_their_lengths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = old_cluster_snapshot(dir.path());
+        let file = std::fs::File::open(&path).expect("open");
+        let blocks = snapshot_blocks(Box::new(file), &path).expect("blocks");
+        assert_eq!(blocks, vec![([1u8; 32], BLOCK_BYTES), ([2u8; 32], 10)]);
+    }
+
+    #[test]
+    fn a_restored_state_is_a_new_one_node_cluster_after_the_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = old_cluster_snapshot(dir.path());
+        let length = std::fs::metadata(&path).expect("stat").len();
+        let raft_dir = dir.path().join("raft");
+        let restored = restore_state(&raft_dir, &path, 0, length, 1, 1 << 20).expect("restore");
+        assert_eq!(restored.last_log_id.map(|id| id.index), Some(500));
+        assert!(raft_dir.join(RESTORED_MARKER_FILE).exists());
+
+        let info = NodeInfo {
+            http: "127.0.0.1:1".to_string(),
+            peer: "127.0.0.1:2".to_string(),
+        };
+        assert!(finish_restore(&raft_dir, 1, &info, 1 << 20).expect("finish"));
+        assert!(!finish_restore(&raft_dir, 1, &info, 1 << 20).expect("again"));
+
+        let state = sled(&raft_dir.join("state"));
+        let get = |keyspace, key: &[u8]| state.get(keyspace, key).expect("get");
+        assert_eq!(
+            get(Keyspace::Kv, &keys::kv_key("shop", "k/1")),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(get(Keyspace::Cluster, keys::CLUSTER_CA), None);
+        assert_eq!(get(Keyspace::Cluster, keys::CLUSTER_JOIN_SECRET), None);
+        assert_eq!(get(Keyspace::Cluster, &keys::registered_node_key(3)), None);
+        assert_eq!(get(Keyspace::Cluster, &keys::removed_node_key(2)), None);
+        assert!(get(Keyspace::Cluster, keys::CLUSTER_NEXT_NODE_ID).is_some());
+        let membership: StoredMembership<NodeId, NodeInfo> = codec::decode(
+            &get(Keyspace::Meta, keys::META_MEMBERSHIP).expect("membership"),
+            STORED_BYTES_MAX,
+        )
+        .expect("decode");
+        let nodes: Vec<(NodeId, NodeInfo)> = membership
+            .membership()
+            .nodes()
+            .map(|(id, info)| (*id, info.clone()))
+            .collect();
+        assert_eq!(nodes, vec![(1, info)]);
+        assert_eq!(
+            crate::state::read_last_applied(&state)
+                .expect("applied")
+                .map(|id| id.index),
+            Some(500)
+        );
+        drop(state);
+
+        let log = sled(&raft_dir.join("log"));
+        let vote: Vote<NodeId> = codec::decode(
+            &log.get(Keyspace::LogMeta, keys::LOG_META_VOTE)
+                .expect("get")
+                .expect("vote"),
+            STORED_BYTES_MAX,
+        )
+        .expect("decode");
+        assert_eq!(vote.leader_id().term, 7);
+        let purged: LogId<NodeId> = codec::decode(
+            &log.get(Keyspace::LogMeta, keys::LOG_META_LAST_PURGED)
+                .expect("get")
+                .expect("purged"),
+            STORED_BYTES_MAX,
+        )
+        .expect("decode");
+        assert_eq!(purged.index, 500);
+    }
+}

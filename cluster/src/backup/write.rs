@@ -111,12 +111,8 @@ impl PreparedBackup {
     }
 
     async fn write(self, out: &mut Out) -> Result<(), Stop> {
-        let header = serde_json::to_vec(&self.header).map_err(|e| Stop::Failed(e.to_string()))?;
-        let mut head = MAGIC.to_vec();
-        head.extend_from_slice(&(header.len() as u32).to_be_bytes());
-        head.extend_from_slice(&header);
-        head.push(SECTION_SNAPSHOT);
-        head.extend_from_slice(&self.snapshot_len.to_be_bytes());
+        let head =
+            head_bytes(&self.header, self.snapshot_len).map_err(|e| Stop::Failed(e.to_string()))?;
         out.send(Bytes::from(head)).await?;
 
         let mut offset = 0u64;
@@ -150,16 +146,44 @@ impl PreparedBackup {
             }
         }
 
-        let mut end = vec![SECTION_END];
-        end.extend_from_slice(&block_count.to_be_bytes());
-        out.hash.update(&end);
-        let digest = std::mem::take(&mut out.hash).finalize();
-        end.extend_from_slice(&digest);
+        let end = end_bytes(block_count, std::mem::take(&mut out.hash));
         out.tx
             .send(Ok(Bytes::from(end)))
             .await
             .map_err(|_| Stop::ClientGone)
     }
+}
+
+/// The file's head: magic, header, and the snapshot section's head.
+pub(super) fn head_bytes(
+    header: &BackupHeader,
+    snapshot_len: u64,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let header = serde_json::to_vec(header)?;
+    let mut head = MAGIC.to_vec();
+    head.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    head.extend_from_slice(&header);
+    head.push(SECTION_SNAPSHOT);
+    head.extend_from_slice(&snapshot_len.to_be_bytes());
+    Ok(head)
+}
+
+/// A block section's head (its bytes follow).
+pub(super) fn block_head(hash: &BlockHash, length: u64) -> Vec<u8> {
+    let mut head = vec![SECTION_BLOCK];
+    head.extend_from_slice(hash);
+    head.extend_from_slice(&(length as u32).to_be_bytes());
+    head
+}
+
+/// The end: its tag and the block count (both hashed), then the digest of
+/// every byte before the digest.
+pub(super) fn end_bytes(block_count: u64, mut hash: Sha256) -> Vec<u8> {
+    let mut end = vec![SECTION_END];
+    end.extend_from_slice(&block_count.to_be_bytes());
+    hash.update(&end);
+    end.extend_from_slice(&hash.finalize());
+    end
 }
 
 async fn send_block(
@@ -168,9 +192,7 @@ async fn send_block(
     hash: BlockHash,
     length: u64,
 ) -> Result<(), Stop> {
-    let mut head = vec![SECTION_BLOCK];
-    head.extend_from_slice(&hash);
-    head.extend_from_slice(&(length as u32).to_be_bytes());
+    let head = block_head(&hash, length);
     out.send(Bytes::from(head)).await?;
     let mut stream = files.read(Arc::from([hash]), length, 0..length);
     let mut sent = 0u64;
