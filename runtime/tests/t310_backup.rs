@@ -9,7 +9,9 @@
 //! node runs with the old cluster's master key), the route serves, the
 //! documents and files are there. A second node joins the restored node.
 //! A `--no-files` backup restores everything but the files' content; a
-//! truncated or damaged backup and a non-empty target dir are refused.
+//! truncated or damaged backup and a non-empty target dir are refused, and
+//! a backup whose stream is cut part-way (no member holds a block any
+//! more) fails and leaves no file.
 
 mod common;
 
@@ -418,4 +420,24 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
         common::files::blocks_in(&bare).is_empty(),
         "blocks restored from a --no-files backup"
     );
+
+    // A backup that cannot finish (no member holds a block any more: its
+    // stream is cut after the snapshot) fails and leaves no file.
+    for node in &nodes {
+        for block in common::files::blocks_in(node) {
+            let path = node.data_dir.join("blocks").join(&block[..2]).join(&block);
+            std::fs::remove_file(path).expect("remove block");
+        }
+    }
+    let cut = dir.path().join("cut-off.picbak");
+    let failed = cli_at(
+        &nodes[follower].url(),
+        &key,
+        &["backup", "--out", cut.to_str().expect("path")],
+        &dir.path().join("credentials.toml"),
+    );
+    assert!(!failed.success, "a backup without its blocks succeeded");
+    assert!(failed.stderr.contains("backup failed"), "{}", failed.stderr);
+    assert!(!cut.exists(), "a failed backup left its file");
+    assert!(!dir.path().join("cut-off.picbak.partial").exists());
 }
