@@ -539,21 +539,28 @@ impl Node {
         self.read_barrier().await?;
         let applied = self.reader.last_applied_index()?.unwrap_or(0);
         let started = Instant::now();
-        self.raft.trigger().snapshot().await.map_err(stopped)?;
         let mut metrics = self.raft.metrics();
-        let built = metrics.wait_for(|metrics| {
-            metrics
-                .snapshot
-                .is_some_and(|snapshot| snapshot.index >= applied)
-        });
-        match tokio::time::timeout(timeout, built).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Err(stopped("raft stopped")),
-            Err(_) => {
-                return Err(ClusterError::Timeout {
-                    operation: "backup snapshot",
-                    waited_ms: started.elapsed().as_millis() as u64,
-                });
+        loop {
+            // openraft ignores a trigger while a snapshot is being built, and
+            // that one may end below `applied`: trigger again until one is
+            // at or after it.
+            self.raft.trigger().snapshot().await.map_err(stopped)?;
+            let built = metrics.wait_for(|metrics| {
+                metrics
+                    .snapshot
+                    .is_some_and(|snapshot| snapshot.index >= applied)
+            });
+            let wait = Duration::from_millis(BACKUP_SNAPSHOT_RETRIGGER_MS);
+            match tokio::time::timeout(wait, built).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(_)) => return Err(stopped("raft stopped")),
+                Err(_) if started.elapsed() >= timeout => {
+                    return Err(ClusterError::Timeout {
+                        operation: "backup snapshot",
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                Err(_) => {}
             }
         }
         // A later snapshot may have replaced it meanwhile: it is as good.
@@ -926,6 +933,10 @@ fn keep_received_keys(
     config.secret_keys = Some(Arc::new(keys));
     Ok(())
 }
+
+/// How often a backup asks openraft again for its snapshot while none at
+/// or after its index exists (see `Node::snapshot_for_backup`).
+const BACKUP_SNAPSHOT_RETRIGGER_MS: u64 = 1_000;
 
 /// Joins a new node handles at once; more wait for the next try.
 const JOINS_IN_FLIGHT_MAX: usize = 4;

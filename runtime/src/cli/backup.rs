@@ -28,6 +28,8 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
     let response = client
         .response(client.request(reqwest::Method::GET, &path))
         .await?;
+    // The headers come once the node has its snapshot: the rest is streaming.
+    let snapshot_ms = started.elapsed().as_millis();
     let index = response
         .headers()
         .get("x-picloud-backup-index")
@@ -70,7 +72,7 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
     sync_parent(out).await;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "wrote {} at log index {index}: {size} bytes, {:.1} MB/s",
+        "wrote {} at log index {index}: {size} bytes, {:.1} MB/s (snapshot ready after {snapshot_ms} ms)",
         escape(&out.display().to_string()),
         size as f64 / 1e6 / seconds.max(1e-9)
     );
