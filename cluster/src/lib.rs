@@ -50,6 +50,10 @@
 //! - `histogram`: `Histogram`, fixed-bucket latency histograms in atomics
 //!   (Raft commit latency; the gateway's request latency).
 //! - `identity`: the node's persistent identity in the data dir.
+//! - `backup`: the backup file format (`PICBACK1`), the node's streamed
+//!   side (`prepare`: read barrier, then an openraft snapshot at or after
+//!   the applied index; blocks fetched from the members holding them) and
+//!   the offline `verify` and `restore` (a new one-node cluster).
 //! - `error`: `ClusterError`, split into retryable (`NoLeader`, `NoQuorum`, `Timeout`) and fatal.
 //! - `transport`: the QUIC transport (cluster CA, join token, frames, mutual-TLS endpoint, join handshake),
 //!   openraft's network over it (`QuicNetwork`, `serve_peers`) and forwarding of writes and
@@ -66,6 +70,7 @@
 //!                 ◀── CommandResult ┘ (after apply on this node: read-your-writes)
 //! ```
 
+pub mod backup;
 pub mod batcher;
 pub mod boot;
 pub mod config;

@@ -39,7 +39,7 @@ use crate::transport::{
 };
 
 /// The id the first node of a new cluster takes.
-const FIRST_NODE_ID: NodeId = 1;
+pub const FIRST_NODE_ID: NodeId = 1;
 
 /// What [`Node::member_logs`] asks a member for.
 #[derive(Debug, Clone, Copy)]
@@ -175,7 +175,18 @@ impl Node {
                     });
                 }
             };
-        let storage = picloud_storage::open(&data_dir.join("raft"), storage_options)?;
+        let raft_dir = data_dir.join("raft");
+        // The first start after `picloud restore`: this node's addresses
+        // join the restored one-node membership before Raft reads it.
+        if picloud_storage::restore::finish_restore(
+            &raft_dir,
+            id,
+            &info,
+            storage_options.cache_capacity_bytes,
+        )? {
+            tracing::info!(node_id = id, "first start of a restored backup");
+        }
+        let storage = picloud_storage::open(&raft_dir, storage_options)?;
         let disk = Arc::new(DiskGuard::new(data_dir, config.disk_reserve_bytes));
 
         let raft_config = openraft::Config {
@@ -235,6 +246,7 @@ impl Node {
             })?;
         if initialized {
             hold_elections_after_restart(&raft, id, &config, &network);
+            snapshot_a_purged_log(&raft).await?;
         }
         // Only the first node of a new cluster initialises; a joined node waits
         // for the leader to add it.
@@ -515,6 +527,64 @@ impl Node {
                     });
                 }
             }
+        }
+    }
+
+    /// A snapshot of the whole state that holds every write acknowledged
+    /// before this call: a read barrier, then a snapshot built by openraft
+    /// at or after the index this node has applied (the backup's
+    /// consistency point). Waits at most `timeout` for the snapshot.
+    pub async fn snapshot_for_backup(
+        &self,
+        timeout: Duration,
+    ) -> Result<(openraft::SnapshotMeta<NodeId, NodeInfo>, tokio::fs::File), ClusterError> {
+        self.read_barrier().await?;
+        let applied = self.reader.last_applied_index()?.unwrap_or(0);
+        let started = Instant::now();
+        let mut metrics = self.raft.metrics();
+        loop {
+            // openraft ignores a trigger while a snapshot is being built, and
+            // that one may end below `applied`: trigger again until one is
+            // at or after it.
+            self.raft.trigger().snapshot().await.map_err(stopped)?;
+            let built = metrics.wait_for(|metrics| {
+                metrics
+                    .snapshot
+                    .is_some_and(|snapshot| snapshot.index >= applied)
+            });
+            let wait = Duration::from_millis(BACKUP_SNAPSHOT_RETRIGGER_MS);
+            match tokio::time::timeout(wait, built).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(_)) => return Err(stopped("raft stopped")),
+                Err(_) if started.elapsed() >= timeout => {
+                    return Err(ClusterError::Timeout {
+                        operation: "backup snapshot",
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        // A later snapshot may have replaced it meanwhile: it is as good.
+        let snapshot = self
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| ClusterError::Raft {
+                message: e.to_string(),
+            })?;
+        match snapshot {
+            Some(snapshot)
+                if snapshot
+                    .meta
+                    .last_log_id
+                    .is_some_and(|log_id| log_id.index >= applied) =>
+            {
+                Ok((snapshot.meta, *snapshot.snapshot))
+            }
+            _ => Err(ClusterError::Raft {
+                message: format!("no snapshot at or after index {applied} after it was built"),
+            }),
         }
     }
 
@@ -886,6 +956,10 @@ fn keep_received_keys(
     Ok(())
 }
 
+/// How often a backup asks openraft again for its snapshot while none at
+/// or after its index exists (see `Node::snapshot_for_backup`).
+const BACKUP_SNAPSHOT_RETRIGGER_MS: u64 = 1_000;
+
 /// Joins a new node handles at once; more wait for the next try.
 const JOINS_IN_FLIGHT_MAX: usize = 4;
 
@@ -1062,6 +1136,22 @@ impl JoinHandler for NodeJoins {
             Err(error) => Some(format!("cannot check node {peer}'s membership: {error}")),
         }
     }
+}
+
+/// A log purged without a snapshot to show for it (a restored backup's
+/// state: see `picloud_storage::restore`) could not bring a joining node
+/// up to date, so such a node builds its snapshot at once.
+async fn snapshot_a_purged_log(raft: &Raft<TypeConfig>) -> Result<(), ClusterError> {
+    let (purged, snapshot) = {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.purged, metrics.snapshot)
+    };
+    if purged.is_some() && snapshot.is_none() {
+        tracing::info!("the log is purged but no snapshot exists: building one");
+        raft.trigger().snapshot().await.map_err(stopped)?;
+    }
+    Ok(())
 }
 
 /// A restarted member of a multi-voter cluster does not campaign until it has

@@ -136,6 +136,7 @@ codes! {
     PasswordWeak = ("password_weak", 400, "The password is shorter than the app's minimum, longer than the maximum, or a commonly used one."),
     InvalidCredentials = ("invalid_credentials", 401, "The email and password do not match a user (the answer never says which)."),
     UserNotFound = ("user_not_found", 404, "The app has no user with this id."),
+    BackupBusy = ("backup_busy", 503, "Another backup is being written on this node (`picloud backup`, one at a time per node); retry when it ends."),
     AuthBusy = ("auth_busy", 503, "Too many password hashes are queued on this node (`auth_hash_concurrency`); retry shortly."),
     RateLimited = ("rate_limited", 429, "Too many attempts for this account or client address; retry after `Retry-After` seconds."),
     SessionInvalid = ("session_invalid", 401, "The session token is missing, unknown, expired or revoked."),

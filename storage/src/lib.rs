@@ -51,6 +51,9 @@
 //! - `secrets`: secret limits, name rules and the stored record (values
 //!   arrive sealed by `secret_box`; storage never sees a plaintext).
 //! - `snapshot` (private): the snapshot file format, written and read record by record.
+//! - `restore`: what a backup needs from storage: the blocks a snapshot's
+//!   files use, a snapshot written as a new one-node cluster's state, and
+//!   the first start after that (`finish_restore`).
 //! - `error`: `StorageError`.
 //!
 //! Modules import each other without cycles (`use crate::` edges point one
@@ -84,6 +87,7 @@ pub mod node;
 pub mod operators;
 pub mod query;
 pub mod records;
+pub mod restore;
 pub mod secret_box;
 pub mod secrets;
 mod snapshot;

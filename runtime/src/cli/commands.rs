@@ -1,7 +1,7 @@
 //! The CLI's commands and their output.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -130,6 +130,23 @@ pub enum ClientCommand {
     /// An app's files: put, get, ls, rm, and signed URLs.
     #[command(subcommand)]
     Files(super::files::FilesCommand),
+    /// Write a backup of the whole cluster (through any node) to a file.
+    Backup {
+        /// The file to write (written as FILE.partial, then renamed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Leave files' blocks out (their records stay in the state).
+        #[arg(long)]
+        no_files: bool,
+    },
+    /// Restore a backup into an empty data dir as a new one-node cluster (offline).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data dir to create (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,6 +429,9 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::Admins(super::operators::AdminsCommand::Setup { token }) => {
             return super::operators::setup(&client_urls(&args), token, args.json).await;
         }
+        ClientCommand::Restore { file, data_dir } => {
+            return super::backup::restore(file, data_dir).await;
+        }
         ClientCommand::Logout => {
             let saved = load_credentials();
             let client = client(&args).ok();
@@ -568,6 +588,10 @@ async fn execute(args: ClientArgs, command: ClientCommand) -> Result<(), CliErro
         ClientCommand::Mail(command) => super::mail::run(&client, command, json).await?,
         ClientCommand::Libs(command) => libs(&client, command, json).await?,
         ClientCommand::Files(command) => super::files::run(&client, command, json).await?,
+        ClientCommand::Backup { out, no_files } => {
+            super::backup::backup(&client, &out, !no_files).await?
+        }
+        ClientCommand::Restore { .. } => unreachable!("handled above"),
         ClientCommand::Cluster(ClusterCommand::Remove { id }) => {
             let body = client.delete(&format!("/cluster/nodes/{id}")).await?;
             report(json, &body, || format!("removed node {id}"));

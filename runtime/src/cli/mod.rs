@@ -16,7 +16,10 @@
 //! - `realtime`: `picloud realtime rotate-key`.
 //! - `files`: `picloud files put|get|ls|rm|url` (streamed, progress line).
 //! - `mail`: `picloud mail list|show` (mail captured without a relay).
+//! - `backup`: `picloud backup` (streamed to FILE.partial, checked, renamed)
+//!   and `picloud restore` (offline).
 
+mod backup;
 mod client;
 mod collect;
 mod commands;

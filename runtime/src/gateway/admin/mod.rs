@@ -25,11 +25,13 @@
 //! - `members.rs`: an app's members and their roles
 //! - `routes.rs`: the scope matrix (every route and what it needs)
 //! - `cluster.rs`: cluster status, join token, node removal
+//! - `backup.rs`: a backup of the whole cluster, streamed
 //! - `metrics.rs`: `/_/metrics` (mounted outside `/_/api/v1` by `gateway`)
 //! - `openapi.rs`: `/openapi.json`, the OpenAPI 3.1 document of these routes
 //! - `checks.rs`: the checks the resources share
 
 pub(crate) mod apps;
+mod backup;
 mod checks;
 pub(crate) mod cluster;
 pub(crate) mod deploys;
@@ -146,6 +148,8 @@ pub fn router(gateway: Gateway) -> Router<Gateway> {
         .route("/cluster/nodes/{id}", delete(cluster::remove_node))
         // this API, described
         .route("/openapi.json", get(openapi::openapi))
+        // backup
+        .route("/backup", get(backup::backup))
         // Every matched route, checked against its row before the handler.
         .route_layer(middleware::from_fn_with_state(gateway, enforce))
         .fallback(api_not_found)

@@ -26,8 +26,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::routes::{Mount, Need, ROUTES};
 use super::{
-    apps, cluster, deploys, docs, files, keys, kv, libs, logs, mail, members, metrics, operators,
-    realtime, secrets, triggers, users,
+    apps, backup, cluster, deploys, docs, files, keys, kv, libs, logs, mail, members, metrics,
+    operators, realtime, secrets, triggers, users,
 };
 use crate::gateway::ApiError;
 
@@ -61,6 +61,7 @@ pub(super) async fn openapi() -> Result<Response, ApiError> {
 #[derive(OpenApi)]
 #[openapi(paths(
     openapi,
+    backup::backup,
     operators::login,
     operators::logout,
     operators::setup,

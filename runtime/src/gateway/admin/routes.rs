@@ -165,6 +165,8 @@ pub const ROUTES: &[Route] = &[
     admin("GET", "/cluster/status", Need::Caller),
     admin("GET", "/cluster/token", Need::Admin),
     admin("DELETE", "/cluster/nodes/{id}", Need::Admin),
+    // backup
+    admin("GET", "/backup", Need::Admin),
     outside("GET", "/_/metrics", Need::Admin),
     // this API, described (OpenAPI 3.1)
     admin("GET", "/openapi.json", Need::Public),

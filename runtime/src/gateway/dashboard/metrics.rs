@@ -74,9 +74,8 @@ pub fn sample(gateway: &Gateway, before: Option<&Sample>) -> Sample {
     let (commits, commit_seconds) = commit.map_or((0, 0.0), |c| (c.count, c.sum_seconds));
     let raft_commit_latency_ms = before.and_then(|before| {
         let writes = commits.checked_sub(before.raft_commits_total)?;
-        (writes > 0).then(|| {
-            (commit_seconds - before.raft_commit_seconds_total) * 1_000.0 / writes as f64
-        })
+        (writes > 0)
+            .then(|| (commit_seconds - before.raft_commit_seconds_total) * 1_000.0 / writes as f64)
     });
     Sample {
         at_ms: now_ms(),

@@ -1,0 +1,378 @@
+//! What a backup needs from storage: the blocks a snapshot's files use,
+//! and turning a snapshot into the state of a new one-node cluster.
+//!
+//! ```text
+//!  backup:   snapshot (PICSNAP1, built by openraft at or after the read index)
+//!              └─ snapshot_blocks ──▶ (block hash, length) of every file block
+//!  restore:  restore_state(raft dir, snapshot inside the backup file)
+//!              state/  ◀── records (snapshot::install), applied id = the snapshot's,
+//!                          membership = { node_id } (addresses filled at first start),
+//!                          cluster CA, join secret, registered and removed nodes cleared
+//!              log/    ◀── vote (term, node_id), committed = last purged = the snapshot's id
+//!              restored  (marker: `finish_restore` at the first start)
+//! ```
+//!
+//! The log continues after the snapshot's index with a higher term, like a
+//! node that installed a snapshot and purged its log: outbox claims (by
+//! term), topic positions and every other record keep their meaning, and a
+//! node that joins gets the state as a snapshot (the log before it is gone).
+//! The cluster's CA and join secret are cleared so that the first start
+//! makes new ones: the restored node never talks to the old cluster's nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+use openraft::{LogId, Membership, StoredMembership, Vote};
+
+use crate::backend::{Backend, Keyspace, SledBackend, SledOptions, WriteBatch, delete_prefix};
+use crate::codec::{self, STORED_BYTES_MAX};
+use crate::error::StorageError;
+use crate::files::{BLOCK_BYTES, BlockHash, FileRecord};
+use crate::keys;
+use crate::snapshot::{self, Frame, Reader};
+use crate::types::{NodeId, NodeInfo};
+
+/// The file in the storage dir that marks a restore not yet started once.
+pub const RESTORED_MARKER_FILE: &str = "restored";
+
+/// The `FileIndex` row kind of a file's block list (see `keys::file_blocks_key`).
+const BLOCK_LIST_ROW: u8 = b'l';
+
+/// Every block the files of a snapshot use, with its length, in hash order.
+/// Reads the snapshot from `source` (`label` names it in errors). Holds one
+/// entry per file with blocks and one per distinct block in memory.
+pub fn snapshot_blocks(
+    source: Box<dyn Read + '_>,
+    label: &Path,
+) -> Result<Vec<(BlockHash, u64)>, StorageError> {
+    let (mut reader, _) = Reader::new(source, label)?;
+    let mut sizes: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut blocks: BTreeMap<BlockHash, u64> = BTreeMap::new();
+    while let Frame::Record {
+        keyspace,
+        key,
+        value,
+    } = reader.next_frame()?
+    {
+        match keyspace {
+            Keyspace::Files => {
+                let record: FileRecord = codec::decode(&value, STORED_BYTES_MAX)
+                    .map_err(StorageError::codec("file record"))?;
+                if record.blocks > 0 {
+                    sizes.insert(key, record.size);
+                }
+            }
+            Keyspace::FileIndex if key.first() == Some(&BLOCK_LIST_ROW) => {
+                let Some(size) = sizes.get(&key[1..]) else {
+                    return Err(StorageError::Corrupt {
+                        what: "snapshot file index",
+                        detail: "a block list without its file record".to_string(),
+                    });
+                };
+                let list = keys::block_list_of(&value)?;
+                let count = list.len() as u64;
+                for (at, hash) in list.into_iter().enumerate() {
+                    let at = at as u64;
+                    let length = if at + 1 < count {
+                        BLOCK_BYTES
+                    } else {
+                        size.saturating_sub(at * BLOCK_BYTES)
+                    };
+                    blocks.insert(hash, length);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(blocks.into_iter().collect())
+}
+
+/// What [`restore_state`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The snapshot's last applied log id: the new cluster's log starts after it.
+    pub last_log_id: Option<LogId<NodeId>>,
+    /// How many apps the state holds.
+    pub apps: usize,
+}
+
+/// Writes the snapshot that starts `offset` bytes into `backup` (and is
+/// `length` bytes long) as the state of a new one-node cluster whose only
+/// member is `node_id`, under the storage dir `raft_dir` (which must hold
+/// no storage yet). The caller verified the backup first. Blocking.
+pub fn restore_state(
+    raft_dir: &Path,
+    backup: &Path,
+    offset: u64,
+    length: u64,
+    node_id: NodeId,
+    cache_capacity_bytes: u64,
+) -> Result<Restored, StorageError> {
+    std::fs::create_dir_all(raft_dir).map_err(StorageError::io("create storage dir", raft_dir))?;
+    let (reader, meta) = Reader::open_range(backup, offset, length)?;
+    let state = SledBackend::open(
+        &raft_dir.join("state"),
+        SledOptions {
+            cache_capacity_bytes,
+        },
+    )?;
+    let apps = snapshot::install(&state, reader, &meta)?;
+
+    // This node alone, addresses filled in by `finish_restore`.
+    let membership = one_node_membership(meta.last_log_id, node_id, NodeInfo::default());
+    let mut batch = WriteBatch::new();
+    snapshot::write_applied_meta(&mut batch, meta.last_log_id.as_ref(), &membership)?;
+    // A new cluster: its first start makes a new CA and join secret, and
+    // the old members are neither registered nor remembered as removed.
+    batch.remove(Keyspace::Cluster, keys::CLUSTER_CA.to_vec());
+    batch.remove(Keyspace::Cluster, keys::CLUSTER_JOIN_SECRET.to_vec());
+    state.apply_batch(batch)?;
+    delete_prefix(&state, Keyspace::Cluster, keys::CLUSTER_REGISTERED_PREFIX)?;
+    delete_prefix(&state, Keyspace::Cluster, keys::CLUSTER_REMOVED_PREFIX)?;
+    state.flush()?;
+    drop(state);
+
+    let log = SledBackend::open(
+        &raft_dir.join("log"),
+        SledOptions {
+            cache_capacity_bytes: cache_capacity_bytes / 4,
+        },
+    )?;
+    if let Some(log_id) = meta.last_log_id {
+        let put = |key: &[u8], bytes: Vec<u8>| log.insert(Keyspace::LogMeta, key, &bytes);
+        let encode = |what| StorageError::codec(what);
+        // The vote carries the old term: the node's first election is for
+        // a later one, so its entries follow the snapshot's in term order.
+        let vote = Vote::new(log_id.leader_id.term, node_id);
+        put(
+            keys::LOG_META_VOTE,
+            codec::encode(&vote).map_err(encode("vote"))?,
+        )?;
+        put(
+            keys::LOG_META_COMMITTED,
+            codec::encode(&Some(log_id)).map_err(encode("committed log id"))?,
+        )?;
+        put(
+            keys::LOG_META_LAST_PURGED,
+            codec::encode(&log_id).map_err(encode("last purged log id"))?,
+        )?;
+    }
+    log.flush()?;
+    drop(log);
+
+    let marker = raft_dir.join(RESTORED_MARKER_FILE);
+    std::fs::write(&marker, b"").map_err(StorageError::io("write restore marker", &marker))?;
+    sync_dir(raft_dir)?;
+    Ok(Restored {
+        last_log_id: meta.last_log_id,
+        apps: apps.len(),
+    })
+}
+
+/// At the first start after a restore (the marker is there): records this
+/// node's addresses in the one-node membership, then removes the marker.
+/// Returns whether it did. Call before `open`: it opens the state itself.
+pub fn finish_restore(
+    raft_dir: &Path,
+    node_id: NodeId,
+    info: &NodeInfo,
+    cache_capacity_bytes: u64,
+) -> Result<bool, StorageError> {
+    let marker = raft_dir.join(RESTORED_MARKER_FILE);
+    if !marker.exists() {
+        return Ok(false);
+    }
+    let state = SledBackend::open(
+        &raft_dir.join("state"),
+        SledOptions {
+            cache_capacity_bytes,
+        },
+    )?;
+    let last_applied = crate::state::read_last_applied(&state)?;
+    let membership = one_node_membership(last_applied, node_id, info.clone());
+    let mut batch = WriteBatch::new();
+    snapshot::write_applied_meta(&mut batch, last_applied.as_ref(), &membership)?;
+    state.apply_batch(batch)?;
+    state.flush()?;
+    drop(state);
+    std::fs::remove_file(&marker).map_err(StorageError::io("remove restore marker", &marker))?;
+    sync_dir(raft_dir)?;
+    Ok(true)
+}
+
+fn one_node_membership(
+    log_id: Option<LogId<NodeId>>,
+    node_id: NodeId,
+    info: NodeInfo,
+) -> StoredMembership<NodeId, NodeInfo> {
+    let voters = BTreeSet::from([node_id]);
+    let nodes = BTreeMap::from([(node_id, info)]);
+    StoredMembership::new(log_id, Membership::new(vec![voters], nodes))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(StorageError::io("sync dir", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn sled(path: &Path) -> SledBackend {
+        SledBackend::open(
+            path,
+            SledOptions {
+                cache_capacity_bytes: 1 << 20,
+            },
+        )
+        .expect("open")
+    }
+
+    fn file_record(size: u64, blocks: u32) -> Vec<u8> {
+        codec::encode(&FileRecord {
+            size,
+            content_type: "application/octet-stream".to_string(),
+            sha256: [0; 32],
+            created_ms: 1,
+            updated_ms: 1,
+            inline: None,
+            blocks,
+        })
+        .expect("encode")
+    }
+
+    /// A state of an old three-node cluster with a kv key and a file of
+    /// two blocks, written as a snapshot at (term 7, index 500).
+    fn old_cluster_snapshot(dir: &Path) -> PathBuf {
+        let state = sled(&dir.join("old"));
+        let mut batch = WriteBatch::new();
+        batch.insert(Keyspace::Kv, keys::kv_key("shop", "k/1"), b"1".to_vec());
+        batch.insert(
+            Keyspace::Cluster,
+            keys::CLUSTER_CA.to_vec(),
+            b"old ca".to_vec(),
+        );
+        batch.insert(
+            Keyspace::Cluster,
+            keys::CLUSTER_JOIN_SECRET.to_vec(),
+            b"s".to_vec(),
+        );
+        batch.insert(
+            Keyspace::Cluster,
+            keys::CLUSTER_NEXT_NODE_ID.to_vec(),
+            b"4".to_vec(),
+        );
+        batch.insert(
+            Keyspace::Cluster,
+            keys::registered_node_key(3),
+            b"n3".to_vec(),
+        );
+        batch.insert(Keyspace::Cluster, keys::removed_node_key(2), b"".to_vec());
+        let blocks = [[1u8; 32], [2u8; 32]];
+        let size = BLOCK_BYTES + 10;
+        batch.insert(
+            Keyspace::Files,
+            keys::file_key("shop", "a.bin"),
+            file_record(size, 2),
+        );
+        batch.insert(
+            Keyspace::FileIndex,
+            keys::file_blocks_key("shop", "a.bin"),
+            blocks.concat(),
+        );
+        state.apply_batch(batch).expect("batch");
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(7, 1), 500);
+        let voters = BTreeSet::from([1, 2, 3]);
+        let meta = snapshot::Meta {
+            last_log_id: Some(log_id),
+            last_membership: StoredMembership::new(
+                Some(log_id),
+                Membership::new(vec![voters], None),
+            ),
+            snapshot_id: "t".to_string(),
+        };
+        let path = dir.join("snap");
+        snapshot::write_file(&state, &path, &meta).expect("snapshot");
+        path
+    }
+
+    #[test]
+    fn a_snapshot_lists_its_files_blocks_with_their_lengths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = old_cluster_snapshot(dir.path());
+        let file = std::fs::File::open(&path).expect("open");
+        let blocks = snapshot_blocks(Box::new(file), &path).expect("blocks");
+        assert_eq!(blocks, vec![([1u8; 32], BLOCK_BYTES), ([2u8; 32], 10)]);
+    }
+
+    #[test]
+    fn a_restored_state_is_a_new_one_node_cluster_after_the_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = old_cluster_snapshot(dir.path());
+        let length = std::fs::metadata(&path).expect("stat").len();
+        let raft_dir = dir.path().join("raft");
+        let restored = restore_state(&raft_dir, &path, 0, length, 1, 1 << 20).expect("restore");
+        assert_eq!(restored.last_log_id.map(|id| id.index), Some(500));
+        assert!(raft_dir.join(RESTORED_MARKER_FILE).exists());
+
+        let info = NodeInfo {
+            http: "127.0.0.1:1".to_string(),
+            peer: "127.0.0.1:2".to_string(),
+        };
+        assert!(finish_restore(&raft_dir, 1, &info, 1 << 20).expect("finish"));
+        assert!(!finish_restore(&raft_dir, 1, &info, 1 << 20).expect("again"));
+
+        let state = sled(&raft_dir.join("state"));
+        let get = |keyspace, key: &[u8]| state.get(keyspace, key).expect("get");
+        assert_eq!(
+            get(Keyspace::Kv, &keys::kv_key("shop", "k/1")),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(get(Keyspace::Cluster, keys::CLUSTER_CA), None);
+        assert_eq!(get(Keyspace::Cluster, keys::CLUSTER_JOIN_SECRET), None);
+        assert_eq!(get(Keyspace::Cluster, &keys::registered_node_key(3)), None);
+        assert_eq!(get(Keyspace::Cluster, &keys::removed_node_key(2)), None);
+        assert!(get(Keyspace::Cluster, keys::CLUSTER_NEXT_NODE_ID).is_some());
+        let membership: StoredMembership<NodeId, NodeInfo> = codec::decode(
+            &get(Keyspace::Meta, keys::META_MEMBERSHIP).expect("membership"),
+            STORED_BYTES_MAX,
+        )
+        .expect("decode");
+        let nodes: Vec<(NodeId, NodeInfo)> = membership
+            .membership()
+            .nodes()
+            .map(|(id, info)| (*id, info.clone()))
+            .collect();
+        assert_eq!(nodes, vec![(1, info)]);
+        assert_eq!(
+            crate::state::read_last_applied(&state)
+                .expect("applied")
+                .map(|id| id.index),
+            Some(500)
+        );
+        drop(state);
+
+        let log = sled(&raft_dir.join("log"));
+        let vote: Vote<NodeId> = codec::decode(
+            &log.get(Keyspace::LogMeta, keys::LOG_META_VOTE)
+                .expect("get")
+                .expect("vote"),
+            STORED_BYTES_MAX,
+        )
+        .expect("decode");
+        assert_eq!(vote.leader_id().term, 7);
+        let purged: LogId<NodeId> = codec::decode(
+            &log.get(Keyspace::LogMeta, keys::LOG_META_LAST_PURGED)
+                .expect("get")
+                .expect("purged"),
+            STORED_BYTES_MAX,
+        )
+        .expect("decode");
+        assert_eq!(purged.index, 500);
+    }
+}
