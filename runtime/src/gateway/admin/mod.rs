@@ -29,24 +29,24 @@
 //! - `checks.rs`: the checks the resources share
 
 pub(crate) mod apps;
-mod checks;
+pub(crate) mod checks;
 pub(crate) mod cluster;
 mod deploys;
-mod docs;
+pub(crate) mod docs;
 pub mod files;
 mod keys;
-mod kv;
+pub(crate) mod kv;
 mod libs;
 mod logs;
 mod mail;
-mod members;
+pub(crate) mod members;
 pub mod metrics;
 mod operators;
 mod realtime;
 pub mod routes;
-mod secrets;
+pub(crate) mod secrets;
 pub(crate) mod triggers;
-mod users;
+pub(crate) mod users;
 
 use axum::routing::{delete, get, post, put};
 use axum::{Router, middleware};

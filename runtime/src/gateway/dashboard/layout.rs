@@ -29,10 +29,36 @@ pub struct AppPage {
 }
 
 /// An app's subpages, in the order the app's navigation shows them.
-pub const APP_PAGES: &[AppPage] = &[AppPage {
-    label: "Overview",
-    suffix: "",
-}];
+pub const APP_PAGES: &[AppPage] = &[
+    AppPage {
+        label: "Overview",
+        suffix: "",
+    },
+    AppPage {
+        label: "KV",
+        suffix: "/kv",
+    },
+    AppPage {
+        label: "Documents",
+        suffix: "/docs",
+    },
+    AppPage {
+        label: "Files",
+        suffix: "/files",
+    },
+    AppPage {
+        label: "Secrets",
+        suffix: "/secrets",
+    },
+    AppPage {
+        label: "Users",
+        suffix: "/users",
+    },
+    AppPage {
+        label: "Members",
+        suffix: "/members",
+    },
+];
 
 /// The embedded assets: (file name, content type, bytes).
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -175,6 +201,18 @@ pub fn flash_text(key: &str) -> Option<&'static str> {
         "app-deleted" => "App deleted.",
         "node-removed" => "Node removed from the cluster.",
         "logged-out" => "Signed out.",
+        "kv-saved" => "Value saved.",
+        "kv-deleted" => "Key deleted.",
+        "doc-deleted" => "Document deleted.",
+        "file-uploaded" => "File uploaded.",
+        "file-deleted" => "File deleted.",
+        "secret-set" => "Secret set.",
+        "secret-deleted" => "Secret deleted.",
+        "user-roles" => "Roles changed.",
+        "user-invited" => "Invitation sent.",
+        "user-deleted" => "User deleted.",
+        "member-set" => "Member saved.",
+        "member-removed" => "Member removed.",
         _ => return None,
     })
 }
