@@ -142,7 +142,11 @@ pub(super) async fn get_doc(
 }
 
 /// Proposes `calls` as one all-or-nothing `Command::Docs`.
-pub(crate) async fn write(gateway: &Gateway, app: &str, calls: Vec<DocsCall>) -> Result<Vec<Value>, ApiError> {
+pub(crate) async fn write(
+    gateway: &Gateway,
+    app: &str,
+    calls: Vec<DocsCall>,
+) -> Result<Vec<Value>, ApiError> {
     let now = now_ms();
     let ops = calls
         .iter()

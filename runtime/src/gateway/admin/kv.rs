@@ -129,7 +129,14 @@ pub(crate) async fn put(
 
 /// Deletes `key`; whether it existed.
 pub(crate) async fn remove(gateway: &Gateway, app: &str, key: &str) -> Result<bool, ApiError> {
-    let result = kv_write(gateway, app, KvOp::Delete { key: key.to_string() }).await?;
+    let result = kv_write(
+        gateway,
+        app,
+        KvOp::Delete {
+            key: key.to_string(),
+        },
+    )
+    .await?;
     Ok(matches!(result, KvOpResult::Deleted { existed: true }))
 }
 

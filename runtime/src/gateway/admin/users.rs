@@ -165,7 +165,9 @@ pub(super) async fn roles(
     require_app(&gateway, &app)?;
     let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
     let request: RolesRequest = parse_json(&bytes)?;
-    Ok(Json(change_roles(&gateway, &app, &id, request.add, &request.remove).await?))
+    Ok(Json(
+        change_roles(&gateway, &app, &id, request.add, &request.remove).await?,
+    ))
 }
 
 /// Adds `add` then removes `remove` from user `id`'s roles, as one update

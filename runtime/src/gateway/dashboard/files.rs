@@ -142,16 +142,20 @@ pub async fn download(
     session.caller.require_read(&app)?;
     require_app(&gateway, &app)?;
     let mut response = download_file(&gateway, &app, &file.path, &headers, false).await?;
-    let name = file
-        .path
-        .rsplit('/')
-        .next()
-        .unwrap_or("file")
-        .replace(|c: char| !c.is_ascii_alphanumeric() && !matches!(c, '.' | '-' | '_'), "_");
+    let name = file.path.rsplit('/').next().unwrap_or("file").replace(
+        |c: char| !c.is_ascii_alphanumeric() && !matches!(c, '.' | '-' | '_'),
+        "_",
+    );
     let headers = response.headers_mut();
     for (header, value) in [
-        (CONTENT_DISPOSITION.as_str(), format!("attachment; filename=\"{name}\"")),
-        ("content-security-policy", "sandbox; default-src 'none'".to_string()),
+        (
+            CONTENT_DISPOSITION.as_str(),
+            format!("attachment; filename=\"{name}\""),
+        ),
+        (
+            "content-security-policy",
+            "sandbox; default-src 'none'".to_string(),
+        ),
         ("x-content-type-options", "nosniff".to_string()),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -315,7 +319,11 @@ pub async fn delete(
 ) -> PageResult {
     posted.session.caller.require_write(&app)?;
     require_app(&gateway, &app)?;
-    gateway.files.service.delete(&app, &posted.form.path).await?;
+    gateway
+        .files
+        .service
+        .delete(&app, &posted.form.path)
+        .await?;
     Ok(Redirect::to(&format!("{BASE}/apps/{app}/files?flash=file-deleted")).into_response())
 }
 
@@ -328,11 +336,20 @@ mod tests {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\x00\r\n--X\r\n\r\n--XyZ--\r\n";
         let parts = parts(body, "XyZ").expect("parses");
         assert_eq!(parts.len(), 2);
-        assert_eq!((parts[0].name.as_str(), parts[0].data), ("csrf", &b"abc"[..]));
+        assert_eq!(
+            (parts[0].name.as_str(), parts[0].data),
+            ("csrf", &b"abc"[..])
+        );
         assert_eq!(parts[1].filename.as_deref(), Some("a.bin"));
-        assert_eq!(parts[1].content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(
+            parts[1].content_type.as_deref(),
+            Some("application/octet-stream")
+        );
         assert_eq!(parts[1].data, b"\x00\r\n--X\r\n");
-        for bad in [&b""[..], b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end"] {
+        for bad in [
+            &b""[..],
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end",
+        ] {
             assert!(parts(bad, "XyZ").is_err());
         }
     }

@@ -113,24 +113,42 @@ fn data_routes() -> Router<Gateway> {
         .route("/apps/{app}/kv", get(kv::list))
         .route("/apps/{app}/kv/show", get(kv::show))
         .route("/apps/{app}/kv/set", post(kv::set))
-        .route("/apps/{app}/kv/delete", get(kv::delete_confirm).post(kv::delete))
+        .route(
+            "/apps/{app}/kv/delete",
+            get(kv::delete_confirm).post(kv::delete),
+        )
         .route("/apps/{app}/docs", get(docs::browse))
         .route("/apps/{app}/docs/show", get(docs::show))
-        .route("/apps/{app}/docs/delete", get(docs::delete_confirm).post(docs::delete))
+        .route(
+            "/apps/{app}/docs/delete",
+            get(docs::delete_confirm).post(docs::delete),
+        )
         .route("/apps/{app}/files", get(files::list))
         .route("/apps/{app}/files/download", get(files::download))
         .route("/apps/{app}/files/upload", post(files::upload))
-        .route("/apps/{app}/files/delete", get(files::delete_confirm).post(files::delete))
+        .route(
+            "/apps/{app}/files/delete",
+            get(files::delete_confirm).post(files::delete),
+        )
         .route("/apps/{app}/secrets", get(secrets::list).post(secrets::set))
-        .route("/apps/{app}/secrets/delete", get(secrets::delete_confirm).post(secrets::delete))
+        .route(
+            "/apps/{app}/secrets/delete",
+            get(secrets::delete_confirm).post(secrets::delete),
+        )
         .route("/apps/{app}/users", get(users::list))
         .route("/apps/{app}/users/show", get(users::show))
         .route("/apps/{app}/users/roles", post(users::roles))
         .route("/apps/{app}/users/invite", post(users::invite))
-        .route("/apps/{app}/users/delete", get(users::delete_confirm).post(users::delete))
+        .route(
+            "/apps/{app}/users/delete",
+            get(users::delete_confirm).post(users::delete),
+        )
         .route("/apps/{app}/members", get(members::list))
         .route("/apps/{app}/members/set", post(members::set))
-        .route("/apps/{app}/members/remove", get(members::remove_confirm).post(members::remove))
+        .route(
+            "/apps/{app}/members/remove",
+            get(members::remove_confirm).post(members::remove),
+        )
 }
 
 async fn index() -> Redirect {
