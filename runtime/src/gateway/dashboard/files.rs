@@ -334,18 +334,18 @@ mod tests {
     #[test]
     fn multipart_parts_are_split_on_the_boundary() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\x00\r\n--X\r\n\r\n--XyZ--\r\n";
-        let parts = parts(body, "XyZ").expect("parses");
-        assert_eq!(parts.len(), 2);
+        let split = parts(body, "XyZ").expect("parses");
+        assert_eq!(split.len(), 2);
         assert_eq!(
-            (parts[0].name.as_str(), parts[0].data),
+            (split[0].name.as_str(), split[0].data),
             ("csrf", &b"abc"[..])
         );
-        assert_eq!(parts[1].filename.as_deref(), Some("a.bin"));
+        assert_eq!(split[1].filename.as_deref(), Some("a.bin"));
         assert_eq!(
-            parts[1].content_type.as_deref(),
+            split[1].content_type.as_deref(),
             Some("application/octet-stream")
         );
-        assert_eq!(parts[1].data, b"\x00\r\n--X\r\n");
+        assert_eq!(split[1].data, b"\x00\r\n--X\r\n");
         for bad in [
             &b""[..],
             b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end",
