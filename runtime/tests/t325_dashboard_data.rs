@@ -88,6 +88,8 @@ async fn the_data_browsers_check_what_they_are_given() {
     let (admin, reader) = (admin.as_str(), reader.as_str());
     let long_key = format!("/_/dashboard/apps/shop/kv/show?key={}", "k".repeat(513));
     let kv = "/_/dashboard/apps/shop/kv";
+    // Bigger than other forms (16 KiB), within kv_value_bytes_max.
+    let big_value = format!("\"{}\"", "x".repeat(100_000));
     let rows = vec![
         get("an admin sees the add form", kv, admin).answers(200, "Save key"),
         get("a read key sees no write form", kv, reader)
@@ -117,6 +119,13 @@ async fn the_data_browsers_check_what_they_are_given() {
             303,
             "/_/dashboard/apps/shop/kv/show?key=a%2Fb&flash=kv-saved",
         ),
+        post(
+            "a value bigger than a plain form",
+            &format!("{kv}/set"),
+            admin,
+            &[("key", "big"), ("value", &big_value)],
+        )
+        .answers(303, "flash=kv-saved"),
         get("the key shown", &format!("{kv}/show?key=a%2Fb"), reader).answers(200, "41"),
         get("a key too long", &long_key, admin).answers(400, "invalid_key"),
         get("a missing key", &format!("{kv}/show?key=nope"), admin).answers(404, "key_not_found"),

@@ -7,6 +7,7 @@
 //! Keys travel in the query string (`?key=`), not the path: a key may
 //! hold `/` and any other byte a path would have to escape.
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use maud::html;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::layout;
+use super::session::{FORM_BYTES_MAX, form_up_to};
 use super::{BASE, PageQuery, PageResult, Posted, Session, may};
 use crate::gateway::admin::checks::require_app;
 use crate::gateway::admin::kv::{check_key, put, remove};
@@ -193,17 +195,26 @@ pub struct SetForm {
     value: String,
 }
 
-/// `POST /apps/{app}/kv/set`: stores the JSON value (write).
+/// Most bytes of a posted set form: a value of `kv_value_bytes_max`
+/// urlencoded (up to 3 bytes a byte), its key and the CSRF token.
+pub fn set_form_bytes_max(gateway: &Gateway) -> usize {
+    gateway.limits.kv_value_bytes_max * 3 + FORM_BYTES_MAX
+}
+
+/// `POST /apps/{app}/kv/set`: stores the JSON value (write). The form may
+/// be larger than other forms: a value of up to `kv_value_bytes_max`.
 pub async fn set(
     State(gateway): State<Gateway>,
+    session: Session,
     Path(app): Path<String>,
-    posted: Posted<SetForm>,
+    body: Body,
 ) -> PageResult {
-    posted.session.caller.require_write(&app)?;
+    let form: SetForm = form_up_to(&session, body, set_form_bytes_max(&gateway)).await?;
+    session.caller.require_write(&app)?;
     require_app(&gateway, &app)?;
-    let key = posted.form.key;
+    let key = form.key;
     check_key(&gateway, &key)?;
-    let value: Value = parse_json(posted.form.value.as_bytes())?;
+    let value: Value = parse_json(form.value.as_bytes())?;
     put(&gateway, &app, &key, &value, None).await?;
     let to = format!(
         "{BASE}/apps/{app}/kv/show{}",

@@ -5,6 +5,7 @@
 //! Setting seals on this node with `admin::secrets::seal_and_set`, as the
 //! admin API does.
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use maud::html;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 
 use super::kv::query;
 use super::layout;
+use super::session::{FORM_BYTES_MAX, form_up_to};
 use super::{BASE, PageQuery, PageResult, Posted, Session};
 use crate::gateway::admin::checks::require_app;
 use crate::gateway::admin::secrets::{check_name, remove, seal_and_set};
@@ -81,17 +83,23 @@ pub struct SetForm {
     value: String,
 }
 
+/// Most bytes of a posted set form: a value of [`SECRET_VALUE_BYTES_MAX`]
+/// urlencoded (up to 3 bytes a byte), its name and the CSRF token.
+pub const SET_FORM_BYTES_MAX: usize = SECRET_VALUE_BYTES_MAX * 3 + FORM_BYTES_MAX;
+
 /// `POST /apps/{app}/secrets`: seals and sets (admin).
 pub async fn set(
     State(gateway): State<Gateway>,
+    session: Session,
     Path(app): Path<String>,
-    posted: Posted<SetForm>,
+    body: Body,
 ) -> PageResult {
-    posted.session.caller.require_admin()?;
-    let name = posted.form.name.trim();
+    let form: SetForm = form_up_to(&session, body, SET_FORM_BYTES_MAX).await?;
+    session.caller.require_admin()?;
+    let name = form.name.trim();
     check_name(name)?;
     require_app(&gateway, &app)?;
-    let value = posted.form.value.as_bytes();
+    let value = form.value.as_bytes();
     if value.is_empty() {
         return Err(ApiError::new(Code::EmptySecret, "the secret value is empty").into());
     }
