@@ -35,7 +35,7 @@ pub(super) fn accepted(result: CommandResult) -> Result<CommandResult, ApiError>
 
 /// The checked name of an app that exists in this node's state. A
 /// malformed name names no app: 404 `app_not_found`, as for a missing one.
-pub(super) fn require_app(gateway: &Gateway, app: &str) -> Result<AppName, ApiError> {
+pub(crate) fn require_app(gateway: &Gateway, app: &str) -> Result<AppName, ApiError> {
     let not_found = || ApiError::new(Code::AppNotFound, format!("app {app} not found"));
     let name = AppName::parse(app).map_err(|_| not_found())?;
     if gateway.node.reader().app(&name)?.is_none() {

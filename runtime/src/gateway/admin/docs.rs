@@ -35,7 +35,7 @@ fn host_error(error: HostError) -> ApiError {
     ApiError::new(error.code, error.message)
 }
 
-async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, ApiError> {
+pub(crate) async fn read(gateway: &Gateway, app: &str, call: DocsCall) -> Result<Value, ApiError> {
     let reader = gateway.node.reader().clone();
     service::read_off_workers(reader, app, call, gateway.limits.as_ref().into())
         .await
@@ -165,7 +165,11 @@ pub(super) async fn get_doc(
 }
 
 /// Proposes `calls` as one all-or-nothing `Command::Docs`.
-async fn write(gateway: &Gateway, app: &str, calls: Vec<DocsCall>) -> Result<Vec<Value>, ApiError> {
+pub(crate) async fn write(
+    gateway: &Gateway,
+    app: &str,
+    calls: Vec<DocsCall>,
+) -> Result<Vec<Value>, ApiError> {
     let now = now_ms();
     let ops = calls
         .iter()

@@ -13,7 +13,7 @@ use super::checks::{accepted, barrier, page_limit, require_app};
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, ApiQuery, Gateway, parse_json, read_body};
 
-fn check_key(gateway: &Gateway, key: &str) -> Result<(), ApiError> {
+pub(crate) fn check_key(gateway: &Gateway, key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > gateway.limits.kv_key_bytes_max {
         return Err(ApiError::new(
             Code::InvalidKey,
@@ -92,6 +92,63 @@ pub(super) async fn kv_write(
     }
 }
 
+/// Stores `value` at `key` (the caller may write, the app exists and the
+/// key is checked): the value's size and the TTL are checked here, for the
+/// admin API and the dashboard's kv browser alike.
+pub(crate) async fn put(
+    gateway: &Gateway,
+    app: &str,
+    key: &str,
+    value: &Value,
+    ttl: Option<f64>,
+) -> Result<(), ApiError> {
+    let encoded = serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))?;
+    if encoded.len() > gateway.limits.kv_value_bytes_max {
+        return Err(ApiError::new(
+            Code::ValueTooLarge,
+            format!(
+                "value is {} bytes; the limit is {} (kv_value_bytes_max)",
+                encoded.len(),
+                gateway.limits.kv_value_bytes_max
+            ),
+        ));
+    }
+    let expires_at_ms = match ttl {
+        None => None,
+        Some(ttl) if ttl.is_finite() && ttl > 0.0 => Some(now_ms() + (ttl * 1000.0) as u64),
+        Some(ttl) => {
+            return Err(ApiError::new(
+                Code::InvalidField,
+                format!("ttl: must be a positive number of seconds, got {ttl}"),
+            ));
+        }
+    };
+    kv_write(
+        gateway,
+        app,
+        KvOp::Set {
+            key: key.to_string(),
+            value: encoded,
+            expires_at_ms,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes `key`; whether it existed.
+pub(crate) async fn remove(gateway: &Gateway, app: &str, key: &str) -> Result<bool, ApiError> {
+    let result = kv_write(
+        gateway,
+        app,
+        KvOp::Delete {
+            key: key.to_string(),
+        },
+    )
+    .await?;
+    Ok(matches!(result, KvOpResult::Deleted { existed: true }))
+}
+
 #[utoipa::path(
     put,
     path = "/apps/{app}/kv/{key}",
@@ -112,37 +169,7 @@ pub(super) async fn kv_put(
     check_key(&gateway, &key)?;
     let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
     let value: Value = parse_json(&bytes)?;
-    let encoded = serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
-    if encoded.len() > gateway.limits.kv_value_bytes_max {
-        return Err(ApiError::new(
-            Code::ValueTooLarge,
-            format!(
-                "value is {} bytes; the limit is {} (kv_value_bytes_max)",
-                encoded.len(),
-                gateway.limits.kv_value_bytes_max
-            ),
-        ));
-    }
-    let expires_at_ms = match options.ttl {
-        None => None,
-        Some(ttl) if ttl.is_finite() && ttl > 0.0 => Some(now_ms() + (ttl * 1000.0) as u64),
-        Some(ttl) => {
-            return Err(ApiError::new(
-                Code::InvalidField,
-                format!("ttl: must be a positive number of seconds, got {ttl}"),
-            ));
-        }
-    };
-    kv_write(
-        &gateway,
-        &app,
-        KvOp::Set {
-            key: key.clone(),
-            value: encoded,
-            expires_at_ms,
-        },
-    )
-    .await?;
+    put(&gateway, &app, &key, &value, options.ttl).await?;
     Ok(Json(json!({"key": key, "value": value})))
 }
 
@@ -161,8 +188,7 @@ pub(super) async fn kv_delete(
     caller.require_write(&app)?;
     require_app(&gateway, &app)?;
     check_key(&gateway, &key)?;
-    let result = kv_write(&gateway, &app, KvOp::Delete { key: key.clone() }).await?;
-    let existed = matches!(result, KvOpResult::Deleted { existed: true });
+    let existed = remove(&gateway, &app, &key).await?;
     Ok(Json(json!({"key": key, "deleted": existed})))
 }
 

@@ -29,6 +29,14 @@ struct SetRequest {
     role: String,
 }
 
+/// A role's name as a [`Role`], or 400 `invalid_role`.
+pub(crate) fn parse_role(text: &str) -> Result<Role, ApiError> {
+    text.parse()
+        .map_err(|error: picloud_storage::operators::RoleError| {
+            ApiError::new(Code::InvalidRole, error.to_string())
+        })
+}
+
 #[utoipa::path(
     get,
     path = "/apps/{app}/members",
@@ -64,13 +72,7 @@ pub(super) async fn set(
     require_app(&gateway, &app)?;
     let request: SetRequest =
         parse_json(&read_body(body, gateway.config.http_body_bytes_max).await?)?;
-    let role: Role =
-        request
-            .role
-            .parse()
-            .map_err(|error: picloud_storage::operators::RoleError| {
-                ApiError::new(Code::InvalidRole, error.to_string())
-            })?;
+    let role = parse_role(&request.role)?;
     gateway.operators.member_set(&app, &email, role).await?;
     Ok(Json(
         json!({"app": app, "email": email, "role": role.to_string()}),

@@ -32,25 +32,25 @@
 
 pub(crate) mod apps;
 mod backup;
-mod checks;
+pub(crate) mod checks;
 pub(crate) mod cluster;
 pub(crate) mod deploys;
-mod docs;
+pub(crate) mod docs;
 pub mod files;
 mod keys;
-mod kv;
+pub(crate) mod kv;
 mod libs;
 pub(crate) mod logs;
 mod mail;
-mod members;
+pub(crate) mod members;
 pub mod metrics;
 pub mod openapi;
 mod operators;
 mod realtime;
 pub mod routes;
-mod secrets;
+pub(crate) mod secrets;
 pub(crate) mod triggers;
-mod users;
+pub(crate) mod users;
 
 use axum::routing::{delete, get, post, put};
 use axum::{Router, middleware};

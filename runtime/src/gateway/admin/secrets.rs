@@ -32,7 +32,7 @@ use crate::gateway::{ApiError, Gateway, read_body};
 /// ~6.4 MiB of sealed values with the largest secrets).
 const REKEY_SECRETS_PER_ENTRY_MAX: usize = 100;
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     validate_secret_name(name).map_err(|message| ApiError::new(Code::InvalidSecretName, message))
 }
 
@@ -54,6 +54,52 @@ fn check_key_matches(gateway: &Gateway, app: &str) -> Result<(), ApiError> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Seals `value` under this node's current key and proposes it (the caller
+/// is an admin, the name is checked and the value not empty); the time it
+/// was set. The admin API and the dashboard's secrets page share it.
+pub(crate) async fn seal_and_set(
+    gateway: &Gateway,
+    app: &str,
+    name: &str,
+    value: &[u8],
+) -> Result<u64, ApiError> {
+    gateway.node.read_barrier().await?;
+    check_key_matches(gateway, app)?;
+    let sealed = gateway
+        .secret_keys
+        .keyring
+        .current()
+        .seal(app, name, value, fresh_nonce());
+    let now = now_ms();
+    accepted(
+        gateway
+            .node
+            .write(Command::SecretSet {
+                app: app.to_string(),
+                name: name.to_string(),
+                sealed,
+                now_ms: now,
+            })
+            .await?,
+    )?;
+    Ok(now)
+}
+
+/// Deletes secret `name` of `app` (the caller is an admin).
+pub(crate) async fn remove(gateway: &Gateway, app: &str, name: &str) -> Result<(), ApiError> {
+    check_name(name)?;
+    accepted(
+        gateway
+            .node
+            .write(Command::SecretDelete {
+                app: app.to_string(),
+                name: name.to_string(),
+            })
+            .await?,
+    )?;
     Ok(())
 }
 
@@ -89,25 +135,7 @@ pub(super) async fn set(
             "the secret value is empty (nothing on stdin?)",
         ));
     }
-    gateway.node.read_barrier().await?;
-    check_key_matches(&gateway, &app)?;
-    let sealed = gateway
-        .secret_keys
-        .keyring
-        .current()
-        .seal(&app, &name, &value, fresh_nonce());
-    let now = now_ms();
-    accepted(
-        gateway
-            .node
-            .write(Command::SecretSet {
-                app: app.clone(),
-                name: name.clone(),
-                sealed,
-                now_ms: now,
-            })
-            .await?,
-    )?;
+    let now = seal_and_set(&gateway, &app, &name, &value).await?;
     Ok(Json(json!({"app": app, "name": name, "updated_ms": now})))
 }
 
@@ -124,16 +152,7 @@ pub(super) async fn delete(
     Path((app, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    check_name(&name)?;
-    accepted(
-        gateway
-            .node
-            .write(Command::SecretDelete {
-                app: app.clone(),
-                name: name.clone(),
-            })
-            .await?,
-    )?;
+    remove(&gateway, &app, &name).await?;
     Ok(Json(json!({"app": app, "deleted": name})))
 }
 

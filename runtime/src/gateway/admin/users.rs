@@ -65,7 +65,7 @@ struct RolesRequest {
     remove: Vec<String>,
 }
 
-fn user_not_found(id: &str) -> ApiError {
+pub(crate) fn user_not_found(id: &str) -> ApiError {
     ApiError::new(Code::UserNotFound, format!("user {id} not found"))
 }
 
@@ -150,11 +150,7 @@ pub(super) async fn invite(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: InviteRequest = write_request(&gateway, &caller, &app, body).await?;
-    let policy = crate::gateway::end_users::policy(&gateway, &app).await?;
-    let invitation = gateway
-        .users
-        .invite(&app, &request.email, &request.roles, &policy)
-        .await?;
+    let invitation = invite_email(&gateway, &app, &request.email, &request.roles).await?;
     Ok((StatusCode::CREATED, Json(invitation)))
 }
 
@@ -215,11 +211,25 @@ pub(super) async fn roles(
     require_app(&gateway, &app)?;
     let bytes = read_body(body, gateway.config.http_body_bytes_max).await?;
     let request: RolesRequest = parse_json(&bytes)?;
+    Ok(Json(
+        change_roles(&gateway, &app, &id, request.add, &request.remove).await?,
+    ))
+}
+
+/// Adds `add` then removes `remove` from user `id`'s roles, as one update
+/// of the role set (the caller may write); the updated user.
+pub(crate) async fn change_roles(
+    gateway: &Gateway,
+    app: &str,
+    id: &str,
+    add: Vec<String>,
+    remove: &[String],
+) -> Result<Value, ApiError> {
     let user = gateway
         .users
-        .get(&app, &id)
+        .get(app, id)
         .await?
-        .ok_or_else(|| user_not_found(&id))?;
+        .ok_or_else(|| user_not_found(id))?;
     let mut roles: Vec<String> = user["roles"]
         .as_array()
         .map(|roles| {
@@ -229,11 +239,23 @@ pub(super) async fn roles(
                 .collect()
         })
         .unwrap_or_default();
-    roles.extend(request.add);
-    roles.retain(|role| !request.remove.contains(role));
+    roles.extend(add);
+    roles.retain(|role| !remove.contains(role));
     let patch = UserPatchArgs {
         roles: Some(roles),
         ..UserPatchArgs::default()
     };
-    Ok(Json(gateway.users.update(&app, &id, patch).await?))
+    Ok(gateway.users.update(app, id, patch).await?)
+}
+
+/// Invites `email` with `roles` under the app's `[auth]` (the caller may
+/// write): the invitation (email, roles, expiry, link).
+pub(crate) async fn invite_email(
+    gateway: &Gateway,
+    app: &str,
+    email: &str,
+    roles: &[String],
+) -> Result<Value, ApiError> {
+    let policy = crate::gateway::end_users::policy(gateway, app).await?;
+    Ok(gateway.users.invite(app, email, roles, &policy).await?)
 }

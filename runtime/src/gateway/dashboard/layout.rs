@@ -50,6 +50,30 @@ pub const APP_PAGES: &[AppPage] = &[
         label: "Dead letters",
         suffix: "/dead-letters",
     },
+    AppPage {
+        label: "KV",
+        suffix: "/kv",
+    },
+    AppPage {
+        label: "Documents",
+        suffix: "/docs",
+    },
+    AppPage {
+        label: "Files",
+        suffix: "/files",
+    },
+    AppPage {
+        label: "Secrets",
+        suffix: "/secrets",
+    },
+    AppPage {
+        label: "Users",
+        suffix: "/users",
+    },
+    AppPage {
+        label: "Members",
+        suffix: "/members",
+    },
 ];
 
 /// The embedded assets: (file name, content type, bytes).
@@ -196,6 +220,18 @@ pub fn flash_text(key: &str) -> Option<&'static str> {
         "rolled-back" => "Rolled back.",
         "dead-letter-retried" => "Dead letter queued to run again.",
         "dead-letter-deleted" => "Dead letter deleted.",
+        "kv-saved" => "Value saved.",
+        "kv-deleted" => "Key deleted.",
+        "doc-deleted" => "Document deleted.",
+        "file-uploaded" => "File uploaded.",
+        "file-deleted" => "File deleted.",
+        "secret-set" => "Secret set.",
+        "secret-deleted" => "Secret deleted.",
+        "user-roles" => "Roles changed.",
+        "user-invited" => "Invitation sent.",
+        "user-deleted" => "User deleted.",
+        "member-set" => "Member saved.",
+        "member-removed" => "Member removed.",
         _ => return None,
     })
 }

@@ -20,6 +20,12 @@
 //!   GET  /_/dashboard/apps/{app}/dead-letters        paged list          → dead_letters.rs
 //!   GET  /_/dashboard/apps/{app}/dead-letters/{id}   one letter
 //!   POST /_/dashboard/apps/{app}/dead-letters/{id}/retry|delete   (write)
+//!   GET  /_/dashboard/apps/{app}/kv        keys by prefix, show, set, delete  → kv.rs
+//!   GET  /_/dashboard/apps/{app}/docs      collection, query, explain, delete → docs.rs
+//!   GET  /_/dashboard/apps/{app}/files     list, download, upload, delete     → files.rs
+//!   GET  /_/dashboard/apps/{app}/secrets   names and times, set, delete       → secrets.rs
+//!   GET  /_/dashboard/apps/{app}/users     users, roles, invite, delete       → users.rs
+//!   GET  /_/dashboard/apps/{app}/members   members, add/change/remove (owner) → members.rs
 //!   GET  /_/dashboard/cluster              nodes, backlog, repair             → cluster.rs
 //!   POST /_/dashboard/cluster/token        show the join token (admin)
 //!   GET  /_/dashboard/cluster/nodes/{id}/remove   confirm page (admin)
@@ -53,6 +59,10 @@
 //! - `logs.rs`: an app's live logs (drawn, then followed over SSE)
 //! - `dead_letters.rs`: an app's dead letters (paged), retry, delete
 //! - `metrics.rs`: the metrics page and its sampler (a bounded ring)
+//! - `kv.rs`, `docs.rs`, `files.rs`, `secrets.rs`, `users.rs`,
+//!   `members.rs`: an app's data browsers, each calling the admin API's
+//!   own functions (`admin::kv::put`, `admin::docs::read`,
+//!   `gateway::files::upload`, `admin::secrets::seal_and_set`, ...)
 //!
 //! To add a page: a handler taking [`Session`] (GET) or [`Posted<Form>`]
 //! (POST) in a file of its group, a route below, and an entry in
@@ -64,11 +74,17 @@ pub mod cluster;
 pub mod dead_letters;
 pub mod deploys;
 pub mod diff;
+pub mod docs;
+pub mod files;
+pub mod kv;
 pub mod layout;
 pub mod login;
 pub mod logs;
+pub mod members;
 pub mod metrics;
+pub mod secrets;
 pub mod session;
+pub mod users;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, OriginalUri};
@@ -117,6 +133,7 @@ pub fn router() -> Router<Gateway> {
             post(dead_letters::delete),
         )
         .route("/metrics", get(metrics::overview))
+        .merge(data_routes())
         .route("/cluster", get(cluster::status))
         .route("/cluster/token", post(cluster::token))
         .route(
@@ -125,6 +142,51 @@ pub fn router() -> Router<Gateway> {
         )
         .route("/assets/{version}/{file}", get(layout::asset))
         .fallback(not_found)
+}
+
+/// An app's data browsers (kv, documents, files, secrets, users,
+/// members): one file each; GETs show, POSTs change and redirect.
+fn data_routes() -> Router<Gateway> {
+    Router::new()
+        .route("/apps/{app}/kv", get(kv::list))
+        .route("/apps/{app}/kv/show", get(kv::show))
+        .route("/apps/{app}/kv/set", post(kv::set))
+        .route(
+            "/apps/{app}/kv/delete",
+            get(kv::delete_confirm).post(kv::delete),
+        )
+        .route("/apps/{app}/docs", get(docs::browse))
+        .route("/apps/{app}/docs/show", get(docs::show))
+        .route(
+            "/apps/{app}/docs/delete",
+            get(docs::delete_confirm).post(docs::delete),
+        )
+        .route("/apps/{app}/files", get(files::list))
+        .route("/apps/{app}/files/download", get(files::download))
+        .route("/apps/{app}/files/upload", post(files::upload))
+        .route(
+            "/apps/{app}/files/delete",
+            get(files::delete_confirm).post(files::delete),
+        )
+        .route("/apps/{app}/secrets", get(secrets::list).post(secrets::set))
+        .route(
+            "/apps/{app}/secrets/delete",
+            get(secrets::delete_confirm).post(secrets::delete),
+        )
+        .route("/apps/{app}/users", get(users::list))
+        .route("/apps/{app}/users/show", get(users::show))
+        .route("/apps/{app}/users/roles", post(users::roles))
+        .route("/apps/{app}/users/invite", post(users::invite))
+        .route(
+            "/apps/{app}/users/delete",
+            get(users::delete_confirm).post(users::delete),
+        )
+        .route("/apps/{app}/members", get(members::list))
+        .route("/apps/{app}/members/set", post(members::set))
+        .route(
+            "/apps/{app}/members/remove",
+            get(members::remove_confirm).post(members::remove),
+        )
 }
 
 async fn index() -> Redirect {

@@ -270,6 +270,25 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for Posted<T> {
     }
 }
 
+/// A posted form bigger than [`FORM_BYTES_MAX`] allows (a kv value, a
+/// secret), up to `bytes_max`: read from the body of a signed-in
+/// [`Session`], its CSRF field checked, then parsed into `T`.
+pub async fn form_up_to<T: DeserializeOwned>(
+    session: &Session,
+    body: Body,
+    bytes_max: usize,
+) -> Result<T, PageError> {
+    let bytes = read_body(body, bytes_max).await?;
+    let csrf = form_urlencoded::parse(&bytes)
+        .find(|(key, _)| key == CSRF_FIELD)
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if !csrf_matches(&session.csrf, &csrf) {
+        return Err(csrf_failed());
+    }
+    parse_form(&bytes)
+}
+
 /// A form with no fields but its CSRF token.
 #[derive(Deserialize)]
 pub struct Empty {}

@@ -1,0 +1,3 @@
+return function(event)
+  error("dashbench: this trigger always fails")
+end
