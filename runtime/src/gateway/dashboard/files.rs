@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::kv::query;
 use super::layout;
 use super::session::{CSRF_FIELD, csrf_failed, csrf_matches};
-use super::{BASE, PageQuery, PageResult, Posted, Session, may};
+use super::{BASE, PageQuery, PageResult, Posted, PrefixPage, Session, may};
 use crate::gateway::admin::checks::require_app;
 use crate::gateway::admin::routes::Need;
 use crate::gateway::files::{download as download_file, upload as upload_file};
@@ -36,22 +36,12 @@ const FORM_PARTS_MAX: usize = 8;
 /// Longest header block of one form part, in bytes.
 const PART_HEADERS_BYTES_MAX: usize = 4 * 1024;
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    cursor: Option<String>,
-    #[serde(default)]
-    flash: Option<String>,
-}
-
 /// `GET /apps/{app}/files` (read).
 pub async fn list(
     State(gateway): State<Gateway>,
     session: Session,
     Path(app): Path<String>,
-    PageQuery(list): PageQuery<ListQuery>,
+    PageQuery(list): PageQuery<PrefixPage>,
 ) -> PageResult {
     session.caller.require_read(&app)?;
     require_app(&gateway, &app)?;

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::layout;
 use super::session::{FORM_BYTES_MAX, form_up_to};
-use super::{BASE, PageQuery, PageResult, Posted, Session, may};
+use super::{BASE, PageQuery, PageResult, Posted, PrefixPage, Session, may};
 use crate::gateway::admin::checks::require_app;
 use crate::gateway::admin::kv::{check_key, put, remove};
 use crate::gateway::admin::routes::Need;
@@ -54,22 +54,12 @@ fn stored_json(bytes: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("stored value is not JSON: {e}")))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    cursor: Option<String>,
-    #[serde(default)]
-    flash: Option<String>,
-}
-
 /// `GET /apps/{app}/kv`: a page of keys under `prefix` (read).
 pub async fn list(
     State(gateway): State<Gateway>,
     session: Session,
     Path(app): Path<String>,
-    PageQuery(query_): PageQuery<ListQuery>,
+    PageQuery(query_): PageQuery<PrefixPage>,
 ) -> PageResult {
     session.caller.require_read(&app)?;
     require_app(&gateway, &app)?;

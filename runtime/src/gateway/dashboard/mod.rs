@@ -245,6 +245,18 @@ page_error_from!(
     picloud_cluster::ClusterError
 );
 
+/// The query of a page of items by prefix (the kv and files browsers): the
+/// prefix, the cursor of the page, and a flash message key.
+#[derive(serde::Deserialize)]
+pub struct PrefixPage {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub flash: Option<String>,
+}
+
 /// A page's query string; a malformed one is the 400 `invalid_query`
 /// error page (the admin API's [`ApiQuery`](super::ApiQuery) rule).
 pub struct PageQuery<T>(pub T);
