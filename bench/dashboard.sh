@@ -61,12 +61,18 @@ D=/_/dashboard
 PAGES=(
   "apps $D/apps"
   "app $D/apps/dashbench"
+  "deploys $D/apps/dashbench/deploys"
+  "logs $D/apps/dashbench/logs"
   "dead-letters $D/apps/dashbench/dead-letters"
   "kv $D/apps/dashbench/kv"
   "kv-prefix $D/apps/dashbench/kv?prefix=in/2"
   "docs $D/apps/dashbench/docs?collection=orders"
+  "files $D/apps/dashbench/files"
+  "secrets $D/apps/dashbench/secrets"
+  "users $D/apps/dashbench/users"
   "members $D/apps/dashbench/members"
   "cluster $D/cluster"
+  "metrics $D/metrics"
 )
 echo "page rps p50 p99 non2xx (wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency)"
 for entry in "${PAGES[@]}"; do
