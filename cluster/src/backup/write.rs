@@ -90,6 +90,11 @@ impl PreparedBackup {
     /// Starts streaming the backup; the receiver yields its bytes, or an
     /// error that must end the response without its end (a cut body). The
     /// task stops when the receiver is dropped.
+    ///
+    /// Not supervised on purpose: the task lives as long as one response.
+    /// If it panics, its sender drops and the body ends without the SHA-256
+    /// trailer, which the CLI refuses (no FILE written): the same outcome
+    /// as a node dying mid-backup, and nothing to restart.
     pub fn spawn(self) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
         let (tx, rx) = mpsc::channel(BACKUP_CHUNKS_IN_FLIGHT);
         tokio::spawn(async move {

@@ -54,15 +54,16 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
     // checked before the rename, so a body cut anywhere leaves no FILE.
     let checked = match written {
         Ok(trailer) => trailer.check(),
-        Err(error) => Err(format!("the backup stream broke: {error}")),
+        Err(error) => Err(CliError::new(format!("the backup stream broke: {error}"))),
     };
     let size = match checked {
         Ok(size) => size,
         Err(error) => {
             let _ = tokio::fs::remove_file(&partial).await;
             return Err(CliError::new(format!(
-                "backup failed, no {} written: {error}",
-                escape(&out.display().to_string())
+                "backup failed, no {} written: {}",
+                escape(&out.display().to_string()),
+                error.message
             )));
         }
     };
@@ -131,12 +132,14 @@ impl Trailer {
     }
 
     /// The size, if the stream is a whole backup.
-    fn check(self) -> Result<u64, String> {
+    fn check(self) -> Result<u64, CliError> {
         if self.head != backup::MAGIC {
-            return Err("the node did not send a PiCloud backup".to_string());
+            return Err(CliError::new("the node did not send a PiCloud backup"));
         }
         if self.held.len() < DIGEST_BYTES || self.hash.finalize().as_slice() != self.held {
-            return Err("the stream ended early or was damaged (checksum mismatch)".to_string());
+            return Err(CliError::new(
+                "the stream ended early or was damaged (checksum mismatch)",
+            ));
         }
         Ok(self.size)
     }

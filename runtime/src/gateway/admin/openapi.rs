@@ -45,8 +45,8 @@ const BEARER: &str = "bearer";
     responses((status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json")),
 )]
 pub(super) async fn openapi() -> Result<Response, ApiError> {
-    static JSON: OnceLock<Result<String, String>> = OnceLock::new();
-    let json = JSON.get_or_init(|| document().to_json().map_err(|error| error.to_string()));
+    static JSON: OnceLock<Result<String, serde_json::Error>> = OnceLock::new();
+    let json = JSON.get_or_init(|| document().to_json());
     match json {
         Ok(json) => {
             Ok(([(header::CONTENT_TYPE, "application/json")], json.as_str()).into_response())
