@@ -227,16 +227,22 @@ pub async fn delete_confirm(
     require_app(&gateway, &app)?;
     get_doc(&gateway, &app, &doc).await?;
     let here = format!("{BASE}/apps/{app}/docs");
-    let body = html! {
-        h1 { "Delete document " code { (doc.id) } " of " (doc.collection) "?" }
-        p { "It is deleted on every node (and its docs triggers fire). It cannot be undone." }
-        (layout::form_post(&format!("{here}/delete"), &session, html! {
-            input type="hidden" name="collection" value=(doc.collection);
-            input type="hidden" name="id" value=(doc.id);
-            button.danger type="submit" { "Delete document" }
-        }))
-        p { a href={ (here) "/show" (query(&[("collection", &doc.collection), ("id", &doc.id)])) } { "Cancel" } }
-    };
+    let body = layout::confirm(
+        &session,
+        layout::Confirm {
+            heading: html! { "Delete document " code { (doc.id) } " of " (doc.collection) "?" },
+            warning: Some(
+                "It is deleted on every node (and its docs triggers fire). It cannot be undone.",
+            ),
+            action: format!("{here}/delete"),
+            fields: &[("collection", &doc.collection), ("id", &doc.id)],
+            button: "Delete document",
+            cancel: format!(
+                "{here}/show{}",
+                query(&[("collection", &doc.collection), ("id", &doc.id)])
+            ),
+        },
+    );
     Ok(layout::ok(&format!("Delete {}", doc.id), &session, body))
 }
 

@@ -289,15 +289,17 @@ pub async fn delete_confirm(
     session.caller.require_write(&app)?;
     require_app(&gateway, &app)?;
     let here = format!("{BASE}/apps/{app}/files");
-    let body = html! {
-        h1 { "Delete file " code { (file.path) } "?" }
-        p { "It is deleted on every node. It cannot be undone." }
-        (layout::form_post(&format!("{here}/delete"), &session, html! {
-            input type="hidden" name="path" value=(file.path);
-            button.danger type="submit" { "Delete file" }
-        }))
-        p { a href=(here) { "Cancel" } }
-    };
+    let body = layout::confirm(
+        &session,
+        layout::Confirm {
+            heading: html! { "Delete file " code { (file.path) } "?" },
+            warning: Some("It is deleted on every node. It cannot be undone."),
+            action: format!("{here}/delete"),
+            fields: &[("path", &file.path)],
+            button: "Delete file",
+            cancel: here.clone(),
+        },
+    );
     Ok(layout::ok(&format!("Delete {}", file.path), &session, body))
 }
 

@@ -225,15 +225,17 @@ pub async fn delete_confirm(
     let key = query_.key;
     check_key(&gateway, &key)?;
     let here = format!("{BASE}/apps/{app}/kv");
-    let body = html! {
-        h1 { "Delete key " code { (key) } "?" }
-        p { "The key and its value are deleted on every node. It cannot be undone." }
-        (layout::form_post(&format!("{here}/delete"), &session, html! {
-            input type="hidden" name="key" value=(key);
-            button.danger type="submit" { "Delete key" }
-        }))
-        p { a href={ (here) "/show" (query(&[("key", &key)])) } { "Cancel" } }
-    };
+    let body = layout::confirm(
+        &session,
+        layout::Confirm {
+            heading: html! { "Delete key " code { (key) } "?" },
+            warning: Some("The key and its value are deleted on every node. It cannot be undone."),
+            action: format!("{here}/delete"),
+            fields: &[("key", &key)],
+            button: "Delete key",
+            cancel: format!("{here}/show{}", query(&[("key", &key)])),
+        },
+    );
     Ok(layout::ok(&format!("Delete {key}"), &session, body))
 }
 

@@ -199,6 +199,32 @@ pub fn app_nav(app: &str, current: &str) -> Markup {
     }
 }
 
+/// A confirmation page's body: what is about to happen, an optional
+/// warning, the form that does it (its hidden fields and danger button) and
+/// a way back. Every delete or remove the dashboard offers goes through one.
+pub struct Confirm<'a> {
+    pub heading: Markup,
+    pub warning: Option<&'a str>,
+    pub action: String,
+    pub fields: &'a [(&'a str, &'a str)],
+    pub button: &'a str,
+    pub cancel: String,
+}
+
+pub fn confirm(session: &Session, confirm: Confirm<'_>) -> Markup {
+    html! {
+        h1 { (confirm.heading) }
+        @if let Some(warning) = confirm.warning { p { (warning) } }
+        (form_post(&confirm.action, session, html! {
+            @for (name, value) in confirm.fields {
+                input type="hidden" name=(name) value=(value);
+            }
+            button.danger type="submit" { (confirm.button) }
+        }))
+        p { a href=(confirm.cancel) { "Cancel" } }
+    }
+}
+
 /// A form that POSTs to `action` with the session's CSRF token.
 pub fn form_post(action: &str, session: &Session, fields: Markup) -> Markup {
     html! {

@@ -147,14 +147,17 @@ pub async fn remove_confirm(
     require_app(&gateway, &app)?;
     let email = query_.email;
     let here = format!("{BASE}/apps/{app}/members");
-    let body = html! {
-        h1 { "Remove " (email) " from " (app) "?" }
-        (layout::form_post(&format!("{here}/remove"), &session, html! {
-            input type="hidden" name="email" value=(email);
-            button.danger type="submit" { "Remove member" }
-        }))
-        p { a href=(here) { "Cancel" } }
-    };
+    let body = layout::confirm(
+        &session,
+        layout::Confirm {
+            heading: html! { "Remove " (email) " from " (app) "?" },
+            warning: None,
+            action: format!("{here}/remove"),
+            fields: &[("email", &email)],
+            button: "Remove member",
+            cancel: here.clone(),
+        },
+    );
     Ok(layout::ok(&format!("Remove {email}"), &session, body))
 }
 

@@ -132,15 +132,17 @@ pub async fn delete_confirm(
     let name = query_.name;
     check_name(&name)?;
     let here = format!("{BASE}/apps/{app}/secrets");
-    let body = html! {
-        h1 { "Delete secret " code { (name) } "?" }
-        p { "Scripts reading it get nothing from then on. It cannot be undone." }
-        (layout::form_post(&format!("{here}/delete"), &session, html! {
-            input type="hidden" name="name" value=(name);
-            button.danger type="submit" { "Delete secret" }
-        }))
-        p { a href=(here) { "Cancel" } }
-    };
+    let body = layout::confirm(
+        &session,
+        layout::Confirm {
+            heading: html! { "Delete secret " code { (name) } "?" },
+            warning: Some("Scripts reading it get nothing from then on. It cannot be undone."),
+            action: format!("{here}/delete"),
+            fields: &[("name", &name)],
+            button: "Delete secret",
+            cancel: here.clone(),
+        },
+    );
     Ok(layout::ok(&format!("Delete secret {name}"), &session, body))
 }
 

@@ -265,15 +265,17 @@ pub async fn delete_confirm(
         .await?
         .ok_or_else(|| user_not_found(&show.id))?;
     let here = format!("{BASE}/apps/{app}/users");
-    let body = html! {
-        h1 { "Delete user " (text(&user, "email")) "?" }
-        p { "The user and every session it has end. It cannot be undone." }
-        (layout::form_post(&format!("{here}/delete"), &session, html! {
-            input type="hidden" name="id" value=(show.id);
-            button.danger type="submit" { "Delete user" }
-        }))
-        p { a href={ (here) "/show" (query(&[("id", &show.id)])) } { "Cancel" } }
-    };
+    let body = layout::confirm(
+        &session,
+        layout::Confirm {
+            heading: html! { "Delete user " (text(&user, "email")) "?" },
+            warning: Some("The user and every session it has end. It cannot be undone."),
+            action: format!("{here}/delete"),
+            fields: &[("id", &show.id)],
+            button: "Delete user",
+            cancel: format!("{here}/show{}", query(&[("id", &show.id)])),
+        },
+    );
     Ok(layout::ok("Delete user", &session, body))
 }
 
