@@ -194,6 +194,10 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
     pub fn into_ops(self) -> Vec<BatchOp> {
         self.ops
     }

@@ -93,6 +93,7 @@ pub mod secrets;
 mod snapshot;
 pub mod state;
 pub mod state_machine;
+pub mod state_view;
 pub mod topics;
 pub mod triggers;
 pub mod types;
@@ -161,8 +162,11 @@ pub fn open(dir: &Path, options: &StorageOptions) -> Result<Storage, StorageErro
     // A zero capacity would make tokio panic; one is the smallest useful.
     let (events, _) = tokio::sync::broadcast::channel(options.events_capacity.max(1));
     let reader = StateReader::new(state_backend.clone(), events.clone());
+    let views = reader.view_gate();
+    let versioned = Arc::new(state_view::Versioned::new(state_backend, views.clone()));
     let state_machine = StateMachine::open(
-        state_backend,
+        versioned,
+        views,
         &dir.join("snapshots"),
         events,
         reader.published_sender(),

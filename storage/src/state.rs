@@ -34,6 +34,8 @@ pub const KV_LIST_LIMIT_MAX: usize = 1000;
 #[derive(Clone)]
 pub struct StateReader {
     backend: Arc<dyn Backend>,
+    /// Shared with the state machine: backups' point-in-time views.
+    views: Arc<crate::state_view::ViewGate>,
     events: broadcast::Sender<AppliedEvent>,
     /// Every durable pub/sub message applied here (see [`Self::subscribe_published`]).
     published: broadcast::Sender<PublishedEvent>,
@@ -52,9 +54,35 @@ impl StateReader {
         let (published, _) = broadcast::channel(PUBLISHED_EVENTS_CAPACITY);
         StateReader {
             backend,
+            views: Arc::default(),
             events,
             published,
         }
+    }
+
+    /// The gate the state machine applies entries under, so that views
+    /// open between entries.
+    pub(crate) fn view_gate(&self) -> Arc<crate::state_view::ViewGate> {
+        self.views.clone()
+    }
+
+    /// A point-in-time view of the whole state as of the last entry applied
+    /// now, for a backup: see [`crate::state_view`]. Old values the view
+    /// keeps for keys written during its scan are capped at `kept_bytes_max`.
+    pub fn open_view(
+        &self,
+        kept_bytes_max: u64,
+    ) -> Result<crate::state_view::StateView, crate::state_view::ViewError> {
+        crate::state_view::StateView::open(
+            self.views.clone(),
+            self.backend.clone(),
+            kept_bytes_max,
+            |backend| {
+                let last_applied = read_last_applied(backend)?;
+                let membership = crate::state_machine::read_membership(backend)?;
+                Ok((last_applied, membership))
+            },
+        )
     }
 
     /// The sender the state machine announces durable messages on.

@@ -40,6 +40,7 @@ use crate::keys;
 use crate::records::AppliedEvent;
 use crate::snapshot::{self, Meta};
 use crate::state::read_last_applied;
+use crate::state_view::ViewGate;
 use crate::topics::PublishedEvent;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
@@ -51,7 +52,12 @@ const CURRENT_SNAPSHOT_FILE: &str = "current.snap";
 type RaftStorageError = openraft::StorageError<NodeId>;
 
 pub struct StateMachine {
+    /// Writes go through `state_view::Versioned`, which keeps what an open
+    /// backup view needs.
     backend: Arc<dyn Backend>,
+    /// Held while one entry applies or a snapshot installs: backup views
+    /// open between entries.
+    views: Arc<ViewGate>,
     events: broadcast::Sender<AppliedEvent>,
     /// Durable pub/sub messages, announced after their entry applied.
     published: broadcast::Sender<PublishedEvent>,
@@ -69,6 +75,7 @@ impl StateMachine {
     /// during an install), it is installed again before returning.
     pub(crate) fn open(
         backend: Arc<dyn Backend>,
+        views: Arc<ViewGate>,
         snapshot_dir: &Path,
         events: broadcast::Sender<AppliedEvent>,
         published: broadcast::Sender<PublishedEvent>,
@@ -95,6 +102,7 @@ impl StateMachine {
         }
         Ok(StateMachine {
             backend,
+            views,
             events,
             published,
             snapshot_dir: snapshot_dir.to_path_buf(),
@@ -115,12 +123,7 @@ impl StateMachine {
     }
 
     fn membership(&self) -> Result<StoredMembership<NodeId, NodeInfo>, StorageError> {
-        match self.backend.get(Keyspace::Meta, keys::META_MEMBERSHIP)? {
-            Some(bytes) => {
-                codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("membership"))
-            }
-            None => Ok(StoredMembership::default()),
-        }
+        read_membership(self.backend.as_ref())
     }
 
     /// Runs `work` on the blocking pool (file I/O and fsync) while this task
@@ -243,8 +246,10 @@ impl StateMachine {
         let current_path = self.current_path();
         let snapshot_dir = self.snapshot_dir.clone();
         let expected = meta.clone();
+        let views = self.views.clone();
         let changed_apps = self
             .blocking("install snapshot", move |backend| {
+                let _entry = views.entry();
                 let file_meta = snapshot::verify_file(&temp_path)?;
                 if file_meta.last_log_id != expected.last_log_id
                     || file_meta.last_membership != expected.last_membership
@@ -268,6 +273,18 @@ impl StateMachine {
             let _ = self.events.send(AppliedEvent::AppChanged { app });
         }
         Ok(())
+    }
+}
+
+/// The membership the state holds (the default when none is stored yet).
+pub(crate) fn read_membership(
+    backend: &dyn Backend,
+) -> Result<StoredMembership<NodeId, NodeInfo>, StorageError> {
+    match backend.get(Keyspace::Meta, keys::META_MEMBERSHIP)? {
+        Some(bytes) => {
+            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("membership"))
+        }
+        None => Ok(StoredMembership::default()),
     }
 }
 
@@ -330,9 +347,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
-            let result = self
-                .apply_one(entry)
-                .map_err(|e| e.into_raft(ErrorSubject::Apply(log_id), ErrorVerb::Write))?;
+            let result = {
+                let views = self.views.clone();
+                let _entry = views.entry();
+                self.apply_one(entry)
+            }
+            .map_err(|e| e.into_raft(ErrorSubject::Apply(log_id), ErrorVerb::Write))?;
             results.push(result);
             self.applied_since_flush += 1;
         }
