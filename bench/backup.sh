@@ -4,25 +4,38 @@
 #     through the app route `POST /backupfill/fill/:n`: 16 kv.set per request,
 #     8 requests at once, through Raft with fsync: the real write path) and
 #     10,000 documents.
-#  2. The disk: fsynced write rate (dd conv=fsync of 1 GiB) and sequential
-#     read rate (dd of that file after dropping the page cache).
-#  3. `picloud backup --out FILE` (page cache dropped first) and
-#     `picloud restore FILE --data-dir DIR` (page cache dropped first): MB/s
-#     of the backup file's size, and the ratios to the disk's rates.
+#  2. For each disk profile: the disk's fsynced write rate (dd conv=fsync of
+#     1 GiB) and sequential read rate (dd of that file after dropping the
+#     page cache); `picloud backup --out FILE` (page cache dropped first; FILE
+#     on the same disk, fsynced) and `picloud restore FILE --data-dir DIR`
+#     (page cache dropped first): MB/s of the backup file's size, and the
+#     ratios to the disk's rates.
+#     Profiles: `raw` is the disk as it is (on a VM, often the host's page
+#     cache: GB/s that no Pi has); `pi-ssd` (360 MB/s read, 300 MB/s write:
+#     a USB 3 SSD on a Pi) and `pi-sd` (90 MB/s read, 40 MB/s write: an A2
+#     SD card on a Pi 5) cap the same disk with the blkio (cgroup v1) or io
+#     (cgroup v2) throttle, for dd, the node and the CLI alike.
 # Targets: backup >= 0.5x sequential read, restore >= 0.3x fsynced write.
-# Needs root (drop_caches). Everything it writes is deleted at the end.
+# Needs root (drop_caches, cgroups). Everything it writes is deleted at the end.
 #
-# Usage: bench/backup.sh [state_megabytes=1024]
+# Usage: bench/backup.sh [state_megabytes=1024] [profiles="raw pi-ssd"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE_MB="${1:-1024}"
+PROFILES="${2:-raw pi-ssd}"
 WORK="$(mktemp -d /var/tmp/picloud-backup-bench.XXXXXX)"
+CGROUP=""
 declare -A PIDS=()
 source bench/lib.sh
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
+  if [ -n "$CGROUP" ] && [ -d "$CGROUP" ]; then
+    # Anything left goes back to the root group; then ours goes.
+    while read -r pid; do echo "$pid" >"$(dirname "$CGROUP")/cgroup.procs" 2>/dev/null || true; done <"$CGROUP/cgroup.procs"
+    rmdir "$CGROUP" 2>/dev/null || true
+  fi
 }
 bench_setup
 trap cleanup EXIT
@@ -66,37 +79,75 @@ fill_ms=$(( $(now_ms) - start ))
 echo "# backup and restore, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), state filled through the app route in ${fill_ms} ms"
 echo "data dir after the fill: $(du -sm "$WORK/pc1" | cut -f1) MB"
 
-# ---- 2. the disk ----
-start=$(now_ms)
-dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 conv=fsync status=none
-write_ms=$(( $(now_ms) - start ))
-drop_caches
-start=$(now_ms)
-dd if="$WORK/dd.bin" of=/dev/null bs=1M status=none
-read_ms=$(( $(now_ms) - start ))
-rm -f "$WORK/dd.bin"
-write_rate=$(mb_per_s $((1024 * 1024 * 1024)) "$write_ms")
-read_rate=$(mb_per_s $((1024 * 1024 * 1024)) "$read_ms")
-echo "disk: fsynced write ${write_rate} MB/s, sequential read ${read_rate} MB/s (dd, 1 GiB)"
+# ---- 2. per disk profile: the disk, then backup and restore ----
+# The whole disk under $WORK (a partition's parent), for the throttle.
+device=$(findmnt -no SOURCE --target "$WORK")
+parent=$(lsblk -ndo PKNAME "$device" 2>/dev/null || true)
+[ -n "$parent" ] && device="/dev/$parent"
+majmin=$(lsblk -ndo MAJ:MIN "$device" | tr -d ' ')
 
-# ---- 3. backup and restore ----
-drop_caches
-start=$(now_ms)
-"$BIN" backup --out "$WORK/state.picbak"
-backup_ms=$(( $(now_ms) - start ))
-size=$(stat -c %s "$WORK/state.picbak")
-backup_rate=$(mb_per_s "$size" "$backup_ms")
-kill -9 "${PIDS[pc1]}"; unset 'PIDS[pc1]'
-drop_caches
-start=$(now_ms)
-"$BIN" restore "$WORK/state.picbak" --data-dir "$WORK/restored" >/dev/null
-restore_ms=$(( $(now_ms) - start ))
-restore_rate=$(mb_per_s "$size" "$restore_ms")
-echo "backup: $size bytes in ${backup_ms} ms = ${backup_rate} MB/s"
-echo "restore: $size bytes in ${restore_ms} ms = ${restore_rate} MB/s"
-python3 - "$backup_rate" "$read_rate" "$restore_rate" "$write_rate" <<'PY'
+# The group every measurement runs in (the node too), if cgroups allow.
+if [ -d /sys/fs/cgroup/blkio ]; then
+  CGROUP=/sys/fs/cgroup/blkio/picloud-backup-bench
+elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  echo +io >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+  CGROUP=/sys/fs/cgroup/picloud-backup-bench
+fi
+[ -n "$CGROUP" ] && mkdir -p "$CGROUP" && echo "${PIDS[pc1]}" >"$CGROUP/cgroup.procs"
+
+# throttle READ_BPS WRITE_BPS: caps the calling (sub)shell and the node;
+# with no arguments, lifts the caps.
+throttle() {
+  case "$CGROUP" in
+    */blkio/*)
+      echo "$majmin ${1:-0}" >"$CGROUP/blkio.throttle.read_bps_device"
+      echo "$majmin ${2:-0}" >"$CGROUP/blkio.throttle.write_bps_device" ;;
+    ?*) echo "$majmin rbps=${1:-max} wbps=${2:-max}" >"$CGROUP/io.max" ;;
+    *) echo "no blkio/io cgroup controller: cannot emulate a Pi's disk" >&2; return 1 ;;
+  esac
+  echo "$BASHPID" >"$CGROUP/cgroup.procs"
+}
+
+measure() { # profile
+  local write_ms read_ms start backup_ms restore_ms size
+  start=$(now_ms)
+  dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 conv=fsync status=none
+  write_ms=$(( $(now_ms) - start ))
+  drop_caches
+  start=$(now_ms)
+  dd if="$WORK/dd.bin" of=/dev/null bs=1M status=none
+  read_ms=$(( $(now_ms) - start ))
+  rm -f "$WORK/dd.bin"
+  write_rate=$(mb_per_s $((1024 * 1024 * 1024)) "$write_ms")
+  read_rate=$(mb_per_s $((1024 * 1024 * 1024)) "$read_ms")
+
+  drop_caches
+  start=$(now_ms)
+  "$BIN" backup --out "$WORK/state.picbak" >"$WORK/backup.out"
+  backup_ms=$(( $(now_ms) - start ))
+  size=$(stat -c %s "$WORK/state.picbak")
+  backup_rate=$(mb_per_s "$size" "$backup_ms")
+  drop_caches
+  start=$(now_ms)
+  "$BIN" restore "$WORK/state.picbak" --data-dir "$WORK/restored" >/dev/null
+  restore_ms=$(( $(now_ms) - start ))
+  restore_rate=$(mb_per_s "$size" "$restore_ms")
+  rm -rf "$WORK/restored" "$WORK/state.picbak"
+  echo "[$1] disk: fsynced write ${write_rate} MB/s, sequential read ${read_rate} MB/s (dd, 1 GiB)"
+  echo "[$1] backup: $size bytes in ${backup_ms} ms = ${backup_rate} MB/s; restore: ${restore_ms} ms = ${restore_rate} MB/s"
+  python3 - "$1" "$backup_rate" "$read_rate" "$restore_rate" "$write_rate" <<'PY'
 import sys
-backup, read, restore, write = map(float, sys.argv[1:])
-print(f"backup / sequential read: {backup / read:.2f} (target >= 0.5)")
-print(f"restore / fsynced write: {restore / write:.2f} (target >= 0.3)")
+profile = sys.argv[1]
+backup, read, restore, write = map(float, sys.argv[2:])
+print(f"[{profile}] backup / sequential read: {backup / read:.2f} (target >= 0.5); restore / fsynced write: {restore / write:.2f} (target >= 0.3)")
 PY
+}
+
+for profile in $PROFILES; do
+  case "$profile" in
+    raw) ( (throttle || true) && measure raw ) ;;
+    pi-ssd) (throttle 360000000 300000000 && measure pi-ssd) ;;
+    pi-sd) (throttle 90000000 40000000 && measure pi-sd) ;;
+    *) echo "unknown disk profile $profile (raw, pi-ssd, pi-sd)" >&2; exit 2 ;;
+  esac
+done

@@ -50,6 +50,9 @@ pub enum ClusterError {
     /// The QUIC endpoint or the node's TLS identity could not be set up.
     #[error("peer transport: {message}")]
     Transport { message: String },
+    /// Another backup is reading this node's state (one at a time).
+    #[error("another backup is reading this node's state; retry when it ends")]
+    BackupBusy,
     /// The write queue stayed full; shed load rather than queue without bound.
     #[error("the write queue is full (write_queue_max); retry shortly")]
     Overloaded,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
+use picloud_storage::state_view::{StateView, ViewError};
 use picloud_storage::{Command, CommandResult, NodeId, NodeInfo, StateReader, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -121,6 +122,15 @@ impl Node {
             path: data_dir.display().to_string(),
             message: e.to_string(),
         })?;
+        if data_dir
+            .join(crate::backup::RESTORING_MARKER_FILE)
+            .exists()
+        {
+            return Err(ClusterError::Identity {
+                path: data_dir.display().to_string(),
+                message: "a `picloud restore` into this directory did not finish; delete the directory and run the restore again".to_string(),
+            });
+        }
         let existing = identity::load(data_dir)?;
         let tls_dir = data_dir.join("tls");
         let tls_error = |e: crate::transport::CaError| ClusterError::Transport {
@@ -530,62 +540,26 @@ impl Node {
         }
     }
 
-    /// A snapshot of the whole state that holds every write acknowledged
-    /// before this call: a read barrier, then a snapshot built by openraft
-    /// at or after the index this node has applied (the backup's
-    /// consistency point). Waits at most `timeout` for the snapshot.
-    pub async fn snapshot_for_backup(
-        &self,
-        timeout: Duration,
-    ) -> Result<(openraft::SnapshotMeta<NodeId, NodeInfo>, tokio::fs::File), ClusterError> {
+    /// A point-in-time view of the whole state that holds every write
+    /// acknowledged before this call: a read barrier, then a view of this
+    /// node's state as of the entry it applied last (at or after the
+    /// barrier's index). Applies go on while it is read; see
+    /// `picloud_storage::state_view`. `kept_bytes_max` caps the old values
+    /// the view keeps for keys written during its scan.
+    pub async fn backup_view(&self, kept_bytes_max: u64) -> Result<StateView, ClusterError> {
         self.read_barrier().await?;
-        let applied = self.reader.last_applied_index()?.unwrap_or(0);
-        let started = Instant::now();
-        let mut metrics = self.raft.metrics();
-        loop {
-            // openraft ignores a trigger while a snapshot is being built, and
-            // that one may end below `applied`: trigger again until one is
-            // at or after it.
-            self.raft.trigger().snapshot().await.map_err(stopped)?;
-            let built = metrics.wait_for(|metrics| {
-                metrics
-                    .snapshot
-                    .is_some_and(|snapshot| snapshot.index >= applied)
-            });
-            let wait = Duration::from_millis(BACKUP_SNAPSHOT_RETRIGGER_MS);
-            match tokio::time::timeout(wait, built).await {
-                Ok(Ok(_)) => break,
-                Ok(Err(_)) => return Err(stopped("raft stopped")),
-                Err(_) if started.elapsed() >= timeout => {
-                    return Err(ClusterError::Timeout {
-                        operation: "backup snapshot",
-                        waited_ms: started.elapsed().as_millis() as u64,
-                    });
-                }
-                Err(_) => {}
-            }
-        }
-        // A later snapshot may have replaced it meanwhile: it is as good.
-        let snapshot = self
-            .raft
-            .get_snapshot()
+        let reader = self.reader.clone();
+        // Opening waits for the entry being applied, if any: off the runtime.
+        tokio::task::spawn_blocking(move || reader.open_view(kept_bytes_max))
             .await
-            .map_err(|e| ClusterError::Raft {
-                message: e.to_string(),
-            })?;
-        match snapshot {
-            Some(snapshot)
-                if snapshot
-                    .meta
-                    .last_log_id
-                    .is_some_and(|log_id| log_id.index >= applied) =>
-            {
-                Ok((snapshot.meta, *snapshot.snapshot))
-            }
-            _ => Err(ClusterError::Raft {
-                message: format!("no snapshot at or after index {applied} after it was built"),
-            }),
-        }
+            .map_err(|e| ClusterError::Stopped {
+                message: format!("opening the backup view: {e}"),
+            })?
+            .map_err(|error| match error {
+                ViewError::Storage(error) => ClusterError::Storage(error),
+                ViewError::Busy => ClusterError::BackupBusy,
+                ViewError::Broken(message) => ClusterError::Raft { message },
+            })
     }
 
     /// Whether this node leads and its applied state holds every write
@@ -955,10 +929,6 @@ fn keep_received_keys(
     config.secret_keys = Some(Arc::new(keys));
     Ok(())
 }
-
-/// How often a backup asks openraft again for its snapshot while none at
-/// or after its index exists (see `Node::snapshot_for_backup`).
-const BACKUP_SNAPSHOT_RETRIGGER_MS: u64 = 1_000;
 
 /// Joins a new node handles at once; more wait for the next try.
 const JOINS_IN_FLIGHT_MAX: usize = 4;

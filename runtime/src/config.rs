@@ -107,6 +107,10 @@ settings! {
     /// deleted. Requests to apps past this many are counted only in
     /// `picloud_http_requests_uncounted_total`.
     metrics_apps_max: usize = 1000, "PICLOUD_METRICS_APPS_MAX";
+    /// Old values a backup keeps while it reads the state (bytes of keys
+    /// and values written during the backup that it had not read yet);
+    /// past it the backup fails and says so. Writes never wait for a backup.
+    backup_kept_bytes_max: u64 = 64 * 1024 * 1024, "PICLOUD_BACKUP_KEPT_BYTES_MAX";
     /// Request body bytes buffered at once across all requests; a body that
     /// does not fit gets 503 `overloaded`. At least the largest body allowed.
     http_body_buffered_bytes_max: usize = 64 * 1024 * 1024, "PICLOUD_HTTP_BODY_BUFFERED_BYTES_MAX";
@@ -548,6 +552,12 @@ impl ServeConfig {
             1_000_000,
         )?;
         check_range("metrics_apps_max", self.metrics_apps_max, 1, 100_000)?;
+        check_range(
+            "backup_kept_bytes_max",
+            self.backup_kept_bytes_max,
+            MIB as u64,
+            16 * 1024 * MIB as u64,
+        )?;
         check_range(
             "http_inflight_per_client_max",
             self.http_inflight_per_client_max,

@@ -306,6 +306,36 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
         refused.stderr
     );
 
+    // A dir a restore was interrupted in (its `restoring` marker is still
+    // there) is refused by `serve`, not started as a half-restored node.
+    let interrupted = dir.path().join("r-interrupted");
+    std::fs::create_dir_all(interrupted.join("raft")).expect("mkdir");
+    std::fs::write(interrupted.join("restoring"), b"").expect("marker");
+    let mut serve = Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&interrupted)
+        .args(["--http", "127.0.0.1:0", "--peer", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run picloud serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while serve.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve started on a dir with an unfinished restore");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = CliOutput::from(serve.wait_with_output().expect("output"));
+    assert!(!refused.success, "serve started on an interrupted restore");
+    assert!(
+        refused.stderr.contains("did not finish"),
+        "{}",
+        refused.stderr
+    );
+
     // Restore into a fresh node on new ports, with the old master key.
     let mut restored = node_in(dir.path(), "restored");
     let out = restore(&backup_file, &restored.data_dir).ok();

@@ -3,14 +3,13 @@
 //!
 //! A backup is written to `FILE.partial`, fsynced and renamed, so a cut
 //! stream (the node died, a block no member holds, the disk filled) leaves
-//! no `FILE`. A restore reads the whole file first (`verify`): a truncated
-//! or damaged backup is refused before anything is written.
+//! no `FILE`. A restore reads the file once, writing as it goes, and checks
+//! its end: a truncated or damaged backup leaves DIR empty again.
 
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use picloud_cluster::backup;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::client::{CliError, Client};
@@ -28,8 +27,9 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
     let response = client
         .response(client.request(reqwest::Method::GET, &path))
         .await?;
-    // The headers come once the node has its snapshot: the rest is streaming.
-    let snapshot_ms = started.elapsed().as_millis();
+    // The headers come once the node has opened its view of the state: the
+    // rest is streaming.
+    let view_ms = started.elapsed().as_millis();
     let index = response
         .headers()
         .get("x-picloud-backup-index")
@@ -50,7 +50,7 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
         Ok::<Trailer, std::io::Error>(trailer)
     }
     .await;
-    // A complete stream ends with the SHA-256 of everything before it:
+    // A complete stream ends with the BLAKE3 of everything before it:
     // checked before the rename, so a body cut anywhere leaves no FILE.
     let checked = match written {
         Ok(trailer) => trailer.check(),
@@ -73,7 +73,7 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
     sync_parent(out).await;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "wrote {} at log index {index}: {size} bytes, {:.1} MB/s (snapshot ready after {snapshot_ms} ms)",
+        "wrote {} at log index {index}: {size} bytes, {:.1} MB/s (the node began sending after {view_ms} ms)",
         escape(&out.display().to_string()),
         size as f64 / 1e6 / seconds.max(1e-9)
     );
@@ -106,11 +106,11 @@ pub async fn restore(file: &Path, data_dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The running SHA-256 of a backup as it arrives, holding back its last
+/// The running BLAKE3 of a backup as it arrives, holding back its last
 /// 32 bytes (the trailer's hash of everything before them).
 #[derive(Default)]
 struct Trailer {
-    hash: Sha256,
+    hash: blake3::Hasher,
     size: u64,
     held: Vec<u8>,
     head: Vec<u8>,
@@ -123,11 +123,21 @@ impl Trailer {
             let want = (backup::MAGIC.len() - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..want]);
         }
-        self.held.extend_from_slice(chunk);
-        if self.held.len() > DIGEST_BYTES {
-            let cut = self.held.len() - DIGEST_BYTES;
-            self.hash.update(&self.held[..cut]);
-            self.held.drain(..cut);
+        if chunk.len() >= DIGEST_BYTES {
+            // Everything held and all but the chunk's last 32 bytes are
+            // before the digest (hashed without copying the chunk).
+            let cut = chunk.len() - DIGEST_BYTES;
+            self.hash.update(&self.held);
+            self.hash.update(&chunk[..cut]);
+            self.held.clear();
+            self.held.extend_from_slice(&chunk[cut..]);
+        } else {
+            self.held.extend_from_slice(chunk);
+            if self.held.len() > DIGEST_BYTES {
+                let cut = self.held.len() - DIGEST_BYTES;
+                self.hash.update(&self.held[..cut]);
+                self.held.drain(..cut);
+            }
         }
     }
 
@@ -136,7 +146,7 @@ impl Trailer {
         if self.head != backup::MAGIC {
             return Err(CliError::new("the node did not send a PiCloud backup"));
         }
-        if self.held.len() < DIGEST_BYTES || self.hash.finalize().as_slice() != self.held {
+        if self.held.len() < DIGEST_BYTES || self.hash.finalize().as_bytes()[..] != self.held[..] {
             return Err(CliError::new(
                 "the stream ended early or was damaged (checksum mismatch)",
             ));

@@ -89,6 +89,7 @@ impl From<ClusterError> for ApiError {
             ClusterError::Timeout { .. } => Code::Timeout,
             ClusterError::OutcomeUnknown { .. } => Code::OutcomeUnknown,
             ClusterError::Overloaded => Code::Overloaded,
+            ClusterError::BackupBusy => Code::BackupBusy,
             ClusterError::Stopped { .. } => Code::ShuttingDown,
             ClusterError::DiskFull(_) => Code::DiskFull,
             ClusterError::ClusterSecret(sealed) => picloud_actors::error::seal_code(sealed),

@@ -2,12 +2,11 @@
 //! `PICBACK1` file (`picloud_cluster::backup`) from whichever node the
 //! caller asked. Admin only: it holds every app's data (secrets sealed).
 //!
-//! The snapshot is taken before the response starts, so a failure there
-//! (no leader, the snapshot timed out, another backup running) is an
-//! ordinary error; a failure after the first byte cuts the body, which the
-//! CLI reports (and keeps no file).
-
-use std::time::Duration;
+//! The state's view is opened before the response starts, so a failure
+//! there (no leader, another backup running) is an ordinary error; a
+//! failure after the first byte (the writes during the backup outgrew
+//! `backup_kept_bytes_max`, a block no member holds) cuts the body, which
+//! the CLI reports (and keeps no file).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -23,11 +22,10 @@ use tokio::sync::Semaphore;
 use crate::gateway::auth::Caller;
 use crate::gateway::{ApiError, ApiQuery, Gateway};
 
-/// Backups one node writes at once (each holds a snapshot file open and
-/// reads the whole state); one more is refused with `backup_busy`.
+/// Backups one node writes at once (each reads the whole state and keeps
+/// old values of what is written meanwhile); one more is refused with
+/// `backup_busy`.
 pub const BACKUPS_AT_ONCE_MAX: usize = 1;
-/// How long a backup waits for its snapshot to be built.
-pub const BACKUP_SNAPSHOT_TIMEOUT_MS: u64 = 600_000;
 
 static BACKUPS: Semaphore = Semaphore::const_new(BACKUPS_AT_ONCE_MAX);
 
@@ -67,7 +65,7 @@ pub(super) async fn backup(
         &gateway.node,
         query.files.unwrap_or(true),
         now_ms(),
-        Duration::from_millis(BACKUP_SNAPSHOT_TIMEOUT_MS),
+        gateway.config.backup_kept_bytes_max,
     )
     .await?;
     let header = prepared.header().clone();
