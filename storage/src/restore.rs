@@ -53,7 +53,12 @@ impl BlockCollector {
     }
 
     /// Looks at one record; only files and their block lists matter.
-    pub fn record(&mut self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+    pub fn record(
+        &mut self,
+        keyspace: Keyspace,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StorageError> {
         match keyspace {
             Keyspace::Files => {
                 let record: FileRecord = codec::decode(value, STORED_BYTES_MAX)
@@ -127,7 +132,8 @@ impl Restorer {
         node_id: NodeId,
         cache_capacity_bytes: u64,
     ) -> Result<Restorer, StorageError> {
-        std::fs::create_dir_all(raft_dir).map_err(StorageError::io("create storage dir", raft_dir))?;
+        std::fs::create_dir_all(raft_dir)
+            .map_err(StorageError::io("create storage dir", raft_dir))?;
         let state = SledBackend::open(
             &raft_dir.join("state"),
             SledOptions {
@@ -147,7 +153,12 @@ impl Restorer {
 
     /// Adds one record of the state (`keyspace` must be one of
     /// `Keyspace::STATE_DATA`: the caller checks what it read).
-    pub fn record(&mut self, keyspace: Keyspace, key: Vec<u8>, value: Vec<u8>) -> Result<(), StorageError> {
+    pub fn record(
+        &mut self,
+        keyspace: Keyspace,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), StorageError> {
         if keyspace == Keyspace::Apps {
             self.apps += 1;
         }
@@ -299,12 +310,32 @@ mod tests {
         let size = BLOCK_BYTES + 10;
         let mut records = vec![
             (Keyspace::Kv, keys::kv_key("shop", "k/1"), b"1".to_vec()),
-            (Keyspace::Cluster, keys::CLUSTER_CA.to_vec(), b"old ca".to_vec()),
-            (Keyspace::Cluster, keys::CLUSTER_JOIN_SECRET.to_vec(), b"s".to_vec()),
-            (Keyspace::Cluster, keys::CLUSTER_NEXT_NODE_ID.to_vec(), b"4".to_vec()),
-            (Keyspace::Cluster, keys::registered_node_key(3), b"n3".to_vec()),
+            (
+                Keyspace::Cluster,
+                keys::CLUSTER_CA.to_vec(),
+                b"old ca".to_vec(),
+            ),
+            (
+                Keyspace::Cluster,
+                keys::CLUSTER_JOIN_SECRET.to_vec(),
+                b"s".to_vec(),
+            ),
+            (
+                Keyspace::Cluster,
+                keys::CLUSTER_NEXT_NODE_ID.to_vec(),
+                b"4".to_vec(),
+            ),
+            (
+                Keyspace::Cluster,
+                keys::registered_node_key(3),
+                b"n3".to_vec(),
+            ),
             (Keyspace::Cluster, keys::removed_node_key(2), b"".to_vec()),
-            (Keyspace::Files, keys::file_key("shop", "a.bin"), file_record(size, 2)),
+            (
+                Keyspace::Files,
+                keys::file_key("shop", "a.bin"),
+                file_record(size, 2),
+            ),
             (
                 Keyspace::FileIndex,
                 keys::file_blocks_key("shop", "a.bin"),

@@ -187,7 +187,8 @@ impl Backend for Versioned {
         let mut view = self.gate.view();
         if let Some(open) = view.as_mut() {
             for op in batch.ops() {
-                let (BatchOp::Insert { keyspace, key, .. } | BatchOp::Remove { keyspace, key }) = op;
+                let (BatchOp::Insert { keyspace, key, .. } | BatchOp::Remove { keyspace, key }) =
+                    op;
                 open.keep(self.inner.as_ref(), *keyspace, key)?;
             }
         }
@@ -335,7 +336,9 @@ fn step(open: &mut Open, index: usize, next: Option<KeyValue>, out: &mut Vec<Key
             break;
         }
         let ((_, key), old) = entry.remove_entry();
-        open.kept_bytes = open.kept_bytes.saturating_sub(kept_bytes(&key, old.as_deref()));
+        open.kept_bytes = open
+            .kept_bytes
+            .saturating_sub(kept_bytes(&key, old.as_deref()));
         if let Some(value) = old {
             out.push((key, value));
         }
@@ -344,7 +347,9 @@ fn step(open: &mut Open, index: usize, next: Option<KeyValue>, out: &mut Vec<Key
         Some((key, value)) => {
             match open.kept.remove(&(index, key.clone())) {
                 Some(old) => {
-                    open.kept_bytes = open.kept_bytes.saturating_sub(kept_bytes(&key, old.as_deref()));
+                    open.kept_bytes = open
+                        .kept_bytes
+                        .saturating_sub(kept_bytes(&key, old.as_deref()));
                     if let Some(old) = old {
                         out.push((key.clone(), old));
                     }

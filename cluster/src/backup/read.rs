@@ -124,7 +124,10 @@ impl Input {
     /// allocate gigabytes) or past the digest.
     fn bytes(&mut self, length: u32, max: u64, what: &str) -> Result<Vec<u8>, BackupError> {
         if u64::from(length) > max || self.position + u64::from(length) > self.length {
-            return Err(self.corrupt(format!("{what} of {length} bytes at byte {}", self.position)));
+            return Err(self.corrupt(format!(
+                "{what} of {length} bytes at byte {}",
+                self.position
+            )));
         }
         let mut bytes = vec![0u8; length as usize];
         self.read(&mut bytes)?;
@@ -201,7 +204,12 @@ fn read_block(input: &mut Input) -> Result<(BlockHash, Vec<u8>), BackupError> {
 
 /// Where the pass puts what it reads.
 trait Sink {
-    fn record(&mut self, keyspace: Keyspace, key: Vec<u8>, value: Vec<u8>) -> Result<(), BackupError>;
+    fn record(
+        &mut self,
+        keyspace: Keyspace,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), BackupError>;
     fn block(&mut self, hash: BlockHash, bytes: Vec<u8>) -> Result<(), BackupError>;
 }
 
@@ -231,12 +239,17 @@ fn read_all(input: &mut Input, sink: &mut dyn Sink) -> Result<(Verified, StateMe
         tag = input.u8()?;
     }
     if tag != SECTION_END {
-        return Err(input.corrupt(format!("an unexpected section tag {tag} at byte {}", input.position - 1)));
+        return Err(input.corrupt(format!(
+            "an unexpected section tag {tag} at byte {}",
+            input.position - 1
+        )));
     }
     let record_count = input.u64()?;
     let block_count = input.u64()?;
     if input.position + DIGEST_BYTES != input.length {
-        return Err(input.corrupt("its end is not where its length says: damaged or with bytes after it"));
+        return Err(
+            input.corrupt("its end is not where its length says: damaged or with bytes after it")
+        );
     }
     let digest = input.digest();
     let mut stored = [0u8; 32];
@@ -376,7 +389,9 @@ async fn restore_into(
         }
     }
     drop(rx);
-    let read = reading.await.map_err(|e| BackupError::Task(e.to_string()))?;
+    let read = reading
+        .await
+        .map_err(|e| BackupError::Task(e.to_string()))?;
     stored?;
     let (verified, meta, restorer) = read?;
     // The file checked whole: only now does the dir become a node's storage.
@@ -531,9 +546,17 @@ mod tests {
         std::fs::write(&path, backup_bytes()).expect("write");
         let target = dir.path().join("data");
         let report = restore(&path, &target, 1 << 20).await.expect("restore");
-        assert_eq!((report.verified.records, report.verified.blocks, report.apps), (3, 2, 1));
+        assert_eq!(
+            (report.verified.records, report.verified.blocks, report.apps),
+            (3, 2, 1)
+        );
         assert!(!target.join(RESTORING_MARKER_FILE).exists());
-        assert!(target.join("raft").join(picloud_storage::restore::RESTORED_MARKER_FILE).exists());
+        assert!(
+            target
+                .join("raft")
+                .join(picloud_storage::restore::RESTORED_MARKER_FILE)
+                .exists()
+        );
         let state = picloud_storage::backend::SledBackend::open(
             &target.join("raft").join("state"),
             picloud_storage::backend::SledOptions {

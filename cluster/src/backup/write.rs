@@ -164,7 +164,10 @@ fn write_records(
         Ok(())
     });
     match scanned {
-        Ok(()) => Ok((count, collector.map(BlockCollector::finish).unwrap_or_default())),
+        Ok(()) => Ok((
+            count,
+            collector.map(BlockCollector::finish).unwrap_or_default(),
+        )),
         Err(ScanError::Emit(stop)) => Err(stop),
         Err(ScanError::View(error)) => Err(Stop::Failed(format!(
             "reading the state at index {}: {error}",

@@ -19,6 +19,9 @@ use super::escape::escape;
 /// default a node runs with).
 const RESTORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The backup file's write buffer.
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// Streams a backup from a node into `out`.
 pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliError> {
     let started = std::time::Instant::now();
@@ -38,7 +41,12 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
         .to_string();
     let mut body = response.bytes_stream();
     let written = async {
-        let mut file = tokio::fs::File::create(&partial).await?;
+        // Writes of at least this much: the body arrives in small chunks,
+        // and each write is a trip to the blocking pool.
+        let mut file = tokio::io::BufWriter::with_capacity(
+            WRITE_BUFFER_BYTES,
+            tokio::fs::File::create(&partial).await?,
+        );
         let mut trailer = Trailer::default();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(std::io::Error::other)?;
@@ -46,7 +54,7 @@ pub async fn backup(client: &Client, out: &Path, files: bool) -> Result<(), CliE
             trailer.update(&chunk);
         }
         file.flush().await?;
-        file.sync_all().await?;
+        file.get_ref().sync_all().await?;
         Ok::<Trailer, std::io::Error>(trailer)
     }
     .await;
