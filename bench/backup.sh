@@ -81,10 +81,13 @@ fill_ms=$(( $(now_ms) - start ))
 echo "# backup and restore, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), state filled through the app route in ${fill_ms} ms"
 echo "data dir after the fill: $(du -sm "$WORK/pc1" | cut -f1) MB"
 # A node restarted since its state was written, as a Pi's usually is: every
-# byte of the state is on the disk, none only in the node's buffers.
-kill -TERM "${PIDS[pc1]}"; wait "${PIDS[pc1]}" || true
-start_picloud 1
-wait_http "http://127.0.0.1:${HTTP_PORTS}1/_/health"
+# byte of the state is on the disk, none only in the node's memory (sled
+# keeps what a scan reads: each profile starts with a restarted node).
+restart_node() {
+  kill -TERM "${PIDS[pc1]}"; wait "${PIDS[pc1]}" || true
+  start_picloud 1
+  wait_http "http://127.0.0.1:${HTTP_PORTS}1/_/health"
+}
 
 # ---- 2. per disk profile: the disk, then backup and restore ----
 # The whole disk under $WORK (a partition's parent), for the throttle.
@@ -100,7 +103,7 @@ elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then
   echo +io >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
   CGROUP=/sys/fs/cgroup/picloud-backup-bench
 fi
-[ -n "$CGROUP" ] && mkdir -p "$CGROUP" && echo "${PIDS[pc1]}" >"$CGROUP/cgroup.procs"
+[ -n "$CGROUP" ] && mkdir -p "$CGROUP"
 
 # throttle READ_BPS WRITE_BPS: caps the calling (sub)shell and the node;
 # with no arguments, lifts the caps.
@@ -113,6 +116,7 @@ throttle() {
     *) echo "no blkio/io cgroup controller: cannot emulate a Pi's disk" >&2; return 1 ;;
   esac
   echo "$BASHPID" >"$CGROUP/cgroup.procs"
+  echo "${PIDS[pc1]}" >"$CGROUP/cgroup.procs"
 }
 
 measure() { # profile
@@ -129,7 +133,9 @@ measure() { # profile
   read_rate=$(mb_per_s $((1024 * 1024 * 1024)) "$read_ms")
 
   # Off this disk first (tmpfs stands for the operator's machine or another
-  # disk), then onto it (the file the restore reads).
+  # disk: the node reads its state from the disk), then onto it (the file
+  # the restore reads; bound by the disk's write rate, the state now in the
+  # node's memory).
   drop_caches
   start=$(now_ms)
   "$BIN" backup --out "$OFF_DISK/state.picbak" >"$WORK/backup.out"
@@ -160,6 +166,7 @@ PY
 }
 
 for profile in $PROFILES; do
+  restart_node
   case "$profile" in
     raw) ( (throttle || true) && measure raw ) ;;
     pi-ssd) (throttle 360000000 300000000 && measure pi-ssd) ;;
