@@ -122,7 +122,10 @@ impl Node {
             path: data_dir.display().to_string(),
             message: e.to_string(),
         })?;
-        if data_dir.join(crate::backup::RESTORING_MARKER_FILE).exists() {
+        if data_dir
+            .join(picloud_storage::restore::RESTORING_MARKER_FILE)
+            .exists()
+        {
             return Err(ClusterError::Identity {
                 path: data_dir.display().to_string(),
                 message: "a `picloud restore` into this directory did not finish; delete the directory and run the restore again".to_string(),

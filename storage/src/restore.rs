@@ -31,6 +31,10 @@ use crate::keys;
 use crate::snapshot;
 use crate::types::{NodeId, NodeInfo};
 
+/// The file in a node's data dir (the storage dir's parent) that says a
+/// restore into it has not finished: `picloud serve` refuses such a dir.
+pub const RESTORING_MARKER_FILE: &str = "restoring";
+
 /// The file in the storage dir that marks a restore not yet started once.
 pub const RESTORED_MARKER_FILE: &str = "restored";
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 mod operators;
 
-use openraft::LogId;
+use openraft::{LogId, StoredMembership};
 use tokio::sync::broadcast;
 
 use crate::backend::{Backend, Keyspace};
@@ -24,7 +24,7 @@ use crate::records::{AppRecord, AppliedEvent, DeployRecord, KeyRecord, KvPage, L
 use crate::secrets::SecretRecord;
 use crate::topics::{PublishedEvent, TOPIC_PAGE_MAX, TopicPage};
 use crate::triggers::{DeadLetter, OutboxEntry, TriggerSet};
-use crate::types::NodeId;
+use crate::types::{NodeId, NodeInfo};
 use crate::users::{SessionRecord, TokenHash, TokenRecord, UserRecord};
 
 /// The most items one `kv_list` page returns, whatever the caller asks.
@@ -79,7 +79,7 @@ impl StateReader {
             kept_bytes_max,
             |backend| {
                 let last_applied = read_last_applied(backend)?;
-                let membership = crate::state_machine::read_membership(backend)?;
+                let membership = read_membership(backend)?;
                 Ok((last_applied, membership))
             },
         )
@@ -783,6 +783,18 @@ impl StateReader {
                 .push(codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec(what))?);
         }
         Ok(records)
+    }
+}
+
+/// The membership the state holds (the default when none is stored yet).
+pub(crate) fn read_membership(
+    backend: &dyn Backend,
+) -> Result<StoredMembership<NodeId, NodeInfo>, StorageError> {
+    match backend.get(Keyspace::Meta, keys::META_MEMBERSHIP)? {
+        Some(bytes) => {
+            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("membership"))
+        }
+        None => Ok(StoredMembership::default()),
     }
 }
 

@@ -32,11 +32,9 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
 use crate::apply;
-use crate::backend::{Backend, Keyspace, WriteBatch};
-use crate::codec::{self, STORED_BYTES_MAX};
+use crate::backend::{Backend, WriteBatch};
 use crate::command::CommandResult;
 use crate::error::StorageError;
-use crate::keys;
 use crate::records::AppliedEvent;
 use crate::snapshot::{self, Meta};
 use crate::state::read_last_applied;
@@ -123,7 +121,7 @@ impl StateMachine {
     }
 
     fn membership(&self) -> Result<StoredMembership<NodeId, NodeInfo>, StorageError> {
-        read_membership(self.backend.as_ref())
+        crate::state::read_membership(self.backend.as_ref())
     }
 
     /// Runs `work` on the blocking pool (file I/O and fsync) while this task
@@ -273,18 +271,6 @@ impl StateMachine {
             let _ = self.events.send(AppliedEvent::AppChanged { app });
         }
         Ok(())
-    }
-}
-
-/// The membership the state holds (the default when none is stored yet).
-pub(crate) fn read_membership(
-    backend: &dyn Backend,
-) -> Result<StoredMembership<NodeId, NodeInfo>, StorageError> {
-    match backend.get(Keyspace::Meta, keys::META_MEMBERSHIP)? {
-        Some(bytes) => {
-            codec::decode(&bytes, STORED_BYTES_MAX).map_err(StorageError::codec("membership"))
-        }
-        None => Ok(StoredMembership::default()),
     }
 }
 

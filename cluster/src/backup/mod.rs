@@ -25,7 +25,7 @@ mod write;
 
 use serde::{Deserialize, Serialize};
 
-pub use read::{RESTORING_MARKER_FILE, RestoreReport, Verified, restore, verify};
+pub use read::{RestoreReport, Verified, restore, verify};
 pub use write::{BACKUP_CHUNK_BYTES, BACKUP_CHUNKS_IN_FLIGHT, PreparedBackup, prepare};
 
 use openraft::{LogId, StoredMembership};

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use picloud_storage::backend::Keyspace;
 use picloud_storage::codec::STORED_BYTES_MAX;
 use picloud_storage::files::{BLOCK_BYTES, BlockHash};
-use picloud_storage::restore::Restorer;
+use picloud_storage::restore::{RESTORING_MARKER_FILE, Restorer};
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -35,9 +35,6 @@ use crate::node::FIRST_NODE_ID;
 
 /// The read buffer of the pass over a backup file.
 const READ_BUFFER_BYTES: usize = 1024 * 1024;
-/// The file in a data dir that says a restore into it has not finished:
-/// `picloud serve` refuses such a dir.
-pub const RESTORING_MARKER_FILE: &str = "restoring";
 /// Blocks read ahead of the block store's writes.
 const BLOCKS_IN_FLIGHT: usize = 2;
 const DIGEST_BYTES: u64 = 32;
