@@ -12,7 +12,7 @@
 //! These functions block (file I/O, fsync): run them on the blocking pool.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use openraft::{SnapshotMeta, StoredMembership};
@@ -113,10 +113,9 @@ fn frame_length(length: usize, what: &'static str) -> Result<u32, StorageError> 
         })
 }
 
-/// Reads a snapshot file record by record (or a snapshot embedded in a
-/// larger file, such as a backup: see [`Reader::open_range`]).
+/// Reads a snapshot file record by record.
 pub(crate) struct Reader<'p> {
-    input: BufReader<Box<dyn Read + 'p>>,
+    input: BufReader<File>,
     path: &'p Path,
     hash: Fnv64,
     count: u64,
@@ -133,29 +132,9 @@ pub(crate) enum Frame {
 
 impl<'p> Reader<'p> {
     fn open(path: &'p Path) -> Result<(Reader<'p>, Meta), StorageError> {
-        Reader::open_range(path, 0, u64::MAX)
-    }
-
-    /// Reads the snapshot that starts `offset` bytes into the file at
-    /// `path` and takes at most `length` bytes of it.
-    pub(crate) fn open_range(
-        path: &'p Path,
-        offset: u64,
-        length: u64,
-    ) -> Result<(Reader<'p>, Meta), StorageError> {
-        let mut file = File::open(path).map_err(StorageError::io("open snapshot", path))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(StorageError::io("seek snapshot", path))?;
-        Reader::new(Box::new(file.take(length)), path)
-    }
-
-    /// Reads a snapshot from `source`; `path` names it in errors.
-    pub(crate) fn new(
-        source: Box<dyn Read + 'p>,
-        path: &'p Path,
-    ) -> Result<(Reader<'p>, Meta), StorageError> {
+        let file = File::open(path).map_err(StorageError::io("open snapshot", path))?;
         let mut reader = Reader {
-            input: BufReader::with_capacity(IO_BUFFER_BYTES, source),
+            input: BufReader::with_capacity(IO_BUFFER_BYTES, file),
             path,
             hash: Fnv64::new(),
             count: 0,
@@ -273,17 +252,7 @@ pub(crate) fn install_file(
     backend: &dyn Backend,
     path: &Path,
 ) -> Result<Vec<String>, StorageError> {
-    let (reader, meta) = Reader::open(path)?;
-    install(backend, reader, &meta)
-}
-
-/// Replaces the state with the records `reader` yields (see
-/// [`install_file`]); the applied id and membership come from `meta`.
-pub(crate) fn install(
-    backend: &dyn Backend,
-    mut reader: Reader<'_>,
-    meta: &Meta,
-) -> Result<Vec<String>, StorageError> {
+    let (mut reader, meta) = Reader::open(path)?;
     let mut apps = app_names(backend)?;
 
     // Drop the applied id first: a crash part-way leaves a state that says it

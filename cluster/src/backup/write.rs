@@ -107,9 +107,9 @@ impl PreparedBackup {
         // The scan blocks (sled); the view closes when this thread drops it.
         let (mut out, records, blocks) = tokio::task::spawn_blocking(move || {
             let mut out = Out::new(tx);
-            let records = write_records(&header, &view, with_files, &mut out)?;
+            let (records, blocks) = write_records(&header, &view, with_files, &mut out)?;
             out.flush_blocking()?;
-            Ok::<_, Stop>((out, records.0, records.1))
+            Ok::<_, Stop>((out, records, blocks))
         })
         .await
         .map_err(|e| Stop::Failed(e.to_string()))??;
